@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every struct and enum that crosses the C <-> Go boundary lives here, once.
+ * bpf2go exports them to Go with -type; Go never mirrors them by hand.
+ *
+ * Address fields are 16 bytes wide everywhere (union sl_addr) so that IPv6
+ * can use the same keys when dual-stack lands; IPv4 lives in the first four
+ * bytes and the rest is zero.
+ */
+#ifndef SLUICE_TYPES_H
+#define SLUICE_TYPES_H
+
+#include <linux/types.h>
+
+/* An IPv4 or IPv6 address. addr6 comes first so the Go side sees 16 raw
+ * bytes; an IPv4 address is addr4 == the first four bytes, rest zero. */
+union sl_addr {
+	__u8 addr6[16];
+	__be32 addr4;
+};
+
+/* Direction relative to the endpoint (the pod), as Hubble reports it. */
+enum sl_dir {
+	SL_DIR_UNKNOWN = 0,
+	SL_DIR_INGRESS = 1, /* into the pod: tc egress of the host-side veth */
+	SL_DIR_EGRESS = 2,  /* out of the pod: tc ingress of the host-side veth */
+};
+
+/*
+ * Drop reasons. Values that Hubble knows use Hubble's flow.DropReason
+ * numbering, so the telemetry layer can pass them through unchanged;
+ * reasons with no Hubble equivalent start at SL_DROP_SLUICE_BASE.
+ */
+enum sl_drop_reason {
+	SL_DROP_NONE = 0,
+	SL_DROP_INVALID_SOURCE_IP = 132,      /* flow.DropReason_INVALID_SOURCE_IP */
+	SL_DROP_INVALID_PACKET = 134,         /* flow.DropReason_INVALID_PACKET_DROPPED */
+	SL_DROP_CT_INVALID_HDR = 135,         /* flow.DropReason_CT_TRUNCATED_OR_INVALID_HEADER */
+	SL_DROP_CT_MAP_FULL = 155,            /* flow.DropReason_CT_MAP_INSERTION_FAILED */
+	SL_DROP_FRAG_NOT_FOUND = 175,         /* flow.DropReason_FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND */
+	/* Sluice-specific reasons start here (none yet). */
+	SL_DROP_SLUICE_BASE = 1000,
+};
+
+/* What a per-CPU counter counts. */
+enum sl_metric {
+	SL_METRIC_FORWARDED = 1,    /* IPv4 packet passed on (TCX_NEXT) */
+	SL_METRIC_DROPPED = 2,      /* packet dropped; reason in the key */
+	SL_METRIC_PASSED_IPV6 = 3,  /* IPv6 passed untouched until dual-stack lands */
+	SL_METRIC_PASSED_OTHER = 4, /* non-IP (ARP, ...) passed untouched */
+	SL_METRIC_RELATED = 5,      /* ICMP error related to a tracked connection */
+	SL_METRIC_EVENTS_LOST = 6,  /* ring buffer full: event not emitted */
+	SL_METRIC_NO_ENDPOINT = 7,  /* program ran on an interface with no endpoint entry */
+	SL_METRIC_FRAG_TABLE_FULL = 8, /* a first fragment's ports could not be remembered */
+};
+
+/* Per-CPU counter key: what, which direction, and the drop reason. */
+struct sl_metrics_key {
+	__u8 metric; /* enum sl_metric */
+	__u8 dir;    /* enum sl_dir */
+	__u16 reason; /* enum sl_drop_reason, SL_DROP_NONE unless dropped */
+};
+
+struct sl_metrics_val {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* A local endpoint (pod), keyed by the ifindex of its host-side interface. */
+struct sl_endpoint {
+	__u32 ep_id;  /* agent-allocated endpoint ID, scopes CT entries */
+	__u32 flags;  /* SL_EP_F_* */
+	union sl_addr ipv4;
+	union sl_addr ipv6;
+};
+
+#define SL_EP_F_HAS_IPV4 (1U << 0)
+#define SL_EP_F_HAS_IPV6 (1U << 1)
+
+/*
+ * Connection tracking. Every endpoint has its own view: the key carries the
+ * endpoint ID, so a pod-to-pod flow on one node has one entry for the
+ * client's egress and another for the server's ingress, and one endpoint's
+ * entry never lets a packet skip another endpoint's checks. The tuple is the
+ * one of the connection's first packet (the original direction).
+ */
+struct sl_ct_key {
+	__u32 ep_id;
+	__u8 family; /* AF_INET (2); AF_INET6 (10) reserved */
+	__u8 proto;  /* IPPROTO_* */
+	__be16 sport; /* ICMP echo: identifier (request side) */
+	__be16 dport;
+	__u16 pad;
+	union sl_addr saddr;
+	union sl_addr daddr;
+};
+
+enum sl_ct_state {
+	SL_CT_NONE = 0,
+	SL_CT_SYN_SENT = 1,    /* TCP: SYN seen from the originator */
+	SL_CT_SYN_RECV = 2,    /* TCP: SYN-ACK seen from the replier */
+	SL_CT_ESTABLISHED = 3, /* TCP after the handshake; UDP/ICMP/other once replied */
+	SL_CT_CLOSING = 4,     /* TCP: FIN seen */
+	SL_CT_CLOSED = 5,      /* TCP: RST seen, or FIN in both directions */
+	SL_CT_OPEN = 6,        /* non-TCP flow not (yet) answered */
+};
+
+struct sl_ct_entry {
+	__u64 expires;   /* CLOCK_MONOTONIC ns (bpf_ktime_get_ns) after which the entry is dead */
+	__u64 created;   /* CLOCK_MONOTONIC ns of the first packet */
+	__u64 packets_orig;
+	__u64 bytes_orig;
+	__u64 packets_reply;
+	__u64 bytes_reply;
+	__u8 state;      /* enum sl_ct_state */
+	__u8 origin;     /* enum sl_dir of the first packet */
+	__u8 flags_orig; /* TCP flags seen in the original direction (OR) */
+	__u8 flags_reply;
+	__u32 pad;
+};
+
+/* IPv4 fragment tracking: the first fragment's ports, for later fragments. */
+struct sl_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct sl_frag_val {
+	__be16 sport;
+	__be16 dport;
+};
+
+/* Map-layout fingerprints written by the agent; see pkg/datapath. */
+struct sl_layout_key {
+	char name[16];
+};
+
+enum sl_event_type {
+	SL_EVENT_CONN_NEW = 1, /* trace: a connection's first packet */
+	SL_EVENT_DROP = 2,     /* a dropped packet, with reason */
+};
+
+/* One ring buffer record. */
+struct sl_event {
+	__u64 ts;      /* CLOCK_MONOTONIC ns */
+	__u8 type;     /* enum sl_event_type */
+	__u8 dir;      /* enum sl_dir */
+	__u16 reason;  /* enum sl_drop_reason */
+	__u32 ifindex;
+	__u32 ep_id;
+	__u32 len;     /* packet length */
+	__u8 family;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 pad;
+	__be16 sport;
+	__be16 dport;
+	union sl_addr saddr;
+	union sl_addr daddr;
+};
+
+#endif /* SLUICE_TYPES_H */

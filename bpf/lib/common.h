@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Includes, runtime configuration and return codes shared by all programs. */
+#ifndef SLUICE_COMMON_H
+#define SLUICE_COMMON_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/icmp.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <stdbool.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "sluice/types.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+/*
+ * Verdicts. SL_NEXT hands the packet to the next program: with tcx that is
+ * TCX_NEXT, with legacy cls_bpf in direct-action mode TC_ACT_UNSPEC (both
+ * -1), so the CNI's own programs still run after ours.
+ */
+#define SL_NEXT TC_ACT_UNSPEC
+#define SL_DROP TC_ACT_SHOT
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/*
+ * Runtime configuration, set by the agent on the CollectionSpec before load
+ * (spec.Variables). Defaults here are only what a bare test load sees.
+ */
+volatile const __u64 ct_timeout_syn_ns = 60 * NSEC_PER_SEC;
+volatile const __u64 ct_timeout_tcp_ns = 6 * 3600 * NSEC_PER_SEC;
+volatile const __u64 ct_timeout_close_ns = 10 * NSEC_PER_SEC;
+volatile const __u64 ct_timeout_other_ns = 60 * NSEC_PER_SEC;
+/* Drop packets from a pod whose source address is not the pod's. */
+volatile const __u8 enable_antispoof = 1;
+
+/* Lifetime refreshes closer than this to the stored deadline are skipped,
+ * so established flows do not write their CT entry on every packet. */
+#define CT_REFRESH_SLACK_NS NSEC_PER_SEC
+
+#endif /* SLUICE_COMMON_H */

@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Connection tracking, per endpoint.
+ *
+ * A packet's tuple is looked up as-is (original direction) and reversed
+ * (reply direction). A miss creates an entry keyed by the packet's tuple,
+ * so the entry's key is always the connection's original direction.
+ *
+ * TCP:  SYN -> SYN_SENT -(SYN-ACK)-> SYN_RECV -(ACK)-> ESTABLISHED
+ *       any FIN -> CLOSING; RST, or FIN both ways -> CLOSED
+ *       a SYN (no ACK) in the original direction on a CLOSING/CLOSED
+ *       entry starts a new connection on the same tuple.
+ *       A non-SYN packet with no entry (mid-stream: the entry was
+ *       replaced, or the flow predates the agent) is picked up as
+ *       ESTABLISHED, as Linux conntrack does with tcp_loose.
+ * Other: OPEN until a reply is seen, then ESTABLISHED.
+ *
+ * Expired entries are dead even before the agent's GC removes them.
+ */
+#ifndef SLUICE_CONNTRACK_H
+#define SLUICE_CONNTRACK_H
+
+#include "metrics.h"
+
+enum ct_result {
+	CT_NEW = 0,
+	CT_ESTABLISHED = 1,
+	CT_REPLY = 2,
+	CT_RELATED = 3,
+	CT_FULL = 4,
+};
+
+static __always_inline void ct_key_from_pkt(struct sl_ct_key *key, __u32 ep_id,
+					    const struct sl_pkt *pkt, bool reverse)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->ep_id = ep_id;
+	key->family = pkt->family;
+	key->proto = pkt->proto;
+	if (!reverse) {
+		key->saddr = pkt->saddr;
+		key->daddr = pkt->daddr;
+		key->sport = pkt->sport;
+		key->dport = pkt->dport;
+	} else {
+		key->saddr = pkt->daddr;
+		key->daddr = pkt->saddr;
+		key->sport = pkt->dport;
+		key->dport = pkt->sport;
+	}
+}
+
+static __always_inline __u64 ct_timeout(__u8 state)
+{
+	switch (state) {
+	case SL_CT_SYN_SENT:
+	case SL_CT_SYN_RECV:
+		return ct_timeout_syn_ns;
+	case SL_CT_ESTABLISHED:
+		return ct_timeout_tcp_ns;
+	case SL_CT_CLOSING:
+	case SL_CT_CLOSED:
+		return ct_timeout_close_ns;
+	default:
+		return ct_timeout_other_ns;
+	}
+}
+
+/* Non-TCP established flows use the shorter "other" lifetime. */
+static __always_inline __u64 ct_lifetime(const struct sl_pkt *pkt, __u8 state)
+{
+	if (pkt->proto != IPPROTO_TCP)
+		return ct_timeout_other_ns;
+	return ct_timeout(state);
+}
+
+static __always_inline __u8 tcp_initial_state(__u8 flags)
+{
+	if (flags & TCPF_RST)
+		return SL_CT_CLOSED;
+	if (flags & TCPF_FIN)
+		return SL_CT_CLOSING;
+	if ((flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN)
+		return SL_CT_SYN_SENT;
+	return SL_CT_ESTABLISHED;
+}
+
+static __always_inline __u8 tcp_next_state(__u8 state, __u8 flags, bool reply,
+					   __u8 seen_orig, __u8 seen_reply)
+{
+	if (flags & TCPF_RST)
+		return SL_CT_CLOSED;
+	if (flags & TCPF_FIN) {
+		/* FIN in both directions: the connection is done. */
+		if ((reply ? seen_orig : seen_reply) & TCPF_FIN)
+			return SL_CT_CLOSED;
+		return state == SL_CT_CLOSED ? SL_CT_CLOSED : SL_CT_CLOSING;
+	}
+	switch (state) {
+	case SL_CT_SYN_SENT:
+		if (reply && (flags & (TCPF_SYN | TCPF_ACK)) == (TCPF_SYN | TCPF_ACK))
+			return SL_CT_SYN_RECV;
+		return state;
+	case SL_CT_SYN_RECV:
+		if (!reply && (flags & TCPF_ACK))
+			return SL_CT_ESTABLISHED;
+		return state;
+	default:
+		return state;
+	}
+}
+
+static __always_inline int ct_create(struct sl_ct_key *key, const struct sl_pkt *pkt,
+				     __u8 dir, __u32 len, __u64 now)
+{
+	struct sl_ct_entry e = {};
+
+	e.created = now;
+	e.origin = dir;
+	e.packets_orig = 1;
+	e.bytes_orig = len;
+	if (pkt->proto == IPPROTO_TCP) {
+		e.state = tcp_initial_state(pkt->tcp_flags);
+		e.flags_orig = pkt->tcp_flags;
+	} else {
+		e.state = SL_CT_OPEN;
+	}
+	e.expires = now + ct_lifetime(pkt, e.state);
+	/* BPF_ANY also overwrites an expired or reopened entry in place. */
+	if (bpf_map_update_elem(&sl_ct, key, &e, BPF_ANY) < 0)
+		return CT_FULL;
+	return CT_NEW;
+}
+
+static __always_inline void ct_refresh(struct sl_ct_entry *e, const struct sl_pkt *pkt,
+				       __u8 new_state, __u64 now)
+{
+	__u64 expires = now + ct_lifetime(pkt, new_state);
+
+	if (new_state != e->state) {
+		e->state = new_state;
+		e->expires = expires;
+	} else if (expires > e->expires + CT_REFRESH_SLACK_NS) {
+		e->expires = expires;
+	}
+}
+
+/*
+ * Track one packet of endpoint ep_id seen in direction dir. Returns the
+ * ct_result; CT_FULL means the packet could not be tracked.
+ */
+static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 dir, __u32 len)
+{
+	struct sl_ct_key key;
+	struct sl_ct_entry *e;
+	__u64 now = bpf_ktime_get_ns();
+	__u8 flags = pkt->tcp_flags;
+	bool is_tcp = pkt->proto == IPPROTO_TCP;
+
+	if (pkt->icmp_error) {
+		/* The embedded tuple is the original flow's, sent by one of
+		 * its ends: look it up both ways, never create from it. */
+		ct_key_from_pkt(&key, ep_id, pkt, false);
+		e = bpf_map_lookup_elem(&sl_ct, &key);
+		if (!e) {
+			ct_key_from_pkt(&key, ep_id, pkt, true);
+			e = bpf_map_lookup_elem(&sl_ct, &key);
+		}
+		if (e && e->expires > now)
+			return CT_RELATED;
+		return CT_NEW;
+	}
+
+	ct_key_from_pkt(&key, ep_id, pkt, false);
+	e = bpf_map_lookup_elem(&sl_ct, &key);
+	if (e && e->expires > now) {
+		if (is_tcp && (flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
+		    e->state >= SL_CT_CLOSING && e->state <= SL_CT_CLOSED)
+			return ct_create(&key, pkt, dir, len, now);
+		__sync_fetch_and_add(&e->packets_orig, 1);
+		__sync_fetch_and_add(&e->bytes_orig, len);
+		if (is_tcp) {
+			e->flags_orig |= flags;
+			ct_refresh(e, pkt, tcp_next_state(e->state, flags, false,
+							  e->flags_orig, e->flags_reply), now);
+		} else {
+			ct_refresh(e, pkt, e->state, now);
+		}
+		return CT_ESTABLISHED;
+	}
+
+	ct_key_from_pkt(&key, ep_id, pkt, true);
+	e = bpf_map_lookup_elem(&sl_ct, &key);
+	if (e && e->expires > now) {
+		__sync_fetch_and_add(&e->packets_reply, 1);
+		__sync_fetch_and_add(&e->bytes_reply, len);
+		if (is_tcp) {
+			e->flags_reply |= flags;
+			ct_refresh(e, pkt, tcp_next_state(e->state, flags, true,
+							  e->flags_orig, e->flags_reply), now);
+		} else {
+			ct_refresh(e, pkt, SL_CT_ESTABLISHED, now);
+		}
+		return CT_REPLY;
+	}
+
+	ct_key_from_pkt(&key, ep_id, pkt, false);
+	return ct_create(&key, pkt, dir, len, now);
+}
+
+#endif /* SLUICE_CONNTRACK_H */

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map, declared once, pinned by name under the agent's --bpf-root.
+ * max_entries are defaults; the agent sets the real sizes from config.
+ */
+#ifndef SLUICE_MAPS_H
+#define SLUICE_MAPS_H
+
+#include "common.h"
+
+/* Local endpoints by host-side ifindex. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct sl_endpoint);
+	__uint(max_entries, 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_endpoints SEC(".maps");
+
+/* Connection tracking, one view per endpoint. A plain hash, not LRU: the
+ * agent garbage-collects expired entries, and a full table is a counted
+ * SL_DROP_CT_MAP_FULL drop rather than a silent eviction of a live flow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sl_ct_key);
+	__type(value, struct sl_ct_entry);
+	__uint(max_entries, 131072);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_ct SEC(".maps");
+
+/* Ports of IPv4 first fragments, for the fragments that follow. Short-lived,
+ * so LRU is right here; a failed insert is counted as SL_METRIC_FRAG_TABLE_FULL. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sl_frag_key);
+	__type(value, struct sl_frag_val);
+	__uint(max_entries, 8192);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_frag SEC(".maps");
+
+/* Packet and byte counters by metric, direction and drop reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, struct sl_metrics_key);
+	__type(value, struct sl_metrics_val);
+	__uint(max_entries, 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_metrics SEC(".maps");
+
+/* Trace and drop events for the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_events SEC(".maps");
+
+/* Layout fingerprint of every pinned map, written by the agent so that a
+ * map whose key or value layout changed is replaced, never misread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sl_layout_key);
+	__type(value, __u64);
+	__uint(max_entries, 64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_layout SEC(".maps");
+
+#endif /* SLUICE_MAPS_H */

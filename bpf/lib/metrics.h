@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Per-CPU counters and ring buffer events. */
+#ifndef SLUICE_METRICS_H
+#define SLUICE_METRICS_H
+
+#include "maps.h"
+#include "parse.h"
+
+static __always_inline void count(__u8 metric, __u8 dir, __u16 reason, __u32 bytes)
+{
+	struct sl_metrics_key key = { .metric = metric, .dir = dir, .reason = reason };
+	struct sl_metrics_val *val;
+
+	val = bpf_map_lookup_elem(&sl_metrics, &key);
+	if (!val) {
+		struct sl_metrics_val zero = {};
+
+		/* Racing CPUs may both insert; NOEXIST keeps the first. The key
+		 * space is small and fixed, so this map cannot fill up. */
+		bpf_map_update_elem(&sl_metrics, &key, &zero, BPF_NOEXIST);
+		val = bpf_map_lookup_elem(&sl_metrics, &key);
+		if (!val)
+			return;
+	}
+	/* Per-CPU value: no atomics needed. */
+	val->packets++;
+	val->bytes += bytes;
+}
+
+static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 dir,
+				       __u16 reason, __u32 ep_id, const struct sl_pkt *pkt)
+{
+	struct sl_event *ev;
+
+	ev = bpf_ringbuf_reserve(&sl_events, sizeof(*ev), 0);
+	if (!ev) {
+		count(SL_METRIC_EVENTS_LOST, dir, reason, 0);
+		return;
+	}
+	ev->ts = bpf_ktime_get_ns();
+	ev->type = type;
+	ev->dir = dir;
+	ev->reason = reason;
+	ev->ifindex = skb->ifindex;
+	ev->ep_id = ep_id;
+	ev->len = skb->len;
+	ev->family = pkt->family;
+	ev->proto = pkt->proto;
+	ev->tcp_flags = pkt->tcp_flags;
+	ev->pad = 0;
+	ev->sport = pkt->sport;
+	ev->dport = pkt->dport;
+	ev->saddr = pkt->saddr;
+	ev->daddr = pkt->daddr;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* Drop a packet: count it, tell the agent, and return the tc verdict. */
+static __always_inline int drop(struct __sk_buff *skb, __u8 dir, __u16 reason,
+				__u32 ep_id, const struct sl_pkt *pkt)
+{
+	count(SL_METRIC_DROPPED, dir, reason, skb->len);
+	emit_event(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt);
+	return SL_DROP;
+}
+
+#endif /* SLUICE_METRICS_H */

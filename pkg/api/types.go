@@ -1,0 +1,75 @@
+// Package api holds the types the agent serves on its local API socket and the
+// CLI reads. The transport is HTTP/JSON over a unix socket in the agent's state
+// directory (like Cilium's agent API), so it is scriptable with curl.
+package api
+
+import "time"
+
+// SocketName is the agent API socket's file name inside --state-dir.
+const SocketName = "sluice.sock"
+
+// Paths served on the API socket.
+const (
+	PathStatus    = "/v1/status"
+	PathEndpoints = "/v1/endpoints"
+)
+
+// Status is the agent's health and configuration as `sluice status` shows it.
+type Status struct {
+	NodeName   string    `json:"nodeName"`
+	Ready      bool      `json:"ready"`
+	StartedAt  time.Time `json:"startedAt"`
+	Source     string    `json:"source"`
+	BPFRoot    string    `json:"bpfRoot"`
+	StateDir   string    `json:"stateDir"`
+	CgroupRoot string    `json:"cgroupRoot"`
+	// AttachMode is how programs are attached to endpoint interfaces: "tcx" or "tc".
+	AttachMode string         `json:"attachMode"`
+	Kernel     KernelFeatures `json:"kernel"`
+	Endpoints  int            `json:"endpoints"`
+	// CTEntries is the number of live connection-tracking entries; CTMax the table size.
+	CTEntries int `json:"ctEntries"`
+	CTMax     int `json:"ctMax"`
+	// Adopted is true when this agent found pinned state from a previous run and kept it.
+	Adopted bool `json:"adopted"`
+	// Errors are current problems (bad manifests, failed attaches), newest last.
+	Errors []Error `json:"errors,omitempty"`
+	// Counters are datapath packet/byte totals by verdict, reason and direction.
+	Counters []Counter `json:"counters,omitempty"`
+}
+
+// KernelFeatures are the results of the feature probes run at start.
+type KernelFeatures struct {
+	Release string `json:"release"`
+	TCX     bool   `json:"tcx"`
+	RingBuf bool   `json:"ringbuf"`
+}
+
+// Error is one current problem reported by a part of the agent.
+type Error struct {
+	Component string    `json:"component"`
+	Message   string    `json:"message"`
+	Time      time.Time `json:"time"`
+}
+
+// Counter is one datapath counter summed over CPUs.
+type Counter struct {
+	Verdict   string `json:"verdict"` // forwarded, dropped, passed-ipv6, passed-non-ip, ...
+	Reason    string `json:"reason,omitempty"`
+	Direction string `json:"direction"` // ingress (into the pod) or egress (out of the pod)
+	Packets   uint64 `json:"packets"`
+	Bytes     uint64 `json:"bytes"`
+}
+
+// Endpoint is one local pod as the endpoint manager sees it.
+type Endpoint struct {
+	ID        uint32   `json:"id"`
+	Namespace string   `json:"namespace"`
+	Pod       string   `json:"pod"`
+	IPs       []string `json:"ips"`
+	Interface string   `json:"interface,omitempty"`
+	IfIndex   int      `json:"ifindex,omitempty"`
+	// State is "ready" (programs attached), "waiting-for-interface" or "error".
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}

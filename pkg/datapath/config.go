@@ -1,0 +1,97 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// DefaultBPFRoot is where maps and links are pinned unless --bpf-root says otherwise.
+const DefaultBPFRoot = "/sys/fs/bpf/sluice"
+
+// Config sizes and tunes the datapath. Zero values take the defaults.
+type Config struct {
+	// BPFRoot is the bpffs directory owned by this agent.
+	BPFRoot string
+	// CTMax is the connection-tracking table size (entries).
+	CTMax uint32
+	// EndpointsMax is the maximum number of local endpoints.
+	EndpointsMax uint32
+	// FragMax is the number of IPv4 first fragments remembered at once.
+	FragMax uint32
+	// EventsBufBytes is the ring buffer size; a power of two, a multiple of the page size.
+	EventsBufBytes uint32
+	// CT lifetimes by state.
+	CTTimeoutSYN, CTTimeoutTCP, CTTimeoutClose, CTTimeoutOther time.Duration
+	// DisableAntispoof lets pods send from addresses that are not theirs.
+	DisableAntispoof bool
+}
+
+// Defaults returns the configuration a node gets without flags. The CT size
+// is sized for a busy node (~25 MiB preallocated); edge hosts may lower it.
+func Defaults() Config {
+	return Config{
+		BPFRoot:        DefaultBPFRoot,
+		CTMax:          131072,
+		EndpointsMax:   1024,
+		FragMax:        8192,
+		EventsBufBytes: 1 << 20,
+		CTTimeoutSYN:   60 * time.Second,
+		CTTimeoutTCP:   6 * time.Hour,
+		CTTimeoutClose: 10 * time.Second,
+		CTTimeoutOther: 60 * time.Second,
+	}
+}
+
+func (c *Config) withDefaults() Config {
+	d := Defaults()
+	out := *c
+	if out.BPFRoot == "" {
+		out.BPFRoot = d.BPFRoot
+	}
+	if out.CTMax == 0 {
+		out.CTMax = d.CTMax
+	}
+	if out.EndpointsMax == 0 {
+		out.EndpointsMax = d.EndpointsMax
+	}
+	if out.FragMax == 0 {
+		out.FragMax = d.FragMax
+	}
+	if out.EventsBufBytes == 0 {
+		out.EventsBufBytes = d.EventsBufBytes
+	}
+	for _, p := range []struct {
+		v *time.Duration
+		d time.Duration
+	}{
+		{&out.CTTimeoutSYN, d.CTTimeoutSYN}, {&out.CTTimeoutTCP, d.CTTimeoutTCP},
+		{&out.CTTimeoutClose, d.CTTimeoutClose}, {&out.CTTimeoutOther, d.CTTimeoutOther},
+	} {
+		if *p.v == 0 {
+			*p.v = p.d
+		}
+	}
+	return out
+}
+
+// Validate names the first setting that cannot work.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.CTMax < 1024 {
+		errs = append(errs, fmt.Errorf("ct-max %d is too small: use at least 1024", c.CTMax))
+	}
+	if c.EventsBufBytes&(c.EventsBufBytes-1) != 0 || c.EventsBufBytes < 4096 {
+		errs = append(errs, fmt.Errorf("events-buffer %d must be a power of two of at least 4096 bytes", c.EventsBufBytes))
+	}
+	for name, d := range map[string]time.Duration{
+		"ct-timeout-syn": c.CTTimeoutSYN, "ct-timeout-tcp": c.CTTimeoutTCP,
+		"ct-timeout-close": c.CTTimeoutClose, "ct-timeout-other": c.CTTimeoutOther,
+	} {
+		if d < time.Second {
+			errs = append(errs, fmt.Errorf("%s %s must be at least 1s", name, d))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,93 @@
+package datapath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+)
+
+// Event is one decoded ring buffer record.
+type Event struct {
+	Time       time.Time      `json:"time"`
+	Type       string         `json:"type"` // trace or drop
+	Dir        string         `json:"direction"`
+	Reason     string         `json:"reason,omitempty"`
+	ReasonID   uint16         `json:"reasonID,omitempty"`
+	IfIndex    uint32         `json:"ifindex"`
+	EndpointID uint32         `json:"endpointID"`
+	Len        uint32         `json:"len"`
+	Proto      string         `json:"proto"`
+	Src        netip.AddrPort `json:"src"`
+	Dst        netip.AddrPort `json:"dst"`
+	TCPFlags   uint8          `json:"tcpFlags,omitempty"`
+}
+
+// DecodeEvent turns a raw record into an Event. bootTime maps the
+// monotonic timestamp to wall time.
+func DecodeEvent(raw []byte, bootTime time.Time) (Event, error) {
+	var r bpfobj.BpfSlEvent
+	if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &r); err != nil {
+		return Event{}, fmt.Errorf("decode event of %d bytes: %w", len(raw), err)
+	}
+	ev := Event{
+		Time: bootTime.Add(time.Duration(r.Ts)), Type: EventTypeName(r.Type),
+		Dir: DirName(r.Dir), IfIndex: r.Ifindex, EndpointID: r.EpId, Len: r.Len,
+		Proto: ProtoName(r.Proto), TCPFlags: r.TcpFlags,
+		Src: netip.AddrPortFrom(addrFrom(r.Saddr.Addr6, r.Family), ntohs(r.Sport)),
+		Dst: netip.AddrPortFrom(addrFrom(r.Daddr.Addr6, r.Family), ntohs(r.Dport)),
+	}
+	if r.Reason != 0 {
+		ev.ReasonID = r.Reason
+		ev.Reason = DropReasonName(r.Reason)
+	}
+	return ev, nil
+}
+
+// MonotonicEpoch is the wall-clock time at which CLOCK_MONOTONIC was zero.
+func MonotonicEpoch() time.Time {
+	return time.Now().Add(-time.Duration(MonotonicNow()))
+}
+
+// EventReader reads the datapath's ring buffer. There is one reader per
+// agent: a ring buffer has a single consumer.
+type EventReader struct {
+	rd    *ringbuf.Reader
+	epoch time.Time
+}
+
+// NewEventReader opens a reader on the loaded datapath's event ring.
+func (dp *Datapath) NewEventReader() (*EventReader, error) {
+	rd, err := ringbuf.NewReader(dp.objs.SlEvents)
+	if err != nil {
+		return nil, fmt.Errorf("open event ring buffer: %w", err)
+	}
+	return &EventReader{rd: rd, epoch: MonotonicEpoch()}, nil
+}
+
+// Read blocks for the next event. It returns ErrClosed after Close.
+func (r *EventReader) Read() (Event, error) {
+	rec, err := r.rd.Read()
+	if err != nil {
+		if errors.Is(err, ringbuf.ErrClosed) {
+			return Event{}, ErrClosed
+		}
+		return Event{}, err
+	}
+	return DecodeEvent(rec.RawSample, r.epoch)
+}
+
+// SetDeadline makes Read return os.ErrDeadlineExceeded after t (tests).
+func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
+
+// Close unblocks Read.
+func (r *EventReader) Close() error { return r.rd.Close() }
+
+// ErrClosed is returned by Read after Close.
+var ErrClosed = errors.New("event reader closed")

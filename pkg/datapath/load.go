@@ -1,0 +1,328 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+)
+
+// Datapath is the loaded programs and pinned maps of one agent. It owns the
+// file descriptors; Close releases them and leaves the pins (and therefore
+// the running datapath) in place.
+type Datapath struct {
+	cfg  Config
+	objs bpfobj.BpfObjects
+	log  *slog.Logger
+	// Adopted is true when pinned maps from an earlier agent were reused.
+	Adopted bool
+	// Replaced names maps that were replaced or migrated at load, with why.
+	Replaced []string
+}
+
+// Load loads the programs and adopts or creates the pinned maps under
+// cfg.BPFRoot. The caller must hold the root's lock (LockRoot).
+func Load(cfg Config, log *slog.Logger) (*Datapath, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.BPFRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("create bpf root %s: %w", cfg.BPFRoot, err)
+	}
+	if err := checkBPFFS(cfg.BPFRoot); err != nil {
+		return nil, err
+	}
+	spec, err := bpfobj.LoadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded eBPF object: %w", err)
+	}
+	if err := configureSpec(spec, cfg); err != nil {
+		return nil, err
+	}
+
+	dp := &Datapath{cfg: cfg, log: log}
+	if err := dp.reconcilePins(spec); err != nil {
+		return nil, err
+	}
+
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.BPFRoot}}
+	if err := spec.LoadAndAssign(&dp.objs, opts); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			// The whole log: the tail alone rarely shows why.
+			return nil, fmt.Errorf("load eBPF programs: %+v", verr)
+		}
+		return nil, fmt.Errorf("load eBPF programs: %w", err)
+	}
+	if err := dp.writeLayouts(spec); err != nil {
+		dp.objs.Close()
+		return nil, err
+	}
+	return dp, nil
+}
+
+// checkBPFFS refuses a root that is not on bpffs: pins elsewhere fail
+// late and confusingly.
+func checkBPFFS(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return fmt.Errorf("bpf root %s is not on a bpf filesystem: mount one with `mount -t bpf bpf %s` or choose --bpf-root under a bpffs mount", dir, filepath.Dir(dir))
+	}
+	return nil
+}
+
+func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
+	sizes := map[string]uint32{
+		bpfobj.BpfMapSlCt:        cfg.CTMax,
+		bpfobj.BpfMapSlEndpoints: cfg.EndpointsMax,
+		bpfobj.BpfMapSlFrag:      cfg.FragMax,
+		bpfobj.BpfMapSlEvents:    cfg.EventsBufBytes,
+	}
+	for name, n := range sizes {
+		spec.Maps[name].MaxEntries = n
+	}
+	antispoof := uint8(1)
+	if cfg.DisableAntispoof {
+		antispoof = 0
+	}
+	vars := map[string]any{
+		bpfobj.BpfVarCtTimeoutSynNs:   uint64(cfg.CTTimeoutSYN.Nanoseconds()),
+		bpfobj.BpfVarCtTimeoutTcpNs:   uint64(cfg.CTTimeoutTCP.Nanoseconds()),
+		bpfobj.BpfVarCtTimeoutCloseNs: uint64(cfg.CTTimeoutClose.Nanoseconds()),
+		bpfobj.BpfVarCtTimeoutOtherNs: uint64(cfg.CTTimeoutOther.Nanoseconds()),
+		bpfobj.BpfVarEnableAntispoof:  antispoof,
+	}
+	for name, v := range vars {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// pinnedMaps lists the spec's maps that are pinned by name.
+func pinnedMaps(spec *ebpf.CollectionSpec) []*ebpf.MapSpec {
+	var out []*ebpf.MapSpec
+	for _, m := range spec.Maps {
+		if m.Pinning == ebpf.PinByName {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// reconcilePins makes every existing pin loadable by the spec before
+// LoadAndAssign runs: compatible pins stay, resized hash maps are migrated,
+// anything else is unpinned so a fresh map takes its place.
+func (dp *Datapath) reconcilePins(spec *ebpf.CollectionSpec) error {
+	layouts := dp.readLayouts()
+	for _, ms := range pinnedMaps(spec) {
+		path := filepath.Join(dp.cfg.BPFRoot, ms.Name)
+		old, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			dp.replace(path, ms.Name, fmt.Sprintf("cannot open pin: %v", err))
+			continue
+		}
+		dp.Adopted = true
+		want := layoutFingerprint(ms)
+		have, known := layouts[ms.Name]
+		compatErr := ms.Compatible(old)
+		switch {
+		case ms.Name == bpfobj.BpfMapSlLayout && compatErr == nil:
+			// The fingerprint table's own layout is fixed forever.
+		case known && have != want:
+			dp.replace(path, ms.Name, "key/value layout changed")
+		case !known:
+			dp.replace(path, ms.Name, "no layout fingerprint recorded")
+		case compatErr != nil && canMigrate(ms, old):
+			if err := dp.migrate(path, ms, old); err != nil {
+				dp.replace(path, ms.Name, fmt.Sprintf("migration failed: %v", err))
+			}
+		case compatErr != nil:
+			dp.replace(path, ms.Name, compatErr.Error())
+		}
+		old.Close()
+	}
+	return nil
+}
+
+func (dp *Datapath) replace(path, name, why string) {
+	dp.log.Warn("replacing pinned map", "map", name, "reason", why)
+	dp.Replaced = append(dp.Replaced, name+": replaced ("+why+")")
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		dp.log.Error("unpin map", "path", path, "error", err)
+	}
+}
+
+// canMigrate: same kind of hash map with the same key and value sizes; only
+// the capacity changed, so entries carry over unchanged.
+func canMigrate(ms *ebpf.MapSpec, old *ebpf.Map) bool {
+	if ms.Type != ebpf.Hash && ms.Type != ebpf.LRUHash {
+		return false
+	}
+	return old.Type() == ms.Type && old.KeySize() == ms.KeySize && old.ValueSize() == ms.ValueSize && old.Flags() == ms.Flags
+}
+
+// migrate copies old's entries into a new map of the spec's size and swaps
+// the pin atomically (rename), so the path never points at nothing.
+func (dp *Datapath) migrate(path string, ms *ebpf.MapSpec, old *ebpf.Map) error {
+	spec := ms.Copy()
+	spec.Pinning = ebpf.PinNone
+	nm, err := ebpf.NewMap(spec)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", ms.Name, err)
+	}
+	defer nm.Close()
+	key := make([]byte, ms.KeySize)
+	val := make([]byte, ms.ValueSize)
+	copied, dropped := 0, 0
+	it := old.Iterate()
+	for it.Next(&key, &val) {
+		if err := nm.Put(key, val); err != nil {
+			dropped++
+			continue
+		}
+		copied++
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", ms.Name, err)
+	}
+	tmp := path + "_migrating" // bpffs refuses dots in pin names
+	_ = os.Remove(tmp)
+	if err := nm.Pin(tmp); err != nil {
+		return fmt.Errorf("pin %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("swap pin %s: %w", path, err)
+	}
+	msg := fmt.Sprintf("%s: migrated %d -> %d entries max (%d copied, %d did not fit)", ms.Name, old.MaxEntries(), ms.MaxEntries, copied, dropped)
+	dp.log.Info("migrated pinned map", "map", ms.Name, "from", old.MaxEntries(), "to", ms.MaxEntries, "copied", copied, "dropped", dropped)
+	dp.Replaced = append(dp.Replaced, msg)
+	return nil
+}
+
+func layoutKey(name string) bpfobj.BpfSlLayoutKey {
+	var k bpfobj.BpfSlLayoutKey
+	for i := 0; i < len(k.Name)-1 && i < len(name); i++ {
+		k.Name[i] = int8(name[i])
+	}
+	return k
+}
+
+// readLayouts reads the fingerprints the previous agent recorded.
+func (dp *Datapath) readLayouts() map[string]uint64 {
+	out := map[string]uint64{}
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dp.cfg.BPFRoot, bpfobj.BpfMapSlLayout), nil)
+	if err != nil {
+		return out
+	}
+	defer m.Close()
+	var k bpfobj.BpfSlLayoutKey
+	var v uint64
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		b := make([]byte, 0, len(k.Name))
+		for _, c := range k.Name {
+			if c == 0 {
+				break
+			}
+			b = append(b, byte(c))
+		}
+		out[string(b)] = v
+	}
+	return out
+}
+
+func (dp *Datapath) writeLayouts(spec *ebpf.CollectionSpec) error {
+	for _, ms := range pinnedMaps(spec) {
+		k := layoutKey(ms.Name)
+		if err := dp.objs.SlLayout.Put(&k, layoutFingerprint(ms)); err != nil {
+			return fmt.Errorf("record layout of %s: %w", ms.Name, err)
+		}
+	}
+	return nil
+}
+
+// layoutFingerprint hashes what decides how a map's bytes are read: its
+// type, sizes, flags and the BTF layout of key and value. Capacity is left
+// out on purpose: a resize is migrated, not a layout change.
+func layoutFingerprint(ms *ebpf.MapSpec) uint64 {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s/%d/%d/%d|", ms.Type, ms.KeySize, ms.ValueSize, ms.Flags)
+	describeType(&b, ms.Key, 0)
+	b.WriteString("|")
+	describeType(&b, ms.Value, 0)
+	h := fnv.New64a()
+	h.Write([]byte(b.String()))
+	return h.Sum64()
+}
+
+func describeType(b *strings.Builder, t btf.Type, depth int) {
+	if t == nil || depth > 8 {
+		b.WriteString("?")
+		return
+	}
+	switch v := t.(type) {
+	case *btf.Typedef:
+		describeType(b, v.Type, depth+1)
+	case *btf.Volatile:
+		describeType(b, v.Type, depth+1)
+	case *btf.Const:
+		describeType(b, v.Type, depth+1)
+	case *btf.Int:
+		fmt.Fprintf(b, "int%d%v", v.Size*8, v.Encoding)
+	case *btf.Enum:
+		fmt.Fprintf(b, "enum%d", v.Size*8)
+	case *btf.Array:
+		fmt.Fprintf(b, "[%d]", v.Nelems)
+		describeType(b, v.Type, depth+1)
+	case *btf.Struct:
+		describeMembers(b, "struct", v.Size, v.Members, depth)
+	case *btf.Union:
+		describeMembers(b, "union", v.Size, v.Members, depth)
+	default:
+		fmt.Fprintf(b, "%T", t)
+	}
+}
+
+func describeMembers(b *strings.Builder, kind string, size uint32, ms []btf.Member, depth int) {
+	fmt.Fprintf(b, "%s%d{", kind, size)
+	for _, m := range ms {
+		fmt.Fprintf(b, "%s@%d:", m.Name, m.Offset)
+		describeType(b, m.Type, depth+1)
+		b.WriteString(";")
+	}
+	b.WriteString("}")
+}
+
+// Close releases this process's handles. Pins, links and filters stay, so
+// traffic keeps flowing on the last loaded programs.
+func (dp *Datapath) Close() error {
+	return dp.objs.Close()
+}
+
+// Config returns the effective configuration.
+func (dp *Datapath) Config() Config { return dp.cfg }
+
+// Objects exposes the loaded programs and maps to the attach and map code.
+func (dp *Datapath) Objects() *bpfobj.BpfObjects { return &dp.objs }

@@ -1,0 +1,314 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+)
+
+// Maps gives typed access to the datapath's maps, either those of a loaded
+// Datapath or, for the CLI, the pins alone (OpenPinned).
+type Maps struct {
+	Endpoints *ebpf.Map
+	CT        *ebpf.Map
+	Metrics   *ebpf.Map
+	owned     []*ebpf.Map
+}
+
+// Maps returns typed access to the loaded datapath's maps.
+func (dp *Datapath) Maps() *Maps {
+	return &Maps{Endpoints: dp.objs.SlEndpoints, CT: dp.objs.SlCt, Metrics: dp.objs.SlMetrics}
+}
+
+// OpenPinned opens the maps pinned under root read-only, without loading
+// any program: this is how `sluice bpf ...` works while the agent is down.
+func OpenPinned(root string) (*Maps, error) {
+	m := &Maps{}
+	for _, x := range []struct {
+		name string
+		dst  **ebpf.Map
+	}{
+		{bpfobj.BpfMapSlEndpoints, &m.Endpoints},
+		{bpfobj.BpfMapSlCt, &m.CT},
+		{bpfobj.BpfMapSlMetrics, &m.Metrics},
+	} {
+		path := filepath.Join(root, x.name)
+		mp, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("open pinned map %s (is --bpf-root right, and has an agent run on this node?): %w", path, err)
+		}
+		*x.dst = mp
+		m.owned = append(m.owned, mp)
+	}
+	return m, nil
+}
+
+// Close closes maps opened by OpenPinned.
+func (m *Maps) Close() error {
+	var errs []error
+	for _, mp := range m.owned {
+		errs = append(errs, mp.Close())
+	}
+	m.owned = nil
+	return errors.Join(errs...)
+}
+
+func addrFrom(a [16]uint8, family uint8) netip.Addr {
+	if family == unix.AF_INET6 {
+		return netip.AddrFrom16(a)
+	}
+	return netip.AddrFrom4([4]byte(a[:4]))
+}
+
+func addrTo(a netip.Addr) [16]uint8 {
+	var out [16]uint8
+	if a.Is4() {
+		b := a.As4()
+		copy(out[:], b[:])
+	} else if a.IsValid() {
+		out = a.As16()
+	}
+	return out
+}
+
+// ntohs/htons: ports are stored in network byte order in the maps.
+func ntohs(v uint16) uint16 { return v<<8 | v>>8 }
+
+// EndpointEntry is one row of sl_endpoints.
+type EndpointEntry struct {
+	IfIndex uint32     `json:"ifindex"`
+	ID      uint32     `json:"id"`
+	IPv4    netip.Addr `json:"ipv4,omitzero"`
+	IPv6    netip.Addr `json:"ipv6,omitzero"`
+}
+
+// PutEndpoint creates or updates an endpoint entry.
+func (m *Maps) PutEndpoint(e EndpointEntry) error {
+	v := bpfobj.BpfSlEndpoint{EpId: e.ID}
+	if e.IPv4.Is4() {
+		v.Flags |= 1 // SL_EP_F_HAS_IPV4
+		v.Ipv4.Addr6 = addrTo(e.IPv4)
+	}
+	if e.IPv6.Is6() {
+		v.Flags |= 2 // SL_EP_F_HAS_IPV6
+		v.Ipv6.Addr6 = addrTo(e.IPv6)
+	}
+	if err := m.Endpoints.Put(e.IfIndex, &v); err != nil {
+		return fmt.Errorf("write endpoint %d (ifindex %d): %w", e.ID, e.IfIndex, err)
+	}
+	return nil
+}
+
+// DeleteEndpoint removes the entry for ifindex, if any.
+func (m *Maps) DeleteEndpoint(ifindex uint32) error {
+	if err := m.Endpoints.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete endpoint ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// ListEndpoints returns all endpoint entries ordered by ID.
+func (m *Maps) ListEndpoints() ([]EndpointEntry, error) {
+	var (
+		k   uint32
+		v   bpfobj.BpfSlEndpoint
+		out []EndpointEntry
+	)
+	it := m.Endpoints.Iterate()
+	for it.Next(&k, &v) {
+		e := EndpointEntry{IfIndex: k, ID: v.EpId}
+		if v.Flags&1 != 0 {
+			e.IPv4 = addrFrom(v.Ipv4.Addr6, unix.AF_INET)
+		}
+		if v.Flags&2 != 0 {
+			e.IPv6 = addrFrom(v.Ipv6.Addr6, unix.AF_INET6)
+		}
+		out = append(out, e)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate endpoints: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// CTEntry is one connection-tracking entry in readable form.
+type CTEntry struct {
+	EndpointID uint32 `json:"endpointID"`
+	Proto      string `json:"proto"`
+	Src        string `json:"src"`
+	Dst        string `json:"dst"`
+	State      string `json:"state"`
+	// Origin is the direction of the first packet relative to the endpoint.
+	Origin       string        `json:"origin"`
+	Age          time.Duration `json:"age"`
+	ExpiresIn    time.Duration `json:"expiresIn"`
+	PacketsOrig  uint64        `json:"packetsOrig"`
+	BytesOrig    uint64        `json:"bytesOrig"`
+	PacketsReply uint64        `json:"packetsReply"`
+	BytesReply   uint64        `json:"bytesReply"`
+
+	SrcAddr netip.AddrPort `json:"-"`
+	DstAddr netip.AddrPort `json:"-"`
+}
+
+// MonotonicNow is the clock bpf_ktime_get_ns reads, in ns.
+func MonotonicNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+func ctEntryFrom(k *bpfobj.BpfSlCtKey, v *bpfobj.BpfSlCtEntry, now uint64) CTEntry {
+	src := netip.AddrPortFrom(addrFrom(k.Saddr.Addr6, k.Family), ntohs(k.Sport))
+	dst := netip.AddrPortFrom(addrFrom(k.Daddr.Addr6, k.Family), ntohs(k.Dport))
+	return CTEntry{
+		EndpointID: k.EpId, Proto: ProtoName(k.Proto),
+		Src: src.String(), Dst: dst.String(), SrcAddr: src, DstAddr: dst,
+		State: CTStateName(v.State), Origin: DirName(v.Origin),
+		Age:         time.Duration(now - v.Created),
+		ExpiresIn:   time.Duration(int64(v.Expires) - int64(now)),
+		PacketsOrig: v.PacketsOrig, BytesOrig: v.BytesOrig,
+		PacketsReply: v.PacketsReply, BytesReply: v.BytesReply,
+	}
+}
+
+// ListCT returns the live (unexpired) CT entries.
+func (m *Maps) ListCT() ([]CTEntry, error) {
+	var (
+		k   bpfobj.BpfSlCtKey
+		v   bpfobj.BpfSlCtEntry
+		out []CTEntry
+	)
+	now := MonotonicNow()
+	it := m.CT.Iterate()
+	for it.Next(&k, &v) {
+		if v.Expires <= now {
+			continue
+		}
+		out = append(out, ctEntryFrom(&k, &v, now))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate conntrack: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].EndpointID != out[j].EndpointID {
+			return out[i].EndpointID < out[j].EndpointID
+		}
+		return out[i].Age > out[j].Age
+	})
+	return out, nil
+}
+
+// CTStats is the result of one GC pass.
+type CTStats struct {
+	Live, Expired, Deleted int
+}
+
+// GCCT deletes expired entries and, when endpointGone is not nil, every
+// entry of an endpoint for which it returns true. It returns the counts.
+func (m *Maps) GCCT(endpointGone func(id uint32) bool) (CTStats, error) {
+	var (
+		k     bpfobj.BpfSlCtKey
+		v     bpfobj.BpfSlCtEntry
+		dead  []bpfobj.BpfSlCtKey
+		stats CTStats
+	)
+	now := MonotonicNow()
+	it := m.CT.Iterate()
+	for it.Next(&k, &v) {
+		switch {
+		case v.Expires <= now:
+			stats.Expired++
+			dead = append(dead, k)
+		case endpointGone != nil && endpointGone(k.EpId):
+			dead = append(dead, k)
+		default:
+			stats.Live++
+		}
+	}
+	if err := it.Err(); err != nil {
+		return stats, fmt.Errorf("iterate conntrack: %w", err)
+	}
+	// Deleting after the walk: deleting during it makes the hash
+	// iteration restart and revisit entries.
+	for i := range dead {
+		if err := m.CT.Delete(&dead[i]); err == nil {
+			stats.Deleted++
+		}
+	}
+	return stats, nil
+}
+
+// CountCT counts live entries.
+func (m *Maps) CountCT() (int, error) {
+	var (
+		k bpfobj.BpfSlCtKey
+		v bpfobj.BpfSlCtEntry
+		n int
+	)
+	now := MonotonicNow()
+	it := m.CT.Iterate()
+	for it.Next(&k, &v) {
+		if v.Expires > now {
+			n++
+		}
+	}
+	return n, it.Err()
+}
+
+// Counter is one datapath counter summed over CPUs.
+type Counter struct {
+	Metric  string `json:"metric"`
+	Dir     string `json:"direction"`
+	Reason  string `json:"reason,omitempty"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+
+	MetricID uint8  `json:"-"`
+	ReasonID uint16 `json:"-"`
+}
+
+// Counters sums the per-CPU counters.
+func (m *Maps) Counters() ([]Counter, error) {
+	var (
+		k   bpfobj.BpfSlMetricsKey
+		vs  []bpfobj.BpfSlMetricsVal
+		out []Counter
+	)
+	it := m.Metrics.Iterate()
+	for it.Next(&k, &vs) {
+		c := Counter{Metric: MetricName(k.Metric), Dir: DirName(k.Dir), MetricID: k.Metric, ReasonID: k.Reason}
+		if k.Reason != 0 {
+			c.Reason = DropReasonName(k.Reason)
+		}
+		for _, v := range vs {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out = append(out, c)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate metrics: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.MetricID != b.MetricID {
+			return a.MetricID < b.MetricID
+		}
+		if a.ReasonID != b.ReasonID {
+			return a.ReasonID < b.ReasonID
+		}
+		return a.Dir < b.Dir
+	})
+	return out, nil
+}

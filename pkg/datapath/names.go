@@ -1,0 +1,88 @@
+package datapath
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	b "github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+)
+
+// Readable names for the C enums. Drop reason names are Hubble's
+// flow.DropReason names where the value is Hubble's.
+var (
+	dropReasonNames = map[b.BpfSlDropReason]string{
+		b.BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP: "INVALID_SOURCE_IP",
+		b.BpfSlDropReasonSL_DROP_INVALID_PACKET:    "INVALID_PACKET_DROPPED",
+		b.BpfSlDropReasonSL_DROP_CT_INVALID_HDR:    "CT_TRUNCATED_OR_INVALID_HEADER",
+		b.BpfSlDropReasonSL_DROP_CT_MAP_FULL:       "CT_MAP_INSERTION_FAILED",
+		b.BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND:    "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND",
+	}
+	metricNames = map[b.BpfSlMetric]string{
+		b.BpfSlMetricSL_METRIC_FORWARDED:       "forwarded",
+		b.BpfSlMetricSL_METRIC_DROPPED:         "dropped",
+		b.BpfSlMetricSL_METRIC_PASSED_IPV6:     "passed-ipv6",
+		b.BpfSlMetricSL_METRIC_PASSED_OTHER:    "passed-non-ip",
+		b.BpfSlMetricSL_METRIC_RELATED:         "related-icmp",
+		b.BpfSlMetricSL_METRIC_EVENTS_LOST:     "events-lost",
+		b.BpfSlMetricSL_METRIC_NO_ENDPOINT:     "no-endpoint",
+		b.BpfSlMetricSL_METRIC_FRAG_TABLE_FULL: "frag-table-full",
+	}
+	ctStateNames = map[b.BpfSlCtState]string{
+		b.BpfSlCtStateSL_CT_NONE:        "none",
+		b.BpfSlCtStateSL_CT_SYN_SENT:    "syn-sent",
+		b.BpfSlCtStateSL_CT_SYN_RECV:    "syn-recv",
+		b.BpfSlCtStateSL_CT_ESTABLISHED: "established",
+		b.BpfSlCtStateSL_CT_CLOSING:     "closing",
+		b.BpfSlCtStateSL_CT_CLOSED:      "closed",
+		b.BpfSlCtStateSL_CT_OPEN:        "open",
+	}
+	dirNames = map[b.BpfSlDir]string{
+		b.BpfSlDirSL_DIR_UNKNOWN: "unknown",
+		b.BpfSlDirSL_DIR_INGRESS: "ingress",
+		b.BpfSlDirSL_DIR_EGRESS:  "egress",
+	}
+	eventTypeNames = map[b.BpfSlEventType]string{
+		b.BpfSlEventTypeSL_EVENT_CONN_NEW: "trace",
+		b.BpfSlEventTypeSL_EVENT_DROP:     "drop",
+	}
+)
+
+func name[K ~uint32](m map[K]string, v K) string {
+	if s, ok := m[v]; ok {
+		return s
+	}
+	return fmt.Sprintf("unknown(%d)", v)
+}
+
+// DropReasonName names a drop reason.
+func DropReasonName(r uint16) string { return name(dropReasonNames, b.BpfSlDropReason(r)) }
+
+// MetricName names a counter kind.
+func MetricName(m uint8) string { return name(metricNames, b.BpfSlMetric(m)) }
+
+// CTStateName names a connection-tracking state.
+func CTStateName(s uint8) string { return name(ctStateNames, b.BpfSlCtState(s)) }
+
+// DirName names a direction relative to the endpoint.
+func DirName(d uint8) string { return name(dirNames, b.BpfSlDir(d)) }
+
+// EventTypeName names a ring buffer event type.
+func EventTypeName(t uint8) string { return name(eventTypeNames, b.BpfSlEventType(t)) }
+
+// ProtoName names an IP protocol number.
+func ProtoName(p uint8) string {
+	switch p {
+	case unix.IPPROTO_TCP:
+		return "TCP"
+	case unix.IPPROTO_UDP:
+		return "UDP"
+	case unix.IPPROTO_ICMP:
+		return "ICMP"
+	case unix.IPPROTO_SCTP:
+		return "SCTP"
+	case unix.IPPROTO_ICMPV6:
+		return "ICMPv6"
+	}
+	return fmt.Sprintf("proto-%d", p)
+}
