@@ -1,0 +1,16 @@
+// Package files is the source of truth for hosts without Kubernetes: it reads
+// Kubernetes manifests (Namespace, Pod, Service, EndpointSlice, NetworkPolicy,
+// Node) from a directory, watches it, and keeps a model.Store in step.
+//
+// Manifests are decoded strictly with the real k8s.io/api types, so a typo
+// that kubectl would reject is rejected here too, with the file, document,
+// object and field in the message, instead of being silently ignored.
+//
+// A mistake in a file must never take traffic down, so the source serves the
+// last good version of each file: a file that fails to parse is rejected as a
+// whole and its previous objects stay in place until it is fixed; a missing
+// or empty directory (an unmounted volume, a half-finished deploy) prunes
+// nothing. The last good objects are saved to disk after every change so a
+// restarted agent comes back with the same model even if the directory is
+// broken at that moment.
+package files
