@@ -3,7 +3,14 @@
 // directory (like Cilium's agent API), so it is scriptable with curl.
 package api
 
-import "time"
+import (
+	"time"
+
+	"github.com/sluice-net/sluice/pkg/datapath"
+)
+
+// DefaultStateDir is the agent's default --state-dir.
+const DefaultStateDir = "/var/run/sluice"
 
 // SocketName is the agent API socket's file name inside --state-dir.
 const SocketName = "sluice.sock"
@@ -12,6 +19,7 @@ const SocketName = "sluice.sock"
 const (
 	PathStatus    = "/v1/status"
 	PathEndpoints = "/v1/endpoints"
+	PathEvents    = "/v1/events"
 )
 
 // Status is the agent's health and configuration as `sluice status` shows it.
@@ -34,6 +42,9 @@ type Status struct {
 	Adopted bool `json:"adopted"`
 	// Errors are current problems (bad manifests, failed attaches), newest last.
 	Errors []Error `json:"errors,omitempty"`
+	// EventsLost counts events the datapath could not emit because the
+	// ring buffer was full.
+	EventsLost uint64 `json:"eventsLost"`
 	// Counters are datapath packet/byte totals by verdict, reason and direction.
 	Counters []Counter `json:"counters,omitempty"`
 }
@@ -72,4 +83,12 @@ type Endpoint struct {
 	// State is "ready" (programs attached), "waiting-for-interface" or "error".
 	State string `json:"state"`
 	Error string `json:"error,omitempty"`
+}
+
+// Event is one datapath event with the endpoint's pod name resolved at the
+// time the agent read it.
+type Event struct {
+	datapath.Event
+	Namespace string `json:"namespace,omitempty"`
+	Pod       string `json:"pod,omitempty"`
 }

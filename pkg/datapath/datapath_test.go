@@ -40,7 +40,7 @@ var (
 )
 
 // testRoot makes a fresh bpffs directory removed at the end of the test.
-func testRoot(t *testing.T) string {
+func testRoot(t testing.TB) string {
 	t.Helper()
 	testutil.RequireRoot(t)
 	if err := checkBPFFS("/sys/fs/bpf"); err != nil {
@@ -76,7 +76,7 @@ func withOptions(ip *layers.IPv4) {
 
 func firstFragment(ip *layers.IPv4) { ip.Id = 4242; ip.Flags = layers.IPv4MoreFragments }
 
-func serialize(t *testing.T, src, dst netip.Addr, proto layers.IPProtocol, l4 []gopacket.SerializableLayer, opts ...pktOpt) []byte {
+func serialize(t testing.TB, src, dst netip.Addr, proto layers.IPProtocol, l4 []gopacket.SerializableLayer, opts ...pktOpt) []byte {
 	t.Helper()
 	eth := &layers.Ethernet{
 		SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
@@ -101,17 +101,17 @@ func serialize(t *testing.T, src, dst netip.Addr, proto layers.IPProtocol, l4 []
 
 type flags struct{ syn, ack, fin, rst bool }
 
-func tcpPkt(t *testing.T, src, dst netip.Addr, sport, dport uint16, f flags, opts ...pktOpt) []byte {
+func tcpPkt(t testing.TB, src, dst netip.Addr, sport, dport uint16, f flags, opts ...pktOpt) []byte {
 	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), SYN: f.syn, ACK: f.ack, FIN: f.fin, RST: f.rst, Window: 1000}
 	return serialize(t, src, dst, layers.IPProtocolTCP, []gopacket.SerializableLayer{tcp, gopacket.Payload("hello")}, opts...)
 }
 
-func udpPkt(t *testing.T, src, dst netip.Addr, sport, dport uint16, opts ...pktOpt) []byte {
+func udpPkt(t testing.TB, src, dst netip.Addr, sport, dport uint16, opts ...pktOpt) []byte {
 	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
 	return serialize(t, src, dst, layers.IPProtocolUDP, []gopacket.SerializableLayer{udp, gopacket.Payload("ping")}, opts...)
 }
 
-func icmpEcho(t *testing.T, src, dst netip.Addr, id uint16, reply bool) []byte {
+func icmpEcho(t testing.TB, src, dst netip.Addr, id uint16, reply bool) []byte {
 	typ := uint8(layers.ICMPv4TypeEchoRequest)
 	if reply {
 		typ = layers.ICMPv4TypeEchoReply
@@ -122,7 +122,7 @@ func icmpEcho(t *testing.T, src, dst netip.Addr, id uint16, reply bool) []byte {
 
 // icmpUnreachable is what a host sends back to src for a UDP datagram it
 // could not deliver: the error embeds the datagram's IP and UDP headers.
-func icmpUnreachable(t *testing.T, from netip.Addr, inner []byte) []byte {
+func icmpUnreachable(t testing.TB, from netip.Addr, inner []byte) []byte {
 	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)}
 	innerIP := inner[14 : 14+28] // IPv4 header + 8 bytes of UDP
 	dst := netip.AddrFrom4([4]byte(inner[14+12 : 14+16]))
@@ -130,12 +130,12 @@ func icmpUnreachable(t *testing.T, from netip.Addr, inner []byte) []byte {
 }
 
 // laterFragment is a non-first fragment: raw payload, no L4 header.
-func laterFragment(t *testing.T, src, dst netip.Addr, id uint16) []byte {
+func laterFragment(t testing.TB, src, dst netip.Addr, id uint16) []byte {
 	return serialize(t, src, dst, layers.IPProtocolUDP, []gopacket.SerializableLayer{gopacket.Payload("fragment-tail-bytes")},
 		func(ip *layers.IPv4) { ip.Id = id; ip.FragOffset = 2 })
 }
 
-func arpPkt(t *testing.T) []byte {
+func arpPkt(t testing.TB) []byte {
 	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP}
 	arp := &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
 		Operation: layers.ARPRequest, SourceHwAddress: eth.SrcMAC, SourceProtAddress: podIP.AsSlice(),
@@ -145,7 +145,7 @@ func arpPkt(t *testing.T) []byte {
 	return buf.Bytes()
 }
 
-func ipv6Pkt(t *testing.T) []byte {
+func ipv6Pkt(t testing.TB) []byte {
 	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv6}
 	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: net.ParseIP("fd00::1"), DstIP: net.ParseIP("fd00::2")}
 	udp := &layers.UDP{SrcPort: 1, DstPort: 2}
@@ -158,20 +158,20 @@ func ipv6Pkt(t *testing.T) []byte {
 // step is one packet through one program and what must come of it.
 type step struct {
 	egress  bool // through sl_from_ep (pod sends) rather than sl_to_ep
-	pkt     func(t *testing.T) []byte
+	pkt     func(t testing.TB) []byte
 	verdict uint32
 	events  []string // "trace" / "drop:<REASON>", in order
 }
 
-func out(pkt func(t *testing.T) []byte, events ...string) step {
+func out(pkt func(t testing.TB) []byte, events ...string) step {
 	return step{egress: true, pkt: pkt, verdict: verdictNext, events: events}
 }
 
-func in(pkt func(t *testing.T) []byte, events ...string) step {
+func in(pkt func(t testing.TB) []byte, events ...string) step {
 	return step{pkt: pkt, verdict: verdictNext, events: events}
 }
 
-func dropped(egress bool, pkt func(t *testing.T) []byte, reason string) step {
+func dropped(egress bool, pkt func(t testing.TB) []byte, reason string) step {
 	return step{egress: egress, pkt: pkt, verdict: verdictDrop, events: []string{"drop:" + reason}}
 }
 
@@ -209,14 +209,14 @@ func ctOf(t *testing.T, dp *Datapath) []CTEntry {
 }
 
 func TestEndpointPrograms(t *testing.T) {
-	p := func(f func(t *testing.T) []byte) func(t *testing.T) []byte { return f }
-	syn := p(func(t *testing.T) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}) })
-	synAck := p(func(t *testing.T) []byte { return tcpPkt(t, peerIP, podIP, 80, 40000, flags{syn: true, ack: true}) })
-	ack := p(func(t *testing.T) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{ack: true}) })
-	fin := p(func(t *testing.T) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{fin: true, ack: true}) })
-	finBack := p(func(t *testing.T) []byte { return tcpPkt(t, peerIP, podIP, 80, 40000, flags{fin: true, ack: true}) })
-	rst := p(func(t *testing.T) []byte { return tcpPkt(t, peerIP, podIP, 80, 40000, flags{rst: true}) })
-	udpOut := p(func(t *testing.T) []byte { return udpPkt(t, podIP, peerIP, 5000, 53) })
+	p := func(f func(t testing.TB) []byte) func(t testing.TB) []byte { return f }
+	syn := p(func(t testing.TB) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}) })
+	synAck := p(func(t testing.TB) []byte { return tcpPkt(t, peerIP, podIP, 80, 40000, flags{syn: true, ack: true}) })
+	ack := p(func(t testing.TB) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{ack: true}) })
+	fin := p(func(t testing.TB) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{fin: true, ack: true}) })
+	finBack := p(func(t testing.TB) []byte { return tcpPkt(t, peerIP, podIP, 80, 40000, flags{fin: true, ack: true}) })
+	rst := p(func(t testing.TB) []byte { return tcpPkt(t, peerIP, podIP, 80, 40000, flags{rst: true}) })
+	udpOut := p(func(t testing.TB) []byte { return udpPkt(t, podIP, peerIP, 5000, 53) })
 
 	cases := []struct {
 		name  string
@@ -242,7 +242,7 @@ func TestEndpointPrograms(t *testing.T) {
 		},
 		{
 			name:  "inbound connection has ingress origin",
-			steps: []step{in(p(func(t *testing.T) []byte { return tcpPkt(t, peerIP, podIP, 33000, 8080, flags{syn: true}) }), "trace")},
+			steps: []step{in(p(func(t testing.TB) []byte { return tcpPkt(t, peerIP, podIP, 33000, 8080, flags{syn: true}) }), "trace")},
 			ct: func(t *testing.T, ct []CTEntry) {
 				require.Len(t, ct, 1)
 				require.Equal(t, "ingress", ct[0].Origin)
@@ -270,12 +270,15 @@ func TestEndpointPrograms(t *testing.T) {
 		},
 		{
 			name:  "IP options are skipped to find the ports",
-			steps: []step{out(p(func(t *testing.T) []byte { return tcpPkt(t, podIP, peerIP, 41000, 443, flags{syn: true}, withOptions) }), "trace")},
-			ct:    func(t *testing.T, ct []CTEntry) { require.Equal(t, "10.0.0.2:443", ct[0].Dst); require.Equal(t, "10.0.0.1:41000", ct[0].Src) },
+			steps: []step{out(p(func(t testing.TB) []byte { return tcpPkt(t, podIP, peerIP, 41000, 443, flags{syn: true}, withOptions) }), "trace")},
+			ct: func(t *testing.T, ct []CTEntry) {
+				require.Equal(t, "10.0.0.2:443", ct[0].Dst)
+				require.Equal(t, "10.0.0.1:41000", ct[0].Src)
+			},
 		},
 		{
-			name: "UDP request and reply",
-			steps: []step{out(udpOut, "trace"), in(p(func(t *testing.T) []byte { return udpPkt(t, peerIP, podIP, 53, 5000) }))},
+			name:  "UDP request and reply",
+			steps: []step{out(udpOut, "trace"), in(p(func(t testing.TB) []byte { return udpPkt(t, peerIP, podIP, 53, 5000) }))},
 			ct: func(t *testing.T, ct []CTEntry) {
 				require.Len(t, ct, 1)
 				require.Equal(t, "UDP", ct[0].Proto)
@@ -285,8 +288,8 @@ func TestEndpointPrograms(t *testing.T) {
 		{
 			name: "fragments: the first carries ports, later ones reuse them",
 			steps: []step{
-				out(p(func(t *testing.T) []byte { return udpPkt(t, podIP, peerIP, 6000, 7000, firstFragment) }), "trace"),
-				out(p(func(t *testing.T) []byte { return laterFragment(t, podIP, peerIP, 4242) })),
+				out(p(func(t testing.TB) []byte { return udpPkt(t, podIP, peerIP, 6000, 7000, firstFragment) }), "trace"),
+				out(p(func(t testing.TB) []byte { return laterFragment(t, podIP, peerIP, 4242) })),
 			},
 			ct: func(t *testing.T, ct []CTEntry) {
 				require.Len(t, ct, 1, "the later fragment must not be misparsed into a flow of its own")
@@ -296,15 +299,15 @@ func TestEndpointPrograms(t *testing.T) {
 		},
 		{
 			name:     "a later fragment whose first fragment was never seen is dropped",
-			steps:    []step{dropped(true, p(func(t *testing.T) []byte { return laterFragment(t, podIP, peerIP, 999) }), "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND")},
+			steps:    []step{dropped(true, p(func(t testing.TB) []byte { return laterFragment(t, podIP, peerIP, 999) }), "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND")},
 			ct:       func(t *testing.T, ct []CTEntry) { require.Empty(t, ct) },
 			counters: []string{"dropped/egress/FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND"},
 		},
 		{
 			name: "ICMP echo request and reply",
 			steps: []step{
-				out(p(func(t *testing.T) []byte { return icmpEcho(t, podIP, peerIP, 77, false) }), "trace"),
-				in(p(func(t *testing.T) []byte { return icmpEcho(t, peerIP, podIP, 77, true) })),
+				out(p(func(t testing.TB) []byte { return icmpEcho(t, podIP, peerIP, 77, false) }), "trace"),
+				in(p(func(t testing.TB) []byte { return icmpEcho(t, peerIP, podIP, 77, true) })),
 			},
 			ct: func(t *testing.T, ct []CTEntry) {
 				require.Len(t, ct, 1)
@@ -317,27 +320,29 @@ func TestEndpointPrograms(t *testing.T) {
 			name: "ICMP error about a tracked flow is related, creates nothing",
 			steps: []step{
 				out(udpOut, "trace"),
-				in(p(func(t *testing.T) []byte { return icmpUnreachable(t, peerIP, udpPkt(t, podIP, peerIP, 5000, 53)) })),
+				in(p(func(t testing.TB) []byte { return icmpUnreachable(t, peerIP, udpPkt(t, podIP, peerIP, 5000, 53)) })),
 			},
 			ct:       func(t *testing.T, ct []CTEntry) { require.Len(t, ct, 1) },
 			counters: []string{"related-icmp/ingress"},
 		},
 		{
-			name:     "spoofed source address is dropped",
-			steps:    []step{dropped(true, p(func(t *testing.T) []byte { return tcpPkt(t, netip.MustParseAddr("10.9.9.9"), peerIP, 1, 2, flags{syn: true}) }), "INVALID_SOURCE_IP")},
+			name: "spoofed source address is dropped",
+			steps: []step{dropped(true, p(func(t testing.TB) []byte {
+				return tcpPkt(t, netip.MustParseAddr("10.9.9.9"), peerIP, 1, 2, flags{syn: true})
+			}), "INVALID_SOURCE_IP")},
 			ct:       func(t *testing.T, ct []CTEntry) { require.Empty(t, ct) },
 			counters: []string{"dropped/egress/INVALID_SOURCE_IP"},
 		},
 		{
 			name: "truncated TCP header is dropped",
-			steps: []step{dropped(true, p(func(t *testing.T) []byte {
+			steps: []step{dropped(true, p(func(t testing.TB) []byte {
 				b := tcpPkt(t, podIP, peerIP, 1, 2, flags{syn: true})
 				return b[:14+20+8]
 			}), "CT_TRUNCATED_OR_INVALID_HEADER")},
 		},
 		{
 			name: "IHL below 5 is dropped",
-			steps: []step{dropped(false, p(func(t *testing.T) []byte {
+			steps: []step{dropped(false, p(func(t testing.TB) []byte {
 				b := udpPkt(t, peerIP, podIP, 1, 2)
 				b[14] = 0x44
 				return b
@@ -392,7 +397,7 @@ func TestConntrackIsPerEndpoint(t *testing.T) {
 	rd, err := dp.NewEventReader()
 	require.NoError(t, err)
 	defer rd.Close()
-	syn := func(t *testing.T) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}) }
+	syn := func(t testing.TB) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}) }
 	runStep(t, dp, rd, 0, out(syn, "trace"))
 
 	// The same packet seen by another endpoint (the server, ID 8) is new there.
@@ -431,7 +436,7 @@ func TestConntrackFullIsCountedDrop(t *testing.T) {
 		k := bpfobj.BpfSlCtKey{EpId: 99, Family: 2, Proto: 6, Sport: uint16(i)}
 		require.NoError(t, dp.objs.SlCt.Put(&k, &v))
 	}
-	syn := func(t *testing.T) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}) }
+	syn := func(t testing.TB) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}) }
 	runStep(t, dp, rd, 0, dropped(true, syn, "CT_MAP_INSERTION_FAILED"))
 
 	// Expired entries are reclaimed by GC and traffic flows again.
@@ -450,7 +455,7 @@ func TestConntrackExpiryWithoutGC(t *testing.T) {
 	rd, err := dp.NewEventReader()
 	require.NoError(t, err)
 	defer rd.Close()
-	udp := func(t *testing.T) []byte { return udpPkt(t, podIP, peerIP, 5000, 53) }
+	udp := func(t testing.TB) []byte { return udpPkt(t, podIP, peerIP, 5000, 53) }
 	runStep(t, dp, rd, 0, out(udp, "trace"))
 	var (
 		k bpfobj.BpfSlCtKey

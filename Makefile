@@ -1,0 +1,53 @@
+# Sluice. `make help` lists the targets.
+
+GO          ?= go
+CLANG       ?= clang-19
+MULTIARCH   := $(shell gcc -print-multiarch)
+BIN         := bin
+export DEB_HOST_MULTIARCH := $(MULTIARCH)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: generate
+generate: ## Compile bpf/ with clang-19 and regenerate the bpf2go Go bindings
+	$(GO) generate ./pkg/datapath/...
+
+.PHONY: build
+build: ## Build sluice-agent and sluice into bin/
+	$(GO) build -o $(BIN)/ ./cmd/sluice-agent ./cmd/sluice
+
+.PHONY: build-arm64
+build-arm64: ## Cross-build everything for arm64 (the same BPF objects serve both)
+	GOARCH=arm64 $(GO) build ./...
+
+.PHONY: verify
+verify: ## Fail if generated files are stale or gofmt/vet complain
+	@$(MAKE) --no-print-directory generate
+	@git diff --exit-code --stat -- pkg/datapath/bpfobj || { echo "bpf2go output is stale: run 'make generate' and commit the result"; exit 1; }
+	@test -z "$$(git status --porcelain -- pkg/datapath/bpfobj)" || { echo "untracked bpf2go output: run 'make generate' and commit"; exit 1; }
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+	$(GO) vet ./...
+
+.PHONY: test
+test: build ## Run all tests, including privileged datapath and end-to-end tests (root)
+	SLUICE_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 1 ./...
+
+.PHONY: test-unit
+test-unit: ## Run the tests that need no root
+	$(GO) test -count=1 ./pkg/model/... ./pkg/source/... ./pkg/cgroups/...
+
+.PHONY: demo
+demo: build ## Two simulated nodes, pods, traffic, connections and drops (root)
+	$(GO) run ./tools/demo --bin-dir $(CURDIR)/$(BIN)
+
+.PHONY: bench
+bench: ## BPF_PROG_TEST_RUN ns/op and verifier instruction counts
+	$(GO) test -run '^$$' -bench . -benchtime 200000x ./pkg/datapath/
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,48 @@
+// Command sluice-agent is the Sluice node agent. It only wires: flags into
+// agent.Options, a logger, signals into a context, then agent.Run.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-net/sluice/pkg/agent"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sluice-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	opts := agent.Defaults()
+	cmd := &cobra.Command{
+		Use:   "sluice-agent",
+		Short: "Sluice node agent: eBPF connectivity, policy and telemetry for this node",
+		Long: `sluice-agent loads Sluice's eBPF programs, attaches them to every local pod's
+host-side interface and keeps them in step with the source of truth.
+
+SIGTERM stops the agent and leaves the datapath pinned and attached, so
+traffic keeps flowing until the next agent adopts it.`,
+		SilenceUsage: true,
+		Args:         cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			_ = level.UnmarshalText([]byte(opts.LogLevel))
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			return agent.Run(ctx, opts, log)
+		},
+	}
+	opts.AddFlags(cmd.Flags())
+	return cmd.Execute()
+}

@@ -1,0 +1,288 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/cgroups"
+	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/endpoint"
+	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/source/files"
+)
+
+// Agent is a running node agent.
+type Agent struct {
+	opts     Options
+	log      *slog.Logger
+	started  time.Time
+	dp       *datapath.Datapath
+	maps     *datapath.Maps
+	attacher *datapath.Attacher
+	features datapath.Features
+	store    *model.Store
+	source   *files.Source
+	eps      *endpoint.Manager
+	events   *eventLog
+
+	mu     sync.Mutex
+	ct     datapath.CTStats
+	errors []api.Error
+}
+
+// Run runs the agent until ctx is cancelled. On return the datapath stays
+// pinned and attached: traffic keeps flowing for the next agent.
+func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
+	if err := opts.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if opts.CgroupRoot == "" {
+		if opts.CgroupRoot, err = cgroups.FindV2Mount(); err != nil {
+			return err
+		}
+	}
+	opts.Datapath.BPFRoot = opts.BPFRoot
+	a := &Agent{opts: opts, log: log, started: time.Now(), store: model.NewStore(), events: newEventLog(4096)}
+	a.logSettings()
+
+	lock, err := datapath.LockRoot(opts.BPFRoot)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	// A kernel without ring buffers cannot load the programs; say so plainly.
+	if _, err := datapath.ProbeFeatures(nil); err != nil {
+		return err
+	}
+
+	// The source first: nothing pinned is touched until its initial load,
+	// so an agent restarting with a broken manifest directory keeps the
+	// last good model (saved in the state dir) instead of flushing.
+	a.source, err = files.New(files.Options{
+		Dir: opts.ManifestDir, StatePath: filepath.Join(opts.StateDir, "model.json"), Logger: log.With("component", "files"),
+	})
+	if err != nil {
+		return fmt.Errorf("files source: %w", err)
+	}
+	if err := a.source.Start(ctx, a.store); err != nil {
+		return fmt.Errorf("files source: %w", err)
+	}
+
+	a.dp, err = datapath.Load(opts.Datapath, log.With("component", "datapath"))
+	if err != nil {
+		return err
+	}
+	defer a.dp.Close()
+	for _, r := range a.dp.Replaced {
+		a.report("datapath", r)
+	}
+	if a.features, err = datapath.ProbeFeatures(a.dp); err != nil {
+		return err
+	}
+	mode, err := chooseAttachMode(opts.AttachMode, a.features)
+	if err != nil {
+		return err
+	}
+	a.maps = a.dp.Maps()
+	if a.attacher, err = datapath.NewAttacher(a.dp, mode, opts.TCPriority); err != nil {
+		return err
+	}
+	log.Info("datapath loaded", "adopted", a.dp.Adopted, "attachMode", mode, "kernel", a.features.Release, "tcx", a.features.TCX)
+
+	a.eps = endpoint.New(endpoint.Options{
+		NodeName: opts.NodeName, Maps: a.maps, Attacher: a.attacher, Store: a.store,
+		Logger: log.With("component", "endpoint"),
+	})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	wg.Add(1)
+	go func() { defer wg.Done(); errc <- a.eps.Run(ctx) }()
+
+	reader, err := a.dp.NewEventReader()
+	if err != nil {
+		return err
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); a.readEvents(reader) }()
+	go func() { defer wg.Done(); a.gcLoop(ctx) }()
+
+	srv, err := a.serveAPI()
+	if err != nil {
+		cancel()
+		reader.Close()
+		wg.Wait()
+		return err
+	}
+	log.Info("agent running", "node", opts.NodeName, "api", filepath.Join(opts.StateDir, api.SocketName))
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if err != nil {
+			log.Error("endpoint manager stopped", "error", err)
+		}
+	}
+	log.Info("shutting down; the datapath stays pinned and attached")
+	cancel()
+	shutCtx, c2 := context.WithTimeout(context.Background(), 2*time.Second)
+	defer c2()
+	_ = srv.Shutdown(shutCtx)
+	reader.Close()
+	wg.Wait()
+	return err
+}
+
+func chooseAttachMode(want string, f datapath.Features) (datapath.AttachMode, error) {
+	switch want {
+	case "tc":
+		return datapath.AttachTC, nil
+	case "tcx":
+		if !f.TCX {
+			return "", fmt.Errorf("--attach-mode=tcx needs tcx links (BPF_LINK_TYPE_TCX, Linux 6.6+), which kernel %s lacks: use --attach-mode=tc or auto", f.Release)
+		}
+		return datapath.AttachTCX, nil
+	default:
+		if f.TCX {
+			return datapath.AttachTCX, nil
+		}
+		return datapath.AttachTC, nil
+	}
+}
+
+func (a *Agent) logSettings() {
+	o := a.opts
+	a.log.Info("starting sluice-agent", "node", o.NodeName, "source", o.Source, "manifests", o.ManifestDir,
+		"bpfRoot", o.BPFRoot, "cgroupRoot", o.CgroupRoot, "stateDir", o.StateDir, "attachMode", o.AttachMode,
+		"tcPriority", o.TCPriority, "ctMax", o.Datapath.CTMax, "endpointsMax", o.Datapath.EndpointsMax,
+		"eventsBuffer", o.Datapath.EventsBufBytes, "ctGCInterval", o.CTGCInterval,
+		"ctTimeoutTCP", o.Datapath.CTTimeoutTCP, "ctTimeoutOther", o.Datapath.CTTimeoutOther,
+		"ctTimeoutSYN", o.Datapath.CTTimeoutSYN, "ctTimeoutClose", o.Datapath.CTTimeoutClose,
+		"antispoof", !o.Datapath.DisableAntispoof)
+}
+
+// report records a notable condition for `sluice status` (bounded).
+func (a *Agent) report(component, msg string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.errors = append(a.errors, api.Error{Component: component, Message: msg, Time: time.Now()})
+	if len(a.errors) > 50 {
+		a.errors = a.errors[len(a.errors)-50:]
+	}
+}
+
+// gcLoop removes expired CT entries. The interval trades table headroom
+// for CPU: each pass walks the whole table from user space.
+func (a *Agent) gcLoop(ctx context.Context) {
+	t := time.NewTicker(a.opts.CTGCInterval)
+	defer t.Stop()
+	for {
+		a.gcOnce()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) gcOnce() {
+	st, err := a.maps.GCCT(nil)
+	if err != nil {
+		a.log.Warn("conntrack gc", "error", err)
+		return
+	}
+	if st.Deleted > 0 {
+		a.log.Debug("conntrack gc", "deleted", st.Deleted, "live", st.Live)
+	}
+	a.mu.Lock()
+	a.ct = st
+	a.mu.Unlock()
+}
+
+func (a *Agent) readEvents(r *datapath.EventReader) {
+	for {
+		ev, err := r.Read()
+		if errors.Is(err, datapath.ErrClosed) {
+			return
+		}
+		if err != nil {
+			a.log.Warn("read event", "error", err)
+			continue
+		}
+		rec := api.Event{Event: ev}
+		if pod, ok := a.eps.PodByID(ev.EndpointID); ok {
+			rec.Namespace, rec.Pod = pod.Namespace, pod.Name
+		}
+		a.events.add(rec)
+		if ev.Type == "drop" {
+			a.log.Debug("drop", "reason", ev.Reason, "pod", rec.Pod, "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto)
+		}
+	}
+}
+
+func (a *Agent) status() api.Status {
+	st := api.Status{
+		NodeName: a.opts.NodeName, StartedAt: a.started, Source: a.opts.Source,
+		BPFRoot: a.opts.BPFRoot, StateDir: a.opts.StateDir, CgroupRoot: a.opts.CgroupRoot,
+		AttachMode: string(a.attacher.Mode()), Adopted: a.dp.Adopted,
+		Kernel: api.KernelFeatures{Release: a.features.Release, TCX: a.features.TCX, RingBuf: a.features.RingBuf},
+		CTMax: int(a.dp.Config().CTMax),
+	}
+	st.Ready = a.source.Synced() && a.eps.Synced()
+	eps := a.eps.List()
+	st.Endpoints = len(eps)
+	if n, err := a.maps.CountCT(); err == nil {
+		st.CTEntries = n
+	}
+	for _, e := range a.source.Errors() {
+		st.Errors = append(st.Errors, api.Error{Component: "manifests", Message: e.Error()})
+	}
+	if err := a.eps.Err(); err != nil {
+		st.Errors = append(st.Errors, api.Error{Component: "endpoints", Message: err.Error()})
+	}
+	a.mu.Lock()
+	st.Errors = append(st.Errors, a.errors...)
+	a.mu.Unlock()
+	if cs, err := a.maps.Counters(); err == nil {
+		for _, c := range cs {
+			st.Counters = append(st.Counters, api.Counter{Verdict: c.Metric, Reason: c.Reason, Direction: c.Dir, Packets: c.Packets, Bytes: c.Bytes})
+		}
+	}
+	st.EventsLost = a.events.lostInKernel(st.Counters)
+	return st
+}
+
+func (a *Agent) serveAPI() (*http.Server, error) {
+	path := filepath.Join(a.opts.StateDir, api.SocketName)
+	_ = os.Remove(path) // a dead agent's socket
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.status()) })
+	mux.HandleFunc("GET "+api.PathEndpoints, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eps.List()) })
+	mux.HandleFunc("GET "+api.PathEvents, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.events.list()) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("api server", "error", err)
+		}
+	}()
+	return srv, nil
+}

@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/datapath"
+)
+
+// DefaultStateDir holds the API socket and the saved model.
+const DefaultStateDir = api.DefaultStateDir
+
+// Options is the agent's configuration.
+type Options struct {
+	NodeName    string
+	Source      string
+	ManifestDir string
+	BPFRoot     string
+	CgroupRoot  string
+	StateDir    string
+	// AttachMode is auto (tcx when the kernel has it), tcx or tc.
+	AttachMode   string
+	TCPriority   uint16
+	CTGCInterval time.Duration
+	LogLevel     string
+	Datapath     datapath.Config
+}
+
+// Defaults returns the options an agent runs with when no flag is given.
+func Defaults() Options {
+	node, _ := os.Hostname()
+	if env := os.Getenv("NODE_NAME"); env != "" {
+		node = env
+	}
+	return Options{
+		NodeName: node, Source: "files", ManifestDir: "/etc/sluice/manifests",
+		BPFRoot: datapath.DefaultBPFRoot, StateDir: DefaultStateDir,
+		AttachMode: "auto", TCPriority: datapath.DefaultTCPriority,
+		CTGCInterval: 10 * time.Second, LogLevel: "info",
+		Datapath: datapath.Defaults(),
+	}
+}
+
+// AddFlags registers the options on fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "name of this node (pods with this spec.nodeName are local); default $NODE_NAME or the hostname")
+	fs.StringVar(&o.Source, "source", o.Source, "source of truth: files (a directory of Kubernetes YAML)")
+	fs.StringVar(&o.ManifestDir, "manifests", o.ManifestDir, "directory of manifests for --source=files")
+	fs.StringVar(&o.BPFRoot, "bpf-root", o.BPFRoot, "bpffs directory this agent owns (maps and links are pinned here)")
+	fs.StringVar(&o.CgroupRoot, "cgroup-root", o.CgroupRoot, "cgroup v2 directory for socket hooks (default: the cgroup2 mount)")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the API socket and saved state")
+	fs.StringVar(&o.AttachMode, "attach-mode", o.AttachMode, "how programs attach to interfaces: auto, tcx or tc (legacy clsact)")
+	fs.Uint16Var(&o.TCPriority, "tc-priority", o.TCPriority, "priority of Sluice's legacy tc filters (lower runs first)")
+	fs.DurationVar(&o.CTGCInterval, "ct-gc-interval", o.CTGCInterval, "how often expired connection-tracking entries are removed")
+	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
+	fs.Uint32Var(&o.Datapath.CTMax, "ct-max", o.Datapath.CTMax, "connection-tracking table size (entries)")
+	fs.Uint32Var(&o.Datapath.EndpointsMax, "endpoints-max", o.Datapath.EndpointsMax, "maximum local endpoints")
+	fs.Uint32Var(&o.Datapath.EventsBufBytes, "events-buffer", o.Datapath.EventsBufBytes, "event ring buffer size in bytes (power of two)")
+	fs.DurationVar(&o.Datapath.CTTimeoutTCP, "ct-timeout-tcp", o.Datapath.CTTimeoutTCP, "lifetime of an idle established TCP connection")
+	fs.DurationVar(&o.Datapath.CTTimeoutOther, "ct-timeout-other", o.Datapath.CTTimeoutOther, "lifetime of an idle UDP/ICMP/other flow")
+	fs.DurationVar(&o.Datapath.CTTimeoutSYN, "ct-timeout-syn", o.Datapath.CTTimeoutSYN, "lifetime of a TCP handshake in progress")
+	fs.DurationVar(&o.Datapath.CTTimeoutClose, "ct-timeout-close", o.Datapath.CTTimeoutClose, "lifetime of a closing TCP connection")
+	fs.BoolVar(&o.Datapath.DisableAntispoof, "disable-antispoof", o.Datapath.DisableAntispoof, "let pods send from addresses that are not theirs")
+}
+
+// Validate names every setting that cannot work.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.NodeName == "" {
+		errs = append(errs, errors.New("--node-name is empty: set it or NODE_NAME"))
+	}
+	switch o.Source {
+	case "files":
+		if o.ManifestDir == "" {
+			errs = append(errs, errors.New("--manifests is required with --source=files"))
+		}
+	case "kubernetes":
+		errs = append(errs, errors.New("--source=kubernetes is not available in this build yet: use --source=files"))
+	default:
+		errs = append(errs, fmt.Errorf("--source=%q is unknown: use files", o.Source))
+	}
+	switch o.AttachMode {
+	case "auto", "tcx", "tc":
+	default:
+		errs = append(errs, fmt.Errorf("--attach-mode=%q is unknown: use auto, tcx or tc", o.AttachMode))
+	}
+	switch o.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level=%q is unknown: use debug, info, warn or error", o.LogLevel))
+	}
+	for flag, p := range map[string]string{"--bpf-root": o.BPFRoot, "--state-dir": o.StateDir} {
+		if p == "" || !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("%s %q must be an absolute path", flag, p))
+		}
+	}
+	if o.CTGCInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--ct-gc-interval %s must be at least 1s", o.CTGCInterval))
+	}
+	if err := o.Datapath.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

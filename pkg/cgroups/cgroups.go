@@ -1,0 +1,64 @@
+// Package cgroups finds the cgroup v2 hierarchy. Hosts differ: a pure v2
+// host mounts it at /sys/fs/cgroup, a hybrid host (like the development
+// machine, where /sys/fs/cgroup is a v1 tmpfs) at /sys/fs/cgroup/unified,
+// so the mount is read from mountinfo rather than assumed.
+package cgroups
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// FindV2Mount returns the mount point of the first cgroup2 filesystem in
+// /proc/self/mountinfo.
+func FindV2Mount() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", fmt.Errorf("read mountinfo: %w", err)
+	}
+	defer f.Close()
+	return findV2Mount(f)
+}
+
+func findV2Mount(r io.Reader) (string, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		// "36 35 0:30 / /sys/fs/cgroup/unified rw,... shared:9 - cgroup2 cgroup2 rw"
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(pre)
+		fstype := strings.Fields(post)
+		if len(fields) >= 5 && len(fstype) > 0 && fstype[0] == "cgroup2" {
+			return unescape(fields[4]), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", fmt.Errorf("read mountinfo: %w", err)
+	}
+	return "", fmt.Errorf("no cgroup2 filesystem is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup) or pass --cgroup-root")
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for space, ...).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,306 @@
+// Package cli is the `sluice` command tree. Commands write to the streams
+// cobra is given, so tests run them like functions. Agent commands talk to
+// the agent's API socket; `sluice bpf ...` reads the pinned maps directly
+// and works while the agent is down.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/datapath"
+)
+
+type globals struct {
+	stateDir string
+	socket   string
+	bpfRoot  string
+	output   string
+}
+
+// NewRootCommand builds the `sluice` command.
+func NewRootCommand() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "sluice",
+		Short:         "Inspect and operate a Sluice node agent",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.stateDir, "state-dir", api.DefaultStateDir, "the agent's --state-dir (its API socket lives there)")
+	pf.StringVar(&g.socket, "agent", "", "path of the agent API socket (default <state-dir>/"+api.SocketName+")")
+	pf.StringVar(&g.bpfRoot, "bpf-root", datapath.DefaultBPFRoot, "the agent's --bpf-root, for `sluice bpf` commands")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+
+	endpoint := &cobra.Command{Use: "endpoint", Short: "Local endpoints (pods) as the agent sees them"}
+	endpoint.AddCommand(&cobra.Command{
+		Use: "list", Short: "List local endpoints", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return g.endpointList(cmd) },
+	})
+	bpf := &cobra.Command{Use: "bpf", Short: "Read pinned BPF maps directly (works while the agent is down)"}
+	ct := &cobra.Command{Use: "ct", Short: "Connection-tracking table"}
+	ct.AddCommand(&cobra.Command{
+		Use: "list", Short: "List live connection-tracking entries", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return g.bpfCTList(cmd) },
+	})
+	bpfEp := &cobra.Command{Use: "endpoint", Short: "The sl_endpoints map"}
+	bpfEp.AddCommand(&cobra.Command{
+		Use: "list", Short: "List endpoint map entries", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return g.bpfEndpointList(cmd) },
+	})
+	bpf.AddCommand(ct, bpfEp)
+	root.AddCommand(
+		&cobra.Command{
+			Use: "status", Short: "Agent health, kernel features, attach mode, counters and errors", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error { return g.status(cmd) },
+		},
+		&cobra.Command{
+			Use: "events", Short: "Recent datapath events (new connections and drops)", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error { return g.events(cmd) },
+		},
+		endpoint, bpf,
+	)
+	return root
+}
+
+func (g *globals) socketPath() string {
+	if g.socket != "" {
+		return g.socket
+	}
+	return filepath.Join(g.stateDir, api.SocketName)
+}
+
+func (g *globals) get(ctx context.Context, path string, out any) error {
+	sock := g.socketPath()
+	client := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sluice"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the agent at %s (is it running? set --state-dir or --agent): %w", sock, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("agent answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode the agent's answer to %s from %s: %w", path, sock, err)
+	}
+	return nil
+}
+
+func (g *globals) checkOutput() error {
+	if g.output != "table" && g.output != "json" {
+		return fmt.Errorf("-o %q is not a known output format: use table or json", g.output)
+	}
+	return nil
+}
+
+// printJSON writes v indented. Lists go through listJSON first so that an
+// empty list prints as [] and scripts can iterate it (`jq '.[]'` fails on null).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func listJSON[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func table(w io.Writer, header string, rows func(tw io.Writer)) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	rows(tw)
+	return tw.Flush()
+}
+
+func (g *globals) status(cmd *cobra.Command) error {
+	if err := g.checkOutput(); err != nil {
+		return err
+	}
+	var st api.Status
+	if err := g.get(cmd.Context(), api.PathStatus, &st); err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if g.output == "json" {
+		return printJSON(w, st)
+	}
+	ready := "not ready"
+	if st.Ready {
+		ready = "ready"
+	}
+	fmt.Fprintf(w, "Node:          %s (%s, up %s)\n", st.NodeName, ready, time.Since(st.StartedAt).Round(time.Second))
+	fmt.Fprintf(w, "Source:        %s\n", st.Source)
+	fmt.Fprintf(w, "Kernel:        %s (tcx: %s, ring buffer: %s)\n", st.Kernel.Release, yes(st.Kernel.TCX), yes(st.Kernel.RingBuf))
+	fmt.Fprintf(w, "Attach mode:   %s\n", st.AttachMode)
+	fmt.Fprintf(w, "BPF root:      %s (adopted pinned state: %s)\n", st.BPFRoot, yes(st.Adopted))
+	fmt.Fprintf(w, "Endpoints:     %d\n", st.Endpoints)
+	fmt.Fprintf(w, "Conntrack:     %d/%d entries\n", st.CTEntries, st.CTMax)
+	fmt.Fprintf(w, "Events lost:   %d\n", st.EventsLost)
+	if len(st.Counters) > 0 {
+		fmt.Fprintln(w, "Counters:")
+		_ = table(w, "  VERDICT\tDIRECTION\tREASON\tPACKETS\tBYTES", func(tw io.Writer) {
+			for _, c := range st.Counters {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\n", c.Verdict, c.Direction, dash(c.Reason), c.Packets, c.Bytes)
+			}
+		})
+	}
+	if len(st.Errors) == 0 {
+		fmt.Fprintln(w, "Errors:        none")
+		return nil
+	}
+	fmt.Fprintln(w, "Errors:")
+	for _, e := range st.Errors {
+		fmt.Fprintf(w, "  [%s] %s\n", e.Component, e.Message)
+	}
+	return nil
+}
+
+func (g *globals) endpointList(cmd *cobra.Command) error {
+	if err := g.checkOutput(); err != nil {
+		return err
+	}
+	var eps []api.Endpoint
+	if err := g.get(cmd.Context(), api.PathEndpoints, &eps); err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if g.output == "json" {
+		return printJSON(w, listJSON(eps))
+	}
+	return table(w, "ID\tPOD\tIPS\tINTERFACE\tSTATE", func(tw io.Writer) {
+		for _, e := range eps {
+			state := e.State
+			if e.Error != "" {
+				state += ": " + e.Error
+			}
+			iface := dash(e.Interface)
+			if e.IfIndex != 0 {
+				iface = fmt.Sprintf("%s (%d)", iface, e.IfIndex)
+			}
+			fmt.Fprintf(tw, "%d\t%s/%s\t%s\t%s\t%s\n", e.ID, e.Namespace, e.Pod, dash(strings.Join(e.IPs, ",")), iface, state)
+		}
+	})
+}
+
+func (g *globals) events(cmd *cobra.Command) error {
+	if err := g.checkOutput(); err != nil {
+		return err
+	}
+	var evs []api.Event
+	if err := g.get(cmd.Context(), api.PathEvents, &evs); err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if g.output == "json" {
+		return printJSON(w, listJSON(evs))
+	}
+	return table(w, "TIME\tTYPE\tPOD\tDIRECTION\tFLOW\tREASON", func(tw io.Writer) {
+		for _, e := range evs {
+			pod := "-"
+			if e.Pod != "" {
+				pod = e.Namespace + "/" + e.Pod
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s -> %s\t%s\n", e.Time.Format("15:04:05.000"), e.Type, pod, e.Dir, e.Proto, e.Src, e.Dst, dash(e.Reason))
+		}
+	})
+}
+
+func (g *globals) openMaps() (*datapath.Maps, error) {
+	return datapath.OpenPinned(g.bpfRoot)
+}
+
+func (g *globals) bpfCTList(cmd *cobra.Command) error {
+	if err := g.checkOutput(); err != nil {
+		return err
+	}
+	m, err := g.openMaps()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	entries, err := m.ListCT()
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if g.output == "json" {
+		return printJSON(w, listJSON(entries))
+	}
+	return table(w, "ENDPOINT\tPROTO\tSOURCE\tDESTINATION\tSTATE\tORIGIN\tAGE\tEXPIRES\tPKTS (ORIG/REPLY)\tBYTES (ORIG/REPLY)", func(tw io.Writer) {
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\n", e.EndpointID, e.Proto, e.Src, e.Dst, e.State, e.Origin,
+				e.Age.Round(time.Second), e.ExpiresIn.Round(time.Second), e.PacketsOrig, e.PacketsReply, e.BytesOrig, e.BytesReply)
+		}
+	})
+}
+
+func (g *globals) bpfEndpointList(cmd *cobra.Command) error {
+	if err := g.checkOutput(); err != nil {
+		return err
+	}
+	m, err := g.openMaps()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	entries, err := m.ListEndpoints()
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if g.output == "json" {
+		return printJSON(w, listJSON(entries))
+	}
+	return table(w, "ID\tIFINDEX\tIPV4\tIPV6", func(tw io.Writer) {
+		for _, e := range entries {
+			v4, v6 := "-", "-"
+			if e.IPv4.IsValid() {
+				v4 = e.IPv4.String()
+			}
+			if e.IPv6.IsValid() {
+				v6 = e.IPv6.String()
+			}
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", e.ID, e.IfIndex, v4, v6)
+		}
+	})
+}
+
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,389 @@
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/model"
+)
+
+// Options configure a Manager.
+type Options struct {
+	NodeName string
+	Maps     *datapath.Maps
+	Attacher *datapath.Attacher
+	Store    *model.Store
+	Logger   *slog.Logger
+	// Resync is the period of the full reconcile that also prunes leftovers.
+	// It only catches what no notification reported (a missed netlink
+	// message, a pin removed by hand): 30s keeps that window short without
+	// walking every interface often.
+	Resync time.Duration
+	// MinInterval bounds how often bursts of notifications (a pod start
+	// brings link, address, route and neighbour messages) cause a pass.
+	MinInterval time.Duration
+}
+
+type endpoint struct {
+	id      uint32
+	pod     model.NamespacedName
+	ip      netip.Addr
+	ifindex int
+	ifname  string
+	state   string
+	err     string
+}
+
+// Manager reconciles local pods with endpoint map entries and attachments.
+type Manager struct {
+	opts    Options
+	log     *slog.Logger
+	trigger chan struct{}
+
+	mu        sync.Mutex
+	endpoints map[model.NamespacedName]*endpoint
+	// attached records interfaces whose programs this agent attached (so
+	// they run this agent's programs, not a predecessor's).
+	attached map[int]bool
+	synced   bool
+	lastErr  error
+}
+
+// New returns a Manager; Run starts it.
+func New(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Resync == 0 {
+		opts.Resync = 30 * time.Second
+	}
+	if opts.MinInterval == 0 {
+		opts.MinInterval = 50 * time.Millisecond
+	}
+	return &Manager{
+		opts: opts, log: opts.Logger, trigger: make(chan struct{}, 1),
+		endpoints: map[model.NamespacedName]*endpoint{}, attached: map[int]bool{},
+	}
+}
+
+// Trigger marks work; it never blocks.
+func (m *Manager) Trigger() {
+	select {
+	case m.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Synced reports whether one full reconcile has completed.
+func (m *Manager) Synced() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.synced
+}
+
+// Run reconciles until ctx is done. The first pass adopts what an earlier
+// agent left (endpoint IDs from sl_endpoints) and re-attaches every
+// endpoint, which swaps in this agent's programs without a gap.
+func (m *Manager) Run(ctx context.Context) error {
+	m.adopt()
+	done := make(chan struct{})
+	defer close(done)
+	if err := m.subscribe(done); err != nil {
+		return err
+	}
+	modelCh := m.opts.Store.Subscribe()
+	defer m.opts.Store.Unsubscribe(modelCh)
+
+	m.reconcile(true)
+	resync := time.NewTicker(m.opts.Resync)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-modelCh:
+			m.Trigger()
+		case <-m.trigger:
+			// Let the rest of a burst arrive, then do one pass.
+			time.Sleep(m.opts.MinInterval)
+			m.reconcile(false)
+		case <-resync.C:
+			m.reconcile(true)
+		}
+	}
+}
+
+// subscribe turns netlink notifications into triggers.
+func (m *Manager) subscribe(done chan struct{}) error {
+	onErr := func(err error) { m.log.Warn("netlink subscription", "error", err); m.Trigger() }
+	links := make(chan netlink.LinkUpdate, 64)
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("subscribe to link updates: %w", err)
+	}
+	routes := make(chan netlink.RouteUpdate, 64)
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("subscribe to route updates: %w", err)
+	}
+	neighs := make(chan netlink.NeighUpdate, 256)
+	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return fmt.Errorf("subscribe to neighbour updates: %w", err)
+	}
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case _, ok := <-links:
+				if !ok {
+					return
+				}
+			case _, ok := <-routes:
+				if !ok {
+					return
+				}
+			case _, ok := <-neighs:
+				if !ok {
+					return
+				}
+			}
+			m.Trigger()
+		}
+	}()
+	return nil
+}
+
+// adopt reads the endpoint IDs an earlier agent allocated, so endpoints keep
+// their IDs (and with them their CT entries) across a restart.
+func (m *Manager) adopt() {
+	entries, err := m.opts.Maps.ListEndpoints()
+	if err != nil {
+		m.log.Warn("read pinned endpoints", "error", err)
+		return
+	}
+	snap := m.opts.Store.Snapshot()
+	byIP := map[netip.Addr]*model.Pod{}
+	for _, p := range snap.LocalPods(m.opts.NodeName) {
+		if ip, ok := podIPv4(p); ok {
+			byIP[ip] = p
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range entries {
+		p, ok := byIP[e.IPv4]
+		if !ok {
+			continue
+		}
+		nn := model.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+		m.endpoints[nn] = &endpoint{id: e.ID, pod: nn, ip: e.IPv4, ifindex: int(e.IfIndex), state: "adopted"}
+	}
+	if len(m.endpoints) > 0 {
+		m.log.Info("adopted endpoints from pinned state", "count", len(m.endpoints))
+	}
+}
+
+func podIPv4(p *model.Pod) (netip.Addr, bool) {
+	for _, ip := range p.IPs {
+		if ip.Is4() {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (m *Manager) allocID() uint32 {
+	used := map[uint32]bool{}
+	for _, e := range m.endpoints {
+		used[e.id] = true
+	}
+	for id := uint32(1); ; id++ {
+		if !used[id] {
+			return id
+		}
+	}
+}
+
+// reconcile makes the kernel match the local pods. full also prunes
+// leftovers that no longer belong to any endpoint.
+func (m *Manager) reconcile(full bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	snap := m.opts.Store.Snapshot()
+	desired := map[model.NamespacedName]*model.Pod{}
+	for _, p := range snap.LocalPods(m.opts.NodeName) {
+		desired[model.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = p
+	}
+
+	var errs []error
+	// Pods that are gone, or whose IP changed: release their interface.
+	for nn, ep := range m.endpoints {
+		p, ok := desired[nn]
+		ip, _ := podIPv4(p)
+		if ok && ip == ep.ip {
+			continue
+		}
+		errs = append(errs, m.release(ep))
+		if !ok {
+			delete(m.endpoints, nn)
+			m.log.Info("endpoint removed", "pod", nn, "id", ep.id)
+		} else {
+			ep.ip, ep.ifindex, ep.ifname = ip, 0, ""
+		}
+	}
+
+	for nn, p := range desired {
+		ip, ok := podIPv4(p)
+		if !ok {
+			continue // IPv6-only pods wait for dual-stack
+		}
+		ep := m.endpoints[nn]
+		if ep == nil {
+			ep = &endpoint{id: m.allocID(), pod: nn, ip: ip}
+			m.endpoints[nn] = ep
+		}
+		errs = append(errs, m.ensure(ep))
+	}
+
+	if full {
+		errs = append(errs, m.prune())
+	}
+	m.lastErr = errors.Join(errs...)
+	m.synced = true
+}
+
+// ensure attaches ep to its current interface.
+func (m *Manager) ensure(ep *endpoint) error {
+	l, err := hostInterface(ep.ip)
+	if err != nil {
+		if ep.ifindex != 0 && m.attached[ep.ifindex] {
+			// The interface went away: forget it, re-attach when it is back.
+			_ = m.release(ep)
+			ep.ifindex, ep.ifname = 0, ""
+		}
+		ep.state = "waiting-for-interface"
+		if errors.Is(err, errNoInterface) {
+			ep.err = ""
+			return nil
+		}
+		ep.err = err.Error()
+		return fmt.Errorf("endpoint %s: %w", ep.pod, err)
+	}
+	idx := l.Attrs().Index
+	if ep.ifindex != 0 && ep.ifindex != idx {
+		// Recreated interface (new ifindex): drop the old one's state.
+		_ = m.release(ep)
+	}
+	if ep.ifindex == idx && m.attached[idx] && ep.state == "ready" {
+		return nil
+	}
+	ep.ifindex, ep.ifname = idx, l.Attrs().Name
+	// Entry first, then programs: a packet never meets our program on an
+	// interface without its endpoint entry.
+	if err := m.opts.Maps.PutEndpoint(datapath.EndpointEntry{IfIndex: uint32(idx), ID: ep.id, IPv4: ep.ip}); err != nil {
+		ep.state, ep.err = "error", err.Error()
+		return fmt.Errorf("endpoint %s: %w", ep.pod, err)
+	}
+	if err := m.opts.Attacher.Attach(idx); err != nil {
+		ep.state, ep.err = "error", err.Error()
+		return fmt.Errorf("endpoint %s: %w", ep.pod, err)
+	}
+	m.attached[idx] = true
+	ep.state, ep.err = "ready", ""
+	m.log.Info("endpoint ready", "pod", ep.pod, "id", ep.id, "ip", ep.ip, "interface", ep.ifname, "ifindex", idx, "mode", m.opts.Attacher.Mode())
+	return nil
+}
+
+// release detaches from ep's interface and deletes its entry.
+func (m *Manager) release(ep *endpoint) error {
+	if ep.ifindex == 0 {
+		return nil
+	}
+	err := errors.Join(m.opts.Attacher.Detach(ep.ifindex), m.opts.Maps.DeleteEndpoint(uint32(ep.ifindex)))
+	delete(m.attached, ep.ifindex)
+	return err
+}
+
+// prune removes entries, links, filters and CT state that belong to no
+// current endpoint: what a predecessor left for pods deleted while no
+// agent ran, or what a failed step left behind.
+func (m *Manager) prune() error {
+	live := map[int]bool{}
+	ids := map[uint32]bool{}
+	for _, ep := range m.endpoints {
+		ids[ep.id] = true
+		if ep.ifindex != 0 {
+			live[ep.ifindex] = true
+		}
+	}
+	var errs []error
+	entries, err := m.opts.Maps.ListEndpoints()
+	errs = append(errs, err)
+	for _, e := range entries {
+		if !live[int(e.IfIndex)] {
+			errs = append(errs, m.opts.Maps.DeleteEndpoint(e.IfIndex))
+		}
+	}
+	pinned, err := m.opts.Attacher.PinnedLinkIfindexes()
+	errs = append(errs, err)
+	for _, idx := range pinned {
+		if !live[idx] {
+			errs = append(errs, m.opts.Attacher.Detach(idx))
+		}
+	}
+	if links, err := netlink.LinkList(); err == nil {
+		for _, l := range links {
+			idx := l.Attrs().Index
+			if !live[idx] && (l.Type() == "veth" || l.Type() == "netkit") {
+				errs = append(errs, m.opts.Attacher.Detach(idx))
+			}
+		}
+	}
+	if _, err := m.opts.Maps.GCCT(func(id uint32) bool { return !ids[id] }); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// List returns the endpoints for the API.
+func (m *Manager) List() []api.Endpoint {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]api.Endpoint, 0, len(m.endpoints))
+	for _, ep := range m.endpoints {
+		out = append(out, api.Endpoint{
+			ID: ep.id, Namespace: ep.pod.Namespace, Pod: ep.pod.Name, IPs: []string{ep.ip.String()},
+			Interface: ep.ifname, IfIndex: ep.ifindex, State: ep.state, Error: ep.err,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// PodByID names the pod of an endpoint ID, for event enrichment.
+func (m *Manager) PodByID(id uint32) (model.NamespacedName, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ep := range m.endpoints {
+		if ep.id == id {
+			return ep.pod, true
+		}
+	}
+	return model.NamespacedName{}, false
+}
+
+// Err returns the errors of the last pass, if any.
+func (m *Manager) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastErr
+}
