@@ -228,7 +228,10 @@ func (m *Manager) reconcile(full bool) {
 	// Pods that are gone, or whose IP changed: release their interface.
 	for nn, ep := range m.endpoints {
 		p, ok := desired[nn]
-		ip, _ := podIPv4(p)
+		var ip netip.Addr
+		if ok {
+			ip, _ = podIPv4(p)
+		}
 		if ok && ip == ep.ip {
 			continue
 		}

@@ -1,0 +1,483 @@
+package cli_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/cli"
+	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/testutil"
+)
+
+// run executes `sluice args...` as a user would and returns what it wrote
+// to stdout.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := cli.NewRootCommand()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(args)
+	err := root.ExecuteContext(t.Context())
+	return out.String(), err
+}
+
+// requireLine asserts that out has a line whose whitespace-separated fields
+// read want: table columns are padded, so spacing is not part of the contract.
+func requireLine(t *testing.T, out, want string) {
+	t.Helper()
+	want = strings.Join(strings.Fields(want), " ")
+	for line := range strings.Lines(out) {
+		if strings.Join(strings.Fields(line), " ") == want {
+			return
+		}
+	}
+	require.Failf(t, "line not found", "want a line reading %q in:\n%s", want, out)
+}
+
+// fakeAgent serves handler on <dir>/sluice.sock, as the agent does on its
+// --state-dir, and returns dir.
+func fakeAgent(t *testing.T, handler http.Handler) string {
+	t.Helper()
+	dir := t.TempDir()
+	ln, err := net.Listen("unix", filepath.Join(dir, api.SocketName))
+	require.NoError(t, err)
+	srv := &http.Server{Handler: handler}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		require.NoError(t, srv.Close())
+		require.ErrorIs(t, <-done, http.ErrServerClosed)
+	})
+	return dir
+}
+
+func serveJSON(v any) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			http.Error(w, "GET only", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+var (
+	t0 = time.Date(2025, 3, 14, 9, 26, 53, 589_000_000, time.UTC)
+
+	testStatus = api.Status{
+		NodeName:   "worker-1",
+		Ready:      true,
+		StartedAt:  t0,
+		Source:     "files:/etc/sluice/state",
+		BPFRoot:    "/sys/fs/bpf/sluice",
+		StateDir:   "/var/run/sluice",
+		CgroupRoot: "/sys/fs/cgroup",
+		AttachMode: "tcx",
+		Kernel:     api.KernelFeatures{Release: "6.18.0-1-amd64", TCX: true, RingBuf: false},
+		Endpoints:  3,
+		CTEntries:  17,
+		CTMax:      65536,
+		Adopted:    true,
+		EventsLost: 4,
+		Counters: []api.Counter{
+			{Verdict: "forwarded", Direction: "egress", Packets: 1200, Bytes: 95000},
+			{Verdict: "dropped", Reason: "INVALID_SOURCE_IP", Direction: "ingress", Packets: 3, Bytes: 180},
+		},
+		Errors: []api.Error{
+			{Component: "source", Message: "policy.yaml: unknown field \"spec.ingres\"", Time: t0.Add(time.Minute)},
+			{Component: "endpoint", Message: "default/web-2: attach to veth9: no such device", Time: t0.Add(2 * time.Minute)},
+		},
+	}
+
+	testEndpoints = []api.Endpoint{
+		{ID: 3, Namespace: "default", Pod: "web-0", IPs: []string{"10.244.1.5", "fd00:10:244:1::5"}, Interface: "veth1a2b", IfIndex: 5, State: "ready"},
+		{ID: 4, Namespace: "kube-system", Pod: "coredns-7d", IPs: []string{"10.244.1.6"}, State: "waiting-for-interface"},
+		{ID: 7, Namespace: "default", Pod: "web-2", IPs: []string{"10.244.1.9"}, Interface: "veth9", IfIndex: 11, State: "error", Error: "attach to veth9: no such device"},
+	}
+
+	testEvents = []api.Event{
+		{
+			Event: datapath.Event{
+				Time: t0.Add(3 * time.Second), Type: "trace", Dir: "egress", IfIndex: 5, EndpointID: 3, Len: 74, Proto: "TCP",
+				Src: netip.MustParseAddrPort("10.244.1.5:43512"), Dst: netip.MustParseAddrPort("10.96.0.10:53"), TCPFlags: 0x02,
+			},
+			Namespace: "default", Pod: "web-0",
+		},
+		{
+			Event: datapath.Event{
+				Time: t0.Add(4 * time.Second), Type: "drop", Dir: "ingress", Reason: "INVALID_SOURCE_IP", ReasonID: 130,
+				IfIndex: 11, EndpointID: 0, Len: 60, Proto: "UDP",
+				Src: netip.MustParseAddrPort("192.0.2.7:5353"), Dst: netip.MustParseAddrPort("10.244.1.9:53"),
+			},
+		},
+	}
+)
+
+// agentMux serves the three API paths with the given values.
+func agentMux(st api.Status, eps []api.Endpoint, evs []api.Event) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle(api.PathStatus, serveJSON(st))
+	mux.Handle(api.PathEndpoints, serveJSON(eps))
+	mux.Handle(api.PathEvents, serveJSON(evs))
+	return mux
+}
+
+func TestStatus(t *testing.T) {
+	dir := fakeAgent(t, agentMux(testStatus, testEndpoints, testEvents))
+
+	t.Run("table", func(t *testing.T) {
+		out, err := run(t, "--state-dir", dir, "status")
+		require.NoError(t, err)
+		require.Regexp(t, `(?m)^Node:\s+worker-1 \(ready, up \S+\)$`, out)
+		requireLine(t, out, "Source: files:/etc/sluice/state")
+		requireLine(t, out, "Kernel: 6.18.0-1-amd64 (tcx: yes, ring buffer: no)")
+		requireLine(t, out, "Attach mode: tcx")
+		requireLine(t, out, "BPF root: /sys/fs/bpf/sluice (adopted pinned state: yes)")
+		requireLine(t, out, "Endpoints: 3")
+		requireLine(t, out, "Conntrack: 17/65536 entries")
+		requireLine(t, out, "Events lost: 4")
+		requireLine(t, out, "VERDICT DIRECTION REASON PACKETS BYTES")
+		requireLine(t, out, "forwarded egress - 1200 95000")
+		requireLine(t, out, "dropped ingress INVALID_SOURCE_IP 3 180")
+		requireLine(t, out, `[source] policy.yaml: unknown field "spec.ingres"`)
+		requireLine(t, out, "[endpoint] default/web-2: attach to veth9: no such device")
+		require.NotContains(t, out, "Errors:        none")
+	})
+
+	t.Run("json", func(t *testing.T) {
+		out, err := run(t, "--state-dir", dir, "status", "-o", "json")
+		require.NoError(t, err)
+		var got api.Status
+		require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+		require.Equal(t, testStatus, got)
+	})
+}
+
+func TestStatusNotReadyNoErrors(t *testing.T) {
+	st := api.Status{
+		NodeName: "worker-2", StartedAt: t0, AttachMode: "tc",
+		Kernel: api.KernelFeatures{Release: "5.15.0", RingBuf: true},
+		CTMax:  1024,
+	}
+	dir := fakeAgent(t, agentMux(st, nil, nil))
+	out, err := run(t, "--state-dir", dir, "status")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^Node:\s+worker-2 \(not ready, up \S+\)$`, out)
+	requireLine(t, out, "Kernel: 5.15.0 (tcx: no, ring buffer: yes)")
+	requireLine(t, out, "Attach mode: tc")
+	requireLine(t, out, "Conntrack: 0/1024 entries")
+	requireLine(t, out, "Errors: none")
+	require.NotContains(t, out, "Counters:", "no counters means no counters table")
+}
+
+func TestEndpointList(t *testing.T) {
+	dir := fakeAgent(t, agentMux(testStatus, testEndpoints, testEvents))
+
+	t.Run("table", func(t *testing.T) {
+		out, err := run(t, "--state-dir", dir, "endpoint", "list")
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 1+len(testEndpoints), out)
+		requireLine(t, lines[0], "ID POD IPS INTERFACE STATE")
+		requireLine(t, lines[1], "3 default/web-0 10.244.1.5,fd00:10:244:1::5 veth1a2b (5) ready")
+		requireLine(t, lines[2], "4 kube-system/coredns-7d 10.244.1.6 - waiting-for-interface")
+		requireLine(t, lines[3], "7 default/web-2 10.244.1.9 veth9 (11) error: attach to veth9: no such device")
+	})
+
+	t.Run("json", func(t *testing.T) {
+		out, err := run(t, "--state-dir", dir, "endpoint", "list", "-o", "json")
+		require.NoError(t, err)
+		var got []api.Endpoint
+		require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+		require.Equal(t, testEndpoints, got)
+	})
+}
+
+func TestEvents(t *testing.T) {
+	dir := fakeAgent(t, agentMux(testStatus, testEndpoints, testEvents))
+
+	t.Run("table", func(t *testing.T) {
+		out, err := run(t, "--state-dir", dir, "events")
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 1+len(testEvents), out)
+		requireLine(t, lines[0], "TIME TYPE POD DIRECTION FLOW REASON")
+		// The agent sends UTC times here, and the CLI shows the time as sent.
+		requireLine(t, lines[1], "09:26:56.589 trace default/web-0 egress TCP 10.244.1.5:43512 -> 10.96.0.10:53 -")
+		requireLine(t, lines[2], "09:26:57.589 drop - ingress UDP 192.0.2.7:5353 -> 10.244.1.9:53 INVALID_SOURCE_IP")
+	})
+
+	t.Run("json", func(t *testing.T) {
+		out, err := run(t, "--state-dir", dir, "events", "-o", "json")
+		require.NoError(t, err)
+		var got []api.Event
+		require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+		require.Equal(t, testEvents, got)
+	})
+}
+
+// An empty list prints as [] in JSON so that scripts can iterate it.
+func TestEmptyListsJSON(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle(api.PathEndpoints, serveJSON(nil)) // an agent may well send null
+	mux.Handle(api.PathEvents, serveJSON([]api.Event{}))
+	dir := fakeAgent(t, mux)
+	for _, cmd := range [][]string{{"endpoint", "list"}, {"events"}} {
+		out, err := run(t, append([]string{"--state-dir", dir, "-o", "json"}, cmd...)...)
+		require.NoError(t, err)
+		require.JSONEq(t, "[]", out, "sluice %s -o json", strings.Join(cmd, " "))
+	}
+}
+
+func TestAgentFlagOverridesStateDir(t *testing.T) {
+	dir := fakeAgent(t, agentMux(testStatus, testEndpoints, testEvents))
+	elsewhere := filepath.Join(t.TempDir(), "no-agent-here")
+	out, err := run(t, "--state-dir", elsewhere, "--agent", filepath.Join(dir, api.SocketName), "status")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^Node:\s+worker-1 \(ready`, out)
+}
+
+func TestAgentErrors(t *testing.T) {
+	t.Run("not running", func(t *testing.T) {
+		dir := t.TempDir()
+		for _, cmd := range [][]string{{"status"}, {"endpoint", "list"}, {"events"}} {
+			_, err := run(t, append([]string{"--state-dir", dir}, cmd...)...)
+			require.Error(t, err, "sluice %v", cmd)
+			require.ErrorContains(t, err, filepath.Join(dir, api.SocketName))
+			require.ErrorContains(t, err, "--state-dir")
+			require.ErrorContains(t, err, "--agent")
+		}
+	})
+
+	t.Run("bad output format", func(t *testing.T) {
+		// No agent at all: the format is checked before anything is read.
+		dir := t.TempDir()
+		for _, cmd := range [][]string{{"status"}, {"endpoint", "list"}, {"events"}, {"bpf", "ct", "list"}, {"bpf", "endpoint", "list"}} {
+			_, err := run(t, append([]string{"--state-dir", dir, "--bpf-root", dir, "-o", "yaml"}, cmd...)...)
+			require.Error(t, err, "sluice %v", cmd)
+			require.ErrorContains(t, err, `"yaml"`)
+			require.ErrorContains(t, err, "table or json")
+		}
+	})
+
+	t.Run("agent answers 500", func(t *testing.T) {
+		dir := fakeAgent(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "state not loaded yet", http.StatusInternalServerError)
+		}))
+		out, err := run(t, "--state-dir", dir, "status")
+		require.Error(t, err)
+		require.ErrorContains(t, err, "500 Internal Server Error")
+		require.ErrorContains(t, err, "state not loaded yet")
+		require.Empty(t, out)
+	})
+
+	t.Run("agent answers garbage", func(t *testing.T) {
+		dir := fakeAgent(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = w.Write([]byte("<html>not the agent</html>"))
+		}))
+		_, err := run(t, "--state-dir", dir, "endpoint", "list")
+		require.Error(t, err)
+		require.ErrorContains(t, err, api.PathEndpoints)
+		require.ErrorContains(t, err, filepath.Join(dir, api.SocketName))
+	})
+}
+
+// htons stores a port in network byte order, as the datapath does.
+func htons(p uint16) uint16 {
+	return binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, p))
+}
+
+func addr16(a netip.Addr) (out [16]uint8) {
+	if a.Is4() {
+		b := a.As4()
+		copy(out[:], b[:])
+		return out
+	}
+	return a.As16()
+}
+
+func ctKey(ep uint32, src, dst netip.AddrPort) bpfobj.BpfSlCtKey {
+	k := bpfobj.BpfSlCtKey{EpId: ep, Family: 2, Proto: 6, Sport: htons(src.Port()), Dport: htons(dst.Port())}
+	k.Saddr.Addr6 = addr16(src.Addr())
+	k.Daddr.Addr6 = addr16(dst.Addr())
+	return k
+}
+
+// bpfRoot makes a fresh directory on bpffs, removed at the end of the test.
+func bpfRoot(t *testing.T) string {
+	t.Helper()
+	testutil.RequireRoot(t)
+	dir, err := os.MkdirTemp("/sys/fs/bpf", "sluice-cli-test-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// loadAndClose loads the datapath under dir, lets fill write to its maps,
+// then closes it: the pins stay, as they do when the agent exits, and the
+// CLI must read them with no agent and no program handle open.
+func loadAndClose(t *testing.T, dir string, fill func(dp *datapath.Datapath)) {
+	t.Helper()
+	lock, err := datapath.LockRoot(dir)
+	require.NoError(t, err)
+	defer lock.Close()
+	dp, err := datapath.Load(datapath.Config{BPFRoot: dir}, nil)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, dp.Close()) }()
+	fill(dp)
+}
+
+func TestBPFPinnedMaps(t *testing.T) {
+	dir := bpfRoot(t)
+	client := netip.MustParseAddrPort("10.244.1.5:43512")
+	server := netip.MustParseAddrPort("192.0.2.10:443")
+	loadAndClose(t, dir, func(dp *datapath.Datapath) {
+		m := dp.Maps()
+		require.NoError(t, m.PutEndpoint(datapath.EndpointEntry{IfIndex: 5, ID: 3, IPv4: netip.MustParseAddr("10.244.1.5")}))
+		require.NoError(t, m.PutEndpoint(datapath.EndpointEntry{IfIndex: 6, ID: 4,
+			IPv4: netip.MustParseAddr("10.244.1.6"), IPv6: netip.MustParseAddr("fd00:10:244:1::6")}))
+
+		now := datapath.MonotonicNow()
+		live := bpfobj.BpfSlCtEntry{
+			Expires: now + uint64(60*time.Second), Created: now - uint64(5*time.Second),
+			PacketsOrig: 12, BytesOrig: 1500, PacketsReply: 10, BytesReply: 9000,
+			State: 3, Origin: 2,
+		}
+		k := ctKey(3, client, server)
+		require.NoError(t, dp.Objects().SlCt.Put(&k, &live))
+		// An expired entry the GC has not reaped yet: not a live connection,
+		// so not listed.
+		expired := live
+		expired.Expires = now - uint64(time.Second)
+		k2 := ctKey(3, netip.MustParseAddrPort("10.244.1.5:40000"), server)
+		require.NoError(t, dp.Objects().SlCt.Put(&k2, &expired))
+	})
+
+	t.Run("ct table", func(t *testing.T) {
+		out, err := run(t, "--bpf-root", dir, "bpf", "ct", "list")
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 2, "header and the one live entry:\n%s", out)
+		requireLine(t, lines[0], "ENDPOINT PROTO SOURCE DESTINATION STATE ORIGIN AGE EXPIRES PKTS (ORIG/REPLY) BYTES (ORIG/REPLY)")
+		f := strings.Fields(lines[1])
+		require.Len(t, f, 10, lines[1])
+		require.Equal(t, []string{"3", "TCP", "10.244.1.5:43512", "192.0.2.10:443", "established", "egress"}, f[:6])
+		require.Equal(t, []string{"12/10", "1500/9000"}, f[8:])
+		// Age and expiry depend on how long the test took; bound them.
+		age, err := time.ParseDuration(f[6])
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, age, 5*time.Second)
+		expires, err := time.ParseDuration(f[7])
+		require.NoError(t, err)
+		require.Greater(t, expires, time.Duration(0))
+		require.LessOrEqual(t, expires, time.Minute)
+	})
+
+	t.Run("ct json", func(t *testing.T) {
+		out, err := run(t, "--bpf-root", dir, "bpf", "ct", "list", "-o", "json")
+		require.NoError(t, err)
+		var got []datapath.CTEntry
+		require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+		require.Len(t, got, 1)
+		e := got[0]
+		require.Equal(t, uint32(3), e.EndpointID)
+		require.Equal(t, "TCP", e.Proto)
+		require.Equal(t, client.String(), e.Src)
+		require.Equal(t, server.String(), e.Dst)
+		require.Equal(t, "established", e.State)
+		require.Equal(t, "egress", e.Origin)
+		require.Equal(t, [4]uint64{12, 1500, 10, 9000}, [4]uint64{e.PacketsOrig, e.BytesOrig, e.PacketsReply, e.BytesReply})
+		require.GreaterOrEqual(t, e.Age, 5*time.Second)
+		require.Greater(t, e.ExpiresIn, time.Duration(0))
+		require.LessOrEqual(t, e.ExpiresIn, time.Minute)
+	})
+
+	t.Run("endpoint table", func(t *testing.T) {
+		out, err := run(t, "--bpf-root", dir, "bpf", "endpoint", "list")
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 3, out)
+		requireLine(t, lines[0], "ID IFINDEX IPV4 IPV6")
+		requireLine(t, lines[1], "3 5 10.244.1.5 -")
+		requireLine(t, lines[2], "4 6 10.244.1.6 fd00:10:244:1::6")
+	})
+
+	t.Run("endpoint json", func(t *testing.T) {
+		out, err := run(t, "--bpf-root", dir, "bpf", "endpoint", "list", "-o", "json")
+		require.NoError(t, err)
+		var got []datapath.EndpointEntry
+		require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+		require.Equal(t, []datapath.EndpointEntry{
+			{IfIndex: 5, ID: 3, IPv4: netip.MustParseAddr("10.244.1.5")},
+			{IfIndex: 6, ID: 4, IPv4: netip.MustParseAddr("10.244.1.6"), IPv6: netip.MustParseAddr("fd00:10:244:1::6")},
+		}, got)
+	})
+}
+
+func TestBPFEmptyMaps(t *testing.T) {
+	dir := bpfRoot(t)
+	loadAndClose(t, dir, func(*datapath.Datapath) {})
+	for _, cmd := range [][]string{{"bpf", "ct", "list"}, {"bpf", "endpoint", "list"}} {
+		out, err := run(t, append([]string{"--bpf-root", dir}, cmd...)...)
+		require.NoError(t, err)
+		require.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 1, "header only:\n%s", out)
+
+		out, err = run(t, append([]string{"--bpf-root", dir, "-o", "json"}, cmd...)...)
+		require.NoError(t, err)
+		require.JSONEq(t, "[]", out, "sluice %s -o json", strings.Join(cmd, " "))
+	}
+}
+
+func TestBPFWrongRoot(t *testing.T) {
+	// Needs no privilege: nothing is pinned here, so opening fails first.
+	dir := filepath.Join(t.TempDir(), "not-a-bpf-root")
+	for _, cmd := range [][]string{{"bpf", "ct", "list"}, {"bpf", "endpoint", "list"}} {
+		out, err := run(t, append([]string{"--bpf-root", dir}, cmd...)...)
+		require.Error(t, err, "sluice %v", cmd)
+		require.ErrorContains(t, err, "--bpf-root")
+		require.ErrorContains(t, err, dir)
+		require.True(t, errors.Is(err, os.ErrNotExist), "want the cause kept: %v", err)
+		require.Empty(t, out)
+	}
+}
+
+func TestHelpOnEveryCommand(t *testing.T) {
+	var walk func(c *cobra.Command)
+	seen := 0
+	walk = func(c *cobra.Command) {
+		seen++
+		// CommandPath is "sluice endpoint list"; the args are what follows.
+		args := append(strings.Fields(c.CommandPath())[1:], "--help")
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			require.NotEmpty(t, c.Short, "every command needs a Short description")
+			out, err := run(t, args...)
+			require.NoError(t, err)
+			require.Contains(t, out, c.Short)
+			require.Contains(t, out, "Usage:")
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(cli.NewRootCommand())
+	// sluice, status, events, endpoint, endpoint list, bpf, bpf ct,
+	// bpf ct list, bpf endpoint, bpf endpoint list.
+	require.Equal(t, 10, seen)
+}

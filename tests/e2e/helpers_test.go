@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/tests/harness"
+)
+
+const (
+	agentPkg = "github.com/sluice-net/sluice/cmd/sluice-agent"
+	cliPkg   = "github.com/sluice-net/sluice/cmd/sluice"
+)
+
+// env is one test's cluster with the binaries it needs.
+type env struct {
+	t        *testing.T
+	c        *harness.Cluster
+	agentBin string
+	cliBin   string
+	// agentArgs are extra agent flags (the attach mode under test).
+	agentArgs []string
+	agents    map[*harness.Node]*harness.Agent
+}
+
+func newEnv(t *testing.T, agentArgs ...string) *env {
+	harness.RequireRoot(t)
+	harness.RequireBPFFS(t)
+	harness.RequireCgroup2(t)
+	harness.RequireTools(t)
+	e := &env{
+		t: t, c: harness.NewTestCluster(t, harness.Options{Name: "e2e", Logf: t.Logf}),
+		agentBin: harness.BuildBinary(t, agentPkg), cliBin: harness.BuildBinary(t, cliPkg),
+		agentArgs: agentArgs, agents: map[*harness.Node]*harness.Agent{},
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for n, a := range e.agents {
+				t.Logf("--- agent log of %s:\n%s", n.Name, a.Logs())
+			}
+		}
+	})
+	return e
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func (e *env) node(name string, mode harness.Mode) *harness.Node {
+	n, err := e.c.AddNode(ctx(e.t), name, mode)
+	require.NoError(e.t, err)
+	return n
+}
+
+func (e *env) pod(n *harness.Node, ns, name string, labels map[string]string) *harness.Pod {
+	p, err := n.AddPod(ctx(e.t), ns, name, labels)
+	require.NoError(e.t, err)
+	return p
+}
+
+// startAgent starts (or restarts) n's agent and waits until it is ready
+// and every local pod is an attached endpoint.
+func (e *env) startAgent(n *harness.Node) *harness.Agent {
+	e.t.Helper()
+	a, err := n.StartAgent(e.agentBin, append([]string{"--ct-gc-interval", "1s"}, e.agentArgs...)...)
+	require.NoError(e.t, err)
+	e.agents[n] = a
+	require.NoError(e.t, a.WaitReady(ctx(e.t)), "agent on %s not ready:\n%s", n.Name, a.Logs())
+	e.waitEndpointsReady(n)
+	return a
+}
+
+func (e *env) endpoints(n *harness.Node) []api.Endpoint {
+	var eps []api.Endpoint
+	require.NoError(e.t, n.AgentGet(ctx(e.t), api.PathEndpoints, &eps))
+	return eps
+}
+
+func (e *env) waitEndpointsReady(n *harness.Node) {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool {
+		var eps []api.Endpoint
+		if err := n.AgentGet(ctx(e.t), api.PathEndpoints, &eps); err != nil {
+			return false
+		}
+		ready := map[string]bool{}
+		for _, ep := range eps {
+			if ep.State == "ready" {
+				ready[ep.Namespace+"/"+ep.Pod] = true
+			}
+		}
+		for _, p := range n.Pods() {
+			if !ready[p.String()] {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 100*time.Millisecond, "endpoints of %s not ready: %+v", n.Name, e.endpoints(n))
+}
+
+func (e *env) events(n *harness.Node) []api.Event {
+	var evs []api.Event
+	require.NoError(e.t, n.AgentGet(ctx(e.t), api.PathEvents, &evs))
+	return evs
+}
+
+// waitEvent waits for an event on n matching f.
+func (e *env) waitEvent(n *harness.Node, what string, f func(api.Event) bool) api.Event {
+	e.t.Helper()
+	var found api.Event
+	require.Eventually(e.t, func() bool {
+		for _, ev := range e.events(n) {
+			if f(ev) {
+				found = ev
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond, "no %s event on %s; have %+v", what, n.Name, e.events(n))
+	return found
+}
+
+func (e *env) status(n *harness.Node) *api.Status {
+	st, err := n.AgentStatus(ctx(e.t))
+	require.NoError(e.t, err)
+	return st
+}
+
+// cli runs the sluice CLI against n's agent and pins.
+func (e *env) cli(n *harness.Node, args ...string) string {
+	e.t.Helper()
+	full := append([]string{"--state-dir", n.StateDir, "--bpf-root", n.BPFRoot}, args...)
+	out, err := exec.CommandContext(ctx(e.t), e.cliBin, full...).CombinedOutput()
+	require.NoError(e.t, err, "sluice %s: %s", strings.Join(args, " "), out)
+	return string(out)
+}
+
+// ct reads n's CT table through the CLI (pins only; works without an agent).
+func (e *env) ct(n *harness.Node) []datapath.CTEntry {
+	var entries []datapath.CTEntry
+	require.NoError(e.t, json.Unmarshal([]byte(e.cli(n, "bpf", "ct", "list", "-o", "json")), &entries))
+	return entries
+}
+
+func endpointID(t *testing.T, eps []api.Endpoint, p *harness.Pod) uint32 {
+	for _, ep := range eps {
+		if ep.Namespace == p.Namespace && ep.Pod == p.Name {
+			return ep.ID
+		}
+	}
+	t.Fatalf("no endpoint for %s in %+v", p, eps)
+	return 0
+}
+
+// findCT returns the entry of endpoint id for proto from src to dst:port.
+func findCT(entries []datapath.CTEntry, id uint32, proto string, src netip.Addr, dst netip.AddrPort) (datapath.CTEntry, bool) {
+	for _, c := range entries {
+		s, _ := netip.ParseAddrPort(c.Src)
+		d, _ := netip.ParseAddrPort(c.Dst)
+		if c.EndpointID == id && c.Proto == proto && s.Addr() == src && d == dst {
+			return c, true
+		}
+	}
+	return datapath.CTEntry{}, false
+}
+
+func echo(t *testing.T, from *harness.Host, proto string, to netip.Addr, port int) {
+	t.Helper()
+	payload := fmt.Sprintf("hello-%s-%d", proto, port)
+	var (
+		reply string
+		err   error
+	)
+	if proto == "UDP" {
+		reply, err = from.UDPRequest(ctx(t), to, port, payload)
+	} else {
+		reply, err = from.TCPRequest(ctx(t), to, port, payload)
+	}
+	require.NoError(t, err, "%s to %s:%d", proto, to, port)
+	require.Contains(t, reply, payload)
+}

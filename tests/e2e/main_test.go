@@ -1,0 +1,12 @@
+// Package e2e runs Sluice agents on simulated nodes (network namespaces,
+// see tests/harness) and drives real TCP, UDP and ICMP traffic between pods
+// on one node, across nodes and from outside the cluster.
+package e2e
+
+import (
+	"testing"
+
+	"github.com/sluice-net/sluice/tests/harness"
+)
+
+func TestMain(m *testing.M) { harness.Main(m) }

@@ -1,0 +1,309 @@
+package harness
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// workloadEnv carries a workload spec (JSON) to a re-executed copy of the
+// current binary. Its presence turns the binary into that workload.
+const workloadEnv = "SLUICE_HARNESS_WORKLOAD"
+
+// Workload kinds.
+const (
+	kindTCPEcho    = "tcp-echo"
+	kindUDPEcho    = "udp-echo"
+	kindTCPClient  = "tcp-client"
+	kindTCPRequest = "tcp-request"
+	kindUDPRequest = "udp-request"
+	kindPing       = "ping"
+)
+
+// whoami is the request line (or datagram) the echo servers answer with their
+// host's identity ("namespace/name" for pods) instead of echoing it, so
+// load-balancing tests can see which backend they reached.
+const whoami = "whoami"
+
+type workloadSpec struct {
+	Kind     string        `json:"kind"`
+	Addr     string        `json:"addr,omitempty"` // ip:port, or ip for ping
+	Port     int           `json:"port,omitempty"` // listen port of servers
+	Payload  string        `json:"payload,omitempty"`
+	Ident    string        `json:"ident,omitempty"`
+	Interval time.Duration `json:"interval,omitempty"`
+	Timeout  time.Duration `json:"timeout,omitempty"`
+}
+
+// event is one JSON line a workload writes to stdout.
+type event struct {
+	// Event is "ready" (server listens), "connected", "ok", "error" or
+	// "closed" (client), or "result" (one-shot).
+	Event string `json:"event"`
+	Seq   int    `json:"seq,omitempty"`
+	Local string `json:"local,omitempty"`
+	Reply string `json:"reply,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// RunWorkloadIfRequested turns the process into a harness workload when it
+// was started as one, and exits when the workload ends; otherwise it returns
+// at once. Test binaries call it first thing in TestMain (or use Main), the
+// demo first thing in main: the harness starts workloads by re-executing
+// os.Executable().
+func RunWorkloadIfRequested() {
+	js, ok := os.LookupEnv(workloadEnv)
+	if !ok {
+		return
+	}
+	var spec workloadSpec
+	if err := json.Unmarshal([]byte(js), &spec); err != nil {
+		fmt.Fprintf(os.Stderr, "harness workload: bad %s: %v\n", workloadEnv, err)
+		os.Exit(2)
+	}
+	os.Exit(runWorkload(spec))
+}
+
+// refuseInsideWorkload stops a workload process that reached cluster setup:
+// that means the binary's main or TestMain does not call
+// RunWorkloadIfRequested, and going on would recurse.
+func refuseInsideWorkload() {
+	if _, ok := os.LookupEnv(workloadEnv); ok {
+		fmt.Fprintln(os.Stderr, "harness: started as a workload but RunWorkloadIfRequested was not called first thing in TestMain/main")
+		os.Exit(3)
+	}
+}
+
+var stdoutMu sync.Mutex
+
+func emit(ev event) {
+	b, _ := json.Marshal(ev)
+	stdoutMu.Lock()
+	defer stdoutMu.Unlock()
+	os.Stdout.Write(append(b, '\n'))
+}
+
+func runWorkload(spec workloadSpec) int {
+	var err error
+	switch spec.Kind {
+	case kindTCPEcho:
+		err = tcpEchoServer(spec)
+	case kindUDPEcho:
+		err = udpEchoServer(spec)
+	case kindTCPClient:
+		err = tcpClient(spec)
+	case kindTCPRequest, kindUDPRequest, kindPing:
+		var reply string
+		switch spec.Kind {
+		case kindTCPRequest:
+			reply, err = tcpRequest(spec)
+		case kindUDPRequest:
+			reply, err = udpRequest(spec)
+		default:
+			err = ping(spec)
+		}
+		ev := event{Event: "result", Reply: reply}
+		if err != nil {
+			ev.Error = err.Error()
+		}
+		emit(ev)
+	default:
+		err = fmt.Errorf("unknown workload kind %q", spec.Kind)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "harness workload %s: %v\n", spec.Kind, err)
+		return 1
+	}
+	return 0
+}
+
+func answer(spec workloadSpec, line string) string {
+	if strings.TrimSpace(line) == whoami {
+		return spec.Ident
+	}
+	return line
+}
+
+func tcpEchoServer(spec workloadSpec) error {
+	ln, err := net.Listen("tcp4", fmt.Sprintf(":%d", spec.Port))
+	if err != nil {
+		emit(event{Event: "error", Error: err.Error()})
+		return err
+	}
+	emit(event{Event: "ready", Local: ln.Addr().String()})
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return fmt.Errorf("accept: %w", err)
+		}
+		go func() {
+			defer conn.Close()
+			r := bufio.NewReader(conn)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if _, err := conn.Write([]byte(answer(spec, strings.TrimSuffix(line, "\n")) + "\n")); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func udpEchoServer(spec workloadSpec) error {
+	pc, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", spec.Port))
+	if err != nil {
+		emit(event{Event: "error", Error: err.Error()})
+		return err
+	}
+	emit(event{Event: "ready", Local: pc.LocalAddr().String()})
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		if _, err := pc.WriteTo([]byte(answer(spec, string(buf[:n]))), from); err != nil {
+			fmt.Fprintf(os.Stderr, "reply to %s: %v\n", from, err)
+		}
+	}
+}
+
+func tcpClient(spec workloadSpec) error {
+	conn, err := net.DialTimeout("tcp4", spec.Addr, spec.Timeout)
+	if err != nil {
+		emit(event{Event: "error", Error: err.Error()})
+		return err
+	}
+	defer conn.Close()
+	emit(event{Event: "connected", Local: conn.LocalAddr().String()})
+	r := bufio.NewReader(conn)
+	t := time.NewTicker(spec.Interval)
+	defer t.Stop()
+	for seq := 1; ; seq++ {
+		want := fmt.Sprintf("seq %d", seq)
+		if _, err := conn.Write([]byte(want + "\n")); err != nil {
+			emit(event{Event: "closed", Seq: seq, Error: err.Error()})
+			return err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(spec.Timeout))
+		for {
+			line, err := r.ReadString('\n')
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// The flow may recover (retransmits); a late reply
+				// is skipped because its number is old.
+				emit(event{Event: "error", Seq: seq, Error: err.Error()})
+				break
+			}
+			if err != nil {
+				emit(event{Event: "closed", Seq: seq, Error: err.Error()})
+				return err
+			}
+			if strings.TrimSuffix(line, "\n") == want {
+				emit(event{Event: "ok", Seq: seq})
+				break
+			}
+		}
+		<-t.C
+	}
+}
+
+func tcpRequest(spec workloadSpec) (string, error) {
+	deadline := time.Now().Add(spec.Timeout)
+	conn, err := net.DialTimeout("tcp4", spec.Addr, spec.Timeout)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(deadline)
+	if _, err := conn.Write([]byte(spec.Payload + "\n")); err != nil {
+		return "", fmt.Errorf("send: %w", err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("read reply: %w", err)
+	}
+	return strings.TrimSuffix(line, "\n"), nil
+}
+
+func udpRequest(spec workloadSpec) (string, error) {
+	conn, err := net.Dial("udp4", spec.Addr)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(spec.Timeout))
+	if _, err := conn.Write([]byte(spec.Payload)); err != nil {
+		return "", fmt.Errorf("send: %w", err)
+	}
+	buf := make([]byte, 65535)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return "", fmt.Errorf("read reply: %w", err)
+	}
+	return string(buf[:n]), nil
+}
+
+// ping sends one ICMP echo request on a raw socket (the workload runs as
+// root) and waits for the matching reply.
+func ping(spec workloadSpec) error {
+	dst, err := netip.ParseAddr(spec.Addr)
+	if err != nil {
+		return err
+	}
+	conn, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+	if err != nil {
+		return fmt.Errorf("open raw icmp socket: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(spec.Timeout))
+	id, seq := uint16(os.Getpid()), uint16(1)
+	msg := make([]byte, 8+16)
+	msg[0] = 8 // echo request
+	binary.BigEndian.PutUint16(msg[4:], id)
+	binary.BigEndian.PutUint16(msg[6:], seq)
+	copy(msg[8:], "sluice-harness!!")
+	binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+	if _, err := conn.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		return fmt.Errorf("send echo request: %w", err)
+	}
+	buf := make([]byte, 1500)
+	for {
+		// ip4 raw sockets in Go return the ICMP message without IP header.
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			return fmt.Errorf("no echo reply: %w", err)
+		}
+		fromIP, _ := netip.AddrFromSlice(from.(*net.IPAddr).IP)
+		if n < 8 || fromIP.Unmap() != dst || buf[0] != 0 ||
+			binary.BigEndian.Uint16(buf[4:]) != id || binary.BigEndian.Uint16(buf[6:]) != seq {
+			continue
+		}
+		return nil
+	}
+}
+
+func icmpChecksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
