@@ -225,6 +225,7 @@ func (m *Manager) reconcile(full bool) {
 	}
 
 	var errs []error
+	gone := map[uint32]bool{}
 	// Pods that are gone, or whose IP changed: release their interface.
 	for nn, ep := range m.endpoints {
 		p, ok := desired[nn]
@@ -236,11 +237,20 @@ func (m *Manager) reconcile(full bool) {
 			continue
 		}
 		errs = append(errs, m.release(ep))
+		gone[ep.id] = true
 		if !ok {
 			delete(m.endpoints, nn)
 			m.log.Info("endpoint removed", "pod", nn, "id", ep.id)
 		} else {
 			ep.ip, ep.ifindex, ep.ifname = ip, 0, ""
+		}
+	}
+
+	if len(gone) > 0 {
+		// Their connections are over: free the CT entries now rather
+		// than when they expire, so a reused ID starts clean.
+		if _, err := m.opts.Maps.GCCT(func(id uint32) bool { return gone[id] }); err != nil {
+			errs = append(errs, err)
 		}
 	}
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +103,29 @@ func TestEndpointLifecycle(t *testing.T) {
 	echo(t, &a.Host, "TCP", cNew.IP, 80)
 	require.Contains(t, e.cli(n1, "endpoint", "list"), "default/c")
 
+	// The CNI recreates c's interface (same name and address, new
+	// ifindex): the agent notices and attaches to the new one.
+	before := e.endpoints(n1)
+	recreateInterface(t, n1, cNew)
+	require.Eventually(t, func() bool {
+		for _, ep := range e.endpoints(n1) {
+			if ep.Pod == "c" {
+				for _, old := range before {
+					if old.Pod == "c" {
+						return ep.State == "ready" && ep.IfIndex != old.IfIndex && ep.ID == old.ID
+					}
+				}
+			}
+		}
+		return false
+	}, 20*time.Second, 100*time.Millisecond, "not re-attached: %+v", e.endpoints(n1))
+	_, err = cNew.StartTCPEchoServer(81)
+	require.NoError(t, err)
+	echo(t, &a.Host, "TCP", cNew.IP, 81)
+	cID := endpointID(t, e.endpoints(n1), cNew)
+	_, ok := findCT(e.ct(n1), cID, "TCP", a.IP, netip.AddrPortFrom(cNew.IP, 81))
+	require.True(t, ok, "traffic on the new interface passes the programs")
+
 	// The agent's endpoint list says which interface each pod has.
 	for _, ep := range e.endpoints(n1) {
 		require.True(t, strings.HasPrefix(ep.Interface, "lxc"), "%+v", ep)
@@ -161,4 +185,22 @@ func TestSecondAgentOnSameRootRefuses(t *testing.T) {
 	}
 	require.Error(t, second.ExitErr())
 	require.Contains(t, second.Logs(), "locked by another sluice agent")
+}
+
+// recreateInterface replaces a routed pod's veth as a CNI would after a
+// sandbox restart: same names and address, new interface.
+func recreateInterface(t *testing.T, n *harness.Node, p *harness.Pod) {
+	t.Helper()
+	run := func(h *harness.Host, args ...string) {
+		out, err := h.Exec(ctx(t), args[0], args[1:]...)
+		require.NoError(t, err, "%v: %s", args, out)
+	}
+	run(&n.Host, "ip", "link", "del", p.HostIfName)
+	run(&n.Host, "ip", "link", "add", p.HostIfName, "type", "veth", "peer", "name", "eth0", "netns", p.NetnsName)
+	run(&n.Host, "sysctl", "-qw", "net.ipv4.conf."+p.HostIfName+".proxy_arp=1")
+	run(&n.Host, "ip", "link", "set", p.HostIfName, "up")
+	run(&p.Host, "ip", "addr", "add", p.IP.String()+"/32", "dev", "eth0")
+	run(&p.Host, "ip", "link", "set", "eth0", "up")
+	run(&p.Host, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink")
+	run(&n.Host, "ip", "route", "add", p.IP.String()+"/32", "dev", p.HostIfName)
 }
