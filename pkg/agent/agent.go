@@ -241,7 +241,7 @@ func (a *Agent) status() api.Status {
 		BPFRoot: a.opts.BPFRoot, StateDir: a.opts.StateDir, CgroupRoot: a.opts.CgroupRoot,
 		AttachMode: string(a.attacher.Mode()), Adopted: a.dp.Adopted,
 		Kernel: api.KernelFeatures{Release: a.features.Release, TCX: a.features.TCX, RingBuf: a.features.RingBuf},
-		CTMax: int(a.dp.Config().CTMax),
+		CTMax:  int(a.dp.Config().CTMax),
 	}
 	st.Ready = a.source.Synced() && a.eps.Synced()
 	eps := a.eps.List()
