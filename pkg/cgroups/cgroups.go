@@ -1,4 +1,5 @@
-// Package cgroups finds the cgroup v2 hierarchy. Hosts differ: a pure v2
+// Package cgroups finds the cgroup v2 hierarchy (and, for the tests, other
+// mounts). Hosts differ: a pure v2
 // host mounts it at /sys/fs/cgroup, a hybrid host (like the development
 // machine, where /sys/fs/cgroup is a v1 tmpfs) at /sys/fs/cgroup/unified,
 // so the mount is read from mountinfo rather than assumed.
@@ -15,15 +16,28 @@ import (
 // FindV2Mount returns the mount point of the first cgroup2 filesystem in
 // /proc/self/mountinfo.
 func FindV2Mount() (string, error) {
+	mp, err := FindMount("cgroup2")
+	if err != nil {
+		return "", err
+	}
+	if mp == "" {
+		return "", fmt.Errorf("no cgroup2 filesystem is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup) or pass --cgroup-root")
+	}
+	return mp, nil
+}
+
+// FindMount returns the mount point of the first filesystem of type fstype
+// in /proc/self/mountinfo, or "" if there is none.
+func FindMount(fstype string) (string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return "", fmt.Errorf("read mountinfo: %w", err)
 	}
 	defer f.Close()
-	return findV2Mount(f)
+	return findMount(f, fstype)
 }
 
-func findV2Mount(r io.Reader) (string, error) {
+func findMount(r io.Reader, want string) (string, error) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		// "36 35 0:30 / /sys/fs/cgroup/unified rw,... shared:9 - cgroup2 cgroup2 rw"
@@ -33,14 +47,14 @@ func findV2Mount(r io.Reader) (string, error) {
 		}
 		fields := strings.Fields(pre)
 		fstype := strings.Fields(post)
-		if len(fields) >= 5 && len(fstype) > 0 && fstype[0] == "cgroup2" {
+		if len(fields) >= 5 && len(fstype) > 0 && fstype[0] == want {
 			return unescape(fields[4]), nil
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return "", fmt.Errorf("read mountinfo: %w", err)
 	}
-	return "", fmt.Errorf("no cgroup2 filesystem is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup) or pass --cgroup-root")
+	return "", nil
 }
 
 // unescape undoes mountinfo's octal escapes (\040 for space, ...).

@@ -12,14 +12,15 @@ func TestFindV2Mount(t *testing.T) {
 26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid shared:9 - cgroup2 cgroup2 rw
 27 25 0:25 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
 `
-	got, err := findV2Mount(strings.NewReader(hybrid))
+	got, err := findMount(strings.NewReader(hybrid), "cgroup2")
 	require.NoError(t, err)
 	require.Equal(t, "/sys/fs/cgroup/unified", got)
 
-	got, err = findV2Mount(strings.NewReader(`30 1 0:26 / /mnt/my\040cg rw - cgroup2 none rw` + "\n"))
+	got, err = findMount(strings.NewReader(`30 1 0:26 / /mnt/my\040cg rw - cgroup2 none rw`+"\n"), "cgroup2")
 	require.NoError(t, err)
 	require.Equal(t, "/mnt/my cg", got)
 
-	_, err = findV2Mount(strings.NewReader("27 25 0:25 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"))
-	require.ErrorContains(t, err, "--cgroup-root")
+	got, err = findMount(strings.NewReader("27 25 0:25 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"), "cgroup2")
+	require.NoError(t, err)
+	require.Empty(t, got)
 }

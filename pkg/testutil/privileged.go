@@ -10,17 +10,22 @@ import (
 // privileged tests must run rather than skip.
 func InCI() bool { return os.Getenv("CI") != "" }
 
-// RequireRoot skips a test that needs root (BPF, netlink, namespaces),
-// naming the missing privilege; under CI, where everything runs as root,
-// it fails instead so a broken CI setup cannot hide behind skips.
-func RequireRoot(tb testing.TB) {
+// SkipOrFail skips the test with msg, which must name the missing privilege
+// or kernel feature; under CI, which runs as root on a capable kernel, it
+// fails instead, so a broken CI setup cannot hide behind skips.
+func SkipOrFail(tb testing.TB, msg string) {
 	tb.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	const msg = "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) to load eBPF programs and build network namespaces"
 	if InCI() {
-		tb.Fatal(msg + "; CI must run privileged tests")
+		tb.Fatalf("%s (CI is set, so this is a failure, not a skip)", msg)
 	}
 	tb.Skip(msg)
+}
+
+// RequireRoot skips (fails under CI) a test that needs root: loading eBPF
+// programs, netlink, network namespaces, cgroups and bpffs directories.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		SkipOrFail(tb, "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) to load eBPF programs and build network namespaces")
+	}
 }

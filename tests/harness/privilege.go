@@ -6,27 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/sluice-net/sluice/pkg/testutil"
 )
 
-// skipOrFail skips the test with msg, or fails it when $CI is set: CI runs
-// as root and must run every privileged test.
-func skipOrFail(tb testing.TB, msg string) {
-	tb.Helper()
-	if os.Getenv("CI") != "" {
-		tb.Fatalf("%s (CI is set, so this is a failure, not a skip)", msg)
-	}
-	tb.Skip(msg)
-}
+var skipOrFail = testutil.SkipOrFail
 
-// RequireRoot skips the test unless it runs as root (CAP_SYS_ADMIN and
-// CAP_NET_ADMIN are needed for namespaces, cgroups, bpffs and links); with
-// $CI set it fails instead.
-func RequireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(tb, "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) to create network namespaces, cgroups and bpffs directories")
-	}
-}
+// RequireRoot skips the test unless it runs as root; with $CI set it fails.
+func RequireRoot(tb testing.TB) { tb.Helper(); testutil.RequireRoot(tb) }
 
 // RequireCgroup2 skips (fails under CI) unless a cgroup v2 hierarchy is mounted.
 func RequireCgroup2(tb testing.TB) {

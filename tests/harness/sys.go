@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/pkg/cgroups"
 )
 
 // netnsDir is where named network namespaces are bind-mounted, as iproute2 does it.
@@ -127,68 +128,10 @@ func setSysctls(path string, kv map[string]string) error {
 	})
 }
 
-// mountPoint returns the mount point of the first mount of the given filesystem
-// type listed in /proc/self/mountinfo, or "" when there is none.
-func mountPoint(fstype string) (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", fmt.Errorf("read mountinfo: %w", err)
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// Format: id parent major:minor root mountpoint options [optional...] - fstype source superopts
-		pre, post, ok := strings.Cut(s.Text(), " - ")
-		if !ok {
-			continue
-		}
-		preF, postF := strings.Fields(pre), strings.Fields(post)
-		if len(preF) < 5 || len(postF) < 1 {
-			continue
-		}
-		if postF[0] == fstype {
-			return unescapeMountinfo(preF[4]), nil
-		}
-	}
-	if err := s.Err(); err != nil {
-		return "", fmt.Errorf("read mountinfo: %w", err)
-	}
-	return "", nil
-}
-
-// unescapeMountinfo undoes the octal escaping of spaces and the like in mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
-				b.WriteByte(c)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // Cgroup2Mount returns where the cgroup v2 hierarchy is mounted. It is read
 // from /proc/self/mountinfo because hosts differ: /sys/fs/cgroup on unified
 // systems, /sys/fs/cgroup/unified on hybrid ones.
-func Cgroup2Mount() (string, error) {
-	mp, err := mountPoint("cgroup2")
-	if err != nil {
-		return "", err
-	}
-	if mp == "" {
-		return "", errors.New("no cgroup2 filesystem is mounted (mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`)")
-	}
-	return mp, nil
-}
+func Cgroup2Mount() (string, error) { return cgroups.FindV2Mount() }
 
 // BPFFSMount returns the bpffs mount at /sys/fs/bpf, mounting bpffs there
 // first when nothing is mounted. Node BPF roots are directories below it.
