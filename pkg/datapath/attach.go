@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"os"
 	"path/filepath"
@@ -38,8 +39,11 @@ const (
 
 // Attacher attaches the endpoint programs to host-side interfaces.
 type Attacher struct {
-	mode     AttachMode
-	root     string
+	mode AttachMode
+	root string
+	// tag marks this agent's legacy tc filters (a hash of the bpf root), so
+	// agents sharing a network namespace never remove each other's filters.
+	tag      string
 	priority uint16
 	from, to *ebpf.Program
 }
@@ -56,8 +60,10 @@ func NewAttacher(dp *Datapath, mode AttachMode, priority uint16) (*Attacher, err
 	if err := os.MkdirAll(filepath.Join(dp.cfg.BPFRoot, "links"), 0o700); err != nil {
 		return nil, fmt.Errorf("create links dir: %w", err)
 	}
+	h := fnv.New32a()
+	h.Write([]byte(dp.cfg.BPFRoot))
 	return &Attacher{
-		mode: mode, root: dp.cfg.BPFRoot, priority: priority,
+		mode: mode, root: dp.cfg.BPFRoot, priority: priority, tag: fmt.Sprintf("%08x", h.Sum32()),
 		from: dp.objs.SlFromEp, to: dp.objs.SlToEp,
 	}, nil
 }
@@ -188,7 +194,10 @@ func (a *Attacher) PinnedLinkIfindexes() ([]int, error) {
 	return out, nil
 }
 
-func filterName(h hook) string { return filterNamePrefix + "-" + h.progName }
+// filterName is "sluice-<program>-<root tag>".
+func (a *Attacher) filterName(h hook) string {
+	return filterNamePrefix + "-" + h.progName + "-" + a.tag
+}
 
 func ensureClsact(ifindex int) error {
 	qdiscs, err := netlink.QdiscList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}})
@@ -210,9 +219,9 @@ func ensureClsact(ifindex int) error {
 	return nil
 }
 
-// ourFilter finds the filter at Sluice's priority and handle, and says
-// whether it is Sluice's (by name). A filter there that is not ours is an
-// error: we never replace what we did not create.
+// ourFilter finds the filter at Sluice's priority and handle. A filter
+// there that this agent did not create (another program, or another
+// agent's Sluice filter) is an error: we never replace what is not ours.
 func (a *Attacher) ourFilter(ifindex int, h hook) (*netlink.BpfFilter, error) {
 	filters, err := netlink.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}, h.parent)
 	if err != nil {
@@ -224,8 +233,11 @@ func (a *Attacher) ourFilter(ifindex int, h hook) (*netlink.BpfFilter, error) {
 			continue
 		}
 		bf, ok := f.(*netlink.BpfFilter)
-		if !ok || !strings.HasPrefix(bf.Name, filterNamePrefix) {
+		if !ok || !strings.HasPrefix(bf.Name, filterNamePrefix+"-") {
 			return nil, fmt.Errorf("a %s filter that Sluice did not create holds priority %d handle %#x: choose another --tc-priority", f.Type(), a.priority, tcHandle)
+		}
+		if !strings.HasSuffix(bf.Name, "-"+a.tag) {
+			return nil, fmt.Errorf("%w: tc filter %q at priority %d belongs to another sluice agent (another --bpf-root) in this network namespace: give each agent its own --tc-priority", errOtherAgent, bf.Name, a.priority)
 		}
 		return bf, nil
 	}
@@ -244,7 +256,7 @@ func (a *Attacher) attachTC(ifindex int, h hook) error {
 			LinkIndex: ifindex, Parent: h.parent, Handle: tcHandle,
 			Priority: a.priority, Protocol: unix.ETH_P_ALL,
 		},
-		Fd: h.prog(a).FD(), Name: filterName(h), DirectAction: true,
+		Fd: h.prog(a).FD(), Name: a.filterName(h), DirectAction: true,
 	}
 	// Replace is atomic: the old program runs until the new one is in.
 	if err := netlink.FilterReplace(f); err != nil {
@@ -253,10 +265,15 @@ func (a *Attacher) attachTC(ifindex int, h hook) error {
 	return nil
 }
 
+var errOtherAgent = errors.New("not this agent's filter")
+
 func (a *Attacher) detachTC(ifindex int) error {
 	var errs []error
 	for _, h := range hooks {
 		f, err := a.ourFilter(ifindex, h)
+		if errors.Is(err, errOtherAgent) {
+			continue // another agent's: not ours to remove
+		}
 		if err != nil {
 			if isNoDevice(err) {
 				return nil

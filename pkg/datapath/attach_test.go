@@ -261,8 +261,20 @@ func TestAttachLegacyTCCoexistsWithCNI(t *testing.T) {
 			}
 			return out
 		}
-		require.ElementsMatch(t, []string{"sluice-sl_from_ep", "cni-ingress"}, names(netlink.HANDLE_MIN_INGRESS))
-		require.Equal(t, []string{"sluice-sl_to_ep"}, names(netlink.HANDLE_MIN_EGRESS))
+		require.ElementsMatch(t, []string{a.filterName(hooks[0]), "cni-ingress"}, names(netlink.HANDLE_MIN_INGRESS))
+		require.Equal(t, []string{a.filterName(hooks[1])}, names(netlink.HANDLE_MIN_EGRESS))
+		require.Regexp(t, `^sluice-sl_from_ep-[0-9a-f]{8}$`, a.filterName(hooks[0]))
+
+		// Another agent (another bpf root) in the same namespace neither
+		// replaces nor removes this agent's filters.
+		other, err := Load(Config{BPFRoot: testRoot(t)}, nil)
+		require.NoError(t, err)
+		defer other.Close()
+		oa, err := NewAttacher(other, AttachTC, 0)
+		require.NoError(t, err)
+		require.ErrorContains(t, oa.Attach(v.ifindex), "another sluice agent")
+		require.NoError(t, oa.Detach(v.ifindex))
+		require.Contains(t, names(netlink.HANDLE_MIN_INGRESS), a.filterName(hooks[0]))
 		require.Empty(t, tcxProgramIDs(t, v.ifindex, ebpf.AttachTCXIngress), "legacy mode leaves no tcx links")
 
 		before := runCount(t, cni)
