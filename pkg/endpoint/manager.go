@@ -125,7 +125,15 @@ func (m *Manager) Run(ctx context.Context) error {
 
 // subscribe turns netlink notifications into triggers.
 func (m *Manager) subscribe(done chan struct{}) error {
-	onErr := func(err error) { m.log.Warn("netlink subscription", "error", err); m.Trigger() }
+	onErr := func(err error) {
+		select {
+		case <-done:
+			return // shutting down: the subscription's socket was closed
+		default:
+		}
+		m.log.Warn("netlink subscription", "error", err)
+		m.Trigger()
+	}
 	links := make(chan netlink.LinkUpdate, 64)
 	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
 		return fmt.Errorf("subscribe to link updates: %w", err)

@@ -1,0 +1,641 @@
+// Command demo shows Sluice end to end on one machine (`make demo`, as root):
+// two simulated nodes (network namespaces, cgroups and bpffs directories built
+// by tests/harness) with a few pods and an external host, an agent per node,
+// real TCP, UDP and ICMP traffic, connection tracking, a drop with its reason,
+// the pinned maps seen by bpftool and an established connection surviving an
+// agent SIGKILL. Everything is removed on exit, on error and on Ctrl-C.
+//
+// The demo doubles as a smoke test: it exits non-zero when a step that should
+// succeed fails (or one that should fail succeeds).
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/tests/harness"
+)
+
+const (
+	agentPkg = "github.com/sluice-net/sluice/cmd/sluice-agent"
+	cliPkg   = "github.com/sluice-net/sluice/cmd/sluice"
+
+	tcpPort = 8080
+	udpPort = 5353
+	// spoofAddr is an address the frontend pod does not own.
+	spoofAddr = "10.99.0.1"
+)
+
+func main() {
+	// Workloads (echo servers, clients, pings) re-execute this binary: this
+	// must come before anything else.
+	harness.RunWorkloadIfRequested()
+
+	binDir := flag.String("bin-dir", "", "directory holding prebuilt sluice-agent and sluice (default: build them)")
+	keep := flag.Bool("keep", false, "leave the cluster's namespaces, pins and directories in place for inspection")
+	cleanupOnly := flag.Bool("cleanup", false, "only remove what earlier (aborted or --keep) runs left behind, then exit")
+	verbose := flag.Bool("verbose", false, "log the harness's steps to stderr")
+	flag.Parse()
+
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "demo: must run as root: it creates network namespaces, cgroups and bpffs pins and loads eBPF programs "+
+			"(needs CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_BPF); try: sudo make demo")
+		os.Exit(2)
+	}
+	if *cleanupOnly {
+		removed, err := harness.CleanupStale()
+		for _, p := range removed {
+			fmt.Println("removed", p)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "demo: cleanup:", err)
+			os.Exit(1)
+		}
+		fmt.Println("cleaned up")
+		return
+	}
+
+	d := &demo{binDir: *binDir, keep: *keep, verbose: *verbose}
+	err := d.run()
+	switch {
+	case errors.Is(err, errInterrupted):
+		fmt.Fprintf(os.Stderr, "\ndemo %v\n", err)
+		os.Exit(130)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "\ndemo FAILED: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Println("\ndemo OK")
+}
+
+var errInterrupted = errors.New("interrupted")
+
+// cleanupError is a failure of Cluster.Cleanup, which is reported even when
+// the demo was interrupted.
+type cleanupError struct{ err error }
+
+func (e *cleanupError) Error() string { return "cleanup: " + e.err.Error() }
+func (e *cleanupError) Unwrap() error { return e.err }
+
+// cleanupErr returns the cleanup failure in err, if any.
+func cleanupErr(err error) error {
+	var ce *cleanupError
+	if errors.As(err, &ce) {
+		return ce
+	}
+	return nil
+}
+
+type demo struct {
+	binDir  string
+	keep    bool
+	verbose bool
+
+	// interrupted is set when SIGINT or SIGTERM cancelled the story.
+	interrupted atomic.Bool
+
+	agentBin, cliBin string
+	c                *harness.Cluster
+	agents           map[*harness.Node]*harness.Agent
+	start            time.Time
+}
+
+func (d *demo) run() (err error) {
+	d.start = time.Now()
+	d.agents = map[*harness.Node]*harness.Agent{}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// After the first signal the context is cancelled, the story stops and
+	// the deferred cleanup runs; the default handling is restored so that a
+	// second Ctrl-C forces the exit (the next `make demo` removes what is left).
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-ctx.Done():
+			d.interrupted.Store(true)
+			stop()
+			fmt.Fprintln(os.Stderr, "\ninterrupted: cleaning up (Ctrl-C again to force exit)")
+		case <-finished:
+		}
+	}()
+	defer func() {
+		if d.interrupted.Load() {
+			err = errors.Join(errInterrupted, cleanupErr(err))
+		}
+	}()
+
+	if removed, err := harness.CleanupStale(); err != nil {
+		fmt.Fprintf(os.Stderr, "warning: removing leftovers of earlier runs: %v\n", err)
+	} else if len(removed) > 0 {
+		fmt.Printf("removed %d leftovers of an earlier aborted run\n", len(removed))
+	}
+
+	if err := d.binaries(ctx); err != nil {
+		return err
+	}
+
+	opts := harness.Options{Name: "demo"}
+	if d.verbose {
+		opts.Logf = func(format string, args ...any) {
+			fmt.Fprintf(os.Stderr, "harness: "+format+"\n", args...)
+		}
+	}
+	header("1. Cluster: two simulated nodes, three pods, one external host")
+	c, err := harness.NewCluster(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("create cluster: %w", err)
+	}
+	d.c = c
+	defer d.cleanup(&err)
+
+	return d.story(ctx)
+}
+
+// cleanup removes the cluster, unless --keep asked to leave it.
+func (d *demo) cleanup(errp *error) {
+	if *errp != nil && !d.interrupted.Load() {
+		for n, a := range d.agents {
+			fmt.Fprintf(os.Stderr, "--- tail of the agent log of %s (%s):\n%s\n", n.Name, a.LogPath, tail(a.Logs(), 20))
+		}
+	}
+	if d.keep {
+		d.printKeep()
+		return
+	}
+	header("7. Cleanup")
+	if err := d.c.Cleanup(); err != nil {
+		*errp = errors.Join(*errp, &cleanupError{err})
+		return
+	}
+	fmt.Printf("cleaned up (run %s: namespaces, cgroups, bpffs pins and temp dirs removed) after %s\n",
+		d.c.ID, time.Since(d.start).Round(100*time.Millisecond))
+}
+
+func (d *demo) printKeep() {
+	header("7. Kept for inspection (--keep)")
+	fmt.Printf("run %s is left in place. Agents and workloads stopped with the demo; the pinned\n", d.c.ID)
+	fmt.Println("maps and programs, namespaces and directories remain:")
+	fmt.Printf("  ip netns list | grep %s\n", d.c.Prefix)
+	for _, n := range d.c.Nodes() {
+		fmt.Printf("  %s --bpf-root %s bpf ct list      # %s\n", d.cliBin, n.BPFRoot, n.Name)
+		fmt.Printf("  bpftool map dump pinned %s/sl_endpoints\n", n.BPFRoot)
+		fmt.Printf("  ip netns exec %s ip addr               # agent logs: %s\n", n.NetnsName, n.StateDir)
+	}
+	fmt.Println("remove it with: go run ./tools/demo --cleanup   (the next `make demo` does it too)")
+}
+
+// binaries finds sluice-agent and sluice in --bin-dir or builds them.
+func (d *demo) binaries(ctx context.Context) error {
+	if d.binDir != "" {
+		d.agentBin = filepath.Join(d.binDir, "sluice-agent")
+		d.cliBin = filepath.Join(d.binDir, "sluice")
+		for _, p := range []string{d.agentBin, d.cliBin} {
+			if _, err := os.Stat(p); err != nil {
+				return fmt.Errorf("--bin-dir: %w (run `make build` first)", err)
+			}
+		}
+		return nil
+	}
+	fmt.Println("building sluice-agent and sluice ...")
+	var err error
+	if d.agentBin, err = harness.Build(ctx, agentPkg); err != nil {
+		return err
+	}
+	if d.cliBin, err = harness.Build(ctx, cliPkg); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (d *demo) story(ctx context.Context) error {
+	c := d.c
+	n1, err := c.AddNode(ctx, "node1", harness.Routed)
+	if err != nil {
+		return err
+	}
+	n2, err := c.AddNode(ctx, "node2", harness.Bridge)
+	if err != nil {
+		return err
+	}
+	ports := []harness.Port{{Name: "echo", Port: tcpPort}, {Name: "echo-udp", Port: udpPort, Protocol: "UDP"}}
+	frontend, err := n1.AddPod(ctx, "default", "frontend", map[string]string{"app": "frontend"})
+	if err != nil {
+		return err
+	}
+	backend, err := n1.AddPod(ctx, "default", "backend", map[string]string{"app": "backend"}, ports...)
+	if err != nil {
+		return err
+	}
+	db, err := n2.AddPod(ctx, "shop", "db", map[string]string{"app": "db"}, ports...)
+	if err != nil {
+		return err
+	}
+	ext, err := c.AddExternal(ctx, "ext1")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("run %s (every netns, cgroup and bpffs directory is named %s...)\n", c.ID, c.Prefix)
+	for _, n := range c.Nodes() {
+		style := "routed /32 veths, Calico-style"
+		if n.Mode == harness.Bridge {
+			style = "pod bridge " + harness.BridgeName + ", flannel-style"
+		}
+		fmt.Printf("  node %-5s %-14s pod CIDR %-15s netns %s (%s)\n", n.Name, n.IP, n.PodCIDR, n.NetnsName, style)
+		for _, p := range n.Pods() {
+			fmt.Printf("    pod %-16s %-14s host veth %s\n", p.String(), p.IP, p.HostIfName)
+		}
+	}
+	fmt.Printf("  external %-14s netns %s (outside the cluster)\n", ext.IP, ext.NetnsName)
+
+	if err := c.SyncManifests(); err != nil {
+		return err
+	}
+	fmt.Println("wrote the cluster's Namespaces, Nodes and Pods as manifests for each node's agent:")
+	fmt.Printf("  %s\n  %s\n", filepath.Join(n1.ManifestDir, "cluster.yaml"), filepath.Join(n2.ManifestDir, "cluster.yaml"))
+
+	for _, n := range c.Nodes() {
+		if err := d.startAgent(ctx, n); err != nil {
+			return err
+		}
+	}
+	if _, err := d.sluice(ctx, n1, "status"); err != nil {
+		return err
+	}
+	for _, n := range c.Nodes() {
+		if _, err := d.sluice(ctx, n, "endpoint", "list"); err != nil {
+			return err
+		}
+	}
+
+	// 2. Traffic.
+	header("2. Traffic: TCP, UDP and ICMP on one node, across nodes and from outside")
+	for _, p := range []*harness.Pod{backend, db} {
+		if _, err := p.StartTCPEchoServer(tcpPort); err != nil {
+			return fmt.Errorf("%s: TCP echo server: %w", p, err)
+		}
+		if _, err := p.StartUDPEchoServer(udpPort); err != nil {
+			return fmt.Errorf("%s: UDP echo server: %w", p, err)
+		}
+		fmt.Printf("%s runs a TCP echo server on :%d and a UDP echo server on :%d\n", p, tcpPort, udpPort)
+	}
+	type req struct {
+		from     *harness.Host
+		fromName string
+		fromIP   netip.Addr
+		to       *harness.Pod
+		proto    string
+		payload  string
+		want     string
+		where    string
+	}
+	reqs := []req{
+		{&frontend.Host, frontend.String(), frontend.IP, backend, "TCP", "whoami", backend.String(), "same node"},
+		{&frontend.Host, frontend.String(), frontend.IP, backend, "UDP", "hello over UDP", "hello over UDP", "same node"},
+		{&frontend.Host, frontend.String(), frontend.IP, db, "TCP", "whoami", db.String(), "node1 -> node2"},
+		{&frontend.Host, frontend.String(), frontend.IP, db, "ICMP", "", "", "node1 -> node2"},
+		{&ext.Host, "ext1", ext.IP, backend, "TCP", "whoami", backend.String(), "external -> node1"},
+	}
+	for _, r := range reqs {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		t0 := time.Now()
+		var reply string
+		var err error
+		switch r.proto {
+		case "TCP":
+			reply, err = r.from.TCPRequest(rctx, r.to.IP, tcpPort, r.payload)
+		case "UDP":
+			reply, err = r.from.UDPRequest(rctx, r.to.IP, udpPort, r.payload)
+		case "ICMP":
+			err = r.from.Ping(rctx, r.to.IP)
+		}
+		cancel()
+		rtt := time.Since(t0).Round(100 * time.Microsecond)
+		dst := fmt.Sprintf("%s (%s)", r.to, r.to.IP)
+		switch r.proto {
+		case "TCP":
+			dst = fmt.Sprintf("%s (%s:%d)", r.to, r.to.IP, tcpPort)
+		case "UDP":
+			dst = fmt.Sprintf("%s (%s:%d)", r.to, r.to.IP, udpPort)
+		}
+		line := fmt.Sprintf("%-4s %-16s (%s) -> %-32s", r.proto, r.fromName, r.fromIP, dst)
+		if err != nil {
+			fmt.Printf("%s FAILED: %v\n", line, err)
+			return fmt.Errorf("%s %s -> %s: %w", r.proto, r.fromName, r.to, err)
+		}
+		if r.proto == "ICMP" {
+			fmt.Printf("%s echo request -> echo reply  [%s, %s]\n", line, r.where, rtt)
+			continue
+		}
+		fmt.Printf("%s sent %q -> got %q  [%s, %s]\n", line, r.payload, reply, r.where, rtt)
+		if reply != r.want {
+			return fmt.Errorf("%s %s -> %s: got %q, want %q", r.proto, r.fromName, r.to, reply, r.want)
+		}
+	}
+
+	// 3. Connections.
+	header("3. Connections: the conntrack map of each node")
+	for _, n := range c.Nodes() {
+		out, err := d.sluice(ctx, n, "bpf", "ct", "list")
+		if err != nil {
+			return err
+		}
+		if len(strings.Split(strings.TrimSpace(out), "\n")) < 2 {
+			return fmt.Errorf("%s: no connection-tracking entries after traffic", n.Name)
+		}
+	}
+	fmt.Println("Each endpoint keeps its own view of a connection: the client's pod has an egress entry,")
+	fmt.Println("the server's pod an ingress entry, so frontend -> backend shows twice on node1 and")
+	fmt.Println("frontend -> db once on each node (ext1 -> backend: only backend's ingress entry).")
+
+	// 4. Drops.
+	header("4. Drops: a pod sending from an address that is not its own")
+	if err := d.podExec(ctx, frontend, true, "ip", "addr", "add", spoofAddr+"/32", "dev", "eth0"); err != nil {
+		return err
+	}
+	if err := d.podExec(ctx, frontend, false, "ping", "-c", "2", "-W", "1", "-I", spoofAddr, backend.IP.String()); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, 5*time.Second, "INVALID_SOURCE_IP drop event on node1", func() bool {
+		var evs []api.Event
+		if err := n1.AgentGet(ctx, api.PathEvents, &evs); err != nil {
+			return false
+		}
+		for _, ev := range evs {
+			if ev.Type == "drop" && ev.Reason == "INVALID_SOURCE_IP" {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		return err
+	}
+	out, err := d.sluice(ctx, n1, "events")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, "INVALID_SOURCE_IP") {
+		return errors.New("sluice events shows no INVALID_SOURCE_IP drop")
+	}
+	out, err = d.sluiceQuiet(ctx, n1, "status")
+	if err != nil {
+		return err
+	}
+	fmt.Println("(counters part)")
+	counters := section(out, "Counters:")
+	fmt.Print(counters)
+	if !strings.Contains(counters, "INVALID_SOURCE_IP") {
+		return errors.New("sluice status counters show no INVALID_SOURCE_IP drop")
+	}
+
+	// 5. Maps.
+	header("5. The pinned maps are ordinary BPF maps: bpftool reads them")
+	if _, err := d.run1(ctx, "bpftool", "bpftool", "map", "dump", "pinned", filepath.Join(n1.BPFRoot, "sl_endpoints")); err != nil {
+		return err
+	}
+
+	// 6. Restart survival.
+	header("6. Restart survival: SIGKILL the agent under a live connection")
+	conn, err := frontend.StartTCPClient(backend.IP, tcpPort, 100*time.Millisecond)
+	if err != nil {
+		return fmt.Errorf("start TCP client: %w", err)
+	}
+	fmt.Printf("%s (%s) -> %s:%d: one TCP connection, a numbered line every 100ms\n", frontend, conn.LocalAddr, backend.IP, tcpPort)
+	if err := waitRT(ctx, conn, 5); err != nil {
+		return err
+	}
+	fmt.Printf("round trips: %d\n", conn.RoundTrips())
+	a := d.agents[n1]
+	fmt.Printf("\n$ kill -KILL %d   # node1's agent\n", a.Pid())
+	if err := a.Kill(); err != nil {
+		return fmt.Errorf("kill agent: %w", err)
+	}
+	delete(d.agents, n1)
+	down := conn.RoundTrips()
+	for i := 0; i < 4; i++ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		fmt.Printf("agent down %.1fs: round trips %d\n", float64(i+1)*0.5, conn.RoundTrips())
+	}
+	if err := waitRT(ctx, conn, down+10); err != nil {
+		return fmt.Errorf("connection stalled while the agent was down: %w", err)
+	}
+	fmt.Println("the CLI reads the pinned maps directly, with no agent running:")
+	if _, err := d.sluice(ctx, n1, "bpf", "ct", "list"); err != nil {
+		return err
+	}
+	if err := d.startAgent(ctx, n1); err != nil {
+		return err
+	}
+	out, err = d.sluiceQuiet(ctx, n1, "status")
+	if err != nil {
+		return err
+	}
+	adopted := false
+	for _, l := range strings.Split(out, "\n") {
+		for _, p := range []string{"Node:", "Attach mode:", "BPF root:", "Endpoints:"} {
+			if strings.HasPrefix(l, p) {
+				fmt.Println(l)
+			}
+		}
+		if strings.HasPrefix(l, "BPF root:") && strings.Contains(l, "adopted pinned state: yes") {
+			adopted = true
+		}
+	}
+	if !adopted {
+		return errors.New("the restarted agent did not adopt the pinned state")
+	}
+	up := conn.RoundTrips()
+	if err := waitRT(ctx, conn, up+10); err != nil {
+		return fmt.Errorf("connection stalled after the restart: %w", err)
+	}
+	fmt.Printf("round trips after the restart: %d -> %d, failures %d (the same connection throughout)\n", up, conn.RoundTrips(), conn.Failures())
+	if f := conn.Failures(); f != 0 {
+		return fmt.Errorf("%d round trips failed; last error: %v", f, conn.LastErr())
+	}
+	_ = conn.Stop()
+	return nil
+}
+
+// startAgent starts n's agent and waits until it is ready and every local
+// pod is an attached endpoint.
+func (d *demo) startAgent(ctx context.Context, n *harness.Node) error {
+	fmt.Printf("\n$ nsenter --net=%s -- sluice-agent --source=files --manifests %s --node-name %s --bpf-root %s --cgroup-root %s --state-dir %s &\n",
+		n.NetnsPath, n.ManifestDir, n.Name, n.BPFRoot, n.CgroupRoot, n.StateDir)
+	a, err := n.StartAgent(d.agentBin)
+	if err != nil {
+		return fmt.Errorf("start agent on %s: %w", n.Name, err)
+	}
+	d.agents[n] = a
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := a.WaitReady(rctx); err != nil {
+		return fmt.Errorf("agent on %s not ready: %w", n.Name, err)
+	}
+	err = waitFor(rctx, 20*time.Second, "endpoints of "+n.Name+" ready", func() bool {
+		var eps []api.Endpoint
+		if err := n.AgentGet(rctx, api.PathEndpoints, &eps); err != nil {
+			return false
+		}
+		ready := map[string]bool{}
+		for _, ep := range eps {
+			if ep.State == "ready" {
+				ready[ep.Namespace+"/"+ep.Pod] = true
+			}
+		}
+		for _, p := range n.Pods() {
+			if !ready[p.String()] {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("agent on %s ready (pid %d, log %s)\n", n.Name, a.Pid(), a.LogPath)
+	return nil
+}
+
+// sluice runs the CLI against n's agent and pins, printing the command and
+// streaming its output; it returns the output too.
+func (d *demo) sluice(ctx context.Context, n *harness.Node, args ...string) (string, error) {
+	full := append([]string{"--state-dir", n.StateDir, "--bpf-root", n.BPFRoot}, args...)
+	return d.run1(ctx, "sluice", d.cliBin, full...)
+}
+
+// sluiceQuiet is sluice that prints the command but not the output.
+func (d *demo) sluiceQuiet(ctx context.Context, n *harness.Node, args ...string) (string, error) {
+	full := append([]string{"--state-dir", n.StateDir, "--bpf-root", n.BPFRoot}, args...)
+	fmt.Printf("\n$ sluice %s\n", strings.Join(full, " "))
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(rctx, d.cliBin, full...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("sluice %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// run1 runs bin (shown as name) in the root namespace, streaming its output.
+func (d *demo) run1(ctx context.Context, name, bin string, args ...string) (string, error) {
+	fmt.Printf("\n$ %s %s\n", name, strings.Join(args, " "))
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var buf bytes.Buffer
+	cmd := exec.CommandContext(rctx, bin, args...)
+	w := io.MultiWriter(os.Stdout, &buf)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Run(); err != nil {
+		return buf.String(), fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return buf.String(), nil
+}
+
+// podExec runs a command in pod p's netns and cgroup and prints it with its
+// output. wantOK says whether it should succeed: a command that should fail
+// (a dropped ping) and succeeds is an error too.
+func (d *demo) podExec(ctx context.Context, p *harness.Pod, wantOK bool, name string, args ...string) error {
+	fmt.Printf("\n$ %s   # in pod %s\n", strings.Join(append([]string{name}, args...), " "), p)
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := p.Exec(rctx, name, args...)
+	fmt.Print(out)
+	if out != "" && !strings.HasSuffix(out, "\n") {
+		fmt.Println()
+	}
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case wantOK && err != nil:
+		return fmt.Errorf("%s in %s: %w", name, p, err)
+	case !wantOK && err == nil:
+		return fmt.Errorf("%s in %s succeeded, but should have been dropped", name, p)
+	case !wantOK:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			fmt.Printf("(exit status %d, as expected)\n", ee.ExitCode())
+		} else {
+			fmt.Println("(failed, as expected)")
+		}
+	}
+	return nil
+}
+
+func waitRT(ctx context.Context, conn *harness.TCPClient, n int) error {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := conn.WaitRoundTrips(rctx, n); err != nil {
+		return fmt.Errorf("waiting for %d round trips (have %d, last error %v): %w", n, conn.RoundTrips(), conn.LastErr(), err)
+	}
+	return nil
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, what string, f func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if f() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out waiting for %s", what)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// section returns the lines of out from the one starting with start up to
+// the next line that is not indented.
+func section(out, start string) string {
+	var b strings.Builder
+	in := false
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		l := sc.Text()
+		switch {
+		case strings.HasPrefix(l, start):
+			in = true
+		case in && !strings.HasPrefix(l, " "):
+			return b.String()
+		}
+		if in {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func header(s string) {
+	fmt.Printf("\n=== %s %s\n", s, strings.Repeat("=", max(0, 74-len(s))))
+}
