@@ -14,6 +14,7 @@
 #include "lib/parse.h"
 #include "lib/metrics.h"
 #include "lib/conntrack.h"
+#include "lib/lb.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -21,6 +22,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct sl_endpoint *ep;
 	struct sl_pkt pkt;
+	struct ct_nat nat = {};
 	enum sl_l3 l3 = SL_L3_OTHER;
 	__u32 ifindex = skb->ifindex;
 	__u32 ep_id = 0;
@@ -55,16 +57,35 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (pkt.first_frag && !frag_remember(skb, &pkt))
 		count(SL_METRIC_FRAG_TABLE_FULL, dir, 0, skb->len);
 
-	ct = ct_track(ep_id, &pkt, dir, skb->len);
+	/* Service translation happens where the client's packets leave it,
+	 * before CT: policy and CT then see the real backend. */
+	if (dir == SL_DIR_EGRESS && !pkt.icmp_error) {
+		int lb = lb_translate(skb, ep_id, &pkt, &nat, &reason);
+
+		if (lb == LB_REJECT) {
+			count(SL_METRIC_DROPPED, dir, SL_DROP_NO_SERVICE_BACKEND, skb->len);
+			emit_event(skb, SL_EVENT_DROP, dir, SL_DROP_NO_SERVICE_BACKEND, ep_id, &pkt, 0, NULL, 0);
+			return lb_reject(skb);
+		}
+		if (lb == LB_DROP)
+			return drop(skb, dir, reason, ep_id, &pkt);
+	}
+
+	ct = ct_track(ep_id, &pkt, dir, skb->len, &nat);
 	switch (ct) {
 	case CT_FULL:
 		return drop(skb, dir, SL_DROP_CT_MAP_FULL, ep_id, &pkt);
 	case CT_NEW:
 		if (!pkt.icmp_error)
-			emit_event(skb, SL_EVENT_CONN_NEW, dir, 0, ep_id, &pkt);
+			emit_event(skb, SL_EVENT_CONN_NEW, dir, 0, ep_id, &pkt, nat.rev_nat_id, &nat.vip, nat.vport);
 		break;
 	case CT_RELATED:
 		count(SL_METRIC_RELATED, dir, 0, skb->len);
+		break;
+	case CT_REPLY:
+		if (nat.rev_nat_id && dir == SL_DIR_INGRESS &&
+		    lb_rev_translate(skb, ep_id, &pkt, &nat) < 0)
+			return drop(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
 		break;
 	}
 	count(SL_METRIC_FORWARDED, dir, 0, skb->len);
@@ -92,3 +113,5 @@ const enum sl_metric *const _sl_metric __attribute__((unused)) = 0;
 const enum sl_ct_state *const _sl_ct_state __attribute__((unused)) = 0;
 const enum sl_event_type *const _sl_event_type __attribute__((unused)) = 0;
 const struct sl_event *const _sl_event __attribute__((unused)) = 0;
+const enum sl_ct_scope *const _sl_ct_scope __attribute__((unused)) = 0;
+const enum sl_lb_backend_state *const _sl_lb_backend_state __attribute__((unused)) = 0;

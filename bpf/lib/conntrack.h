@@ -22,6 +22,18 @@
 
 #include "metrics.h"
 
+/* Service translation state carried with a packet through CT: set by the
+ * LB before a new connection's entry is created, read back for replies. */
+struct ct_nat {
+	__u32 rev_nat_id;
+	__u32 backend_id;
+	union sl_addr vip;
+	__be16 vport;
+	__u8 state;   /* out: the FLOW entry's state after this packet */
+	__u8 pad;
+	__u64 expires; /* out: and its deadline */
+};
+
 enum ct_result {
 	CT_NEW = 0,
 	CT_ESTABLISHED = 1,
@@ -111,10 +123,12 @@ static __always_inline __u8 tcp_next_state(__u8 state, __u8 flags, bool reply,
 }
 
 static __always_inline int ct_create(struct sl_ct_key *key, const struct sl_pkt *pkt,
-				     __u8 dir, __u32 len, __u64 now)
+				     __u8 dir, __u32 len, __u64 now, struct ct_nat *nat)
 {
 	struct sl_ct_entry e = {};
 
+	e.rev_nat_id = nat->rev_nat_id;
+	e.backend_id = nat->backend_id;
 	e.created = now;
 	e.origin = dir;
 	e.packets_orig = 1;
@@ -126,6 +140,8 @@ static __always_inline int ct_create(struct sl_ct_key *key, const struct sl_pkt 
 		e.state = SL_CT_OPEN;
 	}
 	e.expires = now + ct_lifetime(pkt, e.state);
+	nat->state = e.state;
+	nat->expires = e.expires;
 	/* BPF_ANY also overwrites an expired or reopened entry in place. */
 	if (bpf_map_update_elem(&sl_ct, key, &e, BPF_ANY) < 0)
 		return CT_FULL;
@@ -149,7 +165,8 @@ static __always_inline void ct_refresh(struct sl_ct_entry *e, const struct sl_pk
  * Track one packet of endpoint ep_id seen in direction dir. Returns the
  * ct_result; CT_FULL means the packet could not be tracked.
  */
-static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 dir, __u32 len)
+static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 dir, __u32 len,
+				    struct ct_nat *nat)
 {
 	struct sl_ct_key key;
 	struct sl_ct_entry *e;
@@ -176,7 +193,7 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 	if (e && e->expires > now) {
 		if (is_tcp && (flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
 		    e->state >= SL_CT_CLOSING && e->state <= SL_CT_CLOSED)
-			return ct_create(&key, pkt, dir, len, now);
+			return ct_create(&key, pkt, dir, len, now, nat);
 		__sync_fetch_and_add(&e->packets_orig, 1);
 		__sync_fetch_and_add(&e->bytes_orig, len);
 		if (is_tcp) {
@@ -186,6 +203,8 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 		} else {
 			ct_refresh(e, pkt, e->state, now);
 		}
+		nat->state = e->state;
+		nat->expires = e->expires;
 		return CT_ESTABLISHED;
 	}
 
@@ -201,11 +220,15 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 		} else {
 			ct_refresh(e, pkt, SL_CT_ESTABLISHED, now);
 		}
+		nat->rev_nat_id = e->rev_nat_id;
+		nat->backend_id = e->backend_id;
+		nat->state = e->state;
+		nat->expires = e->expires;
 		return CT_REPLY;
 	}
 
 	ct_key_from_pkt(&key, ep_id, pkt, false);
-	return ct_create(&key, pkt, dir, len, now);
+	return ct_create(&key, pkt, dir, len, now, nat);
 }
 
 #endif /* SLUICE_CONNTRACK_H */

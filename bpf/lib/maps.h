@@ -54,6 +54,52 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_events SEC(".maps");
 
+/* Service frontends (slot 0) and their backend slots (1..count). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sl_lb_key);
+	__type(value, struct sl_lb_entry);
+	__uint(max_entries, 262144);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_lb_svc SEC(".maps");
+
+/* Service backends by ID, including terminating ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct sl_lb_backend);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_lb_backends SEC(".maps");
+
+/* Frontend by ID: what replies of translated connections are rewritten to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct sl_lb_vip);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_lb_revnat SEC(".maps");
+
+/* sessionAffinity: ClientIP. LRU: an entry past its timeout is dead
+ * anyway, and eviction only costs a client its stickiness. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sl_lb_affinity_key);
+	__type(value, struct sl_lb_affinity_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_lb_affinity SEC(".maps");
+
+/* Socket LB reverse translation, by socket cookie and backend. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sl_lb_sock_key);
+	__type(value, struct sl_lb_vip);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_lb_sock SEC(".maps");
+
 /* Layout fingerprint of every pinned map, written by the agent so that a
  * map whose key or value layout changed is replaced, never misread. */
 struct {

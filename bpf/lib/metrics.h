@@ -27,16 +27,29 @@ static __always_inline void count(__u8 metric, __u8 dir, __u16 reason, __u32 byt
 	val->bytes += bytes;
 }
 
-static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 dir,
-				       __u16 reason, __u32 ep_id, const struct sl_pkt *pkt)
+/* Reserve an event; a full ring buffer is counted, never silent. */
+static __always_inline struct sl_event *event_reserve(__u8 dir, __u16 reason)
 {
-	struct sl_event *ev;
+	struct sl_event *ev = bpf_ringbuf_reserve(&sl_events, sizeof(*ev), 0);
 
-	ev = bpf_ringbuf_reserve(&sl_events, sizeof(*ev), 0);
 	if (!ev) {
 		count(SL_METRIC_EVENTS_LOST, dir, reason, 0);
-		return;
+		return NULL;
 	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	return ev;
+}
+
+/* Emit an event about pkt. svc_id/vip/vport describe a service
+ * translation (svc_id 0: none); pkt then holds the translated tuple. */
+static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 dir,
+				       __u16 reason, __u32 ep_id, const struct sl_pkt *pkt,
+				       __u32 svc_id, const union sl_addr *vip, __be16 vport)
+{
+	struct sl_event *ev = event_reserve(dir, reason);
+
+	if (!ev)
+		return;
 	ev->ts = bpf_ktime_get_ns();
 	ev->type = type;
 	ev->dir = dir;
@@ -52,6 +65,11 @@ static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 di
 	ev->dport = pkt->dport;
 	ev->saddr = pkt->saddr;
 	ev->daddr = pkt->daddr;
+	if (svc_id) {
+		ev->svc_id = svc_id;
+		ev->vip = *vip;
+		ev->vip_port = vport;
+	}
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -60,7 +78,7 @@ static __always_inline int drop(struct __sk_buff *skb, __u8 dir, __u16 reason,
 				__u32 ep_id, const struct sl_pkt *pkt)
 {
 	count(SL_METRIC_DROPPED, dir, reason, skb->len);
-	emit_event(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt);
+	emit_event(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, 0, NULL, 0);
 	return SL_DROP;
 }
 

@@ -41,6 +41,8 @@ struct sl_pkt {
 	 * original flow's sender sent it. */
 	__u8 icmp_error;
 	__u8 first_frag; /* offset 0 with MF set */
+	__u8 later_frag; /* a non-first fragment: no L4 header */
+	__u16 l4_off;    /* offset of the L4 header (first fragments and whole packets) */
 	__be32 outer_saddr; /* the IPv4 header's own source, even for ICMP errors */
 };
 
@@ -204,11 +206,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct sl_pkt *pk
 
 		if (!fv)
 			return SL_DROP_FRAG_NOT_FOUND;
+		pkt->later_frag = 1;
 		pkt->sport = fv->sport;
 		pkt->dport = fv->dport;
 		return SL_DROP_NONE;
 	}
 
+	pkt->l4_off = off;
 	ret = parse_l4(skb, off, iph.protocol, &pkt->sport, &pkt->dport,
 		       &pkt->tcp_flags, &icmp_type);
 	if (ret != SL_DROP_NONE)

@@ -36,7 +36,9 @@ enum sl_drop_reason {
 	SL_DROP_INVALID_SOURCE_IP = 132,      /* flow.DropReason_INVALID_SOURCE_IP */
 	SL_DROP_INVALID_PACKET = 134,         /* flow.DropReason_INVALID_PACKET_DROPPED */
 	SL_DROP_CT_INVALID_HDR = 135,         /* flow.DropReason_CT_TRUNCATED_OR_INVALID_HEADER */
+	SL_DROP_WRITE_ERROR = 141,            /* flow.DropReason_ERROR_WRITING_TO_PACKET */
 	SL_DROP_CT_MAP_FULL = 155,            /* flow.DropReason_CT_MAP_INSERTION_FAILED */
+	SL_DROP_NO_SERVICE_BACKEND = 158,     /* flow.DropReason_SERVICE_BACKEND_NOT_FOUND */
 	SL_DROP_FRAG_NOT_FOUND = 175,         /* flow.DropReason_FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND */
 	/* Sluice-specific reasons start here (none yet). */
 	SL_DROP_SLUICE_BASE = 1000,
@@ -90,9 +92,19 @@ struct sl_ct_key {
 	__u8 proto;  /* IPPROTO_* */
 	__be16 sport; /* ICMP echo: identifier (request side) */
 	__be16 dport;
-	__u16 pad;
+	__u8 scope;   /* enum sl_ct_scope */
+	__u8 pad;
 	union sl_addr saddr;
 	union sl_addr daddr;
+};
+
+/* What a CT entry tracks. A translated connection has two entries in the
+ * client endpoint's view: a SERVICE entry keyed by the tuple to the VIP,
+ * which pins the chosen backend, and a FLOW entry keyed by the tuple to
+ * the backend, which carries the reverse translation for replies. */
+enum sl_ct_scope {
+	SL_CT_SCOPE_FLOW = 0,
+	SL_CT_SCOPE_SERVICE = 1,
 };
 
 enum sl_ct_state {
@@ -116,6 +128,10 @@ struct sl_ct_entry {
 	__u8 origin;     /* enum sl_dir of the first packet */
 	__u8 flags_orig; /* TCP flags seen in the original direction (OR) */
 	__u8 flags_reply;
+	/* Translated connections: the frontend (sl_lb_revnat key) replies are
+	 * reverse-translated to, and the backend the connection uses. */
+	__u32 rev_nat_id;
+	__u32 backend_id;
 	__u32 pad;
 };
 
@@ -139,8 +155,9 @@ struct sl_layout_key {
 };
 
 enum sl_event_type {
-	SL_EVENT_CONN_NEW = 1, /* trace: a connection's first packet */
-	SL_EVENT_DROP = 2,     /* a dropped packet, with reason */
+	SL_EVENT_CONN_NEW = 1,  /* trace: a connection's first packet */
+	SL_EVENT_DROP = 2,      /* a dropped packet, with reason */
+	SL_EVENT_TRANSLATE = 3, /* a socket was connected to a service backend (socket LB) */
 };
 
 /* One ring buffer record. */
@@ -160,6 +177,89 @@ struct sl_event {
 	__be16 dport;
 	union sl_addr saddr;
 	union sl_addr daddr;
+	/* Service translation: frontend ID (0: none) and the VIP:port the
+	 * client addressed; daddr:dport above is then the chosen backend. */
+	__u32 svc_id;
+	__be16 vip_port;
+	__u16 pad2;
+	union sl_addr vip;
+	__u64 sock_cookie; /* socket LB events: the socket */
+};
+
+/*
+ * Service load balancing.
+ *
+ * sl_lb_svc holds, per frontend (VIP, port, protocol), a service entry in
+ * slot 0 and one entry per backend in slots 1..count. Slots hold only the
+ * backends that take new connections; terminating backends stay in
+ * sl_lb_backends (established connections reference them by ID) but not in
+ * a slot. The agent writes backends, then slots, then slot 0, and shrinks
+ * in the reverse order, so a packet never sees a count larger than the
+ * slots behind it.
+ */
+struct sl_lb_key {
+	union sl_addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u16 slot; /* 0: the service entry; 1..count: backend slots */
+	__u16 pad2;
+};
+
+struct sl_lb_entry {
+	__u32 backend_id;       /* slot > 0: the backend in this slot */
+	__u32 svc_id;           /* frontend ID, the key of sl_lb_revnat */
+	__u16 count;            /* slot 0: backends taking new connections */
+	__u16 flags;            /* slot 0: SL_LB_F_* */
+	__u32 affinity_timeout; /* slot 0: seconds, with SL_LB_F_AFFINITY */
+};
+
+#define SL_LB_F_AFFINITY (1U << 0) /* sessionAffinity: ClientIP */
+#define SL_LB_F_MAGLEV (1U << 1)   /* Maglev consistent hashing instead of random */
+
+struct sl_lb_backend {
+	union sl_addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 state; /* enum sl_lb_backend_state */
+};
+
+enum sl_lb_backend_state {
+	SL_LB_BACKEND_ACTIVE = 0,
+	SL_LB_BACKEND_TERMINATING = 1,
+};
+
+/* The frontend a reply is translated back to. */
+struct sl_lb_vip {
+	union sl_addr addr;
+	__be16 port;
+	__u16 pad;
+};
+
+/* Session affinity: the backend a client last used for a frontend. The
+ * per-packet path keys on the client address; the socket path, where the
+ * source address may not be bound yet, on the client's netns cookie. */
+struct sl_lb_affinity_key {
+	__u64 client_cookie; /* socket path: netns cookie; 0 on the packet path */
+	union sl_addr client;  /* packet path: client address */
+	__u32 svc_id;
+	__u32 pad;
+};
+
+struct sl_lb_affinity_val {
+	__u64 last_used; /* CLOCK_MONOTONIC ns */
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* Socket LB: what a connected socket's peer address was before
+ * translation, for recvmsg and getpeername. */
+struct sl_lb_sock_key {
+	__u64 cookie;
+	union sl_addr backend;
+	__be16 port;
+	__u16 pad;
+	__u32 pad2;
 };
 
 #endif /* SLUICE_TYPES_H */

@@ -25,6 +25,8 @@ type BpfSlCtEntry struct {
 	Origin       uint8
 	FlagsOrig    uint8
 	FlagsReply   uint8
+	RevNatId     uint32
+	BackendId    uint32
 	Pad          uint32
 }
 
@@ -35,7 +37,8 @@ type BpfSlCtKey struct {
 	Proto  uint8
 	Sport  uint16
 	Dport  uint16
-	Pad    uint16
+	Scope  uint8
+	Pad    uint8
 	Saddr  struct {
 		_     structs.HostLayout
 		Addr6 [16]uint8
@@ -45,6 +48,13 @@ type BpfSlCtKey struct {
 		Addr6 [16]uint8
 	}
 }
+
+type BpfSlCtScope uint32
+
+const (
+	BpfSlCtScopeSL_CT_SCOPE_FLOW    BpfSlCtScope = 0
+	BpfSlCtScopeSL_CT_SCOPE_SERVICE BpfSlCtScope = 1
+)
 
 type BpfSlCtState uint32
 
@@ -69,13 +79,15 @@ const (
 type BpfSlDropReason uint32
 
 const (
-	BpfSlDropReasonSL_DROP_NONE              BpfSlDropReason = 0
-	BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP BpfSlDropReason = 132
-	BpfSlDropReasonSL_DROP_INVALID_PACKET    BpfSlDropReason = 134
-	BpfSlDropReasonSL_DROP_CT_INVALID_HDR    BpfSlDropReason = 135
-	BpfSlDropReasonSL_DROP_CT_MAP_FULL       BpfSlDropReason = 155
-	BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND    BpfSlDropReason = 175
-	BpfSlDropReasonSL_DROP_SLUICE_BASE       BpfSlDropReason = 1000
+	BpfSlDropReasonSL_DROP_NONE               BpfSlDropReason = 0
+	BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP  BpfSlDropReason = 132
+	BpfSlDropReasonSL_DROP_INVALID_PACKET     BpfSlDropReason = 134
+	BpfSlDropReasonSL_DROP_CT_INVALID_HDR     BpfSlDropReason = 135
+	BpfSlDropReasonSL_DROP_WRITE_ERROR        BpfSlDropReason = 141
+	BpfSlDropReasonSL_DROP_CT_MAP_FULL        BpfSlDropReason = 155
+	BpfSlDropReasonSL_DROP_NO_SERVICE_BACKEND BpfSlDropReason = 158
+	BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND     BpfSlDropReason = 175
+	BpfSlDropReasonSL_DROP_SLUICE_BASE        BpfSlDropReason = 1000
 )
 
 type BpfSlEndpoint struct {
@@ -115,13 +127,22 @@ type BpfSlEvent struct {
 		_     structs.HostLayout
 		Addr6 [16]uint8
 	}
+	SvcId   uint32
+	VipPort uint16
+	Pad2    uint16
+	Vip     struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	SockCookie uint64
 }
 
 type BpfSlEventType uint32
 
 const (
-	BpfSlEventTypeSL_EVENT_CONN_NEW BpfSlEventType = 1
-	BpfSlEventTypeSL_EVENT_DROP     BpfSlEventType = 2
+	BpfSlEventTypeSL_EVENT_CONN_NEW  BpfSlEventType = 1
+	BpfSlEventTypeSL_EVENT_DROP      BpfSlEventType = 2
+	BpfSlEventTypeSL_EVENT_TRANSLATE BpfSlEventType = 3
 )
 
 type BpfSlFragKey struct {
@@ -142,6 +163,86 @@ type BpfSlFragVal struct {
 type BpfSlLayoutKey struct {
 	_    structs.HostLayout
 	Name [16]int8
+}
+
+type BpfSlLbAffinityKey struct {
+	_            structs.HostLayout
+	ClientCookie uint64
+	Client       struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	SvcId uint32
+	Pad   uint32
+}
+
+type BpfSlLbAffinityVal struct {
+	_         structs.HostLayout
+	LastUsed  uint64
+	BackendId uint32
+	Pad       uint32
+}
+
+type BpfSlLbBackend struct {
+	_    structs.HostLayout
+	Addr struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Port  uint16
+	Proto uint8
+	State uint8
+}
+
+type BpfSlLbBackendState uint32
+
+const (
+	BpfSlLbBackendStateSL_LB_BACKEND_ACTIVE      BpfSlLbBackendState = 0
+	BpfSlLbBackendStateSL_LB_BACKEND_TERMINATING BpfSlLbBackendState = 1
+)
+
+type BpfSlLbEntry struct {
+	_               structs.HostLayout
+	BackendId       uint32
+	SvcId           uint32
+	Count           uint16
+	Flags           uint16
+	AffinityTimeout uint32
+}
+
+type BpfSlLbKey struct {
+	_    structs.HostLayout
+	Addr struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+	Slot  uint16
+	Pad2  uint16
+}
+
+type BpfSlLbSockKey struct {
+	_       structs.HostLayout
+	Cookie  uint64
+	Backend struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Port uint16
+	Pad  uint16
+	Pad2 uint32
+}
+
+type BpfSlLbVip struct {
+	_    structs.HostLayout
+	Addr struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Port uint16
+	Pad  uint16
 }
 
 type BpfSlMetric uint32
@@ -179,14 +280,21 @@ const (
 	BpfMapSlEvents         = "sl_events"
 	BpfMapSlFrag           = "sl_frag"
 	BpfMapSlLayout         = "sl_layout"
+	BpfMapSlLbAffinity     = "sl_lb_affinity"
+	BpfMapSlLbBackends     = "sl_lb_backends"
+	BpfMapSlLbRevnat       = "sl_lb_revnat"
+	BpfMapSlLbSock         = "sl_lb_sock"
+	BpfMapSlLbSvc          = "sl_lb_svc"
 	BpfMapSlMetrics        = "sl_metrics"
 	BpfProgSlFromEp        = "sl_from_ep"
 	BpfProgSlToEp          = "sl_to_ep"
+	BpfVarSlCtScope        = "_sl_ct_scope"
 	BpfVarSlCtState        = "_sl_ct_state"
 	BpfVarSlDir            = "_sl_dir"
 	BpfVarSlDropReason     = "_sl_drop_reason"
 	BpfVarSlEvent          = "_sl_event"
 	BpfVarSlEventType      = "_sl_event_type"
+	BpfVarSlLbBackendState = "_sl_lb_backend_state"
 	BpfVarSlMetric         = "_sl_metric"
 	BpfVarCtTimeoutCloseNs = "ct_timeout_close_ns"
 	BpfVarCtTimeoutOtherNs = "ct_timeout_other_ns"
@@ -245,23 +353,30 @@ type BpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
-	SlCt        *ebpf.MapSpec `ebpf:"sl_ct"`
-	SlEndpoints *ebpf.MapSpec `ebpf:"sl_endpoints"`
-	SlEvents    *ebpf.MapSpec `ebpf:"sl_events"`
-	SlFrag      *ebpf.MapSpec `ebpf:"sl_frag"`
-	SlLayout    *ebpf.MapSpec `ebpf:"sl_layout"`
-	SlMetrics   *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
+	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlLayout     *ebpf.MapSpec `ebpf:"sl_layout"`
+	SlLbAffinity *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
+	SlLbBackends *ebpf.MapSpec `ebpf:"sl_lb_backends"`
+	SlLbRevnat   *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
+	SlLbSock     *ebpf.MapSpec `ebpf:"sl_lb_sock"`
+	SlLbSvc      *ebpf.MapSpec `ebpf:"sl_lb_svc"`
+	SlMetrics    *ebpf.MapSpec `ebpf:"sl_metrics"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
+	SlCtScope        *ebpf.VariableSpec `ebpf:"_sl_ct_scope"`
 	SlCtState        *ebpf.VariableSpec `ebpf:"_sl_ct_state"`
 	SlDir            *ebpf.VariableSpec `ebpf:"_sl_dir"`
 	SlDropReason     *ebpf.VariableSpec `ebpf:"_sl_drop_reason"`
 	SlEvent          *ebpf.VariableSpec `ebpf:"_sl_event"`
 	SlEventType      *ebpf.VariableSpec `ebpf:"_sl_event_type"`
+	SlLbBackendState *ebpf.VariableSpec `ebpf:"_sl_lb_backend_state"`
 	SlMetric         *ebpf.VariableSpec `ebpf:"_sl_metric"`
 	CtTimeoutCloseNs *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
@@ -290,12 +405,17 @@ func (o *BpfObjects) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
-	SlCt        *ebpf.Map `ebpf:"sl_ct"`
-	SlEndpoints *ebpf.Map `ebpf:"sl_endpoints"`
-	SlEvents    *ebpf.Map `ebpf:"sl_events"`
-	SlFrag      *ebpf.Map `ebpf:"sl_frag"`
-	SlLayout    *ebpf.Map `ebpf:"sl_layout"`
-	SlMetrics   *ebpf.Map `ebpf:"sl_metrics"`
+	SlCt         *ebpf.Map `ebpf:"sl_ct"`
+	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
+	SlEvents     *ebpf.Map `ebpf:"sl_events"`
+	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
+	SlLayout     *ebpf.Map `ebpf:"sl_layout"`
+	SlLbAffinity *ebpf.Map `ebpf:"sl_lb_affinity"`
+	SlLbBackends *ebpf.Map `ebpf:"sl_lb_backends"`
+	SlLbRevnat   *ebpf.Map `ebpf:"sl_lb_revnat"`
+	SlLbSock     *ebpf.Map `ebpf:"sl_lb_sock"`
+	SlLbSvc      *ebpf.Map `ebpf:"sl_lb_svc"`
+	SlMetrics    *ebpf.Map `ebpf:"sl_metrics"`
 }
 
 func (m *BpfMaps) Close() error {
@@ -305,6 +425,11 @@ func (m *BpfMaps) Close() error {
 		m.SlEvents,
 		m.SlFrag,
 		m.SlLayout,
+		m.SlLbAffinity,
+		m.SlLbBackends,
+		m.SlLbRevnat,
+		m.SlLbSock,
+		m.SlLbSvc,
 		m.SlMetrics,
 	)
 }
@@ -313,11 +438,13 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
+	SlCtScope        *ebpf.Variable `ebpf:"_sl_ct_scope"`
 	SlCtState        *ebpf.Variable `ebpf:"_sl_ct_state"`
 	SlDir            *ebpf.Variable `ebpf:"_sl_dir"`
 	SlDropReason     *ebpf.Variable `ebpf:"_sl_drop_reason"`
 	SlEvent          *ebpf.Variable `ebpf:"_sl_event"`
 	SlEventType      *ebpf.Variable `ebpf:"_sl_event_type"`
+	SlLbBackendState *ebpf.Variable `ebpf:"_sl_lb_backend_state"`
 	SlMetric         *ebpf.Variable `ebpf:"_sl_metric"`
 	CtTimeoutCloseNs *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs *ebpf.Variable `ebpf:"ct_timeout_other_ns"`

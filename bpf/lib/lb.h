@@ -1,0 +1,298 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Service load balancing on the packet path.
+ *
+ *   client pod ──(A:sp → VIP:vp)──► sl_from_ep: DNAT ──(A:sp → B:bp)──► backend
+ *   client pod ◄─(VIP:vp → A:sp)── sl_to_ep: rev-NAT ◄─(B:bp → A:sp)── backend
+ *
+ * The backend is chosen once per connection and pinned in a SERVICE-scope
+ * CT entry keyed by the tuple to the VIP; the FLOW-scope entry of the
+ * translated tuple carries the frontend ID, so replies are rewritten back
+ * and the client only ever sees the VIP. Connections opened by sockets that
+ * socket LB already connected to a backend never carry the VIP, so the two
+ * paths never translate the same flow twice.
+ */
+#ifndef SLUICE_LB_H
+#define SLUICE_LB_H
+
+#include <stddef.h>
+
+#include "conntrack.h"
+
+#define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
+#define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
+#define IP_DST_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
+
+enum lb_result {
+	LB_NONE = 0,     /* not a service: nothing done */
+	LB_TRANSLATED = 1,
+	LB_REJECT = 2,   /* service without endpoints */
+	LB_DROP = 3,     /* see *reason */
+};
+
+static __always_inline struct sl_lb_entry *lb_lookup(const struct sl_pkt *pkt, struct sl_lb_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->addr = pkt->daddr;
+	key->port = pkt->dport;
+	key->proto = pkt->proto;
+	return bpf_map_lookup_elem(&sl_lb_svc, key);
+}
+
+/* The backend in slot (hash % count) + 1, or 0. */
+static __always_inline __u32 lb_slot_backend(struct sl_lb_key *key, const struct sl_lb_entry *svc, __u32 hash)
+{
+	struct sl_lb_entry *slot;
+
+	if (svc->count == 0)
+		return 0;
+	key->slot = (hash % svc->count) + 1;
+	slot = bpf_map_lookup_elem(&sl_lb_svc, key);
+	key->slot = 0;
+	return slot ? slot->backend_id : 0;
+}
+
+static __always_inline bool lb_backend_active(__u32 id)
+{
+	struct sl_lb_backend *b = bpf_map_lookup_elem(&sl_lb_backends, &id);
+
+	return b && b->state == SL_LB_BACKEND_ACTIVE;
+}
+
+/* sessionAffinity: ClientIP on the packet path: the client's address. */
+static __always_inline __u32 lb_affinity_get(const struct sl_lb_entry *svc, const union sl_addr *client, __u64 now)
+{
+	struct sl_lb_affinity_key k = { .svc_id = svc->svc_id, .client = *client };
+	struct sl_lb_affinity_val *v = bpf_map_lookup_elem(&sl_lb_affinity, &k);
+
+	if (!v || now - v->last_used > (__u64)svc->affinity_timeout * NSEC_PER_SEC)
+		return 0;
+	if (!lb_backend_active(v->backend_id))
+		return 0;
+	v->last_used = now;
+	return v->backend_id;
+}
+
+static __always_inline void lb_affinity_put(const struct sl_lb_entry *svc, const union sl_addr *client,
+					    __u32 backend_id, __u64 now)
+{
+	struct sl_lb_affinity_key k = { .svc_id = svc->svc_id, .client = *client };
+	struct sl_lb_affinity_val v = { .last_used = now, .backend_id = backend_id };
+
+	bpf_map_update_elem(&sl_lb_affinity, &k, &v, BPF_ANY);
+}
+
+static __always_inline __u32 l4_csum_off(const struct sl_pkt *pkt)
+{
+	return pkt->l4_off + (pkt->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
+							: offsetof(struct udphdr, check));
+}
+
+/*
+ * Rewrite the destination (dst = true) or source address and port, with
+ * incremental checksum updates. Non-first fragments carry no L4 header:
+ * only the IP header changes (the first fragment's L4 checksum covers the
+ * pseudo-header for the whole datagram).
+ */
+static __always_inline int lb_rewrite(struct __sk_buff *skb, const struct sl_pkt *pkt, bool dst,
+				      __be32 new_addr, __be16 new_port)
+{
+	__be32 old_addr = dst ? pkt->daddr.addr4 : pkt->saddr.addr4;
+	__be16 old_port = dst ? pkt->dport : pkt->sport;
+	__u32 addr_off = dst ? IP_DST_OFF : IP_SRC_OFF;
+	bool l4 = !pkt->later_frag && (pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP);
+	__u64 mangled0 = pkt->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (l4) {
+		__u32 csum = l4_csum_off(pkt);
+
+		if (bpf_l4_csum_replace(skb, csum, old_addr, new_addr, BPF_F_PSEUDO_HDR | mangled0 | 4) < 0)
+			return -1;
+		if (old_port != new_port) {
+			if (bpf_l4_csum_replace(skb, csum, old_port, new_port, mangled0 | 2) < 0)
+				return -1;
+			if (bpf_skb_store_bytes(skb, pkt->l4_off + (dst ? 2 : 0), &new_port, 2, 0) < 0)
+				return -1;
+		}
+	}
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, 4) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0);
+}
+
+/*
+ * Translate a packet a pod sends to a service frontend. On LB_TRANSLATED,
+ * pkt's destination is the backend and nat says what was translated.
+ */
+static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, struct sl_pkt *pkt,
+					struct ct_nat *nat, int *reason)
+{
+	struct sl_lb_key key;
+	struct sl_lb_entry *svc;
+	struct sl_lb_backend *backend;
+	struct sl_ct_key sk;
+	struct sl_ct_entry *se;
+	__u64 now;
+	__u32 backend_id = 0;
+
+	if (pkt->proto != IPPROTO_TCP && pkt->proto != IPPROTO_UDP)
+		return LB_NONE;
+	svc = lb_lookup(pkt, &key);
+	if (!svc)
+		return LB_NONE;
+	now = bpf_ktime_get_ns();
+
+	/* The connection's backend, if it has one already. */
+	ct_key_from_pkt(&sk, ep_id, pkt, false);
+	sk.scope = SL_CT_SCOPE_SERVICE;
+	se = bpf_map_lookup_elem(&sl_ct, &sk);
+	if (se && se->expires > now && se->backend_id &&
+	    bpf_map_lookup_elem(&sl_lb_backends, &se->backend_id)) {
+		bool reopen = pkt->proto == IPPROTO_TCP &&
+			      (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
+			      se->state >= SL_CT_CLOSING && se->state <= SL_CT_CLOSED;
+		if (!reopen) {
+			backend_id = se->backend_id;
+			ct_refresh(se, pkt, pkt->proto == IPPROTO_TCP ?
+				   tcp_next_state(se->state, pkt->tcp_flags, false, se->flags_orig, se->flags_reply) :
+				   se->state, now);
+		}
+	}
+
+	if (!backend_id) {
+		struct sl_ct_entry e = {};
+
+		if (pkt->later_frag) {
+			*reason = SL_DROP_FRAG_NOT_FOUND;
+			return LB_DROP;
+		}
+		if (svc->count == 0)
+			return LB_REJECT;
+		if (svc->flags & SL_LB_F_AFFINITY)
+			backend_id = lb_affinity_get(svc, &pkt->saddr, now);
+		if (!backend_id)
+			backend_id = lb_slot_backend(&key, svc, bpf_get_prandom_u32());
+		if (!backend_id) {
+			*reason = SL_DROP_NO_SERVICE_BACKEND;
+			return LB_DROP;
+		}
+		if (svc->flags & SL_LB_F_AFFINITY)
+			lb_affinity_put(svc, &pkt->saddr, backend_id, now);
+		e.created = now;
+		e.origin = SL_DIR_EGRESS;
+		e.state = pkt->proto == IPPROTO_TCP ? tcp_initial_state(pkt->tcp_flags) : SL_CT_OPEN;
+		e.expires = now + ct_lifetime(pkt, e.state);
+		e.rev_nat_id = svc->svc_id;
+		e.backend_id = backend_id;
+		if (bpf_map_update_elem(&sl_ct, &sk, &e, BPF_ANY) < 0) {
+			*reason = SL_DROP_CT_MAP_FULL;
+			return LB_DROP;
+		}
+	}
+
+	backend = bpf_map_lookup_elem(&sl_lb_backends, &backend_id);
+	if (!backend) {
+		*reason = SL_DROP_NO_SERVICE_BACKEND;
+		return LB_DROP;
+	}
+	nat->rev_nat_id = svc->svc_id;
+	nat->backend_id = backend_id;
+	nat->vip = pkt->daddr;
+	nat->vport = pkt->dport;
+	if (lb_rewrite(skb, pkt, true, backend->addr.addr4, backend->port) < 0) {
+		*reason = SL_DROP_WRITE_ERROR;
+		return LB_DROP;
+	}
+	pkt->daddr = backend->addr;
+	pkt->dport = backend->port;
+	return LB_TRANSLATED;
+}
+
+/*
+ * A reply of a translated connection: rewrite the backend back to the
+ * frontend, and mirror the connection's state into its SERVICE entry so
+ * that entry closes with the connection.
+ */
+static __always_inline int lb_rev_translate(struct __sk_buff *skb, __u32 ep_id, struct sl_pkt *pkt,
+					    const struct ct_nat *nat)
+{
+	struct sl_lb_vip *rn = bpf_map_lookup_elem(&sl_lb_revnat, &nat->rev_nat_id);
+	struct sl_ct_key sk;
+	struct sl_ct_entry *se;
+
+	if (!rn)
+		return 0;
+	if (lb_rewrite(skb, pkt, false, rn->addr.addr4, rn->port) < 0)
+		return -1;
+	pkt->saddr = rn->addr;
+	pkt->sport = rn->port;
+
+	/* The SERVICE entry is keyed by the original direction: client → VIP. */
+	ct_key_from_pkt(&sk, ep_id, pkt, true);
+	sk.scope = SL_CT_SCOPE_SERVICE;
+	se = bpf_map_lookup_elem(&sl_ct, &sk);
+	if (se && se->state != nat->state) {
+		se->state = nat->state;
+		se->expires = nat->expires;
+	}
+	return 0;
+}
+
+static __always_inline __u16 csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/* An ICMP port unreachable about the packet, as kube-proxy's REJECT sends:
+ * a TCP connect() fails at once with ECONNREFUSED, UDP sees the error too. */
+struct icmp_reject {
+	struct iphdr ip;
+	struct icmphdr icmp;
+	__u8 orig[28]; /* the offending IP header and 8 bytes of its payload */
+};
+
+/*
+ * Turn the packet into an ICMP port unreachable from the frontend back to
+ * the client and send it out of the interface it came in on, toward the pod.
+ * Packets with IP options are dropped instead (the reply would not fit the
+ * fixed layout; kube-proxy's clients never send them).
+ */
+static __always_inline int lb_reject(struct __sk_buff *skb)
+{
+	struct icmp_reject r = {};
+	struct ethhdr eth;
+	__u8 mac[ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN, r.orig, sizeof(r.orig)) < 0)
+		return SL_DROP;
+	if (r.orig[0] != 0x45)
+		return SL_DROP;
+	__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
+	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
+	__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
+
+	r.ip.version = 4;
+	r.ip.ihl = 5;
+	r.ip.ttl = 64;
+	r.ip.protocol = IPPROTO_ICMP;
+	r.ip.tot_len = bpf_htons(sizeof(r));
+	__builtin_memcpy(&r.ip.saddr, &r.orig[16], 4); /* the frontend */
+	__builtin_memcpy(&r.ip.daddr, &r.orig[12], 4); /* the client */
+	r.ip.check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0));
+	r.icmp.type = ICMP_DEST_UNREACH;
+	r.icmp.code = ICMP_PORT_UNREACH;
+	r.icmp.checksum = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.icmp,
+						  sizeof(r.icmp) + sizeof(r.orig), 0));
+
+	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0) < 0)
+		return SL_DROP;
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0) < 0)
+		return SL_DROP;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+#endif /* SLUICE_LB_H */
