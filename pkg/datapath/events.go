@@ -27,6 +27,11 @@ type Event struct {
 	Src        netip.AddrPort `json:"src"`
 	Dst        netip.AddrPort `json:"dst"`
 	TCPFlags   uint8          `json:"tcpFlags,omitempty"`
+	// ServiceID is the frontend a translated connection was addressed to
+	// (0: not translated); VIP is that frontend, Dst the chosen backend.
+	ServiceID  uint32         `json:"serviceID,omitempty"`
+	VIP        netip.AddrPort `json:"vip,omitzero"`
+	SockCookie uint64         `json:"sockCookie,omitempty"`
 }
 
 // DecodeEvent turns a raw record into an Event. bootTime maps the
@@ -42,6 +47,11 @@ func DecodeEvent(raw []byte, bootTime time.Time) (Event, error) {
 		Proto: ProtoName(r.Proto), TCPFlags: r.TcpFlags,
 		Src: netip.AddrPortFrom(addrFrom(r.Saddr.Addr6, r.Family), ntohs(r.Sport)),
 		Dst: netip.AddrPortFrom(addrFrom(r.Daddr.Addr6, r.Family), ntohs(r.Dport)),
+	}
+	if r.SvcId != 0 {
+		ev.ServiceID = r.SvcId
+		ev.VIP = netip.AddrPortFrom(addrFrom(r.Vip.Addr6, r.Family), ntohs(r.VipPort))
+		ev.SockCookie = r.SockCookie
 	}
 	if r.Reason != 0 {
 		ev.ReasonID = r.Reason

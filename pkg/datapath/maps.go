@@ -144,10 +144,16 @@ func (m *Maps) ListEndpoints() ([]EndpointEntry, error) {
 // CTEntry is one connection-tracking entry in readable form.
 type CTEntry struct {
 	EndpointID uint32 `json:"endpointID"`
-	Proto      string `json:"proto"`
-	Src        string `json:"src"`
-	Dst        string `json:"dst"`
-	State      string `json:"state"`
+	// Scope is "flow", or "service" for the entry that pins a translated
+	// connection's backend (Dst is then the VIP).
+	Scope string `json:"scope"`
+	// ServiceID and BackendID are set on translated connections.
+	ServiceID uint32 `json:"serviceID,omitempty"`
+	BackendID uint32 `json:"backendID,omitempty"`
+	Proto     string `json:"proto"`
+	Src       string `json:"src"`
+	Dst       string `json:"dst"`
+	State     string `json:"state"`
 	// Origin is the direction of the first packet relative to the endpoint.
 	Origin       string        `json:"origin"`
 	Age          time.Duration `json:"age"`
@@ -172,7 +178,8 @@ func ctEntryFrom(k *bpfobj.BpfSlCtKey, v *bpfobj.BpfSlCtEntry, now uint64) CTEnt
 	src := netip.AddrPortFrom(addrFrom(k.Saddr.Addr6, k.Family), ntohs(k.Sport))
 	dst := netip.AddrPortFrom(addrFrom(k.Daddr.Addr6, k.Family), ntohs(k.Dport))
 	return CTEntry{
-		EndpointID: k.EpId, Proto: ProtoName(k.Proto),
+		EndpointID: k.EpId, Proto: ProtoName(k.Proto), Scope: CTScopeName(k.Scope),
+		ServiceID: v.RevNatId, BackendID: v.BackendId,
 		Src: src.String(), Dst: dst.String(), SrcAddr: src, DstAddr: dst,
 		State: CTStateName(v.State), Origin: DirName(v.Origin),
 		Age:         time.Duration(now - v.Created),

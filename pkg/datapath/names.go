@@ -12,11 +12,13 @@ import (
 // flow.DropReason names where the value is Hubble's.
 var (
 	dropReasonNames = map[b.BpfSlDropReason]string{
-		b.BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP: "INVALID_SOURCE_IP",
-		b.BpfSlDropReasonSL_DROP_INVALID_PACKET:    "INVALID_PACKET_DROPPED",
-		b.BpfSlDropReasonSL_DROP_CT_INVALID_HDR:    "CT_TRUNCATED_OR_INVALID_HEADER",
-		b.BpfSlDropReasonSL_DROP_CT_MAP_FULL:       "CT_MAP_INSERTION_FAILED",
-		b.BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND:    "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND",
+		b.BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP:  "INVALID_SOURCE_IP",
+		b.BpfSlDropReasonSL_DROP_INVALID_PACKET:     "INVALID_PACKET_DROPPED",
+		b.BpfSlDropReasonSL_DROP_CT_INVALID_HDR:     "CT_TRUNCATED_OR_INVALID_HEADER",
+		b.BpfSlDropReasonSL_DROP_CT_MAP_FULL:        "CT_MAP_INSERTION_FAILED",
+		b.BpfSlDropReasonSL_DROP_WRITE_ERROR:        "ERROR_WRITING_TO_PACKET",
+		b.BpfSlDropReasonSL_DROP_NO_SERVICE_BACKEND: "SERVICE_BACKEND_NOT_FOUND",
+		b.BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND:     "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND",
 	}
 	metricNames = map[b.BpfSlMetric]string{
 		b.BpfSlMetricSL_METRIC_FORWARDED:       "forwarded",
@@ -43,8 +45,13 @@ var (
 		b.BpfSlDirSL_DIR_EGRESS:  "egress",
 	}
 	eventTypeNames = map[b.BpfSlEventType]string{
-		b.BpfSlEventTypeSL_EVENT_CONN_NEW: "trace",
-		b.BpfSlEventTypeSL_EVENT_DROP:     "drop",
+		b.BpfSlEventTypeSL_EVENT_CONN_NEW:  "trace",
+		b.BpfSlEventTypeSL_EVENT_DROP:      "drop",
+		b.BpfSlEventTypeSL_EVENT_TRANSLATE: "translate",
+	}
+	ctScopeNames = map[b.BpfSlCtScope]string{
+		b.BpfSlCtScopeSL_CT_SCOPE_FLOW:    "flow",
+		b.BpfSlCtScopeSL_CT_SCOPE_SERVICE: "service",
 	}
 )
 
@@ -69,6 +76,9 @@ func DirName(d uint8) string { return name(dirNames, b.BpfSlDir(d)) }
 
 // EventTypeName names a ring buffer event type.
 func EventTypeName(t uint8) string { return name(eventTypeNames, b.BpfSlEventType(t)) }
+
+// CTScopeName names a CT entry's scope.
+func CTScopeName(s uint8) string { return name(ctScopeNames, b.BpfSlCtScope(s)) }
 
 // ProtoName names an IP protocol number.
 func ProtoName(p uint8) string {

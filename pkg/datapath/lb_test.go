@@ -1,0 +1,273 @@
+package datapath
+
+// Service translation through BPF_PROG_TEST_RUN, checked on the output
+// packet (addresses, ports, checksums) and on the events.
+//
+//	pod 10.0.0.1:40000 ──► VIP 10.96.0.10:80 ══ sl_from_ep DNAT ══► backend 10.0.0.9:8080
+//	pod ◄── VIP:80 ══ sl_to_ep rev-NAT ══ backend 10.0.0.9:8080
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+)
+
+var (
+	vip      = netip.MustParseAddr("10.96.0.10")
+	backend1 = netip.MustParseAddr("10.0.0.9")
+	backend2 = netip.MustParseAddr("10.0.0.10")
+)
+
+const tcActRedirect = 7
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// putService programs a frontend with the given backends (IDs 9, 10, ...).
+func putService(t *testing.T, dp *Datapath, svcID uint32, front netip.AddrPort, proto uint8, flags uint16, backends ...netip.AddrPort) {
+	t.Helper()
+	o := dp.Objects()
+	for i, b := range backends {
+		id := uint32(9 + i)
+		be := bpfobj.BpfSlLbBackend{Port: htons(b.Port()), Proto: proto}
+		be.Addr.Addr6 = addrTo(b.Addr())
+		require.NoError(t, o.SlLbBackends.Put(id, &be))
+		k := bpfobj.BpfSlLbKey{Port: htons(front.Port()), Proto: proto, Slot: uint16(i + 1)}
+		k.Addr.Addr6 = addrTo(front.Addr())
+		require.NoError(t, o.SlLbSvc.Put(&k, &bpfobj.BpfSlLbEntry{BackendId: id, SvcId: svcID}))
+	}
+	rn := bpfobj.BpfSlLbVip{Port: htons(front.Port())}
+	rn.Addr.Addr6 = addrTo(front.Addr())
+	require.NoError(t, o.SlLbRevnat.Put(svcID, &rn))
+	k := bpfobj.BpfSlLbKey{Port: htons(front.Port()), Proto: proto}
+	k.Addr.Addr6 = addrTo(front.Addr())
+	require.NoError(t, o.SlLbSvc.Put(&k, &bpfobj.BpfSlLbEntry{SvcId: svcID, Count: uint16(len(backends)), Flags: flags, AffinityTimeout: 60}))
+}
+
+// run sends pkt through prog and returns the verdict and output packet.
+func run(t *testing.T, prog *ebpf.Program, pkt []byte) (uint32, gopacket.Packet) {
+	t.Helper()
+	opts := &ebpf.RunOptions{Data: pkt, DataOut: make([]byte, 1600)}
+	ret, err := prog.Run(opts)
+	require.NoError(t, err)
+	p := gopacket.NewPacket(opts.DataOut, layers.LayerTypeEthernet, gopacket.Default)
+	// Only the headers matter: a payload gopacket takes for DNS may not decode.
+	require.NotNil(t, p.Layer(layers.LayerTypeIPv4), "output packet has no IPv4 header: %v", p.ErrorLayer())
+	return ret, p
+}
+
+// requireChecksums recomputes the IP and L4 checksums of p and compares.
+func requireChecksums(t *testing.T, p gopacket.Packet) {
+	t.Helper()
+	ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	raw := append([]byte(nil), ip.Contents...)
+	raw[10], raw[11] = 0, 0
+	require.Equal(t, ip.Checksum, fold(sum(raw)), "IPv4 header checksum")
+	pseudo := func(proto byte, l4 []byte) uint32 {
+		b := append(append(append([]byte{}, ip.SrcIP.To4()...), ip.DstIP.To4()...), 0, proto, byte(len(l4)>>8), byte(len(l4)))
+		return sum(b)
+	}
+	switch l4 := p.TransportLayer().(type) {
+	case *layers.TCP:
+		seg := append(append([]byte(nil), l4.Contents...), l4.Payload...)
+		seg[16], seg[17] = 0, 0
+		require.Equal(t, l4.Checksum, fold(pseudo(6, seg)+sum(seg)), "TCP checksum")
+	case *layers.UDP:
+		if l4.Checksum == 0 {
+			return // no checksum, and it must stay that way
+		}
+		seg := append(append([]byte(nil), l4.Contents...), l4.Payload...)
+		seg[6], seg[7] = 0, 0
+		require.Equal(t, l4.Checksum, fold(pseudo(17, seg)+sum(seg)), "UDP checksum")
+	}
+	if ic, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4); ok {
+		b := append(append([]byte(nil), ic.Contents...), ic.Payload...)
+		b[2], b[3] = 0, 0
+		require.Equal(t, ic.Checksum, fold(sum(b)), "ICMP checksum")
+	}
+}
+
+func sum(b []byte) uint32 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	return s
+}
+
+func fold(s uint32) uint16 {
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
+
+func dst(p gopacket.Packet) netip.AddrPort {
+	ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	a, _ := netip.AddrFromSlice(ip.DstIP.To4())
+	switch l4 := p.TransportLayer().(type) {
+	case *layers.TCP:
+		return netip.AddrPortFrom(a, uint16(l4.DstPort))
+	case *layers.UDP:
+		return netip.AddrPortFrom(a, uint16(l4.DstPort))
+	}
+	return netip.AddrPortFrom(a, 0)
+}
+
+func src(p gopacket.Packet) netip.AddrPort {
+	ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	a, _ := netip.AddrFromSlice(ip.SrcIP.To4())
+	switch l4 := p.TransportLayer().(type) {
+	case *layers.TCP:
+		return netip.AddrPortFrom(a, uint16(l4.SrcPort))
+	case *layers.UDP:
+		return netip.AddrPortFrom(a, uint16(l4.SrcPort))
+	}
+	return netip.AddrPortFrom(a, 0)
+}
+
+func nextEvent(t *testing.T, rd *EventReader) Event {
+	t.Helper()
+	rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	ev, err := rd.Read()
+	require.NoError(t, err)
+	return ev
+}
+
+func TestServiceTranslationTCP(t *testing.T) {
+	dp := loadTest(t, Config{})
+	rd, err := dp.NewEventReader()
+	require.NoError(t, err)
+	defer rd.Close()
+	putService(t, dp, 5, netip.AddrPortFrom(vip, 80), 6, 0, netip.AddrPortFrom(backend1, 8080))
+
+	ret, out := run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, 40000, 80, flags{syn: true}))
+	require.Equal(t, verdictNext, ret)
+	require.Equal(t, netip.AddrPortFrom(backend1, 8080), dst(out), "DNAT to the backend")
+	require.Equal(t, netip.AddrPortFrom(podIP, 40000), src(out))
+	requireChecksums(t, out)
+
+	ev := nextEvent(t, rd)
+	require.Equal(t, "trace", ev.Type)
+	require.Equal(t, uint32(5), ev.ServiceID)
+	require.Equal(t, netip.AddrPortFrom(vip, 80), ev.VIP)
+	require.Equal(t, netip.AddrPortFrom(backend1, 8080), ev.Dst)
+
+	ret, out = run(t, dp.objs.SlToEp, tcpPkt(t, backend1, podIP, 8080, 40000, flags{syn: true, ack: true}))
+	require.Equal(t, verdictNext, ret)
+	require.Equal(t, netip.AddrPortFrom(vip, 80), src(out), "the client only ever sees the VIP")
+	requireChecksums(t, out)
+
+	// Later packets of the connection keep the backend.
+	for range 3 {
+		_, out = run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, 40000, 80, flags{ack: true}))
+		require.Equal(t, netip.AddrPortFrom(backend1, 8080), dst(out))
+	}
+	ct := ctOf(t, dp)
+	var scopes []string
+	for _, c := range ct {
+		scopes = append(scopes, c.Scope+" "+c.Dst)
+	}
+	require.ElementsMatch(t, []string{"service 10.96.0.10:80", "flow 10.0.0.9:8080"}, scopes)
+}
+
+func TestServiceTranslationUDP(t *testing.T) {
+	dp := loadTest(t, Config{})
+	putService(t, dp, 6, netip.AddrPortFrom(vip, 53), 17, 0, netip.AddrPortFrom(backend1, 5353))
+	ret, out := run(t, dp.objs.SlFromEp, udpPkt(t, podIP, vip, 5000, 53))
+	require.Equal(t, verdictNext, ret)
+	require.Equal(t, netip.AddrPortFrom(backend1, 5353), dst(out))
+	requireChecksums(t, out)
+	_, out = run(t, dp.objs.SlToEp, udpPkt(t, backend1, podIP, 5353, 5000))
+	require.Equal(t, netip.AddrPortFrom(vip, 53), src(out))
+	requireChecksums(t, out)
+
+	// A zero (absent) UDP checksum stays zero.
+	pkt := udpPkt(t, podIP, vip, 5001, 53)
+	pkt[14+20+6], pkt[14+20+7] = 0, 0
+	_, out = run(t, dp.objs.SlFromEp, pkt)
+	require.Equal(t, uint16(0), out.Layer(layers.LayerTypeUDP).(*layers.UDP).Checksum)
+	requireChecksums(t, out)
+
+	// A later fragment of the translated datagram follows its first one.
+	_, out = run(t, dp.objs.SlFromEp, udpPkt(t, podIP, vip, 5002, 53, firstFragment))
+	require.Equal(t, backend1.String(), dst(out).Addr().String())
+	ret, out = run(t, dp.objs.SlFromEp, laterFragment(t, podIP, vip, 4242))
+	require.Equal(t, verdictNext, ret)
+	ip := out.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	require.Equal(t, backend1.AsSlice(), []byte(ip.DstIP.To4()))
+	requireChecksums(t, out)
+}
+
+// A service without endpoints answers a connection attempt at once with an
+// ICMP port unreachable (ECONNREFUSED for the client), like kube-proxy's REJECT.
+func TestServiceWithoutEndpointsRejects(t *testing.T) {
+	dp := loadTest(t, Config{})
+	rd, err := dp.NewEventReader()
+	require.NoError(t, err)
+	defer rd.Close()
+	putService(t, dp, 7, netip.AddrPortFrom(vip, 80), 6, 0)
+
+	syn := tcpPkt(t, podIP, vip, 40000, 80, flags{syn: true})
+	ret, out := run(t, dp.objs.SlFromEp, syn)
+	require.Equal(t, uint32(tcActRedirect), ret, "sent back toward the pod")
+	ip := out.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	require.Equal(t, vip.AsSlice(), []byte(ip.SrcIP.To4()))
+	require.Equal(t, podIP.AsSlice(), []byte(ip.DstIP.To4()))
+	ic := out.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	require.Equal(t, layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort), ic.TypeCode)
+	require.Equal(t, syn[14:14+28], ic.Payload[:28], "the offending header is quoted")
+	eth := out.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	require.Equal(t, []byte{2, 0, 0, 0, 0, 1}, []byte(eth.DstMAC), "addressed back to the pod")
+	requireChecksums(t, out)
+
+	ev := nextEvent(t, rd)
+	require.Equal(t, "drop", ev.Type)
+	require.Equal(t, "SERVICE_BACKEND_NOT_FOUND", ev.Reason)
+	require.Equal(t, uint16(158), ev.ReasonID)
+}
+
+func TestServiceBackendSelection(t *testing.T) {
+	backends := []netip.AddrPort{netip.AddrPortFrom(backend1, 8080), netip.AddrPortFrom(backend2, 8080)}
+	t.Run("random spreads connections", func(t *testing.T) {
+		dp := loadTest(t, Config{})
+		putService(t, dp, 5, netip.AddrPortFrom(vip, 80), 6, 0, backends...)
+		seen := map[netip.Addr]int{}
+		for i := range 200 {
+			_, out := run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, uint16(20000+i), 80, flags{syn: true}))
+			seen[dst(out).Addr()]++
+		}
+		require.Len(t, seen, 2)
+		require.Greater(t, seen[backend1], 50)
+		require.Greater(t, seen[backend2], 50)
+	})
+	t.Run("ClientIP affinity sticks", func(t *testing.T) {
+		dp := loadTest(t, Config{})
+		putService(t, dp, 5, netip.AddrPortFrom(vip, 80), 6, 1 /* SL_LB_F_AFFINITY */, backends...)
+		seen := map[netip.Addr]int{}
+		for i := range 100 {
+			_, out := run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, uint16(20000+i), 80, flags{syn: true}))
+			seen[dst(out).Addr()]++
+		}
+		require.Len(t, seen, 1, "every connection of one client lands on one backend")
+	})
+	t.Run("a removed backend's connection is reassigned", func(t *testing.T) {
+		dp := loadTest(t, Config{})
+		putService(t, dp, 5, netip.AddrPortFrom(vip, 80), 6, 0, backends[0])
+		_, out := run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, 40000, 80, flags{syn: true}))
+		require.Equal(t, backend1, dst(out).Addr())
+		require.NoError(t, dp.objs.SlLbBackends.Delete(uint32(9)))
+		putService(t, dp, 5, netip.AddrPortFrom(vip, 80), 6, 0, backends[1]) // ID 9 again, now backend2
+		_, out = run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, 40000, 80, flags{ack: true}))
+		require.Equal(t, backend2, dst(out).Addr())
+	})
+}
