@@ -19,6 +19,11 @@ type Config struct {
 	EndpointsMax uint32
 	// FragMax is the number of IPv4 first fragments remembered at once.
 	FragMax uint32
+	// LBMax is the size of sl_lb_svc: one entry per frontend plus one per
+	// backend slot (10,000 services of one port and 10 backends: 110,000).
+	LBMax uint32
+	// LBBackendsMax sizes sl_lb_backends and sl_lb_revnat.
+	LBBackendsMax uint32
 	// EventsBufBytes is the ring buffer size; a power of two, a multiple of the page size.
 	EventsBufBytes uint32
 	// CT lifetimes by state.
@@ -34,6 +39,8 @@ func Defaults() Config {
 		BPFRoot:        DefaultBPFRoot,
 		CTMax:          131072,
 		EndpointsMax:   1024,
+		LBMax:          262144,
+		LBBackendsMax:  65536,
 		FragMax:        8192,
 		EventsBufBytes: 1 << 20,
 		CTTimeoutSYN:   60 * time.Second,
@@ -54,6 +61,12 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.EndpointsMax == 0 {
 		out.EndpointsMax = d.EndpointsMax
+	}
+	if out.LBMax == 0 {
+		out.LBMax = d.LBMax
+	}
+	if out.LBBackendsMax == 0 {
+		out.LBBackendsMax = d.LBBackendsMax
 	}
 	if out.FragMax == 0 {
 		out.FragMax = d.FragMax
@@ -81,6 +94,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.CTMax < 1024 {
 		errs = append(errs, fmt.Errorf("ct-max %d is too small: use at least 1024", c.CTMax))
+	}
+	if c.LBMax < 1024 || c.LBBackendsMax < 1024 {
+		errs = append(errs, fmt.Errorf("lb-max %d and lb-backends-max %d must be at least 1024", c.LBMax, c.LBBackendsMax))
 	}
 	if c.EventsBufBytes&(c.EventsBufBytes-1) != 0 || c.EventsBufBytes < 4096 {
 		errs = append(errs, fmt.Errorf("events-buffer %d must be a power of two of at least 4096 bytes", c.EventsBufBytes))

@@ -27,8 +27,6 @@ var (
 
 const tcActRedirect = 7
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 // putService programs a frontend with the given backends (IDs 9, 10, ...).
 func putService(t *testing.T, dp *Datapath, svcID uint32, front netip.AddrPort, proto uint8, flags uint16, backends ...netip.AddrPort) {
 	t.Helper()
@@ -270,4 +268,69 @@ func TestServiceBackendSelection(t *testing.T) {
 		_, out = run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, 40000, 80, flags{ack: true}))
 		require.Equal(t, backend2, dst(out).Addr())
 	})
+}
+
+// The planner writes a new frontend's backends and slots before the entry
+// that makes it reachable, shrinks without dangling slots, and removes
+// everything of a deleted frontend.
+func TestLBPlanApply(t *testing.T) {
+	dp := loadTest(t, Config{})
+	m := dp.Maps()
+	fk := LBFrontendKey{Addr: vip, Port: 80, Proto: 6}
+	b := func(id uint32, a netip.Addr) LBBackend { return LBBackend{ID: id, Addr: a, Port: 8080, Proto: 6} }
+	want := LBState{
+		Frontends: map[LBFrontendKey]LBFrontend{fk: {Key: fk, ID: 1, Slots: []uint32{10, 11}}},
+		Backends:  map[uint32]LBBackend{10: b(10, backend1), 11: b(11, backend2)},
+	}
+	have, err := m.LBDump()
+	require.NoError(t, err)
+	p := PlanLB(have, want)
+	require.Equal(t, "+1/-0 frontends, +2/-0 slots, +2/-0 backends", p.String())
+	require.NoError(t, m.ApplyLB(p))
+	have, err = m.LBDump()
+	require.NoError(t, err)
+	require.Equal(t, want, have)
+	require.True(t, PlanLB(have, want).Empty(), "applying twice changes nothing")
+
+	// Traffic uses it.
+	_, out := run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, 40000, 80, flags{syn: true}))
+	require.Contains(t, []netip.Addr{backend1, backend2}, dst(out).Addr())
+
+	// Shrink to one backend; the other is terminating (kept, not in a slot).
+	want.Frontends[fk] = LBFrontend{Key: fk, ID: 1, Slots: []uint32{10}}
+	tb := b(11, backend2)
+	tb.Terminating = true
+	want.Backends[11] = tb
+	require.NoError(t, m.ApplyLB(PlanLB(have, want)))
+	have, err = m.LBDump()
+	require.NoError(t, err)
+	require.Equal(t, want, have)
+
+	// Remove the frontend and backends.
+	p = PlanLB(have, LBState{Frontends: map[LBFrontendKey]LBFrontend{}, Backends: map[uint32]LBBackend{}})
+	require.ElementsMatch(t, []uint32{10, 11}, p.RemovedBackends)
+	require.NoError(t, m.ApplyLB(p))
+	n, err := m.DeleteCTForBackends(p.RemovedBackends)
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "the connection's service and flow entries")
+	have, err = m.LBDump()
+	require.NoError(t, err)
+	require.Empty(t, have.Frontends)
+	require.Empty(t, have.Backends)
+	var rk uint32
+	var rv bpfobj.BpfSlLbVip
+	require.False(t, dp.objs.SlLbRevnat.Iterate().Next(&rk, &rv))
+}
+
+// A full frontend map is an error that says so, not a silent partial program.
+func TestLBMapFullIsAnError(t *testing.T) {
+	dp := loadTest(t, Config{LBMax: 1024})
+	want := LBState{Frontends: map[LBFrontendKey]LBFrontend{}, Backends: map[uint32]LBBackend{1: {ID: 1, Addr: backend1, Port: 80, Proto: 6}}}
+	for i := range 1100 {
+		k := LBFrontendKey{Addr: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), Port: 80, Proto: 6}
+		want.Frontends[k] = LBFrontend{Key: k, ID: uint32(i + 1), Slots: []uint32{1}}
+	}
+	err := dp.Maps().ApplyLB(PlanLB(LBState{}, want))
+	require.ErrorIs(t, err, ErrMapFull)
+	require.ErrorContains(t, err, "sl_lb_svc")
 }

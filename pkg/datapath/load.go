@@ -89,10 +89,15 @@ func checkBPFFS(dir string) error {
 
 func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	sizes := map[string]uint32{
-		bpfobj.BpfMapSlCt:        cfg.CTMax,
-		bpfobj.BpfMapSlEndpoints: cfg.EndpointsMax,
-		bpfobj.BpfMapSlFrag:      cfg.FragMax,
-		bpfobj.BpfMapSlEvents:    cfg.EventsBufBytes,
+		bpfobj.BpfMapSlCt:         cfg.CTMax,
+		bpfobj.BpfMapSlEndpoints:  cfg.EndpointsMax,
+		bpfobj.BpfMapSlFrag:       cfg.FragMax,
+		bpfobj.BpfMapSlEvents:     cfg.EventsBufBytes,
+		bpfobj.BpfMapSlLbSvc:      cfg.LBMax,
+		bpfobj.BpfMapSlLbBackends: cfg.LBBackendsMax,
+		bpfobj.BpfMapSlLbRevnat:   cfg.LBBackendsMax,
+		bpfobj.BpfMapSlLbAffinity: cfg.LBBackendsMax,
+		bpfobj.BpfMapSlLbSock:     cfg.LBBackendsMax,
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n

@@ -17,15 +17,19 @@ import (
 // Maps gives typed access to the datapath's maps, either those of a loaded
 // Datapath or, for the CLI, the pins alone (OpenPinned).
 type Maps struct {
-	Endpoints *ebpf.Map
-	CT        *ebpf.Map
-	Metrics   *ebpf.Map
-	owned     []*ebpf.Map
+	Endpoints  *ebpf.Map
+	CT         *ebpf.Map
+	Metrics    *ebpf.Map
+	LBSvc      *ebpf.Map
+	LBBackends *ebpf.Map
+	LBRevNat   *ebpf.Map
+	owned      []*ebpf.Map
 }
 
 // Maps returns typed access to the loaded datapath's maps.
 func (dp *Datapath) Maps() *Maps {
-	return &Maps{Endpoints: dp.objs.SlEndpoints, CT: dp.objs.SlCt, Metrics: dp.objs.SlMetrics}
+	o := &dp.objs
+	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends, LBRevNat: o.SlLbRevnat}
 }
 
 // OpenPinned opens the maps pinned under root read-only, without loading
@@ -39,6 +43,9 @@ func OpenPinned(root string) (*Maps, error) {
 		{bpfobj.BpfMapSlEndpoints, &m.Endpoints},
 		{bpfobj.BpfMapSlCt, &m.CT},
 		{bpfobj.BpfMapSlMetrics, &m.Metrics},
+		{bpfobj.BpfMapSlLbSvc, &m.LBSvc},
+		{bpfobj.BpfMapSlLbBackends, &m.LBBackends},
+		{bpfobj.BpfMapSlLbRevnat, &m.LBRevNat},
 	} {
 		path := filepath.Join(root, x.name)
 		mp, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})

@@ -1,0 +1,388 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+)
+
+// LB flags, as in bpf/include/sluice/types.h.
+const (
+	LBFlagAffinity uint16 = 1 << 0
+	LBFlagMaglev   uint16 = 1 << 1
+)
+
+// LBFrontendKey identifies a frontend: what a client addresses.
+type LBFrontendKey struct {
+	Addr  netip.Addr
+	Port  uint16
+	Proto uint8
+}
+
+func (k LBFrontendKey) String() string {
+	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(k.Addr, k.Port), ProtoName(k.Proto))
+}
+
+// LBFrontend is one frontend as programmed: slot 0 plus its backend slots.
+type LBFrontend struct {
+	Key             LBFrontendKey
+	ID              uint32
+	Flags           uint16
+	AffinityTimeout uint32 // seconds
+	// Slots are the backend IDs taking new connections, in slot order.
+	Slots []uint32
+}
+
+// LBBackend is one backend as programmed.
+type LBBackend struct {
+	ID          uint32
+	Addr        netip.Addr
+	Port        uint16
+	Proto       uint8
+	Terminating bool
+}
+
+func (k LBFrontendKey) raw(slot uint16) bpfobj.BpfSlLbKey {
+	r := bpfobj.BpfSlLbKey{Port: htons(k.Port), Proto: k.Proto, Slot: slot}
+	r.Addr.Addr6 = addrTo(k.Addr)
+	return r
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// LBState is the content of the LB maps.
+type LBState struct {
+	Frontends map[LBFrontendKey]LBFrontend
+	Backends  map[uint32]LBBackend
+}
+
+// LBDump reads the LB maps back. Slots beyond a frontend's count (a
+// half-done shrink) are reported in Slots too, so a diff removes them.
+func (m *Maps) LBDump() (LBState, error) {
+	st := LBState{Frontends: map[LBFrontendKey]LBFrontend{}, Backends: map[uint32]LBBackend{}}
+	var (
+		k     bpfobj.BpfSlLbKey
+		v     bpfobj.BpfSlLbEntry
+		slots = map[LBFrontendKey]map[uint16]uint32{}
+	)
+	it := m.LBSvc.Iterate()
+	for it.Next(&k, &v) {
+		key := LBFrontendKey{Addr: addrFrom(k.Addr.Addr6, 2), Port: ntohs(k.Port), Proto: k.Proto}
+		if k.Slot == 0 {
+			f := st.Frontends[key]
+			f.Key, f.ID, f.Flags, f.AffinityTimeout = key, v.SvcId, v.Flags, v.AffinityTimeout
+			st.Frontends[key] = f
+			continue
+		}
+		if slots[key] == nil {
+			slots[key] = map[uint16]uint32{}
+		}
+		slots[key][k.Slot] = v.BackendId
+	}
+	if err := it.Err(); err != nil {
+		return st, fmt.Errorf("iterate sl_lb_svc: %w", err)
+	}
+	for key, ss := range slots {
+		f := st.Frontends[key]
+		f.Key = key
+		max := uint16(0)
+		for s := range ss {
+			if s > max {
+				max = s
+			}
+		}
+		f.Slots = make([]uint32, max)
+		for s, id := range ss {
+			f.Slots[s-1] = id
+		}
+		st.Frontends[key] = f
+	}
+	var (
+		id uint32
+		b  bpfobj.BpfSlLbBackend
+	)
+	bit := m.LBBackends.Iterate()
+	for bit.Next(&id, &b) {
+		st.Backends[id] = LBBackend{ID: id, Addr: addrFrom(b.Addr.Addr6, 2), Port: ntohs(b.Port), Proto: b.Proto, Terminating: b.State == 1}
+	}
+	if err := bit.Err(); err != nil {
+		return st, fmt.Errorf("iterate sl_lb_backends: %w", err)
+	}
+	return st, nil
+}
+
+// LBFrontendsSorted returns the frontends ordered by address, port, protocol.
+func (s LBState) LBFrontendsSorted() []LBFrontend {
+	out := make([]LBFrontend, 0, len(s.Frontends))
+	for _, f := range s.Frontends {
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].Key, out[j].Key
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c < 0
+		}
+		if a.Port != b.Port {
+			return a.Port < b.Port
+		}
+		return a.Proto < b.Proto
+	})
+	return out
+}
+
+// A full hash map refuses inserts with E2BIG.
+var errNoSpace = unix.E2BIG
+
+// ErrMapFull is returned (wrapped) when an LB map has no room left.
+var ErrMapFull = errors.New("map is full")
+
+// batch helpers fall back to single operations on kernels without batch
+// support for the map type.
+func batchUpdate[K, V any](m *ebpf.Map, keys []K, vals []V) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := m.BatchUpdate(keys, vals, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		for i := range keys {
+			if err := m.Put(&keys[i], &vals[i]); err != nil {
+				return mapErr(m, err)
+			}
+		}
+		return nil
+	}
+	return mapErr(m, err)
+}
+
+func batchDelete[K any](m *ebpf.Map, keys []K) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := m.BatchDelete(keys, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, ebpf.ErrKeyNotExist) {
+		// One missing key aborts a batch delete: fall back to one by one.
+		for i := range keys {
+			if err := m.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return mapErr(m, err)
+			}
+		}
+		return nil
+	}
+	return mapErr(m, err)
+}
+
+func mapErr(m *ebpf.Map, err error) error {
+	if err == nil {
+		return nil
+	}
+	info, _ := m.Info()
+	name := "map"
+	if info != nil {
+		name = info.Name
+	}
+	if errors.Is(err, errNoSpace) {
+		return fmt.Errorf("%s (%d entries): %w: raise its size in the agent configuration", name, m.MaxEntries(), ErrMapFull)
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
+
+// LBPlan is an ordered set of map writes that takes the LB maps from one
+// state to another without a packet ever seeing a half-written frontend.
+type LBPlan struct {
+	putBackends []LBBackend
+	putRevNat   []LBFrontend
+	putSlots    []slotWrite
+	putServices []LBFrontend
+	delSlots    []slotWrite
+	delServices []LBFrontend
+	delRevNat   []uint32
+	delBackends []uint32
+	// RemovedBackends are backends that no longer exist: their
+	// connections must be cleaned up.
+	RemovedBackends []uint32
+}
+
+type slotWrite struct {
+	key     LBFrontendKey
+	slot    uint16
+	backend uint32
+	svc     uint32
+}
+
+// Empty reports whether the plan writes nothing.
+func (p *LBPlan) Empty() bool {
+	return len(p.putBackends)+len(p.putRevNat)+len(p.putSlots)+len(p.putServices)+
+		len(p.delSlots)+len(p.delServices)+len(p.delRevNat)+len(p.delBackends) == 0
+}
+
+// String summarises the plan for logs.
+func (p *LBPlan) String() string {
+	return fmt.Sprintf("+%d/-%d frontends, +%d/-%d slots, +%d/-%d backends",
+		len(p.putServices), len(p.delServices), len(p.putSlots), len(p.delSlots), len(p.putBackends), len(p.delBackends))
+}
+
+// PlanLB diffs the desired LB state against have.
+func PlanLB(have, want LBState) *LBPlan {
+	p := &LBPlan{}
+	for id, b := range want.Backends {
+		if old, ok := have.Backends[id]; !ok || old != b {
+			p.putBackends = append(p.putBackends, b)
+		}
+	}
+	for id := range have.Backends {
+		if _, ok := want.Backends[id]; !ok {
+			p.delBackends = append(p.delBackends, id)
+			p.RemovedBackends = append(p.RemovedBackends, id)
+		}
+	}
+	revnat := map[uint32]bool{}
+	for key, f := range want.Frontends {
+		revnat[f.ID] = true
+		old, exists := have.Frontends[key]
+		if !exists || old.ID != f.ID {
+			p.putRevNat = append(p.putRevNat, f)
+		}
+		for i, id := range f.Slots {
+			if i >= len(old.Slots) || old.Slots[i] != id || old.ID != f.ID {
+				p.putSlots = append(p.putSlots, slotWrite{key, uint16(i + 1), id, f.ID})
+			}
+		}
+		if !exists || old.ID != f.ID || old.Flags != f.Flags || old.AffinityTimeout != f.AffinityTimeout || len(old.Slots) != len(f.Slots) {
+			p.putServices = append(p.putServices, f)
+		}
+		for i := len(f.Slots); i < len(old.Slots); i++ {
+			p.delSlots = append(p.delSlots, slotWrite{key: key, slot: uint16(i + 1)})
+		}
+	}
+	for key, f := range have.Frontends {
+		if _, ok := want.Frontends[key]; ok {
+			continue
+		}
+		p.delServices = append(p.delServices, f)
+		for i := range f.Slots {
+			p.delSlots = append(p.delSlots, slotWrite{key: key, slot: uint16(i + 1)})
+		}
+		if !revnat[f.ID] && f.ID != 0 {
+			p.delRevNat = append(p.delRevNat, f.ID)
+		}
+	}
+	return p
+}
+
+// ApplyLB carries out the plan: backends, reverse NAT and slots first, then
+// the service entries that make them reachable; removals in the reverse
+// order. A failed step stops the plan; the next resync retries from what
+// the maps then hold.
+func (m *Maps) ApplyLB(p *LBPlan) error {
+	bk := make([]uint32, 0, len(p.putBackends))
+	bv := make([]bpfobj.BpfSlLbBackend, 0, len(p.putBackends))
+	for _, b := range p.putBackends {
+		v := bpfobj.BpfSlLbBackend{Port: htons(b.Port), Proto: b.Proto}
+		v.Addr.Addr6 = addrTo(b.Addr)
+		if b.Terminating {
+			v.State = 1
+		}
+		bk, bv = append(bk, b.ID), append(bv, v)
+	}
+	if err := batchUpdate(m.LBBackends, bk, bv); err != nil {
+		return fmt.Errorf("write backends: %w", err)
+	}
+	rk := make([]uint32, 0, len(p.putRevNat))
+	rv := make([]bpfobj.BpfSlLbVip, 0, len(p.putRevNat))
+	for _, f := range p.putRevNat {
+		v := bpfobj.BpfSlLbVip{Port: htons(f.Key.Port)}
+		v.Addr.Addr6 = addrTo(f.Key.Addr)
+		rk, rv = append(rk, f.ID), append(rv, v)
+	}
+	if err := batchUpdate(m.LBRevNat, rk, rv); err != nil {
+		return fmt.Errorf("write reverse NAT: %w", err)
+	}
+	if err := m.writeSlots(p.putSlots); err != nil {
+		return fmt.Errorf("write backend slots: %w", err)
+	}
+	if err := m.writeServices(p.putServices); err != nil {
+		return fmt.Errorf("write frontends: %w", err)
+	}
+	// Removals: frontends first (no new lookups), then what they referenced.
+	dk := make([]bpfobj.BpfSlLbKey, 0, len(p.delServices))
+	for _, f := range p.delServices {
+		dk = append(dk, f.Key.raw(0))
+	}
+	if err := batchDelete(m.LBSvc, dk); err != nil {
+		return fmt.Errorf("delete frontends: %w", err)
+	}
+	sk := make([]bpfobj.BpfSlLbKey, 0, len(p.delSlots))
+	for _, s := range p.delSlots {
+		sk = append(sk, s.key.raw(s.slot))
+	}
+	if err := batchDelete(m.LBSvc, sk); err != nil {
+		return fmt.Errorf("delete backend slots: %w", err)
+	}
+	if err := batchDelete(m.LBRevNat, p.delRevNat); err != nil {
+		return fmt.Errorf("delete reverse NAT: %w", err)
+	}
+	if err := batchDelete(m.LBBackends, p.delBackends); err != nil {
+		return fmt.Errorf("delete backends: %w", err)
+	}
+	return nil
+}
+
+func (m *Maps) writeSlots(ws []slotWrite) error {
+	keys := make([]bpfobj.BpfSlLbKey, 0, len(ws))
+	vals := make([]bpfobj.BpfSlLbEntry, 0, len(ws))
+	for _, w := range ws {
+		keys = append(keys, w.key.raw(w.slot))
+		vals = append(vals, bpfobj.BpfSlLbEntry{BackendId: w.backend, SvcId: w.svc})
+	}
+	return batchUpdate(m.LBSvc, keys, vals)
+}
+
+func (m *Maps) writeServices(fs []LBFrontend) error {
+	keys := make([]bpfobj.BpfSlLbKey, 0, len(fs))
+	vals := make([]bpfobj.BpfSlLbEntry, 0, len(fs))
+	for _, f := range fs {
+		keys = append(keys, f.Key.raw(0))
+		vals = append(vals, bpfobj.BpfSlLbEntry{SvcId: f.ID, Count: uint16(len(f.Slots)), Flags: f.Flags, AffinityTimeout: f.AffinityTimeout})
+	}
+	return batchUpdate(m.LBSvc, keys, vals)
+}
+
+// DeleteCTForBackends removes every CT entry (both scopes) of connections
+// to the given backends: they are gone, and their clients must see that
+// rather than send into a void.
+func (m *Maps) DeleteCTForBackends(ids []uint32) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	gone := map[uint32]bool{}
+	for _, id := range ids {
+		gone[id] = true
+	}
+	var (
+		k    bpfobj.BpfSlCtKey
+		v    bpfobj.BpfSlCtEntry
+		dead []bpfobj.BpfSlCtKey
+	)
+	it := m.CT.Iterate()
+	for it.Next(&k, &v) {
+		if v.BackendId != 0 && gone[v.BackendId] {
+			dead = append(dead, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("iterate conntrack: %w", err)
+	}
+	n := 0
+	for i := range dead {
+		if m.CT.Delete(&dead[i]) == nil {
+			n++
+		}
+	}
+	return n, nil
+}
