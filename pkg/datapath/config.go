@@ -28,6 +28,11 @@ type Config struct {
 	EventsBufBytes uint32
 	// CT lifetimes by state.
 	CTTimeoutSYN, CTTimeoutTCP, CTTimeoutClose, CTTimeoutOther time.Duration
+	// SockLB says which sockets socket-level load balancing serves.
+	SockLB SockLBMode
+	// HostNetnsCookie is the node's network namespace cookie (socket LB in
+	// hostns-only mode); the agent reads it from its own namespace.
+	HostNetnsCookie uint64
 	// DisableAntispoof lets pods send from addresses that are not theirs.
 	DisableAntispoof bool
 }
@@ -47,6 +52,7 @@ func Defaults() Config {
 		CTTimeoutTCP:   6 * time.Hour,
 		CTTimeoutClose: 10 * time.Second,
 		CTTimeoutOther: 60 * time.Second,
+		SockLB:         SockLBAll,
 	}
 }
 
@@ -67,6 +73,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.LBBackendsMax == 0 {
 		out.LBBackendsMax = d.LBBackendsMax
+	}
+	if out.SockLB == "" {
+		out.SockLB = d.SockLB
 	}
 	if out.FragMax == 0 {
 		out.FragMax = d.FragMax
@@ -94,6 +103,11 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.CTMax < 1024 {
 		errs = append(errs, fmt.Errorf("ct-max %d is too small: use at least 1024", c.CTMax))
+	}
+	switch c.SockLB {
+	case SockLBAll, SockLBHostOnly, SockLBOff:
+	default:
+		errs = append(errs, fmt.Errorf("socket-lb %q is unknown: use all, hostns-only or off", c.SockLB))
 	}
 	if c.LBMax < 1024 || c.LBBackendsMax < 1024 {
 		errs = append(errs, fmt.Errorf("lb-max %d and lb-backends-max %d must be at least 1024", c.LBMax, c.LBBackendsMax))

@@ -22,6 +22,7 @@ import (
 type Datapath struct {
 	cfg  Config
 	objs bpfobj.BpfObjects
+	sock bpfobj.SockObjects
 	log  *slog.Logger
 	// Adopted is true when pinned maps from an earlier agent were reused.
 	Adopted bool
@@ -71,6 +72,25 @@ func Load(cfg Config, log *slog.Logger) (*Datapath, error) {
 		dp.objs.Close()
 		return nil, err
 	}
+
+	// The socket programs share the maps just adopted or created, by pin.
+	sockSpec, err := bpfobj.LoadSock()
+	if err != nil {
+		dp.objs.Close()
+		return nil, fmt.Errorf("parse embedded socket-LB object: %w", err)
+	}
+	if err := configureSpec(sockSpec, cfg); err != nil {
+		dp.objs.Close()
+		return nil, err
+	}
+	if err := sockSpec.LoadAndAssign(&dp.sock, opts); err != nil {
+		dp.objs.Close()
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load socket-LB programs: %+v", verr)
+		}
+		return nil, fmt.Errorf("load socket-LB programs: %w", err)
+	}
 	return dp, nil
 }
 
@@ -106,7 +126,13 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	if cfg.DisableAntispoof {
 		antispoof = 0
 	}
+	mode := uint8(1) // SOCK_LB_ALL
+	if cfg.SockLB == SockLBHostOnly {
+		mode = 2
+	}
 	vars := map[string]any{
+		"sock_lb_mode":                mode,
+		"host_netns_cookie":           cfg.HostNetnsCookie,
 		bpfobj.BpfVarCtTimeoutSynNs:   uint64(cfg.CTTimeoutSYN.Nanoseconds()),
 		bpfobj.BpfVarCtTimeoutTcpNs:   uint64(cfg.CTTimeoutTCP.Nanoseconds()),
 		bpfobj.BpfVarCtTimeoutCloseNs: uint64(cfg.CTTimeoutClose.Nanoseconds()),
@@ -114,7 +140,11 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpfobj.BpfVarEnableAntispoof:  antispoof,
 	}
 	for name, v := range vars {
-		if err := spec.Variables[name].Set(v); err != nil {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			continue // not used by this object
+		}
+		if err := vs.Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
@@ -323,7 +353,7 @@ func describeMembers(b *strings.Builder, kind string, size uint32, ms []btf.Memb
 // Close releases this process's handles. Pins, links and filters stay, so
 // traffic keeps flowing on the last loaded programs.
 func (dp *Datapath) Close() error {
-	return dp.objs.Close()
+	return errors.Join(dp.objs.Close(), dp.sock.Close())
 }
 
 // Config returns the effective configuration.

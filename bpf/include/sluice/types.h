@@ -184,6 +184,7 @@ struct sl_event {
 	__u16 pad2;
 	union sl_addr vip;
 	__u64 sock_cookie; /* socket LB events: the socket */
+	__u64 cgroup_id;   /* socket LB events: the caller's cgroup (its pod) */
 };
 
 /*

@@ -135,6 +135,7 @@ type BpfSlEvent struct {
 		Addr6 [16]uint8
 	}
 	SockCookie uint64
+	CgroupId   uint64
 }
 
 type BpfSlEventType uint32

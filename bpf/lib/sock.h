@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Socket-level load balancing (cgroup sock_addr hooks).
+ *
+ *   connect(VIP:vp) ──► sl_sock_connect4: pick backend, rewrite to B:bp,
+ *                       remember (socket cookie, B:bp) → VIP:vp
+ *   getpeername / recvmsg ──► rewrite B:bp back to VIP:vp
+ *
+ * A connected socket then talks to the backend directly: no per-packet
+ * NAT, and the packet path never sees the VIP, so a flow is never
+ * translated twice. The source port is not bound at connect time, so
+ * session affinity keys on the client's network namespace cookie.
+ */
+#ifndef SLUICE_SOCK_H
+#define SLUICE_SOCK_H
+
+#include <linux/errno.h>
+
+#include "metrics.h"
+
+/* Which sockets socket LB serves; set by the agent. */
+#define SOCK_LB_ALL 1
+#define SOCK_LB_HOSTNS_ONLY 2
+volatile const __u8 sock_lb_mode = SOCK_LB_ALL;
+/* The node's network namespace cookie, for SOCK_LB_HOSTNS_ONLY. Compared
+ * with the socket's own netns cookie, not with the initial namespace: the
+ * node may itself be a namespace (simulated nodes, nested setups). */
+volatile const __u64 host_netns_cookie = 0;
+
+static __always_inline bool sock_lb_applies(struct bpf_sock_addr *ctx)
+{
+	if (sock_lb_mode == SOCK_LB_HOSTNS_ONLY)
+		return bpf_get_netns_cookie(ctx) == host_netns_cookie;
+	return true;
+}
+
+static __always_inline struct sl_lb_entry *sock_lookup(struct bpf_sock_addr *ctx, struct sl_lb_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->addr.addr4 = ctx->user_ip4;
+	key->port = (__be16)ctx->user_port;
+	key->proto = ctx->protocol;
+	if (key->proto != IPPROTO_TCP && key->proto != IPPROTO_UDP)
+		return NULL;
+	return bpf_map_lookup_elem(&sl_lb_svc, key);
+}
+
+static __always_inline __u32 sock_pick(struct bpf_sock_addr *ctx, struct sl_lb_key *key,
+				       const struct sl_lb_entry *svc, __u64 now)
+{
+	struct sl_lb_affinity_key ak = { .svc_id = svc->svc_id };
+	struct sl_lb_affinity_val av = { .last_used = now };
+	struct sl_lb_affinity_val *v;
+	struct sl_lb_entry *slot;
+	__u32 id = 0;
+
+	if (svc->flags & SL_LB_F_AFFINITY) {
+		ak.client_cookie = bpf_get_netns_cookie(ctx);
+		v = bpf_map_lookup_elem(&sl_lb_affinity, &ak);
+		if (v && now - v->last_used <= (__u64)svc->affinity_timeout * NSEC_PER_SEC) {
+			struct sl_lb_backend *b = bpf_map_lookup_elem(&sl_lb_backends, &v->backend_id);
+
+			if (b && b->state == SL_LB_BACKEND_ACTIVE) {
+				v->last_used = now;
+				return v->backend_id;
+			}
+		}
+	}
+	if (svc->count == 0)
+		return 0;
+	key->slot = (bpf_get_prandom_u32() % svc->count) + 1;
+	slot = bpf_map_lookup_elem(&sl_lb_svc, key);
+	key->slot = 0;
+	if (slot)
+		id = slot->backend_id;
+	if (id && (svc->flags & SL_LB_F_AFFINITY)) {
+		av.backend_id = id;
+		bpf_map_update_elem(&sl_lb_affinity, &ak, &av, BPF_ANY);
+	}
+	return id;
+}
+
+static __always_inline void sock_event(struct bpf_sock_addr *ctx, __u8 type, __u16 reason,
+				       const struct sl_lb_entry *svc, const struct sl_lb_key *key,
+				       const struct sl_lb_backend *b)
+{
+	struct sl_event *ev = event_reserve(SL_DIR_EGRESS, reason);
+
+	if (!ev)
+		return;
+	ev->ts = bpf_ktime_get_ns();
+	ev->type = type;
+	ev->dir = SL_DIR_EGRESS;
+	ev->reason = reason;
+	ev->family = AF_INET;
+	ev->proto = key->proto;
+	ev->svc_id = svc->svc_id;
+	ev->vip = key->addr;
+	ev->vip_port = key->port;
+	ev->daddr = key->addr;
+	ev->dport = key->port;
+	if (b) {
+		ev->daddr = b->addr;
+		ev->dport = b->port;
+	}
+	ev->sock_cookie = bpf_get_socket_cookie(ctx);
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/*
+ * Translate a connect() or an unconnected sendmsg() to a frontend.
+ * Returns 1 to let the call proceed, 0 to refuse it (ECONNREFUSED).
+ */
+static __always_inline int sock_translate(struct bpf_sock_addr *ctx, bool connect)
+{
+	struct sl_lb_key key;
+	struct sl_lb_entry *svc;
+	struct sl_lb_backend *b;
+	struct sl_lb_sock_key sk = {};
+	struct sl_lb_vip vip = {};
+	__u32 id;
+
+	if (!sock_lb_applies(ctx))
+		return 1;
+	svc = sock_lookup(ctx, &key);
+	if (!svc)
+		return 1;
+	id = sock_pick(ctx, &key, svc, bpf_ktime_get_ns());
+	b = id ? bpf_map_lookup_elem(&sl_lb_backends, &id) : NULL;
+	if (!b) {
+		/* No endpoints: refuse at once, as kube-proxy's REJECT does,
+		 * with ECONNREFUSED rather than the default EPERM. */
+		count(SL_METRIC_DROPPED, SL_DIR_EGRESS, SL_DROP_NO_SERVICE_BACKEND, 0);
+		sock_event(ctx, SL_EVENT_DROP, SL_DROP_NO_SERVICE_BACKEND, svc, &key, NULL);
+		bpf_set_retval(-ECONNREFUSED);
+		return 0;
+	}
+
+	sk.cookie = bpf_get_socket_cookie(ctx);
+	sk.backend = b->addr;
+	sk.port = b->port;
+	vip.addr = key.addr;
+	vip.port = key.port;
+	/* Unconnected UDP sends once per datagram: report a socket's first
+	 * use of a backend only. */
+	if (bpf_map_update_elem(&sl_lb_sock, &sk, &vip, connect ? BPF_ANY : BPF_NOEXIST) == 0 || connect)
+		sock_event(ctx, SL_EVENT_TRANSLATE, 0, svc, &key, b);
+	ctx->user_ip4 = b->addr.addr4;
+	ctx->user_port = b->port;
+	return 1;
+}
+
+/* getpeername() and recvmsg(): show the frontend, not the backend. */
+static __always_inline int sock_rev_translate(struct bpf_sock_addr *ctx)
+{
+	struct sl_lb_sock_key sk = {};
+	struct sl_lb_vip *vip;
+
+	sk.cookie = bpf_get_socket_cookie(ctx);
+	sk.backend.addr4 = ctx->user_ip4;
+	sk.port = (__be16)ctx->user_port;
+	vip = bpf_map_lookup_elem(&sl_lb_sock, &sk);
+	if (!vip)
+		return 1;
+	ctx->user_ip4 = vip->addr.addr4;
+	ctx->user_port = vip->port;
+	return 1;
+}
+
+#endif /* SLUICE_SOCK_H */
