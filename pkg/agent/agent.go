@@ -16,7 +16,9 @@ import (
 	"github.com/sluice-net/sluice/pkg/cgroups"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/endpoint"
+	"github.com/sluice-net/sluice/pkg/lb"
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/source/files"
 )
 
@@ -32,6 +34,7 @@ type Agent struct {
 	store    *model.Store
 	source   *files.Source
 	eps      *endpoint.Manager
+	lb       *lb.Reconciler
 	events   *eventLog
 
 	mu     sync.Mutex
@@ -80,6 +83,11 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		return fmt.Errorf("files source: %w", err)
 	}
 
+	// Socket LB's hostns-only mode tells the node's sockets by the cookie of
+	// the namespace the agent runs in (the node's: hostNetwork).
+	if opts.Datapath.HostNetnsCookie, err = datapath.NetnsCookie(); err != nil && opts.Datapath.SockLB == datapath.SockLBHostOnly {
+		return fmt.Errorf("--socket-lb=hostns-only: %w", err)
+	}
 	a.dp, err = datapath.Load(opts.Datapath, log.With("component", "datapath"))
 	if err != nil {
 		return err
@@ -101,6 +109,21 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	}
 	log.Info("datapath loaded", "adopted", a.dp.Adopted, "attachMode", mode, "kernel", a.features.Release, "tcx", a.features.TCX)
 
+	if opts.Datapath.SockLB == datapath.SockLBOff {
+		err = a.dp.DetachSockLB()
+	} else {
+		err = a.dp.AttachSockLB(opts.CgroupRoot)
+	}
+	if err != nil {
+		return fmt.Errorf("socket LB: %w", err)
+	}
+	a.lb, err = lb.New(lb.Options{
+		Maps: a.maps, Store: a.store, Service: opts.serviceOptions(), Logger: log.With("component", "lb"),
+	})
+	if err != nil {
+		return err
+	}
+
 	a.eps = endpoint.New(endpoint.Options{
 		NodeName: opts.NodeName, Maps: a.maps, Attacher: a.attacher, Store: a.store,
 		Logger: log.With("component", "endpoint"),
@@ -110,6 +133,8 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 4)
+	wg.Add(1)
+	go func() { defer wg.Done(); a.lb.Run(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); errc <- a.eps.Run(ctx) }()
 
@@ -243,7 +268,16 @@ func (a *Agent) status() api.Status {
 		Kernel: api.KernelFeatures{Release: a.features.Release, TCX: a.features.TCX, RingBuf: a.features.RingBuf},
 		CTMax:  int(a.dp.Config().CTMax),
 	}
-	st.Ready = a.source.Synced() && a.eps.Synced()
+	st.Ready = a.source.Synced() && a.eps.Synced() && a.lb.Synced()
+	st.SocketLB = string(a.opts.Datapath.SockLB)
+	ls := a.lb.Status()
+	st.Services = api.ServicesStatus{Frontends: ls.Frontends, Backends: ls.Backends, Applied: ls.Applied, ConnectionsCleaned: ls.CTCleanedUp}
+	if ls.LastErr != nil {
+		st.Errors = append(st.Errors, api.Error{Component: "services", Message: ls.LastErr.Error()})
+	}
+	for _, w := range ls.Warnings {
+		st.Errors = append(st.Errors, api.Error{Component: "services", Message: w})
+	}
 	eps := a.eps.List()
 	st.Endpoints = len(eps)
 	if n, err := a.maps.CountCT(); err == nil {
@@ -277,6 +311,7 @@ func (a *Agent) serveAPI() (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.status()) })
 	mux.HandleFunc("GET "+api.PathEndpoints, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eps.List()) })
+	mux.HandleFunc("GET "+api.PathServices, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.services()) })
 	mux.HandleFunc("GET "+api.PathEvents, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.events.list()) })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -285,4 +320,15 @@ func (a *Agent) serveAPI() (*http.Server, error) {
 		}
 	}()
 	return srv, nil
+}
+
+// services is the computed service table with its Maglev memory.
+func (a *Agent) services() api.Services {
+	out := api.Services{Frontends: []service.Frontend{}}
+	if d := a.lb.Desired(); d != nil {
+		out.Frontends = d.Frontends
+		out.MaglevTableSize = d.MaglevTableSize
+		out.Memory = d.MemoryPerService()
+	}
+	return out
 }

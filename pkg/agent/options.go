@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/service"
 )
 
 // DefaultStateDir holds the API socket and the saved model.
@@ -30,6 +31,11 @@ type Options struct {
 	CTGCInterval time.Duration
 	LogLevel     string
 	Datapath     datapath.Config
+	// LBAlgorithm is the default backend selection (random or maglev).
+	LBAlgorithm     string
+	MaglevTableSize uint32
+	// MaglevSeed must be the same on every node of a cluster.
+	MaglevSeed string
 }
 
 // Defaults returns the options an agent runs with when no flag is given.
@@ -43,7 +49,8 @@ func Defaults() Options {
 		BPFRoot: datapath.DefaultBPFRoot, StateDir: DefaultStateDir,
 		AttachMode: "auto", TCPriority: datapath.DefaultTCPriority,
 		CTGCInterval: 10 * time.Second, LogLevel: "info",
-		Datapath: datapath.Defaults(),
+		Datapath:    datapath.Defaults(),
+		LBAlgorithm: "random", MaglevTableSize: 16381, MaglevSeed: "sluice",
 	}
 }
 
@@ -66,6 +73,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Datapath.CTTimeoutOther, "ct-timeout-other", o.Datapath.CTTimeoutOther, "lifetime of an idle UDP/ICMP/other flow")
 	fs.DurationVar(&o.Datapath.CTTimeoutSYN, "ct-timeout-syn", o.Datapath.CTTimeoutSYN, "lifetime of a TCP handshake in progress")
 	fs.DurationVar(&o.Datapath.CTTimeoutClose, "ct-timeout-close", o.Datapath.CTTimeoutClose, "lifetime of a closing TCP connection")
+	fs.Uint32Var(&o.Datapath.LBMax, "lb-max", o.Datapath.LBMax, "service map size: one entry per frontend plus one per backend slot")
+	fs.Uint32Var(&o.Datapath.LBBackendsMax, "lb-backends-max", o.Datapath.LBBackendsMax, "maximum service backends (and frontends)")
+	fs.StringVar((*string)(&o.Datapath.SockLB), "socket-lb", string(o.Datapath.SockLB), "socket-level service translation at connect(): all, hostns-only (the node's own sockets) or off (per-packet translation only)")
+	fs.StringVar(&o.LBAlgorithm, "lb-algorithm", o.LBAlgorithm, "default backend selection: random or maglev (per service: annotation sluice.io/lb-algorithm)")
+	fs.Uint32Var(&o.MaglevTableSize, "maglev-table-size", o.MaglevTableSize, "Maglev table size per service (a prime: 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)")
+	fs.StringVar(&o.MaglevSeed, "maglev-seed", o.MaglevSeed, "Maglev hash seed; must be the same on every node of the cluster")
 	fs.BoolVar(&o.Datapath.DisableAntispoof, "disable-antispoof", o.Datapath.DisableAntispoof, "let pods send from addresses that are not theirs")
 }
 
@@ -106,5 +119,16 @@ func (o *Options) Validate() error {
 	if err := o.Datapath.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	so := o.serviceOptions()
+	if err := so.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+func (o *Options) serviceOptions() service.Options {
+	return service.Options{
+		NodeName: o.NodeName, DefaultAlgorithm: service.Algorithm(o.LBAlgorithm),
+		MaglevTableSize: o.MaglevTableSize, MaglevSeed: o.MaglevSeed,
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/service"
 )
 
 // DefaultStateDir is the agent's default --state-dir.
@@ -20,6 +21,7 @@ const (
 	PathStatus    = "/v1/status"
 	PathEndpoints = "/v1/endpoints"
 	PathEvents    = "/v1/events"
+	PathServices  = "/v1/services"
 )
 
 // Status is the agent's health and configuration as `sluice status` shows it.
@@ -38,6 +40,10 @@ type Status struct {
 	// CTEntries is the number of live connection-tracking entries; CTMax the table size.
 	CTEntries int `json:"ctEntries"`
 	CTMax     int `json:"ctMax"`
+	// SocketLB is the socket-level load balancing mode.
+	SocketLB string `json:"socketLB"`
+	// Services summarises what the service reconciler programmed.
+	Services ServicesStatus `json:"services"`
 	// Adopted is true when this agent found pinned state from a previous run and kept it.
 	Adopted bool `json:"adopted"`
 	// Errors are current problems (bad manifests, failed attaches), newest last.
@@ -91,4 +97,20 @@ type Event struct {
 	datapath.Event
 	Namespace string `json:"namespace,omitempty"`
 	Pod       string `json:"pod,omitempty"`
+}
+
+// ServicesStatus summarises the programmed services.
+type ServicesStatus struct {
+	Frontends int    `json:"frontends"`
+	Backends  int    `json:"backends"`
+	Applied   uint64 `json:"applied"`
+	// ConnectionsCleaned counts CT entries removed with their backends.
+	ConnectionsCleaned uint64 `json:"connectionsCleaned"`
+}
+
+// Services is what `sluice service list` shows.
+type Services struct {
+	Frontends       []service.Frontend      `json:"frontends"`
+	MaglevTableSize uint32                  `json:"maglevTableSize"`
+	Memory          []service.ServiceMemory `json:"memory,omitempty"`
 }

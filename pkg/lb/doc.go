@@ -1,0 +1,11 @@
+// Package lb keeps the datapath's service maps in step with the model: it
+// computes the desired frontends and backends (pkg/service, pure), diffs
+// them against what it last wrote — and, on every full resync, against
+// what the maps really hold, pruning anything stale — and applies the
+// difference in batches, in an order that never exposes a half-written
+// service (datapath.PlanLB / ApplyLB). Connections to backends that are
+// removed are cleaned out of connection tracking, so clients notice.
+//
+// Model notifications only mark work; one loop does the writing, at most
+// every MinInterval, so a burst of EndpointSlice updates costs one pass.
+package lb

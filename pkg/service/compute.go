@@ -1,0 +1,435 @@
+package service
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/sluice-net/sluice/pkg/model"
+)
+
+// family is an address family Sluice balances. Only IPv4 is enabled; the
+// computation is per family so that enabling IPv6 is adding it to families,
+// as kube-proxy runs one proxier per family.
+type family struct {
+	addressType model.AddressType
+	is          func(netip.Addr) bool
+	wildcard    netip.Addr
+}
+
+var families = []family{
+	{addressType: model.AddressTypeIPv4, is: netip.Addr.Is4, wildcard: netip.IPv4Unspecified()},
+}
+
+// Compute returns the frontends and backends this node should program for
+// state, with Kubernetes service semantics as kube-proxy applies them (see
+// the package documentation). It updates opts.IDs. Invalid options are
+// reported in Desired.Warnings and replaced by their defaults; callers
+// should have rejected them with Options.Validate.
+func Compute(state *model.State, opts Options) *Desired {
+	c := computation{opts: opts, d: &Desired{}}
+	c.checkOptions()
+	if state != nil {
+		c.d.Revision = state.Revision
+		c.indexSlices(state)
+		for _, nn := range slices.SortedFunc(maps.Keys(state.Services), compareNN) {
+			for _, fam := range families {
+				c.service(state.Services[nn], fam)
+			}
+		}
+	}
+	c.finish()
+	return c.d
+}
+
+type computation struct {
+	opts   Options
+	d      *Desired
+	slices map[model.NamespacedName][]*model.EndpointSlice // by service, sorted by name
+	cands  []Frontend                                      // before conflicts and IDs
+	checks []HealthCheck
+}
+
+func (c *computation) warnf(format string, args ...any) {
+	c.d.Warnings = append(c.d.Warnings, fmt.Sprintf(format, args...))
+}
+
+func (c *computation) checkOptions() {
+	o := &c.opts
+	o.Defaults()
+	if _, err := ParseAlgorithm(string(o.DefaultAlgorithm)); err != nil {
+		c.warnf("options: default algorithm: %v; using %q", err, AlgorithmRandom)
+		o.DefaultAlgorithm = AlgorithmRandom
+	}
+	if err := ValidateMaglevTableSize(o.MaglevTableSize); err != nil {
+		c.warnf("options: %v; using %d", err, DefaultMaglevTableSize)
+		o.MaglevTableSize = DefaultMaglevTableSize
+	}
+	if o.IDs == nil {
+		o.IDs = &Allocator{}
+	}
+	c.d.MaglevTableSize = o.MaglevTableSize
+}
+
+func compareNN(a, b model.NamespacedName) int {
+	return cmp.Or(cmpString(a.Namespace, b.Namespace), cmpString(a.Name, b.Name))
+}
+
+// indexSlices groups endpoint slices by the service named in their
+// kubernetes.io/service-name label, in their own namespace.
+func (c *computation) indexSlices(state *model.State) {
+	c.slices = make(map[model.NamespacedName][]*model.EndpointSlice)
+	for _, es := range state.EndpointSlices {
+		if es.ServiceName == "" {
+			continue
+		}
+		nn := model.NamespacedName{Namespace: es.Namespace, Name: es.ServiceName}
+		c.slices[nn] = append(c.slices[nn], es)
+	}
+	for _, l := range c.slices {
+		slices.SortFunc(l, func(a, b *model.EndpointSlice) int { return cmpString(a.Name, b.Name) })
+	}
+}
+
+// endpoint is one address and port of a service port, merged over slices.
+type endpoint struct {
+	key                         BackendKey
+	ready, serving, terminating bool
+	nodeName, zone              string
+	pod                         model.NamespacedName
+}
+
+func (e *endpoint) rank() int {
+	switch {
+	case e.ready:
+		return 0
+	case e.serving && e.terminating:
+		return 1
+	}
+	return 2
+}
+
+// endpoints returns the endpoints of service port sp in family fam, sorted
+// by key. As in kube-proxy, the backend port is that of the slice port with
+// the service port's name and protocol (the EndpointSlice controller has
+// already resolved targetPort, by number or by name, per pod), a slice
+// without such a port contributes nothing, only an endpoint's first address
+// is used (addresses are fungible per the API), and an address listed by
+// several slices counts once, preferring the most usable record.
+func (c *computation) endpoints(svc model.NamespacedName, sp model.ServicePort, fam family) []endpoint {
+	byKey := make(map[BackendKey]endpoint)
+	for _, es := range c.slices[svc] {
+		if es.AddressType != fam.addressType {
+			continue
+		}
+		var port uint16
+		for _, p := range es.Ports {
+			if p.Name == sp.Name && p.Protocol == sp.Protocol && p.Port != 0 {
+				port = p.Port
+				break
+			}
+		}
+		if port == 0 {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if len(ep.Addresses) == 0 || !fam.is(ep.Addresses[0]) {
+				continue
+			}
+			e := endpoint{
+				key:         BackendKey{Address: ep.Addresses[0], Port: port, Protocol: sp.Protocol},
+				ready:       ep.Ready,
+				serving:     ep.Serving,
+				terminating: ep.Terminating,
+				nodeName:    ep.NodeName,
+				zone:        ep.Zone,
+			}
+			if r := ep.TargetRef; r != nil && r.Kind == "Pod" {
+				e.pod = model.NamespacedName{Namespace: r.Namespace, Name: r.Name}
+			}
+			if old, dup := byKey[e.key]; dup && old.rank() <= e.rank() {
+				continue // slices are in name order: the first wins ties
+			}
+			byKey[e.key] = e
+		}
+	}
+	out := slices.Collect(maps.Values(byKey))
+	slices.SortFunc(out, func(a, b endpoint) int { return a.key.compare(b.key) })
+	return out
+}
+
+// selection is the backends of a frontend under one traffic policy.
+type selection struct {
+	backends    []Backend
+	noEndpoints bool
+	noLocal     bool
+}
+
+// selectBackends applies kube-proxy's CategorizeEndpoints (KEP-1669): among
+// the eligible endpoints (this node's only, if local), new connections go to
+// the ready ones; if there are none, to the serving and terminating ones;
+// otherwise nowhere. Eligible endpoints that are not selected but may hold
+// connections (terminating, or not ready) are listed as inactive.
+func (c *computation) selectBackends(eps []endpoint, local bool) selection {
+	var s selection
+	anyUsable := false
+	haveReady := false
+	for _, e := range eps {
+		usable := e.ready || (e.serving && e.terminating)
+		anyUsable = anyUsable || usable
+		if local && e.nodeName != c.opts.NodeName {
+			continue
+		}
+		haveReady = haveReady || e.ready
+	}
+	for _, e := range eps {
+		if local && e.nodeName != c.opts.NodeName {
+			continue
+		}
+		b := Backend{
+			Address:  e.key.Address,
+			Port:     e.key.Port,
+			Protocol: e.key.Protocol,
+			NodeName: e.nodeName,
+			Pod:      e.pod,
+			Zone:     e.zone,
+		}
+		switch {
+		case e.ready || (!haveReady && e.serving && e.terminating):
+			b.State = BackendActive
+		case e.terminating:
+			b.State = BackendTerminating
+		default:
+			b.State = BackendNotReady
+		}
+		s.backends = append(s.backends, b)
+	}
+	slices.SortStableFunc(s.backends, func(a, b Backend) int { return a.State.rank() - b.State.rank() })
+	s.noEndpoints = len(s.backends) == 0 || s.backends[0].State != BackendActive
+	s.noLocal = s.noEndpoints && local && anyUsable
+	return s
+}
+
+func (c *computation) algorithm(svc *model.Service) Algorithm {
+	v, ok := svc.Annotations[AlgorithmAnnotation]
+	if !ok {
+		return c.opts.DefaultAlgorithm
+	}
+	a, err := ParseAlgorithm(v)
+	if err != nil {
+		c.warnf("service %s/%s: annotation %s: %v; using %q", svc.Namespace, svc.Name, AlgorithmAnnotation, err, c.opts.DefaultAlgorithm)
+		return c.opts.DefaultAlgorithm
+	}
+	return a
+}
+
+// service adds the candidate frontends of svc in family fam. Like
+// kube-proxy, it skips ExternalName and headless services and services
+// without a cluster IP of the family, including their external addresses.
+func (c *computation) service(svc *model.Service, fam family) {
+	if svc.Type == model.ServiceTypeExternalName || svc.Headless {
+		return
+	}
+	nn := model.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+	clusterIPs := filterFamily(svc.ClusterIPs, fam)
+	if len(clusterIPs) == 0 {
+		return
+	}
+	var extras ServiceExtras
+	if c.opts.Extras != nil {
+		extras = c.opts.Extras(nn)
+	}
+	alg := c.algorithm(svc)
+	hasNodePorts := svc.Type == model.ServiceTypeNodePort || svc.Type == model.ServiceTypeLoadBalancer
+	isLB := svc.Type == model.ServiceTypeLoadBalancer
+	itpLocal := svc.InternalTrafficPolicy == model.TrafficPolicyLocal
+	etpLocal := svc.ExternalTrafficPolicy == model.TrafficPolicyLocal
+
+	localReady := make(map[netip.Addr]bool)
+	for _, sp := range svc.Ports {
+		eps := c.endpoints(nn, sp, fam)
+		for _, e := range eps {
+			if e.ready && e.nodeName == c.opts.NodeName {
+				localReady[e.key.Address] = true
+			}
+		}
+		internal := c.selectBackends(eps, itpLocal)
+		external := c.selectBackends(eps, etpLocal)
+		add := func(kind Kind, addr netip.Addr, port uint16) {
+			sel, local := internal, itpLocal
+			if kind.External() {
+				sel, local = external, etpLocal
+			}
+			f := Frontend{
+				Service:            nn,
+				PortName:           sp.Name,
+				Kind:               kind,
+				Address:            addr,
+				Port:               port,
+				Protocol:           sp.Protocol,
+				Algorithm:          alg,
+				TrafficPolicyLocal: local,
+				Backends:           slices.Clone(sel.backends),
+				NoEndpoints:        sel.noEndpoints,
+				NoLocalEndpoints:   sel.noLocal,
+			}
+			if svc.SessionAffinity == model.SessionAffinityClientIP {
+				f.SessionAffinity = true
+				f.AffinityTimeout = svc.SessionAffinityTimeoutSeconds
+			}
+			if kind == KindLoadBalancer {
+				f.SourceRanges = slices.Clone(extras.LoadBalancerSourceRanges)
+			}
+			c.cands = append(c.cands, f)
+		}
+		for _, ip := range clusterIPs {
+			add(KindClusterIP, ip, sp.Port)
+		}
+		if hasNodePorts && sp.NodePort != 0 {
+			add(KindNodePort, fam.wildcard, sp.NodePort)
+			for _, ip := range filterFamily(c.opts.NodeAddrs, fam) {
+				add(KindNodePort, ip, sp.NodePort)
+			}
+		}
+		for _, ip := range filterFamily(extras.ExternalIPs, fam) {
+			add(KindExternalIP, ip, sp.Port)
+		}
+		if isLB {
+			for _, ip := range filterFamily(extras.LoadBalancerIPs, fam) {
+				add(KindLoadBalancer, ip, sp.Port)
+			}
+		}
+	}
+	if isLB && etpLocal && extras.HealthCheckNodePort != 0 {
+		c.checks = append(c.checks, HealthCheck{Service: nn, NodePort: extras.HealthCheckNodePort, LocalEndpoints: len(localReady)})
+	}
+}
+
+// filterFamily returns the valid, specified addresses of fam, deduplicated,
+// in their original order.
+func filterFamily(addrs []netip.Addr, fam family) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.IsValid() && !a.IsUnspecified() && fam.is(a) && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// finish resolves address conflicts, assigns IDs, builds Maglev tables and
+// sorts the result.
+func (c *computation) finish() {
+	// Conflicts: the kind rank decides, then service and port name, which
+	// keeps the outcome independent of map order.
+	slices.SortFunc(c.cands, func(a, b Frontend) int {
+		return cmp.Or(a.Key().compare(b.Key()), a.Kind.rank()-b.Kind.rank(),
+			compareNN(a.Service, b.Service), cmpString(a.PortName, b.PortName))
+	})
+	var fronts []Frontend
+	for _, f := range c.cands {
+		if n := len(fronts); n > 0 && fronts[n-1].Key() == f.Key() {
+			w := &fronts[n-1]
+			c.warnf("frontend %s: %s %s port %s conflicts with %s %s port %s, which wins",
+				f.Key(), f.Kind, f.Service, portLabel(f.PortName), w.Kind, w.Service, portLabel(w.PortName))
+			continue
+		}
+		fronts = append(fronts, f)
+	}
+
+	// IDs. fronts is in key order, so frontend keys are sorted and unique.
+	fkeys := make([]FrontendKey, len(fronts))
+	bset := make(map[BackendKey]Backend)
+	for i := range fronts {
+		fkeys[i] = fronts[i].Key()
+		for _, b := range fronts[i].Backends {
+			if old, ok := bset[b.Key()]; !ok || b.State.rank() < old.State.rank() {
+				bset[b.Key()] = b
+			}
+		}
+	}
+	fids := c.opts.IDs.frontends.assign(fkeys)
+	bids := c.opts.IDs.backends.assign(slices.SortedFunc(maps.Keys(bset), BackendKey.compare))
+	for i := range fronts {
+		f := &fronts[i]
+		f.ID = fids[f.Key()]
+		for j := range f.Backends {
+			f.Backends[j].ID = bids[f.Backends[j].Key()]
+		}
+	}
+	for k, b := range bset {
+		b.ID = bids[k]
+		c.d.Backends = append(c.d.Backends, b)
+	}
+	slices.SortFunc(c.d.Backends, func(a, b Backend) int { return cmp.Compare(a.ID, b.ID) })
+
+	slices.SortFunc(fronts, func(a, b Frontend) int {
+		return cmp.Or(compareNN(a.Service, b.Service), cmpString(a.PortName, b.PortName),
+			cmpString(string(a.Protocol), string(b.Protocol)), a.Kind.rank()-b.Kind.rank(),
+			a.Address.Compare(b.Address), int(a.Port)-int(b.Port))
+	})
+	// Cluster frontend of each service port, for external frontends.
+	type portKey struct {
+		svc      model.NamespacedName
+		name     string
+		protocol model.Protocol
+		is4      bool
+	}
+	clusterID := make(map[portKey]uint32)
+	for _, f := range fronts {
+		k := portKey{f.Service, f.PortName, f.Protocol, f.Address.Is4()}
+		if _, seen := clusterID[k]; f.Kind == KindClusterIP && !seen {
+			clusterID[k] = f.ID
+		}
+	}
+	tables := make(map[maglevKey][]uint32)
+	for i := range fronts {
+		f := &fronts[i]
+		if f.Kind.External() {
+			f.ClusterFrontendID = clusterID[portKey{f.Service, f.PortName, f.Protocol, f.Address.Is4()}]
+		}
+		if f.Algorithm == AlgorithmMaglev && !f.NoEndpoints {
+			f.Maglev = c.maglev(f.ActiveBackends(), tables)
+		}
+	}
+	c.opts.IDs.maglev = tables
+	c.d.Frontends = fronts
+	c.d.HealthChecks = c.checks
+	slices.SortFunc(c.d.HealthChecks, func(a, b HealthCheck) int { return compareNN(a.Service, b.Service) })
+	slices.Sort(c.d.Warnings)
+}
+
+// maglev returns the table of backend IDs for the active backends, shared
+// between frontends with the same backends and reused from the previous
+// computation when unchanged (see Allocator).
+func (c *computation) maglev(active []Backend, tables map[maglevKey][]uint32) []uint32 {
+	names := make([]string, len(active))
+	for i := range active {
+		names[i] = active[i].Key().String()
+	}
+	k := maglevKey{names: strings.Join(names, ","), m: c.opts.MaglevTableSize, seed: c.opts.MaglevSeed}
+	if t, ok := tables[k]; ok {
+		return t
+	}
+	t, ok := c.opts.IDs.maglev[k]
+	if !ok {
+		idx := MaglevTable(names, k.m, k.seed)
+		t = make([]uint32, len(idx))
+		for i, j := range idx {
+			t[i] = active[j].ID
+		}
+	}
+	tables[k] = t
+	return t
+}
+
+func portLabel(name string) string {
+	if name == "" {
+		return `""`
+	}
+	return name
+}
