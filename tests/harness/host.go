@@ -160,6 +160,19 @@ func (h *Host) UDPRequest(ctx context.Context, dst netip.Addr, port int, payload
 	return ev.Reply, err
 }
 
+// PeerRequest is TCPRequest (proto "tcp") that also returns the peer
+// address getpeername() reports, or a UDP request (proto "udp") from an
+// unconnected socket that returns the reply's source address as recvfrom()
+// reports it: what an application sees of the other end, e.g. a service's
+// VIP rather than the backend socket LB connected it to.
+func (h *Host) PeerRequest(ctx context.Context, proto string, dst netip.Addr, port int, payload string) (reply string, peer netip.AddrPort, err error) {
+	ev, err := h.runOnce(ctx, workloadSpec{Kind: kindPeerRequest, Proto: proto, Addr: addrPort(dst, port), Payload: payload})
+	if ev.Peer != "" {
+		peer, _ = netip.ParseAddrPort(ev.Peer)
+	}
+	return ev.Reply, peer, err
+}
+
 // Ping sends one ICMP echo request from the host to dst and waits for the
 // reply. (iputils ping is not assumed: the workload uses a raw ICMP socket.)
 func (h *Host) Ping(ctx context.Context, dst netip.Addr) error {

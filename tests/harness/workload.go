@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // workloadEnv carries a workload spec (JSON) to a re-executed copy of the
@@ -26,6 +28,10 @@ const (
 	kindTCPRequest = "tcp-request"
 	kindUDPRequest = "udp-request"
 	kindPing       = "ping"
+	// kindPeerRequest is a TCP request that also reports getpeername(), or
+	// a UDP request from an unconnected socket that reports the reply's
+	// source (recvfrom): what an application sees of its peer.
+	kindPeerRequest = "peer-request"
 )
 
 // whoami is the request line (or datagram) the echo servers answer with their
@@ -38,6 +44,7 @@ type workloadSpec struct {
 	Addr     string        `json:"addr,omitempty"` // ip:port, or ip for ping
 	Port     int           `json:"port,omitempty"` // listen port of servers
 	Payload  string        `json:"payload,omitempty"`
+	Proto    string        `json:"proto,omitempty"` // peer-request: "tcp" or "udp"
 	Ident    string        `json:"ident,omitempty"`
 	Interval time.Duration `json:"interval,omitempty"`
 	Timeout  time.Duration `json:"timeout,omitempty"`
@@ -51,6 +58,7 @@ type event struct {
 	Seq   int    `json:"seq,omitempty"`
 	Local string `json:"local,omitempty"`
 	Reply string `json:"reply,omitempty"`
+	Peer  string `json:"peer,omitempty"`
 	Error string `json:"error,omitempty"`
 }
 
@@ -100,9 +108,11 @@ func runWorkload(spec workloadSpec) int {
 		err = udpEchoServer(spec)
 	case kindTCPClient:
 		err = tcpClient(spec)
-	case kindTCPRequest, kindUDPRequest, kindPing:
-		var reply string
+	case kindTCPRequest, kindUDPRequest, kindPing, kindPeerRequest:
+		var reply, peer string
 		switch spec.Kind {
+		case kindPeerRequest:
+			reply, peer, err = peerRequest(spec)
 		case kindTCPRequest:
 			reply, err = tcpRequest(spec)
 		case kindUDPRequest:
@@ -110,7 +120,7 @@ func runWorkload(spec workloadSpec) int {
 		default:
 			err = ping(spec)
 		}
-		ev := event{Event: "result", Reply: reply}
+		ev := event{Event: "result", Reply: reply, Peer: peer}
 		if err != nil {
 			ev.Error = err.Error()
 		}
@@ -253,6 +263,60 @@ func udpRequest(spec workloadSpec) (string, error) {
 		return "", fmt.Errorf("read reply: %w", err)
 	}
 	return string(buf[:n]), nil
+}
+
+func peerRequest(spec workloadSpec) (reply, peer string, err error) {
+	if spec.Proto == "udp" {
+		conn, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			return "", "", err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(spec.Timeout))
+		dst, err := net.ResolveUDPAddr("udp4", spec.Addr)
+		if err != nil {
+			return "", "", err
+		}
+		if _, err := conn.WriteToUDP([]byte(spec.Payload), dst); err != nil {
+			return "", "", fmt.Errorf("send: %w", err)
+		}
+		buf := make([]byte, 65535)
+		n, from, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			return "", "", fmt.Errorf("read reply: %w", err)
+		}
+		return string(buf[:n]), from.String(), nil
+	}
+	conn, err := net.DialTimeout("tcp4", spec.Addr, spec.Timeout)
+	if err != nil {
+		return "", "", err
+	}
+	defer conn.Close()
+	// Ask the kernel, not Go's cached dial address.
+	raw, err := conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return "", "", err
+	}
+	var sa unix.Sockaddr
+	var serr error
+	if err := raw.Control(func(fd uintptr) { sa, serr = unix.Getpeername(int(fd)) }); err != nil {
+		return "", "", err
+	}
+	if serr != nil {
+		return "", "", fmt.Errorf("getpeername: %w", serr)
+	}
+	if in4, ok := sa.(*unix.SockaddrInet4); ok {
+		peer = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)).String()
+	}
+	_ = conn.SetDeadline(time.Now().Add(spec.Timeout))
+	if _, err := conn.Write([]byte(spec.Payload + "\n")); err != nil {
+		return "", peer, fmt.Errorf("send: %w", err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return "", peer, fmt.Errorf("read reply: %w", err)
+	}
+	return strings.TrimSuffix(line, "\n"), peer, nil
 }
 
 // ping sends one ICMP echo request on a raw socket (the workload runs as

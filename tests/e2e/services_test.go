@@ -1,0 +1,275 @@
+package e2e
+
+// Kubernetes Services on simulated nodes: ClusterIP translation on the
+// per-packet path and through socket LB, rejects without endpoints,
+// session affinity, terminating and removed backends.
+//
+//	node1 (routed)                       node2 (bridge)
+//	 client ──► VIP 10.96.0.10:80 ──┬──► b1 (node1) :8080
+//	                                 └──► b2 (node2) :8080
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/tests/harness"
+)
+
+var vip = netip.MustParseAddr("10.96.0.10")
+
+type svcPort struct {
+	name       string
+	port       int
+	targetPort string // number or name, as in the Service
+	backend    int    // the port the pods listen on (EndpointSlice port)
+	proto      string
+}
+
+var webPorts = []svcPort{
+	{"http", 80, "http", 8080, "TCP"},
+	{"dns", 53, "5353", 5353, "UDP"},
+}
+
+// endpoint of a service: a pod and its conditions.
+type svcEndpoint struct {
+	pod                         *harness.Pod
+	ready, serving, terminating bool
+}
+
+func ready(pods ...*harness.Pod) []svcEndpoint {
+	var out []svcEndpoint
+	for _, p := range pods {
+		out = append(out, svcEndpoint{pod: p, ready: true, serving: true})
+	}
+	return out
+}
+
+// serviceYAML is a Service and its EndpointSlice, as the API server and the
+// EndpointSlice controller would hold them.
+func serviceYAML(ns, name string, ip netip.Addr, ports []svcPort, eps []svcEndpoint, spec string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata:\n  name: %s\n  namespace: %s\nspec:\n  clusterIP: %s\n  clusterIPs: [%s]\n  ports:\n", name, ns, ip, ip)
+	for _, p := range ports {
+		tp := p.targetPort
+		if _, err := fmt.Sscanf(tp, "%d", new(int)); err != nil {
+			tp = fmt.Sprintf("%q", tp)
+		}
+		fmt.Fprintf(&b, "  - name: %s\n    port: %d\n    targetPort: %s\n    protocol: %s\n", p.name, p.port, tp, p.proto)
+	}
+	b.WriteString(spec)
+	fmt.Fprintf(&b, "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: %s-abc12\n  namespace: %s\n  labels:\n    kubernetes.io/service-name: %s\naddressType: IPv4\nports:\n", name, ns, name)
+	for _, p := range ports {
+		fmt.Fprintf(&b, "- name: %s\n  port: %d\n  protocol: %s\n", p.name, p.backend, p.proto)
+	}
+	if len(eps) == 0 {
+		b.WriteString("endpoints: []\n")
+	} else {
+		b.WriteString("endpoints:\n")
+	}
+	for _, e := range eps {
+		fmt.Fprintf(&b, "- addresses: [%s]\n  nodeName: %s\n  targetRef: {kind: Pod, namespace: %s, name: %s}\n  conditions: {ready: %t, serving: %t, terminating: %t}\n",
+			e.pod.IP, e.pod.Node.Name, e.pod.Namespace, e.pod.Name, e.ready, e.serving, e.terminating)
+	}
+	return b.String()
+}
+
+// waitServices waits until every node's agent programmed n frontends.
+func (e *env) waitServices(n int) {
+	e.t.Helper()
+	for _, node := range e.c.Nodes() {
+		require.Eventually(e.t, func() bool {
+			return e.status(node).Services.Frontends == n
+		}, 10*time.Second, 50*time.Millisecond, "services on %s: %+v", node.Name, e.status(node).Services)
+	}
+}
+
+// serviceCluster is two nodes, a client and two backends serving TCP and UDP.
+func serviceCluster(t *testing.T, agentArgs ...string) (*env, *harness.Pod, []*harness.Pod) {
+	e := newEnv(t, agentArgs...)
+	n1 := e.node("node1", harness.Routed)
+	n2 := e.node("node2", harness.Bridge)
+	client := e.pod(n1, "default", "client", nil)
+	b1 := e.pod(n1, "default", "b1", map[string]string{"app": "web"})
+	b2 := e.pod(n2, "default", "b2", map[string]string{"app": "web"})
+	for _, b := range []*harness.Pod{b1, b2} {
+		_, err := b.StartTCPEchoServer(8080)
+		require.NoError(t, err)
+		_, err = b.StartUDPEchoServer(5353)
+		require.NoError(t, err)
+	}
+	require.NoError(t, e.c.SyncManifests())
+	return e, client, []*harness.Pod{b1, b2}
+}
+
+var socketLBModes = []struct {
+	name string
+	args []string
+}{
+	{"per-packet", []string{"--socket-lb=off"}},
+	{"socket-lb", []string{"--socket-lb=all"}},
+}
+
+func TestServiceClusterIP(t *testing.T) {
+	for _, m := range socketLBModes {
+		t.Run(m.name, func(t *testing.T) {
+			e, client, backends := serviceCluster(t, m.args...)
+			require.NoError(t, e.c.WriteManifest("svc-web.yaml", serviceYAML("default", "web", vip, webPorts, ready(backends...), "")))
+			for _, n := range e.c.Nodes() {
+				e.startAgent(n)
+			}
+			e.waitServices(2)
+			require.Equal(t, strings.TrimPrefix(m.args[0], "--socket-lb="), e.status(e.c.Node("node1")).SocketLB)
+
+			// TCP by named targetPort, UDP by number; both backends serve.
+			seen := map[string]int{}
+			for range 30 {
+				who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
+				require.NoError(t, err)
+				seen[who]++
+			}
+			require.Len(t, seen, 2, "connections spread over both backends: %v", seen)
+			udpSeen := map[string]bool{}
+			for range 20 {
+				who, err := client.UDPRequest(ctx(t), vip, 53, "whoami")
+				require.NoError(t, err)
+				udpSeen[who] = true
+			}
+			require.Len(t, udpSeen, 2)
+
+			// The application only ever sees the VIP.
+			_, peer, err := client.PeerRequest(ctx(t), "tcp", vip, 80, "whoami")
+			require.NoError(t, err)
+			require.Equal(t, netip.AddrPortFrom(vip, 80), peer, "getpeername")
+			_, from, err := client.PeerRequest(ctx(t), "udp", vip, 53, "whoami")
+			require.NoError(t, err)
+			require.Equal(t, netip.AddrPortFrom(vip, 53), from, "recvfrom source")
+
+			// Events name the service translation.
+			n1 := e.c.Node("node1")
+			ev := e.waitEvent(n1, "translation", func(ev api.Event) bool {
+				return ev.ServiceID != 0 && ev.VIP == netip.AddrPortFrom(vip, 80)
+			})
+			require.Contains(t, []string{backends[0].IP.String(), backends[1].IP.String()}, ev.Dst.Addr().String())
+			require.Equal(t, uint16(8080), ev.Dst.Port())
+		})
+	}
+}
+
+// A service without endpoints refuses connections at once, as kube-proxy's
+// REJECT does, and says why.
+func TestServiceWithoutEndpointsRefuses(t *testing.T) {
+	for _, m := range socketLBModes {
+		t.Run(m.name, func(t *testing.T) {
+			e, client, _ := serviceCluster(t, m.args...)
+			require.NoError(t, e.c.WriteManifest("svc-empty.yaml", serviceYAML("default", "empty", vip, webPorts[:1], nil, "")))
+			n1 := e.c.Node("node1")
+			e.startAgent(n1)
+			e.waitServicesOn(n1, 1)
+			start := time.Now()
+			_, err := client.TCPRequest(ctx(t), vip, 80, "hello")
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "connection refused")
+			require.Less(t, time.Since(start), 3*time.Second, "refused at once, not timed out")
+			e.waitEvent(n1, "reject", func(ev api.Event) bool {
+				return ev.Type == "drop" && ev.Reason == "SERVICE_BACKEND_NOT_FOUND"
+			})
+		})
+	}
+}
+
+func (e *env) waitServicesOn(n *harness.Node, frontends int) {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool { return e.status(n).Services.Frontends == frontends },
+		10*time.Second, 50*time.Millisecond, "services on %s: %+v, errors %+v", n.Name, e.status(n).Services, e.status(n).Errors)
+}
+
+func TestServiceSessionAffinity(t *testing.T) {
+	for _, m := range socketLBModes {
+		t.Run(m.name, func(t *testing.T) {
+			e, client, backends := serviceCluster(t, m.args...)
+			spec := "  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 300\n"
+			require.NoError(t, e.c.WriteManifest("svc-web.yaml", serviceYAML("default", "web", vip, webPorts[:1], ready(backends...), spec)))
+			e.startAgent(e.c.Node("node1"))
+			e.waitServicesOn(e.c.Node("node1"), 1)
+			seen := map[string]int{}
+			for range 25 {
+				who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
+				require.NoError(t, err)
+				seen[who]++
+			}
+			require.Len(t, seen, 1, "every connection of the client sticks to one backend: %v", seen)
+		})
+	}
+}
+
+// Backends change while a long-lived connection runs: a terminating
+// backend keeps its established connection but gets no new ones; other
+// updates never disturb it; a removed backend's connection is cleaned up.
+func TestServiceBackendLifecycle(t *testing.T) {
+	for _, m := range socketLBModes {
+		t.Run(m.name, func(t *testing.T) {
+			e, client, backends := serviceCluster(t, m.args...)
+			b1, b2 := backends[0], backends[1]
+			write := func(eps []svcEndpoint) {
+				require.NoError(t, e.c.WriteManifest("svc-web.yaml", serviceYAML("default", "web", vip, webPorts[:1], eps, "")))
+			}
+			write(ready(b1)) // only b1 at first: the long connection lands there
+			n1 := e.c.Node("node1")
+			e.startAgent(n1)
+			e.waitServicesOn(n1, 1)
+			conn, err := client.StartTCPClient(vip, 80, 50*time.Millisecond)
+			require.NoError(t, err)
+			require.NoError(t, conn.WaitRoundTrips(ctx(t), 5))
+
+			// Adding b2 does not disturb the connection to b1.
+			write(ready(b1, b2))
+			require.Eventually(t, func() bool { return e.status(n1).Services.Backends == 2 }, 10*time.Second, 50*time.Millisecond)
+			k := conn.RoundTrips()
+			require.NoError(t, conn.WaitRoundTrips(ctx(t), k+5))
+
+			// b1 terminates: its connection continues, new ones go to b2.
+			write([]svcEndpoint{{pod: b1, serving: true, terminating: true}, {pod: b2, ready: true, serving: true}})
+			require.Eventually(t, func() bool {
+				var svcs api.Services
+				require.NoError(t, n1.AgentGet(ctx(t), api.PathServices, &svcs))
+				for _, f := range svcs.Frontends {
+					for _, b := range f.Backends {
+						if b.Address == b1.IP && b.State == "Terminating" {
+							return true
+						}
+					}
+				}
+				return false
+			}, 10*time.Second, 50*time.Millisecond)
+			for range 10 {
+				who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
+				require.NoError(t, err)
+				require.Equal(t, "default/b2", who, "no new connections to a terminating backend")
+			}
+			k = conn.RoundTrips()
+			require.NoError(t, conn.WaitRoundTrips(ctx(t), k+5), "graceful termination: the established connection continues")
+			require.Zero(t, conn.Failures(), "%v", conn.LastErr())
+
+			// b1 is removed: its connections are cleaned up (not left half-open).
+			write(ready(b2))
+			require.Eventually(t, func() bool { return e.status(n1).Services.Backends == 1 }, 10*time.Second, 50*time.Millisecond)
+			if m.name == "per-packet" {
+				// The client's translation state for b1 is gone (b1's own
+				// view of the connection is the server's business).
+				require.Eventually(t, func() bool { return e.status(n1).Services.ConnectionsCleaned > 0 }, 10*time.Second, 50*time.Millisecond)
+				clientID := endpointID(t, e.endpoints(n1), client)
+				for _, c := range e.ct(n1) {
+					if c.EndpointID == clientID {
+						require.NotEqual(t, b1.IP.String()+":8080", c.Dst, "CT entry of the removed backend remains: %+v", c)
+					}
+				}
+			}
+		})
+	}
+}
