@@ -60,7 +60,7 @@ func NewRootCommand() *cobra.Command {
 		Use: "list", Short: "List endpoint map entries", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return g.bpfEndpointList(cmd) },
 	})
-	bpf.AddCommand(ct, bpfEp)
+	bpf.AddCommand(ct, bpfEp, g.bpfLBCommand())
 	root.AddCommand(
 		&cobra.Command{
 			Use: "status", Short: "Agent health, kernel features, attach mode, counters and errors", Args: cobra.NoArgs,
@@ -70,7 +70,7 @@ func NewRootCommand() *cobra.Command {
 			Use: "events", Short: "Recent datapath events (new connections and drops)", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return g.events(cmd) },
 		},
-		endpoint, bpf,
+		endpoint, g.serviceCommand(), bpf,
 	)
 	return root
 }
@@ -161,6 +161,9 @@ func (g *globals) status(cmd *cobra.Command) error {
 	fmt.Fprintf(w, "BPF root:      %s (adopted pinned state: %s)\n", st.BPFRoot, yes(st.Adopted))
 	fmt.Fprintf(w, "Endpoints:     %d\n", st.Endpoints)
 	fmt.Fprintf(w, "Conntrack:     %d/%d entries\n", st.CTEntries, st.CTMax)
+	fmt.Fprintf(w, "Socket LB:     %s\n", dash(st.SocketLB))
+	fmt.Fprintf(w, "Services:      %d frontends, %d backends (applied %d times, %d connections cleaned)\n",
+		st.Services.Frontends, st.Services.Backends, st.Services.Applied, st.Services.ConnectionsCleaned)
 	fmt.Fprintf(w, "Events lost:   %d\n", st.EventsLost)
 	if len(st.Counters) > 0 {
 		fmt.Fprintln(w, "Counters:")

@@ -21,6 +21,8 @@ import (
 	"github.com/sluice-net/sluice/pkg/cli"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/testutil"
 )
 
@@ -94,6 +96,8 @@ var (
 		Endpoints:  3,
 		CTEntries:  17,
 		CTMax:      65536,
+		SocketLB:   "all",
+		Services:   api.ServicesStatus{Frontends: 4, Backends: 5, Applied: 12, ConnectionsCleaned: 2},
 		Adopted:    true,
 		EventsLost: 4,
 		Counters: []api.Counter{
@@ -130,12 +134,69 @@ var (
 	}
 )
 
-// agentMux serves the three API paths with the given values.
+func backend(id uint32, addrPort string, state service.BackendState) service.Backend {
+	ap := netip.MustParseAddrPort(addrPort)
+	return service.Backend{ID: id, Address: ap.Addr(), Port: ap.Port(), Protocol: model.ProtocolTCP, State: state}
+}
+
+var (
+	web    = model.NamespacedName{Namespace: "default", Name: "web"}
+	dns    = model.NamespacedName{Namespace: "kube-system", Name: "kube-dns"}
+	orders = model.NamespacedName{Namespace: "shop", Name: "orders"}
+
+	testServices = api.Services{
+		MaglevTableSize: 16381,
+		Frontends: []service.Frontend{
+			{
+				ID: 1, Service: web, PortName: "http", Kind: service.KindClusterIP,
+				Address: netip.MustParseAddr("10.96.0.10"), Port: 80, Protocol: model.ProtocolTCP,
+				Algorithm: service.AlgorithmRandom, SessionAffinity: true, AffinityTimeout: 10800,
+				Backends: []service.Backend{
+					backend(11, "10.244.1.5:8080", service.BackendActive),
+					backend(12, "10.244.2.7:8080", service.BackendTerminating),
+				},
+			},
+			{
+				ID: 2, Service: web, PortName: "http", Kind: service.KindNodePort,
+				Address: netip.MustParseAddr("0.0.0.0"), Port: 30080, Protocol: model.ProtocolTCP,
+				Algorithm: service.AlgorithmRandom, TrafficPolicyLocal: true, NoEndpoints: true, NoLocalEndpoints: true,
+				ClusterFrontendID: 1,
+			},
+			{
+				ID: 3, Service: dns, PortName: "dns", Kind: service.KindClusterIP,
+				Address: netip.MustParseAddr("10.96.0.53"), Port: 53, Protocol: model.ProtocolUDP,
+				Algorithm: service.AlgorithmRandom, NoEndpoints: true,
+			},
+			{
+				ID: 4, Service: orders, Kind: service.KindClusterIP,
+				Address: netip.MustParseAddr("fd00:96::20"), Port: 443, Protocol: model.ProtocolTCP,
+				Algorithm: service.AlgorithmMaglev,
+				Backends: []service.Backend{
+					backend(21, "[fd00:244:1::9]:8443", service.BackendActive),
+					backend(22, "[fd00:244:2::4]:8443", service.BackendActive),
+					backend(23, "[fd00:244:3::1]:8443", service.BackendNotReady),
+				},
+			},
+			{
+				ID: 5, Service: orders, Kind: service.KindLoadBalancer,
+				Address: netip.MustParseAddr("2001:db8::80"), Port: 443, Protocol: model.ProtocolTCP,
+				Algorithm: service.AlgorithmMaglev, ClusterFrontendID: 4,
+				Backends: []service.Backend{
+					backend(21, "[fd00:244:1::9]:8443", service.BackendActive),
+				},
+			},
+		},
+		Memory: []service.ServiceMemory{{Service: orders, Tables: 2, Bytes: 131048}},
+	}
+)
+
+// agentMux serves the API paths with the given values.
 func agentMux(st api.Status, eps []api.Endpoint, evs []api.Event) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle(api.PathStatus, serveJSON(st))
 	mux.Handle(api.PathEndpoints, serveJSON(eps))
 	mux.Handle(api.PathEvents, serveJSON(evs))
+	mux.Handle(api.PathServices, serveJSON(testServices))
 	return mux
 }
 
@@ -152,6 +213,8 @@ func TestStatus(t *testing.T) {
 		requireLine(t, out, "BPF root: /sys/fs/bpf/sluice (adopted pinned state: yes)")
 		requireLine(t, out, "Endpoints: 3")
 		requireLine(t, out, "Conntrack: 17/65536 entries")
+		requireLine(t, out, "Socket LB: all")
+		requireLine(t, out, "Services: 4 frontends, 5 backends (applied 12 times, 2 connections cleaned)")
 		requireLine(t, out, "Events lost: 4")
 		requireLine(t, out, "VERDICT DIRECTION REASON PACKETS BYTES")
 		requireLine(t, out, "forwarded egress - 1200 95000")
@@ -183,6 +246,8 @@ func TestStatusNotReadyNoErrors(t *testing.T) {
 	requireLine(t, out, "Kernel: 5.15.0 (tcx: no, ring buffer: yes)")
 	requireLine(t, out, "Attach mode: tc")
 	requireLine(t, out, "Conntrack: 0/1024 entries")
+	requireLine(t, out, "Socket LB: -")
+	requireLine(t, out, "Services: 0 frontends, 0 backends (applied 0 times, 0 connections cleaned)")
 	requireLine(t, out, "Errors: none")
 	require.NotContains(t, out, "Counters:", "no counters means no counters table")
 }
@@ -233,6 +298,67 @@ func TestEvents(t *testing.T) {
 	})
 }
 
+func TestServiceList(t *testing.T) {
+	dir := fakeAgent(t, agentMux(testStatus, testEndpoints, testEvents))
+
+	t.Run("table", func(t *testing.T) {
+		out, err := run(t, "--state-dir", dir, "service", "list")
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 1+len(testServices.Frontends)+1, out)
+		requireLine(t, lines[0], "SERVICE KIND FRONTEND ALGORITHM BACKENDS")
+		requireLine(t, lines[1], "default/web:http ClusterIP 10.96.0.10:80/TCP random affinity 10800s 10.244.1.5:8080, 10.244.2.7:8080 (Terminating)")
+		requireLine(t, lines[2], "default/web:http NodePort 0.0.0.0:30080/TCP random none local (drops) [local]")
+		requireLine(t, lines[3], "kube-system/kube-dns:dns ClusterIP 10.96.0.53:53/UDP random none (rejects)")
+		// No port name: the port number stands in, as in Frontend.String.
+		requireLine(t, lines[4], "shop/orders:443 ClusterIP [fd00:96::20]:443/TCP maglev [fd00:244:1::9]:8443, [fd00:244:2::4]:8443, [fd00:244:3::1]:8443 (NotReady)")
+		requireLine(t, lines[5], "shop/orders:443 LoadBalancer [2001:db8::80]:443/TCP maglev [fd00:244:1::9]:8443")
+		require.Equal(t, "maglev memory: shop/orders 2 tables, 131048 bytes", lines[6])
+	})
+
+	t.Run("filter", func(t *testing.T) {
+		out, err := run(t, "--state-dir", dir, "service", "list", "--service", "default/web")
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 3, out)
+		require.Contains(t, lines[1], "default/web:http")
+		require.Contains(t, lines[2], "default/web:http")
+		require.NotContains(t, out, "maglev memory", "the memory lines are filtered too")
+
+		out, err = run(t, "--state-dir", dir, "service", "list", "--service", "shop/orders")
+		require.NoError(t, err)
+		lines = strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 4, out)
+		require.Equal(t, "maglev memory: shop/orders 2 tables, 131048 bytes", lines[3])
+
+		out, err = run(t, "--state-dir", dir, "service", "list", "--service", "default/nope")
+		require.NoError(t, err)
+		require.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 1, "header only:\n%s", out)
+	})
+
+	t.Run("json", func(t *testing.T) {
+		out, err := run(t, "--state-dir", dir, "service", "list", "-o", "json")
+		require.NoError(t, err)
+		var got api.Services
+		require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+		require.Equal(t, testServices, got)
+
+		out, err = run(t, "--state-dir", dir, "service", "list", "-o", "json", "--service", "kube-system/kube-dns")
+		require.NoError(t, err)
+		got = api.Services{}
+		require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+		require.Equal(t, api.Services{MaglevTableSize: 16381, Frontends: testServices.Frontends[2:3]}, got)
+	})
+
+	t.Run("json without services", func(t *testing.T) {
+		mux := http.NewServeMux()
+		mux.Handle(api.PathServices, serveJSON(api.Services{MaglevTableSize: 16381}))
+		out, err := run(t, "--state-dir", fakeAgent(t, mux), "service", "list", "-o", "json")
+		require.NoError(t, err)
+		require.JSONEq(t, `{"frontends": [], "maglevTableSize": 16381}`, out)
+	})
+}
+
 // An empty list prints as [] in JSON so that scripts can iterate it.
 func TestEmptyListsJSON(t *testing.T) {
 	mux := http.NewServeMux()
@@ -257,7 +383,7 @@ func TestAgentFlagOverridesStateDir(t *testing.T) {
 func TestAgentErrors(t *testing.T) {
 	t.Run("not running", func(t *testing.T) {
 		dir := t.TempDir()
-		for _, cmd := range [][]string{{"status"}, {"endpoint", "list"}, {"events"}} {
+		for _, cmd := range [][]string{{"status"}, {"endpoint", "list"}, {"events"}, {"service", "list"}} {
 			_, err := run(t, append([]string{"--state-dir", dir}, cmd...)...)
 			require.Error(t, err, "sluice %v", cmd)
 			require.ErrorContains(t, err, filepath.Join(dir, api.SocketName))
@@ -269,7 +395,7 @@ func TestAgentErrors(t *testing.T) {
 	t.Run("bad output format", func(t *testing.T) {
 		// No agent at all: the format is checked before anything is read.
 		dir := t.TempDir()
-		for _, cmd := range [][]string{{"status"}, {"endpoint", "list"}, {"events"}, {"bpf", "ct", "list"}, {"bpf", "endpoint", "list"}} {
+		for _, cmd := range [][]string{{"status"}, {"endpoint", "list"}, {"events"}, {"service", "list"}, {"bpf", "ct", "list"}, {"bpf", "endpoint", "list"}, {"bpf", "lb", "list"}} {
 			_, err := run(t, append([]string{"--state-dir", dir, "--bpf-root", dir, "-o", "yaml"}, cmd...)...)
 			require.Error(t, err, "sluice %v", cmd)
 			require.ErrorContains(t, err, `"yaml"`)
@@ -445,10 +571,126 @@ func TestBPFEmptyMaps(t *testing.T) {
 	}
 }
 
+// lbJSON is what `sluice bpf lb list -o json` prints.
+type lbJSON struct {
+	Frontends []struct {
+		ID              uint32     `json:"id"`
+		Address         netip.Addr `json:"address"`
+		Port            uint16     `json:"port"`
+		Protocol        string     `json:"protocol"`
+		Flags           []string   `json:"flags"`
+		AffinityTimeout uint32     `json:"affinityTimeout"`
+		Slots           []uint32   `json:"slots"`
+	} `json:"frontends"`
+	Backends []struct {
+		ID       uint32     `json:"id"`
+		Address  netip.Addr `json:"address"`
+		Port     uint16     `json:"port"`
+		Protocol string     `json:"protocol"`
+		State    string     `json:"state"`
+	} `json:"backends"`
+}
+
+func TestBPFLBList(t *testing.T) {
+	dir := bpfRoot(t)
+	vip := datapath.LBFrontendKey{Addr: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: 6}
+	dnsVIP := datapath.LBFrontendKey{Addr: netip.MustParseAddr("10.96.0.53"), Port: 53, Proto: 17}
+	maglevVIP := datapath.LBFrontendKey{Addr: netip.MustParseAddr("10.96.0.90"), Port: 443, Proto: 6}
+	want := datapath.LBState{
+		Frontends: map[datapath.LBFrontendKey]datapath.LBFrontend{
+			vip: {Key: vip, ID: 7, Flags: datapath.LBFlagAffinity, AffinityTimeout: 10800, Slots: []uint32{12, 11}},
+			// A frontend without endpoints: its service entry, no slots.
+			dnsVIP: {Key: dnsVIP, ID: 8},
+			// A Maglev table is thousands of slots: the table lists each
+			// backend once with its slot count.
+			maglevVIP: {Key: maglevVIP, ID: 9, Flags: datapath.LBFlagMaglev, Slots: []uint32{12, 11, 12, 12, 11}},
+		},
+		Backends: map[uint32]datapath.LBBackend{
+			11: {ID: 11, Addr: netip.MustParseAddr("10.244.1.5"), Port: 8080, Proto: 6},
+			12: {ID: 12, Addr: netip.MustParseAddr("10.244.2.7"), Port: 8080, Proto: 6},
+			// Terminating: kept for its established connections, in no slot.
+			13: {ID: 13, Addr: netip.MustParseAddr("10.244.3.2"), Port: 8080, Proto: 6, Terminating: true},
+		},
+	}
+	loadAndClose(t, dir, func(dp *datapath.Datapath) {
+		require.NoError(t, dp.Maps().ApplyLB(datapath.PlanLB(datapath.LBState{}, want)))
+	})
+
+	t.Run("table", func(t *testing.T) {
+		out, err := run(t, "--bpf-root", dir, "bpf", "lb", "list")
+		require.NoError(t, err)
+		frontends, backends, ok := strings.Cut(strings.TrimSpace(out), "\n\n")
+		require.True(t, ok, "two tables separated by a blank line:\n%s", out)
+		lines := strings.Split(frontends, "\n")
+		require.Len(t, lines, 4, out)
+		requireLine(t, lines[0], "ID FRONTEND FLAGS SLOTS BACKENDS")
+		requireLine(t, lines[1], "7 10.96.0.10:80/TCP affinity 2 12=10.244.2.7:8080,11=10.244.1.5:8080")
+		requireLine(t, lines[2], "8 10.96.0.53:53/UDP - 0 -")
+		requireLine(t, lines[3], "9 10.96.0.90:443/TCP maglev 5 12=10.244.2.7:8080 (3 slots),11=10.244.1.5:8080 (2 slots)")
+		lines = strings.Split(backends, "\n")
+		require.Len(t, lines, 4, out)
+		requireLine(t, lines[0], "ID ADDRESS STATE")
+		requireLine(t, lines[1], "11 10.244.1.5:8080/TCP active")
+		requireLine(t, lines[2], "12 10.244.2.7:8080/TCP active")
+		requireLine(t, lines[3], "13 10.244.3.2:8080/TCP terminating")
+	})
+
+	t.Run("json", func(t *testing.T) {
+		out, err := run(t, "--bpf-root", dir, "bpf", "lb", "list", "-o", "json")
+		require.NoError(t, err)
+		var got lbJSON
+		require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+		require.Len(t, got.Frontends, 3, out)
+		f := got.Frontends[0]
+		require.Equal(t, uint32(7), f.ID)
+		require.Equal(t, vip.Addr, f.Address)
+		require.Equal(t, uint16(80), f.Port)
+		require.Equal(t, "TCP", f.Protocol)
+		require.Equal(t, []string{"affinity"}, f.Flags)
+		require.Equal(t, uint32(10800), f.AffinityTimeout)
+		require.Equal(t, []uint32{12, 11}, f.Slots)
+		f = got.Frontends[1]
+		require.Equal(t, uint32(8), f.ID)
+		require.Equal(t, "UDP", f.Protocol)
+		require.Equal(t, []string{}, f.Flags)
+		require.Equal(t, []uint32{}, f.Slots)
+		f = got.Frontends[2]
+		require.Equal(t, []string{"maglev"}, f.Flags)
+		require.Equal(t, []uint32{12, 11, 12, 12, 11}, f.Slots, "JSON has every slot")
+
+		require.Len(t, got.Backends, 3, out)
+		for i, id := range []uint32{11, 12, 13} {
+			b := got.Backends[i]
+			require.Equal(t, id, b.ID)
+			require.Equal(t, want.Backends[id].Addr, b.Address)
+			require.Equal(t, uint16(8080), b.Port)
+			require.Equal(t, "TCP", b.Protocol)
+		}
+		require.Equal(t, "active", got.Backends[0].State)
+		require.Equal(t, "terminating", got.Backends[2].State)
+	})
+}
+
+func TestBPFLBListEmpty(t *testing.T) {
+	dir := bpfRoot(t)
+	loadAndClose(t, dir, func(*datapath.Datapath) {})
+	out, err := run(t, "--bpf-root", dir, "bpf", "lb", "list")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 3, "headers only:\n%s", out)
+	requireLine(t, lines[0], "ID FRONTEND FLAGS SLOTS BACKENDS")
+	require.Empty(t, lines[1])
+	requireLine(t, lines[2], "ID ADDRESS STATE")
+
+	out, err = run(t, "--bpf-root", dir, "bpf", "lb", "list", "-o", "json")
+	require.NoError(t, err)
+	require.JSONEq(t, `{"frontends": [], "backends": []}`, out)
+}
+
 func TestBPFWrongRoot(t *testing.T) {
 	// Needs no privilege: nothing is pinned here, so opening fails first.
 	dir := filepath.Join(t.TempDir(), "not-a-bpf-root")
-	for _, cmd := range [][]string{{"bpf", "ct", "list"}, {"bpf", "endpoint", "list"}} {
+	for _, cmd := range [][]string{{"bpf", "ct", "list"}, {"bpf", "endpoint", "list"}, {"bpf", "lb", "list"}} {
 		out, err := run(t, append([]string{"--bpf-root", dir}, cmd...)...)
 		require.Error(t, err, "sluice %v", cmd)
 		require.ErrorContains(t, err, "--bpf-root")
@@ -477,7 +719,8 @@ func TestHelpOnEveryCommand(t *testing.T) {
 		}
 	}
 	walk(cli.NewRootCommand())
-	// sluice, status, events, endpoint, endpoint list, bpf, bpf ct,
-	// bpf ct list, bpf endpoint, bpf endpoint list.
-	require.Equal(t, 10, seen)
+	// sluice, status, events, endpoint, endpoint list, service, service list,
+	// bpf, bpf ct, bpf ct list, bpf endpoint, bpf endpoint list, bpf lb,
+	// bpf lb list.
+	require.Equal(t, 14, seen)
 }
