@@ -42,6 +42,8 @@ volatile const __u64 ct_timeout_syn_ns = 60 * NSEC_PER_SEC;
 volatile const __u64 ct_timeout_tcp_ns = 6 * 3600 * NSEC_PER_SEC;
 volatile const __u64 ct_timeout_close_ns = 10 * NSEC_PER_SEC;
 volatile const __u64 ct_timeout_other_ns = 60 * NSEC_PER_SEC;
+/* Entries per Maglev table (a prime); the agent sets it from config. */
+volatile const __u32 maglev_size = 16381;
 /* Drop packets from a pod whose source address is not the pod's. */
 volatile const __u8 enable_antispoof = 1;
 

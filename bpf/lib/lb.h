@@ -39,6 +39,36 @@ static __always_inline struct sl_lb_entry *lb_lookup(const struct sl_pkt *pkt, s
 	return bpf_map_lookup_elem(&sl_lb_svc, key);
 }
 
+/*
+ * A flow hash that is the same on every node (no per-boot seed), so Maglev
+ * picks the same backend for a flow wherever it is balanced. Mixing after
+ * the finaliser of MurmurHash3.
+ */
+static __always_inline __u32 flow_hash(__u32 a, __u32 b, __u32 c)
+{
+	__u32 h = a * 0xcc9e2d51 ^ (b * 0x1b873593) ^ (c * 0xe6546b64);
+
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+/* The backend for hash in the frontend's Maglev table, or 0. */
+static __always_inline __u32 lb_maglev_backend(const struct sl_lb_entry *svc, __u32 hash)
+{
+	__u32 idx = hash % maglev_size;
+	void *table = bpf_map_lookup_elem(&sl_lb_maglev, &svc->svc_id);
+	__u32 *id;
+
+	if (!table)
+		return 0;
+	id = bpf_map_lookup_elem(table, &idx);
+	return id ? *id : 0;
+}
+
 /* The backend in slot (hash % count) + 1, or 0. */
 static __always_inline __u32 lb_slot_backend(struct sl_lb_key *key, const struct sl_lb_entry *svc, __u32 hash)
 {
@@ -170,6 +200,9 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 			return LB_REJECT;
 		if (svc->flags & SL_LB_F_AFFINITY)
 			backend_id = lb_affinity_get(svc, &pkt->saddr, now);
+		if (!backend_id && (svc->flags & SL_LB_F_MAGLEV))
+			backend_id = lb_maglev_backend(svc, flow_hash(pkt->saddr.addr4, pkt->daddr.addr4,
+								      ((__u32)pkt->sport << 16 | pkt->dport) ^ pkt->proto));
 		if (!backend_id)
 			backend_id = lb_slot_backend(&key, svc, bpf_get_prandom_u32());
 		if (!backend_id) {

@@ -100,6 +100,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_lb_sock SEC(".maps");
 
+/* Maglev lookup tables: per frontend ID, an array of maglev_size backend
+ * IDs. The agent builds a new inner table and swaps it in with one update,
+ * so a packet sees the old table or the new one, never a mix. */
+struct sl_maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 16381);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 4096);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct sl_maglev_inner);
+} sl_lb_maglev SEC(".maps");
+
 /* Layout fingerprint of every pinned map, written by the agent so that a
  * map whose key or value layout changed is replaced, never misread. */
 struct {

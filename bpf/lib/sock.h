@@ -16,7 +16,7 @@
 
 #include <linux/errno.h>
 
-#include "metrics.h"
+#include "lb.h"
 
 /* Which sockets socket LB serves; set by the agent. */
 #define SOCK_LB_ALL 1
@@ -68,11 +68,20 @@ static __always_inline __u32 sock_pick(struct bpf_sock_addr *ctx, struct sl_lb_k
 	}
 	if (svc->count == 0)
 		return 0;
+	if (svc->flags & SL_LB_F_MAGLEV) {
+		/* The source port is not bound yet: hash the socket itself. */
+		__u64 c = bpf_get_socket_cookie(ctx);
+
+		id = lb_maglev_backend(svc, flow_hash((__u32)c, (__u32)(c >> 32), key->port ^ key->proto));
+		if (id)
+			goto out;
+	}
 	key->slot = (bpf_get_prandom_u32() % svc->count) + 1;
 	slot = bpf_map_lookup_elem(&sl_lb_svc, key);
 	key->slot = 0;
 	if (slot)
 		id = slot->backend_id;
+out:
 	if (id && (svc->flags & SL_LB_F_AFFINITY)) {
 		av.backend_id = id;
 		bpf_map_update_elem(&sl_lb_affinity, &ak, &av, BPF_ANY);

@@ -32,8 +32,7 @@ type Options struct {
 	LogLevel     string
 	Datapath     datapath.Config
 	// LBAlgorithm is the default backend selection (random or maglev).
-	LBAlgorithm     string
-	MaglevTableSize uint32
+	LBAlgorithm string
 	// MaglevSeed must be the same on every node of a cluster.
 	MaglevSeed string
 }
@@ -50,7 +49,7 @@ func Defaults() Options {
 		AttachMode: "auto", TCPriority: datapath.DefaultTCPriority,
 		CTGCInterval: 10 * time.Second, LogLevel: "info",
 		Datapath:    datapath.Defaults(),
-		LBAlgorithm: "random", MaglevTableSize: 16381, MaglevSeed: "sluice",
+		LBAlgorithm: "random", MaglevSeed: "sluice",
 	}
 }
 
@@ -77,7 +76,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Uint32Var(&o.Datapath.LBBackendsMax, "lb-backends-max", o.Datapath.LBBackendsMax, "maximum service backends (and frontends)")
 	fs.StringVar((*string)(&o.Datapath.SockLB), "socket-lb", string(o.Datapath.SockLB), "socket-level service translation at connect(): all, hostns-only (the node's own sockets) or off (per-packet translation only)")
 	fs.StringVar(&o.LBAlgorithm, "lb-algorithm", o.LBAlgorithm, "default backend selection: random or maglev (per service: annotation sluice.io/lb-algorithm)")
-	fs.Uint32Var(&o.MaglevTableSize, "maglev-table-size", o.MaglevTableSize, "Maglev table size per service (a prime: 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)")
+	fs.Uint32Var(&o.Datapath.MaglevTableSize, "maglev-table-size", o.Datapath.MaglevTableSize, "Maglev table size per service (a prime: 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)")
 	fs.StringVar(&o.MaglevSeed, "maglev-seed", o.MaglevSeed, "Maglev hash seed; must be the same on every node of the cluster")
 	fs.BoolVar(&o.Datapath.DisableAntispoof, "disable-antispoof", o.Datapath.DisableAntispoof, "let pods send from addresses that are not theirs")
 }
@@ -129,6 +128,6 @@ func (o *Options) Validate() error {
 func (o *Options) serviceOptions() service.Options {
 	return service.Options{
 		NodeName: o.NodeName, DefaultAlgorithm: service.Algorithm(o.LBAlgorithm),
-		MaglevTableSize: o.MaglevTableSize, MaglevSeed: o.MaglevSeed,
+		MaglevTableSize: o.Datapath.MaglevTableSize, MaglevSeed: o.MaglevSeed,
 	}
 }

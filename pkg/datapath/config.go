@@ -24,6 +24,10 @@ type Config struct {
 	LBMax uint32
 	// LBBackendsMax sizes sl_lb_backends and sl_lb_revnat.
 	LBBackendsMax uint32
+	// MaglevTableSize is the number of entries of each Maglev table (prime).
+	MaglevTableSize uint32
+	// MaglevMax is how many frontends may have a Maglev table at once.
+	MaglevMax uint32
 	// EventsBufBytes is the ring buffer size; a power of two, a multiple of the page size.
 	EventsBufBytes uint32
 	// CT lifetimes by state.
@@ -41,18 +45,20 @@ type Config struct {
 // is sized for a busy node (~25 MiB preallocated); edge hosts may lower it.
 func Defaults() Config {
 	return Config{
-		BPFRoot:        DefaultBPFRoot,
-		CTMax:          131072,
-		EndpointsMax:   1024,
-		LBMax:          262144,
-		LBBackendsMax:  65536,
-		FragMax:        8192,
-		EventsBufBytes: 1 << 20,
-		CTTimeoutSYN:   60 * time.Second,
-		CTTimeoutTCP:   6 * time.Hour,
-		CTTimeoutClose: 10 * time.Second,
-		CTTimeoutOther: 60 * time.Second,
-		SockLB:         SockLBAll,
+		BPFRoot:         DefaultBPFRoot,
+		CTMax:           131072,
+		EndpointsMax:    1024,
+		LBMax:           262144,
+		LBBackendsMax:   65536,
+		MaglevTableSize: 16381,
+		MaglevMax:       4096,
+		FragMax:         8192,
+		EventsBufBytes:  1 << 20,
+		CTTimeoutSYN:    60 * time.Second,
+		CTTimeoutTCP:    6 * time.Hour,
+		CTTimeoutClose:  10 * time.Second,
+		CTTimeoutOther:  60 * time.Second,
+		SockLB:          SockLBAll,
 	}
 }
 
@@ -73,6 +79,12 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.LBBackendsMax == 0 {
 		out.LBBackendsMax = d.LBBackendsMax
+	}
+	if out.MaglevTableSize == 0 {
+		out.MaglevTableSize = d.MaglevTableSize
+	}
+	if out.MaglevMax == 0 {
+		out.MaglevMax = d.MaglevMax
 	}
 	if out.SockLB == "" {
 		out.SockLB = d.SockLB

@@ -7,6 +7,7 @@ package datapath
 //	pod ◄── VIP:80 ══ sl_to_ep rev-NAT ══ backend 10.0.0.9:8080
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/service"
 )
 
 var (
@@ -285,7 +287,7 @@ func TestLBPlanApply(t *testing.T) {
 	have, err := m.LBDump()
 	require.NoError(t, err)
 	p := PlanLB(have, want)
-	require.Equal(t, "+1/-0 frontends, +2/-0 slots, +2/-0 backends", p.String())
+	require.Equal(t, "+1/-0 frontends, +2/-0 slots, +2/-0 backends, +0/-0 maglev tables", p.String())
 	require.NoError(t, m.ApplyLB(p))
 	have, err = m.LBDump()
 	require.NoError(t, err)
@@ -333,4 +335,114 @@ func TestLBMapFullIsAnError(t *testing.T) {
 	err := dp.Maps().ApplyLB(PlanLB(LBState{}, want))
 	require.ErrorIs(t, err, ErrMapFull)
 	require.ErrorContains(t, err, "sl_lb_svc")
+}
+
+// Maglev: a flow's backend is a function of the flow and the table, so it
+// survives losing its CT state, and removing one of N backends moves only
+// about 1/N of the flows.
+func TestMaglevSelection(t *testing.T) {
+	const n = 10
+	dp := loadTest(t, Config{MaglevTableSize: 16381})
+	m := dp.Maps()
+	fk := LBFrontendKey{Addr: vip, Port: 80, Proto: 6}
+	state := func(ids []uint32) LBState {
+		st := LBState{Frontends: map[LBFrontendKey]LBFrontend{}, Backends: map[uint32]LBBackend{}}
+		var names []string
+		for _, id := range ids {
+			st.Backends[id] = LBBackend{ID: id, Addr: netip.AddrFrom4([4]byte{10, 1, 0, byte(id)}), Port: 8080, Proto: 6}
+			names = append(names, fmt.Sprintf("backend-%d", id))
+		}
+		table := make([]uint32, 16381)
+		for i, idx := range service.MaglevTable(names, 16381, "test-seed") {
+			table[i] = ids[idx]
+		}
+		st.Frontends[fk] = LBFrontend{Key: fk, ID: 1, Slots: ids, Flags: LBFlagMaglev, Maglev: table, HasMaglev: true}
+		return st
+	}
+	all := make([]uint32, n)
+	for i := range all {
+		all[i] = uint32(i + 1)
+	}
+	have := LBState{}
+	apply := func(want LBState) {
+		p := PlanLB(have, want)
+		require.NoError(t, m.ApplyLB(p))
+		have = want
+	}
+	flush := func() {
+		_, err := m.GCCT(func(uint32) bool { return true })
+		require.NoError(t, err)
+	}
+	pick := func() map[uint16]netip.Addr {
+		out := map[uint16]netip.Addr{}
+		for i := range 2000 {
+			sport := uint16(20000 + i)
+			_, o := run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, sport, 80, flags{syn: true}))
+			out[sport] = dst(o).Addr()
+		}
+		return out
+	}
+
+	apply(state(all))
+	st, err := m.LBDump()
+	require.NoError(t, err)
+	require.True(t, st.Frontends[fk].HasMaglev)
+	first := pick()
+	flush()
+	again := pick()
+	require.Equal(t, first, again, "the same flows land on the same backends without CT state")
+	used := map[netip.Addr]bool{}
+	for _, a := range first {
+		used[a] = true
+	}
+	require.Len(t, used, n)
+
+	// Remove backend 4: its flows move, the rest (almost all) stay.
+	flush()
+	apply(state(append(append([]uint32{}, all[:3]...), all[4:]...)))
+	after := pick()
+	removed := netip.AddrFrom4([4]byte{10, 1, 0, 4})
+	moved := 0
+	for sport, a := range first {
+		require.NotEqual(t, removed, after[sport])
+		if a != removed && after[sport] != a {
+			moved++
+		}
+	}
+	frac := float64(moved) / float64(len(first))
+	t.Logf("removing 1 of %d backends moved %.2f%% of the flows that did not use it", n, 100*frac)
+	require.Less(t, frac, 0.5/float64(n), "Maglev keeps unrelated flows in place")
+
+	// Turning Maglev off removes the table after the frontend stops using it.
+	plain := state(all)
+	f := plain.Frontends[fk]
+	f.Flags, f.Maglev, f.HasMaglev = 0, nil, false
+	plain.Frontends[fk] = f
+	p := PlanLB(have, plain)
+	require.Contains(t, p.String(), "-1 maglev tables")
+	require.NoError(t, m.ApplyLB(p))
+	st, err = m.LBDump()
+	require.NoError(t, err)
+	require.False(t, st.Frontends[fk].HasMaglev)
+}
+
+// A Maglev table that cannot be written is an error, and the frontend still
+// serves with random selection meanwhile: never a silent partial program.
+func TestMaglevTableFailureKeepsServing(t *testing.T) {
+	dp := loadTest(t, Config{MaglevTableSize: 251})
+	m := dp.Maps()
+	fk := LBFrontendKey{Addr: vip, Port: 80, Proto: 6}
+	want := LBState{
+		Frontends: map[LBFrontendKey]LBFrontend{fk: {Key: fk, ID: 1, Slots: []uint32{1}, Flags: LBFlagMaglev, Maglev: make([]uint32, 1021), HasMaglev: true}},
+		Backends:  map[uint32]LBBackend{1: {ID: 1, Addr: backend1, Port: 8080, Proto: 6}},
+	}
+	err := m.ApplyLB(PlanLB(LBState{}, want))
+	require.ErrorContains(t, err, "random selection meanwhile")
+	require.ErrorContains(t, err, "1021 entries, the datapath expects 251")
+	ret, out := run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, 40000, 80, flags{syn: true}))
+	require.Equal(t, verdictNext, ret)
+	require.Equal(t, netip.AddrPortFrom(backend1, 8080), dst(out))
+	st, err := m.LBDump()
+	require.NoError(t, err)
+	require.Zero(t, st.Frontends[fk].Flags&LBFlagMaglev)
 }

@@ -37,6 +37,12 @@ type LBFrontend struct {
 	AffinityTimeout uint32 // seconds
 	// Slots are the backend IDs taking new connections, in slot order.
 	Slots []uint32
+	// Maglev is the frontend's Maglev table (backend IDs, one per entry);
+	// Flags must then have LBFlagMaglev. HasMaglev says a table is in
+	// sl_lb_maglev: LBDump sets it but leaves Maglev nil, since tables are
+	// written, not read back.
+	Maglev    []uint32
+	HasMaglev bool
 }
 
 // LBBackend is one backend as programmed.
@@ -113,6 +119,27 @@ func (m *Maps) LBDump() (LBState, error) {
 	}
 	if err := bit.Err(); err != nil {
 		return st, fmt.Errorf("iterate sl_lb_backends: %w", err)
+	}
+	if m.LBMaglev != nil {
+		var (
+			svc   uint32
+			inner *ebpf.Map
+		)
+		has := map[uint32]bool{}
+		mit := m.LBMaglev.Iterate()
+		for mit.Next(&svc, &inner) {
+			has[svc] = true
+			inner.Close()
+		}
+		if err := mit.Err(); err != nil {
+			return st, fmt.Errorf("iterate sl_lb_maglev: %w", err)
+		}
+		for k, f := range st.Frontends {
+			if has[f.ID] {
+				f.HasMaglev = true
+				st.Frontends[k] = f
+			}
+		}
 	}
 	return st, nil
 }
@@ -203,6 +230,8 @@ type LBPlan struct {
 	delServices []LBFrontend
 	delRevNat   []uint32
 	delBackends []uint32
+	putMaglev   []LBFrontend
+	delMaglev   []uint32
 	// RemovedBackends are backends that no longer exist: their
 	// connections must be cleaned up.
 	RemovedBackends []uint32
@@ -218,13 +247,15 @@ type slotWrite struct {
 // Empty reports whether the plan writes nothing.
 func (p *LBPlan) Empty() bool {
 	return len(p.putBackends)+len(p.putRevNat)+len(p.putSlots)+len(p.putServices)+
-		len(p.delSlots)+len(p.delServices)+len(p.delRevNat)+len(p.delBackends) == 0
+		len(p.delSlots)+len(p.delServices)+len(p.delRevNat)+len(p.delBackends)+
+		len(p.putMaglev)+len(p.delMaglev) == 0
 }
 
 // String summarises the plan for logs.
 func (p *LBPlan) String() string {
-	return fmt.Sprintf("+%d/-%d frontends, +%d/-%d slots, +%d/-%d backends",
-		len(p.putServices), len(p.delServices), len(p.putSlots), len(p.delSlots), len(p.putBackends), len(p.delBackends))
+	return fmt.Sprintf("+%d/-%d frontends, +%d/-%d slots, +%d/-%d backends, +%d/-%d maglev tables",
+		len(p.putServices), len(p.delServices), len(p.putSlots), len(p.delSlots), len(p.putBackends), len(p.delBackends),
+		len(p.putMaglev), len(p.delMaglev))
 }
 
 // PlanLB diffs the desired LB state against have.
@@ -259,6 +290,15 @@ func PlanLB(have, want LBState) *LBPlan {
 		for i := len(f.Slots); i < len(old.Slots); i++ {
 			p.delSlots = append(p.delSlots, slotWrite{key: key, slot: uint16(i + 1)})
 		}
+		// A table is known to be in place only if we wrote it (a dumped
+		// state says a table exists, not what it holds).
+		sameTable := exists && old.ID == f.ID && old.HasMaglev && old.Maglev != nil && equalIDs(old.Maglev, f.Maglev)
+		switch {
+		case f.Maglev != nil && !sameTable:
+			p.putMaglev = append(p.putMaglev, f)
+		case f.Maglev == nil && exists && old.ID == f.ID && old.HasMaglev:
+			p.delMaglev = append(p.delMaglev, f.ID)
+		}
 	}
 	for key, f := range have.Frontends {
 		if _, ok := want.Frontends[key]; ok {
@@ -270,6 +310,9 @@ func PlanLB(have, want LBState) *LBPlan {
 		}
 		if !revnat[f.ID] && f.ID != 0 {
 			p.delRevNat = append(p.delRevNat, f.ID)
+			if f.HasMaglev {
+				p.delMaglev = append(p.delMaglev, f.ID)
+			}
 		}
 	}
 	return p
@@ -306,7 +349,27 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 	if err := m.writeSlots(p.putSlots); err != nil {
 		return fmt.Errorf("write backend slots: %w", err)
 	}
-	if err := m.writeServices(p.putServices); err != nil {
+	// A frontend whose Maglev table cannot be written still serves, with
+	// random selection, and the error is reported.
+	var tableErrs []error
+	noTable := map[uint32]bool{}
+	for _, f := range p.putMaglev {
+		if err := m.writeMaglev(f.ID, f.Maglev); err != nil {
+			tableErrs = append(tableErrs, fmt.Errorf("write Maglev table of %s (served with random selection meanwhile): %w", f.Key, err))
+			noTable[f.ID] = true
+		}
+	}
+	services := p.putServices
+	if len(noTable) > 0 {
+		services = make([]LBFrontend, len(p.putServices))
+		for i, f := range p.putServices {
+			if noTable[f.ID] {
+				f.Flags &^= LBFlagMaglev
+			}
+			services[i] = f
+		}
+	}
+	if err := m.writeServices(services); err != nil {
 		return fmt.Errorf("write frontends: %w", err)
 	}
 	// Removals: frontends first (no new lookups), then what they referenced.
@@ -327,8 +390,50 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 	if err := batchDelete(m.LBRevNat, p.delRevNat); err != nil {
 		return fmt.Errorf("delete reverse NAT: %w", err)
 	}
+	if err := batchDelete(m.LBMaglev, p.delMaglev); err != nil {
+		return fmt.Errorf("delete Maglev tables: %w", err)
+	}
 	if err := batchDelete(m.LBBackends, p.delBackends); err != nil {
 		return fmt.Errorf("delete backends: %w", err)
+	}
+	return errors.Join(tableErrs...)
+}
+
+func equalIDs(a, b []uint32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// writeMaglev builds a complete new table and swaps it in with one update
+// of the outer map: lookups see the old table or the new one.
+func (m *Maps) writeMaglev(id uint32, table []uint32) error {
+	if m.maglevInner == nil {
+		return errors.New("maps opened without a loaded datapath cannot write Maglev tables")
+	}
+	if uint32(len(table)) != m.maglevInner.MaxEntries {
+		return fmt.Errorf("table has %d entries, the datapath expects %d (--maglev-table-size)", len(table), m.maglevInner.MaxEntries)
+	}
+	inner, err := ebpf.NewMap(m.maglevInner)
+	if err != nil {
+		return fmt.Errorf("create table: %w", err)
+	}
+	defer inner.Close()
+	keys := make([]uint32, len(table))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if err := batchUpdate(inner, keys, table); err != nil {
+		return err
+	}
+	if err := m.LBMaglev.Put(id, inner); err != nil {
+		return mapErr(m.LBMaglev, err)
 	}
 	return nil
 }

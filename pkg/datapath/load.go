@@ -20,10 +20,12 @@ import (
 // file descriptors; Close releases them and leaves the pins (and therefore
 // the running datapath) in place.
 type Datapath struct {
-	cfg  Config
-	objs bpfobj.BpfObjects
-	sock bpfobj.SockObjects
-	log  *slog.Logger
+	cfg Config
+	// maglevInner creates Maglev tables of the configured size.
+	maglevInner *ebpf.MapSpec
+	objs        bpfobj.BpfObjects
+	sock        bpfobj.SockObjects
+	log         *slog.Logger
 	// Adopted is true when pinned maps from an earlier agent were reused.
 	Adopted bool
 	// Replaced names maps that were replaced or migrated at load, with why.
@@ -54,7 +56,7 @@ func Load(cfg Config, log *slog.Logger) (*Datapath, error) {
 		return nil, err
 	}
 
-	dp := &Datapath{cfg: cfg, log: log}
+	dp := &Datapath{cfg: cfg, log: log, maglevInner: spec.Maps[bpfobj.BpfMapSlLbMaglev].InnerMap.Copy()}
 	if err := dp.reconcilePins(spec); err != nil {
 		return nil, err
 	}
@@ -122,6 +124,8 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
 	}
+	spec.Maps[bpfobj.BpfMapSlLbMaglev].MaxEntries = cfg.MaglevMax
+	spec.Maps[bpfobj.BpfMapSlLbMaglev].InnerMap.MaxEntries = cfg.MaglevTableSize
 	antispoof := uint8(1)
 	if cfg.DisableAntispoof {
 		antispoof = 0
@@ -133,6 +137,7 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	vars := map[string]any{
 		"sock_lb_mode":                mode,
 		"host_netns_cookie":           cfg.HostNetnsCookie,
+		"maglev_size":                 cfg.MaglevTableSize,
 		bpfobj.BpfVarCtTimeoutSynNs:   uint64(cfg.CTTimeoutSYN.Nanoseconds()),
 		bpfobj.BpfVarCtTimeoutTcpNs:   uint64(cfg.CTTimeoutTCP.Nanoseconds()),
 		bpfobj.BpfVarCtTimeoutCloseNs: uint64(cfg.CTTimeoutClose.Nanoseconds()),

@@ -23,13 +23,17 @@ type Maps struct {
 	LBSvc      *ebpf.Map
 	LBBackends *ebpf.Map
 	LBRevNat   *ebpf.Map
+	LBMaglev   *ebpf.Map
 	owned      []*ebpf.Map
+	// maglevInner is the spec of a Maglev table (loaded datapaths only).
+	maglevInner *ebpf.MapSpec
 }
 
 // Maps returns typed access to the loaded datapath's maps.
 func (dp *Datapath) Maps() *Maps {
 	o := &dp.objs
-	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends, LBRevNat: o.SlLbRevnat}
+	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends,
+		LBRevNat: o.SlLbRevnat, LBMaglev: o.SlLbMaglev, maglevInner: dp.maglevInner}
 }
 
 // OpenPinned opens the maps pinned under root read-only, without loading
@@ -46,6 +50,7 @@ func OpenPinned(root string) (*Maps, error) {
 		{bpfobj.BpfMapSlLbSvc, &m.LBSvc},
 		{bpfobj.BpfMapSlLbBackends, &m.LBBackends},
 		{bpfobj.BpfMapSlLbRevnat, &m.LBRevNat},
+		{bpfobj.BpfMapSlLbMaglev, &m.LBMaglev},
 	} {
 		path := filepath.Join(root, x.name)
 		mp, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})

@@ -155,6 +155,13 @@ func (r *Reconciler) Reconcile(full bool) {
 			r.status.LastErr = err
 			return
 		}
+		// Tables are not read back: keep the copies of those we wrote.
+		for k, f := range have.Frontends {
+			if old, ok := r.have.Frontends[k]; ok && f.HasMaglev && old.ID == f.ID {
+				f.Maglev = old.Maglev
+				have.Frontends[k] = f
+			}
+		}
 		r.have = have
 	}
 	snap := r.opts.Store.Snapshot()
@@ -214,6 +221,10 @@ func toLBState(d *service.Desired) datapath.LBState {
 		if f.SessionAffinity {
 			lf.Flags |= datapath.LBFlagAffinity
 			lf.AffinityTimeout = f.AffinityTimeout
+		}
+		if f.Algorithm == service.AlgorithmMaglev && len(f.Maglev) > 0 {
+			lf.Flags |= datapath.LBFlagMaglev
+			lf.Maglev, lf.HasMaglev = f.Maglev, true
 		}
 		for _, b := range f.Backends {
 			if b.State == service.BackendActive {

@@ -273,3 +273,30 @@ func TestServiceBackendLifecycle(t *testing.T) {
 		})
 	}
 }
+
+// Maglev per service (annotation): tables are programmed and used, and the
+// CLI shows them with their memory.
+func TestServiceMaglev(t *testing.T) {
+	for _, m := range socketLBModes {
+		t.Run(m.name, func(t *testing.T) {
+			e, client, backends := serviceCluster(t, append(m.args, "--maglev-table-size=1021")...)
+			y := serviceYAML("default", "web", vip, webPorts[:1], ready(backends...), "")
+			y = strings.Replace(y, "  namespace: default\nspec:", "  namespace: default\n  annotations:\n    sluice.io/lb-algorithm: maglev\nspec:", 1)
+			require.NoError(t, e.c.WriteManifest("svc-web.yaml", y))
+			n1 := e.c.Node("node1")
+			e.startAgent(n1)
+			e.waitServicesOn(n1, 1)
+			seen := map[string]bool{}
+			for range 30 {
+				who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
+				require.NoError(t, err)
+				seen[who] = true
+			}
+			require.Len(t, seen, 2)
+			out := e.cli(n1, "service", "list")
+			require.Contains(t, out, "maglev")
+			require.Contains(t, out, "maglev memory: default/web 1 tables, 4084 bytes")
+			require.Contains(t, e.cli(n1, "bpf", "lb", "list"), "maglev")
+		})
+	}
+}

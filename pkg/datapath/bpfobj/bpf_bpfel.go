@@ -283,6 +283,7 @@ const (
 	BpfMapSlLayout         = "sl_layout"
 	BpfMapSlLbAffinity     = "sl_lb_affinity"
 	BpfMapSlLbBackends     = "sl_lb_backends"
+	BpfMapSlLbMaglev       = "sl_lb_maglev"
 	BpfMapSlLbRevnat       = "sl_lb_revnat"
 	BpfMapSlLbSock         = "sl_lb_sock"
 	BpfMapSlLbSvc          = "sl_lb_svc"
@@ -302,6 +303,7 @@ const (
 	BpfVarCtTimeoutSynNs   = "ct_timeout_syn_ns"
 	BpfVarCtTimeoutTcpNs   = "ct_timeout_tcp_ns"
 	BpfVarEnableAntispoof  = "enable_antispoof"
+	BpfVarMaglevSize       = "maglev_size"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -361,6 +363,7 @@ type BpfMapSpecs struct {
 	SlLayout     *ebpf.MapSpec `ebpf:"sl_layout"`
 	SlLbAffinity *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
 	SlLbBackends *ebpf.MapSpec `ebpf:"sl_lb_backends"`
+	SlLbMaglev   *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
 	SlLbRevnat   *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
 	SlLbSock     *ebpf.MapSpec `ebpf:"sl_lb_sock"`
 	SlLbSvc      *ebpf.MapSpec `ebpf:"sl_lb_svc"`
@@ -384,6 +387,7 @@ type BpfVariableSpecs struct {
 	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
 	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
 }
 
 // BpfObjects contains all objects after they have been loaded into the kernel.
@@ -413,6 +417,7 @@ type BpfMaps struct {
 	SlLayout     *ebpf.Map `ebpf:"sl_layout"`
 	SlLbAffinity *ebpf.Map `ebpf:"sl_lb_affinity"`
 	SlLbBackends *ebpf.Map `ebpf:"sl_lb_backends"`
+	SlLbMaglev   *ebpf.Map `ebpf:"sl_lb_maglev"`
 	SlLbRevnat   *ebpf.Map `ebpf:"sl_lb_revnat"`
 	SlLbSock     *ebpf.Map `ebpf:"sl_lb_sock"`
 	SlLbSvc      *ebpf.Map `ebpf:"sl_lb_svc"`
@@ -428,6 +433,7 @@ func (m *BpfMaps) Close() error {
 		m.SlLayout,
 		m.SlLbAffinity,
 		m.SlLbBackends,
+		m.SlLbMaglev,
 		m.SlLbRevnat,
 		m.SlLbSock,
 		m.SlLbSvc,
@@ -452,6 +458,7 @@ type BpfVariables struct {
 	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
 	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
+	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
 }
 
 // BpfPrograms contains all programs after they have been loaded into the kernel.

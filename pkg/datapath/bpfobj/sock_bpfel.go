@@ -23,6 +23,7 @@ const (
 	SockMapSlLayout            = "sl_layout"
 	SockMapSlLbAffinity        = "sl_lb_affinity"
 	SockMapSlLbBackends        = "sl_lb_backends"
+	SockMapSlLbMaglev          = "sl_lb_maglev"
 	SockMapSlLbRevnat          = "sl_lb_revnat"
 	SockMapSlLbSock            = "sl_lb_sock"
 	SockMapSlLbSvc             = "sl_lb_svc"
@@ -37,6 +38,7 @@ const (
 	SockVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
 	SockVarEnableAntispoof     = "enable_antispoof"
 	SockVarHostNetnsCookie     = "host_netns_cookie"
+	SockVarMaglevSize          = "maglev_size"
 	SockVarSockLbMode          = "sock_lb_mode"
 )
 
@@ -99,6 +101,7 @@ type SockMapSpecs struct {
 	SlLayout     *ebpf.MapSpec `ebpf:"sl_layout"`
 	SlLbAffinity *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
 	SlLbBackends *ebpf.MapSpec `ebpf:"sl_lb_backends"`
+	SlLbMaglev   *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
 	SlLbRevnat   *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
 	SlLbSock     *ebpf.MapSpec `ebpf:"sl_lb_sock"`
 	SlLbSvc      *ebpf.MapSpec `ebpf:"sl_lb_svc"`
@@ -115,6 +118,7 @@ type SockVariableSpecs struct {
 	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
 	HostNetnsCookie  *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
+	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
 	SockLbMode       *ebpf.VariableSpec `ebpf:"sock_lb_mode"`
 }
 
@@ -145,6 +149,7 @@ type SockMaps struct {
 	SlLayout     *ebpf.Map `ebpf:"sl_layout"`
 	SlLbAffinity *ebpf.Map `ebpf:"sl_lb_affinity"`
 	SlLbBackends *ebpf.Map `ebpf:"sl_lb_backends"`
+	SlLbMaglev   *ebpf.Map `ebpf:"sl_lb_maglev"`
 	SlLbRevnat   *ebpf.Map `ebpf:"sl_lb_revnat"`
 	SlLbSock     *ebpf.Map `ebpf:"sl_lb_sock"`
 	SlLbSvc      *ebpf.Map `ebpf:"sl_lb_svc"`
@@ -160,6 +165,7 @@ func (m *SockMaps) Close() error {
 		m.SlLayout,
 		m.SlLbAffinity,
 		m.SlLbBackends,
+		m.SlLbMaglev,
 		m.SlLbRevnat,
 		m.SlLbSock,
 		m.SlLbSvc,
@@ -177,6 +183,7 @@ type SockVariables struct {
 	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
 	HostNetnsCookie  *ebpf.Variable `ebpf:"host_netns_cookie"`
+	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
 	SockLbMode       *ebpf.Variable `ebpf:"sock_lb_mode"`
 }
 
