@@ -26,7 +26,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	enum sl_l3 l3 = SL_L3_OTHER;
 	__u32 ifindex = skb->ifindex;
 	__u32 ep_id = 0;
-	int reason, ct;
+	int reason, ct, lb = LB_NONE;
 
 	reason = parse_packet(skb, &pkt, &l3);
 	if (l3 == SL_L3_IPV6) {
@@ -60,7 +60,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	/* Service translation happens where the client's packets leave it,
 	 * before CT: policy and CT then see the real backend. */
 	if (dir == SL_DIR_EGRESS && !pkt.icmp_error) {
-		int lb = lb_translate(skb, ep_id, &pkt, &nat, &reason);
+		lb = lb_translate(skb, ep_id, &pkt, &nat, &reason);
 
 		if (lb == LB_REJECT) {
 			count(SL_METRIC_DROPPED, dir, SL_DROP_NO_SERVICE_BACKEND, skb->len);
@@ -83,12 +83,20 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		count(SL_METRIC_RELATED, dir, 0, skb->len);
 		break;
 	case CT_REPLY:
-		if (nat.rev_nat_id && dir == SL_DIR_INGRESS &&
-		    lb_rev_translate(skb, ep_id, &pkt, &nat) < 0)
+		if (!nat.rev_nat_id)
+			break;
+		if (dir == SL_DIR_INGRESS && lb_rev_translate(skb, ep_id, &pkt, &nat) < 0)
 			return drop(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
+		if (dir == SL_DIR_EGRESS && (nat.flags & SL_CT_NAT_HAIRPIN)) {
+			if (lb_hairpin_reply(skb, ep_id, &pkt, &nat) < 0)
+				return drop(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
+			lb = LB_HAIRPIN;
+		}
 		break;
 	}
 	count(SL_METRIC_FORWARDED, dir, 0, skb->len);
+	if (lb == LB_HAIRPIN)
+		return redirect_back(skb);
 	return SL_NEXT;
 }
 

@@ -42,6 +42,12 @@ volatile const __u64 ct_timeout_syn_ns = 60 * NSEC_PER_SEC;
 volatile const __u64 ct_timeout_tcp_ns = 6 * 3600 * NSEC_PER_SEC;
 volatile const __u64 ct_timeout_close_ns = 10 * NSEC_PER_SEC;
 volatile const __u64 ct_timeout_other_ns = 60 * NSEC_PER_SEC;
+/* The source a hairpinned connection (a pod landing on itself through its
+ * service) appears to come from: link-local, never a real peer. Without it
+ * the pod would see source == destination == itself and drop the packet
+ * as a martian. 169.254.42.1, as Cilium uses. */
+#define SL_SERVICE_LOOPBACK bpf_htonl(0xa9fe2a01)
+
 /* Entries per Maglev table (a prime); the agent sets it from config. */
 volatile const __u32 maglev_size = 16381;
 /* Drop packets from a pod whose source address is not the pod's. */

@@ -30,7 +30,7 @@ struct ct_nat {
 	union sl_addr vip;
 	__be16 vport;
 	__u8 state;   /* out: the FLOW entry's state after this packet */
-	__u8 pad;
+	__u8 flags;   /* in (create) / out (reply): SL_CT_NAT_* */
 	__u64 expires; /* out: and its deadline */
 };
 
@@ -129,6 +129,7 @@ static __always_inline int ct_create(struct sl_ct_key *key, const struct sl_pkt 
 
 	e.rev_nat_id = nat->rev_nat_id;
 	e.backend_id = nat->backend_id;
+	e.nat_flags = nat->flags;
 	e.created = now;
 	e.origin = dir;
 	e.packets_orig = 1;
@@ -222,9 +223,21 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 		}
 		nat->rev_nat_id = e->rev_nat_id;
 		nat->backend_id = e->backend_id;
+		nat->flags = e->nat_flags;
 		nat->state = e->state;
 		nat->expires = e->expires;
 		return CT_REPLY;
+	}
+
+	/* Arriving from a VIP: the reply of a connection this endpoint made to
+	 * a service, already translated back (a hairpin reply). It belongs to
+	 * the client's SERVICE entry, not to a new inbound connection. */
+	if (dir == SL_DIR_INGRESS) {
+		ct_key_from_pkt(&key, ep_id, pkt, true);
+		key.scope = SL_CT_SCOPE_SERVICE;
+		e = bpf_map_lookup_elem(&sl_ct, &key);
+		if (e && e->expires > now)
+			return CT_REPLY;
 	}
 
 	ct_key_from_pkt(&key, ep_id, pkt, false);

@@ -28,6 +28,7 @@ enum lb_result {
 	LB_TRANSLATED = 1,
 	LB_REJECT = 2,   /* service without endpoints */
 	LB_DROP = 3,     /* see *reason */
+	LB_HAIRPIN = 4,  /* translated back to the sender itself: send it straight back */
 };
 
 static __always_inline struct sl_lb_entry *lb_lookup(const struct sl_pkt *pkt, struct sl_lb_key *key)
@@ -238,6 +239,16 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 	}
 	pkt->daddr = backend->addr;
 	pkt->dport = backend->port;
+	if (backend->addr.addr4 == pkt->saddr.addr4) {
+		/* Hairpin: the client is its own backend. */
+		if (lb_rewrite(skb, pkt, false, SL_SERVICE_LOOPBACK, pkt->sport) < 0) {
+			*reason = SL_DROP_WRITE_ERROR;
+			return LB_DROP;
+		}
+		pkt->saddr.addr4 = SL_SERVICE_LOOPBACK;
+		nat->flags |= SL_CT_NAT_HAIRPIN;
+		return LB_HAIRPIN;
+	}
 	return LB_TRANSLATED;
 }
 
@@ -269,6 +280,40 @@ static __always_inline int lb_rev_translate(struct __sk_buff *skb, __u32 ep_id, 
 		se->expires = nat->expires;
 	}
 	return 0;
+}
+
+/*
+ * The reply of a hairpinned connection, seen leaving the pod (backend side):
+ * from the backend address to the service loopback. Rewrite it to come from
+ * the VIP and go to the pod itself, as the client side expects.
+ */
+static __always_inline int lb_hairpin_reply(struct __sk_buff *skb, __u32 ep_id, struct sl_pkt *pkt,
+					    const struct ct_nat *nat)
+{
+	__be32 self = pkt->saddr.addr4;
+
+	if (lb_rewrite(skb, pkt, true, self, pkt->dport) < 0)
+		return -1;
+	pkt->daddr.addr4 = self;
+	return lb_rev_translate(skb, ep_id, pkt, nat);
+}
+
+/* Send a packet straight back into the pod it came from: a hairpinned
+ * packet needs no routing, and must not meet the node's reverse-path
+ * filter with a VIP or loopback source. */
+static __always_inline int redirect_back(struct __sk_buff *skb)
+{
+	struct ethhdr eth;
+	__u8 mac[ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return SL_DROP;
+	__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
+	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
+	__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
+	if (bpf_skb_store_bytes(skb, 0, &eth, 2 * ETH_ALEN, 0) < 0)
+		return SL_DROP;
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 static __always_inline __u16 csum_fold(__u64 sum)

@@ -446,3 +446,47 @@ func TestMaglevTableFailureKeepsServing(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, st.Frontends[fk].Flags&LBFlagMaglev)
 }
+
+// Hairpin: a pod reaching its own service and landing on itself. The
+// source becomes the service loopback (else the pod drops source ==
+// destination == itself as a martian) and both directions go straight
+// back into the pod.
+func TestServiceHairpin(t *testing.T) {
+	dp := loadTest(t, Config{})
+	rd, err := dp.NewEventReader()
+	require.NoError(t, err)
+	defer rd.Close()
+	loopback := netip.MustParseAddr("169.254.42.1")
+	putService(t, dp, 5, netip.AddrPortFrom(vip, 80), 6, 0, netip.AddrPortFrom(podIP, 8080))
+
+	ret, out := run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, 40000, 80, flags{syn: true}))
+	require.Equal(t, uint32(tcActRedirect), ret, "sent straight back into the pod")
+	require.Equal(t, netip.AddrPortFrom(loopback, 40000), src(out))
+	require.Equal(t, netip.AddrPortFrom(podIP, 8080), dst(out))
+	eth := out.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	require.Equal(t, []byte{2, 0, 0, 0, 0, 1}, []byte(eth.DstMAC), "addressed to the pod")
+	requireChecksums(t, out)
+	require.Equal(t, "trace", nextEvent(t, rd).Type)
+
+	// The hairpinned SYN arriving: part of the same connection.
+	ret, _ = run(t, dp.objs.SlToEp, tcpPkt(t, loopback, podIP, 40000, 8080, flags{syn: true}))
+	require.Equal(t, verdictNext, ret)
+
+	// The server's answer leaves the pod toward the loopback address and
+	// comes back from the VIP to the client's port.
+	ret, out = run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, loopback, 8080, 40000, flags{syn: true, ack: true}))
+	require.Equal(t, uint32(tcActRedirect), ret)
+	require.Equal(t, netip.AddrPortFrom(vip, 80), src(out))
+	require.Equal(t, netip.AddrPortFrom(podIP, 40000), dst(out))
+	requireChecksums(t, out)
+
+	// Should the redirected reply meet sl_to_ep, it is a reply, not a new
+	// inbound connection: no trace event, no new CT entry.
+	before := len(ctOf(t, dp))
+	ret, _ = run(t, dp.objs.SlToEp, tcpPkt(t, vip, podIP, 80, 40000, flags{syn: true, ack: true}))
+	require.Equal(t, verdictNext, ret)
+	require.Len(t, ctOf(t, dp), before)
+	rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err = rd.Read()
+	require.Error(t, err, "no event for the hairpin reply")
+}

@@ -300,3 +300,30 @@ func TestServiceMaglev(t *testing.T) {
 		})
 	}
 }
+
+// Hairpin: a pod reaching its own service and landing on itself, on a
+// routed node and on a bridge node.
+func TestServiceHairpin(t *testing.T) {
+	for _, m := range socketLBModes {
+		t.Run(m.name, func(t *testing.T) {
+			e, _, backends := serviceCluster(t, m.args...)
+			for i, b := range backends {
+				ip := netip.AddrFrom4([4]byte{10, 96, 1, byte(10 + i)})
+				require.NoError(t, e.c.WriteManifest(fmt.Sprintf("svc-self-%d.yaml", i), serviceYAML("default", "self-"+b.Name, ip, webPorts, ready(b), "")))
+			}
+			for _, n := range e.c.Nodes() {
+				e.startAgent(n)
+			}
+			e.waitServices(4)
+			for i, b := range backends {
+				ip := netip.AddrFrom4([4]byte{10, 96, 1, byte(10 + i)})
+				who, err := b.TCPRequest(ctx(t), ip, 80, "whoami")
+				require.NoError(t, err, "%s (%s node) to its own service", b, b.Node.Mode)
+				require.Equal(t, b.String(), who)
+				who, err = b.UDPRequest(ctx(t), ip, 53, "whoami")
+				require.NoError(t, err, "%s UDP to its own service", b)
+				require.Equal(t, b.String(), who)
+			}
+		})
+	}
+}

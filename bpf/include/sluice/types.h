@@ -132,8 +132,13 @@ struct sl_ct_entry {
 	 * reverse-translated to, and the backend the connection uses. */
 	__u32 rev_nat_id;
 	__u32 backend_id;
-	__u32 pad;
+	__u8 nat_flags;  /* SL_CT_NAT_* */
+	__u8 pad[3];
 };
+
+/* A hairpin connection: a pod reached its own service and landed on
+ * itself; the source was translated to the service loopback address. */
+#define SL_CT_NAT_HAIRPIN (1U << 0)
 
 /* IPv4 fragment tracking: the first fragment's ports, for later fragments. */
 struct sl_frag_key {

@@ -27,7 +27,8 @@ type BpfSlCtEntry struct {
 	FlagsReply   uint8
 	RevNatId     uint32
 	BackendId    uint32
-	Pad          uint32
+	NatFlags     uint8
+	Pad          [3]uint8
 }
 
 type BpfSlCtKey struct {
