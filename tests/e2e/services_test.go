@@ -327,3 +327,29 @@ func TestServiceHairpin(t *testing.T) {
 		})
 	}
 }
+
+// A connection to a VIP keeps working while the agent is SIGKILLed and
+// restarted: translations are pinned, and the new agent adopts the service
+// IDs instead of renumbering them.
+func TestServiceConnectionSurvivesAgentRestart(t *testing.T) {
+	e, client, backends := serviceCluster(t, "--socket-lb=off")
+	require.NoError(t, e.c.WriteManifest("svc-web.yaml", serviceYAML("default", "web", vip, webPorts, ready(backends...), "")))
+	n1 := e.c.Node("node1")
+	a := e.startAgent(n1)
+	e.waitServicesOn(n1, 2)
+	lbBefore := e.cli(n1, "bpf", "lb", "list")
+	conn, err := client.StartTCPClient(vip, 80, 50*time.Millisecond)
+	require.NoError(t, err)
+	require.NoError(t, conn.WaitRoundTrips(ctx(t), 5))
+
+	require.NoError(t, a.Kill())
+	k := conn.RoundTrips()
+	require.NoError(t, conn.WaitRoundTrips(ctx(t), k+10), "stalled while the agent was down")
+	e.startAgent(n1)
+	e.waitServicesOn(n1, 2)
+	k = conn.RoundTrips()
+	require.NoError(t, conn.WaitRoundTrips(ctx(t), k+10), "stalled after the restart")
+	require.Zero(t, conn.Failures(), "%v", conn.LastErr())
+	require.Equal(t, lbBefore, e.cli(n1, "bpf", "lb", "list"), "frontend and backend IDs are adopted, not renumbered")
+	require.Zero(t, e.status(n1).Services.Applied, "nothing to rewrite after a restart with the same services")
+}
