@@ -81,6 +81,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		break;
 	case CT_RELATED:
 		count(SL_METRIC_RELATED, dir, 0, skb->len);
+		if (nat.rev_nat_id && dir == SL_DIR_INGRESS &&
+		    lb_rev_translate_icmp(skb, &pkt, &nat) < 0)
+			return drop(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
 		break;
 	case CT_REPLY:
 		if (!nat.rev_nat_id)

@@ -180,10 +180,15 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 		 * its ends: look it up both ways, never create from it. */
 		ct_key_from_pkt(&key, ep_id, pkt, false);
 		e = bpf_map_lookup_elem(&sl_ct, &key);
-		if (!e) {
-			ct_key_from_pkt(&key, ep_id, pkt, true);
-			e = bpf_map_lookup_elem(&sl_ct, &key);
+		if (e && e->expires > now) {
+			/* About a packet this endpoint sent: if that packet was
+			 * translated, the error must be translated back. */
+			nat->rev_nat_id = e->rev_nat_id;
+			nat->flags = e->nat_flags;
+			return CT_RELATED;
 		}
+		ct_key_from_pkt(&key, ep_id, pkt, true);
+		e = bpf_map_lookup_elem(&sl_ct, &key);
 		if (e && e->expires > now)
 			return CT_RELATED;
 		return CT_NEW;

@@ -316,6 +316,49 @@ static __always_inline int redirect_back(struct __sk_buff *skb)
 	return bpf_redirect(skb->ifindex, 0);
 }
 
+/*
+ * An ICMP error about a translated packet (port unreachable, frag needed)
+ * quotes the packet as translated: from the client to the backend. The
+ * client's socket knows only the VIP, so rewrite the quoted destination
+ * (and the error's source when the backend sent it) back to the frontend,
+ * keeping the quoted IP header's and the ICMP checksum right.
+ */
+static __always_inline int lb_rev_translate_icmp(struct __sk_buff *skb, struct sl_pkt *pkt,
+						 const struct ct_nat *nat)
+{
+	struct sl_lb_vip *rn = bpf_map_lookup_elem(&sl_lb_revnat, &nat->rev_nat_id);
+	__u32 icmp_csum = pkt->l4_off + offsetof(struct icmphdr, checksum);
+	__u32 in_csum = pkt->inner_off + offsetof(struct iphdr, check);
+	__be32 backend = pkt->daddr.addr4;
+	__be16 old_ipsum, new_ipsum;
+
+	if (!rn)
+		return 0;
+	if (bpf_skb_load_bytes(skb, in_csum, &old_ipsum, 2) < 0)
+		return -1;
+	/* The quoted IP header: destination and its checksum. */
+	if (bpf_l3_csum_replace(skb, in_csum, backend, rn->addr.addr4, 4) < 0 ||
+	    bpf_skb_store_bytes(skb, pkt->inner_off + offsetof(struct iphdr, daddr), &rn->addr.addr4, 4, 0) < 0 ||
+	    bpf_skb_load_bytes(skb, in_csum, &new_ipsum, 2) < 0)
+		return -1;
+	/* The ICMP checksum covers the quoted bytes (no pseudo-header). */
+	if (bpf_l4_csum_replace(skb, icmp_csum, backend, rn->addr.addr4, 4) < 0 ||
+	    bpf_l4_csum_replace(skb, icmp_csum, old_ipsum, new_ipsum, 2) < 0)
+		return -1;
+	if ((pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && pkt->dport != rn->port) {
+		if (bpf_skb_store_bytes(skb, pkt->inner_l4_off + 2, &rn->port, 2, 0) < 0 ||
+		    bpf_l4_csum_replace(skb, icmp_csum, pkt->dport, rn->port, 2) < 0)
+			return -1;
+	}
+	/* The error itself comes from the backend: make it come from the VIP. */
+	if (pkt->outer_saddr == backend) {
+		if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, backend, rn->addr.addr4, 4) < 0 ||
+		    bpf_skb_store_bytes(skb, IP_SRC_OFF, &rn->addr.addr4, 4, 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static __always_inline __u16 csum_fold(__u64 sum)
 {
 	sum = (sum & 0xffff) + (sum >> 16);

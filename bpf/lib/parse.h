@@ -44,6 +44,8 @@ struct sl_pkt {
 	__u8 later_frag; /* a non-first fragment: no L4 header */
 	__u16 l4_off;    /* offset of the L4 header (first fragments and whole packets) */
 	__be32 outer_saddr; /* the IPv4 header's own source, even for ICMP errors */
+	__u16 inner_off;    /* ICMP errors: offset of the embedded IP header */
+	__u16 inner_l4_off; /* ICMP errors: offset of the embedded L4 header */
 };
 
 /* TCP flag bits in byte 13 of the TCP header. */
@@ -132,6 +134,8 @@ static __always_inline int parse_icmp_inner(struct __sk_buff *skb, __u32 off, st
 	if (inner.version != 4 || inner.ihl < 5)
 		return SL_DROP_INVALID_PACKET;
 	ihl = inner.ihl * 4;
+	pkt->inner_off = off;
+	pkt->inner_l4_off = off + ihl;
 	pkt->saddr.addr4 = inner.saddr;
 	pkt->daddr.addr4 = inner.daddr;
 	pkt->proto = inner.protocol;

@@ -490,3 +490,30 @@ func TestServiceHairpin(t *testing.T) {
 	_, err = rd.Read()
 	require.Error(t, err, "no event for the hairpin reply")
 }
+
+// An ICMP error about a translated datagram is translated back, quoted
+// header included, so the client's socket (which knows only the VIP)
+// receives it.
+func TestServiceICMPErrorReverseTranslation(t *testing.T) {
+	dp := loadTest(t, Config{})
+	putService(t, dp, 6, netip.AddrPortFrom(vip, 53), 17, 0, netip.AddrPortFrom(backend1, 5353))
+	_, out := run(t, dp.objs.SlFromEp, udpPkt(t, podIP, vip, 5000, 53))
+	translated := out.Data()
+	require.Equal(t, netip.AddrPortFrom(backend1, 5353), dst(out))
+
+	ret, out := run(t, dp.objs.SlToEp, icmpUnreachable(t, backend1, translated))
+	require.Equal(t, verdictNext, ret)
+	ip := out.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	require.Equal(t, vip.AsSlice(), []byte(ip.SrcIP.To4()), "the error comes from the VIP")
+	requireChecksums(t, out) // outer IP and ICMP
+
+	ic := out.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	quoted := gopacket.NewPacket(ic.Payload, layers.LayerTypeIPv4, gopacket.Default)
+	qip := quoted.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	require.Equal(t, vip.AsSlice(), []byte(qip.DstIP.To4()), "quoted destination is the VIP")
+	require.Equal(t, podIP.AsSlice(), []byte(qip.SrcIP.To4()))
+	hdr := append([]byte(nil), ic.Payload[:20]...)
+	hdr[10], hdr[11] = 0, 0
+	require.Equal(t, qip.Checksum, fold(sum(hdr)), "quoted IP header checksum")
+	require.Equal(t, uint16(53), uint16(ic.Payload[22])<<8|uint16(ic.Payload[23]), "quoted destination port is the service port")
+}

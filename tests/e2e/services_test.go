@@ -353,3 +353,25 @@ func TestServiceConnectionSurvivesAgentRestart(t *testing.T) {
 	require.Equal(t, lbBefore, e.cli(n1, "bpf", "lb", "list"), "frontend and backend IDs are adopted, not renumbered")
 	require.Zero(t, e.status(n1).Services.Applied, "nothing to rewrite after a restart with the same services")
 }
+
+// A datagram to a VIP whose backend has nothing listening: the backend's
+// port unreachable is translated back, so the client's connected socket
+// gets ECONNREFUSED instead of waiting for a reply that never comes.
+func TestServiceICMPErrorsReachTheClient(t *testing.T) {
+	for _, m := range socketLBModes {
+		t.Run(m.name, func(t *testing.T) {
+			e, client, backends := serviceCluster(t, m.args...)
+			ports := []svcPort{{"dns", 53, "5399", 5399, "UDP"}} // nothing listens on 5399
+			require.NoError(t, e.c.WriteManifest("svc-deaf.yaml", serviceYAML("default", "deaf", vip, ports, ready(backends[1]), "")))
+			n1 := e.c.Node("node1")
+			e.startAgent(n1)
+			e.startAgent(e.c.Node("node2"))
+			e.waitServicesOn(n1, 1)
+			start := time.Now()
+			_, err := client.UDPRequest(ctx(t), vip, 53, "anyone?")
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "connection refused")
+			require.Less(t, time.Since(start), 3*time.Second)
+		})
+	}
+}
