@@ -1,0 +1,55 @@
+package lb
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/service"
+)
+
+func TestToLBState(t *testing.T) {
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	active := service.Backend{ID: 1, Address: a("10.244.1.5"), Port: 8080, Protocol: model.ProtocolTCP, State: service.BackendActive}
+	terminating := service.Backend{ID: 2, Address: a("10.244.2.5"), Port: 8080, Protocol: model.ProtocolTCP, State: service.BackendTerminating}
+	sctp := service.Backend{ID: 3, Address: a("10.244.3.5"), Port: 9, Protocol: model.ProtocolSCTP, State: service.BackendActive}
+	d := &service.Desired{
+		Backends: []service.Backend{active, terminating, sctp},
+		Frontends: []service.Frontend{
+			{ID: 7, Address: a("10.96.0.10"), Port: 80, Protocol: model.ProtocolTCP, SessionAffinity: true, AffinityTimeout: 30,
+				Backends: []service.Backend{active, terminating}},
+			{ID: 8, Address: a("10.96.0.11"), Port: 80, Protocol: model.ProtocolTCP, Algorithm: service.AlgorithmMaglev,
+				Backends: []service.Backend{active}, Maglev: []uint32{1, 1, 1}},
+			{ID: 9, Address: a("10.96.0.12"), Port: 9, Protocol: model.ProtocolSCTP, Backends: []service.Backend{sctp}},
+			{ID: 10, Address: a("10.96.0.13"), Port: 80, Protocol: model.ProtocolTCP, NoEndpoints: true},
+		},
+	}
+	st := toLBState(d)
+	require.Len(t, st.Backends, 2, "SCTP waits for datapath support")
+	require.True(t, st.Backends[2].Terminating)
+
+	f := st.Frontends[datapath.LBFrontendKey{Addr: a("10.96.0.10"), Port: 80, Proto: 6}]
+	require.Equal(t, []uint32{1}, f.Slots, "terminating backends take no new connections")
+	require.Equal(t, datapath.LBFlagAffinity, f.Flags)
+	require.EqualValues(t, 30, f.AffinityTimeout)
+
+	m := st.Frontends[datapath.LBFrontendKey{Addr: a("10.96.0.11"), Port: 80, Proto: 6}]
+	require.Equal(t, datapath.LBFlagMaglev, m.Flags)
+	require.Equal(t, []uint32{1, 1, 1}, m.Maglev)
+
+	empty, ok := st.Frontends[datapath.LBFrontendKey{Addr: a("10.96.0.13"), Port: 80, Proto: 6}]
+	require.True(t, ok, "a service without endpoints is programmed, so it can reject")
+	require.Empty(t, empty.Slots)
+	require.Len(t, st.Frontends, 3)
+}
+
+func TestNodeAddrs(t *testing.T) {
+	s := &model.State{}
+	s.Upsert(&model.Node{Name: "n1", Addresses: []model.NodeAddress{{Type: "Hostname", Address: "n1"}, {Type: "InternalIP", Address: "172.31.0.10"}}})
+	require.Equal(t, []netip.Addr{netip.MustParseAddr("172.31.0.10")}, nodeAddrs(s, "n1", nil))
+	fb := []netip.Addr{netip.MustParseAddr("192.0.2.1")}
+	require.Equal(t, fb, nodeAddrs(s, "other", fb), "no Node object: configured addresses")
+}
