@@ -238,7 +238,9 @@ func (g *globals) openMaps() (*datapath.Maps, error) {
 	return datapath.OpenPinned(g.bpfRoot)
 }
 
-func (g *globals) bpfCTList(cmd *cobra.Command) error {
+// fromPins runs read on the pinned maps (no agent needed) and prints its
+// result as JSON or with render.
+func fromPins[T any](g *globals, cmd *cobra.Command, read func(*datapath.Maps) (T, error), asJSON func(T) any, render func(io.Writer, T) error) error {
 	if err := g.checkOutput(); err != nil {
 		return err
 	}
@@ -247,50 +249,42 @@ func (g *globals) bpfCTList(cmd *cobra.Command) error {
 		return err
 	}
 	defer m.Close()
-	entries, err := m.ListCT()
+	v, err := read(m)
 	if err != nil {
 		return err
 	}
 	w := cmd.OutOrStdout()
 	if g.output == "json" {
-		return printJSON(w, listJSON(entries))
+		return printJSON(w, asJSON(v))
 	}
-	return table(w, "ENDPOINT\tPROTO\tSOURCE\tDESTINATION\tSTATE\tORIGIN\tAGE\tEXPIRES\tPKTS (ORIG/REPLY)\tBYTES (ORIG/REPLY)", func(tw io.Writer) {
-		for _, e := range entries {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\n", e.EndpointID, e.Proto, e.Src, e.Dst, e.State, e.Origin,
-				e.Age.Round(time.Second), e.ExpiresIn.Round(time.Second), e.PacketsOrig, e.PacketsReply, e.BytesOrig, e.BytesReply)
-		}
+	return render(w, v)
+}
+
+func (g *globals) bpfCTList(cmd *cobra.Command) error {
+	return fromPins(g, cmd, (*datapath.Maps).ListCT, func(e []datapath.CTEntry) any { return listJSON(e) }, func(w io.Writer, entries []datapath.CTEntry) error {
+		return table(w, "ENDPOINT\tSCOPE\tPROTO\tSOURCE\tDESTINATION\tSTATE\tORIGIN\tAGE\tEXPIRES\tPKTS (ORIG/REPLY)\tBYTES (ORIG/REPLY)", func(tw io.Writer) {
+			for _, e := range entries {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\n", e.EndpointID, e.Scope, e.Proto, e.Src, e.Dst, e.State, e.Origin,
+					e.Age.Round(time.Second), e.ExpiresIn.Round(time.Second), e.PacketsOrig, e.PacketsReply, e.BytesOrig, e.BytesReply)
+			}
+		})
 	})
 }
 
 func (g *globals) bpfEndpointList(cmd *cobra.Command) error {
-	if err := g.checkOutput(); err != nil {
-		return err
-	}
-	m, err := g.openMaps()
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	entries, err := m.ListEndpoints()
-	if err != nil {
-		return err
-	}
-	w := cmd.OutOrStdout()
-	if g.output == "json" {
-		return printJSON(w, listJSON(entries))
-	}
-	return table(w, "ID\tIFINDEX\tIPV4\tIPV6", func(tw io.Writer) {
-		for _, e := range entries {
-			v4, v6 := "-", "-"
-			if e.IPv4.IsValid() {
-				v4 = e.IPv4.String()
+	return fromPins(g, cmd, (*datapath.Maps).ListEndpoints, func(e []datapath.EndpointEntry) any { return listJSON(e) }, func(w io.Writer, entries []datapath.EndpointEntry) error {
+		return table(w, "ID\tIFINDEX\tIPV4\tIPV6", func(tw io.Writer) {
+			for _, e := range entries {
+				v4, v6 := "-", "-"
+				if e.IPv4.IsValid() {
+					v4 = e.IPv4.String()
+				}
+				if e.IPv6.IsValid() {
+					v6 = e.IPv6.String()
+				}
+				fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", e.ID, e.IfIndex, v4, v6)
 			}
-			if e.IPv6.IsValid() {
-				v6 = e.IPv6.String()
-			}
-			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", e.ID, e.IfIndex, v4, v6)
-		}
+		})
 	})
 }
 

@@ -169,49 +169,40 @@ func sortedLBBackends(st datapath.LBState) []datapath.LBBackend {
 }
 
 func (g *globals) bpfLBList(cmd *cobra.Command) error {
-	if err := g.checkOutput(); err != nil {
-		return err
-	}
-	m, err := g.openMaps()
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	st, err := m.LBDump()
-	if err != nil {
-		return err
-	}
+	return fromPins(g, cmd, (*datapath.Maps).LBDump, lbJSON, func(w io.Writer, st datapath.LBState) error {
+		frontends, backends := st.LBFrontendsSorted(), sortedLBBackends(st)
+		err := table(w, "ID\tFRONTEND\tFLAGS\tSLOTS\tBACKENDS", func(tw io.Writer) {
+			for _, f := range frontends {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", f.ID, f.Key, dash(strings.Join(lbFlags(f.Flags), ",")), len(f.Slots), lbSlots(f, st.Backends))
+			}
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w)
+		return table(w, "ID\tADDRESS\tSTATE", func(tw io.Writer) {
+			for _, b := range backends {
+				fmt.Fprintf(tw, "%d\t%s/%s\t%s\n", b.ID, netip.AddrPortFrom(b.Addr, b.Port), datapath.ProtoName(b.Proto), lbBackendState(b))
+			}
+		})
+	})
+}
+
+func lbJSON(st datapath.LBState) any {
 	frontends, backends := st.LBFrontendsSorted(), sortedLBBackends(st)
-	w := cmd.OutOrStdout()
-	if g.output == "json" {
-		out := lbStateJSON{Frontends: []lbFrontendJSON{}, Backends: []lbBackendJSON{}}
-		for _, f := range frontends {
-			out.Frontends = append(out.Frontends, lbFrontendJSON{
-				ID: f.ID, Address: f.Key.Addr, Port: f.Key.Port, Protocol: datapath.ProtoName(f.Key.Proto),
-				Flags: lbFlags(f.Flags), AffinityTimeout: f.AffinityTimeout, Slots: listJSON(f.Slots),
-			})
-		}
-		for _, b := range backends {
-			out.Backends = append(out.Backends, lbBackendJSON{
-				ID: b.ID, Address: b.Addr, Port: b.Port, Protocol: datapath.ProtoName(b.Proto), State: lbBackendState(b),
-			})
-		}
-		return printJSON(w, out)
+	out := lbStateJSON{Frontends: []lbFrontendJSON{}, Backends: []lbBackendJSON{}}
+	for _, f := range frontends {
+		out.Frontends = append(out.Frontends, lbFrontendJSON{
+			ID: f.ID, Address: f.Key.Addr, Port: f.Key.Port, Protocol: datapath.ProtoName(f.Key.Proto),
+			Flags: lbFlags(f.Flags), AffinityTimeout: f.AffinityTimeout, Slots: listJSON(f.Slots),
+		})
 	}
-	err = table(w, "ID\tFRONTEND\tFLAGS\tSLOTS\tBACKENDS", func(tw io.Writer) {
-		for _, f := range frontends {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", f.ID, f.Key, dash(strings.Join(lbFlags(f.Flags), ",")), len(f.Slots), lbSlots(f, st.Backends))
-		}
-	})
-	if err != nil {
-		return err
+	for _, b := range backends {
+		out.Backends = append(out.Backends, lbBackendJSON{
+			ID: b.ID, Address: b.Addr, Port: b.Port, Protocol: datapath.ProtoName(b.Proto), State: lbBackendState(b),
+		})
 	}
-	fmt.Fprintln(w)
-	return table(w, "ID\tADDRESS\tSTATE", func(tw io.Writer) {
-		for _, b := range backends {
-			fmt.Fprintf(tw, "%d\t%s/%s\t%s\n", b.ID, netip.AddrPortFrom(b.Addr, b.Port), datapath.ProtoName(b.Proto), lbBackendState(b))
-		}
-	})
+	return out
 }
 
 // lbSlots renders a frontend's slots as "id=ip:port" in slot order. A
