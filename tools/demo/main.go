@@ -410,6 +410,68 @@ func (d *demo) story(ctx context.Context) error {
 		return err
 	}
 
+	// 5b. Services.
+	header("5b. A Service: ClusterIP translated in the kernel, no kube-proxy")
+	vip := netip.MustParseAddr("10.96.0.20")
+	manifest := fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  clusterIP: %[1]s
+  ports:
+  - {name: echo, port: 80, targetPort: echo, protocol: TCP}
+  - {name: echo-udp, port: 53, targetPort: %[2]d, protocol: UDP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-x1
+  namespace: default
+  labels: {kubernetes.io/service-name: echo}
+addressType: IPv4
+ports:
+- {name: echo, port: %[3]d, protocol: TCP}
+- {name: echo-udp, port: %[2]d, protocol: UDP}
+endpoints:
+- {addresses: [%[4]s], nodeName: node1, conditions: {ready: true}, targetRef: {kind: Pod, namespace: default, name: backend}}
+- {addresses: [%[5]s], nodeName: node2, conditions: {ready: true}, targetRef: {kind: Pod, namespace: shop, name: db}}
+`, vip, udpPort, tcpPort, backend.IP, db.IP)
+	if err := c.WriteManifest("svc-echo.yaml", manifest); err != nil {
+		return err
+	}
+	fmt.Printf("wrote Service default/echo (ClusterIP %s, TCP 80 -> targetPort \"echo\", UDP 53 -> %d) and its EndpointSlice (backend on node1, db on node2)\n", vip, udpPort)
+	if err := waitFor(ctx, 10*time.Second, "the service to be programmed", func() bool {
+		out, err := exec.CommandContext(ctx, d.cliBin, "--bpf-root", n1.BPFRoot, "bpf", "lb", "list").CombinedOutput()
+		return err == nil && strings.Contains(string(out), vip.String()+":80/TCP")
+	}); err != nil {
+		return err
+	}
+	if _, err := d.sluice(ctx, n1, "service", "list"); err != nil {
+		return err
+	}
+	if _, err := d.sluice(ctx, n1, "bpf", "lb", "list"); err != nil {
+		return err
+	}
+	hits := map[string]int{}
+	for i := 0; i < 10; i++ {
+		who, err := frontend.TCPRequest(ctx, vip, 80, "whoami")
+		if err != nil {
+			return fmt.Errorf("TCP to the VIP: %w", err)
+		}
+		hits[who]++
+	}
+	fmt.Printf("10 TCP connections from %s to %s:80 reached: %v\n", frontend, vip, hits)
+	_, peer, err := frontend.PeerRequest(ctx, "tcp", vip, 80, "whoami")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("getpeername() in the client says %s: the application only ever sees the VIP (socket LB translated connect())\n", peer)
+	who, err := frontend.UDPRequest(ctx, vip, 53, "whoami")
+	if err != nil {
+		return fmt.Errorf("UDP to the VIP: %w", err)
+	}
+	fmt.Printf("UDP %s:53 answered by %s\n", vip, who)
+
 	// 6. Restart survival.
 	header("6. Restart survival: SIGKILL the agent under a live connection")
 	conn, err := frontend.StartTCPClient(backend.IP, tcpPort, 100*time.Millisecond)
