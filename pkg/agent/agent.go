@@ -36,6 +36,7 @@ type Agent struct {
 	eps      *endpoint.Manager
 	lb       *lb.Reconciler
 	events   *eventLog
+	cgroups  *cgroupPods
 
 	mu     sync.Mutex
 	ct     datapath.CTStats
@@ -54,7 +55,8 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		}
 	}
 	opts.Datapath.BPFRoot = opts.BPFRoot
-	a := &Agent{opts: opts, log: log, started: time.Now(), store: model.NewStore(), events: newEventLog(4096)}
+	a := &Agent{opts: opts, log: log, started: time.Now(), store: model.NewStore(), events: newEventLog(4096),
+		cgroups: newCgroupPods(opts.CgroupRoot)}
 	a.logSettings()
 
 	lock, err := datapath.LockRoot(opts.BPFRoot)
@@ -252,6 +254,14 @@ func (a *Agent) readEvents(r *datapath.EventReader) {
 		rec := api.Event{Event: ev}
 		if pod, ok := a.eps.PodByID(ev.EndpointID); ok {
 			rec.Namespace, rec.Pod = pod.Namespace, pod.Name
+		} else if ev.CgroupID != 0 {
+			// Socket-LB events come from a process, not an interface.
+			if pod, ok := a.cgroups.pod(ev.CgroupID, a.store.Snapshot()); ok {
+				rec.Namespace, rec.Pod = pod.Namespace, pod.Name
+			}
+		}
+		if ev.ServiceID != 0 {
+			rec.Service = a.lb.FrontendName(ev.ServiceID)
 		}
 		a.events.add(rec)
 		if ev.Type == "drop" {

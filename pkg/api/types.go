@@ -97,6 +97,8 @@ type Event struct {
 	datapath.Event
 	Namespace string `json:"namespace,omitempty"`
 	Pod       string `json:"pod,omitempty"`
+	// Service names the service of a translated connection: "ns/name:port".
+	Service string `json:"service,omitempty"`
 }
 
 // ServicesStatus summarises the programmed services.

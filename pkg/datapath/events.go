@@ -32,6 +32,9 @@ type Event struct {
 	ServiceID  uint32         `json:"serviceID,omitempty"`
 	VIP        netip.AddrPort `json:"vip,omitzero"`
 	SockCookie uint64         `json:"sockCookie,omitempty"`
+	// CgroupID is the calling process's cgroup (socket-LB events), which
+	// names its pod.
+	CgroupID uint64 `json:"cgroupID,omitempty"`
 }
 
 // DecodeEvent turns a raw record into an Event. bootTime maps the
@@ -52,6 +55,7 @@ func DecodeEvent(raw []byte, bootTime time.Time) (Event, error) {
 		ev.ServiceID = r.SvcId
 		ev.VIP = netip.AddrPortFrom(addrFrom(r.Vip.Addr6, r.Family), ntohs(r.VipPort))
 		ev.SockCookie = r.SockCookie
+		ev.CgroupID = r.CgroupId
 	}
 	if r.Reason != 0 {
 		ev.ReasonID = r.Reason

@@ -281,3 +281,23 @@ func nodeAddrs(s *model.State, node string, fallback []netip.Addr) []netip.Addr 
 	}
 	return out
 }
+
+// FrontendName names a frontend by ID as "ns/name:port" (the port name, or
+// number when unnamed), for flow events; "" if unknown.
+func (r *Reconciler) FrontendName(id uint32) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.desired == nil {
+		return ""
+	}
+	for i := range r.desired.Frontends {
+		if f := &r.desired.Frontends[i]; f.ID == id {
+			port := f.PortName
+			if port == "" {
+				port = fmt.Sprint(f.Port)
+			}
+			return f.Service.String() + ":" + port
+		}
+	}
+	return ""
+}

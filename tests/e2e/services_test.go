@@ -157,6 +157,8 @@ func TestServiceClusterIP(t *testing.T) {
 			})
 			require.Contains(t, []string{backends[0].IP.String(), backends[1].IP.String()}, ev.Dst.Addr().String())
 			require.Equal(t, uint16(8080), ev.Dst.Port())
+			require.Equal(t, "default/web:http", ev.Service, "the event names the service")
+			require.Equal(t, "client", ev.Pod, "and the client pod (socket LB: from the caller's cgroup)")
 		})
 	}
 }
