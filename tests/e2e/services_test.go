@@ -9,6 +9,7 @@ package e2e
 //	                                 └──► b2 (node2) :8080
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -374,6 +375,51 @@ func TestServiceICMPErrorsReachTheClient(t *testing.T) {
 			require.Error(t, err)
 			require.Contains(t, err.Error(), "connection refused")
 			require.Less(t, time.Since(start), 3*time.Second)
+		})
+	}
+}
+
+// The node's own processes reach services through socket LB (all or
+// hostns-only); with hostns-only, pods use the per-packet path. With socket
+// LB off, only pods reach services (README: "What reaches services").
+func TestServiceFromNodeAndSocketLBModes(t *testing.T) {
+	for _, c := range []struct {
+		mode         string
+		nodeReaches  bool
+		podPerPacket bool
+	}{
+		{"all", true, false},
+		{"hostns-only", true, true},
+		{"off", false, true},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			e, client, backends := serviceCluster(t, "--socket-lb="+c.mode)
+			require.NoError(t, e.c.WriteManifest("svc-web.yaml", serviceYAML("default", "web", vip, webPorts[:1], ready(backends...), "")))
+			n1 := e.c.Node("node1")
+			e.startAgent(n1)
+			e.waitServicesOn(n1, 1)
+
+			// Without a path the SYN goes nowhere: bound the wait.
+			short, cancel := context.WithTimeout(ctx(t), 2*time.Second)
+			who, err := n1.TCPRequest(short, vip, 80, "whoami")
+			cancel()
+			if c.nodeReaches {
+				require.NoError(t, err, "a host process reaches the service")
+				require.Contains(t, []string{"default/b1", "default/b2"}, who)
+			} else {
+				require.Error(t, err, "without socket LB a host process has no path to the VIP")
+			}
+
+			_, err = client.TCPRequest(ctx(t), vip, 80, "whoami")
+			require.NoError(t, err)
+			clientID := endpointID(t, e.endpoints(n1), client)
+			perPacket := false
+			for _, ct := range e.ct(n1) {
+				if ct.EndpointID == clientID && ct.Scope == "service" {
+					perPacket = true
+				}
+			}
+			require.Equal(t, c.podPerPacket, perPacket, "pods translated per packet (service CT entry) or at connect()")
 		})
 	}
 }

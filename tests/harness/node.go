@@ -123,6 +123,13 @@ func (c *Cluster) addNode(ctx context.Context, name string, mode Mode, octet int
 	if err := os.Mkdir(n.CgroupRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("create cgroup %s: %w", n.CgroupRoot, err)
 	}
+	// The node's own processes (Host.Exec and requests on the node) run in
+	// a "host" cgroup under the node's root, as system.slice does on a real
+	// node: the agent's cgroup programs see them like any host process.
+	n.Host.CgroupPath = filepath.Join(n.CgroupRoot, "host")
+	if err := os.Mkdir(n.Host.CgroupPath, 0o755); err != nil {
+		return nil, fmt.Errorf("create cgroup %s: %w", n.Host.CgroupPath, err)
+	}
 	if err := setSysctls(path, map[string]string{"net.ipv4.ip_forward": "1"}); err != nil {
 		return nil, err
 	}
