@@ -423,3 +423,25 @@ func TestServiceFromNodeAndSocketLBModes(t *testing.T) {
 		})
 	}
 }
+
+// NodePort from inside the cluster: a pod (per-packet or socket LB) and
+// the node itself reach <node IP>:<nodePort> of any node's address known
+// to this node's agent. (From outside the cluster NodePort needs the
+// uplink program: not yet.)
+func TestServiceNodePortFromPods(t *testing.T) {
+	for _, m := range socketLBModes {
+		t.Run(m.name, func(t *testing.T) {
+			e, client, backends := serviceCluster(t, m.args...)
+			y := serviceYAML("default", "web", vip, webPorts[:1], ready(backends...), "  type: NodePort\n")
+			y = strings.Replace(y, "    protocol: TCP\n", "    protocol: TCP\n    nodePort: 30080\n", 1)
+			require.NoError(t, e.c.WriteManifest("svc-web.yaml", y))
+			n1 := e.c.Node("node1")
+			e.startAgent(n1)
+			require.Eventually(t, func() bool { return e.status(n1).Services.Frontends >= 2 }, 10*time.Second, 50*time.Millisecond)
+			require.Contains(t, e.cli(n1, "service", "list"), "NodePort")
+			who, err := client.TCPRequest(ctx(t), n1.IP, 30080, "whoami")
+			require.NoError(t, err, "pod to its own node's NodePort")
+			require.Contains(t, []string{"default/b1", "default/b2"}, who)
+		})
+	}
+}
