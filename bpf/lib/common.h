@@ -48,6 +48,12 @@ volatile const __u64 ct_timeout_other_ns = 60 * NSEC_PER_SEC;
  * as a martian. 169.254.42.1, as Cilium uses. */
 #define SL_SERVICE_LOOPBACK bpf_htonl(0xa9fe2a01)
 
+/* SNAT source ports for external connections to remote backends: above
+ * the default ip_local_port_range (32768-60999) and the NodePort range, so
+ * they never collide with the node's own sockets. Set by the agent. */
+volatile const __u16 snat_port_min = 61000;
+volatile const __u16 snat_port_max = 65535;
+
 /* Entries per Maglev table (a prime); the agent sets it from config. */
 volatile const __u32 maglev_size = 16381;
 /* Drop packets from a pod whose source address is not the pod's. */

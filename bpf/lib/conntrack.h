@@ -31,6 +31,7 @@ struct ct_nat {
 	__be16 vport;
 	__u8 state;   /* out: the FLOW entry's state after this packet */
 	__u8 flags;   /* in (create) / out (reply): SL_CT_NAT_* */
+	__be16 nat_port; /* uplink SNAT port pinned in the SERVICE entry */
 	__u64 expires; /* out: and its deadline */
 };
 

@@ -184,6 +184,7 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 			      se->state >= SL_CT_CLOSING && se->state <= SL_CT_CLOSED;
 		if (!reopen) {
 			backend_id = se->backend_id;
+			nat->nat_port = se->nat_port;
 			ct_refresh(se, pkt, pkt->proto == IPPROTO_TCP ?
 				   tcp_next_state(se->state, pkt->tcp_flags, false, se->flags_orig, se->flags_reply) :
 				   se->state, now);
@@ -197,8 +198,13 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 			*reason = SL_DROP_FRAG_NOT_FOUND;
 			return LB_DROP;
 		}
-		if (svc->count == 0)
+		if (svc->count == 0) {
+			if (svc->flags & SL_LB_F_NO_LOCAL) {
+				*reason = SL_DROP_NO_LOCAL_BACKEND;
+				return LB_DROP;
+			}
 			return LB_REJECT;
+		}
 		if (svc->flags & SL_LB_F_AFFINITY)
 			backend_id = lb_affinity_get(svc, &pkt->saddr, now);
 		if (!backend_id && (svc->flags & SL_LB_F_MAGLEV))

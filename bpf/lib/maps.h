@@ -118,6 +118,17 @@ struct {
 	__array(values, struct sl_maglev_inner);
 } sl_lb_maglev SEC(".maps");
 
+/* SNAT of external connections toward remote backends, by node address
+ * and allocated port. LRU: an idle mapping is the one to give up, and
+ * allocation fails over to another port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sl_nat_key);
+	__type(value, struct sl_nat_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_nat SEC(".maps");
+
 /* Layout fingerprint of every pinned map, written by the agent so that a
  * map whose key or value layout changed is replaced, never misread. */
 struct {

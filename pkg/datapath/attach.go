@@ -45,7 +45,8 @@ type Attacher struct {
 	// agents sharing a network namespace never remove each other's filters.
 	tag      string
 	priority uint16
-	from, to *ebpf.Program
+	// Programs by hook: pod interfaces and uplinks.
+	progs map[string]*ebpf.Program
 }
 
 // NewAttacher returns an attacher for dp's programs. priority is the legacy
@@ -64,7 +65,10 @@ func NewAttacher(dp *Datapath, mode AttachMode, priority uint16) (*Attacher, err
 	h.Write([]byte(dp.cfg.BPFRoot))
 	return &Attacher{
 		mode: mode, root: dp.cfg.BPFRoot, priority: priority, tag: fmt.Sprintf("%08x", h.Sum32()),
-		from: dp.objs.SlFromEp, to: dp.objs.SlToEp,
+		progs: map[string]*ebpf.Program{
+			bpfobj.BpfProgSlFromEp: dp.objs.SlFromEp, bpfobj.BpfProgSlToEp: dp.objs.SlToEp,
+			bpfobj.HostProgSlFromNetdev: dp.host.SlFromNetdev, bpfobj.HostProgSlToNetdev: dp.host.SlToNetdev,
+		},
 	}, nil
 }
 
@@ -72,26 +76,43 @@ func NewAttacher(dp *Datapath, mode AttachMode, priority uint16) (*Attacher, err
 func (a *Attacher) Mode() AttachMode { return a.mode }
 
 type hook struct {
-	name     string // "ingress" or "egress" of the host-side interface
+	name     string // "ingress" or "egress" of the interface, with a prefix for uplinks
 	progName string
 	tcx      ebpf.AttachType
 	parent   uint32
-	prog     func(a *Attacher) *ebpf.Program
 }
+
+func (a *Attacher) prog(h hook) *ebpf.Program { return a.progs[h.progName] }
 
 // The host-side interface's ingress carries what the pod sends (pod
 // egress); its egress carries what the pod receives (pod ingress).
 var hooks = []hook{
-	{"ingress", bpfobj.BpfProgSlFromEp, ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(a *Attacher) *ebpf.Program { return a.from }},
-	{"egress", bpfobj.BpfProgSlToEp, ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, func(a *Attacher) *ebpf.Program { return a.to }},
+	{"ingress", bpfobj.BpfProgSlFromEp, ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS},
+	{"egress", bpfobj.BpfProgSlToEp, ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
 }
 
-// Attach hooks both programs to the interface, replacing in place whatever
-// Sluice attached there before (an earlier agent's programs), so there is
-// never a moment without a program.
-func (a *Attacher) Attach(ifindex int) error {
+// Uplinks carry the node's traffic with the outside.
+var uplinkHooks = []hook{
+	{"uplink-ingress", bpfobj.HostProgSlFromNetdev, ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS},
+	{"uplink-egress", bpfobj.HostProgSlToNetdev, ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
+}
+
+// Attach hooks the endpoint programs to a pod's interface, replacing in
+// place whatever Sluice attached there before (an earlier agent's
+// programs), so there is never a moment without a program.
+func (a *Attacher) Attach(ifindex int) error { return a.attach(ifindex, hooks) }
+
+// AttachUplink hooks the uplink programs to one of the node's uplinks.
+func (a *Attacher) AttachUplink(ifindex int) error { return a.attach(ifindex, uplinkHooks) }
+
+// DetachUplink removes the uplink programs.
+func (a *Attacher) DetachUplink(ifindex int) error {
+	return errors.Join(a.detachTCX(ifindex, uplinkHooks), a.detachTC(ifindex, uplinkHooks))
+}
+
+func (a *Attacher) attach(ifindex int, hs []hook) error {
 	var err error
-	for _, h := range hooks {
+	for _, h := range hs {
 		if a.mode == AttachTCX {
 			err = a.attachTCX(ifindex, h)
 		} else {
@@ -104,14 +125,15 @@ func (a *Attacher) Attach(ifindex int) error {
 	// Attaching in one mode after the other (a --attach-mode change across
 	// a restart) must not leave both running.
 	if a.mode == AttachTCX {
-		return a.detachTC(ifindex)
+		return a.detachTC(ifindex, hs)
 	}
-	return a.detachTCX(ifindex)
+	return a.detachTCX(ifindex, hs)
 }
 
-// Detach removes Sluice's programs from the interface; other programs stay.
+// Detach removes Sluice's endpoint programs from the interface; other
+// programs stay.
 func (a *Attacher) Detach(ifindex int) error {
-	return errors.Join(a.detachTCX(ifindex), a.detachTC(ifindex))
+	return errors.Join(a.detachTCX(ifindex, hooks), a.detachTC(ifindex, hooks))
 }
 
 func (a *Attacher) linkPin(ifindex int, dir string) string {
@@ -120,7 +142,7 @@ func (a *Attacher) linkPin(ifindex int, dir string) string {
 
 func (a *Attacher) attachTCX(ifindex int, h hook) error {
 	pin := a.linkPin(ifindex, h.name)
-	prog := h.prog(a)
+	prog := a.prog(h)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		info, ierr := l.Info()
 		if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
@@ -151,9 +173,9 @@ func (a *Attacher) attachTCX(ifindex int, h hook) error {
 	return nil
 }
 
-func (a *Attacher) detachTCX(ifindex int) error {
+func (a *Attacher) detachTCX(ifindex int, hs []hook) error {
 	var errs []error
-	for _, h := range hooks {
+	for _, h := range hs {
 		pin := a.linkPin(ifindex, h.name)
 		l, err := link.LoadPinnedLink(pin, nil)
 		if errors.Is(err, os.ErrNotExist) {
@@ -256,7 +278,7 @@ func (a *Attacher) attachTC(ifindex int, h hook) error {
 			LinkIndex: ifindex, Parent: h.parent, Handle: tcHandle,
 			Priority: a.priority, Protocol: unix.ETH_P_ALL,
 		},
-		Fd: h.prog(a).FD(), Name: a.filterName(h), DirectAction: true,
+		Fd: a.prog(h).FD(), Name: a.filterName(h), DirectAction: true,
 	}
 	// Replace is atomic: the old program runs until the new one is in.
 	if err := netlink.FilterReplace(f); err != nil {
@@ -267,9 +289,9 @@ func (a *Attacher) attachTC(ifindex int, h hook) error {
 
 var errOtherAgent = errors.New("not this agent's filter")
 
-func (a *Attacher) detachTC(ifindex int) error {
+func (a *Attacher) detachTC(ifindex int, hs []hook) error {
 	var errs []error
-	for _, h := range hooks {
+	for _, h := range hs {
 		f, err := a.ourFilter(ifindex, h)
 		if errors.Is(err, errOtherAgent) {
 			continue // another agent's: not ours to remove
@@ -281,8 +303,8 @@ func (a *Attacher) detachTC(ifindex int) error {
 			errs = append(errs, err)
 			continue
 		}
-		if f == nil {
-			continue
+		if f == nil || f.Name != a.filterName(h) {
+			continue // nothing, or Sluice's filter of another role (uplink vs endpoint)
 		}
 		if err := netlink.FilterDel(f); err != nil && !isNoDevice(err) {
 			errs = append(errs, fmt.Errorf("delete tc filter: %w", err))

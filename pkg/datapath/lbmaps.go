@@ -16,6 +16,13 @@ import (
 const (
 	LBFlagAffinity uint16 = 1 << 0
 	LBFlagMaglev   uint16 = 1 << 1
+	// LBFlagExternal: NodePort, externalIP or LoadBalancer frontend, served
+	// on the uplinks.
+	LBFlagExternal uint16 = 1 << 2
+	// LBFlagLocal: externalTrafficPolicy Local (keep the client address).
+	LBFlagLocal uint16 = 1 << 3
+	// LBFlagNoLocal: no local endpoint but remote ones: drop, don't reject.
+	LBFlagNoLocal uint16 = 1 << 4
 )
 
 // LBFrontendKey identifies a frontend: what a client addresses.
@@ -52,6 +59,9 @@ type LBBackend struct {
 	Port        uint16
 	Proto       uint8
 	Terminating bool
+	// Local backends are pods of this node: external connections reach
+	// them without source translation.
+	Local bool
 }
 
 func (k LBFrontendKey) raw(slot uint16) bpfobj.BpfSlLbKey {
@@ -115,7 +125,8 @@ func (m *Maps) LBDump() (LBState, error) {
 	)
 	bit := m.LBBackends.Iterate()
 	for bit.Next(&id, &b) {
-		st.Backends[id] = LBBackend{ID: id, Addr: addrFrom(b.Addr.Addr6, 2), Port: ntohs(b.Port), Proto: b.Proto, Terminating: b.State == 1}
+		st.Backends[id] = LBBackend{ID: id, Addr: addrFrom(b.Addr.Addr6, 2), Port: ntohs(b.Port), Proto: b.Proto,
+			Terminating: b.State == 1, Local: b.Flags&1 != 0}
 	}
 	if err := bit.Err(); err != nil {
 		return st, fmt.Errorf("iterate sl_lb_backends: %w", err)
@@ -330,6 +341,9 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 		v.Addr.Addr6 = addrTo(b.Addr)
 		if b.Terminating {
 			v.State = 1
+		}
+		if b.Local {
+			v.Flags |= 1 // SL_LB_BACKEND_F_LOCAL
 		}
 		bk, bv = append(bk, b.ID), append(bv, v)
 	}

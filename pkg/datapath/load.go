@@ -25,6 +25,7 @@ type Datapath struct {
 	maglevInner *ebpf.MapSpec
 	objs        bpfobj.BpfObjects
 	sock        bpfobj.SockObjects
+	host        bpfobj.HostObjects
 	log         *slog.Logger
 	// Adopted is true when pinned maps from an earlier agent were reused.
 	Adopted bool
@@ -87,13 +88,30 @@ func Load(cfg Config, log *slog.Logger) (*Datapath, error) {
 	}
 	if err := sockSpec.LoadAndAssign(&dp.sock, opts); err != nil {
 		dp.objs.Close()
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load socket-LB programs: %+v", verr)
-		}
-		return nil, fmt.Errorf("load socket-LB programs: %w", err)
+		return nil, loadErr("socket-LB programs", err)
+	}
+	hostSpec, err := bpfobj.LoadHost()
+	if err == nil {
+		err = configureSpec(hostSpec, cfg)
+	}
+	if err == nil {
+		err = hostSpec.LoadAndAssign(&dp.host, opts)
+	}
+	if err != nil {
+		dp.objs.Close()
+		dp.sock.Close()
+		return nil, loadErr("uplink programs", err)
 	}
 	return dp, nil
+}
+
+// loadErr prints a verifier log whole: its tail alone rarely shows why.
+func loadErr(what string, err error) error {
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("load %s: %+v", what, verr)
+	}
+	return fmt.Errorf("load %s: %w", what, err)
 }
 
 // checkBPFFS refuses a root that is not on bpffs: pins elsewhere fail
@@ -358,7 +376,7 @@ func describeMembers(b *strings.Builder, kind string, size uint32, ms []btf.Memb
 // Close releases this process's handles. Pins, links and filters stay, so
 // traffic keeps flowing on the last loaded programs.
 func (dp *Datapath) Close() error {
-	return errors.Join(dp.objs.Close(), dp.sock.Close())
+	return errors.Join(dp.objs.Close(), dp.sock.Close(), dp.host.Close())
 }
 
 // Config returns the effective configuration.

@@ -55,8 +55,10 @@ type Manager struct {
 	// attached records interfaces whose programs this agent attached (so
 	// they run this agent's programs, not a predecessor's).
 	attached map[int]bool
-	synced   bool
-	lastErr  error
+	// uplinks are the interfaces with the uplink programs.
+	uplinks map[int]bool
+	synced  bool
+	lastErr error
 }
 
 // New returns a Manager; Run starts it.
@@ -72,7 +74,7 @@ func New(opts Options) *Manager {
 	}
 	return &Manager{
 		opts: opts, log: opts.Logger, trigger: make(chan struct{}, 1),
-		endpoints: map[model.NamespacedName]*endpoint{}, attached: map[int]bool{},
+		endpoints: map[model.NamespacedName]*endpoint{}, attached: map[int]bool{}, uplinks: map[int]bool{},
 	}
 }
 
@@ -275,6 +277,7 @@ func (m *Manager) reconcile(full bool) {
 		errs = append(errs, m.ensure(ep))
 	}
 
+	errs = append(errs, m.reconcileUplinks(snap))
 	if full {
 		errs = append(errs, m.prune())
 	}
@@ -364,12 +367,13 @@ func (m *Manager) prune() error {
 	if links, err := netlink.LinkList(); err == nil {
 		for _, l := range links {
 			idx := l.Attrs().Index
-			if !live[idx] && (l.Type() == "veth" || l.Type() == "netkit") {
+			if !live[idx] && !m.uplinks[idx] && (l.Type() == "veth" || l.Type() == "netkit") {
 				errs = append(errs, m.opts.Attacher.Detach(idx))
 			}
 		}
 	}
-	if _, err := m.opts.Maps.GCCT(func(id uint32) bool { return !ids[id] }); err != nil {
+	// Endpoint ID 0 is the uplinks' view (external service connections).
+	if _, err := m.opts.Maps.GCCT(func(id uint32) bool { return id != 0 && !ids[id] }); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

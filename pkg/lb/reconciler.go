@@ -168,7 +168,7 @@ func (r *Reconciler) Reconcile(full bool) {
 	opts := r.opts.Service
 	opts.NodeAddrs = nodeAddrs(snap, opts.NodeName, opts.NodeAddrs)
 	d := service.Compute(snap, opts)
-	want := toLBState(d)
+	want := toLBState(d, opts.NodeName)
 	plan := datapath.PlanLB(r.have, want)
 	r.desired = d
 	r.status.Warnings = d.Warnings
@@ -202,14 +202,15 @@ func (r *Reconciler) Reconcile(full bool) {
 }
 
 // toLBState turns the computed services into map contents.
-func toLBState(d *service.Desired) datapath.LBState {
+func toLBState(d *service.Desired, node string) datapath.LBState {
 	st := datapath.LBState{Frontends: map[datapath.LBFrontendKey]datapath.LBFrontend{}, Backends: map[uint32]datapath.LBBackend{}}
 	for _, b := range d.Backends {
 		p, ok := protoNum(b.Protocol)
 		if !ok || !b.Address.Is4() {
 			continue
 		}
-		st.Backends[b.ID] = datapath.LBBackend{ID: b.ID, Addr: b.Address, Port: b.Port, Proto: p, Terminating: b.State != service.BackendActive}
+		st.Backends[b.ID] = datapath.LBBackend{ID: b.ID, Addr: b.Address, Port: b.Port, Proto: p,
+			Terminating: b.State != service.BackendActive, Local: node != "" && b.NodeName == node}
 	}
 	for _, f := range d.Frontends {
 		p, ok := protoNum(f.Protocol)
@@ -221,6 +222,15 @@ func toLBState(d *service.Desired) datapath.LBState {
 		if f.SessionAffinity {
 			lf.Flags |= datapath.LBFlagAffinity
 			lf.AffinityTimeout = f.AffinityTimeout
+		}
+		if f.Kind.External() {
+			lf.Flags |= datapath.LBFlagExternal
+			if f.TrafficPolicyLocal {
+				lf.Flags |= datapath.LBFlagLocal
+			}
+		}
+		if f.NoLocalEndpoints {
+			lf.Flags |= datapath.LBFlagNoLocal
 		}
 		if f.Algorithm == service.AlgorithmMaglev && len(f.Maglev) > 0 {
 			lf.Flags |= datapath.LBFlagMaglev

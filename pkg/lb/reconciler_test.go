@@ -13,23 +13,27 @@ import (
 
 func TestToLBState(t *testing.T) {
 	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
-	active := service.Backend{ID: 1, Address: a("10.244.1.5"), Port: 8080, Protocol: model.ProtocolTCP, State: service.BackendActive}
+	active := service.Backend{ID: 1, Address: a("10.244.1.5"), Port: 8080, Protocol: model.ProtocolTCP, State: service.BackendActive, NodeName: "node1"}
 	terminating := service.Backend{ID: 2, Address: a("10.244.2.5"), Port: 8080, Protocol: model.ProtocolTCP, State: service.BackendTerminating}
 	sctp := service.Backend{ID: 3, Address: a("10.244.3.5"), Port: 9, Protocol: model.ProtocolSCTP, State: service.BackendActive}
 	d := &service.Desired{
 		Backends: []service.Backend{active, terminating, sctp},
 		Frontends: []service.Frontend{
-			{ID: 7, Address: a("10.96.0.10"), Port: 80, Protocol: model.ProtocolTCP, SessionAffinity: true, AffinityTimeout: 30,
+			{ID: 7, Kind: service.KindClusterIP, Address: a("10.96.0.10"), Port: 80, Protocol: model.ProtocolTCP, SessionAffinity: true, AffinityTimeout: 30,
 				Backends: []service.Backend{active, terminating}},
-			{ID: 8, Address: a("10.96.0.11"), Port: 80, Protocol: model.ProtocolTCP, Algorithm: service.AlgorithmMaglev,
+			{ID: 8, Kind: service.KindClusterIP, Address: a("10.96.0.11"), Port: 80, Protocol: model.ProtocolTCP, Algorithm: service.AlgorithmMaglev,
 				Backends: []service.Backend{active}, Maglev: []uint32{1, 1, 1}},
-			{ID: 9, Address: a("10.96.0.12"), Port: 9, Protocol: model.ProtocolSCTP, Backends: []service.Backend{sctp}},
-			{ID: 10, Address: a("10.96.0.13"), Port: 80, Protocol: model.ProtocolTCP, NoEndpoints: true},
+			{ID: 9, Kind: service.KindClusterIP, Address: a("10.96.0.12"), Port: 9, Protocol: model.ProtocolSCTP, Backends: []service.Backend{sctp}},
+			{ID: 10, Kind: service.KindClusterIP, Address: a("10.96.0.13"), Port: 80, Protocol: model.ProtocolTCP, NoEndpoints: true},
+			{ID: 11, Kind: service.KindNodePort, Address: a("172.31.0.10"), Port: 30080, Protocol: model.ProtocolTCP,
+				TrafficPolicyLocal: true, NoLocalEndpoints: true},
 		},
 	}
-	st := toLBState(d)
+	st := toLBState(d, "node1")
 	require.Len(t, st.Backends, 2, "SCTP waits for datapath support")
 	require.True(t, st.Backends[2].Terminating)
+	require.True(t, st.Backends[1].Local, "a pod of this node")
+	require.False(t, st.Backends[2].Local)
 
 	f := st.Frontends[datapath.LBFrontendKey{Addr: a("10.96.0.10"), Port: 80, Proto: 6}]
 	require.Equal(t, []uint32{1}, f.Slots, "terminating backends take no new connections")
@@ -43,7 +47,10 @@ func TestToLBState(t *testing.T) {
 	empty, ok := st.Frontends[datapath.LBFrontendKey{Addr: a("10.96.0.13"), Port: 80, Proto: 6}]
 	require.True(t, ok, "a service without endpoints is programmed, so it can reject")
 	require.Empty(t, empty.Slots)
-	require.Len(t, st.Frontends, 3)
+	np := st.Frontends[datapath.LBFrontendKey{Addr: a("172.31.0.10"), Port: 30080, Proto: 6}]
+	require.Equal(t, datapath.LBFlagExternal|datapath.LBFlagLocal|datapath.LBFlagNoLocal, np.Flags,
+		"served on uplinks, keeps the client address, drops without a local endpoint")
+	require.Len(t, st.Frontends, 4)
 }
 
 func TestNodeAddrs(t *testing.T) {

@@ -445,3 +445,48 @@ func TestServiceNodePortFromPods(t *testing.T) {
 		})
 	}
 }
+
+// NodePort from outside the cluster. externalTrafficPolicy Cluster: a node
+// forwards to remote backends too, source-translated to itself so the reply
+// comes back through it; Local: only this node's endpoints, and the backend
+// sees the real client address.
+func TestServiceNodePortFromOutside(t *testing.T) {
+	for _, am := range attachModes {
+		t.Run(am.name, func(t *testing.T) {
+			e, _, backends := serviceCluster(t, am.args...)
+			b1, b2 := backends[0], backends[1]
+			ext, err := e.c.AddExternal(ctx(t), "ext1")
+			require.NoError(t, err)
+			nodePort := func(name string, ip netip.Addr, port int, policy string) string {
+				y := serviceYAML("default", name, ip, webPorts[:1], ready(b1, b2), "  type: NodePort\n  externalTrafficPolicy: "+policy+"\n")
+				return strings.Replace(y, "    protocol: TCP\n", fmt.Sprintf("    protocol: TCP\n    nodePort: %d\n", port), 1)
+			}
+			require.NoError(t, e.c.WriteManifest("svc-cluster.yaml", nodePort("np-cluster", vip, 30080, "Cluster")))
+			require.NoError(t, e.c.WriteManifest("svc-local.yaml", nodePort("np-local", netip.MustParseAddr("10.96.0.11"), 30081, "Local")))
+			n1, n2 := e.c.Node("node1"), e.c.Node("node2")
+			e.startAgent(n1)
+			e.startAgent(n2)
+			require.Eventually(t, func() bool { return e.status(n1).Services.Frontends >= 4 && e.status(n2).Services.Frontends >= 4 },
+				10*time.Second, 50*time.Millisecond)
+
+			// Cluster: both backends serve through node1, b2 via SNAT.
+			seen := map[string]bool{}
+			for range 30 {
+				who, err := ext.TCPRequest(ctx(t), n1.IP, 30080, "whoami")
+				require.NoError(t, err, "external client to node1:30080")
+				seen[who] = true
+			}
+			require.Len(t, seen, 2, "local and remote backends both reached: %v", seen)
+
+			// Local: node2 serves only b2, which sees the client's own address.
+			for range 10 {
+				who, err := ext.TCPRequest(ctx(t), n2.IP, 30081, "whoami")
+				require.NoError(t, err)
+				require.Equal(t, "default/b2", who)
+			}
+			peer, err := ext.TCPRequest(ctx(t), n2.IP, 30081, "whoiscalling")
+			require.NoError(t, err)
+			require.True(t, strings.HasPrefix(peer, ext.IP.String()+":"), "externalTrafficPolicy Local keeps the client address, b2 saw %s", peer)
+		})
+	}
+}

@@ -39,6 +39,11 @@ const (
 // load-balancing tests can see which backend they reached.
 const whoami = "whoami"
 
+// whoiscalling is the request line the TCP echo server answers with the
+// client address it sees: how tests check that a client's address was
+// preserved (or source-translated) on the way.
+const whoiscalling = "whoiscalling"
+
 type workloadSpec struct {
 	Kind     string        `json:"kind"`
 	Addr     string        `json:"addr,omitempty"` // ip:port, or ip for ping
@@ -162,7 +167,11 @@ func tcpEchoServer(spec workloadSpec) error {
 				if err != nil {
 					return
 				}
-				if _, err := conn.Write([]byte(answer(spec, strings.TrimSuffix(line, "\n")) + "\n")); err != nil {
+				reply := answer(spec, strings.TrimSuffix(line, "\n"))
+				if strings.TrimSpace(line) == whoiscalling {
+					reply = conn.RemoteAddr().String()
+				}
+				if _, err := conn.Write([]byte(reply + "\n")); err != nil {
 					return
 				}
 			}

@@ -42,6 +42,13 @@ enum sl_drop_reason {
 	SL_DROP_FRAG_NOT_FOUND = 175,         /* flow.DropReason_FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND */
 	/* Sluice-specific reasons start here (none yet). */
 	SL_DROP_SLUICE_BASE = 1000,
+	/* externalTrafficPolicy: Local and this node has no endpoint: dropped
+	 * (not rejected), as kube-proxy does, so the load balancer's health
+	 * check takes the node out. */
+	SL_DROP_NO_LOCAL_BACKEND = 1000,
+	/* No source port left for SNAT toward a remote backend. */
+	SL_DROP_NAT_PORTS_EXHAUSTED = 1001,
+	SL_DROP_FIB_LOOKUP_FAILED = 169, /* flow.DropReason_FIB_LOOKUP_FAILED */
 };
 
 /* What a per-CPU counter counts. */
@@ -133,12 +140,16 @@ struct sl_ct_entry {
 	__u32 rev_nat_id;
 	__u32 backend_id;
 	__u8 nat_flags;  /* SL_CT_NAT_* */
-	__u8 pad[3];
+	__u8 pad;
+	__be16 nat_port; /* SERVICE entries on an uplink: the SNAT source port */
 };
 
 /* A hairpin connection: a pod reached its own service and landed on
  * itself; the source was translated to the service loopback address. */
 #define SL_CT_NAT_HAIRPIN (1U << 0)
+/* An external connection source-translated to the node toward a remote
+ * backend (externalTrafficPolicy: Cluster). */
+#define SL_CT_NAT_SNAT (1U << 1)
 
 /* IPv4 fragment tracking: the first fragment's ports, for later fragments. */
 struct sl_frag_key {
@@ -222,13 +233,20 @@ struct sl_lb_entry {
 
 #define SL_LB_F_AFFINITY (1U << 0) /* sessionAffinity: ClientIP */
 #define SL_LB_F_MAGLEV (1U << 1)   /* Maglev consistent hashing instead of random */
+#define SL_LB_F_EXTERNAL (1U << 2) /* NodePort, externalIP, LoadBalancer: served on uplinks */
+#define SL_LB_F_LOCAL (1U << 3)    /* externalTrafficPolicy: Local: keep the client address */
+#define SL_LB_F_NO_LOCAL (1U << 4) /* no local endpoint (but remote ones): drop, don't reject */
 
 struct sl_lb_backend {
 	union sl_addr addr;
 	__be16 port;
 	__u8 proto;
 	__u8 state; /* enum sl_lb_backend_state */
+	__u8 flags; /* SL_LB_BACKEND_F_* */
+	__u8 pad[3];
 };
+
+#define SL_LB_BACKEND_F_LOCAL (1U << 0) /* a pod on this node */
 
 enum sl_lb_backend_state {
 	SL_LB_BACKEND_ACTIVE = 0,
@@ -266,6 +284,28 @@ struct sl_lb_sock_key {
 	__be16 port;
 	__u16 pad;
 	__u32 pad2;
+};
+
+/*
+ * SNAT of external connections toward remote backends: the node address
+ * and the source port allocated for the connection (outside the node's
+ * ip_local_port_range), and what the replies are translated back to.
+ */
+struct sl_nat_key {
+	union sl_addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct sl_nat_val {
+	union sl_addr client;
+	union sl_addr backend;
+	union sl_addr front;
+	__be16 client_port;
+	__be16 backend_port;
+	__be16 front_port;
+	__u16 pad;
 };
 
 #endif /* SLUICE_TYPES_H */

@@ -28,7 +28,8 @@ type BpfSlCtEntry struct {
 	RevNatId     uint32
 	BackendId    uint32
 	NatFlags     uint8
-	Pad          [3]uint8
+	Pad          uint8
+	NatPort      uint16
 }
 
 type BpfSlCtKey struct {
@@ -80,15 +81,18 @@ const (
 type BpfSlDropReason uint32
 
 const (
-	BpfSlDropReasonSL_DROP_NONE               BpfSlDropReason = 0
-	BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP  BpfSlDropReason = 132
-	BpfSlDropReasonSL_DROP_INVALID_PACKET     BpfSlDropReason = 134
-	BpfSlDropReasonSL_DROP_CT_INVALID_HDR     BpfSlDropReason = 135
-	BpfSlDropReasonSL_DROP_WRITE_ERROR        BpfSlDropReason = 141
-	BpfSlDropReasonSL_DROP_CT_MAP_FULL        BpfSlDropReason = 155
-	BpfSlDropReasonSL_DROP_NO_SERVICE_BACKEND BpfSlDropReason = 158
-	BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND     BpfSlDropReason = 175
-	BpfSlDropReasonSL_DROP_SLUICE_BASE        BpfSlDropReason = 1000
+	BpfSlDropReasonSL_DROP_NONE                BpfSlDropReason = 0
+	BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP   BpfSlDropReason = 132
+	BpfSlDropReasonSL_DROP_INVALID_PACKET      BpfSlDropReason = 134
+	BpfSlDropReasonSL_DROP_CT_INVALID_HDR      BpfSlDropReason = 135
+	BpfSlDropReasonSL_DROP_WRITE_ERROR         BpfSlDropReason = 141
+	BpfSlDropReasonSL_DROP_CT_MAP_FULL         BpfSlDropReason = 155
+	BpfSlDropReasonSL_DROP_NO_SERVICE_BACKEND  BpfSlDropReason = 158
+	BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND      BpfSlDropReason = 175
+	BpfSlDropReasonSL_DROP_SLUICE_BASE         BpfSlDropReason = 1000
+	BpfSlDropReasonSL_DROP_NO_LOCAL_BACKEND    BpfSlDropReason = 1000
+	BpfSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED BpfSlDropReason = 1001
+	BpfSlDropReasonSL_DROP_FIB_LOOKUP_FAILED   BpfSlDropReason = 169
 )
 
 type BpfSlEndpoint struct {
@@ -194,6 +198,8 @@ type BpfSlLbBackend struct {
 	Port  uint16
 	Proto uint8
 	State uint8
+	Flags uint8
+	Pad   [3]uint8
 }
 
 type BpfSlLbBackendState uint32
@@ -273,6 +279,37 @@ type BpfSlMetricsVal struct {
 	Bytes   uint64
 }
 
+type BpfSlNatKey struct {
+	_    structs.HostLayout
+	Addr struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type BpfSlNatVal struct {
+	_      structs.HostLayout
+	Client struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Backend struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Front struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	ClientPort  uint16
+	BackendPort uint16
+	FrontPort   uint16
+	Pad         uint16
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -289,6 +326,7 @@ const (
 	BpfMapSlLbSock         = "sl_lb_sock"
 	BpfMapSlLbSvc          = "sl_lb_svc"
 	BpfMapSlMetrics        = "sl_metrics"
+	BpfMapSlNat            = "sl_nat"
 	BpfProgSlFromEp        = "sl_from_ep"
 	BpfProgSlToEp          = "sl_to_ep"
 	BpfVarSlCtScope        = "_sl_ct_scope"
@@ -305,6 +343,8 @@ const (
 	BpfVarCtTimeoutTcpNs   = "ct_timeout_tcp_ns"
 	BpfVarEnableAntispoof  = "enable_antispoof"
 	BpfVarMaglevSize       = "maglev_size"
+	BpfVarSnatPortMax      = "snat_port_max"
+	BpfVarSnatPortMin      = "snat_port_min"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -369,6 +409,7 @@ type BpfMapSpecs struct {
 	SlLbSock     *ebpf.MapSpec `ebpf:"sl_lb_sock"`
 	SlLbSvc      *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics    *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlNat        *ebpf.MapSpec `ebpf:"sl_nat"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -389,6 +430,8 @@ type BpfVariableSpecs struct {
 	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
 	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
+	SnatPortMax      *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin      *ebpf.VariableSpec `ebpf:"snat_port_min"`
 }
 
 // BpfObjects contains all objects after they have been loaded into the kernel.
@@ -423,6 +466,7 @@ type BpfMaps struct {
 	SlLbSock     *ebpf.Map `ebpf:"sl_lb_sock"`
 	SlLbSvc      *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics    *ebpf.Map `ebpf:"sl_metrics"`
+	SlNat        *ebpf.Map `ebpf:"sl_nat"`
 }
 
 func (m *BpfMaps) Close() error {
@@ -439,6 +483,7 @@ func (m *BpfMaps) Close() error {
 		m.SlLbSock,
 		m.SlLbSvc,
 		m.SlMetrics,
+		m.SlNat,
 	)
 }
 
@@ -460,6 +505,8 @@ type BpfVariables struct {
 	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
 	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
+	SnatPortMax      *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin      *ebpf.Variable `ebpf:"snat_port_min"`
 }
 
 // BpfPrograms contains all programs after they have been loaded into the kernel.

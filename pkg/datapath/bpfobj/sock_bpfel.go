@@ -28,6 +28,7 @@ const (
 	SockMapSlLbSock            = "sl_lb_sock"
 	SockMapSlLbSvc             = "sl_lb_svc"
 	SockMapSlMetrics           = "sl_metrics"
+	SockMapSlNat               = "sl_nat"
 	SockProgSlSockConnect4     = "sl_sock_connect4"
 	SockProgSlSockGetpeername4 = "sl_sock_getpeername4"
 	SockProgSlSockRecvmsg4     = "sl_sock_recvmsg4"
@@ -39,6 +40,8 @@ const (
 	SockVarEnableAntispoof     = "enable_antispoof"
 	SockVarHostNetnsCookie     = "host_netns_cookie"
 	SockVarMaglevSize          = "maglev_size"
+	SockVarSnatPortMax         = "snat_port_max"
+	SockVarSnatPortMin         = "snat_port_min"
 	SockVarSockLbMode          = "sock_lb_mode"
 )
 
@@ -106,6 +109,7 @@ type SockMapSpecs struct {
 	SlLbSock     *ebpf.MapSpec `ebpf:"sl_lb_sock"`
 	SlLbSvc      *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics    *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlNat        *ebpf.MapSpec `ebpf:"sl_nat"`
 }
 
 // SockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -119,6 +123,8 @@ type SockVariableSpecs struct {
 	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
 	HostNetnsCookie  *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
+	SnatPortMax      *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin      *ebpf.VariableSpec `ebpf:"snat_port_min"`
 	SockLbMode       *ebpf.VariableSpec `ebpf:"sock_lb_mode"`
 }
 
@@ -154,6 +160,7 @@ type SockMaps struct {
 	SlLbSock     *ebpf.Map `ebpf:"sl_lb_sock"`
 	SlLbSvc      *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics    *ebpf.Map `ebpf:"sl_metrics"`
+	SlNat        *ebpf.Map `ebpf:"sl_nat"`
 }
 
 func (m *SockMaps) Close() error {
@@ -170,6 +177,7 @@ func (m *SockMaps) Close() error {
 		m.SlLbSock,
 		m.SlLbSvc,
 		m.SlMetrics,
+		m.SlNat,
 	)
 }
 
@@ -184,6 +192,8 @@ type SockVariables struct {
 	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
 	HostNetnsCookie  *ebpf.Variable `ebpf:"host_netns_cookie"`
 	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
+	SnatPortMax      *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin      *ebpf.Variable `ebpf:"snat_port_min"`
 	SockLbMode       *ebpf.Variable `ebpf:"sock_lb_mode"`
 }
 

@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Service frontends reached from outside the node (NodePort, externalIPs,
+ * LoadBalancer ingress IPs), on the node's uplinks.
+ *
+ *  client ──► uplink ingress: DNAT nodeIP:nodePort → backend
+ *             ├ local backend: deliver; the reply leaves the uplink and
+ *             │  uplink egress rewrites its source back to nodeIP:nodePort
+ *             │  (externalTrafficPolicy: Local keeps the client address)
+ *             └ remote backend (Cluster): SNAT to nodeIP:natPort, send it
+ *                out again; the reply arrives at uplink ingress and is
+ *                translated back to client ← nodeIP:nodePort before the
+ *                node's stack sees it (it would answer with a RST)
+ *
+ * Uplink connections are tracked in CT under endpoint ID 0.
+ */
+#ifndef SLUICE_NODEPORT_H
+#define SLUICE_NODEPORT_H
+
+#include "lb.h"
+
+#define UPLINK_EP 0
+
+#ifndef BPF_FIB_LKUP_RET_SUCCESS
+#define BPF_FIB_LKUP_RET_SUCCESS 0
+#define BPF_FIB_LKUP_RET_NO_NEIGH 7
+#endif
+
+/* Route a rewritten packet ourselves: the stack would refuse a packet from
+ * outside with a local source address (a martian). */
+static __always_inline int fib_redirect(struct __sk_buff *skb, const struct sl_pkt *pkt)
+{
+	struct bpf_fib_lookup fib = {};
+	int rc;
+
+	fib.family = AF_INET;
+	fib.l4_protocol = pkt->proto;
+	fib.ipv4_src = pkt->saddr.addr4;
+	fib.ipv4_dst = pkt->daddr.addr4;
+	fib.ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
+		return -1;
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+/* Pick a free SNAT port for the connection and record the mapping. */
+static __always_inline __be16 snat_alloc(const struct sl_pkt *pkt, const union sl_addr *node,
+					 const struct ct_nat *nat, const struct sl_lb_backend *b)
+{
+	struct sl_nat_key k = { .addr = *node, .proto = pkt->proto };
+	struct sl_nat_val v = {
+		.client = pkt->saddr, .client_port = pkt->sport,
+		.backend = b->addr, .backend_port = b->port,
+		.front = nat->vip, .front_port = nat->vport,
+	};
+	__u32 span = (__u32)snat_port_max - snat_port_min + 1;
+	__u32 h = flow_hash(pkt->saddr.addr4, pkt->sport, b->addr.addr4 ^ b->port);
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		k.port = bpf_htons(snat_port_min + (h + i * 2654435761U) % span);
+		if (bpf_map_update_elem(&sl_nat, &k, &v, BPF_NOEXIST) == 0)
+			return k.port;
+	}
+	return 0;
+}
+
+/* Pin the SNAT port in the connection's SERVICE entry. */
+static __always_inline void snat_remember(const struct sl_pkt *orig, const struct ct_nat *nat, __be16 port)
+{
+	struct sl_ct_key sk;
+	struct sl_ct_entry *se;
+	struct sl_pkt p = *orig;
+
+	p.daddr = nat->vip;
+	p.dport = nat->vport;
+	ct_key_from_pkt(&sk, UPLINK_EP, &p, false);
+	sk.scope = SL_CT_SCOPE_SERVICE;
+	se = bpf_map_lookup_elem(&sl_ct, &sk);
+	if (se) {
+		se->nat_port = port;
+		se->nat_flags |= SL_CT_NAT_SNAT;
+	}
+}
+
+/* A reply from a remote backend to an SNATed connection. */
+static __always_inline int snat_reply(struct __sk_buff *skb, struct sl_pkt *pkt)
+{
+	struct sl_nat_key k = { .addr = pkt->daddr, .port = pkt->dport, .proto = pkt->proto };
+	struct sl_nat_val *v = bpf_map_lookup_elem(&sl_nat, &k);
+
+	if (!v || v->backend.addr4 != pkt->saddr.addr4 || v->backend_port != pkt->sport)
+		return 0;
+	if (lb_rewrite(skb, pkt, false, v->front.addr4, v->front_port) < 0 ||
+	    lb_rewrite(skb, pkt, true, v->client.addr4, v->client_port) < 0)
+		return -1;
+	pkt->saddr = v->front;
+	pkt->sport = v->front_port;
+	pkt->daddr = v->client;
+	pkt->dport = v->client_port;
+	return 1;
+}
+
+static __always_inline int host_ingress(struct __sk_buff *skb)
+{
+	struct sl_pkt pkt;
+	struct ct_nat nat = {};
+	struct sl_lb_backend *b;
+	union sl_addr node;
+	enum sl_l3 l3 = SL_L3_OTHER;
+	int reason, lb, ret;
+
+	reason = parse_packet(skb, &pkt, &l3);
+	/* The uplink carries everything the node receives: only service
+	 * traffic is ours; anything else, malformed or not, is the stack's. */
+	if (l3 != SL_L3_IPV4 || reason != SL_DROP_NONE || pkt.icmp_error || pkt.later_frag ||
+	    (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP))
+		return SL_NEXT;
+
+	ret = snat_reply(skb, &pkt);
+	if (ret < 0)
+		return drop(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);
+	if (ret > 0) {
+		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
+		if (fib_redirect(skb, &pkt) < 0)
+			return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
+		return TC_ACT_REDIRECT;
+	}
+
+	{
+		struct sl_lb_key key;
+		struct sl_lb_entry *svc = lb_lookup(&pkt, &key);
+
+		if (!svc || !(svc->flags & SL_LB_F_EXTERNAL))
+			return SL_NEXT;
+	}
+	node = pkt.daddr;
+	lb = lb_translate(skb, UPLINK_EP, &pkt, &nat, &reason);
+	if (lb == LB_REJECT) {
+		count(SL_METRIC_DROPPED, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, skb->len);
+		emit_event(skb, SL_EVENT_DROP, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, UPLINK_EP, &pkt, 0, NULL, 0);
+		return lb_reject(skb);
+	}
+	if (lb == LB_DROP)
+		return drop(skb, SL_DIR_INGRESS, reason, UPLINK_EP, &pkt);
+	if (lb != LB_TRANSLATED)
+		return SL_NEXT;
+
+	b = bpf_map_lookup_elem(&sl_lb_backends, &nat.backend_id);
+	if (!b)
+		return drop(skb, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, UPLINK_EP, &pkt);
+	if (b->flags & SL_LB_BACKEND_F_LOCAL) {
+		/* Deliver; the reply is translated back at uplink egress. */
+		ret = ct_track(UPLINK_EP, &pkt, SL_DIR_INGRESS, skb->len, &nat);
+		if (ret == CT_FULL)
+			return drop(skb, SL_DIR_INGRESS, SL_DROP_CT_MAP_FULL, UPLINK_EP, &pkt);
+		if (ret == CT_NEW)
+			emit_event(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, &pkt,
+				   nat.rev_nat_id, &nat.vip, nat.vport);
+		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
+		return SL_NEXT;
+	}
+
+	/* A remote backend: the reply must come back through this node. */
+	if (!nat.nat_port) {
+		nat.nat_port = snat_alloc(&pkt, &node, &nat, b);
+		if (!nat.nat_port)
+			return drop(skb, SL_DIR_INGRESS, SL_DROP_NAT_PORTS_EXHAUSTED, UPLINK_EP, &pkt);
+		snat_remember(&pkt, &nat, nat.nat_port);
+		emit_event(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, &pkt,
+			   nat.rev_nat_id, &nat.vip, nat.vport);
+	}
+	if (lb_rewrite(skb, &pkt, false, node.addr4, nat.nat_port) < 0)
+		return drop(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);
+	pkt.saddr = node;
+	pkt.sport = nat.nat_port;
+	count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
+	if (fib_redirect(skb, &pkt) < 0)
+		return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
+	return TC_ACT_REDIRECT;
+}
+
+/* Replies of local backends to external clients leave through the uplink:
+ * give them the frontend's address back. */
+static __always_inline int host_egress(struct __sk_buff *skb)
+{
+	struct sl_pkt pkt;
+	struct ct_nat nat = {};
+	struct sl_ct_key key;
+	struct sl_ct_entry *e;
+	enum sl_l3 l3 = SL_L3_OTHER;
+	int reason;
+
+	reason = parse_packet(skb, &pkt, &l3);
+	if (l3 != SL_L3_IPV4 || reason != SL_DROP_NONE || pkt.icmp_error ||
+	    (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP))
+		return SL_NEXT;
+	/* Only replies of uplink connections: look before tracking, so the
+	 * node's own traffic never creates uplink entries. */
+	ct_key_from_pkt(&key, UPLINK_EP, &pkt, true);
+	e = bpf_map_lookup_elem(&sl_ct, &key);
+	if (!e || !e->rev_nat_id)
+		return SL_NEXT;
+	if (ct_track(UPLINK_EP, &pkt, SL_DIR_EGRESS, skb->len, &nat) != CT_REPLY || !nat.rev_nat_id)
+		return SL_NEXT;
+	if (lb_rev_translate(skb, UPLINK_EP, &pkt, &nat) < 0)
+		return drop(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);
+	count(SL_METRIC_FORWARDED, SL_DIR_EGRESS, 0, skb->len);
+	return SL_NEXT;
+}
+
+#endif /* SLUICE_NODEPORT_H */
