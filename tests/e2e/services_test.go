@@ -487,6 +487,20 @@ func TestServiceNodePortFromOutside(t *testing.T) {
 			peer, err := ext.TCPRequest(ctx(t), n2.IP, 30081, "whoiscalling")
 			require.NoError(t, err)
 			require.True(t, strings.HasPrefix(peer, ext.IP.String()+":"), "externalTrafficPolicy Local keeps the client address, b2 saw %s", peer)
+
+			// Two external clients on the same source port, both SNATed by
+			// node1 toward b2: each gets its own NAT port, both work.
+			require.NoError(t, e.c.WriteManifest("svc-remote.yaml", strings.Replace(
+				serviceYAML("default", "np-remote", netip.MustParseAddr("10.96.0.12"), webPorts[:1], ready(b2), "  type: NodePort\n"),
+				"    protocol: TCP\n", "    protocol: TCP\n    nodePort: 30082\n", 1)))
+			ext2, err := e.c.AddExternal(ctx(t), "ext2")
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return e.status(n1).Services.Frontends >= 9 }, 10*time.Second, 50*time.Millisecond)
+			for i, h := range []*harness.External{ext, ext2} {
+				peer, err := h.TCPRequestFromPort(ctx(t), 40404, n1.IP, 30082, "whoiscalling")
+				require.NoError(t, err, "external client %d from port 40404", i+1)
+				require.True(t, strings.HasPrefix(peer, n1.IP.String()+":"), "Cluster policy toward a remote backend: b2 sees node1, saw %s", peer)
+			}
 		})
 	}
 }

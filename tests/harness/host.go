@@ -153,6 +153,13 @@ func (h *Host) TCPRequest(ctx context.Context, dst netip.Addr, port int, payload
 	return ev.Reply, err
 }
 
+// TCPRequestFromPort is TCPRequest from a fixed source port, e.g. to show
+// that two clients using the same port stay apart through translation.
+func (h *Host) TCPRequestFromPort(ctx context.Context, localPort int, dst netip.Addr, port int, payload string) (string, error) {
+	ev, err := h.runOnce(ctx, workloadSpec{Kind: kindTCPRequest, Addr: addrPort(dst, port), Payload: payload, LocalPort: localPort})
+	return ev.Reply, err
+}
+
 // UDPRequest sends payload as one datagram from the host to dst:port and
 // returns the first reply datagram.
 func (h *Host) UDPRequest(ctx context.Context, dst netip.Addr, port int, payload string) (string, error) {

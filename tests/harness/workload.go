@@ -50,6 +50,8 @@ type workloadSpec struct {
 	Port     int           `json:"port,omitempty"` // listen port of servers
 	Payload  string        `json:"payload,omitempty"`
 	Proto    string        `json:"proto,omitempty"` // peer-request: "tcp" or "udp"
+	// LocalPort fixes the client's source port (0: any).
+	LocalPort int `json:"localPort,omitempty"`
 	Ident    string        `json:"ident,omitempty"`
 	Interval time.Duration `json:"interval,omitempty"`
 	Timeout  time.Duration `json:"timeout,omitempty"`
@@ -240,7 +242,11 @@ func tcpClient(spec workloadSpec) error {
 
 func tcpRequest(spec workloadSpec) (string, error) {
 	deadline := time.Now().Add(spec.Timeout)
-	conn, err := net.DialTimeout("tcp4", spec.Addr, spec.Timeout)
+	d := net.Dialer{Timeout: spec.Timeout}
+	if spec.LocalPort != 0 {
+		d.LocalAddr = &net.TCPAddr{Port: spec.LocalPort}
+	}
+	conn, err := d.Dial("tcp4", spec.Addr)
 	if err != nil {
 		return "", err
 	}
