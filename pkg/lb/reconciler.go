@@ -51,6 +51,7 @@ type Reconciler struct {
 	desired *service.Desired
 	status  Status
 	synced  bool
+	health  *healthServer
 }
 
 // New builds a reconciler whose ID allocator is seeded from the pinned
@@ -87,7 +88,8 @@ func New(opts Options) (*Reconciler, error) {
 		return nil, fmt.Errorf("adopt service IDs from pinned maps: %w", err)
 	}
 	opts.Service.IDs = alloc
-	return &Reconciler{opts: opts, log: opts.Logger, trigger: make(chan struct{}, 1), have: have}, nil
+	return &Reconciler{opts: opts, log: opts.Logger, trigger: make(chan struct{}, 1), have: have,
+		health: newHealthServer(opts.Logger)}, nil
 }
 
 func protoName(p uint8) model.Protocol {
@@ -125,6 +127,7 @@ func (r *Reconciler) Trigger() {
 func (r *Reconciler) Run(ctx context.Context) {
 	ch := r.opts.Store.Subscribe()
 	defer r.opts.Store.Unsubscribe(ch)
+	defer r.health.close()
 	r.Reconcile(true)
 	resync := time.NewTicker(r.opts.Resync)
 	defer resync.Stop()
@@ -167,7 +170,18 @@ func (r *Reconciler) Reconcile(full bool) {
 	snap := r.opts.Store.Snapshot()
 	opts := r.opts.Service
 	opts.NodeAddrs = nodeAddrs(snap, opts.NodeName, opts.NodeAddrs)
+	opts.Extras = func(nn model.NamespacedName) service.ServiceExtras {
+		svc, ok := snap.Services[nn]
+		if !ok {
+			return service.ServiceExtras{}
+		}
+		return service.ServiceExtras{
+			ExternalIPs: svc.ExternalIPs, LoadBalancerIPs: svc.LoadBalancerIPs,
+			LoadBalancerSourceRanges: svc.LoadBalancerSourceRanges, HealthCheckNodePort: svc.HealthCheckNodePort,
+		}
+	}
 	d := service.Compute(snap, opts)
+	healthErr := r.health.update(d.HealthChecks)
 	want := toLBState(d, opts.NodeName)
 	plan := datapath.PlanLB(r.have, want)
 	r.desired = d
@@ -175,7 +189,7 @@ func (r *Reconciler) Reconcile(full bool) {
 	r.status.Frontends, r.status.Backends = len(want.Frontends), len(want.Backends)
 	r.synced = true
 	if plan.Empty() {
-		r.status.LastErr = nil
+		r.status.LastErr = healthErr
 		return
 	}
 	if err := r.opts.Maps.ApplyLB(plan); err != nil {
@@ -196,7 +210,7 @@ func (r *Reconciler) Reconcile(full bool) {
 	r.status.Applied++
 	r.status.LastApply = time.Now()
 	r.status.LastPlan = plan.String()
-	r.status.LastErr = nil
+	r.status.LastErr = healthErr
 	r.log.Info("services programmed", "plan", plan.String(), "frontends", len(want.Frontends),
 		"backends", len(want.Backends), "connectionsCleaned", n, "took", time.Since(start).Round(time.Microsecond))
 }

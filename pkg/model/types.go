@@ -309,6 +309,16 @@ type Service struct {
 	ExternalTrafficPolicy TrafficPolicy `json:"externalTrafficPolicy,omitempty"`
 	// InternalTrafficPolicy defaults to Cluster; empty for ExternalName.
 	InternalTrafficPolicy TrafficPolicy `json:"internalTrafficPolicy,omitempty"`
+	// ExternalIPs is spec.externalIPs.
+	ExternalIPs []netip.Addr `json:"externalIPs,omitempty"`
+	// LoadBalancerIPs are status.loadBalancer.ingress[].ip whose ipMode is
+	// VIP or unset (with ipMode Proxy the load balancer terminates them).
+	LoadBalancerIPs []netip.Addr `json:"loadBalancerIPs,omitempty"`
+	// LoadBalancerSourceRanges is spec.loadBalancerSourceRanges.
+	LoadBalancerSourceRanges []netip.Prefix `json:"loadBalancerSourceRanges,omitempty"`
+	// HealthCheckNodePort is spec.healthCheckNodePort (LoadBalancer with
+	// externalTrafficPolicy Local).
+	HealthCheckNodePort uint16 `json:"healthCheckNodePort,omitempty"`
 }
 
 // Key implements Object.

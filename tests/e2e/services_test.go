@@ -504,3 +504,42 @@ func TestServiceNodePortFromOutside(t *testing.T) {
 		})
 	}
 }
+
+// A LoadBalancer service with externalTrafficPolicy Local: its ingress IP
+// is served on the uplinks, and healthCheckNodePort tells the load
+// balancer which nodes have endpoints (200) and which do not (503).
+func TestServiceLoadBalancerLocalHealthCheck(t *testing.T) {
+	e, _, backends := serviceCluster(t)
+	b2 := backends[1]
+	ext, err := e.c.AddExternal(ctx(t), "ext1")
+	require.NoError(t, err)
+	lbIP := netip.MustParseAddr("10.96.200.50")
+	y := serviceYAML("default", "lb", vip, webPorts[:1], ready(b2),
+		"  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: 32000\n")
+	y = strings.Replace(y, "    protocol: TCP\n", "    protocol: TCP\n    nodePort: 30090\n", 1)
+	y = strings.Replace(y, "---\n", fmt.Sprintf("status:\n  loadBalancer:\n    ingress:\n    - ip: %s\n---\n", lbIP), 1)
+	require.NoError(t, e.c.WriteManifest("svc-lb.yaml", y))
+	n1, n2 := e.c.Node("node1"), e.c.Node("node2")
+	e.startAgent(n1)
+	e.startAgent(n2)
+	require.Contains(t, e.cli(n2, "service", "list"), "LoadBalancer")
+
+	// The load balancer (here: a route on the client) sends to node2.
+	_, err = ext.Exec(ctx(t), "ip", "route", "add", lbIP.String()+"/32", "via", n2.IP.String())
+	require.NoError(t, err)
+	who, err := ext.TCPRequest(ctx(t), lbIP, 80, "whoami")
+	require.NoError(t, err)
+	require.Equal(t, "default/b2", who)
+	peer, err := ext.TCPRequest(ctx(t), lbIP, 80, "whoiscalling")
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(peer, ext.IP.String()+":"), "client address kept: %s", peer)
+
+	get := "GET / HTTP/1.0\r\n\r"
+	require.Eventually(t, func() bool {
+		line, err := ext.TCPRequest(ctx(t), n2.IP, 32000, get)
+		return err == nil && strings.Contains(line, " 200 ")
+	}, 10*time.Second, 100*time.Millisecond, "node2 has a local endpoint: 200")
+	line, err := ext.TCPRequest(ctx(t), n1.IP, 32000, get)
+	require.NoError(t, err)
+	require.Contains(t, line, " 503 ", "node1 has none: 503")
+}

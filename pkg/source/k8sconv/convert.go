@@ -312,11 +312,44 @@ func Service(in *corev1.Service) (*model.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if out.Type == model.ServiceTypeNodePort || out.Type == model.ServiceTypeLoadBalancer {
+	// The API server defaults the policy for every service that can take
+	// external traffic, ClusterIP services with externalIPs included.
+	if out.Type == model.ServiceTypeNodePort || out.Type == model.ServiceTypeLoadBalancer || len(in.Spec.ExternalIPs) > 0 {
 		if etp == "" {
 			etp = model.TrafficPolicyCluster
 		}
 		out.ExternalTrafficPolicy = etp
+	}
+	for i, a := range in.Spec.ExternalIPs {
+		ip, err := parseAddr(idx("spec.externalIPs", i), a)
+		if err != nil {
+			return nil, err
+		}
+		out.ExternalIPs = appendUniqueAddr(out.ExternalIPs, ip)
+	}
+	for i, ing := range in.Status.LoadBalancer.Ingress {
+		if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode != corev1.LoadBalancerIPModeVIP) {
+			continue
+		}
+		ip, err := parseAddr(idx("status.loadBalancer.ingress", i)+".ip", ing.IP)
+		if err != nil {
+			return nil, err
+		}
+		out.LoadBalancerIPs = appendUniqueAddr(out.LoadBalancerIPs, ip)
+	}
+	for i, r := range in.Spec.LoadBalancerSourceRanges {
+		p, err := netip.ParsePrefix(strings.TrimSpace(r))
+		if err != nil {
+			return nil, fieldErrorf(idx("spec.loadBalancerSourceRanges", i), "%q is not a CIDR", r)
+		}
+		out.LoadBalancerSourceRanges = append(out.LoadBalancerSourceRanges, p.Masked())
+	}
+	if in.Spec.HealthCheckNodePort != 0 {
+		hc, err := portNumber("spec.healthCheckNodePort", in.Spec.HealthCheckNodePort)
+		if err != nil {
+			return nil, err
+		}
+		out.HealthCheckNodePort = hc
 	}
 	var itpIn string
 	if in.Spec.InternalTrafficPolicy != nil {
