@@ -48,6 +48,11 @@ demo: build ## Two simulated nodes, pods, traffic, connections and drops (root)
 bench: ## BPF_PROG_TEST_RUN ns/op and verifier instruction counts
 	$(GO) test -run '^$$' -bench . -benchtime 200000x ./pkg/datapath/
 
+.PHONY: bench-lb
+bench-lb: build ## Service LB vs kube-proxy iptables/nftables: conn/s, req/s, test-run ns/pkt, cold programming (root; needs iptables, nftables)
+	$(GO) build -o $(BIN)/benchlb ./tools/benchlb
+	$(BIN)/benchlb --bin-dir $(CURDIR)/$(BIN) --repo $(CURDIR) $(BENCHLB_FLAGS)
+
 .PHONY: clean
 clean: ## Remove build output
 	rm -rf $(BIN)

@@ -45,16 +45,16 @@ const whoami = "whoami"
 const whoiscalling = "whoiscalling"
 
 type workloadSpec struct {
-	Kind     string        `json:"kind"`
-	Addr     string        `json:"addr,omitempty"` // ip:port, or ip for ping
-	Port     int           `json:"port,omitempty"` // listen port of servers
-	Payload  string        `json:"payload,omitempty"`
-	Proto    string        `json:"proto,omitempty"` // peer-request: "tcp" or "udp"
+	Kind    string `json:"kind"`
+	Addr    string `json:"addr,omitempty"` // ip:port, or ip for ping
+	Port    int    `json:"port,omitempty"` // listen port of servers
+	Payload string `json:"payload,omitempty"`
+	Proto   string `json:"proto,omitempty"` // peer-request: "tcp" or "udp"
 	// LocalPort fixes the client's source port (0: any).
-	LocalPort int `json:"localPort,omitempty"`
-	Ident    string        `json:"ident,omitempty"`
-	Interval time.Duration `json:"interval,omitempty"`
-	Timeout  time.Duration `json:"timeout,omitempty"`
+	LocalPort int           `json:"localPort,omitempty"`
+	Ident     string        `json:"ident,omitempty"`
+	Interval  time.Duration `json:"interval,omitempty"`
+	Timeout   time.Duration `json:"timeout,omitempty"`
 }
 
 // event is one JSON line a workload writes to stdout.
