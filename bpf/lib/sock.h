@@ -114,7 +114,7 @@ static __always_inline void sock_event(struct bpf_sock_addr *ctx, __u8 type, __u
 	}
 	ev->sock_cookie = bpf_get_socket_cookie(ctx);
 	ev->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_ringbuf_submit(ev, 0);
+	event_submit(ev);
 }
 
 /*

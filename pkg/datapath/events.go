@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -72,8 +73,9 @@ func MonotonicEpoch() time.Time {
 // EventReader reads the datapath's ring buffer. There is one reader per
 // agent: a ring buffer has a single consumer.
 type EventReader struct {
-	rd    *ringbuf.Reader
-	epoch time.Time
+	rd       *ringbuf.Reader
+	epoch    time.Time
+	deadline time.Time // set by SetDeadline; zero: poll until an event comes
 }
 
 // NewEventReader opens a reader on the loaded datapath's event ring.
@@ -85,20 +87,37 @@ func (dp *Datapath) NewEventReader() (*EventReader, error) {
 	return &EventReader{rd: rd, epoch: MonotonicEpoch()}, nil
 }
 
+// pollInterval bounds how late an event is read: the datapath submits
+// events without waking the reader (a wakeup per new connection would
+// dominate the cost of a SYN) unless the ring fills up.
+const pollInterval = 50 * time.Millisecond
+
 // Read blocks for the next event. It returns ErrClosed after Close.
 func (r *EventReader) Read() (Event, error) {
-	rec, err := r.rd.Read()
-	if err != nil {
-		if errors.Is(err, ringbuf.ErrClosed) {
-			return Event{}, ErrClosed
+	for {
+		if r.deadline.IsZero() {
+			r.rd.SetDeadline(time.Now().Add(pollInterval))
 		}
-		return Event{}, err
+		rec, err := r.rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) && r.deadline.IsZero() {
+			continue // nothing yet: poll again
+		}
+		if err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return Event{}, ErrClosed
+			}
+			return Event{}, err
+		}
+		return DecodeEvent(rec.RawSample, r.epoch)
 	}
-	return DecodeEvent(rec.RawSample, r.epoch)
 }
 
-// SetDeadline makes Read return os.ErrDeadlineExceeded after t (tests).
-func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
+// SetDeadline makes Read return os.ErrDeadlineExceeded after t (tests);
+// the zero time restores polling forever.
+func (r *EventReader) SetDeadline(t time.Time) {
+	r.deadline = t
+	r.rd.SetDeadline(t)
+}
 
 // Close unblocks Read.
 func (r *EventReader) Close() error { return r.rd.Close() }
