@@ -1,0 +1,267 @@
+// Command benchlb compares Sluice's service load balancing with kube-proxy's
+// iptables (legacy and nft backends) and nftables modes on one machine
+// (`make bench-lb`, as root). See usage for what it measures and needs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluice-net/sluice/tests/harness"
+)
+
+const usage = `benchlb: Sluice service load balancing vs kube-proxy (iptables, nftables)
+
+Usage: benchlb [flags]          (root; ` + "`make bench-lb`" + ` builds the binaries and runs it)
+
+Measures, in one run, with every figure also given as a ratio to a baseline
+measured in the same run (timing on shared machines is noisy, ±20-30%: read
+the ratios; nothing here passes or fails on time):
+
+ 1. Connection rate (connect, 1-byte echo, close with RST) and request rate
+    (1-byte ping-pong on persistent connections) from a client pod to a
+    service VIP with --scales services programmed, for the variants
+      sluice-packet    sluice-agent --socket-lb=off (DNAT per packet at the pod's veth)
+      sluice-socket    sluice-agent --socket-lb=all (connect() goes to the backend)
+      iptables-legacy  kube-proxy iptables-mode nat rules, iptables-legacy-restore
+      iptables-nft     the same rules through iptables-nft-restore (nf_tables backend)
+      nftables         kube-proxy nftables-mode table, nft -f
+      direct           the client connects to the backend pod IP: the baseline
+    Only the target service (the last in rule order, iptables' worst case)
+    has the real backend; the others are fillers with fake endpoints that
+    make the tables large. Rounds are interleaved (each round runs every
+    variant once, in an order rotated per round); the report gives medians
+    over rounds and, per round, the ratio to that round's direct run
+    (median and interquartile range of those ratios).
+    Topology: one routed simulated node (tests/harness: network namespaces,
+    no traffic leaves them) with the client and backend pods on it, so the
+    client→backend path crosses the node's netns once (veth → routing →
+    veth), where kube-proxy's rules and Sluice's programs act.
+    Conntrack is active in the node netns for every variant (a CNI-style
+    egress masquerade table is loaded at setup, and the legacy nat table,
+    which cannot be unregistered once used, is instantiated up front), as
+    on a real node: the comparison is of the service proxy alone.
+    Between variants Sluice is fully detached (agent stopped, its bpffs
+    root removed so pinned tcx and cgroup links are released), checked with
+    BPF_PROG_QUERY on every interface of the node and the pods' cgroups, and
+    bpftool link is reported.
+ 2. BPF_PROG_TEST_RUN ns/packet of sl_from_ep for a SYN to a VIP and an
+    established packet at 10/10k/100k services, with a no-op program as the
+    baseline, and verifier instruction counts:
+      go test -run '^$' -bench LB ./pkg/datapath/
+ 3. Cold programming of 10k services × 10 endpoints: Sluice's reconciler
+    first pass into empty maps (go test -bench LBColdProgramming ./pkg/lb/),
+    vs iptables-legacy-restore, iptables-nft-restore and nft -f of the
+    equivalent kube-proxy rules into an empty netns.
+
+Requires: root (namespaces, cgroups, bpffs, eBPF), Linux with tcx (6.6+),
+cgroup v2, bpffs, and the Debian packages
+  iptables   (iptables-legacy-restore, iptables-nft-restore, iptables-legacy)
+  nftables   (nft)
+  bpftool    (bpftool link/prog show)
+  iproute2, util-linux (ip, nsenter: the harness)
+  the Go toolchain (go), for part 2 and 3 (go test) unless -go-bench=false
+e.g.  apt-get install -y iptables nftables bpftool iproute2
+Nothing is installed by this tool; a missing command is named with its package.
+
+Flags:
+`
+
+type options struct {
+	scales          []int
+	rounds          int
+	duration        time.Duration
+	warmup          time.Duration
+	workers         int
+	variants        []string
+	fillerEndpoints int
+	coldServices    int
+	coldEndpoints   int
+	coldRounds      int
+	goBench         bool
+	bpfBenchtime    string
+	lbBenchtime     string
+	repo            string
+	binDir          string
+	jsonPath        string
+	skipRates       bool
+	skipCold        bool
+	verbose         bool
+}
+
+var allVariants = []string{"sluice-packet", "sluice-socket", "iptables-legacy", "iptables-nft", "nftables", "direct"}
+
+func main() {
+	// The harness re-executes this binary for its own workloads.
+	harness.RunWorkloadIfRequested()
+	if len(os.Args) > 1 {
+		var err error
+		handled := true
+		switch os.Args[1] {
+		case "serve":
+			err = runServe(os.Args[2:])
+		case "loadgen":
+			err = runLoadgen(os.Args[2:])
+		case "probe":
+			err = runProbe(os.Args[2:])
+		case "verify-detached":
+			err = runVerifyDetached(os.Args[2:])
+		default:
+			handled = false
+		}
+		if handled {
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "benchlb %s: %v\n", os.Args[1], err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+
+	var o options
+	scales := flag.String("scales", "10,1000,10000", "comma-separated service counts for the rate measurements")
+	variants := flag.String("variants", strings.Join(allVariants, ","), "variants to measure (direct is always added: it is the baseline)")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds per scale")
+	flag.DurationVar(&o.duration, "duration", time.Second, "measured duration of each rate measurement (conn/s and req/s each)")
+	flag.DurationVar(&o.warmup, "warmup", 200*time.Millisecond, "unmeasured warm-up before each rate measurement")
+	flag.IntVar(&o.workers, "workers", 8, "parallel connections of the load generator")
+	flag.IntVar(&o.fillerEndpoints, "filler-endpoints", 1, "fake endpoints per filler service in the rate measurements")
+	flag.IntVar(&o.coldServices, "cold-services", 10000, "services in the cold programming comparison")
+	flag.IntVar(&o.coldEndpoints, "cold-endpoints", 10, "endpoints per service in the cold programming comparison")
+	flag.IntVar(&o.coldRounds, "cold-rounds", 2, "interleaved rounds of the cold iptables/nft loads (a load that took over 60s is not repeated)")
+	flag.BoolVar(&o.goBench, "go-bench", true, "run the go test benchmarks (parts 2 and 3) and include them in the report")
+	flag.StringVar(&o.bpfBenchtime, "bpf-benchtime", "20000x", "-benchtime of the BPF_PROG_TEST_RUN benchmark")
+	flag.StringVar(&o.lbBenchtime, "lb-benchtime", "2x", "-benchtime of the reconciler cold programming benchmark")
+	flag.StringVar(&o.repo, "repo", ".", "module root, for go test")
+	flag.StringVar(&o.binDir, "bin-dir", "", "directory holding a prebuilt sluice-agent (default: build it)")
+	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.BoolVar(&o.skipRates, "skip-rates", false, "skip part 1 (connection and request rates)")
+	flag.BoolVar(&o.skipCold, "skip-cold", false, "skip the iptables/nft cold programming loads")
+	flag.BoolVar(&o.verbose, "verbose", false, "log the harness's steps")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), usage)
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	var err error
+	if o.scales, err = parseInts(*scales); err != nil {
+		fatalf("-scales: %v", err)
+	}
+	for _, v := range strings.Split(*variants, ",") {
+		v = strings.TrimSpace(v)
+		if !contains(allVariants, v) {
+			fatalf("-variants: unknown variant %q (known: %s)", v, strings.Join(allVariants, ", "))
+		}
+		if v != "direct" && !contains(o.variants, v) {
+			o.variants = append(o.variants, v)
+		}
+	}
+	o.variants = append(o.variants, "direct")
+	if o.rounds < 1 || o.coldRounds < 1 || o.workers < 1 {
+		fatalf("-rounds, -cold-rounds and -workers must be at least 1")
+	}
+
+	if os.Geteuid() != 0 {
+		fatalf("must run as root: it creates network namespaces, cgroups and bpffs pins and loads eBPF programs; try: sudo make bench-lb")
+	}
+	if err := checkTools(o); err != nil {
+		fatalf("%v", err)
+	}
+	if o.binDir != "" {
+		os.Setenv(harness.EnvBinDir, o.binDir)
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	rep, err := run(ctx, o)
+	if rep != nil {
+		printReport(os.Stdout, o, rep)
+		if o.jsonPath != "" {
+			if jerr := writeJSON(o.jsonPath, rep); jerr != nil {
+				fmt.Fprintln(os.Stderr, "benchlb:", jerr)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchlb:", err)
+		os.Exit(1)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "benchlb: "+format+"\n", args...)
+	os.Exit(2)
+}
+
+// toolPackages names the Debian package of every command used.
+var toolPackages = map[string]string{
+	"iptables-legacy-restore": "iptables",
+	"iptables-nft-restore":    "iptables",
+	"iptables-legacy":         "iptables",
+	"nft":                     "nftables",
+	"bpftool":                 "bpftool",
+	"ip":                      "iproute2",
+	"nsenter":                 "util-linux",
+	"go":                      "golang (Go 1.26 toolchain)",
+}
+
+// checkTools fails, naming the package, when a command needed by the
+// selected parts is missing: the tool installs nothing itself.
+func checkTools(o options) error {
+	need := []string{"ip", "nsenter", "nft", "bpftool"} // nft: the base table of the node
+	if contains(o.variants, "iptables-legacy") || !o.skipCold {
+		need = append(need, "iptables-legacy-restore", "iptables-legacy")
+	}
+	if contains(o.variants, "iptables-nft") || !o.skipCold {
+		need = append(need, "iptables-nft-restore")
+	}
+	if o.goBench {
+		need = append(need, "go")
+	}
+	var missing []string
+	for _, t := range need {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (package %s)", t, toolPackages[t]))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing commands: %s; install them, e.g. apt-get install -y iptables nftables bpftool", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(f), "%d", &n); err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty")
+	}
+	return out, nil
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}

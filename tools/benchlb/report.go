@@ -1,0 +1,247 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type report struct {
+	Started time.Time         `json:"started"`
+	Elapsed string            `json:"elapsed"`
+	Options map[string]string `json:"options"`
+	Rates   []*scaleResult    `json:"rates,omitempty"`
+	// BPF is the BPF_PROG_TEST_RUN benchmark, Verifier its instruction
+	// counts, LBCold the reconciler's cold programming benchmark.
+	BPF      []goBench   `json:"bpf,omitempty"`
+	Verifier []string    `json:"verifier,omitempty"`
+	LBCold   []goBench   `json:"lbCold,omitempty"`
+	Cold     *coldResult `json:"cold,omitempty"`
+	// BpftoolChecks counts the bpftool link checks after Sluice was
+	// detached; BpftoolNonZero lists those that found Sluice links.
+	BpftoolChecks  int      `json:"bpftoolChecks"`
+	BpftoolNonZero []string `json:"bpftoolNonZero,omitempty"`
+}
+
+func reportOptions(o options) map[string]string {
+	return map[string]string{
+		"scales": fmt.Sprint(o.scales), "rounds": fmt.Sprint(o.rounds), "duration": o.duration.String(),
+		"warmup": o.warmup.String(), "workers": fmt.Sprint(o.workers), "variants": strings.Join(o.variants, ","),
+		"fillerEndpoints": fmt.Sprint(o.fillerEndpoints), "coldServices": fmt.Sprint(o.coldServices),
+		"coldEndpoints": fmt.Sprint(o.coldEndpoints), "coldRounds": fmt.Sprint(o.coldRounds),
+		"bpfBenchtime": o.bpfBenchtime, "lbBenchtime": o.lbBenchtime,
+	}
+}
+
+type sample struct {
+	Round        int        `json:"round"`
+	Variant      string     `json:"variant"`
+	SetupSeconds float64    `json:"setupSeconds"`
+	Conn         loadResult `json:"conn"`
+	RR           loadResult `json:"rr"`
+	Err          string     `json:"error,omitempty"`
+}
+
+// stat is a median with its interquartile range.
+type stat struct {
+	Median float64 `json:"median"`
+	Q1     float64 `json:"q1"`
+	Q3     float64 `json:"q3"`
+}
+
+type variantSummary struct {
+	Variant string `json:"variant"`
+	Rounds  int    `json:"rounds"`
+	Failed  int    `json:"failedRounds"`
+	// Errors are failed operations inside successful runs.
+	Errors    uint64 `json:"errors"`
+	Conn      stat   `json:"connPerSec"`
+	RR        stat   `json:"reqPerSec"`
+	ConnRatio stat   `json:"connRatioToDirect"`
+	RRRatio   stat   `json:"reqRatioToDirect"`
+}
+
+type scaleResult struct {
+	Services int              `json:"services"`
+	Target   string           `json:"target"`
+	Samples  []sample         `json:"samples"`
+	Summary  []variantSummary `json:"summary"`
+}
+
+// summarize computes per-variant medians and, per round, the ratio to that
+// round's direct run: rounds share the machine's state of the moment, so
+// the per-round ratio cancels much of the drift a ratio of medians keeps.
+func (sr *scaleResult) summarize(variants []string) {
+	direct := map[int]sample{}
+	for _, s := range sr.Samples {
+		if s.Variant == "direct" && s.Err == "" {
+			direct[s.Round] = s
+		}
+	}
+	for _, v := range variants {
+		vs := variantSummary{Variant: v}
+		var conn, rr, cr, rrr []float64
+		for _, s := range sr.Samples {
+			if s.Variant != v {
+				continue
+			}
+			vs.Rounds++
+			if s.Err != "" {
+				vs.Failed++
+				continue
+			}
+			vs.Errors += s.Conn.Errors + s.RR.Errors
+			conn, rr = append(conn, s.Conn.Rate), append(rr, s.RR.Rate)
+			if d, ok := direct[s.Round]; ok {
+				cr, rrr = append(cr, s.Conn.Rate/d.Conn.Rate), append(rrr, s.RR.Rate/d.RR.Rate)
+			}
+		}
+		vs.Conn, vs.RR, vs.ConnRatio, vs.RRRatio = statOf(conn), statOf(rr), statOf(cr), statOf(rrr)
+		sr.Summary = append(sr.Summary, vs)
+	}
+}
+
+func statOf(x []float64) stat {
+	if len(x) == 0 {
+		return stat{}
+	}
+	m, q1, q3 := quartiles(x)
+	return stat{Median: m, Q1: q1, Q3: q3}
+}
+
+// quartiles returns the median, first and third quartile (linear
+// interpolation between closest ranks).
+func quartiles(x []float64) (median, q1, q3 float64) {
+	s := slices.Clone(x)
+	slices.Sort(s)
+	q := func(p float64) float64 {
+		pos := p * float64(len(s)-1)
+		i := int(pos)
+		if i+1 >= len(s) {
+			return s[len(s)-1]
+		}
+		return s[i] + (pos-float64(i))*(s[i+1]-s[i])
+	}
+	return q(0.5), q(0.25), q(0.75)
+}
+
+type coldTool struct {
+	Tool    string    `json:"tool"`
+	Seconds []float64 `json:"seconds,omitempty"`
+	Median  float64   `json:"median"`
+	Q1      float64   `json:"q1"`
+	Q3      float64   `json:"q3"`
+	Error   string    `json:"error,omitempty"`
+}
+
+type coldResult struct {
+	Services       int        `json:"services"`
+	Endpoints      int        `json:"endpoints"`
+	IptablesChains int        `json:"iptablesChains"`
+	IptablesRules  int        `json:"iptablesRules"`
+	Tools          []coldTool `json:"tools"`
+}
+
+func writeJSON(path string, rep *report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+func printReport(w io.Writer, o options, rep *report) {
+	fmt.Fprintf(w, "\n==== benchlb report (%s, took %s) ====\n", rep.Started.Format(time.RFC3339), rep.Elapsed)
+	if len(rep.Rates) > 0 {
+		fmt.Fprintf(w, "\n1. Client pod → service VIP (last of N services), %d interleaved rounds × %s (+%s warm-up), %d connections.\n",
+			o.rounds, o.duration, o.warmup, o.workers)
+		fmt.Fprintln(w, "   Medians over rounds; \"x direct\" is the median of per-round ratios to the direct-to-backend run, [Q1–Q3].")
+		for _, sr := range rep.Rates {
+			fmt.Fprintf(w, "\n   %d services (target %s)\n", sr.Services, sr.Target)
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "   variant\tconn/s\tx direct\t[IQR]\treq/s\tx direct\t[IQR]\tfailed rounds\terrors\t")
+			for _, v := range sr.Summary {
+				fmt.Fprintf(tw, "   %s\t%.0f\t%.2f\t[%.2f–%.2f]\t%.0f\t%.2f\t[%.2f–%.2f]\t%d/%d\t%d\t\n", v.Variant,
+					v.Conn.Median, v.ConnRatio.Median, v.ConnRatio.Q1, v.ConnRatio.Q3,
+					v.RR.Median, v.RRRatio.Median, v.RRRatio.Q1, v.RRRatio.Q3, v.Failed, v.Rounds, v.Errors)
+			}
+			tw.Flush()
+			for _, s := range sr.Samples {
+				if s.Err != "" {
+					fmt.Fprintf(w, "   round %d %s failed: %s\n", s.Round, s.Variant, firstLine(s.Err))
+				}
+			}
+		}
+		fmt.Fprintf(w, "\n   Sluice detach checks: BPF_PROG_QUERY found nothing attached before every non-Sluice run; bpftool link after %d detaches: ", rep.BpftoolChecks)
+		if len(rep.BpftoolNonZero) == 0 {
+			fmt.Fprintln(w, "no Sluice links listed (root and node netns).")
+		} else {
+			fmt.Fprintf(w, "%d listed Sluice links (machine-wide, may be other agents on this machine): %s\n", len(rep.BpftoolNonZero), rep.BpftoolNonZero[0])
+		}
+	}
+	if len(rep.BPF) > 0 {
+		fmt.Fprintln(w, "\n2. BPF_PROG_TEST_RUN, sl_from_ep, median ns per packet (repeat=1 per sample), no-op program in the same loop.")
+		fmt.Fprintln(w, "   syn: new connection (distinct tuple, CT emptied before tuples repeat); est: established ACK.")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "   benchmark\tsyn ns\tsyn x noop\test ns\test x noop\tnoop ns\tsamples\t")
+		for _, g := range rep.BPF {
+			fmt.Fprintf(tw, "   %s\t%.0f\t%.1f\t%.0f\t%.1f\t%.0f\t%d\t\n", g.Name, g.Metrics["syn-ns/pkt"], g.Metrics["syn-x-noop"],
+				g.Metrics["est-ns/pkt"], g.Metrics["est-x-noop"], g.Metrics["noop-ns/pkt"], g.N)
+		}
+		tw.Flush()
+		fmt.Fprintln(w, "   events-unread: nobody reads the event ring buffer, so no reader wakeup per new connection.")
+	}
+	if len(rep.Verifier) > 0 {
+		fmt.Fprintln(w, "\n   Verifier:")
+		for _, l := range rep.Verifier {
+			fmt.Fprintf(w, "   %s\n", strings.TrimPrefix(l, "verifier: "))
+		}
+	}
+	if len(rep.LBCold) > 0 || rep.Cold != nil {
+		fmt.Fprintln(w, "\n3. Cold programming")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "   what\tmedian\t[IQR]\truns\t")
+		var sluiceCold float64
+		for _, g := range rep.LBCold {
+			sluiceCold = g.Metrics["cold-ms"] / 1000
+			fmt.Fprintf(tw, "   Sluice reconciler, first full pass (mean)\t%.3fs\t\t%d\t\n", sluiceCold, g.N)
+			fmt.Fprintf(tw, "     of which service.Compute\t%.3fs\t\t%d\t\n", g.Metrics["compute-ms"]/1000, g.N)
+			fmt.Fprintf(tw, "   Sluice, one service changed afterwards (incremental)\t%.3fs\t\t%d\t\n", g.Metrics["incr-ms"]/1000, g.N)
+		}
+		if rep.Cold != nil {
+			for _, t := range rep.Cold.Tools {
+				if t.Error != "" {
+					fmt.Fprintf(tw, "   %s\tFAILED\t\t\t\n", t.Tool)
+					continue
+				}
+				fmt.Fprintf(tw, "   %s\t%.3fs\t[%.3f–%.3f]\t%d\t\n", t.Tool, t.Median, t.Q1, t.Q3, len(t.Seconds))
+			}
+		}
+		tw.Flush()
+		if rep.Cold != nil {
+			fmt.Fprintf(w, "   kube-proxy rules: %d services × %d endpoints = %d iptables chains, %d rules.\n", rep.Cold.Services, rep.Cold.Endpoints, rep.Cold.IptablesChains, rep.Cold.IptablesRules)
+			for _, t := range rep.Cold.Tools {
+				if t.Error != "" {
+					fmt.Fprintf(w, "   %s failed: %s\n", t.Tool, t.Error)
+				} else if sluiceCold > 0 {
+					fmt.Fprintf(w, "   %s / Sluice first pass: %.1fx\n", t.Tool, t.Median/sluiceCold)
+				}
+			}
+		}
+		for _, g := range rep.LBCold {
+			fmt.Fprintf(w, "   Sluice memory after the cold pass (Go runtime, test process): HeapInuse %.0f MiB, Sys %.0f MiB\n", g.Metrics["heap-inuse-MB"], g.Metrics["sys-MB"])
+		}
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}

@@ -1,0 +1,501 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sluice-net/sluice/tests/harness"
+)
+
+const (
+	agentPkg    = "github.com/sluice-net/sluice/cmd/sluice-agent"
+	backendPort = 8080
+	svcPort     = 80
+	// baseTable is the CNI-style egress masquerade every variant runs
+	// with; its masquerade statement keeps conntrack active in the node's
+	// netns whatever the variant (see usage).
+	baseTable = "benchlb-cni"
+	// loadTimeout bounds one rule load (Host.Exec's default is 30s, and
+	// large nft loads take longer).
+	loadTimeout = 10 * time.Minute
+)
+
+// bench is one run's simulated cluster and state.
+type bench struct {
+	o        options
+	self     string
+	agentBin string
+	dir      string
+	c        *harness.Cluster
+	node     *harness.Node
+	client   *harness.Pod
+	backend  *harness.Pod
+	agent    *harness.Agent
+	rep      *report
+}
+
+func run(ctx context.Context, o options) (*report, error) {
+	rep := &report{Started: time.Now(), Options: reportOptions(o)}
+	start := time.Now()
+	defer func() { rep.Elapsed = time.Since(start).Round(time.Second).String() }()
+	if o.goBench {
+		// First, on a quiet machine: no cluster, agent or load running.
+		if err := runGoBenches(ctx, o, rep); err != nil {
+			return rep, err
+		}
+	}
+	if o.skipRates && o.skipCold {
+		return rep, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return rep, err
+	}
+	b := &bench{o: o, self: self, rep: rep}
+	if removed, err := harness.CleanupStale(); err != nil {
+		logf("cleaning up stale harness runs: %v", err)
+	} else if len(removed) > 0 {
+		logf("removed leftovers of aborted runs: %s", strings.Join(removed, ", "))
+	}
+	hopts := harness.Options{Name: "benchlb"}
+	if o.verbose {
+		hopts.Logf = logf
+	}
+	b.c, err = harness.NewCluster(ctx, hopts)
+	if err != nil {
+		return rep, err
+	}
+	defer func() {
+		if err := b.c.Cleanup(); err != nil {
+			logf("cleanup: %v", err)
+		}
+	}()
+	b.dir = b.c.TempDir
+	if !o.skipRates {
+		if err := b.setup(ctx); err != nil {
+			return rep, fmt.Errorf("setup: %w", err)
+		}
+		for _, n := range o.scales {
+			if err := b.rates(ctx, n); err != nil {
+				return rep, err
+			}
+		}
+	}
+	if !o.skipCold {
+		if err := b.cold(ctx); err != nil {
+			return rep, fmt.Errorf("cold programming: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+// setup builds the node, the client and backend pods and the echo server.
+func (b *bench) setup(ctx context.Context) error {
+	var err error
+	if contains(b.o.variants, "sluice-packet") || contains(b.o.variants, "sluice-socket") {
+		if b.agentBin, err = harness.Build(ctx, agentPkg); err != nil {
+			return err
+		}
+	}
+	if b.node, err = b.c.AddNode(ctx, "node1", harness.Routed); err != nil {
+		return err
+	}
+	if b.client, err = b.node.AddPod(ctx, "default", "client", map[string]string{"app": "client"}); err != nil {
+		return err
+	}
+	if b.backend, err = b.node.AddPod(ctx, "default", "backend", map[string]string{"app": "backend"}, harness.Port{Name: "http", Port: backendPort}); err != nil {
+		return err
+	}
+	if err := b.c.SyncManifests(); err != nil {
+		return err
+	}
+	// All ephemeral ports: connections end with RST, so no TIME_WAIT, but
+	// a wide range keeps tuples from being reused while conntrack (the
+	// kernel's or Sluice's) still holds the previous connection's entry.
+	if _, err := b.client.Exec(ctx, "sh", "-c", "echo 1024 65535 > /proc/sys/net/ipv4/ip_local_port_range"); err != nil {
+		return err
+	}
+	base := filepath.Join(b.dir, "base.nft")
+	if err := os.WriteFile(base, []byte(fmt.Sprintf("table ip %s {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"eth0\" ip saddr %s ip daddr != %s masquerade\n\t}\n}\n", baseTable, clusterCIDR, clusterCIDR)), 0o644); err != nil {
+		return err
+	}
+	if _, err := b.node.Exec(ctx, "nft", "-f", base); err != nil {
+		return err
+	}
+	if contains(b.o.variants, "iptables-legacy") {
+		// Instantiate the legacy nat table now: once used in a netns it
+		// stays (with its hooks) until the netns goes, so without this
+		// every variant after the first iptables-legacy run would run
+		// with it and those before without.
+		if _, err := b.node.Exec(ctx, "iptables-legacy", "-t", "nat", "-S"); err != nil {
+			return err
+		}
+	}
+	// The echo server runs until the cluster is cleaned up (which kills
+	// every process in the run's namespaces and cgroups).
+	srvErr := make(chan error, 1)
+	go func() {
+		srvCtx, cancel := context.WithTimeout(context.Background(), 24*time.Hour)
+		defer cancel()
+		_, err := b.backend.Exec(srvCtx, b.self, "serve", "-port", fmt.Sprint(backendPort))
+		srvErr <- err
+	}()
+	if err := b.probe(ctx, netip.AddrPortFrom(b.backend.IP, backendPort)); err != nil {
+		select {
+		case e := <-srvErr:
+			err = fmt.Errorf("%w (server: %v)", err, e)
+		default:
+		}
+		return err
+	}
+	logf("node %s: client %s, backend %s:%d (same node: the path crosses the node netns once)", b.node.Name, b.client.IP, b.backend.IP, backendPort)
+	return nil
+}
+
+func (b *bench) probe(ctx context.Context, addr netip.AddrPort) error {
+	_, err := b.client.Exec(ctx, b.self, "probe", "-addr", addr.String())
+	return err
+}
+
+func (b *bench) loadgen(ctx context.Context, addr netip.AddrPort, mode string) (loadResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.o.duration+b.o.warmup+30*time.Second)
+	defer cancel()
+	out, err := b.client.Exec(ctx, b.self, "loadgen", "-addr", addr.String(), "-mode", mode,
+		"-workers", fmt.Sprint(b.o.workers), "-duration", b.o.duration.String(), "-warmup", b.o.warmup.String())
+	if err != nil {
+		return loadResult{}, err
+	}
+	var r loadResult
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		return r, fmt.Errorf("loadgen output %q: %w", out, err)
+	}
+	if r.Ops == 0 {
+		return r, fmt.Errorf("loadgen %s to %s: no successful operation (%d errors, first: %s)", mode, addr, r.Errors, r.FirstError)
+	}
+	return r, nil
+}
+
+// rates runs the interleaved rounds of every variant at n services.
+func (b *bench) rates(ctx context.Context, n int) error {
+	svcs := genServices(n, b.o.fillerEndpoints, netip.AddrPortFrom(b.backend.IP, backendPort), b.backend.Namespace, b.backend.Name, b.node.Name)
+	target := netip.AddrPortFrom(svcs[n-1].VIP, svcPort)
+	files := map[string]string{
+		"iptables": filepath.Join(b.dir, fmt.Sprintf("iptables-%d.rules", n)),
+		"nft":      filepath.Join(b.dir, fmt.Sprintf("nftables-%d.nft", n)),
+		"empty":    filepath.Join(b.dir, "iptables-empty.rules"),
+	}
+	for k, content := range map[string]string{"iptables": iptablesRules(svcs), "nft": nftRules(svcs), "empty": iptablesEmpty} {
+		if err := os.WriteFile(files[k], []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := b.c.WriteManifest("services.yaml", sluiceManifest(svcs)); err != nil {
+		return err
+	}
+	sr := &scaleResult{Services: n, Target: target.String()}
+	b.rep.Rates = append(b.rep.Rates, sr)
+	logf("=== %d services: target %s (last in rule order), %d rounds of %s", n, target, b.o.rounds, strings.Join(b.o.variants, ", "))
+	for r := range b.o.rounds {
+		order := rotate(b.o.variants, r)
+		for _, v := range order {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			s := sample{Round: r + 1, Variant: v}
+			addr := target
+			if v == "direct" {
+				addr = netip.AddrPortFrom(b.backend.IP, backendPort)
+			}
+			t := time.Now()
+			err := b.enable(ctx, v, n, files)
+			s.SetupSeconds = time.Since(t).Seconds()
+			if err == nil {
+				err = b.probe(ctx, addr)
+			}
+			if err == nil {
+				s.Conn, err = b.loadgen(ctx, addr, "conn")
+			}
+			if err == nil {
+				s.RR, err = b.loadgen(ctx, addr, "rr")
+			}
+			if derr := b.disable(ctx, v); derr != nil {
+				// A variant that cannot be removed would taint every
+				// later measurement: stop.
+				return fmt.Errorf("remove %s: %w", v, derr)
+			}
+			if err != nil {
+				s.Err = err.Error()
+				logf("[%d svc, round %d/%d] %-15s FAILED: %v", n, r+1, b.o.rounds, v, err)
+			} else {
+				logf("[%d svc, round %d/%d] %-15s %9.0f conn/s %9.0f req/s  (setup %.1fs)", n, r+1, b.o.rounds, v, s.Conn.Rate, s.RR.Rate, s.SetupSeconds)
+			}
+			sr.Samples = append(sr.Samples, s)
+		}
+	}
+	sr.summarize(b.o.variants)
+	return nil
+}
+
+// slowOnce reports whether a cold load already measured took so long that
+// repeating it would blow the run's time budget: one run then stands.
+func slowOnce(seconds []float64) bool {
+	return len(seconds) > 0 && seconds[0] > 60
+}
+
+func rotate(l []string, r int) []string {
+	out := make([]string, len(l))
+	for i := range l {
+		out[i] = l[(i+r)%len(l)]
+	}
+	return out
+}
+
+// enable puts variant v in place for n services.
+func (b *bench) enable(ctx context.Context, v string, n int, files map[string]string) error {
+	switch v {
+	case "sluice-packet", "sluice-socket":
+		mode := map[string]string{"sluice-packet": "off", "sluice-socket": "all"}[v]
+		// Room for n frontends and their slots, and a CT table that holds
+		// every connection of a run: the maps start empty for every run
+		// (the bpf root is removed in between), closed entries live
+		// --ct-timeout-close (10s), and a run opens rate × (warm-up +
+		// duration) connections with two CT entries each.
+		lbMax := max(262144, 4*n)
+		a, err := b.node.StartAgent(b.agentBin, "--socket-lb="+mode, "--log-level=warn",
+			fmt.Sprintf("--lb-max=%d", lbMax), fmt.Sprintf("--lb-backends-max=%d", max(65536, 2*n+1024)),
+			"--ct-max=524288", "--ct-gc-interval=2s")
+		if err != nil {
+			return err
+		}
+		b.agent = a
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		if err := a.WaitReady(wctx); err != nil {
+			return err
+		}
+		for {
+			st, err := b.node.AgentStatus(wctx)
+			if err == nil && st.Services.Frontends >= n {
+				return nil
+			}
+			select {
+			case <-wctx.Done():
+				return fmt.Errorf("agent did not program %d services: last status %+v, %v; log:\n%s", n, st, err, a.Logs())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	case "iptables-legacy", "iptables-nft":
+		if err := b.verifyDetached(ctx); err != nil {
+			return err
+		}
+		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
+		defer cancel()
+		_, err := b.node.Exec(lctx, v+"-restore", files["iptables"])
+		return err
+	case "nftables":
+		if err := b.verifyDetached(ctx); err != nil {
+			return err
+		}
+		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
+		defer cancel()
+		_, err := b.node.Exec(lctx, "nft", "-f", files["nft"])
+		return err
+	case "direct":
+		return b.verifyDetached(ctx)
+	}
+	return fmt.Errorf("unknown variant %q", v)
+}
+
+// disable removes variant v completely.
+func (b *bench) disable(ctx context.Context, v string) error {
+	switch v {
+	case "sluice-packet", "sluice-socket":
+		if b.agent != nil {
+			if err := b.agent.Stop(); err != nil {
+				logf("stop agent: %v", err)
+			}
+			b.agent = nil
+		}
+		// The agent leaves maps and links pinned by design (traffic
+		// survives restarts); removing the pins releases the links, which
+		// detaches the programs.
+		if err := os.RemoveAll(b.node.BPFRoot); err != nil {
+			return err
+		}
+		if err := os.Mkdir(b.node.BPFRoot, 0o700); err != nil {
+			return err
+		}
+		// Removing a pin drops the link's last reference, but the link is
+		// released (and the program detached) asynchronously, after an
+		// RCU grace period: poll.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := b.verifyDetached(ctx)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		b.reportBpftoolLinks(ctx)
+		return nil
+	case "iptables-legacy":
+		_, err := b.node.Exec(ctx, "iptables-legacy-restore", filepath.Join(b.dir, "iptables-empty.rules"))
+		return err
+	case "iptables-nft":
+		if _, err := b.node.Exec(ctx, "iptables-nft-restore", filepath.Join(b.dir, "iptables-empty.rules")); err != nil {
+			return err
+		}
+		// Drop the emptied table too: its base chains would stay hooked.
+		return b.deleteNftTable(ctx, b.node, "nat")
+	case "nftables":
+		return b.deleteNftTable(ctx, b.node, nftTable)
+	}
+	return nil
+}
+
+// deleteNftTable deletes table ip name in node's netns if it exists (a
+// load that failed leaves none).
+func (b *bench) deleteNftTable(ctx context.Context, node *harness.Node, name string) error {
+	if _, err := node.Exec(ctx, "nft", "list", "table", "ip", name); err != nil {
+		return nil
+	}
+	_, err := node.Exec(ctx, "nft", "delete", "table", "ip", name)
+	return err
+}
+
+// verifyDetached checks, from inside the node's netns, that no BPF program
+// is attached to any of its interfaces nor runs for the pods' cgroups.
+func (b *bench) verifyDetached(ctx context.Context) error {
+	out, err := b.node.Exec(ctx, b.self, "verify-detached", b.node.CgroupRoot, b.client.CgroupPath, b.backend.CgroupPath)
+	if err != nil {
+		return fmt.Errorf("sluice is not fully detached: %s", strings.TrimSpace(out))
+	}
+	return nil
+}
+
+// reportBpftoolLinks records how many links of Sluice programs bpftool
+// lists, from the root netns and from inside the node's.
+func (b *bench) reportBpftoolLinks(ctx context.Context) {
+	count := func(runIn func(args ...string) ([]byte, error)) string {
+		links, err := runIn("-j", "link", "show")
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		progs, err := runIn("-j", "prog", "show")
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		n, err := bpftoolSluiceLinks(links, progs)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return fmt.Sprint(n)
+	}
+	// Links are freed asynchronously once their last reference (the pin)
+	// goes (RCU, then a workqueue), so give them a moment.
+	var outside, inside string
+	start := time.Now()
+	for {
+		outside = count(func(args ...string) ([]byte, error) { return exec.CommandContext(ctx, "bpftool", args...).Output() })
+		inside = count(func(args ...string) ([]byte, error) {
+			out, err := b.node.Exec(ctx, "bpftool", args...)
+			return []byte(out), err
+		})
+		if outside == "0" && inside == "0" || time.Since(start) > 3*time.Second {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if b.o.verbose {
+		logf("bpftool link after detach: %s Sluice links (root netns), %s (node netns), after %s", outside, inside, time.Since(start).Round(time.Millisecond))
+	}
+	b.rep.BpftoolChecks++
+	if outside != "0" || inside != "0" {
+		b.rep.BpftoolNonZero = append(b.rep.BpftoolNonZero, fmt.Sprintf("after detach: bpftool link lists %s Sluice links from the root netns, %s from the node netns", outside, inside))
+	}
+}
+
+// cold times loading kube-proxy's rules for coldServices × coldEndpoints
+// into an empty netns, for each tool, in interleaved rounds.
+func (b *bench) cold(ctx context.Context) error {
+	node, err := b.c.AddNode(ctx, "cold", harness.Routed)
+	if err != nil {
+		return err
+	}
+	svcs := genServices(b.o.coldServices, b.o.coldEndpoints, netip.AddrPort{}, "", "", "")
+	ipt := filepath.Join(b.dir, "cold-iptables.rules")
+	nft := filepath.Join(b.dir, "cold-nftables.nft")
+	empty := filepath.Join(b.dir, "iptables-empty.rules")
+	iptRules := iptablesRules(svcs)
+	for f, content := range map[string]string{ipt: iptRules, nft: nftRules(svcs), empty: iptablesEmpty} {
+		if err := os.WriteFile(f, []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	cr := &coldResult{Services: b.o.coldServices, Endpoints: b.o.coldEndpoints,
+		IptablesChains: strings.Count(iptRules, "\n:"), IptablesRules: strings.Count(iptRules, "\n-A ")}
+	b.rep.Cold = cr
+	tools := []struct {
+		name  string
+		load  []string
+		clear [][]string
+	}{
+		{"iptables-legacy-restore", []string{"iptables-legacy-restore", ipt}, [][]string{{"iptables-legacy-restore", empty}}},
+		{"iptables-nft-restore", []string{"iptables-nft-restore", ipt}, [][]string{{"iptables-nft-restore", empty}, {"nft", "delete", "table", "ip", "nat"}}},
+		{"nft -f", []string{"nft", "-f", nft}, [][]string{{"nft", "delete", "table", "ip", nftTable}}},
+	}
+	logf("=== cold programming: %d services × %d endpoints (%d iptables chains, %d rules), %d rounds", cr.Services, cr.Endpoints, cr.IptablesChains, cr.IptablesRules, b.o.coldRounds)
+	times := map[string][]float64{}
+	errs := map[string]string{}
+	for r := range b.o.coldRounds {
+		for i := range tools {
+			t := tools[(i+r)%len(tools)]
+			if errs[t.name] != "" || slowOnce(times[t.name]) {
+				continue
+			}
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+			start := time.Now()
+			_, err := node.Exec(lctx, t.load[0], t.load[1:]...)
+			d := time.Since(start)
+			cancel()
+			if err != nil {
+				errs[t.name] = fmt.Sprintf("%s: %v", strings.Join(t.load, " "), err)
+				logf("cold %s FAILED: %v", t.name, err)
+			} else {
+				times[t.name] = append(times[t.name], d.Seconds())
+				logf("cold %-24s round %d: %.3fs", t.name, r+1, d.Seconds())
+			}
+			for _, c := range t.clear {
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+				_, cerr := node.Exec(cctx, c[0], c[1:]...)
+				cancel()
+				if cerr != nil && err == nil {
+					return fmt.Errorf("clear after %s: %w", t.name, cerr)
+				}
+			}
+		}
+	}
+	for _, t := range tools {
+		ct := coldTool{Tool: t.name, Error: errs[t.name], Seconds: times[t.name]}
+		if len(ct.Seconds) > 0 {
+			ct.Median, ct.Q1, ct.Q3 = quartiles(ct.Seconds)
+		}
+		cr.Tools = append(cr.Tools, ct)
+	}
+	if len(errs) == len(tools) {
+		return errors.New("every cold load failed")
+	}
+	return nil
+}
