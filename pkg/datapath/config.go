@@ -65,48 +65,31 @@ func Defaults() Config {
 func (c *Config) withDefaults() Config {
 	d := Defaults()
 	out := *c
-	if out.BPFRoot == "" {
-		out.BPFRoot = d.BPFRoot
-	}
-	if out.CTMax == 0 {
-		out.CTMax = d.CTMax
-	}
-	if out.EndpointsMax == 0 {
-		out.EndpointsMax = d.EndpointsMax
-	}
-	if out.LBMax == 0 {
-		out.LBMax = d.LBMax
-	}
-	if out.LBBackendsMax == 0 {
-		out.LBBackendsMax = d.LBBackendsMax
-	}
-	if out.MaglevTableSize == 0 {
-		out.MaglevTableSize = d.MaglevTableSize
-	}
-	if out.MaglevMax == 0 {
-		out.MaglevMax = d.MaglevMax
-	}
-	if out.SockLB == "" {
-		out.SockLB = d.SockLB
-	}
-	if out.FragMax == 0 {
-		out.FragMax = d.FragMax
-	}
-	if out.EventsBufBytes == 0 {
-		out.EventsBufBytes = d.EventsBufBytes
-	}
-	for _, p := range []struct {
-		v *time.Duration
-		d time.Duration
-	}{
-		{&out.CTTimeoutSYN, d.CTTimeoutSYN}, {&out.CTTimeoutTCP, d.CTTimeoutTCP},
-		{&out.CTTimeoutClose, d.CTTimeoutClose}, {&out.CTTimeoutOther, d.CTTimeoutOther},
+	orDefault(&out.BPFRoot, d.BPFRoot)
+	orDefault(&out.SockLB, d.SockLB)
+	for _, p := range []struct{ v, d *uint32 }{
+		{&out.CTMax, &d.CTMax}, {&out.EndpointsMax, &d.EndpointsMax}, {&out.FragMax, &d.FragMax},
+		{&out.LBMax, &d.LBMax}, {&out.LBBackendsMax, &d.LBBackendsMax},
+		{&out.MaglevTableSize, &d.MaglevTableSize}, {&out.MaglevMax, &d.MaglevMax},
+		{&out.EventsBufBytes, &d.EventsBufBytes},
 	} {
-		if *p.v == 0 {
-			*p.v = p.d
-		}
+		orDefault(p.v, *p.d)
+	}
+	for _, p := range []struct{ v, d *time.Duration }{
+		{&out.CTTimeoutSYN, &d.CTTimeoutSYN}, {&out.CTTimeoutTCP, &d.CTTimeoutTCP},
+		{&out.CTTimeoutClose, &d.CTTimeoutClose}, {&out.CTTimeoutOther, &d.CTTimeoutOther},
+	} {
+		orDefault(p.v, *p.d)
 	}
 	return out
+}
+
+// orDefault sets *v to d when it holds its zero value.
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
 }
 
 // Validate names the first setting that cannot work.
