@@ -129,6 +129,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_nat SEC(".maps");
 
+/* Backends being removed: the socket iterator destroys connected UDP
+ * sockets pointing at them. Filled by the agent right before a run. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sl_sock_destroy_key);
+	__type(value, __u8);
+	__uint(max_entries, 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_sock_destroy SEC(".maps");
+
 /* Layout fingerprint of every pinned map, written by the agent so that a
  * map whose key or value layout changed is replaced, never misread. */
 struct {

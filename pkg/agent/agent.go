@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/cgroups"
@@ -121,6 +124,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	}
 	a.lb, err = lb.New(lb.Options{
 		Maps: a.maps, Store: a.store, Service: opts.serviceOptions(), Logger: log.With("component", "lb"),
+		BackendsRemoved: a.destroySockets,
 	})
 	if err != nil {
 		return err
@@ -341,4 +345,31 @@ func (a *Agent) services() api.Services {
 		out.Memory = d.MemoryPerService()
 	}
 	return out
+}
+
+// destroySockets destroys connected UDP sockets that socket LB pointed at
+// removed backends, in every network namespace of the node's processes, so
+// their owners reconnect instead of sending into a void. (TCP connections
+// to a removed pod end on their own: the peer is gone.)
+func (a *Agent) destroySockets(removed []datapath.LBBackend) {
+	if a.opts.Datapath.SockLB == datapath.SockLBOff {
+		return
+	}
+	var targets []netip.AddrPort
+	for _, b := range removed {
+		if b.Proto == unix.IPPROTO_UDP {
+			targets = append(targets, netip.AddrPortFrom(b.Addr, b.Port))
+		}
+	}
+	if len(targets) == 0 {
+		return
+	}
+	go func() {
+		netns := cgroups.Netns(a.opts.CgroupRoot)
+		if err := a.dp.DestroyUDPSockets(targets, netns); err != nil {
+			a.log.Warn("destroy sockets of removed backends", "error", err)
+			return
+		}
+		a.log.Info("destroyed UDP sockets of removed backends", "backends", len(targets), "namespaces", len(netns))
+	}()
 }

@@ -9,8 +9,11 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // FindV2Mount returns the mount point of the first cgroup2 filesystem in
@@ -75,4 +78,32 @@ func unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// Netns returns one /proc/<pid>/ns/net path per distinct network namespace
+// of the processes in the cgroup tree under root: the pods' namespaces
+// (and the node's), found without asking a container runtime.
+func Netns(root string) []string {
+	seen := map[uint64]bool{}
+	var out []string
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		procs, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if err != nil {
+			return nil
+		}
+		for _, pid := range strings.Fields(string(procs)) {
+			path := "/proc/" + pid + "/ns/net"
+			var st syscall.Stat_t
+			if syscall.Stat(path, &st) != nil || seen[st.Ino] {
+				continue
+			}
+			seen[st.Ino] = true
+			out = append(out, path)
+		}
+		return nil
+	})
+	return out
 }

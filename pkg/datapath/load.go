@@ -26,7 +26,11 @@ type Datapath struct {
 	objs        bpfobj.BpfObjects
 	sock        bpfobj.SockObjects
 	host        bpfobj.HostObjects
-	log         *slog.Logger
+	iter        bpfobj.IterObjects
+	// iterErr says why the socket iterator could not load (kernel without
+	// bpf_sock_destroy or BTF); socket destruction is then unavailable.
+	iterErr error
+	log     *slog.Logger
 	// Adopted is true when pinned maps from an earlier agent were reused.
 	Adopted bool
 	// Replaced names maps that were replaced or migrated at load, with why.
@@ -101,6 +105,18 @@ func Load(cfg Config, log *slog.Logger) (*Datapath, error) {
 		dp.objs.Close()
 		dp.sock.Close()
 		return nil, loadErr("uplink programs", err)
+	}
+	// Optional: kernels before 6.5 lack bpf_sock_destroy.
+	iterSpec, err := bpfobj.LoadIter()
+	if err == nil {
+		err = configureSpec(iterSpec, cfg)
+	}
+	if err == nil {
+		err = iterSpec.LoadAndAssign(&dp.iter, opts)
+	}
+	if err != nil {
+		dp.iterErr = loadErr("socket iterator (bpf_sock_destroy, Linux 6.5+)", err)
+		dp.log.Warn("socket destruction unavailable", "error", dp.iterErr)
 	}
 	return dp, nil
 }
@@ -376,7 +392,7 @@ func describeMembers(b *strings.Builder, kind string, size uint32, ms []btf.Memb
 // Close releases this process's handles. Pins, links and filters stay, so
 // traffic keeps flowing on the last loaded programs.
 func (dp *Datapath) Close() error {
-	return errors.Join(dp.objs.Close(), dp.sock.Close(), dp.host.Close())
+	return errors.Join(dp.objs.Close(), dp.sock.Close(), dp.host.Close(), dp.iter.Close())
 }
 
 // Config returns the effective configuration.

@@ -32,6 +32,7 @@ var (
 		b.BpfSlMetricSL_METRIC_EVENTS_LOST:     "events-lost",
 		b.BpfSlMetricSL_METRIC_NO_ENDPOINT:     "no-endpoint",
 		b.BpfSlMetricSL_METRIC_FRAG_TABLE_FULL: "frag-table-full",
+		b.BpfSlMetricSL_METRIC_SOCK_DESTROYED:  "sockets-destroyed",
 	}
 	ctStateNames = map[b.BpfSlCtState]string{
 		b.BpfSlCtStateSL_CT_NONE:        "none",

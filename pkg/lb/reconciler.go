@@ -22,6 +22,10 @@ type Options struct {
 	// MinInterval bounds how often model changes are written: a rolling
 	// update touches many EndpointSlices within milliseconds.
 	MinInterval time.Duration
+	// BackendsRemoved, if set, is told about backends that were removed,
+	// after their connections' CT entries were deleted (the agent then
+	// destroys sockets that socket LB connected to them).
+	BackendsRemoved func([]datapath.LBBackend)
 	// Resync is the period of the full pass that re-reads the maps and
 	// prunes what no longer belongs there (entries written by hand, or
 	// left by a write that failed halfway).
@@ -192,6 +196,12 @@ func (r *Reconciler) Reconcile(full bool) {
 		r.status.LastErr = healthErr
 		return
 	}
+	var removed []datapath.LBBackend
+	for _, id := range plan.RemovedBackends {
+		if b, ok := r.have.Backends[id]; ok {
+			removed = append(removed, b)
+		}
+	}
 	if err := r.opts.Maps.ApplyLB(plan); err != nil {
 		// Re-read on the next pass: part of the plan may be in the maps.
 		r.status.LastErr = fmt.Errorf("program services: %w", err)
@@ -207,6 +217,9 @@ func (r *Reconciler) Reconcile(full bool) {
 		r.log.Warn("clean connections of removed backends", "error", err)
 	}
 	r.status.CTCleanedUp += uint64(n)
+	if len(removed) > 0 && r.opts.BackendsRemoved != nil {
+		r.opts.BackendsRemoved(removed)
+	}
 	r.status.Applied++
 	r.status.LastApply = time.Now()
 	r.status.LastPlan = plan.String()

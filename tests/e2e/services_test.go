@@ -543,3 +543,37 @@ func TestServiceLoadBalancerLocalHealthCheck(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, line, " 503 ", "node1 has none: 503")
 }
+
+// Socket LB connects a UDP socket straight to a backend. When that backend
+// is removed, the socket is destroyed (bpf_sock_destroy from a socket
+// iterator in the pod's namespace), so the client reconnects and lands on
+// a live backend instead of talking to the removed one forever.
+func TestServiceRemovedBackendUDPSocketsAreDestroyed(t *testing.T) {
+	e, client, backends := serviceCluster(t, "--socket-lb=all")
+	b1, b2 := backends[0], backends[1]
+	write := func(eps []svcEndpoint) {
+		require.NoError(t, e.c.WriteManifest("svc-web.yaml", serviceYAML("default", "web", vip, webPorts[1:], eps, "")))
+	}
+	write(ready(b1))
+	n1 := e.c.Node("node1")
+	e.startAgent(n1)
+	e.waitServicesOn(n1, 1)
+	c, err := client.StartUDPClient(vip, 53, 50*time.Millisecond)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(c.Replies()) >= 3 }, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, "default/b1", c.Replies()[0])
+
+	write(ready(b2)) // b1 removed (its pod still answers: only destruction moves the client)
+	require.Eventually(t, func() bool {
+		r := c.Replies()
+		return len(r) > 0 && r[len(r)-1] == "default/b2"
+	}, 10*time.Second, 50*time.Millisecond, "the client still talks to b1: %v", c.Replies())
+	require.GreaterOrEqual(t, c.SocketFailures(), 1, "the socket was destroyed, not silently redirected")
+	var destroyed uint64
+	for _, ct := range e.status(n1).Counters {
+		if ct.Verdict == "sockets-destroyed" {
+			destroyed += ct.Packets
+		}
+	}
+	require.NotZero(t, destroyed)
+}

@@ -201,6 +201,53 @@ func (h *Host) StartUDPEchoServer(port int) (*Process, error) {
 	return p, err
 }
 
+// UDPClient is a long-lived connected UDP client asking "whoami".
+type UDPClient struct {
+	*Process
+	mu        sync.Mutex
+	replies   []string
+	reconnect int
+}
+
+func (c *UDPClient) observe(ev event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch ev.Event {
+	case "ok":
+		c.replies = append(c.replies, ev.Reply)
+	case "closed":
+		c.reconnect++
+	}
+}
+
+// Replies are the answers so far, oldest first.
+func (c *UDPClient) Replies() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.replies...)
+}
+
+// SocketFailures counts how often the socket failed and was replaced.
+func (c *UDPClient) SocketFailures() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reconnect
+}
+
+// StartUDPClient starts a client that keeps one connected UDP socket to
+// dst:port, sends "whoami" every interval and records the answers; when
+// the socket fails (not a mere timeout) it opens a new one.
+func (h *Host) StartUDPClient(dst netip.Addr, port int, interval time.Duration) (*UDPClient, error) {
+	c := &UDPClient{}
+	spec := workloadSpec{Kind: kindUDPClient, Addr: addrPort(dst, port), Interval: interval, Timeout: time.Second}
+	p, _, err := h.start(spec, "connected", c.observe)
+	if err != nil {
+		return nil, err
+	}
+	c.Process = p
+	return c, nil
+}
+
 // StartTCPClient opens one TCP connection from the host to dst:port and,
 // every interval, sends a numbered line on it and waits for its echo. It
 // returns once connected. The connection is never re-established, so the

@@ -22,9 +22,12 @@ const workloadEnv = "SLUICE_HARNESS_WORKLOAD"
 
 // Workload kinds.
 const (
-	kindTCPEcho    = "tcp-echo"
-	kindUDPEcho    = "udp-echo"
-	kindTCPClient  = "tcp-client"
+	kindTCPEcho   = "tcp-echo"
+	kindUDPEcho   = "udp-echo"
+	kindTCPClient = "tcp-client"
+	// kindUDPClient keeps one connected UDP socket, asks "whoami" at an
+	// interval, and reconnects when the socket fails (e.g. destroyed).
+	kindUDPClient  = "udp-client"
 	kindTCPRequest = "tcp-request"
 	kindUDPRequest = "udp-request"
 	kindPing       = "ping"
@@ -113,6 +116,8 @@ func runWorkload(spec workloadSpec) int {
 		err = tcpEchoServer(spec)
 	case kindUDPEcho:
 		err = udpEchoServer(spec)
+	case kindUDPClient:
+		err = udpClient(spec)
 	case kindTCPClient:
 		err = tcpClient(spec)
 	case kindTCPRequest, kindUDPRequest, kindPing, kindPeerRequest:
@@ -237,6 +242,39 @@ func tcpClient(spec workloadSpec) error {
 			}
 		}
 		<-t.C
+	}
+}
+
+func udpClient(spec workloadSpec) error {
+	for {
+		conn, err := net.Dial("udp4", spec.Addr)
+		if err != nil {
+			emit(event{Event: "error", Error: err.Error()})
+			time.Sleep(spec.Interval)
+			continue
+		}
+		emit(event{Event: "connected", Local: conn.LocalAddr().String()})
+		buf := make([]byte, 2048)
+		for {
+			_ = conn.SetDeadline(time.Now().Add(spec.Timeout))
+			_, err := conn.Write([]byte(whoami))
+			var n int
+			if err == nil {
+				n, err = conn.Read(buf)
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				emit(event{Event: "error", Error: err.Error()})
+			} else if err != nil {
+				// The socket itself failed: start over with a new one.
+				emit(event{Event: "closed", Error: err.Error()})
+				conn.Close()
+				break
+			} else {
+				emit(event{Event: "ok", Reply: string(buf[:n])})
+			}
+			time.Sleep(spec.Interval)
+		}
 	}
 }
 

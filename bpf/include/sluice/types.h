@@ -61,6 +61,7 @@ enum sl_metric {
 	SL_METRIC_EVENTS_LOST = 6,  /* ring buffer full: event not emitted */
 	SL_METRIC_NO_ENDPOINT = 7,  /* program ran on an interface with no endpoint entry */
 	SL_METRIC_FRAG_TABLE_FULL = 8, /* a first fragment's ports could not be remembered */
+	SL_METRIC_SOCK_DESTROYED = 9,  /* a socket connected to a removed backend was destroyed */
 };
 
 /* Per-CPU counter key: what, which direction, and the drop reason. */
@@ -306,6 +307,15 @@ struct sl_nat_val {
 	__be16 backend_port;
 	__be16 front_port;
 	__u16 pad;
+};
+
+/* A removed backend whose connected UDP sockets (socket LB) are destroyed
+ * by the socket iterator, so their owners reconnect to a live backend. */
+struct sl_sock_destroy_key {
+	union sl_addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
 };
 
 #endif /* SLUICE_TYPES_H */

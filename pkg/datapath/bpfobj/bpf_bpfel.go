@@ -264,6 +264,7 @@ const (
 	BpfSlMetricSL_METRIC_EVENTS_LOST     BpfSlMetric = 6
 	BpfSlMetricSL_METRIC_NO_ENDPOINT     BpfSlMetric = 7
 	BpfSlMetricSL_METRIC_FRAG_TABLE_FULL BpfSlMetric = 8
+	BpfSlMetricSL_METRIC_SOCK_DESTROYED  BpfSlMetric = 9
 )
 
 type BpfSlMetricsKey struct {
@@ -310,6 +311,17 @@ type BpfSlNatVal struct {
 	Pad         uint16
 }
 
+type BpfSlSockDestroyKey struct {
+	_    structs.HostLayout
+	Addr struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -327,6 +339,7 @@ const (
 	BpfMapSlLbSvc          = "sl_lb_svc"
 	BpfMapSlMetrics        = "sl_metrics"
 	BpfMapSlNat            = "sl_nat"
+	BpfMapSlSockDestroy    = "sl_sock_destroy"
 	BpfProgSlFromEp        = "sl_from_ep"
 	BpfProgSlToEp          = "sl_to_ep"
 	BpfVarSlCtScope        = "_sl_ct_scope"
@@ -397,19 +410,20 @@ type BpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
-	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
-	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
-	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
-	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
-	SlLayout     *ebpf.MapSpec `ebpf:"sl_layout"`
-	SlLbAffinity *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
-	SlLbBackends *ebpf.MapSpec `ebpf:"sl_lb_backends"`
-	SlLbMaglev   *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
-	SlLbRevnat   *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
-	SlLbSock     *ebpf.MapSpec `ebpf:"sl_lb_sock"`
-	SlLbSvc      *ebpf.MapSpec `ebpf:"sl_lb_svc"`
-	SlMetrics    *ebpf.MapSpec `ebpf:"sl_metrics"`
-	SlNat        *ebpf.MapSpec `ebpf:"sl_nat"`
+	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
+	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
+	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
+	SlLbBackends  *ebpf.MapSpec `ebpf:"sl_lb_backends"`
+	SlLbMaglev    *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
+	SlLbRevnat    *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
+	SlLbSock      *ebpf.MapSpec `ebpf:"sl_lb_sock"`
+	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
+	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
+	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -454,19 +468,20 @@ func (o *BpfObjects) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
-	SlCt         *ebpf.Map `ebpf:"sl_ct"`
-	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
-	SlEvents     *ebpf.Map `ebpf:"sl_events"`
-	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
-	SlLayout     *ebpf.Map `ebpf:"sl_layout"`
-	SlLbAffinity *ebpf.Map `ebpf:"sl_lb_affinity"`
-	SlLbBackends *ebpf.Map `ebpf:"sl_lb_backends"`
-	SlLbMaglev   *ebpf.Map `ebpf:"sl_lb_maglev"`
-	SlLbRevnat   *ebpf.Map `ebpf:"sl_lb_revnat"`
-	SlLbSock     *ebpf.Map `ebpf:"sl_lb_sock"`
-	SlLbSvc      *ebpf.Map `ebpf:"sl_lb_svc"`
-	SlMetrics    *ebpf.Map `ebpf:"sl_metrics"`
-	SlNat        *ebpf.Map `ebpf:"sl_nat"`
+	SlCt          *ebpf.Map `ebpf:"sl_ct"`
+	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
+	SlEvents      *ebpf.Map `ebpf:"sl_events"`
+	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
+	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
+	SlLbBackends  *ebpf.Map `ebpf:"sl_lb_backends"`
+	SlLbMaglev    *ebpf.Map `ebpf:"sl_lb_maglev"`
+	SlLbRevnat    *ebpf.Map `ebpf:"sl_lb_revnat"`
+	SlLbSock      *ebpf.Map `ebpf:"sl_lb_sock"`
+	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
+	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
+	SlNat         *ebpf.Map `ebpf:"sl_nat"`
+	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 }
 
 func (m *BpfMaps) Close() error {
@@ -484,6 +499,7 @@ func (m *BpfMaps) Close() error {
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
+		m.SlSockDestroy,
 	)
 }
 

@@ -29,6 +29,7 @@ const (
 	HostMapSlLbSvc          = "sl_lb_svc"
 	HostMapSlMetrics        = "sl_metrics"
 	HostMapSlNat            = "sl_nat"
+	HostMapSlSockDestroy    = "sl_sock_destroy"
 	HostProgSlFromNetdev    = "sl_from_netdev"
 	HostProgSlToNetdev      = "sl_to_netdev"
 	HostVarCtTimeoutCloseNs = "ct_timeout_close_ns"
@@ -91,19 +92,20 @@ type HostProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type HostMapSpecs struct {
-	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
-	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
-	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
-	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
-	SlLayout     *ebpf.MapSpec `ebpf:"sl_layout"`
-	SlLbAffinity *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
-	SlLbBackends *ebpf.MapSpec `ebpf:"sl_lb_backends"`
-	SlLbMaglev   *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
-	SlLbRevnat   *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
-	SlLbSock     *ebpf.MapSpec `ebpf:"sl_lb_sock"`
-	SlLbSvc      *ebpf.MapSpec `ebpf:"sl_lb_svc"`
-	SlMetrics    *ebpf.MapSpec `ebpf:"sl_metrics"`
-	SlNat        *ebpf.MapSpec `ebpf:"sl_nat"`
+	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
+	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
+	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
+	SlLbBackends  *ebpf.MapSpec `ebpf:"sl_lb_backends"`
+	SlLbMaglev    *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
+	SlLbRevnat    *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
+	SlLbSock      *ebpf.MapSpec `ebpf:"sl_lb_sock"`
+	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
+	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
+	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 }
 
 // HostVariableSpecs contains global variables before they are loaded into the kernel.
@@ -140,19 +142,20 @@ func (o *HostObjects) Close() error {
 //
 // It can be passed to LoadHostObjects or ebpf.CollectionSpec.LoadAndAssign.
 type HostMaps struct {
-	SlCt         *ebpf.Map `ebpf:"sl_ct"`
-	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
-	SlEvents     *ebpf.Map `ebpf:"sl_events"`
-	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
-	SlLayout     *ebpf.Map `ebpf:"sl_layout"`
-	SlLbAffinity *ebpf.Map `ebpf:"sl_lb_affinity"`
-	SlLbBackends *ebpf.Map `ebpf:"sl_lb_backends"`
-	SlLbMaglev   *ebpf.Map `ebpf:"sl_lb_maglev"`
-	SlLbRevnat   *ebpf.Map `ebpf:"sl_lb_revnat"`
-	SlLbSock     *ebpf.Map `ebpf:"sl_lb_sock"`
-	SlLbSvc      *ebpf.Map `ebpf:"sl_lb_svc"`
-	SlMetrics    *ebpf.Map `ebpf:"sl_metrics"`
-	SlNat        *ebpf.Map `ebpf:"sl_nat"`
+	SlCt          *ebpf.Map `ebpf:"sl_ct"`
+	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
+	SlEvents      *ebpf.Map `ebpf:"sl_events"`
+	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
+	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
+	SlLbBackends  *ebpf.Map `ebpf:"sl_lb_backends"`
+	SlLbMaglev    *ebpf.Map `ebpf:"sl_lb_maglev"`
+	SlLbRevnat    *ebpf.Map `ebpf:"sl_lb_revnat"`
+	SlLbSock      *ebpf.Map `ebpf:"sl_lb_sock"`
+	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
+	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
+	SlNat         *ebpf.Map `ebpf:"sl_nat"`
+	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 }
 
 func (m *HostMaps) Close() error {
@@ -170,6 +173,7 @@ func (m *HostMaps) Close() error {
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
+		m.SlSockDestroy,
 	)
 }
 

@@ -29,6 +29,7 @@ const (
 	SockMapSlLbSvc             = "sl_lb_svc"
 	SockMapSlMetrics           = "sl_metrics"
 	SockMapSlNat               = "sl_nat"
+	SockMapSlSockDestroy       = "sl_sock_destroy"
 	SockProgSlSockConnect4     = "sl_sock_connect4"
 	SockProgSlSockGetpeername4 = "sl_sock_getpeername4"
 	SockProgSlSockRecvmsg4     = "sl_sock_recvmsg4"
@@ -97,19 +98,20 @@ type SockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockMapSpecs struct {
-	SlCt         *ebpf.MapSpec `ebpf:"sl_ct"`
-	SlEndpoints  *ebpf.MapSpec `ebpf:"sl_endpoints"`
-	SlEvents     *ebpf.MapSpec `ebpf:"sl_events"`
-	SlFrag       *ebpf.MapSpec `ebpf:"sl_frag"`
-	SlLayout     *ebpf.MapSpec `ebpf:"sl_layout"`
-	SlLbAffinity *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
-	SlLbBackends *ebpf.MapSpec `ebpf:"sl_lb_backends"`
-	SlLbMaglev   *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
-	SlLbRevnat   *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
-	SlLbSock     *ebpf.MapSpec `ebpf:"sl_lb_sock"`
-	SlLbSvc      *ebpf.MapSpec `ebpf:"sl_lb_svc"`
-	SlMetrics    *ebpf.MapSpec `ebpf:"sl_metrics"`
-	SlNat        *ebpf.MapSpec `ebpf:"sl_nat"`
+	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
+	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
+	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
+	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
+	SlLbBackends  *ebpf.MapSpec `ebpf:"sl_lb_backends"`
+	SlLbMaglev    *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
+	SlLbRevnat    *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
+	SlLbSock      *ebpf.MapSpec `ebpf:"sl_lb_sock"`
+	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
+	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
+	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 }
 
 // SockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -148,19 +150,20 @@ func (o *SockObjects) Close() error {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockMaps struct {
-	SlCt         *ebpf.Map `ebpf:"sl_ct"`
-	SlEndpoints  *ebpf.Map `ebpf:"sl_endpoints"`
-	SlEvents     *ebpf.Map `ebpf:"sl_events"`
-	SlFrag       *ebpf.Map `ebpf:"sl_frag"`
-	SlLayout     *ebpf.Map `ebpf:"sl_layout"`
-	SlLbAffinity *ebpf.Map `ebpf:"sl_lb_affinity"`
-	SlLbBackends *ebpf.Map `ebpf:"sl_lb_backends"`
-	SlLbMaglev   *ebpf.Map `ebpf:"sl_lb_maglev"`
-	SlLbRevnat   *ebpf.Map `ebpf:"sl_lb_revnat"`
-	SlLbSock     *ebpf.Map `ebpf:"sl_lb_sock"`
-	SlLbSvc      *ebpf.Map `ebpf:"sl_lb_svc"`
-	SlMetrics    *ebpf.Map `ebpf:"sl_metrics"`
-	SlNat        *ebpf.Map `ebpf:"sl_nat"`
+	SlCt          *ebpf.Map `ebpf:"sl_ct"`
+	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
+	SlEvents      *ebpf.Map `ebpf:"sl_events"`
+	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
+	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
+	SlLbBackends  *ebpf.Map `ebpf:"sl_lb_backends"`
+	SlLbMaglev    *ebpf.Map `ebpf:"sl_lb_maglev"`
+	SlLbRevnat    *ebpf.Map `ebpf:"sl_lb_revnat"`
+	SlLbSock      *ebpf.Map `ebpf:"sl_lb_sock"`
+	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
+	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
+	SlNat         *ebpf.Map `ebpf:"sl_nat"`
+	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 }
 
 func (m *SockMaps) Close() error {
@@ -178,6 +181,7 @@ func (m *SockMaps) Close() error {
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
+		m.SlSockDestroy,
 	)
 }
 
