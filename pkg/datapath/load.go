@@ -80,45 +80,35 @@ func Load(cfg Config, log *slog.Logger) (*Datapath, error) {
 		return nil, err
 	}
 
-	// The socket programs share the maps just adopted or created, by pin.
-	sockSpec, err := bpfobj.LoadSock()
-	if err != nil {
-		dp.objs.Close()
-		return nil, fmt.Errorf("parse embedded socket-LB object: %w", err)
-	}
-	if err := configureSpec(sockSpec, cfg); err != nil {
-		dp.objs.Close()
-		return nil, err
-	}
-	if err := sockSpec.LoadAndAssign(&dp.sock, opts); err != nil {
+	// The other objects share the maps just adopted or created, by pin.
+	if err := loadShared(bpfobj.LoadSock, cfg, opts, &dp.sock); err != nil {
 		dp.objs.Close()
 		return nil, loadErr("socket-LB programs", err)
 	}
-	hostSpec, err := bpfobj.LoadHost()
-	if err == nil {
-		err = configureSpec(hostSpec, cfg)
-	}
-	if err == nil {
-		err = hostSpec.LoadAndAssign(&dp.host, opts)
-	}
-	if err != nil {
+	if err := loadShared(bpfobj.LoadHost, cfg, opts, &dp.host); err != nil {
 		dp.objs.Close()
 		dp.sock.Close()
 		return nil, loadErr("uplink programs", err)
 	}
 	// Optional: kernels before 6.5 lack bpf_sock_destroy.
-	iterSpec, err := bpfobj.LoadIter()
-	if err == nil {
-		err = configureSpec(iterSpec, cfg)
-	}
-	if err == nil {
-		err = iterSpec.LoadAndAssign(&dp.iter, opts)
-	}
-	if err != nil {
+	if err := loadShared(bpfobj.LoadIter, cfg, opts, &dp.iter); err != nil {
 		dp.iterErr = loadErr("socket iterator (bpf_sock_destroy, Linux 6.5+)", err)
 		dp.log.Warn("socket destruction unavailable", "error", dp.iterErr)
 	}
 	return dp, nil
+}
+
+// loadShared loads one more embedded object, configured like the first,
+// into dst; its maps resolve to the pins the first load adopted or made.
+func loadShared(load func() (*ebpf.CollectionSpec, error), cfg Config, opts *ebpf.CollectionOptions, dst any) error {
+	spec, err := load()
+	if err != nil {
+		return fmt.Errorf("parse embedded object: %w", err)
+	}
+	if err := configureSpec(spec, cfg); err != nil {
+		return err
+	}
+	return spec.LoadAndAssign(dst, opts)
 }
 
 // loadErr prints a verifier log whole: its tail alone rarely shows why.
