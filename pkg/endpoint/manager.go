@@ -264,6 +264,7 @@ func (m *Manager) reconcile(full bool) {
 		}
 	}
 
+	res := newResolver()
 	for nn, p := range desired {
 		ip, ok := podIPv4(p)
 		if !ok {
@@ -274,7 +275,7 @@ func (m *Manager) reconcile(full bool) {
 			ep = &endpoint{id: m.allocID(), pod: nn, ip: ip}
 			m.endpoints[nn] = ep
 		}
-		errs = append(errs, m.ensure(ep))
+		errs = append(errs, m.ensure(ep, res))
 	}
 
 	errs = append(errs, m.reconcileUplinks(snap))
@@ -286,8 +287,8 @@ func (m *Manager) reconcile(full bool) {
 }
 
 // ensure attaches ep to its current interface.
-func (m *Manager) ensure(ep *endpoint) error {
-	l, err := hostInterface(ep.ip)
+func (m *Manager) ensure(ep *endpoint, res *resolver) error {
+	l, err := res.hostInterface(ep.ip)
 	if err != nil {
 		if ep.ifindex != 0 && m.attached[ep.ifindex] {
 			// The interface went away: forget it, re-attach when it is back.

@@ -13,8 +13,39 @@ import (
 // errNoInterface means the pod's interface is not (yet) on this node.
 var errNoInterface = errors.New("no interface for the pod IP on this node yet")
 
+// resolver finds pods' interfaces for one reconcile pass. The bridge
+// tables are read at most once per pass, not once per pod.
+type resolver struct {
+	fdb    []netlink.Neigh
+	fdbErr error
+	fdbOK  bool
+	neighs map[int][]netlink.Neigh // by bridge ifindex
+}
+
+func newResolver() *resolver { return &resolver{neighs: map[int][]netlink.Neigh{}} }
+
+func (r *resolver) bridgeFDB() ([]netlink.Neigh, error) {
+	if !r.fdbOK {
+		r.fdb, r.fdbErr = netlink.NeighList(0, unix.AF_BRIDGE)
+		r.fdbOK = true
+	}
+	return r.fdb, r.fdbErr
+}
+
+func (r *resolver) bridgeNeighs(br netlink.Link) ([]netlink.Neigh, error) {
+	idx := br.Attrs().Index
+	if n, ok := r.neighs[idx]; ok {
+		return n, nil
+	}
+	n, err := netlink.NeighList(idx, unix.AF_INET)
+	if err == nil {
+		r.neighs[idx] = n
+	}
+	return n, err
+}
+
 // hostInterface finds the host-side interface of the pod with address ip.
-func hostInterface(ip netip.Addr) (netlink.Link, error) {
+func (r *resolver) hostInterface(ip netip.Addr) (netlink.Link, error) {
 	routes, err := netlink.RouteGet(ip.AsSlice())
 	if err != nil {
 		return nil, fmt.Errorf("route lookup for %s: %w", ip, err)
@@ -22,32 +53,32 @@ func hostInterface(ip netip.Addr) (netlink.Link, error) {
 	if len(routes) == 0 || routes[0].LinkIndex == 0 {
 		return nil, errNoInterface
 	}
-	r := routes[0]
+	route := routes[0]
 	// A route via a gateway leads off the node: the pod is not here (yet).
-	if r.Gw != nil {
+	if route.Gw != nil {
 		return nil, errNoInterface
 	}
-	l, err := netlink.LinkByIndex(r.LinkIndex)
+	l, err := netlink.LinkByIndex(route.LinkIndex)
 	if err != nil {
-		return nil, fmt.Errorf("link %d for %s: %w", r.LinkIndex, ip, err)
+		return nil, fmt.Errorf("link %d for %s: %w", route.LinkIndex, ip, err)
 	}
 	switch l.Type() {
 	case "veth", "netkit":
 		return l, nil
 	case "bridge":
-		return bridgePort(l, ip)
+		return r.bridgePort(l, ip)
 	default:
 		return nil, errNoInterface
 	}
 }
 
 // bridgePort finds the port of bridge br behind which the pod with ip sits.
-func bridgePort(br netlink.Link, ip netip.Addr) (netlink.Link, error) {
-	mac, err := neighbourMAC(br, ip)
+func (r *resolver) bridgePort(br netlink.Link, ip netip.Addr) (netlink.Link, error) {
+	mac, err := r.neighbourMAC(br, ip)
 	if err != nil {
 		return nil, err
 	}
-	fdb, err := netlink.NeighList(0, unix.AF_BRIDGE)
+	fdb, err := r.bridgeFDB()
 	if err != nil {
 		return nil, fmt.Errorf("list bridge fdb: %w", err)
 	}
@@ -70,8 +101,8 @@ func bridgePort(br netlink.Link, ip netip.Addr) (netlink.Link, error) {
 // the kernel has no usable entry it asks for resolution (an ARP request on
 // the bridge, like any first packet to the pod would cause) and reports
 // errNoInterface; the neighbour notification that follows retriggers us.
-func neighbourMAC(br netlink.Link, ip netip.Addr) (net.HardwareAddr, error) {
-	neighs, err := netlink.NeighList(br.Attrs().Index, unix.AF_INET)
+func (r *resolver) neighbourMAC(br netlink.Link, ip netip.Addr) (net.HardwareAddr, error) {
+	neighs, err := r.bridgeNeighs(br)
 	if err != nil {
 		return nil, fmt.Errorf("list neighbours on %s: %w", br.Attrs().Name, err)
 	}
