@@ -54,6 +54,9 @@ volatile const __u64 ct_timeout_other_ns = 60 * NSEC_PER_SEC;
 volatile const __u16 snat_port_min = 61000;
 volatile const __u16 snat_port_max = 65535;
 
+/* Size of the sl_events ring in bytes; the agent sets it with the map. */
+volatile const __u64 events_ring_size = 256 * 1024;
+
 /* Entries per Maglev table (a prime); the agent sets it from config. */
 volatile const __u32 maglev_size = 16381;
 /* Drop packets from a pod whose source address is not the pod's. */

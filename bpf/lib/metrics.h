@@ -36,9 +36,8 @@ static __always_inline void count(__u8 metric, __u8 dir, __u16 reason, __u32 byt
 static __always_inline void event_submit(void *ev)
 {
 	__u64 avail = bpf_ringbuf_query(&sl_events, BPF_RB_AVAIL_DATA);
-	__u64 size = bpf_ringbuf_query(&sl_events, BPF_RB_RING_SIZE);
 
-	bpf_ringbuf_submit(ev, avail > size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(ev, avail > events_ring_size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /* Reserve an event; a full ring buffer is counted, never silent. */

@@ -162,6 +162,7 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		"sock_lb_mode":                mode,
 		"host_netns_cookie":           cfg.HostNetnsCookie,
 		"maglev_size":                 cfg.MaglevTableSize,
+		"events_ring_size":            uint64(cfg.EventsBufBytes),
 		bpfobj.BpfVarCtTimeoutSynNs:   uint64(cfg.CTTimeoutSYN.Nanoseconds()),
 		bpfobj.BpfVarCtTimeoutTcpNs:   uint64(cfg.CTTimeoutTCP.Nanoseconds()),
 		bpfobj.BpfVarCtTimeoutCloseNs: uint64(cfg.CTTimeoutClose.Nanoseconds()),

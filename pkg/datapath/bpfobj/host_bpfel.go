@@ -37,6 +37,7 @@ const (
 	HostVarCtTimeoutSynNs   = "ct_timeout_syn_ns"
 	HostVarCtTimeoutTcpNs   = "ct_timeout_tcp_ns"
 	HostVarEnableAntispoof  = "enable_antispoof"
+	HostVarEventsRingSize   = "events_ring_size"
 	HostVarMaglevSize       = "maglev_size"
 	HostVarSnatPortMax      = "snat_port_max"
 	HostVarSnatPortMin      = "snat_port_min"
@@ -117,6 +118,7 @@ type HostVariableSpecs struct {
 	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
 	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EventsRingSize   *ebpf.VariableSpec `ebpf:"events_ring_size"`
 	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
 	SnatPortMax      *ebpf.VariableSpec `ebpf:"snat_port_max"`
 	SnatPortMin      *ebpf.VariableSpec `ebpf:"snat_port_min"`
@@ -186,6 +188,7 @@ type HostVariables struct {
 	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
 	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
+	EventsRingSize   *ebpf.Variable `ebpf:"events_ring_size"`
 	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
 	SnatPortMax      *ebpf.Variable `ebpf:"snat_port_max"`
 	SnatPortMin      *ebpf.Variable `ebpf:"snat_port_min"`

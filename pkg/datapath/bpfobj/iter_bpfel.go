@@ -36,6 +36,7 @@ const (
 	IterVarCtTimeoutSynNs   = "ct_timeout_syn_ns"
 	IterVarCtTimeoutTcpNs   = "ct_timeout_tcp_ns"
 	IterVarEnableAntispoof  = "enable_antispoof"
+	IterVarEventsRingSize   = "events_ring_size"
 	IterVarMaglevSize       = "maglev_size"
 	IterVarSnatPortMax      = "snat_port_max"
 	IterVarSnatPortMin      = "snat_port_min"
@@ -115,6 +116,7 @@ type IterVariableSpecs struct {
 	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
 	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EventsRingSize   *ebpf.VariableSpec `ebpf:"events_ring_size"`
 	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
 	SnatPortMax      *ebpf.VariableSpec `ebpf:"snat_port_max"`
 	SnatPortMin      *ebpf.VariableSpec `ebpf:"snat_port_min"`
@@ -184,6 +186,7 @@ type IterVariables struct {
 	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
 	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
+	EventsRingSize   *ebpf.Variable `ebpf:"events_ring_size"`
 	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
 	SnatPortMax      *ebpf.Variable `ebpf:"snat_port_max"`
 	SnatPortMin      *ebpf.Variable `ebpf:"snat_port_min"`

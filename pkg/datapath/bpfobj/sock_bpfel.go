@@ -39,6 +39,7 @@ const (
 	SockVarCtTimeoutSynNs      = "ct_timeout_syn_ns"
 	SockVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
 	SockVarEnableAntispoof     = "enable_antispoof"
+	SockVarEventsRingSize      = "events_ring_size"
 	SockVarHostNetnsCookie     = "host_netns_cookie"
 	SockVarMaglevSize          = "maglev_size"
 	SockVarSnatPortMax         = "snat_port_max"
@@ -123,6 +124,7 @@ type SockVariableSpecs struct {
 	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
 	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EventsRingSize   *ebpf.VariableSpec `ebpf:"events_ring_size"`
 	HostNetnsCookie  *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
 	SnatPortMax      *ebpf.VariableSpec `ebpf:"snat_port_max"`
@@ -194,6 +196,7 @@ type SockVariables struct {
 	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
 	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
+	EventsRingSize   *ebpf.Variable `ebpf:"events_ring_size"`
 	HostNetnsCookie  *ebpf.Variable `ebpf:"host_netns_cookie"`
 	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
 	SnatPortMax      *ebpf.Variable `ebpf:"snat_port_max"`
