@@ -113,6 +113,20 @@ static __always_inline void lb_affinity_put(const struct sl_lb_entry *svc, const
 	bpf_map_update_elem(&sl_lb_affinity, &k, &v, BPF_ANY);
 }
 
+/* loadBalancerSourceRanges: may this client open a connection? */
+static __always_inline bool lb_src_allowed(const struct sl_lb_entry *svc, const union sl_addr *client)
+{
+	struct sl_lb_src_range_key k = {
+		.prefixlen = 64,
+		.svc_id = bpf_htonl(svc->svc_id),
+		.addr.addr4 = client->addr4,
+	};
+
+	if (!(svc->flags & SL_LB_F_SRC_RANGE))
+		return true;
+	return bpf_map_lookup_elem(&sl_lb_src_range, &k) != NULL;
+}
+
 static __always_inline __u32 l4_csum_off(const struct sl_pkt *pkt)
 {
 	return pkt->l4_off + (pkt->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
@@ -204,6 +218,10 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 				return LB_DROP;
 			}
 			return LB_REJECT;
+		}
+		if (!lb_src_allowed(svc, &pkt->saddr)) {
+			*reason = SL_DROP_NOT_IN_SRC_RANGE;
+			return LB_DROP;
 		}
 		if (svc->flags & SL_LB_F_AFFINITY)
 			backend_id = lb_affinity_get(svc, &pkt->saddr, now);

@@ -118,6 +118,28 @@ struct {
 	__array(values, struct sl_maglev_inner);
 } sl_lb_maglev SEC(".maps");
 
+/* loadBalancerSourceRanges of frontends flagged SL_LB_F_SRC_RANGE: a
+ * new connection whose client matches no prefix of its frontend is dropped
+ * (SL_DROP_NOT_IN_SRC_RANGE). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct sl_lb_src_range_key);
+	__type(value, __u8);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_lb_src_range SEC(".maps");
+
+/* The node's uplinks by ifindex, with their SNAT address; written by the
+ * agent when it attaches the uplink programs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct sl_uplink);
+	__uint(max_entries, 64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_uplinks SEC(".maps");
+
 /* SNAT of external connections toward remote backends, by node address
  * and allocated port. LRU: an idle mapping is the one to give up, and
  * allocation fails over to another port. */

@@ -26,27 +26,49 @@
 #define BPF_FIB_LKUP_RET_NO_NEIGH 7
 #endif
 
-/* Route a rewritten packet ourselves: the stack would refuse a packet from
- * outside with a local source address (a martian). */
-static __always_inline int fib_redirect(struct __sk_buff *skb, const struct sl_pkt *pkt)
+/* Route a packet ourselves: the stack would refuse a packet from outside
+ * with a local source address (a martian). */
+static __always_inline int fib_lookup4(struct __sk_buff *skb, const struct sl_pkt *pkt,
+				       struct bpf_fib_lookup *fib)
 {
-	struct bpf_fib_lookup fib = {};
-	int rc;
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = AF_INET;
+	fib->l4_protocol = pkt->proto;
+	fib->ipv4_src = pkt->saddr.addr4;
+	fib->ipv4_dst = pkt->daddr.addr4;
+	fib->ifindex = skb->ifindex;
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
 
-	fib.family = AF_INET;
-	fib.l4_protocol = pkt->proto;
-	fib.ipv4_src = pkt->saddr.addr4;
-	fib.ipv4_dst = pkt->daddr.addr4;
-	fib.ifindex = skb->ifindex;
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+/* Send the packet where a lookup sent it. */
+static __always_inline int fib_forward(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int rc)
+{
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return -1;
-	if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0) < 0)
 		return -1;
-	return bpf_redirect(fib.ifindex, 0);
+	return bpf_redirect(fib->ifindex, 0);
+}
+
+static __always_inline int fib_redirect(struct __sk_buff *skb, const struct sl_pkt *pkt)
+{
+	struct bpf_fib_lookup fib;
+	int rc = fib_lookup4(skb, pkt, &fib);
+
+	return fib_forward(skb, &fib, rc);
+}
+
+/* The address to source-translate a connection leaving through ifindex:
+ * that uplink's address, as MASQUERADE would pick, or (uplink not known)
+ * the address the client addressed. */
+static __always_inline union sl_addr snat_addr(__u32 ifindex, const union sl_addr *front)
+{
+	struct sl_uplink *u = bpf_map_lookup_elem(&sl_uplinks, &ifindex);
+
+	return u ? u->ipv4 : *front;
 }
 
 /* Pick a free SNAT port for the connection and record the mapping. */
@@ -111,6 +133,7 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 {
 	struct sl_pkt pkt;
 	struct ct_nat nat = {};
+	struct bpf_fib_lookup fib;
 	struct sl_lb_backend *b;
 	union sl_addr node;
 	enum sl_l3 l3 = SL_L3_OTHER;
@@ -167,7 +190,13 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 		return SL_NEXT;
 	}
 
-	/* A remote backend: the reply must come back through this node. */
+	/* A remote backend: the reply must come back through this node, so
+	 * the source becomes the address of the uplink the packet leaves by.
+	 * The route toward the backend does not depend on the source. */
+	ret = fib_lookup4(skb, &pkt, &fib);
+	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
+	node = snat_addr(fib.ifindex, &node);
 	if (!nat.nat_port) {
 		nat.nat_port = snat_alloc(&pkt, &node, &nat, b);
 		if (!nat.nat_port)
@@ -181,7 +210,7 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 	pkt.saddr = node;
 	pkt.sport = nat.nat_port;
 	count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
-	if (fib_redirect(skb, &pkt) < 0)
+	if (fib_forward(skb, &fib, ret) < 0)
 		return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
 	return TC_ACT_REDIRECT;
 }

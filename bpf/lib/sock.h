@@ -133,7 +133,10 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, bool connec
 	if (!sock_lb_applies(ctx))
 		return 1;
 	svc = sock_lookup(ctx, &key);
-	if (!svc)
+	/* The client address is not known at connect time: frontends with
+	 * loadBalancerSourceRanges are left to the packet path, which checks
+	 * the source of the connection's first packet. */
+	if (!svc || (svc->flags & SL_LB_F_SRC_RANGE))
 		return 1;
 	id = sock_pick(ctx, &key, svc, bpf_ktime_get_ns());
 	b = id ? bpf_map_lookup_elem(&sl_lb_backends, &id) : NULL;

@@ -40,6 +40,9 @@ type Agent struct {
 	lb       *lb.Reconciler
 	events   *eventLog
 	cgroups  *cgroupPods
+	// sockDestroy is how sockets of removed backends are destroyed
+	// (datapath.SockDestroyIterator or SockDestroyDiag); empty if they cannot be.
+	sockDestroy string
 
 	mu     sync.Mutex
 	ct     datapath.CTStats
@@ -100,6 +103,18 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	defer a.dp.Close()
 	for _, r := range a.dp.Replaced {
 		a.report("datapath", r)
+	}
+	// Which way connected UDP sockets of removed backends are destroyed:
+	// the BPF iterator (6.5+), else sock_diag netlink, else not at all.
+	// Without socket LB no socket is connected to a backend behind the
+	// service's back, so there is nothing to destroy.
+	if opts.Datapath.SockLB != datapath.SockLBOff {
+		if a.sockDestroy, err = a.dp.SockDestroyMethod(); err != nil {
+			log.Warn("connected UDP sockets of removed backends will not be destroyed", "error", err)
+			a.report("datapath", "connected UDP sockets of removed backends cannot be destroyed: "+err.Error())
+		} else {
+			log.Info("socket destruction", "method", a.sockDestroy)
+		}
 	}
 	if a.features, err = datapath.ProbeFeatures(a.dp); err != nil {
 		return err
@@ -203,7 +218,7 @@ func (a *Agent) logSettings() {
 		"eventsBuffer", o.Datapath.EventsBufBytes, "ctGCInterval", o.CTGCInterval,
 		"ctTimeoutTCP", o.Datapath.CTTimeoutTCP, "ctTimeoutOther", o.Datapath.CTTimeoutOther,
 		"ctTimeoutSYN", o.Datapath.CTTimeoutSYN, "ctTimeoutClose", o.Datapath.CTTimeoutClose,
-		"antispoof", !o.Datapath.DisableAntispoof)
+		"antispoof", !o.Datapath.DisableAntispoof, "forceSockDiag", o.Datapath.ForceSockDiag)
 }
 
 // report records a notable condition for `sluice status` (bounded).
@@ -370,6 +385,6 @@ func (a *Agent) destroySockets(removed []datapath.LBBackend) {
 			a.log.Warn("destroy sockets of removed backends", "error", err)
 			return
 		}
-		a.log.Info("destroyed UDP sockets of removed backends", "backends", len(targets), "namespaces", len(netns))
+		a.log.Info("destroyed UDP sockets of removed backends", "backends", len(targets), "namespaces", len(netns), "method", a.sockDestroy)
 	}()
 }

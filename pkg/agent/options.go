@@ -79,6 +79,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Uint32Var(&o.Datapath.MaglevTableSize, "maglev-table-size", o.Datapath.MaglevTableSize, "Maglev table size per service (a prime: 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)")
 	fs.StringVar(&o.MaglevSeed, "maglev-seed", o.MaglevSeed, "Maglev hash seed; must be the same on every node of the cluster")
 	fs.BoolVar(&o.Datapath.DisableAntispoof, "disable-antispoof", o.Datapath.DisableAntispoof, "let pods send from addresses that are not theirs")
+	fs.BoolVar(&o.Datapath.ForceSockDiag, "force-sock-diag", o.Datapath.ForceSockDiag, "destroy connected UDP sockets of removed backends through sock_diag netlink (SOCK_DESTROY), the fallback of kernels before 6.5, even when the BPF socket iterator is available")
 }
 
 // Validate names every setting that cannot work.

@@ -119,6 +119,8 @@ type lbFrontendJSON struct {
 	Protocol        string     `json:"protocol"`
 	Flags           []string   `json:"flags"`
 	AffinityTimeout uint32     `json:"affinityTimeout,omitempty"`
+	// SourceRanges are the loadBalancerSourceRanges (flag source-ranges).
+	SourceRanges []netip.Prefix `json:"sourceRanges,omitempty"`
 	// Slots are the backend IDs taking new connections, in slot order.
 	Slots []uint32 `json:"slots"`
 }
@@ -136,20 +138,44 @@ type lbStateJSON struct {
 	Backends  []lbBackendJSON  `json:"backends"`
 }
 
+// lbFlagNames names slot 0's flags, in the order they are printed.
+var lbFlagNames = []struct {
+	flag uint16
+	name string
+}{
+	{datapath.LBFlagAffinity, "affinity"},
+	{datapath.LBFlagMaglev, "maglev"},
+	{datapath.LBFlagExternal, "external"},
+	{datapath.LBFlagLocal, "etp-local"},
+	{datapath.LBFlagNoLocal, "no-local-backend"},
+	{datapath.LBFlagSrcRange, "source-ranges"},
+}
+
 func lbFlags(f uint16) []string {
 	out := []string{}
-	if f&datapath.LBFlagAffinity != 0 {
-		out = append(out, "affinity")
-		f &^= datapath.LBFlagAffinity
-	}
-	if f&datapath.LBFlagMaglev != 0 {
-		out = append(out, "maglev")
-		f &^= datapath.LBFlagMaglev
+	for _, n := range lbFlagNames {
+		if f&n.flag != 0 {
+			out = append(out, n.name)
+			f &^= n.flag
+		}
 	}
 	if f != 0 {
 		out = append(out, fmt.Sprintf("0x%x", f))
 	}
 	return out
+}
+
+// lbFlagsText is the FLAGS column: flag names, and the source ranges.
+func lbFlagsText(f datapath.LBFrontend) string {
+	s := strings.Join(lbFlags(f.Flags), ",")
+	if f.Flags&datapath.LBFlagSrcRange != 0 {
+		rs := make([]string, len(f.SourceRanges))
+		for i, r := range f.SourceRanges {
+			rs[i] = r.String()
+		}
+		s += "=" + dash(strings.Join(rs, ","))
+	}
+	return dash(s)
 }
 
 func lbBackendState(b datapath.LBBackend) string {
@@ -173,7 +199,7 @@ func (g *globals) bpfLBList(cmd *cobra.Command) error {
 		frontends, backends := st.LBFrontendsSorted(), sortedLBBackends(st)
 		err := table(w, "ID\tFRONTEND\tFLAGS\tSLOTS\tBACKENDS", func(tw io.Writer) {
 			for _, f := range frontends {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", f.ID, f.Key, dash(strings.Join(lbFlags(f.Flags), ",")), len(f.Slots), lbSlots(f, st.Backends))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", f.ID, f.Key, lbFlagsText(f), len(f.Slots), lbSlots(f, st.Backends))
 			}
 		})
 		if err != nil {
@@ -194,7 +220,7 @@ func lbJSON(st datapath.LBState) any {
 	for _, f := range frontends {
 		out.Frontends = append(out.Frontends, lbFrontendJSON{
 			ID: f.ID, Address: f.Key.Addr, Port: f.Key.Port, Protocol: datapath.ProtoName(f.Key.Proto),
-			Flags: lbFlags(f.Flags), AffinityTimeout: f.AffinityTimeout, Slots: listJSON(f.Slots),
+			Flags: lbFlags(f.Flags), AffinityTimeout: f.AffinityTimeout, SourceRanges: f.SourceRanges, Slots: listJSON(f.Slots),
 		})
 	}
 	for _, b := range backends {

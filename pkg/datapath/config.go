@@ -39,6 +39,10 @@ type Config struct {
 	HostNetnsCookie uint64
 	// DisableAntispoof lets pods send from addresses that are not theirs.
 	DisableAntispoof bool
+	// ForceSockDiag destroys the sockets of removed backends through
+	// sock_diag netlink even when the BPF socket iterator loaded: the
+	// fallback of kernels before 6.5, chosen on purpose to test it.
+	ForceSockDiag bool
 }
 
 // Defaults returns the configuration a node gets without flags. The CT size

@@ -23,6 +23,9 @@ const (
 	LBFlagLocal uint16 = 1 << 3
 	// LBFlagNoLocal: no local endpoint but remote ones: drop, don't reject.
 	LBFlagNoLocal uint16 = 1 << 4
+	// LBFlagSrcRange: loadBalancerSourceRanges restrict the clients to
+	// SourceRanges (with the flag and no ranges, no client is allowed).
+	LBFlagSrcRange uint16 = 1 << 5
 )
 
 // LBFrontendKey identifies a frontend: what a client addresses.
@@ -50,7 +53,23 @@ type LBFrontend struct {
 	// written, not read back.
 	Maglev    []uint32
 	HasMaglev bool
+	// SourceRanges (loadBalancerSourceRanges) are the client prefixes
+	// allowed to open connections when Flags has LBFlagSrcRange.
+	SourceRanges []netip.Prefix
 }
+
+type srcRange struct {
+	svc    uint32
+	prefix netip.Prefix
+}
+
+func (r srcRange) raw() bpfobj.BpfSlLbSrcRangeKey {
+	k := bpfobj.BpfSlLbSrcRangeKey{Prefixlen: 32 + uint32(r.prefix.Bits()), SvcId: htonl(r.svc)}
+	k.Addr.Addr6 = addrTo(r.prefix.Addr())
+	return k
+}
+
+func htonl(v uint32) uint32 { return v<<24 | (v<<8)&0xff0000 | (v>>8)&0xff00 | v>>24 }
 
 // LBBackend is one backend as programmed.
 type LBBackend struct {
@@ -131,6 +150,18 @@ func (m *Maps) LBDump() (LBState, error) {
 	if err := bit.Err(); err != nil {
 		return st, fmt.Errorf("iterate sl_lb_backends: %w", err)
 	}
+	if m.LBSrcRange != nil {
+		ranges, err := m.dumpSrcRanges()
+		if err != nil {
+			return st, err
+		}
+		for k, f := range st.Frontends {
+			if r := ranges[f.ID]; len(r) > 0 {
+				f.SourceRanges = r
+				st.Frontends[k] = f
+			}
+		}
+	}
 	if m.LBMaglev != nil {
 		var (
 			svc   uint32
@@ -153,6 +184,40 @@ func (m *Maps) LBDump() (LBState, error) {
 		}
 	}
 	return st, nil
+}
+
+// dumpSrcRanges reads sl_lb_src_range back, by frontend ID, sorted.
+func (m *Maps) dumpSrcRanges() (map[uint32][]netip.Prefix, error) {
+	out := map[uint32][]netip.Prefix{}
+	var (
+		k bpfobj.BpfSlLbSrcRangeKey
+		v uint8
+	)
+	it := m.LBSrcRange.Iterate()
+	for it.Next(&k, &v) {
+		if k.Prefixlen < 32 {
+			continue
+		}
+		id := htonl(k.SvcId)
+		p := netip.PrefixFrom(addrFrom(k.Addr.Addr6, 2), int(k.Prefixlen-32))
+		out[id] = append(out[id], p)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate sl_lb_src_range: %w", err)
+	}
+	for _, ps := range out {
+		sortPrefixes(ps)
+	}
+	return out, nil
+}
+
+func sortPrefixes(ps []netip.Prefix) {
+	sort.Slice(ps, func(i, j int) bool {
+		if c := ps[i].Addr().Compare(ps[j].Addr()); c != 0 {
+			return c < 0
+		}
+		return ps[i].Bits() < ps[j].Bits()
+	})
 }
 
 // LBFrontendsSorted returns the frontends ordered by address, port, protocol.
@@ -243,6 +308,8 @@ type LBPlan struct {
 	delBackends []uint32
 	putMaglev   []LBFrontend
 	delMaglev   []uint32
+	putRanges   []srcRange
+	delRanges   []srcRange
 	// RemovedBackends are backends that no longer exist: their
 	// connections must be cleaned up.
 	RemovedBackends []uint32
@@ -259,7 +326,7 @@ type slotWrite struct {
 func (p *LBPlan) Empty() bool {
 	return len(p.putBackends)+len(p.putRevNat)+len(p.putSlots)+len(p.putServices)+
 		len(p.delSlots)+len(p.delServices)+len(p.delRevNat)+len(p.delBackends)+
-		len(p.putMaglev)+len(p.delMaglev) == 0
+		len(p.putMaglev)+len(p.delMaglev)+len(p.putRanges)+len(p.delRanges) == 0
 }
 
 // String summarises the plan for logs.
@@ -283,9 +350,11 @@ func PlanLB(have, want LBState) *LBPlan {
 			p.RemovedBackends = append(p.RemovedBackends, id)
 		}
 	}
-	revnat := map[uint32]bool{}
-	for key, f := range want.Frontends {
+	revnat := make(map[uint32]bool, len(want.Frontends))
+	for _, f := range want.Frontends {
 		revnat[f.ID] = true
+	}
+	for key, f := range want.Frontends {
 		old, exists := have.Frontends[key]
 		if !exists || old.ID != f.ID {
 			p.putRevNat = append(p.putRevNat, f)
@@ -297,6 +366,10 @@ func PlanLB(have, want LBState) *LBPlan {
 		}
 		if !exists || old.ID != f.ID || old.Flags != f.Flags || old.AffinityTimeout != f.AffinityTimeout || len(old.Slots) != len(f.Slots) {
 			p.putServices = append(p.putServices, f)
+		}
+		p.planRanges(old, f, exists && old.ID == f.ID)
+		if exists && old.ID != f.ID && !revnat[old.ID] {
+			p.planRanges(old, LBFrontend{}, true)
 		}
 		for i := len(f.Slots); i < len(old.Slots); i++ {
 			p.delSlots = append(p.delSlots, slotWrite{key: key, slot: uint16(i + 1)})
@@ -320,6 +393,7 @@ func PlanLB(have, want LBState) *LBPlan {
 			p.delSlots = append(p.delSlots, slotWrite{key: key, slot: uint16(i + 1)})
 		}
 		if !revnat[f.ID] && f.ID != 0 {
+			p.planRanges(f, LBFrontend{}, true)
 			p.delRevNat = append(p.delRevNat, f.ID)
 			if f.HasMaglev {
 				p.delMaglev = append(p.delMaglev, f.ID)
@@ -327,6 +401,29 @@ func PlanLB(have, want LBState) *LBPlan {
 		}
 	}
 	return p
+}
+
+// planRanges diffs a frontend's source ranges. Ranges are keyed by frontend
+// ID: when the ID changed, the old ID's ranges go with the old ID.
+func (p *LBPlan) planRanges(old, f LBFrontend, sameID bool) {
+	have := map[netip.Prefix]bool{}
+	if sameID {
+		for _, r := range old.SourceRanges {
+			have[r] = true
+		}
+	}
+	want := map[netip.Prefix]bool{}
+	for _, r := range f.SourceRanges {
+		want[r] = true
+		if !have[r] {
+			p.putRanges = append(p.putRanges, srcRange{f.ID, r})
+		}
+	}
+	for r := range have {
+		if !want[r] {
+			p.delRanges = append(p.delRanges, srcRange{old.ID, r})
+		}
+	}
 }
 
 // ApplyLB carries out the plan: backends, reverse NAT and slots first, then
@@ -362,6 +459,11 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 	}
 	if err := m.writeSlots(p.putSlots); err != nil {
 		return fmt.Errorf("write backend slots: %w", err)
+	}
+	// Source ranges before the flag that makes them checked; a range that
+	// goes away is deleted after its frontend no longer lists it.
+	if err := m.writeRanges(p.putRanges, true); err != nil {
+		return fmt.Errorf("write loadBalancerSourceRanges: %w", err)
 	}
 	// A frontend whose Maglev table cannot be written still serves, with
 	// random selection, and the error is reported.
@@ -400,6 +502,9 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 	}
 	if err := batchDelete(m.LBSvc, sk); err != nil {
 		return fmt.Errorf("delete backend slots: %w", err)
+	}
+	if err := m.writeRanges(p.delRanges, false); err != nil {
+		return fmt.Errorf("delete loadBalancerSourceRanges: %w", err)
 	}
 	if err := batchDelete(m.LBRevNat, p.delRevNat); err != nil {
 		return fmt.Errorf("delete reverse NAT: %w", err)
@@ -448,6 +553,27 @@ func (m *Maps) writeMaglev(id uint32, table []uint32) error {
 	}
 	if err := m.LBMaglev.Put(id, inner); err != nil {
 		return mapErr(m.LBMaglev, err)
+	}
+	return nil
+}
+
+// writeRanges puts or deletes source range entries. LPM tries have no
+// batch operations: one syscall per entry (ranges are few per frontend).
+func (m *Maps) writeRanges(rs []srcRange, put bool) error {
+	if len(rs) > 0 && m.LBSrcRange == nil {
+		return errors.New("sl_lb_src_range is not open")
+	}
+	for _, r := range rs {
+		k := r.raw()
+		var err error
+		if put {
+			err = m.LBSrcRange.Put(&k, uint8(1))
+		} else if err = m.LBSrcRange.Delete(&k); errors.Is(err, ebpf.ErrKeyNotExist) {
+			err = nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s of frontend %d: %w", r.prefix, r.svc, mapErr(m.LBSrcRange, err))
+		}
 	}
 	return nil
 }

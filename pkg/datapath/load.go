@@ -93,7 +93,7 @@ func Load(cfg Config, log *slog.Logger) (*Datapath, error) {
 	// Optional: kernels before 6.5 lack bpf_sock_destroy.
 	if err := loadShared(bpfobj.LoadIter, cfg, opts, &dp.iter); err != nil {
 		dp.iterErr = loadErr("socket iterator (bpf_sock_destroy, Linux 6.5+)", err)
-		dp.log.Warn("socket destruction unavailable", "error", dp.iterErr)
+		dp.log.Info("socket iterator unavailable: connected UDP sockets of removed backends are destroyed through sock_diag instead", "error", dp.iterErr)
 	}
 	return dp, nil
 }
@@ -144,6 +144,7 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpfobj.BpfMapSlLbRevnat:   cfg.LBBackendsMax,
 		bpfobj.BpfMapSlLbAffinity: cfg.LBBackendsMax,
 		bpfobj.BpfMapSlLbSock:     cfg.LBBackendsMax,
+		bpfobj.BpfMapSlLbSrcRange: cfg.LBBackendsMax,
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n

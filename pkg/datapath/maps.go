@@ -24,6 +24,8 @@ type Maps struct {
 	LBBackends *ebpf.Map
 	LBRevNat   *ebpf.Map
 	LBMaglev   *ebpf.Map
+	LBSrcRange *ebpf.Map
+	Uplinks    *ebpf.Map
 	owned      []*ebpf.Map
 	// maglevInner is the spec of a Maglev table (loaded datapaths only).
 	maglevInner *ebpf.MapSpec
@@ -33,7 +35,7 @@ type Maps struct {
 func (dp *Datapath) Maps() *Maps {
 	o := &dp.objs
 	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends,
-		LBRevNat: o.SlLbRevnat, LBMaglev: o.SlLbMaglev, maglevInner: dp.maglevInner}
+		LBRevNat: o.SlLbRevnat, LBMaglev: o.SlLbMaglev, LBSrcRange: o.SlLbSrcRange, Uplinks: o.SlUplinks, maglevInner: dp.maglevInner}
 }
 
 // OpenPinned opens the maps pinned under root read-only, without loading
@@ -51,6 +53,7 @@ func OpenPinned(root string) (*Maps, error) {
 		{bpfobj.BpfMapSlLbBackends, &m.LBBackends},
 		{bpfobj.BpfMapSlLbRevnat, &m.LBRevNat},
 		{bpfobj.BpfMapSlLbMaglev, &m.LBMaglev},
+		{bpfobj.BpfMapSlLbSrcRange, &m.LBSrcRange},
 	} {
 		path := filepath.Join(root, x.name)
 		mp, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
@@ -124,6 +127,25 @@ func (m *Maps) PutEndpoint(e EndpointEntry) error {
 func (m *Maps) DeleteEndpoint(ifindex uint32) error {
 	if err := m.Endpoints.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete endpoint ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// PutUplink records an uplink and the address external connections are
+// source-translated to when they leave through it.
+func (m *Maps) PutUplink(ifindex uint32, snat netip.Addr) error {
+	var v bpfobj.BpfSlUplink
+	v.Ipv4.Addr6 = addrTo(snat)
+	if err := m.Uplinks.Put(ifindex, &v); err != nil {
+		return fmt.Errorf("write uplink ifindex %d: %w", ifindex, mapErr(m.Uplinks, err))
+	}
+	return nil
+}
+
+// DeleteUplink forgets an uplink.
+func (m *Maps) DeleteUplink(ifindex uint32) error {
+	if err := m.Uplinks.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete uplink ifindex %d: %w", ifindex, err)
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ var (
 		b.BpfSlDropReasonSL_DROP_NO_LOCAL_BACKEND:    "NO_LOCAL_SERVICE_BACKEND",
 		b.BpfSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED: "NAT_PORTS_EXHAUSTED",
 		b.BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND:      "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND",
+		b.BpfSlDropReasonSL_DROP_NOT_IN_SRC_RANGE:    "NOT_IN_SRC_RANGE",
 	}
 	metricNames = map[b.BpfSlMetric]string{
 		b.BpfSlMetricSL_METRIC_FORWARDED:       "forwarded",

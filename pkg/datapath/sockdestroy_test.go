@@ -5,47 +5,103 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
 )
 
 // A connected UDP socket whose peer is a removed backend is destroyed in
-// its own namespace; a socket connected elsewhere is left alone.
+// its own namespace; a socket connected elsewhere is left alone. Both
+// methods behave the same; sock_diag, the fallback of kernels before 6.5,
+// is forced on this one.
+//
+//	pod netns (p0 10.1.0.2, lo)
+//	  gone ──connect──▶ 10.1.0.9:5353  removed backend: destroyed
+//	  kept ──connect──▶ 10.1.0.8:5353  live backend: untouched
+//	  (sock-diag also: [::1]:5353 destroyed, [::1]:5354 untouched)
 func TestDestroyUDPSockets(t *testing.T) {
-	dp := loadTest(t, Config{})
-	require.NoError(t, dp.CanDestroySockets(), "this kernel (6.18) has bpf_sock_destroy")
-	v := newVethPair(t)
-	var gone, kept *net.UDPConn
-	var err error
-	inNetns(t, v.pod, func() {
-		gone, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(10, 1, 0, 9), Port: 5353})
-		require.NoError(t, err)
-		kept, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(10, 1, 0, 8), Port: 5353})
-		require.NoError(t, err)
-	})
-	defer gone.Close()
-	defer kept.Close()
+	for _, tc := range []struct {
+		method string
+		cfg    Config
+		// ipv6: sock_diag also destroys AF_INET6 sockets (the iterator
+		// reads IPv4 sockets only).
+		ipv6 bool
+	}{
+		{method: SockDestroyIterator, cfg: Config{}},
+		{method: SockDestroyDiag, cfg: Config{ForceSockDiag: true}, ipv6: true},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			dp := loadTest(t, tc.cfg)
+			require.NoError(t, dp.CanDestroySockets(), "this kernel (6.18) has bpf_sock_destroy")
+			method, err := dp.SockDestroyMethod()
+			require.NoError(t, err, "this kernel has CONFIG_INET_DIAG_DESTROY")
+			require.Equal(t, tc.method, method)
 
-	podNetns := fmt.Sprintf("/proc/self/fd/%d", int(v.pod))
-	require.NoError(t, dp.DestroyUDPSockets([]netip.AddrPort{netip.MustParseAddrPort("10.1.0.9:5353")}, []string{podNetns}))
+			v := newVethPair(t)
+			type conn struct {
+				c    *net.UDPConn
+				gone bool
+			}
+			var conns []conn
+			dial := func(to string, gone bool) {
+				c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(to)))
+				require.NoError(t, err)
+				t.Cleanup(func() { c.Close() })
+				conns = append(conns, conn{c, gone})
+			}
+			removed := []netip.AddrPort{netip.MustParseAddrPort("10.1.0.9:5353")}
+			inNetns(t, v.pod, func() {
+				dial("10.1.0.9:5353", true)
+				dial("10.1.0.8:5353", false)
+				if tc.ipv6 {
+					lo, err := netlink.LinkByName("lo")
+					require.NoError(t, err)
+					require.NoError(t, netlink.LinkSetUp(lo))
+					dial("[::1]:5353", true)
+					dial("[::1]:5354", false)
+					removed = append(removed, netip.MustParseAddrPort("[::1]:5353"))
+				}
+			})
 
-	// Destroyed: the socket is aborted and disconnected, so its owner's
-	// next call fails (ECONNABORTED, or EDESTADDRREQ once disconnected)
-	// and it reconnects, through socket LB, to a live backend.
-	_, err = gone.Write([]byte("x"))
-	require.True(t, errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EDESTADDRREQ), "destroyed socket: %v", err)
-	_, err = kept.Write([]byte("x"))
-	require.NoError(t, err, "a socket to another peer is untouched")
+			podNetns := fmt.Sprintf("/proc/self/fd/%d", int(v.pod))
+			require.NoError(t, dp.DestroyUDPSockets(removed, []string{goneNetns(t), podNetns}),
+				"a namespace that vanished since it was listed is skipped")
 
-	cs, err := dp.Maps().Counters()
-	require.NoError(t, err)
-	var n uint64
-	for _, c := range cs {
-		if c.Metric == "sockets-destroyed" {
-			n += c.Packets
-		}
+			// Destroyed: the socket is aborted and disconnected, so its owner's
+			// next call fails (ECONNABORTED, or EDESTADDRREQ once disconnected)
+			// and it reconnects, through socket LB, to a live backend.
+			var want uint64
+			for _, c := range conns {
+				_, err := c.c.Write([]byte("x"))
+				if c.gone {
+					want++
+					require.True(t, errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EDESTADDRREQ),
+						"destroyed socket to %s: %v", c.c.RemoteAddr(), err)
+				} else {
+					require.NoError(t, err, "a socket to another peer (%s) is untouched", c.c.RemoteAddr())
+				}
+			}
+
+			cs, err := dp.Maps().Counters()
+			require.NoError(t, err)
+			var n uint64
+			for _, c := range cs {
+				if c.Metric == "sockets-destroyed" {
+					n += c.Packets
+				}
+			}
+			require.Equal(t, want, n, "sockets-destroyed counts each destroyed socket")
+		})
 	}
-	require.EqualValues(t, 1, n)
+}
+
+// goneNetns is the namespace path of a process that has exited: what
+// DestroyUDPSockets sees when a pod goes away while it runs.
+func goneNetns(t *testing.T) string {
+	cmd := exec.Command("true")
+	require.NoError(t, cmd.Run())
+	return fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
 }

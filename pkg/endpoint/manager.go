@@ -55,8 +55,9 @@ type Manager struct {
 	// attached records interfaces whose programs this agent attached (so
 	// they run this agent's programs, not a predecessor's).
 	attached map[int]bool
-	// uplinks are the interfaces with the uplink programs.
-	uplinks map[int]bool
+	// uplinks are the interfaces with the uplink programs, and the SNAT
+	// address recorded for each.
+	uplinks map[int]netip.Addr
 	synced  bool
 	lastErr error
 }
@@ -74,7 +75,7 @@ func New(opts Options) *Manager {
 	}
 	return &Manager{
 		opts: opts, log: opts.Logger, trigger: make(chan struct{}, 1),
-		endpoints: map[model.NamespacedName]*endpoint{}, attached: map[int]bool{}, uplinks: map[int]bool{},
+		endpoints: map[model.NamespacedName]*endpoint{}, attached: map[int]bool{}, uplinks: map[int]netip.Addr{},
 	}
 }
 
@@ -368,7 +369,7 @@ func (m *Manager) prune() error {
 	if links, err := netlink.LinkList(); err == nil {
 		for _, l := range links {
 			idx := l.Attrs().Index
-			if !live[idx] && !m.uplinks[idx] && (l.Type() == "veth" || l.Type() == "netkit") {
+			if _, up := m.uplinks[idx]; !live[idx] && !up && (l.Type() == "veth" || l.Type() == "netkit") {
 				errs = append(errs, m.opts.Attacher.Detach(idx))
 			}
 		}

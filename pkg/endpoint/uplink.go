@@ -10,12 +10,21 @@ import (
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
+// uplink is an interface that connects the node to the outside.
+type uplink struct {
+	name string
+	// snat is the address external connections leaving through it toward
+	// a remote backend are source-translated to: a node address it holds,
+	// else its first global IPv4 address (invalid if it has none).
+	snat netip.Addr
+}
+
 // uplinks are the interfaces that connect the node to the outside: those
 // holding one of the node's addresses (from its Node object), and those
 // of the default routes. Service frontends reached from outside the node
 // (NodePort, externalIPs, LoadBalancer IPs) are translated there.
-func uplinks(s *model.State, node string) (map[int]string, error) {
-	out := map[int]string{}
+func uplinks(s *model.State, node string) (map[int]uplink, error) {
+	out := map[int]uplink{}
 	want := map[netip.Addr]bool{}
 	if n, ok := s.Nodes[node]; ok {
 		for _, a := range n.Addresses {
@@ -28,6 +37,7 @@ func uplinks(s *model.State, node string) (map[int]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
+	first := map[int]netip.Addr{}
 	for _, l := range links {
 		// A pod bridge may hold a node-side address (the pods' gateway):
 		// it is not an uplink. (Veths can be: a node in a namespace, or a
@@ -39,9 +49,19 @@ func uplinks(s *model.State, node string) (map[int]string, error) {
 		if err != nil {
 			continue
 		}
+		idx := l.Attrs().Index
 		for _, a := range addrs {
-			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && want[ip] {
-				out[l.Attrs().Index] = l.Attrs().Name
+			ip, ok := netip.AddrFromSlice(a.IP.To4())
+			if !ok {
+				continue
+			}
+			if !first[idx].IsValid() && a.Scope == unix.RT_SCOPE_UNIVERSE {
+				first[idx] = ip
+			}
+			if want[ip] {
+				if u, ok := out[idx]; !ok || !u.snat.IsValid() {
+					out[idx] = uplink{name: l.Attrs().Name, snat: ip}
+				}
 			}
 		}
 	}
@@ -51,8 +71,11 @@ func uplinks(s *model.State, node string) (map[int]string, error) {
 	}
 	for _, r := range routes {
 		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.LinkIndex != 0 {
+			if _, ok := out[r.LinkIndex]; ok {
+				continue
+			}
 			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && l.Type() != "bridge" {
-				out[r.LinkIndex] = l.Attrs().Name
+				out[r.LinkIndex] = uplink{name: l.Attrs().Name, snat: first[r.LinkIndex]}
 			}
 		}
 	}
@@ -67,20 +90,32 @@ func (m *Manager) reconcileUplinks(s *model.State) error {
 		return err
 	}
 	var errs []error
-	for idx, name := range want {
-		if m.uplinks[idx] {
+	for idx, u := range want {
+		if have, ok := m.uplinks[idx]; ok && have == u.snat {
 			continue
 		}
-		if err := m.opts.Attacher.AttachUplink(idx); err != nil {
-			errs = append(errs, fmt.Errorf("uplink %s: %w", name, err))
-			continue
+		// The address first, so the programs never see the uplink without it.
+		if u.snat.IsValid() {
+			if err := m.opts.Maps.PutUplink(uint32(idx), u.snat); err != nil {
+				errs = append(errs, fmt.Errorf("uplink %s: %w", u.name, err))
+				continue
+			}
+		} else if err := m.opts.Maps.DeleteUplink(uint32(idx)); err != nil {
+			errs = append(errs, fmt.Errorf("uplink %s: %w", u.name, err))
 		}
-		m.uplinks[idx] = true
-		m.log.Info("uplink attached", "interface", name, "ifindex", idx)
+		if _, ok := m.uplinks[idx]; !ok {
+			if err := m.opts.Attacher.AttachUplink(idx); err != nil {
+				errs = append(errs, fmt.Errorf("uplink %s: %w", u.name, err))
+				continue
+			}
+			m.log.Info("uplink attached", "interface", u.name, "ifindex", idx, "snatAddress", u.snat)
+		}
+		m.uplinks[idx] = u.snat
 	}
 	for idx := range m.uplinks {
 		if _, ok := want[idx]; !ok {
 			_ = m.opts.Attacher.DetachUplink(idx)
+			_ = m.opts.Maps.DeleteUplink(uint32(idx))
 			delete(m.uplinks, idx)
 		}
 	}

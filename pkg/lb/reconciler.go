@@ -259,6 +259,17 @@ func toLBState(d *service.Desired, node string) datapath.LBState {
 		if f.NoLocalEndpoints {
 			lf.Flags |= datapath.LBFlagNoLocal
 		}
+		if len(f.SourceRanges) > 0 {
+			// Only IPv4 clients reach an IPv4 frontend: IPv6 ranges
+			// allow none of them, and ranges that are all IPv6 leave
+			// the flag on with nothing allowed, as Kubernetes means.
+			lf.Flags |= datapath.LBFlagSrcRange
+			for _, r := range f.SourceRanges {
+				if r.Addr().Is4() {
+					lf.SourceRanges = append(lf.SourceRanges, r.Masked())
+				}
+			}
+		}
 		if f.Algorithm == service.AlgorithmMaglev && len(f.Maglev) > 0 {
 			lf.Flags |= datapath.LBFlagMaglev
 			lf.Maglev, lf.HasMaglev = f.Maglev, true

@@ -544,12 +544,86 @@ func TestServiceLoadBalancerLocalHealthCheck(t *testing.T) {
 	require.Contains(t, line, " 503 ", "node1 has none: 503")
 }
 
+// loadBalancerSourceRanges: only clients inside the ranges reach the
+// load balancer IP, from outside (uplink) or from pods (per-packet path;
+// socket LB leaves such frontends to it, since a socket has no source
+// address at connect time). Others are dropped with NOT_IN_SRC_RANGE.
+//
+//	ext1 (in range) ──► node1 uplink ──► LB 10.96.200.60:80 ──► b1/b2   ok
+//	ext2 (not)      ──► node1 uplink ──✗ NOT_IN_SRC_RANGE
+//	client pod      ──► LB IP ──✗ (not in range either)
+func TestServiceLoadBalancerSourceRanges(t *testing.T) {
+	for _, mode := range socketLBModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e, client, backends := serviceCluster(t, mode.args...)
+			ext1, err := e.c.AddExternal(ctx(t), "ext1")
+			require.NoError(t, err)
+			ext2, err := e.c.AddExternal(ctx(t), "ext2")
+			require.NoError(t, err)
+			lbIP := netip.MustParseAddr("10.96.200.60")
+			n1 := e.c.Node("node1")
+			y := serviceYAML("default", "lb", vip, webPorts[:1], ready(backends...),
+				fmt.Sprintf("  type: LoadBalancer\n  loadBalancerSourceRanges: [%s/32]\n", ext1.IP))
+			y = strings.Replace(y, "    protocol: TCP\n", "    protocol: TCP\n    nodePort: 30095\n", 1)
+			y = strings.Replace(y, "---\n", fmt.Sprintf("status:\n  loadBalancer:\n    ingress:\n    - ip: %s\n---\n", lbIP), 1)
+			require.NoError(t, e.c.WriteManifest("svc-lb.yaml", y))
+			e.startAgent(n1)
+			e.startAgent(e.c.Node("node2"))
+			require.Contains(t, e.cli(n1, "bpf", "lb", "list"), ext1.IP.String()+"/32")
+			for _, x := range []*harness.External{ext1, ext2} {
+				_, err := x.Exec(ctx(t), "ip", "route", "add", lbIP.String()+"/32", "via", n1.IP.String())
+				require.NoError(t, err)
+			}
+
+			// Both backends serve; the remote one through SNAT to node1's
+			// own address (not the LB IP, which is not the node's).
+			seen := map[string]bool{}
+			for i := 0; i < 40 && len(seen) < 2; i++ {
+				who, err := ext1.TCPRequest(ctx(t), lbIP, 80, "whoiscalling")
+				require.NoError(t, err, "ext1 is inside loadBalancerSourceRanges")
+				seen[strings.Split(who, ":")[0]] = true
+			}
+			require.Equal(t, map[string]bool{ext1.IP.String(): true, n1.IP.String(): true}, seen,
+				"the local backend sees the client, the remote one node1")
+			short, cancel := context.WithTimeout(ctx(t), 2*time.Second)
+			defer cancel()
+			_, err = ext2.TCPRequest(short, lbIP, 80, "whoami")
+			require.Error(t, err, "ext2 is outside loadBalancerSourceRanges")
+			ev := e.waitEvent(n1, "source range drop", func(ev api.Event) bool {
+				return ev.Type == "drop" && ev.Reason == "NOT_IN_SRC_RANGE" && ev.Src.Addr() == ext2.IP
+			})
+			require.Equal(t, uint16(177), ev.ReasonID, "Hubble's numbering for NOT_IN_SRC_RANGE")
+
+			// The ClusterIP of the same service has no source ranges.
+			who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
+			require.NoError(t, err)
+			require.Contains(t, who, "default/b")
+			short2, cancel2 := context.WithTimeout(ctx(t), 2*time.Second)
+			defer cancel2()
+			_, err = client.TCPRequest(short2, lbIP, 80, "whoami")
+			require.Error(t, err, "the client pod is outside loadBalancerSourceRanges")
+			e.waitEvent(n1, "source range drop of the pod", func(ev api.Event) bool {
+				return ev.Type == "drop" && ev.Reason == "NOT_IN_SRC_RANGE" && ev.Src.Addr() == client.IP
+			})
+		})
+	}
+}
+
 // Socket LB connects a UDP socket straight to a backend. When that backend
 // is removed, the socket is destroyed (bpf_sock_destroy from a socket
 // iterator in the pod's namespace), so the client reconnects and lands on
 // a live backend instead of talking to the removed one forever.
 func TestServiceRemovedBackendUDPSocketsAreDestroyed(t *testing.T) {
-	e, client, backends := serviceCluster(t, "--socket-lb=all")
+	for _, m := range []struct{ name, flag string }{
+		{"bpf-iterator", "--force-sock-diag=false"},
+		{"sock-diag", "--force-sock-diag"}, // the fallback of kernels before 6.5
+	} {
+		t.Run(m.name, func(t *testing.T) { testRemovedBackendUDPSockets(t, m.flag) })
+	}
+}
+
+func testRemovedBackendUDPSockets(t *testing.T, flag string) {
+	e, client, backends := serviceCluster(t, "--socket-lb=all", flag)
 	b1, b2 := backends[0], backends[1]
 	write := func(eps []svcEndpoint) {
 		require.NoError(t, e.c.WriteManifest("svc-web.yaml", serviceYAML("default", "web", vip, webPorts[1:], eps, "")))

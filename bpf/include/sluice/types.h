@@ -40,6 +40,7 @@ enum sl_drop_reason {
 	SL_DROP_CT_MAP_FULL = 155,            /* flow.DropReason_CT_MAP_INSERTION_FAILED */
 	SL_DROP_NO_SERVICE_BACKEND = 158,     /* flow.DropReason_SERVICE_BACKEND_NOT_FOUND */
 	SL_DROP_FRAG_NOT_FOUND = 175,         /* flow.DropReason_FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND */
+	SL_DROP_NOT_IN_SRC_RANGE = 177,       /* flow.DropReason_NOT_IN_SRC_RANGE: loadBalancerSourceRanges */
 	/* Sluice-specific reasons start here (none yet). */
 	SL_DROP_SLUICE_BASE = 1000,
 	/* externalTrafficPolicy: Local and this node has no endpoint: dropped
@@ -237,6 +238,15 @@ struct sl_lb_entry {
 #define SL_LB_F_EXTERNAL (1U << 2) /* NodePort, externalIP, LoadBalancer: served on uplinks */
 #define SL_LB_F_LOCAL (1U << 3)    /* externalTrafficPolicy: Local: keep the client address */
 #define SL_LB_F_NO_LOCAL (1U << 4) /* no local endpoint (but remote ones): drop, don't reject */
+#define SL_LB_F_SRC_RANGE (1U << 5) /* loadBalancerSourceRanges: clients must match sl_lb_src_range */
+
+/* loadBalancerSourceRanges: an LPM key of the frontend ID (always all 32
+ * bits) followed by the client prefix; prefixlen = 32 + prefix bits. */
+struct sl_lb_src_range_key {
+	__u32 prefixlen;
+	__u32 svc_id; /* network byte order, so the LPM trie compares it whole */
+	union sl_addr addr;
+};
 
 struct sl_lb_backend {
 	union sl_addr addr;
@@ -285,6 +295,13 @@ struct sl_lb_sock_key {
 	__be16 port;
 	__u16 pad;
 	__u32 pad2;
+};
+
+/* An uplink of the node (keyed by ifindex): the address external
+ * connections are source-translated to when they leave through it toward
+ * a remote backend (an externalIP or LoadBalancer IP is not the node's). */
+struct sl_uplink {
+	union sl_addr ipv4;
 };
 
 /*

@@ -89,6 +89,7 @@ const (
 	BpfSlDropReasonSL_DROP_CT_MAP_FULL         BpfSlDropReason = 155
 	BpfSlDropReasonSL_DROP_NO_SERVICE_BACKEND  BpfSlDropReason = 158
 	BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND      BpfSlDropReason = 175
+	BpfSlDropReasonSL_DROP_NOT_IN_SRC_RANGE    BpfSlDropReason = 177
 	BpfSlDropReasonSL_DROP_SLUICE_BASE         BpfSlDropReason = 1000
 	BpfSlDropReasonSL_DROP_NO_LOCAL_BACKEND    BpfSlDropReason = 1000
 	BpfSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED BpfSlDropReason = 1001
@@ -243,6 +244,16 @@ type BpfSlLbSockKey struct {
 	Pad2 uint32
 }
 
+type BpfSlLbSrcRangeKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	SvcId     uint32
+	Addr      struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+}
+
 type BpfSlLbVip struct {
 	_    structs.HostLayout
 	Addr struct {
@@ -322,6 +333,14 @@ type BpfSlSockDestroyKey struct {
 	Pad   uint8
 }
 
+type BpfSlUplink struct {
+	_    structs.HostLayout
+	Ipv4 struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -336,10 +355,12 @@ const (
 	BpfMapSlLbMaglev       = "sl_lb_maglev"
 	BpfMapSlLbRevnat       = "sl_lb_revnat"
 	BpfMapSlLbSock         = "sl_lb_sock"
+	BpfMapSlLbSrcRange     = "sl_lb_src_range"
 	BpfMapSlLbSvc          = "sl_lb_svc"
 	BpfMapSlMetrics        = "sl_metrics"
 	BpfMapSlNat            = "sl_nat"
 	BpfMapSlSockDestroy    = "sl_sock_destroy"
+	BpfMapSlUplinks        = "sl_uplinks"
 	BpfProgSlFromEp        = "sl_from_ep"
 	BpfProgSlToEp          = "sl_to_ep"
 	BpfVarSlCtScope        = "_sl_ct_scope"
@@ -421,10 +442,12 @@ type BpfMapSpecs struct {
 	SlLbMaglev    *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
 	SlLbRevnat    *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
 	SlLbSock      *ebpf.MapSpec `ebpf:"sl_lb_sock"`
+	SlLbSrcRange  *ebpf.MapSpec `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
+	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -480,10 +503,12 @@ type BpfMaps struct {
 	SlLbMaglev    *ebpf.Map `ebpf:"sl_lb_maglev"`
 	SlLbRevnat    *ebpf.Map `ebpf:"sl_lb_revnat"`
 	SlLbSock      *ebpf.Map `ebpf:"sl_lb_sock"`
+	SlLbSrcRange  *ebpf.Map `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
+	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
 
 func (m *BpfMaps) Close() error {
@@ -498,10 +523,12 @@ func (m *BpfMaps) Close() error {
 		m.SlLbMaglev,
 		m.SlLbRevnat,
 		m.SlLbSock,
+		m.SlLbSrcRange,
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
 		m.SlSockDestroy,
+		m.SlUplinks,
 	)
 }
 

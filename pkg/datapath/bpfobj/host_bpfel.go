@@ -26,10 +26,12 @@ const (
 	HostMapSlLbMaglev       = "sl_lb_maglev"
 	HostMapSlLbRevnat       = "sl_lb_revnat"
 	HostMapSlLbSock         = "sl_lb_sock"
+	HostMapSlLbSrcRange     = "sl_lb_src_range"
 	HostMapSlLbSvc          = "sl_lb_svc"
 	HostMapSlMetrics        = "sl_metrics"
 	HostMapSlNat            = "sl_nat"
 	HostMapSlSockDestroy    = "sl_sock_destroy"
+	HostMapSlUplinks        = "sl_uplinks"
 	HostProgSlFromNetdev    = "sl_from_netdev"
 	HostProgSlToNetdev      = "sl_to_netdev"
 	HostVarCtTimeoutCloseNs = "ct_timeout_close_ns"
@@ -103,10 +105,12 @@ type HostMapSpecs struct {
 	SlLbMaglev    *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
 	SlLbRevnat    *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
 	SlLbSock      *ebpf.MapSpec `ebpf:"sl_lb_sock"`
+	SlLbSrcRange  *ebpf.MapSpec `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
+	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
 
 // HostVariableSpecs contains global variables before they are loaded into the kernel.
@@ -154,10 +158,12 @@ type HostMaps struct {
 	SlLbMaglev    *ebpf.Map `ebpf:"sl_lb_maglev"`
 	SlLbRevnat    *ebpf.Map `ebpf:"sl_lb_revnat"`
 	SlLbSock      *ebpf.Map `ebpf:"sl_lb_sock"`
+	SlLbSrcRange  *ebpf.Map `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
+	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
 
 func (m *HostMaps) Close() error {
@@ -172,10 +178,12 @@ func (m *HostMaps) Close() error {
 		m.SlLbMaglev,
 		m.SlLbRevnat,
 		m.SlLbSock,
+		m.SlLbSrcRange,
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
 		m.SlSockDestroy,
+		m.SlUplinks,
 	)
 }
 

@@ -26,10 +26,12 @@ const (
 	IterMapSlLbMaglev       = "sl_lb_maglev"
 	IterMapSlLbRevnat       = "sl_lb_revnat"
 	IterMapSlLbSock         = "sl_lb_sock"
+	IterMapSlLbSrcRange     = "sl_lb_src_range"
 	IterMapSlLbSvc          = "sl_lb_svc"
 	IterMapSlMetrics        = "sl_metrics"
 	IterMapSlNat            = "sl_nat"
 	IterMapSlSockDestroy    = "sl_sock_destroy"
+	IterMapSlUplinks        = "sl_uplinks"
 	IterProgSlDestroyUdp    = "sl_destroy_udp"
 	IterVarCtTimeoutCloseNs = "ct_timeout_close_ns"
 	IterVarCtTimeoutOtherNs = "ct_timeout_other_ns"
@@ -101,10 +103,12 @@ type IterMapSpecs struct {
 	SlLbMaglev    *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
 	SlLbRevnat    *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
 	SlLbSock      *ebpf.MapSpec `ebpf:"sl_lb_sock"`
+	SlLbSrcRange  *ebpf.MapSpec `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
+	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
 
 // IterVariableSpecs contains global variables before they are loaded into the kernel.
@@ -152,10 +156,12 @@ type IterMaps struct {
 	SlLbMaglev    *ebpf.Map `ebpf:"sl_lb_maglev"`
 	SlLbRevnat    *ebpf.Map `ebpf:"sl_lb_revnat"`
 	SlLbSock      *ebpf.Map `ebpf:"sl_lb_sock"`
+	SlLbSrcRange  *ebpf.Map `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
+	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
 
 func (m *IterMaps) Close() error {
@@ -170,10 +176,12 @@ func (m *IterMaps) Close() error {
 		m.SlLbMaglev,
 		m.SlLbRevnat,
 		m.SlLbSock,
+		m.SlLbSrcRange,
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
 		m.SlSockDestroy,
+		m.SlUplinks,
 	)
 }
 

@@ -26,10 +26,12 @@ const (
 	SockMapSlLbMaglev          = "sl_lb_maglev"
 	SockMapSlLbRevnat          = "sl_lb_revnat"
 	SockMapSlLbSock            = "sl_lb_sock"
+	SockMapSlLbSrcRange        = "sl_lb_src_range"
 	SockMapSlLbSvc             = "sl_lb_svc"
 	SockMapSlMetrics           = "sl_metrics"
 	SockMapSlNat               = "sl_nat"
 	SockMapSlSockDestroy       = "sl_sock_destroy"
+	SockMapSlUplinks           = "sl_uplinks"
 	SockProgSlSockConnect4     = "sl_sock_connect4"
 	SockProgSlSockGetpeername4 = "sl_sock_getpeername4"
 	SockProgSlSockRecvmsg4     = "sl_sock_recvmsg4"
@@ -109,10 +111,12 @@ type SockMapSpecs struct {
 	SlLbMaglev    *ebpf.MapSpec `ebpf:"sl_lb_maglev"`
 	SlLbRevnat    *ebpf.MapSpec `ebpf:"sl_lb_revnat"`
 	SlLbSock      *ebpf.MapSpec `ebpf:"sl_lb_sock"`
+	SlLbSrcRange  *ebpf.MapSpec `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
+	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
 
 // SockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -162,10 +166,12 @@ type SockMaps struct {
 	SlLbMaglev    *ebpf.Map `ebpf:"sl_lb_maglev"`
 	SlLbRevnat    *ebpf.Map `ebpf:"sl_lb_revnat"`
 	SlLbSock      *ebpf.Map `ebpf:"sl_lb_sock"`
+	SlLbSrcRange  *ebpf.Map `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
+	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
 
 func (m *SockMaps) Close() error {
@@ -180,10 +186,12 @@ func (m *SockMaps) Close() error {
 		m.SlLbMaglev,
 		m.SlLbRevnat,
 		m.SlLbSock,
+		m.SlLbSrcRange,
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
 		m.SlSockDestroy,
+		m.SlUplinks,
 	)
 }
 
