@@ -15,24 +15,125 @@
 #include "lib/metrics.h"
 #include "lib/conntrack.h"
 #include "lib/lb.h"
+#include "lib/policy.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* The policy decision of pkt's connection, as events report it. */
+static __always_inline void event_pol(struct event_policy *ep_ev, const struct sl_endpoint *ep, __u8 dir,
+				      const struct policy_result *pol)
+{
+	ep_ev->src_identity = dir == SL_DIR_EGRESS ? ep->identity : pol->peer_id;
+	ep_ev->dst_identity = dir == SL_DIR_EGRESS ? pol->peer_id : ep->identity;
+	ep_ev->rule = pol->rule;
+	ep_ev->verdict = pol->verdict;
+	ep_ev->proxy_port = pol->proxy_port;
+}
+
+/* IPv6 passes untouched until dual-stack lands, except to and from an
+ * endpoint under policy: there it would bypass the policy, so it is
+ * dropped, neighbour discovery excepted. */
+static __always_inline int handle_ipv6(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct sl_endpoint *ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
+
+	if (ep && (ep->flags & (SL_EP_F_POLICY_INGRESS | SL_EP_F_POLICY_EGRESS)) && !ipv6_is_nd(skb)) {
+		struct sl_pkt pkt = { .family = AF_INET6 };
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &pkt.saddr, 16) < 0 ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN + 24, &pkt.daddr, 16) < 0 ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN + 6, &pkt.proto, 1) < 0)
+			pkt.proto = 0;
+		return drop(skb, dir, SL_DROP_UNSUPPORTED_L3, ep->ep_id, &pkt);
+	}
+	count(SL_METRIC_PASSED_IPV6, dir, 0, skb->len);
+	return SL_NEXT;
+}
+
+/*
+ * An established connection admitted under an older policy revision:
+ * decide it again, in its original direction. Returns SL_DROP_NONE if it
+ * may go on (its entry then carries the current revision).
+ */
+static __always_inline int policy_recheck(const struct sl_endpoint *ep, const struct sl_pkt *pkt, int ct,
+					  const struct ct_nat *nat, struct policy_result *pol)
+{
+	struct sl_ct_key key;
+	bool reply = ct == CT_REPLY;
+	/* The original direction's tuple: the packet's, or its reverse. */
+	__be32 osrc = reply ? pkt->daddr.addr4 : pkt->saddr.addr4;
+	__be32 odst = reply ? pkt->saddr.addr4 : pkt->daddr.addr4;
+	__be16 odport = reply ? pkt->sport : pkt->dport;
+	__u8 odir = nat->origin;
+	int reason;
+
+	reason = policy_check(ep, odir, pkt->proto, odport, odir == SL_DIR_EGRESS ? odst : osrc,
+			      nat->policy_flags & SL_CT_POL_FROM_HOST, pol);
+	if (reason != SL_DROP_NONE)
+		return reason;
+	ct_key_from_pkt(&key, ep->ep_id, pkt, reply);
+	policy_remember(&key, nat->cur_rev, pol);
+	return SL_DROP_NONE;
+}
+
+/* Cut a revoked connection: forget it, and reset both ends of a TCP one. */
+static __always_inline int policy_revoke(struct __sk_buff *skb, const struct sl_endpoint *ep, __u8 dir,
+					 const struct sl_pkt *pkt, int ct, const struct ct_nat *nat,
+					 const struct policy_result *pol)
+{
+	struct event_policy ev;
+	struct sl_ct_key key;
+	__be32 back = pkt->daddr.addr4, fwd = pkt->saddr.addr4;
+	__be16 back_port = pkt->dport, fwd_port = pkt->sport;
+
+	ct_key_from_pkt(&key, ep->ep_id, pkt, ct == CT_REPLY);
+	bpf_map_delete_elem(&sl_ct, &key);
+	event_pol(&ev, ep, dir, pol);
+	count(SL_METRIC_DROPPED, dir, SL_DROP_POLICY_REVOKED, skb->len);
+	emit_event_pol(skb, SL_EVENT_DROP, dir, SL_DROP_POLICY_REVOKED, ep->ep_id, pkt, 0, NULL, 0, &ev);
+	if (pkt->proto != IPPROTO_TCP || (pkt->tcp_flags & TCPF_RST))
+		return (pkt->tcp_flags & TCPF_RST) ? SL_NEXT : SL_DROP;
+
+	/* The pod knows a translated peer by its service address. */
+	if (nat->rev_nat_id) {
+		if (dir == SL_DIR_EGRESS && ct == CT_ESTABLISHED) {
+			back = nat->vip.addr4;
+			back_port = nat->vport;
+		} else if (dir == SL_DIR_INGRESS && ct == CT_REPLY) {
+			struct sl_lb_vip *rn = bpf_map_lookup_elem(&sl_lb_revnat, &nat->rev_nat_id);
+
+			if (rn) {
+				fwd = rn->addr.addr4;
+				fwd_port = rn->port;
+			}
+		}
+	}
+	if (policy_reset(skb, dir, pkt, back, back_port, fwd, fwd_port) < 0)
+		return SL_DROP;
+	return SL_NEXT;
+}
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct sl_endpoint *ep;
 	struct sl_pkt pkt;
 	struct ct_nat nat = {};
+	struct policy_result pol = {};
+	struct event_policy ev;
 	enum sl_l3 l3 = SL_L3_OTHER;
 	__u32 ifindex = skb->ifindex;
 	__u32 ep_id = 0;
 	int reason, ct, lb = LB_NONE;
 
-	reason = parse_packet(skb, &pkt, &l3);
-	if (l3 == SL_L3_IPV6) {
-		count(SL_METRIC_PASSED_IPV6, dir, 0, skb->len);
+	if (skb->mark == SL_MARK_POLICY_RST) {
+		/* An RST this program sent for a revoked connection. */
+		skb->mark = 0;
 		return SL_NEXT;
 	}
+	reason = parse_packet(skb, &pkt, &l3);
+	if (l3 == SL_L3_IPV6)
+		return handle_ipv6(skb, dir);
 	if (l3 == SL_L3_OTHER) {
 		count(SL_METRIC_PASSED_OTHER, dir, 0, skb->len);
 		return SL_NEXT;
@@ -71,13 +172,41 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			return drop(skb, dir, reason, ep_id, &pkt);
 	}
 
+	/* Read once: an entry made now carries the revision its decision
+	 * was made under, so a change racing with it is checked again. */
+	nat.cur_rev = policy_rev_current();
 	ct = ct_track(ep_id, &pkt, dir, skb->len, &nat);
 	switch (ct) {
 	case CT_FULL:
 		return drop(skb, dir, SL_DROP_CT_MAP_FULL, ep_id, &pkt);
 	case CT_NEW:
-		if (!pkt.icmp_error)
-			emit_event(skb, SL_EVENT_CONN_NEW, dir, 0, ep_id, &pkt, nat.rev_nat_id, &nat.vip, nat.vport);
+		if (pkt.icmp_error)
+			break;
+		/* From the node's own stack: the packet came in on no interface. */
+		reason = policy_check(ep, dir, pkt.proto, pkt.dport,
+				      dir == SL_DIR_EGRESS ? pkt.daddr.addr4 : pkt.saddr.addr4,
+				      dir == SL_DIR_INGRESS && skb->ingress_ifindex == 0, &pol);
+		event_pol(&ev, ep, dir, &pol);
+		if (reason != SL_DROP_NONE) {
+			struct sl_ct_key key;
+
+			ct_key_from_pkt(&key, ep_id, &pkt, false);
+			bpf_map_delete_elem(&sl_ct, &key);
+			count(SL_METRIC_DROPPED, dir, reason, skb->len);
+			emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, &pkt, nat.rev_nat_id, &nat.vip, nat.vport, &ev);
+			return SL_DROP;
+		}
+		if (pol.verdict != SL_VERDICT_NONE) {
+			struct sl_ct_key key;
+
+			ct_key_from_pkt(&key, ep_id, &pkt, false);
+			policy_remember(&key, nat.cur_rev, &pol);
+			if (pol.verdict == SL_VERDICT_AUDIT)
+				count(SL_METRIC_POLICY_AUDIT, dir, SL_DROP_POLICY_DENIED, skb->len);
+			else if (pol.verdict == SL_VERDICT_REDIRECT)
+				count(SL_METRIC_POLICY_REDIRECT, dir, 0, skb->len);
+		}
+		emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep_id, &pkt, nat.rev_nat_id, &nat.vip, nat.vport, &ev);
 		break;
 	case CT_RELATED:
 		count(SL_METRIC_RELATED, dir, 0, skb->len);
@@ -85,8 +214,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		    lb_rev_translate_icmp(skb, &pkt, &nat) < 0)
 			return drop(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
 		break;
+	case CT_ESTABLISHED:
 	case CT_REPLY:
-		if (!nat.rev_nat_id)
+		if (nat.policy_rev != nat.cur_rev &&
+		    policy_recheck(ep, &pkt, ct, &nat, &pol) != SL_DROP_NONE)
+			return policy_revoke(skb, ep, dir, &pkt, ct, &nat, &pol);
+		if (ct == CT_ESTABLISHED || !nat.rev_nat_id)
 			break;
 		if (dir == SL_DIR_INGRESS && lb_rev_translate(skb, ep_id, &pkt, &nat) < 0)
 			return drop(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
@@ -126,3 +259,5 @@ const enum sl_event_type *const _sl_event_type __attribute__((unused)) = 0;
 const struct sl_event *const _sl_event __attribute__((unused)) = 0;
 const enum sl_ct_scope *const _sl_ct_scope __attribute__((unused)) = 0;
 const enum sl_lb_backend_state *const _sl_lb_backend_state __attribute__((unused)) = 0;
+const enum sl_policy_verdict *const _sl_policy_verdict __attribute__((unused)) = 0;
+const enum sl_identity_reserved *const _sl_identity_reserved __attribute__((unused)) = 0;

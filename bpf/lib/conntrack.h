@@ -33,6 +33,10 @@ struct ct_nat {
 	__u8 flags;   /* in (create) / out (reply): SL_CT_NAT_* */
 	__be16 nat_port; /* uplink SNAT port pinned in the SERVICE entry */
 	__u64 expires; /* out: and its deadline */
+	__u32 cur_rev;    /* in: the policy revision a new entry is made under */
+	__u32 policy_rev; /* out (established, reply): the entry's policy revision */
+	__u8 origin;      /* out (established, reply): the entry's original direction */
+	__u8 policy_flags; /* out (established, reply): SL_CT_POL_* */
 };
 
 enum ct_result {
@@ -133,6 +137,7 @@ static __always_inline int ct_create(struct sl_ct_key *key, const struct sl_pkt 
 	e.nat_flags = nat->flags;
 	e.created = now;
 	e.origin = dir;
+	e.policy_rev = nat->cur_rev;
 	e.packets_orig = 1;
 	e.bytes_orig = len;
 	if (pkt->proto == IPPROTO_TCP) {
@@ -212,6 +217,9 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 		}
 		nat->state = e->state;
 		nat->expires = e->expires;
+		nat->policy_rev = e->policy_rev;
+		nat->origin = e->origin;
+		nat->policy_flags = e->policy_flags;
 		return CT_ESTABLISHED;
 	}
 
@@ -232,6 +240,9 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 		nat->flags = e->nat_flags;
 		nat->state = e->state;
 		nat->expires = e->expires;
+		nat->policy_rev = e->policy_rev;
+		nat->origin = e->origin;
+		nat->policy_flags = e->policy_flags;
 		return CT_REPLY;
 	}
 

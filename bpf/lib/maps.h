@@ -161,6 +161,72 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_sock_destroy SEC(".maps");
 
+/* The ipcache: every known address of the cluster (pods of all nodes,
+ * node addresses) to its security identity; what matches nothing is world. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct sl_ipcache_key);
+	__type(value, struct sl_ipcache_val);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_ipcache SEC(".maps");
+
+/* Inner map key and value types are only reached through the inner map
+ * definitions, where clang's BTF would forward-declare them (unsized, so
+ * the map could not be loaded): anchor their full definitions. */
+const struct sl_policy_key *const _sl_policy_key __attribute__((unused)) = 0;
+const struct sl_policy_entry *const _sl_policy_entry __attribute__((unused)) = 0;
+const struct sl_policy_cidr_key *const _sl_policy_cidr_key __attribute__((unused)) = 0;
+
+/* Per-endpoint policy, by endpoint ID. The agent builds a complete new
+ * inner trie and swaps it in with one update: a packet sees the old policy
+ * or the new one. Inner size: --policy-map-max. */
+struct sl_policy_inner {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct sl_policy_key);
+	__type(value, struct sl_policy_entry);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct sl_policy_inner);
+} sl_policy SEC(".maps");
+
+/* Per-endpoint CIDR classes of ipBlock rules, by endpoint ID; swapped in
+ * like sl_policy (before it, when classes change). */
+struct sl_policy_cidr_inner {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct sl_policy_cidr_key);
+	__type(value, __u32);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct sl_policy_cidr_inner);
+} sl_policy_cidr SEC(".maps");
+
+/* The policy revision (index 0): bumped by the agent after every change
+ * of policy, identities or the ipcache; connections admitted under an
+ * older revision are checked again on their next packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_policy_rev SEC(".maps");
+
 /* Layout fingerprint of every pinned map, written by the agent so that a
  * map whose key or value layout changed is replaced, never misread. */
 struct {

@@ -53,11 +53,22 @@ static __always_inline struct sl_event *event_reserve(__u8 dir, __u16 reason)
 	return ev;
 }
 
+/* A policy decision as events report it: identities of both ends. */
+struct event_policy {
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 rule;
+	__u16 proxy_port;
+	__u8 verdict;
+};
+
 /* Emit an event about pkt. svc_id/vip/vport describe a service
- * translation (svc_id 0: none); pkt then holds the translated tuple. */
-static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 dir,
-				       __u16 reason, __u32 ep_id, const struct sl_pkt *pkt,
-				       __u32 svc_id, const union sl_addr *vip, __be16 vport)
+ * translation (svc_id 0: none); pkt then holds the translated tuple.
+ * pol, when not NULL, is the connection's policy decision. */
+static __always_inline void emit_event_pol(struct __sk_buff *skb, __u8 type, __u8 dir,
+					   __u16 reason, __u32 ep_id, const struct sl_pkt *pkt,
+					   __u32 svc_id, const union sl_addr *vip, __be16 vport,
+					   const struct event_policy *pol)
 {
 	struct sl_event *ev = event_reserve(dir, reason);
 
@@ -83,7 +94,21 @@ static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 di
 		ev->vip = *vip;
 		ev->vip_port = vport;
 	}
+	if (pol) {
+		ev->src_identity = pol->src_identity;
+		ev->dst_identity = pol->dst_identity;
+		ev->policy_rule = pol->rule;
+		ev->verdict = pol->verdict;
+		ev->proxy_port = pol->proxy_port;
+	}
 	event_submit(ev);
+}
+
+static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 dir,
+				       __u16 reason, __u32 ep_id, const struct sl_pkt *pkt,
+				       __u32 svc_id, const union sl_addr *vip, __be16 vport)
+{
+	emit_event_pol(skb, type, dir, reason, ep_id, pkt, svc_id, vip, vport, NULL);
 }
 
 /* Drop a packet: count it, tell the agent, and return the tc verdict. */

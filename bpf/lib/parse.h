@@ -82,7 +82,9 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 		*tcp_flags = th[13];
 		return SL_DROP_NONE;
 	}
-	case IPPROTO_UDP: {
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		/* SCTP's common header starts with the ports, as UDP's does. */
 		__be16 ports[2];
 
 		if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
@@ -110,8 +112,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 		return SL_DROP_NONE;
 	}
 	default:
-		/* Other protocols (SCTP ports land with the policy work) are
-		 * tracked by addresses and protocol alone. */
+		/* Other protocols are tracked by addresses and protocol alone. */
 		*sport = 0;
 		*dport = 0;
 		return SL_DROP_NONE;

@@ -39,6 +39,12 @@ type Config struct {
 	HostNetnsCookie uint64
 	// DisableAntispoof lets pods send from addresses that are not theirs.
 	DisableAntispoof bool
+	// PolicyMapMax is the size of each endpoint's policy map (and of its
+	// CIDR map): an endpoint whose policy does not fit fails closed.
+	PolicyMapMax uint32
+	// IPCacheMax is the number of addresses the ipcache holds (every pod
+	// of the cluster plus node addresses).
+	IPCacheMax uint32
 	// ForceSockDiag destroys the sockets of removed backends through
 	// sock_diag netlink even when the BPF socket iterator loaded: the
 	// fallback of kernels before 6.5, chosen on purpose to test it.
@@ -58,6 +64,8 @@ func Defaults() Config {
 		MaglevMax:       4096,
 		FragMax:         8192,
 		EventsBufBytes:  1 << 20,
+		PolicyMapMax:    16384,
+		IPCacheMax:      65536,
 		CTTimeoutSYN:    60 * time.Second,
 		CTTimeoutTCP:    6 * time.Hour,
 		CTTimeoutClose:  10 * time.Second,
@@ -76,6 +84,7 @@ func (c *Config) withDefaults() Config {
 		{&out.LBMax, &d.LBMax}, {&out.LBBackendsMax, &d.LBBackendsMax},
 		{&out.MaglevTableSize, &d.MaglevTableSize}, {&out.MaglevMax, &d.MaglevMax},
 		{&out.EventsBufBytes, &d.EventsBufBytes},
+		{&out.PolicyMapMax, &d.PolicyMapMax}, {&out.IPCacheMax, &d.IPCacheMax},
 	} {
 		orDefault(p.v, *p.d)
 	}
@@ -110,6 +119,9 @@ func (c Config) Validate() error {
 	}
 	if c.LBMax < 1024 || c.LBBackendsMax < 1024 {
 		errs = append(errs, fmt.Errorf("lb-max %d and lb-backends-max %d must be at least 1024", c.LBMax, c.LBBackendsMax))
+	}
+	if c.PolicyMapMax < 16 || c.IPCacheMax < 256 {
+		errs = append(errs, fmt.Errorf("policy-map-max %d must be at least 16 and ipcache-max %d at least 256", c.PolicyMapMax, c.IPCacheMax))
 	}
 	if c.EventsBufBytes&(c.EventsBufBytes-1) != 0 || c.EventsBufBytes < 4096 {
 		errs = append(errs, fmt.Errorf("events-buffer %d must be a power of two of at least 4096 bytes", c.EventsBufBytes))

@@ -36,6 +36,15 @@ type Event struct {
 	// CgroupID is the calling process's cgroup (socket-LB events), which
 	// names its pod.
 	CgroupID uint64 `json:"cgroupID,omitempty"`
+	// Verdict is the policy decision of a new connection (allowed,
+	// redirected, audit) or of a policy drop (denied); empty when no
+	// policy applied. SrcIdentity and DstIdentity are the identities of
+	// both ends and PolicyRule the deciding rule (0: default deny).
+	Verdict     string `json:"verdict,omitempty"`
+	SrcIdentity uint32 `json:"srcIdentity,omitempty"`
+	DstIdentity uint32 `json:"dstIdentity,omitempty"`
+	PolicyRule  uint32 `json:"policyRule,omitempty"`
+	ProxyPort   uint16 `json:"proxyPort,omitempty"`
 }
 
 // DecodeEvent turns a raw record into an Event. bootTime maps the
@@ -57,6 +66,11 @@ func DecodeEvent(raw []byte, bootTime time.Time) (Event, error) {
 		ev.VIP = netip.AddrPortFrom(addrFrom(r.Vip.Addr6, r.Family), ntohs(r.VipPort))
 		ev.SockCookie = r.SockCookie
 		ev.CgroupID = r.CgroupId
+	}
+	if r.Verdict != VerdictNone {
+		ev.Verdict = VerdictName(r.Verdict)
+		ev.SrcIdentity, ev.DstIdentity = r.SrcIdentity, r.DstIdentity
+		ev.PolicyRule, ev.ProxyPort = r.PolicyRule, r.ProxyPort
 	}
 	if r.Reason != 0 {
 		ev.ReasonID = r.Reason

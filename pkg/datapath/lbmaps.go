@@ -289,7 +289,7 @@ func mapErr(m *ebpf.Map, err error) error {
 	if info != nil {
 		name = info.Name
 	}
-	if errors.Is(err, errNoSpace) {
+	if errors.Is(err, errNoSpace) || errors.Is(err, unix.ENOSPC) {
 		return fmt.Errorf("%s (%d entries): %w: raise its size in the agent configuration", name, m.MaxEntries(), ErrMapFull)
 	}
 	return fmt.Errorf("%s: %w", name, err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -23,10 +24,14 @@ type Datapath struct {
 	cfg Config
 	// maglevInner creates Maglev tables of the configured size.
 	maglevInner *ebpf.MapSpec
-	objs        bpfobj.BpfObjects
-	sock        bpfobj.SockObjects
-	host        bpfobj.HostObjects
-	iter        bpfobj.IterObjects
+	// policyInner and cidrInner create endpoint policy maps.
+	policyInner, cidrInner *ebpf.MapSpec
+	// epMu serialises read-modify-writes of sl_endpoints entries.
+	epMu sync.Mutex
+	objs bpfobj.BpfObjects
+	sock bpfobj.SockObjects
+	host bpfobj.HostObjects
+	iter bpfobj.IterObjects
 	// iterErr says why the socket iterator could not load (kernel without
 	// bpf_sock_destroy or BTF); socket destruction is then unavailable.
 	iterErr error
@@ -61,7 +66,9 @@ func Load(cfg Config, log *slog.Logger) (*Datapath, error) {
 		return nil, err
 	}
 
-	dp := &Datapath{cfg: cfg, log: log, maglevInner: spec.Maps[bpfobj.BpfMapSlLbMaglev].InnerMap.Copy()}
+	dp := &Datapath{cfg: cfg, log: log, maglevInner: spec.Maps[bpfobj.BpfMapSlLbMaglev].InnerMap.Copy(),
+		policyInner: spec.Maps[bpfobj.BpfMapSlPolicy].InnerMap.Copy(),
+		cidrInner:   spec.Maps[bpfobj.BpfMapSlPolicyCidr].InnerMap.Copy()}
 	if err := dp.reconcilePins(spec); err != nil {
 		return nil, err
 	}
@@ -145,12 +152,17 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpfobj.BpfMapSlLbAffinity: cfg.LBBackendsMax,
 		bpfobj.BpfMapSlLbSock:     cfg.LBBackendsMax,
 		bpfobj.BpfMapSlLbSrcRange: cfg.LBBackendsMax,
+		bpfobj.BpfMapSlIpcache:    cfg.IPCacheMax,
+		bpfobj.BpfMapSlPolicy:     cfg.EndpointsMax,
+		bpfobj.BpfMapSlPolicyCidr: cfg.EndpointsMax,
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
 	}
 	spec.Maps[bpfobj.BpfMapSlLbMaglev].MaxEntries = cfg.MaglevMax
 	spec.Maps[bpfobj.BpfMapSlLbMaglev].InnerMap.MaxEntries = cfg.MaglevTableSize
+	spec.Maps[bpfobj.BpfMapSlPolicy].InnerMap.MaxEntries = cfg.PolicyMapMax
+	spec.Maps[bpfobj.BpfMapSlPolicyCidr].InnerMap.MaxEntries = cfg.PolicyMapMax
 	antispoof := uint8(1)
 	if cfg.DisableAntispoof {
 		antispoof = 0

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -26,16 +27,27 @@ type Maps struct {
 	LBMaglev   *ebpf.Map
 	LBSrcRange *ebpf.Map
 	Uplinks    *ebpf.Map
+	IPCache    *ebpf.Map
+	Policy     *ebpf.Map
+	PolicyCIDR *ebpf.Map
+	PolicyRev  *ebpf.Map
 	owned      []*ebpf.Map
 	// maglevInner is the spec of a Maglev table (loaded datapaths only).
 	maglevInner *ebpf.MapSpec
+	// policyInner and cidrInner are the specs of endpoint policy maps.
+	policyInner, cidrInner *ebpf.MapSpec
+	// epMu serialises read-modify-writes of endpoint entries (shared by
+	// every Maps of one Datapath).
+	epMu *sync.Mutex
 }
 
 // Maps returns typed access to the loaded datapath's maps.
 func (dp *Datapath) Maps() *Maps {
 	o := &dp.objs
 	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends,
-		LBRevNat: o.SlLbRevnat, LBMaglev: o.SlLbMaglev, LBSrcRange: o.SlLbSrcRange, Uplinks: o.SlUplinks, maglevInner: dp.maglevInner}
+		LBRevNat: o.SlLbRevnat, LBMaglev: o.SlLbMaglev, LBSrcRange: o.SlLbSrcRange, Uplinks: o.SlUplinks,
+		IPCache: o.SlIpcache, Policy: o.SlPolicy, PolicyCIDR: o.SlPolicyCidr, PolicyRev: o.SlPolicyRev,
+		maglevInner: dp.maglevInner, policyInner: dp.policyInner, cidrInner: dp.cidrInner, epMu: &dp.epMu}
 }
 
 // OpenPinned opens the maps pinned under root read-only, without loading
@@ -54,6 +66,10 @@ func OpenPinned(root string) (*Maps, error) {
 		{bpfobj.BpfMapSlLbRevnat, &m.LBRevNat},
 		{bpfobj.BpfMapSlLbMaglev, &m.LBMaglev},
 		{bpfobj.BpfMapSlLbSrcRange, &m.LBSrcRange},
+		{bpfobj.BpfMapSlIpcache, &m.IPCache},
+		{bpfobj.BpfMapSlPolicy, &m.Policy},
+		{bpfobj.BpfMapSlPolicyCidr, &m.PolicyCIDR},
+		{bpfobj.BpfMapSlPolicyRev, &m.PolicyRev},
 	} {
 		path := filepath.Join(root, x.name)
 		mp, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
@@ -98,17 +114,30 @@ func addrTo(a netip.Addr) [16]uint8 {
 // ntohs/htons: ports are stored in network byte order in the maps.
 func ntohs(v uint16) uint16 { return v<<8 | v>>8 }
 
+// Endpoint policy flags, as SL_EP_F_POLICY_* in bpf/include/sluice/types.h.
+const (
+	EPFlagPolicyIngress  uint32 = 1 << 2
+	EPFlagPolicyEgress   uint32 = 1 << 3
+	EPFlagPolicyAudit    uint32 = 1 << 4
+	EPFlagPolicyOverflow uint32 = 1 << 5
+	epFlagsPolicy               = EPFlagPolicyIngress | EPFlagPolicyEgress | EPFlagPolicyAudit | EPFlagPolicyOverflow
+)
+
 // EndpointEntry is one row of sl_endpoints.
 type EndpointEntry struct {
 	IfIndex uint32     `json:"ifindex"`
 	ID      uint32     `json:"id"`
 	IPv4    netip.Addr `json:"ipv4,omitzero"`
 	IPv6    netip.Addr `json:"ipv6,omitzero"`
+	// Identity is the pod's security identity.
+	Identity uint32 `json:"identity,omitempty"`
+	// PolicyFlags are EPFlagPolicy* bits.
+	PolicyFlags uint32 `json:"policyFlags,omitempty"`
 }
 
 // PutEndpoint creates or updates an endpoint entry.
 func (m *Maps) PutEndpoint(e EndpointEntry) error {
-	v := bpfobj.BpfSlEndpoint{EpId: e.ID}
+	v := bpfobj.BpfSlEndpoint{EpId: e.ID, Identity: e.Identity, Flags: e.PolicyFlags & epFlagsPolicy}
 	if e.IPv4.Is4() {
 		v.Flags |= 1 // SL_EP_F_HAS_IPV4
 		v.Ipv4.Addr6 = addrTo(e.IPv4)
@@ -117,10 +146,47 @@ func (m *Maps) PutEndpoint(e EndpointEntry) error {
 		v.Flags |= 2 // SL_EP_F_HAS_IPV6
 		v.Ipv6.Addr6 = addrTo(e.IPv6)
 	}
+	m.lockEndpoints()
+	defer m.unlockEndpoints()
 	if err := m.Endpoints.Put(e.IfIndex, &v); err != nil {
 		return fmt.Errorf("write endpoint %d (ifindex %d): %w", e.ID, e.IfIndex, err)
 	}
 	return nil
+}
+
+// SetEndpointPolicy changes the identity and policy flags of the endpoint
+// entry at ifindex, if it still is endpoint epID. It reports whether the
+// entry was there to change.
+func (m *Maps) SetEndpointPolicy(ifindex, epID, identity, flags uint32) (bool, error) {
+	m.lockEndpoints()
+	defer m.unlockEndpoints()
+	var v bpfobj.BpfSlEndpoint
+	if err := m.Endpoints.Lookup(ifindex, &v); errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("read endpoint ifindex %d: %w", ifindex, err)
+	}
+	if v.EpId != epID {
+		return false, nil
+	}
+	v.Identity = identity
+	v.Flags = v.Flags&^epFlagsPolicy | flags&epFlagsPolicy
+	if err := m.Endpoints.Put(ifindex, &v); err != nil {
+		return false, fmt.Errorf("write endpoint %d (ifindex %d): %w", epID, ifindex, err)
+	}
+	return true, nil
+}
+
+func (m *Maps) lockEndpoints() {
+	if m.epMu != nil {
+		m.epMu.Lock()
+	}
+}
+
+func (m *Maps) unlockEndpoints() {
+	if m.epMu != nil {
+		m.epMu.Unlock()
+	}
 }
 
 // DeleteEndpoint removes the entry for ifindex, if any.
@@ -159,7 +225,7 @@ func (m *Maps) ListEndpoints() ([]EndpointEntry, error) {
 	)
 	it := m.Endpoints.Iterate()
 	for it.Next(&k, &v) {
-		e := EndpointEntry{IfIndex: k, ID: v.EpId}
+		e := EndpointEntry{IfIndex: k, ID: v.EpId, Identity: v.Identity, PolicyFlags: v.Flags & epFlagsPolicy}
 		if v.Flags&1 != 0 {
 			e.IPv4 = addrFrom(v.Ipv4.Addr6, unix.AF_INET)
 		}

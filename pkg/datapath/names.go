@@ -23,6 +23,10 @@ var (
 		b.BpfSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED: "NAT_PORTS_EXHAUSTED",
 		b.BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND:      "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND",
 		b.BpfSlDropReasonSL_DROP_NOT_IN_SRC_RANGE:    "NOT_IN_SRC_RANGE",
+		b.BpfSlDropReasonSL_DROP_POLICY_DENIED:       "POLICY_DENIED",
+		b.BpfSlDropReasonSL_DROP_UNSUPPORTED_L3:      "UNSUPPORTED_L3_PROTOCOL",
+		b.BpfSlDropReasonSL_DROP_POLICY_REVOKED:      "POLICY_REVOKED",
+		b.BpfSlDropReasonSL_DROP_POLICY_OVERFLOW:     "POLICY_OVERFLOW",
 	}
 	metricNames = map[b.BpfSlMetric]string{
 		b.BpfSlMetricSL_METRIC_FORWARDED:       "forwarded",
@@ -34,6 +38,8 @@ var (
 		b.BpfSlMetricSL_METRIC_NO_ENDPOINT:     "no-endpoint",
 		b.BpfSlMetricSL_METRIC_FRAG_TABLE_FULL: "frag-table-full",
 		b.BpfSlMetricSL_METRIC_SOCK_DESTROYED:  "sockets-destroyed",
+		b.BpfSlMetricSL_METRIC_POLICY_AUDIT:    "policy-audit",
+		b.BpfSlMetricSL_METRIC_POLICY_REDIRECT: "policy-redirect",
 	}
 	ctStateNames = map[b.BpfSlCtState]string{
 		b.BpfSlCtStateSL_CT_NONE:        "none",
@@ -53,6 +59,13 @@ var (
 		b.BpfSlEventTypeSL_EVENT_CONN_NEW:  "trace",
 		b.BpfSlEventTypeSL_EVENT_DROP:      "drop",
 		b.BpfSlEventTypeSL_EVENT_TRANSLATE: "translate",
+	}
+	verdictNames = map[b.BpfSlPolicyVerdict]string{
+		b.BpfSlPolicyVerdictSL_VERDICT_NONE:     "none",
+		b.BpfSlPolicyVerdictSL_VERDICT_ALLOW:    "allowed",
+		b.BpfSlPolicyVerdictSL_VERDICT_REDIRECT: "redirected",
+		b.BpfSlPolicyVerdictSL_VERDICT_DENY:     "denied",
+		b.BpfSlPolicyVerdictSL_VERDICT_AUDIT:    "audit",
 	}
 	ctScopeNames = map[b.BpfSlCtScope]string{
 		b.BpfSlCtScopeSL_CT_SCOPE_FLOW:    "flow",
@@ -81,6 +94,9 @@ func DirName(d uint8) string { return name(dirNames, b.BpfSlDir(d)) }
 
 // EventTypeName names a ring buffer event type.
 func EventTypeName(t uint8) string { return name(eventTypeNames, b.BpfSlEventType(t)) }
+
+// VerdictName names a policy verdict.
+func VerdictName(v uint8) string { return name(verdictNames, b.BpfSlPolicyVerdict(v)) }
 
 // CTScopeName names a CT entry's scope.
 func CTScopeName(s uint8) string { return name(ctScopeNames, b.BpfSlCtScope(s)) }

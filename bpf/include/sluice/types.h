@@ -34,8 +34,10 @@ enum sl_dir {
 enum sl_drop_reason {
 	SL_DROP_NONE = 0,
 	SL_DROP_INVALID_SOURCE_IP = 132,      /* flow.DropReason_INVALID_SOURCE_IP */
+	SL_DROP_POLICY_DENIED = 133,          /* flow.DropReason_POLICY_DENIED: no rule allows it */
 	SL_DROP_INVALID_PACKET = 134,         /* flow.DropReason_INVALID_PACKET_DROPPED */
 	SL_DROP_CT_INVALID_HDR = 135,         /* flow.DropReason_CT_TRUNCATED_OR_INVALID_HEADER */
+	SL_DROP_UNSUPPORTED_L3 = 139,         /* flow.DropReason_UNSUPPORTED_L3_PROTOCOL: IPv6 of a policy-enforced endpoint */
 	SL_DROP_WRITE_ERROR = 141,            /* flow.DropReason_ERROR_WRITING_TO_PACKET */
 	SL_DROP_CT_MAP_FULL = 155,            /* flow.DropReason_CT_MAP_INSERTION_FAILED */
 	SL_DROP_NO_SERVICE_BACKEND = 158,     /* flow.DropReason_SERVICE_BACKEND_NOT_FOUND */
@@ -49,6 +51,12 @@ enum sl_drop_reason {
 	SL_DROP_NO_LOCAL_BACKEND = 1000,
 	/* No source port left for SNAT toward a remote backend. */
 	SL_DROP_NAT_PORTS_EXHAUSTED = 1001,
+	/* A connection the endpoint's policy admitted is no longer allowed
+	 * after a policy (or identity) change: cut, TCP with an RST both ways. */
+	SL_DROP_POLICY_REVOKED = 1002,
+	/* The endpoint's policy did not fit its map (--policy-map-max): it
+	 * fails closed until it fits; `sluice status` names the endpoint. */
+	SL_DROP_POLICY_OVERFLOW = 1003,
 	SL_DROP_FIB_LOOKUP_FAILED = 169, /* flow.DropReason_FIB_LOOKUP_FAILED */
 };
 
@@ -63,6 +71,8 @@ enum sl_metric {
 	SL_METRIC_NO_ENDPOINT = 7,  /* program ran on an interface with no endpoint entry */
 	SL_METRIC_FRAG_TABLE_FULL = 8, /* a first fragment's ports could not be remembered */
 	SL_METRIC_SOCK_DESTROYED = 9,  /* a socket connected to a removed backend was destroyed */
+	SL_METRIC_POLICY_AUDIT = 10,   /* audit mode: would have been denied, forwarded */
+	SL_METRIC_POLICY_REDIRECT = 11, /* allowed with an L7 proxy redirect verdict */
 };
 
 /* Per-CPU counter key: what, which direction, and the drop reason. */
@@ -79,14 +89,99 @@ struct sl_metrics_val {
 
 /* A local endpoint (pod), keyed by the ifindex of its host-side interface. */
 struct sl_endpoint {
-	__u32 ep_id;  /* agent-allocated endpoint ID, scopes CT entries */
-	__u32 flags;  /* SL_EP_F_* */
+	__u32 ep_id;    /* agent-allocated endpoint ID, scopes CT entries */
+	__u32 flags;    /* SL_EP_F_* */
+	__u32 identity; /* the pod's security identity */
+	__u32 pad;
 	union sl_addr ipv4;
 	union sl_addr ipv6;
 };
 
 #define SL_EP_F_HAS_IPV4 (1U << 0)
 #define SL_EP_F_HAS_IPV6 (1U << 1)
+/* Selected by a policy for ingress / egress: default deny that way, and
+ * new connections are checked against sl_policy[ep_id]. */
+#define SL_EP_F_POLICY_INGRESS (1U << 2)
+#define SL_EP_F_POLICY_EGRESS (1U << 3)
+/* Audit mode: would-be denials are forwarded and reported as AUDIT. */
+#define SL_EP_F_POLICY_AUDIT (1U << 4)
+/* The policy did not fit: every new connection is dropped (POLICY_OVERFLOW). */
+#define SL_EP_F_POLICY_OVERFLOW (1U << 5)
+
+/*
+ * Security identities. Reserved ones use Cilium's numbers; the agent
+ * allocates the others (one per distinct set of pod and namespace labels)
+ * from SL_ID_ALLOC_BASE. Per-endpoint CIDR classes (ipBlock rules, and
+ * pods addressed by named egress ports) start at SL_ID_LOCAL_CIDR_BASE.
+ */
+enum sl_identity_reserved {
+	SL_ID_ANY = 0,          /* policy keys: any peer */
+	SL_ID_HOST = 1,         /* the node itself: traffic it originates */
+	SL_ID_WORLD = 2,        /* not in the ipcache: outside the cluster */
+	SL_ID_REMOTE_NODE = 6,  /* another node of the cluster */
+	SL_ID_ALLOC_BASE = 256,
+	SL_ID_LOCAL_CIDR_BASE = 16777216, /* 1 << 24 */
+};
+
+/* The ipcache: every known address of the cluster to its identity.
+ * prefixlen = 32 (family and padding) + address bits. */
+struct sl_ipcache_key {
+	__u32 prefixlen;
+	__u8 family;
+	__u8 pad[3];
+	union sl_addr addr;
+};
+
+struct sl_ipcache_val {
+	__u32 identity;
+	/* A pod of this node: its endpoint ID, so a decision that belongs to
+	 * the destination (an ingress L7 redirect) can be looked up on the
+	 * client's side, where bpf_sk_assign works. 0 otherwise. */
+	__u32 ep_id;
+};
+
+enum sl_policy_verdict {
+	SL_VERDICT_NONE = 0,     /* not enforced in this direction */
+	SL_VERDICT_ALLOW = 1,
+	SL_VERDICT_REDIRECT = 2, /* allowed through the node's L7 proxy (proxy_port) */
+	SL_VERDICT_DENY = 3,
+	SL_VERDICT_AUDIT = 4,    /* denied by policy, forwarded in audit mode */
+};
+
+/*
+ * An endpoint's policy: an LPM trie per endpoint. Bits in key order:
+ * identity (32, always exact), direction (8, exact), then optionally the
+ * protocol (8) and a prefix of the destination port (0..16 bits):
+ *   prefixlen 40          any protocol, any port
+ *   prefixlen 48          this protocol, any port
+ *   prefixlen 48 + n      this protocol, ports sharing the first n bits
+ * The datapath looks up the peer's identity, the peer's CIDR class and
+ * identity 0 (any peer); the longest match wins (see policy.h).
+ */
+struct sl_policy_key {
+	__u32 prefixlen;
+	__u32 identity;
+	__u8 dir;   /* enum sl_dir */
+	__u8 proto;
+	__be16 dport;
+};
+
+struct sl_policy_entry {
+	__u32 rule;       /* the deciding rule, for verdict events (agent's table) */
+	__u16 proxy_port; /* SL_VERDICT_REDIRECT: the proxy's port, host order */
+	__u8 verdict;     /* SL_VERDICT_ALLOW or SL_VERDICT_REDIRECT */
+	__u8 prefixlen;   /* the key's prefixlen, to rank matches across lookups */
+};
+
+/* An endpoint's CIDR classes (ipBlock): the longest matching prefix gives
+ * the class identity to look up in its policy. prefixlen = 32 + bits. */
+struct sl_policy_cidr_key {
+	__u32 prefixlen;
+	__u8 dir;
+	__u8 family;
+	__u8 pad[2];
+	union sl_addr addr;
+};
 
 /*
  * Connection tracking. Every endpoint has its own view: the key carries the
@@ -144,7 +239,18 @@ struct sl_ct_entry {
 	__u8 nat_flags;  /* SL_CT_NAT_* */
 	__u8 pad;
 	__be16 nat_port; /* SERVICE entries on an uplink: the SNAT source port */
+	/* Policy: the revision (sl_policy_rev) the connection was last
+	 * admitted under; on a newer one it is checked again. */
+	__u32 policy_rev;
+	__u32 policy_rule;  /* the rule that admitted it (0: not enforced / default) */
+	__u16 proxy_port;   /* SL_VERDICT_REDIRECT */
+	__u8 policy_verdict; /* enum sl_policy_verdict */
+	__u8 policy_flags;  /* SL_CT_POL_* */
 };
+
+/* Admitted as traffic the node itself originated (host identity): kept,
+ * since a reply cannot tell who originated the connection. */
+#define SL_CT_POL_FROM_HOST (1U << 0)
 
 /* A hairpin connection: a pod reached its own service and landed on
  * itself; the source was translated to the service loopback address. */
@@ -203,6 +309,15 @@ struct sl_event {
 	union sl_addr vip;
 	__u64 sock_cookie; /* socket LB events: the socket */
 	__u64 cgroup_id;   /* socket LB events: the caller's cgroup (its pod) */
+	/* Policy verdict of a new connection, or of a policy drop: the
+	 * identities of both ends and the deciding rule (0: default deny or
+	 * not enforced). verdict SL_VERDICT_NONE: no policy applied. */
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 policy_rule;
+	__u8 verdict;
+	__u8 pad3;
+	__u16 proxy_port;
 };
 
 /*

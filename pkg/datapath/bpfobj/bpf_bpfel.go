@@ -14,22 +14,28 @@ import (
 )
 
 type BpfSlCtEntry struct {
-	_            structs.HostLayout
-	Expires      uint64
-	Created      uint64
-	PacketsOrig  uint64
-	BytesOrig    uint64
-	PacketsReply uint64
-	BytesReply   uint64
-	State        uint8
-	Origin       uint8
-	FlagsOrig    uint8
-	FlagsReply   uint8
-	RevNatId     uint32
-	BackendId    uint32
-	NatFlags     uint8
-	Pad          uint8
-	NatPort      uint16
+	_             structs.HostLayout
+	Expires       uint64
+	Created       uint64
+	PacketsOrig   uint64
+	BytesOrig     uint64
+	PacketsReply  uint64
+	BytesReply    uint64
+	State         uint8
+	Origin        uint8
+	FlagsOrig     uint8
+	FlagsReply    uint8
+	RevNatId      uint32
+	BackendId     uint32
+	NatFlags      uint8
+	Pad           uint8
+	NatPort       uint16
+	PolicyRev     uint32
+	PolicyRule    uint32
+	ProxyPort     uint16
+	PolicyVerdict uint8
+	PolicyFlags   uint8
+	_             [4]byte
 }
 
 type BpfSlCtKey struct {
@@ -83,8 +89,10 @@ type BpfSlDropReason uint32
 const (
 	BpfSlDropReasonSL_DROP_NONE                BpfSlDropReason = 0
 	BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP   BpfSlDropReason = 132
+	BpfSlDropReasonSL_DROP_POLICY_DENIED       BpfSlDropReason = 133
 	BpfSlDropReasonSL_DROP_INVALID_PACKET      BpfSlDropReason = 134
 	BpfSlDropReasonSL_DROP_CT_INVALID_HDR      BpfSlDropReason = 135
+	BpfSlDropReasonSL_DROP_UNSUPPORTED_L3      BpfSlDropReason = 139
 	BpfSlDropReasonSL_DROP_WRITE_ERROR         BpfSlDropReason = 141
 	BpfSlDropReasonSL_DROP_CT_MAP_FULL         BpfSlDropReason = 155
 	BpfSlDropReasonSL_DROP_NO_SERVICE_BACKEND  BpfSlDropReason = 158
@@ -93,14 +101,18 @@ const (
 	BpfSlDropReasonSL_DROP_SLUICE_BASE         BpfSlDropReason = 1000
 	BpfSlDropReasonSL_DROP_NO_LOCAL_BACKEND    BpfSlDropReason = 1000
 	BpfSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED BpfSlDropReason = 1001
+	BpfSlDropReasonSL_DROP_POLICY_REVOKED      BpfSlDropReason = 1002
+	BpfSlDropReasonSL_DROP_POLICY_OVERFLOW     BpfSlDropReason = 1003
 	BpfSlDropReasonSL_DROP_FIB_LOOKUP_FAILED   BpfSlDropReason = 169
 )
 
 type BpfSlEndpoint struct {
-	_     structs.HostLayout
-	EpId  uint32
-	Flags uint32
-	Ipv4  struct {
+	_        structs.HostLayout
+	EpId     uint32
+	Flags    uint32
+	Identity uint32
+	Pad      uint32
+	Ipv4     struct {
 		_     structs.HostLayout
 		Addr6 [16]uint8
 	}
@@ -140,8 +152,14 @@ type BpfSlEvent struct {
 		_     structs.HostLayout
 		Addr6 [16]uint8
 	}
-	SockCookie uint64
-	CgroupId   uint64
+	SockCookie  uint64
+	CgroupId    uint64
+	SrcIdentity uint32
+	DstIdentity uint32
+	PolicyRule  uint32
+	Verdict     uint8
+	Pad3        uint8
+	ProxyPort   uint16
 }
 
 type BpfSlEventType uint32
@@ -165,6 +183,34 @@ type BpfSlFragVal struct {
 	_     structs.HostLayout
 	Sport uint16
 	Dport uint16
+}
+
+type BpfSlIdentityReserved uint32
+
+const (
+	BpfSlIdentityReservedSL_ID_ANY             BpfSlIdentityReserved = 0
+	BpfSlIdentityReservedSL_ID_HOST            BpfSlIdentityReserved = 1
+	BpfSlIdentityReservedSL_ID_WORLD           BpfSlIdentityReserved = 2
+	BpfSlIdentityReservedSL_ID_REMOTE_NODE     BpfSlIdentityReserved = 6
+	BpfSlIdentityReservedSL_ID_ALLOC_BASE      BpfSlIdentityReserved = 256
+	BpfSlIdentityReservedSL_ID_LOCAL_CIDR_BASE BpfSlIdentityReserved = 16777216
+)
+
+type BpfSlIpcacheKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Family    uint8
+	Pad       [3]uint8
+	Addr      struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+}
+
+type BpfSlIpcacheVal struct {
+	_        structs.HostLayout
+	Identity uint32
+	EpId     uint32
 }
 
 type BpfSlLayoutKey struct {
@@ -276,6 +322,8 @@ const (
 	BpfSlMetricSL_METRIC_NO_ENDPOINT     BpfSlMetric = 7
 	BpfSlMetricSL_METRIC_FRAG_TABLE_FULL BpfSlMetric = 8
 	BpfSlMetricSL_METRIC_SOCK_DESTROYED  BpfSlMetric = 9
+	BpfSlMetricSL_METRIC_POLICY_AUDIT    BpfSlMetric = 10
+	BpfSlMetricSL_METRIC_POLICY_REDIRECT BpfSlMetric = 11
 )
 
 type BpfSlMetricsKey struct {
@@ -322,6 +370,45 @@ type BpfSlNatVal struct {
 	Pad         uint16
 }
 
+type BpfSlPolicyCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Dir       uint8
+	Family    uint8
+	Pad       [2]uint8
+	Addr      struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+}
+
+type BpfSlPolicyEntry struct {
+	_         structs.HostLayout
+	Rule      uint32
+	ProxyPort uint16
+	Verdict   uint8
+	Prefixlen uint8
+}
+
+type BpfSlPolicyKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Identity  uint32
+	Dir       uint8
+	Proto     uint8
+	Dport     uint16
+}
+
+type BpfSlPolicyVerdict uint32
+
+const (
+	BpfSlPolicyVerdictSL_VERDICT_NONE     BpfSlPolicyVerdict = 0
+	BpfSlPolicyVerdictSL_VERDICT_ALLOW    BpfSlPolicyVerdict = 1
+	BpfSlPolicyVerdictSL_VERDICT_REDIRECT BpfSlPolicyVerdict = 2
+	BpfSlPolicyVerdictSL_VERDICT_DENY     BpfSlPolicyVerdict = 3
+	BpfSlPolicyVerdictSL_VERDICT_AUDIT    BpfSlPolicyVerdict = 4
+)
+
 type BpfSlSockDestroyKey struct {
 	_    structs.HostLayout
 	Addr struct {
@@ -345,41 +432,50 @@ type BpfSlUplink struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BpfMapSlCt             = "sl_ct"
-	BpfMapSlEndpoints      = "sl_endpoints"
-	BpfMapSlEvents         = "sl_events"
-	BpfMapSlFrag           = "sl_frag"
-	BpfMapSlLayout         = "sl_layout"
-	BpfMapSlLbAffinity     = "sl_lb_affinity"
-	BpfMapSlLbBackends     = "sl_lb_backends"
-	BpfMapSlLbMaglev       = "sl_lb_maglev"
-	BpfMapSlLbRevnat       = "sl_lb_revnat"
-	BpfMapSlLbSock         = "sl_lb_sock"
-	BpfMapSlLbSrcRange     = "sl_lb_src_range"
-	BpfMapSlLbSvc          = "sl_lb_svc"
-	BpfMapSlMetrics        = "sl_metrics"
-	BpfMapSlNat            = "sl_nat"
-	BpfMapSlSockDestroy    = "sl_sock_destroy"
-	BpfMapSlUplinks        = "sl_uplinks"
-	BpfProgSlFromEp        = "sl_from_ep"
-	BpfProgSlToEp          = "sl_to_ep"
-	BpfVarSlCtScope        = "_sl_ct_scope"
-	BpfVarSlCtState        = "_sl_ct_state"
-	BpfVarSlDir            = "_sl_dir"
-	BpfVarSlDropReason     = "_sl_drop_reason"
-	BpfVarSlEvent          = "_sl_event"
-	BpfVarSlEventType      = "_sl_event_type"
-	BpfVarSlLbBackendState = "_sl_lb_backend_state"
-	BpfVarSlMetric         = "_sl_metric"
-	BpfVarCtTimeoutCloseNs = "ct_timeout_close_ns"
-	BpfVarCtTimeoutOtherNs = "ct_timeout_other_ns"
-	BpfVarCtTimeoutSynNs   = "ct_timeout_syn_ns"
-	BpfVarCtTimeoutTcpNs   = "ct_timeout_tcp_ns"
-	BpfVarEnableAntispoof  = "enable_antispoof"
-	BpfVarEventsRingSize   = "events_ring_size"
-	BpfVarMaglevSize       = "maglev_size"
-	BpfVarSnatPortMax      = "snat_port_max"
-	BpfVarSnatPortMin      = "snat_port_min"
+	BpfMapSlCt               = "sl_ct"
+	BpfMapSlEndpoints        = "sl_endpoints"
+	BpfMapSlEvents           = "sl_events"
+	BpfMapSlFrag             = "sl_frag"
+	BpfMapSlIpcache          = "sl_ipcache"
+	BpfMapSlLayout           = "sl_layout"
+	BpfMapSlLbAffinity       = "sl_lb_affinity"
+	BpfMapSlLbBackends       = "sl_lb_backends"
+	BpfMapSlLbMaglev         = "sl_lb_maglev"
+	BpfMapSlLbRevnat         = "sl_lb_revnat"
+	BpfMapSlLbSock           = "sl_lb_sock"
+	BpfMapSlLbSrcRange       = "sl_lb_src_range"
+	BpfMapSlLbSvc            = "sl_lb_svc"
+	BpfMapSlMetrics          = "sl_metrics"
+	BpfMapSlNat              = "sl_nat"
+	BpfMapSlPolicy           = "sl_policy"
+	BpfMapSlPolicyCidr       = "sl_policy_cidr"
+	BpfMapSlPolicyRev        = "sl_policy_rev"
+	BpfMapSlSockDestroy      = "sl_sock_destroy"
+	BpfMapSlUplinks          = "sl_uplinks"
+	BpfProgSlFromEp          = "sl_from_ep"
+	BpfProgSlToEp            = "sl_to_ep"
+	BpfVarSlCtScope          = "_sl_ct_scope"
+	BpfVarSlCtState          = "_sl_ct_state"
+	BpfVarSlDir              = "_sl_dir"
+	BpfVarSlDropReason       = "_sl_drop_reason"
+	BpfVarSlEvent            = "_sl_event"
+	BpfVarSlEventType        = "_sl_event_type"
+	BpfVarSlIdentityReserved = "_sl_identity_reserved"
+	BpfVarSlLbBackendState   = "_sl_lb_backend_state"
+	BpfVarSlMetric           = "_sl_metric"
+	BpfVarSlPolicyCidrKey    = "_sl_policy_cidr_key"
+	BpfVarSlPolicyEntry      = "_sl_policy_entry"
+	BpfVarSlPolicyKey        = "_sl_policy_key"
+	BpfVarSlPolicyVerdict    = "_sl_policy_verdict"
+	BpfVarCtTimeoutCloseNs   = "ct_timeout_close_ns"
+	BpfVarCtTimeoutOtherNs   = "ct_timeout_other_ns"
+	BpfVarCtTimeoutSynNs     = "ct_timeout_syn_ns"
+	BpfVarCtTimeoutTcpNs     = "ct_timeout_tcp_ns"
+	BpfVarEnableAntispoof    = "enable_antispoof"
+	BpfVarEventsRingSize     = "events_ring_size"
+	BpfVarMaglevSize         = "maglev_size"
+	BpfVarSnatPortMax        = "snat_port_max"
+	BpfVarSnatPortMin        = "snat_port_min"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -436,6 +532,7 @@ type BpfMapSpecs struct {
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
 	SlLbBackends  *ebpf.MapSpec `ebpf:"sl_lb_backends"`
@@ -446,6 +543,9 @@ type BpfMapSpecs struct {
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
+	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
+	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
+	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
@@ -454,23 +554,28 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
-	SlCtScope        *ebpf.VariableSpec `ebpf:"_sl_ct_scope"`
-	SlCtState        *ebpf.VariableSpec `ebpf:"_sl_ct_state"`
-	SlDir            *ebpf.VariableSpec `ebpf:"_sl_dir"`
-	SlDropReason     *ebpf.VariableSpec `ebpf:"_sl_drop_reason"`
-	SlEvent          *ebpf.VariableSpec `ebpf:"_sl_event"`
-	SlEventType      *ebpf.VariableSpec `ebpf:"_sl_event_type"`
-	SlLbBackendState *ebpf.VariableSpec `ebpf:"_sl_lb_backend_state"`
-	SlMetric         *ebpf.VariableSpec `ebpf:"_sl_metric"`
-	CtTimeoutCloseNs *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
-	EventsRingSize   *ebpf.VariableSpec `ebpf:"events_ring_size"`
-	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
-	SnatPortMax      *ebpf.VariableSpec `ebpf:"snat_port_max"`
-	SnatPortMin      *ebpf.VariableSpec `ebpf:"snat_port_min"`
+	SlCtScope          *ebpf.VariableSpec `ebpf:"_sl_ct_scope"`
+	SlCtState          *ebpf.VariableSpec `ebpf:"_sl_ct_state"`
+	SlDir              *ebpf.VariableSpec `ebpf:"_sl_dir"`
+	SlDropReason       *ebpf.VariableSpec `ebpf:"_sl_drop_reason"`
+	SlEvent            *ebpf.VariableSpec `ebpf:"_sl_event"`
+	SlEventType        *ebpf.VariableSpec `ebpf:"_sl_event_type"`
+	SlIdentityReserved *ebpf.VariableSpec `ebpf:"_sl_identity_reserved"`
+	SlLbBackendState   *ebpf.VariableSpec `ebpf:"_sl_lb_backend_state"`
+	SlMetric           *ebpf.VariableSpec `ebpf:"_sl_metric"`
+	SlPolicyCidrKey    *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry      *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey        *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
+	SlPolicyVerdict    *ebpf.VariableSpec `ebpf:"_sl_policy_verdict"`
+	CtTimeoutCloseNs   *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs   *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs     *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
+	EnableAntispoof    *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EventsRingSize     *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	MaglevSize         *ebpf.VariableSpec `ebpf:"maglev_size"`
+	SnatPortMax        *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin        *ebpf.VariableSpec `ebpf:"snat_port_min"`
 }
 
 // BpfObjects contains all objects after they have been loaded into the kernel.
@@ -497,6 +602,7 @@ type BpfMaps struct {
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
 	SlLbBackends  *ebpf.Map `ebpf:"sl_lb_backends"`
@@ -507,6 +613,9 @@ type BpfMaps struct {
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
+	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
+	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
+	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
@@ -517,6 +626,7 @@ func (m *BpfMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
+		m.SlIpcache,
 		m.SlLayout,
 		m.SlLbAffinity,
 		m.SlLbBackends,
@@ -527,6 +637,9 @@ func (m *BpfMaps) Close() error {
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
+		m.SlPolicy,
+		m.SlPolicyCidr,
+		m.SlPolicyRev,
 		m.SlSockDestroy,
 		m.SlUplinks,
 	)
@@ -536,23 +649,28 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
-	SlCtScope        *ebpf.Variable `ebpf:"_sl_ct_scope"`
-	SlCtState        *ebpf.Variable `ebpf:"_sl_ct_state"`
-	SlDir            *ebpf.Variable `ebpf:"_sl_dir"`
-	SlDropReason     *ebpf.Variable `ebpf:"_sl_drop_reason"`
-	SlEvent          *ebpf.Variable `ebpf:"_sl_event"`
-	SlEventType      *ebpf.Variable `ebpf:"_sl_event_type"`
-	SlLbBackendState *ebpf.Variable `ebpf:"_sl_lb_backend_state"`
-	SlMetric         *ebpf.Variable `ebpf:"_sl_metric"`
-	CtTimeoutCloseNs *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
-	EventsRingSize   *ebpf.Variable `ebpf:"events_ring_size"`
-	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
-	SnatPortMax      *ebpf.Variable `ebpf:"snat_port_max"`
-	SnatPortMin      *ebpf.Variable `ebpf:"snat_port_min"`
+	SlCtScope          *ebpf.Variable `ebpf:"_sl_ct_scope"`
+	SlCtState          *ebpf.Variable `ebpf:"_sl_ct_state"`
+	SlDir              *ebpf.Variable `ebpf:"_sl_dir"`
+	SlDropReason       *ebpf.Variable `ebpf:"_sl_drop_reason"`
+	SlEvent            *ebpf.Variable `ebpf:"_sl_event"`
+	SlEventType        *ebpf.Variable `ebpf:"_sl_event_type"`
+	SlIdentityReserved *ebpf.Variable `ebpf:"_sl_identity_reserved"`
+	SlLbBackendState   *ebpf.Variable `ebpf:"_sl_lb_backend_state"`
+	SlMetric           *ebpf.Variable `ebpf:"_sl_metric"`
+	SlPolicyCidrKey    *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry      *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey        *ebpf.Variable `ebpf:"_sl_policy_key"`
+	SlPolicyVerdict    *ebpf.Variable `ebpf:"_sl_policy_verdict"`
+	CtTimeoutCloseNs   *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs   *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs     *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs     *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
+	EnableAntispoof    *ebpf.Variable `ebpf:"enable_antispoof"`
+	EventsRingSize     *ebpf.Variable `ebpf:"events_ring_size"`
+	MaglevSize         *ebpf.Variable `ebpf:"maglev_size"`
+	SnatPortMax        *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin        *ebpf.Variable `ebpf:"snat_port_min"`
 }
 
 // BpfPrograms contains all programs after they have been loaded into the kernel.

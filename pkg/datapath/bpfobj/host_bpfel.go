@@ -20,6 +20,7 @@ const (
 	HostMapSlEndpoints      = "sl_endpoints"
 	HostMapSlEvents         = "sl_events"
 	HostMapSlFrag           = "sl_frag"
+	HostMapSlIpcache        = "sl_ipcache"
 	HostMapSlLayout         = "sl_layout"
 	HostMapSlLbAffinity     = "sl_lb_affinity"
 	HostMapSlLbBackends     = "sl_lb_backends"
@@ -30,10 +31,16 @@ const (
 	HostMapSlLbSvc          = "sl_lb_svc"
 	HostMapSlMetrics        = "sl_metrics"
 	HostMapSlNat            = "sl_nat"
+	HostMapSlPolicy         = "sl_policy"
+	HostMapSlPolicyCidr     = "sl_policy_cidr"
+	HostMapSlPolicyRev      = "sl_policy_rev"
 	HostMapSlSockDestroy    = "sl_sock_destroy"
 	HostMapSlUplinks        = "sl_uplinks"
 	HostProgSlFromNetdev    = "sl_from_netdev"
 	HostProgSlToNetdev      = "sl_to_netdev"
+	HostVarSlPolicyCidrKey  = "_sl_policy_cidr_key"
+	HostVarSlPolicyEntry    = "_sl_policy_entry"
+	HostVarSlPolicyKey      = "_sl_policy_key"
 	HostVarCtTimeoutCloseNs = "ct_timeout_close_ns"
 	HostVarCtTimeoutOtherNs = "ct_timeout_other_ns"
 	HostVarCtTimeoutSynNs   = "ct_timeout_syn_ns"
@@ -99,6 +106,7 @@ type HostMapSpecs struct {
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
 	SlLbBackends  *ebpf.MapSpec `ebpf:"sl_lb_backends"`
@@ -109,6 +117,9 @@ type HostMapSpecs struct {
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
+	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
+	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
+	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
@@ -117,6 +128,9 @@ type HostMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type HostVariableSpecs struct {
+	SlPolicyCidrKey  *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry    *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey      *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
 	CtTimeoutCloseNs *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
 	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
@@ -152,6 +166,7 @@ type HostMaps struct {
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
 	SlLbBackends  *ebpf.Map `ebpf:"sl_lb_backends"`
@@ -162,6 +177,9 @@ type HostMaps struct {
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
+	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
+	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
+	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
@@ -172,6 +190,7 @@ func (m *HostMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
+		m.SlIpcache,
 		m.SlLayout,
 		m.SlLbAffinity,
 		m.SlLbBackends,
@@ -182,6 +201,9 @@ func (m *HostMaps) Close() error {
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
+		m.SlPolicy,
+		m.SlPolicyCidr,
+		m.SlPolicyRev,
 		m.SlSockDestroy,
 		m.SlUplinks,
 	)
@@ -191,6 +213,9 @@ func (m *HostMaps) Close() error {
 //
 // It can be passed to LoadHostObjects or ebpf.CollectionSpec.LoadAndAssign.
 type HostVariables struct {
+	SlPolicyCidrKey  *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry    *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey      *ebpf.Variable `ebpf:"_sl_policy_key"`
 	CtTimeoutCloseNs *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
 	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`

@@ -20,6 +20,7 @@ const (
 	IterMapSlEndpoints      = "sl_endpoints"
 	IterMapSlEvents         = "sl_events"
 	IterMapSlFrag           = "sl_frag"
+	IterMapSlIpcache        = "sl_ipcache"
 	IterMapSlLayout         = "sl_layout"
 	IterMapSlLbAffinity     = "sl_lb_affinity"
 	IterMapSlLbBackends     = "sl_lb_backends"
@@ -30,9 +31,15 @@ const (
 	IterMapSlLbSvc          = "sl_lb_svc"
 	IterMapSlMetrics        = "sl_metrics"
 	IterMapSlNat            = "sl_nat"
+	IterMapSlPolicy         = "sl_policy"
+	IterMapSlPolicyCidr     = "sl_policy_cidr"
+	IterMapSlPolicyRev      = "sl_policy_rev"
 	IterMapSlSockDestroy    = "sl_sock_destroy"
 	IterMapSlUplinks        = "sl_uplinks"
 	IterProgSlDestroyUdp    = "sl_destroy_udp"
+	IterVarSlPolicyCidrKey  = "_sl_policy_cidr_key"
+	IterVarSlPolicyEntry    = "_sl_policy_entry"
+	IterVarSlPolicyKey      = "_sl_policy_key"
 	IterVarCtTimeoutCloseNs = "ct_timeout_close_ns"
 	IterVarCtTimeoutOtherNs = "ct_timeout_other_ns"
 	IterVarCtTimeoutSynNs   = "ct_timeout_syn_ns"
@@ -97,6 +104,7 @@ type IterMapSpecs struct {
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
 	SlLbBackends  *ebpf.MapSpec `ebpf:"sl_lb_backends"`
@@ -107,6 +115,9 @@ type IterMapSpecs struct {
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
+	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
+	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
+	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
@@ -115,6 +126,9 @@ type IterMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type IterVariableSpecs struct {
+	SlPolicyCidrKey  *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry    *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey      *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
 	CtTimeoutCloseNs *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
 	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
@@ -150,6 +164,7 @@ type IterMaps struct {
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
 	SlLbBackends  *ebpf.Map `ebpf:"sl_lb_backends"`
@@ -160,6 +175,9 @@ type IterMaps struct {
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
+	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
+	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
+	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
@@ -170,6 +188,7 @@ func (m *IterMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
+		m.SlIpcache,
 		m.SlLayout,
 		m.SlLbAffinity,
 		m.SlLbBackends,
@@ -180,6 +199,9 @@ func (m *IterMaps) Close() error {
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
+		m.SlPolicy,
+		m.SlPolicyCidr,
+		m.SlPolicyRev,
 		m.SlSockDestroy,
 		m.SlUplinks,
 	)
@@ -189,6 +211,9 @@ func (m *IterMaps) Close() error {
 //
 // It can be passed to LoadIterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type IterVariables struct {
+	SlPolicyCidrKey  *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry    *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey      *ebpf.Variable `ebpf:"_sl_policy_key"`
 	CtTimeoutCloseNs *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
 	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`

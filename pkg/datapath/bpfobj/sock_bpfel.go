@@ -20,6 +20,7 @@ const (
 	SockMapSlEndpoints         = "sl_endpoints"
 	SockMapSlEvents            = "sl_events"
 	SockMapSlFrag              = "sl_frag"
+	SockMapSlIpcache           = "sl_ipcache"
 	SockMapSlLayout            = "sl_layout"
 	SockMapSlLbAffinity        = "sl_lb_affinity"
 	SockMapSlLbBackends        = "sl_lb_backends"
@@ -30,12 +31,18 @@ const (
 	SockMapSlLbSvc             = "sl_lb_svc"
 	SockMapSlMetrics           = "sl_metrics"
 	SockMapSlNat               = "sl_nat"
+	SockMapSlPolicy            = "sl_policy"
+	SockMapSlPolicyCidr        = "sl_policy_cidr"
+	SockMapSlPolicyRev         = "sl_policy_rev"
 	SockMapSlSockDestroy       = "sl_sock_destroy"
 	SockMapSlUplinks           = "sl_uplinks"
 	SockProgSlSockConnect4     = "sl_sock_connect4"
 	SockProgSlSockGetpeername4 = "sl_sock_getpeername4"
 	SockProgSlSockRecvmsg4     = "sl_sock_recvmsg4"
 	SockProgSlSockSendmsg4     = "sl_sock_sendmsg4"
+	SockVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
+	SockVarSlPolicyEntry       = "_sl_policy_entry"
+	SockVarSlPolicyKey         = "_sl_policy_key"
 	SockVarCtTimeoutCloseNs    = "ct_timeout_close_ns"
 	SockVarCtTimeoutOtherNs    = "ct_timeout_other_ns"
 	SockVarCtTimeoutSynNs      = "ct_timeout_syn_ns"
@@ -105,6 +112,7 @@ type SockMapSpecs struct {
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
 	SlLbBackends  *ebpf.MapSpec `ebpf:"sl_lb_backends"`
@@ -115,6 +123,9 @@ type SockMapSpecs struct {
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
+	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
+	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
+	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
@@ -123,6 +134,9 @@ type SockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockVariableSpecs struct {
+	SlPolicyCidrKey  *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry    *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey      *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
 	CtTimeoutCloseNs *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
 	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
@@ -160,6 +174,7 @@ type SockMaps struct {
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
 	SlLbBackends  *ebpf.Map `ebpf:"sl_lb_backends"`
@@ -170,6 +185,9 @@ type SockMaps struct {
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
+	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
+	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
+	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
@@ -180,6 +198,7 @@ func (m *SockMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
+		m.SlIpcache,
 		m.SlLayout,
 		m.SlLbAffinity,
 		m.SlLbBackends,
@@ -190,6 +209,9 @@ func (m *SockMaps) Close() error {
 		m.SlLbSvc,
 		m.SlMetrics,
 		m.SlNat,
+		m.SlPolicy,
+		m.SlPolicyCidr,
+		m.SlPolicyRev,
 		m.SlSockDestroy,
 		m.SlUplinks,
 	)
@@ -199,6 +221,9 @@ func (m *SockMaps) Close() error {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockVariables struct {
+	SlPolicyCidrKey  *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry    *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey      *ebpf.Variable `ebpf:"_sl_policy_key"`
 	CtTimeoutCloseNs *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
 	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`

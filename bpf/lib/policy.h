@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Identity-aware network policy, per endpoint and direction.
+ *
+ *   pod A ──► sl_from_ep(A): LB picks the backend B, then A's EGRESS policy
+ *             is checked against B's identity (ipcache) and B's port
+ *   ──► sl_to_ep(B): B's INGRESS policy, against A's identity
+ *
+ * Only a connection's first packet is decided; its CT entry remembers the
+ * revision (sl_policy_rev) the decision was made under, and the rule. When
+ * the agent bumps the revision (policy, identity or ipcache change), each
+ * connection is decided again on its next packet, in its original
+ * direction; one that is no longer allowed is cut (POLICY_REVOKED) and, for
+ * TCP, both ends get an RST.
+ *
+ * A decision is three lookups in the endpoint's policy trie: the peer's
+ * identity, the peer address's CIDR class (ipBlock rules), and any peer.
+ * Each lookup returns the longest (protocol, port prefix) match for that
+ * identity; across lookups the longest match wins, then a proxy redirect
+ * over a plain allow, then the more specific peer (identity, class, any).
+ * Nothing matches: default deny.
+ */
+#ifndef SLUICE_POLICY_H
+#define SLUICE_POLICY_H
+
+#include "lb.h"
+
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6 58
+#endif
+
+/* skb->mark of the RSTs the datapath sends for revoked connections: the
+ * endpoint programs let them through. A pod cannot forge it: the mark is
+ * cleared when a packet crosses into another network namespace. */
+#define SL_MARK_POLICY_RST 0x51CE0001
+
+struct policy_result {
+	__u32 peer_id;    /* the peer's identity */
+	__u32 rule;       /* deciding rule (0: default deny / not enforced) */
+	__u16 proxy_port; /* SL_VERDICT_REDIRECT */
+	__u8 verdict;     /* enum sl_policy_verdict */
+	__u8 from_host;   /* the peer is the node itself (ingress) */
+};
+
+static __always_inline __u32 policy_rev_current(void)
+{
+	__u32 k = 0;
+	__u32 *v = bpf_map_lookup_elem(&sl_policy_rev, &k);
+
+	return v ? *v : 0;
+}
+
+static __always_inline __u32 ipcache_identity(__be32 addr)
+{
+	struct sl_ipcache_key k = { .prefixlen = 64, .family = AF_INET };
+	struct sl_ipcache_val *v;
+
+	k.addr.addr4 = addr;
+	v = bpf_map_lookup_elem(&sl_ipcache, &k);
+	return v ? v->identity : SL_ID_WORLD;
+}
+
+/*
+ * The identity of a connection's peer. Host is only what the node itself
+ * originates: at ingress, a packet from the node's own stack (it came in on
+ * no interface), whatever its source address. A forwarded packet whose
+ * source is a node address (an external connection the node source-NATed)
+ * is world, not host. A hairpinned connection (the pod reached itself
+ * through its service) comes from the service loopback: the pod itself.
+ */
+static __always_inline __u32 peer_identity(const struct sl_endpoint *ep, __u8 dir, __be32 peer, bool from_host)
+{
+	__u32 id;
+
+	if (dir == SL_DIR_INGRESS) {
+		if (from_host)
+			return SL_ID_HOST;
+		if (peer == SL_SERVICE_LOOPBACK)
+			return ep->identity;
+	}
+	id = ipcache_identity(peer);
+	if (dir == SL_DIR_INGRESS && id == SL_ID_HOST)
+		return SL_ID_WORLD;
+	return id;
+}
+
+struct policy_match {
+	__u32 rule;
+	__u16 proxy_port;
+	__u8 verdict;
+	__u16 score; /* 0: no match */
+};
+
+/* One lookup; kind ranks the peer's specificity (3 identity, 2 CIDR class, 1 any). */
+static __always_inline void policy_try(void *pm, __u32 identity, __u8 dir, __u8 proto, __be16 dport,
+				       __u16 kind, struct policy_match *best)
+{
+	struct sl_policy_key k = { .prefixlen = 64, .identity = identity, .dir = dir, .proto = proto, .dport = dport };
+	struct sl_policy_entry *e = bpf_map_lookup_elem(pm, &k);
+	__u16 score;
+
+	if (!e)
+		return;
+	score = ((__u16)e->prefixlen << 3) | (e->verdict == SL_VERDICT_REDIRECT ? 4 : 0) | kind;
+	if (score > best->score) {
+		best->score = score;
+		best->rule = e->rule;
+		best->verdict = e->verdict;
+		best->proxy_port = e->proxy_port;
+	}
+}
+
+/* Decide a connection of endpoint ep in direction dir with peer address
+ * peer and destination port dport. Fills res (verdict ALLOW, REDIRECT or
+ * DENY). */
+static __always_inline void policy_decide(const struct sl_endpoint *ep, __u8 dir, __u8 proto, __be16 dport,
+					  __be32 peer, struct policy_result *res)
+{
+	struct policy_match best = {};
+	void *pm, *cm;
+
+	res->verdict = SL_VERDICT_DENY;
+	res->rule = 0;
+	res->proxy_port = 0;
+	if (ep->flags & SL_EP_F_POLICY_OVERFLOW)
+		return;
+	pm = bpf_map_lookup_elem(&sl_policy, &ep->ep_id);
+	if (!pm)
+		return;
+	policy_try(pm, res->peer_id, dir, proto, dport, 3, &best);
+	cm = bpf_map_lookup_elem(&sl_policy_cidr, &ep->ep_id);
+	if (cm) {
+		struct sl_policy_cidr_key ck = { .prefixlen = 64, .dir = dir, .family = AF_INET };
+		__u32 *cls;
+
+		ck.addr.addr4 = peer;
+		cls = bpf_map_lookup_elem(cm, &ck);
+		if (cls)
+			policy_try(pm, *cls, dir, proto, dport, 2, &best);
+	}
+	policy_try(pm, SL_ID_ANY, dir, proto, dport, 1, &best);
+	if (best.score) {
+		res->verdict = best.verdict;
+		res->rule = best.rule;
+		res->proxy_port = best.proxy_port;
+	}
+}
+
+static __always_inline bool policy_enforced(const struct sl_endpoint *ep, __u8 dir)
+{
+	return ep->flags & (dir == SL_DIR_EGRESS ? SL_EP_F_POLICY_EGRESS : SL_EP_F_POLICY_INGRESS);
+}
+
+/*
+ * Check a connection in its original direction dir: peer is the other
+ * end's address, dport the connection's destination port. Sets res and
+ * returns the drop reason (SL_DROP_NONE to forward; audit mode forwards
+ * a denial as SL_VERDICT_AUDIT).
+ */
+static __always_inline int policy_check(const struct sl_endpoint *ep, __u8 dir, __u8 proto, __be16 dport,
+					__be32 peer, bool from_host, struct policy_result *res)
+{
+	res->from_host = from_host;
+	res->peer_id = peer_identity(ep, dir, peer, from_host);
+	if (!policy_enforced(ep, dir)) {
+		res->verdict = SL_VERDICT_NONE;
+		res->rule = 0;
+		return SL_DROP_NONE;
+	}
+	policy_decide(ep, dir, proto, dport, peer, res);
+	if (res->verdict != SL_VERDICT_DENY)
+		return SL_DROP_NONE;
+	if (ep->flags & SL_EP_F_POLICY_AUDIT) {
+		res->verdict = SL_VERDICT_AUDIT;
+		return SL_DROP_NONE;
+	}
+	return (ep->flags & SL_EP_F_POLICY_OVERFLOW) ? SL_DROP_POLICY_OVERFLOW : SL_DROP_POLICY_DENIED;
+}
+
+/* Record a decision in the connection's CT entry (key: original direction). */
+static __always_inline void policy_remember(const struct sl_ct_key *key, __u32 rev, const struct policy_result *res)
+{
+	struct sl_ct_entry *e = bpf_map_lookup_elem(&sl_ct, key);
+
+	if (!e)
+		return;
+	e->policy_rev = rev;
+	e->policy_rule = res->rule;
+	e->policy_verdict = res->verdict;
+	e->proxy_port = res->proxy_port;
+	e->policy_flags = res->from_host ? SL_CT_POL_FROM_HOST : 0;
+}
+
+/* IPv6 neighbour discovery (router/neighbour solicitation and
+ * advertisement, redirect): passes even where IPv6 is otherwise dropped. */
+static __always_inline bool ipv6_is_nd(struct __sk_buff *skb)
+{
+	__u8 nexthdr, type;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 6, &nexthdr, 1) < 0 || nexthdr != IPPROTO_ICMPV6)
+		return false;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 40, &type, 1) < 0)
+		return false;
+	return type >= 133 && type <= 137;
+}
+
+/* An RST: IPv4 without options, TCP without options. */
+struct tcp_rst {
+	struct iphdr ip;
+	struct tcphdr tcp;
+};
+
+struct tcp_pseudo {
+	__be32 saddr;
+	__be32 daddr;
+	__u8 zero;
+	__u8 proto;
+	__be16 len;
+};
+
+/*
+ * Turn the packet into a bare RST from saddr:sport to daddr:dport with
+ * sequence number seq. swap_mac reverses the Ethernet addresses (the RST
+ * goes back the way the packet came).
+ */
+static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be32 saddr, __be32 daddr,
+				     __be16 sport, __be16 dport, __be32 seq)
+{
+	struct tcp_rst r = {};
+	struct tcp_pseudo ph = { .saddr = saddr, .daddr = daddr, .proto = IPPROTO_TCP, .len = bpf_htons(sizeof(struct tcphdr)) };
+	struct ethhdr eth;
+	__u8 mac[ETH_ALEN];
+	__s64 sum;
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return -1;
+	if (swap_mac) {
+		__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
+		__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
+		__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
+	}
+	r.ip.version = 4;
+	r.ip.ihl = 5;
+	r.ip.ttl = 64;
+	r.ip.protocol = IPPROTO_TCP;
+	r.ip.tot_len = bpf_htons(sizeof(r));
+	r.ip.saddr = saddr;
+	r.ip.daddr = daddr;
+	r.ip.check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0));
+	r.tcp.source = sport;
+	r.tcp.dest = dport;
+	r.tcp.seq = seq;
+	r.tcp.doff = 5;
+	r.tcp.rst = 1;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	if (sum < 0)
+		return -1;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.tcp, sizeof(r.tcp), sum);
+	if (sum < 0)
+		return -1;
+	r.tcp.check = csum_fold(sum);
+	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0) < 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * Cut a revoked TCP connection: both ends get an RST. The packet in hand
+ * (going from src to dst) becomes the RST that continues to dst, with the
+ * packet's own sequence number; a clone becomes the RST back to src, with
+ * the sequence number src expects next (the packet's acknowledgement), sent
+ * back out of the interface it came from. Addresses are as each end knows
+ * them: back_saddr/back_sport is what src believes it talks to (a service
+ * VIP for a translated connection). Returns 0 when the packet is now the
+ * forward RST.
+ */
+static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const struct sl_pkt *pkt,
+					__be32 back_saddr, __be16 back_sport,
+					__be32 fwd_saddr, __be16 fwd_sport)
+{
+	__be32 seqack[2];
+	__u32 mark = skb->mark;
+
+	if (pkt->later_frag || bpf_skb_load_bytes(skb, pkt->l4_off + 4, seqack, sizeof(seqack)) < 0)
+		return -1;
+	if (pkt->tcp_flags & TCPF_ACK) {
+		if (rst_write(skb, true, back_saddr, pkt->saddr.addr4, back_sport, pkt->sport, seqack[1]) < 0)
+			return -1;
+		skb->mark = SL_MARK_POLICY_RST;
+		/* From the pod (tc ingress): back into it through the
+		 * interface's egress; toward the pod (tc egress): back out
+		 * as if the pod had sent it. */
+		bpf_clone_redirect(skb, skb->ifindex, dir == SL_DIR_EGRESS ? 0 : BPF_F_INGRESS);
+		skb->mark = mark;
+		/* rst_write swapped the MACs: swap them back. */
+		return rst_write(skb, true, fwd_saddr, pkt->daddr.addr4, fwd_sport, pkt->dport, seqack[0]);
+	}
+	return rst_write(skb, false, fwd_saddr, pkt->daddr.addr4, fwd_sport, pkt->dport, seqack[0]);
+}
+
+#endif /* SLUICE_POLICY_H */

@@ -1,0 +1,347 @@
+package datapath
+
+// Network policy through BPF_PROG_TEST_RUN: rule precedence, CIDR classes
+// with exceptions, the reply path, audit, redirect, SCTP, the host
+// identity, IPv6, overflow and revocation.
+//
+//	peer 10.0.0.2 (identity 2000) ─┐                 ┌─ pod 10.0.0.1 (endpoint 7, identity 1000)
+//	peer 10.0.0.3 (identity 3000) ─┼── sl_to_ep ────►│   ingress: peers to the pod's ports
+//	world 192.0.2.1 (no entry)    ─┘◄── sl_from_ep ──┘   egress:  the pod to peers' ports
+//	the node itself: a packet from no interface (ingress_ifindex 0)
+
+import (
+	"net"
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netns"
+)
+
+var (
+	peer3IP = netip.MustParseAddr("10.0.0.3")
+	worldIP = netip.MustParseAddr("192.0.2.1")
+)
+
+const (
+	dirIn  uint8  = 1
+	dirOut uint8  = 2
+	tcp    uint8  = 6
+	udp    uint8  = 17
+	sctp   uint8  = 132
+	podID  uint32 = 1000
+	peerID uint32 = 2000
+	peer3  uint32 = 3000
+	class1 uint32 = 1<<24 + 1
+)
+
+// skbCtx is the head of struct __sk_buff, the input context of a test run:
+// the fields up to ifindex, of which only mark, priority, ingress_ifindex
+// and ifindex may be set.
+type skbCtx struct {
+	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTci, VlanProto uint32
+	Priority, IngressIfindex, Ifindex                                           uint32
+}
+
+// fromWire runs a packet as if it arrived on an interface (forwarded);
+// fromNode as if the node's own stack sent it.
+const (
+	fromWire = 1
+	fromNode = 0
+)
+
+func runPolicy(t *testing.T, prog *ebpf.Program, pkt []byte, ingressIfindex uint32) (uint32, gopacket.Packet) {
+	t.Helper()
+	opts := &ebpf.RunOptions{Data: pkt, DataOut: make([]byte, 1600), Context: skbCtx{IngressIfindex: ingressIfindex}}
+	ret, err := prog.Run(opts)
+	require.NoError(t, err)
+	return ret, gopacket.NewPacket(opts.DataOut, layers.LayerTypeEthernet, gopacket.Default)
+}
+
+// policyDatapath loads the programs with the pod under policy in both
+// directions and the peers in the ipcache.
+func policyDatapath(t *testing.T, flags uint32) (*Datapath, *EventReader) {
+	dp := loadTest(t, Config{})
+	m := dp.Maps()
+	require.NoError(t, m.PutEndpoint(EndpointEntry{IfIndex: loIfindex, ID: 7, IPv4: podIP, Identity: podID, PolicyFlags: flags}))
+	_, _, err := m.SyncIPCache(map[netip.Prefix]IPCacheEntry{
+		netip.PrefixFrom(podIP, 32):   {Identity: podID, EndpointID: 7},
+		netip.PrefixFrom(peerIP, 32):  {Identity: peerID},
+		netip.PrefixFrom(peer3IP, 32): {Identity: peer3},
+	})
+	require.NoError(t, err)
+	rd, err := dp.NewEventReader()
+	require.NoError(t, err)
+	t.Cleanup(func() { rd.Close() })
+	return dp, rd
+}
+
+func setPolicy(t *testing.T, dp *Datapath, p EndpointPolicy) {
+	t.Helper()
+	m := dp.Maps()
+	require.NoError(t, m.WriteEndpointPolicy(7, p))
+	_, err := m.BumpPolicyRevision()
+	require.NoError(t, err)
+}
+
+func sctpPkt(t testing.TB, src, dst netip.Addr, sport, dport uint16) []byte {
+	return serialize(t, src, dst, layers.IPProtocolSCTP, []gopacket.SerializableLayer{
+		&layers.SCTP{SrcPort: layers.SCTPPort(sport), DstPort: layers.SCTPPort(dport), VerificationTag: 1},
+	})
+}
+
+// Which rule decides, when several could: the longest (protocol, port)
+// match, then the most specific peer (identity, CIDR class, any).
+func TestPolicyPrecedence(t *testing.T) {
+	allow := func(id uint32, dir, proto uint8, port uint16, plen uint8, rule uint32) PolicyEntry {
+		return PolicyEntry{Identity: id, Dir: dir, Proto: proto, Port: port, PortPrefixLen: plen, Verdict: VerdictAllow, Rule: rule}
+	}
+	cidr := []PolicyCIDR{
+		// ipBlock 10.0.0.0/8 except 10.0.0.2/32: the exception is its own
+		// class with no entries.
+		{Dir: dirIn, Prefix: netip.MustParsePrefix("10.0.0.0/8"), Class: class1},
+		{Dir: dirIn, Prefix: netip.MustParsePrefix("10.0.0.2/32"), Class: class1 + 1},
+	}
+	for _, tc := range []struct {
+		name    string
+		entries []PolicyEntry
+		cidrs   []PolicyCIDR
+		from    netip.Addr
+		proto   uint8
+		port    uint16
+		rule    uint32 // 0: denied
+	}{
+		{"nothing allows: default deny", nil, nil, peerIP, tcp, 80, 0},
+		{"identity and port", []PolicyEntry{allow(peerID, dirIn, tcp, 80, 16, 11)}, nil, peerIP, tcp, 80, 11},
+		{"identity and port, other port", []PolicyEntry{allow(peerID, dirIn, tcp, 80, 16, 11)}, nil, peerIP, tcp, 81, 0},
+		{"identity and port, other identity", []PolicyEntry{allow(peerID, dirIn, tcp, 80, 16, 11)}, nil, peer3IP, tcp, 80, 0},
+		{"identity and port, other protocol", []PolicyEntry{allow(peerID, dirIn, tcp, 80, 16, 11)}, nil, peerIP, udp, 80, 0},
+		{"identity, any port", []PolicyEntry{allow(peerID, dirIn, 0, 0, 0, 12)}, nil, peerIP, udp, 9999, 12},
+		{"any peer with a port beats identity with any port",
+			[]PolicyEntry{allow(peerID, dirIn, 0, 0, 0, 12), allow(0, dirIn, tcp, 80, 16, 13)}, nil, peerIP, tcp, 80, 13},
+		{"any peer with a port beats identity with a protocol",
+			[]PolicyEntry{allow(peerID, dirIn, tcp, 0, 0, 14), allow(0, dirIn, tcp, 80, 16, 13)}, nil, peerIP, tcp, 80, 13},
+		{"identity and port beats any peer and port",
+			[]PolicyEntry{allow(0, dirIn, tcp, 80, 16, 13), allow(peerID, dirIn, tcp, 80, 16, 11)}, nil, peerIP, tcp, 80, 11},
+		{"wildcard", []PolicyEntry{allow(0, dirIn, 0, 0, 0, 15)}, nil, worldIP, udp, 53, 15},
+		{"port range 8192-8447 (8 prefix bits), inside", []PolicyEntry{allow(peerID, dirIn, tcp, 8192, 8, 16)}, nil, peerIP, tcp, 8300, 16},
+		{"port range 8192-8447, outside", []PolicyEntry{allow(peerID, dirIn, tcp, 8192, 8, 16)}, nil, peerIP, tcp, 8448, 0},
+		{"exact port beats a range", []PolicyEntry{allow(peerID, dirIn, tcp, 8192, 8, 16), allow(peerID, dirIn, tcp, 8300, 16, 17)}, nil, peerIP, tcp, 8300, 17},
+		{"SCTP is not TCP", []PolicyEntry{allow(peerID, dirIn, tcp, 80, 16, 11)}, nil, peerIP, sctp, 80, 0},
+		{"SCTP rule", []PolicyEntry{allow(peerID, dirIn, sctp, 80, 16, 18)}, nil, peerIP, sctp, 80, 18},
+		{"CIDR class", []PolicyEntry{allow(class1, dirIn, tcp, 80, 16, 20)}, cidr, peer3IP, tcp, 80, 20},
+		{"CIDR except on a pod address", []PolicyEntry{allow(class1, dirIn, tcp, 80, 16, 20)}, cidr, peerIP, tcp, 80, 0},
+		{"CIDR or identity", []PolicyEntry{allow(class1, dirIn, tcp, 80, 16, 20), allow(peerID, dirIn, tcp, 80, 16, 11)}, cidr, peerIP, tcp, 80, 11},
+		{"CIDR class outside the block", []PolicyEntry{allow(class1, dirIn, tcp, 80, 16, 20)}, cidr, worldIP, tcp, 80, 0},
+		{"egress rule does not allow ingress", []PolicyEntry{allow(peerID, dirOut, tcp, 80, 16, 21)}, nil, peerIP, tcp, 80, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyEgress)
+			setPolicy(t, dp, EndpointPolicy{Entries: tc.entries, CIDRs: tc.cidrs})
+			var pkt []byte
+			switch tc.proto {
+			case tcp:
+				pkt = tcpPkt(t, tc.from, podIP, 40000, tc.port, flags{syn: true})
+			case udp:
+				pkt = udpPkt(t, tc.from, podIP, 40000, tc.port)
+			case sctp:
+				pkt = sctpPkt(t, tc.from, podIP, 40000, tc.port)
+			}
+			ret, _ := runPolicy(t, dp.objs.SlToEp, pkt, fromWire)
+			ev := nextEvent(t, rd)
+			if tc.rule == 0 {
+				require.Equal(t, uint32(verdictDrop), ret)
+				require.Equal(t, "drop", ev.Type)
+				require.Equal(t, "POLICY_DENIED", ev.Reason)
+				require.Equal(t, uint16(133), ev.ReasonID, "Hubble's POLICY_DENIED")
+				require.Equal(t, "denied", ev.Verdict)
+				require.Zero(t, ev.PolicyRule, "default deny")
+				require.Empty(t, ctOf(t, dp), "a denied connection leaves no CT entry")
+				return
+			}
+			require.Equal(t, verdictNext, ret)
+			require.Equal(t, "trace", ev.Type)
+			require.Equal(t, "allowed", ev.Verdict)
+			require.Equal(t, tc.rule, ev.PolicyRule)
+			require.Equal(t, podID, ev.DstIdentity)
+		})
+	}
+}
+
+// Replies of an allowed connection pass both ways; identities in events.
+func TestPolicyReplyPathAndIdentities(t *testing.T) {
+	dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyEgress)
+	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
+		{Identity: peerID, Dir: dirOut, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictAllow, Rule: 31},
+	}})
+	ret, _ := runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}), fromWire)
+	require.Equal(t, verdictNext, ret)
+	ev := nextEvent(t, rd)
+	require.Equal(t, "allowed", ev.Verdict)
+	require.Equal(t, podID, ev.SrcIdentity)
+	require.Equal(t, peerID, ev.DstIdentity)
+
+	// No ingress rule, but the reply belongs to an allowed connection.
+	ret, _ = runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 80, 40000, flags{syn: true, ack: true}), fromWire)
+	require.Equal(t, verdictNext, ret)
+	ret, _ = runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40000, 80, flags{ack: true}), fromWire)
+	require.Equal(t, verdictNext, ret)
+	// A new connection from the peer is not a reply.
+	ret, _ = runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 41000, 80, flags{syn: true}), fromWire)
+	require.Equal(t, uint32(verdictDrop), ret)
+
+	// Egress to the world: not allowed, identity world.
+	ret, _ = runPolicy(t, dp.objs.SlFromEp, udpPkt(t, podIP, worldIP, 40000, 53), fromWire)
+	require.Equal(t, uint32(verdictDrop), ret)
+	for {
+		ev = nextEvent(t, rd)
+		if ev.Type == "drop" && ev.Dst.Addr() == worldIP {
+			break
+		}
+	}
+	require.Equal(t, IdentityWorld, ev.DstIdentity)
+}
+
+// The node itself is host only for what it originates: the same source
+// address forwarded from an interface is not host.
+func TestPolicyHostIdentity(t *testing.T) {
+	dp, rd := policyDatapath(t, EPFlagPolicyIngress)
+	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
+		{Identity: IdentityHost, Dir: dirIn, Verdict: VerdictAllow, Rule: 1},
+	}})
+	node := netip.MustParseAddr("172.16.0.1")
+	_, _, err := dp.Maps().SyncIPCache(map[netip.Prefix]IPCacheEntry{netip.PrefixFrom(node, 32): {Identity: IdentityHost}})
+	require.NoError(t, err)
+	_, err = dp.Maps().BumpPolicyRevision()
+	require.NoError(t, err)
+
+	ret, _ := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, node, podIP, 40000, 8080, flags{syn: true}), fromNode)
+	require.Equal(t, verdictNext, ret, "kubelet probe from the node")
+	require.Equal(t, IdentityHost, nextEvent(t, rd).SrcIdentity)
+
+	ret, _ = runPolicy(t, dp.objs.SlToEp, tcpPkt(t, node, podIP, 40001, 8080, flags{syn: true}), fromWire)
+	require.Equal(t, uint32(verdictDrop), ret, "a forwarded packet with the node's address (SNAT) is not the node")
+	require.Equal(t, IdentityWorld, nextEvent(t, rd).SrcIdentity)
+}
+
+// Audit mode forwards what would be denied, and says so.
+func TestPolicyAudit(t *testing.T) {
+	dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyAudit)
+	setPolicy(t, dp, EndpointPolicy{})
+	ret, _ := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 40000, 80, flags{syn: true}), fromWire)
+	require.Equal(t, verdictNext, ret)
+	ev := nextEvent(t, rd)
+	require.Equal(t, "trace", ev.Type)
+	require.Equal(t, "audit", ev.Verdict)
+	st, err := dp.Maps().Counters()
+	require.NoError(t, err)
+	var audited uint64
+	for _, c := range st {
+		if c.Metric == "policy-audit" {
+			audited += c.Packets
+		}
+	}
+	require.Equal(t, uint64(1), audited)
+}
+
+// A redirect verdict is its own outcome, kept in the connection.
+func TestPolicyRedirectVerdict(t *testing.T) {
+	dp, rd := policyDatapath(t, EPFlagPolicyIngress)
+	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
+		{Identity: 0, Dir: dirIn, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictAllow, Rule: 40},
+		{Identity: 0, Dir: dirIn, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictRedirect, ProxyPort: 15001, Rule: 41},
+	}[1:]})
+	ret, _ := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 40000, 80, flags{syn: true}), fromWire)
+	require.Equal(t, verdictNext, ret)
+	ev := nextEvent(t, rd)
+	require.Equal(t, "redirected", ev.Verdict)
+	require.Equal(t, uint16(15001), ev.ProxyPort)
+	require.Equal(t, uint32(41), ev.PolicyRule)
+}
+
+// Fails closed when the policy did not fit; IPv6 is dropped under policy
+// (neighbour discovery excepted) and passes without.
+func TestPolicyOverflowAndIPv6(t *testing.T) {
+	dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyOverflow)
+	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{{Identity: 0, Dir: dirIn, Verdict: VerdictAllow, Rule: 1}}})
+	ret, _ := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 40000, 80, flags{syn: true}), fromWire)
+	require.Equal(t, uint32(verdictDrop), ret)
+	require.Equal(t, "POLICY_OVERFLOW", nextEvent(t, rd).Reason)
+
+	ret, _ = runPolicy(t, dp.objs.SlToEp, ipv6Pkt(t), fromWire)
+	require.Equal(t, uint32(verdictDrop), ret)
+	ev := nextEvent(t, rd)
+	require.Equal(t, "UNSUPPORTED_L3_PROTOCOL", ev.Reason)
+	require.Equal(t, uint16(139), ev.ReasonID)
+	require.True(t, ev.Src.Addr().Is6())
+
+	ns := ndPkt(t)
+	ret, _ = runPolicy(t, dp.objs.SlToEp, ns, fromWire)
+	require.Equal(t, verdictNext, ret, "neighbour solicitation passes")
+
+	require.NoError(t, dp.Maps().PutEndpoint(EndpointEntry{IfIndex: loIfindex, ID: 7, IPv4: podIP, Identity: podID}))
+	ret, _ = runPolicy(t, dp.objs.SlToEp, ipv6Pkt(t), fromWire)
+	require.Equal(t, verdictNext, ret, "no policy: IPv6 passes until dual-stack lands")
+}
+
+func ndPkt(t testing.TB) []byte {
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{Version: 6, NextHeader: layers.IPProtocolICMPv6, HopLimit: 255,
+		SrcIP: netip.MustParseAddr("fe80::1").AsSlice(), DstIP: netip.MustParseAddr("ff02::1:ff00:2").AsSlice()}
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeNeighborSolicitation, 0)}
+	require.NoError(t, icmp.SetNetworkLayerForChecksum(ip))
+	buf := gopacket.NewSerializeBuffer()
+	require.NoError(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, icmp, gopacket.Payload(make([]byte, 20))))
+	return buf.Bytes()
+}
+
+// A connection the new policy no longer allows is cut on its next packet:
+// the packet becomes an RST to its destination, and a clone an RST back
+// to its sender (run in a private network namespace: the clone is really
+// sent, on that namespace's loopback).
+func TestPolicyRevocation(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	require.NoError(t, err)
+	defer orig.Close()
+	ns, err := netns.New()
+	require.NoError(t, err)
+	defer func() { require.NoError(t, netns.Set(orig)); ns.Close() }()
+
+	dp, rd := policyDatapath(t, EPFlagPolicyEgress)
+	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
+		{Identity: peerID, Dir: dirOut, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictAllow, Rule: 50},
+	}})
+	ret, _ := runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}), fromWire)
+	require.Equal(t, verdictNext, ret)
+	ret, _ = runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 80, 40000, flags{syn: true, ack: true}), fromWire)
+	require.Equal(t, verdictNext, ret)
+	require.Equal(t, "allowed", nextEvent(t, rd).Verdict)
+
+	// A policy change that keeps the connection allowed: it goes on.
+	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
+		{Identity: peerID, Dir: dirOut, Proto: tcp, Verdict: VerdictAllow, Rule: 51},
+	}})
+	ret, _ = runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40000, 80, flags{ack: true}), fromWire)
+	require.Equal(t, verdictNext, ret)
+
+	// Revoked: the next packet (a reply, here) is cut.
+	setPolicy(t, dp, EndpointPolicy{})
+	ret, out := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 80, 40000, flags{ack: true}), fromWire)
+	require.Equal(t, verdictNext, ret, "the packet continues, as an RST")
+	tcpL := out.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	require.True(t, tcpL.RST, "the pod gets an RST")
+	require.Equal(t, netip.AddrPortFrom(peerIP, 80), src(out))
+	require.Equal(t, netip.AddrPortFrom(podIP, 40000), dst(out))
+	requireChecksums(t, out)
+	ev := nextEvent(t, rd)
+	require.Equal(t, "POLICY_REVOKED", ev.Reason)
+	require.Equal(t, "denied", ev.Verdict)
+	require.Empty(t, ctOf(t, dp), "the connection is forgotten")
+}
