@@ -216,7 +216,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		break;
 	case CT_ESTABLISHED:
 	case CT_REPLY:
-		if (nat.policy_rev != nat.cur_rev &&
+		if (enable_policy_revoke && nat.policy_rev != nat.cur_rev &&
 		    policy_recheck(ep, &pkt, ct, &nat, &pol) != SL_DROP_NONE)
 			return policy_revoke(skb, ep, dir, &pkt, ct, &nat, &pol);
 		if (ct == CT_ESTABLISHED || !nat.rev_nat_id)

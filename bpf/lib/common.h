@@ -61,6 +61,10 @@ volatile const __u64 events_ring_size = 256 * 1024;
 volatile const __u32 maglev_size = 16381;
 /* Drop packets from a pod whose source address is not the pod's. */
 volatile const __u8 enable_antispoof = 1;
+/* Decide established connections again when the policy revision changes,
+ * and cut those no longer allowed (stricter than most implementations,
+ * which only judge new connections). */
+volatile const __u8 enable_policy_revoke = 1;
 
 /* Lifetime refreshes closer than this to the stored deadline are skipped,
  * so established flows do not write their CT entry on every packet. */

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/endpoint"
 	"github.com/sluice-net/sluice/pkg/lb"
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/policysync"
 	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/source/files"
 )
@@ -38,6 +40,7 @@ type Agent struct {
 	source   *files.Source
 	eps      *endpoint.Manager
 	lb       *lb.Reconciler
+	policy   *policysync.Reconciler
 	events   *eventLog
 	cgroups  *cgroupPods
 	// sockDestroy is how sockets of removed backends are destroyed
@@ -145,10 +148,18 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		return err
 	}
 
+	a.policy, err = policysync.New(policysync.Options{
+		NodeName: opts.NodeName, Maps: a.maps, Store: a.store, Audit: opts.PolicyAudit,
+		MaxEntries: int(opts.Datapath.PolicyMapMax), StateDir: opts.StateDir, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
 	a.eps = endpoint.New(endpoint.Options{
 		NodeName: opts.NodeName, Maps: a.maps, Attacher: a.attacher, Store: a.store,
-		Logger: log.With("component", "endpoint"),
+		Logger: log.With("component", "endpoint"), Policy: a.policy,
 	})
+	a.policy.SetEndpoints(a.eps)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -158,6 +169,8 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	go func() { defer wg.Done(); a.lb.Run(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); errc <- a.eps.Run(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = a.policy.Run(ctx) }()
 
 	reader, err := a.dp.NewEventReader()
 	if err != nil {
@@ -282,6 +295,16 @@ func (a *Agent) readEvents(r *datapath.EventReader) {
 		if ev.ServiceID != 0 {
 			rec.Service = a.lb.FrontendName(ev.ServiceID)
 		}
+		if ev.Verdict != "" {
+			rec.Policy = "default-deny"
+			if ev.PolicyRule != 0 {
+				if ref, ok := a.policy.Rule(ev.PolicyRule); ok {
+					rec.Policy = ref.String()
+				}
+			} else if ev.Verdict == "allowed" || ev.Verdict == "redirected" {
+				rec.Policy = ""
+			}
+		}
 		a.events.add(rec)
 		if ev.Type == "drop" {
 			a.log.Debug("drop", "reason", ev.Reason, "pod", rec.Pod, "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto)
@@ -306,6 +329,13 @@ func (a *Agent) status() api.Status {
 	}
 	for _, w := range ls.Warnings {
 		st.Errors = append(st.Errors, api.Error{Component: "services", Message: w})
+	}
+	st.Policy = a.policy.Status()
+	for _, f := range st.Policy.FailedClosed {
+		st.Errors = append(st.Errors, api.Error{Component: "policy", Message: f.Error})
+	}
+	if st.Policy.LastError != "" {
+		st.Errors = append(st.Errors, api.Error{Component: "policy", Message: st.Policy.LastError})
 	}
 	eps := a.eps.List()
 	st.Endpoints = len(eps)
@@ -342,6 +372,20 @@ func (a *Agent) serveAPI() (*http.Server, error) {
 	mux.HandleFunc("GET "+api.PathEndpoints, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eps.List()) })
 	mux.HandleFunc("GET "+api.PathServices, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.services()) })
 	mux.HandleFunc("GET "+api.PathEvents, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.events.list()) })
+	mux.HandleFunc("GET "+api.PathIdentities, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.policy.Identities()) })
+	mux.HandleFunc("GET "+api.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
+		ns, name, ok := strings.Cut(r.URL.Query().Get("pod"), "/")
+		if !ok || ns == "" || name == "" {
+			http.Error(w, "pod must be NAMESPACE/NAME", http.StatusBadRequest)
+			return
+		}
+		x, err := a.policy.Explain(model.NamespacedName{Namespace: ns, Name: name})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		writeJSON(w, x)
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

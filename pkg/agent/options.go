@@ -35,6 +35,8 @@ type Options struct {
 	LBAlgorithm string
 	// MaglevSeed must be the same on every node of a cluster.
 	MaglevSeed string
+	// PolicyAudit reports would-be policy denials instead of dropping.
+	PolicyAudit bool
 }
 
 // Defaults returns the options an agent runs with when no flag is given.
@@ -78,6 +80,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.LBAlgorithm, "lb-algorithm", o.LBAlgorithm, "default backend selection: random or maglev (per service: annotation sluice.io/lb-algorithm)")
 	fs.Uint32Var(&o.Datapath.MaglevTableSize, "maglev-table-size", o.Datapath.MaglevTableSize, "Maglev table size per service (a prime: 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)")
 	fs.StringVar(&o.MaglevSeed, "maglev-seed", o.MaglevSeed, "Maglev hash seed; must be the same on every node of the cluster")
+	fs.Uint32Var(&o.Datapath.PolicyMapMax, "policy-map-max", o.Datapath.PolicyMapMax, "policy map entries per endpoint; an endpoint whose policy needs more fails closed")
+	fs.Uint32Var(&o.Datapath.IPCacheMax, "ipcache-max", o.Datapath.IPCacheMax, "ipcache entries (pods of the whole cluster plus node addresses)")
+	fs.BoolVar(&o.PolicyAudit, "policy-audit", o.PolicyAudit, "audit mode for every endpoint: report would-be policy denials (verdict audit) and forward them; per namespace: label sluice.io/policy-audit=true")
+	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
 	fs.BoolVar(&o.Datapath.DisableAntispoof, "disable-antispoof", o.Datapath.DisableAntispoof, "let pods send from addresses that are not theirs")
 	fs.BoolVar(&o.Datapath.ForceSockDiag, "force-sock-diag", o.Datapath.ForceSockDiag, "destroy connected UDP sockets of removed backends through sock_diag netlink (SOCK_DESTROY), the fallback of kernels before 6.5, even when the BPF socket iterator is available")
 }

@@ -22,6 +22,9 @@ const (
 	PathEndpoints = "/v1/endpoints"
 	PathEvents    = "/v1/events"
 	PathServices  = "/v1/services"
+	// PathPolicy?pod=NS/NAME explains a local pod's effective policy.
+	PathPolicy     = "/v1/policy"
+	PathIdentities = "/v1/identities"
 )
 
 // Status is the agent's health and configuration as `sluice status` shows it.
@@ -44,6 +47,8 @@ type Status struct {
 	SocketLB string `json:"socketLB"`
 	// Services summarises what the service reconciler programmed.
 	Services ServicesStatus `json:"services"`
+	// Policy summarises network policy enforcement.
+	Policy PolicyStatus `json:"policy"`
 	// Adopted is true when this agent found pinned state from a previous run and kept it.
 	Adopted bool `json:"adopted"`
 	// Errors are current problems (bad manifests, failed attaches), newest last.
@@ -53,6 +58,26 @@ type Status struct {
 	EventsLost uint64 `json:"eventsLost"`
 	// Counters are datapath packet/byte totals by verdict, reason and direction.
 	Counters []Counter `json:"counters,omitempty"`
+}
+
+// PolicyStatus summarises network policy enforcement.
+type PolicyStatus struct {
+	// Revision is the datapath's policy revision: connections admitted
+	// under an older one are judged again on their next packet.
+	Revision          uint32 `json:"revision"`
+	Identities        int    `json:"identities"`
+	EnforcedEndpoints int    `json:"enforcedEndpoints"`
+	// FailedClosed are endpoints whose policy could not be installed
+	// (too many entries for --policy-map-max): all their traffic in the
+	// enforced directions is dropped until it fits.
+	FailedClosed []PolicyFailure `json:"failedClosed,omitempty"`
+	LastError    string          `json:"lastError,omitempty"`
+}
+
+// PolicyFailure names an endpoint that fails closed, and why.
+type PolicyFailure struct {
+	Pod   string `json:"pod"`
+	Error string `json:"error"`
 }
 
 // KernelFeatures are the results of the feature probes run at start.
@@ -99,6 +124,9 @@ type Event struct {
 	Pod       string `json:"pod,omitempty"`
 	// Service names the service of a translated connection: "ns/name:port".
 	Service string `json:"service,omitempty"`
+	// Policy names the rule that decided a policy verdict
+	// ("ns/policy ingress[0]", "host-allow") or "default-deny".
+	Policy string `json:"policy,omitempty"`
 }
 
 // ServicesStatus summarises the programmed services.

@@ -61,6 +61,7 @@ func NewRootCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error { return g.bpfEndpointList(cmd) },
 	})
 	bpf.AddCommand(ct, bpfEp, g.bpfLBCommand())
+	bpf.AddCommand(g.bpfPolicyCommands()...)
 	root.AddCommand(
 		&cobra.Command{
 			Use: "status", Short: "Agent health, kernel features, attach mode, counters and errors", Args: cobra.NoArgs,
@@ -70,7 +71,7 @@ func NewRootCommand() *cobra.Command {
 			Use: "events", Short: "Recent datapath events (new connections and drops)", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return g.events(cmd) },
 		},
-		endpoint, g.serviceCommand(), bpf,
+		endpoint, g.serviceCommand(), g.policyCommand(), g.identityCommand(), bpf,
 	)
 	return root
 }
@@ -273,7 +274,7 @@ func (g *globals) bpfCTList(cmd *cobra.Command) error {
 
 func (g *globals) bpfEndpointList(cmd *cobra.Command) error {
 	return fromPins(g, cmd, (*datapath.Maps).ListEndpoints, func(e []datapath.EndpointEntry) any { return listJSON(e) }, func(w io.Writer, entries []datapath.EndpointEntry) error {
-		return table(w, "ID\tIFINDEX\tIPV4\tIPV6", func(tw io.Writer) {
+		return table(w, "ID\tIFINDEX\tIPV4\tIPV6\tIDENTITY\tPOLICY", func(tw io.Writer) {
 			for _, e := range entries {
 				v4, v6 := "-", "-"
 				if e.IPv4.IsValid() {
@@ -282,10 +283,27 @@ func (g *globals) bpfEndpointList(cmd *cobra.Command) error {
 				if e.IPv6.IsValid() {
 					v6 = e.IPv6.String()
 				}
-				fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", e.ID, e.IfIndex, v4, v6)
+				fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%d\t%s\n", e.ID, e.IfIndex, v4, v6, e.Identity, epPolicyText(e.PolicyFlags))
 			}
 		})
 	})
+}
+
+// epPolicyText names an endpoint's policy flags.
+func epPolicyText(f uint32) string {
+	var out []string
+	for _, x := range []struct {
+		flag uint32
+		name string
+	}{
+		{datapath.EPFlagPolicyIngress, "ingress"}, {datapath.EPFlagPolicyEgress, "egress"},
+		{datapath.EPFlagPolicyAudit, "audit"}, {datapath.EPFlagPolicyOverflow, "fails-closed"},
+	} {
+		if f&x.flag != 0 {
+			out = append(out, x.name)
+		}
+	}
+	return dash(strings.Join(out, ","))
 }
 
 func yes(b bool) string {

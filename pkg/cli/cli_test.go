@@ -540,9 +540,9 @@ func TestBPFPinnedMaps(t *testing.T) {
 		require.NoError(t, err)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		require.Len(t, lines, 3, out)
-		requireLine(t, lines[0], "ID IFINDEX IPV4 IPV6")
-		requireLine(t, lines[1], "3 5 10.244.1.5 -")
-		requireLine(t, lines[2], "4 6 10.244.1.6 fd00:10:244:1::6")
+		requireLine(t, lines[0], "ID IFINDEX IPV4 IPV6 IDENTITY POLICY")
+		requireLine(t, lines[1], "3 5 10.244.1.5 - 0 -")
+		requireLine(t, lines[2], "4 6 10.244.1.6 fd00:10:244:1::6 0 -")
 	})
 
 	t.Run("endpoint json", func(t *testing.T) {
@@ -721,6 +721,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	walk(cli.NewRootCommand())
 	// sluice, status, events, endpoint, endpoint list, service, service list,
 	// bpf, bpf ct, bpf ct list, bpf endpoint, bpf endpoint list, bpf lb,
-	// bpf lb list.
-	require.Equal(t, 14, seen)
+	// bpf lb list, policy, policy get, identity, identity list, bpf policy,
+	// bpf policy list, bpf ipcache, bpf ipcache list.
+	require.Equal(t, 22, seen)
 }

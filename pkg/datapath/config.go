@@ -45,6 +45,9 @@ type Config struct {
 	// IPCacheMax is the number of addresses the ipcache holds (every pod
 	// of the cluster plus node addresses).
 	IPCacheMax uint32
+	// DisablePolicyRevoke judges only new connections: established ones
+	// survive a policy change that no longer allows them.
+	DisablePolicyRevoke bool
 	// ForceSockDiag destroys the sockets of removed backends through
 	// sock_diag netlink even when the BPF socket iterator loaded: the
 	// fallback of kernels before 6.5, chosen on purpose to test it.

@@ -181,6 +181,7 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpfobj.BpfVarCtTimeoutCloseNs: uint64(cfg.CTTimeoutClose.Nanoseconds()),
 		bpfobj.BpfVarCtTimeoutOtherNs: uint64(cfg.CTTimeoutOther.Nanoseconds()),
 		bpfobj.BpfVarEnableAntispoof:  antispoof,
+		"enable_policy_revoke":        boolByte(!cfg.DisablePolicyRevoke),
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]
@@ -192,6 +193,13 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		}
 	}
 	return nil
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // pinnedMaps lists the spec's maps that are pinned by name.

@@ -32,6 +32,23 @@ type Options struct {
 	// MinInterval bounds how often bursts of notifications (a pod start
 	// brings link, address, route and neighbour messages) cause a pass.
 	MinInterval time.Duration
+	// Policy, when set, gives each endpoint its identity and policy
+	// flags; without it endpoints carry neither (no policy enforced).
+	Policy PolicyProvider
+}
+
+// PolicyProvider decides endpoints' security identity and policy flags.
+type PolicyProvider interface {
+	// Prepare returns the identity and flags (datapath.EPFlagPolicy*)
+	// of the pod's endpoint epID, with its policy maps already in place:
+	// the flags never point at maps that are not there.
+	Prepare(pod model.NamespacedName, epID uint32) (identity, flags uint32)
+	// Placed tells that the entry is written, at ifindex, with what
+	// Prepare returned: the provider rewrites it if its decision has
+	// changed in between.
+	Placed(pod model.NamespacedName, epID uint32, ifindex int, identity, flags uint32)
+	// Released tells that the endpoint is gone: its maps can go.
+	Released(pod model.NamespacedName, epID uint32)
 }
 
 type endpoint struct {
@@ -250,6 +267,9 @@ func (m *Manager) reconcile(full bool) {
 		errs = append(errs, m.release(ep))
 		gone[ep.id] = true
 		if !ok {
+			if m.opts.Policy != nil {
+				m.opts.Policy.Released(nn, ep.id)
+			}
 			delete(m.endpoints, nn)
 			m.log.Info("endpoint removed", "pod", nn, "id", ep.id)
 		} else {
@@ -315,9 +335,16 @@ func (m *Manager) ensure(ep *endpoint, res *resolver) error {
 	ep.ifindex, ep.ifname = idx, l.Attrs().Name
 	// Entry first, then programs: a packet never meets our program on an
 	// interface without its endpoint entry.
-	if err := m.opts.Maps.PutEndpoint(datapath.EndpointEntry{IfIndex: uint32(idx), ID: ep.id, IPv4: ep.ip}); err != nil {
+	entry := datapath.EndpointEntry{IfIndex: uint32(idx), ID: ep.id, IPv4: ep.ip}
+	if m.opts.Policy != nil {
+		entry.Identity, entry.PolicyFlags = m.opts.Policy.Prepare(ep.pod, ep.id)
+	}
+	if err := m.opts.Maps.PutEndpoint(entry); err != nil {
 		ep.state, ep.err = "error", err.Error()
 		return fmt.Errorf("endpoint %s: %w", ep.pod, err)
+	}
+	if m.opts.Policy != nil {
+		m.opts.Policy.Placed(ep.pod, ep.id, idx, entry.Identity, entry.PolicyFlags)
 	}
 	if err := m.opts.Attacher.Attach(idx); err != nil {
 		ep.state, ep.err = "error", err.Error()

@@ -413,6 +413,13 @@ func (c *TCPClient) Failures() int {
 	return c.failures
 }
 
+// Closed is why the connection ended (closed or reset), or nil while it lasts.
+func (c *TCPClient) Closed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
 // LastErr is the most recent failure, or nil.
 func (c *TCPClient) LastErr() error {
 	c.mu.Lock()

@@ -472,6 +472,7 @@ const (
 	BpfVarCtTimeoutSynNs     = "ct_timeout_syn_ns"
 	BpfVarCtTimeoutTcpNs     = "ct_timeout_tcp_ns"
 	BpfVarEnableAntispoof    = "enable_antispoof"
+	BpfVarEnablePolicyRevoke = "enable_policy_revoke"
 	BpfVarEventsRingSize     = "events_ring_size"
 	BpfVarMaglevSize         = "maglev_size"
 	BpfVarSnatPortMax        = "snat_port_max"
@@ -572,6 +573,7 @@ type BpfVariableSpecs struct {
 	CtTimeoutSynNs     *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
 	CtTimeoutTcpNs     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof    *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
 	EventsRingSize     *ebpf.VariableSpec `ebpf:"events_ring_size"`
 	MaglevSize         *ebpf.VariableSpec `ebpf:"maglev_size"`
 	SnatPortMax        *ebpf.VariableSpec `ebpf:"snat_port_max"`
@@ -667,6 +669,7 @@ type BpfVariables struct {
 	CtTimeoutSynNs     *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
 	CtTimeoutTcpNs     *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	EnableAntispoof    *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke *ebpf.Variable `ebpf:"enable_policy_revoke"`
 	EventsRingSize     *ebpf.Variable `ebpf:"events_ring_size"`
 	MaglevSize         *ebpf.Variable `ebpf:"maglev_size"`
 	SnatPortMax        *ebpf.Variable `ebpf:"snat_port_max"`

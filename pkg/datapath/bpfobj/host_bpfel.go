@@ -16,40 +16,41 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	HostMapSlCt             = "sl_ct"
-	HostMapSlEndpoints      = "sl_endpoints"
-	HostMapSlEvents         = "sl_events"
-	HostMapSlFrag           = "sl_frag"
-	HostMapSlIpcache        = "sl_ipcache"
-	HostMapSlLayout         = "sl_layout"
-	HostMapSlLbAffinity     = "sl_lb_affinity"
-	HostMapSlLbBackends     = "sl_lb_backends"
-	HostMapSlLbMaglev       = "sl_lb_maglev"
-	HostMapSlLbRevnat       = "sl_lb_revnat"
-	HostMapSlLbSock         = "sl_lb_sock"
-	HostMapSlLbSrcRange     = "sl_lb_src_range"
-	HostMapSlLbSvc          = "sl_lb_svc"
-	HostMapSlMetrics        = "sl_metrics"
-	HostMapSlNat            = "sl_nat"
-	HostMapSlPolicy         = "sl_policy"
-	HostMapSlPolicyCidr     = "sl_policy_cidr"
-	HostMapSlPolicyRev      = "sl_policy_rev"
-	HostMapSlSockDestroy    = "sl_sock_destroy"
-	HostMapSlUplinks        = "sl_uplinks"
-	HostProgSlFromNetdev    = "sl_from_netdev"
-	HostProgSlToNetdev      = "sl_to_netdev"
-	HostVarSlPolicyCidrKey  = "_sl_policy_cidr_key"
-	HostVarSlPolicyEntry    = "_sl_policy_entry"
-	HostVarSlPolicyKey      = "_sl_policy_key"
-	HostVarCtTimeoutCloseNs = "ct_timeout_close_ns"
-	HostVarCtTimeoutOtherNs = "ct_timeout_other_ns"
-	HostVarCtTimeoutSynNs   = "ct_timeout_syn_ns"
-	HostVarCtTimeoutTcpNs   = "ct_timeout_tcp_ns"
-	HostVarEnableAntispoof  = "enable_antispoof"
-	HostVarEventsRingSize   = "events_ring_size"
-	HostVarMaglevSize       = "maglev_size"
-	HostVarSnatPortMax      = "snat_port_max"
-	HostVarSnatPortMin      = "snat_port_min"
+	HostMapSlCt               = "sl_ct"
+	HostMapSlEndpoints        = "sl_endpoints"
+	HostMapSlEvents           = "sl_events"
+	HostMapSlFrag             = "sl_frag"
+	HostMapSlIpcache          = "sl_ipcache"
+	HostMapSlLayout           = "sl_layout"
+	HostMapSlLbAffinity       = "sl_lb_affinity"
+	HostMapSlLbBackends       = "sl_lb_backends"
+	HostMapSlLbMaglev         = "sl_lb_maglev"
+	HostMapSlLbRevnat         = "sl_lb_revnat"
+	HostMapSlLbSock           = "sl_lb_sock"
+	HostMapSlLbSrcRange       = "sl_lb_src_range"
+	HostMapSlLbSvc            = "sl_lb_svc"
+	HostMapSlMetrics          = "sl_metrics"
+	HostMapSlNat              = "sl_nat"
+	HostMapSlPolicy           = "sl_policy"
+	HostMapSlPolicyCidr       = "sl_policy_cidr"
+	HostMapSlPolicyRev        = "sl_policy_rev"
+	HostMapSlSockDestroy      = "sl_sock_destroy"
+	HostMapSlUplinks          = "sl_uplinks"
+	HostProgSlFromNetdev      = "sl_from_netdev"
+	HostProgSlToNetdev        = "sl_to_netdev"
+	HostVarSlPolicyCidrKey    = "_sl_policy_cidr_key"
+	HostVarSlPolicyEntry      = "_sl_policy_entry"
+	HostVarSlPolicyKey        = "_sl_policy_key"
+	HostVarCtTimeoutCloseNs   = "ct_timeout_close_ns"
+	HostVarCtTimeoutOtherNs   = "ct_timeout_other_ns"
+	HostVarCtTimeoutSynNs     = "ct_timeout_syn_ns"
+	HostVarCtTimeoutTcpNs     = "ct_timeout_tcp_ns"
+	HostVarEnableAntispoof    = "enable_antispoof"
+	HostVarEnablePolicyRevoke = "enable_policy_revoke"
+	HostVarEventsRingSize     = "events_ring_size"
+	HostVarMaglevSize         = "maglev_size"
+	HostVarSnatPortMax        = "snat_port_max"
+	HostVarSnatPortMin        = "snat_port_min"
 )
 
 // LoadHost returns the embedded CollectionSpec for Host.
@@ -128,18 +129,19 @@ type HostMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type HostVariableSpecs struct {
-	SlPolicyCidrKey  *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry    *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
-	SlPolicyKey      *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
-	EventsRingSize   *ebpf.VariableSpec `ebpf:"events_ring_size"`
-	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
-	SnatPortMax      *ebpf.VariableSpec `ebpf:"snat_port_max"`
-	SnatPortMin      *ebpf.VariableSpec `ebpf:"snat_port_min"`
+	SlPolicyCidrKey    *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry      *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey        *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs   *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs   *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs     *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
+	EnableAntispoof    *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
+	EventsRingSize     *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	MaglevSize         *ebpf.VariableSpec `ebpf:"maglev_size"`
+	SnatPortMax        *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin        *ebpf.VariableSpec `ebpf:"snat_port_min"`
 }
 
 // HostObjects contains all objects after they have been loaded into the kernel.
@@ -213,18 +215,19 @@ func (m *HostMaps) Close() error {
 //
 // It can be passed to LoadHostObjects or ebpf.CollectionSpec.LoadAndAssign.
 type HostVariables struct {
-	SlPolicyCidrKey  *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry    *ebpf.Variable `ebpf:"_sl_policy_entry"`
-	SlPolicyKey      *ebpf.Variable `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
-	EventsRingSize   *ebpf.Variable `ebpf:"events_ring_size"`
-	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
-	SnatPortMax      *ebpf.Variable `ebpf:"snat_port_max"`
-	SnatPortMin      *ebpf.Variable `ebpf:"snat_port_min"`
+	SlPolicyCidrKey    *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry      *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey        *ebpf.Variable `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs   *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs   *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs     *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs     *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
+	EnableAntispoof    *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke *ebpf.Variable `ebpf:"enable_policy_revoke"`
+	EventsRingSize     *ebpf.Variable `ebpf:"events_ring_size"`
+	MaglevSize         *ebpf.Variable `ebpf:"maglev_size"`
+	SnatPortMax        *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin        *ebpf.Variable `ebpf:"snat_port_min"`
 }
 
 // HostPrograms contains all programs after they have been loaded into the kernel.

@@ -16,39 +16,40 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	IterMapSlCt             = "sl_ct"
-	IterMapSlEndpoints      = "sl_endpoints"
-	IterMapSlEvents         = "sl_events"
-	IterMapSlFrag           = "sl_frag"
-	IterMapSlIpcache        = "sl_ipcache"
-	IterMapSlLayout         = "sl_layout"
-	IterMapSlLbAffinity     = "sl_lb_affinity"
-	IterMapSlLbBackends     = "sl_lb_backends"
-	IterMapSlLbMaglev       = "sl_lb_maglev"
-	IterMapSlLbRevnat       = "sl_lb_revnat"
-	IterMapSlLbSock         = "sl_lb_sock"
-	IterMapSlLbSrcRange     = "sl_lb_src_range"
-	IterMapSlLbSvc          = "sl_lb_svc"
-	IterMapSlMetrics        = "sl_metrics"
-	IterMapSlNat            = "sl_nat"
-	IterMapSlPolicy         = "sl_policy"
-	IterMapSlPolicyCidr     = "sl_policy_cidr"
-	IterMapSlPolicyRev      = "sl_policy_rev"
-	IterMapSlSockDestroy    = "sl_sock_destroy"
-	IterMapSlUplinks        = "sl_uplinks"
-	IterProgSlDestroyUdp    = "sl_destroy_udp"
-	IterVarSlPolicyCidrKey  = "_sl_policy_cidr_key"
-	IterVarSlPolicyEntry    = "_sl_policy_entry"
-	IterVarSlPolicyKey      = "_sl_policy_key"
-	IterVarCtTimeoutCloseNs = "ct_timeout_close_ns"
-	IterVarCtTimeoutOtherNs = "ct_timeout_other_ns"
-	IterVarCtTimeoutSynNs   = "ct_timeout_syn_ns"
-	IterVarCtTimeoutTcpNs   = "ct_timeout_tcp_ns"
-	IterVarEnableAntispoof  = "enable_antispoof"
-	IterVarEventsRingSize   = "events_ring_size"
-	IterVarMaglevSize       = "maglev_size"
-	IterVarSnatPortMax      = "snat_port_max"
-	IterVarSnatPortMin      = "snat_port_min"
+	IterMapSlCt               = "sl_ct"
+	IterMapSlEndpoints        = "sl_endpoints"
+	IterMapSlEvents           = "sl_events"
+	IterMapSlFrag             = "sl_frag"
+	IterMapSlIpcache          = "sl_ipcache"
+	IterMapSlLayout           = "sl_layout"
+	IterMapSlLbAffinity       = "sl_lb_affinity"
+	IterMapSlLbBackends       = "sl_lb_backends"
+	IterMapSlLbMaglev         = "sl_lb_maglev"
+	IterMapSlLbRevnat         = "sl_lb_revnat"
+	IterMapSlLbSock           = "sl_lb_sock"
+	IterMapSlLbSrcRange       = "sl_lb_src_range"
+	IterMapSlLbSvc            = "sl_lb_svc"
+	IterMapSlMetrics          = "sl_metrics"
+	IterMapSlNat              = "sl_nat"
+	IterMapSlPolicy           = "sl_policy"
+	IterMapSlPolicyCidr       = "sl_policy_cidr"
+	IterMapSlPolicyRev        = "sl_policy_rev"
+	IterMapSlSockDestroy      = "sl_sock_destroy"
+	IterMapSlUplinks          = "sl_uplinks"
+	IterProgSlDestroyUdp      = "sl_destroy_udp"
+	IterVarSlPolicyCidrKey    = "_sl_policy_cidr_key"
+	IterVarSlPolicyEntry      = "_sl_policy_entry"
+	IterVarSlPolicyKey        = "_sl_policy_key"
+	IterVarCtTimeoutCloseNs   = "ct_timeout_close_ns"
+	IterVarCtTimeoutOtherNs   = "ct_timeout_other_ns"
+	IterVarCtTimeoutSynNs     = "ct_timeout_syn_ns"
+	IterVarCtTimeoutTcpNs     = "ct_timeout_tcp_ns"
+	IterVarEnableAntispoof    = "enable_antispoof"
+	IterVarEnablePolicyRevoke = "enable_policy_revoke"
+	IterVarEventsRingSize     = "events_ring_size"
+	IterVarMaglevSize         = "maglev_size"
+	IterVarSnatPortMax        = "snat_port_max"
+	IterVarSnatPortMin        = "snat_port_min"
 )
 
 // LoadIter returns the embedded CollectionSpec for Iter.
@@ -126,18 +127,19 @@ type IterMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type IterVariableSpecs struct {
-	SlPolicyCidrKey  *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry    *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
-	SlPolicyKey      *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
-	EventsRingSize   *ebpf.VariableSpec `ebpf:"events_ring_size"`
-	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
-	SnatPortMax      *ebpf.VariableSpec `ebpf:"snat_port_max"`
-	SnatPortMin      *ebpf.VariableSpec `ebpf:"snat_port_min"`
+	SlPolicyCidrKey    *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry      *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey        *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs   *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs   *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs     *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
+	EnableAntispoof    *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
+	EventsRingSize     *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	MaglevSize         *ebpf.VariableSpec `ebpf:"maglev_size"`
+	SnatPortMax        *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin        *ebpf.VariableSpec `ebpf:"snat_port_min"`
 }
 
 // IterObjects contains all objects after they have been loaded into the kernel.
@@ -211,18 +213,19 @@ func (m *IterMaps) Close() error {
 //
 // It can be passed to LoadIterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type IterVariables struct {
-	SlPolicyCidrKey  *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry    *ebpf.Variable `ebpf:"_sl_policy_entry"`
-	SlPolicyKey      *ebpf.Variable `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
-	EventsRingSize   *ebpf.Variable `ebpf:"events_ring_size"`
-	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
-	SnatPortMax      *ebpf.Variable `ebpf:"snat_port_max"`
-	SnatPortMin      *ebpf.Variable `ebpf:"snat_port_min"`
+	SlPolicyCidrKey    *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry      *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey        *ebpf.Variable `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs   *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs   *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs     *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs     *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
+	EnableAntispoof    *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke *ebpf.Variable `ebpf:"enable_policy_revoke"`
+	EventsRingSize     *ebpf.Variable `ebpf:"events_ring_size"`
+	MaglevSize         *ebpf.Variable `ebpf:"maglev_size"`
+	SnatPortMax        *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin        *ebpf.Variable `ebpf:"snat_port_min"`
 }
 
 // IterPrograms contains all programs after they have been loaded into the kernel.

@@ -48,6 +48,7 @@ const (
 	SockVarCtTimeoutSynNs      = "ct_timeout_syn_ns"
 	SockVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
 	SockVarEnableAntispoof     = "enable_antispoof"
+	SockVarEnablePolicyRevoke  = "enable_policy_revoke"
 	SockVarEventsRingSize      = "events_ring_size"
 	SockVarHostNetnsCookie     = "host_netns_cookie"
 	SockVarMaglevSize          = "maglev_size"
@@ -134,20 +135,21 @@ type SockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockVariableSpecs struct {
-	SlPolicyCidrKey  *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry    *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
-	SlPolicyKey      *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs   *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof  *ebpf.VariableSpec `ebpf:"enable_antispoof"`
-	EventsRingSize   *ebpf.VariableSpec `ebpf:"events_ring_size"`
-	HostNetnsCookie  *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
-	MaglevSize       *ebpf.VariableSpec `ebpf:"maglev_size"`
-	SnatPortMax      *ebpf.VariableSpec `ebpf:"snat_port_max"`
-	SnatPortMin      *ebpf.VariableSpec `ebpf:"snat_port_min"`
-	SockLbMode       *ebpf.VariableSpec `ebpf:"sock_lb_mode"`
+	SlPolicyCidrKey    *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry      *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey        *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs   *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs   *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs     *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
+	EnableAntispoof    *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
+	EventsRingSize     *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	HostNetnsCookie    *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
+	MaglevSize         *ebpf.VariableSpec `ebpf:"maglev_size"`
+	SnatPortMax        *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin        *ebpf.VariableSpec `ebpf:"snat_port_min"`
+	SockLbMode         *ebpf.VariableSpec `ebpf:"sock_lb_mode"`
 }
 
 // SockObjects contains all objects after they have been loaded into the kernel.
@@ -221,20 +223,21 @@ func (m *SockMaps) Close() error {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockVariables struct {
-	SlPolicyCidrKey  *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry    *ebpf.Variable `ebpf:"_sl_policy_entry"`
-	SlPolicyKey      *ebpf.Variable `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs   *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof  *ebpf.Variable `ebpf:"enable_antispoof"`
-	EventsRingSize   *ebpf.Variable `ebpf:"events_ring_size"`
-	HostNetnsCookie  *ebpf.Variable `ebpf:"host_netns_cookie"`
-	MaglevSize       *ebpf.Variable `ebpf:"maglev_size"`
-	SnatPortMax      *ebpf.Variable `ebpf:"snat_port_max"`
-	SnatPortMin      *ebpf.Variable `ebpf:"snat_port_min"`
-	SockLbMode       *ebpf.Variable `ebpf:"sock_lb_mode"`
+	SlPolicyCidrKey    *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry      *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey        *ebpf.Variable `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs   *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs   *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs     *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs     *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
+	EnableAntispoof    *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke *ebpf.Variable `ebpf:"enable_policy_revoke"`
+	EventsRingSize     *ebpf.Variable `ebpf:"events_ring_size"`
+	HostNetnsCookie    *ebpf.Variable `ebpf:"host_netns_cookie"`
+	MaglevSize         *ebpf.Variable `ebpf:"maglev_size"`
+	SnatPortMax        *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin        *ebpf.Variable `ebpf:"snat_port_min"`
+	SockLbMode         *ebpf.Variable `ebpf:"sock_lb_mode"`
 }
 
 // SockPrograms contains all programs after they have been loaded into the kernel.

@@ -1,0 +1,66 @@
+// Package policy compiles Kubernetes NetworkPolicy (networking.k8s.io/v1)
+// into the policy map contents of each endpoint (pod) on this node.
+//
+// It exists so that policy semantics live in pure Go, testable with struct
+// literals, while the datapath only does lookups: an Engine takes model
+// changes and returns, per local endpoint, sorted and deduplicated Entries
+// (identity × direction × protocol × port prefix → verdict and deciding
+// rule) and CIDR LPM entries, plus the ipcache (address → identity) deltas.
+// The lookup the datapath does with them is described on Entry.
+//
+// # Semantics
+//
+//   - An endpoint is enforced in a direction when some policy in its
+//     namespace selects it (podSelector) and covers the direction
+//     (policyTypes, which the model has already defaulted). Rules of all such
+//     policies are unioned; a covering policy without rules denies.
+//   - Empty from/to is any peer (identity 0, which matches the world too);
+//     empty ports is any protocol and port.
+//   - Selector peers (podSelector in the policy's namespace, namespaceSelector,
+//     both ANDed; matchLabels and matchExpressions; empty selects all) become
+//     entries per selected identity, through the identity.SelectorCache.
+//   - ipBlock peers are matched on addresses, not identities, as Kubernetes
+//     requires (they apply to pod and node addresses too): every cidr and
+//     except of an endpoint's rules becomes a prefix of its CIDR LPM, mapped
+//     to a CIDR class whose entries carry the ports of the rules matching
+//     that prefix (see builder.compileCIDRs).
+//   - Ports: TCP, UDP and SCTP by number, a protocol alone (all its ports),
+//     endPort ranges as the fewest port prefixes, and named ports. An ingress
+//     name resolves against the endpoint's own container ports. An egress
+//     name resolves against each destination pod: pods sharing an identity
+//     can give one name different numbers, so those become /32 (or /128)
+//     CIDR entries per destination address, in classes that also carry any
+//     ipBlock rules covering the address. A name that resolves nowhere, an
+//     unknown protocol or an inverted range matches nothing.
+//   - When ingress is enforced, traffic from this node (identity Host) is
+//     always allowed, as Kubernetes requires for kubelet probes; the entry
+//     carries RuleHostAllow.
+//   - Audit mode comes from Options.Audit or the namespace label AuditLabel
+//     (the model keeps no namespace annotations).
+//   - An endpoint needing more than Options.MaxEntriesPerEndpoint entries
+//     gets EndpointPolicy.Overflow, and the datapath denies it.
+//
+// # Incremental recomputation
+//
+// Apply first updates its copy of the model, then:
+//
+//   - Pods (and every pod of a namespace whose labels changed) get their
+//     identity: a pod whose label set already has an identity just joins
+//     it, and only the ipcache changes. A label set seen for the first time
+//     is a new identity, evaluated once against the selectors that can
+//     select it; the last pod leaving an identity removes it from the
+//     selectors holding it. Selectors whose selection changed mark the
+//     endpoints of the policies using them.
+//   - A changed pod that is a local endpoint (before or after) is marked.
+//     A pod whose identity, addresses or ports changed marks the endpoints
+//     of policies whose named-port egress rules select it (before or after).
+//   - A changed policy marks the endpoints it applied to and those it
+//     applies to now; its selectors are acquired in the cache (shared with
+//     other policies with equal selectors) and rule IDs kept per rule.
+//   - Nodes change only the ipcache.
+//
+// Only marked endpoints are recomputed, each from the cached selections, and
+// reported when the result differs. Any sequence of Apply calls leaves the
+// engine as a single Apply of the final state would, up to the numbering of
+// identities and rule IDs, which depends on history (see the tests).
+package policy

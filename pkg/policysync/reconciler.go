@@ -1,0 +1,458 @@
+package policysync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/identity"
+	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/policy"
+)
+
+type nsName = model.NamespacedName
+
+// EndpointLister lists the local endpoints (the endpoint manager).
+type EndpointLister interface {
+	List() []api.Endpoint
+}
+
+// Options configure a Reconciler.
+type Options struct {
+	NodeName string
+	Maps     *datapath.Maps
+	Store    *model.Store
+	// Endpoints gives the endpoint IDs of local pods for the ipcache; it
+	// may be set after New (the endpoint manager needs the reconciler).
+	Endpoints EndpointLister
+	// Audit puts every endpoint in audit mode.
+	Audit bool
+	// MaxEntries is the per-endpoint policy map size.
+	MaxEntries int
+	// StateDir keeps identities.json, so identities survive restarts.
+	StateDir string
+	Logger   *slog.Logger
+	// Resync is the period of a full pass that rewrites the ipcache and
+	// every endpoint's flags from scratch: it only repairs what a failed
+	// write left behind, so a minute is plenty.
+	Resync time.Duration
+}
+
+// placement is what is written for an endpoint.
+type placement struct {
+	epID     uint32
+	ifindex  int
+	identity uint32
+	flags    uint32
+	policy   *policy.EndpointPolicy // the content of its maps
+	mapsOK   bool
+}
+
+// Reconciler computes identities and policy (pkg/policy) from the model and
+// writes them into the datapath: the ipcache, each endpoint's policy maps,
+// and each endpoint's identity and policy flags; then it bumps the policy
+// revision so established connections are judged again.
+type Reconciler struct {
+	opts    Options
+	log     *slog.Logger
+	trigger chan struct{}
+
+	mu       sync.Mutex
+	engine   *policy.Engine
+	alloc    *identity.Allocator
+	synced   uint64 // store revision the engine has seen
+	placed   map[nsName]*placement
+	overflow map[nsName]string
+	lastErr  error
+	revision uint32
+	savedIDs string
+}
+
+// New restores saved identities and builds the engine.
+func New(opts Options) (*Reconciler, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Resync == 0 {
+		opts.Resync = time.Minute
+	}
+	alloc := identity.NewAllocator()
+	if opts.StateDir != "" {
+		b, err := os.ReadFile(filepath.Join(opts.StateDir, identitiesFile))
+		switch {
+		case err == nil:
+			var s identity.Snapshot
+			if err := json.Unmarshal(b, &s); err != nil {
+				opts.Logger.Warn("ignoring unreadable saved identities", "file", identitiesFile, "error", err)
+			} else if err := alloc.Restore(s); err != nil {
+				opts.Logger.Warn("ignoring saved identities", "error", err)
+			}
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("read saved identities: %w", err)
+		}
+	}
+	eng, err := policy.NewEngine(policy.Options{NodeName: opts.NodeName, Audit: opts.Audit, MaxEntriesPerEndpoint: opts.MaxEntries}, alloc)
+	if err != nil {
+		return nil, err
+	}
+	return &Reconciler{
+		opts: opts, log: opts.Logger.With("component", "policy"), trigger: make(chan struct{}, 1),
+		engine: eng, alloc: alloc, placed: map[nsName]*placement{}, overflow: map[nsName]string{},
+	}, nil
+}
+
+const identitiesFile = "identities.json"
+
+// SetEndpoints gives the reconciler the endpoint manager, which needs
+// the reconciler itself first.
+func (r *Reconciler) SetEndpoints(l EndpointLister) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opts.Endpoints = l
+}
+
+// Run applies model changes until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) error {
+	ch := r.opts.Store.Subscribe()
+	defer r.opts.Store.Unsubscribe(ch)
+	resync := time.NewTicker(r.opts.Resync)
+	defer resync.Stop()
+	r.pass(true)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch:
+			r.pass(false)
+		case <-r.trigger:
+			r.pass(false)
+		case <-resync.C:
+			r.pass(true)
+		}
+	}
+}
+
+// syncLocked brings the engine up to the store.
+func (r *Reconciler) syncLocked() policy.Result {
+	rev := r.opts.Store.Revision()
+	if rev == r.synced && r.synced != 0 {
+		return policy.Result{}
+	}
+	res := r.engine.Sync(r.opts.Store.Snapshot())
+	r.synced = rev
+	return res
+}
+
+// flagsOf turns a computed endpoint policy into the endpoint's flags.
+func flagsOf(p *policy.EndpointPolicy) uint32 {
+	var f uint32
+	if p == nil {
+		return 0
+	}
+	if p.IngressEnforced {
+		f |= datapath.EPFlagPolicyIngress
+	}
+	if p.EgressEnforced {
+		f |= datapath.EPFlagPolicyEgress
+	}
+	if p.Audit {
+		f |= datapath.EPFlagPolicyAudit
+	}
+	if p.Overflow != nil {
+		f |= datapath.EPFlagPolicyOverflow
+	}
+	return f
+}
+
+func toDatapath(p *policy.EndpointPolicy) datapath.EndpointPolicy {
+	out := datapath.EndpointPolicy{Entries: make([]datapath.PolicyEntry, 0, len(p.Entries))}
+	for _, e := range p.Entries {
+		out.Entries = append(out.Entries, datapath.PolicyEntry{
+			Identity: uint32(e.Identity), Dir: uint8(e.Direction), Proto: e.Protocol, Port: e.Port,
+			PortPrefixLen: e.PortPrefixLen, Verdict: uint8(e.Verdict), ProxyPort: e.ProxyPort, Rule: uint32(e.Rule),
+		})
+	}
+	for _, c := range p.CIDRs {
+		if !c.Prefix.Addr().Is4() {
+			continue // the datapath judges IPv4 only; IPv6 is dropped under policy
+		}
+		out.CIDRs = append(out.CIDRs, datapath.PolicyCIDR{Dir: uint8(c.Direction), Prefix: c.Prefix, Class: uint32(c.Class)})
+	}
+	return out
+}
+
+// writeMapsLocked makes endpoint pl's maps hold p. An endpoint under no
+// policy, or one whose policy overflowed (it fails closed on its flag), has
+// no maps.
+func (r *Reconciler) writeMapsLocked(pod nsName, pl *placement, p *policy.EndpointPolicy) error {
+	if p != nil && p.Overflow != nil {
+		r.overflow[pod] = p.Overflow.Error()
+	} else {
+		delete(r.overflow, pod)
+	}
+	if p == nil || (!p.IngressEnforced && !p.EgressEnforced) || p.Overflow != nil {
+		pl.policy, pl.mapsOK = p, true
+		return r.opts.Maps.DeleteEndpointPolicy(pl.epID)
+	}
+	if pl.mapsOK && pl.policy != nil && pl.policy.Equal(p) {
+		return nil
+	}
+	if err := r.opts.Maps.WriteEndpointPolicy(pl.epID, toDatapath(p)); err != nil {
+		pl.mapsOK = false
+		if errors.Is(err, datapath.ErrMapFull) {
+			// The maps are sized from the same limit the engine checks:
+			// only a lower --policy-map-max than the engine's gets here.
+			r.overflow[pod] = err.Error()
+		}
+		return fmt.Errorf("endpoint %s: %w", pod, err)
+	}
+	pl.policy, pl.mapsOK = p, true
+	return nil
+}
+
+// desiredLocked is the identity and flags endpoint pod should carry now.
+func (r *Reconciler) desiredLocked(pod nsName, pl *placement) (uint32, uint32) {
+	p, ok := r.engine.Endpoint(pod)
+	if !ok {
+		return 0, 0
+	}
+	f := flagsOf(p)
+	if !pl.mapsOK && f&(datapath.EPFlagPolicyIngress|datapath.EPFlagPolicyEgress) != 0 {
+		// The maps could not be written: fail closed.
+		f |= datapath.EPFlagPolicyOverflow
+	}
+	return uint32(p.Identity), f
+}
+
+// Prepare implements endpoint.PolicyProvider.
+func (r *Reconciler) Prepare(pod nsName, epID uint32) (uint32, uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.syncLocked()
+	pl := r.placed[pod]
+	if pl == nil || pl.epID != epID {
+		pl = &placement{epID: epID}
+		r.placed[pod] = pl
+	}
+	p, _ := r.engine.Endpoint(pod)
+	if err := r.writeMapsLocked(pod, pl, p); err != nil {
+		r.log.Warn("policy maps not written: the endpoint fails closed", "pod", pod, "error", err)
+	}
+	return r.desiredLocked(pod, pl)
+}
+
+// Placed implements endpoint.PolicyProvider.
+func (r *Reconciler) Placed(pod nsName, epID uint32, ifindex int, id, flags uint32) {
+	r.mu.Lock()
+	pl := r.placed[pod]
+	if pl == nil || pl.epID != epID {
+		r.mu.Unlock()
+		return
+	}
+	pl.ifindex, pl.identity, pl.flags = ifindex, id, flags
+	wantID, wantFlags := r.desiredLocked(pod, pl)
+	r.mu.Unlock()
+	if wantID != id || wantFlags != flags {
+		r.kick()
+	}
+}
+
+// Released implements endpoint.PolicyProvider.
+func (r *Reconciler) Released(pod nsName, epID uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if pl := r.placed[pod]; pl != nil && pl.epID == epID {
+		delete(r.placed, pod)
+	}
+	delete(r.overflow, pod)
+	if err := r.opts.Maps.DeleteEndpointPolicy(epID); err != nil {
+		r.log.Warn("remove policy maps", "pod", pod, "error", err)
+	}
+}
+
+func (r *Reconciler) kick() {
+	select {
+	case r.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Reconciler) bump() {
+	rev, err := r.opts.Maps.BumpPolicyRevision()
+	if err != nil {
+		r.log.Warn("bump policy revision", "error", err)
+		return
+	}
+	r.mu.Lock()
+	r.revision = rev
+	r.mu.Unlock()
+}
+
+// pass applies what changed; full also rewrites the ipcache and every
+// endpoint's flags from scratch.
+func (r *Reconciler) pass(full bool) {
+	start := time.Now()
+	var errs []error
+	ipcLocal := map[netip.Addr]uint32{}
+	r.mu.Lock()
+	lister := r.opts.Endpoints
+	r.mu.Unlock()
+	if lister != nil {
+		for _, e := range lister.List() {
+			for _, s := range e.IPs {
+				if a, err := netip.ParseAddr(s); err == nil {
+					ipcLocal[a] = e.ID
+				}
+			}
+		}
+	}
+
+	r.mu.Lock()
+	res := r.syncLocked()
+	for _, err := range res.Errors {
+		errs = append(errs, err)
+	}
+	changed := len(res.Endpoints) > 0 || len(res.IPCacheUpserts) > 0 || len(res.IPCacheDeletes) > 0
+	for _, p := range res.Endpoints {
+		if pl := r.placed[p.Pod]; pl != nil {
+			errs = append(errs, r.writeMapsLocked(p.Pod, pl, p))
+		}
+	}
+	if full {
+		for pod, pl := range r.placed {
+			p, _ := r.engine.Endpoint(pod)
+			errs = append(errs, r.writeMapsLocked(pod, pl, p))
+		}
+	}
+	// The ipcache is written whole (diffed against the map) on every
+	// pass that changed it: identities move only with real changes.
+	var ipc map[netip.Prefix]datapath.IPCacheEntry
+	if changed || full {
+		ipc = map[netip.Prefix]datapath.IPCacheEntry{}
+		for p, id := range r.engine.IPCache() {
+			if !p.Addr().Is4() {
+				continue
+			}
+			e := datapath.IPCacheEntry{Identity: uint32(id)}
+			if p.IsSingleIP() {
+				e.EndpointID = ipcLocal[p.Addr()]
+			}
+			ipc[p] = e
+		}
+	}
+	type flagWrite struct {
+		pod       nsName
+		pl        placement
+		id, flags uint32
+	}
+	var writes []flagWrite
+	for pod, pl := range r.placed {
+		if pl.ifindex == 0 {
+			continue // not placed yet: Placed will check it
+		}
+		id, f := r.desiredLocked(pod, pl)
+		if full || id != pl.identity || f != pl.flags {
+			writes = append(writes, flagWrite{pod, *pl, id, f})
+			pl.identity, pl.flags = id, f
+		}
+	}
+	snap := r.alloc.Snapshot()
+	r.mu.Unlock()
+
+	if ipc != nil {
+		if _, _, err := r.opts.Maps.SyncIPCache(ipc); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, w := range writes {
+		if _, err := r.opts.Maps.SetEndpointPolicy(uint32(w.pl.ifindex), w.pl.epID, w.id, w.flags); err != nil {
+			errs = append(errs, fmt.Errorf("endpoint %s: %w", w.pod, err))
+		}
+	}
+	if changed || len(writes) > 0 {
+		r.bump()
+	}
+	r.saveIdentities(snap)
+
+	err := errors.Join(errs...)
+	r.mu.Lock()
+	r.lastErr = err
+	r.mu.Unlock()
+	if err != nil {
+		r.log.Warn("policy pass", "error", err)
+	}
+	if changed || len(writes) > 0 {
+		r.log.Info("policy programmed", "endpointsChanged", len(res.Endpoints), "ipcacheUpserts", len(res.IPCacheUpserts),
+			"ipcacheDeletes", len(res.IPCacheDeletes), "flagWrites", len(writes), "took", time.Since(start).Round(time.Microsecond))
+	}
+}
+
+func (r *Reconciler) saveIdentities(s identity.Snapshot) {
+	if r.opts.StateDir == "" {
+		return
+	}
+	b, err := json.Marshal(s)
+	if err != nil || string(b) == r.savedIDs {
+		return
+	}
+	tmp := filepath.Join(r.opts.StateDir, identitiesFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err == nil {
+		err = os.Rename(tmp, filepath.Join(r.opts.StateDir, identitiesFile))
+		if err == nil {
+			r.savedIDs = string(b)
+			return
+		}
+	}
+	r.log.Warn("save identities", "error", err)
+}
+
+// Status summarises policy for `sluice status`.
+func (r *Reconciler) Status() api.PolicyStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := api.PolicyStatus{Revision: r.revision, Identities: len(r.engine.Identities())}
+	for _, pl := range r.placed {
+		if pl.flags&(datapath.EPFlagPolicyIngress|datapath.EPFlagPolicyEgress) != 0 {
+			st.EnforcedEndpoints++
+		}
+	}
+	for pod, msg := range r.overflow {
+		st.FailedClosed = append(st.FailedClosed, api.PolicyFailure{Pod: pod.String(), Error: msg})
+	}
+	sort.Slice(st.FailedClosed, func(i, j int) bool { return st.FailedClosed[i].Pod < st.FailedClosed[j].Pod })
+	if r.lastErr != nil {
+		st.LastError = r.lastErr.Error()
+	}
+	return st
+}
+
+// Explain returns the effective policy of a local pod.
+func (r *Reconciler) Explain(pod nsName) (*policy.Explanation, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.engine.Explain(pod)
+}
+
+// Identities lists the allocated and reserved identities.
+func (r *Reconciler) Identities() []identity.Allocation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.engine.Identities()
+}
+
+// Rule names a rule ID for events.
+func (r *Reconciler) Rule(id uint32) (policy.RuleRef, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.engine.Rule(policy.RuleID(id))
+}
