@@ -174,6 +174,9 @@ func (p *PortRef) UnmarshalJSON(b []byte) error {
 type Namespace struct {
 	Name   string            `json:"name"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations keeps only keys starting with "sluice.io/" (such as
+	// sluice.io/policy-audit): the others are unused.
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // Key implements Object.

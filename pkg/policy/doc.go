@@ -35,7 +35,7 @@
 //   - When ingress is enforced, traffic from this node (identity Host) is
 //     always allowed, as Kubernetes requires for kubelet probes; the entry
 //     carries RuleHostAllow.
-//   - Audit mode comes from Options.Audit or the namespace label AuditLabel
+//   - Audit mode comes from Options.Audit or the namespace annotation AuditAnnotation
 //     (the model keeps no namespace annotations).
 //   - An endpoint needing more than Options.MaxEntriesPerEndpoint entries
 //     gets EndpointPolicy.Overflow, and the datapath denies it.

@@ -638,13 +638,19 @@ func (e *Engine) recompute(nn nsName, res *Result) {
 	m[nn] = es
 }
 
+// namespaceAudit reports whether the namespace asks for audit mode.
+func (e *Engine) namespaceAudit(ns string) bool {
+	n, ok := e.state.Namespaces[ns]
+	return ok && (n.Annotations[AuditAnnotation] == "true" || n.Labels[AuditLabel] == "true")
+}
+
 // computeEndpoint compiles the policy of one local endpoint.
 func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []nsName) {
 	pod := ps.pod
 	ep := &EndpointPolicy{
 		Pod:      nn,
 		Identity: ps.id(),
-		Audit:    e.opts.Audit || e.state.NamespaceLabels(pod.Namespace)[AuditLabel] == "true",
+		Audit:    e.opts.Audit || e.namespaceAudit(pod.Namespace),
 	}
 	b := e.b
 	b.reset()

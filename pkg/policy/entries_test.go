@@ -275,6 +275,16 @@ func TestAudit(t *testing.T) {
 
 	e = newEngine(t, s, func(o *Options) { o.Audit = true })
 	assert.True(t, endpoint(t, e, "x/a").Audit)
+
+	// The annotation: audit without touching identities.
+	s = netpolCluster()
+	z := namespace("z", "ns", "z")
+	z.Annotations = map[string]string{AuditAnnotation: "true"}
+	s.Upsert(z)
+	e = newEngine(t, s)
+	assert.True(t, endpoint(t, e, "z/a").Audit)
+	assert.Equal(t, endpoint(t, newEngine(t, netpolCluster()), "z/a").Identity, endpoint(t, e, "z/a").Identity,
+		"an annotation is not part of the identity")
 }
 
 func TestOptionsValidate(t *testing.T) {

@@ -307,11 +307,14 @@ func (e *OverflowError) Error() string {
 		"its traffic is denied; narrow the policies that select it or raise the limit", e.Pod, e.Count, e.Limit)
 }
 
-// AuditLabel on a namespace, with value "true", puts the policy of its pods
-// in audit mode. It is a label rather than an annotation because the model
-// keeps no namespace annotations. Like any namespace label it is part of the
-// pods' identities, so setting it re-identifies the namespace's pods.
-const AuditLabel = "sluice.io/policy-audit"
+// AuditAnnotation on a namespace, with value "true", puts the policy of
+// its pods in audit mode: denials are reported (verdict audit) and
+// forwarded. An annotation is not part of the pods' identities, so setting
+// it changes nothing else. The label of the same name is honoured too.
+const AuditAnnotation = "sluice.io/policy-audit"
+
+// AuditLabel is AuditAnnotation as a namespace label (part of identities).
+const AuditLabel = AuditAnnotation
 
 // Options configure an Engine.
 type Options struct {

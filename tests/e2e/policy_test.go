@@ -11,6 +11,8 @@ package e2e
 
 import (
 	"context"
+	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +109,148 @@ func TestNetworkPolicyIngressAcrossNodesAndRevocation(t *testing.T) {
 	out := e.cli(n2, "policy", "get", "x/b")
 	require.Contains(t, out, "allow-a")
 	require.Contains(t, out, "app=c")
+}
+
+func denyAllIngress(ns, name string) string {
+	return "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: " + name + "\n  namespace: " + ns +
+		"\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n"
+}
+
+// Egress to a service is judged against the backend the LB chose, on the
+// per-packet path and with socket LB.
+//
+//	client (egress: only to app=b1) ──► VIP-1 ──► b1   allowed
+//	                                ──► VIP-2 ──► b2   denied
+func TestNetworkPolicyEgressToServiceJudgesTheBackend(t *testing.T) {
+	for _, mode := range socketLBModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e, client, backends := serviceCluster(t, mode.args...)
+			b1, b2 := backends[0], backends[1]
+			vip2 := netip.MustParseAddr("10.96.0.20")
+			require.NoError(t, e.c.WriteManifest("svc1.yaml", serviceYAML("default", "one", vip, webPorts[:1], ready(b1), "")))
+			require.NoError(t, e.c.WriteManifest("svc2.yaml", serviceYAML("default", "two", vip2, webPorts[:1], ready(b2), "")))
+			require.NoError(t, e.c.WriteManifest("netpol.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n"+
+				"  name: client-egress\n  namespace: default\nspec:\n  podSelector:\n    matchLabels: {role: client}\n"+
+				"  policyTypes: [Egress]\n  egress:\n  - to:\n    - podSelector:\n        matchLabels: {name: b1}\n"))
+			client.Labels = map[string]string{"role": "client"}
+			b1.Labels = map[string]string{"app": "web", "name": "b1"}
+			require.NoError(t, e.c.SyncManifests())
+			n1 := e.c.Node("node1")
+			e.startAgent(n1)
+			e.startAgent(e.c.Node("node2"))
+			e.waitServicesOn(n1, 2)
+			require.Eventually(t, func() bool { return e.status(n1).Policy.EnforcedEndpoints == 1 }, 10*time.Second, 50*time.Millisecond)
+
+			who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
+			require.NoError(t, err, "the service whose backend is allowed")
+			require.Equal(t, "default/b1", who)
+			short, cancel := context.WithTimeout(ctx(t), 2*time.Second)
+			defer cancel()
+			_, err = client.TCPRequest(short, vip2, 80, "whoami")
+			require.Error(t, err, "the service whose backend is not allowed")
+			e.waitEvent(n1, "egress denial of the backend", func(ev api.Event) bool {
+				return ev.Type == "drop" && ev.Reason == "POLICY_DENIED" && ev.Dir == "egress" && ev.Dst.Addr() == b2.IP
+			})
+		})
+	}
+}
+
+// The host identity covers what the node originates, not what it
+// forwards: external clients reaching a pod through NodePort are denied
+// by a deny-all ingress policy, whether the node delivers them as they are
+// (local backend) or source-NATed to itself (remote backend), while the
+// node's own probes still get in.
+//
+//	ext ──► node1:30080 ──► b1 (node1)          world: denied
+//	ext ──► node2:30080 ──SNAT node2──► b1      remote-node: denied
+//	node1 (host) ──► b1                          host: allowed
+func TestNetworkPolicyNodePortDoesNotInheritHost(t *testing.T) {
+	e, _, backends := serviceCluster(t)
+	b1 := backends[0]
+	ext, err := e.c.AddExternal(ctx(t), "ext1")
+	require.NoError(t, err)
+	y := serviceYAML("default", "np", vip, webPorts[:1], ready(b1), "  type: NodePort\n")
+	y = strings.Replace(y, "    protocol: TCP\n", "    protocol: TCP\n    nodePort: 30080\n", 1)
+	require.NoError(t, e.c.WriteManifest("svc.yaml", y))
+	n1, n2 := e.c.Node("node1"), e.c.Node("node2")
+	e.startAgent(n1)
+	e.startAgent(n2)
+	e.waitServicesOn(n1, 3)
+	e.waitServicesOn(n2, 3)
+	who, err := ext.TCPRequest(ctx(t), n2.IP, 30080, "whoami")
+	require.NoError(t, err, "before the policy")
+	require.Equal(t, "default/b1", who)
+
+	require.NoError(t, e.c.WriteManifest("netpol.yaml", denyAllIngress("default", "deny-all")))
+	require.Eventually(t, func() bool { return e.status(n1).Policy.EnforcedEndpoints >= 2 }, 10*time.Second, 50*time.Millisecond)
+	for _, via := range []*harness.Node{n1, n2} {
+		short, cancel := context.WithTimeout(ctx(t), 2*time.Second)
+		_, err := ext.TCPRequest(short, via.IP, 30080, "whoami")
+		cancel()
+		require.Error(t, err, "external client through NodePort on %s", via.Name)
+	}
+	ev := e.waitEvent(n1, "denial of the SNATed connection", func(ev api.Event) bool {
+		return ev.Type == "drop" && ev.Reason == "POLICY_DENIED" && ev.Src.Addr() == n2.IP
+	})
+	require.Equal(t, uint32(6), ev.SrcIdentity, "source-NATed by node2: remote-node, not host")
+	ev = e.waitEvent(n1, "denial of the external client", func(ev api.Event) bool {
+		return ev.Type == "drop" && ev.Reason == "POLICY_DENIED" && ev.Src.Addr() == ext.IP
+	})
+	require.Equal(t, uint32(2), ev.SrcIdentity, "world")
+	who, err = n1.TCPRequest(ctx(t), b1.IP, 8080, "whoami")
+	require.NoError(t, err, "the node's own probe")
+	require.Equal(t, "default/b1", who)
+}
+
+// An endpoint whose policy does not fit its map fails closed, and status
+// says which endpoint and why.
+func TestNetworkPolicyOverflowFailsClosed(t *testing.T) {
+	e := newEnv(t, "--policy-map-max=16")
+	n1 := e.node("node1", harness.Routed)
+	a := e.pod(n1, "x", "a", map[string]string{"app": "a"})
+	b := e.pod(n1, "x", "b", map[string]string{"app": "b"})
+	_, err := b.StartTCPEchoServer(80)
+	require.NoError(t, err)
+	require.NoError(t, e.c.SyncManifests())
+	var ports strings.Builder
+	for p := 1000; p < 1040; p++ {
+		ports.WriteString("    - protocol: TCP\n      port: " + strconv.Itoa(p) + "\n")
+	}
+	ports.WriteString("    - protocol: TCP\n      port: 80\n")
+	require.NoError(t, e.c.WriteManifest("netpol.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n"+
+		"  name: many-ports\n  namespace: x\nspec:\n  podSelector:\n    matchLabels: {app: b}\n  policyTypes: [Ingress]\n"+
+		"  ingress:\n  - from:\n    - podSelector:\n        matchLabels: {app: a}\n    ports:\n"+ports.String()))
+	e.startAgent(n1)
+	e.waitEndpointsReady(n1)
+	var st *api.Status
+	require.Eventually(t, func() bool { st = e.status(n1); return len(st.Policy.FailedClosed) == 1 }, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, "x/b", st.Policy.FailedClosed[0].Pod)
+	require.Contains(t, st.Policy.FailedClosed[0].Error, "limit of 16")
+	require.Contains(t, e.cli(n1, "status"), "x/b needs")
+
+	short, cancel := context.WithTimeout(ctx(t), 2*time.Second)
+	defer cancel()
+	_, err = a.TCPRequest(short, b.IP, 80, "whoami")
+	require.Error(t, err, "a rule allows it, but the policy did not fit: fail closed")
+	e.waitEvent(n1, "overflow drop", func(ev api.Event) bool { return ev.Type == "drop" && ev.Reason == "POLICY_OVERFLOW" })
+}
+
+// Audit mode forwards what policy would deny, and reports it.
+func TestNetworkPolicyAuditMode(t *testing.T) {
+	e := newEnv(t, "--policy-audit")
+	n1 := e.node("node1", harness.Routed)
+	a := e.pod(n1, "x", "a", nil)
+	b := e.pod(n1, "x", "b", nil)
+	_, err := b.StartTCPEchoServer(80)
+	require.NoError(t, err)
+	require.NoError(t, e.c.SyncManifests())
+	require.NoError(t, e.c.WriteManifest("netpol.yaml", denyAllIngress("x", "deny-all")))
+	e.startAgent(n1)
+	e.waitEndpointsReady(n1)
+	require.Eventually(t, func() bool { return e.status(n1).Policy.EnforcedEndpoints == 2 }, 10*time.Second, 50*time.Millisecond)
+	who, err := a.TCPRequest(ctx(t), b.IP, 80, "whoami")
+	require.NoError(t, err, "audit forwards")
+	require.Equal(t, "x/b", who)
+	ev := e.waitEvent(n1, "audit verdict", func(ev api.Event) bool { return ev.Verdict == "audit" && ev.Pod == "b" })
+	require.Equal(t, "default-deny", ev.Policy)
 }

@@ -78,7 +78,16 @@ func Namespace(in *corev1.Namespace) (*model.Namespace, error) {
 		labels = make(map[string]string, 1)
 	}
 	labels[NamespaceNameLabel] = in.Name
-	return &model.Namespace{Name: in.Name, Labels: labels}, nil
+	out := &model.Namespace{Name: in.Name, Labels: labels}
+	for k, v := range in.Annotations {
+		if strings.HasPrefix(k, "sluice.io/") {
+			if out.Annotations == nil {
+				out.Annotations = make(map[string]string)
+			}
+			out.Annotations[k] = v
+		}
+	}
+	return out, nil
 }
 
 func protocol(field string, p corev1.Protocol) (model.Protocol, error) {
