@@ -224,13 +224,14 @@ func (g *globals) events(cmd *cobra.Command) error {
 	if g.output == "json" {
 		return printJSON(w, listJSON(evs))
 	}
-	return table(w, "TIME\tTYPE\tPOD\tDIRECTION\tFLOW\tREASON", func(tw io.Writer) {
+	return table(w, "TIME\tTYPE\tPOD\tDIRECTION\tFLOW\tREASON\tPOLICY", func(tw io.Writer) {
 		for _, e := range evs {
 			pod := "-"
 			if e.Pod != "" {
 				pod = e.Namespace + "/" + e.Pod
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s -> %s\t%s\n", e.Time.Format("15:04:05.000"), e.Type, pod, e.Dir, e.Proto, e.Src, e.Dst, dash(e.Reason))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s -> %s\t%s\t%s\n", e.Time.Format("15:04:05.000"), e.Type, pod, e.Dir, e.Proto, e.Src, e.Dst,
+				dash(e.Reason), policyText(e))
 		}
 	})
 }
@@ -287,6 +288,18 @@ func (g *globals) bpfEndpointList(cmd *cobra.Command) error {
 			}
 		})
 	})
+}
+
+// policyText is an event's policy verdict and deciding rule, e.g.
+// "allowed by x/web ingress[0]" or "denied by default-deny".
+func policyText(e api.Event) string {
+	if e.Verdict == "" {
+		return "-"
+	}
+	if e.Policy == "" {
+		return e.Verdict
+	}
+	return e.Verdict + " by " + e.Policy
 }
 
 // epPolicyText names an endpoint's policy flags.

@@ -283,10 +283,10 @@ func TestEvents(t *testing.T) {
 		require.NoError(t, err)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		require.Len(t, lines, 1+len(testEvents), out)
-		requireLine(t, lines[0], "TIME TYPE POD DIRECTION FLOW REASON")
+		requireLine(t, lines[0], "TIME TYPE POD DIRECTION FLOW REASON POLICY")
 		// The agent sends UTC times here, and the CLI shows the time as sent.
-		requireLine(t, lines[1], "09:26:56.589 trace default/web-0 egress TCP 10.244.1.5:43512 -> 10.96.0.10:53 -")
-		requireLine(t, lines[2], "09:26:57.589 drop - ingress UDP 192.0.2.7:5353 -> 10.244.1.9:53 INVALID_SOURCE_IP")
+		requireLine(t, lines[1], "09:26:56.589 trace default/web-0 egress TCP 10.244.1.5:43512 -> 10.96.0.10:53 - -")
+		requireLine(t, lines[2], "09:26:57.589 drop - ingress UDP 192.0.2.7:5353 -> 10.244.1.9:53 INVALID_SOURCE_IP -")
 	})
 
 	t.Run("json", func(t *testing.T) {
