@@ -1,0 +1,281 @@
+// Command benchpolicy measures what Sluice's network policy costs, per
+// packet and in connections per second, next to iptables (legacy and nft
+// backends) and an nftables set enforcing the same rules (`make
+// bench-policy`, as root). See usage for what it measures and needs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluice-net/sluice/tests/harness"
+)
+
+const usage = `benchpolicy: the cost of Sluice network policy, vs iptables and nftables
+
+Usage: benchpolicy [flags]      (root; ` + "`make bench-policy`" + ` builds it and runs it)
+       benchpolicy cleanup      remove what killed runs left (namespaces, cgroups, pins)
+
+Measures, in one run, every figure next to a baseline measured in the same
+run (timing on shared machines is noisy, ±20-30%: read the ratios; nothing
+here passes or fails on time):
+
+ 1. BPF_PROG_TEST_RUN ns/packet of sl_to_ep (the pod's ingress policy) with
+    10 / 1,000 / 10,000 policy entries on the endpoint (-bpf-scales), for a
+    new TCP connection (SYN), a first UDP datagram, a SYN no rule allows,
+    and an ACK of an admitted connection; against the same program with no
+    policy on the endpoint (flags 0) and a no-op program, all in one loop.
+    Every SYN/UDP sample is a new connection: the source port walks a range
+    and CT is emptied (untimed) before it wraps. Plus the verifier's
+    instruction counts of sl_from_ep and sl_to_ep.
+      go test -run '^$' -bench Policy -benchtime 20000x ./pkg/datapath/
+ 2. Connections per second (connect, 1-byte echo, close with SO_LINGER 0:
+    an RST, no TIME_WAIT) from a client pod to a server pod on one routed
+    simulated node (tests/harness: network namespaces, veths, no traffic
+    leaves them), for the variants
+      sluice-policy    Sluice's endpoint programs on both pods' host-side
+                       veths (pkg/datapath Attacher, tcx), -rules entries of
+                       ingress policy on the server, the client's among them
+      sluice-nopolicy  the same programs, no policy on the server (flags 0)
+      iptables-legacy  the same rules as iptables filter rules, loaded with
+                       iptables-legacy-restore: FORWARD accepts established
+                       connections first, then jumps to the server's chain
+                       (-o <server veth>) of one ACCEPT per rule and a DROP
+      iptables-nft     the same rules through iptables-nft-restore
+      nftables         one set of (address . protocol . port) intervals and
+                       one rule that looks the packet up in it, nft -f
+      none             nothing but routing: the baseline
+    Rounds are interleaved: each runs every variant once, in an order
+    rotated per round. Reported: medians over rounds with their IQR, and
+    the median (IQR) of per-round ratios to that round's none run, and for
+    sluice-policy also to that round's sluice-nopolicy run.
+    The allowed client's rule is the last of the iptables chain by default
+    (-allowed-rule: first, middle, last): only a connection's first packet
+    walks the chain, and iptables walks it rule by rule; Sluice and
+    nftables look the peer up in a trie or set, where position is moot.
+    Every run checks that the client gets through and, under policy, that
+    a third pod without a rule does not.
+    Conntrack is active in the node's netns for every variant (a CNI-style
+    masquerade table is loaded at setup; the legacy filter table, which
+    cannot be unregistered once used, is instantiated up front), as on a
+    real node: what differs between variants is the policy alone.
+    Between variants everything is removed, and before each run no BPF
+    program may be attached to any of the node's interfaces (BPF_PROG_QUERY).
+
+Requires: root (namespaces, cgroups, bpffs, eBPF), Linux with tcx (6.6+),
+cgroup v2, bpffs, and the Debian packages
+  iptables   (iptables-legacy-restore, iptables-nft-restore, iptables-legacy)
+  nftables   (nft)
+  iproute2, util-linux (ip, nsenter: the harness)
+  the Go toolchain (go), for part 1 unless -go-bench=false
+e.g.  apt-get install -y iptables nftables iproute2
+Nothing is installed by this tool; a missing command is named with its package.
+
+Flags:
+`
+
+type options struct {
+	rules        int
+	rounds       int
+	duration     time.Duration
+	warmup       time.Duration
+	workers      int
+	variants     []string
+	allowedRule  string
+	goBench      bool
+	bpfBenchtime string
+	bpfScales    string
+	repo         string
+	jsonPath     string
+	skipRates    bool
+	verbose      bool
+}
+
+var allVariants = []string{"sluice-policy", "sluice-nopolicy", "iptables-legacy", "iptables-nft", "nftables", "none"}
+
+func main() {
+	// The harness re-executes this binary for its own workloads.
+	harness.RunWorkloadIfRequested()
+	if len(os.Args) > 1 {
+		var err error
+		handled := true
+		switch os.Args[1] {
+		case "serve":
+			err = runServe(os.Args[2:])
+		case "loadgen":
+			err = runLoadgen(os.Args[2:])
+		case "probe":
+			err = runProbe(os.Args[2:])
+		case "cleanup":
+			err = runCleanup()
+		default:
+			handled = false
+		}
+		if handled {
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "benchpolicy %s: %v\n", os.Args[1], err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+
+	var o options
+	variants := flag.String("variants", strings.Join(allVariants, ","), "variants to measure (none is always added: it is the baseline)")
+	flag.IntVar(&o.rules, "rules", 10000, "policy rules on the server pod, the allowed client's included")
+	flag.StringVar(&o.allowedRule, "allowed-rule", "last", "where the allowed client's rule is in the iptables chain: first, middle or last")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds")
+	flag.DurationVar(&o.duration, "duration", time.Second, "measured duration of each connection-rate run")
+	flag.DurationVar(&o.warmup, "warmup", 200*time.Millisecond, "unmeasured warm-up before each connection-rate run")
+	flag.IntVar(&o.workers, "workers", 8, "parallel connections of the load generator")
+	flag.BoolVar(&o.goBench, "go-bench", true, "run the BPF_PROG_TEST_RUN benchmark (part 1) and include it in the report")
+	flag.StringVar(&o.bpfBenchtime, "bpf-benchtime", "20000x", "-benchtime of the BPF_PROG_TEST_RUN benchmark (samples per packet kind)")
+	flag.StringVar(&o.bpfScales, "bpf-scales", "10,1000,10000", "policy entry counts of the BPF_PROG_TEST_RUN benchmark")
+	flag.StringVar(&o.repo, "repo", ".", "module root, for go test")
+	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.BoolVar(&o.skipRates, "skip-rates", false, "skip part 2 (connection rates)")
+	flag.BoolVar(&o.verbose, "verbose", false, "log the harness's steps")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), usage)
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fatalf("unexpected argument %q (subcommands: cleanup)", flag.Arg(0))
+	}
+	for _, v := range strings.Split(*variants, ",") {
+		v = strings.TrimSpace(v)
+		if !contains(allVariants, v) {
+			fatalf("-variants: unknown variant %q (known: %s)", v, strings.Join(allVariants, ", "))
+		}
+		if v != "none" && !contains(o.variants, v) {
+			o.variants = append(o.variants, v)
+		}
+	}
+	o.variants = append(o.variants, "none")
+	if o.rounds < 1 || o.workers < 1 {
+		fatalf("-rounds and -workers must be at least 1")
+	}
+	if o.rules < 1 {
+		fatalf("-rules must be at least 1 (the allowed client's rule)")
+	}
+	if !contains([]string{"first", "middle", "last"}, o.allowedRule) {
+		fatalf("-allowed-rule %q: use first, middle or last", o.allowedRule)
+	}
+	if _, err := parseInts(o.bpfScales); err != nil {
+		fatalf("-bpf-scales: %v", err)
+	}
+
+	if os.Geteuid() != 0 {
+		fatalf("must run as root: it creates network namespaces, cgroups and bpffs pins and loads eBPF programs; try: sudo make bench-policy")
+	}
+	if err := checkTools(o); err != nil {
+		fatalf("%v", err)
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	rep, err := run(ctx, o)
+	if rep != nil {
+		printReport(os.Stdout, o, rep)
+		if o.jsonPath != "" {
+			if jerr := writeJSON(o.jsonPath, rep); jerr != nil {
+				fmt.Fprintln(os.Stderr, "benchpolicy:", jerr)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchpolicy:", err)
+		os.Exit(1)
+	}
+}
+
+// runCleanup removes the leftovers of harness runs whose process is gone
+// (a benchpolicy killed with SIGKILL cannot clean up after itself).
+func runCleanup() error {
+	removed, err := harness.CleanupStale()
+	for _, p := range removed {
+		fmt.Println("removed", p)
+	}
+	return err
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "benchpolicy: "+format+"\n", args...)
+	os.Exit(2)
+}
+
+// toolPackages names the Debian package of every command used.
+var toolPackages = map[string]string{
+	"iptables-legacy-restore": "iptables",
+	"iptables-nft-restore":    "iptables",
+	"iptables-legacy":         "iptables",
+	"nft":                     "nftables",
+	"ip":                      "iproute2",
+	"nsenter":                 "util-linux",
+	"go":                      "golang (Go 1.26 toolchain)",
+}
+
+// checkTools fails, naming the package, when a command needed by the
+// selected parts is missing: the tool installs nothing itself.
+func checkTools(o options) error {
+	var need []string
+	if !o.skipRates {
+		need = append(need, "ip", "nsenter", "nft") // nft: the node's base table
+		if contains(o.variants, "iptables-legacy") {
+			need = append(need, "iptables-legacy-restore", "iptables-legacy")
+		}
+		if contains(o.variants, "iptables-nft") {
+			need = append(need, "iptables-nft-restore")
+		}
+	}
+	if o.goBench {
+		need = append(need, "go")
+	}
+	var missing []string
+	for _, t := range need {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (package %s)", t, toolPackages[t]))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing commands: %s; install them, e.g. apt-get install -y iptables nftables", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(f), "%d", &n); err != nil || n < 2 {
+			return nil, fmt.Errorf("%q is not a number of at least 2", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty")
+	}
+	return out, nil
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type report struct {
+	Started time.Time         `json:"started"`
+	Elapsed string            `json:"elapsed"`
+	Options map[string]string `json:"options"`
+	Kernel  string            `json:"kernel"`
+	CPUs    int               `json:"cpus"`
+	// BPF is BenchmarkPolicy's results, Verifier its instruction counts.
+	BPF      []goBench   `json:"bpfTestRun,omitempty"`
+	Verifier []string    `json:"verifier,omitempty"`
+	Rates    *rateResult `json:"rates,omitempty"`
+}
+
+func reportOptions(o options) map[string]string {
+	return map[string]string{
+		"rules": fmt.Sprint(o.rules), "allowedRule": o.allowedRule, "rounds": fmt.Sprint(o.rounds),
+		"duration": o.duration.String(), "warmup": o.warmup.String(), "workers": fmt.Sprint(o.workers),
+		"variants": strings.Join(o.variants, ","), "bpfBenchtime": o.bpfBenchtime, "bpfScales": o.bpfScales,
+	}
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+type stat struct {
+	Median float64 `json:"median"`
+	Q1     float64 `json:"q1"`
+	Q3     float64 `json:"q3"`
+	N      int     `json:"n"`
+}
+
+func statOf(x []float64) stat {
+	if len(x) == 0 {
+		return stat{}
+	}
+	m, q1, q3 := quartiles(x)
+	return stat{Median: m, Q1: q1, Q3: q3, N: len(x)}
+}
+
+// quartiles returns the median, first and third quartile (linear
+// interpolation between closest ranks).
+func quartiles(x []float64) (median, q1, q3 float64) {
+	s := slices.Clone(x)
+	slices.Sort(s)
+	q := func(p float64) float64 {
+		pos := p * float64(len(s)-1)
+		i := int(pos)
+		if i+1 >= len(s) {
+			return s[len(s)-1]
+		}
+		return s[i] + (pos-float64(i))*(s[i+1]-s[i])
+	}
+	return q(0.5), q(0.25), q(0.75)
+}
+
+type sample struct {
+	Round   int    `json:"round"`
+	Variant string `json:"variant"`
+	// SetupSeconds is how long putting the variant in place took.
+	SetupSeconds float64    `json:"setupSeconds"`
+	Conn         loadResult `json:"conn"`
+	Err          string     `json:"error,omitempty"`
+}
+
+type variantSummary struct {
+	Variant string `json:"variant"`
+	Rounds  int    `json:"rounds"`
+	Failed  int    `json:"failedRounds"`
+	// Errors are failed connections inside successful runs.
+	Errors uint64 `json:"errors"`
+	Conn   stat   `json:"connPerSec"`
+	// RatioNone is per-round conn/s over that round's none run;
+	// RatioNopolicy over that round's sluice-nopolicy run.
+	RatioNone     stat `json:"ratioToNone"`
+	RatioNopolicy stat `json:"ratioToSluiceNopolicy"`
+	Setup         stat `json:"setupSeconds"`
+}
+
+type rateResult struct {
+	Rules           int              `json:"rules"`
+	CIDRClasses     int              `json:"cidrClasses"`
+	PortRanges      int              `json:"portRanges"`
+	AllowedPosition int              `json:"allowedPosition"`
+	AllowedAt       string           `json:"allowedAt"`
+	Samples         []sample         `json:"samples"`
+	Summary         []variantSummary `json:"summary"`
+}
+
+// summarize computes per-variant medians and, per round, the ratio to that
+// round's baseline runs: a round's runs share the machine's state of the
+// moment, so per-round ratios cancel much of the drift a ratio of medians
+// keeps.
+func (rr *rateResult) summarize(variants []string) {
+	byRound := func(v string) map[int]float64 {
+		out := map[int]float64{}
+		for _, s := range rr.Samples {
+			if s.Variant == v && s.Err == "" {
+				out[s.Round] = s.Conn.Rate
+			}
+		}
+		return out
+	}
+	none, nopol := byRound("none"), byRound("sluice-nopolicy")
+	for _, v := range variants {
+		vs := variantSummary{Variant: v}
+		var conn, rn, rp, setup []float64
+		for _, s := range rr.Samples {
+			if s.Variant != v {
+				continue
+			}
+			vs.Rounds++
+			if s.Err != "" {
+				vs.Failed++
+				continue
+			}
+			vs.Errors += s.Conn.Errors
+			conn, setup = append(conn, s.Conn.Rate), append(setup, s.SetupSeconds)
+			if d, ok := none[s.Round]; ok {
+				rn = append(rn, s.Conn.Rate/d)
+			}
+			if d, ok := nopol[s.Round]; ok && strings.HasPrefix(v, "sluice-") {
+				rp = append(rp, s.Conn.Rate/d)
+			}
+		}
+		vs.Conn, vs.RatioNone, vs.RatioNopolicy, vs.Setup = statOf(conn), statOf(rn), statOf(rp), statOf(setup)
+		rr.Summary = append(rr.Summary, vs)
+	}
+}
+
+func writeJSON(path string, rep *report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// bpfRows are the packet kinds of BenchmarkPolicy, by metric prefix: the
+// policy run, the no-policy run it is compared with.
+var bpfRows = []struct{ label, pol, nopol string }{
+	{"SYN, new connection", "syn-pol", "syn-nopol"},
+	{"UDP, first datagram", "udp-pol", "udp-nopol"},
+	{"SYN, denied (vs admitted, no policy)", "deny-pol", "syn-nopol"},
+	{"ACK, established", "est-pol", "est-nopol"},
+}
+
+func printReport(w io.Writer, o options, rep *report) {
+	fmt.Fprintf(w, "\n==== benchpolicy report (%s, took %s; Linux %s, %d CPUs) ====\n", rep.Started.Format(time.RFC3339), rep.Elapsed, rep.Kernel, rep.CPUs)
+	if len(rep.BPF) > 0 {
+		fmt.Fprintln(w, "\n1. BPF_PROG_TEST_RUN of sl_to_ep (the pod's ingress), median ns per packet [IQR], one run per sample (repeat=1).")
+		fmt.Fprintln(w, "   policy: N entries on the endpoint, ingress enforced; no-policy: the same program, endpoint flags 0;")
+		fmt.Fprintln(w, "   noop: a program that only returns, measured in the same loop. New connections use a fresh source port")
+		fmt.Fprintln(w, "   per sample (CT emptied, untimed, before the ports wrap); a denied SYN leaves no CT entry.")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "   entries\tpacket\tpolicy ns\t[IQR]\tno-policy ns\t[IQR]\tx no-policy\tpolicy x noop\tnoop ns\tsamples\t")
+		for _, g := range rep.BPF {
+			entries := strings.TrimPrefix(g.Name, "Policy/entries=")
+			m := g.Metrics
+			for _, r := range bpfRows {
+				x := "-"
+				if v, ok := m[r.pol+"-x-nopol"]; ok {
+					x = fmt.Sprintf("%.2f", v)
+				}
+				fmt.Fprintf(tw, "   %s\t%s\t%.0f\t[%.0f–%.0f]\t%.0f\t[%.0f–%.0f]\t%s\t%.1f\t%.0f\t%d\t\n", entries, r.label,
+					m[r.pol+"-ns/pkt"], m[r.pol+"-q1-ns"], m[r.pol+"-q3-ns"],
+					m[r.nopol+"-ns/pkt"], m[r.nopol+"-q1-ns"], m[r.nopol+"-q3-ns"],
+					x, m[r.pol+"-x-noop"], m["noop-ns/pkt"], g.N)
+			}
+		}
+		tw.Flush()
+		fmt.Fprintln(w, "   The kernel's per-run clock reads are in every sample, the no-op's too: compare the ratios.")
+	}
+	if len(rep.Verifier) > 0 {
+		fmt.Fprintln(w, "\n   Verifier (the same whatever the map contents):")
+		for _, l := range rep.Verifier {
+			fmt.Fprintf(w, "   %s\n", l)
+		}
+	}
+	if rr := rep.Rates; rr != nil {
+		fmt.Fprintf(w, "\n2. Connections/s, client pod → server pod through one routed node (connect, 1-byte echo, close with RST),\n")
+		fmt.Fprintf(w, "   %d interleaved rounds × %s (+%s warm-up), %d connections in parallel.\n", o.rounds, o.duration, o.warmup, o.workers)
+		fmt.Fprintf(w, "   Policy: %d rules on the server's ingress (%d ipBlock CIDRs, %d port ranges); in the iptables chain\n", rr.Rules, rr.CIDRClasses, rr.PortRanges)
+		fmt.Fprintf(w, "   the client's rule is number %d (%s). Medians over rounds [IQR]; \"x none\" is the median [IQR] of\n", rr.AllowedPosition, rr.AllowedAt)
+		fmt.Fprintln(w, "   per-round ratios to that round's run with nothing installed, \"x no-policy\" to that round's")
+		fmt.Fprintln(w, "   sluice-nopolicy run. Every counted run got the client through and, under policy, kept a pod")
+		fmt.Fprintln(w, "   without a rule out. setup: loading and programming the variant (Sluice: programs and maps).")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "   variant\tconn/s\t[IQR]\tx none\t[IQR]\tx no-policy\t[IQR]\tsetup s\tfailed rounds\terrors\t")
+		for _, v := range rr.Summary {
+			xp, xpIQR := "", ""
+			if v.RatioNopolicy.N > 0 && v.Variant != "sluice-nopolicy" {
+				xp, xpIQR = fmt.Sprintf("%.3f", v.RatioNopolicy.Median), fmt.Sprintf("[%.3f–%.3f]", v.RatioNopolicy.Q1, v.RatioNopolicy.Q3)
+			}
+			xn, xnIQR := "-", ""
+			if v.RatioNone.N > 0 {
+				xn, xnIQR = fmt.Sprintf("%.3f", v.RatioNone.Median), fmt.Sprintf("[%.3f–%.3f]", v.RatioNone.Q1, v.RatioNone.Q3)
+			}
+			fmt.Fprintf(tw, "   %s\t%.0f\t[%.0f–%.0f]\t%s\t%s\t%s\t%s\t%.2f\t%d/%d\t%d\t\n", v.Variant,
+				v.Conn.Median, v.Conn.Q1, v.Conn.Q3, xn, xnIQR, xp, xpIQR, v.Setup.Median, v.Failed, v.Rounds, v.Errors)
+		}
+		tw.Flush()
+		for _, s := range rr.Samples {
+			if s.Err != "" {
+				fmt.Fprintf(w, "   round %d %s failed: %s\n", s.Round, s.Variant, firstLine(s.Err))
+			}
+		}
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}

@@ -1,0 +1,164 @@
+package main
+
+// Subcommands that run inside the simulated pods (started with Host.Exec:
+// nsenter into the pod's netns, cloned into its cgroup): a TCP echo
+// server, the load generator and a connectivity probe. One long-lived
+// process per measurement, so process start-up never counts.
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// loadResult is what `benchpolicy loadgen` prints (one JSON line).
+type loadResult struct {
+	Ops        uint64  `json:"ops"`
+	Seconds    float64 `json:"seconds"`
+	Rate       float64 `json:"rate"`
+	Errors     uint64  `json:"errors"`
+	FirstError string  `json:"firstError,omitempty"`
+}
+
+// runServe echoes whatever it reads on every connection until the peer
+// closes or resets it.
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	port := fs.Int("port", 8080, "listen port")
+	_ = fs.Parse(args)
+	ln, err := net.Listen("tcp4", fmt.Sprintf(":%d", *port))
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 512)
+			for {
+				n, err := c.Read(buf)
+				if n > 0 {
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// runLoadgen opens connections to addr from workers goroutines for
+// warmup+duration and reports the rate over the duration alone. Each
+// connection: connect, write 1 byte, read the echo, close with SO_LINGER 0
+// (an RST: no TIME_WAIT, so neither end runs out of ports and the rate is
+// the datapath's, not the TIME_WAIT table's).
+func runLoadgen(args []string) error {
+	fs := flag.NewFlagSet("loadgen", flag.ExitOnError)
+	addr := fs.String("addr", "", "ip:port to load")
+	workers := fs.Int("workers", 8, "parallel connections")
+	duration := fs.Duration("duration", time.Second, "measured duration")
+	warmup := fs.Duration("warmup", 200*time.Millisecond, "unmeasured warm-up before the measured duration")
+	_ = fs.Parse(args)
+
+	var (
+		ops, errs atomic.Uint64
+		stop      atomic.Bool
+		firstErr  error
+		errOnce   sync.Once
+		wg        sync.WaitGroup
+	)
+	dialer := net.Dialer{Timeout: 2 * time.Second}
+	for range *workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1)
+			msg := []byte{'x'}
+			for !stop.Load() {
+				if err := oneConn(&dialer, *addr, msg, buf); err != nil {
+					errs.Add(1)
+					errOnce.Do(func() { firstErr = err })
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				ops.Add(1)
+			}
+		}()
+	}
+	time.Sleep(*warmup)
+	o0, t0 := ops.Load(), time.Now()
+	time.Sleep(*duration)
+	o1, t1 := ops.Load(), time.Now()
+	stop.Store(true)
+	wg.Wait()
+	r := loadResult{Ops: o1 - o0, Seconds: t1.Sub(t0).Seconds(), Errors: errs.Load()}
+	r.Rate = float64(r.Ops) / r.Seconds
+	if firstErr != nil {
+		r.FirstError = firstErr.Error()
+	}
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+func oneConn(d *net.Dialer, addr string, msg, buf []byte) error {
+	c, err := d.Dial("tcp4", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetLinger(0)
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	_, err = io.ReadFull(c, buf)
+	return err
+}
+
+// runProbe waits until one connection to addr is echoed; with
+// -expect-deny it instead makes one attempt and fails if it is echoed
+// (a policy that should drop the SYN lets it through).
+func runProbe(args []string) error {
+	fs := flag.NewFlagSet("probe", flag.ExitOnError)
+	addr := fs.String("addr", "", "ip:port")
+	timeout := fs.Duration("timeout", 15*time.Second, "give up after (with -expect-deny: the connect timeout)")
+	expectDeny := fs.Bool("expect-deny", false, "succeed only if the connection does not get through")
+	_ = fs.Parse(args)
+	buf := make([]byte, 1)
+	if *expectDeny {
+		d := net.Dialer{Timeout: *timeout}
+		if err := oneConn(&d, *addr, []byte{'p'}, buf); err != nil {
+			fmt.Printf("denied: %v\n", err)
+			return nil
+		}
+		return fmt.Errorf("connection to %s got through: the policy should drop it", *addr)
+	}
+	d := net.Dialer{Timeout: time.Second}
+	deadline := time.Now().Add(*timeout)
+	for {
+		err := oneConn(&d, *addr, []byte{'p'}, buf)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no echo from %s within %s: %w", *addr, *timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
