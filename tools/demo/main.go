@@ -179,7 +179,7 @@ func (d *demo) cleanup(errp *error) {
 		d.printKeep()
 		return
 	}
-	header("7. Cleanup")
+	header("8. Cleanup")
 	if err := d.c.Cleanup(); err != nil {
 		*errp = errors.Join(*errp, &cleanupError{err})
 		return
@@ -189,7 +189,7 @@ func (d *demo) cleanup(errp *error) {
 }
 
 func (d *demo) printKeep() {
-	header("7. Kept for inspection (--keep)")
+	header("8. Kept for inspection (--keep)")
 	fmt.Printf("run %s is left in place. Agents and workloads stopped with the demo; the pinned\n", d.c.ID)
 	fmt.Println("maps and programs, namespaces and directories remain:")
 	fmt.Printf("  ip netns list | grep %s\n", d.c.Prefix)
@@ -535,7 +535,70 @@ endpoints:
 		return fmt.Errorf("%d round trips failed; last error: %v", f, conn.LastErr())
 	}
 	_ = conn.Stop()
-	return nil
+	return d.policyStory(ctx, n2, frontend, backend, db)
+}
+
+// policyStory: a NetworkPolicy on db, enforced on identities in the kernel,
+// decisions visible as events, and an established connection cut when the
+// policy stops allowing it.
+func (d *demo) policyStory(ctx context.Context, n2 *harness.Node, frontend, backend, db *harness.Pod) error {
+	header("7. Network policy: only app=backend may reach shop/db")
+	conn, err := frontend.StartTCPClient(db.IP, tcpPort, 100*time.Millisecond)
+	if err != nil {
+		return fmt.Errorf("start TCP client: %w", err)
+	}
+	defer conn.Stop()
+	if err := waitRT(ctx, conn, 3); err != nil {
+		return err
+	}
+	fmt.Printf("%s -> %s:%d: a live connection (%d round trips) before any policy\n", frontend, db, tcpPort, conn.RoundTrips())
+	policy := `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-backend, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: default}}
+      podSelector: {matchLabels: {app: backend}}
+    ports:
+    - {protocol: TCP, port: echo}
+`
+	if err := d.c.WriteManifest("netpol-db.yaml", policy); err != nil {
+		return err
+	}
+	fmt.Print("wrote NetworkPolicy shop/db-from-backend:\n" + policy)
+	if err := waitFor(ctx, 10*time.Second, "the live connection to be cut", func() bool { return conn.Closed() != nil }); err != nil {
+		return err
+	}
+	fmt.Printf("the frontend's established connection was cut by the kernel: %v\n", conn.Closed())
+	who, err := backend.TCPRequest(ctx, db.IP, tcpPort, "whoami")
+	if err != nil {
+		return fmt.Errorf("backend to db must be allowed: %w", err)
+	}
+	fmt.Printf("%s -> %s:%d answered %q (allowed)\n", backend, db, tcpPort, who)
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = frontend.TCPRequest(short, db.IP, tcpPort, "whoami")
+	cancel()
+	if err == nil {
+		return errors.New("frontend to db must be denied")
+	}
+	fmt.Printf("%s -> %s:%d: no answer (denied)\n", frontend, db, tcpPort)
+	if _, err := d.sluice(ctx, n2, "policy", "get", "shop/db"); err != nil {
+		return err
+	}
+	out, err := d.sluiceQuiet(ctx, n2, "events")
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "POLICY") || strings.Contains(l, " by ") {
+			fmt.Println(l)
+		}
+	}
+	_, err = d.sluice(ctx, n2, "bpf", "policy", "list")
+	return err
 }
 
 // startAgent starts n's agent and waits until it is ready and every local
