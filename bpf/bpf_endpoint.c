@@ -219,6 +219,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (enable_policy_revoke && nat.policy_rev != nat.cur_rev &&
 		    policy_recheck(ep, &pkt, ct, &nat, &pol) != SL_DROP_NONE)
 			return policy_revoke(skb, ep, dir, &pkt, ct, &nat, &pol);
+		if (nat.closed) {
+			/* Reported with the tuple of the connection's first
+			 * packet, like every other event about it. */
+			struct sl_ct_key key;
+			struct sl_ct_entry *e;
+
+			ct_key_from_pkt(&key, ep_id, &pkt, ct == CT_REPLY);
+			e = bpf_map_lookup_elem(&sl_ct, &key);
+			if (e)
+				emit_conn_end(skb, &key, e, pkt.tcp_flags);
+		}
 		if (ct == CT_ESTABLISHED || !nat.rev_nat_id)
 			break;
 		if (dir == SL_DIR_INGRESS && lb_rev_translate(skb, ep_id, &pkt, &nat) < 0)

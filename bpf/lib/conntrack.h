@@ -37,6 +37,7 @@ struct ct_nat {
 	__u32 policy_rev; /* out (established, reply): the entry's policy revision */
 	__u8 origin;      /* out (established, reply): the entry's original direction */
 	__u8 policy_flags; /* out (established, reply): SL_CT_POL_* */
+	__u8 closed;      /* out: this packet closed the connection (TCP) */
 };
 
 enum ct_result {
@@ -209,9 +210,12 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 		__sync_fetch_and_add(&e->packets_orig, 1);
 		__sync_fetch_and_add(&e->bytes_orig, len);
 		if (is_tcp) {
+			__u8 old = e->state;
+
 			e->flags_orig |= flags;
 			ct_refresh(e, pkt, tcp_next_state(e->state, flags, false,
 							  e->flags_orig, e->flags_reply), now);
+			nat->closed = old != SL_CT_CLOSED && e->state == SL_CT_CLOSED;
 		} else {
 			ct_refresh(e, pkt, e->state, now);
 		}
@@ -229,9 +233,12 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 		__sync_fetch_and_add(&e->packets_reply, 1);
 		__sync_fetch_and_add(&e->bytes_reply, len);
 		if (is_tcp) {
+			__u8 old = e->state;
+
 			e->flags_reply |= flags;
 			ct_refresh(e, pkt, tcp_next_state(e->state, flags, true,
 							  e->flags_orig, e->flags_reply), now);
+			nat->closed = old != SL_CT_CLOSED && e->state == SL_CT_CLOSED;
 		} else {
 			ct_refresh(e, pkt, SL_CT_ESTABLISHED, now);
 		}

@@ -104,6 +104,37 @@ static __always_inline void emit_event_pol(struct __sk_buff *skb, __u8 type, __u
 	event_submit(ev);
 }
 
+/* The end of a TCP connection, with its totals, under its CT key (the
+ * tuple of its first packet). */
+static __always_inline void emit_conn_end(struct __sk_buff *skb, const struct sl_ct_key *key,
+					  const struct sl_ct_entry *e, __u8 tcp_flags)
+{
+	struct sl_event *ev = event_reserve(e->origin, 0);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!ev)
+		return;
+	ev->ts = now;
+	ev->type = SL_EVENT_CONN_END;
+	ev->dir = e->origin;
+	ev->ifindex = skb->ifindex;
+	ev->ep_id = key->ep_id;
+	ev->len = skb->len;
+	ev->family = key->family;
+	ev->proto = key->proto;
+	ev->tcp_flags = tcp_flags;
+	ev->sport = key->sport;
+	ev->dport = key->dport;
+	ev->saddr = key->saddr;
+	ev->daddr = key->daddr;
+	ev->packets_orig = e->packets_orig;
+	ev->bytes_orig = e->bytes_orig;
+	ev->packets_reply = e->packets_reply;
+	ev->bytes_reply = e->bytes_reply;
+	ev->duration_ns = now - e->created;
+	event_submit(ev);
+}
+
 static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 dir,
 				       __u16 reason, __u32 ep_id, const struct sl_pkt *pkt,
 				       __u32 svc_id, const union sl_addr *vip, __be16 vport)

@@ -260,7 +260,7 @@ func (a *Agent) gcLoop(ctx context.Context) {
 }
 
 func (a *Agent) gcOnce() {
-	st, err := a.maps.GCCT(nil)
+	st, err := a.maps.GCCT(nil, a.recordEvent)
 	if err != nil {
 		a.log.Warn("conntrack gc", "error", err)
 		return
@@ -283,32 +283,37 @@ func (a *Agent) readEvents(r *datapath.EventReader) {
 			a.log.Warn("read event", "error", err)
 			continue
 		}
-		rec := api.Event{Event: ev}
-		if pod, ok := a.eps.PodByID(ev.EndpointID); ok {
+		a.recordEvent(ev)
+	}
+}
+
+// recordEvent enriches a datapath event with names and keeps it.
+func (a *Agent) recordEvent(ev datapath.Event) {
+	rec := api.Event{Event: ev}
+	if pod, ok := a.eps.PodByID(ev.EndpointID); ok {
+		rec.Namespace, rec.Pod = pod.Namespace, pod.Name
+	} else if ev.CgroupID != 0 {
+		// Socket-LB events come from a process, not an interface.
+		if pod, ok := a.cgroups.pod(ev.CgroupID, a.store.Snapshot()); ok {
 			rec.Namespace, rec.Pod = pod.Namespace, pod.Name
-		} else if ev.CgroupID != 0 {
-			// Socket-LB events come from a process, not an interface.
-			if pod, ok := a.cgroups.pod(ev.CgroupID, a.store.Snapshot()); ok {
-				rec.Namespace, rec.Pod = pod.Namespace, pod.Name
+		}
+	}
+	if ev.ServiceID != 0 {
+		rec.Service = a.lb.FrontendName(ev.ServiceID)
+	}
+	if ev.Verdict != "" {
+		rec.Policy = "default-deny"
+		if ev.PolicyRule != 0 {
+			if ref, ok := a.policy.Rule(ev.PolicyRule); ok {
+				rec.Policy = ref.String()
 			}
+		} else if ev.Verdict == "allowed" || ev.Verdict == "redirected" {
+			rec.Policy = ""
 		}
-		if ev.ServiceID != 0 {
-			rec.Service = a.lb.FrontendName(ev.ServiceID)
-		}
-		if ev.Verdict != "" {
-			rec.Policy = "default-deny"
-			if ev.PolicyRule != 0 {
-				if ref, ok := a.policy.Rule(ev.PolicyRule); ok {
-					rec.Policy = ref.String()
-				}
-			} else if ev.Verdict == "allowed" || ev.Verdict == "redirected" {
-				rec.Policy = ""
-			}
-		}
-		a.events.add(rec)
-		if ev.Type == "drop" {
-			a.log.Debug("drop", "reason", ev.Reason, "pod", rec.Pod, "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto)
-		}
+	}
+	a.events.add(rec)
+	if ev.Type == "drop" {
+		a.log.Debug("drop", "reason", ev.Reason, "pod", rec.Pod, "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto)
 	}
 }
 

@@ -66,7 +66,11 @@ func TestVerifierInstructions(t *testing.T) {
 		insns, err := info.Instructions()
 		require.NoError(t, err)
 		t.Logf("%s: %d instructions, %d verified instructions", name, len(insns), n)
-		require.Less(t, n, uint32(200_000), "%s is getting expensive to verify", name)
+		// With service translation, policy (decision, re-decision and
+		// revocation) and connection-end events sl_from_ep walks ~207k on
+		// 6.18: a third of the budget left to the kernel's 1M limit for
+		// older, less precise verifiers (the VM matrix checks them).
+		require.Less(t, n, uint32(300_000), "%s is getting expensive to verify", name)
 	}
 }
 

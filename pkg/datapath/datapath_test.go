@@ -199,6 +199,74 @@ func runStep(t *testing.T, dp *Datapath, rd *EventReader, i int, s step) {
 	require.Equal(t, s.events, got, "step %d events", i)
 }
 
+// A closed connection is reported once, with its totals in both
+// directions and its duration, under the tuple of its first packet.
+func TestConnectionEndEvent(t *testing.T) {
+	dp := loadTest(t, Config{})
+	rd, err := dp.NewEventReader()
+	require.NoError(t, err)
+	defer rd.Close()
+	for _, st := range []struct {
+		in  bool // toward the pod (sl_to_ep)
+		pkt []byte
+	}{
+		{false, tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true})},
+		{true, tcpPkt(t, peerIP, podIP, 80, 40000, flags{syn: true, ack: true})},
+		{false, tcpPkt(t, podIP, peerIP, 40000, 80, flags{ack: true})},
+		{false, tcpPkt(t, podIP, peerIP, 40000, 80, flags{fin: true, ack: true})},
+		{true, tcpPkt(t, peerIP, podIP, 80, 40000, flags{fin: true, ack: true})},
+		{false, tcpPkt(t, podIP, peerIP, 40000, 80, flags{ack: true})},
+	} {
+		prog := dp.objs.SlFromEp
+		if st.in {
+			prog = dp.objs.SlToEp
+		}
+		_, err := prog.Run(&ebpf.RunOptions{Data: st.pkt})
+		require.NoError(t, err)
+	}
+	var end Event
+	for {
+		rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		ev, err := rd.Read()
+		require.NoError(t, err, "no end event")
+		if ev.Type == "end" {
+			end = ev
+			break
+		}
+	}
+	require.Equal(t, "egress", end.Dir, "the connection's origin")
+	require.Equal(t, netip.AddrPortFrom(podIP, 40000), end.Src, "the tuple of the first packet")
+	require.Equal(t, netip.AddrPortFrom(peerIP, 80), end.Dst)
+	require.EqualValues(t, 3, end.PacketsOrig, "SYN, ACK, FIN")
+	require.EqualValues(t, 2, end.PacketsReply, "SYN-ACK, FIN")
+	require.NotZero(t, end.BytesOrig)
+	require.Greater(t, end.Duration, time.Duration(0))
+	require.False(t, end.Expired)
+	rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err = rd.Read()
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "reported once: the last ACK after close is not another end")
+}
+
+// Idle connections end by expiring: the CT GC reports them.
+func TestExpiredConnectionsAreReported(t *testing.T) {
+	dp := loadTest(t, Config{CTTimeoutOther: time.Second})
+	_, err := dp.objs.SlFromEp.Run(&ebpf.RunOptions{Data: udpPkt(t, podIP, peerIP, 5000, 53)})
+	require.NoError(t, err)
+	_, err = dp.objs.SlToEp.Run(&ebpf.RunOptions{Data: udpPkt(t, peerIP, podIP, 53, 5000)})
+	require.NoError(t, err)
+	time.Sleep(1100 * time.Millisecond)
+	var ended []Event
+	st, err := dp.Maps().GCCT(nil, func(ev Event) { ended = append(ended, ev) })
+	require.NoError(t, err)
+	require.EqualValues(t, 1, st.Expired)
+	require.Len(t, ended, 1)
+	require.True(t, ended[0].Expired)
+	require.Equal(t, "UDP", ended[0].Proto)
+	require.EqualValues(t, 1, ended[0].PacketsOrig)
+	require.EqualValues(t, 1, ended[0].PacketsReply)
+	require.Equal(t, uint32(7), ended[0].EndpointID)
+}
+
 func ctOf(t *testing.T, dp *Datapath) []CTEntry {
 	ct, err := dp.Maps().ListCT()
 	require.NoError(t, err)
@@ -248,7 +316,7 @@ func TestEndpointPrograms(t *testing.T) {
 		},
 		{
 			name:  "FIN both ways closes; a new SYN on the closed tuple is a new connection",
-			steps: []step{out(syn, "trace"), in(synAck), out(ack), out(fin), in(finBack), out(syn, "trace")},
+			steps: []step{out(syn, "trace"), in(synAck), out(ack), out(fin), in(finBack, "end"), out(syn, "trace")},
 			ct: func(t *testing.T, ct []CTEntry) {
 				require.Len(t, ct, 1)
 				require.Equal(t, "syn-sent", ct[0].State)
@@ -257,7 +325,7 @@ func TestEndpointPrograms(t *testing.T) {
 		},
 		{
 			name:  "RST closes",
-			steps: []step{out(syn, "trace"), in(rst)},
+			steps: []step{out(syn, "trace"), in(rst, "end")},
 			ct:    func(t *testing.T, ct []CTEntry) { require.Equal(t, "closed", ct[0].State) },
 		},
 		{
@@ -415,7 +483,7 @@ func TestConntrackIsPerEndpoint(t *testing.T) {
 	require.ElementsMatch(t, []uint32{7, 8}, []uint32{ct[0].EndpointID, ct[1].EndpointID})
 
 	// GC of a removed endpoint takes only its entries.
-	st, err := dp.Maps().GCCT(func(id uint32) bool { return id == 7 })
+	st, err := dp.Maps().GCCT(func(id uint32) bool { return id == 7 }, nil)
 	require.NoError(t, err)
 	require.Equal(t, 1, st.Deleted)
 	require.Equal(t, 1, st.Live)
@@ -440,7 +508,7 @@ func TestConntrackFullIsCountedDrop(t *testing.T) {
 	v.Expires = 1
 	k := bpfobj.BpfSlCtKey{EpId: 99, Family: 2, Proto: 6, Sport: 0}
 	require.NoError(t, dp.objs.SlCt.Put(&k, &v))
-	st, err := dp.Maps().GCCT(nil)
+	st, err := dp.Maps().GCCT(nil, nil)
 	require.NoError(t, err)
 	require.Equal(t, 1, st.Deleted)
 	runStep(t, dp, rd, 1, out(syn, "trace"))

@@ -45,6 +45,19 @@ type Event struct {
 	DstIdentity uint32 `json:"dstIdentity,omitempty"`
 	PolicyRule  uint32 `json:"policyRule,omitempty"`
 	ProxyPort   uint16 `json:"proxyPort,omitempty"`
+	// Connection ends ("end"): the connection's totals, orig being the
+	// direction of its first packet, and how long it lasted. Expired
+	// (idle) connections are reported by the agent's CT GC with
+	// Expired set; closed TCP connections by the datapath.
+	PacketsOrig  uint64        `json:"packetsOrig,omitempty"`
+	BytesOrig    uint64        `json:"bytesOrig,omitempty"`
+	PacketsReply uint64        `json:"packetsReply,omitempty"`
+	BytesReply   uint64        `json:"bytesReply,omitempty"`
+	Duration     time.Duration `json:"duration,omitempty"`
+	Expired      bool          `json:"expired,omitempty"`
+	// Suppressed counts drops of the same flow and reason not reported
+	// since the previous event (rate limit).
+	Suppressed uint32 `json:"suppressed,omitempty"`
 }
 
 // DecodeEvent turns a raw record into an Event. bootTime maps the
@@ -67,6 +80,12 @@ func DecodeEvent(raw []byte, bootTime time.Time) (Event, error) {
 		ev.SockCookie = r.SockCookie
 		ev.CgroupID = r.CgroupId
 	}
+	if r.Type == uint8(bpfobj.BpfSlEventTypeSL_EVENT_CONN_END) {
+		ev.PacketsOrig, ev.BytesOrig = r.PacketsOrig, r.BytesOrig
+		ev.PacketsReply, ev.BytesReply = r.PacketsReply, r.BytesReply
+		ev.Duration = time.Duration(r.DurationNs)
+	}
+	ev.Suppressed = r.Suppressed
 	if r.Verdict != VerdictNone {
 		ev.Verdict = VerdictName(r.Verdict)
 		ev.SrcIdentity, ev.DstIdentity = r.SrcIdentity, r.DstIdentity

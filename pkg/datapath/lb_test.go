@@ -370,7 +370,7 @@ func TestMaglevSelection(t *testing.T) {
 		have = want
 	}
 	flush := func() {
-		_, err := m.GCCT(func(uint32) bool { return true })
+		_, err := m.GCCT(func(uint32) bool { return true }, nil)
 		require.NoError(t, err)
 	}
 	pick := func() map[uint16]netip.Addr {

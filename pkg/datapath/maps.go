@@ -241,6 +241,22 @@ func (m *Maps) ListEndpoints() ([]EndpointEntry, error) {
 	return out, nil
 }
 
+// expiredEvent is the end event of a connection that expired.
+func expiredEvent(k bpfobj.BpfSlCtKey, v bpfobj.BpfSlCtEntry, now uint64) Event {
+	last := v.Expires
+	if last > now {
+		last = now
+	}
+	return Event{
+		Time: MonotonicEpoch().Add(time.Duration(now)), Type: "end", Dir: DirName(v.Origin), EndpointID: k.EpId,
+		Proto:       ProtoName(k.Proto),
+		Src:         netip.AddrPortFrom(addrFrom(k.Saddr.Addr6, k.Family), ntohs(k.Sport)),
+		Dst:         netip.AddrPortFrom(addrFrom(k.Daddr.Addr6, k.Family), ntohs(k.Dport)),
+		PacketsOrig: v.PacketsOrig, BytesOrig: v.BytesOrig, PacketsReply: v.PacketsReply, BytesReply: v.BytesReply,
+		Duration: time.Duration(last - v.Created), Expired: true,
+	}
+}
+
 // CTEntry is one connection-tracking entry in readable form.
 type CTEntry struct {
 	EndpointID uint32 `json:"endpointID"`
@@ -323,7 +339,7 @@ type CTStats struct {
 
 // GCCT deletes expired entries and, when endpointGone is not nil, every
 // entry of an endpoint for which it returns true. It returns the counts.
-func (m *Maps) GCCT(endpointGone func(id uint32) bool) (CTStats, error) {
+func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTStats, error) {
 	var (
 		k     bpfobj.BpfSlCtKey
 		v     bpfobj.BpfSlCtEntry
@@ -337,6 +353,11 @@ func (m *Maps) GCCT(endpointGone func(id uint32) bool) (CTStats, error) {
 		case v.Expires <= now:
 			stats.Expired++
 			dead = append(dead, k)
+			// Closed TCP connections were reported by the datapath
+			// when they closed; the others end by expiring.
+			if ended != nil && v.State != uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && k.Scope == uint8(bpfobj.BpfSlCtScopeSL_CT_SCOPE_FLOW) {
+				ended(expiredEvent(k, v, now))
+			}
 		case endpointGone != nil && endpointGone(k.EpId):
 			dead = append(dead, k)
 		default:

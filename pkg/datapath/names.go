@@ -59,6 +59,7 @@ var (
 		b.BpfSlEventTypeSL_EVENT_CONN_NEW:  "trace",
 		b.BpfSlEventTypeSL_EVENT_DROP:      "drop",
 		b.BpfSlEventTypeSL_EVENT_TRANSLATE: "translate",
+		b.BpfSlEventTypeSL_EVENT_CONN_END:  "end",
 	}
 	verdictNames = map[b.BpfSlPolicyVerdict]string{
 		b.BpfSlPolicyVerdictSL_VERDICT_NONE:     "none",

@@ -280,7 +280,7 @@ func (m *Manager) reconcile(full bool) {
 	if len(gone) > 0 {
 		// Their connections are over: free the CT entries now rather
 		// than when they expire, so a reused ID starts clean.
-		if _, err := m.opts.Maps.GCCT(func(id uint32) bool { return gone[id] }); err != nil {
+		if _, err := m.opts.Maps.GCCT(func(id uint32) bool { return gone[id] }, nil); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -402,7 +402,7 @@ func (m *Manager) prune() error {
 		}
 	}
 	// Endpoint ID 0 is the uplinks' view (external service connections).
-	if _, err := m.opts.Maps.GCCT(func(id uint32) bool { return id != 0 && !ids[id] }); err != nil {
+	if _, err := m.opts.Maps.GCCT(func(id uint32) bool { return id != 0 && !ids[id] }, nil); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

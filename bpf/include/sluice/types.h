@@ -282,6 +282,7 @@ enum sl_event_type {
 	SL_EVENT_CONN_NEW = 1,  /* trace: a connection's first packet */
 	SL_EVENT_DROP = 2,      /* a dropped packet, with reason */
 	SL_EVENT_TRANSLATE = 3, /* a socket was connected to a service backend (socket LB) */
+	SL_EVENT_CONN_END = 4,  /* a TCP connection closed (RST, or FIN both ways); expiries come from the agent's CT GC */
 };
 
 /* One ring buffer record. */
@@ -318,6 +319,17 @@ struct sl_event {
 	__u8 verdict;
 	__u8 pad3;
 	__u16 proxy_port;
+	/* SL_EVENT_CONN_END: the connection's totals (orig: its first
+	 * packet's direction) and its duration. */
+	__u64 packets_orig;
+	__u64 bytes_orig;
+	__u64 packets_reply;
+	__u64 bytes_reply;
+	__u64 duration_ns;
+	/* Drops: events of the same flow and reason suppressed since the
+	 * last one reported (rate limit: one event per flow per interval). */
+	__u32 suppressed;
+	__u32 pad4;
 };
 
 /*

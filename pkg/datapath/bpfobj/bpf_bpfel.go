@@ -152,14 +152,21 @@ type BpfSlEvent struct {
 		_     structs.HostLayout
 		Addr6 [16]uint8
 	}
-	SockCookie  uint64
-	CgroupId    uint64
-	SrcIdentity uint32
-	DstIdentity uint32
-	PolicyRule  uint32
-	Verdict     uint8
-	Pad3        uint8
-	ProxyPort   uint16
+	SockCookie   uint64
+	CgroupId     uint64
+	SrcIdentity  uint32
+	DstIdentity  uint32
+	PolicyRule   uint32
+	Verdict      uint8
+	Pad3         uint8
+	ProxyPort    uint16
+	PacketsOrig  uint64
+	BytesOrig    uint64
+	PacketsReply uint64
+	BytesReply   uint64
+	DurationNs   uint64
+	Suppressed   uint32
+	Pad4         uint32
 }
 
 type BpfSlEventType uint32
@@ -168,6 +175,7 @@ const (
 	BpfSlEventTypeSL_EVENT_CONN_NEW  BpfSlEventType = 1
 	BpfSlEventTypeSL_EVENT_DROP      BpfSlEventType = 2
 	BpfSlEventTypeSL_EVENT_TRANSLATE BpfSlEventType = 3
+	BpfSlEventTypeSL_EVENT_CONN_END  BpfSlEventType = 4
 )
 
 type BpfSlFragKey struct {
