@@ -54,6 +54,10 @@ volatile const __u64 ct_timeout_other_ns = 60 * NSEC_PER_SEC;
 volatile const __u16 snat_port_min = 61000;
 volatile const __u16 snat_port_max = 65535;
 
+/* At most one drop event per flow, direction and reason per interval
+ * (0: every drop); the drops in between are counted in the next event. */
+volatile const __u64 drop_event_interval_ns = NSEC_PER_SEC;
+
 /* Size of the sl_events ring in bytes; the agent sets it with the map. */
 volatile const __u64 events_ring_size = 256 * 1024;
 

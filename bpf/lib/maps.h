@@ -47,6 +47,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_metrics SEC(".maps");
 
+/* Rate limit of drop events per flow (LRU: a flow not dropped for a while
+ * is the one to forget). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sl_drop_rl_key);
+	__type(value, struct sl_drop_rl_val);
+	__uint(max_entries, 8192);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_drop_rl SEC(".maps");
+
 /* Trace and drop events for the agent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -53,6 +53,44 @@ static __always_inline struct sl_event *event_reserve(__u8 dir, __u16 reason)
 	return ev;
 }
 
+/*
+ * Whether a drop of this flow is reported now: the first drop is, then
+ * one per interval, carrying the count of those not reported in between
+ * (a retransmitting client must not flood the ring with copies). The
+ * counters count every drop regardless.
+ */
+static __always_inline bool drop_event_due(__u8 dir, __u16 reason, __u32 ep_id,
+					   const struct sl_pkt *pkt, __u32 *suppressed)
+{
+	struct sl_drop_rl_key k = {
+		.ep_id = ep_id, .reason = reason, .dir = dir, .proto = pkt->proto,
+		.sport = pkt->sport, .dport = pkt->dport, .saddr = pkt->saddr, .daddr = pkt->daddr,
+	};
+	struct sl_drop_rl_val *v;
+	__u64 now;
+
+	if (!drop_event_interval_ns)
+		return true;
+	now = bpf_ktime_get_ns();
+	v = bpf_map_lookup_elem(&sl_drop_rl, &k);
+	if (v) {
+		if (now - v->last < drop_event_interval_ns) {
+			__sync_fetch_and_add(&v->suppressed, 1);
+			return false;
+		}
+		*suppressed = v->suppressed;
+		v->suppressed = 0;
+		v->last = now;
+		return true;
+	}
+	{
+		struct sl_drop_rl_val nv = { .last = now };
+
+		bpf_map_update_elem(&sl_drop_rl, &k, &nv, BPF_ANY);
+	}
+	return true;
+}
+
 /* A policy decision as events report it: identities of both ends. */
 struct event_policy {
 	__u32 src_identity;
@@ -70,10 +108,15 @@ static __always_inline void emit_event_pol(struct __sk_buff *skb, __u8 type, __u
 					   __u32 svc_id, const union sl_addr *vip, __be16 vport,
 					   const struct event_policy *pol)
 {
-	struct sl_event *ev = event_reserve(dir, reason);
+	struct sl_event *ev;
+	__u32 suppressed = 0;
 
+	if (type == SL_EVENT_DROP && !drop_event_due(dir, reason, ep_id, pkt, &suppressed))
+		return;
+	ev = event_reserve(dir, reason);
 	if (!ev)
 		return;
+	ev->suppressed = suppressed;
 	ev->ts = bpf_ktime_get_ns();
 	ev->type = type;
 	ev->dir = dir;

@@ -84,6 +84,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Uint32Var(&o.Datapath.IPCacheMax, "ipcache-max", o.Datapath.IPCacheMax, "ipcache entries (pods of the whole cluster plus node addresses)")
 	fs.BoolVar(&o.PolicyAudit, "policy-audit", o.PolicyAudit, "audit mode for every endpoint: report would-be policy denials (verdict audit) and forward them; per namespace: label sluice.io/policy-audit=true")
 	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
+	fs.DurationVar(&o.Datapath.DropEventInterval, "drop-event-interval", o.Datapath.DropEventInterval, "at most one drop event per flow and reason per interval; the drops in between are counted in the next event (negative: report every drop)")
 	fs.BoolVar(&o.Datapath.DisableAntispoof, "disable-antispoof", o.Datapath.DisableAntispoof, "let pods send from addresses that are not theirs")
 	fs.BoolVar(&o.Datapath.ForceSockDiag, "force-sock-diag", o.Datapath.ForceSockDiag, "destroy connected UDP sockets of removed backends through sock_diag netlink (SOCK_DESTROY), the fallback of kernels before 6.5, even when the BPF socket iterator is available")
 }

@@ -231,7 +231,7 @@ func (g *globals) events(cmd *cobra.Command) error {
 				pod = e.Namespace + "/" + e.Pod
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s -> %s\t%s\t%s\n", e.Time.Format("15:04:05.000"), e.Type, pod, e.Dir, e.Proto, e.Src, e.Dst,
-				dash(e.Reason), policyText(e))
+				reasonText(e), policyText(e))
 		}
 	})
 }
@@ -288,6 +288,15 @@ func (g *globals) bpfEndpointList(cmd *cobra.Command) error {
 			}
 		})
 	})
+}
+
+// reasonText is a drop's reason, with the drops of the same flow not
+// reported since the previous event (rate limit), e.g. "POLICY_DENIED (+3)".
+func reasonText(e api.Event) string {
+	if e.Suppressed > 0 {
+		return fmt.Sprintf("%s (+%d)", dash(e.Reason), e.Suppressed)
+	}
+	return dash(e.Reason)
 }
 
 // policyText is an event's policy verdict and deciding rule, e.g.

@@ -45,6 +45,10 @@ type Config struct {
 	// IPCacheMax is the number of addresses the ipcache holds (every pod
 	// of the cluster plus node addresses).
 	IPCacheMax uint32
+	// DropEventInterval is the least time between two drop events of one
+	// flow, direction and reason (the drops in between are counted in the
+	// next event); negative reports every drop.
+	DropEventInterval time.Duration
 	// DisablePolicyRevoke judges only new connections: established ones
 	// survive a policy change that no longer allows them.
 	DisablePolicyRevoke bool
@@ -58,22 +62,23 @@ type Config struct {
 // is sized for a busy node (~25 MiB preallocated); edge hosts may lower it.
 func Defaults() Config {
 	return Config{
-		BPFRoot:         DefaultBPFRoot,
-		CTMax:           131072,
-		EndpointsMax:    1024,
-		LBMax:           262144,
-		LBBackendsMax:   65536,
-		MaglevTableSize: 16381,
-		MaglevMax:       4096,
-		FragMax:         8192,
-		EventsBufBytes:  1 << 20,
-		PolicyMapMax:    16384,
-		IPCacheMax:      65536,
-		CTTimeoutSYN:    60 * time.Second,
-		CTTimeoutTCP:    6 * time.Hour,
-		CTTimeoutClose:  10 * time.Second,
-		CTTimeoutOther:  60 * time.Second,
-		SockLB:          SockLBAll,
+		BPFRoot:           DefaultBPFRoot,
+		CTMax:             131072,
+		EndpointsMax:      1024,
+		LBMax:             262144,
+		LBBackendsMax:     65536,
+		MaglevTableSize:   16381,
+		MaglevMax:         4096,
+		FragMax:           8192,
+		EventsBufBytes:    1 << 20,
+		PolicyMapMax:      16384,
+		IPCacheMax:        65536,
+		CTTimeoutSYN:      60 * time.Second,
+		CTTimeoutTCP:      6 * time.Hour,
+		CTTimeoutClose:    10 * time.Second,
+		CTTimeoutOther:    60 * time.Second,
+		DropEventInterval: time.Second,
+		SockLB:            SockLBAll,
 	}
 }
 
@@ -94,6 +99,7 @@ func (c *Config) withDefaults() Config {
 	for _, p := range []struct{ v, d *time.Duration }{
 		{&out.CTTimeoutSYN, &d.CTTimeoutSYN}, {&out.CTTimeoutTCP, &d.CTTimeoutTCP},
 		{&out.CTTimeoutClose, &d.CTTimeoutClose}, {&out.CTTimeoutOther, &d.CTTimeoutOther},
+		{&out.DropEventInterval, &d.DropEventInterval},
 	} {
 		orDefault(p.v, *p.d)
 	}

@@ -247,6 +247,51 @@ func TestConnectionEndEvent(t *testing.T) {
 	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "reported once: the last ACK after close is not another end")
 }
 
+// Repeated drops of one flow are one event per interval, the next one
+// carrying how many were not reported; counters count them all.
+func TestDropEventsAreRateLimited(t *testing.T) {
+	dp := loadTest(t, Config{DropEventInterval: 300 * time.Millisecond})
+	rd, err := dp.NewEventReader()
+	require.NoError(t, err)
+	defer rd.Close()
+	spoofed := udpPkt(t, netip.MustParseAddr("10.9.9.9"), peerIP, 5000, 53)
+	other := udpPkt(t, netip.MustParseAddr("10.9.9.9"), peerIP, 5001, 53)
+	send := func(pkt []byte) {
+		ret, err := dp.objs.SlFromEp.Run(&ebpf.RunOptions{Data: pkt})
+		require.NoError(t, err)
+		require.Equal(t, uint32(verdictDrop), ret)
+	}
+	for range 4 {
+		send(spoofed)
+	}
+	send(other) // another flow: its own event
+	var got []Event
+	for {
+		rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		ev, err := rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		require.NoError(t, err)
+		got = append(got, ev)
+	}
+	require.Len(t, got, 2, "one event per flow: %+v", got)
+	time.Sleep(350 * time.Millisecond)
+	send(spoofed)
+	ev := nextEvent(t, rd)
+	require.Equal(t, "INVALID_SOURCE_IP", ev.Reason)
+	require.EqualValues(t, 3, ev.Suppressed, "the three drops not reported")
+	cs, err := dp.Maps().Counters()
+	require.NoError(t, err)
+	var n uint64
+	for _, c := range cs {
+		if c.Reason == "INVALID_SOURCE_IP" {
+			n += c.Packets
+		}
+	}
+	require.EqualValues(t, 6, n, "counters count every drop")
+}
+
 // Idle connections end by expiring: the CT GC reports them.
 func TestExpiredConnectionsAreReported(t *testing.T) {
 	dp := loadTest(t, Config{CTTimeoutOther: time.Second})

@@ -182,6 +182,7 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpfobj.BpfVarCtTimeoutOtherNs: uint64(cfg.CTTimeoutOther.Nanoseconds()),
 		bpfobj.BpfVarEnableAntispoof:  antispoof,
 		"enable_policy_revoke":        boolByte(!cfg.DisablePolicyRevoke),
+		"drop_event_interval_ns":      uint64(max(cfg.DropEventInterval, 0).Nanoseconds()),
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]

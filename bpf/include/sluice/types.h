@@ -273,6 +273,26 @@ struct sl_frag_val {
 	__be16 dport;
 };
 
+/* Drop event rate limiting: one event per flow, direction and reason per
+ * interval; the drops in between are counted and reported with the next. */
+struct sl_drop_rl_key {
+	__u32 ep_id;
+	__u16 reason;
+	__u8 dir;
+	__u8 proto;
+	__be16 sport;
+	__be16 dport;
+	__u32 pad;
+	union sl_addr saddr;
+	union sl_addr daddr;
+};
+
+struct sl_drop_rl_val {
+	__u64 last;       /* CLOCK_MONOTONIC ns of the last event reported */
+	__u32 suppressed; /* drops since, not reported */
+	__u32 pad;
+};
+
 /* Map-layout fingerprints written by the agent; see pkg/datapath. */
 struct sl_layout_key {
 	char name[16];

@@ -106,6 +106,32 @@ const (
 	BpfSlDropReasonSL_DROP_FIB_LOOKUP_FAILED   BpfSlDropReason = 169
 )
 
+type BpfSlDropRlKey struct {
+	_      structs.HostLayout
+	EpId   uint32
+	Reason uint16
+	Dir    uint8
+	Proto  uint8
+	Sport  uint16
+	Dport  uint16
+	Pad    uint32
+	Saddr  struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Daddr struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+}
+
+type BpfSlDropRlVal struct {
+	_          structs.HostLayout
+	Last       uint64
+	Suppressed uint32
+	Pad        uint32
+}
+
 type BpfSlEndpoint struct {
 	_        structs.HostLayout
 	EpId     uint32
@@ -440,51 +466,53 @@ type BpfSlUplink struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BpfMapSlCt               = "sl_ct"
-	BpfMapSlEndpoints        = "sl_endpoints"
-	BpfMapSlEvents           = "sl_events"
-	BpfMapSlFrag             = "sl_frag"
-	BpfMapSlIpcache          = "sl_ipcache"
-	BpfMapSlLayout           = "sl_layout"
-	BpfMapSlLbAffinity       = "sl_lb_affinity"
-	BpfMapSlLbBackends       = "sl_lb_backends"
-	BpfMapSlLbMaglev         = "sl_lb_maglev"
-	BpfMapSlLbRevnat         = "sl_lb_revnat"
-	BpfMapSlLbSock           = "sl_lb_sock"
-	BpfMapSlLbSrcRange       = "sl_lb_src_range"
-	BpfMapSlLbSvc            = "sl_lb_svc"
-	BpfMapSlMetrics          = "sl_metrics"
-	BpfMapSlNat              = "sl_nat"
-	BpfMapSlPolicy           = "sl_policy"
-	BpfMapSlPolicyCidr       = "sl_policy_cidr"
-	BpfMapSlPolicyRev        = "sl_policy_rev"
-	BpfMapSlSockDestroy      = "sl_sock_destroy"
-	BpfMapSlUplinks          = "sl_uplinks"
-	BpfProgSlFromEp          = "sl_from_ep"
-	BpfProgSlToEp            = "sl_to_ep"
-	BpfVarSlCtScope          = "_sl_ct_scope"
-	BpfVarSlCtState          = "_sl_ct_state"
-	BpfVarSlDir              = "_sl_dir"
-	BpfVarSlDropReason       = "_sl_drop_reason"
-	BpfVarSlEvent            = "_sl_event"
-	BpfVarSlEventType        = "_sl_event_type"
-	BpfVarSlIdentityReserved = "_sl_identity_reserved"
-	BpfVarSlLbBackendState   = "_sl_lb_backend_state"
-	BpfVarSlMetric           = "_sl_metric"
-	BpfVarSlPolicyCidrKey    = "_sl_policy_cidr_key"
-	BpfVarSlPolicyEntry      = "_sl_policy_entry"
-	BpfVarSlPolicyKey        = "_sl_policy_key"
-	BpfVarSlPolicyVerdict    = "_sl_policy_verdict"
-	BpfVarCtTimeoutCloseNs   = "ct_timeout_close_ns"
-	BpfVarCtTimeoutOtherNs   = "ct_timeout_other_ns"
-	BpfVarCtTimeoutSynNs     = "ct_timeout_syn_ns"
-	BpfVarCtTimeoutTcpNs     = "ct_timeout_tcp_ns"
-	BpfVarEnableAntispoof    = "enable_antispoof"
-	BpfVarEnablePolicyRevoke = "enable_policy_revoke"
-	BpfVarEventsRingSize     = "events_ring_size"
-	BpfVarMaglevSize         = "maglev_size"
-	BpfVarSnatPortMax        = "snat_port_max"
-	BpfVarSnatPortMin        = "snat_port_min"
+	BpfMapSlCt                = "sl_ct"
+	BpfMapSlDropRl            = "sl_drop_rl"
+	BpfMapSlEndpoints         = "sl_endpoints"
+	BpfMapSlEvents            = "sl_events"
+	BpfMapSlFrag              = "sl_frag"
+	BpfMapSlIpcache           = "sl_ipcache"
+	BpfMapSlLayout            = "sl_layout"
+	BpfMapSlLbAffinity        = "sl_lb_affinity"
+	BpfMapSlLbBackends        = "sl_lb_backends"
+	BpfMapSlLbMaglev          = "sl_lb_maglev"
+	BpfMapSlLbRevnat          = "sl_lb_revnat"
+	BpfMapSlLbSock            = "sl_lb_sock"
+	BpfMapSlLbSrcRange        = "sl_lb_src_range"
+	BpfMapSlLbSvc             = "sl_lb_svc"
+	BpfMapSlMetrics           = "sl_metrics"
+	BpfMapSlNat               = "sl_nat"
+	BpfMapSlPolicy            = "sl_policy"
+	BpfMapSlPolicyCidr        = "sl_policy_cidr"
+	BpfMapSlPolicyRev         = "sl_policy_rev"
+	BpfMapSlSockDestroy       = "sl_sock_destroy"
+	BpfMapSlUplinks           = "sl_uplinks"
+	BpfProgSlFromEp           = "sl_from_ep"
+	BpfProgSlToEp             = "sl_to_ep"
+	BpfVarSlCtScope           = "_sl_ct_scope"
+	BpfVarSlCtState           = "_sl_ct_state"
+	BpfVarSlDir               = "_sl_dir"
+	BpfVarSlDropReason        = "_sl_drop_reason"
+	BpfVarSlEvent             = "_sl_event"
+	BpfVarSlEventType         = "_sl_event_type"
+	BpfVarSlIdentityReserved  = "_sl_identity_reserved"
+	BpfVarSlLbBackendState    = "_sl_lb_backend_state"
+	BpfVarSlMetric            = "_sl_metric"
+	BpfVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
+	BpfVarSlPolicyEntry       = "_sl_policy_entry"
+	BpfVarSlPolicyKey         = "_sl_policy_key"
+	BpfVarSlPolicyVerdict     = "_sl_policy_verdict"
+	BpfVarCtTimeoutCloseNs    = "ct_timeout_close_ns"
+	BpfVarCtTimeoutOtherNs    = "ct_timeout_other_ns"
+	BpfVarCtTimeoutSynNs      = "ct_timeout_syn_ns"
+	BpfVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
+	BpfVarDropEventIntervalNs = "drop_event_interval_ns"
+	BpfVarEnableAntispoof     = "enable_antispoof"
+	BpfVarEnablePolicyRevoke  = "enable_policy_revoke"
+	BpfVarEventsRingSize      = "events_ring_size"
+	BpfVarMaglevSize          = "maglev_size"
+	BpfVarSnatPortMax         = "snat_port_max"
+	BpfVarSnatPortMin         = "snat_port_min"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -538,6 +566,7 @@ type BpfProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
 	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlDropRl      *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
@@ -563,29 +592,30 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
-	SlCtScope          *ebpf.VariableSpec `ebpf:"_sl_ct_scope"`
-	SlCtState          *ebpf.VariableSpec `ebpf:"_sl_ct_state"`
-	SlDir              *ebpf.VariableSpec `ebpf:"_sl_dir"`
-	SlDropReason       *ebpf.VariableSpec `ebpf:"_sl_drop_reason"`
-	SlEvent            *ebpf.VariableSpec `ebpf:"_sl_event"`
-	SlEventType        *ebpf.VariableSpec `ebpf:"_sl_event_type"`
-	SlIdentityReserved *ebpf.VariableSpec `ebpf:"_sl_identity_reserved"`
-	SlLbBackendState   *ebpf.VariableSpec `ebpf:"_sl_lb_backend_state"`
-	SlMetric           *ebpf.VariableSpec `ebpf:"_sl_metric"`
-	SlPolicyCidrKey    *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry      *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
-	SlPolicyKey        *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
-	SlPolicyVerdict    *ebpf.VariableSpec `ebpf:"_sl_policy_verdict"`
-	CtTimeoutCloseNs   *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs   *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs     *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof    *ebpf.VariableSpec `ebpf:"enable_antispoof"`
-	EnablePolicyRevoke *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
-	EventsRingSize     *ebpf.VariableSpec `ebpf:"events_ring_size"`
-	MaglevSize         *ebpf.VariableSpec `ebpf:"maglev_size"`
-	SnatPortMax        *ebpf.VariableSpec `ebpf:"snat_port_max"`
-	SnatPortMin        *ebpf.VariableSpec `ebpf:"snat_port_min"`
+	SlCtScope           *ebpf.VariableSpec `ebpf:"_sl_ct_scope"`
+	SlCtState           *ebpf.VariableSpec `ebpf:"_sl_ct_state"`
+	SlDir               *ebpf.VariableSpec `ebpf:"_sl_dir"`
+	SlDropReason        *ebpf.VariableSpec `ebpf:"_sl_drop_reason"`
+	SlEvent             *ebpf.VariableSpec `ebpf:"_sl_event"`
+	SlEventType         *ebpf.VariableSpec `ebpf:"_sl_event_type"`
+	SlIdentityReserved  *ebpf.VariableSpec `ebpf:"_sl_identity_reserved"`
+	SlLbBackendState    *ebpf.VariableSpec `ebpf:"_sl_lb_backend_state"`
+	SlMetric            *ebpf.VariableSpec `ebpf:"_sl_metric"`
+	SlPolicyCidrKey     *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry       *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey         *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
+	SlPolicyVerdict     *ebpf.VariableSpec `ebpf:"_sl_policy_verdict"`
+	CtTimeoutCloseNs    *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs    *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs      *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs      *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
+	DropEventIntervalNs *ebpf.VariableSpec `ebpf:"drop_event_interval_ns"`
+	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
+	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	MaglevSize          *ebpf.VariableSpec `ebpf:"maglev_size"`
+	SnatPortMax         *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin         *ebpf.VariableSpec `ebpf:"snat_port_min"`
 }
 
 // BpfObjects contains all objects after they have been loaded into the kernel.
@@ -609,6 +639,7 @@ func (o *BpfObjects) Close() error {
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
 	SlCt          *ebpf.Map `ebpf:"sl_ct"`
+	SlDropRl      *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
@@ -633,6 +664,7 @@ type BpfMaps struct {
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
 		m.SlCt,
+		m.SlDropRl,
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
@@ -659,29 +691,30 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
-	SlCtScope          *ebpf.Variable `ebpf:"_sl_ct_scope"`
-	SlCtState          *ebpf.Variable `ebpf:"_sl_ct_state"`
-	SlDir              *ebpf.Variable `ebpf:"_sl_dir"`
-	SlDropReason       *ebpf.Variable `ebpf:"_sl_drop_reason"`
-	SlEvent            *ebpf.Variable `ebpf:"_sl_event"`
-	SlEventType        *ebpf.Variable `ebpf:"_sl_event_type"`
-	SlIdentityReserved *ebpf.Variable `ebpf:"_sl_identity_reserved"`
-	SlLbBackendState   *ebpf.Variable `ebpf:"_sl_lb_backend_state"`
-	SlMetric           *ebpf.Variable `ebpf:"_sl_metric"`
-	SlPolicyCidrKey    *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry      *ebpf.Variable `ebpf:"_sl_policy_entry"`
-	SlPolicyKey        *ebpf.Variable `ebpf:"_sl_policy_key"`
-	SlPolicyVerdict    *ebpf.Variable `ebpf:"_sl_policy_verdict"`
-	CtTimeoutCloseNs   *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs   *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs     *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs     *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof    *ebpf.Variable `ebpf:"enable_antispoof"`
-	EnablePolicyRevoke *ebpf.Variable `ebpf:"enable_policy_revoke"`
-	EventsRingSize     *ebpf.Variable `ebpf:"events_ring_size"`
-	MaglevSize         *ebpf.Variable `ebpf:"maglev_size"`
-	SnatPortMax        *ebpf.Variable `ebpf:"snat_port_max"`
-	SnatPortMin        *ebpf.Variable `ebpf:"snat_port_min"`
+	SlCtScope           *ebpf.Variable `ebpf:"_sl_ct_scope"`
+	SlCtState           *ebpf.Variable `ebpf:"_sl_ct_state"`
+	SlDir               *ebpf.Variable `ebpf:"_sl_dir"`
+	SlDropReason        *ebpf.Variable `ebpf:"_sl_drop_reason"`
+	SlEvent             *ebpf.Variable `ebpf:"_sl_event"`
+	SlEventType         *ebpf.Variable `ebpf:"_sl_event_type"`
+	SlIdentityReserved  *ebpf.Variable `ebpf:"_sl_identity_reserved"`
+	SlLbBackendState    *ebpf.Variable `ebpf:"_sl_lb_backend_state"`
+	SlMetric            *ebpf.Variable `ebpf:"_sl_metric"`
+	SlPolicyCidrKey     *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry       *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey         *ebpf.Variable `ebpf:"_sl_policy_key"`
+	SlPolicyVerdict     *ebpf.Variable `ebpf:"_sl_policy_verdict"`
+	CtTimeoutCloseNs    *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs    *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs      *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs      *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
+	DropEventIntervalNs *ebpf.Variable `ebpf:"drop_event_interval_ns"`
+	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
+	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
+	MaglevSize          *ebpf.Variable `ebpf:"maglev_size"`
+	SnatPortMax         *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin         *ebpf.Variable `ebpf:"snat_port_min"`
 }
 
 // BpfPrograms contains all programs after they have been loaded into the kernel.

@@ -16,41 +16,43 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	HostMapSlCt               = "sl_ct"
-	HostMapSlEndpoints        = "sl_endpoints"
-	HostMapSlEvents           = "sl_events"
-	HostMapSlFrag             = "sl_frag"
-	HostMapSlIpcache          = "sl_ipcache"
-	HostMapSlLayout           = "sl_layout"
-	HostMapSlLbAffinity       = "sl_lb_affinity"
-	HostMapSlLbBackends       = "sl_lb_backends"
-	HostMapSlLbMaglev         = "sl_lb_maglev"
-	HostMapSlLbRevnat         = "sl_lb_revnat"
-	HostMapSlLbSock           = "sl_lb_sock"
-	HostMapSlLbSrcRange       = "sl_lb_src_range"
-	HostMapSlLbSvc            = "sl_lb_svc"
-	HostMapSlMetrics          = "sl_metrics"
-	HostMapSlNat              = "sl_nat"
-	HostMapSlPolicy           = "sl_policy"
-	HostMapSlPolicyCidr       = "sl_policy_cidr"
-	HostMapSlPolicyRev        = "sl_policy_rev"
-	HostMapSlSockDestroy      = "sl_sock_destroy"
-	HostMapSlUplinks          = "sl_uplinks"
-	HostProgSlFromNetdev      = "sl_from_netdev"
-	HostProgSlToNetdev        = "sl_to_netdev"
-	HostVarSlPolicyCidrKey    = "_sl_policy_cidr_key"
-	HostVarSlPolicyEntry      = "_sl_policy_entry"
-	HostVarSlPolicyKey        = "_sl_policy_key"
-	HostVarCtTimeoutCloseNs   = "ct_timeout_close_ns"
-	HostVarCtTimeoutOtherNs   = "ct_timeout_other_ns"
-	HostVarCtTimeoutSynNs     = "ct_timeout_syn_ns"
-	HostVarCtTimeoutTcpNs     = "ct_timeout_tcp_ns"
-	HostVarEnableAntispoof    = "enable_antispoof"
-	HostVarEnablePolicyRevoke = "enable_policy_revoke"
-	HostVarEventsRingSize     = "events_ring_size"
-	HostVarMaglevSize         = "maglev_size"
-	HostVarSnatPortMax        = "snat_port_max"
-	HostVarSnatPortMin        = "snat_port_min"
+	HostMapSlCt                = "sl_ct"
+	HostMapSlDropRl            = "sl_drop_rl"
+	HostMapSlEndpoints         = "sl_endpoints"
+	HostMapSlEvents            = "sl_events"
+	HostMapSlFrag              = "sl_frag"
+	HostMapSlIpcache           = "sl_ipcache"
+	HostMapSlLayout            = "sl_layout"
+	HostMapSlLbAffinity        = "sl_lb_affinity"
+	HostMapSlLbBackends        = "sl_lb_backends"
+	HostMapSlLbMaglev          = "sl_lb_maglev"
+	HostMapSlLbRevnat          = "sl_lb_revnat"
+	HostMapSlLbSock            = "sl_lb_sock"
+	HostMapSlLbSrcRange        = "sl_lb_src_range"
+	HostMapSlLbSvc             = "sl_lb_svc"
+	HostMapSlMetrics           = "sl_metrics"
+	HostMapSlNat               = "sl_nat"
+	HostMapSlPolicy            = "sl_policy"
+	HostMapSlPolicyCidr        = "sl_policy_cidr"
+	HostMapSlPolicyRev         = "sl_policy_rev"
+	HostMapSlSockDestroy       = "sl_sock_destroy"
+	HostMapSlUplinks           = "sl_uplinks"
+	HostProgSlFromNetdev       = "sl_from_netdev"
+	HostProgSlToNetdev         = "sl_to_netdev"
+	HostVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
+	HostVarSlPolicyEntry       = "_sl_policy_entry"
+	HostVarSlPolicyKey         = "_sl_policy_key"
+	HostVarCtTimeoutCloseNs    = "ct_timeout_close_ns"
+	HostVarCtTimeoutOtherNs    = "ct_timeout_other_ns"
+	HostVarCtTimeoutSynNs      = "ct_timeout_syn_ns"
+	HostVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
+	HostVarDropEventIntervalNs = "drop_event_interval_ns"
+	HostVarEnableAntispoof     = "enable_antispoof"
+	HostVarEnablePolicyRevoke  = "enable_policy_revoke"
+	HostVarEventsRingSize      = "events_ring_size"
+	HostVarMaglevSize          = "maglev_size"
+	HostVarSnatPortMax         = "snat_port_max"
+	HostVarSnatPortMin         = "snat_port_min"
 )
 
 // LoadHost returns the embedded CollectionSpec for Host.
@@ -104,6 +106,7 @@ type HostProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type HostMapSpecs struct {
 	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlDropRl      *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
@@ -129,19 +132,20 @@ type HostMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type HostVariableSpecs struct {
-	SlPolicyCidrKey    *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry      *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
-	SlPolicyKey        *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs   *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs   *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs     *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof    *ebpf.VariableSpec `ebpf:"enable_antispoof"`
-	EnablePolicyRevoke *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
-	EventsRingSize     *ebpf.VariableSpec `ebpf:"events_ring_size"`
-	MaglevSize         *ebpf.VariableSpec `ebpf:"maglev_size"`
-	SnatPortMax        *ebpf.VariableSpec `ebpf:"snat_port_max"`
-	SnatPortMin        *ebpf.VariableSpec `ebpf:"snat_port_min"`
+	SlPolicyCidrKey     *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry       *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey         *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs    *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs    *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs      *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs      *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
+	DropEventIntervalNs *ebpf.VariableSpec `ebpf:"drop_event_interval_ns"`
+	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
+	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	MaglevSize          *ebpf.VariableSpec `ebpf:"maglev_size"`
+	SnatPortMax         *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin         *ebpf.VariableSpec `ebpf:"snat_port_min"`
 }
 
 // HostObjects contains all objects after they have been loaded into the kernel.
@@ -165,6 +169,7 @@ func (o *HostObjects) Close() error {
 // It can be passed to LoadHostObjects or ebpf.CollectionSpec.LoadAndAssign.
 type HostMaps struct {
 	SlCt          *ebpf.Map `ebpf:"sl_ct"`
+	SlDropRl      *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
@@ -189,6 +194,7 @@ type HostMaps struct {
 func (m *HostMaps) Close() error {
 	return _HostClose(
 		m.SlCt,
+		m.SlDropRl,
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
@@ -215,19 +221,20 @@ func (m *HostMaps) Close() error {
 //
 // It can be passed to LoadHostObjects or ebpf.CollectionSpec.LoadAndAssign.
 type HostVariables struct {
-	SlPolicyCidrKey    *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry      *ebpf.Variable `ebpf:"_sl_policy_entry"`
-	SlPolicyKey        *ebpf.Variable `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs   *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs   *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs     *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs     *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof    *ebpf.Variable `ebpf:"enable_antispoof"`
-	EnablePolicyRevoke *ebpf.Variable `ebpf:"enable_policy_revoke"`
-	EventsRingSize     *ebpf.Variable `ebpf:"events_ring_size"`
-	MaglevSize         *ebpf.Variable `ebpf:"maglev_size"`
-	SnatPortMax        *ebpf.Variable `ebpf:"snat_port_max"`
-	SnatPortMin        *ebpf.Variable `ebpf:"snat_port_min"`
+	SlPolicyCidrKey     *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry       *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey         *ebpf.Variable `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs    *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs    *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs      *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs      *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
+	DropEventIntervalNs *ebpf.Variable `ebpf:"drop_event_interval_ns"`
+	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
+	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
+	MaglevSize          *ebpf.Variable `ebpf:"maglev_size"`
+	SnatPortMax         *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin         *ebpf.Variable `ebpf:"snat_port_min"`
 }
 
 // HostPrograms contains all programs after they have been loaded into the kernel.

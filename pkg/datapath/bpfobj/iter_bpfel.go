@@ -16,40 +16,42 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	IterMapSlCt               = "sl_ct"
-	IterMapSlEndpoints        = "sl_endpoints"
-	IterMapSlEvents           = "sl_events"
-	IterMapSlFrag             = "sl_frag"
-	IterMapSlIpcache          = "sl_ipcache"
-	IterMapSlLayout           = "sl_layout"
-	IterMapSlLbAffinity       = "sl_lb_affinity"
-	IterMapSlLbBackends       = "sl_lb_backends"
-	IterMapSlLbMaglev         = "sl_lb_maglev"
-	IterMapSlLbRevnat         = "sl_lb_revnat"
-	IterMapSlLbSock           = "sl_lb_sock"
-	IterMapSlLbSrcRange       = "sl_lb_src_range"
-	IterMapSlLbSvc            = "sl_lb_svc"
-	IterMapSlMetrics          = "sl_metrics"
-	IterMapSlNat              = "sl_nat"
-	IterMapSlPolicy           = "sl_policy"
-	IterMapSlPolicyCidr       = "sl_policy_cidr"
-	IterMapSlPolicyRev        = "sl_policy_rev"
-	IterMapSlSockDestroy      = "sl_sock_destroy"
-	IterMapSlUplinks          = "sl_uplinks"
-	IterProgSlDestroyUdp      = "sl_destroy_udp"
-	IterVarSlPolicyCidrKey    = "_sl_policy_cidr_key"
-	IterVarSlPolicyEntry      = "_sl_policy_entry"
-	IterVarSlPolicyKey        = "_sl_policy_key"
-	IterVarCtTimeoutCloseNs   = "ct_timeout_close_ns"
-	IterVarCtTimeoutOtherNs   = "ct_timeout_other_ns"
-	IterVarCtTimeoutSynNs     = "ct_timeout_syn_ns"
-	IterVarCtTimeoutTcpNs     = "ct_timeout_tcp_ns"
-	IterVarEnableAntispoof    = "enable_antispoof"
-	IterVarEnablePolicyRevoke = "enable_policy_revoke"
-	IterVarEventsRingSize     = "events_ring_size"
-	IterVarMaglevSize         = "maglev_size"
-	IterVarSnatPortMax        = "snat_port_max"
-	IterVarSnatPortMin        = "snat_port_min"
+	IterMapSlCt                = "sl_ct"
+	IterMapSlDropRl            = "sl_drop_rl"
+	IterMapSlEndpoints         = "sl_endpoints"
+	IterMapSlEvents            = "sl_events"
+	IterMapSlFrag              = "sl_frag"
+	IterMapSlIpcache           = "sl_ipcache"
+	IterMapSlLayout            = "sl_layout"
+	IterMapSlLbAffinity        = "sl_lb_affinity"
+	IterMapSlLbBackends        = "sl_lb_backends"
+	IterMapSlLbMaglev          = "sl_lb_maglev"
+	IterMapSlLbRevnat          = "sl_lb_revnat"
+	IterMapSlLbSock            = "sl_lb_sock"
+	IterMapSlLbSrcRange        = "sl_lb_src_range"
+	IterMapSlLbSvc             = "sl_lb_svc"
+	IterMapSlMetrics           = "sl_metrics"
+	IterMapSlNat               = "sl_nat"
+	IterMapSlPolicy            = "sl_policy"
+	IterMapSlPolicyCidr        = "sl_policy_cidr"
+	IterMapSlPolicyRev         = "sl_policy_rev"
+	IterMapSlSockDestroy       = "sl_sock_destroy"
+	IterMapSlUplinks           = "sl_uplinks"
+	IterProgSlDestroyUdp       = "sl_destroy_udp"
+	IterVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
+	IterVarSlPolicyEntry       = "_sl_policy_entry"
+	IterVarSlPolicyKey         = "_sl_policy_key"
+	IterVarCtTimeoutCloseNs    = "ct_timeout_close_ns"
+	IterVarCtTimeoutOtherNs    = "ct_timeout_other_ns"
+	IterVarCtTimeoutSynNs      = "ct_timeout_syn_ns"
+	IterVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
+	IterVarDropEventIntervalNs = "drop_event_interval_ns"
+	IterVarEnableAntispoof     = "enable_antispoof"
+	IterVarEnablePolicyRevoke  = "enable_policy_revoke"
+	IterVarEventsRingSize      = "events_ring_size"
+	IterVarMaglevSize          = "maglev_size"
+	IterVarSnatPortMax         = "snat_port_max"
+	IterVarSnatPortMin         = "snat_port_min"
 )
 
 // LoadIter returns the embedded CollectionSpec for Iter.
@@ -102,6 +104,7 @@ type IterProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type IterMapSpecs struct {
 	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlDropRl      *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
@@ -127,19 +130,20 @@ type IterMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type IterVariableSpecs struct {
-	SlPolicyCidrKey    *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry      *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
-	SlPolicyKey        *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs   *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs   *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs     *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof    *ebpf.VariableSpec `ebpf:"enable_antispoof"`
-	EnablePolicyRevoke *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
-	EventsRingSize     *ebpf.VariableSpec `ebpf:"events_ring_size"`
-	MaglevSize         *ebpf.VariableSpec `ebpf:"maglev_size"`
-	SnatPortMax        *ebpf.VariableSpec `ebpf:"snat_port_max"`
-	SnatPortMin        *ebpf.VariableSpec `ebpf:"snat_port_min"`
+	SlPolicyCidrKey     *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry       *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey         *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs    *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs    *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs      *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs      *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
+	DropEventIntervalNs *ebpf.VariableSpec `ebpf:"drop_event_interval_ns"`
+	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
+	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	MaglevSize          *ebpf.VariableSpec `ebpf:"maglev_size"`
+	SnatPortMax         *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin         *ebpf.VariableSpec `ebpf:"snat_port_min"`
 }
 
 // IterObjects contains all objects after they have been loaded into the kernel.
@@ -163,6 +167,7 @@ func (o *IterObjects) Close() error {
 // It can be passed to LoadIterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type IterMaps struct {
 	SlCt          *ebpf.Map `ebpf:"sl_ct"`
+	SlDropRl      *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
@@ -187,6 +192,7 @@ type IterMaps struct {
 func (m *IterMaps) Close() error {
 	return _IterClose(
 		m.SlCt,
+		m.SlDropRl,
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
@@ -213,19 +219,20 @@ func (m *IterMaps) Close() error {
 //
 // It can be passed to LoadIterObjects or ebpf.CollectionSpec.LoadAndAssign.
 type IterVariables struct {
-	SlPolicyCidrKey    *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry      *ebpf.Variable `ebpf:"_sl_policy_entry"`
-	SlPolicyKey        *ebpf.Variable `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs   *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs   *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs     *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs     *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof    *ebpf.Variable `ebpf:"enable_antispoof"`
-	EnablePolicyRevoke *ebpf.Variable `ebpf:"enable_policy_revoke"`
-	EventsRingSize     *ebpf.Variable `ebpf:"events_ring_size"`
-	MaglevSize         *ebpf.Variable `ebpf:"maglev_size"`
-	SnatPortMax        *ebpf.Variable `ebpf:"snat_port_max"`
-	SnatPortMin        *ebpf.Variable `ebpf:"snat_port_min"`
+	SlPolicyCidrKey     *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry       *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey         *ebpf.Variable `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs    *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs    *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs      *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs      *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
+	DropEventIntervalNs *ebpf.Variable `ebpf:"drop_event_interval_ns"`
+	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
+	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
+	MaglevSize          *ebpf.Variable `ebpf:"maglev_size"`
+	SnatPortMax         *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin         *ebpf.Variable `ebpf:"snat_port_min"`
 }
 
 // IterPrograms contains all programs after they have been loaded into the kernel.

@@ -17,6 +17,7 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SockMapSlCt                = "sl_ct"
+	SockMapSlDropRl            = "sl_drop_rl"
 	SockMapSlEndpoints         = "sl_endpoints"
 	SockMapSlEvents            = "sl_events"
 	SockMapSlFrag              = "sl_frag"
@@ -47,6 +48,7 @@ const (
 	SockVarCtTimeoutOtherNs    = "ct_timeout_other_ns"
 	SockVarCtTimeoutSynNs      = "ct_timeout_syn_ns"
 	SockVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
+	SockVarDropEventIntervalNs = "drop_event_interval_ns"
 	SockVarEnableAntispoof     = "enable_antispoof"
 	SockVarEnablePolicyRevoke  = "enable_policy_revoke"
 	SockVarEventsRingSize      = "events_ring_size"
@@ -110,6 +112,7 @@ type SockProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockMapSpecs struct {
 	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
+	SlDropRl      *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
@@ -135,21 +138,22 @@ type SockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockVariableSpecs struct {
-	SlPolicyCidrKey    *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry      *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
-	SlPolicyKey        *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs   *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs   *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs     *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof    *ebpf.VariableSpec `ebpf:"enable_antispoof"`
-	EnablePolicyRevoke *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
-	EventsRingSize     *ebpf.VariableSpec `ebpf:"events_ring_size"`
-	HostNetnsCookie    *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
-	MaglevSize         *ebpf.VariableSpec `ebpf:"maglev_size"`
-	SnatPortMax        *ebpf.VariableSpec `ebpf:"snat_port_max"`
-	SnatPortMin        *ebpf.VariableSpec `ebpf:"snat_port_min"`
-	SockLbMode         *ebpf.VariableSpec `ebpf:"sock_lb_mode"`
+	SlPolicyCidrKey     *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry       *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyKey         *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs    *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs    *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs      *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs      *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
+	DropEventIntervalNs *ebpf.VariableSpec `ebpf:"drop_event_interval_ns"`
+	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
+	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	HostNetnsCookie     *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
+	MaglevSize          *ebpf.VariableSpec `ebpf:"maglev_size"`
+	SnatPortMax         *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin         *ebpf.VariableSpec `ebpf:"snat_port_min"`
+	SockLbMode          *ebpf.VariableSpec `ebpf:"sock_lb_mode"`
 }
 
 // SockObjects contains all objects after they have been loaded into the kernel.
@@ -173,6 +177,7 @@ func (o *SockObjects) Close() error {
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockMaps struct {
 	SlCt          *ebpf.Map `ebpf:"sl_ct"`
+	SlDropRl      *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
@@ -197,6 +202,7 @@ type SockMaps struct {
 func (m *SockMaps) Close() error {
 	return _SockClose(
 		m.SlCt,
+		m.SlDropRl,
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
@@ -223,21 +229,22 @@ func (m *SockMaps) Close() error {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockVariables struct {
-	SlPolicyCidrKey    *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
-	SlPolicyEntry      *ebpf.Variable `ebpf:"_sl_policy_entry"`
-	SlPolicyKey        *ebpf.Variable `ebpf:"_sl_policy_key"`
-	CtTimeoutCloseNs   *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
-	CtTimeoutOtherNs   *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
-	CtTimeoutSynNs     *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
-	CtTimeoutTcpNs     *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
-	EnableAntispoof    *ebpf.Variable `ebpf:"enable_antispoof"`
-	EnablePolicyRevoke *ebpf.Variable `ebpf:"enable_policy_revoke"`
-	EventsRingSize     *ebpf.Variable `ebpf:"events_ring_size"`
-	HostNetnsCookie    *ebpf.Variable `ebpf:"host_netns_cookie"`
-	MaglevSize         *ebpf.Variable `ebpf:"maglev_size"`
-	SnatPortMax        *ebpf.Variable `ebpf:"snat_port_max"`
-	SnatPortMin        *ebpf.Variable `ebpf:"snat_port_min"`
-	SockLbMode         *ebpf.Variable `ebpf:"sock_lb_mode"`
+	SlPolicyCidrKey     *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
+	SlPolicyEntry       *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyKey         *ebpf.Variable `ebpf:"_sl_policy_key"`
+	CtTimeoutCloseNs    *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
+	CtTimeoutOtherNs    *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
+	CtTimeoutSynNs      *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
+	CtTimeoutTcpNs      *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
+	DropEventIntervalNs *ebpf.Variable `ebpf:"drop_event_interval_ns"`
+	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
+	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
+	HostNetnsCookie     *ebpf.Variable `ebpf:"host_netns_cookie"`
+	MaglevSize          *ebpf.Variable `ebpf:"maglev_size"`
+	SnatPortMax         *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin         *ebpf.Variable `ebpf:"snat_port_min"`
+	SockLbMode          *ebpf.Variable `ebpf:"sock_lb_mode"`
 }
 
 // SockPrograms contains all programs after they have been loaded into the kernel.
