@@ -6,6 +6,11 @@
 // service (datapath.PlanLB / ApplyLB). Connections to backends that are
 // removed are cleaned out of connection tracking, so clients notice.
 //
+// Between full resyncs the work follows the change, not the cluster: the
+// computation is incremental (service.Incremental), and a pass plans and
+// writes only the frontends and backends it reports changed. A pass after
+// a write failed plans everything again.
+//
 // Model notifications only mark work; one loop does the writing, at most
 // every MinInterval, so a burst of EndpointSlice updates costs one pass.
 package lb

@@ -44,24 +44,44 @@ type Status struct {
 	CTCleanedUp uint64
 }
 
+// lbMaps is what the reconciler uses of the datapath's maps
+// (*datapath.Maps), so that tests and benchmarks can leave the kernel out.
+type lbMaps interface {
+	LBDump() (datapath.LBState, error)
+	ApplyLB(*datapath.LBPlan) error
+	DeleteCTForBackends(backendIDs []uint32) (int, error)
+}
+
 // Reconciler writes services into the LB maps.
 type Reconciler struct {
 	opts    Options
+	maps    lbMaps
 	log     *slog.Logger
 	trigger chan struct{}
 
-	mu      sync.Mutex
-	have    datapath.LBState // what the maps hold, as far as we know
-	desired *service.Desired
-	status  Status
-	synced  bool
-	health  *healthServer
+	mu   sync.Mutex
+	have datapath.LBState // what the maps hold, as far as we know
+	// services computes the desired services incrementally: a pass after
+	// one Service or EndpointSlice changed recomputes, plans and writes
+	// that service alone.
+	services *service.Incremental
+	// needFull makes the next pass plan everything against have, as a
+	// full resync does: set when a write failed halfway.
+	needFull  bool
+	healthErr error
+	status    Status
+	synced    bool
+	health    *healthServer
 }
 
 // New builds a reconciler whose ID allocator is seeded from the pinned
 // maps, so frontends and backends keep their IDs (and established
 // connections their translations) across agent restarts.
 func New(opts Options) (*Reconciler, error) {
+	return newReconciler(opts, opts.Maps)
+}
+
+func newReconciler(opts Options, maps lbMaps) (*Reconciler, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -75,7 +95,7 @@ func New(opts Options) (*Reconciler, error) {
 	if err := opts.Service.Validate(); err != nil {
 		return nil, err
 	}
-	have, err := opts.Maps.LBDump()
+	have, err := maps.LBDump()
 	if err != nil {
 		return nil, fmt.Errorf("read pinned service maps: %w", err)
 	}
@@ -92,8 +112,8 @@ func New(opts Options) (*Reconciler, error) {
 		return nil, fmt.Errorf("adopt service IDs from pinned maps: %w", err)
 	}
 	opts.Service.IDs = alloc
-	return &Reconciler{opts: opts, log: opts.Logger, trigger: make(chan struct{}, 1), have: have,
-		health: newHealthServer(opts.Logger)}, nil
+	return &Reconciler{opts: opts, maps: maps, log: opts.Logger, trigger: make(chan struct{}, 1), have: have,
+		services: service.NewIncremental(opts.Service), health: newHealthServer(opts.Logger)}, nil
 }
 
 func protoName(p uint8) model.Protocol {
@@ -151,13 +171,15 @@ func (r *Reconciler) Run(ctx context.Context) {
 }
 
 // Reconcile computes and applies the desired state once. full re-reads the
-// maps first, so the diff also removes what the reconciler did not write.
+// maps first and plans every service, so the diff also removes what the
+// reconciler did not write. Otherwise only the frontends and backends that
+// the model changes since the last pass touched are planned and written.
 func (r *Reconciler) Reconcile(full bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	start := time.Now()
 	if full {
-		have, err := r.opts.Maps.LBDump()
+		have, err := r.maps.LBDump()
 		if err != nil {
 			r.status.LastErr = err
 			return
@@ -174,6 +196,7 @@ func (r *Reconciler) Reconcile(full bool) {
 	snap := r.opts.Store.Snapshot()
 	opts := r.opts.Service
 	opts.NodeAddrs = nodeAddrs(snap, opts.NodeName, opts.NodeAddrs)
+	// Extras depend on the Service object alone, as Incremental requires.
 	opts.Extras = func(nn model.NamespacedName) service.ServiceExtras {
 		svc, ok := snap.Services[nn]
 		if !ok {
@@ -184,16 +207,25 @@ func (r *Reconciler) Reconcile(full bool) {
 			LoadBalancerSourceRanges: svc.LoadBalancerSourceRanges, HealthCheckNodePort: svc.HealthCheckNodePort,
 		}
 	}
-	d := service.Compute(snap, opts)
-	healthErr := r.health.update(d.HealthChecks)
-	want := toLBState(d, opts.NodeName)
-	plan := datapath.PlanLB(r.have, want)
-	r.desired = d
-	r.status.Warnings = d.Warnings
-	r.status.Frontends, r.status.Backends = len(want.Frontends), len(want.Backends)
+	ch := r.services.Update(snap, opts)
+	if full || ch.All || ch.HealthChecks || r.healthErr != nil {
+		r.healthErr = r.health.update(r.services.HealthChecks())
+	}
+	r.status.Warnings = r.services.Warnings()
 	r.synced = true
+
+	everything := full || ch.All || r.needFull
+	var have, want datapath.LBState
+	if everything {
+		have, want = r.have, r.wantAll(opts.NodeName)
+	} else {
+		have, want = r.wantChanged(ch, opts.NodeName)
+	}
+	plan := datapath.PlanLB(have, want)
 	if plan.Empty() {
-		r.status.LastErr = healthErr
+		r.needFull = false
+		r.status.Frontends, r.status.Backends = len(r.have.Frontends), len(r.have.Backends)
+		r.status.LastErr = r.healthErr
 		return
 	}
 	var removed []datapath.LBBackend
@@ -202,17 +234,25 @@ func (r *Reconciler) Reconcile(full bool) {
 			removed = append(removed, b)
 		}
 	}
-	if err := r.opts.Maps.ApplyLB(plan); err != nil {
-		// Re-read on the next pass: part of the plan may be in the maps.
+	if err := r.maps.ApplyLB(plan); err != nil {
+		// Re-read, and plan everything on the next pass: part of the
+		// plan may be in the maps.
 		r.status.LastErr = fmt.Errorf("program services: %w", err)
 		r.log.Error("program services", "error", err, "plan", plan.String())
-		if have, derr := r.opts.Maps.LBDump(); derr == nil {
+		if have, derr := r.maps.LBDump(); derr == nil {
 			r.have = have
 		}
+		r.needFull = true
 		return
 	}
-	r.have = want
-	n, err := r.opts.Maps.DeleteCTForBackends(plan.RemovedBackends)
+	if everything {
+		r.have = want
+	} else {
+		r.merge(have, want)
+	}
+	r.needFull = false
+	r.status.Frontends, r.status.Backends = len(r.have.Frontends), len(r.have.Backends)
+	n, err := r.maps.DeleteCTForBackends(plan.RemovedBackends)
 	if err != nil {
 		r.log.Warn("clean connections of removed backends", "error", err)
 	}
@@ -223,74 +263,172 @@ func (r *Reconciler) Reconcile(full bool) {
 	r.status.Applied++
 	r.status.LastApply = time.Now()
 	r.status.LastPlan = plan.String()
-	r.status.LastErr = healthErr
-	r.log.Info("services programmed", "plan", plan.String(), "frontends", len(want.Frontends),
-		"backends", len(want.Backends), "connectionsCleaned", n, "took", time.Since(start).Round(time.Microsecond))
+	r.status.LastErr = r.healthErr
+	r.log.Info("services programmed", "plan", plan.String(), "frontends", r.status.Frontends,
+		"backends", r.status.Backends, "connectionsCleaned", n, "took", time.Since(start).Round(time.Microsecond))
+}
+
+// wantAll is the whole desired map contents.
+func (r *Reconciler) wantAll(node string) datapath.LBState {
+	nf, nb := r.services.Len()
+	st := datapath.LBState{Frontends: make(map[datapath.LBFrontendKey]datapath.LBFrontend, nf),
+		Backends: make(map[uint32]datapath.LBBackend, nb)}
+	for b := range r.services.Backends() {
+		if lb, ok := lbBackend(&b, node); ok {
+			st.Backends[b.ID] = lb
+		}
+	}
+	for f := range r.services.Frontends() {
+		if lf, ok := lbFrontend(f); ok {
+			st.Frontends[lf.Key] = lf
+		}
+	}
+	return st
+}
+
+// wantChanged returns, for the frontends and backends ch lists, what the
+// maps hold and what they should hold: the part of the state a plan needs
+// to look at. An ID released by the Update is not reused before the next,
+// and a frontend keeps its ID while it exists, so the plan of this part is
+// the plan of the whole: PlanLB never needs an entry outside it.
+func (r *Reconciler) wantChanged(ch service.Changes, node string) (have, want datapath.LBState) {
+	have = datapath.LBState{Frontends: make(map[datapath.LBFrontendKey]datapath.LBFrontend, len(ch.Frontends)),
+		Backends: make(map[uint32]datapath.LBBackend, len(ch.Backends))}
+	want = datapath.LBState{Frontends: make(map[datapath.LBFrontendKey]datapath.LBFrontend, len(ch.Frontends)),
+		Backends: make(map[uint32]datapath.LBBackend, len(ch.Backends))}
+	for _, k := range ch.Frontends {
+		lk, ok := lbKey(k)
+		if !ok {
+			continue
+		}
+		if f, ok := r.have.Frontends[lk]; ok {
+			have.Frontends[lk] = f
+		}
+		if f, ok := r.services.Frontend(k); ok {
+			if lf, ok := lbFrontend(&f); ok {
+				want.Frontends[lk] = lf
+			}
+		}
+	}
+	for _, id := range ch.Backends {
+		if b, ok := r.have.Backends[id]; ok {
+			have.Backends[id] = b
+		}
+		if b, ok := r.services.Backend(id); ok {
+			if lb, ok := lbBackend(&b, node); ok {
+				want.Backends[id] = lb
+			}
+		}
+	}
+	return have, want
+}
+
+// merge records in r.have that the entries of part were written as want.
+func (r *Reconciler) merge(part, want datapath.LBState) {
+	for k := range part.Frontends {
+		delete(r.have.Frontends, k)
+	}
+	for id := range part.Backends {
+		delete(r.have.Backends, id)
+	}
+	for k, f := range want.Frontends {
+		r.have.Frontends[k] = f
+	}
+	for id, b := range want.Backends {
+		r.have.Backends[id] = b
+	}
 }
 
 // toLBState turns the computed services into map contents.
 func toLBState(d *service.Desired, node string) datapath.LBState {
 	st := datapath.LBState{Frontends: map[datapath.LBFrontendKey]datapath.LBFrontend{}, Backends: map[uint32]datapath.LBBackend{}}
-	for _, b := range d.Backends {
-		p, ok := protoNum(b.Protocol)
-		if !ok || !b.Address.Is4() {
-			continue
+	for i := range d.Backends {
+		if b, ok := lbBackend(&d.Backends[i], node); ok {
+			st.Backends[b.ID] = b
 		}
-		st.Backends[b.ID] = datapath.LBBackend{ID: b.ID, Addr: b.Address, Port: b.Port, Proto: p,
-			Terminating: b.State != service.BackendActive, Local: node != "" && b.NodeName == node}
 	}
-	for _, f := range d.Frontends {
-		p, ok := protoNum(f.Protocol)
-		if !ok || !f.Address.Is4() {
-			continue
+	for i := range d.Frontends {
+		if f, ok := lbFrontend(&d.Frontends[i]); ok {
+			st.Frontends[f.Key] = f
 		}
-		key := datapath.LBFrontendKey{Addr: f.Address, Port: f.Port, Proto: p}
-		lf := datapath.LBFrontend{Key: key, ID: f.ID}
-		if f.SessionAffinity {
-			lf.Flags |= datapath.LBFlagAffinity
-			lf.AffinityTimeout = f.AffinityTimeout
-		}
-		if f.Kind.External() {
-			lf.Flags |= datapath.LBFlagExternal
-			if f.TrafficPolicyLocal {
-				lf.Flags |= datapath.LBFlagLocal
-			}
-		}
-		if f.NoLocalEndpoints {
-			lf.Flags |= datapath.LBFlagNoLocal
-		}
-		if len(f.SourceRanges) > 0 {
-			// Only IPv4 clients reach an IPv4 frontend: IPv6 ranges
-			// allow none of them, and ranges that are all IPv6 leave
-			// the flag on with nothing allowed, as Kubernetes means.
-			lf.Flags |= datapath.LBFlagSrcRange
-			for _, r := range f.SourceRanges {
-				if r.Addr().Is4() {
-					lf.SourceRanges = append(lf.SourceRanges, r.Masked())
-				}
-			}
-		}
-		if f.Algorithm == service.AlgorithmMaglev && len(f.Maglev) > 0 {
-			lf.Flags |= datapath.LBFlagMaglev
-			lf.Maglev, lf.HasMaglev = f.Maglev, true
-		}
-		for _, b := range f.Backends {
-			if b.State == service.BackendActive {
-				if _, ok := st.Backends[b.ID]; ok {
-					lf.Slots = append(lf.Slots, b.ID)
-				}
-			}
-		}
-		st.Frontends[key] = lf
 	}
 	return st
 }
 
-// Desired returns the last computed services (for `sluice service list`).
+// lbKey is the datapath's key for k; false for what the datapath does not
+// balance yet (IPv6, SCTP).
+func lbKey(k service.FrontendKey) (datapath.LBFrontendKey, bool) {
+	p, ok := protoNum(k.Protocol)
+	if !ok || !k.Address.Is4() {
+		return datapath.LBFrontendKey{}, false
+	}
+	return datapath.LBFrontendKey{Addr: k.Address, Port: k.Port, Proto: p}, true
+}
+
+// lbBackend is b's backend map entry; false if the datapath cannot reach it.
+func lbBackend(b *service.Backend, node string) (datapath.LBBackend, bool) {
+	p, ok := protoNum(b.Protocol)
+	if !ok || !b.Address.Is4() {
+		return datapath.LBBackend{}, false
+	}
+	return datapath.LBBackend{ID: b.ID, Addr: b.Address, Port: b.Port, Proto: p,
+		Terminating: b.State != service.BackendActive, Local: node != "" && b.NodeName == node}, true
+}
+
+// lbFrontend is f's frontend map entry; its slots are its active backends
+// that have a backend entry (lbBackend).
+func lbFrontend(f *service.Frontend) (datapath.LBFrontend, bool) {
+	key, ok := lbKey(f.Key())
+	if !ok {
+		return datapath.LBFrontend{}, false
+	}
+	lf := datapath.LBFrontend{Key: key, ID: f.ID}
+	if f.SessionAffinity {
+		lf.Flags |= datapath.LBFlagAffinity
+		lf.AffinityTimeout = f.AffinityTimeout
+	}
+	if f.Kind.External() {
+		lf.Flags |= datapath.LBFlagExternal
+		if f.TrafficPolicyLocal {
+			lf.Flags |= datapath.LBFlagLocal
+		}
+	}
+	if f.NoLocalEndpoints {
+		lf.Flags |= datapath.LBFlagNoLocal
+	}
+	if len(f.SourceRanges) > 0 {
+		// Only IPv4 clients reach an IPv4 frontend: IPv6 ranges
+		// allow none of them, and ranges that are all IPv6 leave
+		// the flag on with nothing allowed, as Kubernetes means.
+		lf.Flags |= datapath.LBFlagSrcRange
+		for _, r := range f.SourceRanges {
+			if r.Addr().Is4() {
+				lf.SourceRanges = append(lf.SourceRanges, r.Masked())
+			}
+		}
+	}
+	if f.Algorithm == service.AlgorithmMaglev && len(f.Maglev) > 0 {
+		lf.Flags |= datapath.LBFlagMaglev
+		lf.Maglev, lf.HasMaglev = f.Maglev, true
+	}
+	for i := range f.Backends {
+		b := &f.Backends[i]
+		if _, ok := protoNum(b.Protocol); ok && b.Address.Is4() && b.State == service.BackendActive {
+			lf.Slots = append(lf.Slots, b.ID)
+		}
+	}
+	return lf, true
+}
+
+// Desired returns the services last computed (for `sluice service list`),
+// nil before the first pass. It copies the whole result.
 func (r *Reconciler) Desired() *service.Desired {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.desired
+	if !r.synced {
+		return nil
+	}
+	return r.services.Desired()
 }
 
 // Status returns the reconciler's state.
@@ -335,17 +473,13 @@ func nodeAddrs(s *model.State, node string, fallback []netip.Addr) []netip.Addr 
 func (r *Reconciler) FrontendName(id uint32) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.desired == nil {
+	f, ok := r.services.FrontendByID(id)
+	if !ok {
 		return ""
 	}
-	for i := range r.desired.Frontends {
-		if f := &r.desired.Frontends[i]; f.ID == id {
-			port := f.PortName
-			if port == "" {
-				port = fmt.Sprint(f.Port)
-			}
-			return f.Service.String() + ":" + port
-		}
+	port := f.PortName
+	if port == "" {
+		port = fmt.Sprint(f.Port)
 	}
-	return ""
+	return f.Service.String() + ":" + port
 }

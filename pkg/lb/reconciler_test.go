@@ -27,6 +27,10 @@ func TestToLBState(t *testing.T) {
 			{ID: 10, Kind: service.KindClusterIP, Address: a("10.96.0.13"), Port: 80, Protocol: model.ProtocolTCP, NoEndpoints: true},
 			{ID: 11, Kind: service.KindNodePort, Address: a("172.31.0.10"), Port: 30080, Protocol: model.ProtocolTCP,
 				TrafficPolicyLocal: true, NoLocalEndpoints: true},
+			{ID: 12, Kind: service.KindLoadBalancer, Address: a("203.0.113.5"), Port: 80, Protocol: model.ProtocolTCP, NoEndpoints: true,
+				SourceRanges: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/24"), netip.MustParsePrefix("2001:db8::/32")}},
+			{ID: 13, Kind: service.KindLoadBalancer, Address: a("203.0.113.6"), Port: 80, Protocol: model.ProtocolTCP, NoEndpoints: true,
+				SourceRanges: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}},
 		},
 	}
 	st := toLBState(d, "node1")
@@ -50,7 +54,14 @@ func TestToLBState(t *testing.T) {
 	np := st.Frontends[datapath.LBFrontendKey{Addr: a("172.31.0.10"), Port: 30080, Proto: 6}]
 	require.Equal(t, datapath.LBFlagExternal|datapath.LBFlagLocal|datapath.LBFlagNoLocal, np.Flags,
 		"served on uplinks, keeps the client address, drops without a local endpoint")
-	require.Len(t, st.Frontends, 4)
+	lb := st.Frontends[datapath.LBFrontendKey{Addr: a("203.0.113.5"), Port: 80, Proto: 6}]
+	require.Equal(t, datapath.LBFlagExternal|datapath.LBFlagSrcRange, lb.Flags)
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}, lb.SourceRanges,
+		"masked; IPv6 ranges allow no client of an IPv4 frontend")
+	v6only := st.Frontends[datapath.LBFrontendKey{Addr: a("203.0.113.6"), Port: 80, Proto: 6}]
+	require.Equal(t, datapath.LBFlagExternal|datapath.LBFlagSrcRange, v6only.Flags, "ranges that are all IPv6 allow nobody")
+	require.Empty(t, v6only.SourceRanges)
+	require.Len(t, st.Frontends, 6)
 }
 
 func TestNodeAddrs(t *testing.T) {

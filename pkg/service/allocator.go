@@ -64,6 +64,11 @@ type idSpace[K interface {
 	fmt.Stringer
 }] struct {
 	ids map[K]uint32
+	// free are the IDs below next that no key holds, for update; valid
+	// says they match ids (assign, which does not use them, clears it).
+	free  idHeap
+	next  uint32
+	valid bool
 }
 
 func newIDSpace[K interface {
@@ -91,12 +96,20 @@ func newIDSpace[K interface {
 // assign gives every key in need (sorted, unique) an ID and forgets the
 // keys not in need. Forgotten IDs stay taken during this call.
 func (s *idSpace[K]) assign(need []K) map[K]uint32 {
+	s.assignOrdered(need)
+	return s.ids
+}
+
+// assignOrdered is assign returning the IDs of need in order.
+func (s *idSpace[K]) assignOrdered(need []K) []uint32 {
 	taken := slices.Sorted(maps.Values(s.ids))
 	out := make(map[K]uint32, len(need))
+	ids := make([]uint32, len(need))
 	cand, ti := uint32(1), 0
-	for _, k := range need {
+	for i, k := range need {
 		if id, ok := s.ids[k]; ok {
 			out[k] = id
+			ids[i] = id
 			continue
 		}
 		// Lowest ID not taken: taken is sorted, cand only grows.
@@ -111,8 +124,99 @@ func (s *idSpace[K]) assign(need []K) map[K]uint32 {
 			panic("service: ID space exhausted")
 		}
 		out[k] = cand
+		ids[i] = cand
 		cand++
 	}
 	s.ids = out
+	s.valid = false
+	return ids
+}
+
+// update is assign(current keys + added - removed) for a caller that
+// knows the difference, at a cost proportional to it: added keys (sorted,
+// none held) get the lowest IDs free before the call, in order, and removed
+// keys (all held) release theirs for the next call. It returns the IDs of
+// added, in order.
+func (s *idSpace[K]) update(added, removed []K) []uint32 {
+	if !s.valid {
+		s.rebuildFree()
+	}
+	if s.ids == nil {
+		s.ids = make(map[K]uint32, len(added))
+	}
+	out := make([]uint32, len(added))
+	for i, k := range added {
+		var id uint32
+		if len(s.free) > 0 {
+			id = s.free.pop()
+		} else {
+			if s.next == 0 {
+				panic("service: ID space exhausted") // as in assign
+			}
+			id = s.next
+			s.next++
+		}
+		s.ids[k] = id
+		out[i] = id
+	}
+	// Released only now: an ID never changes meaning within one call.
+	for _, k := range removed {
+		s.free.push(s.ids[k])
+		delete(s.ids, k)
+	}
 	return out
+}
+
+// rebuildFree finds the gaps in the held IDs.
+func (s *idSpace[K]) rebuildFree() {
+	held := slices.Sorted(maps.Values(s.ids))
+	s.free = s.free[:0]
+	next := uint32(1)
+	for _, id := range held {
+		for ; next < id; next++ {
+			s.free = append(s.free, next) // ascending: already a heap
+		}
+		next = id + 1
+	}
+	s.next, s.valid = next, true
+}
+
+// idHeap is a min-heap of free IDs.
+type idHeap []uint32
+
+func (h *idHeap) push(id uint32) {
+	*h = append(*h, id)
+	a := *h
+	for i := len(a) - 1; i > 0; {
+		p := (i - 1) / 2
+		if a[p] <= a[i] {
+			break
+		}
+		a[p], a[i] = a[i], a[p]
+		i = p
+	}
+}
+
+func (h *idHeap) pop() uint32 {
+	a := *h
+	top := a[0]
+	n := len(a) - 1
+	a[0] = a[n]
+	a = a[:n]
+	for i := 0; ; {
+		l, m := 2*i+1, i
+		if l < n && a[l] < a[m] {
+			m = l
+		}
+		if r := l + 1; r < n && a[r] < a[m] {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		a[i], a[m] = a[m], a[i]
+		i = m
+	}
+	*h = a
+	return top
 }

@@ -29,16 +29,24 @@ var families = []family{
 // the package documentation). It updates opts.IDs. Invalid options are
 // reported in Desired.Warnings and replaced by their defaults; callers
 // should have rejected them with Options.Validate.
+//
+// Compute recomputes every service; Incremental gives the same result
+// recomputing only the services that changed since its previous call.
 func Compute(state *model.State, opts Options) *Desired {
-	c := computation{opts: opts, d: &Desired{}}
-	c.checkOptions()
+	c := computation{d: &Desired{}}
+	c.d.Warnings = normalize(&opts)
+	c.opts = opts
+	c.d.MaglevTableSize = opts.MaglevTableSize
 	if state != nil {
 		c.d.Revision = state.Revision
-		c.indexSlices(state)
+		bySvc := indexSlices(state)
 		for _, nn := range slices.SortedFunc(maps.Keys(state.Services), compareNN) {
-			for _, fam := range families {
-				c.service(state.Services[nn], fam)
+			r := computeService(state.Services[nn], bySvc[nn], &c.opts)
+			c.cands = append(c.cands, r.cands...)
+			if r.hasCheck {
+				c.checks = append(c.checks, r.check)
 			}
+			c.d.Warnings = append(c.d.Warnings, r.warnings...)
 		}
 	}
 	c.finish()
@@ -48,8 +56,7 @@ func Compute(state *model.State, opts Options) *Desired {
 type computation struct {
 	opts   Options
 	d      *Desired
-	slices map[model.NamespacedName][]*model.EndpointSlice // by service, sorted by name
-	cands  []Frontend                                      // before conflicts and IDs
+	cands  []Frontend // before conflicts and IDs
 	checks []HealthCheck
 }
 
@@ -57,21 +64,24 @@ func (c *computation) warnf(format string, args ...any) {
 	c.d.Warnings = append(c.d.Warnings, fmt.Sprintf(format, args...))
 }
 
-func (c *computation) checkOptions() {
-	o := &c.opts
+// normalize applies defaults, replaces invalid options by their defaults
+// and says so in the warnings it returns, and gives opts an allocator if it
+// has none.
+func normalize(o *Options) []string {
+	var warns []string
 	o.Defaults()
 	if _, err := ParseAlgorithm(string(o.DefaultAlgorithm)); err != nil {
-		c.warnf("options: default algorithm: %v; using %q", err, AlgorithmRandom)
+		warns = append(warns, fmt.Sprintf("options: default algorithm: %v; using %q", err, AlgorithmRandom))
 		o.DefaultAlgorithm = AlgorithmRandom
 	}
 	if err := ValidateMaglevTableSize(o.MaglevTableSize); err != nil {
-		c.warnf("options: %v; using %d", err, DefaultMaglevTableSize)
+		warns = append(warns, fmt.Sprintf("options: %v; using %d", err, DefaultMaglevTableSize))
 		o.MaglevTableSize = DefaultMaglevTableSize
 	}
 	if o.IDs == nil {
 		o.IDs = &Allocator{}
 	}
-	c.d.MaglevTableSize = o.MaglevTableSize
+	return warns
 }
 
 func compareNN(a, b model.NamespacedName) int {
@@ -79,20 +89,28 @@ func compareNN(a, b model.NamespacedName) int {
 }
 
 // indexSlices groups endpoint slices by the service named in their
-// kubernetes.io/service-name label, in their own namespace.
-func (c *computation) indexSlices(state *model.State) {
-	c.slices = make(map[model.NamespacedName][]*model.EndpointSlice)
+// kubernetes.io/service-name label, in their own namespace, sorted by name.
+func indexSlices(state *model.State) map[model.NamespacedName][]*model.EndpointSlice {
+	out := make(map[model.NamespacedName][]*model.EndpointSlice)
 	for _, es := range state.EndpointSlices {
 		if es.ServiceName == "" {
 			continue
 		}
-		nn := model.NamespacedName{Namespace: es.Namespace, Name: es.ServiceName}
-		c.slices[nn] = append(c.slices[nn], es)
+		nn := sliceService(es)
+		out[nn] = append(out[nn], es)
 	}
-	for _, l := range c.slices {
-		slices.SortFunc(l, func(a, b *model.EndpointSlice) int { return cmpString(a.Name, b.Name) })
+	for _, l := range out {
+		slices.SortFunc(l, compareSlices)
 	}
+	return out
 }
+
+// sliceService is the service an endpoint slice belongs to.
+func sliceService(es *model.EndpointSlice) model.NamespacedName {
+	return model.NamespacedName{Namespace: es.Namespace, Name: es.ServiceName}
+}
+
+func compareSlices(a, b *model.EndpointSlice) int { return cmpString(a.Name, b.Name) }
 
 // endpoint is one address and port of a service port, merged over slices.
 type endpoint struct {
@@ -119,9 +137,9 @@ func (e *endpoint) rank() int {
 // without such a port contributes nothing, only an endpoint's first address
 // is used (addresses are fungible per the API), and an address listed by
 // several slices counts once, preferring the most usable record.
-func (c *computation) endpoints(svc model.NamespacedName, sp model.ServicePort, fam family) []endpoint {
-	byKey := make(map[BackendKey]endpoint)
-	for _, es := range c.slices[svc] {
+func endpoints(svcSlices []*model.EndpointSlice, sp model.ServicePort, fam family) []endpoint {
+	var out []endpoint
+	for _, es := range svcSlices {
 		if es.AddressType != fam.addressType {
 			continue
 		}
@@ -150,15 +168,13 @@ func (c *computation) endpoints(svc model.NamespacedName, sp model.ServicePort, 
 			if r := ep.TargetRef; r != nil && r.Kind == "Pod" {
 				e.pod = model.NamespacedName{Namespace: r.Namespace, Name: r.Name}
 			}
-			if old, dup := byKey[e.key]; dup && old.rank() <= e.rank() {
-				continue // slices are in name order: the first wins ties
-			}
-			byKey[e.key] = e
+			out = append(out, e)
 		}
 	}
-	out := slices.Collect(maps.Values(byKey))
-	slices.SortFunc(out, func(a, b endpoint) int { return a.key.compare(b.key) })
-	return out
+	// One record per key, the most usable; stable, so that among equals
+	// the first listed wins (slices are in name order).
+	slices.SortStableFunc(out, func(a, b endpoint) int { return cmp.Or(a.key.compare(b.key), a.rank()-b.rank()) })
+	return slices.CompactFunc(out, func(a, b endpoint) bool { return a.key == b.key })
 }
 
 // selection is the backends of a frontend under one traffic policy.
@@ -173,20 +189,20 @@ type selection struct {
 // the ready ones; if there are none, to the serving and terminating ones;
 // otherwise nowhere. Eligible endpoints that are not selected but may hold
 // connections (terminating, or not ready) are listed as inactive.
-func (c *computation) selectBackends(eps []endpoint, local bool) selection {
+func selectBackends(eps []endpoint, local bool, node string) selection {
 	var s selection
 	anyUsable := false
 	haveReady := false
 	for _, e := range eps {
 		usable := e.ready || (e.serving && e.terminating)
 		anyUsable = anyUsable || usable
-		if local && e.nodeName != c.opts.NodeName {
+		if local && e.nodeName != node {
 			continue
 		}
 		haveReady = haveReady || e.ready
 	}
 	for _, e := range eps {
-		if local && e.nodeName != c.opts.NodeName {
+		if local && e.nodeName != node {
 			continue
 		}
 		b := Backend{
@@ -213,23 +229,47 @@ func (c *computation) selectBackends(eps []endpoint, local bool) selection {
 	return s
 }
 
-func (c *computation) algorithm(svc *model.Service) Algorithm {
+// serviceResult is what one service contributes to a computation before
+// the services are put together: conflicts between them resolved, IDs
+// assigned and Maglev tables built. It depends on the service, its
+// endpoint slices and the options alone, which is what lets Incremental
+// recompute one service without the others.
+type serviceResult struct {
+	// cands are the candidate frontends, without IDs, ClusterFrontendID
+	// or Maglev table.
+	cands    []Frontend
+	check    HealthCheck
+	hasCheck bool
+	warnings []string
+}
+
+// computeService returns the candidate frontends of svc in every family,
+// from its endpoint slices (sorted by name) and o (normalized). Like
+// kube-proxy, it skips ExternalName and headless services and services
+// without a cluster IP of the family, including their external addresses.
+func computeService(svc *model.Service, svcSlices []*model.EndpointSlice, o *Options) serviceResult {
+	var r serviceResult
+	for _, fam := range families {
+		r.service(svc, svcSlices, fam, o)
+	}
+	return r
+}
+
+func (r *serviceResult) algorithm(svc *model.Service, o *Options) Algorithm {
 	v, ok := svc.Annotations[AlgorithmAnnotation]
 	if !ok {
-		return c.opts.DefaultAlgorithm
+		return o.DefaultAlgorithm
 	}
 	a, err := ParseAlgorithm(v)
 	if err != nil {
-		c.warnf("service %s/%s: annotation %s: %v; using %q", svc.Namespace, svc.Name, AlgorithmAnnotation, err, c.opts.DefaultAlgorithm)
-		return c.opts.DefaultAlgorithm
+		r.warnings = append(r.warnings, fmt.Sprintf("service %s/%s: annotation %s: %v; using %q",
+			svc.Namespace, svc.Name, AlgorithmAnnotation, err, o.DefaultAlgorithm))
+		return o.DefaultAlgorithm
 	}
 	return a
 }
 
-// service adds the candidate frontends of svc in family fam. Like
-// kube-proxy, it skips ExternalName and headless services and services
-// without a cluster IP of the family, including their external addresses.
-func (c *computation) service(svc *model.Service, fam family) {
+func (r *serviceResult) service(svc *model.Service, svcSlices []*model.EndpointSlice, fam family, o *Options) {
 	if svc.Type == model.ServiceTypeExternalName || svc.Headless {
 		return
 	}
@@ -239,10 +279,10 @@ func (c *computation) service(svc *model.Service, fam family) {
 		return
 	}
 	var extras ServiceExtras
-	if c.opts.Extras != nil {
-		extras = c.opts.Extras(nn)
+	if o.Extras != nil {
+		extras = o.Extras(nn)
 	}
-	alg := c.algorithm(svc)
+	alg := r.algorithm(svc, o)
 	hasNodePorts := svc.Type == model.ServiceTypeNodePort || svc.Type == model.ServiceTypeLoadBalancer
 	isLB := svc.Type == model.ServiceTypeLoadBalancer
 	itpLocal := svc.InternalTrafficPolicy == model.TrafficPolicyLocal
@@ -250,14 +290,17 @@ func (c *computation) service(svc *model.Service, fam family) {
 
 	localReady := make(map[netip.Addr]bool)
 	for _, sp := range svc.Ports {
-		eps := c.endpoints(nn, sp, fam)
+		eps := endpoints(svcSlices, sp, fam)
 		for _, e := range eps {
-			if e.ready && e.nodeName == c.opts.NodeName {
+			if e.ready && e.nodeName == o.NodeName {
 				localReady[e.key.Address] = true
 			}
 		}
-		internal := c.selectBackends(eps, itpLocal)
-		external := c.selectBackends(eps, etpLocal)
+		internal := selectBackends(eps, itpLocal, o.NodeName)
+		external := internal // the same unless the policies differ
+		if etpLocal != itpLocal {
+			external = selectBackends(eps, etpLocal, o.NodeName)
+		}
 		add := func(kind Kind, addr netip.Addr, port uint16) {
 			sel, local := internal, itpLocal
 			if kind.External() {
@@ -283,14 +326,14 @@ func (c *computation) service(svc *model.Service, fam family) {
 			if kind == KindLoadBalancer {
 				f.SourceRanges = slices.Clone(extras.LoadBalancerSourceRanges)
 			}
-			c.cands = append(c.cands, f)
+			r.cands = append(r.cands, f)
 		}
 		for _, ip := range clusterIPs {
 			add(KindClusterIP, ip, sp.Port)
 		}
 		if hasNodePorts && sp.NodePort != 0 {
 			add(KindNodePort, fam.wildcard, sp.NodePort)
-			for _, ip := range filterFamily(c.opts.NodeAddrs, fam) {
+			for _, ip := range filterFamily(o.NodeAddrs, fam) {
 				add(KindNodePort, ip, sp.NodePort)
 			}
 		}
@@ -304,7 +347,7 @@ func (c *computation) service(svc *model.Service, fam family) {
 		}
 	}
 	if isLB && etpLocal && extras.HealthCheckNodePort != 0 {
-		c.checks = append(c.checks, HealthCheck{Service: nn, NodePort: extras.HealthCheckNodePort, LocalEndpoints: len(localReady)})
+		r.check, r.hasCheck = HealthCheck{Service: nn, NodePort: extras.HealthCheckNodePort, LocalEndpoints: len(localReady)}, true
 	}
 }
 
@@ -407,23 +450,35 @@ func (c *computation) finish() {
 // between frontends with the same backends and reused from the previous
 // computation when unchanged (see Allocator).
 func (c *computation) maglev(active []Backend, tables map[maglevKey][]uint32) []uint32 {
-	names := make([]string, len(active))
-	for i := range active {
-		names[i] = active[i].Key().String()
-	}
-	k := maglevKey{names: strings.Join(names, ","), m: c.opts.MaglevTableSize, seed: c.opts.MaglevSeed}
+	k, names := maglevKeyOf(active, &c.opts)
 	if t, ok := tables[k]; ok {
 		return t
 	}
 	t, ok := c.opts.IDs.maglev[k]
 	if !ok {
-		idx := MaglevTable(names, k.m, k.seed)
-		t = make([]uint32, len(idx))
-		for i, j := range idx {
-			t[i] = active[j].ID
-		}
+		t = maglevIDs(active, names, k)
 	}
 	tables[k] = t
+	return t
+}
+
+// maglevKeyOf returns the key of the Maglev table for the active backends,
+// and their names.
+func maglevKeyOf(active []Backend, o *Options) (maglevKey, []string) {
+	names := make([]string, len(active))
+	for i := range active {
+		names[i] = active[i].Key().String()
+	}
+	return maglevKey{names: strings.Join(names, ","), m: o.MaglevTableSize, seed: o.MaglevSeed}, names
+}
+
+// maglevIDs builds the table of backend IDs for the active backends.
+func maglevIDs(active []Backend, names []string, k maglevKey) []uint32 {
+	idx := MaglevTable(names, k.m, k.seed)
+	t := make([]uint32, len(idx))
+	for i, j := range idx {
+		t[i] = active[j].ID
+	}
 	return t
 }
 

@@ -10,6 +10,15 @@
 // survives recomputation and agent restarts, so consecutive results diff
 // cleanly.
 //
+// Compute recomputes every service. Incremental gives the identical result
+// but keeps each service's part between calls and recomputes only the
+// services whose Service or EndpointSlices changed (all services with node
+// ports when the node's addresses change), and reports which frontends and
+// backends changed, so that a reconciler can plan and write only those: at
+// 10,000 services one changed EndpointSlice costs well under a millisecond
+// instead of a Compute's few hundred. Compute stays the reference it is
+// tested against.
+//
 // # kube-proxy parity
 //
 // Compute follows kube-proxy (pkg/proxy: ServiceChangeTracker,
@@ -53,8 +62,9 @@
 //
 // Not (yet) implemented: topology-aware routing (zone hints,
 // trafficDistribution), IPv6 and dual-stack (the computation is per family;
-// only IPv4 is enabled), and loadBalancerSourceRanges enforcement beyond
-// passing them on. Some service fields are not in the model yet and are
+// only IPv4 is enabled). loadBalancerSourceRanges are passed on with the
+// LoadBalancer frontends (Frontend.SourceRanges); the datapath enforces
+// them. Some service fields are not in the model yet and are
 // supplied through Options.Extras (see ServiceExtras).
 //
 // The algorithm is per service: the annotation sluice.io/lb-algorithm

@@ -21,6 +21,7 @@ import (
 const usage = `benchlb: Sluice service load balancing vs kube-proxy (iptables, nftables)
 
 Usage: benchlb [flags]          (root; ` + "`make bench-lb`" + ` builds the binaries and runs it)
+       benchlb rss [flags]      a real agent's RSS with many services (` + "`make bench-lb-rss`" + `; benchlb rss -h)
 
 Measures, in one run, with every figure also given as a ratio to a baseline
 measured in the same run (timing on shared machines is noisy, ±20-30%: read
@@ -60,7 +61,12 @@ the ratios; nothing here passes or fails on time):
  3. Cold programming of 10k services × 10 endpoints: Sluice's reconciler
     first pass into empty maps (go test -bench LBColdProgramming ./pkg/lb/),
     vs iptables-legacy-restore, iptables-nft-restore and nft -f of the
-    equivalent kube-proxy rules into an empty netns.
+    equivalent kube-proxy rules into an empty netns; and ns/op and
+    allocs/op of the reconciler's passes, cold and after one service
+    changed, with and without the kernel map writes, next to a full
+    recompute as the previous design did it (go test -bench LBReconcile
+    -benchmem ./pkg/lb/).
+ A real agent's RSS with 10k services is a separate run: benchlb rss.
 
 Requires: root (namespaces, cgroups, bpffs, eBPF), Linux with tcx (6.6+),
 cgroup v2, bpffs, and the Debian packages
@@ -89,12 +95,14 @@ type options struct {
 	goBench         bool
 	bpfBenchtime    string
 	lbBenchtime     string
-	repo            string
-	binDir          string
-	jsonPath        string
-	skipRates       bool
-	skipCold        bool
-	verbose         bool
+	// reconcileBenchtime is the -benchtime of BenchmarkLBReconcile.
+	reconcileBenchtime string
+	repo               string
+	binDir             string
+	jsonPath           string
+	skipRates          bool
+	skipCold           bool
+	verbose            bool
 }
 
 var allVariants = []string{"sluice-packet", "sluice-socket", "iptables-legacy", "iptables-nft", "nftables", "direct"}
@@ -114,6 +122,8 @@ func main() {
 			err = runProbe(os.Args[2:])
 		case "verify-detached":
 			err = runVerifyDetached(os.Args[2:])
+		case "rss":
+			err = runRSS(os.Args[2:])
 		default:
 			handled = false
 		}
@@ -139,7 +149,8 @@ func main() {
 	flag.IntVar(&o.coldRounds, "cold-rounds", 2, "interleaved rounds of the cold iptables/nft loads (a load that took over 60s is not repeated)")
 	flag.BoolVar(&o.goBench, "go-bench", true, "run the go test benchmarks (parts 2 and 3) and include them in the report")
 	flag.StringVar(&o.bpfBenchtime, "bpf-benchtime", "20000x", "-benchtime of the BPF_PROG_TEST_RUN benchmark")
-	flag.StringVar(&o.lbBenchtime, "lb-benchtime", "2x", "-benchtime of the reconciler cold programming benchmark")
+	flag.StringVar(&o.lbBenchtime, "lb-benchtime", "2x", "-benchtime of the reconciler cold programming benchmarks")
+	flag.StringVar(&o.reconcileBenchtime, "reconcile-benchtime", "1s", "-benchtime of the reconciler pass benchmark after one service changed (cold passes use -lb-benchtime)")
 	flag.StringVar(&o.repo, "repo", ".", "module root, for go test")
 	flag.StringVar(&o.binDir, "bin-dir", "", "directory holding a prebuilt sluice-agent (default: build it)")
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")

@@ -22,6 +22,8 @@ type report struct {
 	Verifier []string    `json:"verifier,omitempty"`
 	LBCold   []goBench   `json:"lbCold,omitempty"`
 	Cold     *coldResult `json:"cold,omitempty"`
+	// LBReconcile is the reconciler pass benchmark (ns/op, allocs/op).
+	LBReconcile []goBench `json:"lbReconcile,omitempty"`
 	// BpftoolChecks counts the bpftool link checks after Sluice was
 	// detached; BpftoolNonZero lists those that found Sluice links.
 	BpftoolChecks  int      `json:"bpftoolChecks"`
@@ -34,7 +36,7 @@ func reportOptions(o options) map[string]string {
 		"warmup": o.warmup.String(), "workers": fmt.Sprint(o.workers), "variants": strings.Join(o.variants, ","),
 		"fillerEndpoints": fmt.Sprint(o.fillerEndpoints), "coldServices": fmt.Sprint(o.coldServices),
 		"coldEndpoints": fmt.Sprint(o.coldEndpoints), "coldRounds": fmt.Sprint(o.coldRounds),
-		"bpfBenchtime": o.bpfBenchtime, "lbBenchtime": o.lbBenchtime,
+		"bpfBenchtime": o.bpfBenchtime, "lbBenchtime": o.lbBenchtime, "reconcileBenchtime": o.reconcileBenchtime,
 	}
 }
 
@@ -210,8 +212,8 @@ func printReport(w io.Writer, o options, rep *report) {
 		for _, g := range rep.LBCold {
 			sluiceCold = g.Metrics["cold-ms"] / 1000
 			fmt.Fprintf(tw, "   Sluice reconciler, first full pass (mean)\t%.3fs\t\t%d\t\n", sluiceCold, g.N)
-			fmt.Fprintf(tw, "     of which service.Compute\t%.3fs\t\t%d\t\n", g.Metrics["compute-ms"]/1000, g.N)
-			fmt.Fprintf(tw, "   Sluice, one service changed afterwards (incremental)\t%.3fs\t\t%d\t\n", g.Metrics["incr-ms"]/1000, g.N)
+			fmt.Fprintf(tw, "     of which the service computation (first Incremental.Update)\t%.3fs\t\t%d\t\n", g.Metrics["compute-ms"]/1000, g.N)
+			fmt.Fprintf(tw, "   Sluice, one service changed afterwards (incremental, mean of 20)\t%.4fs\t\t%d\t\n", g.Metrics["incr-ms"]/1000, g.N)
 		}
 		if rep.Cold != nil {
 			for _, t := range rep.Cold.Tools {
@@ -237,6 +239,40 @@ func printReport(w io.Writer, o options, rep *report) {
 			fmt.Fprintf(w, "   Sluice memory after the cold pass (Go runtime, test process): HeapInuse %.0f MiB, Sys %.0f MiB\n", g.Metrics["heap-inuse-MB"], g.Metrics["sys-MB"])
 		}
 	}
+	if len(rep.LBReconcile) > 0 {
+		printReconcile(w, rep.LBReconcile)
+	}
+}
+
+// printReconcile tabulates BenchmarkLBReconcile: per pass, the reconciler
+// with and without map writes, and the full recompute of the previous
+// design measured in the same run, as the baseline of the ratio.
+func printReconcile(w io.Writer, res []goBench) {
+	byName := map[string]goBench{}
+	for _, g := range res {
+		byName[strings.TrimPrefix(g.Name, "LBReconcile/")] = g
+	}
+	fmt.Fprintln(w, "\n   Reconciler passes, 10k services × 10 endpoints (go test -bench LBReconcile -benchmem ./pkg/lb/):")
+	fmt.Fprintln(w, "   maps: writing the kernel's maps; no-maps: computation and planning alone;")
+	fmt.Fprintln(w, "   full-compute: service.Compute + plan of everything, no writes: what every pass computed before it was")
+	fmt.Fprintln(w, "   incremental, the baseline of \"x full-compute\" (compare no-maps with it; maps adds the writes).")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "   pass	variant	ns/op	allocs/op	B/op	x full-compute	runs	")
+	for _, pass := range []string{"cold", "one-service"} {
+		base := byName[pass+"/full-compute"].Metrics["ns/op"]
+		for _, v := range []string{"maps", "no-maps", "full-compute"} {
+			g, ok := byName[pass+"/"+v]
+			if !ok {
+				continue
+			}
+			ratio := "-"
+			if ns := g.Metrics["ns/op"]; base > 0 && ns > 0 {
+				ratio = fmt.Sprintf("%.4f", ns/base)
+			}
+			fmt.Fprintf(tw, "   %s\t%s\t%.0f\t%.0f\t%.0f\t%s\t%d\t\n", pass, v, g.Metrics["ns/op"], g.Metrics["allocs/op"], g.Metrics["B/op"], ratio, g.N)
+		}
+	}
+	tw.Flush()
 }
 
 func firstLine(s string) string {
