@@ -362,6 +362,11 @@ func (a *Agent) status() api.Status {
 		}
 	}
 	st.EventsLost = a.events.lostInKernel(st.Counters)
+	if mp, err := a.maps.Pressure(); err == nil {
+		st.Maps = mp
+	} else {
+		st.Errors = append(st.Errors, api.Error{Component: "datapath", Message: err.Error()})
+	}
 	return st
 }
 

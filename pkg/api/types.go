@@ -58,6 +58,8 @@ type Status struct {
 	EventsLost uint64 `json:"eventsLost"`
 	// Counters are datapath packet/byte totals by verdict, reason and direction.
 	Counters []Counter `json:"counters,omitempty"`
+	// Maps is how full each map that can fill up is.
+	Maps []datapath.MapPressure `json:"maps,omitempty"`
 }
 
 // PolicyStatus summarises network policy enforcement.

@@ -62,6 +62,12 @@ func NewRootCommand() *cobra.Command {
 	})
 	bpf.AddCommand(ct, bpfEp, g.bpfLBCommand())
 	bpf.AddCommand(g.bpfPolicyCommands()...)
+	bpfMetrics := &cobra.Command{Use: "metrics", Short: "The per-CPU counters (sl_metrics)"}
+	bpfMetrics.AddCommand(&cobra.Command{
+		Use: "list", Short: "List packet and byte counters by metric, direction and reason, summed over CPUs", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return g.bpfMetricsList(cmd) },
+	})
+	bpf.AddCommand(bpfMetrics)
 	root.AddCommand(
 		&cobra.Command{
 			Use: "status", Short: "Agent health, kernel features, attach mode, counters and errors", Args: cobra.NoArgs,
@@ -165,7 +171,17 @@ func (g *globals) status(cmd *cobra.Command) error {
 	fmt.Fprintf(w, "Socket LB:     %s\n", dash(st.SocketLB))
 	fmt.Fprintf(w, "Services:      %d frontends, %d backends (applied %d times, %d connections cleaned)\n",
 		st.Services.Frontends, st.Services.Backends, st.Services.Applied, st.Services.ConnectionsCleaned)
+	fmt.Fprintf(w, "Policy:        %d endpoints enforced, %d identities, revision %d\n",
+		st.Policy.EnforcedEndpoints, st.Policy.Identities, st.Policy.Revision)
 	fmt.Fprintf(w, "Events lost:   %d\n", st.EventsLost)
+	if len(st.Maps) > 0 {
+		fmt.Fprintln(w, "Maps:")
+		_ = table(w, "  MAP\tENTRIES\tMAX\tUSED", func(tw io.Writer) {
+			for _, m := range st.Maps {
+				fmt.Fprintf(tw, "  %s\t%d\t%d\t%.1f%%\n", m.Map, m.Entries, m.Max, 100*float64(m.Entries)/float64(max(m.Max, 1)))
+			}
+		})
+	}
 	if len(st.Counters) > 0 {
 		fmt.Fprintln(w, "Counters:")
 		_ = table(w, "  VERDICT\tDIRECTION\tREASON\tPACKETS\tBYTES", func(tw io.Writer) {
@@ -268,6 +284,16 @@ func (g *globals) bpfCTList(cmd *cobra.Command) error {
 			for _, e := range entries {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d/%d\n", e.EndpointID, e.Scope, e.Proto, e.Src, e.Dst, e.State, e.Origin,
 					e.Age.Round(time.Second), e.ExpiresIn.Round(time.Second), e.PacketsOrig, e.PacketsReply, e.BytesOrig, e.BytesReply)
+			}
+		})
+	})
+}
+
+func (g *globals) bpfMetricsList(cmd *cobra.Command) error {
+	return fromPins(g, cmd, (*datapath.Maps).Counters, func(c []datapath.Counter) any { return listJSON(c) }, func(w io.Writer, cs []datapath.Counter) error {
+		return table(w, "METRIC\tDIRECTION\tREASON\tPACKETS\tBYTES", func(tw io.Writer) {
+			for _, c := range cs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", c.Metric, c.Dir, dash(c.Reason), c.Packets, c.Bytes)
 			}
 		})
 	})

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 
@@ -722,6 +723,53 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	// sluice, status, events, endpoint, endpoint list, service, service list,
 	// bpf, bpf ct, bpf ct list, bpf endpoint, bpf endpoint list, bpf lb,
 	// bpf lb list, policy, policy get, identity, identity list, bpf policy,
-	// bpf policy list, bpf ipcache, bpf ipcache list.
-	require.Equal(t, 22, seen)
+	// bpf policy list, bpf ipcache, bpf ipcache list, bpf metrics,
+	// bpf metrics list.
+	require.Equal(t, 24, seen)
+}
+
+// The policy, ipcache and counter maps decoded from the pins alone.
+func TestBPFPolicyMapsFromPins(t *testing.T) {
+	dir := bpfRoot(t)
+	loadAndClose(t, dir, func(dp *datapath.Datapath) {
+		m := dp.Maps()
+		require.NoError(t, m.WriteEndpointPolicy(3, datapath.EndpointPolicy{
+			Entries: []datapath.PolicyEntry{
+				{Identity: datapath.IdentityHost, Dir: 1, Verdict: datapath.VerdictAllow, Rule: 1},
+				{Identity: 300, Dir: 1, Proto: 6, Port: 8192, PortPrefixLen: 8, Verdict: datapath.VerdictAllow, Rule: 7},
+				{Identity: 1<<24 + 1, Dir: 2, Proto: 17, Port: 53, PortPrefixLen: 16, Verdict: datapath.VerdictRedirect, ProxyPort: 15001, Rule: 8},
+			},
+			CIDRs: []datapath.PolicyCIDR{{Dir: 2, Prefix: netip.MustParsePrefix("192.0.2.0/24"), Class: 1<<24 + 1}},
+		}))
+		_, _, err := m.SyncIPCache(map[netip.Prefix]datapath.IPCacheEntry{
+			netip.MustParsePrefix("10.244.1.5/32"): {Identity: 300, EndpointID: 3},
+			netip.MustParsePrefix("0.0.0.0/0"):     {Identity: datapath.IdentityWorld},
+		})
+		require.NoError(t, err)
+		// One packet on an interface with no endpoint entry: a counter.
+		_, err = dp.Objects().SlFromEp.Run(&ebpf.RunOptions{Data: make([]byte, 64)})
+		require.NoError(t, err)
+	})
+
+	out, err := run(t, "--bpf-root", dir, "bpf", "policy", "list")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	requireLine(t, lines[0], "ENDPOINT DIRECTION IDENTITY PROTO PORTS VERDICT RULE")
+	requireLine(t, lines[1], "3 ingress 1 (host) any any allowed 1")
+	requireLine(t, lines[2], "3 ingress 300 TCP 8192-8447 allowed 7")
+	requireLine(t, lines[3], "3 egress cidr-class 1 UDP 53 redirect:15001 8")
+	requireLine(t, lines[5], "ENDPOINT DIRECTION PREFIX CLASS")
+	requireLine(t, lines[6], "3 egress 192.0.2.0/24 cidr-class 1")
+
+	out, err = run(t, "--bpf-root", dir, "bpf", "ipcache", "list")
+	require.NoError(t, err)
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 3, out)
+	requireLine(t, lines[1], "0.0.0.0/0 2 (world) -")
+	requireLine(t, lines[2], "10.244.1.5/32 300 3")
+
+	out, err = run(t, "--bpf-root", dir, "bpf", "metrics", "list")
+	require.NoError(t, err)
+	require.Contains(t, out, "METRIC")
+	require.Regexp(t, `passed-non-ip\s+egress\s+-\s+1\s+64`, out)
 }

@@ -440,3 +440,56 @@ func (m *Maps) Counters() ([]Counter, error) {
 	})
 	return out, nil
 }
+
+// MapPressure is how full one map is.
+type MapPressure struct {
+	Map     string `json:"map"`
+	Entries int    `json:"entries"`
+	Max     int    `json:"max"`
+}
+
+// Pressure counts the entries of the maps that can fill up (keys only;
+// connection tracking counts every entry, expired or not, since the map
+// holds them until GC). It walks each map: a status call, not a hot path.
+func (m *Maps) Pressure() ([]MapPressure, error) {
+	var out []MapPressure
+	var errs []error
+	for _, x := range []struct {
+		name string
+		m    *ebpf.Map
+	}{
+		{"sl_ct", m.CT}, {"sl_endpoints", m.Endpoints}, {"sl_lb_svc", m.LBSvc}, {"sl_lb_backends", m.LBBackends},
+		{"sl_lb_revnat", m.LBRevNat}, {"sl_lb_maglev", m.LBMaglev}, {"sl_ipcache", m.IPCache}, {"sl_policy", m.Policy},
+	} {
+		if x.m == nil {
+			continue
+		}
+		n, err := countKeys(x.m)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("count %s: %w", x.name, err))
+			continue
+		}
+		out = append(out, MapPressure{Map: x.name, Entries: n, Max: int(x.m.MaxEntries())})
+	}
+	return out, errors.Join(errs...)
+}
+
+// countKeys walks a map's keys.
+func countKeys(m *ebpf.Map) (int, error) {
+	key := make([]byte, m.KeySize())
+	next := make([]byte, m.KeySize())
+	n := 0
+	var cur any
+	for {
+		err := m.NextKey(cur, next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+		copy(key, next)
+		cur = key
+	}
+}
