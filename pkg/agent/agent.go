@@ -20,8 +20,10 @@ import (
 	"github.com/sluice-net/sluice/pkg/cgroups"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/endpoint"
+	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/pkg/lb"
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/policysync"
 	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/source/files"
@@ -41,6 +43,7 @@ type Agent struct {
 	eps      *endpoint.Manager
 	lb       *lb.Reconciler
 	policy   *policysync.Reconciler
+	flows    *flowSink
 	events   *eventLog
 	cgroups  *cgroupPods
 	// sockDestroy is how sockets of removed backends are destroyed
@@ -172,6 +175,21 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = a.policy.Run(ctx) }()
 
+	// Flows: every event is converted when it is read, with names as they
+	// are now, and served over Hubble's observer API.
+	fstore, err := flow.NewStore(opts.FlowBuffer)
+	if err != nil {
+		return fmt.Errorf("--flow-buffer: %w", err)
+	}
+	a.flows = &flowSink{store: fstore, conv: &flow.Converter{NodeName: opts.NodeName, Version: version, Enricher: newEnricher(a)}}
+	hubble, err := observer.Start(observer.Config{
+		SocketPath: opts.hubbleSocket(), TCPAddress: opts.HubbleAddress, NodeName: opts.NodeName, Version: version,
+	}, fstore, log.With("component", "observer"))
+	if err != nil {
+		return fmt.Errorf("hubble observer: %w", err)
+	}
+	defer hubble.Close()
+
 	reader, err := a.dp.NewEventReader()
 	if err != nil {
 		return err
@@ -271,6 +289,17 @@ func (a *Agent) gcOnce() {
 	a.mu.Lock()
 	a.ct = st
 	a.mu.Unlock()
+	if a.flows != nil {
+		if cs, err := a.maps.Counters(); err == nil {
+			var lost uint64
+			for _, c := range cs {
+				if c.Metric == "events-lost" {
+					lost += c.Packets
+				}
+			}
+			a.flows.lost(lost)
+		}
+	}
 }
 
 func (a *Agent) readEvents(r *datapath.EventReader) {
@@ -287,8 +316,15 @@ func (a *Agent) readEvents(r *datapath.EventReader) {
 	}
 }
 
+// version is what the observer API reports; set at build time with
+// -ldflags "-X github.com/sluice-net/sluice/pkg/agent.version=...".
+var version = "dev"
+
 // recordEvent enriches a datapath event with names and keeps it.
 func (a *Agent) recordEvent(ev datapath.Event) {
+	if a.flows != nil {
+		a.flows.add(&ev)
+	}
 	rec := api.Event{Event: ev}
 	if pod, ok := a.eps.PodByID(ev.EndpointID); ok {
 		rec.Namespace, rec.Pod = pod.Namespace, pod.Name

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/service"
 )
 
@@ -37,6 +38,20 @@ type Options struct {
 	MaglevSeed string
 	// PolicyAudit reports would-be policy denials instead of dropping.
 	PolicyAudit bool
+	// FlowBuffer is how many flows the observer keeps.
+	FlowBuffer int
+	// HubbleSocket is the Hubble observer API's unix socket (default
+	// <state-dir>/hubble.sock); HubbleAddress an optional TCP address.
+	HubbleSocket  string
+	HubbleAddress string
+}
+
+// hubbleSocket is where the observer API listens.
+func (o *Options) hubbleSocket() string {
+	if o.HubbleSocket != "" {
+		return o.HubbleSocket
+	}
+	return filepath.Join(o.StateDir, observer.DefaultSocketName)
 }
 
 // Defaults returns the options an agent runs with when no flag is given.
@@ -51,6 +66,7 @@ func Defaults() Options {
 		AttachMode: "auto", TCPriority: datapath.DefaultTCPriority,
 		CTGCInterval: 10 * time.Second, LogLevel: "info",
 		Datapath:    datapath.Defaults(),
+		FlowBuffer:  4096,
 		LBAlgorithm: "random", MaglevSeed: "sluice",
 	}
 }
@@ -82,6 +98,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MaglevSeed, "maglev-seed", o.MaglevSeed, "Maglev hash seed; must be the same on every node of the cluster")
 	fs.Uint32Var(&o.Datapath.PolicyMapMax, "policy-map-max", o.Datapath.PolicyMapMax, "policy map entries per endpoint; an endpoint whose policy needs more fails closed")
 	fs.Uint32Var(&o.Datapath.IPCacheMax, "ipcache-max", o.Datapath.IPCacheMax, "ipcache entries (pods of the whole cluster plus node addresses)")
+	fs.IntVar(&o.FlowBuffer, "flow-buffer", o.FlowBuffer, "flows kept in memory for the Hubble observer API and `sluice observe`")
+	fs.StringVar(&o.HubbleSocket, "hubble-socket", o.HubbleSocket, "unix socket of the Hubble observer API (default <state-dir>/hubble.sock)")
+	fs.StringVar(&o.HubbleAddress, "hubble-listen-address", o.HubbleAddress, "also serve the Hubble observer API on this TCP address (plaintext gRPC: bind it where only trusted clients reach), e.g. :4244")
 	fs.BoolVar(&o.PolicyAudit, "policy-audit", o.PolicyAudit, "audit mode for every endpoint: report would-be policy denials (verdict audit) and forward them; per namespace: label sluice.io/policy-audit=true")
 	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
 	fs.DurationVar(&o.Datapath.DropEventInterval, "drop-event-interval", o.Datapath.DropEventInterval, "at most one drop event per flow and reason per interval; the drops in between are counted in the next event (negative: report every drop)")

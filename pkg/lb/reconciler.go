@@ -470,6 +470,17 @@ func nodeAddrs(s *model.State, node string, fallback []netip.Addr) []netip.Addr 
 
 // FrontendName names a frontend by ID as "ns/name:port" (the port name, or
 // number when unnamed), for flow events; "" if unknown.
+// FrontendService returns the service of a frontend ID.
+func (r *Reconciler) FrontendService(id uint32) (model.NamespacedName, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f, ok := r.services.FrontendByID(id)
+	if !ok {
+		return model.NamespacedName{}, false
+	}
+	return f.Service, true
+}
+
 func (r *Reconciler) FrontendName(id uint32) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

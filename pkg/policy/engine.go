@@ -773,6 +773,18 @@ func (e *Engine) IPCache() map[netip.Prefix]identity.ID { return e.ipc.Map() }
 // `sluice identity list` prints.
 func (e *Engine) Identities() []identity.Allocation { return e.alloc.List() }
 
+// PodIdentity returns the identity of any pod of the cluster.
+func (e *Engine) PodIdentity(pod nsName) (identity.ID, bool) {
+	ps, ok := e.pods[pod]
+	if !ok || ps.id() == identity.Unknown {
+		return identity.Unknown, false
+	}
+	return ps.id(), true
+}
+
+// IdentityLabels returns the labels of an identity, reserved ones included.
+func (e *Engine) IdentityLabels(id identity.ID) (identity.Labels, bool) { return e.alloc.Labels(id) }
+
 // Rule returns what a rule ID in an entry or event stands for.
 func (e *Engine) Rule(id RuleID) (RuleRef, bool) {
 	if id == RuleHostAllow {

@@ -450,6 +450,20 @@ func (r *Reconciler) Identities() []identity.Allocation {
 	return r.engine.Identities()
 }
 
+// PodIdentity returns the identity of a pod of the cluster.
+func (r *Reconciler) PodIdentity(pod nsName) (identity.ID, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.engine.PodIdentity(pod)
+}
+
+// IdentityLabels returns an identity's labels.
+func (r *Reconciler) IdentityLabels(id identity.ID) (identity.Labels, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.engine.IdentityLabels(id)
+}
+
 // Rule names a rule ID for events.
 func (r *Reconciler) Rule(id uint32) (policy.RuleRef, bool) {
 	r.mu.Lock()

@@ -547,10 +547,10 @@ func TestServiceLoadBalancerLocalHealthCheck(t *testing.T) {
 // loadBalancerSourceRanges: only clients inside the ranges reach the
 // load balancer IP, from outside (uplink) or from pods (per-packet path;
 // socket LB leaves such frontends to it, since a socket has no source
-// address at connect time). Others are dropped with NOT_IN_SRC_RANGE.
+// address at connect time). Others are dropped with DENIED_BY_LB_SRC_RANGE_CHECK.
 //
 //	ext1 (in range) ──► node1 uplink ──► LB 10.96.200.60:80 ──► b1/b2   ok
-//	ext2 (not)      ──► node1 uplink ──✗ NOT_IN_SRC_RANGE
+//	ext2 (not)      ──► node1 uplink ──✗ DENIED_BY_LB_SRC_RANGE_CHECK
 //	client pod      ──► LB IP ──✗ (not in range either)
 func TestServiceLoadBalancerSourceRanges(t *testing.T) {
 	for _, mode := range socketLBModes {
@@ -590,9 +590,9 @@ func TestServiceLoadBalancerSourceRanges(t *testing.T) {
 			_, err = ext2.TCPRequest(short, lbIP, 80, "whoami")
 			require.Error(t, err, "ext2 is outside loadBalancerSourceRanges")
 			ev := e.waitEvent(n1, "source range drop", func(ev api.Event) bool {
-				return ev.Type == "drop" && ev.Reason == "NOT_IN_SRC_RANGE" && ev.Src.Addr() == ext2.IP
+				return ev.Type == "drop" && ev.Reason == "DENIED_BY_LB_SRC_RANGE_CHECK" && ev.Src.Addr() == ext2.IP
 			})
-			require.Equal(t, uint16(177), ev.ReasonID, "Hubble's numbering for NOT_IN_SRC_RANGE")
+			require.Equal(t, uint16(177), ev.ReasonID, "Hubble's numbering for DENIED_BY_LB_SRC_RANGE_CHECK")
 
 			// The ClusterIP of the same service has no source ranges.
 			who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
@@ -603,7 +603,7 @@ func TestServiceLoadBalancerSourceRanges(t *testing.T) {
 			_, err = client.TCPRequest(short2, lbIP, 80, "whoami")
 			require.Error(t, err, "the client pod is outside loadBalancerSourceRanges")
 			e.waitEvent(n1, "source range drop of the pod", func(ev api.Event) bool {
-				return ev.Type == "drop" && ev.Reason == "NOT_IN_SRC_RANGE" && ev.Src.Addr() == client.IP
+				return ev.Type == "drop" && ev.Reason == "DENIED_BY_LB_SRC_RANGE_CHECK" && ev.Src.Addr() == client.IP
 			})
 		})
 	}

@@ -42,7 +42,7 @@ enum sl_drop_reason {
 	SL_DROP_CT_MAP_FULL = 155,            /* flow.DropReason_CT_MAP_INSERTION_FAILED */
 	SL_DROP_NO_SERVICE_BACKEND = 158,     /* flow.DropReason_SERVICE_BACKEND_NOT_FOUND */
 	SL_DROP_FRAG_NOT_FOUND = 175,         /* flow.DropReason_FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND */
-	SL_DROP_NOT_IN_SRC_RANGE = 177,       /* flow.DropReason_NOT_IN_SRC_RANGE: loadBalancerSourceRanges */
+	SL_DROP_NOT_IN_SRC_RANGE = 177,       /* flow.DropReason_DENIED_BY_LB_SRC_RANGE_CHECK: loadBalancerSourceRanges */
 	/* Sluice-specific reasons start here (none yet). */
 	SL_DROP_SLUICE_BASE = 1000,
 	/* externalTrafficPolicy: Local and this node has no endpoint: dropped

@@ -1,0 +1,471 @@
+package flow
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sluice-net/sluice/pkg/datapath"
+	b "github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/identity"
+	"github.com/sluice-net/sluice/pkg/model"
+)
+
+// fakeEnricher is the agent's state in miniature.
+type fakeEnricher struct {
+	local    map[uint32]Endpoint
+	byIP     map[netip.Addr]Endpoint
+	byCgroup map[uint64]Endpoint
+	ids      map[identity.ID]identity.Labels
+	services map[uint32]Service
+	rules    map[uint32]Rule
+}
+
+func (f *fakeEnricher) LocalEndpoint(id uint32) (Endpoint, bool) {
+	ep, ok := f.local[id]
+	return ep, ok
+}
+
+func (f *fakeEnricher) EndpointByIP(ip netip.Addr) (Endpoint, bool) {
+	ep, ok := f.byIP[ip]
+	return ep, ok
+}
+
+func (f *fakeEnricher) EndpointByCgroup(id uint64) (Endpoint, bool) {
+	ep, ok := f.byCgroup[id]
+	return ep, ok
+}
+
+func (f *fakeEnricher) IdentityLabels(id identity.ID) (identity.Labels, bool) {
+	ls, ok := f.ids[id]
+	return ls, ok
+}
+
+func (f *fakeEnricher) Service(id uint32) (Service, bool) {
+	s, ok := f.services[id]
+	return s, ok
+}
+
+func (f *fakeEnricher) PolicyRule(id uint32) (Rule, bool) {
+	r, ok := f.rules[id]
+	return r, ok
+}
+
+var (
+	// web-7d9f8c6b5d-x2x4q: a Deployment's pod on this node, endpoint 12.
+	webPod = &model.Pod{
+		Namespace: "shop", Name: "web-7d9f8c6b5d-x2x4q",
+		Labels: map[string]string{"app": "web", "pod-template-hash": "7d9f8c6b5d"},
+		IPs:    []netip.Addr{netip.MustParseAddr("10.244.1.5")},
+		Owners: []model.OwnerRef{{Kind: "ReplicaSet", Name: "web-7d9f8c6b5d", Controller: true}},
+	}
+	webLabels = identity.NewLabels(
+		identity.Label{Source: "k8s", Key: "app", Value: "web"},
+		identity.Label{Source: "k8s", Key: "io.kubernetes.pod.namespace", Value: "shop"},
+	)
+	// db-0: a StatefulSet's pod on another node, known by address.
+	dbPod = &model.Pod{
+		Namespace: "shop", Name: "db-0",
+		Labels: map[string]string{"app": "db"},
+		IPs:    []netip.Addr{netip.MustParseAddr("10.244.2.7")},
+		Owners: []model.OwnerRef{{Kind: "StatefulSet", Name: "db", Controller: true}},
+	}
+	dbLabels = identity.NewLabels(
+		identity.Label{Source: "k8s", Key: "app", Value: "db"},
+		identity.Label{Source: "k8s", Key: "io.kubernetes.pod.namespace", Value: "shop"},
+	)
+)
+
+func testEnricher() *fakeEnricher {
+	web := Endpoint{ID: 12, Identity: 300, Pod: webPod, Labels: webLabels}
+	db := Endpoint{Identity: 301, Pod: dbPod}
+	return &fakeEnricher{
+		local: map[uint32]Endpoint{12: web},
+		byIP: map[netip.Addr]Endpoint{webPod.IPs[0]: web, dbPod.IPs[0]: db, netip.MustParseAddr("192.168.0.2"): {Identity: identity.RemoteNode},
+			netip.MustParseAddr("192.168.0.1"): {Identity: identity.Host}},
+		byCgroup: map[uint64]Endpoint{4242: web},
+		ids:      map[identity.ID]identity.Labels{301: dbLabels},
+		services: map[uint32]Service{7: {Namespace: "shop", Name: "db"}},
+		rules: map[uint32]Rule{
+			3: {Namespace: "shop", Name: "allow-web", Kind: "NetworkPolicy", Direction: flowpb.TrafficDirection_INGRESS, MatchType: MatchL3L4},
+			4: {Namespace: "shop", Name: "web-egress", Kind: "NetworkPolicy", MatchType: MatchL4Only},
+		},
+	}
+}
+
+var t0 = time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// Expected endpoints, as Hubble shows them.
+func webEP() *flowpb.Endpoint {
+	return &flowpb.Endpoint{ID: 12, Identity: 300, Namespace: "shop", PodName: "web-7d9f8c6b5d-x2x4q",
+		Labels:    []string{"k8s:app=web", "k8s:io.kubernetes.pod.namespace=shop"},
+		Workloads: []*flowpb.Workload{{Kind: "Deployment", Name: "web"}}}
+}
+
+func dbEP() *flowpb.Endpoint {
+	return &flowpb.Endpoint{Identity: 301, Namespace: "shop", PodName: "db-0",
+		Labels:    []string{"k8s:app=db", "k8s:io.kubernetes.pod.namespace=shop"},
+		Workloads: []*flowpb.Workload{{Kind: "StatefulSet", Name: "db"}}}
+}
+
+func worldEP() *flowpb.Endpoint {
+	return &flowpb.Endpoint{Identity: 2, Labels: []string{"reserved:world"}}
+}
+
+func tcp(sport, dport uint32, fl *flowpb.TCPFlags) *flowpb.Layer4 {
+	return &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: sport, DestinationPort: dport, Flags: fl}}}
+}
+
+func ipv4(src, dst string) *flowpb.IP {
+	return &flowpb.IP{Source: src, Destination: dst, IpVersion: flowpb.IPVersion_IPv4}
+}
+
+func allowWeb() *flowpb.Policy {
+	return &flowpb.Policy{Name: "allow-web", Namespace: "shop", Kind: "NetworkPolicy", Labels: []string{
+		"k8s:io.cilium.k8s.policy.derived-from=NetworkPolicy",
+		"k8s:io.cilium.k8s.policy.name=allow-web",
+		"k8s:io.cilium.k8s.policy.namespace=shop",
+	}}
+}
+
+func TestConvert(t *testing.T) {
+	syn := &flowpb.TCPFlags{SYN: true}
+	tests := []struct {
+		name string
+		ev   datapath.Event
+		want *flowpb.Flow // Time, Emitter, NodeName are filled in
+	}{{
+		name: "new connection out of a pod, no policy: trace from-endpoint",
+		ev: datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, IfIndex: 9, Proto: "TCP", TCPFlags: 0x02,
+			Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5432")},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
+			IP: ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(40000, 5432, syn),
+			Source: webEP(), Destination: dbEP(),
+			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 5},
+			TraceObservationPoint: flowpb.TraceObservationPoint_FROM_ENDPOINT,
+			TraceReason:           flowpb.TraceReason_NEW,
+			TrafficDirection:      flowpb.TrafficDirection_EGRESS,
+			IsReply:               wrapperspb.Bool(false),
+			Interface:             &flowpb.NetworkInterface{Index: 9},
+			Summary:               "TCP Flags: SYN",
+		},
+	}, {
+		name: "new connection into a pod, allowed by a rule: policy verdict",
+		ev: datapath.Event{Type: "trace", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+			Src: ap("10.244.2.7:33000"), Dst: ap("10.244.1.5:8080"),
+			Verdict: "allowed", SrcIdentity: 301, DstIdentity: 300, PolicyRule: 3},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
+			IP: ipv4("10.244.2.7", "10.244.1.5"), L4: tcp(33000, 8080, syn),
+			Source: dbEP(), Destination: webEP(),
+			EventType:        &flowpb.CiliumEventType{Type: 5},
+			TraceReason:      flowpb.TraceReason_NEW,
+			TrafficDirection: flowpb.TrafficDirection_INGRESS,
+			IsReply:          wrapperspb.Bool(false),
+			PolicyMatchType:  uint32(MatchL3L4),
+			IngressAllowedBy: []*flowpb.Policy{allowWeb()},
+			Summary:          "TCP Flags: SYN",
+		},
+	}, {
+		name: "egress redirected to the proxy: rule direction from the event",
+		ev: datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+			Src: ap("10.244.1.5:40001"), Dst: ap("10.244.2.7:80"),
+			Verdict: "redirected", SrcIdentity: 300, DstIdentity: 301, PolicyRule: 4, ProxyPort: 15001},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_REDIRECTED, Type: flowpb.FlowType_L3_L4,
+			IP: ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(40001, 80, syn),
+			Source: webEP(), Destination: dbEP(),
+			EventType:        &flowpb.CiliumEventType{Type: 5},
+			TraceReason:      flowpb.TraceReason_NEW,
+			TrafficDirection: flowpb.TrafficDirection_EGRESS,
+			IsReply:          wrapperspb.Bool(false),
+			ProxyPort:        15001,
+			PolicyMatchType:  uint32(MatchL4Only),
+			EgressAllowedBy: []*flowpb.Policy{{Name: "web-egress", Namespace: "shop", Kind: "NetworkPolicy", Labels: []string{
+				"k8s:io.cilium.k8s.policy.derived-from=NetworkPolicy",
+				"k8s:io.cilium.k8s.policy.name=web-egress",
+				"k8s:io.cilium.k8s.policy.namespace=shop",
+			}}},
+			Summary: "TCP Flags: SYN",
+		},
+	}, {
+		name: "denied but audited: AUDIT, no rule",
+		ev: datapath.Event{Type: "trace", Dir: "ingress", EndpointID: 12, Proto: "UDP",
+			Src: ap("10.244.2.7:5353"), Dst: ap("10.244.1.5:53"),
+			Verdict: "audit", SrcIdentity: 301, DstIdentity: 300},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_AUDIT, Type: flowpb.FlowType_L3_L4,
+			IP:     ipv4("10.244.2.7", "10.244.1.5"),
+			L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: 5353, DestinationPort: 53}}},
+			Source: dbEP(), Destination: webEP(),
+			EventType:        &flowpb.CiliumEventType{Type: 5},
+			TraceReason:      flowpb.TraceReason_NEW,
+			TrafficDirection: flowpb.TrafficDirection_INGRESS,
+			IsReply:          wrapperspb.Bool(false),
+			Summary:          "UDP",
+		},
+	}, {
+		name: "policy drop from outside the cluster: world, default deny",
+		ev: datapath.Event{Type: "drop", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+			Src: ap("203.0.113.9:51000"), Dst: ap("10.244.1.5:22"),
+			ReasonID: 133, Reason: "POLICY_DENIED", Verdict: "denied", SrcIdentity: 2, DstIdentity: 300},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_DROPPED, DropReason: 133, DropReasonDesc: flowpb.DropReason_POLICY_DENIED,
+			Type: flowpb.FlowType_L3_L4,
+			IP:   ipv4("203.0.113.9", "10.244.1.5"), L4: tcp(51000, 22, syn),
+			Source: worldEP(), Destination: webEP(),
+			EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 133},
+			TrafficDirection: flowpb.TrafficDirection_INGRESS,
+			Summary:          "TCP Flags: SYN",
+		},
+	}, {
+		name: "policy drop by a rule whose direction is egress",
+		ev: datapath.Event{Type: "drop", Dir: "egress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+			Src: ap("10.244.1.5:40002"), Dst: ap("10.244.2.7:5432"),
+			ReasonID: 1002, Reason: "POLICY_REVOKED", Verdict: "denied", SrcIdentity: 300, DstIdentity: 301, PolicyRule: 4},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_DROPPED, DropReason: 1002, DropReasonDesc: flowpb.DropReason_DROP_REASON_UNKNOWN,
+			Type: flowpb.FlowType_L3_L4,
+			IP:   ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(40002, 5432, syn),
+			Source: webEP(), Destination: dbEP(),
+			EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 1002},
+			TrafficDirection: flowpb.TrafficDirection_EGRESS,
+			EgressDeniedBy: []*flowpb.Policy{{Name: "web-egress", Namespace: "shop", Kind: "NetworkPolicy", Labels: []string{
+				"k8s:io.cilium.k8s.policy.derived-from=NetworkPolicy",
+				"k8s:io.cilium.k8s.policy.name=web-egress",
+				"k8s:io.cilium.k8s.policy.namespace=shop",
+			}}},
+			Summary: "POLICY_REVOKED; TCP Flags: SYN",
+		},
+	}, {
+		name: "Sluice-only drop on an uplink (NodePort): unknown reason named in the summary",
+		ev: datapath.Event{Type: "drop", Dir: "ingress", IfIndex: 2, Proto: "TCP", TCPFlags: 0x02,
+			Src: ap("203.0.113.9:51000"), Dst: ap("192.168.0.1:30080"),
+			ReasonID: 1001, Reason: "NAT_PORTS_EXHAUSTED", ServiceID: 7, VIP: ap("192.168.0.1:30080")},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_DROPPED, DropReason: 1001, DropReasonDesc: flowpb.DropReason_DROP_REASON_UNKNOWN,
+			Type: flowpb.FlowType_L3_L4,
+			IP:   ipv4("203.0.113.9", "192.168.0.1"), L4: tcp(51000, 30080, syn),
+			Source: worldEP(), Destination: &flowpb.Endpoint{Identity: 1, Labels: []string{"reserved:host"}},
+			DestinationService: &flowpb.Service{Namespace: "shop", Name: "db"},
+			EventType:          &flowpb.CiliumEventType{Type: 1, SubType: 1001},
+			TrafficDirection:   flowpb.TrafficDirection_INGRESS,
+			Interface:          &flowpb.NetworkInterface{Index: 2},
+			Summary:            "NAT_PORTS_EXHAUSTED; TCP Flags: SYN",
+		},
+	}, {
+		name: "socket LB translation: SOCK flow from the calling pod to the backend",
+		ev: datapath.Event{Type: "translate", Dir: "egress", Proto: "TCP",
+			Src: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), Dst: ap("10.244.2.7:5432"),
+			ServiceID: 7, VIP: ap("10.96.0.20:5432"), SockCookie: 99, CgroupID: 4242},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_TRANSLATED, Type: flowpb.FlowType_SOCK,
+			IP: ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(0, 5432, nil),
+			Source: webEP(), Destination: dbEP(),
+			DestinationService: &flowpb.Service{Namespace: "shop", Name: "db"},
+			EventType:          &flowpb.CiliumEventType{Type: 7, SubType: 2},
+			SockXlatePoint:     flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD,
+			SocketCookie:       99, CgroupId: 4242,
+			TrafficDirection: flowpb.TrafficDirection_EGRESS,
+			Summary:          "TCP to service 10.96.0.20:5432",
+		},
+	}, {
+		name: "socket LB refusal: no backend at connect()",
+		ev: datapath.Event{Type: "drop", Dir: "egress", Proto: "TCP",
+			Src: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), Dst: ap("10.96.0.20:5432"),
+			ReasonID: 158, Reason: "SERVICE_BACKEND_NOT_FOUND",
+			ServiceID: 7, VIP: ap("10.96.0.20:5432"), SockCookie: 98, CgroupID: 4242},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_DROPPED, DropReason: 158, DropReasonDesc: flowpb.DropReason_SERVICE_BACKEND_NOT_FOUND,
+			Type: flowpb.FlowType_L3_L4,
+			IP:   ipv4("10.244.1.5", "10.96.0.20"), L4: tcp(0, 5432, nil),
+			Source: webEP(), Destination: worldEP(),
+			DestinationService: &flowpb.Service{Namespace: "shop", Name: "db"},
+			EventType:          &flowpb.CiliumEventType{Type: 1, SubType: 158},
+			SocketCookie:       98, CgroupId: 4242,
+			TrafficDirection: flowpb.TrafficDirection_EGRESS,
+			Summary:          "TCP to service 10.96.0.20:5432",
+		},
+	}, {
+		name: "unknown event type from a newer datapath",
+		ev: datapath.Event{Type: "unknown(9)", Dir: "egress", EndpointID: 12, Proto: "UDP",
+			Src: ap("10.244.1.5:1000"), Dst: ap("10.244.2.7:53")},
+		want: &flowpb.Flow{
+			Type:   flowpb.FlowType_L3_L4,
+			IP:     ipv4("10.244.1.5", "10.244.2.7"),
+			L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: 1000, DestinationPort: 53}}},
+			Source: webEP(), Destination: dbEP(),
+			TrafficDirection: flowpb.TrafficDirection_EGRESS,
+			Summary:          "datapath event unknown(9); UDP",
+		},
+	}, {
+		name: "ping from a node: remote-node identity, ICMP echo request",
+		ev: datapath.Event{Type: "trace", Dir: "ingress", EndpointID: 12, Proto: "ICMP",
+			Src: ap("192.168.0.2:17"), Dst: ap("10.244.1.5:0")},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
+			IP:     ipv4("192.168.0.2", "10.244.1.5"),
+			L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{Type: 8}}},
+			Source: &flowpb.Endpoint{Identity: 6, Labels: []string{"reserved:remote-node"}}, Destination: webEP(),
+			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 0},
+			TraceObservationPoint: flowpb.TraceObservationPoint_TO_ENDPOINT,
+			TraceReason:           flowpb.TraceReason_NEW,
+			TrafficDirection:      flowpb.TrafficDirection_INGRESS,
+			IsReply:               wrapperspb.Bool(false),
+			Summary:               "ICMPv4 EchoRequest",
+		},
+	}, {
+		name: "SCTP into a pod the agent no longer knows: endpoint ID kept, labels from the identity",
+		ev: datapath.Event{Type: "trace", Dir: "ingress", EndpointID: 40, Proto: "SCTP",
+			Src: ap("10.244.2.7:3868"), Dst: ap("10.244.1.99:3868"), DstIdentity: 301},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
+			IP:     ipv4("10.244.2.7", "10.244.1.99"),
+			L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_SCTP{SCTP: &flowpb.SCTP{SourcePort: 3868, DestinationPort: 3868}}},
+			Source: dbEP(), Destination: &flowpb.Endpoint{ID: 40, Identity: 301, Labels: []string{"k8s:app=db", "k8s:io.kubernetes.pod.namespace=shop"}},
+			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 0},
+			TraceObservationPoint: flowpb.TraceObservationPoint_TO_ENDPOINT,
+			TraceReason:           flowpb.TraceReason_NEW,
+			TrafficDirection:      flowpb.TrafficDirection_INGRESS,
+			IsReply:               wrapperspb.Bool(false),
+			Summary:               "SCTP",
+		},
+	}}
+	c := &Converter{NodeName: "node-a", Version: "test", Enricher: testEnricher()}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.ev.Time = t0
+			got := c.Convert(&tt.ev)
+			want := tt.want
+			want.Time = timestamppb.New(t0)
+			want.Emitter = &flowpb.Emitter{Name: "Sluice", Version: "test"}
+			want.NodeName = "node-a"
+			if !proto.Equal(got, want) {
+				t.Errorf("flow differs\n got: %s\nwant: %s", protojson.Format(got), protojson.Format(want))
+			}
+		})
+	}
+}
+
+// A flow is complete when it is made: deleting the pod afterwards (or
+// reusing its address) does not change what was recorded.
+func TestConvertResolvesAtEventTime(t *testing.T) {
+	e := testEnricher()
+	c := &Converter{NodeName: "node-a", Enricher: e}
+	s, err := NewStore(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Add(c.Convert(&datapath.Event{Time: t0, Type: "trace", Dir: "egress", EndpointID: 12, Proto: "TCP",
+		Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5432")}))
+	delete(e.local, 12)
+	delete(e.byIP, webPod.IPs[0])
+	delete(e.byIP, dbPod.IPs[0])
+
+	evs, _ := s.Snapshot()
+	f := evs[0].Flow
+	if f.GetSource().GetPodName() != "web-7d9f8c6b5d-x2x4q" || f.GetDestination().GetPodName() != "db-0" {
+		t.Errorf("stored flow lost its pods after deletion: %v -> %v", f.GetSource(), f.GetDestination())
+	}
+}
+
+// A pod with no identity labels from the agent still shows its own labels.
+func TestConvertLabelsFromPod(t *testing.T) {
+	e := &fakeEnricher{local: map[uint32]Endpoint{5: {ID: 5, Identity: 400, Pod: dbPod}}}
+	c := &Converter{Enricher: e}
+	f := c.Convert(&datapath.Event{Time: t0, Type: "trace", Dir: "egress", EndpointID: 5, Proto: "UDP",
+		Src: ap("10.244.2.7:1000"), Dst: ap("198.51.100.1:53")})
+	want := []string{"k8s:app=db", "k8s:io.kubernetes.pod.namespace=shop"}
+	if got := f.GetSource().GetLabels(); !equalStrings(got, want) {
+		t.Errorf("source labels = %q, want %q", got, want)
+	}
+	if got := f.GetDestination().GetLabels(); !equalStrings(got, []string{"reserved:world"}) {
+		t.Errorf("destination labels = %q, want reserved:world", got)
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestDropReason(t *testing.T) {
+	tests := []struct {
+		id   uint16
+		want flowpb.DropReason
+	}{
+		{133, flowpb.DropReason_POLICY_DENIED},
+		{158, flowpb.DropReason_SERVICE_BACKEND_NOT_FOUND},
+		{177, flowpb.DropReason_DENIED_BY_LB_SRC_RANGE_CHECK},
+		{169, flowpb.DropReason_FIB_LOOKUP_FAILED},
+		{1000, flowpb.DropReason_DROP_REASON_UNKNOWN},
+		{1003, flowpb.DropReason_DROP_REASON_UNKNOWN},
+		{1, flowpb.DropReason_DROP_REASON_UNKNOWN}, // not a Hubble reason
+	}
+	for _, tt := range tests {
+		if got := DropReason(tt.id); got != tt.want {
+			t.Errorf("DropReason(%d) = %v, want %v", tt.id, got, tt.want)
+		}
+	}
+}
+
+// Every datapath drop reason below the Sluice base must be Hubble's reason
+// of the same number: the C enum promises it, and the flow passes the
+// number through.
+func TestDatapathReasonsAreHubbles(t *testing.T) {
+	for id := uint16(1); id < SluiceDropReasonBase; id++ {
+		name := datapath.DropReasonName(id)
+		if strings.HasPrefix(name, "unknown") {
+			continue
+		}
+		got := DropReason(id)
+		if got == flowpb.DropReason_DROP_REASON_UNKNOWN {
+			t.Errorf("datapath reason %d (%s) is not a Hubble reason", id, name)
+			continue
+		}
+		if got.String() != name {
+			t.Errorf("datapath reason %d is %q, Hubble's is %q", id, name, got)
+		}
+	}
+}
+
+// The converter matches on the names pkg/datapath gives its enums.
+func TestDatapathNames(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{datapath.EventTypeName(uint8(b.BpfSlEventTypeSL_EVENT_CONN_NEW)), eventTrace},
+		{datapath.EventTypeName(uint8(b.BpfSlEventTypeSL_EVENT_DROP)), eventDrop},
+		{datapath.EventTypeName(uint8(b.BpfSlEventTypeSL_EVENT_TRANSLATE)), eventTranslate},
+		{datapath.DirName(uint8(b.BpfSlDirSL_DIR_INGRESS)), dirIngress},
+		{datapath.DirName(uint8(b.BpfSlDirSL_DIR_EGRESS)), dirEgress},
+		{datapath.VerdictName(uint8(b.BpfSlPolicyVerdictSL_VERDICT_ALLOW)), verdictAllowed},
+		{datapath.VerdictName(uint8(b.BpfSlPolicyVerdictSL_VERDICT_REDIRECT)), verdictRedirected},
+		{datapath.VerdictName(uint8(b.BpfSlPolicyVerdictSL_VERDICT_DENY)), verdictDenied},
+		{datapath.VerdictName(uint8(b.BpfSlPolicyVerdictSL_VERDICT_AUDIT)), verdictAudit},
+		{datapath.ProtoName(6), "TCP"},
+		{datapath.ProtoName(17), "UDP"},
+		{datapath.ProtoName(132), "SCTP"},
+		{datapath.ProtoName(1), "ICMP"},
+		{datapath.ProtoName(58), "ICMPv6"},
+	} {
+		if c.got != c.want {
+			t.Errorf("datapath name %q, converter expects %q", c.got, c.want)
+		}
+	}
+}

@@ -1,0 +1,30 @@
+// Package flow turns datapath events into Hubble flows
+// (github.com/cilium/cilium/api/v1/flow) and keeps the most recent ones in a
+// bounded in-memory store that the observer API (pkg/observer) serves.
+//
+// A Converter enriches each event at the moment the agent reads it, through
+// the Enricher the agent implements (endpoint by ID, by IP and by cgroup,
+// identity labels, service by frontend ID, policy rule by rule ID). The
+// flow is complete when it is stored: a pod deleted a second later keeps
+// its name, labels and workload in the flows it already has.
+//
+// Field choices follow Hubble's own parser (cilium pkg/hubble/parser) so
+// that `hubble observe` prints Sluice flows as it prints Cilium's:
+//
+//	datapath event             event_type      Type    verdict
+//	trace, no policy applied   4 (trace)       L3_L4   FORWARDED
+//	trace, policy applied      5 (policy-vd.)  L3_L4   FORWARDED / REDIRECTED / AUDIT
+//	drop                       1 (drop)        L3_L4   DROPPED
+//	translate (socket LB)      7 (trace-sock)  SOCK    TRANSLATED
+//
+// The monitor message type numbers are Cilium's (pkg/monitor/api:
+// MessageTypeDrop 1, MessageTypeTrace 4, MessageTypePolicyVerdict 5,
+// MessageTypeTraceSock 7), which Hubble's printers and its --type filter
+// use. The datapath emits one event per new connection, so a connection
+// that policy decided is reported once, as a policy verdict, rather than
+// as Cilium's pair of policy-verdict and trace events.
+//
+// The Store is a ring of Events (flows and lost-event notices) that never
+// blocks its writer: followers read by sequence number and learn how many
+// entries were overwritten before they read them.
+package flow

@@ -1,0 +1,15 @@
+// Package observer serves a node's flows over Hubble's Observer gRPC API
+// (github.com/cilium/cilium/api/v1/observer), so `hubble observe`,
+// `hubble status` and `hubble list nodes` work against a Sluice agent:
+//
+//	hubble observe --server unix:///var/run/sluice/hubble.sock --follow --pod shop/web
+//
+// The server reads a pkg/flow Store. GetFlows implements Hubble's request
+// semantics (number, first, follow, since/until, whitelist/blacklist flow
+// filters, field masks); the filter compiler accepts the FlowFilter fields
+// Sluice flows can answer and rejects the others (L7, FQDN, trace IDs,
+// CEL) with InvalidArgument rather than silently returning nothing.
+// ServerStatus and GetNodes report the single node. The standard gRPC
+// health service runs on the same server. Listening is plaintext on a
+// unix socket (mode 0660) and, optionally, a TCP address.
+package observer

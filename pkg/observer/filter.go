@@ -1,0 +1,533 @@
+package observer
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Filters is a compiled request filter: a flow passes when it matches at
+// least one whitelist filter (or the whitelist is empty) and no blacklist
+// filter. Within one FlowFilter every field that is set must match (AND);
+// within one field, any of the listed values (OR). These are Hubble's
+// semantics (cilium pkg/hubble/filters).
+type Filters struct {
+	allow, deny []filter
+}
+
+// filter is one FlowFilter: all of its predicates must hold.
+type filter []predicate
+
+type predicate func(*flowpb.Flow) bool
+
+func (f filter) match(fl *flowpb.Flow) bool {
+	for _, p := range f {
+		if !p(fl) {
+			return false
+		}
+	}
+	return true
+}
+
+// CompileFilters compiles a request's whitelist and blacklist. It fails
+// on a malformed value or a field this server cannot evaluate, naming it.
+func CompileFilters(whitelist, blacklist []*flowpb.FlowFilter) (*Filters, error) {
+	var fs Filters
+	for _, l := range []struct {
+		name string
+		in   []*flowpb.FlowFilter
+		out  *[]filter
+	}{{"whitelist", whitelist, &fs.allow}, {"blacklist", blacklist, &fs.deny}} {
+		for i, ff := range l.in {
+			f, err := compileFilter(ff)
+			if err != nil {
+				return nil, fmt.Errorf("%s filter %d: %w", l.name, i, err)
+			}
+			*l.out = append(*l.out, f)
+		}
+	}
+	return &fs, nil
+}
+
+// Match reports whether a flow passes.
+func (fs *Filters) Match(fl *flowpb.Flow) bool {
+	if len(fs.allow) > 0 && !slices.ContainsFunc(fs.allow, func(f filter) bool { return f.match(fl) }) {
+		return false
+	}
+	return !slices.ContainsFunc(fs.deny, func(f filter) bool { return f.match(fl) })
+}
+
+// fieldCompilers compile the FlowFilter fields this server evaluates, by
+// proto field name. Fields about data Sluice flows do not carry (L7,
+// FQDNs, trace IDs, CEL) are rejected rather than silently matching
+// nothing.
+var fieldCompilers = map[protoreflect.Name]func(*flowpb.FlowFilter) (predicate, error){
+	"source_ip":      func(ff *flowpb.FlowFilter) (predicate, error) { return ipFilter(ff.GetSourceIp(), sourceIP) },
+	"destination_ip": func(ff *flowpb.FlowFilter) (predicate, error) { return ipFilter(ff.GetDestinationIp(), destinationIP) },
+	"source_ip_xlated": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return ipFilter(ff.GetSourceIpXlated(), sourceIPXlated)
+	},
+	"source_pod": func(ff *flowpb.FlowFilter) (predicate, error) { return nameFilter(ff.GetSourcePod(), sourcePod) },
+	"destination_pod": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return nameFilter(ff.GetDestinationPod(), destinationPod)
+	},
+	"source_service": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return nameFilter(ff.GetSourceService(), sourceService)
+	},
+	"destination_service": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return nameFilter(ff.GetDestinationService(), destinationService)
+	},
+	"source_label": func(ff *flowpb.FlowFilter) (predicate, error) { return labelFilter(ff.GetSourceLabel(), sourceEP) },
+	"destination_label": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return labelFilter(ff.GetDestinationLabel(), destinationEP)
+	},
+	"source_workload": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return workloadFilter(ff.GetSourceWorkload(), sourceEP), nil
+	},
+	"destination_workload": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return workloadFilter(ff.GetDestinationWorkload(), destinationEP), nil
+	},
+	"source_identity": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return identityFilter(ff.GetSourceIdentity(), sourceEP), nil
+	},
+	"destination_identity": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return identityFilter(ff.GetDestinationIdentity(), destinationEP), nil
+	},
+	"source_cluster_name": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return clusterFilter(ff.GetSourceClusterName(), sourceEP), nil
+	},
+	"destination_cluster_name": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return clusterFilter(ff.GetDestinationClusterName(), destinationEP), nil
+	},
+	"source_port": func(ff *flowpb.FlowFilter) (predicate, error) { return portFilter(ff.GetSourcePort(), sourcePort) },
+	"destination_port": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return portFilter(ff.GetDestinationPort(), destinationPort)
+	},
+	"protocol": func(ff *flowpb.FlowFilter) (predicate, error) { return protocolFilter(ff.GetProtocol()) },
+	"verdict": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return valueFilter(ff.GetVerdict(), (*flowpb.Flow).GetVerdict), nil
+	},
+	"drop_reason_desc": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return valueFilter(ff.GetDropReasonDesc(), (*flowpb.Flow).GetDropReasonDesc), nil
+	},
+	"traffic_direction": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return valueFilter(ff.GetTrafficDirection(), (*flowpb.Flow).GetTrafficDirection), nil
+	},
+	"ip_version": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return valueFilter(ff.GetIpVersion(), func(f *flowpb.Flow) flowpb.IPVersion { return f.GetIP().GetIpVersion() }), nil
+	},
+	"event_type": func(ff *flowpb.FlowFilter) (predicate, error) { return eventTypeFilter(ff.GetEventType()), nil },
+	"reply":      func(ff *flowpb.FlowFilter) (predicate, error) { return replyFilter(ff.GetReply()), nil },
+	"tcp_flags":  func(ff *flowpb.FlowFilter) (predicate, error) { return tcpFlagsFilter(ff.GetTcpFlags()), nil },
+	"node_name":  func(ff *flowpb.FlowFilter) (predicate, error) { return nodeNameFilter(ff.GetNodeName()) },
+}
+
+func compileFilter(ff *flowpb.FlowFilter) (filter, error) {
+	var f filter
+	var err error
+	ff.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		compile, ok := fieldCompilers[fd.Name()]
+		if !ok {
+			err = fmt.Errorf("field %s is not supported by this server", fd.Name())
+			return false
+		}
+		var p predicate
+		if p, err = compile(ff); err != nil {
+			err = fmt.Errorf("%s: %w", fd.Name(), err)
+			return false
+		}
+		f = append(f, p)
+		return true
+	})
+	return f, err
+}
+
+func sourceEP(f *flowpb.Flow) *flowpb.Endpoint      { return f.GetSource() }
+func destinationEP(f *flowpb.Flow) *flowpb.Endpoint { return f.GetDestination() }
+func sourceIP(f *flowpb.Flow) string                { return f.GetIP().GetSource() }
+func destinationIP(f *flowpb.Flow) string           { return f.GetIP().GetDestination() }
+func sourceIPXlated(f *flowpb.Flow) string          { return f.GetIP().GetSourceXlated() }
+
+func sourcePod(f *flowpb.Flow) (string, string) {
+	return f.GetSource().GetNamespace(), f.GetSource().GetPodName()
+}
+
+func destinationPod(f *flowpb.Flow) (string, string) {
+	return f.GetDestination().GetNamespace(), f.GetDestination().GetPodName()
+}
+
+func sourceService(f *flowpb.Flow) (string, string) {
+	return f.GetSourceService().GetNamespace(), f.GetSourceService().GetName()
+}
+
+func destinationService(f *flowpb.Flow) (string, string) {
+	return f.GetDestinationService().GetNamespace(), f.GetDestinationService().GetName()
+}
+
+// ipFilter matches addresses ("10.0.0.1") and prefixes ("10.0.0.0/8").
+func ipFilter(values []string, get func(*flowpb.Flow) string) (predicate, error) {
+	var addrs []netip.Addr
+	var prefixes []netip.Prefix
+	for _, v := range values {
+		if strings.Contains(v, "/") {
+			p, err := netip.ParsePrefix(v)
+			if err != nil {
+				return nil, fmt.Errorf("invalid prefix %q: %w", v, err)
+			}
+			prefixes = append(prefixes, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return nil, fmt.Errorf("invalid address %q: %w", v, err)
+		}
+		addrs = append(addrs, a.Unmap())
+	}
+	return func(f *flowpb.Flow) bool {
+		a, err := netip.ParseAddr(get(f))
+		if err != nil {
+			return false
+		}
+		a = a.Unmap()
+		return slices.Contains(addrs, a) || slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(a) })
+	}, nil
+}
+
+// nameFilter matches pods and services as Hubble does: "ns/prefix"
+// matches names starting with prefix in namespace ns, "ns/" anything in
+// ns, and a bare "prefix" means the namespace "default".
+func nameFilter(values []string, get func(*flowpb.Flow) (ns, name string)) (predicate, error) {
+	type want struct{ ns, prefix string }
+	var ws []want
+	for _, v := range values {
+		if v == "" {
+			return nil, fmt.Errorf("empty name: want namespace/name-prefix")
+		}
+		ns, prefix, ok := strings.Cut(v, "/")
+		if !ok {
+			ns, prefix = "default", v
+		}
+		ws = append(ws, want{ns, prefix})
+	}
+	return func(f *flowpb.Flow) bool {
+		ns, name := get(f)
+		if ns == "" && name == "" {
+			return false
+		}
+		return slices.ContainsFunc(ws, func(w want) bool {
+			return (w.ns == "" || w.ns == ns) && strings.HasPrefix(name, w.prefix)
+		})
+	}, nil
+}
+
+// labelFilter matches Kubernetes label selectors against an endpoint's
+// labels. As in Hubble, a key may name the label's source
+// ("k8s:app=web", "reserved:world"); a key without one ("app=web")
+// matches a label of any source.
+func labelFilter(selectors []string, get func(*flowpb.Flow) *flowpb.Endpoint) (predicate, error) {
+	var sels []labels.Selector
+	for _, s := range selectors {
+		sel, err := labels.Parse(translateSelector(s))
+		if err != nil {
+			return nil, fmt.Errorf("invalid label selector %q: %w", s, err)
+		}
+		sels = append(sels, sel)
+	}
+	return func(f *flowpb.Flow) bool {
+		set := labelSet(get(f).GetLabels())
+		return slices.ContainsFunc(sels, func(s labels.Selector) bool { return s.Matches(set) })
+	}, nil
+}
+
+// anySource is the source of selector keys that name none.
+const anySource = "any"
+
+// labelSet turns "source:key=value" labels into a label set a selector
+// can match: each label under "source.key" and under "any.key" (':' is
+// not allowed in selector keys, so the source is joined with '.').
+func labelSet(ls []string) labels.Set {
+	set := make(labels.Set, 2*len(ls))
+	for _, l := range ls {
+		src, kv, ok := strings.Cut(l, ":")
+		if !ok {
+			src, kv = anySource, l
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		set[src+"."+k] = v
+		set[anySource+"."+k] = v
+	}
+	return set
+}
+
+// translateSelector rewrites each requirement's key of a selector to
+// labelSet's form: "k8s:app in (a,b),!reserved:world,env=prod" becomes
+// "k8s.app in (a,b),!reserved.world,any.env=prod".
+func translateSelector(sel string) string {
+	var reqs []string
+	depth, start := 0, 0
+	for i, r := range sel {
+		switch {
+		case r == '(':
+			depth++
+		case r == ')':
+			depth--
+		case r == ',' && depth == 0:
+			reqs = append(reqs, sel[start:i])
+			start = i + 1
+		}
+	}
+	reqs = append(reqs, sel[start:])
+	for i, req := range reqs {
+		req = strings.TrimSpace(req)
+		neg := ""
+		if rest, ok := strings.CutPrefix(req, "!"); ok {
+			neg, req = "!", strings.TrimSpace(rest)
+		}
+		end := strings.IndexAny(req, " \t=!")
+		if end < 0 {
+			end = len(req)
+		}
+		key, rest := req[:end], req[end:]
+		if src, k, ok := strings.Cut(key, ":"); ok {
+			key = src + "." + k
+		} else if key != "" {
+			key = anySource + "." + key
+		}
+		reqs[i] = neg + key + rest
+	}
+	return strings.Join(reqs, ",")
+}
+
+// workloadFilter matches an endpoint's workloads; an empty kind or name
+// in the filter matches any.
+func workloadFilter(ws []*flowpb.Workload, get func(*flowpb.Flow) *flowpb.Endpoint) predicate {
+	return func(f *flowpb.Flow) bool {
+		for _, w := range get(f).GetWorkloads() {
+			if slices.ContainsFunc(ws, func(fw *flowpb.Workload) bool {
+				return (fw.GetName() == "" || fw.GetName() == w.GetName()) &&
+					(fw.GetKind() == "" || fw.GetKind() == w.GetKind())
+			}) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func identityFilter(ids []uint32, get func(*flowpb.Flow) *flowpb.Endpoint) predicate {
+	return func(f *flowpb.Flow) bool {
+		ep := get(f)
+		return ep != nil && slices.Contains(ids, ep.GetIdentity())
+	}
+}
+
+func clusterFilter(names []string, get func(*flowpb.Flow) *flowpb.Endpoint) predicate {
+	return func(f *flowpb.Flow) bool { return slices.Contains(names, get(f).GetClusterName()) }
+}
+
+func sourcePort(f *flowpb.Flow) (uint32, bool) {
+	l4 := f.GetL4()
+	switch {
+	case l4.GetTCP() != nil:
+		return l4.GetTCP().GetSourcePort(), true
+	case l4.GetUDP() != nil:
+		return l4.GetUDP().GetSourcePort(), true
+	case l4.GetSCTP() != nil:
+		return l4.GetSCTP().GetSourcePort(), true
+	}
+	return 0, false
+}
+
+func destinationPort(f *flowpb.Flow) (uint32, bool) {
+	l4 := f.GetL4()
+	switch {
+	case l4.GetTCP() != nil:
+		return l4.GetTCP().GetDestinationPort(), true
+	case l4.GetUDP() != nil:
+		return l4.GetUDP().GetDestinationPort(), true
+	case l4.GetSCTP() != nil:
+		return l4.GetSCTP().GetDestinationPort(), true
+	}
+	return 0, false
+}
+
+func portFilter(values []string, get func(*flowpb.Flow) (uint32, bool)) (predicate, error) {
+	var ports []uint32
+	for _, v := range values {
+		p, err := strconv.ParseUint(v, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("invalid port %q: want 0-65535", v)
+		}
+		ports = append(ports, uint32(p))
+	}
+	return func(f *flowpb.Flow) bool {
+		p, ok := get(f)
+		return ok && slices.Contains(ports, p)
+	}, nil
+}
+
+// protocolFilter accepts the names Hubble accepts. Sluice flows never
+// carry VRRP, IGMP or L7 records, so those names match nothing.
+func protocolFilter(values []string) (predicate, error) {
+	var protos []string
+	for _, v := range values {
+		p := strings.ToLower(v)
+		switch p {
+		case "tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6", "vrrp", "igmp", "dns", "http":
+			protos = append(protos, p)
+		default:
+			return nil, fmt.Errorf("unknown protocol %q", v)
+		}
+	}
+	return func(f *flowpb.Flow) bool {
+		l4, l7 := f.GetL4(), f.GetL7()
+		for _, p := range protos {
+			var ok bool
+			switch p {
+			case "tcp":
+				ok = l4.GetTCP() != nil
+			case "udp":
+				ok = l4.GetUDP() != nil
+			case "sctp":
+				ok = l4.GetSCTP() != nil
+			case "icmp":
+				ok = l4.GetICMPv4() != nil || l4.GetICMPv6() != nil
+			case "icmpv4":
+				ok = l4.GetICMPv4() != nil
+			case "icmpv6":
+				ok = l4.GetICMPv6() != nil
+			case "vrrp":
+				ok = l4.GetVRRP() != nil
+			case "igmp":
+				ok = l4.GetIGMP() != nil
+			case "dns":
+				ok = l7.GetDns() != nil
+			case "http":
+				ok = l7.GetHttp() != nil
+			}
+			if ok {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+func valueFilter[T comparable](values []T, get func(*flowpb.Flow) T) predicate {
+	return func(f *flowpb.Flow) bool { return slices.Contains(values, get(f)) }
+}
+
+// eventTypeFilter matches the monitor message type; type 0 matches any,
+// and the sub-type only counts when match_sub_type is set.
+func eventTypeFilter(types []*flowpb.EventTypeFilter) predicate {
+	return func(f *flowpb.Flow) bool {
+		et := f.GetEventType()
+		if et == nil {
+			return false
+		}
+		return slices.ContainsFunc(types, func(t *flowpb.EventTypeFilter) bool {
+			return (t.GetType() == 0 || t.GetType() == et.GetType()) &&
+				(!t.GetMatchSubType() || t.GetSubType() == et.GetSubType())
+		})
+	}
+}
+
+// replyFilter matches is_reply. Flows that do not know (drops aside,
+// which Hubble counts as not replies) match neither true nor false.
+func replyFilter(values []bool) predicate {
+	return func(f *flowpb.Flow) bool {
+		if f.GetIsReply() == nil && f.GetVerdict() != flowpb.Verdict_DROPPED {
+			return false
+		}
+		return slices.Contains(values, f.GetIsReply().GetValue())
+	}
+}
+
+// tcpFlagsFilter matches flows that have all the flags of any one entry.
+func tcpFlagsFilter(sets []*flowpb.TCPFlags) predicate {
+	return func(f *flowpb.Flow) bool {
+		have := f.GetL4().GetTCP().GetFlags()
+		if have == nil {
+			return false
+		}
+		return slices.ContainsFunc(sets, func(w *flowpb.TCPFlags) bool {
+			return (!w.FIN || have.FIN) && (!w.SYN || have.SYN) && (!w.RST || have.RST) &&
+				(!w.PSH || have.PSH) && (!w.ACK || have.ACK) && (!w.URG || have.URG) &&
+				(!w.ECE || have.ECE) && (!w.CWR || have.CWR) && (!w.NS || have.NS)
+		})
+	}
+}
+
+// defaultCluster is the cluster Hubble assumes for node names without one.
+const defaultCluster = "default"
+
+// nodeNameFilter matches node names against Hubble's patterns:
+// "[cluster/]node" where '*' stands for any run of name characters
+// ([-.0-9a-z]) and an empty part for any name.
+func nodeNameFilter(patterns []string) (predicate, error) {
+	var b strings.Builder
+	b.WriteString(`\A(?:`)
+	for i, p := range patterns {
+		if i > 0 {
+			b.WriteByte('|')
+		}
+		cluster, node, ok := strings.Cut(p, "/")
+		if !ok {
+			cluster, node = "", p
+		}
+		if p == "" || strings.Contains(node, "/") {
+			return nil, fmt.Errorf("invalid node name pattern %q: want [cluster/]node", p)
+		}
+		for j, part := range []string{cluster, node} {
+			if j > 0 {
+				b.WriteByte('/')
+			}
+			if err := namePattern(&b, part); err != nil {
+				return nil, fmt.Errorf("invalid node name pattern %q: %w", p, err)
+			}
+		}
+	}
+	b.WriteString(`)\z`)
+	re, err := regexp.Compile(b.String())
+	if err != nil {
+		return nil, fmt.Errorf("node name patterns %q: %w", patterns, err)
+	}
+	return func(f *flowpb.Flow) bool {
+		n := f.GetNodeName()
+		if n == "" {
+			return false
+		}
+		if !strings.Contains(n, "/") {
+			n = defaultCluster + "/" + n
+		}
+		return re.MatchString(n)
+	}, nil
+}
+
+func namePattern(b *strings.Builder, p string) error {
+	p = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(p), "."))
+	if p == "" {
+		b.WriteString(`[-.0-9_a-z]+`)
+		return nil
+	}
+	for _, r := range p {
+		switch {
+		case r == '*':
+			b.WriteString(`[-.0-9_a-z]*`)
+		case r == '.':
+			b.WriteString(`\.`)
+		case r == '-' || r == '_' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z':
+			b.WriteRune(r)
+		default:
+			return fmt.Errorf("character %q not allowed", r)
+		}
+	}
+	return nil
+}

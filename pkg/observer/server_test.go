@@ -1,0 +1,441 @@
+package observer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluice-net/sluice/pkg/flow"
+)
+
+var t0 = time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+
+// flowN is the sample flow name with its time set to t0+n seconds; its
+// source port becomes n so received flows can be told apart.
+func flowN(name string, n int) *flowpb.Flow {
+	f := proto.Clone(sampleFlows()[name]).(*flowpb.Flow)
+	f.Time = timestamppb.New(t0.Add(time.Duration(n) * time.Second))
+	switch l4 := f.GetL4().GetProtocol().(type) {
+	case *flowpb.Layer4_TCP:
+		l4.TCP.SourcePort = uint32(n)
+	case *flowpb.Layer4_UDP:
+		l4.UDP.SourcePort = uint32(n)
+	}
+	return f
+}
+
+// seqOf names a received response: its flow's number, or "lost:N".
+func seqOf(r *observerpb.GetFlowsResponse) any {
+	if l := r.GetLostEvents(); l != nil {
+		return "lost:" + l.GetSource().String()
+	}
+	f := r.GetFlow()
+	if tcp := f.GetL4().GetTCP(); tcp != nil {
+		return int(tcp.GetSourcePort())
+	}
+	return int(f.GetL4().GetUDP().GetSourcePort())
+}
+
+func startServer(t *testing.T, store *flow.Store, cfg Config) (*Server, *grpc.ClientConn) {
+	t.Helper()
+	if cfg.SocketPath == "" {
+		cfg.SocketPath = filepath.Join(t.TempDir(), DefaultSocketName)
+	}
+	srv, err := Start(cfg, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	conn, err := grpc.NewClient("unix://"+cfg.SocketPath, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return srv, conn
+}
+
+// collect reads a finished GetFlows stream.
+func collect(t *testing.T, c observerpb.ObserverClient, req *observerpb.GetFlowsRequest) []any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := c.GetFlows(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []any
+	for {
+		r, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("GetFlows(%v): %v", req, err)
+		}
+		out = append(out, seqOf(r))
+	}
+}
+
+// The server as `hubble` uses it: over a real unix socket and gRPC client.
+func TestServerEndToEnd(t *testing.T) {
+	store, err := flow.NewStore(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Seven flows into a store of five: 1 and 2 age out.
+	names := []string{"web->db", "world->web", "web->dns", "db->web", "web->db", "world->web", "web->db"}
+	for i, n := range names {
+		store.Add(flowN(n, i+1))
+	}
+	srv, conn := startServer(t, store, Config{NodeName: "node-a", Version: "v0.1.0-test", TCPAddress: "127.0.0.1:0"})
+	c := observerpb.NewObserverClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	t.Run("ServerStatus", func(t *testing.T) {
+		st, err := c.ServerStatus(ctx, &observerpb.ServerStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetNumFlows() != 5 || st.GetMaxFlows() != 5 || st.GetSeenFlows() != 7 ||
+			st.GetNumConnectedNodes().GetValue() != 1 || st.GetNumUnavailableNodes().GetValue() != 0 ||
+			st.GetVersion() != "v0.1.0-test" || st.GetUptimeNs() == 0 || st.GetFlowsRate() <= 0 {
+			t.Errorf("status = %v", st)
+		}
+	})
+
+	t.Run("GetFlows", func(t *testing.T) {
+		tests := []struct {
+			name string
+			req  *observerpb.GetFlowsRequest
+			want []any
+		}{
+			{"last 2", &observerpb.GetFlowsRequest{Number: 2}, []any{6, 7}},
+			{"all", &observerpb.GetFlowsRequest{}, []any{3, 4, 5, 6, 7}},
+			{"first 2", &observerpb.GetFlowsRequest{Number: 2, First: true}, []any{3, 4}},
+			{"last 2 of a pod", &observerpb.GetFlowsRequest{Number: 2, Whitelist: []*flowpb.FlowFilter{{SourcePod: []string{"shop/web"}}}}, []any{5, 7}},
+			{"blacklist drops", &observerpb.GetFlowsRequest{Blacklist: []*flowpb.FlowFilter{{Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}}}}, []any{3, 4, 5, 7}},
+			{"since", &observerpb.GetFlowsRequest{Since: timestamppb.New(t0.Add(5 * time.Second))}, []any{5, 6, 7}},
+			{"since, first 1", &observerpb.GetFlowsRequest{Number: 1, Since: timestamppb.New(t0.Add(5 * time.Second))}, []any{5}},
+			{"until", &observerpb.GetFlowsRequest{Until: timestamppb.New(t0.Add(4 * time.Second))}, []any{3, 4}},
+		}
+		for _, tt := range tests {
+			if got := collect(t, c, tt.req); !slices.Equal(got, tt.want) {
+				t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+			}
+		}
+	})
+
+	t.Run("field mask as hubble observe sends it", func(t *testing.T) {
+		mask, err := fieldmaskpb.New(&flowpb.Flow{}, "time", "verdict", "IP", "l4", "source.pod_name", "Summary")
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, err := c.GetFlows(ctx, &observerpb.GetFlowsRequest{Number: 1, FieldMask: mask})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := r.GetFlow()
+		if f.GetSource().GetPodName() == "" || f.GetIP() == nil || f.GetVerdict() != flowpb.Verdict_FORWARDED ||
+			f.GetSource().GetLabels() != nil || f.GetDestination() != nil || f.GetEventType() != nil {
+			t.Errorf("masked flow = %v", f)
+		}
+	})
+
+	t.Run("invalid requests", func(t *testing.T) {
+		for _, req := range []*observerpb.GetFlowsRequest{
+			{First: true, Follow: true},
+			{Whitelist: []*flowpb.FlowFilter{{SourcePort: []string{"x"}}}},
+			{FieldMask: &fieldmaskpb.FieldMask{Paths: []string{"no_such_field"}}},
+		} {
+			stream, err := c.GetFlows(ctx, req)
+			if err == nil {
+				_, err = stream.Recv()
+			}
+			if status.Code(err) != codes.InvalidArgument {
+				t.Errorf("GetFlows(%v): %v, want InvalidArgument", req, err)
+			}
+		}
+	})
+
+	t.Run("follow", func(t *testing.T) {
+		fctx, fcancel := context.WithCancel(ctx)
+		defer fcancel()
+		stream, err := c.GetFlows(fctx, &observerpb.GetFlowsRequest{Number: 1, Follow: true,
+			Whitelist: []*flowpb.FlowFilter{{SourcePod: []string{"shop/web"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recv := func() any {
+			t.Helper()
+			r, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return seqOf(r)
+		}
+		if got := recv(); got != 7 {
+			t.Fatalf("history: got %v, want 7", got)
+		}
+		store.Add(flowN("world->web", 8)) // filtered out
+		store.AddLost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 3)
+		store.Add(flowN("web->dns", 9))
+		if got := recv(); got != "lost:PERF_EVENT_RING_BUFFER" {
+			t.Fatalf("got %v, want the kernel's lost-event notice", got)
+		}
+		if got := recv(); got != 9 {
+			t.Fatalf("got %v, want the new matching flow 9", got)
+		}
+	})
+
+	t.Run("GetNodes", func(t *testing.T) {
+		nodes, err := c.GetNodes(ctx, &observerpb.GetNodesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nodes.GetNodes()) != 1 {
+			t.Fatalf("nodes = %v", nodes)
+		}
+		n := nodes.GetNodes()[0]
+		if n.GetName() != "node-a" || n.GetState() != relaypb.NodeState_NODE_CONNECTED || n.GetVersion() != "v0.1.0-test" ||
+			n.GetMaxFlows() != 5 || n.GetSeenFlows() != 9 || n.GetAddress() != srv.Addrs()[1].String() {
+			t.Errorf("node = %v", n)
+		}
+	})
+
+	t.Run("health", func(t *testing.T) {
+		h := healthpb.NewHealthClient(conn)
+		for _, svc := range []string{"", "hubble.server.Observer", "observer.Observer"} {
+			r, err := h.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+			if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				t.Errorf("health of %q: %v, %v", svc, r, err)
+			}
+		}
+	})
+
+	t.Run("unimplemented", func(t *testing.T) {
+		stream, err := c.GetAgentEvents(ctx, &observerpb.GetAgentEventsRequest{})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if status.Code(err) != codes.Unimplemented {
+			t.Errorf("GetAgentEvents: %v, want Unimplemented", err)
+		}
+	})
+
+	t.Run("tcp", func(t *testing.T) {
+		tc, err := grpc.NewClient(srv.Addrs()[1].String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tc.Close()
+		if _, err := observerpb.NewObserverClient(tc).ServerStatus(ctx, &observerpb.ServerStatusRequest{}); err != nil {
+			t.Errorf("ServerStatus over TCP: %v", err)
+		}
+	})
+}
+
+// Close ends follow streams promptly and removes the socket.
+func TestServerCloseEndsFollowers(t *testing.T) {
+	store, _ := flow.NewStore(4)
+	srv, conn := startServer(t, store, Config{NodeName: "n"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	store.Add(flowN("ping", 1))
+	// Receiving the newest stored flow proves the server is following.
+	stream, err := observerpb.NewObserverClient(conn).GetFlows(ctx, &observerpb.GetFlowsRequest{Number: 1, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	socket := srv.Addrs()[0].String()
+	done := make(chan error, 1)
+	go func() { done <- srv.Close() }()
+	select {
+	case <-done:
+	case <-time.After(gracePeriod / 2):
+		t.Fatal("Close waited for the follower")
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Error("follow stream still open after Close")
+	}
+	if _, err := os.Stat(socket); !os.IsNotExist(err) {
+		t.Errorf("socket %s left behind: %v", socket, err)
+	}
+}
+
+func TestStartSocketPath(t *testing.T) {
+	store, _ := flow.NewStore(1)
+	dir := t.TempDir()
+
+	// A socket left by a previous agent is replaced.
+	stale := filepath.Join(dir, "stale.sock")
+	old, err := Start(Config{SocketPath: stale}, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.listeners[0].(interface{ SetUnlinkOnClose(bool) }).SetUnlinkOnClose(false)
+	old.socket = "" // as if the process died: the file stays
+	old.Close()
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatalf("test setup: stale socket gone: %v", err)
+	}
+	s, err := Start(Config{SocketPath: stale}, store, nil)
+	if err != nil {
+		t.Fatalf("over a stale socket: %v", err)
+	}
+	s.Close()
+
+	// Any other file is left alone.
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(Config{SocketPath: file}, store, nil); err == nil {
+		t.Fatal("Start over a regular file succeeded")
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep" {
+		t.Errorf("regular file touched: %q, %v", b, err)
+	}
+
+	for _, cfg := range []Config{
+		{},
+		{SocketPath: "/" + string(make([]byte, 200))},
+		{SocketPath: filepath.Join(dir, "x.sock"), TCPAddress: "4244"},
+	} {
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("Validate(%+v) accepted it", cfg)
+		}
+	}
+}
+
+// fakeStream is a GetFlows stream whose Send reports that it was called,
+// then blocks until hold is closed.
+type fakeStream struct {
+	grpc.ServerStream
+	ctx     context.Context
+	entered chan struct{}
+	hold    chan struct{}
+	sent    chan *observerpb.GetFlowsResponse
+}
+
+func (s *fakeStream) Context() context.Context { return s.ctx }
+
+func (s *fakeStream) Send(r *observerpb.GetFlowsResponse) error {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	<-s.hold
+	s.sent <- r
+	return nil
+}
+
+// A follower whose client reads too slowly loses flows, is told so, and
+// does not hold up the store's writer.
+func TestSlowFollowerGetsLostEvent(t *testing.T) {
+	store, _ := flow.NewStore(4)
+	store.Add(flowN("web->db", 0))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	svc := NewService(ctx, store, "n", "v", "")
+	stream := &fakeStream{ctx: ctx, entered: make(chan struct{}, 1), hold: make(chan struct{}),
+		sent: make(chan *observerpb.GetFlowsResponse, 100)}
+	done := make(chan error, 1)
+	go func() { done <- svc.GetFlows(&observerpb.GetFlowsRequest{Number: 1, Follow: true}, stream) }()
+
+	// The client is stuck on flow 0 while nine more are written into a
+	// store of four.
+	<-stream.entered
+	for i := 1; i <= 9; i++ {
+		store.Add(flowN("web->db", i)) // never blocks
+	}
+	close(stream.hold)
+
+	var got []any
+	for len(got) < 6 {
+		select {
+		case r := <-stream.sent:
+			got = append(got, seqOf(r))
+			if l := r.GetLostEvents(); l != nil && l.GetNumEventsLost() != 5 {
+				t.Errorf("lost %d, want 5", l.GetNumEventsLost())
+			}
+		case <-ctx.Done():
+			t.Fatalf("received %v before timeout", got)
+		}
+	}
+	if want := []any{0, "lost:HUBBLE_RING_BUFFER", 6, 7, 8, 9}; !slices.Equal(got, want) {
+		t.Errorf("follower received %v, want %v", got, want)
+	}
+	if st := store.Stats(); st.FollowersLost != 5 {
+		t.Errorf("store counts %d lost by followers, want 5", st.FollowersLost)
+	}
+	cancel()
+	if err := <-done; status.Code(err) != codes.Canceled && status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("GetFlows ended with %v, want Canceled", err)
+	}
+}
+
+// Kernel lost-event notices between the chosen stored flows are sent in
+// their place; those before the first chosen flow are not.
+func TestHistoryKeepsLostNotices(t *testing.T) {
+	lost := flow.Event{Lost: &flowpb.LostEvent{Source: flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, NumEventsLost: 1}}
+	stored := []flow.Event{{Flow: flowN("web->db", 1)}, lost, {Flow: flowN("web->db", 2)}, {Flow: flowN("world->web", 3)}}
+	name := func(evs []flow.Event) []any {
+		var out []any
+		for _, e := range evs {
+			if e.Lost != nil {
+				out = append(out, "lost")
+			} else {
+				out = append(out, int(e.Flow.GetL4().GetTCP().GetSourcePort()))
+			}
+		}
+		return out
+	}
+	webOnly := []*flowpb.FlowFilter{{SourcePod: []string{"shop/web"}}}
+	tests := []struct {
+		name string
+		req  *observerpb.GetFlowsRequest
+		want []any
+	}{
+		{"last 2", &observerpb.GetFlowsRequest{Number: 2}, []any{2, 3}},
+		{"last 3", &observerpb.GetFlowsRequest{Number: 3}, []any{1, "lost", 2, 3}},
+		{"first 1", &observerpb.GetFlowsRequest{Number: 1, First: true}, []any{1}},
+		{"first 2 matching", &observerpb.GetFlowsRequest{Number: 2, First: true, Whitelist: webOnly}, []any{1, "lost", 2}},
+		{"follow without number: none", &observerpb.GetFlowsRequest{Follow: true}, nil},
+		{"follow with number", &observerpb.GetFlowsRequest{Follow: true, Number: 1}, []any{3}},
+		{"nothing matches", &observerpb.GetFlowsRequest{Whitelist: []*flowpb.FlowFilter{{SourcePod: []string{"x/"}}}}, nil},
+	}
+	for _, tt := range tests {
+		r, err := parseRequest(tt.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := name(r.history(stored)); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: history %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
