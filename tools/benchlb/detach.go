@@ -2,14 +2,14 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 // bpfQueryEffective is BPF_F_QUERY_EFFECTIVE: include programs inherited
@@ -20,21 +20,9 @@ const bpfQueryEffective = 1
 // is still attached to one of its interfaces (tcx, both directions) or
 // runs, effectively, for one of the given cgroups (socket LB hooks).
 func runVerifyDetached(cgroups []string) error {
-	var found []string
-	ifs, err := net.Interfaces()
+	found, err := benchkit.AttachedTCX()
 	if err != nil {
 		return err
-	}
-	for _, ifc := range ifs {
-		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-			r, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: at})
-			if err != nil {
-				return fmt.Errorf("query %s on %s: %w", at, ifc.Name, err)
-			}
-			for _, p := range r.Programs {
-				found = append(found, fmt.Sprintf("%s %s: program %d", ifc.Name, at, p.ID))
-			}
-		}
 	}
 	for _, cg := range cgroups {
 		f, err := os.Open(cg)
@@ -53,10 +41,7 @@ func runVerifyDetached(cgroups []string) error {
 		}
 		f.Close()
 	}
-	if len(found) > 0 {
-		return errors.New("still attached: " + strings.Join(found, "; "))
-	}
-	return nil
+	return benchkit.StillAttached(found)
 }
 
 // bpftoolSluiceLinks counts, from `bpftool -j link show` and `bpftool -j

@@ -5,17 +5,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
-	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 const usage = `benchlb: Sluice service load balancing vs kube-proxy (iptables, nftables)
@@ -108,33 +109,16 @@ type options struct {
 var allVariants = []string{"sluice-packet", "sluice-socket", "iptables-legacy", "iptables-nft", "nftables", "direct"}
 
 func main() {
-	// The harness re-executes this binary for its own workloads.
+	// The harness re-executes this binary for its own workloads, and the
+	// benchmark re-executes it for its own in the pods and the node.
 	harness.RunWorkloadIfRequested()
-	if len(os.Args) > 1 {
-		var err error
-		handled := true
-		switch os.Args[1] {
-		case "serve":
-			err = runServe(os.Args[2:])
-		case "loadgen":
-			err = runLoadgen(os.Args[2:])
-		case "probe":
-			err = runProbe(os.Args[2:])
-		case "verify-detached":
-			err = runVerifyDetached(os.Args[2:])
-		case "rss":
-			err = runRSS(os.Args[2:])
-		default:
-			handled = false
-		}
-		if handled {
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "benchlb %s: %v\n", os.Args[1], err)
-				os.Exit(1)
-			}
-			return
-		}
-	}
+	benchkit.RunSubcommand("benchlb", map[string]func([]string) error{
+		"serve":           benchkit.Serve,
+		"loadgen":         benchkit.Loadgen,
+		"probe":           benchkit.Probe,
+		"verify-detached": runVerifyDetached,
+		"rss":             runRSS,
+	})
 
 	var o options
 	scales := flag.String("scales", "10,1000,10000", "comma-separated service counts for the rate measurements")
@@ -163,25 +147,18 @@ func main() {
 	}
 	flag.Parse()
 	var err error
-	if o.scales, err = parseInts(*scales); err != nil {
+	if o.scales, err = benchkit.ParseInts(*scales, 1); err != nil {
 		fatalf("-scales: %v", err)
 	}
-	for _, v := range strings.Split(*variants, ",") {
-		v = strings.TrimSpace(v)
-		if !contains(allVariants, v) {
-			fatalf("-variants: unknown variant %q (known: %s)", v, strings.Join(allVariants, ", "))
-		}
-		if v != "direct" && !contains(o.variants, v) {
-			o.variants = append(o.variants, v)
-		}
+	if o.variants, err = benchkit.ParseVariants(*variants, allVariants, "direct"); err != nil {
+		fatalf("-variants: %v", err)
 	}
-	o.variants = append(o.variants, "direct")
 	if o.rounds < 1 || o.coldRounds < 1 || o.workers < 1 {
 		fatalf("-rounds, -cold-rounds and -workers must be at least 1")
 	}
 
-	if os.Geteuid() != 0 {
-		fatalf("must run as root: it creates network namespaces, cgroups and bpffs pins and loads eBPF programs; try: sudo make bench-lb")
+	if err := benchkit.RequireRoot("bench-lb"); err != nil {
+		fatalf("%v", err)
 	}
 	if err := checkTools(o); err != nil {
 		fatalf("%v", err)
@@ -193,18 +170,7 @@ func main() {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	rep, err := run(ctx, o)
-	if rep != nil {
-		printReport(os.Stdout, o, rep)
-		if o.jsonPath != "" {
-			if jerr := writeJSON(o.jsonPath, rep); jerr != nil {
-				fmt.Fprintln(os.Stderr, "benchlb:", jerr)
-			}
-		}
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "benchlb:", err)
-		os.Exit(1)
-	}
+	benchkit.Finish("benchlb", rep, err, o.jsonPath, func(w io.Writer, rep *report) { printReport(w, o, rep) })
 }
 
 func fatalf(format string, args ...any) {
@@ -212,67 +178,18 @@ func fatalf(format string, args ...any) {
 	os.Exit(2)
 }
 
-// toolPackages names the Debian package of every command used.
-var toolPackages = map[string]string{
-	"iptables-legacy-restore": "iptables",
-	"iptables-nft-restore":    "iptables",
-	"iptables-legacy":         "iptables",
-	"nft":                     "nftables",
-	"bpftool":                 "bpftool",
-	"ip":                      "iproute2",
-	"nsenter":                 "util-linux",
-	"go":                      "golang (Go 1.26 toolchain)",
-}
-
 // checkTools fails, naming the package, when a command needed by the
 // selected parts is missing: the tool installs nothing itself.
 func checkTools(o options) error {
 	need := []string{"ip", "nsenter", "nft", "bpftool"} // nft: the base table of the node
-	if contains(o.variants, "iptables-legacy") || !o.skipCold {
+	if slices.Contains(o.variants, "iptables-legacy") || !o.skipCold {
 		need = append(need, "iptables-legacy-restore", "iptables-legacy")
 	}
-	if contains(o.variants, "iptables-nft") || !o.skipCold {
+	if slices.Contains(o.variants, "iptables-nft") || !o.skipCold {
 		need = append(need, "iptables-nft-restore")
 	}
 	if o.goBench {
 		need = append(need, "go")
 	}
-	var missing []string
-	for _, t := range need {
-		if _, err := exec.LookPath(t); err != nil {
-			missing = append(missing, fmt.Sprintf("%s (package %s)", t, toolPackages[t]))
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing commands: %s; install them, e.g. apt-get install -y iptables nftables bpftool", strings.Join(missing, ", "))
-	}
-	return nil
-}
-
-func parseInts(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		var n int
-		if _, err := fmt.Sscanf(strings.TrimSpace(f), "%d", &n); err != nil || n < 1 {
-			return nil, fmt.Errorf("%q is not a positive number", f)
-		}
-		out = append(out, n)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("empty")
-	}
-	return out, nil
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	return benchkit.RequireCommands(need, "apt-get install -y iptables nftables bpftool")
 }

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
+
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 type report struct {
@@ -18,12 +16,12 @@ type report struct {
 	Rates   []*scaleResult    `json:"rates,omitempty"`
 	// BPF is the BPF_PROG_TEST_RUN benchmark, Verifier its instruction
 	// counts, LBCold the reconciler's cold programming benchmark.
-	BPF      []goBench   `json:"bpf,omitempty"`
-	Verifier []string    `json:"verifier,omitempty"`
-	LBCold   []goBench   `json:"lbCold,omitempty"`
-	Cold     *coldResult `json:"cold,omitempty"`
+	BPF      []benchkit.Bench `json:"bpf,omitempty"`
+	Verifier []string         `json:"verifier,omitempty"`
+	LBCold   []benchkit.Bench `json:"lbCold,omitempty"`
+	Cold     *coldResult      `json:"cold,omitempty"`
 	// LBReconcile is the reconciler pass benchmark (ns/op, allocs/op).
-	LBReconcile []goBench `json:"lbReconcile,omitempty"`
+	LBReconcile []benchkit.Bench `json:"lbReconcile,omitempty"`
 	// BpftoolChecks counts the bpftool link checks after Sluice was
 	// detached; BpftoolNonZero lists those that found Sluice links.
 	BpftoolChecks  int      `json:"bpftoolChecks"`
@@ -41,19 +39,12 @@ func reportOptions(o options) map[string]string {
 }
 
 type sample struct {
-	Round        int        `json:"round"`
-	Variant      string     `json:"variant"`
-	SetupSeconds float64    `json:"setupSeconds"`
-	Conn         loadResult `json:"conn"`
-	RR           loadResult `json:"rr"`
-	Err          string     `json:"error,omitempty"`
-}
-
-// stat is a median with its interquartile range.
-type stat struct {
-	Median float64 `json:"median"`
-	Q1     float64 `json:"q1"`
-	Q3     float64 `json:"q3"`
+	Round        int                 `json:"round"`
+	Variant      string              `json:"variant"`
+	SetupSeconds float64             `json:"setupSeconds"`
+	Conn         benchkit.LoadResult `json:"conn"`
+	RR           benchkit.LoadResult `json:"rr"`
+	Err          string              `json:"error,omitempty"`
 }
 
 type variantSummary struct {
@@ -61,11 +52,11 @@ type variantSummary struct {
 	Rounds  int    `json:"rounds"`
 	Failed  int    `json:"failedRounds"`
 	// Errors are failed operations inside successful runs.
-	Errors    uint64 `json:"errors"`
-	Conn      stat   `json:"connPerSec"`
-	RR        stat   `json:"reqPerSec"`
-	ConnRatio stat   `json:"connRatioToDirect"`
-	RRRatio   stat   `json:"reqRatioToDirect"`
+	Errors    uint64        `json:"errors"`
+	Conn      benchkit.Stat `json:"connPerSec"`
+	RR        benchkit.Stat `json:"reqPerSec"`
+	ConnRatio benchkit.Stat `json:"connRatioToDirect"`
+	RRRatio   benchkit.Stat `json:"reqRatioToDirect"`
 }
 
 type scaleResult struct {
@@ -76,18 +67,13 @@ type scaleResult struct {
 }
 
 // summarize computes per-variant medians and, per round, the ratio to that
-// round's direct run: rounds share the machine's state of the moment, so
-// the per-round ratio cancels much of the drift a ratio of medians keeps.
+// round's direct run (see benchkit.PerRound).
 func (sr *scaleResult) summarize(variants []string) {
-	direct := map[int]sample{}
-	for _, s := range sr.Samples {
-		if s.Variant == "direct" && s.Err == "" {
-			direct[s.Round] = s
-		}
-	}
+	conn := func(s sample) float64 { return s.Conn.Rate }
+	rr := func(s sample) float64 { return s.RR.Rate }
+	directConn, directRR := sr.perRound("direct", conn), sr.perRound("direct", rr)
 	for _, v := range variants {
 		vs := variantSummary{Variant: v}
-		var conn, rr, cr, rrr []float64
 		for _, s := range sr.Samples {
 			if s.Variant != v {
 				continue
@@ -98,38 +84,23 @@ func (sr *scaleResult) summarize(variants []string) {
 				continue
 			}
 			vs.Errors += s.Conn.Errors + s.RR.Errors
-			conn, rr = append(conn, s.Conn.Rate), append(rr, s.RR.Rate)
-			if d, ok := direct[s.Round]; ok {
-				cr, rrr = append(cr, s.Conn.Rate/d.Conn.Rate), append(rrr, s.RR.Rate/d.RR.Rate)
-			}
 		}
-		vs.Conn, vs.RR, vs.ConnRatio, vs.RRRatio = statOf(conn), statOf(rr), statOf(cr), statOf(rrr)
+		c, r := sr.perRound(v, conn), sr.perRound(v, rr)
+		vs.Conn, vs.RR = benchkit.StatOf(c.Values()), benchkit.StatOf(r.Values())
+		vs.ConnRatio, vs.RRRatio = benchkit.StatOf(c.RatiosTo(directConn)), benchkit.StatOf(r.RatiosTo(directRR))
 		sr.Summary = append(sr.Summary, vs)
 	}
 }
 
-func statOf(x []float64) stat {
-	if len(x) == 0 {
-		return stat{}
-	}
-	m, q1, q3 := quartiles(x)
-	return stat{Median: m, Q1: q1, Q3: q3}
-}
-
-// quartiles returns the median, first and third quartile (linear
-// interpolation between closest ranks).
-func quartiles(x []float64) (median, q1, q3 float64) {
-	s := slices.Clone(x)
-	slices.Sort(s)
-	q := func(p float64) float64 {
-		pos := p * float64(len(s)-1)
-		i := int(pos)
-		if i+1 >= len(s) {
-			return s[len(s)-1]
+// perRound is figure(s) of each of variant v's successful runs, by round.
+func (sr *scaleResult) perRound(v string, figure func(sample) float64) benchkit.PerRound {
+	out := benchkit.PerRound{}
+	for _, s := range sr.Samples {
+		if s.Variant == v && s.Err == "" {
+			out[s.Round] = figure(s)
 		}
-		return s[i] + (pos-float64(i))*(s[i+1]-s[i])
 	}
-	return q(0.5), q(0.25), q(0.75)
+	return out
 }
 
 type coldTool struct {
@@ -149,14 +120,6 @@ type coldResult struct {
 	Tools          []coldTool `json:"tools"`
 }
 
-func writeJSON(path string, rep *report) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
-
 func printReport(w io.Writer, o options, rep *report) {
 	fmt.Fprintf(w, "\n==== benchlb report (%s, took %s) ====\n", rep.Started.Format(time.RFC3339), rep.Elapsed)
 	if len(rep.Rates) > 0 {
@@ -165,7 +128,7 @@ func printReport(w io.Writer, o options, rep *report) {
 		fmt.Fprintln(w, "   Medians over rounds; \"x direct\" is the median of per-round ratios to the direct-to-backend run, [Q1–Q3].")
 		for _, sr := range rep.Rates {
 			fmt.Fprintf(w, "\n   %d services (target %s)\n", sr.Services, sr.Target)
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			tw := benchkit.NewTable(w)
 			fmt.Fprintln(tw, "   variant\tconn/s\tx direct\t[IQR]\treq/s\tx direct\t[IQR]\tfailed rounds\terrors\t")
 			for _, v := range sr.Summary {
 				fmt.Fprintf(tw, "   %s\t%.0f\t%.2f\t[%.2f–%.2f]\t%.0f\t%.2f\t[%.2f–%.2f]\t%d/%d\t%d\t\n", v.Variant,
@@ -175,7 +138,7 @@ func printReport(w io.Writer, o options, rep *report) {
 			tw.Flush()
 			for _, s := range sr.Samples {
 				if s.Err != "" {
-					fmt.Fprintf(w, "   round %d %s failed: %s\n", s.Round, s.Variant, firstLine(s.Err))
+					fmt.Fprintf(w, "   round %d %s failed: %s\n", s.Round, s.Variant, benchkit.FirstLine(s.Err))
 				}
 			}
 		}
@@ -189,7 +152,7 @@ func printReport(w io.Writer, o options, rep *report) {
 	if len(rep.BPF) > 0 {
 		fmt.Fprintln(w, "\n2. BPF_PROG_TEST_RUN, sl_from_ep, median ns per packet (repeat=1 per sample), no-op program in the same loop.")
 		fmt.Fprintln(w, "   syn: new connection (distinct tuple, CT emptied before tuples repeat); est: established ACK.")
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		tw := benchkit.NewTable(w)
 		fmt.Fprintln(tw, "   benchmark\tsyn ns\tsyn x noop\test ns\test x noop\tnoop ns\tsamples\t")
 		for _, g := range rep.BPF {
 			fmt.Fprintf(tw, "   %s\t%.0f\t%.1f\t%.0f\t%.1f\t%.0f\t%d\t\n", g.Name, g.Metrics["syn-ns/pkt"], g.Metrics["syn-x-noop"],
@@ -206,7 +169,7 @@ func printReport(w io.Writer, o options, rep *report) {
 	}
 	if len(rep.LBCold) > 0 || rep.Cold != nil {
 		fmt.Fprintln(w, "\n3. Cold programming")
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		tw := benchkit.NewTable(w)
 		fmt.Fprintln(tw, "   what\tmedian\t[IQR]\truns\t")
 		var sluiceCold float64
 		for _, g := range rep.LBCold {
@@ -247,8 +210,8 @@ func printReport(w io.Writer, o options, rep *report) {
 // printReconcile tabulates BenchmarkLBReconcile: per pass, the reconciler
 // with and without map writes, and the full recompute of the previous
 // design measured in the same run, as the baseline of the ratio.
-func printReconcile(w io.Writer, res []goBench) {
-	byName := map[string]goBench{}
+func printReconcile(w io.Writer, res []benchkit.Bench) {
+	byName := map[string]benchkit.Bench{}
 	for _, g := range res {
 		byName[strings.TrimPrefix(g.Name, "LBReconcile/")] = g
 	}
@@ -256,7 +219,7 @@ func printReconcile(w io.Writer, res []goBench) {
 	fmt.Fprintln(w, "   maps: writing the kernel's maps; no-maps: computation and planning alone;")
 	fmt.Fprintln(w, "   full-compute: service.Compute + plan of everything, no writes: what every pass computed before it was")
 	fmt.Fprintln(w, "   incremental, the baseline of \"x full-compute\" (compare no-maps with it; maps adds the writes).")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := benchkit.NewTable(w)
 	fmt.Fprintln(tw, "   pass	variant	ns/op	allocs/op	B/op	x full-compute	runs	")
 	for _, pass := range []string{"cold", "one-service"} {
 		base := byName[pass+"/full-compute"].Metrics["ns/op"]
@@ -273,11 +236,4 @@ func printReconcile(w io.Writer, res []goBench) {
 		}
 	}
 	tw.Flush()
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i] + " …"
-	}
-	return s
 }

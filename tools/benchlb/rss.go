@@ -6,7 +6,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,10 +19,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 const rssUsage = `benchlb rss: memory and programming time of a real sluice-agent
@@ -133,7 +132,7 @@ func runRSS(args []string) error {
 	}
 	for _, t := range []string{"ip", "nsenter"} {
 		if _, err := exec.LookPath(t); err != nil {
-			return fmt.Errorf("missing command %s (package %s)", t, toolPackages[t])
+			return fmt.Errorf("missing command %s (package %s)", t, benchkit.PackageOf(t))
 		}
 	}
 	if o.binDir != "" {
@@ -145,11 +144,7 @@ func runRSS(args []string) error {
 	if rep != nil && len(rep.Rounds) > 0 {
 		printRSS(os.Stdout, rep)
 		if o.jsonPath != "" {
-			b, jerr := json.MarshalIndent(rep, "", "  ")
-			if jerr == nil {
-				jerr = os.WriteFile(o.jsonPath, append(b, '\n'), 0o644)
-			}
-			if jerr != nil {
+			if jerr := benchkit.WriteJSON(o.jsonPath, rep); jerr != nil {
 				fmt.Fprintln(os.Stderr, "benchlb rss:", jerr)
 			}
 		}
@@ -159,22 +154,14 @@ func runRSS(args []string) error {
 
 func rss(ctx context.Context, o rssOptions) (*rssReport, error) {
 	rep := &rssReport{Started: time.Now(), Services: o.services, Endpoints: o.endpoints, Settle: o.settle.String()}
-	if removed, err := harness.CleanupStale(); err != nil {
-		logf("cleaning up stale harness runs: %v", err)
-	} else if len(removed) > 0 {
-		logf("removed leftovers of aborted runs: %s", strings.Join(removed, ", "))
-	}
-	hopts := harness.Options{Name: "benchrss"}
-	if o.verbose {
-		hopts.Logf = logf
-	}
-	c, err := harness.NewCluster(ctx, hopts)
+	benchkit.RemoveStale()
+	c, err := benchkit.NewCluster(ctx, "benchrss", o.verbose)
 	if err != nil {
 		return rep, err
 	}
 	defer func() {
 		if err := c.Cleanup(); err != nil {
-			logf("cleanup: %v", err)
+			benchkit.Logf("cleanup: %v", err)
 		}
 	}()
 	bin, err := harness.Build(ctx, agentPkg)
@@ -200,7 +187,7 @@ func rss(ctx context.Context, o rssOptions) (*rssReport, error) {
 	if err := node.WriteManifest("services.yaml", manifest); err != nil {
 		return rep, err
 	}
-	logf("=== sluice-agent RSS: %d services × %d endpoints (%.1f MiB of manifests), %d round(s); harness run %s (netns %s, bpffs %s, cgroup %s, dir %s)",
+	benchkit.Logf("=== sluice-agent RSS: %d services × %d endpoints (%.1f MiB of manifests), %d round(s); harness run %s (netns %s, bpffs %s, cgroup %s, dir %s)",
 		o.services, o.endpoints, float64(len(manifest))/(1<<20), o.rounds, c.ID, node.NetnsName, node.BPFRoot, node.CgroupRoot, c.TempDir)
 	for r := range o.rounds {
 		if r > 0 {
@@ -221,7 +208,7 @@ func rss(ctx context.Context, o rssOptions) (*rssReport, error) {
 		}
 		round.Round = r + 1
 		rep.Rounds = append(rep.Rounds, round)
-		logf("round %d: programmed after %.2fs, VmRSS %.0f MiB, VmHWM %.0f MiB, Go heap live %d MB",
+		benchkit.Logf("round %d: programmed after %.2fs, VmRSS %.0f MiB, VmHWM %.0f MiB, Go heap live %d MB",
 			r+1, round.ProgrammedSeconds, kib(round.Programmed.VmRSS), kib(round.Programmed.VmHWM), round.Heap.LiveMB)
 	}
 	return rep, nil
@@ -241,7 +228,7 @@ func rssOnce(ctx context.Context, o rssOptions, node *harness.Node, bin string) 
 	}
 	defer func() {
 		if err := a.Stop(); err != nil {
-			logf("stop agent: %v", err)
+			benchkit.Logf("stop agent: %v", err)
 		}
 	}()
 	// nsenter and the wrapper exec the agent in the same process.
@@ -427,7 +414,7 @@ func printRSS(w io.Writer, rep *rssReport) {
 	fmt.Fprintf(w, "\nsluice-agent --source=files, %d ClusterIP services × %d ready endpoints (%d backends), %.1f MiB of manifests,\n",
 		rep.Services, rep.Endpoints, rep.Services*rep.Endpoints, float64(rep.ManifestBytes)/(1<<20))
 	fmt.Fprintln(w, "in a private network namespace, cgroup and bpffs directory, from empty maps and no saved model.")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := benchkit.NewTable(w)
 	fmt.Fprint(tw, "   \t")
 	for _, r := range rep.Rounds {
 		fmt.Fprintf(tw, "round %d\t", r.Round)

@@ -2,17 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 const (
@@ -60,22 +61,14 @@ func run(ctx context.Context, o options) (*report, error) {
 		return rep, err
 	}
 	b := &bench{o: o, self: self, rep: rep}
-	if removed, err := harness.CleanupStale(); err != nil {
-		logf("cleaning up stale harness runs: %v", err)
-	} else if len(removed) > 0 {
-		logf("removed leftovers of aborted runs: %s", strings.Join(removed, ", "))
-	}
-	hopts := harness.Options{Name: "benchlb"}
-	if o.verbose {
-		hopts.Logf = logf
-	}
-	b.c, err = harness.NewCluster(ctx, hopts)
+	benchkit.RemoveStale()
+	b.c, err = benchkit.NewCluster(ctx, "benchlb", o.verbose)
 	if err != nil {
 		return rep, err
 	}
 	defer func() {
 		if err := b.c.Cleanup(); err != nil {
-			logf("cleanup: %v", err)
+			benchkit.Logf("cleanup: %v", err)
 		}
 	}()
 	b.dir = b.c.TempDir
@@ -100,7 +93,7 @@ func run(ctx context.Context, o options) (*report, error) {
 // setup builds the node, the client and backend pods and the echo server.
 func (b *bench) setup(ctx context.Context) error {
 	var err error
-	if contains(b.o.variants, "sluice-packet") || contains(b.o.variants, "sluice-socket") {
+	if slices.Contains(b.o.variants, "sluice-packet") || slices.Contains(b.o.variants, "sluice-socket") {
 		if b.agentBin, err = harness.Build(ctx, agentPkg); err != nil {
 			return err
 		}
@@ -117,66 +110,32 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := b.c.SyncManifests(); err != nil {
 		return err
 	}
-	// All ephemeral ports: connections end with RST, so no TIME_WAIT, but
-	// a wide range keeps tuples from being reused while conntrack (the
-	// kernel's or Sluice's) still holds the previous connection's entry.
-	if _, err := b.client.Exec(ctx, "sh", "-c", "echo 1024 65535 > /proc/sys/net/ipv4/ip_local_port_range"); err != nil {
+	baseline := benchkit.Baseline{MasqueradeTable: baseTable, PodCIDR: clusterCIDR}
+	if slices.Contains(b.o.variants, "iptables-legacy") {
+		baseline.LegacyTable = "nat"
+	}
+	if err := baseline.Apply(ctx, b.node, b.client, b.dir); err != nil {
 		return err
 	}
-	base := filepath.Join(b.dir, "base.nft")
-	if err := os.WriteFile(base, []byte(fmt.Sprintf("table ip %s {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"eth0\" ip saddr %s ip daddr != %s masquerade\n\t}\n}\n", baseTable, clusterCIDR, clusterCIDR)), 0o644); err != nil {
+	if err := benchkit.StartEcho(ctx, b.backend, b.client, b.self, b.backendAddr()); err != nil {
 		return err
 	}
-	if _, err := b.node.Exec(ctx, "nft", "-f", base); err != nil {
-		return err
-	}
-	if contains(b.o.variants, "iptables-legacy") {
-		// Instantiate the legacy nat table now: once used in a netns it
-		// stays (with its hooks) until the netns goes, so without this
-		// every variant after the first iptables-legacy run would run
-		// with it and those before without.
-		if _, err := b.node.Exec(ctx, "iptables-legacy", "-t", "nat", "-S"); err != nil {
-			return err
-		}
-	}
-	// The echo server runs until the cluster is cleaned up (which kills
-	// every process in the run's namespaces and cgroups).
-	srvErr := make(chan error, 1)
-	go func() {
-		srvCtx, cancel := context.WithTimeout(context.Background(), 24*time.Hour)
-		defer cancel()
-		_, err := b.backend.Exec(srvCtx, b.self, "serve", "-port", fmt.Sprint(backendPort))
-		srvErr <- err
-	}()
-	if err := b.probe(ctx, netip.AddrPortFrom(b.backend.IP, backendPort)); err != nil {
-		select {
-		case e := <-srvErr:
-			err = fmt.Errorf("%w (server: %v)", err, e)
-		default:
-		}
-		return err
-	}
-	logf("node %s: client %s, backend %s:%d (same node: the path crosses the node netns once)", b.node.Name, b.client.IP, b.backend.IP, backendPort)
+	benchkit.Logf("node %s: client %s, backend %s:%d (same node: the path crosses the node netns once)", b.node.Name, b.client.IP, b.backend.IP, backendPort)
 	return nil
 }
+
+func (b *bench) backendAddr() netip.AddrPort { return netip.AddrPortFrom(b.backend.IP, backendPort) }
 
 func (b *bench) probe(ctx context.Context, addr netip.AddrPort) error {
 	_, err := b.client.Exec(ctx, b.self, "probe", "-addr", addr.String())
 	return err
 }
 
-func (b *bench) loadgen(ctx context.Context, addr netip.AddrPort, mode string) (loadResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.o.duration+b.o.warmup+30*time.Second)
-	defer cancel()
-	out, err := b.client.Exec(ctx, b.self, "loadgen", "-addr", addr.String(), "-mode", mode,
-		"-workers", fmt.Sprint(b.o.workers), "-duration", b.o.duration.String(), "-warmup", b.o.warmup.String())
+func (b *bench) loadgen(ctx context.Context, addr netip.AddrPort, mode string) (benchkit.LoadResult, error) {
+	load := benchkit.Load{Workers: b.o.workers, Duration: b.o.duration, Warmup: b.o.warmup}
+	r, err := load.Run(ctx, b.client, b.self, addr, mode)
 	if err != nil {
-		return loadResult{}, err
-	}
-	var r loadResult
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
-		return r, fmt.Errorf("loadgen output %q: %w", out, err)
+		return r, err
 	}
 	if r.Ops == 0 {
 		return r, fmt.Errorf("loadgen %s to %s: no successful operation (%d errors, first: %s)", mode, addr, r.Errors, r.FirstError)
@@ -203,43 +162,42 @@ func (b *bench) rates(ctx context.Context, n int) error {
 	}
 	sr := &scaleResult{Services: n, Target: target.String()}
 	b.rep.Rates = append(b.rep.Rates, sr)
-	logf("=== %d services: target %s (last in rule order), %d rounds of %s", n, target, b.o.rounds, strings.Join(b.o.variants, ", "))
-	for r := range b.o.rounds {
-		order := rotate(b.o.variants, r)
-		for _, v := range order {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			s := sample{Round: r + 1, Variant: v}
-			addr := target
-			if v == "direct" {
-				addr = netip.AddrPortFrom(b.backend.IP, backendPort)
-			}
-			t := time.Now()
-			err := b.enable(ctx, v, n, files)
-			s.SetupSeconds = time.Since(t).Seconds()
-			if err == nil {
-				err = b.probe(ctx, addr)
-			}
-			if err == nil {
-				s.Conn, err = b.loadgen(ctx, addr, "conn")
-			}
-			if err == nil {
-				s.RR, err = b.loadgen(ctx, addr, "rr")
-			}
-			if derr := b.disable(ctx, v); derr != nil {
-				// A variant that cannot be removed would taint every
-				// later measurement: stop.
-				return fmt.Errorf("remove %s: %w", v, derr)
-			}
-			if err != nil {
-				s.Err = err.Error()
-				logf("[%d svc, round %d/%d] %-15s FAILED: %v", n, r+1, b.o.rounds, v, err)
-			} else {
-				logf("[%d svc, round %d/%d] %-15s %9.0f conn/s %9.0f req/s  (setup %.1fs)", n, r+1, b.o.rounds, v, s.Conn.Rate, s.RR.Rate, s.SetupSeconds)
-			}
-			sr.Samples = append(sr.Samples, s)
+	benchkit.Logf("=== %d services: target %s (last in rule order), %d rounds of %s", n, target, b.o.rounds, strings.Join(b.o.variants, ", "))
+	addrOf := func(v string) netip.AddrPort {
+		if v == "direct" {
+			return b.backendAddr()
 		}
+		return target
+	}
+	trial := benchkit.Trial[sample]{
+		Enable: func(ctx context.Context, v string) error { return b.enable(ctx, v, n, files) },
+		Measure: func(ctx context.Context, v string) (sample, error) {
+			var s sample
+			if err := b.probe(ctx, addrOf(v)); err != nil {
+				return s, err
+			}
+			var err error
+			if s.Conn, err = b.loadgen(ctx, addrOf(v), "conn"); err != nil {
+				return s, err
+			}
+			s.RR, err = b.loadgen(ctx, addrOf(v), "rr")
+			return s, err
+		},
+		Disable: b.disable,
+	}
+	err := benchkit.Interleave(ctx, b.o.rounds, b.o.variants, trial, func(run benchkit.Run[sample]) {
+		s := run.Result
+		s.Round, s.Variant, s.SetupSeconds = run.Round, run.Variant, run.Setup.Seconds()
+		if run.Err != nil {
+			s.Err = run.Err.Error()
+			benchkit.Logf("[%d svc, round %d/%d] %-15s FAILED: %v", n, s.Round, b.o.rounds, s.Variant, run.Err)
+		} else {
+			benchkit.Logf("[%d svc, round %d/%d] %-15s %9.0f conn/s %9.0f req/s  (setup %.1fs)", n, s.Round, b.o.rounds, s.Variant, s.Conn.Rate, s.RR.Rate, s.SetupSeconds)
+		}
+		sr.Samples = append(sr.Samples, s)
+	})
+	if err != nil {
+		return err
 	}
 	sr.summarize(b.o.variants)
 	return nil
@@ -249,14 +207,6 @@ func (b *bench) rates(ctx context.Context, n int) error {
 // repeating it would blow the run's time budget: one run then stands.
 func slowOnce(seconds []float64) bool {
 	return len(seconds) > 0 && seconds[0] > 60
-}
-
-func rotate(l []string, r int) []string {
-	out := make([]string, len(l))
-	for i := range l {
-		out[i] = l[(i+r)%len(l)]
-	}
-	return out
 }
 
 // enable puts variant v in place for n services.
@@ -321,7 +271,7 @@ func (b *bench) disable(ctx context.Context, v string) error {
 	case "sluice-packet", "sluice-socket":
 		if b.agent != nil {
 			if err := b.agent.Stop(); err != nil {
-				logf("stop agent: %v", err)
+				benchkit.Logf("stop agent: %v", err)
 			}
 			b.agent = nil
 		}
@@ -335,18 +285,9 @@ func (b *bench) disable(ctx context.Context, v string) error {
 			return err
 		}
 		// Removing a pin drops the link's last reference, but the link is
-		// released (and the program detached) asynchronously, after an
-		// RCU grace period: poll.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			err := b.verifyDetached(ctx)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				return err
-			}
-			time.Sleep(100 * time.Millisecond)
+		// released (and the program detached) asynchronously: poll.
+		if err := benchkit.Poll(10*time.Second, 100*time.Millisecond, func() error { return b.verifyDetached(ctx) }); err != nil {
+			return err
 		}
 		b.reportBpftoolLinks(ctx)
 		return nil
@@ -358,21 +299,11 @@ func (b *bench) disable(ctx context.Context, v string) error {
 			return err
 		}
 		// Drop the emptied table too: its base chains would stay hooked.
-		return b.deleteNftTable(ctx, b.node, "nat")
+		return benchkit.DeleteNftTable(ctx, b.node, "nat")
 	case "nftables":
-		return b.deleteNftTable(ctx, b.node, nftTable)
+		return benchkit.DeleteNftTable(ctx, b.node, nftTable)
 	}
 	return nil
-}
-
-// deleteNftTable deletes table ip name in node's netns if it exists (a
-// load that failed leaves none).
-func (b *bench) deleteNftTable(ctx context.Context, node *harness.Node, name string) error {
-	if _, err := node.Exec(ctx, "nft", "list", "table", "ip", name); err != nil {
-		return nil
-	}
-	_, err := node.Exec(ctx, "nft", "delete", "table", "ip", name)
-	return err
 }
 
 // verifyDetached checks, from inside the node's netns, that no BPF program
@@ -419,7 +350,7 @@ func (b *bench) reportBpftoolLinks(ctx context.Context) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if b.o.verbose {
-		logf("bpftool link after detach: %s Sluice links (root netns), %s (node netns), after %s", outside, inside, time.Since(start).Round(time.Millisecond))
+		benchkit.Logf("bpftool link after detach: %s Sluice links (root netns), %s (node netns), after %s", outside, inside, time.Since(start).Round(time.Millisecond))
 	}
 	b.rep.BpftoolChecks++
 	if outside != "0" || inside != "0" {
@@ -456,7 +387,7 @@ func (b *bench) cold(ctx context.Context) error {
 		{"iptables-nft-restore", []string{"iptables-nft-restore", ipt}, [][]string{{"iptables-nft-restore", empty}, {"nft", "delete", "table", "ip", "nat"}}},
 		{"nft -f", []string{"nft", "-f", nft}, [][]string{{"nft", "delete", "table", "ip", nftTable}}},
 	}
-	logf("=== cold programming: %d services × %d endpoints (%d iptables chains, %d rules), %d rounds", cr.Services, cr.Endpoints, cr.IptablesChains, cr.IptablesRules, b.o.coldRounds)
+	benchkit.Logf("=== cold programming: %d services × %d endpoints (%d iptables chains, %d rules), %d rounds", cr.Services, cr.Endpoints, cr.IptablesChains, cr.IptablesRules, b.o.coldRounds)
 	times := map[string][]float64{}
 	errs := map[string]string{}
 	for r := range b.o.coldRounds {
@@ -472,10 +403,10 @@ func (b *bench) cold(ctx context.Context) error {
 			cancel()
 			if err != nil {
 				errs[t.name] = fmt.Sprintf("%s: %v", strings.Join(t.load, " "), err)
-				logf("cold %s FAILED: %v", t.name, err)
+				benchkit.Logf("cold %s FAILED: %v", t.name, err)
 			} else {
 				times[t.name] = append(times[t.name], d.Seconds())
-				logf("cold %-24s round %d: %.3fs", t.name, r+1, d.Seconds())
+				benchkit.Logf("cold %-24s round %d: %.3fs", t.name, r+1, d.Seconds())
 			}
 			for _, c := range t.clear {
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -490,7 +421,7 @@ func (b *bench) cold(ctx context.Context) error {
 	for _, t := range tools {
 		ct := coldTool{Tool: t.name, Error: errs[t.name], Seconds: times[t.name]}
 		if len(ct.Seconds) > 0 {
-			ct.Median, ct.Q1, ct.Q3 = quartiles(ct.Seconds)
+			ct.Median, ct.Q1, ct.Q3 = benchkit.Quartiles(ct.Seconds)
 		}
 		cr.Tools = append(cr.Tools, ct)
 	}

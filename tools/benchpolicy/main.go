@@ -6,17 +6,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
-	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 const usage = `benchpolicy: the cost of Sluice network policy, vs iptables and nftables
@@ -102,31 +103,15 @@ type options struct {
 var allVariants = []string{"sluice-policy", "sluice-nopolicy", "iptables-legacy", "iptables-nft", "nftables", "none"}
 
 func main() {
-	// The harness re-executes this binary for its own workloads.
+	// The harness re-executes this binary for its own workloads, and the
+	// benchmark re-executes it for its own in the pods.
 	harness.RunWorkloadIfRequested()
-	if len(os.Args) > 1 {
-		var err error
-		handled := true
-		switch os.Args[1] {
-		case "serve":
-			err = runServe(os.Args[2:])
-		case "loadgen":
-			err = runLoadgen(os.Args[2:])
-		case "probe":
-			err = runProbe(os.Args[2:])
-		case "cleanup":
-			err = runCleanup()
-		default:
-			handled = false
-		}
-		if handled {
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "benchpolicy %s: %v\n", os.Args[1], err)
-				os.Exit(1)
-			}
-			return
-		}
-	}
+	benchkit.RunSubcommand("benchpolicy", map[string]func([]string) error{
+		"serve":   benchkit.Serve,
+		"loadgen": benchkit.Loadgen,
+		"probe":   benchkit.Probe,
+		"cleanup": func([]string) error { return runCleanup() },
+	})
 
 	var o options
 	variants := flag.String("variants", strings.Join(allVariants, ","), "variants to measure (none is always added: it is the baseline)")
@@ -151,31 +136,25 @@ func main() {
 	if flag.NArg() > 0 {
 		fatalf("unexpected argument %q (subcommands: cleanup)", flag.Arg(0))
 	}
-	for _, v := range strings.Split(*variants, ",") {
-		v = strings.TrimSpace(v)
-		if !contains(allVariants, v) {
-			fatalf("-variants: unknown variant %q (known: %s)", v, strings.Join(allVariants, ", "))
-		}
-		if v != "none" && !contains(o.variants, v) {
-			o.variants = append(o.variants, v)
-		}
+	var err error
+	if o.variants, err = benchkit.ParseVariants(*variants, allVariants, "none"); err != nil {
+		fatalf("-variants: %v", err)
 	}
-	o.variants = append(o.variants, "none")
 	if o.rounds < 1 || o.workers < 1 {
 		fatalf("-rounds and -workers must be at least 1")
 	}
 	if o.rules < 1 {
 		fatalf("-rules must be at least 1 (the allowed client's rule)")
 	}
-	if !contains([]string{"first", "middle", "last"}, o.allowedRule) {
+	if !slices.Contains([]string{"first", "middle", "last"}, o.allowedRule) {
 		fatalf("-allowed-rule %q: use first, middle or last", o.allowedRule)
 	}
-	if _, err := parseInts(o.bpfScales); err != nil {
+	if _, err := benchkit.ParseInts(o.bpfScales, 2); err != nil {
 		fatalf("-bpf-scales: %v", err)
 	}
 
-	if os.Geteuid() != 0 {
-		fatalf("must run as root: it creates network namespaces, cgroups and bpffs pins and loads eBPF programs; try: sudo make bench-policy")
+	if err := benchkit.RequireRoot("bench-policy"); err != nil {
+		fatalf("%v", err)
 	}
 	if err := checkTools(o); err != nil {
 		fatalf("%v", err)
@@ -184,18 +163,7 @@ func main() {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	rep, err := run(ctx, o)
-	if rep != nil {
-		printReport(os.Stdout, o, rep)
-		if o.jsonPath != "" {
-			if jerr := writeJSON(o.jsonPath, rep); jerr != nil {
-				fmt.Fprintln(os.Stderr, "benchpolicy:", jerr)
-			}
-		}
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "benchpolicy:", err)
-		os.Exit(1)
-	}
+	benchkit.Finish("benchpolicy", rep, err, o.jsonPath, func(w io.Writer, rep *report) { printReport(w, o, rep) })
 }
 
 // runCleanup removes the leftovers of harness runs whose process is gone
@@ -213,69 +181,21 @@ func fatalf(format string, args ...any) {
 	os.Exit(2)
 }
 
-// toolPackages names the Debian package of every command used.
-var toolPackages = map[string]string{
-	"iptables-legacy-restore": "iptables",
-	"iptables-nft-restore":    "iptables",
-	"iptables-legacy":         "iptables",
-	"nft":                     "nftables",
-	"ip":                      "iproute2",
-	"nsenter":                 "util-linux",
-	"go":                      "golang (Go 1.26 toolchain)",
-}
-
 // checkTools fails, naming the package, when a command needed by the
 // selected parts is missing: the tool installs nothing itself.
 func checkTools(o options) error {
 	var need []string
 	if !o.skipRates {
 		need = append(need, "ip", "nsenter", "nft") // nft: the node's base table
-		if contains(o.variants, "iptables-legacy") {
+		if slices.Contains(o.variants, "iptables-legacy") {
 			need = append(need, "iptables-legacy-restore", "iptables-legacy")
 		}
-		if contains(o.variants, "iptables-nft") {
+		if slices.Contains(o.variants, "iptables-nft") {
 			need = append(need, "iptables-nft-restore")
 		}
 	}
 	if o.goBench {
 		need = append(need, "go")
 	}
-	var missing []string
-	for _, t := range need {
-		if _, err := exec.LookPath(t); err != nil {
-			missing = append(missing, fmt.Sprintf("%s (package %s)", t, toolPackages[t]))
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing commands: %s; install them, e.g. apt-get install -y iptables nftables", strings.Join(missing, ", "))
-	}
-	return nil
-}
-
-func parseInts(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		var n int
-		if _, err := fmt.Sscanf(strings.TrimSpace(f), "%d", &n); err != nil || n < 2 {
-			return nil, fmt.Errorf("%q is not a number of at least 2", f)
-		}
-		out = append(out, n)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("empty")
-	}
-	return out, nil
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	return benchkit.RequireCommands(need, "apt-get install -y iptables nftables")
 }

@@ -1,16 +1,14 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 type report struct {
@@ -20,9 +18,9 @@ type report struct {
 	Kernel  string            `json:"kernel"`
 	CPUs    int               `json:"cpus"`
 	// BPF is BenchmarkPolicy's results, Verifier its instruction counts.
-	BPF      []goBench   `json:"bpfTestRun,omitempty"`
-	Verifier []string    `json:"verifier,omitempty"`
-	Rates    *rateResult `json:"rates,omitempty"`
+	BPF      []benchkit.Bench `json:"bpfTestRun,omitempty"`
+	Verifier []string         `json:"verifier,omitempty"`
+	Rates    *rateResult      `json:"rates,omitempty"`
 }
 
 func reportOptions(o options) map[string]string {
@@ -41,44 +39,22 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
+// stat is a median with its interquartile range and the number of
+// values it is of.
 type stat struct {
-	Median float64 `json:"median"`
-	Q1     float64 `json:"q1"`
-	Q3     float64 `json:"q3"`
-	N      int     `json:"n"`
+	benchkit.Stat
+	N int `json:"n"`
 }
 
-func statOf(x []float64) stat {
-	if len(x) == 0 {
-		return stat{}
-	}
-	m, q1, q3 := quartiles(x)
-	return stat{Median: m, Q1: q1, Q3: q3, N: len(x)}
-}
-
-// quartiles returns the median, first and third quartile (linear
-// interpolation between closest ranks).
-func quartiles(x []float64) (median, q1, q3 float64) {
-	s := slices.Clone(x)
-	slices.Sort(s)
-	q := func(p float64) float64 {
-		pos := p * float64(len(s)-1)
-		i := int(pos)
-		if i+1 >= len(s) {
-			return s[len(s)-1]
-		}
-		return s[i] + (pos-float64(i))*(s[i+1]-s[i])
-	}
-	return q(0.5), q(0.25), q(0.75)
-}
+func statOf(x []float64) stat { return stat{Stat: benchkit.StatOf(x), N: len(x)} }
 
 type sample struct {
 	Round   int    `json:"round"`
 	Variant string `json:"variant"`
 	// SetupSeconds is how long putting the variant in place took.
-	SetupSeconds float64    `json:"setupSeconds"`
-	Conn         loadResult `json:"conn"`
-	Err          string     `json:"error,omitempty"`
+	SetupSeconds float64             `json:"setupSeconds"`
+	Conn         benchkit.LoadResult `json:"conn"`
+	Err          string              `json:"error,omitempty"`
 }
 
 type variantSummary struct {
@@ -105,24 +81,13 @@ type rateResult struct {
 	Summary         []variantSummary `json:"summary"`
 }
 
-// summarize computes per-variant medians and, per round, the ratio to that
-// round's baseline runs: a round's runs share the machine's state of the
-// moment, so per-round ratios cancel much of the drift a ratio of medians
-// keeps.
+// summarize computes per-variant medians and, per round, the ratio to
+// that round's baseline runs (see benchkit.PerRound).
 func (rr *rateResult) summarize(variants []string) {
-	byRound := func(v string) map[int]float64 {
-		out := map[int]float64{}
-		for _, s := range rr.Samples {
-			if s.Variant == v && s.Err == "" {
-				out[s.Round] = s.Conn.Rate
-			}
-		}
-		return out
-	}
-	none, nopol := byRound("none"), byRound("sluice-nopolicy")
+	none, nopol := rr.perRound("none"), rr.perRound("sluice-nopolicy")
 	for _, v := range variants {
 		vs := variantSummary{Variant: v}
-		var conn, rn, rp, setup []float64
+		setup := benchkit.PerRound{}
 		for _, s := range rr.Samples {
 			if s.Variant != v {
 				continue
@@ -133,25 +98,26 @@ func (rr *rateResult) summarize(variants []string) {
 				continue
 			}
 			vs.Errors += s.Conn.Errors
-			conn, setup = append(conn, s.Conn.Rate), append(setup, s.SetupSeconds)
-			if d, ok := none[s.Round]; ok {
-				rn = append(rn, s.Conn.Rate/d)
-			}
-			if d, ok := nopol[s.Round]; ok && strings.HasPrefix(v, "sluice-") {
-				rp = append(rp, s.Conn.Rate/d)
-			}
+			setup[s.Round] = s.SetupSeconds
 		}
-		vs.Conn, vs.RatioNone, vs.RatioNopolicy, vs.Setup = statOf(conn), statOf(rn), statOf(rp), statOf(setup)
+		conn := rr.perRound(v)
+		vs.Conn, vs.RatioNone, vs.Setup = statOf(conn.Values()), statOf(conn.RatiosTo(none)), statOf(setup.Values())
+		if strings.HasPrefix(v, "sluice-") {
+			vs.RatioNopolicy = statOf(conn.RatiosTo(nopol))
+		}
 		rr.Summary = append(rr.Summary, vs)
 	}
 }
 
-func writeJSON(path string, rep *report) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
+// perRound is variant v's conn/s by round, of its successful runs.
+func (rr *rateResult) perRound(v string) benchkit.PerRound {
+	out := benchkit.PerRound{}
+	for _, s := range rr.Samples {
+		if s.Variant == v && s.Err == "" {
+			out[s.Round] = s.Conn.Rate
+		}
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	return out
 }
 
 // bpfRows are the packet kinds of BenchmarkPolicy, by metric prefix: the
@@ -170,7 +136,7 @@ func printReport(w io.Writer, o options, rep *report) {
 		fmt.Fprintln(w, "   policy: N entries on the endpoint, ingress enforced; no-policy: the same program, endpoint flags 0;")
 		fmt.Fprintln(w, "   noop: a program that only returns, measured in the same loop. New connections use a fresh source port")
 		fmt.Fprintln(w, "   per sample (CT emptied, untimed, before the ports wrap); a denied SYN leaves no CT entry.")
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		tw := benchkit.NewTable(w)
 		fmt.Fprintln(tw, "   entries\tpacket\tpolicy ns\t[IQR]\tno-policy ns\t[IQR]\tx no-policy\tpolicy x noop\tnoop ns\tsamples\t")
 		for _, g := range rep.BPF {
 			entries := strings.TrimPrefix(g.Name, "Policy/entries=")
@@ -203,7 +169,7 @@ func printReport(w io.Writer, o options, rep *report) {
 		fmt.Fprintln(w, "   per-round ratios to that round's run with nothing installed, \"x no-policy\" to that round's")
 		fmt.Fprintln(w, "   sluice-nopolicy run. Every counted run got the client through and, under policy, kept a pod")
 		fmt.Fprintln(w, "   without a rule out. setup: loading and programming the variant (Sluice: programs and maps).")
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		tw := benchkit.NewTable(w)
 		fmt.Fprintln(tw, "   variant\tconn/s\t[IQR]\tx none\t[IQR]\tx no-policy\t[IQR]\tsetup s\tfailed rounds\terrors\t")
 		for _, v := range rr.Summary {
 			xp, xpIQR := "", ""
@@ -220,15 +186,8 @@ func printReport(w io.Writer, o options, rep *report) {
 		tw.Flush()
 		for _, s := range rr.Samples {
 			if s.Err != "" {
-				fmt.Fprintf(w, "   round %d %s failed: %s\n", s.Round, s.Variant, firstLine(s.Err))
+				fmt.Fprintf(w, "   round %d %s failed: %s\n", s.Round, s.Variant, benchkit.FirstLine(s.Err))
 			}
 		}
 	}
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i] + " …"
-	}
-	return s
 }

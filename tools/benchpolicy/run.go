@@ -2,17 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 const (
@@ -68,11 +69,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		return rep, err
 	}
 	b := &bench{o: o, self: self, rep: rep}
-	hopts := harness.Options{Name: "benchpolicy"}
-	if o.verbose {
-		hopts.Logf = logf
-	}
-	b.c, err = harness.NewCluster(ctx, hopts)
+	b.c, err = benchkit.NewCluster(ctx, "benchpolicy", o.verbose)
 	if err != nil {
 		return rep, err
 	}
@@ -81,11 +78,11 @@ func run(ctx context.Context, o options) (*report, error) {
 		// cgroups, bpffs directories and files of the run.
 		if b.sluice != nil {
 			if err := b.sluice.Close(); err != nil {
-				logf("cleanup: sluice: %v", err)
+				benchkit.Logf("cleanup: sluice: %v", err)
 			}
 		}
 		if err := b.c.Cleanup(); err != nil {
-			logf("cleanup: %v", err)
+			benchkit.Logf("cleanup: %v", err)
 		}
 	}()
 	b.dir = b.c.TempDir
@@ -111,27 +108,12 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.intruder, err = b.node.AddPod(ctx, "default", "intruder", map[string]string{"app": "intruder"}); err != nil {
 		return err
 	}
-	// All ephemeral ports: connections end with RST, so no TIME_WAIT, but
-	// a wide range keeps tuples from coming back while conntrack (the
-	// kernel's or Sluice's) still holds the previous connection's entry.
-	if _, err := b.client.Exec(ctx, "sh", "-c", "echo 1024 65535 > /proc/sys/net/ipv4/ip_local_port_range"); err != nil {
-		return err
+	baseline := benchkit.Baseline{MasqueradeTable: baseTable, PodCIDR: podCIDR}
+	if slices.Contains(b.o.variants, "iptables-legacy") {
+		baseline.LegacyTable = "filter"
 	}
-	base := filepath.Join(b.dir, "base.nft")
-	if err := os.WriteFile(base, []byte(fmt.Sprintf("table ip %s {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"eth0\" ip saddr %s ip daddr != %s masquerade\n\t}\n}\n", baseTable, podCIDR, podCIDR)), 0o644); err != nil {
+	if err := baseline.Apply(ctx, b.node, b.client, b.dir); err != nil {
 		return err
-	}
-	if _, err := b.node.Exec(ctx, "nft", "-f", base); err != nil {
-		return err
-	}
-	if contains(b.o.variants, "iptables-legacy") {
-		// Instantiate the legacy filter table now: once used in a netns
-		// it stays (with its hooks) until the netns goes, so without this
-		// every variant after the first iptables-legacy run would run
-		// with it and those before without.
-		if _, err := b.node.Exec(ctx, "iptables-legacy", "-t", "filter", "-S"); err != nil {
-			return err
-		}
 	}
 
 	b.rules = genRules(b.o.rules, b.client.IP, serverPort, b.o.allowedRule)
@@ -150,24 +132,10 @@ func (b *bench) setup(ctx context.Context) error {
 		}
 	}
 
-	// The echo server runs until the cluster is cleaned up (which kills
-	// every process in the run's namespaces and cgroups).
-	srvErr := make(chan error, 1)
-	go func() {
-		srvCtx, cancel := context.WithTimeout(context.Background(), 24*time.Hour)
-		defer cancel()
-		_, err := b.server.Exec(srvCtx, b.self, "serve", "-port", fmt.Sprint(serverPort))
-		srvErr <- err
-	}()
-	if err := b.probe(ctx, b.client, false); err != nil {
-		select {
-		case e := <-srvErr:
-			err = fmt.Errorf("%w (server: %v)", err, e)
-		default:
-		}
+	if err := benchkit.StartEcho(ctx, b.server, b.client, b.self, b.serverAddr()); err != nil {
 		return err
 	}
-	logf("node %s: client %s, server %s:%d (host veth %s), intruder %s; %d rules (%d ipBlock CIDRs, %d port ranges), the client's at position %d",
+	benchkit.Logf("node %s: client %s, server %s:%d (host veth %s), intruder %s; %d rules (%d ipBlock CIDRs, %d port ranges), the client's at position %d",
 		b.node.Name, b.client.IP, b.server.IP, serverPort, b.server.HostIfName, b.intruder.IP,
 		len(b.rules.Rules), b.rules.CIDRClasses, b.rules.PortRanges, b.rules.Allowed+1)
 	return nil
@@ -186,18 +154,11 @@ func (b *bench) probe(ctx context.Context, from *harness.Pod, deny bool) error {
 	return err
 }
 
-func (b *bench) loadgen(ctx context.Context) (loadResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.o.duration+b.o.warmup+30*time.Second)
-	defer cancel()
-	out, err := b.client.Exec(ctx, b.self, "loadgen", "-addr", b.serverAddr().String(),
-		"-workers", fmt.Sprint(b.o.workers), "-duration", b.o.duration.String(), "-warmup", b.o.warmup.String())
+func (b *bench) loadgen(ctx context.Context) (benchkit.LoadResult, error) {
+	load := benchkit.Load{Workers: b.o.workers, Duration: b.o.duration, Warmup: b.o.warmup}
+	r, err := load.Run(ctx, b.client, b.self, b.serverAddr(), "conn")
 	if err != nil {
-		return loadResult{}, err
-	}
-	var r loadResult
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
-		return r, fmt.Errorf("loadgen output %q: %w", out, err)
+		return r, err
 	}
 	if r.Ops == 0 {
 		return r, fmt.Errorf("loadgen: no connection completed (%d errors, first: %s)", r.Errors, r.FirstError)
@@ -213,53 +174,41 @@ func (b *bench) rates(ctx context.Context) error {
 	rr := &rateResult{Rules: len(b.rules.Rules), CIDRClasses: b.rules.CIDRClasses, PortRanges: b.rules.PortRanges,
 		AllowedPosition: b.rules.Allowed + 1, AllowedAt: b.o.allowedRule}
 	b.rep.Rates = rr
-	logf("=== %d rules on the server's ingress, %d rounds of %s", len(b.rules.Rules), b.o.rounds, strings.Join(b.o.variants, ", "))
-	for r := range b.o.rounds {
-		for _, v := range rotate(b.o.variants, r) {
-			if err := ctx.Err(); err != nil {
-				return err
+	benchkit.Logf("=== %d rules on the server's ingress, %d rounds of %s", len(b.rules.Rules), b.o.rounds, strings.Join(b.o.variants, ", "))
+	trial := benchkit.Trial[sample]{
+		Enable: b.enable,
+		Measure: func(ctx context.Context, v string) (sample, error) {
+			var s sample
+			if err := b.probe(ctx, b.client, false); err != nil {
+				return s, err
 			}
-			s := sample{Round: r + 1, Variant: v}
-			t := time.Now()
-			err := b.enable(ctx, v)
-			s.SetupSeconds = time.Since(t).Seconds()
-			if err == nil {
-				err = b.probe(ctx, b.client, false)
+			// The intruder has no rule: under policy it must not get
+			// through, without policy it must (the check works).
+			if err := b.probe(ctx, b.intruder, enforces(v)); err != nil {
+				return s, fmt.Errorf("intruder check: %w", err)
 			}
-			if err == nil {
-				// The intruder has no rule: under policy it must not get
-				// through, without policy it must (the check works).
-				if err = b.probe(ctx, b.intruder, enforces(v)); err != nil {
-					err = fmt.Errorf("intruder check: %w", err)
-				}
-			}
-			if err == nil {
-				s.Conn, err = b.loadgen(ctx)
-			}
-			if derr := b.disable(ctx, v); derr != nil {
-				// A variant that cannot be removed would taint every
-				// later measurement: stop.
-				return fmt.Errorf("remove %s: %w", v, derr)
-			}
-			if err != nil {
-				s.Err = err.Error()
-				logf("[round %d/%d] %-16s FAILED: %v", r+1, b.o.rounds, v, err)
-			} else {
-				logf("[round %d/%d] %-16s %9.0f conn/s  (setup %.2fs, %d errors)", r+1, b.o.rounds, v, s.Conn.Rate, s.SetupSeconds, s.Conn.Errors)
-			}
-			rr.Samples = append(rr.Samples, s)
+			var err error
+			s.Conn, err = b.loadgen(ctx)
+			return s, err
+		},
+		Disable: b.disable,
+	}
+	err := benchkit.Interleave(ctx, b.o.rounds, b.o.variants, trial, func(run benchkit.Run[sample]) {
+		s := run.Result
+		s.Round, s.Variant, s.SetupSeconds = run.Round, run.Variant, run.Setup.Seconds()
+		if run.Err != nil {
+			s.Err = run.Err.Error()
+			benchkit.Logf("[round %d/%d] %-16s FAILED: %v", s.Round, b.o.rounds, s.Variant, run.Err)
+		} else {
+			benchkit.Logf("[round %d/%d] %-16s %9.0f conn/s  (setup %.2fs, %d errors)", s.Round, b.o.rounds, s.Variant, s.Conn.Rate, s.SetupSeconds, s.Conn.Errors)
 		}
+		rr.Samples = append(rr.Samples, s)
+	})
+	if err != nil {
+		return err
 	}
 	rr.summarize(b.o.variants)
 	return nil
-}
-
-func rotate(l []string, r int) []string {
-	out := make([]string, len(l))
-	for i := range l {
-		out[i] = l[(i+r)%len(l)]
-	}
-	return out
 }
 
 // enable puts variant v in place. Each starts from a node with no BPF
@@ -315,18 +264,8 @@ func (b *bench) disable(ctx context.Context, v string) error {
 			}
 		}
 		// Unpinning drops a link's last reference, but the program is
-		// detached asynchronously (after an RCU grace period): poll.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			err := verifyDetached(b.node.NetnsPath)
-			if err == nil {
-				return nil
-			}
-			if time.Now().After(deadline) {
-				return err
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		// detached asynchronously: poll.
+		return benchkit.Poll(10*time.Second, 50*time.Millisecond, func() error { return verifyDetached(b.node.NetnsPath) })
 	case "iptables-legacy":
 		_, err := b.node.Exec(ctx, "iptables-legacy-restore", b.files["iptables-empty"])
 		return err
@@ -335,19 +274,9 @@ func (b *bench) disable(ctx context.Context, v string) error {
 			return err
 		}
 		// Drop the emptied table too: its base chains would stay hooked.
-		return b.deleteNftTable(ctx, "filter")
+		return benchkit.DeleteNftTable(ctx, b.node, "filter")
 	case "nftables":
-		return b.deleteNftTable(ctx, nftTable)
+		return benchkit.DeleteNftTable(ctx, b.node, nftTable)
 	}
 	return nil
-}
-
-// deleteNftTable deletes table ip name in the node's netns if it exists (a
-// load that failed leaves none).
-func (b *bench) deleteNftTable(ctx context.Context, name string) error {
-	if _, err := b.node.Exec(ctx, "nft", "list", "table", "ip", name); err != nil {
-		return nil
-	}
-	_, err := b.node.Exec(ctx, "nft", "delete", "table", "ip", name)
-	return err
 }

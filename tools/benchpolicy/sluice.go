@@ -8,14 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netns"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 // sluiceRun is Sluice's datapath loaded in this process and attached to the
@@ -169,42 +167,18 @@ func (s *sluiceRun) Close() error {
 	return errors.Join(errs...)
 }
 
-// attachedPrograms lists the BPF programs attached (tcx, both directions)
-// to any interface of the netns at path.
-func attachedPrograms(path string) ([]string, error) {
-	var found []string
-	err := inNetns(path, func() error {
-		ifs, err := net.Interfaces()
-		if err != nil {
-			return err
-		}
-		for _, ifc := range ifs {
-			for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-				r, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: at})
-				if err != nil {
-					return fmt.Errorf("query %s on %s: %w", at, ifc.Name, err)
-				}
-				for _, p := range r.Programs {
-					found = append(found, fmt.Sprintf("%s %s: program %d", ifc.Name, at, p.ID))
-				}
-			}
-		}
-		return nil
-	})
-	return found, err
-}
-
 // verifyDetached fails if a BPF program is attached (tcx) to one of the
-// node's interfaces.
+// interfaces of the netns at path.
 func verifyDetached(path string) error {
-	found, err := attachedPrograms(path)
+	var found []string
+	err := inNetns(path, func() (err error) {
+		found, err = benchkit.AttachedTCX()
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	if len(found) > 0 {
-		return errors.New("still attached: " + strings.Join(found, "; "))
-	}
-	return nil
+	return benchkit.StillAttached(found)
 }
 
 // inNetns runs fn on an OS thread that joined the network namespace at

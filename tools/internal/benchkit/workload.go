@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 // Subcommands that run inside the simulated pods and node (started with
 // Host.Exec, i.e. nsenter into the netns and cloned into the pod's cgroup,
@@ -19,19 +19,22 @@ import (
 	"time"
 )
 
-// loadResult is what `benchlb loadgen` prints (one JSON line).
-type loadResult struct {
-	Mode       string  `json:"mode"`
-	Ops        uint64  `json:"ops"`
-	Seconds    float64 `json:"seconds"`
-	Rate       float64 `json:"rate"`
-	Errors     uint64  `json:"errors"`
-	FirstError string  `json:"firstError,omitempty"`
+// LoadResult is what the loadgen subcommand prints (one JSON line).
+type LoadResult struct {
+	Mode string `json:"mode"`
+	// Ops are the connections (conn) or round trips (rr) completed in
+	// Seconds, the measured duration; Rate is Ops per second.
+	Ops     uint64  `json:"ops"`
+	Seconds float64 `json:"seconds"`
+	Rate    float64 `json:"rate"`
+	// Errors are failed operations, FirstError the first one's error.
+	Errors     uint64 `json:"errors"`
+	FirstError string `json:"firstError,omitempty"`
 }
 
-// runServe echoes whatever it reads on every connection until the peer
-// closes or resets it.
-func runServe(args []string) error {
+// Serve (`serve -port P`) echoes whatever it reads on every connection
+// until the peer closes or resets it.
+func Serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	port := fs.Int("port", 8080, "listen port")
 	_ = fs.Parse(args)
@@ -66,13 +69,15 @@ func runServe(args []string) error {
 	}
 }
 
-// runLoadgen drives one of two loads against addr for warmup+duration with
-// workers goroutines and reports the rate over the duration alone:
+// Loadgen (`loadgen -addr ip:port ...`) drives one of two loads against
+// addr for warmup+duration with workers goroutines and prints the rate
+// over the duration alone as a LoadResult:
 //
 //	conn: connect, write 1 byte, read the echo, close with SO_LINGER 0 (an
-//	      RST: no TIME_WAIT, so the client never runs out of ports), repeat
+//	      RST: no TIME_WAIT, so neither end runs out of ports and the rate
+//	      is the datapath's, not the TIME_WAIT table's), repeat
 //	rr:   one persistent connection per worker, 1-byte ping-pong
-func runLoadgen(args []string) error {
+func Loadgen(args []string) error {
 	fs := flag.NewFlagSet("loadgen", flag.ExitOnError)
 	addr := fs.String("addr", "", "ip:port to load")
 	mode := fs.String("mode", "conn", "conn or rr")
@@ -80,6 +85,9 @@ func runLoadgen(args []string) error {
 	duration := fs.Duration("duration", time.Second, "measured duration")
 	warmup := fs.Duration("warmup", 200*time.Millisecond, "unmeasured warm-up before the measured duration")
 	_ = fs.Parse(args)
+	if *mode != "conn" && *mode != "rr" {
+		return fmt.Errorf("-mode %q: use conn or rr", *mode)
+	}
 
 	var (
 		ops, errs atomic.Uint64
@@ -139,7 +147,7 @@ func runLoadgen(args []string) error {
 	o1, t1 := ops.Load(), time.Now()
 	stop.Store(true)
 	wg.Wait()
-	r := loadResult{Mode: *mode, Ops: o1 - o0, Seconds: t1.Sub(t0).Seconds(), Errors: errs.Load()}
+	r := LoadResult{Mode: *mode, Ops: o1 - o0, Seconds: t1.Sub(t0).Seconds(), Errors: errs.Load()}
 	r.Rate = float64(r.Ops) / r.Seconds
 	if firstErr != nil {
 		r.FirstError = firstErr.Error()
@@ -147,6 +155,8 @@ func runLoadgen(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
+// oneConn is one connection of the conn load: connect, 1-byte echo, close
+// with an RST.
 func oneConn(d *net.Dialer, addr string, msg, buf []byte) error {
 	c, err := d.Dial("tcp4", addr)
 	if err != nil {
@@ -162,15 +172,26 @@ func oneConn(d *net.Dialer, addr string, msg, buf []byte) error {
 	return err
 }
 
-// runProbe waits until one request/response to addr succeeds.
-func runProbe(args []string) error {
+// Probe (`probe -addr ip:port`) waits until one connection to addr is
+// echoed; with -expect-deny it instead makes one attempt and fails if it
+// is echoed (a policy that should drop the SYN lets it through).
+func Probe(args []string) error {
 	fs := flag.NewFlagSet("probe", flag.ExitOnError)
 	addr := fs.String("addr", "", "ip:port")
-	timeout := fs.Duration("timeout", 15*time.Second, "give up after")
+	timeout := fs.Duration("timeout", 15*time.Second, "give up after (with -expect-deny: the connect timeout)")
+	expectDeny := fs.Bool("expect-deny", false, "succeed only if the connection does not get through")
 	_ = fs.Parse(args)
+	buf := make([]byte, 1)
+	if *expectDeny {
+		d := net.Dialer{Timeout: *timeout}
+		if err := oneConn(&d, *addr, []byte{'p'}, buf); err != nil {
+			fmt.Printf("denied: %v\n", err)
+			return nil
+		}
+		return fmt.Errorf("connection to %s got through: the policy should drop it", *addr)
+	}
 	d := net.Dialer{Timeout: time.Second}
 	deadline := time.Now().Add(*timeout)
-	buf := make([]byte, 1)
 	for {
 		err := oneConn(&d, *addr, []byte{'p'}, buf)
 		if err == nil {

@@ -1,0 +1,141 @@
+package benchkit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sluice-net/sluice/tests/harness"
+)
+
+// Execer runs a command inside a simulated host: a *harness.Node (its
+// netns) or a *harness.Pod (its netns and cgroup).
+type Execer interface {
+	Exec(ctx context.Context, name string, args ...string) (string, error)
+}
+
+// RemoveStale removes, and logs, the leftovers of harness runs whose
+// process is gone (a run killed with SIGKILL cannot clean up after
+// itself).
+func RemoveStale() {
+	if removed, err := harness.CleanupStale(); err != nil {
+		Logf("cleaning up stale harness runs: %v", err)
+	} else if len(removed) > 0 {
+		Logf("removed leftovers of aborted runs: %s", strings.Join(removed, ", "))
+	}
+}
+
+// NewCluster creates a run's simulated cluster, named name, whose steps
+// are logged when verbose. Its Cleanup removes everything the run made.
+func NewCluster(ctx context.Context, name string, verbose bool) (*harness.Cluster, error) {
+	opts := harness.Options{Name: name}
+	if verbose {
+		opts.Logf = Logf
+	}
+	return harness.NewCluster(ctx, opts)
+}
+
+// Baseline is what a benchmark's node runs with whatever the variant, as a
+// real node does, so that variants differ in what they measure alone.
+type Baseline struct {
+	// MasqueradeTable names the CNI-style egress masquerade, an nftables
+	// table for what leaves eth0 from PodCIDR to outside it: its NAT hook
+	// keeps conntrack active in the node's netns for every variant.
+	MasqueradeTable, PodCIDR string
+	// LegacyTable, when set, is the iptables-legacy table (nat, filter) a
+	// variant uses: it is instantiated up front, because once used in a
+	// netns it stays, with its hooks, until the netns goes; without this
+	// every variant after the first iptables-legacy run would run with it
+	// and those before without.
+	LegacyTable string
+}
+
+// Apply puts the baseline in place on node, whose rule file it writes in
+// dir, and makes every port from 1024 up ephemeral in client: the
+// connections end with RST, so there is no TIME_WAIT, but a wide range
+// keeps tuples from coming back while conntrack (the kernel's or
+// Sluice's) still holds the previous connection's entry.
+func (bl Baseline) Apply(ctx context.Context, node, client Execer, dir string) error {
+	if _, err := client.Exec(ctx, "sh", "-c", "echo 1024 65535 > /proc/sys/net/ipv4/ip_local_port_range"); err != nil {
+		return err
+	}
+	base := filepath.Join(dir, "base.nft")
+	rules := fmt.Sprintf("table ip %s {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"eth0\" ip saddr %s ip daddr != %s masquerade\n\t}\n}\n",
+		bl.MasqueradeTable, bl.PodCIDR, bl.PodCIDR)
+	if err := os.WriteFile(base, []byte(rules), 0o644); err != nil {
+		return err
+	}
+	if _, err := node.Exec(ctx, "nft", "-f", base); err != nil {
+		return err
+	}
+	if bl.LegacyTable != "" {
+		if _, err := node.Exec(ctx, "iptables-legacy", "-t", bl.LegacyTable, "-S"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteNftTable deletes table ip name in node's netns if it exists (a
+// load that failed leaves none).
+func DeleteNftTable(ctx context.Context, node Execer, name string) error {
+	if _, err := node.Exec(ctx, "nft", "list", "table", "ip", name); err != nil {
+		return nil
+	}
+	_, err := node.Exec(ctx, "nft", "delete", "table", "ip", name)
+	return err
+}
+
+// StartEcho starts the serve subcommand of self (the driver's own binary)
+// in server on addr's port and waits until client gets an echo from addr.
+// The server runs until the cluster is cleaned up, which kills every
+// process in the run's namespaces and cgroups.
+func StartEcho(ctx context.Context, server, client Execer, self string, addr netip.AddrPort) error {
+	srvErr := make(chan error, 1)
+	go func() {
+		srvCtx, cancel := context.WithTimeout(context.Background(), 24*time.Hour)
+		defer cancel()
+		_, err := server.Exec(srvCtx, self, "serve", "-port", fmt.Sprint(addr.Port()))
+		srvErr <- err
+	}()
+	if _, err := client.Exec(ctx, self, "probe", "-addr", addr.String()); err != nil {
+		select {
+		case e := <-srvErr:
+			err = fmt.Errorf("%w (server: %v)", err, e)
+		default:
+		}
+		return err
+	}
+	return nil
+}
+
+// Load is how the load generator runs: Workers connections in parallel
+// for Warmup, unmeasured, then Duration, measured.
+type Load struct {
+	Workers          int
+	Duration, Warmup time.Duration
+}
+
+// Run runs the loadgen subcommand of self (the driver's own binary) in
+// from against addr in mode (conn or rr, see Loadgen) and returns its
+// result. A run without a single operation is the caller's to judge.
+func (l Load) Run(ctx context.Context, from Execer, self string, addr netip.AddrPort, mode string) (LoadResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.Duration+l.Warmup+30*time.Second)
+	defer cancel()
+	out, err := from.Exec(ctx, self, "loadgen", "-addr", addr.String(), "-mode", mode,
+		"-workers", fmt.Sprint(l.Workers), "-duration", l.Duration.String(), "-warmup", l.Warmup.String())
+	if err != nil {
+		return LoadResult{}, err
+	}
+	var r LoadResult
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		return r, fmt.Errorf("loadgen output %q: %w", out, err)
+	}
+	return r, nil
+}
