@@ -72,7 +72,8 @@ type Cluster struct {
 	mu        sync.Mutex
 	nodes     []*Node
 	externals []*External
-	names     map[string]bool // node and external names, which share the netns namespace
+	names     map[string]bool              // node and external names, which share the netns namespace
+	nsLabels  map[string]map[string]string // Namespace labels set with SetNamespaceLabels
 	procs     map[stopper]struct{}
 	nsOrder   []string // netns names in creation order, deleted in reverse
 	closed    bool
@@ -120,6 +121,7 @@ func NewCluster(ctx context.Context, opts Options) (c *Cluster, err error) {
 		BPFRoot:    filepath.Join(bpffs, id),
 		opts:       opts,
 		names:      map[string]bool{},
+		nsLabels:   map[string]map[string]string{},
 		procs:      map[stopper]struct{}{},
 	}
 	defer func() {
@@ -399,6 +401,21 @@ func (c *Cluster) Cleanup() error {
 		c.logf("cluster %s cleanup: %v", c.ID, err)
 		return fmt.Errorf("clean up run %s: %w", c.ID, err)
 	}
+	return nil
+}
+
+// SetNamespaceLabels replaces the labels of Kubernetes namespace ns in the
+// manifests written afterwards (SyncManifests): that is how a test labels
+// namespaces for namespaceSelectors, or changes them later. The namespace is
+// rendered from then on even when it has no pods. kubernetes.io/metadata.name
+// is always set to ns, as the API server does, and cannot be overridden.
+func (c *Cluster) SetNamespaceLabels(ns string, labels map[string]string) error {
+	if !dnsLabel.MatchString(ns) {
+		return fmt.Errorf("set labels of namespace %q: the name must be a lowercase DNS label", ns)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nsLabels[ns] = copyLabels(labels)
 	return nil
 }
 

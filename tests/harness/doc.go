@@ -57,6 +57,14 @@
 //		reply, err := client.TCPRequest(ctx, web.IP, 8080, "hello")
 //	}
 //
+// Manifests: SyncManifests writes the cluster's Namespaces, Nodes and Pods
+// (with their labels and container ports) into every node's manifest
+// directory; Cluster.SetNamespaceLabels and Pod.SetLabels change labels for
+// the next SyncManifests, and WriteManifest adds Services, NetworkPolicies
+// and the like. Host.Probe asks many targets "whoami" at once from one
+// workload process, each with its own short timeout: the building block of
+// reachability matrices (tests/e2e/netpol_conformance_test.go).
+//
 // Traffic stays inside the run's namespaces: the underlay bridge has no port
 // in the root namespace. All names start with the run prefix
 // (GlobalPrefix + 4 hex digits + "-"), so parallel runs never collide, and

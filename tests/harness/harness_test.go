@@ -231,6 +231,45 @@ func TestRequestsFailWhenNothingListens(t *testing.T) {
 	assert.Error(t, err)
 }
 
+// TestProbe checks the batched probe: replies from servers, refusals and
+// drops each reported per target, within about one timeout overall.
+func TestProbe(t *testing.T) {
+	t.Parallel()
+	c := harness.NewTestCluster(t, harness.Options{Name: "probe"})
+	n, err := c.AddNode(context.Background(), "node1", harness.Bridge)
+	require.NoError(t, err)
+	srv := addServingPod(t, n, "default", "srv")
+	cli, err := n.AddPod(context.Background(), "default", "cli", nil)
+	require.NoError(t, err)
+	nobody := n.PodCIDR.Addr().Next().Next().Next().Next() // no pod has it: dropped
+	targets := []harness.Target{
+		{Protocol: "TCP", Addr: srv.IP, Port: 8080},
+		{Protocol: "UDP", Addr: srv.IP, Port: 5353},
+		{Protocol: "TCP", Addr: srv.IP, Port: 9},
+		{Protocol: "UDP", Addr: srv.IP, Port: 9},
+		{Protocol: "TCP", Addr: nobody, Port: 8080},
+		{Protocol: "UDP", Addr: nobody, Port: 5353},
+	}
+	start := time.Now()
+	res, err := cli.Probe(ctxT(t, 20*time.Second), 500*time.Millisecond, targets...)
+	took := time.Since(start)
+	require.NoError(t, err)
+	require.Len(t, res, len(targets))
+	for i, r := range res[:2] {
+		assert.Equal(t, targets[i], r.Target)
+		assert.NoError(t, r.Err, "%s", r.Target)
+		assert.Equal(t, "default/srv", r.Reply, "%s", r.Target)
+	}
+	assert.ErrorContains(t, res[2].Err, "connection refused")
+	assert.ErrorContains(t, res[3].Err, "connection refused")
+	assert.ErrorContains(t, res[4].Err, "timeout")
+	assert.ErrorContains(t, res[5].Err, "timeout")
+	assert.Less(t, took, 5*time.Second, "targets are probed at once")
+
+	_, err = cli.Probe(ctxT(t, 10*time.Second), time.Second, harness.Target{Protocol: "SCTP", Addr: srv.IP, Port: 80})
+	assert.ErrorContains(t, err, "protocol must be TCP or UDP")
+}
+
 func TestManifests(t *testing.T) {
 	c := harness.NewTestCluster(t, harness.Options{Name: "manifest"})
 	ctx := context.Background()
@@ -240,6 +279,7 @@ func TestManifests(t *testing.T) {
 	require.NoError(t, err)
 	p, err := n2.AddPod(ctx, "shop", "cart", map[string]string{"app": "cart"}, harness.Port{Name: "http", Port: 8080})
 	require.NoError(t, err)
+	require.NoError(t, c.SetNamespaceLabels("shop", map[string]string{"team": "web", "kubernetes.io/metadata.name": "other"}))
 	require.NoError(t, c.SyncManifests())
 
 	for _, n := range []*harness.Node{n1, n2} {
@@ -255,6 +295,10 @@ func TestManifests(t *testing.T) {
 		require.Len(t, byKind["Node"], 2)
 		require.Len(t, byKind["Namespace"], 2) // default, shop
 		require.Len(t, byKind["Pod"], 1)
+		def, shop := byKind["Namespace"][0], byKind["Namespace"][1]
+		assert.Equal(t, map[string]any{"kubernetes.io/metadata.name": "default"}, dig(def, "metadata", "labels"))
+		assert.Equal(t, map[string]any{"kubernetes.io/metadata.name": "shop", "team": "web"}, dig(shop, "metadata", "labels"),
+			"labels as set, and the name label as the API server forces it")
 		pod := byKind["Pod"][0]
 		assert.Equal(t, "node2", dig(pod, "spec", "nodeName"))
 		assert.Equal(t, p.IP.String(), dig(pod, "status", "podIP"))
@@ -265,6 +309,17 @@ func TestManifests(t *testing.T) {
 		assert.Equal(t, n2.PodCIDR.String(), dig(node, "spec", "podCIDR"))
 		assert.Contains(t, fmt.Sprint(dig(node, "status", "addresses")), n2.IP.String())
 	}
+	// Relabelling: a namespace without pods is rendered once labelled, and
+	// pod labels change in place.
+	require.NoError(t, c.SetNamespaceLabels("empty", map[string]string{"env": "test"}))
+	require.Error(t, c.SetNamespaceLabels("Not_A_Label", nil))
+	p.SetLabels(map[string]string{"app": "cart", "version": "v2"})
+	y, err := c.Manifests()
+	require.NoError(t, err)
+	assert.Contains(t, y, "name: empty\n")
+	assert.Contains(t, y, "env: test\n")
+	assert.Contains(t, y, "version: v2\n")
+
 	require.NoError(t, c.WriteManifest("svc.yaml", "kind: Service\n"))
 	require.FileExists(t, filepath.Join(n1.ManifestDir, "svc.yaml"))
 	require.NoError(t, c.RemoveManifest("svc.yaml"))

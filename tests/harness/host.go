@@ -116,14 +116,17 @@ func (h *Host) workloadCommand(ctx context.Context, spec workloadSpec) (*exec.Cm
 	return cmd, release, nil
 }
 
-// runOnce runs a one-shot workload and returns its result event.
+// runOnce runs a one-shot workload and returns its result event. A spec
+// without Timeout gets most of what is left of ctx.
 func (h *Host) runOnce(ctx context.Context, spec workloadSpec) (event, error) {
 	ctx, cancel := withDefaultTimeout(ctx, DefaultRequestTimeout)
 	defer cancel()
-	dl, _ := ctx.Deadline()
-	// The workload times out on its own slightly before the context kills
-	// it, so the error says what timed out.
-	spec.Timeout = time.Until(dl) * 9 / 10
+	if spec.Timeout == 0 {
+		dl, _ := ctx.Deadline()
+		// The workload times out on its own slightly before the context
+		// kills it, so the error says what timed out.
+		spec.Timeout = time.Until(dl) * 9 / 10
+	}
 	cmd, release, err := h.workloadCommand(ctx, spec)
 	if err != nil {
 		return event{}, err

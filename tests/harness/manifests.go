@@ -83,19 +83,28 @@ type podManifest struct {
 	} `json:"status"`
 }
 
+// namespaceNameLabel is the label the API server puts on every namespace,
+// with the namespace's name as value (immutable), so that namespaceSelectors
+// can pick namespaces by name.
+const namespaceNameLabel = "kubernetes.io/metadata.name"
+
 // workloadImage is the nominal image of pod containers: the harness's own
 // re-executed binary plays every container.
 const workloadImage = "sluice.dev/harness-workload:latest"
 
 // Manifests renders every Namespace, Node and Pod of the cluster as one
 // multi-document YAML stream, in a stable order: what an API server would
-// list. Pods are Running and Ready with status.podIP(s) and spec.nodeName;
+// list. Namespaces are "default", those of pods and those labelled with
+// SetNamespaceLabels, each with its labels and kubernetes.io/metadata.name. Pods are Running and Ready with status.podIP(s) and spec.nodeName;
 // Nodes carry their InternalIP and podCIDR.
 func (c *Cluster) Manifests() (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var docs []any
 	nsSet := map[string]bool{"default": true}
+	for ns := range c.nsLabels {
+		nsSet[ns] = true
+	}
 	var pods []*Pod
 	for _, n := range c.nodes {
 		for _, p := range n.pods {
@@ -109,9 +118,11 @@ func (c *Cluster) Manifests() (string, error) {
 	}
 	sort.Strings(nss)
 	for _, ns := range nss {
+		labels := copyLabels(c.nsLabels[ns])
+		labels[namespaceNameLabel] = ns
 		docs = append(docs, namespaceManifest{
 			APIVersion: "v1", Kind: "Namespace",
-			Metadata: objectMeta{Name: ns, Labels: map[string]string{"kubernetes.io/metadata.name": ns}},
+			Metadata: objectMeta{Name: ns, Labels: labels},
 		})
 	}
 	for _, n := range c.nodes {

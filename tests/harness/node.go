@@ -258,6 +258,17 @@ type Pod struct {
 // String returns "namespace/name".
 func (p *Pod) String() string { return p.Namespace + "/" + p.Name }
 
+// SetLabels replaces the pod's labels in the manifests written afterwards
+// (SyncManifests), as a `kubectl label` would: the pod keeps its address,
+// interfaces and workloads. Change labels only through SetLabels, which
+// holds the lock Manifests reads them under.
+func (p *Pod) SetLabels(labels map[string]string) {
+	c := p.Node.cluster
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p.Labels = copyLabels(labels)
+}
+
 // AddPod creates pod namespace/name on the node with the next free address of
 // the node's pod CIDR. Its network namespace is <prefix><node>-<namespace>_<name>
 // and its cgroup <node CgroupRoot>/<namespace>_<name> ("_" cannot occur in

@@ -35,6 +35,9 @@ const (
 	// a UDP request from an unconnected socket that reports the reply's
 	// source (recvfrom): what an application sees of its peer.
 	kindPeerRequest = "peer-request"
+	// kindProbe sends "whoami" to several targets at once and reports
+	// every outcome in one result event (see Host.Probe).
+	kindProbe = "probe"
 )
 
 // whoami is the request line (or datagram) the echo servers answer with their
@@ -58,6 +61,20 @@ type workloadSpec struct {
 	Ident     string        `json:"ident,omitempty"`
 	Interval  time.Duration `json:"interval,omitempty"`
 	Timeout   time.Duration `json:"timeout,omitempty"`
+	// Targets are the destinations of a probe.
+	Targets []probeTarget `json:"targets,omitempty"`
+}
+
+// probeTarget is one destination of a probe workload.
+type probeTarget struct {
+	Proto string `json:"proto"` // "tcp" or "udp"
+	Addr  string `json:"addr"`  // ip:port
+}
+
+// probeOutcome is the answer from one probe target, in target order.
+type probeOutcome struct {
+	Reply string `json:"reply,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // event is one JSON line a workload writes to stdout.
@@ -70,6 +87,8 @@ type event struct {
 	Reply string `json:"reply,omitempty"`
 	Peer  string `json:"peer,omitempty"`
 	Error string `json:"error,omitempty"`
+	// Results are a probe's outcomes, one per target.
+	Results []probeOutcome `json:"results,omitempty"`
 }
 
 // RunWorkloadIfRequested turns the process into a harness workload when it
@@ -120,6 +139,8 @@ func runWorkload(spec workloadSpec) int {
 		err = udpClient(spec)
 	case kindTCPClient:
 		err = tcpClient(spec)
+	case kindProbe:
+		emit(event{Event: "result", Results: probe(spec)})
 	case kindTCPRequest, kindUDPRequest, kindPing, kindPeerRequest:
 		var reply, peer string
 		switch spec.Kind {
@@ -370,6 +391,34 @@ func peerRequest(spec workloadSpec) (reply, peer string, err error) {
 		return "", peer, fmt.Errorf("read reply: %w", err)
 	}
 	return strings.TrimSuffix(line, "\n"), peer, nil
+}
+
+// probe sends "whoami" to every target concurrently, each bounded by
+// spec.Timeout, and returns the outcomes in target order.
+func probe(spec workloadSpec) []probeOutcome {
+	out := make([]probeOutcome, len(spec.Targets))
+	var wg sync.WaitGroup
+	for i, tg := range spec.Targets {
+		wg.Go(func() {
+			one := workloadSpec{Addr: tg.Addr, Payload: whoami, Timeout: spec.Timeout}
+			var reply string
+			var err error
+			switch tg.Proto {
+			case "tcp":
+				reply, err = tcpRequest(one)
+			case "udp":
+				reply, err = udpRequest(one)
+			default:
+				err = fmt.Errorf("unknown protocol %q", tg.Proto)
+			}
+			out[i].Reply = reply
+			if err != nil {
+				out[i].Error = err.Error()
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // ping sends one ICMP echo request on a raw socket (the workload runs as
