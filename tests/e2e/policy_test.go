@@ -254,3 +254,56 @@ func TestNetworkPolicyAuditMode(t *testing.T) {
 	ev := e.waitEvent(n1, "audit verdict", func(ev api.Event) bool { return ev.Verdict == "audit" && ev.Pod == "b" })
 	require.Equal(t, "default-deny", ev.Policy)
 }
+
+// A named egress port resolves per destination pod: d1 and d2 share an
+// identity (same labels) but name different numbers "web", so the same
+// rule allows d1:80 and d2:81 and nothing else.
+//
+//	client ──► d1 (app=d, web=80) :80 ok  :81 denied
+//	       ──► d2 (app=d, web=81) :81 ok  :80 denied
+func TestNetworkPolicyNamedEgressPortPerDestination(t *testing.T) {
+	e := newEnv(t)
+	n1 := e.node("node1", harness.Routed)
+	n2 := e.node("node2", harness.Bridge)
+	client := e.pod(n1, "x", "client", map[string]string{"role": "client"})
+	d1, err := n1.AddPod(ctx(t), "x", "d1", map[string]string{"app": "d"}, harness.Port{Name: "web", Port: 80})
+	require.NoError(t, err)
+	d2, err := n2.AddPod(ctx(t), "x", "d2", map[string]string{"app": "d"}, harness.Port{Name: "web", Port: 81})
+	require.NoError(t, err)
+	for _, p := range []*harness.Pod{d1, d2} {
+		for _, port := range []int{80, 81} {
+			_, err := p.StartTCPEchoServer(port)
+			require.NoError(t, err)
+		}
+	}
+	require.NoError(t, e.c.SyncManifests())
+	require.NoError(t, e.c.WriteManifest("netpol.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n"+
+		"  name: client-web\n  namespace: x\nspec:\n  podSelector:\n    matchLabels: {role: client}\n  policyTypes: [Egress]\n"+
+		"  egress:\n  - to:\n    - podSelector:\n        matchLabels: {app: d}\n    ports:\n    - {protocol: TCP, port: web}\n"))
+	e.startAgent(n1)
+	e.startAgent(n2)
+	require.Eventually(t, func() bool { return e.status(n1).Policy.EnforcedEndpoints == 1 }, 10*time.Second, 50*time.Millisecond)
+	for _, c := range []struct {
+		pod  *harness.Pod
+		port int
+		ok   bool
+	}{{d1, 80, true}, {d1, 81, false}, {d2, 81, true}, {d2, 80, false}} {
+		short, cancel := context.WithTimeout(ctx(t), 2*time.Second)
+		_, err := client.TCPRequest(short, c.pod.IP, c.port, "whoami")
+		cancel()
+		if c.ok {
+			require.NoError(t, err, "%s:%d is the pod's web port", c.pod, c.port)
+		} else {
+			require.Error(t, err, "%s:%d is not the pod's web port", c.pod, c.port)
+		}
+	}
+	// d1 and d2 do share one identity: the ports came from the pods.
+	ids := map[string]string{}
+	for _, l := range strings.Split(e.cli(n1, "bpf", "ipcache", "list"), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 {
+			ids[f[0]] = f[1]
+		}
+	}
+	require.NotEmpty(t, ids[d1.IP.String()+"/32"])
+	require.Equal(t, ids[d1.IP.String()+"/32"], ids[d2.IP.String()+"/32"])
+}
