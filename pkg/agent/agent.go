@@ -372,6 +372,11 @@ func (a *Agent) status() api.Status {
 		st.Errors = append(st.Errors, api.Error{Component: "services", Message: w})
 	}
 	st.Policy = a.policy.Status()
+	if a.flows != nil {
+		fs := a.flows.store.Stats()
+		st.Flows = api.FlowsStatus{Stored: fs.Flows, Capacity: fs.Capacity, Seen: fs.Seen, PerSec: fs.FlowsPerSecond,
+			Lost: fs.LostEvents, FollowersLost: fs.FollowersLost}
+	}
 	for _, f := range st.Policy.FailedClosed {
 		st.Errors = append(st.Errors, api.Error{Component: "policy", Message: f.Error})
 	}

@@ -49,6 +49,8 @@ type Status struct {
 	Services ServicesStatus `json:"services"`
 	// Policy summarises network policy enforcement.
 	Policy PolicyStatus `json:"policy"`
+	// Flows summarises the flow store behind the Hubble observer API.
+	Flows FlowsStatus `json:"flows"`
 	// Adopted is true when this agent found pinned state from a previous run and kept it.
 	Adopted bool `json:"adopted"`
 	// Errors are current problems (bad manifests, failed attaches), newest last.
@@ -74,6 +76,18 @@ type PolicyStatus struct {
 	// enforced directions is dropped until it fits.
 	FailedClosed []PolicyFailure `json:"failedClosed,omitempty"`
 	LastError    string          `json:"lastError,omitempty"`
+}
+
+// FlowsStatus summarises the flow store.
+type FlowsStatus struct {
+	Stored   int     `json:"stored"`
+	Capacity int     `json:"capacity"`
+	Seen     uint64  `json:"seen"`
+	PerSec   float64 `json:"perSecond"`
+	// Lost counts events the datapath could not deliver (ring full).
+	Lost uint64 `json:"lost"`
+	// FollowersLost counts flows slow followers missed.
+	FollowersLost uint64 `json:"followersLost"`
 }
 
 // PolicyFailure names an endpoint that fails closed, and why.
