@@ -292,6 +292,41 @@ func TestDropEventsAreRateLimited(t *testing.T) {
 	require.EqualValues(t, 6, n, "counters count every drop")
 }
 
+// A full ring buffer loses events, and the loss is counted exactly:
+// events read + events counted lost = events emitted.
+func TestLostEventsAreCountedExactly(t *testing.T) {
+	dp := loadTest(t, Config{EventsBufBytes: 4096})
+	const conns = 200 // each a new connection: one trace event
+	for i := range conns {
+		_, err := dp.objs.SlFromEp.Run(&ebpf.RunOptions{Data: tcpPkt(t, podIP, peerIP, uint16(20000+i), 80, flags{syn: true})})
+		require.NoError(t, err)
+	}
+	rd, err := dp.NewEventReader()
+	require.NoError(t, err)
+	defer rd.Close()
+	read := 0
+	for {
+		rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		require.NoError(t, err)
+		read++
+	}
+	cs, err := dp.Maps().Counters()
+	require.NoError(t, err)
+	var lost uint64
+	for _, c := range cs {
+		if c.Metric == "events-lost" {
+			lost += c.Packets
+		}
+	}
+	require.NotZero(t, lost, "a 4 KiB ring cannot hold %d events", conns)
+	require.Less(t, read, conns)
+	require.EqualValues(t, conns, uint64(read)+lost, "read %d + lost %d", read, lost)
+}
+
 // Idle connections end by expiring: the CT GC reports them.
 func TestExpiredConnectionsAreReported(t *testing.T) {
 	dp := loadTest(t, Config{CTTimeoutOther: time.Second})
