@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/endpoint"
 	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/pkg/lb"
+	"github.com/sluice-net/sluice/pkg/metrics"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/policysync"
@@ -46,6 +47,7 @@ type Agent struct {
 	flows    *flowSink
 	events   *eventLog
 	cgroups  *cgroupPods
+	metrics  *metrics.Collector
 	// sockDestroy is how sockets of removed backends are destroyed
 	// (datapath.SockDestroyIterator or SockDestroyDiag); empty if they cannot be.
 	sockDestroy string
@@ -79,6 +81,11 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
+	ms, err := listenMetrics(opts.MetricsAddress)
+	if err != nil {
+		return err
+	}
+	defer ms.stop()
 	// A kernel without ring buffers cannot load the programs; say so plainly.
 	if _, err := datapath.ProbeFeatures(nil); err != nil {
 		return err
@@ -143,9 +150,10 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("socket LB: %w", err)
 	}
+	a.metrics = a.newMetrics()
 	a.lb, err = lb.New(lb.Options{
 		Maps: a.maps, Store: a.store, Service: opts.serviceOptions(), Logger: log.With("component", "lb"),
-		BackendsRemoved: a.destroySockets,
+		BackendsRemoved: a.destroySockets, ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerServices),
 	})
 	if err != nil {
 		return err
@@ -154,6 +162,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	a.policy, err = policysync.New(policysync.Options{
 		NodeName: opts.NodeName, Maps: a.maps, Store: a.store, Audit: opts.PolicyAudit,
 		MaxEntries: int(opts.Datapath.PolicyMapMax), StateDir: opts.StateDir, Logger: log,
+		ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerPolicy),
 	})
 	if err != nil {
 		return err
@@ -181,7 +190,8 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("--flow-buffer: %w", err)
 	}
-	a.flows = &flowSink{store: fstore, conv: &flow.Converter{NodeName: opts.NodeName, Version: version, Enricher: newEnricher(a)}}
+	a.flows = &flowSink{store: fstore, conv: &flow.Converter{NodeName: opts.NodeName, Version: version, Enricher: newEnricher(a)},
+		observe: a.metrics.ObserveFlow}
 	hubble, err := observer.Start(observer.Config{
 		SocketPath: opts.hubbleSocket(), TCPAddress: opts.HubbleAddress, NodeName: opts.NodeName, Version: version,
 	}, fstore, log.With("component", "observer"))
@@ -205,6 +215,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		wg.Wait()
 		return err
 	}
+	ms.serve(a)
 	log.Info("agent running", "node", opts.NodeName, "api", filepath.Join(opts.StateDir, api.SocketName))
 
 	select {
@@ -219,6 +230,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	shutCtx, c2 := context.WithTimeout(context.Background(), 2*time.Second)
 	defer c2()
 	_ = srv.Shutdown(shutCtx)
+	ms.stop()
 	reader.Close()
 	wg.Wait()
 	return err
@@ -361,7 +373,7 @@ func (a *Agent) status() api.Status {
 		Kernel: api.KernelFeatures{Release: a.features.Release, TCX: a.features.TCX, RingBuf: a.features.RingBuf},
 		CTMax:  int(a.dp.Config().CTMax),
 	}
-	st.Ready = a.source.Synced() && a.eps.Synced() && a.lb.Synced()
+	st.Ready = a.ready() == nil
 	st.SocketLB = string(a.opts.Datapath.SockLB)
 	ls := a.lb.Status()
 	st.Services = api.ServicesStatus{Frontends: ls.Frontends, Backends: ls.Backends, Applied: ls.Applied, ConnectionsCleaned: ls.CTCleanedUp}

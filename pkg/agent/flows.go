@@ -185,13 +185,19 @@ func matchType(r model.Rule) flow.MatchType {
 type flowSink struct {
 	store *flow.Store
 	conv  *flow.Converter
+	// observe, if set, counts every flow by event type and verdict (metrics).
+	observe func(eventType, verdict string)
 
 	mu       sync.Mutex
 	lostSeen uint64
 }
 
 func (s *flowSink) add(ev *datapath.Event) {
-	s.store.Add(s.conv.Convert(ev))
+	f := s.conv.Convert(ev)
+	s.store.Add(f)
+	if s.observe != nil {
+		s.observe(ev.Type, f.GetVerdict().String())
+	}
 }
 
 // lost reports the kernel's lost-event count: its growth becomes lost

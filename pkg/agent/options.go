@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -44,6 +45,9 @@ type Options struct {
 	// <state-dir>/hubble.sock); HubbleAddress an optional TCP address.
 	HubbleSocket  string
 	HubbleAddress string
+	// MetricsAddress serves Prometheus metrics (/metrics) and the health
+	// probes (/healthz, /readyz) over HTTP; empty disables all three.
+	MetricsAddress string
 }
 
 // hubbleSocket is where the observer API listens.
@@ -68,6 +72,7 @@ func Defaults() Options {
 		Datapath:    datapath.Defaults(),
 		FlowBuffer:  4096,
 		LBAlgorithm: "random", MaglevSeed: "sluice",
+		MetricsAddress: DefaultMetricsAddress,
 	}
 }
 
@@ -101,6 +106,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.FlowBuffer, "flow-buffer", o.FlowBuffer, "flows kept in memory for the Hubble observer API and `sluice observe`")
 	fs.StringVar(&o.HubbleSocket, "hubble-socket", o.HubbleSocket, "unix socket of the Hubble observer API (default <state-dir>/hubble.sock)")
 	fs.StringVar(&o.HubbleAddress, "hubble-listen-address", o.HubbleAddress, "also serve the Hubble observer API on this TCP address (plaintext gRPC: bind it where only trusted clients reach), e.g. :4244")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "HTTP address serving Prometheus metrics on /metrics, liveness on /healthz (the process serves) and readiness on /readyz (the agent is ready, as in `sluice status`); one server for all three, empty disables it (and the probes); e.g. 127.0.0.1:9962 to keep it off the network")
 	fs.BoolVar(&o.PolicyAudit, "policy-audit", o.PolicyAudit, "audit mode for every endpoint: report would-be policy denials (verdict audit) and forward them; per namespace: label sluice.io/policy-audit=true")
 	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
 	fs.DurationVar(&o.Datapath.DropEventInterval, "drop-event-interval", o.Datapath.DropEventInterval, "at most one drop event per flow and reason per interval; the drops in between are counted in the next event (negative: report every drop)")
@@ -137,6 +143,11 @@ func (o *Options) Validate() error {
 	for flag, p := range map[string]string{"--bpf-root": o.BPFRoot, "--state-dir": o.StateDir} {
 		if p == "" || !filepath.IsAbs(p) {
 			errs = append(errs, fmt.Errorf("%s %q must be an absolute path", flag, p))
+		}
+	}
+	if o.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(o.MetricsAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--metrics-address %q must be HOST:PORT or :PORT, e.g. :9962 or 127.0.0.1:9962", o.MetricsAddress))
 		}
 	}
 	if o.CTGCInterval < time.Second {

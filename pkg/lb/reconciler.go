@@ -30,6 +30,9 @@ type Options struct {
 	// prunes what no longer belongs there (entries written by hand, or
 	// left by a write that failed halfway).
 	Resync time.Duration
+	// ObservePass, if set, is told of every pass: whether it was a full
+	// one, how long it took and the error it left in Status (metrics).
+	ObservePass func(full bool, took time.Duration, err error)
 }
 
 // Status is what the reconciler reports for `sluice status`.
@@ -178,6 +181,9 @@ func (r *Reconciler) Reconcile(full bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	start := time.Now()
+	if r.opts.ObservePass != nil {
+		defer func() { r.opts.ObservePass(full, time.Since(start), r.status.LastErr) }()
+	}
 	if full {
 		have, err := r.maps.LBDump()
 		if err != nil {

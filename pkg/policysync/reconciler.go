@@ -46,6 +46,9 @@ type Options struct {
 	// every endpoint's flags from scratch: it only repairs what a failed
 	// write left behind, so a minute is plenty.
 	Resync time.Duration
+	// ObservePass, if set, is told of every pass: whether it was a full
+	// one, how long it took and its error (metrics).
+	ObservePass func(full bool, took time.Duration, err error)
 }
 
 // placement is what is written for an endpoint.
@@ -390,6 +393,9 @@ func (r *Reconciler) pass(full bool) {
 	r.mu.Unlock()
 	if err != nil {
 		r.log.Warn("policy pass", "error", err)
+	}
+	if r.opts.ObservePass != nil {
+		r.opts.ObservePass(full, time.Since(start), err)
 	}
 	if changed || len(writes) > 0 {
 		r.log.Info("policy programmed", "endpointsChanged", len(res.Endpoints), "ipcacheUpserts", len(res.IPCacheUpserts),

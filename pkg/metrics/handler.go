@@ -1,0 +1,65 @@
+package metrics
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Paths served by Handler.
+const (
+	PathMetrics = "/metrics"
+	// PathHealthz answers 200 while the agent's process serves HTTP: a
+	// liveness probe.
+	PathHealthz = "/healthz"
+	// PathReadyz answers 200 when the agent is ready (the Ready of `sluice
+	// status`), else 503 with what it waits for: a readiness probe.
+	PathReadyz = "/readyz"
+)
+
+// NewRegistry returns a registry with c and the Go runtime and process
+// collectors (go_*, process_*), which is what the agent serves. A fresh
+// registry rather than the global one, so that nothing a dependency
+// registers at init time shows up unasked.
+func NewRegistry(c *Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Handler serves PathMetrics from g, PathHealthz and PathReadyz; ready
+// returns nil when the agent is ready, else what it still waits for. log,
+// if not nil, gets the errors of gathering (the metrics that could be
+// gathered are served anyway).
+func Handler(g prometheus.Gatherer, ready func() error, log *slog.Logger) http.Handler {
+	opts := promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}
+	if log != nil {
+		opts.ErrorLog = slogPrintln{log}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(g, opts))
+	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET "+PathReadyz, func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+// slogPrintln is promhttp's error logger on slog.
+type slogPrintln struct{ log *slog.Logger }
+
+func (l slogPrintln) Println(v ...any) {
+	l.log.Warn("gather metrics", "error", fmt.Sprint(v...))
+}

@@ -1,0 +1,67 @@
+package metrics
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+// What a Prometheus server and the kubelet's probes see.
+func TestHandler(t *testing.T) {
+	var ready atomic.Bool
+	c := NewCollector(Options{Datapath: newFake(), State: fakeState{Endpoints: 2}, Version: "v0.1.0"})
+	srv := httptest.NewServer(Handler(NewRegistry(c), func() error {
+		if !ready.Load() {
+			return errors.New("waiting for the initial sync of services")
+		}
+		return nil
+	}, nil))
+	t.Cleanup(srv.Close)
+
+	code, body := get(t, srv.URL+PathMetrics)
+	require.Equal(t, http.StatusOK, code)
+	for _, want := range []string{
+		`sluice_datapath_packets_total{direction="egress",metric="forwarded",reason=""} 10`,
+		`sluice_datapath_packets_total{direction="ingress",metric="dropped",reason="POLICY_DENIED"} 3`,
+		"sluice_conntrack_entries 4",
+		"sluice_endpoints 2",
+		`sluice_build_info{goversion="go`,
+		`sluice_metrics_scrape_errors_total{source="counters"} 0`,
+		"go_goroutines ", "process_resident_memory_bytes ",
+	} {
+		require.Contains(t, body, want)
+	}
+
+	code, body = get(t, srv.URL+PathHealthz)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok\n", body)
+
+	code, body = get(t, srv.URL+PathReadyz)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "not ready: waiting for the initial sync of services", strings.TrimSpace(body))
+	ready.Store(true)
+	code, body = get(t, srv.URL+PathReadyz)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok\n", body)
+
+	resp, err := http.Post(srv.URL+PathMetrics, "text/plain", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+}
