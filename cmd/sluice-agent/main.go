@@ -24,6 +24,7 @@ func main() {
 
 func run() error {
 	opts := agent.Defaults()
+	var configFile string
 	cmd := &cobra.Command{
 		Use:   "sluice-agent",
 		Short: "Sluice node agent: eBPF connectivity, policy and telemetry for this node",
@@ -35,6 +36,11 @@ traffic keeps flowing until the next agent adopts it.`,
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configFile != "" {
+				if err := agent.ApplyConfigFile(cmd.Flags(), configFile); err != nil {
+					return err
+				}
+			}
 			var level slog.Level
 			_ = level.UnmarshalText([]byte(opts.LogLevel))
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
@@ -44,5 +50,6 @@ traffic keeps flowing until the next agent adopts it.`,
 		},
 	}
 	opts.AddFlags(cmd.Flags())
+	cmd.Flags().StringVar(&configFile, "config", "", "YAML file of settings, one \"flag-name: value\" per line (the DaemonSet's ConfigMap); flags on the command line win")
 	return cmd.Execute()
 }
