@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sluice-net/sluice/pkg/agent"
 )
@@ -44,6 +45,10 @@ traffic keeps flowing until the next agent adopts it.`,
 			var level slog.Level
 			_ = level.UnmarshalText([]byte(opts.LogLevel))
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			// Every effective setting, from defaults, file and flags.
+			var settings []any
+			cmd.Flags().VisitAll(func(f *pflag.Flag) { settings = append(settings, f.Name, f.Value.String()) })
+			log.Info("effective settings", settings...)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
 			return agent.Run(ctx, opts, log)
