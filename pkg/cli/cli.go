@@ -41,7 +41,7 @@ func NewRootCommand() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.stateDir, "state-dir", api.DefaultStateDir, "the agent's --state-dir (its API socket lives there)")
 	pf.StringVar(&g.socket, "agent", "", "path of the agent API socket (default <state-dir>/"+api.SocketName+")")
-	pf.StringVar(&g.bpfRoot, "bpf-root", datapath.DefaultBPFRoot, "the agent's --bpf-root, for `sluice bpf` commands")
+	pf.StringVar(&g.bpfRoot, "bpf-root", datapath.DefaultBPFRoot, "the agent's --bpf-root, for the sluice bpf commands")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 
 	endpoint := &cobra.Command{Use: "endpoint", Short: "Local endpoints (pods) as the agent sees them"}
@@ -78,6 +78,7 @@ func NewRootCommand() *cobra.Command {
 			RunE: func(cmd *cobra.Command, _ []string) error { return g.events(cmd) },
 		},
 		endpoint, g.serviceCommand(), g.policyCommand(), g.identityCommand(), bpf,
+		g.observeCommand(), g.mapCommand(),
 	)
 	return root
 }
