@@ -127,6 +127,18 @@ func TestFlowsOverHubbleAPI(t *testing.T) {
 		require.NotEqual(t, flowpb.Verdict_DROPPED, f.GetVerdict())
 	}
 
+	// The CLI: the same flows, filtered, and --not inverting.
+	out := e.cli(n2, "observe", "--last", "100", "--to-pod", "x/b", "--verdict", "DROPPED")
+	require.Contains(t, out, "x/c:")
+	require.Contains(t, out, "POLICY_DENIED")
+	require.NotContains(t, out, "x/a:", "a was allowed")
+	out = e.cli(n2, "observe", "--last", "100", "--to-pod", "x/b", "--not", "--verdict", "DROPPED")
+	require.Contains(t, out, "x/a:")
+	require.NotContains(t, out, "POLICY_DENIED")
+	out = e.cli(n2, "map", "--last", "200")
+	require.Contains(t, out, "x/b")
+	require.Contains(t, out, "POLICY_DENIED")
+
 	// A deleted pod's flows keep its name.
 	require.NoError(t, c.Delete())
 	require.NoError(t, e.c.SyncManifests())
