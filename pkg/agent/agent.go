@@ -21,6 +21,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/endpoint"
 	"github.com/sluice-net/sluice/pkg/flow"
+	"github.com/sluice-net/sluice/pkg/k8s"
 	"github.com/sluice-net/sluice/pkg/lb"
 	"github.com/sluice-net/sluice/pkg/metrics"
 	"github.com/sluice-net/sluice/pkg/model"
@@ -40,7 +41,7 @@ type Agent struct {
 	attacher *datapath.Attacher
 	features datapath.Features
 	store    *model.Store
-	source   *files.Source
+	source   modelSource
 	eps      *endpoint.Manager
 	lb       *lb.Reconciler
 	policy   *policysync.Reconciler
@@ -93,15 +94,14 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 
 	// The source first: nothing pinned is touched until its initial load,
 	// so an agent restarting with a broken manifest directory keeps the
-	// last good model (saved in the state dir) instead of flushing.
-	a.source, err = files.New(files.Options{
-		Dir: opts.ManifestDir, StatePath: filepath.Join(opts.StateDir, "model.json"), Logger: log.With("component", "files"),
-	})
-	if err != nil {
-		return fmt.Errorf("files source: %w", err)
+	// last good model (saved in the state dir) instead of flushing, and one
+	// that cannot reach the API server leaves the previous agent's
+	// datapath serving until it can.
+	if a.source, err = newSource(opts, log); err != nil {
+		return fmt.Errorf("%s source: %w", opts.Source, err)
 	}
 	if err := a.source.Start(ctx, a.store); err != nil {
-		return fmt.Errorf("files source: %w", err)
+		return fmt.Errorf("%s source: %w", opts.Source, err)
 	}
 
 	// Socket LB's hostns-only mode tells the node's sockets by the cookie of
@@ -234,6 +234,34 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	reader.Close()
 	wg.Wait()
 	return err
+}
+
+// modelSource fills the model store from the source of truth: the files
+// source or the Kubernetes source, chosen by --source.
+type modelSource interface {
+	// Start returns once the initial state is in the store, then keeps it
+	// up to date until ctx ends.
+	Start(ctx context.Context, store *model.Store) error
+	// Synced reports whether the initial state is in the store.
+	Synced() bool
+	// Errors are the source's current problems, for `sluice status`.
+	Errors() []error
+}
+
+func newSource(opts Options, log *slog.Logger) (modelSource, error) {
+	if opts.Source == "kubernetes" {
+		client, err := k8s.NewClient(opts.Kubeconfig)
+		if err != nil {
+			if opts.Kubeconfig == "" {
+				return nil, fmt.Errorf("%w (outside a pod, pass --kubeconfig)", err)
+			}
+			return nil, fmt.Errorf("--kubeconfig: %w", err)
+		}
+		return k8s.New(k8s.Options{Client: client, NodeName: opts.NodeName, Logger: log.With("component", "kubernetes")})
+	}
+	return files.New(files.Options{
+		Dir: opts.ManifestDir, StatePath: filepath.Join(opts.StateDir, "model.json"), Logger: log.With("component", "files"),
+	})
 }
 
 func chooseAttachMode(want string, f datapath.Features) (datapath.AttachMode, error) {
@@ -400,8 +428,12 @@ func (a *Agent) status() api.Status {
 	if n, err := a.maps.CountCT(); err == nil {
 		st.CTEntries = n
 	}
+	sourceComponent := "manifests"
+	if a.opts.Source == "kubernetes" {
+		sourceComponent = "kubernetes"
+	}
 	for _, e := range a.source.Errors() {
-		st.Errors = append(st.Errors, api.Error{Component: "manifests", Message: e.Error()})
+		st.Errors = append(st.Errors, api.Error{Component: sourceComponent, Message: e.Error()})
 	}
 	if err := a.eps.Err(); err != nil {
 		st.Errors = append(st.Errors, api.Error{Component: "endpoints", Message: err.Error()})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/k8s"
 	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/service"
 )
@@ -24,6 +25,7 @@ type Options struct {
 	NodeName    string
 	Source      string
 	ManifestDir string
+	Kubeconfig  string // for --source=kubernetes; empty: in-cluster configuration
 	BPFRoot     string
 	CgroupRoot  string
 	StateDir    string
@@ -79,8 +81,9 @@ func Defaults() Options {
 // AddFlags registers the options on fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "name of this node (pods with this spec.nodeName are local); default $NODE_NAME or the hostname")
-	fs.StringVar(&o.Source, "source", o.Source, "source of truth: files (a directory of Kubernetes YAML)")
+	fs.StringVar(&o.Source, "source", o.Source, "source of truth: files (a directory of Kubernetes YAML) or kubernetes (the API server)")
 	fs.StringVar(&o.ManifestDir, "manifests", o.ManifestDir, "directory of manifests for --source=files")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file for --source=kubernetes (default: the in-cluster configuration of the pod's service account)")
 	fs.StringVar(&o.BPFRoot, "bpf-root", o.BPFRoot, "bpffs directory this agent owns (maps and links are pinned here)")
 	fs.StringVar(&o.CgroupRoot, "cgroup-root", o.CgroupRoot, "cgroup v2 directory for socket hooks (default: the cgroup2 mount)")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the API socket and saved state")
@@ -126,9 +129,11 @@ func (o *Options) Validate() error {
 			errs = append(errs, errors.New("--manifests is required with --source=files"))
 		}
 	case "kubernetes":
-		errs = append(errs, errors.New("--source=kubernetes is not available in this build yet: use --source=files"))
+		if o.Kubeconfig == "" && !k8s.InCluster() {
+			errs = append(errs, errors.New("--source=kubernetes outside a pod needs --kubeconfig: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set, so there is no in-cluster configuration"))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("--source=%q is unknown: use files", o.Source))
+		errs = append(errs, fmt.Errorf("--source=%q is unknown: use files or kubernetes", o.Source))
 	}
 	switch o.AttachMode {
 	case "auto", "tcx", "tc":
