@@ -1,0 +1,130 @@
+package k8s
+
+// From the (fake) API server to the BPF maps: objects created, updated and
+// deleted through client-go's fake clientset, watched by real informers,
+// reach the model and, through the service and policy reconcilers, the
+// maps of a loaded datapath.
+//
+//	fake API ──informers──► Source ──► model.Store ──► lb.Reconciler ────► sl_lb_*
+//	                                                └─► policysync ──────► sl_ipcache, sl_policy
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/lb"
+	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/policysync"
+	"github.com/sluice-net/sluice/pkg/testutil"
+)
+
+func loadMaps(t *testing.T) *datapath.Maps {
+	t.Helper()
+	testutil.RequireRoot(t)
+	root, err := os.MkdirTemp("/sys/fs/bpf", "sluice-k8s-")
+	if err != nil {
+		testutil.SkipOrFail(t, "needs bpffs at /sys/fs/bpf: "+err.Error())
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	dp, err := datapath.Load(datapath.Config{BPFRoot: root}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { dp.Close() })
+	return dp.Maps()
+}
+
+func slice(ns, svcName string, ips ...string) *discoveryv1.EndpointSlice {
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: svcName + "-x1", Labels: map[string]string{discoveryv1.LabelServiceName: svcName}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}},
+	}
+	for _, ip := range ips {
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}})
+	}
+	return es
+}
+
+func backendsOf(t *testing.T, m *datapath.Maps, vip netip.Addr) []netip.AddrPort {
+	st, err := m.LBDump()
+	require.NoError(t, err)
+	var out []netip.AddrPort
+	for k, f := range st.Frontends {
+		if k.Addr != vip {
+			continue
+		}
+		for _, id := range f.Slots {
+			b := st.Backends[id]
+			out = append(out, netip.AddrPortFrom(b.Addr, b.Port))
+		}
+	}
+	return out
+}
+
+func TestFromTheAPIToTheMaps(t *testing.T) {
+	m := loadMaps(t)
+	client := fake.NewClientset(namespaceObj("shop"), node("node-1", "10.244.1.0/24"),
+		pod("shop", "web-1", "node-1", "10.244.1.5", map[string]string{"app": "web"}),
+		svc("shop", "web", "10.96.0.10"), slice("shop", "web", "10.244.1.5"))
+	_, store := startSource(t, client, Options{NodeName: "node-1"})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lbr, err := lb.New(lb.Options{Maps: m, Store: store, MinInterval: 10 * time.Millisecond})
+	require.NoError(t, err)
+	go lbr.Run(ctx)
+	pol, err := policysync.New(policysync.Options{NodeName: "node-1", Maps: m, Store: store, StateDir: t.TempDir()})
+	require.NoError(t, err)
+	go func() { _ = pol.Run(ctx) }()
+
+	vip := netip.MustParseAddr("10.96.0.10")
+	require.Eventually(t, func() bool {
+		b := backendsOf(t, m, vip)
+		return len(b) == 1 && b[0] == netip.MustParseAddrPort("10.244.1.5:8080")
+	}, 5*time.Second, 20*time.Millisecond, "the service from the API is in sl_lb_svc")
+	require.Eventually(t, func() bool {
+		ipc, err := m.DumpIPCache()
+		return err == nil && ipc[netip.MustParsePrefix("10.244.1.5/32")].Identity >= 256
+	}, 5*time.Second, 20*time.Millisecond, "the pod's identity is in the ipcache")
+
+	// Update: a second backend.
+	c := context.Background()
+	_, err = client.CoreV1().Pods("shop").Create(c, pod("shop", "web-2", "node-1", "10.244.1.6", map[string]string{"app": "web"}), metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = client.DiscoveryV1().EndpointSlices("shop").Update(c, slice("shop", "web", "10.244.1.5", "10.244.1.6"), metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(backendsOf(t, m, vip)) == 2 }, 5*time.Second, 20*time.Millisecond)
+
+	// A policy from the API is compiled; the pod's endpoint gets its maps
+	// once the endpoint manager places it (Prepare), as the agent does.
+	_, err = client.NetworkingV1().NetworkPolicies("shop").Create(c, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deny-all"},
+		Spec:       networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, flags := pol.Prepare(model.NamespacedName{Namespace: "shop", Name: "web-1"}, 7)
+		return flags&datapath.EPFlagPolicyIngress != 0
+	}, 5*time.Second, 20*time.Millisecond)
+	p, err := m.DumpEndpointPolicy(7)
+	require.NoError(t, err)
+	require.Len(t, p.Entries, 1, "deny all but the node's own probes")
+	require.Equal(t, datapath.IdentityHost, p.Entries[0].Identity)
+
+	// Delete: the service goes, and with it its frontends.
+	require.NoError(t, client.CoreV1().Services("shop").Delete(c, "web", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool { return len(backendsOf(t, m, vip)) == 0 }, 5*time.Second, 20*time.Millisecond)
+	st, err := m.LBDump()
+	require.NoError(t, err)
+	require.Empty(t, st.Frontends)
+}
