@@ -85,11 +85,7 @@ func (e *enricher) EndpointByIP(ip netip.Addr) (flow.Endpoint, bool) {
 	if p, ok := byIP[ip]; ok {
 		var id uint32
 		if p.NodeName == e.a.opts.NodeName {
-			for _, ep := range e.a.eps.List() {
-				if ep.Namespace == p.Namespace && ep.Pod == p.Name {
-					id = ep.ID
-				}
-			}
+			id, _ = e.a.eps.IDOf(model.NamespacedName{Namespace: p.Namespace, Name: p.Name})
 		}
 		return e.podEndpoint(id, p), true
 	}

@@ -435,6 +435,18 @@ func (m *Manager) PodByID(id uint32) (model.NamespacedName, bool) {
 	return model.NamespacedName{}, false
 }
 
+// IDOf returns the endpoint ID of a local pod (a map lookup: the flow
+// enricher asks it for every event).
+func (m *Manager) IDOf(pod model.NamespacedName) (uint32, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ep, ok := m.endpoints[pod]
+	if !ok {
+		return 0, false
+	}
+	return ep.id, true
+}
+
 // Err returns the errors of the last pass, if any.
 func (m *Manager) Err() error {
 	m.mu.Lock()

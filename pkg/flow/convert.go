@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -46,6 +47,7 @@ const (
 	eventTrace     = "trace"
 	eventDrop      = "drop"
 	eventTranslate = "translate"
+	eventEnd       = "end"
 
 	dirIngress = "ingress"
 	dirEgress  = "egress"
@@ -119,6 +121,8 @@ func (c *Converter) Convert(ev *datapath.Event) *flowpb.Flow {
 		c.translate(ev, f)
 	case eventTrace:
 		c.trace(e, ev, f)
+	case eventEnd:
+		summary = c.end(ev, f)
 	default:
 		// A type this agent does not know (a newer datapath).
 		summary = append(summary, "datapath event "+ev.Type)
@@ -128,6 +132,23 @@ func (c *Converter) Convert(ev *datapath.Event) *flowpb.Flow {
 	}
 	f.Summary = strings.Join(summary, "; ")
 	return f
+}
+
+// end fills a connection's end: a trace event at the endpoint, forwarded,
+// with the totals of both directions in the summary (Hubble's flow has no
+// fields for them). Src and Dst are the connection's first packet's.
+func (c *Converter) end(ev *datapath.Event, f *flowpb.Flow) []string {
+	f.IsReply = wrapperspb.Bool(false)
+	f.Verdict = flowpb.Verdict_FORWARDED
+	sub, point := observationPoint(ev)
+	f.EventType = &flowpb.CiliumEventType{Type: MessageTypeTrace, SubType: sub}
+	f.TraceObservationPoint = point
+	how := "closed"
+	if ev.Expired {
+		how = "expired"
+	}
+	return []string{fmt.Sprintf("connection %s after %s: %d/%d packets, %d/%d bytes (orig/reply)", how,
+		ev.Duration.Round(time.Millisecond), ev.PacketsOrig, ev.PacketsReply, ev.BytesOrig, ev.BytesReply)}
 }
 
 // trace fills a new connection's first packet: a trace event, or a policy

@@ -160,6 +160,22 @@ func TestConvert(t *testing.T) {
 			Summary:               "TCP Flags: SYN",
 		},
 	}, {
+		name: "connection end: a forwarded trace with the totals in the summary",
+		ev: datapath.Event{Type: "end", Dir: "egress", EndpointID: 12, IfIndex: 9, Proto: "TCP", TCPFlags: 0x11,
+			Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5432"),
+			PacketsOrig: 5, PacketsReply: 4, BytesOrig: 340, BytesReply: 9000, Duration: 3200 * time.Millisecond},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
+			IP: ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(40000, 5432, &flowpb.TCPFlags{FIN: true, ACK: true}),
+			Source: webEP(), Destination: dbEP(),
+			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 5},
+			TraceObservationPoint: flowpb.TraceObservationPoint_FROM_ENDPOINT,
+			TrafficDirection:      flowpb.TrafficDirection_EGRESS,
+			IsReply:               wrapperspb.Bool(false),
+			Interface:             &flowpb.NetworkInterface{Index: 9},
+			Summary:               "connection closed after 3.2s: 5/4 packets, 340/9000 bytes (orig/reply); TCP Flags: ACK, FIN",
+		},
+	}, {
 		name: "new connection into a pod, allowed by a rule: policy verdict",
 		ev: datapath.Event{Type: "trace", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
 			Src: ap("10.244.2.7:33000"), Dst: ap("10.244.1.5:8080"),
