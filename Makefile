@@ -63,6 +63,24 @@ bench-policy: ## Network policy: test-run ns/pkt at 10/1k/10k entries, conn/s wi
 	$(GO) build -o $(BIN)/benchpolicy ./tools/benchpolicy
 	$(BIN)/benchpolicy --repo $(CURDIR) $(BENCHPOLICY_FLAGS)
 
+.PHONY: bench-flows
+bench-flows: build ## Flow telemetry of a real agent: events/s kernel → flow store → `sluice observe --follow` at rising rates, zero-loss rate, CPU per 10k events/s, memory per 1,000 flows (root)
+	$(GO) build -o $(BIN)/benchflows ./tools/benchflows
+	$(BIN)/benchflows --bin-dir $(CURDIR)/$(BIN) $(BENCHFLOWS_FLAGS)
+
+# The image the DaemonSet runs (daemonset/kustomization.yaml names it).
+IMAGE           ?= ghcr.io/sluice-net/sluice
+IMAGE_TAG       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+
+.PHONY: image
+image: ## Build the linux/amd64+arm64 image with docker buildx (IMAGE=, IMAGE_TAG=; PUSH=1 pushes it, else it stays in the build cache)
+	@command -v docker >/dev/null 2>&1 || { echo "make image: no docker CLI in PATH; it needs docker with the buildx plugin and a reachable engine (or build daemonset/Dockerfile with any BuildKit-based builder)"; exit 1; }
+	@docker buildx version >/dev/null 2>&1 || { echo "make image: docker has no buildx plugin; install docker-buildx"; exit 1; }
+	@docker buildx inspect --bootstrap >/dev/null 2>&1 || { echo "make image: no container engine or BuildKit builder reachable (docker buildx inspect --bootstrap fails): start one, or point DOCKER_HOST or the buildx builder at one"; exit 1; }
+	docker buildx build --platform $(IMAGE_PLATFORMS) -f daemonset/Dockerfile \
+		--build-arg VERSION=$(IMAGE_TAG) -t $(IMAGE):$(IMAGE_TAG) $(if $(PUSH),--push) .
+
 .PHONY: clean
 clean: ## Remove build output
 	rm -rf $(BIN)
