@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The generator's packets must be what the datapath parses: a valid IPv4
+// TCP segment with the tuple and flags asked for.
+func TestTCPPacket(t *testing.T) {
+	src, dst := netip.MustParseAddr("10.244.10.2"), netip.MustParseAddr("10.244.10.3")
+	for _, flags := range []uint8{tcpSYN, tcpRST | tcpACK} {
+		b := tcpPacket(src, dst, 10001, 8080, flags, 1000)
+		p := gopacket.NewPacket(b, layers.LayerTypeEthernet, gopacket.Default)
+		require.Nil(t, p.ErrorLayer(), "decodes")
+		ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		assert.Equal(t, src.AsSlice(), []byte(ip.SrcIP.To4()))
+		assert.Equal(t, dst.AsSlice(), []byte(ip.DstIP.To4()))
+		assert.EqualValues(t, 10001, tcp.SrcPort)
+		assert.EqualValues(t, 8080, tcp.DstPort)
+		assert.Equal(t, flags&tcpSYN != 0, tcp.SYN)
+		assert.Equal(t, flags&tcpRST != 0, tcp.RST)
+		assert.Equal(t, flags&tcpACK != 0, tcp.ACK)
+		assert.Zero(t, checksum(b[14:34], 0), "IPv4 header checksum")
+		var pseudo uint32
+		for i := 26; i < 34; i += 2 {
+			pseudo += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+		assert.Zero(t, checksum(b[34:], pseudo+6+20), "TCP checksum")
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	// A command name with a space and a parenthesis; utime 250, stime 50.
+	line := "4242 (sluice (agent) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 50 0 0 20 0 12 0 5000 1000000 2000 18446744073709551615"
+	cpu, err := parseProcStat(line)
+	require.NoError(t, err)
+	assert.InDelta(t, 3.0, cpu, 1e-9, "(250+50) ticks at 100 Hz")
+	_, err = parseProcStat("4242 (short) S 1 2")
+	assert.Error(t, err)
+}
+
+func TestParseMachineCPU(t *testing.T) {
+	m, err := parseMachineCPU(strings.NewReader("cpu  100 10 50 800 40 5 5 0 0 0\ncpu0 1 2 3 4 5 6 7 8\n"))
+	require.NoError(t, err)
+	assert.InDelta(t, 1.7, m.busy, 1e-9, "user+nice+system+irq+softirq+steal")
+	assert.InDelta(t, 10.1, m.total, 1e-9, "idle and iowait count in the total only")
+}
+
+func TestClassifyLine(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		kind lineKind
+		n    uint64
+		src  string
+	}{
+		{`{"time":"2026-01-01T00:00:00Z","verdict":"FORWARDED"}`, lineFlow, 0, ""},
+		{`{"lost_events":{"source":"HUBBLE_RING_BUFFER","num_events_lost":"1234"}}`, lineLost, 1234, "HUBBLE_RING_BUFFER"},
+		{`{"lost_events": {"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": "7"}}`, lineLost, 7, "PERF_EVENT_RING_BUFFER"},
+		{"level=warn msg=reconnecting", lineOther, 0, ""},
+	} {
+		kind, n, src := classifyLine([]byte(tc.line + "\n"))
+		assert.Equal(t, tc.kind, kind, tc.line)
+		assert.Equal(t, tc.n, n, tc.line)
+		assert.Equal(t, tc.src, src, tc.line)
+	}
+}
+
+// The bisection works between the highest clean target and the lowest
+// lossy one above it, whatever order the steps ran in.
+func TestBounds(t *testing.T) {
+	step := func(v string, target float64, offered, stored, lost uint64) stepResult {
+		s := stepResult{Source: sourceTestRun, Variant: v, Target: target, Seconds: 1, Offered: offered,
+			OfferedRate: float64(offered), Stored: stored, KernelLost: lost}
+		if v == "follow" {
+			s.Followed = stored
+		}
+		return s
+	}
+	r := &report{Steps: []stepResult{
+		step("store", 50000, 50000, 40000, 10000),
+		step("store", 10000, 10000, 10000, 0),
+		step("store", 20000, 20000, 20000, 0),
+		step("store", 100000, 100000, 50000, 50000),
+		step("follow", 10000, 10000, 10000, 0),
+	}}
+	lo, hi := r.bounds(sourceTestRun, "store")
+	assert.Equal(t, [2]float64{20000, 50000}, [2]float64{lo, hi})
+	lo, hi = r.bounds(sourceTestRun, "follow")
+	assert.Equal(t, [2]float64{0, 0}, [2]float64{lo, hi}, "no lossy step: nothing to bisect")
+
+	follow := stepResult{Variant: "follow", Offered: 100, Stored: 100, Followed: 90, FollowerMissed: 10}
+	assert.True(t, follow.lossy(), "the follower missed flows")
+	assert.InDelta(t, 0.1, follow.lossShare(), 1e-9)
+	assert.Equal(t, []string{"follow", "store"}, alternate([]string{"store", "follow"}, 1))
+}
