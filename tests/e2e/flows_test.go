@@ -88,17 +88,23 @@ func TestFlowsOverHubbleAPI(t *testing.T) {
 	cancelShort()
 	require.Error(t, err)
 
-	// The followed stream sees both, in order.
-	var seen []*flowpb.Flow
-	for len(seen) < 2 {
+	// The followed stream sees both: a's connection decided by policy,
+	// and c's denied.
+	var allowed, denied *flowpb.Flow
+	for allowed == nil || denied == nil {
 		resp, err := follow.Recv()
 		require.NoError(t, err)
-		if f := resp.GetFlow(); f != nil && f.GetDestination().GetPodName() == "b" &&
-			(f.GetVerdict() == flowpb.Verdict_FORWARDED || f.GetVerdict() == flowpb.Verdict_DROPPED) && !f.GetIsReply().GetValue() {
-			seen = append(seen, f)
+		f := resp.GetFlow()
+		if f == nil || f.GetDestination().GetPodName() != "b" {
+			continue
+		}
+		switch {
+		case allowed == nil && f.GetSource().GetPodName() == "a" && f.GetEventType().GetType() == 5:
+			allowed = f
+		case denied == nil && f.GetSource().GetPodName() == "c" && f.GetVerdict() == flowpb.Verdict_DROPPED:
+			denied = f
 		}
 	}
-	allowed, denied := seen[0], seen[1]
 	require.Equal(t, flowpb.Verdict_FORWARDED, allowed.GetVerdict())
 	require.Equal(t, "a", allowed.GetSource().GetPodName())
 	require.Equal(t, "x", allowed.GetSource().GetNamespace())
