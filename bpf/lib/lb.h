@@ -322,19 +322,26 @@ static __always_inline int lb_hairpin_reply(struct __sk_buff *skb, __u32 ep_id, 
 	return lb_rev_translate(skb, ep_id, pkt, nat);
 }
 
+/* Swap source and destination MAC: a frame sent back the way it came. */
+static __always_inline void eth_swap(struct ethhdr *eth)
+{
+	__u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+}
+
 /* Send a packet straight back into the pod it came from: a hairpinned
  * packet needs no routing, and must not meet the node's reverse-path
  * filter with a VIP or loopback source. */
 static __always_inline int redirect_back(struct __sk_buff *skb)
 {
 	struct ethhdr eth;
-	__u8 mac[ETH_ALEN];
 
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
 		return SL_DROP;
-	__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
-	__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
+	eth_swap(&eth);
 	if (bpf_skb_store_bytes(skb, 0, &eth, 2 * ETH_ALEN, 0) < 0)
 		return SL_DROP;
 	return bpf_redirect(skb->ifindex, 0);
@@ -408,16 +415,13 @@ static __always_inline int lb_reject(struct __sk_buff *skb)
 {
 	struct icmp_reject r = {};
 	struct ethhdr eth;
-	__u8 mac[ETH_ALEN];
 
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
 	    bpf_skb_load_bytes(skb, ETH_HLEN, r.orig, sizeof(r.orig)) < 0)
 		return SL_DROP;
 	if (r.orig[0] != 0x45)
 		return SL_DROP;
-	__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
-	__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
+	eth_swap(&eth);
 
 	r.ip.version = 4;
 	r.ip.ihl = 5;

@@ -229,16 +229,12 @@ static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be3
 	struct tcp_rst r = {};
 	struct tcp_pseudo ph = { .saddr = saddr, .daddr = daddr, .proto = IPPROTO_TCP, .len = bpf_htons(sizeof(struct tcphdr)) };
 	struct ethhdr eth;
-	__u8 mac[ETH_ALEN];
 	__s64 sum;
 
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
 		return -1;
-	if (swap_mac) {
-		__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
-		__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
-		__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
-	}
+	if (swap_mac)
+		eth_swap(&eth);
 	r.ip.version = 4;
 	r.ip.ihl = 5;
 	r.ip.ttl = 64;
