@@ -22,9 +22,9 @@ import (
 	"github.com/sluice-net/sluice/pkg/cli"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/service"
-	"github.com/sluice-net/sluice/pkg/testutil"
 )
 
 // run executes `sluice args...` as a user would and returns what it wrote
@@ -448,14 +448,7 @@ func ctKey(ep uint32, src, dst netip.AddrPort) bpfobj.BpfSlCtKey {
 }
 
 // bpfRoot makes a fresh directory on bpffs, removed at the end of the test.
-func bpfRoot(t *testing.T) string {
-	t.Helper()
-	testutil.RequireRoot(t)
-	dir, err := os.MkdirTemp("/sys/fs/bpf", "sluice-cli-test-")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func bpfRoot(t *testing.T) string { return datapathtest.Root(t) }
 
 // loadAndClose loads the datapath under dir, lets fill write to its maps,
 // then closes it: the pins stay, as they do when the agent exits, and the

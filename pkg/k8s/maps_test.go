@@ -11,7 +11,6 @@ package k8s
 import (
 	"context"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -23,25 +22,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
 	"github.com/sluice-net/sluice/pkg/lb"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/policysync"
-	"github.com/sluice-net/sluice/pkg/testutil"
 )
-
-func loadMaps(t *testing.T) *datapath.Maps {
-	t.Helper()
-	testutil.RequireRoot(t)
-	root, err := os.MkdirTemp("/sys/fs/bpf", "sluice-k8s-")
-	if err != nil {
-		testutil.SkipOrFail(t, "needs bpffs at /sys/fs/bpf: "+err.Error())
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	dp, err := datapath.Load(datapath.Config{BPFRoot: root}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { dp.Close() })
-	return dp.Maps()
-}
 
 func slice(ns, svcName string, ips ...string) *discoveryv1.EndpointSlice {
 	es := &discoveryv1.EndpointSlice{
@@ -72,7 +57,7 @@ func backendsOf(t *testing.T, m *datapath.Maps, vip netip.Addr) []netip.AddrPort
 }
 
 func TestFromTheAPIToTheMaps(t *testing.T) {
-	m := loadMaps(t)
+	m := datapathtest.Load(t, datapath.Config{}).Maps()
 	client := fake.NewClientset(namespaceObj("shop"), node("node-1", "10.244.1.0/24"),
 		pod("shop", "web-1", "node-1", "10.244.1.5", map[string]string{"app": "web"}),
 		svc("shop", "web", "10.96.0.10"), slice("shop", "web", "10.244.1.5"))

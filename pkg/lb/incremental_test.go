@@ -5,15 +5,14 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/service"
-	"github.com/sluice-net/sluice/pkg/testutil"
 )
 
 // noMaps stands in for the kernel's maps where a test or benchmark wants
@@ -183,15 +182,7 @@ func TestReconcilerIncrementalMatchesFull(t *testing.T) {
 // checks that the periodic full pass still prunes entries the reconciler
 // did not write, which incremental passes do not look at.
 func TestReconcilerRealMaps(t *testing.T) {
-	testutil.RequireRoot(t)
-	root, err := os.MkdirTemp("/sys/fs/bpf", "sluice-test-lb-")
-	if err != nil {
-		testutil.SkipOrFail(t, fmt.Sprintf("needs bpffs mounted at /sys/fs/bpf: %v", err))
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	dp, err := datapath.Load(datapath.Config{BPFRoot: root, LBMax: 4096, LBBackendsMax: 4096, MaglevTableSize: 251, MaglevMax: 256, CTMax: 4096}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { dp.Close() })
+	dp := datapathtest.Load(t, datapath.Config{LBMax: 4096, LBBackendsMax: 4096, MaglevTableSize: 251, MaglevMax: 256, CTMax: 4096})
 
 	c := &churn{r: rand.New(rand.NewPCG(9, 9)), store: model.NewStore(), n: 40}
 	c.init(t)

@@ -9,10 +9,8 @@ package metrics
 //	  peer 10.0.0.2
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -23,7 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
-	sltestutil "github.com/sluice-net/sluice/pkg/testutil"
+	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
 )
 
 const (
@@ -40,15 +38,7 @@ var (
 // the pod as endpoint 7 on loopback.
 func loadDatapath(t *testing.T) *datapath.Datapath {
 	t.Helper()
-	sltestutil.RequireRoot(t)
-	root, err := os.MkdirTemp("/sys/fs/bpf", "sluice-metrics-test-")
-	if err != nil {
-		sltestutil.SkipOrFail(t, fmt.Sprintf("needs bpffs mounted at /sys/fs/bpf: %v", err))
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	dp, err := datapath.Load(datapath.Config{BPFRoot: root}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { dp.Close() })
+	dp := datapathtest.Load(t, datapath.Config{})
 	require.NoError(t, dp.Maps().PutEndpoint(datapath.EndpointEntry{IfIndex: loIfindex, ID: 7, IPv4: podIP}))
 	return dp
 }

@@ -7,34 +7,21 @@ package policysync
 
 import (
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
 	"github.com/sluice-net/sluice/pkg/model"
-	"github.com/sluice-net/sluice/pkg/testutil"
 )
 
 type fakeEndpoints []api.Endpoint
 
 func (f fakeEndpoints) List() []api.Endpoint { return f }
 
-func loadMaps(t *testing.T) *datapath.Maps {
-	t.Helper()
-	testutil.RequireRoot(t)
-	root, err := os.MkdirTemp("/sys/fs/bpf", "sluice-policysync-")
-	if err != nil {
-		testutil.SkipOrFail(t, "needs bpffs at /sys/fs/bpf: "+err.Error())
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	dp, err := datapath.Load(datapath.Config{BPFRoot: root}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { dp.Close() })
-	return dp.Maps()
-}
+func loadMaps(t *testing.T) *datapath.Maps { return datapathtest.Load(t, datapath.Config{}).Maps() }
 
 func pod(ns, name, node, ip string, labels map[string]string) *model.Pod {
 	return &model.Pod{Namespace: ns, Name: name, NodeName: node, Phase: model.PodRunning, Labels: labels,

@@ -1,0 +1,42 @@
+// Package datapathtest loads Sluice's datapath for tests of the packages
+// built on it: a private bpffs directory per test, removed at its end.
+// (pkg/datapath's own tests have their equivalents: they cannot import
+// this package, which imports theirs.)
+package datapathtest
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/testutil"
+)
+
+// Root returns a fresh directory on the bpffs at /sys/fs/bpf, removed when
+// the test ends. Without root or bpffs the test skips (fails under CI).
+func Root(tb testing.TB) string {
+	tb.Helper()
+	testutil.RequireRoot(tb)
+	root, err := os.MkdirTemp("/sys/fs/bpf", "sluice-test-")
+	if err != nil {
+		testutil.SkipOrFail(tb, fmt.Sprintf("needs bpffs mounted at /sys/fs/bpf: %v", err))
+	}
+	tb.Cleanup(func() { os.RemoveAll(root) })
+	return root
+}
+
+// Load loads the datapath with cfg, under a fresh Root unless cfg names a
+// BPFRoot, and closes it when the test ends.
+func Load(tb testing.TB, cfg datapath.Config) *datapath.Datapath {
+	tb.Helper()
+	if cfg.BPFRoot == "" {
+		cfg.BPFRoot = Root(tb)
+	}
+	dp, err := datapath.Load(cfg, nil)
+	if err != nil {
+		tb.Fatalf("load datapath: %v", err)
+	}
+	tb.Cleanup(func() { dp.Close() })
+	return dp
+}
