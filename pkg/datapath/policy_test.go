@@ -39,14 +39,6 @@ const (
 	class1 uint32 = 1<<24 + 1
 )
 
-// skbCtx is the head of struct __sk_buff, the input context of a test run:
-// the fields up to ifindex, of which only mark, priority, ingress_ifindex
-// and ifindex may be set.
-type skbCtx struct {
-	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTci, VlanProto uint32
-	Priority, IngressIfindex, Ifindex                                           uint32
-}
-
 // fromWire runs a packet as if it arrived on an interface (forwarded);
 // fromNode as if the node's own stack sent it.
 const (
@@ -56,7 +48,7 @@ const (
 
 func runPolicy(t *testing.T, prog *ebpf.Program, pkt []byte, ingressIfindex uint32) (uint32, gopacket.Packet) {
 	t.Helper()
-	opts := &ebpf.RunOptions{Data: pkt, DataOut: make([]byte, 1600), Context: skbCtx{IngressIfindex: ingressIfindex}}
+	opts := &ebpf.RunOptions{Data: pkt, DataOut: make([]byte, 1600), Context: SkbContext{IngressIfindex: ingressIfindex}}
 	ret, err := prog.Run(opts)
 	require.NoError(t, err)
 	return ret, gopacket.NewPacket(opts.DataOut, layers.LayerTypeEthernet, gopacket.Default)

@@ -13,22 +13,18 @@ package datapath
 // under the same machine conditions.
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 )
 
 // Ports the benchmark's connections use on the pod.
@@ -193,7 +189,7 @@ func benchPolicyScale(b *testing.B, n int) {
 	require.NoError(b, err)
 	defer noop.Close()
 
-	fromWireCtx := skbCtx{IngressIfindex: fromWire}
+	fromWireCtx := SkbContext{IngressIfindex: fromWire}.Encode()
 	const estPort = 40000
 	estPkt := tcpPkt(b, peerIP, podIP, estPort, benchTCPPort, flags{ack: true})
 	denyPkt := tcpPkt(b, peer3IP, podIP, 41000, benchTCPPort, flags{syn: true})
@@ -206,7 +202,7 @@ func benchPolicyScale(b *testing.B, n int) {
 			{dp.objs.SlFromEp, tcpPkt(b, podIP, peerIP, benchTCPPort, estPort, flags{syn: true, ack: true})},
 			{dp.objs.SlToEp, estPkt},
 		} {
-			ret, _, err := testRunCtx(s.prog, s.pkt, fromWireCtx)
+			ret, _, err := TestRun(s.prog, s.pkt, fromWireCtx)
 			require.NoError(b, err)
 			require.Equal(b, verdictNext, ret, "establishing the connection of the est samples")
 		}
@@ -254,7 +250,7 @@ func benchPolicyScale(b *testing.B, n int) {
 		sport := uint16(firstPort + i%window)
 		for j := range kinds {
 			k := kinds[(i+j)%len(kinds)]
-			ret, d, err := testRunCtx(k.prog, k.pkt(sport), fromWireCtx)
+			ret, d, err := TestRun(k.prog, k.pkt(sport), fromWireCtx)
 			require.NoError(b, err)
 			require.Equal(b, k.verdict, ret, "%s verdict", k.name)
 			k.d = append(k.d, d)
@@ -295,58 +291,4 @@ func durationQuartiles(d []time.Duration) (q1, med, q3 time.Duration) {
 	slices.Sort(s)
 	at := func(p float64) time.Duration { return s[int(p*float64(len(s)-1)+0.5)] }
 	return at(0.25), at(0.5), at(0.75)
-}
-
-// progRunAttr is the BPF_PROG_TEST_RUN part of union bpf_attr. The
-// __aligned_u64 buffer addresses are unsafe.Pointers (64-bit platforms
-// only, which is what Sluice builds for), so the garbage collector sees them.
-type progRunAttr struct {
-	ProgFD      uint32
-	Retval      uint32
-	DataSizeIn  uint32
-	DataSizeOut uint32
-	DataIn      unsafe.Pointer
-	DataOut     unsafe.Pointer
-	Repeat      uint32
-	Duration    uint32
-	CtxSizeIn   uint32
-	CtxSizeOut  uint32
-	CtxIn       unsafe.Pointer
-	CtxOut      unsafe.Pointer
-	Flags       uint32
-	CPU         uint32
-	BatchSize   uint32
-	_           uint32
-}
-
-// testRunCtx runs prog once on pkt with the __sk_buff context ctx and
-// returns the verdict and the kernel's timing of the run. The library's
-// Benchmark takes no context and its Run returns no timing; sl_to_ep needs
-// both (an skb with no ingress interface is the node's own traffic, whose
-// peer is the host identity).
-func testRunCtx(prog *ebpf.Program, pkt []byte, ctx skbCtx) (uint32, time.Duration, error) {
-	ctxIn, err := binary.Append(nil, binary.NativeEndian, ctx)
-	if err != nil {
-		return 0, 0, err
-	}
-	attr := progRunAttr{
-		ProgFD:     uint32(prog.FD()),
-		DataSizeIn: uint32(len(pkt)),
-		DataIn:     unsafe.Pointer(&pkt[0]),
-		Repeat:     1,
-		CtxSizeIn:  uint32(len(ctxIn)),
-		CtxIn:      unsafe.Pointer(&ctxIn[0]),
-	}
-	for {
-		_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_TEST_RUN, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-		if errno == unix.EINTR {
-			continue
-		}
-		if errno != 0 {
-			return 0, 0, fmt.Errorf("BPF_PROG_TEST_RUN: %w", errno)
-		}
-		break
-	}
-	runtime.KeepAlive(&attr)
-	return attr.Retval, time.Duration(attr.Duration), nil
 }

@@ -28,12 +28,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
+
 	"github.com/cilium/ebpf/link"
+	"github.com/sluice-net/sluice/pkg/datapath"
 	"golang.org/x/sys/unix"
 )
 
@@ -91,7 +91,9 @@ func runEmit(args []string) error {
 
 	// Every packet built up front: the loop only makes syscalls.
 	runs := make([]testRun, 2*(*ports))
-	ctx := skbCtx(*ifindex)
+	// skb->dev is the veth of that index in this netns, as if the packet
+	// had arrived on it.
+	ctx := datapath.SkbContext{Ifindex: uint32(*ifindex)}.Encode()
 	for i := range *ports {
 		sport := uint16(*firstPort + i)
 		runs[2*i] = newTestRun(prog, tcpPacket(srcIP, dstIP, sport, uint16(*dport), tcpSYN, 1000), ctx)
@@ -206,39 +208,6 @@ func attachedProgram(ifindex int, name string) (*ebpf.Program, error) {
 	return nil, fmt.Errorf("no %s attached to ifindex %d (tcx ingress has %v): is the agent running with --attach-mode tcx and the pod an endpoint?", name, ifindex, seen)
 }
 
-// skbCtx is the start of struct __sk_buff up to ifindex, the only field
-// set: BPF_PROG_TEST_RUN then runs the program with skb->dev the interface
-// of that index (looked up in the caller's netns), as if the packet had
-// arrived on it. Fields the kernel does not accept must be zero.
-func skbCtx(ifindex int) []byte {
-	var c [11]uint32 // len … ingress_ifindex, ifindex
-	c[10] = uint32(ifindex)
-	b, _ := binary.Append(nil, binary.NativeEndian, c)
-	return b
-}
-
-// progTestRunAttr is the BPF_PROG_TEST_RUN member of union bpf_attr. The
-// buffer addresses are unsafe.Pointers (64-bit platforms only, which is
-// what Sluice builds for) so the garbage collector sees them.
-type progTestRunAttr struct {
-	ProgFD      uint32
-	Retval      uint32
-	DataSizeIn  uint32
-	DataSizeOut uint32
-	DataIn      unsafe.Pointer
-	DataOut     unsafe.Pointer
-	Repeat      uint32
-	Duration    uint32
-	CtxSizeIn   uint32
-	CtxSizeOut  uint32
-	CtxIn       unsafe.Pointer
-	CtxOut      unsafe.Pointer
-	Flags       uint32
-	CPU         uint32
-	BatchSize   uint32
-	_           uint32
-}
-
 // testRun is one prepared BPF_PROG_TEST_RUN: the library's Program.Run
 // copies its buffers on every call, which at 100k runs/s would be the
 // generator's cost rather than the kernel's.
@@ -253,25 +222,11 @@ func newTestRun(prog *ebpf.Program, pkt, ctx []byte) testRun {
 
 // run runs the program once on the packet and returns its verdict.
 func (t *testRun) run() (uint32, error) {
-	attr := progTestRunAttr{
-		ProgFD:     uint32(t.prog.FD()),
-		DataSizeIn: uint32(len(t.pkt)),
-		DataIn:     unsafe.Pointer(&t.pkt[0]),
-		Repeat:     1,
-		CtxSizeIn:  uint32(len(t.ctx)),
-		CtxIn:      unsafe.Pointer(&t.ctx[0]),
+	ret, _, err := datapath.TestRun(t.prog, t.pkt, t.ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", emitProgName, err)
 	}
-	for {
-		_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_TEST_RUN, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-		if errno == unix.EINTR {
-			continue
-		}
-		runtime.KeepAlive(t)
-		if errno != 0 {
-			return 0, fmt.Errorf("BPF_PROG_TEST_RUN of %s: %w", emitProgName, errno)
-		}
-		return attr.Retval, nil
-	}
+	return ret, nil
 }
 
 // TCP flags (the 14th byte of the header).
