@@ -425,9 +425,6 @@ func (a *Agent) status() api.Status {
 	}
 	eps := a.eps.List()
 	st.Endpoints = len(eps)
-	if n, err := a.maps.CountCT(); err == nil {
-		st.CTEntries = n
-	}
 	sourceComponent := "manifests"
 	if a.opts.Source == "kubernetes" {
 		sourceComponent = "kubernetes"
@@ -447,10 +444,16 @@ func (a *Agent) status() api.Status {
 		}
 	}
 	st.EventsLost = a.events.lostInKernel(st.Counters)
-	if mp, err := a.maps.Pressure(); err == nil {
-		st.Maps = mp
-	} else {
+	// One walk of each map: sl_ct's row also gives the live connections.
+	mp, err := a.maps.Pressure()
+	if err != nil {
 		st.Errors = append(st.Errors, api.Error{Component: "datapath", Message: err.Error()})
+	}
+	st.Maps = mp
+	for _, p := range mp {
+		if p.Map == "sl_ct" {
+			st.CTEntries = p.Live
+		}
 	}
 	return st
 }

@@ -379,19 +379,25 @@ func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTSta
 
 // CountCT counts live entries.
 func (m *Maps) CountCT() (int, error) {
+	live, _, err := m.ctUsage()
+	return live, err
+}
+
+// ctUsage walks sl_ct once: live (unexpired) entries and all of them.
+func (m *Maps) ctUsage() (live, total int, err error) {
 	var (
 		k bpfobj.BpfSlCtKey
 		v bpfobj.BpfSlCtEntry
-		n int
 	)
 	now := MonotonicNow()
 	it := m.CT.Iterate()
 	for it.Next(&k, &v) {
+		total++
 		if v.Expires > now {
-			n++
+			live++
 		}
 	}
-	return n, it.Err()
+	return live, total, it.Err()
 }
 
 // Counter is one datapath counter summed over CPUs.
@@ -446,6 +452,9 @@ type MapPressure struct {
 	Map     string `json:"map"`
 	Entries int    `json:"entries"`
 	Max     int    `json:"max"`
+	// Live, for sl_ct, counts the entries not yet expired (the others
+	// wait for the CT GC); counted in the same walk.
+	Live int `json:"live,omitempty"`
 }
 
 // Pressure counts the entries of the maps that can fill up (keys only;
@@ -462,6 +471,15 @@ func (m *Maps) Pressure() ([]MapPressure, error) {
 		{"sl_lb_revnat", m.LBRevNat}, {"sl_lb_maglev", m.LBMaglev}, {"sl_ipcache", m.IPCache}, {"sl_policy", m.Policy},
 	} {
 		if x.m == nil {
+			continue
+		}
+		if x.m == m.CT {
+			live, total, err := m.ctUsage()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("count %s: %w", x.name, err))
+				continue
+			}
+			out = append(out, MapPressure{Map: x.name, Entries: total, Max: int(x.m.MaxEntries()), Live: live})
 			continue
 		}
 		n, err := countKeys(x.m)
