@@ -461,7 +461,8 @@ func TestProbesAndScrapeAnnotations(t *testing.T) {
 		}
 	}
 	require.NotNil(t, metrics, "port \"metrics\"")
-	probes := map[*corev1.Probe]string{agentC.StartupProbe: "/healthz", agentC.LivenessProbe: "/healthz", agentC.ReadinessProbe: "/readyz"}
+	assert.Nil(t, agentC.StartupProbe, "/healthz answers from the agent's start; a startup probe would only delay liveness")
+	probes := map[*corev1.Probe]string{agentC.LivenessProbe: "/healthz", agentC.ReadinessProbe: "/readyz"}
 	for probe, want := range probes {
 		require.NotNil(t, probe, want)
 		require.NotNil(t, probe.HTTPGet, want)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -45,6 +46,7 @@ type Agent struct {
 	eps      *endpoint.Manager
 	lb       *lb.Reconciler
 	policy   *policysync.Reconciler
+	stage    atomic.Pointer[string] // while starting; see setStage
 	flows    *flowSink
 	events   *eventLog
 	cgroups  *cgroupPods
@@ -82,7 +84,8 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
-	ms, err := listenMetrics(opts.MetricsAddress)
+	a.setStage("probing the kernel")
+	ms, err := listenMetrics(opts.MetricsAddress, a.getStage, log.With("component", "metrics"))
 	if err != nil {
 		return err
 	}
@@ -97,6 +100,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	// last good model (saved in the state dir) instead of flushing, and one
 	// that cannot reach the API server leaves the previous agent's
 	// datapath serving until it can.
+	a.setStage("the " + opts.Source + " source's initial sync")
 	if a.source, err = newSource(opts, log); err != nil {
 		return fmt.Errorf("%s source: %w", opts.Source, err)
 	}
@@ -109,6 +113,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	if opts.Datapath.HostNetnsCookie, err = datapath.NetnsCookie(); err != nil && opts.Datapath.SockLB == datapath.SockLBHostOnly {
 		return fmt.Errorf("--socket-lb=hostns-only: %w", err)
 	}
+	a.setStage("loading the datapath")
 	a.dp, err = datapath.Load(opts.Datapath, log.With("component", "datapath"))
 	if err != nil {
 		return err
@@ -150,6 +155,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("socket LB: %w", err)
 	}
+	a.setStage("starting the endpoint, service and policy reconcilers")
 	a.metrics = a.newMetrics()
 	a.lb, err = lb.New(lb.Options{
 		Maps: a.maps, Store: a.store, Service: opts.serviceOptions(), Logger: log.With("component", "lb"),
@@ -291,6 +297,12 @@ func (a *Agent) logSettings() {
 		"ctTimeoutSYN", o.Datapath.CTTimeoutSYN, "ctTimeoutClose", o.Datapath.CTTimeoutClose,
 		"antispoof", !o.Datapath.DisableAntispoof, "forceSockDiag", o.Datapath.ForceSockDiag)
 }
+
+// setStage and getStage name the step a starting agent is in, for /readyz
+// before the agent's components exist.
+func (a *Agent) setStage(s string) { a.stage.Store(&s) }
+
+func (a *Agent) getStage() string { return *a.stage.Load() }
 
 // report records a notable condition for `sluice status` (bounded).
 func (a *Agent) report(component, msg string) {

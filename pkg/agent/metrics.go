@@ -6,9 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-net/sluice/pkg/metrics"
 )
@@ -20,16 +25,25 @@ import (
 const DefaultMetricsAddress = ":9962"
 
 // metricsServer serves the collector with the health endpoints on
-// --metrics-address. Its listener is opened before the datapath is
-// touched, so a taken port fails the start instead of a scrape later.
+// --metrics-address. Its listener is opened, and /healthz answered, before
+// the source syncs or the datapath is touched: a taken port fails the start
+// instead of a scrape later, and the kubelet's liveness probe sees a live
+// process during a first sync that can take minutes on a large cluster.
+// Until the datapath is loaded /metrics carries only the process's and Go's
+// metrics and /readyz answers 503 naming the stage the agent is in.
 type metricsServer struct {
 	ln    net.Listener
 	srv   *http.Server
 	close sync.Once
+
+	gatherer atomic.Pointer[prometheus.Registry]
+	ready    atomic.Pointer[func() error]
 }
 
-// listenMetrics opens addr; an empty addr disables the server (nil).
-func listenMetrics(addr string) (*metricsServer, error) {
+// listenMetrics opens addr and starts serving health at once; an empty addr
+// disables the server (nil). stage names what the agent is doing while it
+// starts, for /readyz.
+func listenMetrics(addr string, stage func() string, log *slog.Logger) (*metricsServer, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -37,23 +51,32 @@ func listenMetrics(addr string) (*metricsServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-address %s: %w", addr, err)
 	}
-	return &metricsServer{ln: ln}, nil
+	s := &metricsServer{ln: ln}
+	s.gatherer.Store(metrics.NewRegistry(nil))
+	starting := func() error { return fmt.Errorf("starting: %s", stage()) }
+	s.ready.Store(&starting)
+	gather := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return s.gatherer.Load().Gather() })
+	ready := func() error { return (*s.ready.Load())() }
+	s.srv = &http.Server{Handler: metrics.Handler(gather, ready, log), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "error", err)
+		}
+	}()
+	log.Info("serving metrics and health", "address", s.ln.Addr().String(),
+		"paths", []string{metrics.PathMetrics, metrics.PathHealthz, metrics.PathReadyz})
+	return s, nil
 }
 
-// serve starts serving a's metrics and health.
+// serve switches to a's collector and readiness, once the datapath is
+// loaded and every component a.ready asks exists.
 func (s *metricsServer) serve(a *Agent) {
 	if s == nil {
 		return
 	}
-	reg := metrics.NewRegistry(a.metrics)
-	s.srv = &http.Server{Handler: metrics.Handler(reg, a.ready, a.log.With("component", "metrics")), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("metrics server", "error", err)
-		}
-	}()
-	a.log.Info("serving metrics and health", "address", s.ln.Addr().String(),
-		"paths", []string{metrics.PathMetrics, metrics.PathHealthz, metrics.PathReadyz})
+	s.gatherer.Store(metrics.NewRegistry(a.metrics))
+	ready := a.ready
+	s.ready.Store(&ready)
 }
 
 // stop ends serving (within a short grace for a scrape in flight) before
@@ -63,13 +86,12 @@ func (s *metricsServer) stop() {
 		return
 	}
 	s.close.Do(func() {
-		if s.srv == nil {
-			s.ln.Close()
-			return
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = s.srv.Shutdown(ctx)
+		// Shutdown closes only listeners Serve has begun with; the serving
+		// goroutine may not have started yet.
+		_ = s.ln.Close()
 	})
 }
 

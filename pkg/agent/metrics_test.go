@@ -1,7 +1,11 @@
 package agent
 
 import (
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -21,7 +25,7 @@ func TestMetricsAddress(t *testing.T) {
 // An empty address serves nothing; a taken port fails the agent's start
 // with the flag's name, before the datapath is touched.
 func TestListenMetrics(t *testing.T) {
-	s, err := listenMetrics("")
+	s, err := listenMetrics("", nil, slog.Default())
 	require.NoError(t, err)
 	require.Nil(t, s)
 	s.stop() // nil-safe, as Run defers it
@@ -29,13 +33,45 @@ func TestListenMetrics(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer taken.Close()
-	_, err = listenMetrics(taken.Addr().String())
+	_, err = listenMetrics(taken.Addr().String(), nil, slog.Default())
 	require.ErrorContains(t, err, "--metrics-address "+taken.Addr().String())
 
-	s, err = listenMetrics("127.0.0.1:0")
+	s, err = listenMetrics("127.0.0.1:0", func() string { return "x" }, slog.Default())
 	require.NoError(t, err)
 	s.stop()
 	s.stop()
 	_, err = net.Dial("tcp", s.ln.Addr().String())
 	require.Error(t, err, "stop closes the listener")
+}
+
+// A starting agent is live at once and says what it waits for: the
+// kubelet's liveness probe must not kill an agent whose first sync with a
+// large cluster takes minutes, and readiness names the stage.
+func TestHealthWhileStarting(t *testing.T) {
+	stage := "the kubernetes source's initial sync"
+	s, err := listenMetrics("127.0.0.1:0", func() string { return stage }, slog.Default())
+	require.NoError(t, err)
+	defer s.stop()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + s.ln.Addr().String() + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/healthz")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok\n", body)
+	code, body = get("/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "not ready: starting: the kubernetes source's initial sync\n", body)
+	stage = "loading the datapath"
+	_, body = get("/readyz")
+	require.Contains(t, body, "starting: loading the datapath")
+	code, body = get("/metrics")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "process_start_time_seconds", "the process's metrics are served while starting")
+	require.False(t, strings.Contains(body, "sluice_"), "no datapath metrics before the datapath is loaded")
 }

@@ -24,10 +24,14 @@ const (
 // NewRegistry returns a registry with c and the Go runtime and process
 // collectors (go_*, process_*), which is what the agent serves. A fresh
 // registry rather than the global one, so that nothing a dependency
-// registers at init time shows up unasked.
+// registers at init time shows up unasked. c may be nil: the agent serves
+// the process's metrics alone until its datapath is loaded.
 func NewRegistry(c *Collector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if c != nil {
+		reg.MustRegister(c)
+	}
 	return reg
 }
 
