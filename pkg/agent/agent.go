@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/api"
@@ -90,6 +91,12 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		return err
 	}
 	defer ms.stop()
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (a few MiB by
+	// default) rather than to the memory cgroup; lift it there. A no-op on
+	// newer kernels.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("lift RLIMIT_MEMLOCK for BPF maps (kernel before 5.11): %w", err)
+	}
 	// A kernel without ring buffers cannot load the programs; say so plainly.
 	if _, err := datapath.ProbeFeatures(nil); err != nil {
 		return err
