@@ -496,7 +496,7 @@ func TestAgentPrivileges(t *testing.T) {
 	assert.False(t, *sc.Privileged)
 	require.NotNil(t, sc.Capabilities)
 	assert.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
-	want := []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"}
+	want := []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"}
 	assert.ElementsMatch(t, want, sc.Capabilities.Add)
 
 	raw, err := os.ReadFile("daemonset.yaml")
