@@ -32,7 +32,7 @@ import (
 //	world-web       192.0.2.7 (world) -> default/web-0:80   dropped POLICY_DENIED (ingress)
 //	web-dns         default/web-0 -> svc kube-system/kube-dns -> coredns:53 UDP forwarded
 //	(3 events lost)
-//	db-web-revoked  shop/db-0:5432 -> default/web-0:43512   dropped POLICY_REVOKED (Sluice's reason 1002)
+//	db-web-revoked  shop/db-0:5432 -> default/web-0:43512   dropped POLICY_REVOKED (Sluice's reason 1002), a reply of web-db
 //	host-web        host 10.0.0.1 -> default/web-0:8080     forwarded (trace to-endpoint, on worker-2)
 //	sock-orders     default/client-x -> svc shop/orders -> orders-7d:8080 socket translation
 //	client-orders   default/client-x -> orders-7d:8080      forwarded, no service on the packet
@@ -105,7 +105,8 @@ func testFlows() []*flowpb.Flow {
 			DropReason: 1002, IP: ip4("10.244.2.9", "10.244.1.5"), L4: tcp(5432, 43512, &flowpb.TCPFlags{RST: true, ACK: true}),
 			Source: dbPod, Destination: webPod,
 			Type: flowpb.FlowType_L3_L4, EventType: &flowpb.CiliumEventType{Type: flow.MessageTypeDrop, SubType: 1002},
-			TrafficDirection: flowpb.TrafficDirection_EGRESS, Summary: "POLICY_REVOKED; TCP Flags: ACK, RST",
+			TrafficDirection: flowpb.TrafficDirection_EGRESS, IsReply: wrapperspb.Bool(true), Reply: true,
+			Summary: "POLICY_REVOKED; TCP Flags: ACK, RST",
 		},
 		{
 			Uuid: "host-web", Time: at(6), NodeName: "worker-2", Verdict: flowpb.Verdict_FORWARDED,
@@ -137,11 +138,18 @@ func testFlows() []*flowpb.Flow {
 // its --state-dir. It returns dir and the store, to add flows to.
 func fakeObserver(t *testing.T) (string, *flow.Store) {
 	t.Helper()
+	return serveFlows(t, testFlows(), 3)
+}
+
+// serveFlows serves flows over the observer API in a new state
+// directory, with 3 events lost after the flow at lostAfter (-1: none).
+func serveFlows(t *testing.T, flows []*flowpb.Flow, lostAfter int) (string, *flow.Store) {
+	t.Helper()
 	store, err := flow.NewStore(100)
 	require.NoError(t, err)
-	for i, f := range testFlows() {
+	for i, f := range flows {
 		store.Add(f)
-		if i == 3 {
+		if i == lostAfter {
 			store.AddLost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 3)
 		}
 	}
@@ -348,7 +356,7 @@ func TestObserveOutput(t *testing.T) {
 		require.Equal(t, "Mar 14 09:26:56.000: 192.0.2.7:5353 (world) -> default/web-0:80 (ID:300) POLICY_DENIED DROPPED (TCP Flags: SYN)", lines[2])
 		require.Equal(t, "Mar 14 09:26:57.000: default/web-0:40001 (ID:300) -> kube-system/coredns-5d:53 (ID:330) from-endpoint FORWARDED (UDP)", lines[3])
 		require.Regexp(t, `^\w{3} [ \d]\d \d\d:\d\d:\d\d\.\d{3}: EVENTS LOST: 3 \(PERF_EVENT_RING_BUFFER\)$`, lines[4])
-		require.Equal(t, "Mar 14 09:26:58.000: shop/db-0:5432 (ID:310) -> default/web-0:43512 (ID:300) POLICY_REVOKED DROPPED (POLICY_REVOKED; TCP Flags: ACK, RST)", lines[5])
+		require.Equal(t, "Mar 14 09:26:58.000: default/web-0:43512 (ID:300) <- shop/db-0:5432 (ID:310) POLICY_REVOKED DROPPED (POLICY_REVOKED; TCP Flags: ACK, RST)", lines[5])
 		require.Equal(t, "Mar 14 09:26:59.000: 10.0.0.1:51000 (host) -> default/web-0:8080 (ID:300) to-endpoint FORWARDED (TCP Flags: SYN)", lines[6])
 		require.Equal(t, "Mar 14 09:27:00.000: default/client-x (ID:340) -> shop/orders-7d:8080 (ID:320) post-xlate-fwd TRANSLATED (TCP to service 10.96.0.20:80)", lines[7])
 	})

@@ -40,8 +40,9 @@ Map reads the flows from the agent's Hubble observer. Ends are grouped by
 workload (Deployment, StatefulSet …) when the pod has one, else by pod; peers
 outside the cluster are "world" (or their CIDR or address), nodes are "host"
 and "remote-node". A connection to a service goes through the service:
-client -> service -> backend. Traffic is drawn from client to server; a
-dropped packet whose direction the datapath does not report is drawn as sent.
+client -> service -> backend. Traffic is drawn from client to server: a reply
+(is_reply) on its connection's edge; a packet dropped before conntrack placed
+it in a connection is drawn as sent.
 
 The filter flags of observe apply; -o dot is Graphviz input (dot -Tsvg), -o html
 a page that draws the map without any script or download.`,

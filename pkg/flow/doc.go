@@ -24,6 +24,12 @@
 // that policy decided is reported once, as a policy verdict, rather than
 // as Cilium's pair of policy-verdict and trace events.
 //
+// is_reply is false on new connections and their ends; on a drop it says
+// whether conntrack had placed the packet in the reply direction of its
+// connection (unset when the drop came before the lookup). A reply keeps
+// the packet's own source and destination, and traffic_direction is the
+// connection's, as in Hubble: a dropped reply into a client pod is EGRESS.
+//
 // The Store is a ring of Events (flows and lost-event notices) that never
 // blocks its writer: followers read by sequence number and learn how many
 // entries were overwritten before they read them.
