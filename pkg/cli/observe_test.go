@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,13 +29,13 @@ import (
 // flow's uuid is its name, so a test can tell which flows were printed.
 //
 //	web-db          default/web-0 -> shop/db-0:5432          TCP SYN   forwarded (trace from-endpoint)
-//	web-orders      default/web-0 -> svc shop/orders -> orders-7d:8080  allowed by shop/allow-web (policy verdict, ingress)
+//	web-orders      default/web-0 -> svc shop/orders:80 -> orders-7d:8080  allowed by shop/allow-web (policy verdict, ingress)
 //	world-web       192.0.2.7 (world) -> default/web-0:80   dropped POLICY_DENIED (ingress)
 //	web-dns         default/web-0 -> svc kube-system/kube-dns -> coredns:53 UDP forwarded
 //	(3 events lost)
 //	db-web-revoked  shop/db-0:5432 -> default/web-0:43512   dropped POLICY_REVOKED (Sluice's reason 1002), a reply of web-db
 //	host-web        host 10.0.0.1 -> default/web-0:8080     forwarded (trace to-endpoint, on worker-2)
-//	sock-orders     default/client-x -> svc shop/orders -> orders-7d:8080 socket translation
+//	sock-orders     default/client-x -> svc shop/orders:80 -> orders-7d:8080 socket translation
 //	client-orders   default/client-x -> orders-7d:8080      forwarded, no service on the packet
 var (
 	ft0 = time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC)
@@ -68,6 +69,11 @@ func testFlows() []*flowpb.Flow {
 		return &flowpb.IP{Source: src, Destination: dst, IpVersion: flowpb.IPVersion_IPv4}
 	}
 	notReply := wrapperspb.Bool(false)
+	// Through a service: the frontend the client addressed.
+	via := func(f *flowpb.Flow, frontend string) *flowpb.Flow {
+		flow.SetOriginalDestination(f, netip.MustParseAddrPort(frontend))
+		return f
+	}
 	return []*flowpb.Flow{
 		{
 			Uuid: "web-db", Time: at(1), NodeName: "worker-1", Verdict: flowpb.Verdict_FORWARDED,
@@ -76,7 +82,7 @@ func testFlows() []*flowpb.Flow {
 			TraceObservationPoint: flowpb.TraceObservationPoint_FROM_ENDPOINT,
 			TrafficDirection:      flowpb.TrafficDirection_EGRESS, IsReply: notReply, Summary: "TCP Flags: SYN",
 		},
-		{
+		via(&flowpb.Flow{
 			Uuid: "web-orders", Time: at(2), NodeName: "worker-1", Verdict: flowpb.Verdict_FORWARDED,
 			IP: ip4("10.244.1.5", "10.244.2.7"), L4: tcp(43514, 8080, syn), Source: webPod, Destination: ordersPod,
 			DestinationService: &flowpb.Service{Namespace: "shop", Name: "orders"},
@@ -84,7 +90,7 @@ func testFlows() []*flowpb.Flow {
 			PolicyMatchType: uint32(flow.MatchL3L4), TrafficDirection: flowpb.TrafficDirection_INGRESS, IsReply: notReply,
 			IngressAllowedBy: []*flowpb.Policy{{Namespace: "shop", Name: "allow-web", Kind: "NetworkPolicy"}},
 			Summary:          "TCP Flags: SYN",
-		},
+		}, "10.96.0.20:80"),
 		{
 			Uuid: "world-web", Time: at(3), NodeName: "worker-1", Verdict: flowpb.Verdict_DROPPED,
 			DropReason: 133, DropReasonDesc: flowpb.DropReason_POLICY_DENIED,
@@ -92,14 +98,14 @@ func testFlows() []*flowpb.Flow {
 			Type: flowpb.FlowType_L3_L4, EventType: &flowpb.CiliumEventType{Type: flow.MessageTypeDrop, SubType: 133},
 			TrafficDirection: flowpb.TrafficDirection_INGRESS, Summary: "TCP Flags: SYN",
 		},
-		{
+		via(&flowpb.Flow{
 			Uuid: "web-dns", Time: at(4), NodeName: "worker-1", Verdict: flowpb.Verdict_FORWARDED,
 			IP:     ip4("10.244.1.5", "10.244.1.6"),
 			L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: 40001, DestinationPort: 53}}},
 			Source: webPod, Destination: dnsPod, DestinationService: &flowpb.Service{Namespace: "kube-system", Name: "kube-dns"},
 			Type: flowpb.FlowType_L3_L4, EventType: &flowpb.CiliumEventType{Type: flow.MessageTypeTrace, SubType: 5},
 			TrafficDirection: flowpb.TrafficDirection_EGRESS, IsReply: notReply, Summary: "UDP",
-		},
+		}, "10.96.0.10:53"),
 		{
 			Uuid: "db-web-revoked", Time: at(5), NodeName: "worker-1", Verdict: flowpb.Verdict_DROPPED,
 			DropReason: 1002, IP: ip4("10.244.2.9", "10.244.1.5"), L4: tcp(5432, 43512, &flowpb.TCPFlags{RST: true, ACK: true}),
@@ -115,7 +121,7 @@ func testFlows() []*flowpb.Flow {
 			TraceObservationPoint: flowpb.TraceObservationPoint_TO_ENDPOINT,
 			TrafficDirection:      flowpb.TrafficDirection_INGRESS, IsReply: notReply, Summary: "TCP Flags: SYN",
 		},
-		{
+		via(&flowpb.Flow{
 			Uuid: "sock-orders", Time: at(7), NodeName: "worker-1", Verdict: flowpb.Verdict_TRANSLATED,
 			IP: ip4("10.244.1.8", "10.244.2.7"), L4: tcp(0, 8080, nil), Source: clientPod, Destination: ordersPod,
 			DestinationService: &flowpb.Service{Namespace: "shop", Name: "orders"},
@@ -123,7 +129,7 @@ func testFlows() []*flowpb.Flow {
 			EventType: &flowpb.CiliumEventType{Type: flow.MessageTypeTraceSock,
 				SubType: int32(flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD)},
 			TrafficDirection: flowpb.TrafficDirection_EGRESS, Summary: "TCP to service 10.96.0.20:80",
-		},
+		}, "10.96.0.20:80"),
 		{
 			Uuid: "client-orders", Time: at(8), NodeName: "worker-1", Verdict: flowpb.Verdict_FORWARDED,
 			IP: ip4("10.244.1.8", "10.244.2.7"), L4: tcp(40000, 8080, syn), Source: clientPod, Destination: ordersPod,

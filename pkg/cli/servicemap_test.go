@@ -23,7 +23,8 @@ import (
 
 // The map of the test flows (see testFlows): workloads, not pods; the
 // service hop for connections through a service, including the one whose
-// packets name no service but whose socket translation did; a dropped
+// packets name no service but whose socket translation did, on the port
+// the client addressed (80), the backends on theirs (8080); a dropped
 // reply on its connection's edge, client to server.
 func TestMapTable(t *testing.T) {
 	dir, _ := fakeObserver(t)
@@ -34,10 +35,10 @@ func TestMapTable(t *testing.T) {
 	for i, want := range []string{
 		"FROM TO PROTO/PORT FORWARDED DROPPED DROP REASONS",
 		"world default/web (Deployment) TCP/80 0 1 POLICY_DENIED×1",
-		"default/client (Deployment) shop/orders (Service) TCP/8080 2 0 -",
+		"default/client (Deployment) shop/orders (Service) TCP/80 2 0 -",
 		"default/web (Deployment) kube-system/kube-dns (Service) UDP/53 1 0 -",
 		"default/web (Deployment) shop/db (StatefulSet) TCP/5432 1 1 POLICY_REVOKED×1",
-		"default/web (Deployment) shop/orders (Service) TCP/8080 1 0 -",
+		"default/web (Deployment) shop/orders (Service) TCP/80 1 0 -",
 		"kube-system/kube-dns (Service) kube-system/coredns (Deployment) UDP/53 1 0 -",
 		"shop/orders (Service) shop/orders (Deployment) TCP/8080 3 0 -",
 		"host default/web (Deployment) TCP/8080 1 0 -",

@@ -111,6 +111,11 @@ func (c *Converter) Convert(ev *datapath.Event) *flowpb.Flow {
 		if svc, ok := e.Service(ev.ServiceID); ok {
 			f.DestinationService = &flowpb.Service{Namespace: svc.Namespace, Name: svc.Name}
 		}
+		// The frontend the client addressed: Hubble's flow names the
+		// service but has no field for its address and port.
+		if ev.VIP.IsValid() {
+			SetOriginalDestination(f, ev.VIP)
+		}
 	}
 
 	var summary []string

@@ -7,8 +7,10 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -304,10 +306,30 @@ func TestConvert(t *testing.T) {
 			IP:   ipv4("203.0.113.9", "192.168.0.1"), L4: tcp(51000, 30080, syn),
 			Source: worldEP(), Destination: &flowpb.Endpoint{Identity: 1, Labels: []string{"reserved:host"}},
 			DestinationService: &flowpb.Service{Namespace: "shop", Name: "db"},
+			Extensions:         origDst("192.168.0.1:30080"),
 			EventType:          &flowpb.CiliumEventType{Type: 1, SubType: 1001},
 			TrafficDirection:   flowpb.TrafficDirection_INGRESS,
 			Interface:          &flowpb.NetworkInterface{Index: 2},
 			Summary:            "NAT_PORTS_EXHAUSTED; TCP Flags: SYN",
+		},
+	}, {
+		name: "new connection to a service, translated per packet: the service, and the port the client used",
+		ev: datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, IfIndex: 9, Proto: "TCP", TCPFlags: 0x02,
+			Src: ap("10.244.1.5:40003"), Dst: ap("10.244.2.7:5432"), Tracked: true,
+			ServiceID: 7, VIP: ap("10.96.0.20:80")},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
+			IP: ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(40003, 5432, syn),
+			Source: webEP(), Destination: dbEP(),
+			DestinationService:    &flowpb.Service{Namespace: "shop", Name: "db"},
+			Extensions:            origDst("10.96.0.20:80"),
+			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 5},
+			TraceObservationPoint: flowpb.TraceObservationPoint_FROM_ENDPOINT,
+			TraceReason:           flowpb.TraceReason_NEW,
+			TrafficDirection:      flowpb.TrafficDirection_EGRESS,
+			IsReply:               wrapperspb.Bool(false),
+			Interface:             &flowpb.NetworkInterface{Index: 9},
+			Summary:               "TCP Flags: SYN",
 		},
 	}, {
 		name: "socket LB translation: SOCK flow from the calling pod to the backend",
@@ -319,6 +341,7 @@ func TestConvert(t *testing.T) {
 			IP: ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(0, 5432, nil),
 			Source: webEP(), Destination: dbEP(),
 			DestinationService: &flowpb.Service{Namespace: "shop", Name: "db"},
+			Extensions:         origDst("10.96.0.20:5432"),
 			EventType:          &flowpb.CiliumEventType{Type: 7, SubType: 2},
 			SockXlatePoint:     flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD,
 			SocketCookie:       99, CgroupId: 4242,
@@ -337,6 +360,7 @@ func TestConvert(t *testing.T) {
 			IP:   ipv4("10.244.1.5", "10.96.0.20"), L4: tcp(0, 5432, nil),
 			Source: webEP(), Destination: worldEP(),
 			DestinationService: &flowpb.Service{Namespace: "shop", Name: "db"},
+			Extensions:         origDst("10.96.0.20:5432"),
 			EventType:          &flowpb.CiliumEventType{Type: 1, SubType: 158},
 			SocketCookie:       98, CgroupId: 4242,
 			TrafficDirection: flowpb.TrafficDirection_EGRESS,
@@ -401,6 +425,34 @@ func TestConvert(t *testing.T) {
 			}
 		})
 	}
+}
+
+// origDst is the extension of a flow to a service whose client addressed
+// the frontend ap.
+func origDst(ap string) *anypb.Any {
+	f := &flowpb.Flow{}
+	SetOriginalDestination(f, netip.MustParseAddrPort(ap))
+	return f.Extensions
+}
+
+// The original destination survives the trip through JSON, as `sluice
+// observe -o json` and `hubble observe -o json` print it, and reads back.
+func TestOriginalDestination(t *testing.T) {
+	c := &Converter{Enricher: testEnricher()}
+	f := c.Convert(&datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, Proto: "UDP",
+		Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5353"), ServiceID: 7, VIP: ap("10.96.0.10:53")})
+	js, err := protojson.Marshal(f)
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"original_destination"`)
+	var back flowpb.Flow
+	require.NoError(t, protojson.Unmarshal(js, &back))
+	got, ok := OriginalDestination(&back)
+	require.True(t, ok)
+	require.Equal(t, ap("10.96.0.10:53"), got)
+
+	_, ok = OriginalDestination(c.Convert(&datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, Proto: "UDP",
+		Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5353")}))
+	require.False(t, ok, "not translated: no original destination")
 }
 
 // A flow is complete when it is made: deleting the pod afterwards (or
