@@ -451,7 +451,7 @@ func (a *Agent) status() api.Status {
 	}
 	st.Maps = mp
 	for _, p := range mp {
-		if p.Map == "sl_ct" {
+		if p.Map == datapath.MapCT {
 			st.CTEntries = p.Live
 		}
 	}
