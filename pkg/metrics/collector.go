@@ -76,7 +76,7 @@ const (
 
 // Datapath counter kinds that are not packets: they get families of their own.
 const (
-	metricEventsLost       = "events-lost"
+	metricEventsLost       = datapath.MetricEventsLost
 	metricSocketsDestroyed = "sockets-destroyed"
 )
 
