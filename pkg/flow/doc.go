@@ -30,6 +30,11 @@
 // the packet's own source and destination, and traffic_direction is the
 // connection's, as in Hubble: a dropped reply into a client pod is EGRESS.
 //
+// What Hubble's flow has no field for goes into flow.extensions (a
+// google.protobuf.Struct): the frontend a translated connection's client
+// addressed, "original_destination" (see OriginalDestination), so that
+// `sluice map` shows the service port beside the backend's.
+//
 // The Store is a ring of Events (flows and lost-event notices) that never
 // blocks its writer: followers read by sequence number and learn how many
 // entries were overwritten before they read them.
