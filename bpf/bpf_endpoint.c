@@ -91,7 +91,8 @@ static __always_inline int policy_revoke(struct __sk_buff *skb, const struct sl_
 	bpf_map_delete_elem(&sl_ct, &key);
 	event_pol(&ev, ep, dir, pol);
 	count(SL_METRIC_DROPPED, dir, SL_DROP_POLICY_REVOKED, skb->len);
-	emit_event_pol(skb, SL_EVENT_DROP, dir, SL_DROP_POLICY_REVOKED, ep->ep_id, pkt, 0, NULL, 0, &ev);
+	emit_event_pol(skb, SL_EVENT_DROP, dir, SL_DROP_POLICY_REVOKED, ep->ep_id, pkt, 0, NULL, 0, &ev,
+		       ct_event_flags(ct));
 	if (pkt->proto != IPPROTO_TCP || (pkt->tcp_flags & TCPF_RST))
 		return (pkt->tcp_flags & TCPF_RST) ? SL_NEXT : SL_DROP;
 
@@ -193,7 +194,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			ct_key_from_pkt(&key, ep_id, &pkt, false);
 			bpf_map_delete_elem(&sl_ct, &key);
 			count(SL_METRIC_DROPPED, dir, reason, skb->len);
-			emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, &pkt, nat.rev_nat_id, &nat.vip, nat.vport, &ev);
+			emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, &pkt, nat.rev_nat_id, &nat.vip, nat.vport, &ev,
+				       SL_EVENT_F_TRACKED);
 			return SL_DROP;
 		}
 		if (pol.verdict != SL_VERDICT_NONE) {
@@ -206,13 +208,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			else if (pol.verdict == SL_VERDICT_REDIRECT)
 				count(SL_METRIC_POLICY_REDIRECT, dir, 0, skb->len);
 		}
-		emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep_id, &pkt, nat.rev_nat_id, &nat.vip, nat.vport, &ev);
+		emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep_id, &pkt, nat.rev_nat_id, &nat.vip, nat.vport, &ev,
+			       SL_EVENT_F_TRACKED);
 		break;
 	case CT_RELATED:
 		count(SL_METRIC_RELATED, dir, 0, skb->len);
 		if (nat.rev_nat_id && dir == SL_DIR_INGRESS &&
 		    lb_rev_translate_icmp(skb, &pkt, &nat) < 0)
-			return drop(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
+			return drop_flags(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt, SL_EVENT_F_TRACKED);
 		break;
 	case CT_ESTABLISHED:
 	case CT_REPLY:
@@ -233,10 +236,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (ct == CT_ESTABLISHED || !nat.rev_nat_id)
 			break;
 		if (dir == SL_DIR_INGRESS && lb_rev_translate(skb, ep_id, &pkt, &nat) < 0)
-			return drop(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
+			return drop_reply(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
 		if (dir == SL_DIR_EGRESS && (nat.flags & SL_CT_NAT_HAIRPIN)) {
 			if (lb_hairpin_reply(skb, ep_id, &pkt, &nat) < 0)
-				return drop(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
+				return drop_reply(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
 			lb = LB_HAIRPIN;
 		}
 		break;
@@ -267,6 +270,7 @@ const enum sl_drop_reason *const _sl_drop_reason __attribute__((unused)) = 0;
 const enum sl_metric *const _sl_metric __attribute__((unused)) = 0;
 const enum sl_ct_state *const _sl_ct_state __attribute__((unused)) = 0;
 const enum sl_event_type *const _sl_event_type __attribute__((unused)) = 0;
+const enum sl_event_flag *const _sl_event_flag __attribute__((unused)) = 0;
 const struct sl_event *const _sl_event __attribute__((unused)) = 0;
 const enum sl_ct_scope *const _sl_ct_scope __attribute__((unused)) = 0;
 const enum sl_lb_backend_state *const _sl_lb_backend_state __attribute__((unused)) = 0;

@@ -48,6 +48,14 @@ enum ct_result {
 	CT_FULL = 4,
 };
 
+/* The event flags (SL_EVENT_F_*) of a packet conntrack classified. */
+static __always_inline __u8 ct_event_flags(int ct)
+{
+	if (ct == CT_FULL)
+		return 0;
+	return SL_EVENT_F_TRACKED | (ct == CT_REPLY ? SL_EVENT_F_REPLY : 0);
+}
+
 static __always_inline void ct_key_from_pkt(struct sl_ct_key *key, __u32 ep_id,
 					    const struct sl_pkt *pkt, bool reverse)
 {

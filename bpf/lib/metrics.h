@@ -102,11 +102,12 @@ struct event_policy {
 
 /* Emit an event about pkt. svc_id/vip/vport describe a service
  * translation (svc_id 0: none); pkt then holds the translated tuple.
- * pol, when not NULL, is the connection's policy decision. */
+ * pol, when not NULL, is the connection's policy decision; flags are
+ * SL_EVENT_F_*. */
 static __always_inline void emit_event_pol(struct __sk_buff *skb, __u8 type, __u8 dir,
 					   __u16 reason, __u32 ep_id, const struct sl_pkt *pkt,
 					   __u32 svc_id, const union sl_addr *vip, __be16 vport,
-					   const struct event_policy *pol)
+					   const struct event_policy *pol, __u8 flags)
 {
 	struct sl_event *ev;
 	__u32 suppressed = 0;
@@ -127,7 +128,7 @@ static __always_inline void emit_event_pol(struct __sk_buff *skb, __u8 type, __u
 	ev->family = pkt->family;
 	ev->proto = pkt->proto;
 	ev->tcp_flags = pkt->tcp_flags;
-	ev->pad = 0;
+	ev->flags = flags;
 	ev->sport = pkt->sport;
 	ev->dport = pkt->dport;
 	ev->saddr = pkt->saddr;
@@ -159,6 +160,7 @@ static __always_inline void emit_conn_end(struct __sk_buff *skb, const struct sl
 		return;
 	ev->ts = now;
 	ev->type = SL_EVENT_CONN_END;
+	ev->flags = SL_EVENT_F_TRACKED; /* the original direction's tuple */
 	ev->dir = e->origin;
 	ev->ifindex = skb->ifindex;
 	ev->ep_id = key->ep_id;
@@ -182,16 +184,32 @@ static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 di
 				       __u16 reason, __u32 ep_id, const struct sl_pkt *pkt,
 				       __u32 svc_id, const union sl_addr *vip, __be16 vport)
 {
-	emit_event_pol(skb, type, dir, reason, ep_id, pkt, svc_id, vip, vport, NULL);
+	emit_event_pol(skb, type, dir, reason, ep_id, pkt, svc_id, vip, vport, NULL, 0);
 }
 
-/* Drop a packet: count it, tell the agent, and return the tc verdict. */
+/* Drop a packet: count it, tell the agent (flags: SL_EVENT_F_*), and
+ * return the tc verdict. */
+static __always_inline int drop_flags(struct __sk_buff *skb, __u8 dir, __u16 reason,
+				      __u32 ep_id, const struct sl_pkt *pkt, __u8 flags)
+{
+	count(SL_METRIC_DROPPED, dir, reason, skb->len);
+	emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, 0, NULL, 0, NULL, flags);
+	return SL_DROP;
+}
+
+/* Drop a packet conntrack has not placed (or that started a connection
+ * it could not track). */
 static __always_inline int drop(struct __sk_buff *skb, __u8 dir, __u16 reason,
 				__u32 ep_id, const struct sl_pkt *pkt)
 {
-	count(SL_METRIC_DROPPED, dir, reason, skb->len);
-	emit_event(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, 0, NULL, 0);
-	return SL_DROP;
+	return drop_flags(skb, dir, reason, ep_id, pkt, 0);
+}
+
+/* Drop a packet of a tracked connection's reply direction. */
+static __always_inline int drop_reply(struct __sk_buff *skb, __u8 dir, __u16 reason,
+				      __u32 ep_id, const struct sl_pkt *pkt)
+{
+	return drop_flags(skb, dir, reason, ep_id, pkt, SL_EVENT_F_TRACKED | SL_EVENT_F_REPLY);
 }
 
 #endif /* SLUICE_METRICS_H */

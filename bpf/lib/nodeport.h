@@ -148,11 +148,11 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 
 	ret = snat_reply(skb, &pkt);
 	if (ret < 0)
-		return drop(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);
+		return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);
 	if (ret > 0) {
 		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
 		if (fib_redirect(skb, &pkt) < 0)
-			return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
+			return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
 		return TC_ACT_REDIRECT;
 	}
 
@@ -239,7 +239,7 @@ static __always_inline int host_egress(struct __sk_buff *skb)
 	if (ct_track(UPLINK_EP, &pkt, SL_DIR_EGRESS, skb->len, &nat) != CT_REPLY || !nat.rev_nat_id)
 		return SL_NEXT;
 	if (lb_rev_translate(skb, UPLINK_EP, &pkt, &nat) < 0)
-		return drop(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);
+		return drop_reply(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);
 	count(SL_METRIC_FORWARDED, SL_DIR_EGRESS, 0, skb->len);
 	return SL_NEXT;
 }

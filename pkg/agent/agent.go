@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,7 +50,6 @@ type Agent struct {
 	policy   *policysync.Reconciler
 	stage    atomic.Pointer[string] // while starting; see setStage
 	flows    *flowSink
-	events   *eventLog
 	cgroups  *cgroupPods
 	metrics  *metrics.Collector
 	// sockDestroy is how sockets of removed backends are destroyed
@@ -73,7 +73,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		}
 	}
 	opts.Datapath.BPFRoot = opts.BPFRoot
-	a := &Agent{opts: opts, log: log, started: time.Now(), store: model.NewStore(), events: newEventLog(4096),
+	a := &Agent{opts: opts, log: log, started: time.Now(), store: model.NewStore(),
 		cgroups: newCgroupPods(opts.CgroupRoot)}
 	a.logSettings()
 
@@ -350,13 +350,7 @@ func (a *Agent) gcOnce() {
 	a.mu.Unlock()
 	if a.flows != nil {
 		if cs, err := a.maps.Counters(); err == nil {
-			var lost uint64
-			for _, c := range cs {
-				if c.Metric == "events-lost" {
-					lost += c.Packets
-				}
-			}
-			a.flows.lost(lost)
+			a.flows.lost(eventsLost(cs))
 		}
 	}
 }
@@ -375,40 +369,31 @@ func (a *Agent) readEvents(r *datapath.EventReader) {
 	}
 }
 
+// eventsLost sums the datapath's count of events it could not emit (ring
+// buffer full), over directions and reasons.
+func eventsLost(cs []datapath.Counter) uint64 {
+	var n uint64
+	for _, c := range cs {
+		if c.Metric == datapath.MetricEventsLost {
+			n += c.Packets
+		}
+	}
+	return n
+}
+
 // version is what the observer API reports; set at build time with
 // -ldflags "-X github.com/sluice-net/sluice/pkg/agent.version=...".
 var version = "dev"
 
-// recordEvent enriches a datapath event with names and keeps it.
+// recordEvent turns a datapath event (or a connection the CT GC found
+// expired) into a flow, enriched once, in the flow store: the one place
+// `sluice observe`, `sluice map` and Hubble clients read events from.
 func (a *Agent) recordEvent(ev datapath.Event) {
 	if a.flows != nil {
 		a.flows.add(&ev)
 	}
-	rec := api.Event{Event: ev}
-	if pod, ok := a.eps.PodByID(ev.EndpointID); ok {
-		rec.Namespace, rec.Pod = pod.Namespace, pod.Name
-	} else if ev.CgroupID != 0 {
-		// Socket-LB events come from a process, not an interface.
-		if pod, ok := a.cgroups.pod(ev.CgroupID, a.store.Snapshot()); ok {
-			rec.Namespace, rec.Pod = pod.Namespace, pod.Name
-		}
-	}
-	if ev.ServiceID != 0 {
-		rec.Service = a.lb.FrontendName(ev.ServiceID)
-	}
-	if ev.Verdict != "" {
-		rec.Policy = "default-deny"
-		if ev.PolicyRule != 0 {
-			if ref, ok := a.policy.Rule(ev.PolicyRule); ok {
-				rec.Policy = ref.String()
-			}
-		} else if ev.Verdict == "allowed" || ev.Verdict == "redirected" {
-			rec.Policy = ""
-		}
-	}
-	a.events.add(rec)
 	if ev.Type == "drop" {
-		a.log.Debug("drop", "reason", ev.Reason, "pod", rec.Pod, "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto)
+		a.log.Debug("drop", "reason", ev.Reason, "endpoint", ev.EndpointID, "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto)
 	}
 }
 
@@ -461,8 +446,8 @@ func (a *Agent) status() api.Status {
 		for _, c := range cs {
 			st.Counters = append(st.Counters, api.Counter{Verdict: c.Metric, Reason: c.Reason, Direction: c.Dir, Packets: c.Packets, Bytes: c.Bytes})
 		}
+		st.EventsLost = eventsLost(cs)
 	}
-	st.EventsLost = a.events.lostInKernel(st.Counters)
 	// One walk of each map: sl_ct's row also gives the live connections.
 	mp, err := a.maps.Pressure()
 	if err != nil {
@@ -470,7 +455,7 @@ func (a *Agent) status() api.Status {
 	}
 	st.Maps = mp
 	for _, p := range mp {
-		if p.Map == "sl_ct" {
+		if p.Map == datapath.MapCT {
 			st.CTEntries = p.Live
 		}
 	}
@@ -488,7 +473,6 @@ func (a *Agent) serveAPI() (*http.Server, error) {
 	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.status()) })
 	mux.HandleFunc("GET "+api.PathEndpoints, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eps.List()) })
 	mux.HandleFunc("GET "+api.PathServices, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.services()) })
-	mux.HandleFunc("GET "+api.PathEvents, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.events.list()) })
 	mux.HandleFunc("GET "+api.PathIdentities, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.policy.Identities()) })
 	mux.HandleFunc("GET "+api.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
 		ns, name, ok := strings.Cut(r.URL.Query().Get("pod"), "/")
@@ -510,6 +494,13 @@ func (a *Agent) serveAPI() (*http.Server, error) {
 		}
 	}()
 	return srv, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
 }
 
 // services is the computed service table with its Maglev memory.

@@ -93,7 +93,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	fs.Uint32Var(&o.Datapath.CTMax, "ct-max", o.Datapath.CTMax, "connection-tracking table size (entries)")
 	fs.Uint32Var(&o.Datapath.EndpointsMax, "endpoints-max", o.Datapath.EndpointsMax, "maximum local endpoints")
-	fs.Uint32Var(&o.Datapath.EventsBufBytes, "events-buffer", o.Datapath.EventsBufBytes, "event ring buffer size in bytes (power of two)")
+	fs.Uint32Var(&o.Datapath.EventsBufBytes, "events-buffer", o.Datapath.EventsBufBytes, "event ring buffer size in bytes: a power of two, at least the page size; a full ring loses events (counted: sluice status, sluice_events_lost_total)")
 	fs.DurationVar(&o.Datapath.CTTimeoutTCP, "ct-timeout-tcp", o.Datapath.CTTimeoutTCP, "lifetime of an idle established TCP connection")
 	fs.DurationVar(&o.Datapath.CTTimeoutOther, "ct-timeout-other", o.Datapath.CTTimeoutOther, "lifetime of an idle UDP/ICMP/other flow")
 	fs.DurationVar(&o.Datapath.CTTimeoutSYN, "ct-timeout-syn", o.Datapath.CTTimeoutSYN, "lifetime of a TCP handshake in progress")

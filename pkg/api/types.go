@@ -20,7 +20,6 @@ const SocketName = "sluice.sock"
 const (
 	PathStatus    = "/v1/status"
 	PathEndpoints = "/v1/endpoints"
-	PathEvents    = "/v1/events"
 	PathServices  = "/v1/services"
 	// PathPolicy?pod=NS/NAME explains a local pod's effective policy.
 	PathPolicy     = "/v1/policy"
@@ -130,19 +129,6 @@ type Endpoint struct {
 	// State is "ready" (programs attached), "waiting-for-interface" or "error".
 	State string `json:"state"`
 	Error string `json:"error,omitempty"`
-}
-
-// Event is one datapath event with the endpoint's pod name resolved at the
-// time the agent read it.
-type Event struct {
-	datapath.Event
-	Namespace string `json:"namespace,omitempty"`
-	Pod       string `json:"pod,omitempty"`
-	// Service names the service of a translated connection: "ns/name:port".
-	Service string `json:"service,omitempty"`
-	// Policy names the rule that decided a policy verdict
-	// ("ns/policy ingress[0]", "host-allow") or "default-deny".
-	Policy string `json:"policy,omitempty"`
 }
 
 // ServicesStatus summarises the programmed services.

@@ -73,14 +73,30 @@ func NewRootCommand() *cobra.Command {
 			Use: "status", Short: "Agent health, kernel features, attach mode, counters and errors", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return g.status(cmd) },
 		},
-		&cobra.Command{
-			Use: "events", Short: "Recent datapath events (new connections and drops)", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error { return g.events(cmd) },
-		},
+		g.eventsCommand(),
 		endpoint, g.serviceCommand(), g.policyCommand(), g.identityCommand(), bpf,
 		g.observeCommand(), g.mapCommand(),
 	)
 	return root
+}
+
+// eventsDeprecated is what `sluice events` says before the flows.
+const eventsDeprecated = "sluice events is deprecated: the agent's events are flows; use `sluice observe`, which takes the same flags"
+
+// eventsCommand is `sluice observe` under its old name: the agent keeps
+// its events only as flows now (one store, each event enriched once), so
+// `sluice events` takes observe's flags and prints flows.
+func (g *globals) eventsCommand() *cobra.Command {
+	cmd := g.observeCommand()
+	cmd.Use = "events"
+	cmd.Short = "Deprecated: the old name of observe (recent flows)"
+	cmd.Long = cmd.Short + ": use `sluice observe`, which takes the same flags.\n\n" + cmd.Long
+	cmd.Example = ""
+	// On stderr, so that scripts reading -o json keep working.
+	cmd.PreRun = func(cmd *cobra.Command, _ []string) {
+		fmt.Fprintln(cmd.ErrOrStderr(), eventsDeprecated)
+	}
+	return cmd
 }
 
 func (g *globals) socketPath() string {
@@ -230,30 +246,6 @@ func (g *globals) endpointList(cmd *cobra.Command) error {
 	})
 }
 
-func (g *globals) events(cmd *cobra.Command) error {
-	if err := g.checkOutput(); err != nil {
-		return err
-	}
-	var evs []api.Event
-	if err := g.get(cmd.Context(), api.PathEvents, &evs); err != nil {
-		return err
-	}
-	w := cmd.OutOrStdout()
-	if g.output == "json" {
-		return printJSON(w, listJSON(evs))
-	}
-	return table(w, "TIME\tTYPE\tPOD\tDIRECTION\tFLOW\tREASON\tPOLICY", func(tw io.Writer) {
-		for _, e := range evs {
-			pod := "-"
-			if e.Pod != "" {
-				pod = e.Namespace + "/" + e.Pod
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s -> %s\t%s\t%s\n", e.Time.Format("15:04:05.000"), e.Type, pod, e.Dir, e.Proto, e.Src, e.Dst,
-				reasonText(e), policyText(e))
-		}
-	})
-}
-
 func (g *globals) openMaps() (*datapath.Maps, error) {
 	return datapath.OpenPinned(g.bpfRoot)
 }
@@ -316,27 +308,6 @@ func (g *globals) bpfEndpointList(cmd *cobra.Command) error {
 			}
 		})
 	})
-}
-
-// reasonText is a drop's reason, with the drops of the same flow not
-// reported since the previous event (rate limit), e.g. "POLICY_DENIED (+3)".
-func reasonText(e api.Event) string {
-	if e.Suppressed > 0 {
-		return fmt.Sprintf("%s (+%d)", dash(e.Reason), e.Suppressed)
-	}
-	return dash(e.Reason)
-}
-
-// policyText is an event's policy verdict and deciding rule, e.g.
-// "allowed by x/web ingress[0]" or "denied by default-deny".
-func policyText(e api.Event) string {
-	if e.Verdict == "" {
-		return "-"
-	}
-	if e.Policy == "" {
-		return e.Verdict
-	}
-	return e.Verdict + " by " + e.Policy
 }
 
 // epPolicyText names an endpoint's policy flags.

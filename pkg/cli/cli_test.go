@@ -116,23 +116,6 @@ var (
 		{ID: 4, Namespace: "kube-system", Pod: "coredns-7d", IPs: []string{"10.244.1.6"}, State: "waiting-for-interface"},
 		{ID: 7, Namespace: "default", Pod: "web-2", IPs: []string{"10.244.1.9"}, Interface: "veth9", IfIndex: 11, State: "error", Error: "attach to veth9: no such device"},
 	}
-
-	testEvents = []api.Event{
-		{
-			Event: datapath.Event{
-				Time: t0.Add(3 * time.Second), Type: "trace", Dir: "egress", IfIndex: 5, EndpointID: 3, Len: 74, Proto: "TCP",
-				Src: netip.MustParseAddrPort("10.244.1.5:43512"), Dst: netip.MustParseAddrPort("10.96.0.10:53"), TCPFlags: 0x02,
-			},
-			Namespace: "default", Pod: "web-0",
-		},
-		{
-			Event: datapath.Event{
-				Time: t0.Add(4 * time.Second), Type: "drop", Dir: "ingress", Reason: "INVALID_SOURCE_IP", ReasonID: 130,
-				IfIndex: 11, EndpointID: 0, Len: 60, Proto: "UDP",
-				Src: netip.MustParseAddrPort("192.0.2.7:5353"), Dst: netip.MustParseAddrPort("10.244.1.9:53"),
-			},
-		},
-	}
 )
 
 func backend(id uint32, addrPort string, state service.BackendState) service.Backend {
@@ -192,17 +175,16 @@ var (
 )
 
 // agentMux serves the API paths with the given values.
-func agentMux(st api.Status, eps []api.Endpoint, evs []api.Event) *http.ServeMux {
+func agentMux(st api.Status, eps []api.Endpoint) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle(api.PathStatus, serveJSON(st))
 	mux.Handle(api.PathEndpoints, serveJSON(eps))
-	mux.Handle(api.PathEvents, serveJSON(evs))
 	mux.Handle(api.PathServices, serveJSON(testServices))
 	return mux
 }
 
 func TestStatus(t *testing.T) {
-	dir := fakeAgent(t, agentMux(testStatus, testEndpoints, testEvents))
+	dir := fakeAgent(t, agentMux(testStatus, testEndpoints))
 
 	t.Run("table", func(t *testing.T) {
 		out, err := run(t, "--state-dir", dir, "status")
@@ -240,7 +222,7 @@ func TestStatusNotReadyNoErrors(t *testing.T) {
 		Kernel: api.KernelFeatures{Release: "5.15.0", RingBuf: true},
 		CTMax:  1024,
 	}
-	dir := fakeAgent(t, agentMux(st, nil, nil))
+	dir := fakeAgent(t, agentMux(st, nil))
 	out, err := run(t, "--state-dir", dir, "status")
 	require.NoError(t, err)
 	require.Regexp(t, `(?m)^Node:\s+worker-2 \(not ready, up \S+\)$`, out)
@@ -254,7 +236,7 @@ func TestStatusNotReadyNoErrors(t *testing.T) {
 }
 
 func TestEndpointList(t *testing.T) {
-	dir := fakeAgent(t, agentMux(testStatus, testEndpoints, testEvents))
+	dir := fakeAgent(t, agentMux(testStatus, testEndpoints))
 
 	t.Run("table", func(t *testing.T) {
 		out, err := run(t, "--state-dir", dir, "endpoint", "list")
@@ -276,31 +258,27 @@ func TestEndpointList(t *testing.T) {
 	})
 }
 
-func TestEvents(t *testing.T) {
-	dir := fakeAgent(t, agentMux(testStatus, testEndpoints, testEvents))
-
-	t.Run("table", func(t *testing.T) {
-		out, err := run(t, "--state-dir", dir, "events")
+// sluice events is observe under its old name: the same flows, the same
+// flags, and a note on stderr only (scripts reading -o json keep working).
+func TestEventsIsObserve(t *testing.T) {
+	dir, _ := fakeObserver(t)
+	for _, args := range [][]string{{"--last", "5"}, {"-o", "json", "--verdict", "DROPPED"}} {
+		want, err := run(t, append([]string{"--state-dir", dir, "observe"}, args...)...)
 		require.NoError(t, err)
-		lines := strings.Split(strings.TrimSpace(out), "\n")
-		require.Len(t, lines, 1+len(testEvents), out)
-		requireLine(t, lines[0], "TIME TYPE POD DIRECTION FLOW REASON POLICY")
-		// The agent sends UTC times here, and the CLI shows the time as sent.
-		requireLine(t, lines[1], "09:26:56.589 trace default/web-0 egress TCP 10.244.1.5:43512 -> 10.96.0.10:53 - -")
-		requireLine(t, lines[2], "09:26:57.589 drop - ingress UDP 192.0.2.7:5353 -> 10.244.1.9:53 INVALID_SOURCE_IP -")
-	})
-
-	t.Run("json", func(t *testing.T) {
-		out, err := run(t, "--state-dir", dir, "events", "-o", "json")
-		require.NoError(t, err)
-		var got []api.Event
-		require.NoError(t, json.Unmarshal([]byte(out), &got), out)
-		require.Equal(t, testEvents, got)
-	})
+		root := cli.NewRootCommand()
+		var out, errOut bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&errOut)
+		root.SetArgs(append([]string{"--state-dir", dir, "events"}, args...))
+		require.NoError(t, root.ExecuteContext(t.Context()))
+		require.Equal(t, want, out.String(), "sluice events %v", args)
+		require.Contains(t, errOut.String(), "deprecated")
+		require.Contains(t, errOut.String(), "sluice observe")
+	}
 }
 
 func TestServiceList(t *testing.T) {
-	dir := fakeAgent(t, agentMux(testStatus, testEndpoints, testEvents))
+	dir := fakeAgent(t, agentMux(testStatus, testEndpoints))
 
 	t.Run("table", func(t *testing.T) {
 		out, err := run(t, "--state-dir", dir, "service", "list")
@@ -364,9 +342,8 @@ func TestServiceList(t *testing.T) {
 func TestEmptyListsJSON(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.Handle(api.PathEndpoints, serveJSON(nil)) // an agent may well send null
-	mux.Handle(api.PathEvents, serveJSON([]api.Event{}))
 	dir := fakeAgent(t, mux)
-	for _, cmd := range [][]string{{"endpoint", "list"}, {"events"}} {
+	for _, cmd := range [][]string{{"endpoint", "list"}} {
 		out, err := run(t, append([]string{"--state-dir", dir, "-o", "json"}, cmd...)...)
 		require.NoError(t, err)
 		require.JSONEq(t, "[]", out, "sluice %s -o json", strings.Join(cmd, " "))
@@ -374,7 +351,7 @@ func TestEmptyListsJSON(t *testing.T) {
 }
 
 func TestAgentFlagOverridesStateDir(t *testing.T) {
-	dir := fakeAgent(t, agentMux(testStatus, testEndpoints, testEvents))
+	dir := fakeAgent(t, agentMux(testStatus, testEndpoints))
 	elsewhere := filepath.Join(t.TempDir(), "no-agent-here")
 	out, err := run(t, "--state-dir", elsewhere, "--agent", filepath.Join(dir, api.SocketName), "status")
 	require.NoError(t, err)
@@ -384,7 +361,7 @@ func TestAgentFlagOverridesStateDir(t *testing.T) {
 func TestAgentErrors(t *testing.T) {
 	t.Run("not running", func(t *testing.T) {
 		dir := t.TempDir()
-		for _, cmd := range [][]string{{"status"}, {"endpoint", "list"}, {"events"}, {"service", "list"}} {
+		for _, cmd := range [][]string{{"status"}, {"endpoint", "list"}, {"service", "list"}} {
 			_, err := run(t, append([]string{"--state-dir", dir}, cmd...)...)
 			require.Error(t, err, "sluice %v", cmd)
 			require.ErrorContains(t, err, filepath.Join(dir, api.SocketName))
@@ -396,7 +373,7 @@ func TestAgentErrors(t *testing.T) {
 	t.Run("bad output format", func(t *testing.T) {
 		// No agent at all: the format is checked before anything is read.
 		dir := t.TempDir()
-		for _, cmd := range [][]string{{"status"}, {"endpoint", "list"}, {"events"}, {"service", "list"}, {"bpf", "ct", "list"}, {"bpf", "endpoint", "list"}, {"bpf", "lb", "list"}} {
+		for _, cmd := range [][]string{{"status"}, {"endpoint", "list"}, {"service", "list"}, {"bpf", "ct", "list"}, {"bpf", "endpoint", "list"}, {"bpf", "lb", "list"}} {
 			_, err := run(t, append([]string{"--state-dir", dir, "--bpf-root", dir, "-o", "yaml"}, cmd...)...)
 			require.Error(t, err, "sluice %v", cmd)
 			require.ErrorContains(t, err, `"yaml"`)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,13 +29,13 @@ import (
 // flow's uuid is its name, so a test can tell which flows were printed.
 //
 //	web-db          default/web-0 -> shop/db-0:5432          TCP SYN   forwarded (trace from-endpoint)
-//	web-orders      default/web-0 -> svc shop/orders -> orders-7d:8080  allowed by shop/allow-web (policy verdict, ingress)
+//	web-orders      default/web-0 -> svc shop/orders:80 -> orders-7d:8080  allowed by shop/allow-web (policy verdict, ingress)
 //	world-web       192.0.2.7 (world) -> default/web-0:80   dropped POLICY_DENIED (ingress)
 //	web-dns         default/web-0 -> svc kube-system/kube-dns -> coredns:53 UDP forwarded
 //	(3 events lost)
-//	db-web-revoked  shop/db-0:5432 -> default/web-0:43512   dropped POLICY_REVOKED (Sluice's reason 1002)
+//	db-web-revoked  shop/db-0:5432 -> default/web-0:43512   dropped POLICY_REVOKED (Sluice's reason 1002), a reply of web-db
 //	host-web        host 10.0.0.1 -> default/web-0:8080     forwarded (trace to-endpoint, on worker-2)
-//	sock-orders     default/client-x -> svc shop/orders -> orders-7d:8080 socket translation
+//	sock-orders     default/client-x -> svc shop/orders:80 -> orders-7d:8080 socket translation
 //	client-orders   default/client-x -> orders-7d:8080      forwarded, no service on the packet
 var (
 	ft0 = time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC)
@@ -68,6 +69,11 @@ func testFlows() []*flowpb.Flow {
 		return &flowpb.IP{Source: src, Destination: dst, IpVersion: flowpb.IPVersion_IPv4}
 	}
 	notReply := wrapperspb.Bool(false)
+	// Through a service: the frontend the client addressed.
+	via := func(f *flowpb.Flow, frontend string) *flowpb.Flow {
+		flow.SetOriginalDestination(f, netip.MustParseAddrPort(frontend))
+		return f
+	}
 	return []*flowpb.Flow{
 		{
 			Uuid: "web-db", Time: at(1), NodeName: "worker-1", Verdict: flowpb.Verdict_FORWARDED,
@@ -76,7 +82,7 @@ func testFlows() []*flowpb.Flow {
 			TraceObservationPoint: flowpb.TraceObservationPoint_FROM_ENDPOINT,
 			TrafficDirection:      flowpb.TrafficDirection_EGRESS, IsReply: notReply, Summary: "TCP Flags: SYN",
 		},
-		{
+		via(&flowpb.Flow{
 			Uuid: "web-orders", Time: at(2), NodeName: "worker-1", Verdict: flowpb.Verdict_FORWARDED,
 			IP: ip4("10.244.1.5", "10.244.2.7"), L4: tcp(43514, 8080, syn), Source: webPod, Destination: ordersPod,
 			DestinationService: &flowpb.Service{Namespace: "shop", Name: "orders"},
@@ -84,7 +90,7 @@ func testFlows() []*flowpb.Flow {
 			PolicyMatchType: uint32(flow.MatchL3L4), TrafficDirection: flowpb.TrafficDirection_INGRESS, IsReply: notReply,
 			IngressAllowedBy: []*flowpb.Policy{{Namespace: "shop", Name: "allow-web", Kind: "NetworkPolicy"}},
 			Summary:          "TCP Flags: SYN",
-		},
+		}, "10.96.0.20:80"),
 		{
 			Uuid: "world-web", Time: at(3), NodeName: "worker-1", Verdict: flowpb.Verdict_DROPPED,
 			DropReason: 133, DropReasonDesc: flowpb.DropReason_POLICY_DENIED,
@@ -92,20 +98,21 @@ func testFlows() []*flowpb.Flow {
 			Type: flowpb.FlowType_L3_L4, EventType: &flowpb.CiliumEventType{Type: flow.MessageTypeDrop, SubType: 133},
 			TrafficDirection: flowpb.TrafficDirection_INGRESS, Summary: "TCP Flags: SYN",
 		},
-		{
+		via(&flowpb.Flow{
 			Uuid: "web-dns", Time: at(4), NodeName: "worker-1", Verdict: flowpb.Verdict_FORWARDED,
 			IP:     ip4("10.244.1.5", "10.244.1.6"),
 			L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: 40001, DestinationPort: 53}}},
 			Source: webPod, Destination: dnsPod, DestinationService: &flowpb.Service{Namespace: "kube-system", Name: "kube-dns"},
 			Type: flowpb.FlowType_L3_L4, EventType: &flowpb.CiliumEventType{Type: flow.MessageTypeTrace, SubType: 5},
 			TrafficDirection: flowpb.TrafficDirection_EGRESS, IsReply: notReply, Summary: "UDP",
-		},
+		}, "10.96.0.10:53"),
 		{
 			Uuid: "db-web-revoked", Time: at(5), NodeName: "worker-1", Verdict: flowpb.Verdict_DROPPED,
 			DropReason: 1002, IP: ip4("10.244.2.9", "10.244.1.5"), L4: tcp(5432, 43512, &flowpb.TCPFlags{RST: true, ACK: true}),
 			Source: dbPod, Destination: webPod,
 			Type: flowpb.FlowType_L3_L4, EventType: &flowpb.CiliumEventType{Type: flow.MessageTypeDrop, SubType: 1002},
-			TrafficDirection: flowpb.TrafficDirection_EGRESS, Summary: "POLICY_REVOKED; TCP Flags: ACK, RST",
+			TrafficDirection: flowpb.TrafficDirection_EGRESS, IsReply: wrapperspb.Bool(true), Reply: true,
+			Summary: "POLICY_REVOKED; TCP Flags: ACK, RST",
 		},
 		{
 			Uuid: "host-web", Time: at(6), NodeName: "worker-2", Verdict: flowpb.Verdict_FORWARDED,
@@ -114,7 +121,7 @@ func testFlows() []*flowpb.Flow {
 			TraceObservationPoint: flowpb.TraceObservationPoint_TO_ENDPOINT,
 			TrafficDirection:      flowpb.TrafficDirection_INGRESS, IsReply: notReply, Summary: "TCP Flags: SYN",
 		},
-		{
+		via(&flowpb.Flow{
 			Uuid: "sock-orders", Time: at(7), NodeName: "worker-1", Verdict: flowpb.Verdict_TRANSLATED,
 			IP: ip4("10.244.1.8", "10.244.2.7"), L4: tcp(0, 8080, nil), Source: clientPod, Destination: ordersPod,
 			DestinationService: &flowpb.Service{Namespace: "shop", Name: "orders"},
@@ -122,7 +129,7 @@ func testFlows() []*flowpb.Flow {
 			EventType: &flowpb.CiliumEventType{Type: flow.MessageTypeTraceSock,
 				SubType: int32(flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD)},
 			TrafficDirection: flowpb.TrafficDirection_EGRESS, Summary: "TCP to service 10.96.0.20:80",
-		},
+		}, "10.96.0.20:80"),
 		{
 			Uuid: "client-orders", Time: at(8), NodeName: "worker-1", Verdict: flowpb.Verdict_FORWARDED,
 			IP: ip4("10.244.1.8", "10.244.2.7"), L4: tcp(40000, 8080, syn), Source: clientPod, Destination: ordersPod,
@@ -137,11 +144,18 @@ func testFlows() []*flowpb.Flow {
 // its --state-dir. It returns dir and the store, to add flows to.
 func fakeObserver(t *testing.T) (string, *flow.Store) {
 	t.Helper()
+	return serveFlows(t, testFlows(), 3)
+}
+
+// serveFlows serves flows over the observer API in a new state
+// directory, with 3 events lost after the flow at lostAfter (-1: none).
+func serveFlows(t *testing.T, flows []*flowpb.Flow, lostAfter int) (string, *flow.Store) {
+	t.Helper()
 	store, err := flow.NewStore(100)
 	require.NoError(t, err)
-	for i, f := range testFlows() {
+	for i, f := range flows {
 		store.Add(f)
-		if i == 3 {
+		if i == lostAfter {
 			store.AddLost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 3)
 		}
 	}
@@ -348,7 +362,7 @@ func TestObserveOutput(t *testing.T) {
 		require.Equal(t, "Mar 14 09:26:56.000: 192.0.2.7:5353 (world) -> default/web-0:80 (ID:300) POLICY_DENIED DROPPED (TCP Flags: SYN)", lines[2])
 		require.Equal(t, "Mar 14 09:26:57.000: default/web-0:40001 (ID:300) -> kube-system/coredns-5d:53 (ID:330) from-endpoint FORWARDED (UDP)", lines[3])
 		require.Regexp(t, `^\w{3} [ \d]\d \d\d:\d\d:\d\d\.\d{3}: EVENTS LOST: 3 \(PERF_EVENT_RING_BUFFER\)$`, lines[4])
-		require.Equal(t, "Mar 14 09:26:58.000: shop/db-0:5432 (ID:310) -> default/web-0:43512 (ID:300) POLICY_REVOKED DROPPED (POLICY_REVOKED; TCP Flags: ACK, RST)", lines[5])
+		require.Equal(t, "Mar 14 09:26:58.000: default/web-0:43512 (ID:300) <- shop/db-0:5432 (ID:310) POLICY_REVOKED DROPPED (POLICY_REVOKED; TCP Flags: ACK, RST)", lines[5])
 		require.Equal(t, "Mar 14 09:26:59.000: 10.0.0.1:51000 (host) -> default/web-0:8080 (ID:300) to-endpoint FORWARDED (TCP Flags: SYN)", lines[6])
 		require.Equal(t, "Mar 14 09:27:00.000: default/client-x (ID:340) -> shop/orders-7d:8080 (ID:320) post-xlate-fwd TRANSLATED (TCP to service 10.96.0.20:80)", lines[7])
 	})

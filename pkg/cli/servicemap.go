@@ -40,8 +40,10 @@ Map reads the flows from the agent's Hubble observer. Ends are grouped by
 workload (Deployment, StatefulSet …) when the pod has one, else by pod; peers
 outside the cluster are "world" (or their CIDR or address), nodes are "host"
 and "remote-node". A connection to a service goes through the service:
-client -> service -> backend. Traffic is drawn from client to server; a
-dropped packet whose direction the datapath does not report is drawn as sent.
+client -> service, on the service port the client used -> backend, on the
+backend's port. Traffic is drawn from client to server: a reply (is_reply) on
+its connection's edge; a packet dropped before conntrack placed it in a
+connection is drawn as sent.
 
 The filter flags of observe apply; -o dot is Graphviz input (dot -Tsvg), -o html
 a page that draws the map without any script or download.`,
@@ -224,17 +226,24 @@ type viaKey struct {
 type mapBuilder struct {
 	nodes map[string]*mapNode
 	edges map[edgeKey]*mapEdge
-	// via remembers which service a client reached a backend through.
+	// via remembers which service a client reached a backend through,
+	// and on which port.
 	// With socket load-balancing the translation is a flow of its own
 	// (trace-sock) and the connection's packets name no service: they
 	// are attributed to the service the translation named, so the map
 	// does not also draw the client straight to the backend.
-	via map[viaKey]string
+	via map[viaKey]via
 	m   serviceMap
 }
 
+// via is the service a translation named, and the port its client used.
+type via struct {
+	service string
+	port    uint32
+}
+
 func newMapBuilder() *mapBuilder {
-	return &mapBuilder{nodes: map[string]*mapNode{}, edges: map[edgeKey]*mapEdge{}, via: map[viaKey]string{}}
+	return &mapBuilder{nodes: map[string]*mapNode{}, edges: map[edgeKey]*mapEdge{}, via: map[viaKey]via{}}
 }
 
 func (b *mapBuilder) add(r *observerpb.GetFlowsResponse) error {
@@ -269,17 +278,24 @@ func (b *mapBuilder) add(r *observerpb.GetFlowsResponse) error {
 
 	key := viaKey{client.ID, serverAddr, proto, port}
 	var svc *mapNode
+	// The client reaches the service on the port it addressed, which
+	// the flow's original destination records; without it (another
+	// emitter), on the backend's.
+	svcPort := port
 	if s := f.GetDestinationService(); s.GetName() != "" && !f.GetIsReply().GetValue() {
 		svc = &mapNode{ID: s.GetNamespace() + "/" + kindService + "/" + s.GetName(), Kind: kindService, Namespace: s.GetNamespace(), Name: s.GetName()}
-		b.via[key] = svc.ID
-	} else if id, ok := b.via[key]; ok {
-		svc = b.nodes[id]
+		if od, ok := flow.OriginalDestination(f); ok {
+			svcPort = uint32(od.Port())
+		}
+		b.via[key] = via{svc.ID, svcPort}
+	} else if v, ok := b.via[key]; ok {
+		svc, svcPort = b.nodes[v.service], v.port
 	}
 	if svc == nil {
 		b.count(client, server, proto, port, f)
 		return nil
 	}
-	b.count(client, svc, proto, port, f)
+	b.count(client, svc, proto, svcPort, f)
 	// A drop before a backend was chosen (none, or none local) has the
 	// service's address as destination, which is no backend.
 	if server.inCluster() && server.ID != svc.ID {

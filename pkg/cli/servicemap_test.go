@@ -11,28 +11,35 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sluice-net/sluice/pkg/flow"
 )
 
 // The map of the test flows (see testFlows): workloads, not pods; the
 // service hop for connections through a service, including the one whose
-// packets name no service but whose socket translation did.
+// packets name no service but whose socket translation did, on the port
+// the client addressed (80), the backends on theirs (8080); a dropped
+// reply on its connection's edge, client to server.
 func TestMapTable(t *testing.T) {
 	dir, _ := fakeObserver(t)
 	out, err := run(t, "--state-dir", dir, "map")
 	require.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	require.Len(t, lines, 11, out)
+	require.Len(t, lines, 10, out)
 	for i, want := range []string{
 		"FROM TO PROTO/PORT FORWARDED DROPPED DROP REASONS",
 		"world default/web (Deployment) TCP/80 0 1 POLICY_DENIED×1",
-		"default/client (Deployment) shop/orders (Service) TCP/8080 2 0 -",
+		"default/client (Deployment) shop/orders (Service) TCP/80 2 0 -",
 		"default/web (Deployment) kube-system/kube-dns (Service) UDP/53 1 0 -",
-		"default/web (Deployment) shop/db (StatefulSet) TCP/5432 1 0 -",
-		"default/web (Deployment) shop/orders (Service) TCP/8080 1 0 -",
+		"default/web (Deployment) shop/db (StatefulSet) TCP/5432 1 1 POLICY_REVOKED×1",
+		"default/web (Deployment) shop/orders (Service) TCP/80 1 0 -",
 		"kube-system/kube-dns (Service) kube-system/coredns (Deployment) UDP/53 1 0 -",
-		"shop/db (StatefulSet) default/web (Deployment) TCP/43512 0 1 POLICY_REVOKED×1",
 		"shop/orders (Service) shop/orders (Deployment) TCP/8080 3 0 -",
 		"host default/web (Deployment) TCP/8080 1 0 -",
 		"(8 flows from Mar 14 09:26:54.000 to Mar 14 09:27:01.000; 3 events lost, some connections may be missing)",
@@ -56,6 +63,46 @@ func TestMapTable(t *testing.T) {
 
 	_, err = run(t, "--state-dir", dir, "map", "-o", "svg")
 	require.ErrorContains(t, err, `-o "svg" is not an output format of map: use table, dot, html or json`)
+}
+
+// A reply is drawn on its connection's edge, client to server, on the
+// server's port: that of a direct connection, and the hops of one made
+// through a service. Without is_reply it would be a connection from the
+// server to the client's ephemeral port.
+func TestMapOrientsReplies(t *testing.T) {
+	at := timestamppb.New(time.Date(2025, 3, 14, 9, 0, 0, 0, time.UTC))
+	ip4 := func(src, dst string) *flowpb.IP {
+		return &flowpb.IP{Source: src, Destination: dst, IpVersion: flowpb.IPVersion_IPv4}
+	}
+	revoked := func(f *flowpb.Flow) *flowpb.Flow {
+		f.Time, f.Verdict, f.DropReason = at, flowpb.Verdict_DROPPED, 1002
+		f.EventType = &flowpb.CiliumEventType{Type: flow.MessageTypeDrop, SubType: 1002}
+		f.IsReply, f.Reply = wrapperspb.Bool(true), true
+		return f
+	}
+	ack := &flowpb.TCPFlags{ACK: true}
+	dir, _ := serveFlows(t, []*flowpb.Flow{
+		// web-0 to a db-0, and its reply dropped on the way back.
+		revoked(&flowpb.Flow{IP: ip4("10.244.2.9", "10.244.1.5"), L4: tcp(5432, 43512, ack), Source: dbPod, Destination: webPod}),
+		// web-0 through the service shop/orders to orders-7d, and a
+		// dropped reply that names no service.
+		{Time: at, Verdict: flowpb.Verdict_FORWARDED, IP: ip4("10.244.1.5", "10.244.2.7"), L4: tcp(43514, 8080, &flowpb.TCPFlags{SYN: true}),
+			Source: webPod, Destination: ordersPod, DestinationService: &flowpb.Service{Namespace: "shop", Name: "orders"},
+			EventType: &flowpb.CiliumEventType{Type: flow.MessageTypeTrace}, IsReply: wrapperspb.Bool(false)},
+		revoked(&flowpb.Flow{IP: ip4("10.244.2.7", "10.244.1.5"), L4: tcp(8080, 43514, ack), Source: ordersPod, Destination: webPod}),
+	}, -1)
+	out, err := run(t, "--state-dir", dir, "map")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 5, out)
+	for i, want := range []string{
+		"FROM TO PROTO/PORT FORWARDED DROPPED DROP REASONS",
+		"default/web (Deployment) shop/db (StatefulSet) TCP/5432 0 1 POLICY_REVOKED×1",
+		"default/web (Deployment) shop/orders (Service) TCP/8080 1 1 POLICY_REVOKED×1",
+		"shop/orders (Service) shop/orders (Deployment) TCP/8080 1 1 POLICY_REVOKED×1",
+	} {
+		requireLine(t, lines[i], want)
+	}
 }
 
 func TestMapJSON(t *testing.T) {
@@ -82,7 +129,9 @@ func TestMapJSON(t *testing.T) {
 	require.Equal(t, "default", m.Nodes[1].Namespace)
 	require.Equal(t, "web", m.Nodes[1].Name)
 	require.Len(t, m.Edges, 3)
-	require.Equal(t, "shop/StatefulSet/db", m.Edges[1].From)
+	require.Equal(t, "default/Deployment/web", m.Edges[1].From, "the dropped reply, on its connection's edge")
+	require.Equal(t, "shop/StatefulSet/db", m.Edges[1].To)
+	require.EqualValues(t, 5432, m.Edges[1].Port)
 	require.Equal(t, map[string]uint64{"POLICY_REVOKED": 1}, m.Edges[1].DropReasons)
 }
 
@@ -127,8 +176,9 @@ func TestMapDOT(t *testing.T) {
 	require.Equal(t, -1, depth, "braces balance (the digraph's own closes last)")
 	require.Equal(t, 3, clusters, "default, kube-system, shop")
 	require.Len(t, declared, 9)
-	require.Len(t, edges, 9)
+	require.Len(t, edges, 8)
 	require.Equal(t, edge{`TCP/80: 1 dropped`, "#d62728", ", style=dashed"}, edges[`"world" -> "default/Deployment/web"`])
+	require.Equal(t, edge{`TCP/5432: 1 forwarded, 1 dropped`, "#dd6b20", ""}, edges[`"default/Deployment/web" -> "shop/StatefulSet/db"`])
 	require.Equal(t, edge{`TCP/8080: 3 forwarded`, "#4a5568", ""}, edges[`"shop/Service/orders" -> "shop/Deployment/orders"`])
 }
 
@@ -188,8 +238,8 @@ func TestMapHTML(t *testing.T) {
 		}
 	}
 	require.Equal(t, 9, boxes)
-	require.Equal(t, 9, paths)
-	require.Equal(t, 2, dashed, "world -> web and db -> web: all dropped")
+	require.Equal(t, 8, paths)
+	require.Equal(t, 1, dashed, "world -> web: all dropped")
 
 	// Without --file, the page goes to stdout.
 	out, err = run(t, "--state-dir", dir, "map", "-o", "html", "--to-namespace", "kube-system")

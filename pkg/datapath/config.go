@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -132,8 +133,11 @@ func (c Config) Validate() error {
 	if c.PolicyMapMax < 16 || c.IPCacheMax < 256 {
 		errs = append(errs, fmt.Errorf("policy-map-max %d must be at least 16 and ipcache-max %d at least 256", c.PolicyMapMax, c.IPCacheMax))
 	}
-	if c.EventsBufBytes&(c.EventsBufBytes-1) != 0 || c.EventsBufBytes < 4096 {
-		errs = append(errs, fmt.Errorf("events-buffer %d must be a power of two of at least 4096 bytes", c.EventsBufBytes))
+	// A ring buffer is a power-of-two multiple of the page size; a power
+	// of two of at least one page is one (4 KiB on amd64, up to 64 KiB on
+	// arm64 kernels).
+	if page := uint32(os.Getpagesize()); c.EventsBufBytes&(c.EventsBufBytes-1) != 0 || c.EventsBufBytes < page {
+		errs = append(errs, fmt.Errorf("events-buffer %d must be a power of two of at least the page size (%d bytes)", c.EventsBufBytes, page))
 	}
 	for name, d := range map[string]time.Duration{
 		"ct-timeout-syn": c.CTTimeoutSYN, "ct-timeout-tcp": c.CTTimeoutTCP,

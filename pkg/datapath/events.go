@@ -28,6 +28,11 @@ type Event struct {
 	Src        netip.AddrPort `json:"src"`
 	Dst        netip.AddrPort `json:"dst"`
 	TCPFlags   uint8          `json:"tcpFlags,omitempty"`
+	// Tracked reports that conntrack placed the packet in its connection;
+	// Reply, that it went in the connection's reply direction (Src is then
+	// the server). A drop before the lookup has neither: unknown.
+	Tracked bool `json:"tracked,omitempty"`
+	Reply   bool `json:"reply,omitempty"`
 	// ServiceID is the frontend a translated connection was addressed to
 	// (0: not translated); VIP is that frontend, Dst the chosen backend.
 	ServiceID  uint32         `json:"serviceID,omitempty"`
@@ -71,8 +76,10 @@ func DecodeEvent(raw []byte, bootTime time.Time) (Event, error) {
 		Time: bootTime.Add(time.Duration(r.Ts)), Type: EventTypeName(r.Type),
 		Dir: DirName(r.Dir), IfIndex: r.Ifindex, EndpointID: r.EpId, Len: r.Len,
 		Proto: ProtoName(r.Proto), TCPFlags: r.TcpFlags,
-		Src: netip.AddrPortFrom(addrFrom(r.Saddr.Addr6, r.Family), ntohs(r.Sport)),
-		Dst: netip.AddrPortFrom(addrFrom(r.Daddr.Addr6, r.Family), ntohs(r.Dport)),
+		Tracked: r.Flags&uint8(bpfobj.BpfSlEventFlagSL_EVENT_F_TRACKED) != 0,
+		Reply:   r.Flags&uint8(bpfobj.BpfSlEventFlagSL_EVENT_F_REPLY) != 0,
+		Src:     netip.AddrPortFrom(addrFrom(r.Saddr.Addr6, r.Family), ntohs(r.Sport)),
+		Dst:     netip.AddrPortFrom(addrFrom(r.Daddr.Addr6, r.Family), ntohs(r.Dport)),
 	}
 	if r.SvcId != 0 {
 		ev.ServiceID = r.SvcId

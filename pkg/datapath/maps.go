@@ -377,12 +377,6 @@ func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTSta
 	return stats, nil
 }
 
-// CountCT counts live entries.
-func (m *Maps) CountCT() (int, error) {
-	live, _, err := m.ctUsage()
-	return live, err
-}
-
 // ctUsage walks sl_ct once: live (unexpired) entries and all of them.
 func (m *Maps) ctUsage() (live, total int, err error) {
 	var (
@@ -457,6 +451,10 @@ type MapPressure struct {
 	Live int `json:"live,omitempty"`
 }
 
+// MapCT is the name of the conntrack map, whose Pressure row (Live) also
+// counts live connections.
+const MapCT = "sl_ct"
+
 // Pressure counts the entries of the maps that can fill up (keys only;
 // connection tracking counts every entry, expired or not, since the map
 // holds them until GC). It walks each map: a status call, not a hot path.
@@ -467,7 +465,7 @@ func (m *Maps) Pressure() ([]MapPressure, error) {
 		name string
 		m    *ebpf.Map
 	}{
-		{"sl_ct", m.CT}, {"sl_endpoints", m.Endpoints}, {"sl_lb_svc", m.LBSvc}, {"sl_lb_backends", m.LBBackends},
+		{MapCT, m.CT}, {"sl_endpoints", m.Endpoints}, {"sl_lb_svc", m.LBSvc}, {"sl_lb_backends", m.LBBackends},
 		{"sl_lb_revnat", m.LBRevNat}, {"sl_lb_maglev", m.LBMaglev}, {"sl_ipcache", m.IPCache}, {"sl_policy", m.Policy},
 	} {
 		if x.m == nil {

@@ -8,6 +8,10 @@ import (
 	b "github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 )
 
+// MetricEventsLost is the name of the counter of events the datapath could
+// not emit because the ring buffer was full.
+const MetricEventsLost = "events-lost"
+
 // Readable names for the C enums. Drop reason names are Hubble's
 // flow.DropReason names where the value is Hubble's.
 var (
@@ -34,7 +38,7 @@ var (
 		b.BpfSlMetricSL_METRIC_PASSED_IPV6:     "passed-ipv6",
 		b.BpfSlMetricSL_METRIC_PASSED_OTHER:    "passed-non-ip",
 		b.BpfSlMetricSL_METRIC_RELATED:         "related-icmp",
-		b.BpfSlMetricSL_METRIC_EVENTS_LOST:     "events-lost",
+		b.BpfSlMetricSL_METRIC_EVENTS_LOST:     MetricEventsLost,
 		b.BpfSlMetricSL_METRIC_NO_ENDPOINT:     "no-endpoint",
 		b.BpfSlMetricSL_METRIC_FRAG_TABLE_FULL: "frag-table-full",
 		b.BpfSlMetricSL_METRIC_SOCK_DESTROYED:  "sockets-destroyed",

@@ -335,5 +335,20 @@ func TestPolicyRevocation(t *testing.T) {
 	ev := nextEvent(t, rd)
 	require.Equal(t, "POLICY_REVOKED", ev.Reason)
 	require.Equal(t, "denied", ev.Verdict)
+	// The reply's own ends, marked as a reply: the flow is the pod's
+	// connection to the peer, not one from the peer.
+	require.True(t, ev.Tracked && ev.Reply, "a reply-direction drop is reported as a reply: %+v", ev)
+	require.Equal(t, netip.AddrPortFrom(peerIP, 80), ev.Src)
+	require.Equal(t, netip.AddrPortFrom(podIP, 40000), ev.Dst)
+	require.Equal(t, peerID, ev.SrcIdentity)
+	require.Equal(t, podID, ev.DstIdentity)
 	require.Empty(t, ctOf(t, dp), "the connection is forgotten")
+
+	// A drop of a connection's first packet is tracked, not a reply.
+	ret, _ = runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40001, 80, flags{syn: true}), fromWire)
+	require.Equal(t, uint32(verdictDrop), ret)
+	ev = nextEvent(t, rd)
+	require.Equal(t, "POLICY_DENIED", ev.Reason)
+	require.True(t, ev.Tracked, "%+v", ev)
+	require.False(t, ev.Reply, "%+v", ev)
 }

@@ -85,7 +85,7 @@ func (c *Converter) Convert(ev *datapath.Event) *flowpb.Flow {
 		Emitter:          &flowpb.Emitter{Name: EmitterName, Version: c.Version},
 		NodeName:         c.NodeName,
 		Type:             flowpb.FlowType_L3_L4,
-		TrafficDirection: trafficDirection(ev.Dir),
+		TrafficDirection: trafficDirection(ev.Dir, ev.Reply),
 		L4:               layer4(ev),
 	}
 	// Socket-LB events: the socket and the calling process's cgroup.
@@ -110,6 +110,11 @@ func (c *Converter) Convert(ev *datapath.Event) *flowpb.Flow {
 	if ev.ServiceID != 0 {
 		if svc, ok := e.Service(ev.ServiceID); ok {
 			f.DestinationService = &flowpb.Service{Namespace: svc.Namespace, Name: svc.Name}
+		}
+		// The frontend the client addressed: Hubble's flow names the
+		// service but has no field for its address and port.
+		if ev.VIP.IsValid() {
+			SetOriginalDestination(f, ev.VIP)
 		}
 	}
 
@@ -205,6 +210,14 @@ func (c *Converter) drop(e Enricher, ev *datapath.Event, f *flowpb.Flow) []strin
 	// Hubble's printer reads it as a byte: Sluice-only reasons (>= 1000)
 	// print as a number there, and by name in the summary.
 	f.EventType = &flowpb.CiliumEventType{Type: MessageTypeDrop, SubType: int32(ev.ReasonID)}
+	// Known only once conntrack has placed the packet: a drop before
+	// that (a malformed packet, a spoofed source) leaves is_reply unset,
+	// as Hubble does for drops. A reply keeps the packet's own source and
+	// destination (the server, the client).
+	if ev.Tracked {
+		f.IsReply = wrapperspb.Bool(ev.Reply)
+		f.Reply = ev.Reply
+	}
 	var summary []string
 	f.DropReasonDesc = DropReason(ev.ReasonID)
 	if f.DropReasonDesc == flowpb.DropReason_DROP_REASON_UNKNOWN && ev.ReasonID != 0 {
@@ -394,7 +407,19 @@ func observationPoint(ev *datapath.Event) (int32, flowpb.TraceObservationPoint) 
 	return traceToEndpoint, flowpb.TraceObservationPoint_UNKNOWN_POINT
 }
 
-func trafficDirection(dir string) flowpb.TrafficDirection {
+// trafficDirection is the direction of the packet's connection relative
+// to the endpoint, as Hubble reports it: the packet's own direction, the
+// other one for a reply (a reply leaving a pod belongs to a connection
+// into it).
+func trafficDirection(dir string, reply bool) flowpb.TrafficDirection {
+	if reply {
+		switch dir {
+		case dirIngress:
+			dir = dirEgress
+		case dirEgress:
+			dir = dirIngress
+		}
+	}
 	switch dir {
 	case dirIngress:
 		return flowpb.TrafficDirection_INGRESS

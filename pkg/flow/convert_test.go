@@ -7,8 +7,10 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -264,6 +266,36 @@ func TestConvert(t *testing.T) {
 			Summary: "POLICY_REVOKED; TCP Flags: SYN",
 		},
 	}, {
+		name: "reply of a revoked connection, cut on its way into the client: is_reply, the packet's own ends, the connection's direction",
+		ev: datapath.Event{Type: "drop", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x10,
+			Src: ap("10.244.2.7:5432"), Dst: ap("10.244.1.5:40002"), Tracked: true, Reply: true,
+			ReasonID: 1002, Reason: "POLICY_REVOKED", Verdict: "denied", SrcIdentity: 301, DstIdentity: 300},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_DROPPED, DropReason: 1002, DropReasonDesc: flowpb.DropReason_DROP_REASON_UNKNOWN,
+			Type: flowpb.FlowType_L3_L4,
+			IP:   ipv4("10.244.2.7", "10.244.1.5"), L4: tcp(5432, 40002, &flowpb.TCPFlags{ACK: true}),
+			Source: dbEP(), Destination: webEP(),
+			EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 1002},
+			TrafficDirection: flowpb.TrafficDirection_EGRESS,
+			IsReply:          wrapperspb.Bool(true), Reply: true,
+			Summary: "POLICY_REVOKED; TCP Flags: ACK",
+		},
+	}, {
+		name: "policy drop of a connection's first packet: tracked, not a reply",
+		ev: datapath.Event{Type: "drop", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+			Src: ap("203.0.113.9:51001"), Dst: ap("10.244.1.5:22"), Tracked: true,
+			ReasonID: 133, Reason: "POLICY_DENIED", Verdict: "denied", SrcIdentity: 2, DstIdentity: 300},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_DROPPED, DropReason: 133, DropReasonDesc: flowpb.DropReason_POLICY_DENIED,
+			Type: flowpb.FlowType_L3_L4,
+			IP:   ipv4("203.0.113.9", "10.244.1.5"), L4: tcp(51001, 22, syn),
+			Source: worldEP(), Destination: webEP(),
+			EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 133},
+			TrafficDirection: flowpb.TrafficDirection_INGRESS,
+			IsReply:          wrapperspb.Bool(false),
+			Summary:          "TCP Flags: SYN",
+		},
+	}, {
 		name: "Sluice-only drop on an uplink (NodePort): unknown reason named in the summary",
 		ev: datapath.Event{Type: "drop", Dir: "ingress", IfIndex: 2, Proto: "TCP", TCPFlags: 0x02,
 			Src: ap("203.0.113.9:51000"), Dst: ap("192.168.0.1:30080"),
@@ -274,10 +306,30 @@ func TestConvert(t *testing.T) {
 			IP:   ipv4("203.0.113.9", "192.168.0.1"), L4: tcp(51000, 30080, syn),
 			Source: worldEP(), Destination: &flowpb.Endpoint{Identity: 1, Labels: []string{"reserved:host"}},
 			DestinationService: &flowpb.Service{Namespace: "shop", Name: "db"},
+			Extensions:         origDst("192.168.0.1:30080"),
 			EventType:          &flowpb.CiliumEventType{Type: 1, SubType: 1001},
 			TrafficDirection:   flowpb.TrafficDirection_INGRESS,
 			Interface:          &flowpb.NetworkInterface{Index: 2},
 			Summary:            "NAT_PORTS_EXHAUSTED; TCP Flags: SYN",
+		},
+	}, {
+		name: "new connection to a service, translated per packet: the service, and the port the client used",
+		ev: datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, IfIndex: 9, Proto: "TCP", TCPFlags: 0x02,
+			Src: ap("10.244.1.5:40003"), Dst: ap("10.244.2.7:5432"), Tracked: true,
+			ServiceID: 7, VIP: ap("10.96.0.20:80")},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
+			IP: ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(40003, 5432, syn),
+			Source: webEP(), Destination: dbEP(),
+			DestinationService:    &flowpb.Service{Namespace: "shop", Name: "db"},
+			Extensions:            origDst("10.96.0.20:80"),
+			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 5},
+			TraceObservationPoint: flowpb.TraceObservationPoint_FROM_ENDPOINT,
+			TraceReason:           flowpb.TraceReason_NEW,
+			TrafficDirection:      flowpb.TrafficDirection_EGRESS,
+			IsReply:               wrapperspb.Bool(false),
+			Interface:             &flowpb.NetworkInterface{Index: 9},
+			Summary:               "TCP Flags: SYN",
 		},
 	}, {
 		name: "socket LB translation: SOCK flow from the calling pod to the backend",
@@ -289,6 +341,7 @@ func TestConvert(t *testing.T) {
 			IP: ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(0, 5432, nil),
 			Source: webEP(), Destination: dbEP(),
 			DestinationService: &flowpb.Service{Namespace: "shop", Name: "db"},
+			Extensions:         origDst("10.96.0.20:5432"),
 			EventType:          &flowpb.CiliumEventType{Type: 7, SubType: 2},
 			SockXlatePoint:     flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD,
 			SocketCookie:       99, CgroupId: 4242,
@@ -307,6 +360,7 @@ func TestConvert(t *testing.T) {
 			IP:   ipv4("10.244.1.5", "10.96.0.20"), L4: tcp(0, 5432, nil),
 			Source: webEP(), Destination: worldEP(),
 			DestinationService: &flowpb.Service{Namespace: "shop", Name: "db"},
+			Extensions:         origDst("10.96.0.20:5432"),
 			EventType:          &flowpb.CiliumEventType{Type: 1, SubType: 158},
 			SocketCookie:       98, CgroupId: 4242,
 			TrafficDirection: flowpb.TrafficDirection_EGRESS,
@@ -371,6 +425,34 @@ func TestConvert(t *testing.T) {
 			}
 		})
 	}
+}
+
+// origDst is the extension of a flow to a service whose client addressed
+// the frontend ap.
+func origDst(ap string) *anypb.Any {
+	f := &flowpb.Flow{}
+	SetOriginalDestination(f, netip.MustParseAddrPort(ap))
+	return f.Extensions
+}
+
+// The original destination survives the trip through JSON, as `sluice
+// observe -o json` and `hubble observe -o json` print it, and reads back.
+func TestOriginalDestination(t *testing.T) {
+	c := &Converter{Enricher: testEnricher()}
+	f := c.Convert(&datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, Proto: "UDP",
+		Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5353"), ServiceID: 7, VIP: ap("10.96.0.10:53")})
+	js, err := protojson.Marshal(f)
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"original_destination"`)
+	var back flowpb.Flow
+	require.NoError(t, protojson.Unmarshal(js, &back))
+	got, ok := OriginalDestination(&back)
+	require.True(t, ok)
+	require.Equal(t, ap("10.96.0.10:53"), got)
+
+	_, ok = OriginalDestination(c.Convert(&datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, Proto: "UDP",
+		Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5353")}))
+	require.False(t, ok, "not translated: no original destination")
 }
 
 // A flow is complete when it is made: deleting the pod afterwards (or

@@ -24,6 +24,17 @@
 // that policy decided is reported once, as a policy verdict, rather than
 // as Cilium's pair of policy-verdict and trace events.
 //
+// is_reply is false on new connections and their ends; on a drop it says
+// whether conntrack had placed the packet in the reply direction of its
+// connection (unset when the drop came before the lookup). A reply keeps
+// the packet's own source and destination, and traffic_direction is the
+// connection's, as in Hubble: a dropped reply into a client pod is EGRESS.
+//
+// What Hubble's flow has no field for goes into flow.extensions (a
+// google.protobuf.Struct): the frontend a translated connection's client
+// addressed, "original_destination" (see OriginalDestination), so that
+// `sluice map` shows the service port beside the backend's.
+//
 // The Store is a ring of Events (flows and lost-event notices) that never
 // blocks its writer: followers read by sequence number and learn how many
 // entries were overwritten before they read them.

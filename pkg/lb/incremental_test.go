@@ -233,7 +233,7 @@ func TestReconcilerRealMaps(t *testing.T) {
 
 // TestReconcilerConcurrentReaders reads the computed services the way the
 // agent's API does (Desired, then encoding it after the lock is released;
-// FrontendName per flow event) while passes run. Under -race it checks
+// FrontendService per flow event) while passes run. Under -race it checks
 // that a pass never writes what an earlier Desired shares (backend lists,
 // Maglev tables).
 func TestReconcilerConcurrentReaders(t *testing.T) {
@@ -260,7 +260,7 @@ func TestReconcilerConcurrentReaders(t *testing.T) {
 				for _, id := range f.Maglev {
 					n += int(id)
 				}
-				_ = r.FrontendName(f.ID)
+				_, _ = r.FrontendService(f.ID)
 			}
 			require.NotNil(t, d)
 		}

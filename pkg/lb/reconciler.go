@@ -474,9 +474,7 @@ func nodeAddrs(s *model.State, node string, fallback []netip.Addr) []netip.Addr 
 	return out
 }
 
-// FrontendName names a frontend by ID as "ns/name:port" (the port name, or
-// number when unnamed), for flow events; "" if unknown.
-// FrontendService returns the service of a frontend ID.
+// FrontendService returns the service of a frontend ID, for flows.
 func (r *Reconciler) FrontendService(id uint32) (model.NamespacedName, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -485,18 +483,4 @@ func (r *Reconciler) FrontendService(id uint32) (model.NamespacedName, bool) {
 		return model.NamespacedName{}, false
 	}
 	return f.Service, true
-}
-
-func (r *Reconciler) FrontendName(id uint32) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f, ok := r.services.FrontendByID(id)
-	if !ok {
-		return ""
-	}
-	port := f.PortName
-	if port == "" {
-		port = fmt.Sprint(f.Port)
-	}
-	return f.Service.String() + ":" + port
 }

@@ -17,10 +17,9 @@ type Datapath interface {
 	// Counters sums the per-CPU counters of sl_metrics over CPUs.
 	Counters() ([]datapath.Counter, error)
 	// Pressure counts the entries of the maps that can fill up; with an
-	// error it may still return the maps it could count.
+	// error it may still return the maps it could count. Its sl_ct row
+	// also counts the live (unexpired) connections, in the same walk.
 	Pressure() ([]datapath.MapPressure, error)
-	// CountCT counts the live (unexpired) connection-tracking entries.
-	CountCT() (int, error)
 }
 
 // State is the agent's own state at one scrape.
@@ -77,7 +76,7 @@ const (
 
 // Datapath counter kinds that are not packets: they get families of their own.
 const (
-	metricEventsLost       = "events-lost"
+	metricEventsLost       = datapath.MetricEventsLost
 	metricSocketsDestroyed = "sockets-destroyed"
 )
 
@@ -197,7 +196,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if c.dp != nil {
 		c.collectCounters(ch)
 		c.collectMaps(ch)
-		c.collectConntrack(ch)
 	}
 	if c.state != nil {
 		c.collectState(ch)
@@ -235,25 +233,28 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.socketsDestroyed, prometheus.CounterValue, float64(destroyed))
 }
 
+// collectMaps reports every map's entries and capacity, and from sl_ct's
+// row the live connections: one walk of sl_ct per scrape, as `sluice
+// status` does. A map that could not be counted is missing from the
+// answer: sl_ct's absence is also a conntrack failure.
 func (c *Collector) collectMaps(ch chan<- prometheus.Metric) {
 	ps, err := c.dp.Pressure()
 	if err != nil {
 		// The maps that could be counted are still reported.
 		c.scrapeErrors.WithLabelValues(sourceMaps).Inc()
 	}
+	ct := false
 	for _, p := range ps {
 		ch <- prometheus.MustNewConstMetric(c.mapEntries, prometheus.GaugeValue, float64(p.Entries), p.Map)
 		ch <- prometheus.MustNewConstMetric(c.mapCapacity, prometheus.GaugeValue, float64(p.Max), p.Map)
+		if p.Map == datapath.MapCT {
+			ct = true
+			ch <- prometheus.MustNewConstMetric(c.conntrack, prometheus.GaugeValue, float64(p.Live))
+		}
 	}
-}
-
-func (c *Collector) collectConntrack(ch chan<- prometheus.Metric) {
-	n, err := c.dp.CountCT()
-	if err != nil {
+	if !ct {
 		c.scrapeErrors.WithLabelValues(sourceConntrack).Inc()
-		return
 	}
-	ch <- prometheus.MustNewConstMetric(c.conntrack, prometheus.GaugeValue, float64(n))
 }
 
 func (c *Collector) collectState(ch chan<- prometheus.Metric) {

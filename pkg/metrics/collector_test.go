@@ -18,11 +18,11 @@ import (
 type fakeDatapath struct {
 	mu          sync.Mutex
 	counters    []datapath.Counter
-	pressure    []datapath.MapPressure
-	ct          int
+	pressure    []datapath.MapPressure // sl_ct's row carries the live connections
 	countersErr error
-	pressureErr error
-	ctErr       error
+	pressureErr error // a map other than sl_ct cannot be counted
+	ctErr       error // sl_ct cannot be walked: its row is missing
+	ctWalks     int
 }
 
 func (f *fakeDatapath) Counters() ([]datapath.Counter, error) {
@@ -37,13 +37,17 @@ func (f *fakeDatapath) Counters() ([]datapath.Counter, error) {
 func (f *fakeDatapath) Pressure() ([]datapath.MapPressure, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.pressure, f.pressureErr
-}
-
-func (f *fakeDatapath) CountCT() (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.ct, f.ctErr
+	f.ctWalks++
+	if f.ctErr == nil {
+		return f.pressure, f.pressureErr
+	}
+	var out []datapath.MapPressure
+	for _, p := range f.pressure {
+		if p.Map != datapath.MapCT {
+			out = append(out, p)
+		}
+	}
+	return out, errors.Join(f.ctErr, f.pressureErr)
 }
 
 type fakeState State
@@ -60,8 +64,7 @@ func newFake() *fakeDatapath {
 			{Metric: "events-lost", Dir: "ingress", Reason: "POLICY_DENIED", Packets: 1},
 			{Metric: "sockets-destroyed", Dir: "egress", Packets: 4},
 		},
-		pressure: []datapath.MapPressure{{Map: "sl_ct", Entries: 5, Max: 65536}, {Map: "sl_endpoints", Entries: 2, Max: 1024}},
-		ct:       4,
+		pressure: []datapath.MapPressure{{Map: "sl_ct", Entries: 5, Max: 65536, Live: 4}, {Map: "sl_endpoints", Entries: 2, Max: 1024}},
 	}
 }
 
@@ -155,15 +158,35 @@ func TestCollectorCountsItsFailures(t *testing.T) {
 	n, err := testutil.GatherAndCount(second, "sluice_datapath_packets_total", "sluice_events_lost_total", "sluice_conntrack_entries")
 	require.NoError(t, err)
 	require.Zero(t, n, "series of unreadable maps must be left out, not reported as 0")
+	n, err = testutil.GatherAndCount(second, "sluice_map_entries")
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "only sl_endpoints could be counted")
 	// Pressure's partial answer is still served.
-	require.Equal(t, 5.0, gathered(t, second, "sluice_map_entries", map[string]string{"map": "sl_ct"}))
+	require.Equal(t, 2.0, gathered(t, second, "sluice_map_entries", map[string]string{"map": "sl_endpoints"}))
 
+	// Another map failing leaves conntrack readable: its row is there.
 	dp.mu.Lock()
-	dp.countersErr, dp.ctErr, dp.pressureErr = nil, nil, nil
+	dp.countersErr, dp.ctErr = nil, nil
 	dp.mu.Unlock()
 	third := scrape(t, reg)
 	require.Equal(t, 10.0, gathered(t, third, "sluice_datapath_packets_total", map[string]string{"metric": "forwarded", "direction": "egress"}))
+	require.Equal(t, 4.0, gathered(t, third, "sluice_conntrack_entries", nil))
+	require.Equal(t, 5.0, gathered(t, third, "sluice_map_entries", map[string]string{"map": "sl_ct"}))
 	require.Equal(t, 2.0, gathered(t, third, "sluice_metrics_scrape_errors_total", map[string]string{"source": "counters"}))
+	require.Equal(t, 2.0, gathered(t, third, "sluice_metrics_scrape_errors_total", map[string]string{"source": "conntrack"}))
+	require.Equal(t, 3.0, gathered(t, third, "sluice_metrics_scrape_errors_total", map[string]string{"source": "maps"}))
+}
+
+// A scrape walks sl_ct once: the map-pressure walk also counts the live
+// connections (it is the costliest part of a scrape at --ct-max entries).
+func TestCollectorWalksConntrackOnce(t *testing.T) {
+	dp := newFake()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(Options{Datapath: dp}))
+	g := scrape(t, reg)
+	require.Equal(t, 1, dp.ctWalks)
+	require.Equal(t, 4.0, gathered(t, g, "sluice_conntrack_entries", nil), "live connections")
+	require.Equal(t, 5.0, gathered(t, g, "sluice_map_entries", map[string]string{"map": "sl_ct"}), "entries, expired ones too")
 }
 
 func TestReconcileObserver(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -70,8 +71,16 @@ type Reconciler struct {
 	log     *slog.Logger
 	trigger chan struct{}
 
-	mu       sync.Mutex
-	engine   *policy.Engine
+	// ipcMu orders ipcache writes: each computes the ipcache from the
+	// engine under mu after taking it, so a later write is never older.
+	ipcMu sync.Mutex
+
+	mu     sync.Mutex
+	engine *policy.Engine
+	// ipcRev is the store revision (synced) the ipcache was last written
+	// for; ipcLocal the local endpoints' IDs by address it was written with.
+	ipcRev   uint64
+	ipcLocal map[netip.Addr]uint32
 	alloc    *identity.Allocator
 	synced   uint64 // store revision the engine has seen
 	placed   map[nsName]*placement
@@ -237,10 +246,15 @@ func (r *Reconciler) desiredLocked(pod nsName, pl *placement) (uint32, uint32) {
 	return uint32(p.Identity), f
 }
 
-// Prepare implements endpoint.PolicyProvider.
+// Prepare implements endpoint.PolicyProvider. Everything the endpoint's
+// policy decides with is written before its flags are returned (and so
+// before the caller turns enforcement on): its maps, and the ipcache that
+// turns its peers' addresses into the identities those maps name. An
+// endpoint placed before the reconciler's first pass, or right after a
+// peer appeared, would otherwise deny an allowed peer as world until the
+// next pass wrote its address.
 func (r *Reconciler) Prepare(pod nsName, epID uint32) (uint32, uint32) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.syncLocked()
 	pl := r.placed[pod]
 	if pl == nil || pl.epID != epID {
@@ -251,7 +265,56 @@ func (r *Reconciler) Prepare(pod nsName, epID uint32) (uint32, uint32) {
 	if err := r.writeMapsLocked(pod, pl, p); err != nil {
 		r.log.Warn("policy maps not written: the endpoint fails closed", "pod", pod, "error", err)
 	}
-	return r.desiredLocked(pod, pl)
+	id, flags := r.desiredLocked(pod, pl)
+	// The endpoint's own addresses carry its ID in the ipcache.
+	local := maps.Clone(r.ipcLocal)
+	if local == nil {
+		local = map[netip.Addr]uint32{}
+	}
+	if mp, ok := r.opts.Store.Snapshot().Pods[pod]; ok {
+		for _, a := range mp.IPs {
+			local[a] = epID
+		}
+	}
+	r.mu.Unlock()
+	if err := r.syncIPCache(false, local); err != nil {
+		// The next pass writes it again; until then peers may read as world.
+		r.log.Warn("ipcache not written before enforcement", "pod", pod, "error", err)
+	}
+	return id, flags
+}
+
+// syncIPCache writes the engine's ipcache, with local's endpoint IDs for
+// this node's pods, unless it was already written for the engine's
+// current state (force: write, and prune, regardless). Call it without mu.
+func (r *Reconciler) syncIPCache(force bool, local map[netip.Addr]uint32) error {
+	r.ipcMu.Lock()
+	defer r.ipcMu.Unlock()
+	r.mu.Lock()
+	if !force && r.ipcRev == r.synced && maps.Equal(local, r.ipcLocal) {
+		r.mu.Unlock()
+		return nil
+	}
+	rev := r.synced
+	ipc := map[netip.Prefix]datapath.IPCacheEntry{}
+	for p, id := range r.engine.IPCache() {
+		if !p.Addr().Is4() {
+			continue
+		}
+		e := datapath.IPCacheEntry{Identity: uint32(id)}
+		if p.IsSingleIP() {
+			e.EndpointID = local[p.Addr()]
+		}
+		ipc[p] = e
+	}
+	r.mu.Unlock()
+	if _, _, err := r.opts.Maps.SyncIPCache(ipc); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.ipcRev, r.ipcLocal = rev, local
+	r.mu.Unlock()
+	return nil
 }
 
 // Placed implements endpoint.PolicyProvider.
@@ -337,22 +400,6 @@ func (r *Reconciler) pass(full bool) {
 			errs = append(errs, r.writeMapsLocked(pod, pl, p))
 		}
 	}
-	// The ipcache is written whole (diffed against the map) on every
-	// pass that changed it: identities move only with real changes.
-	var ipc map[netip.Prefix]datapath.IPCacheEntry
-	if changed || full {
-		ipc = map[netip.Prefix]datapath.IPCacheEntry{}
-		for p, id := range r.engine.IPCache() {
-			if !p.Addr().Is4() {
-				continue
-			}
-			e := datapath.IPCacheEntry{Identity: uint32(id)}
-			if p.IsSingleIP() {
-				e.EndpointID = ipcLocal[p.Addr()]
-			}
-			ipc[p] = e
-		}
-	}
 	type flagWrite struct {
 		pod       nsName
 		pl        placement
@@ -372,10 +419,12 @@ func (r *Reconciler) pass(full bool) {
 	snap := r.alloc.Snapshot()
 	r.mu.Unlock()
 
-	if ipc != nil {
-		if _, _, err := r.opts.Maps.SyncIPCache(ipc); err != nil {
-			errs = append(errs, err)
-		}
+	// The ipcache is written whole (diffed against the map) when the
+	// engine or the local endpoints changed since it was last written
+	// (a Prepare may have done it already), before the flags that
+	// enforce with it.
+	if err := r.syncIPCache(full, ipcLocal); err != nil {
+		errs = append(errs, err)
 	}
 	for _, w := range writes {
 		if _, err := r.opts.Maps.SetEndpointPolicy(uint32(w.pl.ifindex), w.pl.epID, w.id, w.flags); err != nil {

@@ -119,6 +119,52 @@ func TestReconciler(t *testing.T) {
 	require.Empty(t, r.Status().FailedClosed)
 }
 
+// An endpoint's enforcement never precedes what allows its peers: when
+// Prepare returns the flags that turn it on, before the reconciler's first
+// pass, the ipcache already gives the allowed peer (on another node here)
+// the identity the endpoint's maps allow, and the endpoint its own ID.
+func TestPrepareWritesTheIPCacheBeforeEnforcing(t *testing.T) {
+	m := loadMaps(t)
+	store := model.NewStore()
+	_, err := store.Apply([]model.Change{
+		{Op: model.OpUpsert, Object: &model.Namespace{Name: "x"}},
+		{Op: model.OpUpsert, Object: pod("x", "b", "n1", "10.244.1.3", map[string]string{"app": "b"})},
+		{Op: model.OpUpsert, Object: pod("x", "r", "n2", "10.244.2.2", map[string]string{"app": "a"})},
+		{Op: model.OpUpsert, Object: allowA},
+	})
+	require.NoError(t, err)
+	r, err := New(Options{NodeName: "n1", Maps: m, Store: store, MaxEntries: 64})
+	require.NoError(t, err)
+
+	idB, flags := r.Prepare(model.NamespacedName{Namespace: "x", Name: "b"}, 7)
+	require.Equal(t, datapath.EPFlagPolicyIngress, flags, "b is enforced from its first packet")
+	ipc, err := m.DumpIPCache()
+	require.NoError(t, err)
+	peer, ok := ipc[netip.MustParsePrefix("10.244.2.2/32")]
+	require.True(t, ok, "the allowed peer's address is known when enforcement turns on: %v", ipc)
+	p, err := m.DumpEndpointPolicy(7)
+	require.NoError(t, err)
+	var allowed []uint32
+	for _, e := range p.Entries {
+		allowed = append(allowed, e.Identity)
+	}
+	require.Contains(t, allowed, peer.Identity, "and its identity is the one b's maps allow")
+	require.Equal(t, datapath.IPCacheEntry{Identity: idB, EndpointID: 7}, ipc[netip.MustParsePrefix("10.244.1.3/32")])
+
+	// A peer appearing later reaches the ipcache before an endpoint
+	// prepared after it enforces.
+	_, err = store.Apply([]model.Change{
+		{Op: model.OpUpsert, Object: pod("x", "b2", "n1", "10.244.1.4", map[string]string{"app": "b"})},
+		{Op: model.OpUpsert, Object: pod("x", "r2", "n2", "10.244.2.3", map[string]string{"app": "a"})},
+	})
+	require.NoError(t, err)
+	_, flags = r.Prepare(model.NamespacedName{Namespace: "x", Name: "b2"}, 8)
+	require.Equal(t, datapath.EPFlagPolicyIngress, flags)
+	ipc, err = m.DumpIPCache()
+	require.NoError(t, err)
+	require.Equal(t, peer.Identity, ipc[netip.MustParsePrefix("10.244.2.3/32")].Identity)
+}
+
 // A policy too large for the endpoint's maps fails it closed, visibly.
 func TestReconcilerOverflow(t *testing.T) {
 	m := loadMaps(t)

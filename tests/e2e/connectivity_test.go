@@ -15,9 +15,9 @@ import (
 	"net/netip"
 	"testing"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/tests/harness"
 )
 
@@ -100,15 +100,20 @@ func testConnectivity(t *testing.T, mode harness.Mode, agentArgs []string) {
 	_, ok = findCT(ct1, cID, "ICMP", client.IP, netip.AddrPortFrom(remote.IP, 0))
 	require.True(t, ok, "ping tracked: %+v", ct1)
 
-	// Trace events name the pod on each side.
-	e.waitEvent(n1, "client trace", func(ev api.Event) bool {
-		return ev.Type == "trace" && ev.Pod == "client" && ev.Dir == "egress" && ev.Dst == srv
+	// New-connection flows name the pod on each side.
+	e.waitFlow(n1, "client trace", func(f *flowpb.Flow) bool {
+		_, dst := flowEnds(f)
+		return isNewConnection(f) && f.GetSource().GetPodName() == "client" &&
+			f.GetTrafficDirection() == flowpb.TrafficDirection_EGRESS && dst == srv
 	})
-	e.waitEvent(n1, "server trace", func(ev api.Event) bool {
-		return ev.Type == "trace" && ev.Pod == "server" && ev.Dir == "ingress" && ev.Dst == srv
+	e.waitFlow(n1, "server trace", func(f *flowpb.Flow) bool {
+		_, dst := flowEnds(f)
+		return isNewConnection(f) && f.GetDestination().GetPodName() == "server" &&
+			f.GetTrafficDirection() == flowpb.TrafficDirection_INGRESS && dst == srv
 	})
-	e.waitEvent(n2, "remote trace", func(ev api.Event) bool {
-		return ev.Type == "trace" && ev.Pod == "remote" && ev.Namespace == "prod" && ev.Proto == "UDP"
+	e.waitFlow(n2, "remote trace", func(f *flowpb.Flow) bool {
+		return isNewConnection(f) && f.GetDestination().GetPodName() == "remote" && f.GetDestination().GetNamespace() == "prod" &&
+			f.GetL4().GetUDP() != nil
 	})
 
 	// Counters saw traffic both ways.
@@ -140,11 +145,11 @@ func TestSpoofedSourceIsDroppedAndReported(t *testing.T) {
 	require.Error(t, err, "spoofed ping must not be answered")
 	require.Contains(t, out, "100% packet loss")
 
-	ev := e.waitEvent(n1, "spoof drop", func(ev api.Event) bool {
-		return ev.Type == "drop" && ev.Reason == "INVALID_SOURCE_IP" && ev.Pod == "bad"
+	f := e.waitFlow(n1, "spoof drop", func(f *flowpb.Flow) bool {
+		return isDrop(f, "INVALID_SOURCE_IP") && f.GetSource().GetPodName() == "bad"
 	})
-	require.Equal(t, uint16(132), ev.ReasonID, "Hubble's numbering for INVALID_SOURCE_IP")
-	require.Equal(t, "10.99.0.1", ev.Src.Addr().String())
+	require.Equal(t, uint32(132), f.GetDropReason(), "Hubble's numbering for INVALID_SOURCE_IP")
+	require.Equal(t, "10.99.0.1", f.GetIP().GetSource())
 
 	st := e.status(n1)
 	var drops uint64
@@ -155,5 +160,6 @@ func TestSpoofedSourceIsDroppedAndReported(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, drops, uint64(2))
 	require.Contains(t, e.cli(n1, "status"), "INVALID_SOURCE_IP")
-	require.Contains(t, e.cli(n1, "events"), "INVALID_SOURCE_IP")
+	require.Contains(t, e.cli(n1, "observe", "--verdict", "DROPPED"), "INVALID_SOURCE_IP")
+	require.Contains(t, e.cli(n1, "events"), "INVALID_SOURCE_IP", "the old name of observe")
 }

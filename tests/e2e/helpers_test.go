@@ -4,16 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/tests/harness"
 )
 
@@ -111,26 +115,81 @@ func (e *env) waitEndpointsReady(n *harness.Node) {
 	}, 20*time.Second, 100*time.Millisecond, "endpoints of %s not ready: %+v", n.Name, e.endpoints(n))
 }
 
-func (e *env) events(n *harness.Node) []api.Event {
-	var evs []api.Event
-	require.NoError(e.t, n.AgentGet(ctx(e.t), api.PathEvents, &evs))
-	return evs
-}
-
-// waitEvent waits for an event on n matching f.
-func (e *env) waitEvent(n *harness.Node, what string, f func(api.Event) bool) api.Event {
+// waitFlow waits for a flow on n's Hubble observer matching f: the
+// agent's events are flows.
+func (e *env) waitFlow(n *harness.Node, what string, f func(*flowpb.Flow) bool) *flowpb.Flow {
 	e.t.Helper()
-	var found api.Event
+	hub := hubbleClient(e.t, n)
+	var found *flowpb.Flow
+	var seen []string
 	require.Eventually(e.t, func() bool {
-		for _, ev := range e.events(n) {
-			if f(ev) {
-				found = ev
+		flows, err := recentFlows(ctx(e.t), hub)
+		if err != nil {
+			seen = []string{err.Error()}
+			return false
+		}
+		seen = seen[:0]
+		for _, fl := range flows {
+			if f(fl) {
+				found = fl
 				return true
 			}
+			seen = append(seen, fl.GetSummary()+" "+fl.GetIP().GetSource()+" -> "+fl.GetIP().GetDestination()+" "+fl.GetVerdict().String())
 		}
 		return false
-	}, 10*time.Second, 50*time.Millisecond, "no %s event on %s; have %+v", what, n.Name, e.events(n))
+	}, 10*time.Second, 50*time.Millisecond, "no %s flow on %s; have %v", what, n.Name, seen)
 	return found
+}
+
+// recentFlows reads the flows n's observer holds.
+func recentFlows(c context.Context, hub observerpb.ObserverClient) ([]*flowpb.Flow, error) {
+	cctx, cancel := context.WithTimeout(c, 5*time.Second)
+	defer cancel()
+	stream, err := hub.GetFlows(cctx, &observerpb.GetFlowsRequest{Number: 4096})
+	if err != nil {
+		return nil, err
+	}
+	var out []*flowpb.Flow
+	for {
+		r, err := stream.Recv()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if fl := r.GetFlow(); fl != nil {
+			out = append(out, fl)
+		}
+	}
+}
+
+// flowEnds are a flow's source and destination address and port.
+func flowEnds(f *flowpb.Flow) (src, dst netip.AddrPort) {
+	var sport, dport uint32
+	switch l4 := f.GetL4(); {
+	case l4.GetTCP() != nil:
+		sport, dport = l4.GetTCP().GetSourcePort(), l4.GetTCP().GetDestinationPort()
+	case l4.GetUDP() != nil:
+		sport, dport = l4.GetUDP().GetSourcePort(), l4.GetUDP().GetDestinationPort()
+	}
+	s, _ := netip.ParseAddr(f.GetIP().GetSource())
+	d, _ := netip.ParseAddr(f.GetIP().GetDestination())
+	return netip.AddrPortFrom(s, uint16(sport)), netip.AddrPortFrom(d, uint16(dport))
+}
+
+// isDrop reports whether f is a drop for reason: Hubble's name, or a
+// Sluice-only reason, which the summary names first.
+func isDrop(f *flowpb.Flow, reason string) bool {
+	return f.GetVerdict() == flowpb.Verdict_DROPPED &&
+		(f.GetDropReasonDesc().String() == reason || strings.HasPrefix(f.GetSummary(), reason+";"))
+}
+
+// isNewConnection reports whether f is a connection's first packet: a
+// trace, or a policy verdict when policy decided it.
+func isNewConnection(f *flowpb.Flow) bool {
+	t := f.GetEventType().GetType()
+	return f.GetTraceReason() == flowpb.TraceReason_NEW && (t == flow.MessageTypeTrace || t == flow.MessageTypePolicyVerdict)
 }
 
 func (e *env) status(n *harness.Node) *api.Status {

@@ -17,9 +17,11 @@ import (
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/tests/harness"
 )
 
@@ -59,21 +61,25 @@ func TestNetworkPolicyIngressAcrossNodesAndRevocation(t *testing.T) {
 	who, err := a.TCPRequest(ctx(t), b.IP, 80, "whoami")
 	require.NoError(t, err, "a is allowed into b")
 	require.Equal(t, "x/b", who)
-	ev := e.waitEvent(n2, "allowed verdict", func(ev api.Event) bool {
-		return ev.Verdict == "allowed" && ev.Src.Addr() == a.IP && ev.Pod == "b"
+	f := e.waitFlow(n2, "allowed verdict", func(f *flowpb.Flow) bool {
+		return f.GetEventType().GetType() == flow.MessageTypePolicyVerdict && f.GetVerdict() == flowpb.Verdict_FORWARDED &&
+			f.GetIP().GetSource() == a.IP.String() && f.GetDestination().GetPodName() == "b"
 	})
-	require.Equal(t, "x/allow-a ingress[0]", ev.Policy, "the verdict names the deciding rule")
-	require.NotZero(t, ev.SrcIdentity)
+	require.Len(t, f.GetIngressAllowedBy(), 1, "the verdict names the deciding rule")
+	require.Equal(t, "x", f.GetIngressAllowedBy()[0].GetNamespace())
+	require.Equal(t, "allow-a", f.GetIngressAllowedBy()[0].GetName())
+	require.Equal(t, uint32(flow.MatchL3L4), f.GetPolicyMatchType(), "the rule's peer and port")
+	require.NotZero(t, f.GetSource().GetIdentity())
 
 	short, cancel := context.WithTimeout(ctx(t), 2*time.Second)
 	defer cancel()
 	_, err = c.TCPRequest(short, b.IP, 80, "whoami")
 	require.Error(t, err, "c is not allowed into b")
-	ev = e.waitEvent(n2, "policy drop", func(ev api.Event) bool {
-		return ev.Type == "drop" && ev.Reason == "POLICY_DENIED" && ev.Src.Addr() == c.IP
+	f = e.waitFlow(n2, "policy drop", func(f *flowpb.Flow) bool {
+		return isDrop(f, "POLICY_DENIED") && f.GetIP().GetSource() == c.IP.String()
 	})
-	require.Equal(t, "default-deny", ev.Policy)
-	require.Equal(t, "ingress", ev.Dir)
+	require.Empty(t, f.GetIngressDeniedBy(), "default deny: no rule")
+	require.Equal(t, flowpb.TrafficDirection_INGRESS, f.GetTrafficDirection())
 
 	// The node's own traffic (kubelet probes) is allowed; another node's is not.
 	who, err = n2.TCPRequest(ctx(t), b.IP, 80, "whoami")
@@ -98,9 +104,7 @@ func TestNetworkPolicyIngressAcrossNodesAndRevocation(t *testing.T) {
 	require.Eventually(t, func() bool { return cl.Closed() != nil }, 10*time.Second, 50*time.Millisecond,
 		"the connection from a survives a policy that no longer allows it (%d round trips)", cl.RoundTrips())
 	require.Contains(t, strings.ToLower(cl.Closed().Error()), "reset", "cut with an RST")
-	e.waitEvent(n2, "revocation", func(ev api.Event) bool {
-		return ev.Type == "drop" && ev.Reason == "POLICY_REVOKED"
-	})
+	e.waitFlow(n2, "revocation", func(f *flowpb.Flow) bool { return isDrop(f, "POLICY_REVOKED") })
 	who, err = c.TCPRequest(ctx(t), b.IP, 80, "whoami")
 	require.NoError(t, err, "c is now allowed")
 	require.Equal(t, "x/b", who)
@@ -148,8 +152,9 @@ func TestNetworkPolicyEgressToServiceJudgesTheBackend(t *testing.T) {
 			defer cancel()
 			_, err = client.TCPRequest(short, vip2, 80, "whoami")
 			require.Error(t, err, "the service whose backend is not allowed")
-			e.waitEvent(n1, "egress denial of the backend", func(ev api.Event) bool {
-				return ev.Type == "drop" && ev.Reason == "POLICY_DENIED" && ev.Dir == "egress" && ev.Dst.Addr() == b2.IP
+			e.waitFlow(n1, "egress denial of the backend", func(f *flowpb.Flow) bool {
+				return isDrop(f, "POLICY_DENIED") && f.GetTrafficDirection() == flowpb.TrafficDirection_EGRESS &&
+					f.GetIP().GetDestination() == b2.IP.String()
 			})
 		})
 	}
@@ -189,14 +194,14 @@ func TestNetworkPolicyNodePortDoesNotInheritHost(t *testing.T) {
 		cancel()
 		require.Error(t, err, "external client through NodePort on %s", via.Name)
 	}
-	ev := e.waitEvent(n1, "denial of the SNATed connection", func(ev api.Event) bool {
-		return ev.Type == "drop" && ev.Reason == "POLICY_DENIED" && ev.Src.Addr() == n2.IP
+	f := e.waitFlow(n1, "denial of the SNATed connection", func(f *flowpb.Flow) bool {
+		return isDrop(f, "POLICY_DENIED") && f.GetIP().GetSource() == n2.IP.String()
 	})
-	require.Equal(t, uint32(6), ev.SrcIdentity, "source-NATed by node2: remote-node, not host")
-	ev = e.waitEvent(n1, "denial of the external client", func(ev api.Event) bool {
-		return ev.Type == "drop" && ev.Reason == "POLICY_DENIED" && ev.Src.Addr() == ext.IP
+	require.Equal(t, uint32(6), f.GetSource().GetIdentity(), "source-NATed by node2: remote-node, not host")
+	f = e.waitFlow(n1, "denial of the external client", func(f *flowpb.Flow) bool {
+		return isDrop(f, "POLICY_DENIED") && f.GetIP().GetSource() == ext.IP.String()
 	})
-	require.Equal(t, uint32(2), ev.SrcIdentity, "world")
+	require.Equal(t, uint32(2), f.GetSource().GetIdentity(), "world")
 	who, err = n1.TCPRequest(ctx(t), b1.IP, 8080, "whoami")
 	require.NoError(t, err, "the node's own probe")
 	require.Equal(t, "default/b1", who)
@@ -232,7 +237,7 @@ func TestNetworkPolicyOverflowFailsClosed(t *testing.T) {
 	defer cancel()
 	_, err = a.TCPRequest(short, b.IP, 80, "whoami")
 	require.Error(t, err, "a rule allows it, but the policy did not fit: fail closed")
-	e.waitEvent(n1, "overflow drop", func(ev api.Event) bool { return ev.Type == "drop" && ev.Reason == "POLICY_OVERFLOW" })
+	e.waitFlow(n1, "overflow drop", func(f *flowpb.Flow) bool { return isDrop(f, "POLICY_OVERFLOW") })
 }
 
 // Audit mode forwards what policy would deny, and reports it.
@@ -251,8 +256,10 @@ func TestNetworkPolicyAuditMode(t *testing.T) {
 	who, err := a.TCPRequest(ctx(t), b.IP, 80, "whoami")
 	require.NoError(t, err, "audit forwards")
 	require.Equal(t, "x/b", who)
-	ev := e.waitEvent(n1, "audit verdict", func(ev api.Event) bool { return ev.Verdict == "audit" && ev.Pod == "b" })
-	require.Equal(t, "default-deny", ev.Policy)
+	f := e.waitFlow(n1, "audit verdict", func(f *flowpb.Flow) bool {
+		return f.GetVerdict() == flowpb.Verdict_AUDIT && f.GetDestination().GetPodName() == "b"
+	})
+	require.Empty(t, f.GetIngressDeniedBy(), "default deny: no rule")
 }
 
 // A named egress port resolves per destination pod: d1 and d2 share an

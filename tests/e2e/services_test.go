@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/tests/harness"
 )
 
@@ -151,15 +153,19 @@ func TestServiceClusterIP(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, netip.AddrPortFrom(vip, 53), from, "recvfrom source")
 
-			// Events name the service translation.
+			// Flows name the service translation: the service, the
+			// frontend the client addressed, and the backend chosen.
 			n1 := e.c.Node("node1")
-			ev := e.waitEvent(n1, "translation", func(ev api.Event) bool {
-				return ev.ServiceID != 0 && ev.VIP == netip.AddrPortFrom(vip, 80)
+			f := e.waitFlow(n1, "translation", func(f *flowpb.Flow) bool {
+				od, ok := flow.OriginalDestination(f)
+				return ok && od == netip.AddrPortFrom(vip, 80)
 			})
-			require.Contains(t, []string{backends[0].IP.String(), backends[1].IP.String()}, ev.Dst.Addr().String())
-			require.Equal(t, uint16(8080), ev.Dst.Port())
-			require.Equal(t, "default/web:http", ev.Service, "the event names the service")
-			require.Equal(t, "client", ev.Pod, "and the client pod (socket LB: from the caller's cgroup)")
+			_, dst := flowEnds(f)
+			require.Contains(t, []string{backends[0].IP.String(), backends[1].IP.String()}, dst.Addr().String())
+			require.Equal(t, uint16(8080), dst.Port())
+			require.Equal(t, "default", f.GetDestinationService().GetNamespace(), "the flow names the service")
+			require.Equal(t, "web", f.GetDestinationService().GetName(), "the flow names the service")
+			require.Equal(t, "client", f.GetSource().GetPodName(), "and the client pod (socket LB: from the caller's cgroup)")
 		})
 	}
 }
@@ -179,9 +185,7 @@ func TestServiceWithoutEndpointsRefuses(t *testing.T) {
 			require.Error(t, err)
 			require.Contains(t, err.Error(), "connection refused")
 			require.Less(t, time.Since(start), 3*time.Second, "refused at once, not timed out")
-			e.waitEvent(n1, "reject", func(ev api.Event) bool {
-				return ev.Type == "drop" && ev.Reason == "SERVICE_BACKEND_NOT_FOUND"
-			})
+			e.waitFlow(n1, "reject", func(f *flowpb.Flow) bool { return isDrop(f, "SERVICE_BACKEND_NOT_FOUND") })
 		})
 	}
 }
@@ -589,10 +593,10 @@ func TestServiceLoadBalancerSourceRanges(t *testing.T) {
 			defer cancel()
 			_, err = ext2.TCPRequest(short, lbIP, 80, "whoami")
 			require.Error(t, err, "ext2 is outside loadBalancerSourceRanges")
-			ev := e.waitEvent(n1, "source range drop", func(ev api.Event) bool {
-				return ev.Type == "drop" && ev.Reason == "DENIED_BY_LB_SRC_RANGE_CHECK" && ev.Src.Addr() == ext2.IP
+			f := e.waitFlow(n1, "source range drop", func(f *flowpb.Flow) bool {
+				return isDrop(f, "DENIED_BY_LB_SRC_RANGE_CHECK") && f.GetIP().GetSource() == ext2.IP.String()
 			})
-			require.Equal(t, uint16(177), ev.ReasonID, "Hubble's numbering for DENIED_BY_LB_SRC_RANGE_CHECK")
+			require.Equal(t, uint32(177), f.GetDropReason(), "Hubble's numbering for DENIED_BY_LB_SRC_RANGE_CHECK")
 
 			// The ClusterIP of the same service has no source ranges.
 			who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
@@ -602,8 +606,8 @@ func TestServiceLoadBalancerSourceRanges(t *testing.T) {
 			defer cancel2()
 			_, err = client.TCPRequest(short2, lbIP, 80, "whoami")
 			require.Error(t, err, "the client pod is outside loadBalancerSourceRanges")
-			e.waitEvent(n1, "source range drop of the pod", func(ev api.Event) bool {
-				return ev.Type == "drop" && ev.Reason == "DENIED_BY_LB_SRC_RANGE_CHECK" && ev.Src.Addr() == client.IP
+			e.waitFlow(n1, "source range drop of the pod", func(f *flowpb.Flow) bool {
+				return isDrop(f, "DENIED_BY_LB_SRC_RANGE_CHECK") && f.GetIP().GetSource() == client.IP.String()
 			})
 		})
 	}

@@ -1,49 +1,24 @@
 package main
 
 // `benchflows emit`: datapath events at a chosen rate, for rates real
-// connections between simulated pods cannot reach on a small machine.
-//
-//	node netns
-//	  client pod's host veth (ifindex N), tcx ingress: sl_from_ep ◄── the agent attached it
-//	     ▲ BPF_PROG_TEST_RUN, skb->dev = that veth:
-//	     │   SYN  client:port → server:8080   new connection: a trace event
-//	     │   RST  client:port → server:8080   closed:         a connection-end event
-//	  emit (this process, in the node's netns: the kernel resolves the
-//	        test run's ifindex in the caller's namespace)
-//
-// The program is the one the agent attached, found through BPF_PROG_QUERY on
-// the interface, so it writes into the agent's own ring buffer (sl_events)
-// and CT, and the agent's reader, converter, flow store and observer see the
-// events as they see a pod's. Nothing is loaded and the agent's bpf root
-// lock is not touched. Each source port is one CT entry, reused: a SYN on a
-// closed entry starts a new connection, so CT stays at -ports entries and
-// the agent's CT GC has nothing to report.
+// connections between simulated pods cannot reach on a small machine, made
+// by pkg/datapath/eventgen (BPF_PROG_TEST_RUN of the program the agent
+// attached to the client pod's veth: a SYN is a trace event, an RST a
+// connection-end event). Run in the node's netns.
 
 import (
 	"bufio"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"time"
 
-	"github.com/cilium/ebpf"
-
-	"github.com/cilium/ebpf/link"
-	"github.com/sluice-net/sluice/pkg/datapath"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/pkg/datapath/eventgen"
 )
-
-// emitProgName is the program emit runs: the pod's egress, attached to
-// the host-side veth's tcx ingress.
-const emitProgName = "sl_from_ep"
-
-// tcActNext is the verdict of a packet the program lets through
-// (TC_ACT_UNSPEC / TCX_NEXT, -1).
-const tcActNext = ^uint32(0)
 
 // emitResult is what emit prints (one JSON line).
 type emitResult struct {
@@ -80,25 +55,12 @@ func runEmit(args []string) error {
 	if err != nil {
 		return fmt.Errorf("-dst: %w", err)
 	}
-	if *ports < 1 || *firstPort < 1 || *firstPort+*ports > 65536 {
-		return fmt.Errorf("-first-port %d and -ports %d must stay within 1-65535", *firstPort, *ports)
-	}
-	prog, err := attachedProgram(*ifindex, emitProgName)
+	gen, err := eventgen.New(eventgen.Config{Ifindex: *ifindex, Src: srcIP, Dst: dstIP,
+		DstPort: uint16(*dport), FirstPort: *firstPort, Ports: *ports})
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
-
-	// Every packet built up front: the loop only makes syscalls.
-	runs := make([]testRun, 2*(*ports))
-	// skb->dev is the veth of that index in this netns, as if the packet
-	// had arrived on it.
-	ctx := datapath.SkbContext{Ifindex: uint32(*ifindex)}.Encode()
-	for i := range *ports {
-		sport := uint16(*firstPort + i)
-		runs[2*i] = newTestRun(prog, tcpPacket(srcIP, dstIP, sport, uint16(*dport), tcpSYN, 1000), ctx)
-		runs[2*i+1] = newTestRun(prog, tcpPacket(srcIP, dstIP, sport, uint16(*dport), tcpRST|tcpACK, 1001), ctx)
-	}
+	defer gen.Close()
 	if err := waitGo(); err != nil {
 		return err
 	}
@@ -108,12 +70,11 @@ func runEmit(args []string) error {
 	start := time.Now()
 	var n uint64
 	run := func() error {
-		r := &runs[n%uint64(len(runs))]
-		v, err := r.run()
+		v, err := gen.Run()
 		if err != nil {
 			return err
 		}
-		if v != tcActNext {
+		if v != eventgen.VerdictNext {
 			if res.BadVerdicts == 0 {
 				res.FirstVerdict = fmt.Sprintf("run %d: verdict %d", n, int32(v))
 			}
@@ -178,116 +139,4 @@ func selfCPU() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
-// attachedProgram returns the program called name attached with tcx to
-// the ingress of interface ifindex in this netns.
-func attachedProgram(ifindex int, name string) (*ebpf.Program, error) {
-	if ifindex <= 0 {
-		return nil, errors.New("-ifindex: want the source pod's host-side interface")
-	}
-	q, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
-	if err != nil {
-		return nil, fmt.Errorf("query tcx ingress programs of ifindex %d: %w", ifindex, err)
-	}
-	var seen []string
-	for _, ap := range q.Programs {
-		p, err := ebpf.NewProgramFromID(ap.ID)
-		if err != nil {
-			return nil, fmt.Errorf("open program %d: %w", ap.ID, err)
-		}
-		info, err := p.Info()
-		if err == nil && info.Name == name {
-			return p, nil
-		}
-		if err == nil {
-			seen = append(seen, info.Name)
-		}
-		p.Close()
-	}
-	return nil, fmt.Errorf("no %s attached to ifindex %d (tcx ingress has %v): is the agent running with --attach-mode tcx and the pod an endpoint?", name, ifindex, seen)
-}
-
-// testRun is one prepared BPF_PROG_TEST_RUN: the library's Program.Run
-// copies its buffers on every call, which at 100k runs/s would be the
-// generator's cost rather than the kernel's.
-type testRun struct {
-	prog     *ebpf.Program
-	pkt, ctx []byte
-}
-
-func newTestRun(prog *ebpf.Program, pkt, ctx []byte) testRun {
-	return testRun{prog: prog, pkt: pkt, ctx: ctx}
-}
-
-// run runs the program once on the packet and returns its verdict.
-func (t *testRun) run() (uint32, error) {
-	ret, _, err := datapath.TestRun(t.prog, t.pkt, t.ctx)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", emitProgName, err)
-	}
-	return ret, nil
-}
-
-// TCP flags (the 14th byte of the header).
-const (
-	tcpFIN = 1 << iota
-	tcpSYN
-	tcpRST
-	tcpPSH
-	tcpACK
-)
-
-// tcpPacket is an Ethernet frame with an IPv4 TCP segment without payload,
-// checksums filled in.
-func tcpPacket(src, dst netip.Addr, sport, dport uint16, flags uint8, seq uint32) []byte {
-	const ethLen, ipLen, tcpLen = 14, 20, 20
-	b := make([]byte, ethLen+ipLen+tcpLen)
-	copy(b[0:6], []byte{0x02, 0, 0, 0, 0, 2})  // destination MAC
-	copy(b[6:12], []byte{0x02, 0, 0, 0, 0, 1}) // source MAC
-	binary.BigEndian.PutUint16(b[12:], unix.ETH_P_IP)
-	ip := b[ethLen : ethLen+ipLen]
-	ip[0] = 0x45 // version 4, 5 words
-	binary.BigEndian.PutUint16(ip[2:], ipLen+tcpLen)
-	binary.BigEndian.PutUint16(ip[6:], 0x4000) // don't fragment
-	ip[8] = 64
-	ip[9] = unix.IPPROTO_TCP
-	s4, d4 := src.As4(), dst.As4()
-	copy(ip[12:16], s4[:])
-	copy(ip[16:20], d4[:])
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip, 0))
-	tcp := b[ethLen+ipLen:]
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dport)
-	binary.BigEndian.PutUint32(tcp[4:], seq)
-	if flags&tcpACK != 0 {
-		binary.BigEndian.PutUint32(tcp[8:], 1)
-	}
-	tcp[12] = 5 << 4
-	tcp[13] = flags
-	binary.BigEndian.PutUint16(tcp[14:], 65535)
-	// The pseudo-header: addresses, protocol, TCP length.
-	var pseudo uint32
-	for i := 0; i < 8; i += 2 {
-		pseudo += uint32(binary.BigEndian.Uint16(ip[12+i:]))
-	}
-	pseudo += unix.IPPROTO_TCP + tcpLen
-	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, pseudo))
-	return b
-}
-
-// checksum is the Internet checksum of b, starting from the partial sum
-// initial.
-func checksum(b []byte, initial uint32) uint16 {
-	sum := initial
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

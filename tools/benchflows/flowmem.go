@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/eventgen"
 	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/pkg/identity"
 	"github.com/sluice-net/sluice/pkg/model"
@@ -174,10 +175,10 @@ func (c *syntheticCluster) event(i int) datapath.Event {
 		Src: netip.AddrPortFrom(c.pods[src].IPs[0], sport), Dst: netip.AddrPortFrom(c.pods[dst].IPs[0], dport),
 	}
 	if i%2 == 0 {
-		ev.Type, ev.Len, ev.TCPFlags = "trace", 74, tcpSYN
+		ev.Type, ev.Len, ev.TCPFlags = "trace", 74, eventgen.TCPSYN
 		return ev
 	}
-	ev.Type, ev.Len, ev.TCPFlags = "end", 66, tcpRST|tcpACK
+	ev.Type, ev.Len, ev.TCPFlags = "end", 66, eventgen.TCPRST|eventgen.TCPACK
 	ev.PacketsOrig, ev.BytesOrig = uint64(5+rng.IntN(20)), uint64(400+rng.IntN(20000))
 	ev.PacketsReply, ev.BytesReply = uint64(4+rng.IntN(20)), uint64(300+rng.IntN(200000))
 	ev.Duration = time.Duration(rng.IntN(5000)) * time.Millisecond

@@ -372,26 +372,19 @@ func (d *demo) story(ctx context.Context) error {
 	if err := d.podExec(ctx, frontend, false, "ping", "-c", "2", "-W", "1", "-I", spoofAddr, backend.IP.String()); err != nil {
 		return err
 	}
-	if err := waitFor(ctx, 5*time.Second, "INVALID_SOURCE_IP drop event on node1", func() bool {
-		var evs []api.Event
-		if err := n1.AgentGet(ctx, api.PathEvents, &evs); err != nil {
-			return false
-		}
-		for _, ev := range evs {
-			if ev.Type == "drop" && ev.Reason == "INVALID_SOURCE_IP" {
-				return true
-			}
-		}
-		return false
+	drops := []string{"--state-dir", n1.StateDir, "observe", "--last", "20", "--verdict", "DROPPED"}
+	if err := waitFor(ctx, 5*time.Second, "INVALID_SOURCE_IP drop flow on node1", func() bool {
+		out, err := exec.CommandContext(ctx, d.cliBin, drops...).Output()
+		return err == nil && strings.Contains(string(out), "INVALID_SOURCE_IP")
 	}); err != nil {
 		return err
 	}
-	out, err := d.sluice(ctx, n1, "events")
+	out, err := d.sluice(ctx, n1, "observe", "--last", "20", "--verdict", "DROPPED")
 	if err != nil {
 		return err
 	}
 	if !strings.Contains(out, "INVALID_SOURCE_IP") {
-		return errors.New("sluice events shows no INVALID_SOURCE_IP drop")
+		return errors.New("sluice observe shows no INVALID_SOURCE_IP drop")
 	}
 	out, err = d.sluiceQuiet(ctx, n1, "status")
 	if err != nil {
@@ -588,14 +581,13 @@ spec:
 	if _, err := d.sluice(ctx, n2, "policy", "get", "shop/db"); err != nil {
 		return err
 	}
-	out, err := d.sluiceQuiet(ctx, n2, "events")
+	// Policy verdicts and policy drops: the flows into the db.
+	out, err := d.sluice(ctx, n2, "observe", "--last", "20", "--to-pod", "shop/db", "--type", "policy-verdict", "--type", "drop")
 	if err != nil {
 		return err
 	}
-	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "POLICY") || strings.Contains(l, " by ") {
-			fmt.Println(l)
-		}
+	if !strings.Contains(out, "POLICY_DENIED") {
+		return errors.New("sluice observe shows no POLICY_DENIED drop into shop/db")
 	}
 	_, err = d.sluice(ctx, n2, "bpf", "policy", "list")
 	return err

@@ -305,6 +305,14 @@ enum sl_event_type {
 	SL_EVENT_CONN_END = 4,  /* a TCP connection closed (RST, or FIN both ways); expiries come from the agent's CT GC */
 };
 
+/* Event flags (bits of sl_event.flags). A drop before conntrack looked
+ * the packet up carries neither: whether it was a reply is unknown
+ * (Hubble's is_reply unset). */
+enum sl_event_flag {
+	SL_EVENT_F_TRACKED = 1 << 0, /* conntrack placed the packet in its connection */
+	SL_EVENT_F_REPLY = 1 << 1,   /* ... in its reply direction: saddr is the server */
+};
+
 /* One ring buffer record. */
 struct sl_event {
 	__u64 ts;      /* CLOCK_MONOTONIC ns */
@@ -317,7 +325,7 @@ struct sl_event {
 	__u8 family;
 	__u8 proto;
 	__u8 tcp_flags;
-	__u8 pad;
+	__u8 flags;    /* enum sl_event_flag bits */
 	__be16 sport;
 	__be16 dport;
 	union sl_addr saddr;

@@ -160,7 +160,7 @@ type BpfSlEvent struct {
 	Family   uint8
 	Proto    uint8
 	TcpFlags uint8
-	Pad      uint8
+	Flags    uint8
 	Sport    uint16
 	Dport    uint16
 	Saddr    struct {
@@ -194,6 +194,13 @@ type BpfSlEvent struct {
 	Suppressed   uint32
 	Pad4         uint32
 }
+
+type BpfSlEventFlag uint32
+
+const (
+	BpfSlEventFlagSL_EVENT_F_TRACKED BpfSlEventFlag = 1
+	BpfSlEventFlagSL_EVENT_F_REPLY   BpfSlEventFlag = 2
+)
 
 type BpfSlEventType uint32
 
@@ -494,6 +501,7 @@ const (
 	BpfVarSlDir               = "_sl_dir"
 	BpfVarSlDropReason        = "_sl_drop_reason"
 	BpfVarSlEvent             = "_sl_event"
+	BpfVarSlEventFlag         = "_sl_event_flag"
 	BpfVarSlEventType         = "_sl_event_type"
 	BpfVarSlIdentityReserved  = "_sl_identity_reserved"
 	BpfVarSlLbBackendState    = "_sl_lb_backend_state"
@@ -597,6 +605,7 @@ type BpfVariableSpecs struct {
 	SlDir               *ebpf.VariableSpec `ebpf:"_sl_dir"`
 	SlDropReason        *ebpf.VariableSpec `ebpf:"_sl_drop_reason"`
 	SlEvent             *ebpf.VariableSpec `ebpf:"_sl_event"`
+	SlEventFlag         *ebpf.VariableSpec `ebpf:"_sl_event_flag"`
 	SlEventType         *ebpf.VariableSpec `ebpf:"_sl_event_type"`
 	SlIdentityReserved  *ebpf.VariableSpec `ebpf:"_sl_identity_reserved"`
 	SlLbBackendState    *ebpf.VariableSpec `ebpf:"_sl_lb_backend_state"`
@@ -696,6 +705,7 @@ type BpfVariables struct {
 	SlDir               *ebpf.Variable `ebpf:"_sl_dir"`
 	SlDropReason        *ebpf.Variable `ebpf:"_sl_drop_reason"`
 	SlEvent             *ebpf.Variable `ebpf:"_sl_event"`
+	SlEventFlag         *ebpf.Variable `ebpf:"_sl_event_flag"`
 	SlEventType         *ebpf.Variable `ebpf:"_sl_event_type"`
 	SlIdentityReserved  *ebpf.Variable `ebpf:"_sl_identity_reserved"`
 	SlLbBackendState    *ebpf.Variable `ebpf:"_sl_lb_backend_state"`
