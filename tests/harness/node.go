@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/vishvananda/netlink"
@@ -390,7 +391,7 @@ func (n *Node) wirePod(ctx context.Context, p *Pod, leaf string) error {
 	}
 
 	// Pod side.
-	return withNetlink(path, func(h *netlink.Handle) error {
+	err = withNetlink(path, func(h *netlink.Handle) error {
 		eth0, err := h.LinkByName("eth0")
 		if err != nil {
 			return fmt.Errorf("find pod eth0: %w", err)
@@ -413,8 +414,34 @@ func (n *Node) wirePod(ctx context.Context, p *Pod, leaf string) error {
 		if err := h.RouteAdd(def); err != nil {
 			return fmt.Errorf("add pod default route via %s: %w", gw, err)
 		}
-		return nil
+		return waitOperUp(h, "eth0")
 	})
+	if err != nil {
+		return err
+	}
+	return withNetlink(n.NetnsPath, func(h *netlink.Handle) error { return waitOperUp(h, p.HostIfName) })
+}
+
+// waitOperUp waits until link name is operationally up. A veth set up has
+// its queueing discipline attached only when the kernel's link watcher runs,
+// which it delays by up to a second after another link event (and longer
+// on a loaded machine); until then every packet sent on it is dropped, so
+// a probe right after AddPod would time out.
+func waitOperUp(h *netlink.Handle, name string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("find %s: %w", name, err)
+		}
+		if l.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s is not operationally up after 10s (state %s)", name, l.Attrs().OperState)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Delete removes the pod as a CNI DEL would: its processes are killed, its
