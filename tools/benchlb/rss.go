@@ -4,7 +4,6 @@ package main
 // many services from the files source (`make bench-lb-rss`).
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -72,20 +71,12 @@ type rssRound struct {
 	ColdPass string `json:"coldPass,omitempty"`
 	// Phases are when the agent logged the end of each startup phase,
 	// in seconds after it logged its start.
-	Phases     logPhases `json:"logPhases"`
-	Programmed procMem   `json:"atProgrammed"`
-	Settled    procMem   `json:"afterSettle"`
-	Heap       heapInfo  `json:"goHeap"`
-	Frontends  int       `json:"frontends"`
-	Backends   int       `json:"backends"`
-}
-
-// procMem is what /proc/<pid>/status says, in KiB.
-type procMem struct {
-	VmRSS   int64 `json:"vmRSSKiB"`
-	VmHWM   int64 `json:"vmHWMKiB"`
-	RssAnon int64 `json:"rssAnonKiB"`
-	RssFile int64 `json:"rssFileKiB"`
+	Phases     logPhases       `json:"logPhases"`
+	Programmed harness.ProcMem `json:"atProgrammed"`
+	Settled    harness.ProcMem `json:"afterSettle"`
+	Heap       heapInfo        `json:"goHeap"`
+	Frontends  int             `json:"frontends"`
+	Backends   int             `json:"backends"`
 }
 
 // heapInfo is taken from the last and the largest gctrace lines, in MB as
@@ -232,15 +223,8 @@ func rssOnce(ctx context.Context, o rssOptions, node *harness.Node, bin string) 
 		}
 	}()
 	// nsenter and the wrapper exec the agent in the same process.
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", a.Pid()))
-		if err == nil && strings.TrimSpace(string(comm)) == "sluice-agent" {
-			break
-		}
-		if time.Now().After(deadline) {
-			return round, fmt.Errorf("pid %d is %q, not the agent, after 10s: cannot read its memory", a.Pid(), strings.TrimSpace(string(comm)))
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := a.WaitExec(10 * time.Second); err != nil {
+		return round, fmt.Errorf("cannot read the agent's memory: %w", err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -253,7 +237,7 @@ func rssOnce(ctx context.Context, o rssOptions, node *harness.Node, bin string) 
 			if round.ProgrammedSeconds == 0 && st.Services.Frontends >= o.services && st.Services.Backends >= wantBackends {
 				round.ProgrammedSeconds = time.Since(start).Seconds()
 				round.Frontends, round.Backends = st.Services.Frontends, st.Services.Backends
-				if round.Programmed, err = readProcMem(a.Pid()); err != nil {
+				if round.Programmed, err = harness.ReadProcMem(a.Pid()); err != nil {
 					return round, err
 				}
 			}
@@ -275,7 +259,7 @@ func rssOnce(ctx context.Context, o rssOptions, node *harness.Node, bin string) 
 	case <-ctx.Done():
 		return round, ctx.Err()
 	}
-	if round.Settled, err = readProcMem(a.Pid()); err != nil {
+	if round.Settled, err = harness.ReadProcMem(a.Pid()); err != nil {
 		return round, err
 	}
 	logs := a.Logs()
@@ -334,36 +318,6 @@ func bitsFor(n int) int {
 		b++
 	}
 	return b
-}
-
-func readProcMem(pid int) (procMem, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return procMem{}, fmt.Errorf("read agent memory: %w", err)
-	}
-	defer f.Close()
-	return parseProcStatus(f)
-}
-
-// parseProcStatus reads the Vm and Rss lines (in kB) of /proc/<pid>/status.
-func parseProcStatus(r io.Reader) (procMem, error) {
-	var m procMem
-	fields := map[string]*int64{"VmRSS:": &m.VmRSS, "VmHWM:": &m.VmHWM, "RssAnon:": &m.RssAnon, "RssFile:": &m.RssFile}
-	s := bufio.NewScanner(r)
-	for s.Scan() {
-		f := strings.Fields(s.Text())
-		if p, ok := fields[f[0]]; ok && len(f) >= 2 {
-			v, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return m, fmt.Errorf("parse %q: %w", s.Text(), err)
-			}
-			*p = v
-		}
-	}
-	if m.VmRSS == 0 {
-		return m, errors.New("no VmRSS in /proc/<pid>/status")
-	}
-	return m, s.Err()
 }
 
 // gcLine matches the heap part of a gctrace line, e.g. "…, 96->101->52 MB,
