@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -167,6 +171,47 @@ func TestWatchErrorsAreReportedUntilRecovered(t *testing.T) {
 	assert.True(t, s.Synced())
 	assert.Empty(t, s.Errors(), "the failure is over once the list succeeded")
 	assert.Contains(t, store.Snapshot().Pods, nn("shop", "web-1"))
+}
+
+// Once synced, an informer whose watch is closed and cannot be reopened
+// because the API server refuses connections (it is down or restarting)
+// retries with backoff without calling the watch error handler; the source
+// must still report the outage, and clear it when a watch opens again.
+func TestRefusedWatchIsReportedUntilRecovered(t *testing.T) {
+	client := fake.NewClientset(k8stest.Pod("shop", "web-1", "n1", "10.244.1.5", nil))
+	first := watch.NewFake()
+	var refuse atomic.Bool
+	var watches atomic.Int32
+	client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) {
+		if watches.Add(1) == 1 {
+			return true, first, nil
+		}
+		if refuse.Load() {
+			return true, nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+		}
+		return true, watch.NewFake(), nil
+	})
+	s, store := startSource(t, client, Options{})
+	require.Empty(t, s.Errors())
+
+	// The API server goes away: the open watch ends (after more than a
+	// second, or the reflector calls it a broken watch and reports it
+	// anyway), and reopening it is refused.
+	refuse.Store(true)
+	time.Sleep(1100 * time.Millisecond)
+	first.Stop()
+	require.Eventually(t, func() bool { return len(s.Errors()) > 0 }, waitFor, 10*time.Millisecond,
+		"a refused watch must show in Errors")
+	var we *WatchError
+	require.ErrorAs(t, s.Errors()[0], &we)
+	assert.Equal(t, "pods", we.Resource)
+	assert.ErrorContains(t, we, "connection refused")
+	assert.Contains(t, store.Snapshot().Pods, nn("shop", "web-1"), "the model keeps the last state seen")
+
+	// It is back: the next watch opens and the error clears.
+	refuse.Store(false)
+	require.Eventually(t, func() bool { return len(s.Errors()) == 0 }, waitFor, 10*time.Millisecond)
+	assert.GreaterOrEqual(t, watches.Load(), int32(3))
 }
 
 func TestChangesReachTheStore(t *testing.T) {
