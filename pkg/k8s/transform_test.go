@@ -71,12 +71,12 @@ func TestSlimStrips(t *testing.T) {
 	assert.Equal(t, []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "app-0-7d4b9c6f8", Controller: k8stest.Ptr(true)}}, p.OwnerReferences)
 	assert.Equal(t, []corev1.Container{
 		{Name: "migrate"},
-		{Name: "mesh-proxy", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 15001, Protocol: corev1.ProtocolTCP}},
+		{Name: "mesh-proxy", Ports: []corev1.ContainerPort{{Name: "proxy", ContainerPort: 15001, Protocol: corev1.ProtocolTCP}},
 			RestartPolicy: k8stest.Ptr(corev1.ContainerRestartPolicyAlways)},
 	}, p.Spec.InitContainers)
 	assert.Equal(t, []corev1.Container{
 		{Name: "web", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}}},
-		{Name: "metrics", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 9090, Protocol: corev1.ProtocolTCP}}},
+		{Name: "metrics", Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9090, Protocol: corev1.ProtocolTCP}}},
 	}, p.Spec.Containers)
 	assert.Equal(t, corev1.PodSpec{NodeName: "node-0", InitContainers: p.Spec.InitContainers, Containers: p.Spec.Containers}, p.Spec,
 		"volumes, tolerations, security context... are dropped")

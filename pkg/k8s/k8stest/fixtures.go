@@ -118,13 +118,16 @@ func FatNode(i int) *corev1.Node {
 	return n
 }
 
-func fatContainer(name string, port int32, i int) corev1.Container {
+// fatContainer is container name serving port, named portName (each
+// container of a pod names its port differently: the API server warns
+// about duplicate names).
+func fatContainer(name, portName string, port int32, i int) corev1.Container {
 	c := corev1.Container{
 		Name:    name,
 		Image:   fmt.Sprintf("registry.example.com/shop/%s:v2.%d.7", name, i%20),
 		Command: []string{"/bin/" + name},
 		Args:    []string{"--listen=:" + fmt.Sprint(port), "--log-format=json", "--config=/etc/" + name + "/config.yaml"},
-		Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: port, Protocol: corev1.ProtocolTCP}},
+		Ports:   []corev1.ContainerPort{{Name: portName, ContainerPort: port, Protocol: corev1.ProtocolTCP}},
 		Env: []corev1.EnvVar{
 			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
@@ -141,11 +144,11 @@ func fatContainer(name string, port int32, i int) corev1.Container {
 			{Name: "kube-api-access-x7k2p", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
 		},
 		LivenessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http"), Scheme: corev1.URISchemeHTTP}},
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString(portName), Scheme: corev1.URISchemeHTTP}},
 			PeriodSeconds: 10, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3,
 		},
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http"), Scheme: corev1.URISchemeHTTP}},
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString(portName), Scheme: corev1.URISchemeHTTP}},
 			PeriodSeconds: 5, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3,
 		},
 		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
@@ -188,14 +191,20 @@ func FatPod(i int) *corev1.Pod {
 				}, DefaultMode: Ptr(int32(420))}}},
 			},
 			InitContainers: []corev1.Container{
-				func() corev1.Container { c := fatContainer("migrate", 9000, i); c.Ports = nil; return c }(),
 				func() corev1.Container {
-					c := fatContainer("mesh-proxy", 15001, i)
+					// A run-to-completion init container: no ports, no probes
+					// (the API server refuses them).
+					c := fatContainer("migrate", "migrate", 9000, i)
+					c.Ports, c.LivenessProbe, c.ReadinessProbe = nil, nil, nil
+					return c
+				}(),
+				func() corev1.Container {
+					c := fatContainer("mesh-proxy", "proxy", 15001, i)
 					c.RestartPolicy = Ptr(corev1.ContainerRestartPolicyAlways)
 					return c
 				}(),
 			},
-			Containers:                    []corev1.Container{fatContainer("web", 8080, i), fatContainer("metrics", 9090, i)},
+			Containers:                    []corev1.Container{fatContainer("web", "http", 8080, i), fatContainer("metrics", "metrics", 9090, i)},
 			RestartPolicy:                 corev1.RestartPolicyAlways,
 			TerminationGracePeriodSeconds: Ptr(int64(30)),
 			DNSPolicy:                     corev1.DNSClusterFirst,
