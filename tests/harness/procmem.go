@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -72,4 +74,51 @@ func (a *Agent) WaitExec(timeout time.Duration) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// GCTraceWrapper writes dir/<bin's name>-gctrace, a script that execs bin
+// with GODEBUG=gctrace=1, for StartAgent: the pid nsenter execs is still
+// the agent's, and the runtime's trace goes to the agent's log only
+// (ParseGCTrace reads it).
+func GCTraceWrapper(dir, bin string) (string, error) {
+	wrapper := filepath.Join(dir, filepath.Base(bin)+"-gctrace")
+	script := fmt.Sprintf("#!/bin/sh\nGODEBUG=gctrace=1 exec %q \"$@\"\n", bin)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		return "", fmt.Errorf("write gctrace wrapper: %w", err)
+	}
+	return wrapper, nil
+}
+
+// GCStats are taken from the last and the largest gctrace lines of a log,
+// in MB as the runtime prints them.
+type GCStats struct {
+	GCs int `json:"gcs"`
+	// LiveMB is the heap marked live by the last GC, GoalMB the goal it
+	// set; PeakMB the largest heap size at which a GC started.
+	LiveMB int `json:"liveMB"`
+	GoalMB int `json:"goalMB"`
+	PeakMB int `json:"peakMB"`
+}
+
+// gcLine matches the heap part of a gctrace line, e.g. "…, 96->101->52 MB,
+// 105 MB goal, …": heap at GC start, at GC end, live, and the next goal.
+var gcLine = regexp.MustCompile(`^gc \d+ @.* (\d+)->(\d+)->(\d+) MB, (\d+) MB goal`)
+
+// ParseGCTrace reads the GODEBUG=gctrace=1 lines of logs.
+func ParseGCTrace(logs string) GCStats {
+	var h GCStats
+	for _, l := range strings.Split(logs, "\n") {
+		m := gcLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		n := make([]int, 4)
+		for i := range n {
+			n[i], _ = strconv.Atoi(m[i+1])
+		}
+		h.GCs++
+		h.LiveMB, h.GoalMB = n[2], n[3]
+		h.PeakMB = max(h.PeakMB, n[0], n[1])
+	}
+	return h
 }

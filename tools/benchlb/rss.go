@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -74,20 +73,9 @@ type rssRound struct {
 	Phases     logPhases       `json:"logPhases"`
 	Programmed harness.ProcMem `json:"atProgrammed"`
 	Settled    harness.ProcMem `json:"afterSettle"`
-	Heap       heapInfo        `json:"goHeap"`
+	Heap       harness.GCStats `json:"goHeap"`
 	Frontends  int             `json:"frontends"`
 	Backends   int             `json:"backends"`
-}
-
-// heapInfo is taken from the last and the largest gctrace lines, in MB as
-// the runtime prints them.
-type heapInfo struct {
-	GCs int `json:"gcs"`
-	// LiveMB is the heap marked live by the last GC, GoalMB the goal it
-	// set; PeakMB the largest heap size at which a GC started.
-	LiveMB int `json:"liveMB"`
-	GoalMB int `json:"goalMB"`
-	PeakMB int `json:"peakMB"`
 }
 
 type rssReport struct {
@@ -159,11 +147,8 @@ func rss(ctx context.Context, o rssOptions) (*rssReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	// GODEBUG through a wrapper that execs the agent, so the pid nsenter
-	// execs is the agent's and the trace goes to the agent's log only.
-	wrapper := filepath.Join(c.TempDir, "sluice-agent-gctrace")
-	script := fmt.Sprintf("#!/bin/sh\nGODEBUG=gctrace=1 exec %q \"$@\"\n", bin)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+	wrapper, err := harness.GCTraceWrapper(c.TempDir, bin)
+	if err != nil {
 		return rep, err
 	}
 	node, err := c.AddNode(ctx, "node1", harness.Routed)
@@ -263,7 +248,7 @@ func rssOnce(ctx context.Context, o rssOptions, node *harness.Node, bin string) 
 		return round, err
 	}
 	logs := a.Logs()
-	round.Heap = parseGCTrace(logs)
+	round.Heap = harness.ParseGCTrace(logs)
 	round.ColdPass = coldPassTook(logs)
 	round.Phases = parsePhases(logs)
 	return round, nil
@@ -318,28 +303,6 @@ func bitsFor(n int) int {
 		b++
 	}
 	return b
-}
-
-// gcLine matches the heap part of a gctrace line, e.g. "…, 96->101->52 MB,
-// 105 MB goal, …": heap at GC start, at GC end, live, and the next goal.
-var gcLine = regexp.MustCompile(`^gc \d+ @.* (\d+)->(\d+)->(\d+) MB, (\d+) MB goal`)
-
-func parseGCTrace(logs string) heapInfo {
-	var h heapInfo
-	for _, l := range strings.Split(logs, "\n") {
-		m := gcLine.FindStringSubmatch(l)
-		if m == nil {
-			continue
-		}
-		n := make([]int, 4)
-		for i := range n {
-			n[i], _ = strconv.Atoi(m[i+1])
-		}
-		h.GCs++
-		h.LiveMB, h.GoalMB = n[2], n[3]
-		h.PeakMB = max(h.PeakMB, n[0], n[1])
-	}
-	return h
 }
 
 // coldPassTook is the "took" of the reconciler's first "services
