@@ -166,7 +166,9 @@ func TestAgentRSS(t *testing.T) {
 	services := pods / 2
 	wantFrontends := 2*services + 1 // two ports each, and the API server's own
 	agentStart := time.Now()
-	a, err := node.StartAgent(bin, "--source=kubernetes", "--kubeconfig="+kubeconfig, "--log-level=info")
+	wrapper, err := harness.GCTraceWrapper(t.TempDir(), bin)
+	require.NoError(t, err)
+	a, err := node.StartAgent(wrapper, "--source=kubernetes", "--kubeconfig="+kubeconfig, "--log-level=info")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = a.Stop() })
 	require.NoError(t, a.WaitExec(10*time.Second))
@@ -198,12 +200,16 @@ func TestAgentRSS(t *testing.T) {
 		"ready: VmRSS %s (anon %s), VmHWM %s; after 10s: VmRSS %s (anon %s), VmHWM %s",
 		pods, services, services, services, (pods+99)/100+1,
 		mib(ready.VmRSS), mib(ready.RssAnon), mib(ready.VmHWM), mib(settled.VmRSS), mib(settled.RssAnon), mib(settled.VmHWM))
-	// What of it is the Go heap, from the agent's own metrics.
+	// What of it is the Go heap: live after the last GC, from the
+	// runtime's trace, and the heap now, from the agent's own metrics.
+	gc := harness.ParseGCTrace(a.Logs())
+	t.Logf("agent Go heap (gctrace): %d GCs, live after the last %d MB, goal %d MB, largest heap a GC started at %d MB",
+		gc.GCs, gc.LiveMB, gc.GoalMB, gc.PeakMB)
 	if ms, err := goMemStats(node.NetnsPath, "127.0.0.1:9962"); err != nil {
 		t.Logf("agent metrics: %v", err)
 	} else {
 		b := func(name string) string { return fmt.Sprintf("%.0f MiB", ms[name]/(1<<20)) }
-		t.Logf("agent Go heap: alloc %s, in use %s, idle %s (released %s), next GC at %s; runtime sys %s",
+		t.Logf("agent Go heap (metrics): alloc %s, in use %s, idle %s (released %s), next GC at %s; runtime sys %s",
 			b("go_memstats_heap_alloc_bytes"), b("go_memstats_heap_inuse_bytes"), b("go_memstats_heap_idle_bytes"),
 			b("go_memstats_heap_released_bytes"), b("go_memstats_next_gc_bytes"), b("go_memstats_sys_bytes"))
 	}
