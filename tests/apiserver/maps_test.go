@@ -134,7 +134,7 @@ func TestFromTheAPIServerToTheMaps(t *testing.T) {
 		waitFor, 20*time.Millisecond)
 	good, err := m.DumpEndpointPolicy(webEpID)
 	require.NoError(t, err)
-	rev := store.Revision()
+	policies := store.Snapshot().NetworkPolicies
 
 	// API validation: an update to an out-of-range port and a new policy
 	// with a malformed CIDR are refused with 422 Unprocessable Entity
@@ -151,7 +151,7 @@ func TestFromTheAPIServerToTheMaps(t *testing.T) {
 	// Nothing reached the agent: the maps keep the last good state. A
 	// valid change made afterwards shows the pipeline was live all along.
 	time.Sleep(500 * time.Millisecond)
-	assert.Equal(t, rev, store.Revision(), "no model change from refused writes")
+	assert.Equal(t, policies, store.Snapshot().NetworkPolicies, "the model's policies are unchanged")
 	now, err := m.DumpEndpointPolicy(webEpID)
 	require.NoError(t, err)
 	assert.Equal(t, good, now, "web-1's policy map is unchanged")
