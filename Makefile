@@ -40,6 +40,22 @@ test: build ## Run all tests, including privileged datapath and end-to-end tests
 test-unit: ## Run the tests that need no root
 	$(GO) test -count=1 ./pkg/model/... ./pkg/source/... ./pkg/cgroups/...
 
+# kube-apiserver and etcd for the real API server's tests are built by
+# tools/apiserver into $SLUICE_CACHE/apiserver/<version>, outside the repo
+# (default /var/cache/sluice).
+.PHONY: apiserver-bins
+apiserver-bins: ## Build kube-apiserver and etcd from the Go module proxy into the cache outside the repo (SLUICE_CACHE, default /var/cache/sluice; ~5-8 min cold on 2 cores, instant once there)
+	$(GO) run ./tools/apiserver >/dev/null
+
+.PHONY: test-apiserver
+test-apiserver: build apiserver-bins ## Integration tests against a real kube-apiserver + etcd on loopback: objects through the API to the BPF maps, validation, field selectors, watch resumption, the DaemonSet's RBAC (root)
+	SLUICE_APISERVER_REQUIRED=1 SLUICE_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -v ./tests/apiserver/ $(TEST_APISERVER_FLAGS)
+
+.PHONY: bench-apiserver
+bench-apiserver: build apiserver-bins ## Real API server figures: EndpointSlice change → BPF map latency (200 changes) and a real agent's RSS with 10k pods / 5k services (root)
+	SLUICE_APISERVER_REQUIRED=1 SLUICE_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 30m -run 'TestSliceToMapLatency|TestAgentRSS' \
+		./tests/apiserver/ -args -apiserver.changes=200 -apiserver.rss-pods=10000 $(BENCH_APISERVER_FLAGS)
+
 .PHONY: demo
 demo: build ## Two simulated nodes, pods, traffic, connections and drops (root)
 	$(GO) run ./tools/demo --bin-dir $(CURDIR)/$(BIN)

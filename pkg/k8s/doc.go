@@ -21,8 +21,10 @@
 // operator, ...) is reported by Errors with its field and ignored; if an
 // earlier version converted, that version stays in the model, as the files
 // source keeps a broken file's last good objects. List and watch failures
-// are retried by the informers with backoff, reported by Errors and logged,
-// and the model keeps the last state seen.
+// (including a watch the informers cannot reopen while the API server is
+// down, which client-go retries without reporting it) are retried by the
+// informers with backoff, reported by Errors and logged, and the model keeps
+// the last state seen.
 //
 // To keep the caches small in a large cluster, the informers store slimmed
 // copies of the objects with only the fields the conversion reads (see

@@ -3,7 +3,8 @@ package k8s
 // From the (fake) API server to the BPF maps: objects created, updated and
 // deleted through client-go's fake clientset, watched by real informers,
 // reach the model and, through the service and policy reconcilers, the
-// maps of a loaded datapath.
+// maps of a loaded datapath. tests/apiserver does the same against a real
+// kube-apiserver.
 //
 //	fake API ──informers──► Source ──► model.Store ──► lb.Reconciler ────► sl_lb_*
 //	                                                └─► policysync ──────► sl_ipcache, sl_policy
@@ -14,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -23,72 +23,34 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
-	"github.com/sluice-net/sluice/pkg/lb"
+	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
 	"github.com/sluice-net/sluice/pkg/model"
-	"github.com/sluice-net/sluice/pkg/policysync"
 )
-
-func slice(ns, svcName string, ips ...string) *discoveryv1.EndpointSlice {
-	es := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: svcName + "-x1", Labels: map[string]string{discoveryv1.LabelServiceName: svcName}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}},
-	}
-	for _, ip := range ips {
-		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}})
-	}
-	return es
-}
-
-func backendsOf(t *testing.T, m *datapath.Maps, vip netip.Addr) []netip.AddrPort {
-	st, err := m.LBDump()
-	require.NoError(t, err)
-	var out []netip.AddrPort
-	for k, f := range st.Frontends {
-		if k.Addr != vip {
-			continue
-		}
-		for _, id := range f.Slots {
-			b := st.Backends[id]
-			out = append(out, netip.AddrPortFrom(b.Addr, b.Port))
-		}
-	}
-	return out
-}
 
 func TestFromTheAPIToTheMaps(t *testing.T) {
 	m := datapathtest.Load(t, datapath.Config{}).Maps()
-	client := fake.NewClientset(namespaceObj("shop"), node("node-1", "10.244.1.0/24"),
-		pod("shop", "web-1", "node-1", "10.244.1.5", map[string]string{"app": "web"}),
-		svc("shop", "web", "10.96.0.10"), slice("shop", "web", "10.244.1.5"))
+	client := fake.NewClientset(k8stest.Namespace("shop"), k8stest.Node("node-1", "10.244.1.0/24"),
+		k8stest.Pod("shop", "web-1", "node-1", "10.244.1.5", map[string]string{"app": "web"}),
+		k8stest.Service("shop", "web", "10.96.0.10"), k8stest.Slice("shop", "web", "10.244.1.5"))
 	_, store := startSource(t, client, Options{NodeName: "node-1"})
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	lbr, err := lb.New(lb.Options{Maps: m, Store: store, MinInterval: 10 * time.Millisecond})
-	require.NoError(t, err)
-	go lbr.Run(ctx)
-	pol, err := policysync.New(policysync.Options{NodeName: "node-1", Maps: m, Store: store, StateDir: t.TempDir()})
-	require.NoError(t, err)
-	go func() { _ = pol.Run(ctx) }()
+	pol := k8stest.Reconcilers(t, m, store, "node-1", k8stest.ReconcilerOptions{LBMinInterval: 10 * time.Millisecond})
 
 	vip := netip.MustParseAddr("10.96.0.10")
 	require.Eventually(t, func() bool {
-		b := backendsOf(t, m, vip)
+		b := k8stest.Backends(t, m, vip)
 		return len(b) == 1 && b[0] == netip.MustParseAddrPort("10.244.1.5:8080")
 	}, 5*time.Second, 20*time.Millisecond, "the service from the API is in sl_lb_svc")
 	require.Eventually(t, func() bool {
-		ipc, err := m.DumpIPCache()
-		return err == nil && ipc[netip.MustParsePrefix("10.244.1.5/32")].Identity >= 256
+		return k8stest.PodIdentity(t, m, netip.MustParseAddr("10.244.1.5")) >= 256
 	}, 5*time.Second, 20*time.Millisecond, "the pod's identity is in the ipcache")
 
 	// Update: a second backend.
 	c := context.Background()
-	_, err = client.CoreV1().Pods("shop").Create(c, pod("shop", "web-2", "node-1", "10.244.1.6", map[string]string{"app": "web"}), metav1.CreateOptions{})
+	_, err := client.CoreV1().Pods("shop").Create(c, k8stest.Pod("shop", "web-2", "node-1", "10.244.1.6", map[string]string{"app": "web"}), metav1.CreateOptions{})
 	require.NoError(t, err)
-	_, err = client.DiscoveryV1().EndpointSlices("shop").Update(c, slice("shop", "web", "10.244.1.5", "10.244.1.6"), metav1.UpdateOptions{})
+	_, err = client.DiscoveryV1().EndpointSlices("shop").Update(c, k8stest.Slice("shop", "web", "10.244.1.5", "10.244.1.6"), metav1.UpdateOptions{})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return len(backendsOf(t, m, vip)) == 2 }, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(k8stest.Backends(t, m, vip)) == 2 }, 5*time.Second, 20*time.Millisecond)
 
 	// A policy from the API is compiled; the pod's endpoint gets its maps
 	// once the endpoint manager places it (Prepare), as the agent does.
@@ -108,7 +70,7 @@ func TestFromTheAPIToTheMaps(t *testing.T) {
 
 	// Delete: the service goes, and with it its frontends.
 	require.NoError(t, client.CoreV1().Services("shop").Delete(c, "web", metav1.DeleteOptions{}))
-	require.Eventually(t, func() bool { return len(backendsOf(t, m, vip)) == 0 }, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(k8stest.Backends(t, m, vip)) == 0 }, 5*time.Second, 20*time.Millisecond)
 	st, err := m.LBDump()
 	require.NoError(t, err)
 	require.Empty(t, st.Frontends)

@@ -3,7 +3,6 @@ package k8s
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"reflect"
 	"runtime"
 	"testing"
@@ -14,28 +13,9 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
 	"github.com/sluice-net/sluice/pkg/model"
 )
-
-// clusterObjects is a cluster of pods spread over nodes of 100 pods, with
-// one service and one endpoint slice per two pods and one policy per
-// service, in 100 namespaces.
-func clusterObjects(pods int) []k8sruntime.Object {
-	var objs []k8sruntime.Object
-	for i := range 100 {
-		objs = append(objs, namespaceObj(fmt.Sprintf("ns-%d", i)))
-	}
-	for i := range (pods + 99) / 100 {
-		objs = append(objs, fatNode(i))
-	}
-	for i := range pods {
-		objs = append(objs, fatPod(i))
-	}
-	for i := range pods / 2 {
-		objs = append(objs, fatService(i), fatSlice(i), fatPolicy(i))
-	}
-	return objs
-}
 
 // newDecodingClientset is a fake clientset whose lists are decoded from
 // JSON, as a real client's are from the wire. Without that, the informers'
@@ -112,7 +92,7 @@ func measureHeap(tb testing.TB, objs []k8sruntime.Object, transform bool) heapFi
 //
 //	go test -run '^$' -bench InformerHeap -benchtime 1x ./pkg/k8s/
 func BenchmarkInformerHeap(b *testing.B) {
-	objs := clusterObjects(10_000)
+	objs := k8stest.Cluster(10_000)
 	var full, slimmed heapFigures
 	for b.Loop() {
 		full = measureHeap(b, objs, false)
@@ -133,7 +113,7 @@ func TestTransformSavesMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a cluster of 2,000 pods twice")
 	}
-	objs := clusterObjects(2_000)
+	objs := k8stest.Cluster(2_000)
 	full := measureHeap(t, objs, false)
 	slimmed := measureHeap(t, objs, true)
 	t.Logf("informer caches at 2,000 pods: full objects %.1f MiB, slimmed %.1f MiB; model %.1f MiB",

@@ -13,8 +13,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -170,16 +176,23 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 	// No informer resync: the handlers only mark objects dirty, and the
 	// loop's own resync re-reads the caches without waking every handler.
 	factory := informers.NewSharedInformerFactoryWithOptions(s.opts.Client, 0, fopts...)
+	c := s.opts.Client
 	kinds := []*kindInformer{
-		{kind: model.KindNamespace, resource: "namespaces", informer: factory.Core().V1().Namespaces().Informer()},
-		{kind: model.KindNode, resource: "nodes", informer: factory.Core().V1().Nodes().Informer()},
-		// All pods, not just this node's: the ipcache maps every pod IP in
-		// the cluster to its identity.
-		{kind: model.KindPod, resource: "pods", informer: factory.Core().V1().Pods().Informer()},
-		{kind: model.KindService, resource: "services", informer: factory.Core().V1().Services().Informer()},
-		{kind: model.KindEndpointSlice, resource: "endpointslices", informer: factory.Discovery().V1().EndpointSlices().Informer()},
-		{kind: model.KindNetworkPolicy, resource: "networkpolicies", informer: factory.Networking().V1().NetworkPolicies().Informer()},
+		{kind: model.KindNamespace, resource: "namespaces"},
+		{kind: model.KindNode, resource: "nodes"},
+		// All pods, not just this node's: the ipcache maps every pod IP to
+		// its identity.
+		{kind: model.KindPod, resource: "pods"},
+		{kind: model.KindService, resource: "services"},
+		{kind: model.KindEndpointSlice, resource: "endpointslices"},
+		{kind: model.KindNetworkPolicy, resource: "networkpolicies"},
 	}
+	kinds[0].informer = newInformer(s, factory, kinds[0], &corev1.Namespace{}, c.CoreV1().Namespaces())
+	kinds[1].informer = newInformer(s, factory, kinds[1], &corev1.Node{}, c.CoreV1().Nodes())
+	kinds[2].informer = newInformer(s, factory, kinds[2], &corev1.Pod{}, c.CoreV1().Pods(""))
+	kinds[3].informer = newInformer(s, factory, kinds[3], &corev1.Service{}, c.CoreV1().Services(""))
+	kinds[4].informer = newInformer(s, factory, kinds[4], &discoveryv1.EndpointSlice{}, c.DiscoveryV1().EndpointSlices(""))
+	kinds[5].informer = newInformer(s, factory, kinds[5], &networkingv1.NetworkPolicy{}, c.NetworkingV1().NetworkPolicies(""))
 	s.mu.Lock() // Errors reads kinds
 	s.kinds = kinds
 	s.mu.Unlock()
@@ -241,8 +254,10 @@ func (s *Source) Synced() bool {
 // failed conversion (*ObjectError, at most maxReportedObjectErrors of them
 // plus a count of the rest), this node missing from the cluster's nodes,
 // and list/watch failures (*WatchError). An object's error goes away when
-// it is fixed or deleted; a list/watch failure when its informer has listed
-// successfully or seen a newer resource version since.
+// it is fixed or deleted; a list/watch failure when a later list or watch
+// request of the resource succeeds (or its informer has synced or seen a
+// newer resource version since). A watch refused while the API server is
+// down counts as a failure, though the informers retry it silently.
 func (s *Source) Errors() []error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -333,6 +348,73 @@ func (s *Source) watchFailed(ctx context.Context, ki *kindInformer, err error) {
 	ki.watchErr = we
 	ki.watchErrRV = ki.informer.LastSyncResourceVersion()
 	ki.watchErrSyn = ki.informer.HasSynced()
+}
+
+// listWatcher is what an informer needs of a typed client of one
+// resource, e.g. CoreV1().Pods("").
+type listWatcher[L runtime.Object] interface {
+	List(ctx context.Context, opts metav1.ListOptions) (L, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// newInformer is the factory's shared informer of obj's resource, as
+// client-go's generated informers build it, except that its requests tell
+// the source how they went (observeWatch, observeList).
+func newInformer[L runtime.Object](s *Source, factory informers.SharedInformerFactory, ki *kindInformer, obj runtime.Object, c listWatcher[L]) cache.SharedIndexInformer {
+	return factory.InformerFor(obj, func(client kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		lw := &cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+				l, err := c.List(ctx, opts)
+				s.observeList(ki, err)
+				if err != nil {
+					return nil, err
+				}
+				return l, nil
+			},
+			WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+				w, err := c.Watch(ctx, opts)
+				s.observeWatch(ctx, ki, err)
+				return w, err
+			},
+		}
+		return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), obj,
+			cache.SharedIndexInformerOptions{ResyncPeriod: resync, Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}})
+	})
+}
+
+// observeWatch records the outcome of opening a watch. The reflector hands
+// list failures and broken watches to watchFailed, but a watch it cannot
+// reopen because the connection is refused (or throttled, 429) it retries
+// with backoff without telling anyone: that is what an API server outage
+// looks like once the informers have synced, and the model would go stale
+// while Errors said nothing. So those failures are recorded here; and any
+// request that succeeds ends the resource's failure: the API server
+// answers again.
+func (s *Source) observeWatch(ctx context.Context, ki *kindInformer, err error) {
+	if err != nil {
+		if utilnet.IsConnectionRefused(err) || apierrors.IsTooManyRequests(err) {
+			s.watchFailed(ctx, ki, err)
+		}
+		return
+	}
+	s.recovered(ki)
+}
+
+// observeList records the outcome of a list; its failures reach
+// watchFailed through the reflector.
+func (s *Source) observeList(ki *kindInformer, err error) {
+	if err == nil {
+		s.recovered(ki)
+	}
+}
+
+func (s *Source) recovered(ki *kindInformer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ki.watchErr != nil {
+		s.log.Info("list/watch works again", "resource", ki.resource, "failedSince", ki.watchErr.Time)
+		ki.watchErr = nil
+	}
 }
 
 // waitForSync waits until every informer has synced, and has delivered its

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,10 +21,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/source/k8sconv"
@@ -61,33 +65,6 @@ func newSource(t *testing.T, client *fake.Clientset, opts Options) *Source {
 	return s
 }
 
-func pod(ns, name, node, ip string, labels map[string]string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels, ManagedFields: managedFields("kubelet")},
-		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{
-			Name: "web", Image: "nginx", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-		}}},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip},
-	}
-}
-
-func svc(ns, name, clusterIP string) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.ServiceSpec{
-			ClusterIP: clusterIP, Selector: map[string]string{"app": name},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}},
-		},
-	}
-}
-
-func node(name, podCIDR string) *corev1.Node {
-	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       corev1.NodeSpec{PodCIDR: podCIDR},
-	}
-}
-
 func TestStartReturnsWithEveryKindInTheStore(t *testing.T) {
 	client := fake.NewClientset(fatObjects()...)
 	s, store := startSource(t, client, Options{NodeName: "node-1"})
@@ -118,7 +95,7 @@ func TestStartReturnsWithEveryKindInTheStore(t *testing.T) {
 }
 
 func TestStartBlocksUntilEveryInformerSynced(t *testing.T) {
-	client := fake.NewClientset(pod("shop", "web-1", "n1", "10.244.1.5", nil))
+	client := fake.NewClientset(k8stest.Pod("shop", "web-1", "n1", "10.244.1.5", nil))
 	release := make(chan struct{})
 	client.PrependReactor("list", "services", func(k8stesting.Action) (bool, runtime.Object, error) {
 		<-release // the services list hangs until released
@@ -164,7 +141,7 @@ func TestStartGivesUpWithCtxNamingWhatDidNotSync(t *testing.T) {
 }
 
 func TestWatchErrorsAreReportedUntilRecovered(t *testing.T) {
-	client := fake.NewClientset(pod("shop", "web-1", "n1", "10.244.1.5", nil))
+	client := fake.NewClientset(k8stest.Pod("shop", "web-1", "n1", "10.244.1.5", nil))
 	var fail atomic.Bool
 	fail.Store(true)
 	client.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
@@ -196,13 +173,54 @@ func TestWatchErrorsAreReportedUntilRecovered(t *testing.T) {
 	assert.Contains(t, store.Snapshot().Pods, nn("shop", "web-1"))
 }
 
+// Once synced, an informer whose watch is closed and cannot be reopened
+// because the API server refuses connections (it is down or restarting)
+// retries with backoff without calling the watch error handler; the source
+// must still report the outage, and clear it when a watch opens again.
+func TestRefusedWatchIsReportedUntilRecovered(t *testing.T) {
+	client := fake.NewClientset(k8stest.Pod("shop", "web-1", "n1", "10.244.1.5", nil))
+	first := watch.NewFake()
+	var refuse atomic.Bool
+	var watches atomic.Int32
+	client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) {
+		if watches.Add(1) == 1 {
+			return true, first, nil
+		}
+		if refuse.Load() {
+			return true, nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+		}
+		return true, watch.NewFake(), nil
+	})
+	s, store := startSource(t, client, Options{})
+	require.Empty(t, s.Errors())
+
+	// The API server goes away: the open watch ends (after more than a
+	// second, or the reflector calls it a broken watch and reports it
+	// anyway), and reopening it is refused.
+	refuse.Store(true)
+	time.Sleep(1100 * time.Millisecond)
+	first.Stop()
+	require.Eventually(t, func() bool { return len(s.Errors()) > 0 }, waitFor, 10*time.Millisecond,
+		"a refused watch must show in Errors")
+	var we *WatchError
+	require.ErrorAs(t, s.Errors()[0], &we)
+	assert.Equal(t, "pods", we.Resource)
+	assert.ErrorContains(t, we, "connection refused")
+	assert.Contains(t, store.Snapshot().Pods, nn("shop", "web-1"), "the model keeps the last state seen")
+
+	// It is back: the next watch opens and the error clears.
+	refuse.Store(false)
+	require.Eventually(t, func() bool { return len(s.Errors()) == 0 }, waitFor, 10*time.Millisecond)
+	assert.GreaterOrEqual(t, watches.Load(), int32(3))
+}
+
 func TestChangesReachTheStore(t *testing.T) {
 	ctx := context.Background()
-	client := fake.NewClientset(node("n1", "10.244.1.0/24"))
+	client := fake.NewClientset(k8stest.Node("n1", "10.244.1.0/24"))
 	_, store := startSource(t, client, Options{})
 	pods := client.CoreV1().Pods("shop")
 
-	_, err := pods.Create(ctx, pod("shop", "web-1", "n1", "10.244.1.5", map[string]string{"app": "web"}), metav1.CreateOptions{})
+	_, err := pods.Create(ctx, k8stest.Pod("shop", "web-1", "n1", "10.244.1.5", map[string]string{"app": "web"}), metav1.CreateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		p := store.Snapshot().Pods[nn("shop", "web-1")]
@@ -213,7 +231,7 @@ func TestChangesReachTheStore(t *testing.T) {
 	assert.Equal(t, []netip.Addr{netip.MustParseAddr("10.244.1.5")}, local[0].IPs)
 	assert.Equal(t, []model.ContainerPort{{Name: "http", Port: 8080, Protocol: model.ProtocolTCP}}, local[0].Ports)
 
-	updated := pod("shop", "web-1", "n1", "10.244.1.5", map[string]string{"app": "web", "version": "v2"})
+	updated := k8stest.Pod("shop", "web-1", "n1", "10.244.1.5", map[string]string{"app": "web", "version": "v2"})
 	_, err = pods.Update(ctx, updated, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
@@ -221,7 +239,7 @@ func TestChangesReachTheStore(t *testing.T) {
 		return p != nil && p.Labels["version"] == "v2"
 	}, waitFor, 5*time.Millisecond)
 
-	_, err = client.CoreV1().Services("shop").Create(ctx, svc("shop", "web", "10.96.0.10"), metav1.CreateOptions{})
+	_, err = client.CoreV1().Services("shop").Create(ctx, k8stest.Service("shop", "web", "10.96.0.10"), metav1.CreateOptions{})
 	require.NoError(t, err)
 	require.NoError(t, pods.Delete(ctx, "web-1", metav1.DeleteOptions{}))
 	require.Eventually(t, func() bool {
@@ -247,7 +265,7 @@ func TestBurstIsBatched(t *testing.T) {
 	const n = 60 // the fake watch buffers at most 100 events
 	start := time.Now()
 	for i := range n {
-		p := pod("shop", fmt.Sprintf("web-%d", i), "n1", "10.244.1.5", nil)
+		p := k8stest.Pod("shop", fmt.Sprintf("web-%d", i), "n1", "10.244.1.5", nil)
 		_, err := client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{})
 		require.NoError(t, err)
 	}
@@ -257,7 +275,7 @@ func TestBurstIsBatched(t *testing.T) {
 	// One Apply per MinSyncInterval the burst lasted, plus the first one
 	// and one for events still in flight at the end.
 	limit := 2 + int(took/minInterval)
-	t.Logf("%d pods created in %s: %d model revisions (limit %d)", n, took, store.Revision()-rev0, limit)
+	t.Logf("%d pods k8stest.Created in %s: %d model revisions (limit %d)", n, took, store.Revision()-rev0, limit)
 	assert.LessOrEqual(t, int(store.Revision()-rev0), limit, "%d events in %s", n, took)
 }
 
@@ -274,8 +292,8 @@ func TestInvalidObjectsAreReportedAndSkipped(t *testing.T) {
 		Spec:       networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{}},
 	}
 	client := fake.NewClientset(
-		svc("shop", "web", "10.96.0.10"),
-		svc("shop", "broken", "10.96.0.300"),
+		k8stest.Service("shop", "web", "10.96.0.10"),
+		k8stest.Service("shop", "broken", "10.96.0.300"),
 		badPolicy, goodPolicy,
 	)
 	// Full resyncs every few milliseconds: the last good version must
@@ -301,7 +319,7 @@ func TestInvalidObjectsAreReportedAndSkipped(t *testing.T) {
 	assert.ErrorContains(t, errs[1], `NetworkPolicy shop/bad-selector: spec.podSelector.matchExpressions[0].operator: invalid operator "Matches"`)
 
 	// A bad update of a good object keeps the good version in the model.
-	bad := svc("shop", "web", "10.96.0.11")
+	bad := k8stest.Service("shop", "web", "10.96.0.11")
 	bad.Spec.Ports[0].Protocol = "QUIC"
 	_, err := client.CoreV1().Services("shop").Update(ctx, bad, metav1.UpdateOptions{})
 	require.NoError(t, err)
@@ -320,7 +338,7 @@ func TestInvalidObjectsAreReportedAndSkipped(t *testing.T) {
 
 	// Fixing it applies the fix and clears the error; deleting a broken
 	// object clears its error.
-	_, err = client.CoreV1().Services("shop").Update(ctx, svc("shop", "web", "10.96.0.11"), metav1.UpdateOptions{})
+	_, err = client.CoreV1().Services("shop").Update(ctx, k8stest.Service("shop", "web", "10.96.0.11"), metav1.UpdateOptions{})
 	require.NoError(t, err)
 	require.NoError(t, client.NetworkingV1().NetworkPolicies("shop").Delete(ctx, "bad-selector", metav1.DeleteOptions{}))
 	require.Eventually(t, func() bool {
@@ -331,12 +349,12 @@ func TestInvalidObjectsAreReportedAndSkipped(t *testing.T) {
 }
 
 func TestMissingNodeIsReported(t *testing.T) {
-	client := fake.NewClientset(node("n1", "10.244.1.0/24"))
+	client := fake.NewClientset(k8stest.Node("n1", "10.244.1.0/24"))
 	s, _ := startSource(t, client, Options{NodeName: "n2"})
 	require.Len(t, s.Errors(), 1)
 	assert.ErrorContains(t, s.Errors()[0], `this node "n2" is not among the cluster's 1 nodes`)
 
-	_, err := client.CoreV1().Nodes().Create(context.Background(), node("n2", "10.244.2.0/24"), metav1.CreateOptions{})
+	_, err := client.CoreV1().Nodes().Create(context.Background(), k8stest.Node("n2", "10.244.2.0/24"), metav1.CreateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return len(s.Errors()) == 0 }, waitFor, 5*time.Millisecond)
 }
@@ -348,17 +366,17 @@ func TestServiceComputationFromTheAPI(t *testing.T) {
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "web-abcde", Labels: map[string]string{"kubernetes.io/service-name": "web"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Protocol: ptr(corev1.ProtocolTCP), Port: ptr(int32(8080))}},
+		Ports:       []discoveryv1.EndpointPort{{Name: k8stest.Ptr("http"), Protocol: k8stest.Ptr(corev1.ProtocolTCP), Port: k8stest.Ptr(int32(8080))}},
 		Endpoints: []discoveryv1.Endpoint{
-			{Addresses: []string{"10.244.1.5"}, NodeName: ptr("n1"), TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-1"}},
-			{Addresses: []string{"10.244.2.5"}, NodeName: ptr("n2"), TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-2"}},
+			{Addresses: []string{"10.244.1.5"}, NodeName: k8stest.Ptr("n1"), TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-1"}},
+			{Addresses: []string{"10.244.2.5"}, NodeName: k8stest.Ptr("n2"), TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-2"}},
 		},
 	}
 	client := fake.NewClientset(
-		node("n1", "10.244.1.0/24"), node("n2", "10.244.2.0/24"),
-		pod("shop", "web-1", "n1", "10.244.1.5", map[string]string{"app": "web"}),
-		pod("shop", "web-2", "n2", "10.244.2.5", map[string]string{"app": "web"}),
-		svc("shop", "web", "10.96.0.10"), slice,
+		k8stest.Node("n1", "10.244.1.0/24"), k8stest.Node("n2", "10.244.2.0/24"),
+		k8stest.Pod("shop", "web-1", "n1", "10.244.1.5", map[string]string{"app": "web"}),
+		k8stest.Pod("shop", "web-2", "n2", "10.244.2.5", map[string]string{"app": "web"}),
+		k8stest.Service("shop", "web", "10.96.0.10"), slice,
 	)
 	_, store := startSource(t, client, Options{NodeName: "n1"})
 

@@ -4,7 +4,6 @@ package main
 // many services from the files source (`make bench-lb-rss`).
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -16,7 +15,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -72,31 +70,12 @@ type rssRound struct {
 	ColdPass string `json:"coldPass,omitempty"`
 	// Phases are when the agent logged the end of each startup phase,
 	// in seconds after it logged its start.
-	Phases     logPhases `json:"logPhases"`
-	Programmed procMem   `json:"atProgrammed"`
-	Settled    procMem   `json:"afterSettle"`
-	Heap       heapInfo  `json:"goHeap"`
-	Frontends  int       `json:"frontends"`
-	Backends   int       `json:"backends"`
-}
-
-// procMem is what /proc/<pid>/status says, in KiB.
-type procMem struct {
-	VmRSS   int64 `json:"vmRSSKiB"`
-	VmHWM   int64 `json:"vmHWMKiB"`
-	RssAnon int64 `json:"rssAnonKiB"`
-	RssFile int64 `json:"rssFileKiB"`
-}
-
-// heapInfo is taken from the last and the largest gctrace lines, in MB as
-// the runtime prints them.
-type heapInfo struct {
-	GCs int `json:"gcs"`
-	// LiveMB is the heap marked live by the last GC, GoalMB the goal it
-	// set; PeakMB the largest heap size at which a GC started.
-	LiveMB int `json:"liveMB"`
-	GoalMB int `json:"goalMB"`
-	PeakMB int `json:"peakMB"`
+	Phases     logPhases       `json:"logPhases"`
+	Programmed harness.ProcMem `json:"atProgrammed"`
+	Settled    harness.ProcMem `json:"afterSettle"`
+	Heap       harness.GCStats `json:"goHeap"`
+	Frontends  int             `json:"frontends"`
+	Backends   int             `json:"backends"`
 }
 
 type rssReport struct {
@@ -168,11 +147,8 @@ func rss(ctx context.Context, o rssOptions) (*rssReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	// GODEBUG through a wrapper that execs the agent, so the pid nsenter
-	// execs is the agent's and the trace goes to the agent's log only.
-	wrapper := filepath.Join(c.TempDir, "sluice-agent-gctrace")
-	script := fmt.Sprintf("#!/bin/sh\nGODEBUG=gctrace=1 exec %q \"$@\"\n", bin)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+	wrapper, err := harness.GCTraceWrapper(c.TempDir, bin)
+	if err != nil {
 		return rep, err
 	}
 	node, err := c.AddNode(ctx, "node1", harness.Routed)
@@ -232,15 +208,8 @@ func rssOnce(ctx context.Context, o rssOptions, node *harness.Node, bin string) 
 		}
 	}()
 	// nsenter and the wrapper exec the agent in the same process.
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", a.Pid()))
-		if err == nil && strings.TrimSpace(string(comm)) == "sluice-agent" {
-			break
-		}
-		if time.Now().After(deadline) {
-			return round, fmt.Errorf("pid %d is %q, not the agent, after 10s: cannot read its memory", a.Pid(), strings.TrimSpace(string(comm)))
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := a.WaitExec(10 * time.Second); err != nil {
+		return round, fmt.Errorf("cannot read the agent's memory: %w", err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -253,7 +222,7 @@ func rssOnce(ctx context.Context, o rssOptions, node *harness.Node, bin string) 
 			if round.ProgrammedSeconds == 0 && st.Services.Frontends >= o.services && st.Services.Backends >= wantBackends {
 				round.ProgrammedSeconds = time.Since(start).Seconds()
 				round.Frontends, round.Backends = st.Services.Frontends, st.Services.Backends
-				if round.Programmed, err = readProcMem(a.Pid()); err != nil {
+				if round.Programmed, err = harness.ReadProcMem(a.Pid()); err != nil {
 					return round, err
 				}
 			}
@@ -275,11 +244,11 @@ func rssOnce(ctx context.Context, o rssOptions, node *harness.Node, bin string) 
 	case <-ctx.Done():
 		return round, ctx.Err()
 	}
-	if round.Settled, err = readProcMem(a.Pid()); err != nil {
+	if round.Settled, err = harness.ReadProcMem(a.Pid()); err != nil {
 		return round, err
 	}
 	logs := a.Logs()
-	round.Heap = parseGCTrace(logs)
+	round.Heap = harness.ParseGCTrace(logs)
 	round.ColdPass = coldPassTook(logs)
 	round.Phases = parsePhases(logs)
 	return round, nil
@@ -334,58 +303,6 @@ func bitsFor(n int) int {
 		b++
 	}
 	return b
-}
-
-func readProcMem(pid int) (procMem, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return procMem{}, fmt.Errorf("read agent memory: %w", err)
-	}
-	defer f.Close()
-	return parseProcStatus(f)
-}
-
-// parseProcStatus reads the Vm and Rss lines (in kB) of /proc/<pid>/status.
-func parseProcStatus(r io.Reader) (procMem, error) {
-	var m procMem
-	fields := map[string]*int64{"VmRSS:": &m.VmRSS, "VmHWM:": &m.VmHWM, "RssAnon:": &m.RssAnon, "RssFile:": &m.RssFile}
-	s := bufio.NewScanner(r)
-	for s.Scan() {
-		f := strings.Fields(s.Text())
-		if p, ok := fields[f[0]]; ok && len(f) >= 2 {
-			v, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return m, fmt.Errorf("parse %q: %w", s.Text(), err)
-			}
-			*p = v
-		}
-	}
-	if m.VmRSS == 0 {
-		return m, errors.New("no VmRSS in /proc/<pid>/status")
-	}
-	return m, s.Err()
-}
-
-// gcLine matches the heap part of a gctrace line, e.g. "…, 96->101->52 MB,
-// 105 MB goal, …": heap at GC start, at GC end, live, and the next goal.
-var gcLine = regexp.MustCompile(`^gc \d+ @.* (\d+)->(\d+)->(\d+) MB, (\d+) MB goal`)
-
-func parseGCTrace(logs string) heapInfo {
-	var h heapInfo
-	for _, l := range strings.Split(logs, "\n") {
-		m := gcLine.FindStringSubmatch(l)
-		if m == nil {
-			continue
-		}
-		n := make([]int, 4)
-		for i := range n {
-			n[i], _ = strconv.Atoi(m[i+1])
-		}
-		h.GCs++
-		h.LiveMB, h.GoalMB = n[2], n[3]
-		h.PeakMB = max(h.PeakMB, n[0], n[1])
-	}
-	return h
 }
 
 // coldPassTook is the "took" of the reconciler's first "services

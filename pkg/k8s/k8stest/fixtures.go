@@ -1,4 +1,4 @@
-package k8s
+package k8stest
 
 import (
 	"fmt"
@@ -14,23 +14,26 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// The fat* builders make objects shaped like the ones a real API server
+// The Fat* builders make objects shaped like the ones a real API server
 // returns for a Deployment's pods and their services: managed fields,
 // kubectl and CNI annotations, images, environment, probes, mounts,
 // conditions and container statuses. They are what the transforms are
-// measured and tested on.
+// measured and tested on, and what the real API server's tests load.
 
-var created = metav1.NewTime(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
+// Created is the creation time of every Fat* object.
+var Created = metav1.NewTime(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
 
-func ptr[T any](v T) *T { return &v }
+// Ptr returns a pointer to a copy of v, for the API's optional fields.
+func Ptr[T any](v T) *T { return &v }
 
-func uid(kind string, i int) types.UID {
+// UID is a stable, well-formed UID for object i of a kind.
+func UID(kind string, i int) types.UID {
 	return types.UID(fmt.Sprintf("%08x-%04x-4000-8000-%012x", i, len(kind), i*7919))
 }
 
-// managedFields imitates server-side field tracking: one JSON document of
+// ManagedFields imitates server-side field tracking: one JSON document of
 // the fields each manager owns, usually the largest part of the metadata.
-func managedFields(managers ...string) []metav1.ManagedFieldsEntry {
+func ManagedFields(managers ...string) []metav1.ManagedFieldsEntry {
 	var out []metav1.ManagedFieldsEntry
 	for _, m := range managers {
 		var b strings.Builder
@@ -41,30 +44,32 @@ func managedFields(managers ...string) []metav1.ManagedFieldsEntry {
 		b.WriteString(`"f:end":{}}}`)
 		out = append(out, metav1.ManagedFieldsEntry{
 			Manager: m, Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
-			Time: &created, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(b.String())},
+			Time: &Created, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(b.String())},
 		})
 	}
 	return out
 }
 
-func namespaceObj(name string) *corev1.Namespace {
+// Namespace is a namespace with a team label and a Sluice annotation.
+func Namespace(name string) *corev1.Namespace {
 	return &corev1.Namespace{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: name, UID: uid("ns", len(name)), CreationTimestamp: created,
+			Name: name, UID: UID("ns", len(name)), CreationTimestamp: Created,
 			Labels:        map[string]string{"kubernetes.io/metadata.name": name, "team": "shop"},
 			Annotations:   map[string]string{"sluice.io/policy-audit": "false", "scheduler.alpha.kubernetes.io/node-selector": "pool=apps"},
-			ManagedFields: managedFields("kubectl-create"),
+			ManagedFields: ManagedFields("kubectl-create"),
 		},
 		Spec:   corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{corev1.FinalizerKubernetes}},
 		Status: corev1.NamespaceStatus{Phase: corev1.NamespaceActive},
 	}
 }
 
-func fatNode(i int) *corev1.Node {
+// FatNode is node-i, of pod CIDR 10.244.(i%256).0/24, listing 40 images.
+func FatNode(i int) *corev1.Node {
 	name := fmt.Sprintf("node-%d", i)
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: name, UID: uid("node", i), ResourceVersion: "100", CreationTimestamp: created,
+			Name: name, UID: UID("node", i), ResourceVersion: "100", CreationTimestamp: Created,
 			Labels: map[string]string{
 				"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
 				"topology.kubernetes.io/zone": fmt.Sprintf("zone-%d", i%3), "node.kubernetes.io/instance-type": "m7i.2xlarge",
@@ -74,7 +79,7 @@ func fatNode(i int) *corev1.Node {
 				"volumes.kubernetes.io/controller-managed-attach-detach": "true",
 				"csi.volume.kubernetes.io/nodeid":                        `{"ebs.csi.aws.com":"i-0123456789abcdef0"}`,
 			},
-			ManagedFields: managedFields("kubelet", "kube-controller-manager", "kubelet-status"),
+			ManagedFields: ManagedFields("kubelet", "kube-controller-manager", "kubelet-status"),
 		},
 		Spec: corev1.NodeSpec{
 			PodCIDR: fmt.Sprintf("10.244.%d.0/24", i%256), PodCIDRs: []string{fmt.Sprintf("10.244.%d.0/24", i%256)},
@@ -96,7 +101,7 @@ func fatNode(i int) *corev1.Node {
 	}
 	for _, c := range []corev1.NodeConditionType{corev1.NodeMemoryPressure, corev1.NodeDiskPressure, corev1.NodePIDPressure, corev1.NodeReady} {
 		n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{
-			Type: c, Status: corev1.ConditionFalse, LastHeartbeatTime: created, LastTransitionTime: created,
+			Type: c, Status: corev1.ConditionFalse, LastHeartbeatTime: Created, LastTransitionTime: Created,
 			Reason: "KubeletHasSufficient" + string(c), Message: "kubelet has sufficient resources available",
 		})
 	}
@@ -113,13 +118,16 @@ func fatNode(i int) *corev1.Node {
 	return n
 }
 
-func container(name string, port int32, i int) corev1.Container {
+// fatContainer is container name serving port, named portName (each
+// container of a pod names its port differently: the API server warns
+// about duplicate names).
+func fatContainer(name, portName string, port int32, i int) corev1.Container {
 	c := corev1.Container{
 		Name:    name,
 		Image:   fmt.Sprintf("registry.example.com/shop/%s:v2.%d.7", name, i%20),
 		Command: []string{"/bin/" + name},
 		Args:    []string{"--listen=:" + fmt.Sprint(port), "--log-format=json", "--config=/etc/" + name + "/config.yaml"},
-		Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: port, Protocol: corev1.ProtocolTCP}},
+		Ports:   []corev1.ContainerPort{{Name: portName, ContainerPort: port, Protocol: corev1.ProtocolTCP}},
 		Env: []corev1.EnvVar{
 			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
@@ -136,11 +144,11 @@ func container(name string, port int32, i int) corev1.Container {
 			{Name: "kube-api-access-x7k2p", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
 		},
 		LivenessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http"), Scheme: corev1.URISchemeHTTP}},
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString(portName), Scheme: corev1.URISchemeHTTP}},
 			PeriodSeconds: 10, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3,
 		},
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http"), Scheme: corev1.URISchemeHTTP}},
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString(portName), Scheme: corev1.URISchemeHTTP}},
 			PeriodSeconds: 5, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3,
 		},
 		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
@@ -150,15 +158,15 @@ func container(name string, port int32, i int) corev1.Container {
 	return c
 }
 
-// fatPod is pod i of service i/2 (two pods per service), on node i/100.
-func fatPod(i int) *corev1.Pod {
+// FatPod is pod i of service i/2 (two pods per service), on node i/100.
+func FatPod(i int) *corev1.Pod {
 	app := fmt.Sprintf("app-%d", i/2)
 	ns := fmt.Sprintf("ns-%d", i%100)
 	ip := fmt.Sprintf("10.%d.%d.%d", 64+i/65536, (i/256)%256, i%256)
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: fmt.Sprintf("%s-7d4b9c6f8-%05d", app, i), GenerateName: app + "-7d4b9c6f8-", Namespace: ns,
-			UID: uid("pod", i), ResourceVersion: fmt.Sprint(1000 + i), CreationTimestamp: created,
+			UID: UID("pod", i), ResourceVersion: fmt.Sprint(1000 + i), CreationTimestamp: Created,
 			Labels: map[string]string{"app": app, "pod-template-hash": "7d4b9c6f8", "app.kubernetes.io/part-of": "shop", "version": "v2"},
 			Annotations: map[string]string{
 				"kubectl.kubernetes.io/restartedAt": "2026-05-01T11:58:00Z",
@@ -168,43 +176,49 @@ func fatPod(i int) *corev1.Pod {
 				"cni.projectcalico.org/containerID": fmt.Sprintf("%064x", i*2654435761),
 			},
 			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: "apps/v1", Kind: "ReplicaSet", Name: app + "-7d4b9c6f8", UID: uid("rs", i/2),
-				Controller: ptr(true), BlockOwnerDeletion: ptr(true),
+				APIVersion: "apps/v1", Kind: "ReplicaSet", Name: app + "-7d4b9c6f8", UID: UID("rs", i/2),
+				Controller: Ptr(true), BlockOwnerDeletion: Ptr(true),
 			}},
-			ManagedFields: managedFields("kube-controller-manager", "kubelet"),
+			ManagedFields: ManagedFields("kube-controller-manager", "kubelet"),
 		},
 		Spec: corev1.PodSpec{
 			Volumes: []corev1.Volume{
 				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: app + "-config"}}}},
 				{Name: "kube-api-access-x7k2p", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
-					{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr(int64(3607))}},
+					{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: Ptr(int64(3607))}},
 					{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"}, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
 					{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}}}},
-				}, DefaultMode: ptr(int32(420))}}},
+				}, DefaultMode: Ptr(int32(420))}}},
 			},
 			InitContainers: []corev1.Container{
-				func() corev1.Container { c := container("migrate", 9000, i); c.Ports = nil; return c }(),
 				func() corev1.Container {
-					c := container("mesh-proxy", 15001, i)
-					c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+					// A run-to-completion init container: no ports, no probes
+					// (the API server refuses them).
+					c := fatContainer("migrate", "migrate", 9000, i)
+					c.Ports, c.LivenessProbe, c.ReadinessProbe = nil, nil, nil
+					return c
+				}(),
+				func() corev1.Container {
+					c := fatContainer("mesh-proxy", "proxy", 15001, i)
+					c.RestartPolicy = Ptr(corev1.ContainerRestartPolicyAlways)
 					return c
 				}(),
 			},
-			Containers:                    []corev1.Container{container("web", 8080, i), container("metrics", 9090, i)},
+			Containers:                    []corev1.Container{fatContainer("web", "http", 8080, i), fatContainer("metrics", "metrics", 9090, i)},
 			RestartPolicy:                 corev1.RestartPolicyAlways,
-			TerminationGracePeriodSeconds: ptr(int64(30)),
+			TerminationGracePeriodSeconds: Ptr(int64(30)),
 			DNSPolicy:                     corev1.DNSClusterFirst,
 			ServiceAccountName:            "shop",
 			NodeName:                      fmt.Sprintf("node-%d", i/100),
-			SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: ptr(true), FSGroup: ptr(int64(2000))},
+			SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: Ptr(true), FSGroup: Ptr(int64(2000))},
 			SchedulerName:                 corev1.DefaultSchedulerName,
 			Tolerations: []corev1.Toleration{
-				{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr(int64(300))},
-				{Key: "node.kubernetes.io/unreachable", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr(int64(300))},
+				{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: Ptr(int64(300))},
+				{Key: "node.kubernetes.io/unreachable", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: Ptr(int64(300))},
 			},
-			Priority:           ptr(int32(0)),
-			EnableServiceLinks: ptr(true),
-			PreemptionPolicy:   ptr(corev1.PreemptLowerPriority),
+			Priority:           Ptr(int32(0)),
+			EnableServiceLinks: Ptr(true),
+			PreemptionPolicy:   Ptr(corev1.PreemptLowerPriority),
 		},
 		Status: corev1.PodStatus{
 			Phase:     corev1.PodRunning,
@@ -212,39 +226,39 @@ func fatPod(i int) *corev1.Pod {
 			HostIPs:   []corev1.HostIP{{IP: fmt.Sprintf("192.168.0.%d", i/100+1)}},
 			PodIP:     ip,
 			PodIPs:    []corev1.PodIP{{IP: ip}},
-			StartTime: &created,
+			StartTime: &Created,
 			QOSClass:  corev1.PodQOSBurstable,
 		},
 	}
 	for _, c := range []corev1.PodConditionType{"PodReadyToStartContainers", corev1.PodInitialized, corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled} {
-		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: c, Status: corev1.ConditionTrue, LastTransitionTime: created})
+		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: c, Status: corev1.ConditionTrue, LastTransitionTime: Created})
 	}
 	for _, c := range p.Spec.Containers {
 		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
-			Name: c.Name, Ready: true, Started: ptr(true), Image: c.Image,
+			Name: c.Name, Ready: true, Started: Ptr(true), Image: c.Image,
 			ImageID:     fmt.Sprintf("registry.example.com/shop/%s@sha256:%064x", c.Name, i),
 			ContainerID: fmt.Sprintf("containerd://%064x", i*31+len(c.Name)),
-			State:       corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: created}},
+			State:       corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: Created}},
 		})
 	}
 	return p
 }
 
-// fatService is service i, selecting the pods fatPod(2i) and fatPod(2i+1).
-func fatService(i int) *corev1.Service {
+// FatService is service i, selecting the pods FatPod(2i) and FatPod(2i+1).
+func FatService(i int) *corev1.Service {
 	app := fmt.Sprintf("app-%d", i)
 	ip := fmt.Sprintf("10.96.%d.%d", i/256, i%256)
 	return &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: app, Namespace: fmt.Sprintf("ns-%d", (2*i)%100), UID: uid("svc", i), ResourceVersion: fmt.Sprint(50000 + i),
-			CreationTimestamp: created,
+			Name: app, Namespace: fmt.Sprintf("ns-%d", (2*i)%100), UID: UID("svc", i), ResourceVersion: fmt.Sprint(50000 + i),
+			CreationTimestamp: Created,
 			Labels:            map[string]string{"app": app, "app.kubernetes.io/part-of": "shop"},
 			Annotations: map[string]string{
 				"kubectl.kubernetes.io/last-applied-configuration": fmt.Sprintf(`{"apiVersion":"v1","kind":"Service","metadata":{"annotations":{},"labels":{"app":%q},"name":%q,"namespace":"shop"},"spec":{"ports":[{"name":"http","port":80,"targetPort":"http"},{"name":"metrics","port":9090}],"selector":{"app":%q}}}`, app, app, app),
 				"sluice.io/lb-algorithm":                           "maglev",
 				"service.kubernetes.io/topology-mode":              "Auto",
 			},
-			ManagedFields: managedFields("kubectl-client-side-apply"),
+			ManagedFields: ManagedFields("kubectl-client-side-apply"),
 		},
 		Spec: corev1.ServiceSpec{
 			Type:      corev1.ServiceTypeClusterIP,
@@ -256,58 +270,59 @@ func fatService(i int) *corev1.Service {
 			Selector:              map[string]string{"app": app},
 			SessionAffinity:       corev1.ServiceAffinityNone,
 			IPFamilies:            []corev1.IPFamily{corev1.IPv4Protocol},
-			IPFamilyPolicy:        ptr(corev1.IPFamilyPolicySingleStack),
-			InternalTrafficPolicy: ptr(corev1.ServiceInternalTrafficPolicyCluster),
+			IPFamilyPolicy:        Ptr(corev1.IPFamilyPolicySingleStack),
+			InternalTrafficPolicy: Ptr(corev1.ServiceInternalTrafficPolicyCluster),
 		},
 	}
 }
 
-// fatSlice is the endpoint slice of fatService(i).
-func fatSlice(i int) *discoveryv1.EndpointSlice {
-	svc := fatService(i)
+// FatSlice is the endpoint slice of FatService(i).
+func FatSlice(i int) *discoveryv1.EndpointSlice {
+	svc := FatService(i)
 	s := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: svc.Name + "-x8f2k", Namespace: svc.Namespace, UID: uid("eps", i), ResourceVersion: fmt.Sprint(80000 + i),
-			GenerateName: svc.Name + "-", CreationTimestamp: created,
+			Name: svc.Name + "-x8f2k", Namespace: svc.Namespace, UID: UID("eps", i), ResourceVersion: fmt.Sprint(80000 + i),
+			GenerateName: svc.Name + "-", CreationTimestamp: Created,
 			Labels: map[string]string{
 				"kubernetes.io/service-name": svc.Name, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
 				"app": svc.Name, "app.kubernetes.io/part-of": "shop",
 			},
 			Annotations: map[string]string{"endpoints.kubernetes.io/last-change-trigger-time": "2026-05-01T12:00:00Z"},
 			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID, Controller: ptr(true), BlockOwnerDeletion: ptr(true),
+				APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID, Controller: Ptr(true), BlockOwnerDeletion: Ptr(true),
 			}},
-			ManagedFields: managedFields("endpointslice-controller.k8s.io"),
+			ManagedFields: ManagedFields("endpointslice-controller.k8s.io"),
 		},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports: []discoveryv1.EndpointPort{
-			{Name: ptr("http"), Protocol: ptr(corev1.ProtocolTCP), Port: ptr(int32(8080))},
-			{Name: ptr("metrics"), Protocol: ptr(corev1.ProtocolTCP), Port: ptr(int32(9090))},
+			{Name: Ptr("http"), Protocol: Ptr(corev1.ProtocolTCP), Port: Ptr(int32(8080))},
+			{Name: Ptr("metrics"), Protocol: Ptr(corev1.ProtocolTCP), Port: Ptr(int32(9090))},
 		},
 	}
 	for _, pi := range []int{2 * i, 2*i + 1} {
-		p := fatPod(pi)
+		p := FatPod(pi)
 		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
 			Addresses:  []string{p.Status.PodIP},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr(true), Serving: ptr(true), Terminating: ptr(false)},
-			Hostname:   ptr(p.Name),
+			Conditions: discoveryv1.EndpointConditions{Ready: Ptr(true), Serving: Ptr(true), Terminating: Ptr(false)},
+			Hostname:   Ptr(p.Name),
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: p.UID, ResourceVersion: p.ResourceVersion},
-			NodeName:   ptr(p.Spec.NodeName),
-			Zone:       ptr("zone-a"),
+			NodeName:   Ptr(p.Spec.NodeName),
+			Zone:       Ptr("zone-a"),
 			Hints:      &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "zone-a"}}},
 		})
 	}
 	return s
 }
 
-func fatPolicy(i int) *networkingv1.NetworkPolicy {
+// FatPolicy is an ingress policy for the pods of FatService(i).
+func FatPolicy(i int) *networkingv1.NetworkPolicy {
 	app := fmt.Sprintf("app-%d", i)
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: app + "-ingress", Namespace: fmt.Sprintf("ns-%d", (2*i)%100), UID: uid("np", i), CreationTimestamp: created,
+			Name: app + "-ingress", Namespace: fmt.Sprintf("ns-%d", (2*i)%100), UID: UID("np", i), CreationTimestamp: Created,
 			Labels:        map[string]string{"app.kubernetes.io/part-of": "shop"},
 			Annotations:   map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"kind":"NetworkPolicy"}`},
-			ManagedFields: managedFields("kubectl-client-side-apply"),
+			ManagedFields: ManagedFields("kubectl-client-side-apply"),
 		},
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": app}},
@@ -316,7 +331,7 @@ func fatPolicy(i int) *networkingv1.NetworkPolicy {
 					{NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: metav1.LabelSelectorOpIn, Values: []string{"shop"}}}}},
 					{IPBlock: &networkingv1.IPBlock{CIDR: "192.168.0.0/16", Except: []string{"192.168.255.0/24"}}},
 				},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: ptr(corev1.ProtocolTCP), Port: ptr(intstr.FromString("http"))}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: Ptr(corev1.ProtocolTCP), Port: Ptr(intstr.FromString("http"))}},
 			}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		},
