@@ -40,6 +40,27 @@ test: build ## Run all tests, including privileged datapath and end-to-end tests
 test-unit: ## Run the tests that need no root
 	$(GO) test -count=1 ./pkg/model/... ./pkg/source/... ./pkg/cgroups/...
 
+# The VM kernel matrix: vagrant/matrix.yaml lists the kernels (Debian
+# packages, fetched and unpacked under $${SLUICE_CACHE:-/var/cache/sluice}/vm,
+# never installed) and what each offers; tools/vmtest boots them in qemu.
+KERNEL ?=
+ARCH   ?= amd64
+SUITE  ?=
+VMTEST := $(GO) run ./tools/vmtest
+
+.PHONY: test-vm
+test-vm: ## Run the privileged tests in a qemu VM with a matrix kernel: KERNEL=6.1|6.12 [ARCH=arm64] [SUITE=datapath|smoke|full] (root)
+	@test -n "$(KERNEL)" || { echo "make test-vm: set KERNEL to a kernel of vagrant/matrix.yaml:"; $(VMTEST) list; exit 2; }
+	$(VMTEST) run --kernel $(KERNEL) --arch $(ARCH) $(if $(SUITE),--suite $(SUITE))
+
+.PHONY: test-vm-matrix
+test-vm-matrix: ## CI's kernels (6.1, 6.12 amd64) in VMs: datapath unit tests + end-to-end smoke subset (root)
+	$(VMTEST) matrix --ci --suite smoke
+
+.PHONY: test-vm-full
+test-vm-full: ## Every kernel of the matrix in a VM with the full suite (arm64: the datapath tests) (root)
+	$(VMTEST) matrix --suite full
+
 .PHONY: demo
 demo: build ## Two simulated nodes, pods, traffic, connections and drops (root)
 	$(GO) run ./tools/demo --bin-dir $(CURDIR)/$(BIN)

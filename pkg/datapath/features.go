@@ -38,7 +38,7 @@ var KernelFeatures = []KernelFeature{
 	{FeatureRingBuf, "BPF ring buffer (BPF_MAP_TYPE_RINGBUF)", "5.8", "the agent refuses to start and names the feature"},
 	{FeatureTCX, "tcx links (BPF_LINK_TYPE_TCX)", "6.6", "legacy tc clsact with direct-action cls_bpf filters"},
 	{FeatureBPFSockDestroy, "bpf_sock_destroy kfunc in a socket iterator", "6.5", "sockets are destroyed through sock_diag SOCK_DESTROY"},
-	{FeatureSockDiagDestroy, "sock_diag SOCK_DESTROY of UDP sockets (CONFIG_INET_DIAG_DESTROY, CONFIG_INET_UDP_DIAG)", "4.5", "connected UDP sockets of removed backends are not destroyed when bpf_sock_destroy is missing too"},
+	{FeatureSockDiagDestroy, "sock_diag SOCK_DESTROY of UDP sockets (CONFIG_INET_DIAG_DESTROY, CONFIG_INET_UDP_DIAG)", "4.9", "connected UDP sockets of removed backends are not destroyed when bpf_sock_destroy is missing too"},
 	{FeatureVerifiedInsns, "verified-instruction count in program info", "5.16", "not reported"},
 }
 

@@ -3,6 +3,7 @@
 // kernel of the matrix in vagrant/matrix.yaml. See tools/README.md.
 //
 //	vmtest run --kernel 6.1 [--arch arm64] [--suite smoke|datapath|full]
+//	vmtest matrix [--ci] [--suite S]  # every VM kernel (CI's with --ci) in turn
 //	vmtest list [--ci]    # the matrix, one "name arch" per line
 //	vmtest fetch          # download and unpack every kernel of the matrix
 //	vmtest pins           # the newest versions of each pinned kernel series
@@ -27,6 +28,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -49,10 +51,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cache := fs.String("cache", defaultCache(), "downloads, unpacked kernels and runs ($SLUICE_CACHE/vm)")
 	var opts runOptions
 	switch cmd {
-	case "run":
-		fs.StringVar(&opts.kernel, "kernel", "", "the matrix entry's name (required)")
-		fs.StringVar(&opts.arch, "arch", "amd64", "the entry's architecture: amd64 or arm64")
-		fs.StringVar(&opts.suite, "suite", "", "the suite to run (default: the entry's suite, else full)")
+	case "run", "matrix":
+		if cmd == "run" {
+			fs.StringVar(&opts.kernel, "kernel", "", "the matrix entry's name (required)")
+			fs.StringVar(&opts.arch, "arch", "amd64", "the entry's architecture: amd64 or arm64")
+		} else {
+			fs.BoolVar(&opts.ciOnly, "ci", false, "only the entries CI runs")
+		}
+		fs.StringVar(&opts.suite, "suite", "", "the suite to run (default: the entry's suite, else full; an entry whose suite is smaller runs its own)")
 		fs.StringVar(&opts.run, "run", "", "a -test.run pattern for every package, instead of the suite's")
 		fs.StringVar(&opts.accel, "accel", "auto", "qemu accelerator: auto (KVM where it works, else TCG), kvm or tcg")
 		fs.DurationVar(&opts.timeout, "timeout", 0, "kill the VM after this long (default 20m, 60m for the full suite)")
@@ -101,6 +107,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "matrix":
+		opts.cache = *cache
+		return runMatrix(m, opts, stdout, logf)
 	}
 	if opts.kernel == "" {
 		fmt.Fprintln(stderr, "vmtest run: --kernel is required (one of the names in the matrix)")
@@ -172,4 +181,37 @@ func need(tools ...string) error {
 		return fmt.Errorf("%w (apt-get install qemu-system-x86 qemu-system-arm xz-utils zstd)", errors.Join(errs...))
 	}
 	return nil
+}
+
+// runMatrix runs every VM entry (CI's only with --ci) in turn, with the
+// console in each run's directory; a failing package's output is printed.
+func runMatrix(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...any)) int {
+	start := time.Now()
+	code := 0
+	var results []*result
+	for _, k := range m.Kernels {
+		if k.Host() || (o.ciOnly && !k.CI) {
+			continue
+		}
+		ko := o
+		ko.kernel, ko.arch, ko.quiet = k.Name, k.Arch, true
+		if k.Suite != "" && o.suite != "" && o.suite != "datapath" {
+			ko.suite = k.Suite
+		}
+		res, err := runKernel(m, ko, stdout, logf)
+		if err != nil {
+			logf("%s: %v", k.ID(), err)
+			code = max(code, 2)
+			continue
+		}
+		res.printFailedOutput(stdout)
+		res.print(stdout)
+		results = append(results, res)
+		code = max(code, res.exitCode())
+	}
+	fmt.Fprintf(stdout, "\n== vmtest matrix: %d kernels in %.0fs\n", len(results), time.Since(start).Seconds())
+	for _, r := range results {
+		fmt.Fprintf(stdout, "   %s\n", r.oneLine())
+	}
+	return code
 }

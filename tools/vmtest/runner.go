@@ -268,6 +268,7 @@ type result struct {
 
 type binResult struct {
 	name                string
+	output              []string
 	ran                 bool
 	exit                int
 	time                time.Duration
@@ -312,7 +313,8 @@ func (r *result) collect(events []event, lines []string) {
 			b.ran = true
 			b.exit, _ = strconv.Atoi(e.args[1])
 			b.time = e.at - startAt
-			b.parse(lines[startLine:e.line])
+			b.output = lines[startLine:e.line]
+			b.parse(b.output)
 		case "done":
 			r.done = true
 			r.total = e.at
@@ -441,4 +443,27 @@ func describe(k Kernel) string {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
+}
+
+// printFailedOutput prints the whole output of each package that failed.
+func (r *result) printFailedOutput(w io.Writer) {
+	for _, b := range r.bins {
+		if b.ran && (b.exit != 0 || b.fail > 0) {
+			fmt.Fprintf(w, "\n--- output of %s on %s\n%s\n", b.name, r.kernel.ID(), strings.Join(b.output, "\n"))
+		}
+	}
+}
+
+// oneLine summarises the run for the matrix's closing table.
+func (r *result) oneLine() string {
+	var pass, skip, fail int
+	for _, b := range r.bins {
+		pass, skip, fail = pass+b.pass, skip+b.skip, fail+b.fail
+	}
+	verdict := "PASS"
+	if !r.ok() {
+		verdict = "FAIL"
+	}
+	return fmt.Sprintf("%-4s %-11s %-8s %s: boot %.1fs, tests %.0fs, %d passed, %d skipped, %d failed",
+		verdict, r.kernel.ID(), r.suite, r.accel, r.firstTest.Seconds(), (r.total - r.firstTest).Seconds(), pass, skip, fail)
 }
