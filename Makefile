@@ -55,7 +55,7 @@ test-vm: ## Run the privileged tests in a qemu VM with a matrix kernel: KERNEL=6
 
 .PHONY: test-vm-matrix
 test-vm-matrix: ## CI's kernels (6.1, 6.12 amd64) in VMs: datapath unit tests + end-to-end smoke subset (root)
-	$(VMTEST) matrix --ci --suite smoke
+	$(VMTEST) matrix --ci --suite smoke --jobs 2
 
 .PHONY: test-vm-full
 test-vm-full: ## Every kernel of the matrix in a VM with the full suite (arm64: the datapath tests) (root)

@@ -136,15 +136,8 @@ func runCount(t *testing.T, p *ebpf.Program) uint64 {
 	return st.RunCount
 }
 
-// kernelHasTCX probes for tcx once per test binary, with a stand-in program.
-var kernelHasTCX = sync.OnceValue(func() bool {
-	p, err := ebpf.NewProgram(cniSpec())
-	if err != nil {
-		return false
-	}
-	defer p.Close()
-	return haveTCX(p)
-})
+// kernelHasTCX probes for tcx once per test binary.
+var kernelHasTCX = sync.OnceValue(ProbeTCX)
 
 // tcxProgramIDs lists the tcx programs on the interface; a kernel without
 // tcx (whose BPF_PROG_QUERY rejects tcx attach types) has none.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 )
@@ -95,6 +96,20 @@ func (f Features) String() string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, " ")
+}
+
+// ProbeTCX reports whether the kernel has tcx links, without a loaded
+// datapath: it probes with a two-instruction program.
+func ProbeTCX() bool {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.SchedCLS, License: "GPL", Name: "sl_tcx_probe",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
+	})
+	if err != nil {
+		return false
+	}
+	defer p.Close()
+	return haveTCX(p)
 }
 
 // ProbeFeatures checks the kernel for what the datapath needs. It fails

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // apt runs apt-get or apt-cache with a private configuration under
@@ -79,6 +80,8 @@ func (a apt) update() error {
 	return err
 }
 
+var fetchMu sync.Mutex
+
 // kernelDir is where the entry's package is unpacked.
 func kernelDir(cache string, k Kernel) string {
 	return filepath.Join(cache, "kernels", fmt.Sprintf("%s_%s_%s", k.Package, k.Version, k.Arch))
@@ -87,6 +90,9 @@ func kernelDir(cache string, k Kernel) string {
 // fetchKernel downloads (apt-get download) and unpacks (dpkg-deb -x) the
 // entry's pinned package once; later runs reuse the unpacked tree.
 func fetchKernel(cache string, m *Matrix, k Kernel, logf func(string, ...any)) (string, error) {
+	// One apt at a time: the private configuration has one set of locks.
+	fetchMu.Lock()
+	defer fetchMu.Unlock()
 	dir := kernelDir(cache, k)
 	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
 		return dir, nil

@@ -28,6 +28,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -57,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fs.StringVar(&opts.arch, "arch", "amd64", "the entry's architecture: amd64 or arm64")
 		} else {
 			fs.BoolVar(&opts.ciOnly, "ci", false, "only the entries CI runs")
+			fs.IntVar(&opts.jobs, "jobs", 1, "VMs run at once (TCG keeps about one host CPU busy per VM)")
 		}
 		fs.StringVar(&opts.suite, "suite", "", "the suite to run (default: the entry's suite, else full; an entry whose suite is smaller runs its own)")
 		fs.StringVar(&opts.run, "run", "", "a -test.run pattern for every package, instead of the suite's")
@@ -183,34 +185,54 @@ func need(tools ...string) error {
 	return nil
 }
 
-// runMatrix runs every VM entry (CI's only with --ci) in turn, with the
-// console in each run's directory; a failing package's output is printed.
+// runMatrix runs every VM entry (CI's only with --ci), --jobs at a time,
+// with each console in its run's directory; a failing package's output is
+// printed whole.
 func runMatrix(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...any)) int {
 	start := time.Now()
-	code := 0
-	var results []*result
+	var kernels []Kernel
 	for _, k := range m.Kernels {
-		if k.Host() || (o.ciOnly && !k.CI) {
-			continue
+		if !k.Host() && (!o.ciOnly || k.CI) {
+			kernels = append(kernels, k)
 		}
+	}
+	results := make([]*result, len(kernels))
+	errs := make([]error, len(kernels))
+	sem := make(chan struct{}, max(o.jobs, 1))
+	var wg sync.WaitGroup
+	for i, k := range kernels {
 		ko := o
 		ko.kernel, ko.arch, ko.quiet = k.Name, k.Arch, true
 		if k.Suite != "" && o.suite != "" && o.suite != "datapath" {
 			ko.suite = k.Suite
 		}
-		res, err := runKernel(m, ko, stdout, logf)
-		if err != nil {
-			logf("%s: %v", k.ID(), err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			klogf := func(format string, a ...any) { logf(k.ID()+": "+format, a...) }
+			results[i], errs[i] = runKernel(m, ko, io.Discard, klogf)
+		}()
+	}
+	wg.Wait()
+	code := 0
+	for i, res := range results {
+		if errs[i] != nil {
+			logf("%s: %v", kernels[i].ID(), errs[i])
 			code = max(code, 2)
 			continue
 		}
 		res.printFailedOutput(stdout)
 		res.print(stdout)
-		results = append(results, res)
 		code = max(code, res.exitCode())
 	}
-	fmt.Fprintf(stdout, "\n== vmtest matrix: %d kernels in %.0fs\n", len(results), time.Since(start).Seconds())
-	for _, r := range results {
+	fmt.Fprintf(stdout, "\n== vmtest matrix: %d kernels, %d at a time, in %.0fs\n", len(kernels), max(o.jobs, 1), time.Since(start).Seconds())
+	for i, r := range results {
+		if r == nil {
+			fmt.Fprintf(stdout, "   ERROR %s: %v\n", kernels[i].ID(), errs[i])
+			continue
+		}
 		fmt.Fprintf(stdout, "   %s\n", r.oneLine())
 	}
 	return code

@@ -20,7 +20,7 @@ import (
 type runOptions struct {
 	kernel, arch, suite, run, accel string
 	timeout                         time.Duration
-	cpus, memMiB                    int
+	cpus, memMiB, jobs              int
 	repo, cache                     string
 	quiet, ciOnly                   bool
 }
