@@ -330,7 +330,15 @@ func (r *result) collect(events []event, lines []string) {
 }
 
 func (b *binResult) parse(lines []string) {
+	// go test -v prints a test's log (the t.Skip message last) after its
+	// "=== RUN" line, but a subtest's result line only with its parent's.
+	runAt := map[string]int{}
 	for i, l := range lines {
+		if name, ok := strings.CutPrefix(l, "=== RUN   "); ok {
+			runAt[name] = i
+		}
+	}
+	for _, l := range lines {
 		m := resultLine.FindStringSubmatch(l)
 		if m == nil {
 			continue
@@ -343,13 +351,15 @@ func (b *binResult) parse(lines []string) {
 			b.fails = append(b.fails, m[3])
 		case "SKIP":
 			b.skip++
-			// go test -v prints a test's log (the t.Skip message last)
-			// before its result line.
 			reason := ""
-			for j := i - 1; j >= 0 && !strings.HasPrefix(lines[j], "=== ") && resultLine.FindString(lines[j]) == ""; j-- {
-				if lm := logLine.FindStringSubmatch(lines[j]); lm != nil {
-					reason = lm[1]
-					break
+			if at, ok := runAt[m[3]]; ok {
+				for _, l := range lines[at+1:] {
+					if strings.HasPrefix(l, "=== ") || resultLine.MatchString(l) {
+						break
+					}
+					if lm := logLine.FindStringSubmatch(l); lm != nil {
+						reason = lm[1]
+					}
 				}
 			}
 			b.skips = append(b.skips, m[3]+": "+reason)

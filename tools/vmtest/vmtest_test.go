@@ -100,16 +100,19 @@ func TestParseGoTestOutput(t *testing.T) {
 === RUN   TestC/one
     c_test.go:3: boom
 === RUN   TestC/two
+    c_test.go:9: kernel lacks bpf-sock-destroy
+=== RUN   TestC/three
 --- FAIL: TestC (0.20s)
     --- FAIL: TestC/one (0.10s)
-    --- PASS: TestC/two (0.10s)
+    --- SKIP: TestC/two (0.10s)
+    --- PASS: TestC/three (0.10s)
 FAIL`
 	var b binResult
 	b.parse(strings.Split(out, "\n"))
 	require.Equal(t, 2, b.pass)
-	require.Equal(t, 1, b.skip)
+	require.Equal(t, 2, b.skip)
 	require.Equal(t, 2, b.fail)
-	require.Equal(t, []string{"TestB: kernel lacks tcx: legacy tc covers it"}, b.skips)
+	require.Equal(t, []string{"TestB: kernel lacks tcx: legacy tc covers it", "TestC/two: kernel lacks bpf-sock-destroy"}, b.skips)
 	require.Equal(t, []string{"TestC", "TestC/one"}, b.fails)
 }
 
