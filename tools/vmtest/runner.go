@@ -95,13 +95,24 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 	// What the tests see beyond a plain root environment: CI (privileged
 	// tests fail rather than skip), the features the matrix expects, and
 	// the prebuilt agent and CLI.
+	var goDir string
 	env := []string{"CI=true", testutil.EnvKernelFeatures + "=" + strings.Join(k.ExpectedFeatures(), ",")}
 	if k.Arch == "amd64" {
 		env = append(env, "SLUICE_BIN_DIR="+binDir)
+		// A test that builds a binary itself finds the host's toolchain
+		// and module cache (read-only) through the 9p root, never the
+		// network; its build cache goes to the guest's tmpfs.
+		if gobin, err := exec.LookPath("go"); err == nil {
+			if out, err := exec.Command(gobin, "env", "GOMODCACHE").Output(); err == nil {
+				env = append(env, "GOMODCACHE="+strings.TrimSpace(string(out)))
+			}
+			env = append(env, "GOCACHE=/tmp/go-build", "GOPROXY=off", "GOTOOLCHAIN=local", "GOFLAGS=-mod=readonly")
+			goDir = filepath.Dir(gobin)
+		}
 	}
 	// Each package gets the VM's time less a margin, so that a stuck test
 	// panics with its goroutines before the VM is killed.
-	perTest := o.timeout - 2*time.Minute
+	perTest := o.timeout - min(2*time.Minute, o.timeout/10)
 	var tests []guestTest
 	for _, b := range bins {
 		args := []string{"-test.v", "-test.count=1", "-test.timeout=" + perTest.String()}
@@ -153,7 +164,7 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 	if err != nil {
 		return nil, err
 	}
-	path := "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	path := "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + goDir
 	if k.Arch != "amd64" {
 		path = "PATH=/bin"
 	}
@@ -233,7 +244,12 @@ func runOnHost(res *result, tests []guestTest, env []string, console, log io.Wri
 		events = append(events, event{at: time.Since(start), kind: "start", args: []string{t.Name}, line: len(lines)})
 		cmd := exec.Command(t.Path, t.Args...)
 		cmd.Dir = t.Dir
-		cmd.Env = append(os.Environ(), env...)
+		cmd.Env = os.Environ()
+		for _, e := range env {
+			if strings.HasPrefix(e, "CI=") || strings.HasPrefix(e, "SLUICE_") {
+				cmd.Env = append(cmd.Env, e)
+			}
+		}
 		out, err := cmd.CombinedOutput()
 		w.Write(out)
 		lines = append(lines, strings.Split(string(out), "\n")...)
