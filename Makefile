@@ -56,6 +56,27 @@ bench-apiserver: build apiserver-bins ## Real API server figures: EndpointSlice 
 	SLUICE_APISERVER_REQUIRED=1 SLUICE_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 30m -run 'TestSliceToMapLatency|TestAgentRSS' \
 		./tests/apiserver/ -args -apiserver.changes=200 -apiserver.rss-pods=10000 $(BENCH_APISERVER_FLAGS)
 
+# The VM kernel matrix: vagrant/matrix.yaml lists the kernels (Debian
+# packages, fetched and unpacked under $${SLUICE_CACHE:-/var/cache/sluice}/vm,
+# never installed) and what each offers; tools/vmtest boots them in qemu.
+KERNEL ?=
+ARCH   ?= amd64
+SUITE  ?=
+VMTEST := $(GO) run ./tools/vmtest
+
+.PHONY: test-vm
+test-vm: ## Run the privileged tests in a qemu VM with a matrix kernel: KERNEL=6.1|6.12 [ARCH=arm64] [SUITE=datapath|smoke|full] (root)
+	@test -n "$(KERNEL)" || { echo "make test-vm: set KERNEL to a kernel of vagrant/matrix.yaml:"; $(VMTEST) list; exit 2; }
+	$(VMTEST) run --kernel $(KERNEL) --arch $(ARCH) $(if $(SUITE),--suite $(SUITE))
+
+.PHONY: test-vm-matrix
+test-vm-matrix: ## CI's kernels (6.1, 6.12 amd64) in VMs: datapath unit tests + end-to-end smoke subset (root)
+	$(VMTEST) matrix --ci --suite smoke --jobs 2
+
+.PHONY: test-vm-full
+test-vm-full: ## Every kernel of the matrix in a VM with the full suite (arm64: the datapath tests) (root)
+	$(VMTEST) matrix --suite full
+
 .PHONY: demo
 demo: build ## Two simulated nodes, pods, traffic, connections and drops (root)
 	$(GO) run ./tools/demo --bin-dir $(CURDIR)/$(BIN)

@@ -35,6 +35,19 @@
 #define NSEC_PER_SEC 1000000000ULL
 
 /*
+ * bpf_map_update_elem that fails with a negative value on every kernel.
+ * Before Linux 6.4 the kernel's map ops returned int, and the JIT calls them
+ * directly: an error reaches the program as a positive 64-bit value (-E2BIG
+ * is 0xfffffff9), so `< 0` on the helper's long result never saw a full
+ * map on 6.1. Only the low 32 bits are meaningful: test them as an int.
+ * (`== 0` for success is right either way.)
+ */
+static __always_inline int map_update(void *map, const void *key, const void *value, __u64 flags)
+{
+	return (int)bpf_map_update_elem(map, key, value, flags);
+}
+
+/*
  * Runtime configuration, set by the agent on the CollectionSpec before load
  * (spec.Variables). Defaults here are only what a bare test load sees.
  */

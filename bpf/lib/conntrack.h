@@ -159,7 +159,7 @@ static __always_inline int ct_create(struct sl_ct_key *key, const struct sl_pkt 
 	nat->state = e.state;
 	nat->expires = e.expires;
 	/* BPF_ANY also overwrites an expired or reopened entry in place. */
-	if (bpf_map_update_elem(&sl_ct, key, &e, BPF_ANY) < 0)
+	if (map_update(&sl_ct, key, &e, BPF_ANY) < 0)
 		return CT_FULL;
 	return CT_NEW;
 }

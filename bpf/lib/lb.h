@@ -242,7 +242,7 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 		e.expires = now + ct_lifetime(pkt, e.state);
 		e.rev_nat_id = svc->svc_id;
 		e.backend_id = backend_id;
-		if (bpf_map_update_elem(&sl_ct, &sk, &e, BPF_ANY) < 0) {
+		if (map_update(&sl_ct, &sk, &e, BPF_ANY) < 0) {
 			*reason = SL_DROP_CT_MAP_FULL;
 			return LB_DROP;
 		}

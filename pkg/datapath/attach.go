@@ -319,9 +319,12 @@ func isNoDevice(err error) bool {
 
 // HaveTCX probes for tcx support with an attach to an interface that cannot
 // exist: ENODEV means the kernel knows tcx, ErrNotSupported that it does not.
-func HaveTCX(dp *Datapath) bool {
+func HaveTCX(dp *Datapath) bool { return haveTCX(dp.objs.SlFromEp) }
+
+// haveTCX probes with prog, any SchedCLS program.
+func haveTCX(prog *ebpf.Program) bool {
 	l, err := link.AttachTCX(link.TCXOptions{
-		Interface: math.MaxInt32, Program: dp.objs.SlFromEp, Attach: ebpf.AttachTCXIngress,
+		Interface: math.MaxInt32, Program: prog, Attach: ebpf.AttachTCXIngress,
 	})
 	if err == nil {
 		l.Close()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,7 +136,15 @@ func runCount(t *testing.T, p *ebpf.Program) uint64 {
 	return st.RunCount
 }
 
+// kernelHasTCX probes for tcx once per test binary.
+var kernelHasTCX = sync.OnceValue(ProbeTCX)
+
+// tcxProgramIDs lists the tcx programs on the interface; a kernel without
+// tcx (whose BPF_PROG_QUERY rejects tcx attach types) has none.
 func tcxProgramIDs(t *testing.T, ifindex int, at ebpf.AttachType) []ebpf.ProgramID {
+	if !kernelHasTCX() {
+		return nil
+	}
 	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at})
 	require.NoError(t, err)
 	var ids []ebpf.ProgramID
@@ -172,6 +181,7 @@ func TestAttachTCXCoexistsWithCNI(t *testing.T) {
 	defer stats.Close()
 	v := newVethPair(t)
 	cni := cniProgram(t)
+	requireFeature(t, FeatureTCX, kernelHasTCX())
 
 	inNetns(t, v.host, func() {
 		// The CNI was there first.
@@ -181,9 +191,7 @@ func TestAttachTCXCoexistsWithCNI(t *testing.T) {
 
 		dp, err := Load(Config{BPFRoot: root}, nil)
 		require.NoError(t, err)
-		if !HaveTCX(dp) {
-			t.Fatal("this kernel (6.6+) must have tcx")
-		}
+		require.True(t, HaveTCX(dp), "the datapath's programs attach as tcx where a test program does")
 		require.NoError(t, dp.Maps().PutEndpoint(EndpointEntry{IfIndex: uint32(v.ifindex), ID: 1, IPv4: netip.MustParseAddr("10.1.0.2")}))
 		a, err := NewAttacher(dp, AttachTCX, 0)
 		require.NoError(t, err)
@@ -301,6 +309,7 @@ func TestAttachLegacyTCCoexistsWithCNI(t *testing.T) {
 // Switching attach mode across a restart leaves exactly one set attached.
 func TestAttachModeSwitch(t *testing.T) {
 	root := testRoot(t)
+	requireFeature(t, FeatureTCX, kernelHasTCX())
 	v := newVethPair(t)
 	inNetns(t, v.host, func() {
 		dp, err := Load(Config{BPFRoot: root}, nil)

@@ -62,7 +62,7 @@ func TestVerifierInstructions(t *testing.T) {
 		info, err := p.Info()
 		require.NoError(t, err)
 		n, ok := info.VerifiedInstructions()
-		require.True(t, ok, "kernel reports verified instruction counts (5.16+)")
+		requireFeature(t, FeatureVerifiedInsns, ok)
 		insns, err := info.Instructions()
 		require.NoError(t, err)
 		t.Logf("%s: %d instructions, %d verified instructions", name, len(insns), n)

@@ -2,7 +2,9 @@
 package testutil
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -27,5 +29,50 @@ func RequireRoot(tb testing.TB) {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		SkipOrFail(tb, "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) to load eBPF programs and build network namespaces")
+	}
+}
+
+// EnvKernelFeatures lists, comma-separated, the kernel features (names as
+// pkg/datapath.KernelFeatures spells them) that the kernel under test is
+// expected to have. tools/vmtest sets it from vagrant/matrix.yaml for each
+// kernel of the VM matrix; set, even empty, it lets RequireFeature skip a
+// test of a feature the kernel lacks and is not expected to have.
+const EnvKernelFeatures = "SLUICE_KERNEL_FEATURES"
+
+// ExpectedKernelFeatures returns the features $SLUICE_KERNEL_FEATURES
+// lists, and whether it is set at all.
+func ExpectedKernelFeatures() (map[string]bool, bool) {
+	v, ok := os.LookupEnv(EnvKernelFeatures)
+	if !ok {
+		return nil, false
+	}
+	m := map[string]bool{}
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			m[f] = true
+		}
+	}
+	return m, true
+}
+
+// RequireFeature skips a test of a kernel feature the kernel lacks, with a
+// message naming the feature and what covers its absence (without). The
+// skip is a failure when the kernel matrix expects the feature of this
+// kernel, and, outside the matrix, under CI (whose kernel has every
+// feature): a probe that stopped finding a feature must not pass quietly.
+func RequireFeature(tb testing.TB, feature string, have bool, without string) {
+	tb.Helper()
+	if have {
+		return
+	}
+	msg := fmt.Sprintf("kernel lacks %s: %s", feature, without)
+	expected, inMatrix := ExpectedKernelFeatures()
+	switch {
+	case expected[feature]:
+		tb.Fatalf("%s; but the kernel matrix expects %s of this kernel (%s)", msg, feature, EnvKernelFeatures)
+	case inMatrix:
+		tb.Skip(msg)
+	default:
+		SkipOrFail(tb, msg)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/flow"
+	"github.com/sluice-net/sluice/pkg/testutil"
 	"github.com/sluice-net/sluice/tests/harness"
 )
 
@@ -42,6 +44,12 @@ func newEnv(t *testing.T, agentArgs ...string) *env {
 	harness.RequireBPFFS(t)
 	harness.RequireCgroup2(t)
 	harness.RequireTools(t)
+	if slices.Contains(agentArgs, "--attach-mode=tcx") {
+		// Kernels before 6.6 run the same test with --attach-mode=tc.
+		kf, _ := datapath.LookupKernelFeature(datapath.FeatureTCX)
+		testutil.RequireFeature(t, datapath.FeatureTCX, datapath.ProbeTCX(),
+			fmt.Sprintf("%s, Linux %s+; the legacy-tc variant of this test covers the fallback", kf.What, kf.MinKernel))
+	}
 	e := &env{
 		t: t, c: harness.NewTestCluster(t, harness.Options{Name: "e2e", Logf: t.Logf}),
 		agentBin: harness.BuildBinary(t, agentPkg), cliBin: harness.BuildBinary(t, cliPkg),

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/pkg/datapath"
+)
+
+func TestMatrixLoads(t *testing.T) {
+	m, err := loadMatrix("../../vagrant/matrix.yaml")
+	require.NoError(t, err)
+	for _, id := range []string{"6.1/amd64", "6.12/amd64", "6.1/arm64", "host/amd64"} {
+		name, arch, _ := strings.Cut(id, "/")
+		_, err := m.find(name, arch)
+		require.NoError(t, err, id)
+	}
+	for _, s := range []string{"datapath", "smoke", "full"} {
+		require.NotEmpty(t, m.Suites[s], "suite %s", s)
+	}
+}
+
+func TestMatrixRejectsMissingFeature(t *testing.T) {
+	m := &Matrix{Kernels: []Kernel{{Name: "6.1", Arch: "amd64", Features: map[string]bool{"tcx": false}}}}
+	require.ErrorContains(t, m.validate(), "features lacks ringbuf")
+	m.Kernels[0].Features = map[string]bool{"tcx-links": true}
+	for _, f := range datapath.KernelFeatures {
+		m.Kernels[0].Features[f.Name] = true
+	}
+	require.ErrorContains(t, m.validate(), `unknown feature "tcx-links"`)
+}
+
+// The README's "Kernel support" table states, per kernel column, what the
+// matrix expects of that kernel: the two must agree, so that the VM runs,
+// which check the matrix, verify the table.
+func TestREADMEKernelTableMatchesMatrix(t *testing.T) {
+	m, err := loadMatrix("../../vagrant/matrix.yaml")
+	require.NoError(t, err)
+	b, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	_, table, ok := strings.Cut(string(b), "### Kernel support")
+	require.True(t, ok, "README has a Kernel support section")
+	columns := map[string]string{"6.1": "6.1", "6.12": "6.12", "6.18": "host"}
+	var header []string
+	rows := 0
+	name := regexp.MustCompile("`([a-z-]+)`")
+	for _, l := range strings.Split(table, "\n") {
+		if !strings.HasPrefix(l, "|") {
+			if header != nil {
+				break
+			}
+			continue
+		}
+		cells := strings.Split(strings.Trim(l, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if header == nil {
+			header = cells
+			continue
+		}
+		if strings.HasPrefix(cells[0], "---") {
+			continue
+		}
+		nm := name.FindStringSubmatch(cells[0])
+		require.NotNil(t, nm, "row %q names its probe in backquotes", cells[0])
+		kf, ok := datapath.LookupKernelFeature(nm[1])
+		require.True(t, ok, "row %q: unknown feature %s", cells[0], nm[1])
+		require.Equal(t, kf.MinKernel, cells[1], "%s: minimum kernel", kf.Name)
+		rows++
+		for i, h := range header {
+			kname, ok := columns[h]
+			if !ok {
+				continue
+			}
+			k, err := m.find(kname, "amd64")
+			require.NoError(t, err)
+			want := "no"
+			if k.Features[kf.Name] {
+				want = "yes"
+			}
+			require.True(t, strings.HasPrefix(cells[i], want), "README says %s of %s on %s; vagrant/matrix.yaml says %s", cells[i], kf.Name, h, want)
+		}
+	}
+	require.Equal(t, len(datapath.KernelFeatures), rows, "one row per probed feature")
+}
+
+func TestParseGoTestOutput(t *testing.T) {
+	out := `=== RUN   TestA
+--- PASS: TestA (0.10s)
+=== RUN   TestB
+    b_test.go:12: kernel lacks tcx: legacy tc covers it
+--- SKIP: TestB (0.00s)
+=== RUN   TestC
+=== RUN   TestC/one
+    c_test.go:3: boom
+=== RUN   TestC/two
+    c_test.go:9: kernel lacks bpf-sock-destroy
+=== RUN   TestC/three
+--- FAIL: TestC (0.20s)
+    --- FAIL: TestC/one (0.10s)
+    --- SKIP: TestC/two (0.10s)
+    --- PASS: TestC/three (0.10s)
+FAIL`
+	var b binResult
+	b.parse(strings.Split(out, "\n"))
+	require.Equal(t, 2, b.pass)
+	require.Equal(t, 2, b.skip)
+	require.Equal(t, 2, b.fail)
+	require.Equal(t, []string{"TestB: kernel lacks tcx: legacy tc covers it", "TestC/two: kernel lacks bpf-sock-destroy"}, b.skips)
+	require.Equal(t, []string{"TestC", "TestC/one"}, b.fails)
+}
+
+func TestCPIO(t *testing.T) {
+	var buf bytes.Buffer
+	c := newCPIO(&buf)
+	c.file("a/b/c", 0o644, []byte("hello"))
+	c.symlink("bin/true", "/init")
+	require.NoError(t, c.close())
+	s := buf.String()
+	require.Zero(t, buf.Len()%4, "entries are 4-byte aligned")
+	for _, name := range []string{"a\x00", "a/b\x00", "a/b/c\x00", "hello", "bin/true\x00", "/init", "TRAILER!!!\x00"} {
+		require.Contains(t, s, name)
+	}
+	require.Equal(t, 6, strings.Count(s, "070701"), "a, a/b, a/b/c, bin, bin/true, trailer")
+}
