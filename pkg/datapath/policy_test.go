@@ -98,7 +98,8 @@ func TestPolicyPrecedence(t *testing.T) {
 		{Dir: dirIn, Prefix: netip.MustParsePrefix("10.0.0.0/8"), Class: class1},
 		{Dir: dirIn, Prefix: netip.MustParsePrefix("10.0.0.2/32"), Class: class1 + 1},
 	}
-	for _, tc := range []struct {
+	dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyEgress)
+	for i, tc := range []struct {
 		name    string
 		entries []PolicyEntry
 		cidrs   []PolicyCIDR
@@ -131,17 +132,21 @@ func TestPolicyPrecedence(t *testing.T) {
 		{"CIDR class outside the block", []PolicyEntry{allow(class1, dirIn, tcp, 80, 16, 20)}, cidr, worldIP, tcp, 80, 0},
 		{"egress rule does not allow ingress", []PolicyEntry{allow(peerID, dirOut, tcp, 80, 16, 21)}, nil, peerIP, tcp, 80, 0},
 	} {
+		// One datapath for every case (a load is a second under software
+		// emulation in the VM matrix): each case replaces the policy and
+		// bumps the revision, and sends from a source port of its own, so
+		// no earlier case's CT entry or drop rate limit applies to it.
+		sport := uint16(40000 + i)
 		t.Run(tc.name, func(t *testing.T) {
-			dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyEgress)
 			setPolicy(t, dp, EndpointPolicy{Entries: tc.entries, CIDRs: tc.cidrs})
 			var pkt []byte
 			switch tc.proto {
 			case tcp:
-				pkt = tcpPkt(t, tc.from, podIP, 40000, tc.port, flags{syn: true})
+				pkt = tcpPkt(t, tc.from, podIP, sport, tc.port, flags{syn: true})
 			case udp:
-				pkt = udpPkt(t, tc.from, podIP, 40000, tc.port)
+				pkt = udpPkt(t, tc.from, podIP, sport, tc.port)
 			case sctp:
-				pkt = sctpPkt(t, tc.from, podIP, 40000, tc.port)
+				pkt = sctpPkt(t, tc.from, podIP, sport, tc.port)
 			}
 			ret, _ := runPolicy(t, dp.objs.SlToEp, pkt, fromWire)
 			ev := nextEvent(t, rd)
@@ -152,7 +157,10 @@ func TestPolicyPrecedence(t *testing.T) {
 				require.Equal(t, uint16(133), ev.ReasonID, "Hubble's POLICY_DENIED")
 				require.Equal(t, "denied", ev.Verdict)
 				require.Zero(t, ev.PolicyRule, "default deny")
-				require.Empty(t, ctOf(t, dp), "a denied connection leaves no CT entry")
+				peer := netip.AddrPortFrom(tc.from, sport)
+				for _, e := range ctOf(t, dp) {
+					require.False(t, e.SrcAddr == peer || e.DstAddr == peer, "a denied connection leaves no CT entry: %+v", e)
+				}
 				return
 			}
 			require.Equal(t, verdictNext, ret)
@@ -160,6 +168,11 @@ func TestPolicyPrecedence(t *testing.T) {
 			require.Equal(t, "allowed", ev.Verdict)
 			require.Equal(t, tc.rule, ev.PolicyRule)
 			require.Equal(t, podID, ev.DstIdentity)
+			peer, tracked := netip.AddrPortFrom(tc.from, sport), false
+			for _, e := range ctOf(t, dp) {
+				tracked = tracked || e.SrcAddr == peer || e.DstAddr == peer
+			}
+			require.True(t, tracked, "an allowed connection is tracked")
 		})
 	}
 }
