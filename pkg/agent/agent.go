@@ -402,8 +402,9 @@ func (a *Agent) status() api.Status {
 		NodeName: a.opts.NodeName, StartedAt: a.started, Source: a.opts.Source,
 		BPFRoot: a.opts.BPFRoot, StateDir: a.opts.StateDir, CgroupRoot: a.opts.CgroupRoot,
 		AttachMode: string(a.attacher.Mode()), Adopted: a.dp.Adopted,
-		Kernel: api.KernelFeatures{Release: a.features.Release, TCX: a.features.TCX, RingBuf: a.features.RingBuf},
-		CTMax:  int(a.dp.Config().CTMax),
+		Kernel: api.KernelFeatures{Release: a.features.Release, TCX: a.features.TCX, RingBuf: a.features.RingBuf,
+			SockDestroy: a.sockDestroy},
+		CTMax: int(a.dp.Config().CTMax),
 	}
 	st.Ready = a.ready() == nil
 	st.SocketLB = string(a.opts.Datapath.SockLB)

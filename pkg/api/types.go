@@ -100,6 +100,11 @@ type KernelFeatures struct {
 	Release string `json:"release"`
 	TCX     bool   `json:"tcx"`
 	RingBuf bool   `json:"ringbuf"`
+	// SockDestroy is how connected UDP sockets of removed backends are
+	// destroyed: "bpf-iterator" (bpf_sock_destroy, Linux 6.5+),
+	// "sock-diag" (SOCK_DESTROY, the fallback), or "" when neither works
+	// or socket LB is off (nothing to destroy).
+	SockDestroy string `json:"sockDestroy,omitempty"`
 }
 
 // Error is one current problem reported by a part of the agent.

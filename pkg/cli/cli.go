@@ -185,7 +185,14 @@ func (g *globals) status(cmd *cobra.Command) error {
 	fmt.Fprintf(w, "BPF root:      %s (adopted pinned state: %s)\n", st.BPFRoot, yes(st.Adopted))
 	fmt.Fprintf(w, "Endpoints:     %d\n", st.Endpoints)
 	fmt.Fprintf(w, "Conntrack:     %d/%d entries\n", st.CTEntries, st.CTMax)
-	fmt.Fprintf(w, "Socket LB:     %s\n", dash(st.SocketLB))
+	switch {
+	case st.SocketLB == "" || st.SocketLB == "off":
+		fmt.Fprintf(w, "Socket LB:     %s\n", dash(st.SocketLB))
+	case st.Kernel.SockDestroy == "":
+		fmt.Fprintf(w, "Socket LB:     %s (connected UDP sockets of removed backends are NOT destroyed)\n", st.SocketLB)
+	default:
+		fmt.Fprintf(w, "Socket LB:     %s (UDP sockets of removed backends destroyed by %s)\n", st.SocketLB, st.Kernel.SockDestroy)
+	}
 	fmt.Fprintf(w, "Services:      %d frontends, %d backends (applied %d times, %d connections cleaned)\n",
 		st.Services.Frontends, st.Services.Backends, st.Services.Applied, st.Services.ConnectionsCleaned)
 	fmt.Fprintf(w, "Policy:        %d endpoints enforced, %d identities, revision %d\n",

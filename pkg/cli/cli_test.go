@@ -93,7 +93,7 @@ var (
 		StateDir:   "/var/run/sluice",
 		CgroupRoot: "/sys/fs/cgroup",
 		AttachMode: "tcx",
-		Kernel:     api.KernelFeatures{Release: "6.18.0-1-amd64", TCX: true, RingBuf: false},
+		Kernel:     api.KernelFeatures{Release: "6.18.0-1-amd64", TCX: true, RingBuf: false, SockDestroy: "sock-diag"},
 		Endpoints:  3,
 		CTEntries:  17,
 		CTMax:      65536,
@@ -196,7 +196,7 @@ func TestStatus(t *testing.T) {
 		requireLine(t, out, "BPF root: /sys/fs/bpf/sluice (adopted pinned state: yes)")
 		requireLine(t, out, "Endpoints: 3")
 		requireLine(t, out, "Conntrack: 17/65536 entries")
-		requireLine(t, out, "Socket LB: all")
+		requireLine(t, out, "Socket LB: all (UDP sockets of removed backends destroyed by sock-diag)")
 		requireLine(t, out, "Services: 4 frontends, 5 backends (applied 12 times, 2 connections cleaned)")
 		requireLine(t, out, "Events lost: 4")
 		requireLine(t, out, "VERDICT DIRECTION REASON PACKETS BYTES")
