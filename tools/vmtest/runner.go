@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,7 @@ type runOptions struct {
 type guestConfig struct {
 	Modules []string    `json:"modules"`
 	Root9P  string      `json:"root9p,omitempty"`
+	Keep    []string    `json:"keep,omitempty"`
 	Env     []string    `json:"env"`
 	Tests   []guestTest `json:"tests"`
 }
@@ -41,6 +43,39 @@ type guestTest struct {
 }
 
 const root9pTag = "hostroot"
+
+// keepPaths returns the absolute, cleaned paths of ps without those inside
+// another of them, outermost first.
+func keepPaths(ps []string) []string {
+	var clean []string
+	for _, p := range ps {
+		if p, err := filepath.Abs(p); err == nil {
+			clean = append(clean, p)
+		}
+	}
+	slices.Sort(clean)
+	var out []string
+	for _, p := range clean {
+		if len(out) > 0 {
+			last := out[len(out)-1]
+			if p == last || strings.HasPrefix(p, last+"/") {
+				continue
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// gomodcache is the GOMODCACHE of the tests' environment, if set.
+func gomodcache(env []string) []string {
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "GOMODCACHE="); ok && v != "" {
+			return []string{v}
+		}
+	}
+	return nil
+}
 
 // runKernel builds the suite, boots the kernel and collects the results.
 func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...any)) (*result, error) {
@@ -178,6 +213,10 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 		// are where they are on the host.
 		cfg.Root9P = root9pTag
 		cfg.Tests = tests
+		// The guest covers /tmp, /root, ... with tmpfs; what the tests
+		// need from there (a clone under /tmp, the cache, the module cache
+		// under /root) stays visible.
+		cfg.Keep = keepPaths(append([]string{o.repo, runDir, binDir}, gomodcache(env)...))
 	} else {
 		// A foreign architecture cannot use the host's tools: the test
 		// binaries travel in the initramfs.

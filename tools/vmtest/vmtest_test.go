@@ -129,3 +129,11 @@ func TestCPIO(t *testing.T) {
 	}
 	require.Equal(t, 6, strings.Count(s, "070701"), "a, a/b, a/b/c, bin, bin/true, trailer")
 }
+
+// The guest covers /tmp and /root with tmpfs; a clone or cache there is
+// kept visible, and a path inside another kept one needs no mount of its own.
+func TestKeepPaths(t *testing.T) {
+	got := keepPaths([]string{"/tmp/clone", "/tmp/cache/vm/runs/6.1-amd64", "/tmp/cache/vm/runs/6.1-amd64/bin", "/root/go/pkg/mod", "/tmp/clone/"})
+	want := []string{"/root/go/pkg/mod", "/tmp/cache/vm/runs/6.1-amd64", "/tmp/clone"}
+	require.Equal(t, want, got)
+}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,11 @@ type Config struct {
 	Modules []string `json:"modules"`
 	// Root9P mounts the 9p share with this tag as the root filesystem.
 	Root9P string `json:"root9p,omitempty"`
+	// Keep are host directories the tests need (the repository, the run
+	// directory with the test binaries, the Go module cache) that stay
+	// visible where the guest puts tmpfs (/tmp, /root, ...): a clone under
+	// /tmp must still be found there.
+	Keep []string `json:"keep,omitempty"`
 	// Env is the tests' environment.
 	Env   []string `json:"env"`
 	Tests []Test   `json:"tests"`
@@ -161,7 +167,7 @@ func setup() (Config, error) {
 		}
 	}
 	if cfg.Root9P != "" {
-		if err := switchTo9P(cfg.Root9P); err != nil {
+		if err := switchTo9P(cfg.Root9P, cfg.Keep); err != nil {
 			return cfg, err
 		}
 	} else if err := mount(mnt{"tmpfs", "/tmp", "tmpfs", 0, ""}, mnt{"tmpfs", "/run", "tmpfs", 0, ""}); err != nil {
@@ -193,8 +199,9 @@ func loadModule(path string) error {
 }
 
 // switchTo9P mounts the host's root read-only over 9p, tmpfs where tests
-// write, and makes it the root, as switch_root does.
-func switchTo9P(tag string) error {
+// write, and makes it the root, as switch_root does. Each of keep under a
+// tmpfs directory is bind-mounted aside first and moved back on top.
+func switchTo9P(tag string, keep []string) error {
 	const nr = "/newroot"
 	opts := "trans=virtio,version=9p2000.L,msize=512000,cache=loose"
 	var err error
@@ -208,9 +215,36 @@ func switchTo9P(tag string) error {
 	if err != nil {
 		return err
 	}
-	for _, d := range []string{"/tmp", "/run", "/var/tmp", "/root"} {
+	tmpfsDirs := []string{"/tmp", "/run", "/var/tmp", "/root"}
+	var aside []string // aside[i] holds keep[i], or "" when not covered
+	for i, p := range keep {
+		aside = append(aside, "")
+		if !slices.ContainsFunc(tmpfsDirs, func(d string) bool { return under(p, d) }) {
+			continue
+		}
+		a := fmt.Sprintf("/keep/%d", i)
+		if err := os.MkdirAll(a, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(nr+p, a, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("keep %s: %w", p, err)
+		}
+		aside[i] = a
+	}
+	for _, d := range tmpfsDirs {
 		if err := mount(mnt{"tmpfs", nr + d, "tmpfs", 0, "mode=1777"}); err != nil {
 			return err
+		}
+	}
+	for i, a := range aside {
+		if a == "" {
+			continue
+		}
+		if err := os.MkdirAll(nr+keep[i], 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(a, nr+keep[i], "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("keep %s: %w", keep[i], err)
 		}
 	}
 	for _, d := range []string{"/dev", "/proc", "/sys"} {
@@ -228,6 +262,11 @@ func switchTo9P(tag string) error {
 		return fmt.Errorf("chroot: %w", err)
 	}
 	return os.Chdir("/")
+}
+
+// under reports whether path p is dir or below it.
+func under(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/")
 }
 
 // loUp sets the loopback interface up, as every booted system has it.
