@@ -7,6 +7,9 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strings"
+
+	"github.com/sluice-net/sluice/tools/vmtest/guest"
 )
 
 // cpioWriter writes an uncompressed "newc" cpio archive, the format the
@@ -102,7 +105,7 @@ func (r initramfs) write(out string) error {
 	c := newCPIO(f)
 	c.file("init", 0o755, r.init)
 	c.symlink("bin/true", "/init")
-	c.file("vmtest.json", 0o644, r.config)
+	c.file(strings.TrimPrefix(guest.ConfigPath, "/"), 0o644, r.config)
 	for i, m := range r.modules {
 		c.file(moduleInitramfsPath(i, m), 0o644, m.data)
 	}

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sluice-net/sluice/tools/vmtest/guest"
 )
 
 // vm is how one VM is started.
@@ -110,7 +112,7 @@ func runVM(v vm, timeout, bootDeadline time.Duration, console, log io.Writer) (e
 		line := strings.TrimRight(sc.Text(), "\r")
 		fmt.Fprintln(log, line)
 		lines = append(lines, line)
-		if rest, ok := strings.CutPrefix(line, marker); ok {
+		if rest, ok := strings.CutPrefix(line, guest.Marker); ok {
 			f := strings.Fields(rest)
 			if len(f) > 0 {
 				booted.Store(true)
@@ -137,5 +139,3 @@ func runVM(v vm, timeout, bootDeadline time.Duration, console, log io.Writer) (e
 	}
 	return events, lines, false, nil
 }
-
-const marker = "@@vmtest "

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/testutil"
+	"github.com/sluice-net/sluice/tools/vmtest/guest"
 )
 
 type runOptions struct {
@@ -24,22 +25,6 @@ type runOptions struct {
 	cpus, memMiB, jobs              int
 	repo, cache                     string
 	quiet, ciOnly                   bool
-}
-
-// guestConfig is vminit's /vmtest.json (tools/vmtest/vminit.Config).
-type guestConfig struct {
-	Modules []string    `json:"modules"`
-	Root9P  string      `json:"root9p,omitempty"`
-	Keep    []string    `json:"keep,omitempty"`
-	Env     []string    `json:"env"`
-	Tests   []guestTest `json:"tests"`
-}
-
-type guestTest struct {
-	Name string   `json:"name"`
-	Path string   `json:"path"`
-	Dir  string   `json:"dir"`
-	Args []string `json:"args"`
 }
 
 const root9pTag = "hostroot"
@@ -148,7 +133,7 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 	// Each package gets the VM's time less a margin, so that a stuck test
 	// panics with its goroutines before the VM is killed.
 	perTest := o.timeout - min(2*time.Minute, o.timeout/10)
-	var tests []guestTest
+	var tests []guest.Test
 	for _, b := range bins {
 		args := []string{"-test.v", "-test.count=1", "-test.timeout=" + perTest.String()}
 		pattern := b.run
@@ -158,7 +143,7 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 		if pattern != "" {
 			args = append(args, "-test.run="+pattern)
 		}
-		tests = append(tests, guestTest{Name: b.name, Path: b.path, Dir: b.dir, Args: args})
+		tests = append(tests, guest.Test{Name: b.name, Path: b.path, Dir: b.dir, Args: args})
 	}
 	res.bins = make([]*binResult, len(bins))
 	for i, b := range bins {
@@ -203,7 +188,7 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 	if k.Arch != "amd64" {
 		path = "PATH=/bin"
 	}
-	cfg := guestConfig{Env: append([]string{path, "HOME=/root", "TMPDIR=/tmp"}, env...)}
+	cfg := guest.Config{Env: append([]string{path, "HOME=/root", "TMPDIR=/tmp"}, env...)}
 	for i, mod := range mods {
 		cfg.Modules = append(cfg.Modules, "/"+moduleInitramfsPath(i, mod))
 	}
@@ -273,7 +258,7 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 }
 
 // runOnHost runs the binaries on the machine's own kernel ("host" entry).
-func runOnHost(res *result, tests []guestTest, env []string, console, log io.Writer) error {
+func runOnHost(res *result, tests []guest.Test, env []string, console, log io.Writer) error {
 	res.accel, res.accelWhy = "none", "the host's kernel"
 	w := io.MultiWriter(console, log)
 	var lines []string

@@ -22,34 +22,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/tools/vmtest/guest"
 )
-
-// Config is /vmtest.json, written by tools/vmtest (which has the same
-// type: keep them in step).
-type Config struct {
-	// Modules are .ko paths in the initramfs, in load order.
-	Modules []string `json:"modules"`
-	// Root9P mounts the 9p share with this tag as the root filesystem.
-	Root9P string `json:"root9p,omitempty"`
-	// Keep are host directories the tests need (the repository, the run
-	// directory with the test binaries, the Go module cache) that stay
-	// visible where the guest puts tmpfs (/tmp, /root, ...): a clone under
-	// /tmp must still be found there.
-	Keep []string `json:"keep,omitempty"`
-	// Env is the tests' environment.
-	Env   []string `json:"env"`
-	Tests []Test   `json:"tests"`
-}
-
-// Test is one test binary to run.
-type Test struct {
-	Name string   `json:"name"`
-	Path string   `json:"path"`
-	Dir  string   `json:"dir"`
-	Args []string `json:"args"`
-}
-
-const marker = "@@vmtest "
 
 func main() {
 	switch filepath.Base(os.Args[0]) {
@@ -67,7 +42,7 @@ func main() {
 }
 
 func say(format string, args ...any) {
-	fmt.Printf(marker+format+"\n", args...)
+	fmt.Printf(guest.Marker+format+"\n", args...)
 }
 
 func uptime() string {
@@ -120,9 +95,9 @@ func poweroff() {
 	select {}
 }
 
-func readConfig() (Config, error) {
-	var c Config
-	b, err := os.ReadFile("/vmtest.json")
+func readConfig() (guest.Config, error) {
+	var c guest.Config
+	b, err := os.ReadFile(guest.ConfigPath)
 	if err != nil {
 		return c, err
 	}
@@ -147,8 +122,8 @@ func mount(ms ...mnt) error {
 	return nil
 }
 
-func setup() (Config, error) {
-	var cfg Config
+func setup() (guest.Config, error) {
+	var cfg guest.Config
 	if err := mount(
 		mnt{"devtmpfs", "/dev", "devtmpfs", 0, ""},
 		mnt{"proc", "/proc", "proc", 0, ""},
@@ -292,7 +267,7 @@ func loUp() error {
 
 // runTests runs each test binary in turn, with markers around its output.
 func runTests() int {
-	var cfg Config
+	var cfg guest.Config
 	if err := json.Unmarshal([]byte(os.Getenv("VMTEST_CONFIG")), &cfg); err != nil {
 		say("error %v", err)
 		return 1
