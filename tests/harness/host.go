@@ -56,7 +56,7 @@ type Host struct {
 // InNetns runs fn on an OS thread in the host's network namespace (and
 // only fn: the test's other goroutines stay where they are), for what the
 // kernel resolves in the caller's namespace, such as an ifindex.
-func (h *Host) InNetns(fn func() error) error { return inNetns(h.NetnsPath, fn) }
+func (h *Host) InNetns(fn func() error) error { return InNetns(h.NetnsPath, fn) }
 
 // command prepares name+args to run in the host's netns and cgroup. The
 // returned release must be called after Start (it closes the cgroup fd).

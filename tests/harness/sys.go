@@ -73,12 +73,12 @@ func listNetns() ([]string, error) {
 	return names, nil
 }
 
-// inNetns runs fn on an OS thread that has joined the network namespace at path.
+// InNetns runs fn on an OS thread that has joined the network namespace at path.
 // Setns changes only the calling thread, so the goroutine is locked to its thread;
 // if the thread cannot be moved back, it stays locked and the Go runtime
 // discards it when the goroutine exits, so no goroutine ever runs in the wrong
 // namespace by accident.
-func inNetns(path string, fn func() error) error {
+func InNetns(path string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -117,7 +117,7 @@ func inNetns(path string, fn func() error) error {
 // inside the network namespace at path. /proc/sys/net is resolved against the
 // namespace of the thread that opens the file.
 func setSysctls(path string, kv map[string]string) error {
-	return inNetns(path, func() error {
+	return InNetns(path, func() error {
 		for k, v := range kv {
 			file := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
 			if err := os.WriteFile(file, []byte(v), 0o644); err != nil {

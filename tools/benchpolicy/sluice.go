@@ -7,9 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
-
-	"github.com/vishvananda/netns"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/tests/harness"
@@ -92,7 +89,7 @@ func startSluice(node *harness.Node, root string, rules int, eps []endpointSpec,
 		want[k] = v
 	}
 	ifindex := map[uint32]int{}
-	err = inNetns(node.NetnsPath, func() error {
+	err = harness.InNetns(node.NetnsPath, func() error {
 		for _, e := range eps {
 			ifc, err := net.InterfaceByName(e.pod.HostIfName)
 			if err != nil {
@@ -122,7 +119,7 @@ func startSluice(node *harness.Node, root string, rules int, eps []endpointSpec,
 	if _, err := m.BumpPolicyRevision(); err != nil {
 		return s, err
 	}
-	err = inNetns(node.NetnsPath, func() error {
+	err = harness.InNetns(node.NetnsPath, func() error {
 		for _, e := range eps {
 			s.attached = append(s.attached, ifindex[e.id])
 			if err := s.att.Attach(ifindex[e.id]); err != nil {
@@ -139,7 +136,7 @@ func startSluice(node *harness.Node, root string, rules int, eps []endpointSpec,
 func (s *sluiceRun) Close() error {
 	var errs []error
 	if s.att != nil && len(s.attached) > 0 {
-		errs = append(errs, inNetns(s.netns, func() error {
+		errs = append(errs, harness.InNetns(s.netns, func() error {
 			var errs []error
 			for _, idx := range s.attached {
 				errs = append(errs, s.att.Detach(idx))
@@ -171,7 +168,7 @@ func (s *sluiceRun) Close() error {
 // interfaces of the netns at path.
 func verifyDetached(path string) error {
 	var found []string
-	err := inNetns(path, func() (err error) {
+	err := harness.InNetns(path, func() (err error) {
 		found, err = benchkit.AttachedTCX()
 		return err
 	})
@@ -179,44 +176,6 @@ func verifyDetached(path string) error {
 		return err
 	}
 	return benchkit.StillAttached(found)
-}
-
-// inNetns runs fn on an OS thread that joined the network namespace at
-// path. Setns changes only the calling thread, so the goroutine is locked
-// to it; a thread that cannot return stays locked and dies with the
-// goroutine, so nothing else ever runs in the wrong namespace.
-func inNetns(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open netns %s: %w", path, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(fnErr, fmt.Errorf("return from netns %s: %w", path, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
 }
 
 // sluiceRoot is where a run's datapath is pinned: below the node's bpffs
