@@ -7,7 +7,6 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
-#include <linux/icmp.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -16,6 +15,39 @@
 #include <bpf/bpf_helpers.h>
 
 #include "sluice/types.h"
+
+/*
+ * ICMPv4 (RFC 792). <linux/icmp.h> is not included: through <linux/if.h> it
+ * pulls glibc's <sys/socket.h>, whose per-architecture stubs a BPF target
+ * cannot select (it wants gnu/stubs-32.h on x86-64). Only what the datapath
+ * reads is declared.
+ */
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_SOURCE_QUENCH 4
+#define ICMP_REDIRECT 5
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+#define ICMP_PORT_UNREACH 3 /* code of ICMP_DEST_UNREACH */
+#define ICMP_FRAG_NEEDED 4  /* code of ICMP_DEST_UNREACH */
+
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	union {
+		struct {
+			__be16 id;
+			__be16 sequence;
+		} echo;
+		__be32 gateway;
+		struct {
+			__be16 __unused;
+			__be16 mtu;
+		} frag;
+	} un;
+};
 
 #ifndef AF_INET
 #define AF_INET 2
