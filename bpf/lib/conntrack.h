@@ -38,6 +38,7 @@ struct ct_nat {
 	__u8 origin;      /* out (established, reply): the entry's original direction */
 	__u8 policy_flags; /* out (established, reply): SL_CT_POL_* */
 	__u8 closed;      /* out: this packet closed the connection (TCP) */
+	__u8 svc_closed;  /* out (lb_translate): ... and its SERVICE entry */
 };
 
 enum ct_result {

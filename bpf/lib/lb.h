@@ -197,11 +197,17 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 			      (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
 			      se->state >= SL_CT_CLOSING && se->state <= SL_CT_CLOSED;
 		if (!reopen) {
+			__u8 old = se->state;
+
 			backend_id = se->backend_id;
 			nat->nat_port = se->nat_port;
+			__sync_fetch_and_add(&se->packets_orig, 1);
+			__sync_fetch_and_add(&se->bytes_orig, skb->len);
+			se->flags_orig |= pkt->tcp_flags;
 			ct_refresh(se, pkt, pkt->proto == IPPROTO_TCP ?
 				   tcp_next_state(se->state, pkt->tcp_flags, false, se->flags_orig, se->flags_reply) :
 				   se->state, now);
+			nat->svc_closed = old != SL_CT_CLOSED && se->state == SL_CT_CLOSED;
 		}
 	}
 
@@ -237,7 +243,10 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 		if (svc->flags & SL_LB_F_AFFINITY)
 			lb_affinity_put(svc, &pkt->saddr, backend_id, now);
 		e.created = now;
-		e.origin = SL_DIR_EGRESS;
+		e.origin = ep_id == 0 ? SL_DIR_INGRESS : SL_DIR_EGRESS;
+		e.packets_orig = 1;
+		e.bytes_orig = skb->len;
+		e.flags_orig = pkt->tcp_flags;
 		e.state = pkt->proto == IPPROTO_TCP ? tcp_initial_state(pkt->tcp_flags) : SL_CT_OPEN;
 		e.expires = now + ct_lifetime(pkt, e.state);
 		e.rev_nat_id = svc->svc_id;

@@ -151,10 +151,11 @@ struct {
 } sl_uplinks SEC(".maps");
 
 /* SNAT of external connections toward remote backends, by node address
- * and allocated port. LRU: an idle mapping is the one to give up, and
- * allocation fails over to another port. */
+ * and allocated port. A plain hash, not LRU: a mapping lives as long as
+ * its connection (lib/nodeport.h) and is never evicted under it; a full
+ * map is a counted NAT_PORTS_EXHAUSTED drop. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct sl_nat_key);
 	__type(value, struct sl_nat_val);
 	__uint(max_entries, 65536);

@@ -71,7 +71,67 @@ static __always_inline union sl_addr snat_addr(__u32 ifindex, const union sl_add
 	return u ? u->ipv4 : *front;
 }
 
-/* Pick a free SNAT port for the connection and record the mapping. */
+/*
+ * SNAT ports. A mapping (node address, port, protocol) → (client, backend,
+ * frontend) belongs to the connection whose SERVICE entry on the uplink
+ * (client → frontend, endpoint 0) pins that port: it lives exactly as long
+ * as that entry says the connection does. A mapping whose owner is gone,
+ * expired, closed for longer than SNAT_CLOSE_GRACE_NS, pinned to another
+ * port or sent to a backend that was removed is dead: allocation takes its
+ * port over at once, and the agent's GC deletes it between allocations.
+ */
+
+/* A closed connection keeps its port a little longer: the last ACK of a
+ * FIN handshake, and retransmitted FINs, must still be translated. */
+#define SNAT_CLOSE_GRACE_NS (2 * NSEC_PER_SEC)
+/* Ports tried per new connection: SNAT_PROBES random ones (no clustering
+ * at ordinary load: with 90% of the range held by live connections all 32
+ * miss with odds 1 in 29), then SNAT_PROBES consecutive ones from a random
+ * start, which find any hole of a small range and the gaps a busy one
+ * leaves. */
+#define SNAT_PROBES 32
+
+/* The CT key of a mapping's owner: its SERVICE entry on the uplink. */
+static __always_inline void snat_owner_key(struct sl_ct_key *k, const struct sl_nat_key *nk,
+					   const struct sl_nat_val *v)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->ep_id = UPLINK_EP;
+	k->family = AF_INET;
+	k->proto = nk->proto;
+	k->sport = v->client_port;
+	k->dport = v->front_port;
+	k->scope = SL_CT_SCOPE_SERVICE;
+	k->saddr = v->client;
+	k->daddr = v->front;
+}
+
+/* Does the mapping nk → v still belong to a connection? (The agent's GC
+ * applies the same rule: pkg/datapath natMappingLive.) k is scratch space
+ * for the owner's key: the uplink programs' stack is nearly full. */
+static __always_inline bool snat_owner_live(const struct sl_nat_key *nk, const struct sl_nat_val *v, __u64 now,
+					    struct sl_ct_key *k)
+{
+	struct sl_ct_entry *e;
+	struct sl_lb_backend *b;
+
+	snat_owner_key(k, nk, v);
+	e = bpf_map_lookup_elem(&sl_ct, k);
+	if (!e || e->expires <= now || e->nat_port != nk->port || !(e->nat_flags & SL_CT_NAT_SNAT))
+		return false;
+	if (e->state == SL_CT_CLOSED && now + ct_timeout_close_ns >= e->expires + SNAT_CLOSE_GRACE_NS)
+		return false;
+	b = bpf_map_lookup_elem(&sl_lb_backends, &e->backend_id);
+	return b && b->addr.addr4 == v->backend.addr4 && b->port == v->backend_port;
+}
+
+/*
+ * Pick a free SNAT port for the connection of pkt (its source is still
+ * the client's; nat holds the frontend it addressed) and record the mapping. The port is
+ * pinned in the connection's SERVICE entry before the mapping exists, so
+ * another CPU never sees the new mapping without its owner. Returns the
+ * port, or 0 when every probe found a live mapping or the map is full.
+ */
 static __always_inline __be16 snat_alloc(const struct sl_pkt *pkt, const union sl_addr *node,
 					 const struct ct_nat *nat, const struct sl_lb_backend *b)
 {
@@ -82,43 +142,76 @@ static __always_inline __be16 snat_alloc(const struct sl_pkt *pkt, const union s
 		.front = nat->vip, .front_port = nat->vport,
 	};
 	__u32 span = (__u32)snat_port_max - snat_port_min + 1;
-	__u32 h = flow_hash(pkt->saddr.addr4, pkt->sport, b->addr.addr4 ^ b->port);
+	__u64 now = bpf_ktime_get_ns();
+	struct sl_ct_key sk;
+	struct sl_ct_entry *se;
+	struct sl_nat_val *cur;
+	__u32 start;
 	int i;
 
-	for (i = 0; i < 8; i++) {
-		k.port = bpf_htons(snat_port_min + (h + i * 2654435761U) % span);
+	snat_owner_key(&sk, &k, &v);
+	se = bpf_map_lookup_elem(&sl_ct, &sk);
+	if (!se)
+		return 0;
+	se->nat_flags |= SL_CT_NAT_SNAT;
+	start = bpf_get_prandom_u32();
+#pragma clang loop unroll(disable)
+	for (i = 0; i < 2 * SNAT_PROBES; i++) {
+		__u32 off = i < SNAT_PROBES ? bpf_get_prandom_u32() : start + i;
+
+		k.port = bpf_htons(snat_port_min + off % span);
+		se->nat_port = k.port;
 		if (bpf_map_update_elem(&sl_nat, &k, &v, BPF_NOEXIST) == 0)
 			return k.port;
+		cur = bpf_map_lookup_elem(&sl_nat, &k);
+		if (cur && snat_owner_live(&k, cur, now, &sk))
+			continue;
+		/* A dead mapping: its port is free. (Two CPUs taking over the
+		 * same dead port at the same instant is the one race left:
+		 * the later one's mapping wins and the earlier connection's
+		 * replies are lost, so it retransmits its SYN and allocates
+		 * again.) */
+		if (bpf_map_update_elem(&sl_nat, &k, &v, BPF_ANY) == 0)
+			return k.port;
 	}
+	se->nat_port = 0;
 	return 0;
 }
 
-/* Pin the SNAT port in the connection's SERVICE entry. */
-static __always_inline void snat_remember(const struct sl_pkt *orig, const struct ct_nat *nat, __be16 port)
-{
-	struct sl_ct_key sk;
-	struct sl_ct_entry *se;
-	struct sl_pkt p = *orig;
-
-	p.daddr = nat->vip;
-	p.dport = nat->vport;
-	ct_key_from_pkt(&sk, UPLINK_EP, &p, false);
-	sk.scope = SL_CT_SCOPE_SERVICE;
-	se = bpf_map_lookup_elem(&sl_ct, &sk);
-	if (se) {
-		se->nat_port = port;
-		se->nat_flags |= SL_CT_NAT_SNAT;
-	}
-}
-
-/* A reply from a remote backend to an SNATed connection. */
+/*
+ * A reply from a remote backend to an SNATed connection: translate it
+ * back to the client, and track the reply direction in the connection's
+ * SERVICE entry (state, counters), so a closed connection gives its port
+ * back. Returns 1 when translated, 0 when not ours, -1 on write errors.
+ */
 static __always_inline int snat_reply(struct __sk_buff *skb, struct sl_pkt *pkt)
 {
 	struct sl_nat_key k = { .addr = pkt->daddr, .port = pkt->dport, .proto = pkt->proto };
 	struct sl_nat_val *v = bpf_map_lookup_elem(&sl_nat, &k);
+	struct sl_ct_key sk;
+	struct sl_ct_entry *se;
 
 	if (!v || v->backend.addr4 != pkt->saddr.addr4 || v->backend_port != pkt->sport)
 		return 0;
+	snat_owner_key(&sk, &k, v);
+	se = bpf_map_lookup_elem(&sl_ct, &sk);
+	if (se && se->nat_port == k.port) {
+		__u64 now = bpf_ktime_get_ns();
+
+		__sync_fetch_and_add(&se->packets_reply, 1);
+		__sync_fetch_and_add(&se->bytes_reply, skb->len);
+		if (pkt->proto == IPPROTO_TCP) {
+			__u8 old = se->state;
+
+			se->flags_reply |= pkt->tcp_flags;
+			ct_refresh(se, pkt, tcp_next_state(se->state, pkt->tcp_flags, true,
+							   se->flags_orig, se->flags_reply), now);
+			if (old != SL_CT_CLOSED && se->state == SL_CT_CLOSED)
+				emit_conn_end(skb, &sk, se, pkt->tcp_flags);
+		} else {
+			ct_refresh(se, pkt, SL_CT_ESTABLISHED, now);
+		}
+	}
 	if (lb_rewrite(skb, pkt, false, v->front.addr4, v->front_port) < 0 ||
 	    lb_rewrite(skb, pkt, true, v->client.addr4, v->client_port) < 0)
 		return -1;
@@ -201,9 +294,20 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 		nat.nat_port = snat_alloc(&pkt, &node, &nat, b);
 		if (!nat.nat_port)
 			return drop(skb, SL_DIR_INGRESS, SL_DROP_NAT_PORTS_EXHAUSTED, UPLINK_EP, &pkt);
-		snat_remember(&pkt, &nat, nat.nat_port);
 		emit_event(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, &pkt,
 			   nat.rev_nat_id, &nat.vip, nat.vport);
+	} else if (nat.svc_closed) {
+		/* The client closed the connection (RST, or the second FIN). */
+		struct sl_ct_key sk;
+		struct sl_ct_entry *se;
+
+		ct_key_from_pkt(&sk, UPLINK_EP, &pkt, false);
+		sk.daddr = nat.vip;
+		sk.dport = nat.vport;
+		sk.scope = SL_CT_SCOPE_SERVICE;
+		se = bpf_map_lookup_elem(&sl_ct, &sk);
+		if (se)
+			emit_conn_end(skb, &sk, se, pkt.tcp_flags);
 	}
 	if (lb_rewrite(skb, &pkt, false, node.addr4, nat.nat_port) < 0)
 		return drop(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);

@@ -348,6 +348,12 @@ func (a *Agent) gcOnce() {
 	a.mu.Lock()
 	a.ct = st
 	a.mu.Unlock()
+	// After CT: a mapping whose connection just expired goes in the same pass.
+	if ns, err := a.maps.GCNAT(); err != nil {
+		a.log.Warn("snat gc", "error", err)
+	} else if ns.Deleted > 0 {
+		a.log.Debug("snat gc", "deleted", ns.Deleted, "live", ns.Live)
+	}
 	if a.flows != nil {
 		if cs, err := a.maps.Counters(); err == nil {
 			a.flows.lost(eventsLost(cs))
@@ -455,6 +461,11 @@ func (a *Agent) status() api.Status {
 		st.Errors = append(st.Errors, api.Error{Component: "datapath", Message: err.Error()})
 	}
 	st.Maps = mp
+	if nat, err := a.maps.NATUsage(); err != nil {
+		st.Errors = append(st.Errors, api.Error{Component: "datapath", Message: err.Error()})
+	} else {
+		st.NAT = nat
+	}
 	for _, p := range mp {
 		if p.Map == datapath.MapCT {
 			st.CTEntries = p.Live

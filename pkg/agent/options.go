@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -114,6 +116,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
 	fs.DurationVar(&o.Datapath.DropEventInterval, "drop-event-interval", o.Datapath.DropEventInterval, "at most one drop event per flow and reason per interval; the drops in between are counted in the next event (negative: report every drop)")
 	fs.BoolVar(&o.Datapath.DisableAntispoof, "disable-antispoof", o.Datapath.DisableAntispoof, "let pods send from addresses that are not theirs")
+	fs.Var((*portRange)(&o.Datapath), "snat-port-range", "source ports (MIN-MAX) that external connections toward backends on other nodes are translated to, per node address and protocol (NodePort, externalIPs, LoadBalancer with externalTrafficPolicy: Cluster); keep it outside net.ipv4.ip_local_port_range and the NodePort range")
 	fs.BoolVar(&o.Datapath.ForceSockDiag, "force-sock-diag", o.Datapath.ForceSockDiag, "destroy connected UDP sockets of removed backends through sock_diag netlink (SOCK_DESTROY), the fallback of kernels before 6.5, even when the BPF socket iterator is available")
 }
 
@@ -173,4 +176,23 @@ func (o *Options) serviceOptions() service.Options {
 		NodeName: o.NodeName, DefaultAlgorithm: service.Algorithm(o.LBAlgorithm),
 		MaglevTableSize: o.Datapath.MaglevTableSize, MaglevSeed: o.MaglevSeed,
 	}
+}
+
+// portRange is the pflag.Value of --snat-port-range: "MIN-MAX" into the
+// datapath configuration's SNAT bounds.
+type portRange datapath.Config
+
+func (r *portRange) String() string { return fmt.Sprintf("%d-%d", r.SNATPortMin, r.SNATPortMax) }
+
+func (r *portRange) Type() string { return "MIN-MAX" }
+
+func (r *portRange) Set(s string) error {
+	lo, hi, ok := strings.Cut(s, "-")
+	minPort, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	maxPort, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if !ok || err1 != nil || err2 != nil {
+		return fmt.Errorf("%q is not a port range: write MIN-MAX, e.g. 61000-65535", s)
+	}
+	r.SNATPortMin, r.SNATPortMax = uint16(minPort), uint16(maxPort)
+	return nil
 }

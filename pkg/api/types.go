@@ -61,6 +61,9 @@ type Status struct {
 	Counters []Counter `json:"counters,omitempty"`
 	// Maps is how full each map that can fill up is.
 	Maps []datapath.MapPressure `json:"maps,omitempty"`
+	// NAT is the SNAT port range in use per node address and protocol
+	// (external connections toward backends on other nodes).
+	NAT []datapath.NATUsage `json:"nat,omitempty"`
 }
 
 // PolicyStatus summarises network policy enforcement.

@@ -207,6 +207,16 @@ func (g *globals) status(cmd *cobra.Command) error {
 			}
 		})
 	}
+	if len(st.NAT) == 0 {
+		fmt.Fprintln(w, "SNAT ports:    none in use")
+	} else {
+		fmt.Fprintln(w, "SNAT ports:")
+		_ = table(w, "  ADDRESS\tPROTO\tIN USE\tRANGE\tUSED", func(tw io.Writer) {
+			for _, u := range st.NAT {
+				fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%.1f%%\n", u.Address, u.Proto, u.PortsInUse, u.PortsTotal, 100*float64(u.PortsInUse)/float64(max(u.PortsTotal, 1)))
+			}
+		})
+	}
 	if len(st.Counters) > 0 {
 		fmt.Fprintln(w, "Counters:")
 		_ = table(w, "  VERDICT\tDIRECTION\tREASON\tPACKETS\tBYTES", func(tw io.Writer) {

@@ -53,6 +53,12 @@ type Config struct {
 	// DisablePolicyRevoke judges only new connections: established ones
 	// survive a policy change that no longer allows them.
 	DisablePolicyRevoke bool
+	// SNATPortMin and SNATPortMax bound the source ports external
+	// connections toward remote backends are translated to, per node
+	// address and protocol: above the default ip_local_port_range
+	// (32768-60999) and the NodePort range, so they never collide with the
+	// node's own sockets.
+	SNATPortMin, SNATPortMax uint16
 	// ForceSockDiag destroys the sockets of removed backends through
 	// sock_diag netlink even when the BPF socket iterator loaded: the
 	// fallback of kernels before 6.5, chosen on purpose to test it.
@@ -80,6 +86,8 @@ func Defaults() Config {
 		CTTimeoutOther:    60 * time.Second,
 		DropEventInterval: time.Second,
 		SockLB:            SockLBAll,
+		SNATPortMin:       61000,
+		SNATPortMax:       65535,
 	}
 }
 
@@ -96,6 +104,9 @@ func (c *Config) withDefaults() Config {
 		{&out.PolicyMapMax, &d.PolicyMapMax}, {&out.IPCacheMax, &d.IPCacheMax},
 	} {
 		orDefault(p.v, *p.d)
+	}
+	if out.SNATPortMin == 0 && out.SNATPortMax == 0 {
+		out.SNATPortMin, out.SNATPortMax = d.SNATPortMin, d.SNATPortMax
 	}
 	for _, p := range []struct{ v, d *time.Duration }{
 		{&out.CTTimeoutSYN, &d.CTTimeoutSYN}, {&out.CTTimeoutTCP, &d.CTTimeoutTCP},
@@ -119,6 +130,9 @@ func orDefault[T comparable](v *T, d T) {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
+	if c.SNATPortMin < 1024 || c.SNATPortMin > c.SNATPortMax {
+		errs = append(errs, fmt.Errorf("snat-port-range %d-%d is not a range of ports above 1023: use e.g. 61000-65535", c.SNATPortMin, c.SNATPortMax))
+	}
 	if c.CTMax < 1024 {
 		errs = append(errs, fmt.Errorf("ct-max %d is too small: use at least 1024", c.CTMax))
 	}

@@ -183,6 +183,8 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpfobj.BpfVarEnableAntispoof:  antispoof,
 		"enable_policy_revoke":        boolByte(!cfg.DisablePolicyRevoke),
 		"drop_event_interval_ns":      uint64(max(cfg.DropEventInterval, 0).Nanoseconds()),
+		bpfobj.BpfVarSnatPortMin:      cfg.SNATPortMin,
+		bpfobj.BpfVarSnatPortMax:      cfg.SNATPortMax,
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]

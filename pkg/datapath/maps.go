@@ -31,7 +31,13 @@ type Maps struct {
 	Policy     *ebpf.Map
 	PolicyCIDR *ebpf.Map
 	PolicyRev  *ebpf.Map
+	NAT        *ebpf.Map
 	owned      []*ebpf.Map
+	// The SNAT port range and the closing-connection lifetime the programs
+	// were loaded with (loaded datapaths only): what NATUsage measures
+	// against.
+	snatPortMin, snatPortMax uint16
+	ctTimeoutClose           uint64
 	// maglevInner is the spec of a Maglev table (loaded datapaths only).
 	maglevInner *ebpf.MapSpec
 	// policyInner and cidrInner are the specs of endpoint policy maps.
@@ -46,7 +52,8 @@ func (dp *Datapath) Maps() *Maps {
 	o := &dp.objs
 	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends,
 		LBRevNat: o.SlLbRevnat, LBMaglev: o.SlLbMaglev, LBSrcRange: o.SlLbSrcRange, Uplinks: o.SlUplinks,
-		IPCache: o.SlIpcache, Policy: o.SlPolicy, PolicyCIDR: o.SlPolicyCidr, PolicyRev: o.SlPolicyRev,
+		IPCache: o.SlIpcache, Policy: o.SlPolicy, PolicyCIDR: o.SlPolicyCidr, PolicyRev: o.SlPolicyRev, NAT: o.SlNat,
+		snatPortMin: dp.cfg.SNATPortMin, snatPortMax: dp.cfg.SNATPortMax, ctTimeoutClose: uint64(dp.cfg.CTTimeoutClose.Nanoseconds()),
 		maglevInner: dp.maglevInner, policyInner: dp.policyInner, cidrInner: dp.cidrInner, epMu: &dp.epMu}
 }
 
@@ -70,6 +77,7 @@ func OpenPinned(root string) (*Maps, error) {
 		{bpfobj.BpfMapSlPolicy, &m.Policy},
 		{bpfobj.BpfMapSlPolicyCidr, &m.PolicyCIDR},
 		{bpfobj.BpfMapSlPolicyRev, &m.PolicyRev},
+		{bpfobj.BpfMapSlNat, &m.NAT},
 	} {
 		path := filepath.Join(root, x.name)
 		mp, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
@@ -355,7 +363,10 @@ func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTSta
 			dead = append(dead, k)
 			// Closed TCP connections were reported by the datapath
 			// when they closed; the others end by expiring.
-			if ended != nil && v.State != uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && k.Scope == uint8(bpfobj.BpfSlCtScopeSL_CT_SCOPE_FLOW) {
+			// An SNATed external connection has only its SERVICE
+			// entry on the uplink (endpoint 0).
+			conn := k.Scope == uint8(bpfobj.BpfSlCtScopeSL_CT_SCOPE_FLOW) || (k.EpId == 0 && v.NatFlags&ctNatSNAT != 0)
+			if ended != nil && v.State != uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && conn {
 				ended(expiredEvent(k, v, now))
 			}
 		case endpointGone != nil && endpointGone(k.EpId):
@@ -467,6 +478,7 @@ func (m *Maps) Pressure() ([]MapPressure, error) {
 	}{
 		{MapCT, m.CT}, {"sl_endpoints", m.Endpoints}, {"sl_lb_svc", m.LBSvc}, {"sl_lb_backends", m.LBBackends},
 		{"sl_lb_revnat", m.LBRevNat}, {"sl_lb_maglev", m.LBMaglev}, {"sl_ipcache", m.IPCache}, {"sl_policy", m.Policy},
+		{"sl_nat", m.NAT},
 	} {
 		if x.m == nil {
 			continue

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -511,4 +512,125 @@ func goraceNoExitSleep() string {
 		return g + " atexit_sleep_ms=0"
 	}
 	return "atexit_sleep_ms=0"
+}
+
+// SequentialResult is what SequentialTCPRequests saw.
+type SequentialResult struct {
+	// Replies counts the answers by reply line.
+	Replies map[string]int
+	// Failed counts the connections that failed, and Errors keeps the
+	// first few errors with their sequence numbers.
+	Failed int
+	Errors []string
+}
+
+// SequentialTCPRequests makes n TCP requests from the host to dst:port one
+// after another, each on a connection of its own (sending payload as one
+// line, reading the reply line, closing), from this process: its sockets
+// are created in the host's namespace, so thousands of connections cost no
+// process starts. Every connection gets timeout.
+func (h *Host) SequentialTCPRequests(ctx context.Context, dst netip.Addr, port, n int, payload string, timeout time.Duration) (SequentialResult, error) {
+	res := SequentialResult{Replies: map[string]int{}}
+	addr := addrPort(dst, port)
+	err := h.InNetns(func() error {
+		for i := range n {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			reply, err := requestOnce(addr, payload, timeout)
+			if err != nil {
+				res.Failed++
+				if len(res.Errors) < 10 {
+					res.Errors = append(res.Errors, fmt.Sprintf("#%d: %v", i, err))
+				}
+				continue
+			}
+			res.Replies[reply]++
+		}
+		return nil
+	})
+	return res, err
+}
+
+// Dial opens a connection ("tcp" or "udp") from the host to dst:port,
+// from localPort when not 0, in this process: the socket is created in the
+// host's namespace and stays there, so the test can use it directly (keep
+// several open at once, send on them at will). The caller closes it.
+func (h *Host) Dial(network string, localPort int, dst netip.Addr, port int, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	switch network {
+	case "tcp", "tcp4":
+		network = "tcp4"
+		if localPort != 0 {
+			d.LocalAddr = &net.TCPAddr{Port: localPort}
+		}
+	case "udp", "udp4":
+		network = "udp4"
+		if localPort != 0 {
+			d.LocalAddr = &net.UDPAddr{Port: localPort}
+		}
+	default:
+		return nil, fmt.Errorf("dial from %s: unknown network %q", h.ident, network)
+	}
+	var conn net.Conn
+	err := h.InNetns(func() error {
+		var err error
+		conn, err = d.Dial(network, addrPort(dst, port))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s from %s: %w", network, addrPort(dst, port), h.ident, err)
+	}
+	return conn, nil
+}
+
+// RoundTrip sends line on conn (a line on TCP, a datagram on UDP) and
+// returns the reply line, within timeout.
+func RoundTrip(conn net.Conn, line string, timeout time.Duration) (string, error) {
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if _, ok := conn.(*net.UDPConn); ok {
+		if _, err := conn.Write([]byte(line)); err != nil {
+			return "", err
+		}
+		buf := make([]byte, 2048)
+		n, err := conn.Read(buf)
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSuffix(string(buf[:n]), "\n"), nil
+	}
+	if _, err := io.WriteString(conn, line+"\n"); err != nil {
+		return "", err
+	}
+	// One reply line per request: read byte by byte so nothing of a
+	// later reply is buffered away.
+	var b strings.Builder
+	one := make([]byte, 1)
+	for {
+		if _, err := conn.Read(one); err != nil {
+			return "", err
+		}
+		if one[0] == '\n' {
+			return b.String(), nil
+		}
+		b.WriteByte(one[0])
+	}
+}
+
+// requestOnce is one TCP request on a connection of its own.
+func requestOnce(addr, payload string, timeout time.Duration) (string, error) {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(conn, payload+"\n"); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(line, "\n"), nil
 }
