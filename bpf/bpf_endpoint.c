@@ -115,6 +115,37 @@ static __always_inline int policy_revoke(struct __sk_buff *skb, const struct sl_
 	return SL_NEXT;
 }
 
+/*
+ * An ICMP error about no connection this endpoint tracks: not related to
+ * anything, so it is new traffic, judged by policy like any other packet
+ * (ICMP from its sender to its receiver: only rules without ports allow
+ * it). Never tracked: nothing answers an error.
+ */
+static __always_inline int icmp_error_unrelated(struct __sk_buff *skb, const struct sl_endpoint *ep, __u8 dir,
+						struct sl_pkt *pkt)
+{
+	struct policy_result pol = {};
+	struct event_policy ev;
+	int reason;
+
+	pkt_icmp_outer(pkt);
+	reason = policy_check(ep, dir, IPPROTO_ICMP, 0, dir == SL_DIR_EGRESS ? pkt->daddr.addr4 : pkt->saddr.addr4,
+			      dir == SL_DIR_INGRESS && skb->ingress_ifindex == 0, &pol);
+	event_pol(&ev, ep, dir, &pol);
+	if (reason != SL_DROP_NONE) {
+		count(SL_METRIC_DROPPED, dir, reason, skb->len);
+		emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep->ep_id, pkt, 0, NULL, 0, &ev, 0);
+		return SL_DROP;
+	}
+	if (pol.verdict != SL_VERDICT_NONE) {
+		if (pol.verdict == SL_VERDICT_AUDIT)
+			count(SL_METRIC_POLICY_AUDIT, dir, SL_DROP_POLICY_DENIED, skb->len);
+		emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep->ep_id, pkt, 0, NULL, 0, &ev, 0);
+	}
+	count(SL_METRIC_FORWARDED, dir, 0, skb->len);
+	return SL_NEXT;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct sl_endpoint *ep;
@@ -182,7 +213,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return drop(skb, dir, SL_DROP_CT_MAP_FULL, ep_id, &pkt);
 	case CT_NEW:
 		if (pkt.icmp_error)
-			break;
+			return icmp_error_unrelated(skb, ep, dir, &pkt);
 		/* From the node's own stack: the packet came in on no interface. */
 		reason = policy_check(ep, dir, pkt.proto, pkt.dport,
 				      dir == SL_DIR_EGRESS ? pkt.daddr.addr4 : pkt.saddr.addr4,

@@ -44,6 +44,7 @@ struct sl_pkt {
 	__u8 later_frag; /* a non-first fragment: no L4 header */
 	__u16 l4_off;    /* offset of the L4 header (first fragments and whole packets) */
 	__be32 outer_saddr; /* the IPv4 header's own source, even for ICMP errors */
+	__be32 outer_daddr; /* ... and destination */
 	__u16 inner_off;    /* ICMP errors: offset of the embedded IP header */
 	__u16 inner_l4_off; /* ICMP errors: offset of the embedded L4 header */
 };
@@ -197,6 +198,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct sl_pkt *pk
 	pkt->saddr.addr4 = iph.saddr;
 	pkt->daddr.addr4 = iph.daddr;
 	pkt->outer_saddr = iph.saddr;
+	pkt->outer_daddr = iph.daddr;
 	pkt->proto = iph.protocol;
 	off = ETH_HLEN + ihl;
 
@@ -229,6 +231,24 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct sl_pkt *pk
 	if (iph.protocol == IPPROTO_ICMP && icmp_is_error(icmp_type))
 		return parse_icmp_inner(skb, off + sizeof(struct icmphdr), pkt);
 	return SL_DROP_NONE;
+}
+
+/*
+ * An ICMP error that belongs to no tracked connection is a packet of its
+ * own: from its sender to its receiver, protocol ICMP, no ports. Turn
+ * pkt's view (the embedded packet's tuple) into that, so policy and
+ * events judge what is really on the wire.
+ */
+static __always_inline void pkt_icmp_outer(struct sl_pkt *pkt)
+{
+	__builtin_memset(&pkt->saddr, 0, sizeof(pkt->saddr));
+	__builtin_memset(&pkt->daddr, 0, sizeof(pkt->daddr));
+	pkt->saddr.addr4 = pkt->outer_saddr;
+	pkt->daddr.addr4 = pkt->outer_daddr;
+	pkt->proto = IPPROTO_ICMP;
+	pkt->sport = 0;
+	pkt->dport = 0;
+	pkt->icmp_error = 0;
 }
 
 /* Remember a first fragment's ports. Returns false if the table refused (counted by the caller). */

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
@@ -364,4 +365,97 @@ func TestPolicyRevocation(t *testing.T) {
 	require.Equal(t, "POLICY_DENIED", ev.Reason)
 	require.True(t, ev.Tracked, "%+v", ev)
 	require.False(t, ev.Reply, "%+v", ev)
+}
+
+// icmpFragNeeded is what a router on the path sends back for a packet
+// too big for its next hop: the error embeds the packet's IP header and
+// the first 8 bytes of its payload.
+func icmpFragNeeded(t testing.TB, from netip.Addr, inner []byte, mtu uint16) []byte {
+	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded), Seq: mtu}
+	dst := netip.AddrFrom4([4]byte(inner[14+12 : 14+16]))
+	return serialize(t, from, dst, layers.IPProtocolICMPv4, []gopacket.SerializableLayer{ic, gopacket.Payload(inner[14 : 14+28])})
+}
+
+// ICMP errors that belong to no tracked connection are new traffic and
+// judged by policy, both ways; errors about an allowed connection (path
+// MTU, port unreachable) pass as related.
+//
+//	peer ──(dest unreachable, embedding anything)──► pod   denied: isolated ingress
+//	pod  ──(dest unreachable, embedding anything)──► peer  denied: isolated egress
+//	pod ──TCP 80──► peer (allowed)   router ──frag needed about it──► pod: related
+func TestPolicyICMPErrors(t *testing.T) {
+	dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyEgress)
+	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
+		{Identity: peerID, Dir: dirOut, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictAllow, Rule: 51},
+		// Everything from peer3, ICMP included (a rule without ports).
+		{Identity: peer3, Dir: dirIn, Verdict: VerdictAllow, Rule: 52},
+	}})
+	router := netip.MustParseAddr("10.0.0.254")
+	drain := func() {
+		for {
+			rd.SetDeadline(time.Now().Add(20 * time.Millisecond))
+			if _, err := rd.Read(); err != nil {
+				return
+			}
+		}
+	}
+
+	// Into the isolated pod: an error about a flow the pod never had.
+	forged := icmpUnreachable(t, peerIP, udpPkt(t, podIP, worldIP, 5000, 53))
+	ret, _ := runPolicy(t, dp.objs.SlToEp, forged, fromWire)
+	require.Equal(t, uint32(verdictDrop), ret, "unrelated ICMP error into an isolated pod")
+	ev := nextEvent(t, rd)
+	require.Equal(t, "drop", ev.Type)
+	require.Equal(t, "POLICY_DENIED", ev.Reason)
+	require.Equal(t, "ICMP", ev.Proto)
+	require.Equal(t, peerIP, ev.Src.Addr(), "the event names the error's own sender")
+	require.Equal(t, podIP, ev.Dst.Addr())
+	require.Equal(t, peerID, ev.SrcIdentity)
+
+	// Out of the pod: bytes smuggled in an error to a peer egress denies.
+	smuggled := icmpUnreachable(t, podIP, udpPkt(t, peer3IP, podIP, 5000, 53))
+	ret, _ = runPolicy(t, dp.objs.SlFromEp, smuggled, fromWire)
+	require.Equal(t, uint32(verdictDrop), ret, "unrelated ICMP error out of a pod under egress policy")
+	ev = nextEvent(t, rd)
+	require.Equal(t, "POLICY_DENIED", ev.Reason)
+	require.Equal(t, podIP, ev.Src.Addr())
+	require.Equal(t, peer3IP, ev.Dst.Addr())
+
+	// A rule without ports allows ICMP, errors included.
+	ret, _ = runPolicy(t, dp.objs.SlToEp, icmpUnreachable(t, peer3IP, udpPkt(t, podIP, worldIP, 5001, 53)), fromWire)
+	require.Equal(t, verdictNext, ret, "peer3 may send the pod anything")
+	ev = nextEvent(t, rd)
+	require.Equal(t, "allowed", ev.Verdict)
+	require.Equal(t, uint32(52), ev.PolicyRule)
+
+	// Related errors pass: a router's frag-needed about the pod's allowed
+	// connection, and the peer's port unreachable about it.
+	syn := tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true})
+	ret, _ = runPolicy(t, dp.objs.SlFromEp, syn, fromWire)
+	require.Equal(t, verdictNext, ret)
+	drain()
+	ret, _ = runPolicy(t, dp.objs.SlToEp, icmpFragNeeded(t, router, syn, 1200), fromWire)
+	require.Equal(t, verdictNext, ret, "path MTU discovery works under policy")
+	ret, _ = runPolicy(t, dp.objs.SlToEp, icmpUnreachable(t, peerIP, syn), fromWire)
+	require.Equal(t, verdictNext, ret, "an error about the allowed connection is related")
+	st, err := dp.Maps().Counters()
+	require.NoError(t, err)
+	var related uint64
+	for _, c := range st {
+		if c.Metric == "related-icmp" {
+			related += c.Packets
+		}
+	}
+	require.Equal(t, uint64(2), related)
+}
+
+// Audit mode reports an unrelated ICMP error it would deny, and forwards it.
+func TestPolicyICMPErrorsAudit(t *testing.T) {
+	dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyAudit)
+	setPolicy(t, dp, EndpointPolicy{})
+	ret, _ := runPolicy(t, dp.objs.SlToEp, icmpUnreachable(t, peerIP, udpPkt(t, podIP, worldIP, 5000, 53)), fromWire)
+	require.Equal(t, verdictNext, ret)
+	ev := nextEvent(t, rd)
+	require.Equal(t, "audit", ev.Verdict)
+	require.Equal(t, "ICMP", ev.Proto)
 }
