@@ -154,14 +154,6 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	}
 	log.Info("datapath loaded", "adopted", a.dp.Adopted, "attachMode", mode, "kernel", a.features.Release, "tcx", a.features.TCX)
 
-	if opts.Datapath.SockLB == datapath.SockLBOff {
-		err = a.dp.DetachSockLB()
-	} else {
-		err = a.dp.AttachSockLB(opts.CgroupRoot)
-	}
-	if err != nil {
-		return fmt.Errorf("socket LB: %w", err)
-	}
 	a.setStage("starting the endpoint, service and policy reconcilers")
 	a.metrics = a.newMetrics()
 	a.lb, err = lb.New(lb.Options{
@@ -185,6 +177,27 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		Logger: log.With("component", "endpoint"), Policy: a.policy,
 	})
 	a.policy.SetEndpoints(a.eps)
+
+	// Services are programmed before any program of this agent replaces
+	// the previous agent's on a hook (socket LB here, endpoints and uplinks
+	// in the endpoint manager): a map that Load replaced (sl_lb_maglev
+	// after a --maglev-table-size change) starts empty, and the old
+	// programs keep their old tables until swapped, so swapping after this
+	// pass means no new connection meets a Maglev service without its
+	// table. Run's first pass then finds nothing left to write.
+	a.setStage("programming services")
+	a.lb.Reconcile(true)
+	if err := a.lb.Status().LastErr; err != nil {
+		log.Warn("first service pass", "error", err)
+	}
+	if opts.Datapath.SockLB == datapath.SockLBOff {
+		err = a.dp.DetachSockLB()
+	} else {
+		err = a.dp.AttachSockLB(opts.CgroupRoot)
+	}
+	if err != nil {
+		return fmt.Errorf("socket LB: %w", err)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -743,3 +743,57 @@ func TestBPFPolicyMapsFromPins(t *testing.T) {
 	require.Contains(t, out, "METRIC")
 	require.Regexp(t, `passed-non-ip\s+egress\s+-\s+1\s+64`, out)
 }
+
+// Pins an agent of another version wrote (a fingerprint in sl_layout that
+// is not this build's) are refused with an error naming the map, never
+// decoded with this build's layout.
+func TestBPFRefusesAnotherLayout(t *testing.T) {
+	dir := bpfRoot(t)
+	loadAndClose(t, dir, func(dp *datapath.Datapath) {
+		require.NoError(t, dp.Maps().PutEndpoint(datapath.EndpointEntry{IfIndex: 5, ID: 3, IPv4: netip.MustParseAddr("10.244.1.5")}))
+	})
+	layouts, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpfobj.BpfMapSlLayout), nil)
+	require.NoError(t, err)
+	defer layouts.Close()
+	key := func(name string) bpfobj.BpfSlLayoutKey {
+		var k bpfobj.BpfSlLayoutKey
+		for i := range name {
+			k.Name[i] = int8(name[i])
+		}
+		return k
+	}
+
+	for _, c := range []struct {
+		m   string
+		cmd []string
+	}{
+		{bpfobj.BpfMapSlCt, []string{"bpf", "ct", "list"}},
+		{bpfobj.BpfMapSlEndpoints, []string{"bpf", "endpoint", "list"}},
+		{bpfobj.BpfMapSlLbMaglev, []string{"bpf", "lb", "list"}},
+		{bpfobj.BpfMapSlPolicy, []string{"bpf", "policy", "list"}},
+		{bpfobj.BpfMapSlPolicyCidr, []string{"bpf", "policy", "list", "-o", "json"}},
+		{bpfobj.BpfMapSlIpcache, []string{"bpf", "ipcache", "list"}},
+		{bpfobj.BpfMapSlMetrics, []string{"bpf", "metrics", "list"}},
+	} {
+		t.Run(c.m, func(t *testing.T) {
+			k := key(c.m)
+			var good uint64
+			require.NoError(t, layouts.Lookup(&k, &good))
+			defer func() { require.NoError(t, layouts.Put(&k, good)) }()
+			_, err := run(t, append([]string{"--bpf-root", dir}, c.cmd...)...)
+			require.NoError(t, err, "the agent's own layout reads")
+
+			require.NoError(t, layouts.Put(&k, uint64(0xbad)))
+			out, err := run(t, append([]string{"--bpf-root", dir}, c.cmd...)...)
+			require.ErrorIs(t, err, datapath.ErrLayoutMismatch)
+			require.ErrorContains(t, err, "pinned map "+c.m+" has layout 0xbad but this sluice expects 0x")
+			require.ErrorContains(t, err, "different version of sluice; use its own CLI")
+			require.Empty(t, out)
+
+			require.NoError(t, layouts.Delete(&k))
+			_, err = run(t, append([]string{"--bpf-root", dir}, c.cmd...)...)
+			require.ErrorIs(t, err, datapath.ErrLayoutMismatch)
+			require.ErrorContains(t, err, "pinned map "+c.m+" has no recorded layout")
+		})
+	}
+}

@@ -15,4 +15,8 @@
 // maps whose layout still matches are reused, a map whose size changed is
 // migrated entry by entry, a map whose key/value layout changed is replaced
 // (never misread), and every link is updated in place to the new programs.
+// The layouts are recorded in sl_layout: a fingerprint per map that covers
+// the inner map of a map of maps, and the inner capacity apart (it is
+// configuration). A changed inner map replaces its outer map; OpenPinned
+// refuses to read a map whose fingerprint is not this build's.
 package datapath

@@ -219,6 +219,29 @@ func pinnedMaps(spec *ebpf.CollectionSpec) []*ebpf.MapSpec {
 // reconcilePins makes every existing pin loadable by the spec before
 // LoadAndAssign runs: compatible pins stay, resized hash maps are migrated,
 // anything else is unpinned so a fresh map takes its place.
+//
+// A map of maps is replaced when its inner maps changed, in layout or in
+// capacity (--maglev-table-size, --policy-map-max): the kernel fixes the
+// inner map template when the outer map is created, refuses inner maps
+// that do not match it (Maglev tables of another size), and the old inner
+// maps would not fit the new programs anyway (maglev_size indexes them).
+// The replacement starts empty; the reconcilers fill it on their first
+// pass, which rewrites every Maglev table (a dump never reads tables back)
+// and every endpoint's policy maps (Prepare, on every endpoint an agent
+// adopts).
+//
+// Replacing a pin does not pull a map from under running programs: the
+// previous agent's programs, attached through pinned tcx or cgroup links
+// or tc filters, hold their own references to the maps they were loaded
+// with and keep using them (the old outer map and its inner tables, which
+// match the constants those programs were loaded with) until the new agent
+// swaps the program on each hook (Attacher.Attach, AttachUplink,
+// AttachSockLB update the link or replace the filter in place). The agent
+// swaps only after the new map is filled for that hook: the LB
+// reconciler's first pass runs before any program is swapped, and the
+// endpoint manager writes an endpoint's policy maps (Prepare) before it
+// attaches that endpoint's programs. So no packet meets an empty
+// replacement; the old maps are freed with the last program using them.
 func (dp *Datapath) reconcilePins(spec *ebpf.CollectionSpec) error {
 	layouts := dp.readLayouts()
 	for _, ms := range pinnedMaps(spec) {
@@ -239,9 +262,11 @@ func (dp *Datapath) reconcilePins(spec *ebpf.CollectionSpec) error {
 		case ms.Name == bpfobj.BpfMapSlLayout && compatErr == nil:
 			// The fingerprint table's own layout is fixed forever.
 		case known && have != want:
-			dp.replace(path, ms.Name, "key/value layout changed")
+			dp.replace(path, ms.Name, fmt.Sprintf("type, key/value or inner map layout changed: fingerprint %#x, this agent's %#x", have, want))
 		case !known:
 			dp.replace(path, ms.Name, "no layout fingerprint recorded")
+		case ms.InnerMap != nil && layouts[capacityName(ms.Name)] != uint64(ms.InnerMap.MaxEntries):
+			dp.replace(path, ms.Name, innerChange(ms, layouts))
 		case compatErr != nil && canMigrate(ms, old):
 			if err := dp.migrate(path, ms, old); err != nil {
 				dp.replace(path, ms.Name, fmt.Sprintf("migration failed: %v", err))
@@ -252,6 +277,15 @@ func (dp *Datapath) reconcilePins(spec *ebpf.CollectionSpec) error {
 		old.Close()
 	}
 	return nil
+}
+
+// innerChange says why a map of maps' inner capacity does not match.
+func innerChange(ms *ebpf.MapSpec, layouts map[string]uint64) string {
+	n, ok := layouts[capacityName(ms.Name)]
+	if !ok {
+		return "no inner map capacity recorded"
+	}
+	return fmt.Sprintf("inner maps of %d entries, this agent's hold %d", n, ms.InnerMap.MaxEntries)
 }
 
 func (dp *Datapath) replace(path, name, why string) {
@@ -318,14 +352,30 @@ func layoutKey(name string) bpfobj.BpfSlLayoutKey {
 	return k
 }
 
-// readLayouts reads the fingerprints the previous agent recorded.
+// capacityName is the sl_layout record of a map of maps' inner capacity:
+// "#" and the map's name ('#' is never part of a map name). The inner
+// capacity is kept apart from the layout fingerprint because it is agent
+// configuration: the CLI, which checks layouts, cannot know it.
+func capacityName(name string) string { return "#" + name }
+
+// readLayouts reads the records the previous agent wrote: fingerprints by
+// map name, inner capacities by capacityName.
 func (dp *Datapath) readLayouts() map[string]uint64 {
-	out := map[string]uint64{}
 	m, err := ebpf.LoadPinnedMap(filepath.Join(dp.cfg.BPFRoot, bpfobj.BpfMapSlLayout), nil)
 	if err != nil {
-		return out
+		return map[string]uint64{}
 	}
 	defer m.Close()
+	out, err := readLayoutMap(m)
+	if err != nil {
+		// The maps whose records were not read are replaced: never misread.
+		dp.log.Warn("read layout records", "error", err)
+	}
+	return out
+}
+
+func readLayoutMap(m *ebpf.Map) (map[string]uint64, error) {
+	out := map[string]uint64{}
 	var k bpfobj.BpfSlLayoutKey
 	var v uint64
 	it := m.Iterate()
@@ -339,7 +389,10 @@ func (dp *Datapath) readLayouts() map[string]uint64 {
 		}
 		out[string(b)] = v
 	}
-	return out
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("read %s: %w", bpfobj.BpfMapSlLayout, err)
+	}
+	return out, nil
 }
 
 func (dp *Datapath) writeLayouts(spec *ebpf.CollectionSpec) error {
@@ -348,22 +401,53 @@ func (dp *Datapath) writeLayouts(spec *ebpf.CollectionSpec) error {
 		if err := dp.objs.SlLayout.Put(&k, layoutFingerprint(ms)); err != nil {
 			return fmt.Errorf("record layout of %s: %w", ms.Name, err)
 		}
+		if ms.InnerMap == nil {
+			continue
+		}
+		name := capacityName(ms.Name)
+		if len(name) >= len(k.Name) {
+			return fmt.Errorf("record inner capacity of %s: %q does not fit a %d-byte sl_layout key: shorten the map's name", ms.Name, name, len(k.Name))
+		}
+		ck := layoutKey(name)
+		if err := dp.objs.SlLayout.Put(&ck, uint64(ms.InnerMap.MaxEntries)); err != nil {
+			return fmt.Errorf("record inner capacity of %s: %w", ms.Name, err)
+		}
 	}
 	return nil
 }
 
 // layoutFingerprint hashes what decides how a map's bytes are read: its
-// type, sizes, flags and the BTF layout of key and value. Capacity is left
-// out on purpose: a resize is migrated, not a layout change.
+// type, sizes, flags and the BTF layout of key and value, and for a map of
+// maps the same of its inner map. Capacities are left out on purpose: a
+// resize is migrated, not a layout change, and an inner map's capacity is
+// configuration the CLI cannot know (it is recorded apart: capacityName).
+//
+// Maps without an inner map hash exactly what agents before inner maps
+// were fingerprinted did, so an upgrade with the same flags adopts them.
+// The three maps of maps (sl_lb_maglev, sl_policy, sl_policy_cidr) get
+// new fingerprints, so the first start after that upgrade replaces them
+// once: the old fingerprint says nothing of the inner maps, so adopting
+// would be a guess, and the replacement is filled on the reconcilers'
+// first pass before any new program uses it (see reconcilePins).
 func layoutFingerprint(ms *ebpf.MapSpec) uint64 {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s/%d/%d/%d|", ms.Type, ms.KeySize, ms.ValueSize, ms.Flags)
-	describeType(&b, ms.Key, 0)
-	b.WriteString("|")
-	describeType(&b, ms.Value, 0)
+	describeMap(&b, ms)
+	if ms.InnerMap != nil {
+		b.WriteString("|inner:")
+		describeMap(&b, ms.InnerMap)
+	}
 	h := fnv.New64a()
 	h.Write([]byte(b.String()))
 	return h.Sum64()
+}
+
+// describeMap writes what layoutFingerprint hashes of one map: its type
+// is there, so a change of kind (LRU hash to hash) is a layout change.
+func describeMap(b *strings.Builder, ms *ebpf.MapSpec) {
+	fmt.Fprintf(b, "%s/%d/%d/%d|", ms.Type, ms.KeySize, ms.ValueSize, ms.Flags)
+	describeType(b, ms.Key, 0)
+	b.WriteString("|")
+	describeType(b, ms.Value, 0)
 }
 
 func describeType(b *strings.Builder, t btf.Type, depth int) {

@@ -57,11 +57,20 @@ func (dp *Datapath) Maps() *Maps {
 		maglevInner: dp.maglevInner, policyInner: dp.policyInner, cidrInner: dp.cidrInner, epMu: &dp.epMu}
 }
 
+// ErrLayoutMismatch is returned (wrapped) by OpenPinned for a pinned map
+// whose recorded layout is not the one this build reads: the pins belong
+// to an agent of another version.
+var ErrLayoutMismatch = errors.New("the agent on this node runs a different version of sluice; use its own CLI " +
+	"(kubectl -n sluice-system exec <the node's sluice pod> -c agent -- sluice ...)")
+
 // OpenPinned opens the maps pinned under root read-only, without loading
 // any program: this is how `sluice bpf ...` works while the agent is down.
+// Each map's layout fingerprint in sl_layout must be this build's: pins an
+// agent of another version wrote are refused (ErrLayoutMismatch), never
+// misread.
 func OpenPinned(root string) (*Maps, error) {
 	m := &Maps{}
-	for _, x := range []struct {
+	pinned := []struct {
 		name string
 		dst  **ebpf.Map
 	}{
@@ -78,7 +87,8 @@ func OpenPinned(root string) (*Maps, error) {
 		{bpfobj.BpfMapSlPolicyCidr, &m.PolicyCIDR},
 		{bpfobj.BpfMapSlPolicyRev, &m.PolicyRev},
 		{bpfobj.BpfMapSlNat, &m.NAT},
-	} {
+	}
+	for _, x := range pinned {
 		path := filepath.Join(root, x.name)
 		mp, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
 		if err != nil {
@@ -88,7 +98,46 @@ func OpenPinned(root string) (*Maps, error) {
 		*x.dst = mp
 		m.owned = append(m.owned, mp)
 	}
+	names := make([]string, len(pinned))
+	for i, x := range pinned {
+		names[i] = x.name
+	}
+	if err := checkPinnedLayouts(root, names); err != nil {
+		m.Close()
+		return nil, err
+	}
 	return m, nil
+}
+
+// checkPinnedLayouts compares the fingerprints the agent recorded in
+// sl_layout for the maps with this build's. Capacities are not part of a
+// fingerprint, so the agent's sizing flags do not matter here.
+func checkPinnedLayouts(root string, names []string) error {
+	spec, err := bpfobj.LoadBpf()
+	if err != nil {
+		return fmt.Errorf("parse embedded eBPF object: %w", err)
+	}
+	path := filepath.Join(root, bpfobj.BpfMapSlLayout)
+	lm, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("open pinned map %s, which records the layouts of the others: %w: %w", path, err, ErrLayoutMismatch)
+	}
+	defer lm.Close()
+	recorded, err := readLayoutMap(lm)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		want := layoutFingerprint(spec.Maps[name])
+		have, ok := recorded[name]
+		if !ok {
+			return fmt.Errorf("pinned map %s has no recorded layout but this sluice expects %#x: %w", name, want, ErrLayoutMismatch)
+		}
+		if have != want {
+			return fmt.Errorf("pinned map %s has layout %#x but this sluice expects %#x: %w", name, have, want, ErrLayoutMismatch)
+		}
+	}
+	return nil
 }
 
 // Close closes maps opened by OpenPinned.

@@ -9,7 +9,6 @@ package metrics
 //	  peer 10.0.0.2
 
 import (
-	"net"
 	"net/netip"
 	"testing"
 
@@ -44,18 +43,8 @@ func loadDatapath(t *testing.T) *datapath.Datapath {
 }
 
 func udpPacket(t *testing.T, src, dst netip.Addr, sport, dport uint16) []byte {
-	t.Helper()
-	eth := &layers.Ethernet{
-		SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
-		EthernetType: layers.EthernetTypeIPv4,
-	}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
 	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
-	require.NoError(t, udp.SetNetworkLayerForChecksum(ip))
-	buf := gopacket.NewSerializeBuffer()
-	require.NoError(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip, udp, gopacket.Payload("ping")))
-	return buf.Bytes()
+	return datapathtest.IPv4Packet(t, src, dst, layers.IPProtocolUDP, udp, gopacket.Payload("ping"))
 }
 
 func TestCollectorReadsLoadedDatapath(t *testing.T) {

@@ -206,6 +206,15 @@ func (e *env) status(n *harness.Node) *api.Status {
 	return st
 }
 
+// problems lists the errors n's agent reports, as "component: message".
+func (e *env) problems(n *harness.Node) []string {
+	var out []string
+	for _, p := range e.status(n).Errors {
+		out = append(out, p.Component+": "+p.Message)
+	}
+	return out
+}
+
 // cli runs the sluice CLI against n's agent and pins.
 func (e *env) cli(n *harness.Node, args ...string) string {
 	e.t.Helper()

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -238,6 +239,75 @@ func TestNetworkPolicyOverflowFailsClosed(t *testing.T) {
 	_, err = a.TCPRequest(short, b.IP, 80, "whoami")
 	require.Error(t, err, "a rule allows it, but the policy did not fit: fail closed")
 	e.waitFlow(n1, "overflow drop", func(f *flowpb.Flow) bool { return isDrop(f, "POLICY_OVERFLOW") })
+}
+
+// A --policy-map-max change is a ConfigMap edit and a restart: the new
+// agent replaces the pinned policy maps (their inner maps have the old
+// size) and policy is enforced throughout. A denied peer that keeps
+// trying never gets through, before, during or after the restart, and an
+// allowed connection established before it carries on.
+func TestNetworkPolicyMapSizeChangeAcrossRestart(t *testing.T) {
+	e := newEnv(t, "--policy-map-max=64")
+	n1 := e.node("node1", harness.Routed)
+	a := e.pod(n1, "x", "a", map[string]string{"app": "a"})
+	c := e.pod(n1, "x", "c", map[string]string{"app": "c"})
+	b := e.pod(n1, "x", "b", map[string]string{"app": "b"})
+	_, err := b.StartTCPEchoServer(80)
+	require.NoError(t, err)
+	require.NoError(t, e.c.SyncManifests())
+	require.NoError(t, e.c.WriteManifest("netpol.yaml", allowFromPolicy("allow-a", "b", "a")))
+	agent := e.startAgent(n1)
+	require.Eventually(t, func() bool { return e.status(n1).Policy.EnforcedEndpoints == 1 }, 10*time.Second, 50*time.Millisecond)
+	conn, err := a.StartTCPClient(b.IP, 80, 50*time.Millisecond)
+	require.NoError(t, err)
+	require.NoError(t, conn.WaitRoundTrips(ctx(t), 3))
+
+	// c tries new connections to b all along.
+	stop := make(chan struct{})
+	stopTrying := sync.OnceFunc(func() { close(stop) })
+	t.Cleanup(stopTrying)
+	leaked := make(chan string, 1)
+	tried := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { tried <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			who, err := c.TCPRequest(short, b.IP, 80, "whoami")
+			cancel()
+			n++
+			if err == nil {
+				leaked <- who
+				return
+			}
+		}
+	}()
+
+	require.NoError(t, agent.Stop())
+	e.agentArgs = []string{"--policy-map-max=128"}
+	e.startAgent(n1)
+	require.Eventually(t, func() bool { return e.status(n1).Policy.EnforcedEndpoints == 1 }, 10*time.Second, 50*time.Millisecond)
+	require.Contains(t, e.problems(n1), "datapath: sl_policy: replaced (inner maps of 64 entries, this agent's hold 128)")
+	k := conn.RoundTrips()
+	require.NoError(t, conn.WaitRoundTrips(ctx(t), k+5), "the allowed connection carries on after the restart")
+	require.Zero(t, conn.Failures(), "%v", conn.LastErr())
+	who, err := a.TCPRequest(ctx(t), b.IP, 80, "whoami")
+	require.NoError(t, err, "a new allowed connection after the restart")
+	require.Equal(t, "x/b", who)
+
+	stopTrying()
+	n := <-tried
+	select {
+	case who := <-leaked:
+		t.Fatalf("c reached %s across the restart: policy failed open", who)
+	default:
+	}
+	require.Greater(t, n, 3, "c kept trying through the restart")
 }
 
 // Audit mode forwards what policy would deny, and reports it.

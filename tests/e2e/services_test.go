@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,12 +133,7 @@ func TestServiceClusterIP(t *testing.T) {
 			require.Equal(t, strings.TrimPrefix(m.args[0], "--socket-lb="), e.status(e.c.Node("node1")).SocketLB)
 
 			// TCP by named targetPort, UDP by number; both backends serve.
-			seen := map[string]int{}
-			for range 30 {
-				who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
-				require.NoError(t, err)
-				seen[who]++
-			}
+			seen := whoamiVIP(t, client, 30)
 			require.Len(t, seen, 2, "connections spread over both backends: %v", seen)
 			udpSeen := map[string]bool{}
 			for range 20 {
@@ -283,28 +279,78 @@ func TestServiceBackendLifecycle(t *testing.T) {
 	}
 }
 
+// whoamiVIP opens n connections from client to the VIP's port 80 and
+// counts the backends that answered.
+func whoamiVIP(t *testing.T, client *harness.Pod, n int) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	for range n {
+		who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
+		require.NoError(t, err)
+		seen[who]++
+	}
+	return seen
+}
+
+// maglevWebYAML is service default/web on the VIP's port 80 with the
+// Maglev algorithm (annotation).
+func maglevWebYAML(backends []*harness.Pod) string {
+	y := serviceYAML("default", "web", vip, webPorts[:1], ready(backends...), "")
+	return strings.Replace(y, "  namespace: default\nspec:", "  namespace: default\n  annotations:\n    sluice.io/lb-algorithm: maglev\nspec:", 1)
+}
+
 // Maglev per service (annotation): tables are programmed and used, and the
 // CLI shows them with their memory.
 func TestServiceMaglev(t *testing.T) {
 	for _, m := range socketLBModes {
 		t.Run(m.name, func(t *testing.T) {
 			e, client, backends := serviceCluster(t, append(m.args, "--maglev-table-size=1021")...)
-			y := serviceYAML("default", "web", vip, webPorts[:1], ready(backends...), "")
-			y = strings.Replace(y, "  namespace: default\nspec:", "  namespace: default\n  annotations:\n    sluice.io/lb-algorithm: maglev\nspec:", 1)
-			require.NoError(t, e.c.WriteManifest("svc-web.yaml", y))
+			require.NoError(t, e.c.WriteManifest("svc-web.yaml", maglevWebYAML(backends)))
 			n1 := e.c.Node("node1")
 			e.startAgent(n1)
 			e.waitServicesOn(n1, 1)
-			seen := map[string]bool{}
-			for range 30 {
-				who, err := client.TCPRequest(ctx(t), vip, 80, "whoami")
-				require.NoError(t, err)
-				seen[who] = true
-			}
-			require.Len(t, seen, 2)
+			require.Len(t, whoamiVIP(t, client, 30), 2, "connections spread over both backends")
 			out := e.cli(n1, "service", "list")
 			require.Contains(t, out, "maglev")
 			require.Contains(t, out, "maglev memory: default/web 1 tables, 4084 bytes")
+			require.Contains(t, e.cli(n1, "bpf", "lb", "list"), "maglev")
+		})
+	}
+}
+
+// A --maglev-table-size change is a ConfigMap edit and a restart. The new
+// agent does not adopt the pinned table map (its tables have the old size,
+// and the kernel would refuse every new one): it replaces it, writes every
+// table at the new size before its programs take over, and a connection
+// established before the restart carries on. Without that the service
+// falls back to random selection with a "write Maglev table" error.
+func TestServiceMaglevTableSizeChangeAcrossRestart(t *testing.T) {
+	for _, m := range socketLBModes {
+		t.Run(m.name, func(t *testing.T) {
+			e, client, backends := serviceCluster(t, slices.Concat(m.args, []string{"--maglev-table-size=1021"})...)
+			require.NoError(t, e.c.WriteManifest("svc-web.yaml", maglevWebYAML(backends)))
+			n1 := e.c.Node("node1")
+			a := e.startAgent(n1)
+			e.waitServicesOn(n1, 1)
+			conn, err := client.StartTCPClient(vip, 80, 50*time.Millisecond)
+			require.NoError(t, err)
+			require.NoError(t, conn.WaitRoundTrips(ctx(t), 5))
+
+			require.NoError(t, a.Stop())
+			e.agentArgs = slices.Concat(m.args, []string{"--maglev-table-size=2039"})
+			e.startAgent(n1)
+			e.waitServicesOn(n1, 1)
+			problems := e.problems(n1)
+			require.Contains(t, problems, "datapath: sl_lb_maglev: replaced (inner maps of 1021 entries, this agent's hold 2039)")
+			for _, p := range problems {
+				require.False(t, strings.HasPrefix(p, "services:"), "every table written at the new size: %v", problems)
+			}
+			k := conn.RoundTrips()
+			require.NoError(t, conn.WaitRoundTrips(ctx(t), k+10), "the established connection carries on after the restart")
+			require.Zero(t, conn.Failures(), "%v", conn.LastErr())
+
+			require.Len(t, whoamiVIP(t, client, 30), 2, "connections spread over both backends")
+			require.Contains(t, e.cli(n1, "service", "list"), "maglev memory: default/web 1 tables, 8156 bytes")
 			require.Contains(t, e.cli(n1, "bpf", "lb", "list"), "maglev")
 		})
 	}
