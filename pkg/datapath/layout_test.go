@@ -6,6 +6,8 @@ package datapath
 import (
 	"fmt"
 	"hash/fnv"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -79,9 +81,9 @@ func TestLayoutFingerprint(t *testing.T) {
 
 	// A change of map kind alone (sl_nat from LRU hash to hash) is caught.
 	nat := spec.Maps[bpfobj.BpfMapSlNat].Copy()
-	require.Equal(t, ebpf.LRUHash, nat.Type)
+	require.Equal(t, ebpf.Hash, nat.Type)
 	before := layoutFingerprint(nat)
-	nat.Type = ebpf.Hash
+	nat.Type = ebpf.LRUHash
 	require.NotEqual(t, before, layoutFingerprint(nat))
 }
 
@@ -183,4 +185,44 @@ func TestUpgradeAdoptsUnchangedLayouts(t *testing.T) {
 	defer dp.Close()
 	require.True(t, dp.Adopted)
 	require.Empty(t, dp.Replaced, "the same agent again adopts every pin")
+}
+
+// An agent from before SNAT ports were released pinned sl_nat as an LRU
+// hash: the upgrade copies its mappings into the plain hash, so external
+// connections through a remote backend keep working across it.
+func TestNATMapKindChangeMigrates(t *testing.T) {
+	root := testRoot(t)
+	dp, err := Load(Config{BPFRoot: root}, nil)
+	require.NoError(t, err)
+	dp.Close()
+
+	// Replace the pin with what the older agent left: an LRU hash with a
+	// mapping, and its fingerprint.
+	spec := configuredSpec(t, Config{})
+	old := spec.Maps[bpfobj.BpfMapSlNat].Copy()
+	old.Type = ebpf.LRUHash
+	old.Pinning = ebpf.PinNone
+	lru, err := ebpf.NewMap(old)
+	require.NoError(t, err)
+	k := bpfobj.BpfSlNatKey{Port: 0x4242, Proto: 6}
+	require.NoError(t, lru.Put(&k, &bpfobj.BpfSlNatVal{ClientPort: 0x1234}))
+	path := filepath.Join(root, bpfobj.BpfMapSlNat)
+	require.NoError(t, os.Remove(path))
+	require.NoError(t, lru.Pin(path))
+	lru.Close()
+	layouts, err := ebpf.LoadPinnedMap(filepath.Join(root, bpfobj.BpfMapSlLayout), nil)
+	require.NoError(t, err)
+	lk := layoutKey(bpfobj.BpfMapSlNat)
+	require.NoError(t, layouts.Put(&lk, layoutFingerprint(old)))
+	layouts.Close()
+
+	dp, err = Load(Config{BPFRoot: root}, nil)
+	require.NoError(t, err)
+	defer dp.Close()
+	require.Len(t, dp.Replaced, 1)
+	require.Contains(t, dp.Replaced[0], "sl_nat: migrated", "migrated, not replaced")
+	require.Equal(t, ebpf.Hash, dp.objs.SlNat.Type())
+	var v bpfobj.BpfSlNatVal
+	require.NoError(t, dp.objs.SlNat.Lookup(&k, &v), "the mapping survives the upgrade")
+	require.Equal(t, uint16(0x1234), v.ClientPort)
 }

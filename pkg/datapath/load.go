@@ -261,6 +261,13 @@ func (dp *Datapath) reconcilePins(spec *ebpf.CollectionSpec) error {
 		switch {
 		case ms.Name == bpfobj.BpfMapSlLayout && compatErr == nil:
 			// The fingerprint table's own layout is fixed forever.
+		case known && have != want && hashKindChanged(ms, old, have):
+			// Same entries, another hash kind (sl_nat was an LRU hash
+			// before SNAT ports were released with their connections):
+			// copy them, so established connections keep their state.
+			if err := dp.migrate(path, ms, old); err != nil {
+				dp.replace(path, ms.Name, fmt.Sprintf("migration from %s failed: %v", old.Type(), err))
+			}
 		case known && have != want:
 			dp.replace(path, ms.Name, fmt.Sprintf("type, key/value or inner map layout changed: fingerprint %#x, this agent's %#x", have, want))
 		case !known:
@@ -303,6 +310,19 @@ func canMigrate(ms *ebpf.MapSpec, old *ebpf.Map) bool {
 		return false
 	}
 	return old.Type() == ms.Type && old.KeySize() == ms.KeySize && old.ValueSize() == ms.ValueSize && old.Flags() == ms.Flags
+}
+
+// hashKindChanged reports whether the pinned map differs from the spec
+// only in being the other kind of hash (LRU or not): its recorded
+// fingerprint is the spec's with the pinned map's type.
+func hashKindChanged(ms *ebpf.MapSpec, old *ebpf.Map, have uint64) bool {
+	kinds := map[ebpf.MapType]bool{ebpf.Hash: true, ebpf.LRUHash: true}
+	if !kinds[ms.Type] || !kinds[old.Type()] || ms.Type == old.Type() || ms.InnerMap != nil {
+		return false
+	}
+	as := ms.Copy()
+	as.Type = old.Type()
+	return layoutFingerprint(as) == have && old.KeySize() == ms.KeySize && old.ValueSize() == ms.ValueSize
 }
 
 // migrate copies old's entries into a new map of the spec's size and swaps
