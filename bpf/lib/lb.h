@@ -357,45 +357,70 @@ static __always_inline int redirect_back(struct __sk_buff *skb)
 }
 
 /*
+ * ICMP error rewriting. An error quotes the offending packet's IP header
+ * and 8 bytes of its L4 header; the ICMP checksum covers the quote (no
+ * pseudo-header), and the quoted IP header has a checksum of its own. The
+ * quoted L4 checksum is left alone: receivers match errors to sockets by
+ * addresses and ports and never check it (Linux and Cilium alike).
+ */
+#define ICMP_CSUM_OFF(pkt) ((pkt)->l4_off + offsetof(struct icmphdr, checksum))
+
+/* Rewrite the quoted packet's source (src) or destination address and,
+ * for TCP and UDP, port. */
+static __always_inline int icmp_inner_rewrite(struct __sk_buff *skb, const struct sl_pkt *pkt, bool src,
+					      __be32 old_addr, __be32 new_addr, __be16 old_port, __be16 new_port)
+{
+	__u32 in_csum = pkt->inner_off + offsetof(struct iphdr, check);
+	__u32 addr_off = pkt->inner_off + (src ? offsetof(struct iphdr, saddr) : offsetof(struct iphdr, daddr));
+	__be16 old_ipsum, new_ipsum;
+
+	if (old_addr != new_addr) {
+		if (bpf_skb_load_bytes(skb, in_csum, &old_ipsum, 2) < 0 ||
+		    bpf_l3_csum_replace(skb, in_csum, old_addr, new_addr, 4) < 0 ||
+		    bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0) < 0 ||
+		    bpf_skb_load_bytes(skb, in_csum, &new_ipsum, 2) < 0)
+			return -1;
+		if (bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), old_addr, new_addr, 4) < 0 ||
+		    bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), old_ipsum, new_ipsum, 2) < 0)
+			return -1;
+	}
+	if ((pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && old_port != new_port) {
+		if (bpf_skb_store_bytes(skb, pkt->inner_l4_off + (src ? 0 : 2), &new_port, 2, 0) < 0 ||
+		    bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), old_port, new_port, 2) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Rewrite the error's own (outer) source or destination address. */
+static __always_inline int icmp_outer_rewrite(struct __sk_buff *skb, bool src, __be32 old_addr, __be32 new_addr)
+{
+	if (old_addr == new_addr)
+		return 0;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, 4) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, src ? IP_SRC_OFF : IP_DST_OFF, &new_addr, 4, 0);
+}
+
+/*
  * An ICMP error about a translated packet (port unreachable, frag needed)
  * quotes the packet as translated: from the client to the backend. The
  * client's socket knows only the VIP, so rewrite the quoted destination
- * (and the error's source when the backend sent it) back to the frontend,
- * keeping the quoted IP header's and the ICMP checksum right.
+ * (and the error's source when the backend sent it) back to the frontend.
  */
 static __always_inline int lb_rev_translate_icmp(struct __sk_buff *skb, struct sl_pkt *pkt,
 						 const struct ct_nat *nat)
 {
 	struct sl_lb_vip *rn = bpf_map_lookup_elem(&sl_lb_revnat, &nat->rev_nat_id);
-	__u32 icmp_csum = pkt->l4_off + offsetof(struct icmphdr, checksum);
-	__u32 in_csum = pkt->inner_off + offsetof(struct iphdr, check);
 	__be32 backend = pkt->daddr.addr4;
-	__be16 old_ipsum, new_ipsum;
 
 	if (!rn)
 		return 0;
-	if (bpf_skb_load_bytes(skb, in_csum, &old_ipsum, 2) < 0)
+	if (icmp_inner_rewrite(skb, pkt, false, backend, rn->addr.addr4, pkt->dport, rn->port) < 0)
 		return -1;
-	/* The quoted IP header: destination and its checksum. */
-	if (bpf_l3_csum_replace(skb, in_csum, backend, rn->addr.addr4, 4) < 0 ||
-	    bpf_skb_store_bytes(skb, pkt->inner_off + offsetof(struct iphdr, daddr), &rn->addr.addr4, 4, 0) < 0 ||
-	    bpf_skb_load_bytes(skb, in_csum, &new_ipsum, 2) < 0)
-		return -1;
-	/* The ICMP checksum covers the quoted bytes (no pseudo-header). */
-	if (bpf_l4_csum_replace(skb, icmp_csum, backend, rn->addr.addr4, 4) < 0 ||
-	    bpf_l4_csum_replace(skb, icmp_csum, old_ipsum, new_ipsum, 2) < 0)
-		return -1;
-	if ((pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && pkt->dport != rn->port) {
-		if (bpf_skb_store_bytes(skb, pkt->inner_l4_off + 2, &rn->port, 2, 0) < 0 ||
-		    bpf_l4_csum_replace(skb, icmp_csum, pkt->dport, rn->port, 2) < 0)
-			return -1;
-	}
 	/* The error itself comes from the backend: make it come from the VIP. */
-	if (pkt->outer_saddr == backend) {
-		if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, backend, rn->addr.addr4, 4) < 0 ||
-		    bpf_skb_store_bytes(skb, IP_SRC_OFF, &rn->addr.addr4, 4, 0) < 0)
-			return -1;
-	}
+	if (pkt->outer_saddr == backend && icmp_outer_rewrite(skb, true, backend, rn->addr.addr4) < 0)
+		return -1;
 	return 0;
 }
 

@@ -222,6 +222,63 @@ static __always_inline int snat_reply(struct __sk_buff *skb, struct sl_pkt *pkt)
 	return 1;
 }
 
+/*
+ * An ICMP error sent to the node about a packet of an SNATed connection
+ * (the remote backend's port unreachable, a router's "fragmentation
+ * needed" on the way to it) quotes node:natport → backend. Hand it to the
+ * client, quoting the packet as the client sent it (client → frontend),
+ * and from the frontend when the backend itself sent it. Returns 1 when
+ * translated (pkt is then the error's own view, for routing), 0 when it
+ * is not about an SNATed connection, -1 on write errors.
+ */
+static __always_inline int snat_icmp_error(struct __sk_buff *skb, struct sl_pkt *pkt)
+{
+	struct sl_nat_key k = { .addr = pkt->saddr, .port = pkt->sport, .proto = pkt->proto };
+	struct sl_nat_val *v;
+
+	if (pkt->outer_daddr != pkt->saddr.addr4)
+		return 0;
+	v = bpf_map_lookup_elem(&sl_nat, &k);
+	if (!v || v->backend.addr4 != pkt->daddr.addr4 || v->backend_port != pkt->dport)
+		return 0;
+	if (icmp_inner_rewrite(skb, pkt, true, pkt->saddr.addr4, v->client.addr4, pkt->sport, v->client_port) < 0 ||
+	    icmp_inner_rewrite(skb, pkt, false, pkt->daddr.addr4, v->front.addr4, pkt->dport, v->front_port) < 0 ||
+	    icmp_outer_rewrite(skb, false, pkt->outer_daddr, v->client.addr4) < 0)
+		return -1;
+	pkt->outer_daddr = v->client.addr4;
+	if (pkt->outer_saddr == v->backend.addr4) {
+		if (icmp_outer_rewrite(skb, true, v->backend.addr4, v->front.addr4) < 0)
+			return -1;
+		pkt->outer_saddr = v->front.addr4;
+	}
+	pkt_icmp_outer(pkt);
+	return 1;
+}
+
+/*
+ * An ICMP error leaving through the uplink about an external connection
+ * to a local backend: the backend's port unreachable, or the node's own
+ * "fragmentation needed" for a packet too big for the backend's link. It
+ * quotes the packet as translated (client → backend): quote the frontend
+ * the client addressed instead.
+ */
+static __always_inline int host_egress_icmp_error(struct __sk_buff *skb, struct sl_pkt *pkt)
+{
+	struct ct_nat nat = {};
+	struct sl_ct_key key;
+	struct sl_ct_entry *e;
+
+	ct_key_from_pkt(&key, UPLINK_EP, pkt, false);
+	e = bpf_map_lookup_elem(&sl_ct, &key);
+	if (!e || !e->rev_nat_id || e->expires <= bpf_ktime_get_ns())
+		return SL_NEXT;
+	nat.rev_nat_id = e->rev_nat_id;
+	if (lb_rev_translate_icmp(skb, pkt, &nat) < 0)
+		return drop_flags(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
+	count(SL_METRIC_RELATED, SL_DIR_EGRESS, 0, skb->len);
+	return SL_NEXT;
+}
+
 static __always_inline int host_ingress(struct __sk_buff *skb)
 {
 	struct sl_pkt pkt;
@@ -234,10 +291,28 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 
 	reason = parse_packet(skb, &pkt, &l3);
 	/* The uplink carries everything the node receives: only service
-	 * traffic is ours; anything else, malformed or not, is the stack's. */
-	if (l3 != SL_L3_IPV4 || reason != SL_DROP_NONE || pkt.icmp_error || pkt.later_frag ||
-	    (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP))
+	 * traffic is ours; anything else, malformed or not, is the stack's.
+	 * (A later fragment whose first one was not seen is the stack's too:
+	 * it may be for the node itself.) */
+	if (l3 != SL_L3_IPV4 || reason != SL_DROP_NONE)
 		return SL_NEXT;
+	if (pkt.icmp_error) {
+		ret = snat_icmp_error(skb, &pkt);
+		if (ret < 0)
+			return drop_flags(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt, SL_EVENT_F_TRACKED);
+		if (ret == 0)
+			return SL_NEXT;
+		count(SL_METRIC_RELATED, SL_DIR_INGRESS, 0, skb->len);
+		if (fib_redirect(skb, &pkt) < 0)
+			return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
+		return TC_ACT_REDIRECT;
+	}
+	if (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP)
+		return SL_NEXT;
+	/* Before any rewrite: the fragments that follow carry the header as
+	 * it arrived. */
+	if (pkt.first_frag && !frag_remember(skb, &pkt))
+		count(SL_METRIC_FRAG_TABLE_FULL, SL_DIR_INGRESS, 0, skb->len);
 
 	ret = snat_reply(skb, &pkt);
 	if (ret < 0)
@@ -331,8 +406,11 @@ static __always_inline int host_egress(struct __sk_buff *skb)
 	int reason;
 
 	reason = parse_packet(skb, &pkt, &l3);
-	if (l3 != SL_L3_IPV4 || reason != SL_DROP_NONE || pkt.icmp_error ||
-	    (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP))
+	if (l3 != SL_L3_IPV4 || reason != SL_DROP_NONE)
+		return SL_NEXT;
+	if (pkt.icmp_error)
+		return host_egress_icmp_error(skb, &pkt);
+	if (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP)
 		return SL_NEXT;
 	/* Only replies of uplink connections: look before tracking, so the
 	 * node's own traffic never creates uplink entries. */
