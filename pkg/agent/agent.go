@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -32,6 +31,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/policysync"
 	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/source/files"
+	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
 // Agent is a running node agent.
@@ -206,7 +206,8 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	a.flows = &flowSink{store: fstore, conv: &flow.Converter{NodeName: opts.NodeName, Version: version, Enricher: newEnricher(a)},
 		observe: a.metrics.ObserveFlow}
 	hubble, err := observer.Start(observer.Config{
-		SocketPath: opts.hubbleSocket(), TCPAddress: opts.HubbleAddress, NodeName: opts.NodeName, Version: version,
+		SocketPath: opts.hubbleSocket(), SocketGroup: opts.SocketGroup, TCPAddress: opts.HubbleAddress,
+		NodeName: opts.NodeName, Version: version,
 	}, fstore, log.With("component", "observer"))
 	if err != nil {
 		return fmt.Errorf("hubble observer: %w", err)
@@ -464,11 +465,13 @@ func (a *Agent) status() api.Status {
 }
 
 func (a *Agent) serveAPI() (*http.Server, error) {
-	path := filepath.Join(a.opts.StateDir, api.SocketName)
-	_ = os.Remove(path) // a dead agent's socket
-	ln, err := net.Listen("unix", path)
+	gid, err := statedir.LookupGroup(a.opts.SocketGroup)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
+		return nil, fmt.Errorf("--socket-group: %w", err)
+	}
+	ln, err := statedir.ListenUnix(filepath.Join(a.opts.StateDir, api.SocketName), gid)
+	if err != nil {
+		return nil, fmt.Errorf("local API: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.status()) })

@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/k8s"
 	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/service"
+	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
 // DefaultStateDir holds the API socket and the saved model.
@@ -50,6 +51,11 @@ type Options struct {
 	// MetricsAddress serves Prometheus metrics (/metrics) and the health
 	// probes (/healthz, /readyz) over HTTP; empty disables all three.
 	MetricsAddress string
+	// SocketGroup owns the unix sockets in the state directory (the local
+	// API, the Hubble observer) with root: a group name or numeric GID.
+	// The sockets are mode 0660, so its members can use `sluice` and
+	// `hubble` without root.
+	SocketGroup string
 }
 
 // hubbleSocket is where the observer API listens.
@@ -75,6 +81,7 @@ func Defaults() Options {
 		FlowBuffer:  4096,
 		LBAlgorithm: "random", MaglevSeed: "sluice",
 		MetricsAddress: DefaultMetricsAddress,
+		SocketGroup:    "0",
 	}
 }
 
@@ -110,6 +117,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.HubbleSocket, "hubble-socket", o.HubbleSocket, "unix socket of the Hubble observer API (default <state-dir>/hubble.sock)")
 	fs.StringVar(&o.HubbleAddress, "hubble-listen-address", o.HubbleAddress, "also serve the Hubble observer API on this TCP address (plaintext gRPC: bind it where only trusted clients reach), e.g. :4244")
 	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "HTTP address serving Prometheus metrics on /metrics, liveness on /healthz (the process serves) and readiness on /readyz (the agent is ready, as in `sluice status`); one server for all three, empty disables it (and the probes); e.g. 127.0.0.1:9962 to keep it off the network")
+	fs.StringVar(&o.SocketGroup, "socket-group", o.SocketGroup, "group (name or numeric GID; 0 is root) that owns the agent's unix sockets, sluice.sock and hubble.sock, with root; they are mode 0660, so its members may use the sluice CLI and hubble. A group the agent is not in needs CAP_CHOWN")
 	fs.BoolVar(&o.PolicyAudit, "policy-audit", o.PolicyAudit, "audit mode for every endpoint: report would-be policy denials (verdict audit) and forward them; per namespace: label sluice.io/policy-audit=true")
 	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
 	fs.DurationVar(&o.Datapath.DropEventInterval, "drop-event-interval", o.Datapath.DropEventInterval, "at most one drop event per flow and reason per interval; the drops in between are counted in the next event (negative: report every drop)")
@@ -154,6 +162,9 @@ func (o *Options) Validate() error {
 		if _, _, err := net.SplitHostPort(o.MetricsAddress); err != nil {
 			errs = append(errs, fmt.Errorf("--metrics-address %q must be HOST:PORT or :PORT, e.g. :9962 or 127.0.0.1:9962", o.MetricsAddress))
 		}
+	}
+	if _, err := statedir.LookupGroup(o.SocketGroup); err != nil {
+		errs = append(errs, fmt.Errorf("--socket-group: %w", err))
 	}
 	if o.CTGCInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--ct-gc-interval %s must be at least 1s", o.CTGCInterval))

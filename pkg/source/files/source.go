@@ -17,6 +17,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
 const (
@@ -436,7 +437,8 @@ func (s *Source) merge(cand map[string][]entry, fresh map[string]bool) (*model.S
 }
 
 // save writes the last good objects atomically (temp file + rename), so a
-// crash mid-write leaves the previous version rather than a torn file.
+// crash mid-write leaves the previous version rather than a torn file, and
+// with mode 0600: they are the node's whole configuration.
 func (s *Source) save() {
 	if s.opts.StatePath == "" {
 		return
@@ -454,7 +456,7 @@ func (s *Source) save() {
 		return
 	}
 	if err == nil {
-		err = writeFileAtomic(s.opts.StatePath, data)
+		err = statedir.WriteFile(s.opts.StatePath, data)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -465,32 +467,6 @@ func (s *Source) save() {
 	}
 	s.saveErr = nil
 	s.saved = data
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
 }
 
 // addWatches watches the directory, and its parent so that creating,

@@ -226,7 +226,9 @@ func TestSourceRestartFromSavedState(t *testing.T) {
 	require.NoError(t, first.Start(ctx, model.NewStore()))
 	cancel()
 	<-first.Done()
-	require.FileExists(t, statePath)
+	fi, err := os.Stat(statePath)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode(), "the node's whole configuration: root's only")
 
 	t.Run("bad file uses its saved objects", func(t *testing.T) {
 		writeFile(t, filepath.Join(dir, "pods.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {bogus: 1}\n")
