@@ -274,7 +274,8 @@ func newSource(opts Options, log *slog.Logger) (modelSource, error) {
 		return k8s.New(k8s.Options{Client: client, NodeName: opts.NodeName, Logger: log.With("component", "kubernetes")})
 	}
 	return files.New(files.Options{
-		Dir: opts.ManifestDir, StatePath: filepath.Join(opts.StateDir, "model.json"), Logger: log.With("component", "files"),
+		Dir: opts.ManifestDir, StatePath: filepath.Join(opts.StateDir, "model.json"), MaxBytes: opts.ManifestMaxBytes,
+		Logger: log.With("component", "files"),
 	})
 }
 

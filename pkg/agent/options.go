@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/k8s"
 	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/service"
+	"github.com/sluice-net/sluice/pkg/source/files"
 	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
@@ -56,6 +57,9 @@ type Options struct {
 	// The sockets are mode 0660, so its members can use `sluice` and
 	// `hubble` without root.
 	SocketGroup string
+	// ManifestMaxBytes is the largest manifest file the files source
+	// reads; a larger one is refused.
+	ManifestMaxBytes int64
 }
 
 // hubbleSocket is where the observer API listens.
@@ -80,8 +84,9 @@ func Defaults() Options {
 		Datapath:    datapath.Defaults(),
 		FlowBuffer:  4096,
 		LBAlgorithm: "random", MaglevSeed: "sluice",
-		MetricsAddress: DefaultMetricsAddress,
-		SocketGroup:    "0",
+		MetricsAddress:   DefaultMetricsAddress,
+		SocketGroup:      "0",
+		ManifestMaxBytes: files.DefaultMaxBytes,
 	}
 }
 
@@ -90,6 +95,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "name of this node (pods with this spec.nodeName are local); default $NODE_NAME or the hostname")
 	fs.StringVar(&o.Source, "source", o.Source, "source of truth: files (a directory of Kubernetes YAML) or kubernetes (the API server)")
 	fs.StringVar(&o.ManifestDir, "manifests", o.ManifestDir, "directory of manifests for --source=files")
+	fs.Int64Var(&o.ManifestMaxBytes, "manifest-max-bytes", o.ManifestMaxBytes, "largest manifest file --source=files reads; a larger one is refused unread, with an error naming it, and its last good objects stay in force")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file for --source=kubernetes (default: the in-cluster configuration of the pod's service account)")
 	fs.StringVar(&o.BPFRoot, "bpf-root", o.BPFRoot, "bpffs directory this agent owns (maps and links are pinned here)")
 	fs.StringVar(&o.CgroupRoot, "cgroup-root", o.CgroupRoot, "cgroup v2 directory for socket hooks (default: the cgroup2 mount)")
@@ -162,6 +168,9 @@ func (o *Options) Validate() error {
 		if _, _, err := net.SplitHostPort(o.MetricsAddress); err != nil {
 			errs = append(errs, fmt.Errorf("--metrics-address %q must be HOST:PORT or :PORT, e.g. :9962 or 127.0.0.1:9962", o.MetricsAddress))
 		}
+	}
+	if o.ManifestMaxBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--manifest-max-bytes %d must be positive (default %d)", o.ManifestMaxBytes, files.DefaultMaxBytes))
 	}
 	if _, err := statedir.LookupGroup(o.SocketGroup); err != nil {
 		errs = append(errs, fmt.Errorf("--socket-group: %w", err))
