@@ -86,11 +86,11 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		return fmt.Errorf("create state dir: %w", err)
 	}
 	a.setStage("probing the kernel")
-	ms, err := listenMetrics(opts.MetricsAddress, a.getStage, log.With("component", "metrics"))
+	web, err := listenHTTP(opts.HealthAddress, opts.MetricsAddress, a.getStage, log.With("component", "http"))
 	if err != nil {
 		return err
 	}
-	defer ms.stop()
+	defer web.stop()
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (a few MiB by
 	// default) rather than to the memory cgroup; lift it there. A no-op on
 	// newer kernels.
@@ -229,7 +229,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		wg.Wait()
 		return err
 	}
-	ms.serve(a)
+	web.serve(a)
 	log.Info("agent running", "node", opts.NodeName, "api", filepath.Join(opts.StateDir, api.SocketName))
 
 	select {
@@ -244,7 +244,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	shutCtx, c2 := context.WithTimeout(context.Background(), 2*time.Second)
 	defer c2()
 	_ = srv.Shutdown(shutCtx)
-	ms.stop()
+	web.stop()
 	reader.Close()
 	wg.Wait()
 	return err
