@@ -350,6 +350,29 @@ func configData(t *testing.T, objs []object, agentC *corev1.Container, spec *cor
 	return ""
 }
 
+// agentSettings parses the agent container's arguments and its ConfigMap's
+// config.yaml (returned too) with sluice-agent's own flag set and config
+// file reader, in the environment the kubelet gives the pod.
+func agentSettings(t *testing.T, objs []object) (*agent.Options, *pflag.FlagSet, string) {
+	t.Helper()
+	ds := only[*appsv1.DaemonSet](t, objs)
+	spec := &ds.Spec.Template.Spec
+	agentC := container(t, spec, "agent")
+	opts, fs := agentFlags()
+	require.NoError(t, fs.Parse(agentC.Args))
+	require.Empty(t, fs.Args(), "arguments that are not flags")
+	configFile, err := fs.GetString("config")
+	require.NoError(t, err)
+	require.NotEmpty(t, configFile, "the agent should read its ConfigMap")
+	data := configData(t, objs, agentC, spec, configFile)
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(data), 0o644))
+	require.NoError(t, agent.ApplyConfigFile(fs, cfg))
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+	t.Setenv("KUBERNETES_SERVICE_PORT", "443")
+	return opts, fs, data
+}
+
 // disabledSetting is a line "#flag-name: value" of config.yaml: a setting
 // left at the default it shows (prose comments have a space after the #).
 var disabledSetting = regexp.MustCompile(`(?m)^#([a-z0-9][a-z0-9-]*:.*)$`)
@@ -365,20 +388,7 @@ func TestAgentSettingsAreItsFlags(t *testing.T) {
 	agentC := container(t, spec, "agent")
 	require.Empty(t, agentC.Command, "the image's entrypoint is sluice-agent")
 
-	opts, fs := agentFlags()
-	require.NoError(t, fs.Parse(agentC.Args))
-	require.Empty(t, fs.Args(), "arguments that are not flags")
-	configFile, err := fs.GetString("config")
-	require.NoError(t, err)
-	require.NotEmpty(t, configFile, "the agent should read its ConfigMap")
-	data := configData(t, objs, agentC, spec, configFile)
-	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte(data), 0o644))
-	require.NoError(t, agent.ApplyConfigFile(fs, cfg))
-
-	// What the kubelet gives the pod.
-	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
-	t.Setenv("KUBERNETES_SERVICE_PORT", "443")
+	opts, fs, data := agentSettings(t, objs)
 	require.NoError(t, opts.Validate())
 	assert.Equal(t, "kubernetes", opts.Source)
 	assert.Empty(t, opts.Kubeconfig, "in-cluster configuration")
@@ -437,10 +447,10 @@ func TestAgentSettingsAreItsFlags(t *testing.T) {
 	cgroupHost, _ := hostDir(opts.CgroupRoot)
 	assert.Equal(t, "/sys/fs/cgroup", cgroupHost, "--cgroup-root %q must be the host's cgroup v2 root", opts.CgroupRoot)
 
-	// --metrics-address serves the port the probes and Prometheus use.
+	// --metrics-address serves the port Prometheus scrapes.
 	host, port, err := net.SplitHostPort(opts.MetricsAddress)
 	require.NoError(t, err)
-	assert.Empty(t, host, "the kubelet probes the node's address (hostNetwork), not loopback")
+	assert.Empty(t, host, "Prometheus scrapes the pod's address (the node's: hostNetwork), not loopback")
 	metricsPort := -1
 	for _, p := range agentC.Ports {
 		if p.Name == "metrics" {
@@ -450,10 +460,16 @@ func TestAgentSettingsAreItsFlags(t *testing.T) {
 	assert.Equal(t, port, strconv.Itoa(metricsPort), "container port \"metrics\"")
 }
 
+// TestProbesAndScrapeAnnotations: the kubelet probes the agent's
+// --health-address, on the node's loopback, so that the probes do not need
+// the metrics port on every address of the node; Prometheus finds the
+// metrics port through the annotations.
 func TestProbesAndScrapeAnnotations(t *testing.T) {
-	ds := only[*appsv1.DaemonSet](t, loadManifests(t))
+	objs := loadManifests(t)
+	ds := only[*appsv1.DaemonSet](t, objs)
 	spec := &ds.Spec.Template.Spec
 	agentC := container(t, spec, "agent")
+	opts, _, _ := agentSettings(t, objs)
 	var metrics *corev1.ContainerPort
 	for i := range agentC.Ports {
 		if agentC.Ports[i].Name == "metrics" {
@@ -461,14 +477,21 @@ func TestProbesAndScrapeAnnotations(t *testing.T) {
 		}
 	}
 	require.NotNil(t, metrics, "port \"metrics\"")
+	healthHost, healthPort, err := net.SplitHostPort(opts.HealthAddress)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", healthHost, "--health-address stays on loopback")
 	assert.Nil(t, agentC.StartupProbe, "/healthz answers from the agent's start; a startup probe would only delay liveness")
 	probes := map[*corev1.Probe]string{agentC.LivenessProbe: "/healthz", agentC.ReadinessProbe: "/readyz"}
 	for probe, want := range probes {
 		require.NotNil(t, probe, want)
 		require.NotNil(t, probe.HTTPGet, want)
 		assert.Equal(t, want, probe.HTTPGet.Path)
-		assert.Equal(t, intstr.FromString("metrics"), probe.HTTPGet.Port, want)
-		assert.Empty(t, probe.HTTPGet.Host, "%s: the node's address, where :%d listens", want, metrics.ContainerPort)
+		assert.Equal(t, healthHost, probe.HTTPGet.Host, "%s: --health-address %s", want, opts.HealthAddress)
+		assert.Equal(t, healthPort, probe.HTTPGet.Port.String(), "%s: --health-address %s", want, opts.HealthAddress)
+		assert.Equal(t, intstr.Int, probe.HTTPGet.Port.Type, "%s: a port number (no container port is declared for a loopback address)", want)
+	}
+	for _, p := range agentC.Ports {
+		assert.NotEqual(t, healthPort, strconv.Itoa(int(p.ContainerPort)), "the health port is not exposed")
 	}
 	ann := ds.Spec.Template.Annotations
 	assert.Equal(t, "true", ann["prometheus.io/scrape"])

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -32,6 +31,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/policysync"
 	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/source/files"
+	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
 // Agent is a running node agent.
@@ -86,11 +86,11 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		return fmt.Errorf("create state dir: %w", err)
 	}
 	a.setStage("probing the kernel")
-	ms, err := listenMetrics(opts.MetricsAddress, a.getStage, log.With("component", "metrics"))
+	web, err := listenHTTP(opts.HealthAddress, opts.MetricsAddress, a.getStage, log.With("component", "http"))
 	if err != nil {
 		return err
 	}
-	defer ms.stop()
+	defer web.stop()
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (a few MiB by
 	// default) rather than to the memory cgroup; lift it there. A no-op on
 	// newer kernels.
@@ -219,7 +219,8 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	a.flows = &flowSink{store: fstore, conv: &flow.Converter{NodeName: opts.NodeName, Version: version, Enricher: newEnricher(a)},
 		observe: a.metrics.ObserveFlow}
 	hubble, err := observer.Start(observer.Config{
-		SocketPath: opts.hubbleSocket(), TCPAddress: opts.HubbleAddress, NodeName: opts.NodeName, Version: version,
+		SocketPath: opts.hubbleSocket(), SocketGroup: opts.SocketGroup, TCPAddress: opts.HubbleAddress,
+		NodeName: opts.NodeName, Version: version,
 	}, fstore, log.With("component", "observer"))
 	if err != nil {
 		return fmt.Errorf("hubble observer: %w", err)
@@ -241,7 +242,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		wg.Wait()
 		return err
 	}
-	ms.serve(a)
+	web.serve(a)
 	log.Info("agent running", "node", opts.NodeName, "api", filepath.Join(opts.StateDir, api.SocketName))
 
 	select {
@@ -256,7 +257,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	shutCtx, c2 := context.WithTimeout(context.Background(), 2*time.Second)
 	defer c2()
 	_ = srv.Shutdown(shutCtx)
-	ms.stop()
+	web.stop()
 	reader.Close()
 	wg.Wait()
 	return err
@@ -286,7 +287,8 @@ func newSource(opts Options, log *slog.Logger) (modelSource, error) {
 		return k8s.New(k8s.Options{Client: client, NodeName: opts.NodeName, Logger: log.With("component", "kubernetes")})
 	}
 	return files.New(files.Options{
-		Dir: opts.ManifestDir, StatePath: filepath.Join(opts.StateDir, "model.json"), Logger: log.With("component", "files"),
+		Dir: opts.ManifestDir, StatePath: filepath.Join(opts.StateDir, "model.json"), MaxBytes: opts.ManifestMaxBytes,
+		Logger: log.With("component", "files"),
 	})
 }
 
@@ -488,11 +490,13 @@ func (a *Agent) status() api.Status {
 }
 
 func (a *Agent) serveAPI() (*http.Server, error) {
-	path := filepath.Join(a.opts.StateDir, api.SocketName)
-	_ = os.Remove(path) // a dead agent's socket
-	ln, err := net.Listen("unix", path)
+	gid, err := statedir.LookupGroup(a.opts.SocketGroup)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
+		return nil, fmt.Errorf("--socket-group: %w", err)
+	}
+	ln, err := statedir.ListenUnix(filepath.Join(a.opts.StateDir, api.SocketName), gid)
+	if err != nil {
+		return nil, fmt.Errorf("local API: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.status()) })

@@ -18,59 +18,92 @@ import (
 	"github.com/sluice-net/sluice/pkg/metrics"
 )
 
-// DefaultMetricsAddress is where the agent serves /metrics, /healthz and
-// /readyz unless --metrics-address says otherwise: Cilium's agent port for
-// Prometheus, on every address of the node (the agent runs with
-// hostNetwork, and the kubelet probes the pod IP, which is the node's).
+// DefaultMetricsAddress is where the agent serves /metrics (with /healthz
+// and /readyz) unless --metrics-address says otherwise: Cilium's agent port
+// for Prometheus, on every address of the node (the agent runs with
+// hostNetwork, and Prometheus scrapes the pod IP, which is the node's).
 const DefaultMetricsAddress = ":9962"
 
-// metricsServer serves the collector with the health endpoints on
-// --metrics-address. Its listener is opened, and /healthz answered, before
-// the source syncs or the datapath is touched: a taken port fails the start
-// instead of a scrape later, and the kubelet's liveness probe sees a live
-// process during a first sync that can take minutes on a large cluster.
-// Until the datapath is loaded /metrics carries only the process's and Go's
-// metrics and /readyz answers 503 naming the stage the agent is in.
-type metricsServer struct {
-	ln    net.Listener
-	srv   *http.Server
-	close sync.Once
+// DefaultHealthAddress is where the agent serves /healthz and /readyz for
+// the kubelet's probes unless --health-address says otherwise: loopback
+// only, which a probe of a hostNetwork pod reaches with host 127.0.0.1 and
+// nothing off the node reaches at all. The port is Cilium's agent health
+// port.
+const DefaultHealthAddress = "127.0.0.1:9879"
+
+// httpServers serve the probes on --health-address, and the collector with
+// the probes on --metrics-address. Their listeners are opened, and /healthz
+// answered, before the source syncs or the datapath is touched: a taken
+// port fails the start instead of a probe or a scrape later, and the
+// kubelet's liveness probe sees a live process during a first sync that
+// can take minutes on a large cluster. Until the datapath is loaded
+// /metrics carries only the process's and Go's metrics and /readyz answers
+// 503 naming the stage the agent is in.
+type httpServers struct {
+	// health and metrics are nil when their address is empty.
+	health, metrics *httpServer
+	close           sync.Once
 
 	gatherer atomic.Pointer[prometheus.Registry]
 	ready    atomic.Pointer[func() error]
 }
 
-// listenMetrics opens addr and starts serving health at once; an empty addr
-// disables the server (nil). stage names what the agent is doing while it
-// starts, for /readyz.
-func listenMetrics(addr string, stage func() string, log *slog.Logger) (*metricsServer, error) {
-	if addr == "" {
+// httpServer is one listener and what serves it.
+type httpServer struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// listenHTTP opens healthAddr and metricsAddr and starts serving at once;
+// an empty address disables its server, and with both empty there is none
+// (nil). stage names what the agent is doing while it starts, for /readyz.
+func listenHTTP(healthAddr, metricsAddr string, stage func() string, log *slog.Logger) (*httpServers, error) {
+	if healthAddr == "" && metricsAddr == "" {
 		return nil, nil
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics-address %s: %w", addr, err)
-	}
-	s := &metricsServer{ln: ln}
+	s := &httpServers{}
 	s.gatherer.Store(metrics.NewRegistry(nil))
 	starting := func() error { return fmt.Errorf("starting: %s", stage()) }
 	s.ready.Store(&starting)
 	gather := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return s.gatherer.Load().Gather() })
 	ready := func() error { return (*s.ready.Load())() }
-	s.srv = &http.Server{Handler: metrics.Handler(gather, ready, log), ReadHeaderTimeout: 5 * time.Second}
+	var err error
+	if healthAddr != "" {
+		if s.health, err = serveHTTP("--health-address", healthAddr, metrics.HealthHandler(ready), log); err != nil {
+			return nil, err
+		}
+		log.Info("serving health probes", "address", s.health.ln.Addr().String(),
+			"paths", []string{metrics.PathHealthz, metrics.PathReadyz})
+	}
+	if metricsAddr != "" {
+		if s.metrics, err = serveHTTP("--metrics-address", metricsAddr, metrics.Handler(gather, ready, log), log); err != nil {
+			s.stop()
+			return nil, err
+		}
+		log.Info("serving metrics and health", "address", s.metrics.ln.Addr().String(),
+			"paths", []string{metrics.PathMetrics, metrics.PathHealthz, metrics.PathReadyz})
+	}
+	return s, nil
+}
+
+// serveHTTP listens on addr, named by flag in errors, and serves h there.
+func serveHTTP(flag, addr string, h http.Handler, log *slog.Logger) (*httpServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", flag, addr, err)
+	}
+	s := &httpServer{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}}
 	go func() {
-		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server", "error", err)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "address", addr, "error", err)
 		}
 	}()
-	log.Info("serving metrics and health", "address", s.ln.Addr().String(),
-		"paths", []string{metrics.PathMetrics, metrics.PathHealthz, metrics.PathReadyz})
 	return s, nil
 }
 
 // serve switches to a's collector and readiness, once the datapath is
 // loaded and every component a.ready asks exists.
-func (s *metricsServer) serve(a *Agent) {
+func (s *httpServers) serve(a *Agent) {
 	if s == nil {
 		return
 	}
@@ -79,19 +112,24 @@ func (s *metricsServer) serve(a *Agent) {
 	s.ready.Store(&ready)
 }
 
-// stop ends serving (within a short grace for a scrape in flight) before
+// stop ends serving (within a short grace for a request in flight) before
 // the datapath's maps are closed; it may be called more than once.
-func (s *metricsServer) stop() {
+func (s *httpServers) stop() {
 	if s == nil {
 		return
 	}
 	s.close.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_ = s.srv.Shutdown(ctx)
-		// Shutdown closes only listeners Serve has begun with; the serving
-		// goroutine may not have started yet.
-		_ = s.ln.Close()
+		for _, h := range []*httpServer{s.health, s.metrics} {
+			if h == nil {
+				continue
+			}
+			_ = h.srv.Shutdown(ctx)
+			// Shutdown closes only listeners Serve has begun with; the
+			// serving goroutine may not have started yet.
+			_ = h.ln.Close()
+		}
 	})
 }
 

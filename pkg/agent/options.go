@@ -17,6 +17,8 @@ import (
 	"github.com/sluice-net/sluice/pkg/k8s"
 	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/service"
+	"github.com/sluice-net/sluice/pkg/source/files"
+	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
 // DefaultStateDir holds the API socket and the saved model.
@@ -49,9 +51,20 @@ type Options struct {
 	// <state-dir>/hubble.sock); HubbleAddress an optional TCP address.
 	HubbleSocket  string
 	HubbleAddress string
-	// MetricsAddress serves Prometheus metrics (/metrics) and the health
-	// probes (/healthz, /readyz) over HTTP; empty disables all three.
+	// HealthAddress serves the health probes (/healthz, /readyz) over
+	// HTTP, on loopback by default; empty disables it.
+	HealthAddress string
+	// MetricsAddress serves Prometheus metrics (/metrics), and the probes
+	// too, over HTTP; empty disables it.
 	MetricsAddress string
+	// SocketGroup owns the unix sockets in the state directory (the local
+	// API, the Hubble observer) with root: a group name or numeric GID.
+	// The sockets are mode 0660, so its members can use `sluice` and
+	// `hubble` without root.
+	SocketGroup string
+	// ManifestMaxBytes is the largest manifest file the files source
+	// reads; a larger one is refused.
+	ManifestMaxBytes int64
 }
 
 // hubbleSocket is where the observer API listens.
@@ -76,7 +89,10 @@ func Defaults() Options {
 		Datapath:    datapath.Defaults(),
 		FlowBuffer:  4096,
 		LBAlgorithm: "random", MaglevSeed: "sluice",
-		MetricsAddress: DefaultMetricsAddress,
+		HealthAddress:    DefaultHealthAddress,
+		MetricsAddress:   DefaultMetricsAddress,
+		SocketGroup:      "0",
+		ManifestMaxBytes: files.DefaultMaxBytes,
 	}
 }
 
@@ -85,6 +101,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "name of this node (pods with this spec.nodeName are local); default $NODE_NAME or the hostname")
 	fs.StringVar(&o.Source, "source", o.Source, "source of truth: files (a directory of Kubernetes YAML) or kubernetes (the API server)")
 	fs.StringVar(&o.ManifestDir, "manifests", o.ManifestDir, "directory of manifests for --source=files")
+	fs.Int64Var(&o.ManifestMaxBytes, "manifest-max-bytes", o.ManifestMaxBytes, "largest manifest file --source=files reads; a larger one is refused unread, with an error naming it, and its last good objects stay in force")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file for --source=kubernetes (default: the in-cluster configuration of the pod's service account)")
 	fs.StringVar(&o.BPFRoot, "bpf-root", o.BPFRoot, "bpffs directory this agent owns (maps and links are pinned here)")
 	fs.StringVar(&o.CgroupRoot, "cgroup-root", o.CgroupRoot, "cgroup v2 directory for socket hooks (default: the cgroup2 mount)")
@@ -111,7 +128,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.FlowBuffer, "flow-buffer", o.FlowBuffer, "flows kept in memory for the Hubble observer API and `sluice observe`")
 	fs.StringVar(&o.HubbleSocket, "hubble-socket", o.HubbleSocket, "unix socket of the Hubble observer API (default <state-dir>/hubble.sock)")
 	fs.StringVar(&o.HubbleAddress, "hubble-listen-address", o.HubbleAddress, "also serve the Hubble observer API on this TCP address (plaintext gRPC: bind it where only trusted clients reach), e.g. :4244")
-	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "HTTP address serving Prometheus metrics on /metrics, liveness on /healthz (the process serves) and readiness on /readyz (the agent is ready, as in `sluice status`); one server for all three, empty disables it (and the probes); e.g. 127.0.0.1:9962 to keep it off the network")
+	fs.StringVar(&o.HealthAddress, "health-address", o.HealthAddress, "HTTP address serving liveness on /healthz (the process serves) and readiness on /readyz (the agent is ready, as in `sluice status`) for the kubelet's probes; loopback by default, empty disables it")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "HTTP address serving Prometheus metrics on /metrics, and /healthz and /readyz too; every address of the node by default: bind it to the node's internal address (e.g. 10.0.0.5:9962) or 127.0.0.1:9962 to keep it off other networks, or set it empty to disable it")
+	fs.StringVar(&o.SocketGroup, "socket-group", o.SocketGroup, "group (name or numeric GID; 0 is root) that owns the agent's unix sockets, sluice.sock and hubble.sock, with root; they are mode 0660, so its members may use the sluice CLI and hubble. A group the agent is not in needs CAP_CHOWN")
 	fs.BoolVar(&o.PolicyAudit, "policy-audit", o.PolicyAudit, "audit mode for every endpoint: report would-be policy denials (verdict audit) and forward them; per namespace: label sluice.io/policy-audit=true")
 	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
 	fs.DurationVar(&o.Datapath.DropEventInterval, "drop-event-interval", o.Datapath.DropEventInterval, "at most one drop event per flow and reason per interval; the drops in between are counted in the next event (negative: report every drop)")
@@ -157,6 +176,20 @@ func (o *Options) Validate() error {
 		if _, _, err := net.SplitHostPort(o.MetricsAddress); err != nil {
 			errs = append(errs, fmt.Errorf("--metrics-address %q must be HOST:PORT or :PORT, e.g. :9962 or 127.0.0.1:9962", o.MetricsAddress))
 		}
+	}
+	if o.HealthAddress != "" {
+		if _, _, err := net.SplitHostPort(o.HealthAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--health-address %q must be HOST:PORT, e.g. %s", o.HealthAddress, DefaultHealthAddress))
+		}
+		if o.HealthAddress == o.MetricsAddress {
+			errs = append(errs, fmt.Errorf("--health-address and --metrics-address are both %s: the metrics server serves the probes as well, so set --health-address= (empty) to serve them there alone", o.HealthAddress))
+		}
+	}
+	if o.ManifestMaxBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--manifest-max-bytes %d must be positive (default %d)", o.ManifestMaxBytes, files.DefaultMaxBytes))
+	}
+	if _, err := statedir.LookupGroup(o.SocketGroup); err != nil {
+		errs = append(errs, fmt.Errorf("--socket-group: %w", err))
 	}
 	if o.CTGCInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--ct-gc-interval %s must be at least 1s", o.CTGCInterval))

@@ -18,11 +18,13 @@ func TestOptionsValidateNamesEverySetting(t *testing.T) {
 	require.NoError(t, fs.Parse([]string{
 		"--node-name=", "--source=etcd", "--attach-mode=xdp", "--log-level=loud",
 		"--bpf-root=relative/dir", "--ct-gc-interval=10ms", "--ct-max=5", "--events-buffer=1000",
+		"--socket-group=no-such-group-sluice", "--manifest-max-bytes=0",
 	}))
 	err := o.Validate()
 	require.Error(t, err)
 	for _, want := range []string{"--node-name", `--source="etcd"`, `--attach-mode="xdp"`, `--log-level="loud"`,
-		`--bpf-root "relative/dir"`, "--ct-gc-interval 10ms", "ct-max 5", "events-buffer 1000"} {
+		`--bpf-root "relative/dir"`, "--ct-gc-interval 10ms", "ct-max 5", "events-buffer 1000",
+		`--socket-group: no group "no-such-group-sluice"`, "--manifest-max-bytes 0 must be positive"} {
 		require.ErrorContains(t, err, want)
 	}
 }

@@ -13,5 +13,6 @@
 // a rising counter instead of a silently missing series.
 //
 // Handler serves /metrics with /healthz and /readyz on the agent's
-// --metrics-address.
+// --metrics-address; HealthHandler serves /healthz and /readyz alone on its
+// loopback --health-address, for the kubelet's probes.
 package metrics

@@ -35,9 +35,9 @@ func NewRegistry(c *Collector) *prometheus.Registry {
 	return reg
 }
 
-// Handler serves PathMetrics from g, PathHealthz and PathReadyz; ready
-// returns nil when the agent is ready, else what it still waits for. log,
-// if not nil, gets the errors of gathering (the metrics that could be
+// Handler serves PathMetrics from g, and the probes as HealthHandler does;
+// ready returns nil when the agent is ready, else what it still waits for.
+// log, if not nil, gets the errors of gathering (the metrics that could be
 // gathered are served anyway).
 func Handler(g prometheus.Gatherer, ready func() error, log *slog.Logger) http.Handler {
 	opts := promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}
@@ -46,6 +46,19 @@ func Handler(g prometheus.Gatherer, ready func() error, log *slog.Logger) http.H
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(g, opts))
+	handleHealth(mux, ready)
+	return mux
+}
+
+// HealthHandler serves PathHealthz and PathReadyz alone: the agent's
+// --health-address, which the kubelet probes, without the metrics.
+func HealthHandler(ready func() error) http.Handler {
+	mux := http.NewServeMux()
+	handleHealth(mux, ready)
+	return mux
+}
+
+func handleHealth(mux *http.ServeMux, ready func() error) {
 	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -58,7 +71,6 @@ func Handler(g prometheus.Gatherer, ready func() error, log *slog.Logger) http.H
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
-	return mux
 }
 
 // slogPrintln is promhttp's error logger on slog.

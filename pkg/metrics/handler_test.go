@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,17 +9,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-)
 
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(b)
-}
+	"github.com/sluice-net/sluice/pkg/testutil"
+)
 
 // What a Prometheus server and the kubelet's probes see.
 func TestHandler(t *testing.T) {
@@ -34,7 +25,7 @@ func TestHandler(t *testing.T) {
 	}, nil))
 	t.Cleanup(srv.Close)
 
-	code, body := get(t, srv.URL+PathMetrics)
+	code, body := testutil.HTTPGet(t, srv.URL+PathMetrics)
 	require.Equal(t, http.StatusOK, code)
 	for _, want := range []string{
 		`sluice_datapath_packets_total{direction="egress",metric="forwarded",reason=""} 10`,
@@ -48,15 +39,15 @@ func TestHandler(t *testing.T) {
 		require.Contains(t, body, want)
 	}
 
-	code, body = get(t, srv.URL+PathHealthz)
+	code, body = testutil.HTTPGet(t, srv.URL+PathHealthz)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "ok\n", body)
 
-	code, body = get(t, srv.URL+PathReadyz)
+	code, body = testutil.HTTPGet(t, srv.URL+PathReadyz)
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, "not ready: waiting for the initial sync of services", strings.TrimSpace(body))
 	ready.Store(true)
-	code, body = get(t, srv.URL+PathReadyz)
+	code, body = testutil.HTTPGet(t, srv.URL+PathReadyz)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "ok\n", body)
 
@@ -64,4 +55,28 @@ func TestHandler(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+}
+
+// The health address serves the probes and nothing else: no metrics on a
+// port that exists only for the kubelet.
+func TestHealthHandler(t *testing.T) {
+	var ready atomic.Bool
+	srv := httptest.NewServer(HealthHandler(func() error {
+		if !ready.Load() {
+			return errors.New("starting: loading the datapath")
+		}
+		return nil
+	}))
+	t.Cleanup(srv.Close)
+	code, body := testutil.HTTPGet(t, srv.URL+PathHealthz)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok\n", body)
+	code, body = testutil.HTTPGet(t, srv.URL+PathReadyz)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "not ready: starting: loading the datapath\n", body)
+	ready.Store(true)
+	code, _ = testutil.HTTPGet(t, srv.URL+PathReadyz)
+	require.Equal(t, http.StatusOK, code)
+	code, _ = testutil.HTTPGet(t, srv.URL+PathMetrics)
+	require.Equal(t, http.StatusNotFound, code)
 }

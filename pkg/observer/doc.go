@@ -11,5 +11,5 @@
 // CEL) with InvalidArgument rather than silently returning nothing.
 // ServerStatus and GetNodes report the single node. The standard gRPC
 // health service runs on the same server. Listening is plaintext on a
-// unix socket (mode 0660) and, optionally, a TCP address.
+// unix socket (mode 0660, group Config.SocketGroup) and, optionally, a TCP address.
 package observer

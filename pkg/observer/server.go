@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sluice-net/sluice/pkg/flow"
+	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
 // DefaultSocketName is the observer socket's file name in the agent's
@@ -47,6 +45,10 @@ type Config struct {
 	// The server speaks plaintext gRPC: bind it to an address only
 	// trusted clients reach.
 	TCPAddress string
+	// SocketGroup is the socket's group, a name or a numeric GID, whose
+	// members may read flows; empty leaves it the process's own (root's,
+	// for the agent). The socket is mode 0660 from the moment it exists.
+	SocketGroup string
 	// NodeName and Version are what ServerStatus and GetNodes report.
 	NodeName string
 	Version  string
@@ -60,6 +62,9 @@ func (c *Config) Validate() error {
 	case len(c.SocketPath) > maxSocketPath:
 		return fmt.Errorf("observer socket path %q is %d bytes long, longer than the %d a unix socket allows: use a shorter state directory",
 			c.SocketPath, len(c.SocketPath), maxSocketPath)
+	}
+	if _, err := statedir.LookupGroup(c.SocketGroup); err != nil {
+		return fmt.Errorf("observer socket: %w", err)
 	}
 	if c.TCPAddress != "" {
 		if _, _, err := net.SplitHostPort(c.TCPAddress); err != nil {
@@ -77,8 +82,7 @@ type Server struct {
 	grpc      *grpc.Server
 	health    *health.Server
 	cancel    context.CancelFunc
-	listeners []net.Listener
-	socket    string // the socket file this server made; "" before
+	listeners []net.Listener // the unix socket's removes its file on Close
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -100,12 +104,16 @@ func Start(cfg Config, store *flow.Store, log *slog.Logger) (*Server, error) {
 		}
 	}()
 
-	ul, err := listenUnix(cfg.SocketPath)
+	gid, err := statedir.LookupGroup(cfg.SocketGroup)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("observer socket: %w", err)
+	}
+	// Flows name every pod and peer: root and the socket's group only.
+	ul, err := statedir.ListenUnix(cfg.SocketPath, gid)
+	if err != nil {
+		return nil, fmt.Errorf("observer: %w", err)
 	}
 	s.listeners = append(s.listeners, ul)
-	s.socket = cfg.SocketPath // ours to remove from now on
 	address := "unix://" + cfg.SocketPath
 	if cfg.TCPAddress != "" {
 		tl, err := net.Listen("tcp", cfg.TCPAddress)
@@ -138,32 +146,6 @@ func Start(cfg Config, store *flow.Store, log *slog.Logger) (*Server, error) {
 	ok = true
 	log.Info("observer listening", "socket", cfg.SocketPath, "tcp", cfg.TCPAddress)
 	return s, nil
-}
-
-// listenUnix listens on path, replacing the socket a previous agent left
-// behind but never another kind of file.
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create the observer socket's directory: %w", err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("observer socket path %s exists and is not a socket: remove it or choose another path", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale observer socket: %w", err)
-		}
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen for the observer on %s: %w", path, err)
-	}
-	// Flows name every pod and peer: root and the socket's group only.
-	if err := os.Chmod(path, 0o660); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("restrict the observer socket: %w", err)
-	}
-	return l, nil
 }
 
 // Addrs returns the addresses listened on: the unix socket, then TCP.
@@ -200,12 +182,7 @@ func (s *Server) Close() error {
 
 func (s *Server) closeListeners() {
 	for _, l := range s.listeners {
-		_ = l.Close() // already closed by Serve's end, normally
-	}
-	if s.socket == "" {
-		return
-	}
-	if err := os.Remove(s.socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Warn("remove observer socket", "path", s.socket, "error", err)
+		// Serve's end closed it, normally; the unix socket's file goes now.
+		_ = l.Close()
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/identity"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/policy"
+	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
 type nsName = model.NamespacedName
@@ -460,15 +461,12 @@ func (r *Reconciler) saveIdentities(s identity.Snapshot) {
 	if err != nil || string(b) == r.savedIDs {
 		return
 	}
-	tmp := filepath.Join(r.opts.StateDir, identitiesFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o644); err == nil {
-		err = os.Rename(tmp, filepath.Join(r.opts.StateDir, identitiesFile))
-		if err == nil {
-			r.savedIDs = string(b)
-			return
-		}
+	// Mode 0600, written atomically: the label sets of the cluster's pods.
+	if err := statedir.WriteFile(filepath.Join(r.opts.StateDir, identitiesFile), b); err != nil {
+		r.log.Warn("save identities", "error", err)
+		return
 	}
-	r.log.Warn("save identities", "error", err)
+	r.savedIDs = string(b)
 }
 
 // Status summarises policy for `sluice status`.

@@ -7,6 +7,8 @@ package policysync
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -109,7 +111,11 @@ func TestReconciler(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, rev2, rev1)
 
-	// Identities are kept across a restart.
+	// Identities are kept across a restart, in a file only root reads:
+	// they list every label set of the cluster's pods.
+	fi, err := os.Stat(filepath.Join(stateDir, identitiesFile))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode(), "identities.json")
 	r2, err := New(Options{NodeName: "n1", Maps: m, Store: store, StateDir: stateDir})
 	require.NoError(t, err)
 	id2, _ := r2.Prepare(b, 7)

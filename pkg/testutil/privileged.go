@@ -1,4 +1,5 @@
-// Package testutil holds helpers shared by Sluice's privileged tests.
+// Package testutil holds helpers shared by Sluice's tests, the privileged
+// ones in particular.
 package testutil
 
 import (

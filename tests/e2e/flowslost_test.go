@@ -140,7 +140,7 @@ func TestFlowsLostEventsAreCountedExactly(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(e.cli(n1, "status", "-o", "json")), &st))
 	require.Equal(t, total, st.EventsLost, "sluice status: events lost")
 	require.Equal(t, total, st.Flows.Lost, "sluice status: lost notices in the flow store")
-	_, body := mustAgentGet(t, n1, "/metrics")
+	_, body := mustAgentGet(t, n1, metricsPort, "/metrics")
 	m, ok := sample(body, "sluice_events_lost_total")
 	require.True(t, ok, "sluice_events_lost_total in:\n%s", body)
 	require.Equal(t, float64(total), m, "sluice_events_lost_total")

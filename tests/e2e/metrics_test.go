@@ -3,11 +3,14 @@ package e2e
 // A real agent's Prometheus endpoint, scraped from inside its node the way
 // a node-local Prometheus (or the kubelet's probes) reach it.
 //
-//	 node1 (routed), agent --metrics-address :9962 (the default)
+//	 node1 (routed), agent --metrics-address :9962, --health-address
+//	 127.0.0.1:9879 (the defaults)
 //	 ┌ client ──┐ TCP 8080 ┌ server ──┐
 //	 │ egress ▲ │ ───────▶ │ ingress ▼│     GET 127.0.0.1:9962/metrics
 //	 └──────────┘          └──────────┘     in node1's netns: forwarded
-//	                                        packets counted both ways
+//	                                        packets counted both ways;
+//	                                        GET 127.0.0.1:9879/healthz, /readyz
+//	                                        as the kubelet probes it
 
 import (
 	"fmt"
@@ -22,11 +25,17 @@ import (
 	"github.com/sluice-net/sluice/tests/harness"
 )
 
-// agentGet fetches path from the agent's metrics server on n, inside n's netns,
-// with bash's /dev/tcp (the nodes have no curl), and returns the status
-// line and the body.
-func agentGet(t *testing.T, n *harness.Node, path string) (status, body string, err error) {
-	script := fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/9962 && printf 'GET %s HTTP/1.0\r\n\r\n' >&3 && cat <&3`, path)
+// The agent's default ports: --metrics-address, --health-address.
+const (
+	metricsPort = 9962
+	healthPort  = 9879
+)
+
+// agentGet fetches path from the agent's HTTP server on port of n's
+// loopback, inside n's netns, with bash's /dev/tcp (the nodes have no
+// curl), and returns the status line and the body.
+func agentGet(t *testing.T, n *harness.Node, port int, path string) (status, body string, err error) {
+	script := fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/%d && printf 'GET %s HTTP/1.0\r\n\r\n' >&3 && cat <&3`, port, path)
 	out, err := n.Exec(ctx(t), "bash", "-c", script)
 	if err != nil {
 		return "", "", err
@@ -39,9 +48,9 @@ func agentGet(t *testing.T, n *harness.Node, path string) (status, body string, 
 	return status, body, nil
 }
 
-func mustAgentGet(t *testing.T, n *harness.Node, path string) (status, body string) {
+func mustAgentGet(t *testing.T, n *harness.Node, port int, path string) (status, body string) {
 	t.Helper()
-	status, body, err := agentGet(t, n, path)
+	status, body, err := agentGet(t, n, port, path)
 	require.NoError(t, err)
 	return status, body
 }
@@ -68,13 +77,18 @@ func TestAgentMetrics(t *testing.T) {
 	_, err := server.StartTCPEchoServer(8080)
 	require.NoError(t, err)
 
-	status, body := mustAgentGet(t, n1, "/healthz")
-	require.Contains(t, status, " 200 ")
-	require.Equal(t, "ok\n", body)
-	status, _ = mustAgentGet(t, n1, "/readyz")
-	require.Contains(t, status, " 200 ", "the agent is ready (startAgent waited for it)")
+	// The probes on the health address, and on the metrics address too.
+	for _, port := range []int{healthPort, metricsPort} {
+		status, body := mustAgentGet(t, n1, port, "/healthz")
+		require.Contains(t, status, " 200 ", "port %d", port)
+		require.Equal(t, "ok\n", body)
+		status, _ = mustAgentGet(t, n1, port, "/readyz")
+		require.Contains(t, status, " 200 ", "port %d: the agent is ready (startAgent waited for it)", port)
+	}
+	status, _ := mustAgentGet(t, n1, healthPort, "/metrics")
+	require.Contains(t, status, " 404 ", "the health address serves the probes only")
 
-	_, body = mustAgentGet(t, n1, "/metrics")
+	_, body := mustAgentGet(t, n1, metricsPort, "/metrics")
 	before, _ := sample(body, `sluice_datapath_packets_total{direction="egress",metric="forwarded",reason=""}`)
 	for range 3 {
 		echo(t, &client.Host, "TCP", server.IP, 8080)
@@ -83,7 +97,7 @@ func TestAgentMetrics(t *testing.T) {
 	// Counters are read from the maps at scrape time; flows arrive through
 	// the ring buffer, which the agent polls.
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		_, body, err := agentGet(t, n1, "/metrics")
+		_, body, err := agentGet(t, n1, metricsPort, "/metrics")
 		if !assert.NoError(c, err) {
 			return
 		}

@@ -147,8 +147,9 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 	}
 	res.bins = make([]*binResult, len(bins))
 	for i, b := range bins {
-		res.bins[i] = &binResult{name: b.name}
+		res.bins[i] = &binResult{name: b.name, pattern: b.run}
 	}
+	res.run = o.run
 
 	console := stdout
 	if o.quiet {
@@ -304,22 +305,31 @@ type result struct {
 	bins            []*binResult
 	done, hung      bool
 	vmErr           string
+	// run is the --run pattern given for every package, if any.
+	run string
 }
 
 type binResult struct {
-	name                string
+	name string
+	// pattern is the suite's -run pattern for this package, if any.
+	pattern string
+	// noTests: the binary said its -run pattern matched no test.
 	output              []string
 	ran                 bool
 	exit                int
 	time                time.Duration
 	pass, skip, fail    int
 	skips, fails, hints []string
+	noTests             bool
 }
 
 var (
 	resultLine = regexp.MustCompile(`^(\s*)--- (PASS|FAIL|SKIP): (\S+)`)
-	logLine    = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)`)
-	features   = regexp.MustCompile(`sluice-kernel-features: (.*)`)
+	// noTestsLine is what a test binary prints (to stderr, then exits 0)
+	// when its -test.run pattern matches no test.
+	noTestsLine = "testing: warning: no tests to run"
+	logLine     = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)`)
+	features    = regexp.MustCompile(`sluice-kernel-features: (.*)`)
 )
 
 func (r *result) collect(events []event, lines []string) {
@@ -379,6 +389,10 @@ func (b *binResult) parse(lines []string) {
 		}
 	}
 	for _, l := range lines {
+		// Contains: stderr may share the console line with stdout.
+		if strings.Contains(l, noTestsLine) {
+			b.noTests = true
+		}
 		m := resultLine.FindStringSubmatch(l)
 		if m == nil {
 			continue
@@ -408,7 +422,7 @@ func (b *binResult) parse(lines []string) {
 }
 
 func (r *result) ok() bool {
-	if r.hung || r.vmErr != "" || !r.done {
+	if r.hung || r.vmErr != "" || !r.done || len(r.unmatched()) > 0 {
 		return false
 	}
 	for _, b := range r.bins {
@@ -417,6 +431,36 @@ func (r *result) ok() bool {
 		}
 	}
 	return true
+}
+
+// unmatched names the -run patterns that matched no test, which go test
+// reports with a warning and exit status 0. A suite's pattern for a package
+// must match there: otherwise a renamed test silently drops out of the
+// suite. --run applies to every package of the suite, so it must match in
+// one of them.
+func (r *result) unmatched() []string {
+	if r.run != "" {
+		var names []string
+		for _, b := range r.bins {
+			if !b.ran || !b.noTests {
+				return nil
+			}
+			names = append(names, b.name)
+		}
+		return []string{fmt.Sprintf("--run '%s' matched no test in any package (%s)", r.run, strings.Join(names, ", "))}
+	}
+	var out []string
+	for _, b := range r.bins {
+		if b.failsPattern(r.run) {
+			out = append(out, fmt.Sprintf("%s: the suite's -run pattern '%s' matched no test", b.name, b.pattern))
+		}
+	}
+	return out
+}
+
+// failsPattern: b ran with a pattern of its suite's that matched no test.
+func (b *binResult) failsPattern(run string) bool {
+	return run == "" && b.ran && b.noTests && b.pattern != ""
 }
 
 func (r *result) exitCode() int {
@@ -450,6 +494,8 @@ func (r *result) print(w io.Writer) {
 			status = "NOT RUN"
 		case b.exit != 0 || b.fail > 0:
 			status = fmt.Sprintf("FAIL (exit %d)", b.exit)
+		case b.failsPattern(r.run):
+			status = "NO TESTS"
 		}
 		fmt.Fprintf(w, "   %-26s %-14s %3d passed, %3d skipped, %3d failed  %7.1fs\n", b.name, status, b.pass, b.skip, b.fail, b.time.Seconds())
 		pass, skip, fail = pass+b.pass, skip+b.skip, fail+b.fail
@@ -470,6 +516,9 @@ func (r *result) print(w io.Writer) {
 		for _, f := range b.fails {
 			fmt.Fprintf(w, "   FAILED:   %s %s\n", b.name, f)
 		}
+	}
+	for _, u := range r.unmatched() {
+		fmt.Fprintf(w, "   ERROR:    %s\n", u)
 	}
 	if r.vmErr != "" {
 		fmt.Fprintf(w, "   ERROR:    %s\n", r.vmErr)

@@ -137,3 +137,64 @@ func TestKeepPaths(t *testing.T) {
 	want := []string{"/root/go/pkg/mod", "/tmp/cache/vm/runs/6.1-amd64", "/tmp/clone"}
 	require.Equal(t, want, got)
 }
+
+// runOutput is what the runner collects from a run of test binaries, each
+// printing out (go test -v output) and exiting 0: events as the guest
+// reports them and the console lines.
+func runOutput(outs map[string]string, order ...string) ([]event, []string) {
+	var events []event
+	var lines []string
+	for _, name := range order {
+		events = append(events, event{kind: "start", args: []string{name}, line: len(lines)})
+		lines = append(lines, strings.Split(outs[name], "\n")...)
+		events = append(events, event{kind: "exit", args: []string{name, "0", "1.0"}, line: len(lines)})
+	}
+	return append(events, event{kind: "done"}), lines
+}
+
+// go test prints a warning and exits 0 when -run matches no test: a
+// renamed test would silently drop out of the suite that names it. A
+// suite's pattern that matches nothing in its package fails the run,
+// naming both.
+func TestPatternMatchingNoTestFails(t *testing.T) {
+	const noTests = "testing: warning: no tests to run\nPASS"
+	const ran = "=== RUN   TestConnectivity\n--- PASS: TestConnectivity (1.00s)\nPASS"
+	for _, c := range []struct {
+		name          string
+		run           string // --run
+		datapath, e2e string // the packages' output
+		ok            bool
+		printed       []string
+	}{
+		{name: "the suite's pattern matches nothing", datapath: ran, e2e: noTests, printed: []string{
+			"tests/e2e                  NO TESTS",
+			"ERROR:    tests/e2e: the suite's -run pattern '^(TestConnectivity|TestRenamed)$' matched no test",
+			"result:   FAIL 6.1/amd64",
+		}},
+		{name: "the suite's pattern matches", datapath: ran, e2e: ran, ok: true},
+		// A package without a pattern runs all its tests; if it has none,
+		// that is not a pattern's fault.
+		{name: "no pattern, no tests", datapath: noTests, e2e: ran, ok: true},
+		// --run applies to every package of the suite: it must match in
+		// one of them, not in each.
+		{name: "--run matches in one package", run: "TestConnectivity", datapath: noTests, e2e: ran, ok: true},
+		{name: "--run matches nothing", run: "TestNoSuchTest", datapath: noTests, e2e: noTests, printed: []string{
+			"ERROR:    --run 'TestNoSuchTest' matched no test in any package (pkg/datapath, tests/e2e)",
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := &result{kernel: Kernel{Name: "6.1", Arch: "amd64", Package: "linux-image"}, suite: "smoke", run: c.run, bins: []*binResult{
+				{name: "pkg/datapath"},
+				{name: "tests/e2e", pattern: "^(TestConnectivity|TestRenamed)$"},
+			}}
+			r.collect(runOutput(map[string]string{"pkg/datapath": c.datapath, "tests/e2e": c.e2e}, "pkg/datapath", "tests/e2e"))
+			require.Equal(t, c.ok, r.ok())
+			require.Equal(t, c.ok, strings.HasPrefix(r.oneLine(), "PASS"))
+			var out bytes.Buffer
+			r.print(&out)
+			for _, p := range c.printed {
+				require.Contains(t, out.String(), p)
+			}
+		})
+	}
+}

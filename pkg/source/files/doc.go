@@ -13,4 +13,10 @@
 // nothing. The last good objects are saved to disk after every change so a
 // restarted agent comes back with the same model even if the directory is
 // broken at that moment.
+//
+// The agent reads the directory as root, so a file is refused, with an error
+// naming it and its last good objects kept, when it leads out of the
+// directory through a symlink (the links of a ConfigMap volume, through
+// ..data, stay inside) or is larger than Options.MaxBytes (checked before
+// reading, and never more than that is read).
 package files

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -12,11 +13,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
 const (
@@ -35,6 +38,16 @@ const (
 	// parent cannot be watched either. Slow, because it only matters for
 	// the first deploy and nothing is lost by waiting a little.
 	missingDirPoll = 2 * time.Second
+	// DefaultMaxBytes bounds a manifest file. Manifests are kilobytes: a
+	// ConfigMap volume holds at most 1 MiB in all, and a file listing a
+	// whole large cluster's Services and EndpointSlices a few MiB, so 16
+	// MiB leaves room for any real use. Strict decoding is expensive: 16 MiB
+	// of Pods (32,000 of them) takes about 5 s of one CPU and allocates 1.5
+	// GiB on the way (garbage, collected as it goes), and every reload
+	// decodes every file again. The limit bounds what one file dropped into
+	// the directory by mistake, or by someone who may write there but not
+	// run the agent, can cost it.
+	DefaultMaxBytes = 16 << 20
 	// savedStateVersion is bumped when the saved format changes incompatibly.
 	savedStateVersion = 1
 )
@@ -52,6 +65,10 @@ type Options struct {
 	Debounce time.Duration
 	// Resync defaults to DefaultResync; negative disables it.
 	Resync time.Duration
+	// MaxBytes is the largest manifest file read (the agent's
+	// --manifest-max-bytes); a larger one is refused unread. Defaults to
+	// DefaultMaxBytes.
+	MaxBytes int64
 }
 
 // Source reads manifests from a directory into a model.Store.
@@ -91,6 +108,9 @@ func New(opts Options) (*Source, error) {
 	}
 	if opts.Resync == 0 {
 		opts.Resync = DefaultResync
+	}
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = DefaultMaxBytes
 	}
 	log := opts.Logger
 	if log == nil {
@@ -295,6 +315,12 @@ func (s *Source) reload() {
 
 	var errs []error
 	names, err := listManifests(s.opts.Dir)
+	// Links may lead anywhere in the directory's real path (the directory
+	// itself may be a link), and nowhere outside it.
+	var realDir string
+	if err == nil {
+		realDir, err = filepath.EvalSymlinks(s.opts.Dir)
+	}
 	// candidate objects per file, and whether they are newly parsed (as
 	// opposed to the file's last good objects).
 	cand := map[string][]entry{}
@@ -322,7 +348,7 @@ func (s *Source) reload() {
 			}
 		}
 		for _, name := range names {
-			es, err := s.parse(name)
+			es, err := s.parse(realDir, name)
 			if err != nil {
 				errs = append(errs, err)
 				cand[name] = s.good[name]
@@ -358,12 +384,56 @@ func (s *Source) reload() {
 	s.mu.Unlock()
 }
 
-func (s *Source) parse(name string) ([]entry, error) {
-	data, err := os.ReadFile(filepath.Join(s.opts.Dir, name))
+func (s *Source) parse(realDir, name string) ([]entry, error) {
+	data, err := s.read(realDir, name)
 	if err != nil {
-		return nil, &ManifestError{File: name, Err: fmt.Errorf("reading file: %w", err)}
+		return nil, &ManifestError{File: name, Err: err}
 	}
 	return parseFile(name, data, strings.EqualFold(filepath.Ext(name), ".json"))
+}
+
+// read reads the manifest name, refusing a file that resolves outside
+// realDir or is larger than MaxBytes. The checks are made on the file
+// opened, not on its path, so that swapping a link between check and read
+// gains nothing: the agent is root, and a manifest's decoding errors quote
+// what it read.
+func (s *Source) read(realDir, name string) ([]byte, error) {
+	// O_NONBLOCK: a FIFO put in the file's place since the listing must
+	// not block the reload (it is refused below as not a regular file).
+	f, err := os.OpenFile(filepath.Join(s.opts.Dir, name), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reading file: %w", err)
+	}
+	defer f.Close()
+	// The path the kernel opened, every link resolved. A ConfigMap's
+	// files resolve into its ..data directory, inside realDir.
+	opened, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("finding where the file leads (is /proc mounted?): %w", err)
+	}
+	if !strings.HasPrefix(opened, strings.TrimSuffix(realDir, "/")+"/") {
+		return nil, fmt.Errorf("a symlink to %s, outside the manifest directory %s: refused", opened, s.opts.Dir)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file: refused", opened)
+	}
+	limit := s.opts.MaxBytes
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%d bytes, more than the limit of %d (--manifest-max-bytes): refused", fi.Size(), limit)
+	}
+	// The file may grow while it is read: never read more than the limit.
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading file: %w", err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("grew past the limit of %d bytes while read (--manifest-max-bytes): refused", limit)
+	}
+	return data, nil
 }
 
 func sameEntries(a, b []entry) bool {
@@ -436,7 +506,8 @@ func (s *Source) merge(cand map[string][]entry, fresh map[string]bool) (*model.S
 }
 
 // save writes the last good objects atomically (temp file + rename), so a
-// crash mid-write leaves the previous version rather than a torn file.
+// crash mid-write leaves the previous version rather than a torn file, and
+// with mode 0600: they are the node's whole configuration.
 func (s *Source) save() {
 	if s.opts.StatePath == "" {
 		return
@@ -454,7 +525,7 @@ func (s *Source) save() {
 		return
 	}
 	if err == nil {
-		err = writeFileAtomic(s.opts.StatePath, data)
+		err = statedir.WriteFile(s.opts.StatePath, data)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -465,32 +536,6 @@ func (s *Source) save() {
 	}
 	s.saveErr = nil
 	s.saved = data
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
 }
 
 // addWatches watches the directory, and its parent so that creating,

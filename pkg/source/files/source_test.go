@@ -3,6 +3,7 @@ package files
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -226,7 +227,9 @@ func TestSourceRestartFromSavedState(t *testing.T) {
 	require.NoError(t, first.Start(ctx, model.NewStore()))
 	cancel()
 	<-first.Done()
-	require.FileExists(t, statePath)
+	fi, err := os.Stat(statePath)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode(), "the node's whole configuration: root's only")
 
 	t.Run("bad file uses its saved objects", func(t *testing.T) {
 		writeFile(t, filepath.Join(dir, "pods.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {bogus: 1}\n")
@@ -325,8 +328,9 @@ func TestSourceWatchConfigMapSwap(t *testing.T) {
 	require.NoError(t, os.Symlink(filepath.Base(v1), filepath.Join(dir, "..data")))
 	require.NoError(t, os.Symlink(filepath.Join("..data", "ns.yaml"), filepath.Join(dir, "ns.yaml")))
 
-	_, store := start(t, Options{Dir: dir})
+	s, store := start(t, Options{Dir: dir})
 	require.Contains(t, store.Snapshot().Namespaces, "v1")
+	require.Empty(t, s.Errors(), "links through ..data stay in the directory")
 
 	v2 := filepath.Join(dir, "..2024_01_01_00_00_01.2")
 	require.NoError(t, os.Mkdir(v2, 0o755))
@@ -339,6 +343,96 @@ func TestSourceWatchConfigMapSwap(t *testing.T) {
 		ns := store.Snapshot().Namespaces
 		_, ok2 := ns["v2"]
 		_, ok1 := ns["v1"]
-		return ok2 && !ok1
+		return ok2 && !ok1 && len(s.Errors()) == 0
 	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// A symlink may point anywhere in the manifest directory, but not out of
+// it: the agent runs as root, and a manifest error quotes what it read, so
+// a link to /etc/shadow would otherwise show its lines in `sluice status`.
+// A refused file keeps its last good objects, like a file that does not
+// parse, and the rest of the directory keeps working.
+func TestSourceRefusesSymlinksOutOfTheDirectory(t *testing.T) {
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "manifests")
+	copyExample(t, dir)
+	outside := filepath.Join(tmp, "outside")
+	require.NoError(t, os.Mkdir(outside, 0o755))
+	writeFile(t, filepath.Join(outside, "ns.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: outside}\n")
+	s, store := start(t, Options{Dir: dir})
+
+	// Links within the directory work, relative or absolute, to a file in
+	// a subdirectory too.
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub"), 0o755))
+	writeFile(t, filepath.Join(dir, "sub", "a.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: linked-a}\n")
+	writeFile(t, filepath.Join(dir, "sub", "b.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: linked-b}\n")
+	require.NoError(t, os.Symlink("sub/a.yaml", filepath.Join(dir, "a.yaml")))
+	require.NoError(t, os.Symlink(filepath.Join(dir, "sub", "b.yaml"), filepath.Join(dir, "b.yaml")))
+	// Out of it: a new file, and one that replaces pods.yaml.
+	require.NoError(t, os.Symlink("../outside/ns.yaml", filepath.Join(dir, "new.yaml")))
+	require.NoError(t, os.Remove(filepath.Join(dir, "pods.yaml")))
+	require.NoError(t, os.Symlink(filepath.Join(outside, "ns.yaml"), filepath.Join(dir, "pods.yaml")))
+	s.reload()
+
+	snap := store.Snapshot()
+	assert.Contains(t, snap.Namespaces, "linked-a")
+	assert.Contains(t, snap.Namespaces, "linked-b")
+	assert.NotContains(t, snap.Namespaces, "outside")
+	assert.Contains(t, snap.Pods, webPod, "pods.yaml's last good objects stay in force")
+	assert.Equal(t, exampleObjects+2, snap.Len())
+	errs := manifestErrors(t, s)
+	require.Len(t, errs, 2)
+	target, err := filepath.EvalSymlinks(filepath.Join(outside, "ns.yaml"))
+	require.NoError(t, err)
+	assert.Equal(t, "new.yaml: a symlink to "+target+", outside the manifest directory "+dir+": refused", errs[0].Error())
+	assert.Equal(t, "pods.yaml: a symlink to "+target+", outside the manifest directory "+dir+": refused", errs[1].Error())
+
+	// The manifest directory may itself be a link (its real path is what
+	// links must stay in).
+	link := filepath.Join(tmp, "link")
+	require.NoError(t, os.Symlink(dir, link))
+	s2, store2 := start(t, Options{Dir: link})
+	assert.Contains(t, store2.Snapshot().Namespaces, "linked-a")
+	assert.NotContains(t, store2.Snapshot().Namespaces, "outside")
+	assert.Len(t, manifestErrors(t, s2), 2)
+}
+
+// A file over the size limit is refused without being read (a manifest
+// directory on a shared volume must not be able to take the agent's
+// memory), with its last good objects kept.
+func TestSourceRefusesFilesOverTheSizeLimit(t *testing.T) {
+	dir := t.TempDir()
+	copyExample(t, dir)
+	const limit = 4096
+	s, store := start(t, Options{Dir: dir, MaxBytes: limit})
+	require.Empty(t, s.Errors(), "the example's files are under 4 KiB")
+
+	pods := filepath.Join(dir, "pods.yaml")
+	orig, err := os.ReadFile(pods)
+	require.NoError(t, err)
+	big := strings.Replace(string(orig), "containerPort: 8080", "containerPort: 8081", 1) + "# " + strings.Repeat("x", limit) + "\n"
+	writeFile(t, pods, big)
+	writeFile(t, filepath.Join(dir, "extra.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n")
+	s.reload()
+
+	snap := store.Snapshot()
+	assert.Equal(t, uint16(8080), snap.Pods[webPod].Ports[0].Port, "pods.yaml's last good objects stay in force")
+	assert.Contains(t, snap.Namespaces, "extra", "the rest of the directory keeps working")
+	errs := manifestErrors(t, s)
+	require.Len(t, errs, 1)
+	assert.Equal(t, fmt.Sprintf("pods.yaml: %d bytes, more than the limit of %d (--manifest-max-bytes): refused", len(big), limit), errs[0].Error())
+
+	// 64 GiB (sparse): refused at once, never read.
+	require.NoError(t, os.Truncate(pods, 64<<30))
+	s.reload()
+	errs = manifestErrors(t, s)
+	require.Len(t, errs, 1)
+	assert.Equal(t, fmt.Sprintf("pods.yaml: %d bytes, more than the limit of %d (--manifest-max-bytes): refused", 64<<30, limit), errs[0].Error())
+	assert.Contains(t, store.Snapshot().Pods, webPod)
+
+	// Back under the limit, it applies.
+	writeFile(t, pods, strings.Replace(string(orig), "containerPort: 8080", "containerPort: 8081", 1))
+	s.reload()
+	assert.Empty(t, s.Errors())
+	assert.Equal(t, uint16(8081), store.Snapshot().Pods[webPod].Ports[0].Port)
 }
