@@ -114,7 +114,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	if req == nil {
 		fmt.Fprintf(p.stderr(), "sluice-cni: container %s is no Kubernetes pod (no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS): passed through\n", args.ContainerID)
-	} else if _, err := call(conf, cniapi.PathAdd, req); err != nil {
+	} else if _, err := call(conf, cniapi.PathAdd, req, "; the pod is not started unpoliced: the kubelet retries"); err != nil {
 		return err
 	}
 	res, err := conf.PrevResult.GetAsVersion(conf.CNIVersion)
@@ -137,7 +137,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil || req == nil {
 		return err
 	}
-	if _, err := call(conf, cniapi.PathDel, req); err != nil {
+	if _, err := call(conf, cniapi.PathDel, req, ""); err != nil {
 		fmt.Fprintf(p.stderr(), "sluice-cni: DEL of %s/%s: %v (ignored: the agent cleans up from the model)\n", req.Namespace, req.Pod, err)
 	}
 	return nil
@@ -157,7 +157,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil || req == nil {
 		return err
 	}
-	_, err = call(conf, cniapi.PathCheck, req)
+	_, err = call(conf, cniapi.PathCheck, req, "")
 	return err
 }
 
@@ -176,7 +176,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	}
 	resp, err := client(conf).Do(hreq)
 	if err != nil {
-		return agentError(conf, err)
+		return agentError(conf, err, "")
 	}
 	_ = resp.Body.Close()
 	return nil
@@ -194,8 +194,9 @@ func client(conf *Config) *http.Client {
 }
 
 // call posts req to the agent and decodes its answer. Every failure is a
-// CNI error whose message says what the kubelet's event will show.
-func call(conf *Config, path string, req *cniapi.Request) (*cniapi.Response, error) {
+// CNI error whose message says what the kubelet's event will show; then
+// follows a failure to reach the agent.
+func call(conf *Config, path string, req *cniapi.Request, then string) (*cniapi.Response, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -209,12 +210,12 @@ func call(conf *Config, path string, req *cniapi.Request) (*cniapi.Response, err
 	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := client(conf).Do(hreq)
 	if err != nil {
-		return nil, agentError(conf, err)
+		return nil, agentError(conf, err, then)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, agentError(conf, err)
+		return nil, agentError(conf, err, then)
 	}
 	if resp.StatusCode/100 != 2 {
 		code := types.ErrTryAgainLater
@@ -231,17 +232,18 @@ func call(conf *Config, path string, req *cniapi.Request) (*cniapi.Response, err
 	return &out, nil
 }
 
-// agentError explains a failure to reach the agent or to hear from it.
-func agentError(conf *Config, err error) error {
+// agentError explains a failure to reach the agent or to hear from it,
+// then what follows from it.
+func agentError(conf *Config, err error, then string) error {
 	sock := conf.Socket()
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("sluice-cni: the sluice agent at %s did not answer within %s (\"timeout\" of the plugin's configuration); the pod is not started unpoliced: the kubelet retries", sock, conf.timeout), err.Error())
+			fmt.Sprintf("sluice-cni: the sluice agent at %s did not answer within %s (\"timeout\" of the plugin's configuration)%s", sock, conf.timeout, then), err.Error())
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		return types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("sluice-cni: the sluice agent is not running: cannot connect to %s; the pod is not started unpoliced: the kubelet retries once the agent is up", sock), err.Error())
+			fmt.Sprintf("sluice-cni: the sluice agent is not running: cannot connect to %s%s", sock, then), err.Error())
 	default:
-		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("sluice-cni: talking to the sluice agent at %s: %v", sock, err), "")
+		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("sluice-cni: talking to the sluice agent at %s: %v%s", sock, err, then), "")
 	}
 }
