@@ -239,6 +239,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		}
 	}
 	log.Info("shutting down; the datapath stays pinned and attached")
+	a.uninstallCNIIfRemoved()
 	cancel()
 	shutCtx, c2 := context.WithTimeout(context.Background(), 2*time.Second)
 	defer c2()
@@ -488,6 +489,7 @@ func (a *Agent) serveAPI() (*http.Server, error) {
 		}
 		writeJSON(w, x)
 	})
+	a.registerCNI(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
