@@ -50,6 +50,9 @@ type Options struct {
 	// MetricsAddress serves Prometheus metrics (/metrics) and the health
 	// probes (/healthz, /readyz) over HTTP; empty disables all three.
 	MetricsAddress string
+	// CNI is where the sluice-cni plugin is installed, and when the
+	// agent removes it (see cni.go).
+	CNI CNIOptions
 }
 
 // hubbleSocket is where the observer API listens.
@@ -114,6 +117,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
 	fs.DurationVar(&o.Datapath.DropEventInterval, "drop-event-interval", o.Datapath.DropEventInterval, "at most one drop event per flow and reason per interval; the drops in between are counted in the next event (negative: report every drop)")
 	fs.BoolVar(&o.Datapath.DisableAntispoof, "disable-antispoof", o.Datapath.DisableAntispoof, "let pods send from addresses that are not theirs")
+	o.CNI.addFlags(fs)
 	fs.BoolVar(&o.Datapath.ForceSockDiag, "force-sock-diag", o.Datapath.ForceSockDiag, "destroy connected UDP sockets of removed backends through sock_diag netlink (SOCK_DESTROY), the fallback of kernels before 6.5, even when the BPF socket iterator is available")
 }
 
@@ -165,6 +169,7 @@ func (o *Options) Validate() error {
 	if err := so.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, o.CNI.validate(o.Source))
 	return errors.Join(errs...)
 }
 
