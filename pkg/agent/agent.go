@@ -56,6 +56,9 @@ type Agent struct {
 	// (datapath.SockDestroyIterator or SockDestroyDiag); empty if they cannot be.
 	sockDestroy string
 
+	// cniSaveMu orders writes of the CNI address file (cni.go).
+	cniSaveMu sync.Mutex
+
 	mu     sync.Mutex
 	ct     datapath.CTStats
 	errors []api.Error
@@ -114,6 +117,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	if err := a.source.Start(ctx, a.store); err != nil {
 		return fmt.Errorf("%s source: %w", opts.Source, err)
 	}
+	a.restoreCNIAddrs()
 
 	// Socket LB's hostns-only mode tells the node's sockets by the cookie of
 	// the namespace the agent runs in (the node's: hostNetwork).

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -137,6 +138,7 @@ func (a *Agent) cniAdd(ctx context.Context, req cniapi.Request) (cniapi.Response
 		case <-ch:
 		}
 	}
+	a.saveCNIAddrs()
 	a.eps.SetHint(nn, req.HostInterfaces)
 	ep, err := a.eps.WaitReady(ctx, nn, v4)
 	if err != nil {
@@ -150,6 +152,7 @@ func (a *Agent) cniDel(ctx context.Context, req cniapi.Request) (cniapi.Response
 	if !a.store.ClearPodAddrs(nn, req.ContainerID) {
 		return cniapi.Response{Note: "nothing to forget: no addresses from this sandbox"}, nil
 	}
+	a.saveCNIAddrs()
 	a.eps.SetHint(nn, nil)
 	// A pod whose status has no address stops being an endpoint in this
 	// pass; one whose status has it stays until its interface goes.
@@ -178,6 +181,64 @@ func (a *Agent) cniCheck(_ context.Context, req cniapi.Request) (cniapi.Response
 		return cniapi.Response{}, cniFail(http.StatusServiceUnavailable, "endpoint of pod %s is %s, not ready: %s", nn, ep.State, ep.Error)
 	}
 	return cniapi.Response{Endpoint: describeEndpoint(ep)}, nil
+}
+
+// cniAddrsFile keeps the addresses CNI ADDs gave pods whose status does
+// not show them yet, so that an agent restarting in between still knows
+// them: it adopts and keeps their endpoints instead of pruning them.
+const cniAddrsFile = "cni-addrs.json"
+
+type savedPodAddrs struct {
+	Namespace string       `json:"namespace"`
+	Pod       string       `json:"pod"`
+	UID       string       `json:"uid,omitempty"`
+	Owner     string       `json:"owner,omitempty"`
+	IPs       []netip.Addr `json:"ips"`
+}
+
+// saveCNIAddrs writes the model's pod address overlay to the state dir.
+func (a *Agent) saveCNIAddrs() {
+	a.cniSaveMu.Lock()
+	defer a.cniSaveMu.Unlock()
+	list := []savedPodAddrs{}
+	for nn, pa := range a.store.PodAddrsList() {
+		list = append(list, savedPodAddrs{Namespace: nn.Namespace, Pod: nn.Name, UID: pa.UID, Owner: pa.Owner, IPs: pa.IPs})
+	}
+	b, err := json.Marshal(list)
+	if err == nil {
+		path := filepath.Join(a.opts.StateDir, cniAddrsFile)
+		if err = os.WriteFile(path+".tmp", b, 0o644); err == nil {
+			err = os.Rename(path+".tmp", path)
+		}
+	}
+	if err != nil {
+		a.log.Warn("save the addresses of pods from CNI ADD", "file", cniAddrsFile, "error", err)
+	}
+}
+
+// restoreCNIAddrs puts the saved overlay back into the model, before the
+// endpoint manager adopts the pinned endpoints. Addresses of pods that
+// are gone, or whose status now shows them, are dropped.
+func (a *Agent) restoreCNIAddrs() {
+	b, err := os.ReadFile(filepath.Join(a.opts.StateDir, cniAddrsFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var list []savedPodAddrs
+	if err == nil {
+		err = json.Unmarshal(b, &list)
+	}
+	if err != nil {
+		a.log.Warn("ignoring the saved addresses of pods from CNI ADD", "file", cniAddrsFile, "error", err)
+		return
+	}
+	for _, s := range list {
+		nn := model.NamespacedName{Namespace: s.Namespace, Name: s.Pod}
+		if err := a.store.SetPodAddrs(nn, model.PodAddrs{UID: s.UID, Owner: s.Owner, IPs: s.IPs}); err != nil {
+			a.log.Info("dropping saved CNI addresses", "pod", nn, "reason", err)
+		}
+	}
+	a.saveCNIAddrs()
 }
 
 func describeEndpoint(ep api.Endpoint) string {

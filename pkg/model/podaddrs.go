@@ -129,3 +129,11 @@ func (s *Store) overlaidLocked() *State {
 	}
 	return &st
 }
+
+// PodAddrsList returns the addresses SetPodAddrs set that still stand in
+// for the source's, by pod.
+func (s *Store) PodAddrsList() map[NamespacedName]PodAddrs {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.overlay)
+}

@@ -43,6 +43,7 @@ func TestStorePodAddrs(t *testing.T) {
 	assert.Equal(t, []netip.Addr{ip}, snap.Pods[nn].IPs)
 	assert.Empty(t, before.Pods[nn].IPs, "an earlier snapshot never changes")
 	assert.Empty(t, pending.IPs, "the source's object is not modified")
+	assert.Equal(t, map[NamespacedName]PodAddrs{nn: {UID: "uid-1", Owner: "c1", IPs: []netip.Addr{ip}}}, s.PodAddrsList())
 
 	// Setting the same again changes nothing.
 	require.NoError(t, s.SetPodAddrs(nn, PodAddrs{UID: "uid-1", Owner: "c1", IPs: []netip.Addr{ip}}))
@@ -67,6 +68,7 @@ func TestStorePodAddrs(t *testing.T) {
 	_, err = s.Apply([]Change{{Op: OpUpsert, Object: &running}})
 	require.NoError(t, err)
 	assert.Equal(t, running.IPs, s.Snapshot().Pods[nn].IPs)
+	assert.Empty(t, s.PodAddrsList(), "no longer needed")
 	_, err = s.Apply([]Change{{Op: OpUpsert, Object: &relabelled}})
 	require.NoError(t, err)
 	assert.Empty(t, s.Snapshot().Pods[nn].IPs)

@@ -130,7 +130,7 @@ func TestCNIChainedPluginPolicesFirstPacket(t *testing.T) {
 	}
 	require.NoError(t, e.c.WriteManifest("netpol.yaml", egressOnlyToAllowed))
 	require.NoError(t, e.c.SyncManifests())
-	agent := e.startAgent(n1)
+	e.startAgent(n1)
 
 	// newPod creates a pod as the main CNI plugin would (netns, veth,
 	// address, routes) whose manifest is what the API server has at ADD
@@ -194,13 +194,30 @@ func TestCNIChainedPluginPolicesFirstPacket(t *testing.T) {
 		r = runCNI(t, cniBin, "CHECK", n1, p, "sandbox-new-cni")
 		require.Zero(t, r.exitCode, "CHECK of a ready endpoint: %s", r.stdout)
 
+		// The agent restarts before the kubelet wrote the status: the
+		// next agent knows the address from its state dir, adopts the
+		// endpoint instead of pruning it, and the pod stays policed.
+		require.NoError(t, e.agents[n1].Stop())
+		a2, err := n1.StartAgent(e.agentBin, "--ct-gc-interval", "1s")
+		require.NoError(t, err)
+		e.agents[n1] = a2
+		require.NoError(t, a2.WaitReady(ctx(t)), "agent on %s not ready:\n%s", n1.Name, a2.Logs())
+		require.Eventually(t, func() bool {
+			ep2, ok := e.endpointOf(n1, p)
+			return ok && ep2.State == "ready"
+		}, 10*time.Second, 50*time.Millisecond, "the pending pod's endpoint after an agent restart: %+v", e.endpoints(n1))
+		ep2, _ := e.endpointOf(n1, p)
+		require.Equal(t, ep.ID, ep2.ID, "adopted with its ID")
+		_, err = firstPacket(p)
+		require.Error(t, err, "policed after the agent restarted")
+
 		// The kubelet writes the status: nothing changes.
 		p.SetPending(false)
 		require.NoError(t, e.c.SyncManifests())
 		time.Sleep(500 * time.Millisecond)
-		ep2, ok := e.endpointOf(n1, p)
+		ep3, ok := e.endpointOf(n1, p)
 		require.True(t, ok)
-		require.Equal(t, ep, ep2, "the same endpoint once the status reports the address")
+		require.Equal(t, ep2, ep3, "the same endpoint once the status reports the address")
 		_, err = firstPacket(p)
 		require.Error(t, err, "still denied")
 		// DEL: the sandbox's addresses are forgotten; a pod whose status
@@ -233,7 +250,7 @@ func TestCNIChainedPluginPolicesFirstPacket(t *testing.T) {
 
 	t.Run("ADD with the agent stopped fails and says why", func(t *testing.T) {
 		p := newPod("new-down")
-		require.NoError(t, agent.Stop())
+		require.NoError(t, e.agents[n1].Stop())
 		r := runCNI(t, cniBin, "ADD", n1, p, "sandbox-new-down")
 		require.NotZero(t, r.exitCode, "ADD succeeded without an agent: %s", r.stdout)
 		var cniErr struct {
