@@ -17,8 +17,8 @@ generate: ## Compile bpf/ with clang-19 and regenerate the bpf2go Go bindings
 	$(GO) generate ./pkg/datapath/...
 
 .PHONY: build
-build: ## Build sluice-agent and sluice into bin/
-	$(GO) build -o $(BIN)/ ./cmd/sluice-agent ./cmd/sluice
+build: ## Build sluice-agent, sluice and sluice-cni into bin/
+	$(GO) build -o $(BIN)/ ./cmd/sluice-agent ./cmd/sluice ./cmd/sluice-cni
 
 .PHONY: build-arm64
 build-arm64: ## Cross-build everything for arm64 (the same BPF objects serve both)

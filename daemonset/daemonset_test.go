@@ -151,7 +151,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	}
 	assert.Equal(t, map[string]int{
 		"*v1.Namespace": 1, "*v1.ServiceAccount": 1, "*v1.ClusterRole": 1, "*v1.ClusterRoleBinding": 1,
-		"*v1.ConfigMap": 2, "*v1.DaemonSet": 1,
+		"*v1.Role": 1, "*v1.RoleBinding": 1, "*v1.ConfigMap": 2, "*v1.DaemonSet": 1,
 	}, kinds)
 
 	// The decoder does refuse what the API server would prune or reject.
@@ -548,7 +548,7 @@ func TestAgentPrivileges(t *testing.T) {
 		assert.False(t, privileged, "container %s must not be privileged", c.Name)
 		assert.False(t, bidirectional, "container %s", c.Name)
 	}
-	require.Len(t, spec.InitContainers, 1)
+	require.Len(t, spec.InitContainers, 2)
 }
 
 func TestDaemonSetRunsOnEveryNode(t *testing.T) {

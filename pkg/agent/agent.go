@@ -56,6 +56,9 @@ type Agent struct {
 	// (datapath.SockDestroyIterator or SockDestroyDiag); empty if they cannot be.
 	sockDestroy string
 
+	// cniSaveMu orders writes of the CNI address file (cni.go).
+	cniSaveMu sync.Mutex
+
 	mu     sync.Mutex
 	ct     datapath.CTStats
 	errors []api.Error
@@ -114,6 +117,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	if err := a.source.Start(ctx, a.store); err != nil {
 		return fmt.Errorf("%s source: %w", opts.Source, err)
 	}
+	a.restoreCNIAddrs()
 
 	// Socket LB's hostns-only mode tells the node's sockets by the cookie of
 	// the namespace the agent runs in (the node's: hostNetwork).
@@ -253,6 +257,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		}
 	}
 	log.Info("shutting down; the datapath stays pinned and attached")
+	a.uninstallCNIIfRemoved()
 	cancel()
 	shutCtx, c2 := context.WithTimeout(context.Background(), 2*time.Second)
 	defer c2()
@@ -516,6 +521,7 @@ func (a *Agent) serveAPI() (*http.Server, error) {
 		}
 		writeJSON(w, x)
 	})
+	a.registerCNI(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -65,6 +65,9 @@ type Options struct {
 	// ManifestMaxBytes is the largest manifest file the files source
 	// reads; a larger one is refused.
 	ManifestMaxBytes int64
+	// CNI is where the sluice-cni plugin is installed, and when the
+	// agent removes it (see cni.go).
+	CNI CNIOptions
 }
 
 // hubbleSocket is where the observer API listens.
@@ -136,6 +139,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Datapath.DropEventInterval, "drop-event-interval", o.Datapath.DropEventInterval, "at most one drop event per flow and reason per interval; the drops in between are counted in the next event (negative: report every drop)")
 	fs.BoolVar(&o.Datapath.DisableAntispoof, "disable-antispoof", o.Datapath.DisableAntispoof, "let pods send from addresses that are not theirs")
 	fs.Var((*portRange)(&o.Datapath), "snat-port-range", "source ports (MIN-MAX) that external connections toward backends on other nodes are translated to, per node address and protocol (NodePort, externalIPs, LoadBalancer with externalTrafficPolicy: Cluster); keep it outside net.ipv4.ip_local_port_range and the NodePort range")
+	o.CNI.addFlags(fs)
 	fs.BoolVar(&o.Datapath.ForceSockDiag, "force-sock-diag", o.Datapath.ForceSockDiag, "destroy connected UDP sockets of removed backends through sock_diag netlink (SOCK_DESTROY), the fallback of kernels before 6.5, even when the BPF socket iterator is available")
 }
 
@@ -201,6 +205,7 @@ func (o *Options) Validate() error {
 	if err := so.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, o.CNI.validate(o.Source))
 	return errors.Join(errs...)
 }
 

@@ -77,6 +77,12 @@ type Manager struct {
 	uplinks map[int]netip.Addr
 	synced  bool
 	lastErr error
+	// passes counts completed reconcile passes; passed is closed and
+	// replaced at the end of each, waking WaitReady and WaitPass.
+	passes uint64
+	passed chan struct{}
+	// hints are host interfaces a CNI ADD named for pods (see SetHint).
+	hints map[model.NamespacedName][]string
 }
 
 // New returns a Manager; Run starts it.
@@ -93,6 +99,7 @@ func New(opts Options) *Manager {
 	return &Manager{
 		opts: opts, log: opts.Logger, trigger: make(chan struct{}, 1),
 		endpoints: map[model.NamespacedName]*endpoint{}, attached: map[int]bool{}, uplinks: map[int]netip.Addr{},
+		passed: make(chan struct{}), hints: map[model.NamespacedName][]string{},
 	}
 }
 
@@ -271,6 +278,7 @@ func (m *Manager) reconcile(full bool) {
 				m.opts.Policy.Released(nn, ep.id)
 			}
 			delete(m.endpoints, nn)
+			delete(m.hints, nn)
 			m.log.Info("endpoint removed", "pod", nn, "id", ep.id)
 		} else {
 			ep.ip, ep.ifindex, ep.ifname = ip, 0, ""
@@ -305,11 +313,18 @@ func (m *Manager) reconcile(full bool) {
 	}
 	m.lastErr = errors.Join(errs...)
 	m.synced = true
+	m.passes++
+	close(m.passed)
+	m.passed = make(chan struct{})
 }
 
 // ensure attaches ep to its current interface.
 func (m *Manager) ensure(ep *endpoint, res *resolver) error {
-	l, err := res.hostInterface(ep.ip)
+	var err error
+	l := m.hintedInterface(ep.pod)
+	if l == nil {
+		l, err = res.hostInterface(ep.ip)
+	}
 	if err != nil {
 		if ep.ifindex != 0 && m.attached[ep.ifindex] {
 			// The interface went away: forget it, re-attach when it is back.
@@ -414,13 +429,17 @@ func (m *Manager) List() []api.Endpoint {
 	defer m.mu.Unlock()
 	out := make([]api.Endpoint, 0, len(m.endpoints))
 	for _, ep := range m.endpoints {
-		out = append(out, api.Endpoint{
-			ID: ep.id, Namespace: ep.pod.Namespace, Pod: ep.pod.Name, IPs: []string{ep.ip.String()},
-			Interface: ep.ifname, IfIndex: ep.ifindex, State: ep.state, Error: ep.err,
-		})
+		out = append(out, ep.toAPI())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+func (ep *endpoint) toAPI() api.Endpoint {
+	return api.Endpoint{
+		ID: ep.id, Namespace: ep.pod.Namespace, Pod: ep.pod.Name, IPs: []string{ep.ip.String()},
+		Interface: ep.ifname, IfIndex: ep.ifindex, State: ep.state, Error: ep.err,
+	}
 }
 
 // PodByID names the pod of an endpoint ID, for event enrichment.

@@ -13,14 +13,18 @@ import (
 // reading it from a snapshot. The store itself is copy-on-write: Apply builds
 // a new State and swaps it in, so a snapshot once taken never changes.
 type Store struct {
-	mu    sync.Mutex
-	state *State
-	subs  map[chan struct{}]struct{}
+	mu sync.Mutex
+	// base is what the source applied; state, the snapshot consumers
+	// read, is base with the pod address overlay (see SetPodAddrs).
+	base    *State
+	state   *State
+	overlay map[NamespacedName]PodAddrs
+	subs    map[chan struct{}]struct{}
 }
 
 // NewStore returns an empty store at revision 0.
 func NewStore() *Store {
-	return &Store{state: &State{}, subs: make(map[chan struct{}]struct{})}
+	return &Store{base: &State{}, state: &State{}, overlay: map[NamespacedName]PodAddrs{}, subs: make(map[chan struct{}]struct{})}
 }
 
 // Apply applies changes in order and returns the resulting revision. The
@@ -43,7 +47,7 @@ func (s *Store) Apply(changes []Change) (uint64, error) {
 	var next *State
 	for _, c := range changes {
 		k := c.Object.Key()
-		cur, exists := s.state.Get(k)
+		cur, exists := s.base.Get(k)
 		if next != nil {
 			cur, exists = next.Get(k)
 		}
@@ -53,7 +57,7 @@ func (s *Store) Apply(changes []Change) (uint64, error) {
 				continue
 			}
 			if next == nil {
-				next = s.state.Clone()
+				next = s.base.Clone()
 			}
 			next.Upsert(c.Object)
 		case OpDelete:
@@ -61,7 +65,7 @@ func (s *Store) Apply(changes []Change) (uint64, error) {
 				continue
 			}
 			if next == nil {
-				next = s.state.Clone()
+				next = s.base.Clone()
 			}
 			next.Delete(k)
 		}
@@ -69,6 +73,16 @@ func (s *Store) Apply(changes []Change) (uint64, error) {
 	if next == nil {
 		return s.state.Revision, nil
 	}
+	s.base = next
+	s.publishLocked()
+	return s.state.Revision, nil
+}
+
+// publishLocked makes base with the overlay the next revision's snapshot
+// and notifies the subscribers.
+func (s *Store) publishLocked() {
+	s.pruneOverlayLocked()
+	next := s.overlaidLocked()
 	next.Revision = s.state.Revision + 1
 	s.state = next
 	for ch := range s.subs {
@@ -79,7 +93,6 @@ func (s *Store) Apply(changes []Change) (uint64, error) {
 		default:
 		}
 	}
-	return next.Revision, nil
 }
 
 func isNilObject(o Object) bool {

@@ -76,10 +76,10 @@ type podManifest struct {
 	} `json:"spec"`
 	Status struct {
 		Phase      string      `json:"phase"`
-		HostIP     string      `json:"hostIP"`
-		PodIP      string      `json:"podIP"`
-		PodIPs     []podIP     `json:"podIPs"`
-		Conditions []condition `json:"conditions"`
+		HostIP     string      `json:"hostIP,omitempty"`
+		PodIP      string      `json:"podIP,omitempty"`
+		PodIPs     []podIP     `json:"podIPs,omitempty"`
+		Conditions []condition `json:"conditions,omitempty"`
 	} `json:"status"`
 }
 
@@ -95,8 +95,9 @@ const workloadImage = "sluice.dev/harness-workload:latest"
 // Manifests renders every Namespace, Node and Pod of the cluster as one
 // multi-document YAML stream, in a stable order: what an API server would
 // list. Namespaces are "default", those of pods and those labelled with
-// SetNamespaceLabels, each with its labels and kubernetes.io/metadata.name. Pods are Running and Ready with status.podIP(s) and spec.nodeName;
-// Nodes carry their InternalIP and podCIDR.
+// SetNamespaceLabels, each with its labels and kubernetes.io/metadata.name. Pods are Running and Ready with status.podIP(s) and spec.nodeName
+// (Pending, without addresses, after Pod.SetPending); Nodes carry their
+// InternalIP and podCIDR.
 func (c *Cluster) Manifests() (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -148,6 +149,11 @@ func (c *Cluster) Manifests() (string, error) {
 			ct.Ports = append(ct.Ports, containerPort{Name: port.Name, ContainerPort: port.Port, Protocol: proto})
 		}
 		m.Spec.Containers = []container{ct}
+		if p.pending {
+			m.Status.Phase = "Pending"
+			docs = append(docs, m)
+			continue
+		}
 		m.Status.Phase = "Running"
 		m.Status.HostIP = p.Node.IP.String()
 		m.Status.PodIP = p.IP.String()

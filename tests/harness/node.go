@@ -254,6 +254,9 @@ type Pod struct {
 	HostMAC net.HardwareAddr
 	Node    *Node
 	deleted bool
+	// pending: the manifest shows the pod as the API server has it
+	// while the CNI sets up its sandbox (see SetPending).
+	pending bool
 }
 
 // String returns "namespace/name".
@@ -268,6 +271,18 @@ func (p *Pod) SetLabels(labels map[string]string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p.Labels = copyLabels(labels)
+}
+
+// SetPending makes the manifests written afterwards (SyncManifests) show
+// the pod as a real API server does while its sandbox is being created,
+// when the CNI plugins run: scheduled (spec.nodeName, labels, ports) but
+// Pending, with no status.podIP(s) yet, which the kubelet writes only
+// after the CNI ADD returned. SetPending(false) writes the status.
+func (p *Pod) SetPending(pending bool) {
+	c := p.Node.cluster
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p.pending = pending
 }
 
 // AddPod creates pod namespace/name on the node with the next free address of
