@@ -27,6 +27,12 @@ volatile const __u8 sock_lb_mode = SOCK_LB_ALL;
  * node may itself be a namespace (simulated nodes, nested setups). */
 volatile const __u64 host_netns_cookie = 0;
 
+/* The kernel has bpf_set_retval (Linux 5.18), probed by the agent. Without
+ * it a refused connect() fails with the hook's default EPERM: still at
+ * once, only with another errno. The verifier never reaches the call when
+ * this is 0 (a frozen constant), so older kernels load the program. */
+volatile const __u8 have_set_retval = 1;
+
 static __always_inline bool sock_lb_applies(struct bpf_sock_addr *ctx)
 {
 	if (sock_lb_mode == SOCK_LB_HOSTNS_ONLY)
@@ -119,7 +125,8 @@ static __always_inline void sock_event(struct bpf_sock_addr *ctx, __u8 type, __u
 
 /*
  * Translate a connect() or an unconnected sendmsg() to a frontend.
- * Returns 1 to let the call proceed, 0 to refuse it (ECONNREFUSED).
+ * Returns 1 to let the call proceed, 0 to refuse it (ECONNREFUSED; EPERM
+ * on kernels without bpf_set_retval).
  */
 static __always_inline int sock_translate(struct bpf_sock_addr *ctx, bool connect)
 {
@@ -145,7 +152,8 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, bool connec
 		 * with ECONNREFUSED rather than the default EPERM. */
 		count(SL_METRIC_DROPPED, SL_DIR_EGRESS, SL_DROP_NO_SERVICE_BACKEND, 0);
 		sock_event(ctx, SL_EVENT_DROP, SL_DROP_NO_SERVICE_BACKEND, svc, &key, NULL);
-		bpf_set_retval(-ECONNREFUSED);
+		if (have_set_retval)
+			bpf_set_retval(-ECONNREFUSED);
 		return 0;
 	}
 

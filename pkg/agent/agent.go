@@ -429,7 +429,7 @@ func (a *Agent) status() api.Status {
 		BPFRoot: a.opts.BPFRoot, StateDir: a.opts.StateDir, CgroupRoot: a.opts.CgroupRoot,
 		AttachMode: string(a.attacher.Mode()), Adopted: a.dp.Adopted,
 		Kernel: api.KernelFeatures{Release: a.features.Release, TCX: a.features.TCX, RingBuf: a.features.RingBuf,
-			SockDestroy: a.sockDestroy},
+			SockDestroy: a.sockDestroy, SetRetval: a.features.SetRetval && !a.opts.Datapath.NoSetRetval},
 		CTMax: int(a.dp.Config().CTMax),
 	}
 	st.Ready = a.ready() == nil

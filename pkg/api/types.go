@@ -108,6 +108,10 @@ type KernelFeatures struct {
 	// "sock-diag" (SOCK_DESTROY, the fallback), or "" when neither works
 	// or socket LB is off (nothing to destroy).
 	SockDestroy string `json:"sockDestroy,omitempty"`
+	// SetRetval: socket LB refuses connect() to a service without
+	// endpoints with ECONNREFUSED (bpf_set_retval, Linux 5.18); without
+	// it, with EPERM.
+	SetRetval bool `json:"setRetval"`
 }
 
 // Error is one current problem reported by a part of the agent.

@@ -193,6 +193,9 @@ func (g *globals) status(cmd *cobra.Command) error {
 	default:
 		fmt.Fprintf(w, "Socket LB:     %s (UDP sockets of removed backends destroyed by %s)\n", st.SocketLB, st.Kernel.SockDestroy)
 	}
+	if st.SocketLB != "" && st.SocketLB != "off" && !st.Kernel.SetRetval {
+		fmt.Fprintln(w, "               connect() to a service without endpoints fails with EPERM, not ECONNREFUSED (no bpf_set_retval: Linux 5.18+)")
+	}
 	fmt.Fprintf(w, "Services:      %d frontends, %d backends (applied %d times, %d connections cleaned)\n",
 		st.Services.Frontends, st.Services.Backends, st.Services.Applied, st.Services.ConnectionsCleaned)
 	fmt.Fprintf(w, "Policy:        %d endpoints enforced, %d identities, revision %d\n",

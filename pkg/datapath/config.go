@@ -59,6 +59,9 @@ type Config struct {
 	// (32768-60999) and the NodePort range, so they never collide with the
 	// node's own sockets.
 	SNATPortMin, SNATPortMax uint16
+	// NoSetRetval loads socket LB as on kernels without bpf_set_retval
+	// (a refused connect() fails with EPERM), to test that fallback.
+	NoSetRetval bool
 	// ForceSockDiag destroys the sockets of removed backends through
 	// sock_diag netlink even when the BPF socket iterator loaded: the
 	// fallback of kernels before 6.5, chosen on purpose to test it.

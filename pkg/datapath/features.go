@@ -19,6 +19,7 @@ const (
 	FeatureBPFSockDestroy  = "bpf-sock-destroy"
 	FeatureSockDiagDestroy = "sock-diag-destroy"
 	FeatureVerifiedInsns   = "verified-insns"
+	FeatureSetRetval       = "bpf-set-retval"
 )
 
 // KernelFeature describes one probed kernel feature: the README's "Kernel
@@ -41,6 +42,7 @@ var KernelFeatures = []KernelFeature{
 	{FeatureBPFSockDestroy, "bpf_sock_destroy kfunc in a socket iterator", "6.5", "sockets are destroyed through sock_diag SOCK_DESTROY"},
 	{FeatureSockDiagDestroy, "sock_diag SOCK_DESTROY of UDP sockets (CONFIG_INET_DIAG_DESTROY, CONFIG_INET_UDP_DIAG)", "4.9", "connected UDP sockets of removed backends are not destroyed when bpf_sock_destroy is missing too"},
 	{FeatureVerifiedInsns, "verified-instruction count in program info", "5.16", "not reported"},
+	{FeatureSetRetval, "bpf_set_retval helper in cgroup socket-address programs", "5.18", "socket LB refuses connect() to a service without endpoints with EPERM instead of ECONNREFUSED (still at once)"},
 }
 
 // LookupKernelFeature returns the description of the named feature.
@@ -65,6 +67,8 @@ type Features struct {
 	SockDiagDestroy bool
 	// VerifiedInsns: program info reports verified instructions.
 	VerifiedInsns bool
+	// SetRetval: cgroup socket-address programs may call bpf_set_retval.
+	SetRetval bool
 }
 
 // Have reports whether the named feature (one of KernelFeatures) was found.
@@ -80,6 +84,8 @@ func (f Features) Have(name string) bool {
 		return f.SockDiagDestroy
 	case FeatureVerifiedInsns:
 		return f.VerifiedInsns
+	case FeatureSetRetval:
+		return f.SetRetval
 	}
 	return false
 }
@@ -96,6 +102,12 @@ func (f Features) String() string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, " ")
+}
+
+// ProbeSetRetval reports whether cgroup socket-address programs may call
+// bpf_set_retval (Linux 5.18). The result is cached.
+func ProbeSetRetval() bool {
+	return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnSetRetval) == nil
 }
 
 // ProbeTCX reports whether the kernel has tcx links, without a loaded
@@ -121,6 +133,7 @@ func ProbeFeatures(dp *Datapath) (Features, error) {
 	_ = unix.Uname(&uts)
 	f := Features{Release: unix.ByteSliceToString(uts.Release[:])}
 	f.RingBuf = features.HaveMapType(ebpf.RingBuf) == nil
+	f.SetRetval = ProbeSetRetval()
 	if dp != nil {
 		f.TCX = HaveTCX(dp)
 		f.BPFSockDestroy = dp.iterErr == nil

@@ -174,6 +174,7 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	vars := map[string]any{
 		"sock_lb_mode":                mode,
 		"host_netns_cookie":           cfg.HostNetnsCookie,
+		"have_set_retval":             boolByte(ProbeSetRetval() && !cfg.NoSetRetval),
 		"maglev_size":                 cfg.MaglevTableSize,
 		"events_ring_size":            uint64(cfg.EventsBufBytes),
 		bpfobj.BpfVarCtTimeoutSynNs:   uint64(cfg.CTTimeoutSYN.Nanoseconds()),

@@ -169,10 +169,20 @@ func TestServiceClusterIP(t *testing.T) {
 }
 
 // A service without endpoints refuses connections at once, as kube-proxy's
-// REJECT does, and says why.
+// REJECT does, and says why. Socket LB on a kernel without bpf_set_retval
+// (forced with --no-set-retval) refuses at once too, with EPERM.
 func TestServiceWithoutEndpointsRefuses(t *testing.T) {
-	for _, m := range socketLBModes {
+	modes := append(socketLBModes[:len(socketLBModes):len(socketLBModes)],
+		struct {
+			name string
+			args []string
+		}{"socket-lb-without-set-retval", []string{"--socket-lb=all", "--no-set-retval"}})
+	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
+			refused := "connection refused"
+			if slices.Contains(m.args, "--no-set-retval") {
+				refused = "operation not permitted"
+			}
 			e, client, _ := serviceCluster(t, m.args...)
 			require.NoError(t, e.c.WriteManifest("svc-empty.yaml", serviceYAML("default", "empty", vip, webPorts[:1], nil, "")))
 			n1 := e.c.Node("node1")
@@ -181,8 +191,11 @@ func TestServiceWithoutEndpointsRefuses(t *testing.T) {
 			start := time.Now()
 			_, err := client.TCPRequest(ctx(t), vip, 80, "hello")
 			require.Error(t, err)
-			require.Contains(t, err.Error(), "connection refused")
+			require.Contains(t, err.Error(), refused)
 			require.Less(t, time.Since(start), 3*time.Second, "refused at once, not timed out")
+			if refused != "connection refused" {
+				require.Contains(t, e.cli(n1, "status"), "fails with EPERM, not ECONNREFUSED", "sluice status says which errno")
+			}
 			e.waitFlow(n1, "reject", func(f *flowpb.Flow) bool { return isDrop(f, "SERVICE_BACKEND_NOT_FOUND") })
 		})
 	}

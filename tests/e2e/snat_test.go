@@ -86,7 +86,7 @@ func TestNodePortSNATReleasesPorts(t *testing.T) {
 	}, 30*time.Second, 500*time.Millisecond, "SNAT ports still in use after the connections closed")
 	t.Logf("SNAT ports in use at steady state: %d", inUse)
 	require.Contains(t, e.cli(n1, "status"), "SNAT")
-	_, metrics := mustAgentGet(t, n1, "/metrics")
+	_, metrics := mustAgentGet(t, n1, metricsPort, "/metrics")
 	require.Contains(t, metrics, `sluice_map_entries{map="sl_nat"}`)
 }
 

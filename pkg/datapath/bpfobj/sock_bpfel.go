@@ -52,6 +52,7 @@ const (
 	SockVarEnableAntispoof     = "enable_antispoof"
 	SockVarEnablePolicyRevoke  = "enable_policy_revoke"
 	SockVarEventsRingSize      = "events_ring_size"
+	SockVarHaveSetRetval       = "have_set_retval"
 	SockVarHostNetnsCookie     = "host_netns_cookie"
 	SockVarMaglevSize          = "maglev_size"
 	SockVarSnatPortMax         = "snat_port_max"
@@ -149,6 +150,7 @@ type SockVariableSpecs struct {
 	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
 	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	HaveSetRetval       *ebpf.VariableSpec `ebpf:"have_set_retval"`
 	HostNetnsCookie     *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	MaglevSize          *ebpf.VariableSpec `ebpf:"maglev_size"`
 	SnatPortMax         *ebpf.VariableSpec `ebpf:"snat_port_max"`
@@ -240,6 +242,7 @@ type SockVariables struct {
 	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
 	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
+	HaveSetRetval       *ebpf.Variable `ebpf:"have_set_retval"`
 	HostNetnsCookie     *ebpf.Variable `ebpf:"host_netns_cookie"`
 	MaglevSize          *ebpf.Variable `ebpf:"maglev_size"`
 	SnatPortMax         *ebpf.Variable `ebpf:"snat_port_max"`
