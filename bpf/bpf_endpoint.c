@@ -31,23 +31,37 @@ static __always_inline void event_pol(struct event_policy *ep_ev, const struct s
 }
 
 /* IPv6 passes untouched until dual-stack lands, except to and from an
- * endpoint under policy: there it would bypass the policy, so it is
- * dropped, neighbour discovery excepted. */
+ * endpoint under policy (either direction: without IPv6 conntrack, a
+ * reply cannot be told from a new connection): there it would bypass the
+ * policy, so it fails closed (dropped, UNSUPPORTED_L3_PROTOCOL), neighbour
+ * discovery excepted. In audit mode it is forwarded and reported as audit,
+ * like any would-be denial (one event per flow and interval, as drops). */
 static __always_inline int handle_ipv6(struct __sk_buff *skb, __u8 dir)
 {
 	__u32 ifindex = skb->ifindex;
 	struct sl_endpoint *ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
+	struct sl_pkt pkt = { .family = AF_INET6 };
+	struct event_policy ev = { .verdict = SL_VERDICT_AUDIT };
+	__u32 suppressed = 0;
 
-	if (ep && (ep->flags & (SL_EP_F_POLICY_INGRESS | SL_EP_F_POLICY_EGRESS)) && !ipv6_is_nd(skb)) {
-		struct sl_pkt pkt = { .family = AF_INET6 };
-
-		if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &pkt.saddr, 16) < 0 ||
-		    bpf_skb_load_bytes(skb, ETH_HLEN + 24, &pkt.daddr, 16) < 0 ||
-		    bpf_skb_load_bytes(skb, ETH_HLEN + 6, &pkt.proto, 1) < 0)
-			pkt.proto = 0;
-		return drop(skb, dir, SL_DROP_UNSUPPORTED_L3, ep->ep_id, &pkt);
+	if (!ep || !(ep->flags & (SL_EP_F_POLICY_INGRESS | SL_EP_F_POLICY_EGRESS)) || ipv6_is_nd(skb)) {
+		count(SL_METRIC_PASSED_IPV6, dir, 0, skb->len);
+		return SL_NEXT;
 	}
-	count(SL_METRIC_PASSED_IPV6, dir, 0, skb->len);
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &pkt.saddr, 16) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 24, &pkt.daddr, 16) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 6, &pkt.proto, 1) < 0)
+		pkt.proto = 0;
+	if (!(ep->flags & SL_EP_F_POLICY_AUDIT))
+		return drop(skb, dir, SL_DROP_UNSUPPORTED_L3, ep->ep_id, &pkt);
+	count(SL_METRIC_POLICY_AUDIT, dir, SL_DROP_UNSUPPORTED_L3, skb->len);
+	if (drop_event_due(dir, SL_DROP_UNSUPPORTED_L3, ep->ep_id, &pkt, &suppressed)) {
+		if (dir == SL_DIR_EGRESS)
+			ev.src_identity = ep->identity;
+		else
+			ev.dst_identity = ep->identity;
+		emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep->ep_id, &pkt, 0, NULL, 0, &ev, 0);
+	}
 	return SL_NEXT;
 }
 

@@ -86,11 +86,11 @@ func (a *Agent) cniHandler(op string, fn func(context.Context, cniapi.Request) (
 	}
 }
 
-// cniAddrs parses the request's addresses and picks the IPv4 one the
-// endpoint is keyed on.
+// cniAddrs parses the request's addresses and picks the one the endpoint
+// is found by: its IPv4 address, or its IPv6 one for an IPv6-only pod.
 func cniAddrs(req cniapi.Request) ([]netip.Addr, netip.Addr, error) {
 	var ips []netip.Addr
-	var v4 netip.Addr
+	var v4, v6 netip.Addr
 	for _, s := range req.IPs {
 		ip, err := netip.ParseAddr(s)
 		if err != nil {
@@ -100,20 +100,24 @@ func cniAddrs(req cniapi.Request) ([]netip.Addr, netip.Addr, error) {
 		if ip.Is4() && !v4.IsValid() {
 			v4 = ip
 		}
+		if ip.Is6() && !v6.IsValid() {
+			v6 = ip
+		}
+	}
+	if !v4.IsValid() {
+		return ips, v6, nil
 	}
 	return ips, v4, nil
 }
 
 func (a *Agent) cniAdd(ctx context.Context, req cniapi.Request) (cniapi.Response, error) {
 	nn := model.NamespacedName{Namespace: req.Namespace, Name: req.Pod}
-	ips, v4, err := cniAddrs(req)
+	ips, primary, err := cniAddrs(req)
 	if err != nil {
 		return cniapi.Response{}, err
 	}
-	if !v4.IsValid() {
-		// Endpoints are keyed on IPv4 (see pkg/endpoint): an IPv6-only
-		// pod is not one, with or without CNI.
-		return cniapi.Response{Note: fmt.Sprintf("pod %s has no IPv4 address (%v): not an endpoint", nn, req.IPs)}, nil
+	if !primary.IsValid() {
+		return cniapi.Response{Note: fmt.Sprintf("pod %s has no address (%v): not an endpoint", nn, req.IPs)}, nil
 	}
 	// The pod may not be in the model yet (the source's watch lags the
 	// kubelet); the kubelet does not wait for its status to be written.
@@ -140,7 +144,7 @@ func (a *Agent) cniAdd(ctx context.Context, req cniapi.Request) (cniapi.Response
 	}
 	a.saveCNIAddrs()
 	a.eps.SetHint(nn, req.HostInterfaces)
-	ep, err := a.eps.WaitReady(ctx, nn, v4)
+	ep, err := a.eps.WaitReady(ctx, nn, primary)
 	if err != nil {
 		return cniapi.Response{}, cniFail(http.StatusGatewayTimeout, "%w", err)
 	}
@@ -164,19 +168,19 @@ func (a *Agent) cniDel(ctx context.Context, req cniapi.Request) (cniapi.Response
 
 func (a *Agent) cniCheck(_ context.Context, req cniapi.Request) (cniapi.Response, error) {
 	nn := model.NamespacedName{Namespace: req.Namespace, Name: req.Pod}
-	_, v4, err := cniAddrs(req)
+	_, primary, err := cniAddrs(req)
 	if err != nil {
 		return cniapi.Response{}, err
 	}
-	if !v4.IsValid() {
-		return cniapi.Response{Note: "no IPv4 address: not an endpoint"}, nil
+	if !primary.IsValid() {
+		return cniapi.Response{Note: "no address: not an endpoint"}, nil
 	}
 	ep, ok := a.eps.Lookup(nn)
 	switch {
 	case !ok:
 		return cniapi.Response{}, cniFail(http.StatusNotFound, "pod %s has no endpoint on node %s", nn, a.opts.NodeName)
-	case len(ep.IPs) == 0 || ep.IPs[0] != v4.String():
-		return cniapi.Response{}, cniFail(http.StatusConflict, "endpoint of pod %s has address %v, the sandbox %s", nn, ep.IPs, v4)
+	case len(ep.IPs) == 0 || ep.IPs[0] != primary.String():
+		return cniapi.Response{}, cniFail(http.StatusConflict, "endpoint of pod %s has address %v, the sandbox %s", nn, ep.IPs, primary)
 	case ep.State != "ready":
 		return cniapi.Response{}, cniFail(http.StatusServiceUnavailable, "endpoint of pod %s is %s, not ready: %s", nn, ep.State, ep.Error)
 	}

@@ -459,3 +459,37 @@ func TestPolicyICMPErrorsAudit(t *testing.T) {
 	require.Equal(t, "audit", ev.Verdict)
 	require.Equal(t, "ICMP", ev.Proto)
 }
+
+// Audit mode forwards IPv6 of an endpoint under policy and reports it as
+// audit (once per flow and interval), where enforcement drops it.
+func TestPolicyIPv6Audit(t *testing.T) {
+	dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyAudit)
+	setPolicy(t, dp, EndpointPolicy{})
+	for _, prog := range []*ebpf.Program{dp.objs.SlToEp, dp.objs.SlFromEp} {
+		ret, _ := runPolicy(t, prog, ipv6Pkt(t), fromWire)
+		require.Equal(t, verdictNext, ret, "audit forwards IPv6")
+	}
+	ev := nextEvent(t, rd)
+	require.Equal(t, "trace", ev.Type)
+	require.Equal(t, "audit", ev.Verdict)
+	require.True(t, ev.Src.Addr().Is6())
+	require.Equal(t, podID, ev.DstIdentity, "into the pod")
+	ev = nextEvent(t, rd)
+	require.Equal(t, "audit", ev.Verdict)
+	require.Equal(t, podID, ev.SrcIdentity, "out of the pod")
+	// The same flow again within the interval: counted, not reported.
+	ret, _ := runPolicy(t, dp.objs.SlToEp, ipv6Pkt(t), fromWire)
+	require.Equal(t, verdictNext, ret)
+	rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err := rd.Read()
+	require.Error(t, err, "rate-limited like drop events")
+	st, err := dp.Maps().Counters()
+	require.NoError(t, err)
+	var audited uint64
+	for _, c := range st {
+		if c.Metric == "policy-audit" && c.Reason == "UNSUPPORTED_L3_PROTOCOL" {
+			audited += c.Packets
+		}
+	}
+	require.Equal(t, uint64(3), audited)
+}

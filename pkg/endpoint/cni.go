@@ -85,7 +85,7 @@ func (m *Manager) WaitReady(ctx context.Context, pod model.NamespacedName, ip ne
 	var out api.Endpoint
 	ok, _ := m.waitPass(ctx, func() bool {
 		ep := m.endpoints[pod]
-		if ep == nil || ep.ip != ip || ep.state != "ready" || !m.attached[ep.ifindex] {
+		if ep == nil || !ep.ips.has(ip) || ep.state != "ready" || !m.attached[ep.ifindex] {
 			return false
 		}
 		out = ep.toAPI()

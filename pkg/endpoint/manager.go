@@ -54,7 +54,7 @@ type PolicyProvider interface {
 type endpoint struct {
 	id      uint32
 	pod     model.NamespacedName
-	ip      netip.Addr
+	ips     addrs
 	ifindex int
 	ifname  string
 	state   string
@@ -208,32 +208,64 @@ func (m *Manager) adopt() {
 	snap := m.opts.Store.Snapshot()
 	byIP := map[netip.Addr]*model.Pod{}
 	for _, p := range snap.LocalPods(m.opts.NodeName) {
-		if ip, ok := podIPv4(p); ok {
-			byIP[ip] = p
+		if a := podAddrs(p); a.valid() {
+			byIP[a.primary()] = p
 		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, e := range entries {
-		p, ok := byIP[e.IPv4]
+		ea := addrs{v4: e.IPv4, v6: e.IPv6}
+		p, ok := byIP[ea.primary()]
 		if !ok {
 			continue
 		}
 		nn := model.NamespacedName{Namespace: p.Namespace, Name: p.Name}
-		m.endpoints[nn] = &endpoint{id: e.ID, pod: nn, ip: e.IPv4, ifindex: int(e.IfIndex), state: "adopted"}
+		m.endpoints[nn] = &endpoint{id: e.ID, pod: nn, ips: ea, ifindex: int(e.IfIndex), state: "adopted"}
 	}
 	if len(m.endpoints) > 0 {
 		m.log.Info("adopted endpoints from pinned state", "count", len(m.endpoints))
 	}
 }
 
-func podIPv4(p *model.Pod) (netip.Addr, bool) {
+// addrs are the addresses an endpoint carries: a pod's first address of
+// each family (Kubernetes gives a pod at most one per family).
+type addrs struct{ v4, v6 netip.Addr }
+
+func podAddrs(p *model.Pod) addrs {
+	var a addrs
 	for _, ip := range p.IPs {
-		if ip.Is4() {
-			return ip, true
+		switch {
+		case ip.Is4() && !a.v4.IsValid():
+			a.v4 = ip
+		case ip.Is6() && !ip.Is4In6() && !a.v6.IsValid():
+			a.v6 = ip
 		}
 	}
-	return netip.Addr{}, false
+	return a
+}
+
+func (a addrs) valid() bool { return a.v4.IsValid() || a.v6.IsValid() }
+
+// primary is the address the pod's interface is found by: IPv4 when it
+// has one (dual-stack CNIs route both families to the same interface).
+func (a addrs) primary() netip.Addr {
+	if a.v4.IsValid() {
+		return a.v4
+	}
+	return a.v6
+}
+
+func (a addrs) has(ip netip.Addr) bool { return ip.IsValid() && (ip == a.v4 || ip == a.v6) }
+
+func (a addrs) list() []string {
+	var out []string
+	for _, ip := range []netip.Addr{a.v4, a.v6} {
+		if ip.IsValid() {
+			out = append(out, ip.String())
+		}
+	}
+	return out
 }
 
 func (m *Manager) allocID() uint32 {
@@ -264,11 +296,11 @@ func (m *Manager) reconcile(full bool) {
 	// Pods that are gone, or whose IP changed: release their interface.
 	for nn, ep := range m.endpoints {
 		p, ok := desired[nn]
-		var ip netip.Addr
+		var ips addrs
 		if ok {
-			ip, _ = podIPv4(p)
+			ips = podAddrs(p)
 		}
-		if ok && ip == ep.ip {
+		if ok && ips == ep.ips {
 			continue
 		}
 		errs = append(errs, m.release(ep))
@@ -281,7 +313,7 @@ func (m *Manager) reconcile(full bool) {
 			delete(m.hints, nn)
 			m.log.Info("endpoint removed", "pod", nn, "id", ep.id)
 		} else {
-			ep.ip, ep.ifindex, ep.ifname = ip, 0, ""
+			ep.ips, ep.ifindex, ep.ifname = ips, 0, ""
 		}
 	}
 
@@ -295,13 +327,13 @@ func (m *Manager) reconcile(full bool) {
 
 	res := newResolver()
 	for nn, p := range desired {
-		ip, ok := podIPv4(p)
-		if !ok {
-			continue // IPv6-only pods wait for dual-stack
+		ips := podAddrs(p)
+		if !ips.valid() {
+			continue // no address yet
 		}
 		ep := m.endpoints[nn]
 		if ep == nil {
-			ep = &endpoint{id: m.allocID(), pod: nn, ip: ip}
+			ep = &endpoint{id: m.allocID(), pod: nn, ips: ips}
 			m.endpoints[nn] = ep
 		}
 		errs = append(errs, m.ensure(ep, res))
@@ -323,7 +355,7 @@ func (m *Manager) ensure(ep *endpoint, res *resolver) error {
 	var err error
 	l := m.hintedInterface(ep.pod)
 	if l == nil {
-		l, err = res.hostInterface(ep.ip)
+		l, err = res.hostInterface(ep.ips.primary())
 	}
 	if err != nil {
 		if ep.ifindex != 0 && m.attached[ep.ifindex] {
@@ -350,7 +382,7 @@ func (m *Manager) ensure(ep *endpoint, res *resolver) error {
 	ep.ifindex, ep.ifname = idx, l.Attrs().Name
 	// Entry first, then programs: a packet never meets our program on an
 	// interface without its endpoint entry.
-	entry := datapath.EndpointEntry{IfIndex: uint32(idx), ID: ep.id, IPv4: ep.ip}
+	entry := datapath.EndpointEntry{IfIndex: uint32(idx), ID: ep.id, IPv4: ep.ips.v4, IPv6: ep.ips.v6}
 	if m.opts.Policy != nil {
 		entry.Identity, entry.PolicyFlags = m.opts.Policy.Prepare(ep.pod, ep.id)
 	}
@@ -367,7 +399,7 @@ func (m *Manager) ensure(ep *endpoint, res *resolver) error {
 	}
 	m.attached[idx] = true
 	ep.state, ep.err = "ready", ""
-	m.log.Info("endpoint ready", "pod", ep.pod, "id", ep.id, "ip", ep.ip, "interface", ep.ifname, "ifindex", idx, "mode", m.opts.Attacher.Mode())
+	m.log.Info("endpoint ready", "pod", ep.pod, "id", ep.id, "ips", ep.ips.list(), "interface", ep.ifname, "ifindex", idx, "mode", m.opts.Attacher.Mode())
 	return nil
 }
 
@@ -437,7 +469,7 @@ func (m *Manager) List() []api.Endpoint {
 
 func (ep *endpoint) toAPI() api.Endpoint {
 	return api.Endpoint{
-		ID: ep.id, Namespace: ep.pod.Namespace, Pod: ep.pod.Name, IPs: []string{ep.ip.String()},
+		ID: ep.id, Namespace: ep.pod.Namespace, Pod: ep.pod.Name, IPs: ep.ips.list(),
 		Interface: ep.ifname, IfIndex: ep.ifindex, State: ep.state, Error: ep.err,
 	}
 }

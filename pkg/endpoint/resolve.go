@@ -19,10 +19,22 @@ type resolver struct {
 	fdb    []netlink.Neigh
 	fdbErr error
 	fdbOK  bool
-	neighs map[int][]netlink.Neigh // by bridge ifindex
+	neighs map[neighKey][]netlink.Neigh
 }
 
-func newResolver() *resolver { return &resolver{neighs: map[int][]netlink.Neigh{}} }
+type neighKey struct {
+	ifindex int
+	family  int
+}
+
+func newResolver() *resolver { return &resolver{neighs: map[neighKey][]netlink.Neigh{}} }
+
+func family(ip netip.Addr) int {
+	if ip.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
 
 func (r *resolver) bridgeFDB() ([]netlink.Neigh, error) {
 	if !r.fdbOK {
@@ -32,14 +44,14 @@ func (r *resolver) bridgeFDB() ([]netlink.Neigh, error) {
 	return r.fdb, r.fdbErr
 }
 
-func (r *resolver) bridgeNeighs(br netlink.Link) ([]netlink.Neigh, error) {
-	idx := br.Attrs().Index
-	if n, ok := r.neighs[idx]; ok {
+func (r *resolver) bridgeNeighs(br netlink.Link, fam int) ([]netlink.Neigh, error) {
+	k := neighKey{br.Attrs().Index, fam}
+	if n, ok := r.neighs[k]; ok {
 		return n, nil
 	}
-	n, err := netlink.NeighList(idx, unix.AF_INET)
+	n, err := netlink.NeighList(k.ifindex, fam)
 	if err == nil {
-		r.neighs[idx] = n
+		r.neighs[k] = n
 	}
 	return n, err
 }
@@ -99,10 +111,11 @@ func (r *resolver) bridgePort(br netlink.Link, ip netip.Addr) (netlink.Link, err
 
 // neighbourMAC returns the pod's MAC from the bridge's neighbour table. If
 // the kernel has no usable entry it asks for resolution (an ARP request on
-// the bridge, like any first packet to the pod would cause) and reports
+// the bridge, or a neighbour solicitation, like any first packet to the
+// pod would cause) and reports
 // errNoInterface; the neighbour notification that follows retriggers us.
 func (r *resolver) neighbourMAC(br netlink.Link, ip netip.Addr) (net.HardwareAddr, error) {
-	neighs, err := r.bridgeNeighs(br)
+	neighs, err := r.bridgeNeighs(br, family(ip))
 	if err != nil {
 		return nil, fmt.Errorf("list neighbours on %s: %w", br.Attrs().Name, err)
 	}
@@ -117,7 +130,7 @@ func (r *resolver) neighbourMAC(br netlink.Link, ip netip.Addr) (net.HardwareAdd
 	}
 	// NTF_USE makes the kernel treat the entry as used and resolve it.
 	err = netlink.NeighSet(&netlink.Neigh{
-		LinkIndex: br.Attrs().Index, Family: unix.AF_INET, IP: ip.AsSlice(),
+		LinkIndex: br.Attrs().Index, Family: family(ip), IP: ip.AsSlice(),
 		State: netlink.NUD_NONE, Flags: netlink.NTF_USE,
 	})
 	if err != nil {

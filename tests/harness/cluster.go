@@ -29,6 +29,9 @@ var (
 	// routedPodGateway is the link-local next hop routed pods use, answered
 	// by proxy ARP on the host side of their veth (Calico's convention).
 	routedPodGateway = netip.MustParseAddr("169.254.1.1")
+	// routedPodGateway6 is routed pods' IPv6 next hop: a link-local
+	// address on the host side of their veth.
+	routedPodGateway6 = netip.MustParsePrefix("fe80::1/64")
 )
 
 const (

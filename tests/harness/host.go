@@ -558,14 +558,18 @@ func (h *Host) SequentialTCPRequests(ctx context.Context, dst netip.Addr, port, 
 // several open at once, send on them at will). The caller closes it.
 func (h *Host) Dial(network string, localPort int, dst netip.Addr, port int, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
+	fam := "4"
+	if dst.Is6() {
+		fam = "6"
+	}
 	switch network {
-	case "tcp", "tcp4":
-		network = "tcp4"
+	case "tcp", "tcp4", "tcp6":
+		network = "tcp" + fam
 		if localPort != 0 {
 			d.LocalAddr = &net.TCPAddr{Port: localPort}
 		}
-	case "udp", "udp4":
-		network = "udp4"
+	case "udp", "udp4", "udp6":
+		network = "udp" + fam
 		if localPort != 0 {
 			d.LocalAddr = &net.UDPAddr{Port: localPort}
 		}

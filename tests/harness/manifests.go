@@ -157,7 +157,9 @@ func (c *Cluster) Manifests() (string, error) {
 		m.Status.Phase = "Running"
 		m.Status.HostIP = p.Node.IP.String()
 		m.Status.PodIP = p.IP.String()
-		m.Status.PodIPs = []podIP{{IP: p.IP.String()}}
+		for _, ip := range p.IPs {
+			m.Status.PodIPs = append(m.Status.PodIPs, podIP{IP: ip.String()})
+		}
 		m.Status.Conditions = []condition{{Type: "Ready", Status: "True"}}
 		docs = append(docs, m)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Mode is how a node wires its pods, after the two families of CNIs Sluice
@@ -55,6 +56,10 @@ type Node struct {
 	Mode    Mode
 	IP      netip.Addr
 	PodCIDR netip.Prefix
+	// PodCIDR6 is the node's IPv6 pod range (fd00:10:244:N::/64), for
+	// pods added with an IPv6 family. IPv6 is routed within the node only
+	// (no IPv6 underlay yet).
+	PodCIDR6 netip.Prefix
 	// BPFRoot is the node's bpffs directory, for the agent's --bpf-root.
 	BPFRoot string
 	// StateDir is the agent's --state-dir (API socket, agent logs).
@@ -106,6 +111,7 @@ func (c *Cluster) addNode(ctx context.Context, name string, mode Mode, octet int
 		Mode:        mode,
 		IP:          underlayAddr(octet),
 		PodCIDR:     netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(octet), 0}), 24),
+		PodCIDR6:    netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x02, 0x44, 0, byte(octet)}), 64),
 		BPFRoot:     filepath.Join(c.BPFRoot, name),
 		StateDir:    filepath.Join(c.TempDir, name, "state"),
 		CgroupRoot:  filepath.Join(c.CgroupRoot, name),
@@ -131,7 +137,7 @@ func (c *Cluster) addNode(ctx context.Context, name string, mode Mode, octet int
 	if err := os.Mkdir(n.Host.CgroupPath, 0o755); err != nil {
 		return nil, fmt.Errorf("create cgroup %s: %w", n.Host.CgroupPath, err)
 	}
-	if err := setSysctls(path, map[string]string{"net.ipv4.ip_forward": "1"}); err != nil {
+	if err := setSysctls(path, map[string]string{"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}); err != nil {
 		return nil, err
 	}
 	if err := c.plugIntoUnderlay(path, fmt.Sprintf("n%d", octet), n.IP); err != nil {
@@ -155,6 +161,10 @@ func (c *Cluster) addNode(ctx context.Context, name string, mode Mode, octet int
 		}
 		gw := netip.PrefixFrom(n.PodCIDR.Addr().Next(), n.PodCIDR.Bits())
 		if err := h.AddrAdd(br, &netlink.Addr{IPNet: prefixToIPNet(gw)}); err != nil {
+			return fmt.Errorf("address %s: %w", BridgeName, err)
+		}
+		gw6 := netip.PrefixFrom(n.PodCIDR6.Addr().Next(), n.PodCIDR6.Bits())
+		if err := h.AddrAdd(br, &netlink.Addr{IPNet: prefixToIPNet(gw6), Flags: unix.IFA_F_NODAD}); err != nil {
 			return fmt.Errorf("address %s: %w", BridgeName, err)
 		}
 		if err := h.LinkSetUp(br); err != nil {
@@ -245,7 +255,10 @@ type Pod struct {
 	UID       string
 	Labels    map[string]string
 	Ports     []Port
-	IP        netip.Addr
+	// IP is the pod's first address: IPv4, or IPv6 for an IPv6-only pod.
+	IP netip.Addr
+	// IPs are all its addresses (status.podIPs): IPv4 first.
+	IPs []netip.Addr
 	// HostIfName is the node-side veth ("lxc" + 8 hex digits).
 	HostIfName string
 	// MAC is the pod-side eth0's hardware address.
@@ -291,6 +304,24 @@ func (p *Pod) SetPending(pending bool) {
 // Kubernetes names, so neither can collide). labels and ports go into the
 // pod's manifest only.
 func (n *Node) AddPod(ctx context.Context, namespace, name string, labels map[string]string, ports ...Port) (*Pod, error) {
+	return n.AddPodFamily(ctx, IPv4, namespace, name, labels, ports...)
+}
+
+// Family is which address families a pod gets.
+type Family int
+
+const (
+	// IPv4 pods have one address from the node's PodCIDR.
+	IPv4 Family = iota
+	// IPv6Only pods have one address from the node's PodCIDR6 and no IPv4.
+	IPv6Only
+	// DualStack pods have both, IPv4 first.
+	DualStack
+)
+
+// AddPodFamily is AddPod with the pod's address families. IPv6 is routed
+// within the node (to its pods and its own addresses) only.
+func (n *Node) AddPodFamily(ctx context.Context, fam Family, namespace, name string, labels map[string]string, ports ...Port) (*Pod, error) {
 	c := n.cluster
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -310,6 +341,8 @@ func (n *Node) AddPod(ctx context.Context, namespace, name string, labels map[st
 	}
 	a := n.PodCIDR.Addr().As4()
 	a[3] = byte(n.nextPod)
+	a6 := n.PodCIDR6.Addr().As16()
+	a6[15] = byte(n.nextPod)
 	n.nextPod++
 	p := &Pod{
 		Namespace: namespace,
@@ -317,9 +350,15 @@ func (n *Node) AddPod(ctx context.Context, namespace, name string, labels map[st
 		UID:       newUID(),
 		Labels:    copyLabels(labels),
 		Ports:     append([]Port(nil), ports...),
-		IP:        netip.AddrFrom4(a),
 		Node:      n,
 	}
+	if fam != IPv6Only {
+		p.IPs = append(p.IPs, netip.AddrFrom4(a))
+	}
+	if fam != IPv4 {
+		p.IPs = append(p.IPs, netip.AddrFrom16(a6))
+	}
+	p.IP = p.IPs[0]
 	p.HostIfName = hostIfName(n.Name, namespace, name)
 	leaf := namespace + "_" + name
 	p.Host = Host{
@@ -380,13 +419,23 @@ func (n *Node) wirePod(ctx context.Context, p *Pod, leaf string) error {
 			return fmt.Errorf("set %s up: %w", p.HostIfName, err)
 		}
 		if n.Mode == Routed {
-			r := &netlink.Route{
-				LinkIndex: host.Attrs().Index,
-				Dst:       prefixToIPNet(netip.PrefixFrom(p.IP, 32)),
-				Scope:     netlink.SCOPE_LINK,
+			for _, ip := range p.IPs {
+				r := &netlink.Route{
+					LinkIndex: host.Attrs().Index,
+					Dst:       prefixToIPNet(netip.PrefixFrom(ip, ip.BitLen())),
+					Scope:     netlink.SCOPE_LINK,
+				}
+				if err := h.RouteAdd(r); err != nil {
+					return fmt.Errorf("add route %s dev %s: %w", ip, p.HostIfName, err)
+				}
 			}
-			if err := h.RouteAdd(r); err != nil {
-				return fmt.Errorf("add route %s dev %s: %w", p.IP, p.HostIfName, err)
+			if p.IPv6().IsValid() {
+				// The pods' IPv6 gateway: the host side's own
+				// link-local address, as Calico's fe80::ecee:eeff:feee:eeee.
+				ll := &netlink.Addr{IPNet: prefixToIPNet(routedPodGateway6), Flags: unix.IFA_F_NODAD}
+				if err := h.AddrAdd(host, ll); err != nil {
+					return fmt.Errorf("address %s with %s: %w", p.HostIfName, routedPodGateway6, err)
+				}
 			}
 		}
 		return nil
@@ -412,22 +461,41 @@ func (n *Node) wirePod(ctx context.Context, p *Pod, leaf string) error {
 			return fmt.Errorf("find pod eth0: %w", err)
 		}
 		p.MAC = eth0.Attrs().HardwareAddr
-		bits, gw := 32, routedPodGateway
-		if n.Mode == Bridge {
-			bits, gw = n.PodCIDR.Bits(), n.PodCIDR.Addr().Next()
-		}
-		if err := h.AddrAdd(eth0, &netlink.Addr{IPNet: prefixToIPNet(netip.PrefixFrom(p.IP, bits))}); err != nil {
-			return fmt.Errorf("address pod eth0: %w", err)
+		for _, ip := range p.IPs {
+			bits := ip.BitLen()
+			if n.Mode == Bridge && ip.Is4() {
+				bits = n.PodCIDR.Bits()
+			} else if n.Mode == Bridge {
+				bits = n.PodCIDR6.Bits()
+			}
+			addr := &netlink.Addr{IPNet: prefixToIPNet(netip.PrefixFrom(ip, bits))}
+			if ip.Is6() {
+				addr.Flags = unix.IFA_F_NODAD
+			}
+			if err := h.AddrAdd(eth0, addr); err != nil {
+				return fmt.Errorf("address pod eth0 with %s: %w", ip, err)
+			}
 		}
 		if err := h.LinkSetUp(eth0); err != nil {
 			return fmt.Errorf("set pod eth0 up: %w", err)
 		}
-		def := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw.AsSlice()}
-		if n.Mode == Routed {
-			def.Flags = int(netlink.FLAG_ONLINK)
-		}
-		if err := h.RouteAdd(def); err != nil {
-			return fmt.Errorf("add pod default route via %s: %w", gw, err)
+		for _, ip := range p.IPs {
+			gw := routedPodGateway
+			switch {
+			case n.Mode == Bridge && ip.Is4():
+				gw = n.PodCIDR.Addr().Next()
+			case n.Mode == Bridge:
+				gw = n.PodCIDR6.Addr().Next()
+			case ip.Is6():
+				gw = routedPodGateway6.Addr()
+			}
+			def := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw.AsSlice()}
+			if n.Mode == Routed && ip.Is4() {
+				def.Flags = int(netlink.FLAG_ONLINK)
+			}
+			if err := h.RouteAdd(def); err != nil {
+				return fmt.Errorf("add pod default route via %s: %w", gw, err)
+			}
 		}
 		return waitOperUp(h, "eth0")
 	})
@@ -435,6 +503,16 @@ func (n *Node) wirePod(ctx context.Context, p *Pod, leaf string) error {
 		return err
 	}
 	return withNetlink(n.NetnsPath, func(h *netlink.Handle) error { return waitOperUp(h, p.HostIfName) })
+}
+
+// IPv6 returns the pod's IPv6 address, if it has one.
+func (p *Pod) IPv6() netip.Addr {
+	for _, ip := range p.IPs {
+		if ip.Is6() {
+			return ip
+		}
+	}
+	return netip.Addr{}
 }
 
 // waitOperUp waits until link name is operationally up. A veth set up has

@@ -181,7 +181,16 @@ func tcpEchoServer(spec workloadSpec) error {
 		emit(event{Event: "error", Error: err.Error()})
 		return err
 	}
+	// IPv6 on its own socket (v6-only), so IPv4 peers keep being seen
+	// as IPv4 addresses; none where the host has IPv6 disabled.
+	if ln6, err := net.Listen("tcp6", fmt.Sprintf(":%d", spec.Port)); err == nil {
+		go func() { _ = serveTCPEcho(spec, ln6) }()
+	}
 	emit(event{Event: "ready", Local: ln.Addr().String()})
+	return serveTCPEcho(spec, ln)
+}
+
+func serveTCPEcho(spec workloadSpec, ln net.Listener) error {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
