@@ -20,7 +20,9 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -337,15 +339,31 @@ func TestPolicyRevocation(t *testing.T) {
 	ret, _ = runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40000, 80, flags{ack: true}), fromWire)
 	require.Equal(t, verdictNext, ret)
 
-	// Revoked: the next packet (a reply, here) is cut.
+	// Revoked: the next packet (a reply, here) is cut. The RST back to
+	// its sender is a clone sent into the interface (tc egress: as if
+	// the pod had sent it): capture it on lo, where the test runs.
+	lo, err := netlink.LinkByIndex(loIfindex)
+	require.NoError(t, err)
+	require.NoError(t, netlink.LinkSetUp(lo))
+	back := capture(t, loIfindex)
 	setPolicy(t, dp, EndpointPolicy{})
-	ret, out := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 80, 40000, flags{ack: true}), fromWire)
+	reply := serialize(t, peerIP, podIP, layers.IPProtocolTCP, []gopacket.SerializableLayer{
+		&layers.TCP{SrcPort: 80, DstPort: 40000, ACK: true, Seq: 7000, Ack: 9000, Window: 1000}, gopacket.Payload("data")})
+	ret, out := runPolicy(t, dp.objs.SlToEp, reply, fromWire)
 	require.Equal(t, verdictNext, ret, "the packet continues, as an RST")
 	tcpL := out.Layer(layers.LayerTypeTCP).(*layers.TCP)
 	require.True(t, tcpL.RST, "the pod gets an RST")
 	require.Equal(t, netip.AddrPortFrom(peerIP, 80), src(out))
 	require.Equal(t, netip.AddrPortFrom(podIP, 40000), dst(out))
+	require.Equal(t, uint32(7000), tcpL.Seq, "in the sequence the pod expects")
 	requireChecksums(t, out)
+	rst := back.next(t, func(p gopacket.Packet) bool {
+		l, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		return ok && l.RST && src(p) == netip.AddrPortFrom(podIP, 40000)
+	})
+	require.Equal(t, netip.AddrPortFrom(peerIP, 80), dst(rst), "the peer, which sent the packet, gets an RST too")
+	require.Equal(t, uint32(9000), rst.Layer(layers.LayerTypeTCP).(*layers.TCP).Seq, "at the sequence number it acknowledged")
+	requireChecksums(t, rst)
 	ev := nextEvent(t, rd)
 	require.Equal(t, "POLICY_REVOKED", ev.Reason)
 	require.Equal(t, "denied", ev.Verdict)
@@ -492,4 +510,67 @@ func TestPolicyIPv6Audit(t *testing.T) {
 		}
 	}
 	require.Equal(t, uint64(3), audited)
+}
+
+// packetTap reads the frames a test's network namespace sees on one
+// interface (an AF_PACKET socket).
+type packetTap struct{ fd int }
+
+func capture(t *testing.T, ifindex int) *packetTap {
+	t.Helper()
+	proto := int(htons(unix.ETH_P_ALL))
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+	require.NoError(t, err)
+	t.Cleanup(func() { unix.Close(fd) })
+	require.NoError(t, unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: ifindex}))
+	tv := unix.NsecToTimeval((200 * time.Millisecond).Nanoseconds())
+	require.NoError(t, unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv))
+	return &packetTap{fd: fd}
+}
+
+// next returns the first frame matching want, failing after a while.
+func (c *packetTap) next(t *testing.T, want func(gopacket.Packet) bool) gopacket.Packet {
+	t.Helper()
+	buf := make([]byte, 2048)
+	for range 20 {
+		n, _, err := unix.Recvfrom(c.fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		p := gopacket.NewPacket(append([]byte(nil), buf[:n]...), layers.LayerTypeEthernet, gopacket.Default)
+		if want(p) {
+			return p
+		}
+	}
+	require.FailNow(t, "no matching frame captured")
+	return nil
+}
+
+// --disable-policy-revoke: a policy change judges new connections only;
+// an established one keeps flowing both ways.
+func TestPolicyRevocationDisabled(t *testing.T) {
+	dp := loadTest(t, Config{DisablePolicyRevoke: true})
+	m := dp.Maps()
+	require.NoError(t, m.PutEndpoint(EndpointEntry{IfIndex: loIfindex, ID: 7, IPv4: podIP, Identity: podID, PolicyFlags: EPFlagPolicyEgress}))
+	_, _, err := m.SyncIPCache(map[netip.Prefix]IPCacheEntry{netip.PrefixFrom(peerIP, 32): {Identity: peerID}})
+	require.NoError(t, err)
+	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
+		{Identity: peerID, Dir: dirOut, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictAllow, Rule: 50},
+	}})
+	ret, _ := runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}), fromWire)
+	require.Equal(t, verdictNext, ret)
+	ret, _ = runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 80, 40000, flags{syn: true, ack: true}), fromWire)
+	require.Equal(t, verdictNext, ret)
+
+	setPolicy(t, dp, EndpointPolicy{})
+	for range 3 {
+		ret, out := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 80, 40000, flags{ack: true}), fromWire)
+		require.Equal(t, verdictNext, ret, "the reply of the established connection passes")
+		require.False(t, out.Layer(layers.LayerTypeTCP).(*layers.TCP).RST, "and is not turned into an RST")
+		ret, _ = runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40000, 80, flags{ack: true}), fromWire)
+		require.Equal(t, verdictNext, ret, "its own packets pass")
+	}
+	ret, _ = runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40001, 80, flags{syn: true}), fromWire)
+	require.Equal(t, uint32(verdictDrop), ret, "a new connection is judged by the new policy")
+	require.Len(t, ctOf(t, dp), 1, "the established connection is still tracked")
 }
