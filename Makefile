@@ -34,7 +34,7 @@ verify: ## Fail if generated files are stale or gofmt/vet complain
 
 .PHONY: test
 test: build ## Run all tests, including privileged datapath and end-to-end tests (root)
-	SLUICE_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 1 ./...
+	SLUICE_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 1 -timeout 30m ./...
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no root
