@@ -129,47 +129,18 @@ static __always_inline int policy_revoke(struct __sk_buff *skb, const struct sl_
 	return SL_NEXT;
 }
 
-/*
- * An ICMP error about no connection this endpoint tracks: not related to
- * anything, so it is new traffic, judged by policy like any other packet
- * (ICMP from its sender to its receiver: only rules without ports allow
- * it). Never tracked: nothing answers an error.
- */
-static __always_inline int icmp_error_unrelated(struct __sk_buff *skb, const struct sl_endpoint *ep, __u8 dir,
-						struct sl_pkt *pkt)
-{
-	struct policy_result pol = {};
-	struct event_policy ev;
-	int reason;
-
-	pkt_icmp_outer(pkt);
-	reason = policy_check(ep, dir, IPPROTO_ICMP, 0, dir == SL_DIR_EGRESS ? pkt->daddr.addr4 : pkt->saddr.addr4,
-			      dir == SL_DIR_INGRESS && skb->ingress_ifindex == 0, &pol);
-	event_pol(&ev, ep, dir, &pol);
-	if (reason != SL_DROP_NONE) {
-		count(SL_METRIC_DROPPED, dir, reason, skb->len);
-		emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep->ep_id, pkt, 0, NULL, 0, &ev, 0);
-		return SL_DROP;
-	}
-	if (pol.verdict != SL_VERDICT_NONE) {
-		if (pol.verdict == SL_VERDICT_AUDIT)
-			count(SL_METRIC_POLICY_AUDIT, dir, SL_DROP_POLICY_DENIED, skb->len);
-		emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep->ep_id, pkt, 0, NULL, 0, &ev, 0);
-	}
-	count(SL_METRIC_FORWARDED, dir, 0, skb->len);
-	return SL_NEXT;
-}
-
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct sl_endpoint *ep;
-	struct sl_pkt pkt;
-	struct ct_nat nat = {};
+	struct sl_scratch *st;
+	struct sl_pkt *pkt;
+	struct ct_nat *nat;
 	struct policy_result pol = {};
 	struct event_policy ev;
 	enum sl_l3 l3 = SL_L3_OTHER;
 	__u32 ifindex = skb->ifindex;
 	__u32 ep_id = 0;
+	__u8 evflags = SL_EVENT_F_TRACKED;
 	int reason, ct, lb = LB_NONE;
 
 	if (skb->mark == SL_MARK_POLICY_RST) {
@@ -177,7 +148,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		skb->mark = 0;
 		return SL_NEXT;
 	}
-	reason = parse_packet(skb, &pkt, &l3);
+	/* After the RST check: a revocation's RST sent back into this same
+	 * interface runs this program nested, and must not touch the state
+	 * of the run that sent it. */
+	st = scratch();
+	if (!st)
+		return SL_DROP; /* never: the array has its one entry */
+	pkt = &st->pkt;
+	nat = &st->nat;
+	__builtin_memset(nat, 0, sizeof(*nat));
+	reason = parse_packet(skb, pkt, &l3);
 	if (l3 == SL_L3_IPV6)
 		return handle_ipv6(skb, dir);
 	if (l3 == SL_L3_OTHER) {
@@ -189,7 +169,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (ep)
 		ep_id = ep->ep_id;
 	if (reason != SL_DROP_NONE)
-		return drop(skb, dir, reason, ep_id, &pkt);
+		return drop(skb, dir, reason, ep_id, pkt);
 	if (!ep) {
 		/* Attached but not (or no longer) an endpoint: the agent is
 		 * between detach steps. Counted, not tracked. */
@@ -198,93 +178,106 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 
 	if (dir == SL_DIR_EGRESS && enable_antispoof && (ep->flags & SL_EP_F_HAS_IPV4) &&
-	    pkt.outer_saddr != ep->ipv4.addr4)
-		return drop(skb, dir, SL_DROP_INVALID_SOURCE_IP, ep_id, &pkt);
+	    pkt->outer_saddr != ep->ipv4.addr4)
+		return drop(skb, dir, SL_DROP_INVALID_SOURCE_IP, ep_id, pkt);
 
-	if (pkt.first_frag && !frag_remember(skb, &pkt))
+	if (pkt->first_frag && !frag_remember(skb, pkt))
 		count(SL_METRIC_FRAG_TABLE_FULL, dir, 0, skb->len);
 
 	/* Service translation happens where the client's packets leave it,
 	 * before CT: policy and CT then see the real backend. */
-	if (dir == SL_DIR_EGRESS && !pkt.icmp_error) {
-		lb = lb_translate(skb, ep_id, &pkt, &nat, &reason);
+	if (dir == SL_DIR_EGRESS && !pkt->icmp_error) {
+		lb = lb_translate(skb, ep_id, pkt, nat, &reason);
 
 		if (lb == LB_REJECT) {
 			count(SL_METRIC_DROPPED, dir, SL_DROP_NO_SERVICE_BACKEND, skb->len);
-			emit_event(skb, SL_EVENT_DROP, dir, SL_DROP_NO_SERVICE_BACKEND, ep_id, &pkt, 0, NULL, 0);
+			emit_event(skb, SL_EVENT_DROP, dir, SL_DROP_NO_SERVICE_BACKEND, ep_id, pkt, 0, NULL, 0);
 			return lb_reject(skb);
 		}
 		if (lb == LB_DROP)
-			return drop(skb, dir, reason, ep_id, &pkt);
+			return drop(skb, dir, reason, ep_id, pkt);
 	}
 
 	/* Read once: an entry made now carries the revision its decision
 	 * was made under, so a change racing with it is checked again. */
-	nat.cur_rev = policy_rev_current();
-	ct = ct_track(ep_id, &pkt, dir, skb->len, &nat);
+	nat->cur_rev = policy_rev_current();
+	ct = ct_track(ep_id, pkt, dir, skb->len, nat);
 	switch (ct) {
 	case CT_FULL:
-		return drop(skb, dir, SL_DROP_CT_MAP_FULL, ep_id, &pkt);
+		return drop(skb, dir, SL_DROP_CT_MAP_FULL, ep_id, pkt);
 	case CT_NEW:
-		if (pkt.icmp_error)
-			return icmp_error_unrelated(skb, ep, dir, &pkt);
+		/* An ICMP error about no connection this endpoint tracks is not
+		 * related to anything: it is new traffic of its own, judged by
+		 * policy like any other (ICMP from its sender to its receiver:
+		 * only rules without ports allow it), and never tracked, since
+		 * nothing answers an error. */
+		if (pkt->icmp_error) {
+			pkt_icmp_outer(pkt);
+			evflags = 0;
+		}
 		/* From the node's own stack: the packet came in on no interface. */
-		reason = policy_check(ep, dir, pkt.proto, pkt.dport,
-				      dir == SL_DIR_EGRESS ? pkt.daddr.addr4 : pkt.saddr.addr4,
+		reason = policy_check(ep, dir, pkt->proto, pkt->dport,
+				      dir == SL_DIR_EGRESS ? pkt->daddr.addr4 : pkt->saddr.addr4,
 				      dir == SL_DIR_INGRESS && skb->ingress_ifindex == 0, &pol);
 		event_pol(&ev, ep, dir, &pol);
 		if (reason != SL_DROP_NONE) {
 			struct sl_ct_key key;
 
-			ct_key_from_pkt(&key, ep_id, &pkt, false);
+			ct_key_from_pkt(&key, ep_id, pkt, false);
 			bpf_map_delete_elem(&sl_ct, &key);
 			count(SL_METRIC_DROPPED, dir, reason, skb->len);
-			emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, &pkt, nat.rev_nat_id, &nat.vip, nat.vport, &ev,
-				       SL_EVENT_F_TRACKED);
+			emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, nat->rev_nat_id, &nat->vip, nat->vport, &ev,
+				       evflags);
 			return SL_DROP;
 		}
-		if (pol.verdict != SL_VERDICT_NONE) {
+		if (pol.verdict != SL_VERDICT_NONE || pol.peer_local) {
 			struct sl_ct_key key;
 
-			ct_key_from_pkt(&key, ep_id, &pkt, false);
-			policy_remember(&key, nat.cur_rev, &pol);
+			ct_key_from_pkt(&key, ep_id, pkt, false);
+			policy_remember(&key, nat->cur_rev, &pol);
 			if (pol.verdict == SL_VERDICT_AUDIT)
 				count(SL_METRIC_POLICY_AUDIT, dir, SL_DROP_POLICY_DENIED, skb->len);
 			else if (pol.verdict == SL_VERDICT_REDIRECT)
 				count(SL_METRIC_POLICY_REDIRECT, dir, 0, skb->len);
 		}
-		emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep_id, &pkt, nat.rev_nat_id, &nat.vip, nat.vport, &ev,
-			       SL_EVENT_F_TRACKED);
+		/* With --flow-events=connections a connection between two pods
+		 * of this node is reported at the client's endpoint only,
+		 * unless the server's policy decided it. */
+		if (flow_events != SL_FLOW_EVENTS_CONNECTIONS || dir == SL_DIR_EGRESS || !pol.peer_local ||
+		    pol.verdict != SL_VERDICT_NONE)
+			emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep_id, pkt, nat->rev_nat_id, &nat->vip, nat->vport,
+				       &ev, evflags);
 		break;
 	case CT_RELATED:
 		count(SL_METRIC_RELATED, dir, 0, skb->len);
-		if (nat.rev_nat_id && dir == SL_DIR_INGRESS &&
-		    lb_rev_translate_icmp(skb, &pkt, &nat) < 0)
-			return drop_flags(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt, SL_EVENT_F_TRACKED);
+		if (nat->rev_nat_id && dir == SL_DIR_INGRESS &&
+		    lb_rev_translate_icmp(skb, pkt, nat) < 0)
+			return drop_flags(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt, SL_EVENT_F_TRACKED);
 		break;
 	case CT_ESTABLISHED:
 	case CT_REPLY:
-		if (enable_policy_revoke && nat.policy_rev != nat.cur_rev &&
-		    policy_recheck(ep, &pkt, ct, &nat, &pol) != SL_DROP_NONE)
-			return policy_revoke(skb, ep, dir, &pkt, ct, &nat, &pol);
-		if (nat.closed) {
+		if (enable_policy_revoke && nat->policy_rev != nat->cur_rev &&
+		    policy_recheck(ep, pkt, ct, nat, &pol) != SL_DROP_NONE)
+			return policy_revoke(skb, ep, dir, pkt, ct, nat, &pol);
+		if (nat->closed) {
 			/* Reported with the tuple of the connection's first
 			 * packet, like every other event about it. */
 			struct sl_ct_key key;
 			struct sl_ct_entry *e;
 
-			ct_key_from_pkt(&key, ep_id, &pkt, ct == CT_REPLY);
+			ct_key_from_pkt(&key, ep_id, pkt, ct == CT_REPLY);
 			e = bpf_map_lookup_elem(&sl_ct, &key);
-			if (e)
-				emit_conn_end(skb, &key, e, pkt.tcp_flags);
+			if (e && (flow_events != SL_FLOW_EVENTS_CONNECTIONS || e->origin != SL_DIR_INGRESS ||
+				  !(e->policy_flags & SL_CT_POL_PEER_LOCAL)))
+				emit_conn_end(skb, &key, e, pkt->tcp_flags);
 		}
-		if (ct == CT_ESTABLISHED || !nat.rev_nat_id)
+		if (ct == CT_ESTABLISHED || !nat->rev_nat_id)
 			break;
-		if (dir == SL_DIR_INGRESS && lb_rev_translate(skb, ep_id, &pkt, &nat) < 0)
-			return drop_reply(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
-		if (dir == SL_DIR_EGRESS && (nat.flags & SL_CT_NAT_HAIRPIN)) {
-			if (lb_hairpin_reply(skb, ep_id, &pkt, &nat) < 0)
-				return drop_reply(skb, dir, SL_DROP_WRITE_ERROR, ep_id, &pkt);
+		if (dir == SL_DIR_INGRESS && lb_rev_translate(skb, ep_id, pkt, nat) < 0)
+			return drop_reply(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt);
+		if (dir == SL_DIR_EGRESS && (nat->flags & SL_CT_NAT_HAIRPIN)) {
+			if (lb_hairpin_reply(skb, ep_id, pkt, nat) < 0)
+				return drop_reply(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt);
 			lb = LB_HAIRPIN;
 		}
 		break;
@@ -321,3 +314,4 @@ const enum sl_ct_scope *const _sl_ct_scope __attribute__((unused)) = 0;
 const enum sl_lb_backend_state *const _sl_lb_backend_state __attribute__((unused)) = 0;
 const enum sl_policy_verdict *const _sl_policy_verdict __attribute__((unused)) = 0;
 const enum sl_identity_reserved *const _sl_identity_reserved __attribute__((unused)) = 0;
+const enum sl_flow_events *const _sl_flow_events __attribute__((unused)) = 0;

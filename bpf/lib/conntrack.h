@@ -41,6 +41,30 @@ struct ct_nat {
 	__u8 svc_closed;  /* out (lb_translate): ... and its SERVICE entry */
 };
 
+/* Per-CPU scratch space for the state of one packet's run: the programs'
+ * stack (512 bytes, shared with every inlined helper and the compiler's
+ * spills) cannot hold it beside the rest. Safe per CPU: tc programs run
+ * with bottom halves off, and the one nested run (a revocation's RST sent
+ * back into the same interface) returns before it takes this space. */
+struct sl_scratch {
+	struct sl_pkt pkt;
+	struct ct_nat nat;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sl_scratch);
+	__uint(max_entries, 1);
+} sl_scratch SEC(".maps");
+
+static __always_inline struct sl_scratch *scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&sl_scratch, &zero);
+}
+
 enum ct_result {
 	CT_NEW = 0,
 	CT_ESTABLISHED = 1,

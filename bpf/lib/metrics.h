@@ -27,6 +27,9 @@ static __always_inline void count(__u8 metric, __u8 dir, __u16 reason, __u32 byt
 	val->bytes += bytes;
 }
 
+/* Which events are reported (enum sl_flow_events); set by the agent. */
+volatile const __u8 flow_events = SL_FLOW_EVENTS_ALL;
+
 /*
  * Submit without waking the reader, unless the ring is a quarter full: a
  * wakeup per new connection costs more than the rest of the SYN's path
@@ -112,6 +115,11 @@ static __always_inline void emit_event_pol(struct __sk_buff *skb, __u8 type, __u
 	struct sl_event *ev;
 	__u32 suppressed = 0;
 
+	if (flow_events == SL_FLOW_EVENTS_NONE)
+		return;
+	if (type != SL_EVENT_DROP && flow_events == SL_FLOW_EVENTS_DROPS_AND_VERDICTS &&
+	    (!pol || pol->verdict == SL_VERDICT_NONE))
+		return;
 	if (type == SL_EVENT_DROP && !drop_event_due(dir, reason, ep_id, pkt, &suppressed))
 		return;
 	ev = event_reserve(dir, reason);
@@ -153,11 +161,15 @@ static __always_inline void emit_event_pol(struct __sk_buff *skb, __u8 type, __u
 static __always_inline void emit_conn_end(struct __sk_buff *skb, const struct sl_ct_key *key,
 					  const struct sl_ct_entry *e, __u8 tcp_flags)
 {
-	struct sl_event *ev = event_reserve(e->origin, 0);
-	__u64 now = bpf_ktime_get_ns();
+	struct sl_event *ev;
+	__u64 now;
 
+	if (flow_events > SL_FLOW_EVENTS_CONNECTIONS)
+		return;
+	ev = event_reserve(e->origin, 0);
 	if (!ev)
 		return;
+	now = bpf_ktime_get_ns();
 	ev->ts = now;
 	ev->type = SL_EVENT_CONN_END;
 	ev->flags = SL_EVENT_F_TRACKED; /* the original direction's tuple */

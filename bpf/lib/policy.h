@@ -40,6 +40,7 @@ struct policy_result {
 	__u16 proxy_port; /* SL_VERDICT_REDIRECT */
 	__u8 verdict;     /* enum sl_policy_verdict */
 	__u8 from_host;   /* the peer is the node itself (ingress) */
+	__u8 peer_local;  /* the peer is a pod of this node (its own endpoint sees the connection too) */
 };
 
 static __always_inline __u32 policy_rev_current(void)
@@ -50,15 +51,19 @@ static __always_inline __u32 policy_rev_current(void)
 	return v ? *v : 0;
 }
 
-static __always_inline __u32 ipcache_identity(__be32 addr)
+/* The identity of addr; *ep_id is its endpoint ID if it is a pod of this
+ * node, else 0. */
+static __always_inline __u32 ipcache_identity(__be32 addr, __u32 *ep_id)
 {
 	struct sl_ipcache_key k = { .prefixlen = 64, .family = AF_INET };
 	struct sl_ipcache_val *v;
 
 	k.addr.addr4 = addr;
 	v = bpf_map_lookup_elem(&sl_ipcache, &k);
+	*ep_id = v ? v->ep_id : 0;
 	return v ? v->identity : SL_ID_WORLD;
 }
+
 
 /*
  * The identity of a connection's peer. Host is only what the node itself
@@ -68,17 +73,22 @@ static __always_inline __u32 ipcache_identity(__be32 addr)
  * is world, not host. A hairpinned connection (the pod reached itself
  * through its service) comes from the service loopback: the pod itself.
  */
-static __always_inline __u32 peer_identity(const struct sl_endpoint *ep, __u8 dir, __be32 peer, bool from_host)
+static __always_inline __u32 peer_identity(const struct sl_endpoint *ep, __u8 dir, __be32 peer, bool from_host,
+					    __u8 *peer_local)
 {
-	__u32 id;
+	__u32 id, ep_id;
 
+	*peer_local = 0;
 	if (dir == SL_DIR_INGRESS) {
 		if (from_host)
 			return SL_ID_HOST;
-		if (peer == SL_SERVICE_LOOPBACK)
+		if (peer == SL_SERVICE_LOOPBACK) {
+			*peer_local = 1;
 			return ep->identity;
+		}
 	}
-	id = ipcache_identity(peer);
+	id = ipcache_identity(peer, &ep_id);
+	*peer_local = ep_id != 0;
 	if (dir == SL_DIR_INGRESS && id == SL_ID_HOST)
 		return SL_ID_WORLD;
 	return id;
@@ -161,7 +171,7 @@ static __always_inline int policy_check(const struct sl_endpoint *ep, __u8 dir, 
 					__be32 peer, bool from_host, struct policy_result *res)
 {
 	res->from_host = from_host;
-	res->peer_id = peer_identity(ep, dir, peer, from_host);
+	res->peer_id = peer_identity(ep, dir, peer, from_host, &res->peer_local);
 	if (!policy_enforced(ep, dir)) {
 		res->verdict = SL_VERDICT_NONE;
 		res->rule = 0;
@@ -188,7 +198,7 @@ static __always_inline void policy_remember(const struct sl_ct_key *key, __u32 r
 	e->policy_rule = res->rule;
 	e->policy_verdict = res->verdict;
 	e->proxy_port = res->proxy_port;
-	e->policy_flags = res->from_host ? SL_CT_POL_FROM_HOST : 0;
+	e->policy_flags = (res->from_host ? SL_CT_POL_FROM_HOST : 0) | (res->peer_local ? SL_CT_POL_PEER_LOCAL : 0);
 }
 
 /* IPv6 neighbour discovery (router/neighbour solicitation and

@@ -99,8 +99,13 @@ static __always_inline void sock_event(struct bpf_sock_addr *ctx, __u8 type, __u
 				       const struct sl_lb_entry *svc, const struct sl_lb_key *key,
 				       const struct sl_lb_backend *b)
 {
-	struct sl_event *ev = event_reserve(SL_DIR_EGRESS, reason);
+	struct sl_event *ev;
 
+	/* Drops at every level but none, translations with connections. */
+	if (flow_events == SL_FLOW_EVENTS_NONE ||
+	    (type != SL_EVENT_DROP && flow_events > SL_FLOW_EVENTS_CONNECTIONS))
+		return;
+	ev = event_reserve(SL_DIR_EGRESS, reason);
 	if (!ev)
 		return;
 	ev->ts = bpf_ktime_get_ns();

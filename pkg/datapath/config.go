@@ -53,6 +53,8 @@ type Config struct {
 	// DisablePolicyRevoke judges only new connections: established ones
 	// survive a policy change that no longer allows them.
 	DisablePolicyRevoke bool
+	// FlowEvents is which events the datapath reports.
+	FlowEvents FlowEvents
 	// SNATPortMin and SNATPortMax bound the source ports external
 	// connections toward remote backends are translated to, per node
 	// address and protocol: above the default ip_local_port_range
@@ -89,6 +91,7 @@ func Defaults() Config {
 		CTTimeoutOther:    60 * time.Second,
 		DropEventInterval: time.Second,
 		SockLB:            SockLBAll,
+		FlowEvents:        FlowEventsConnections,
 		SNATPortMin:       61000,
 		SNATPortMax:       65535,
 	}
@@ -99,6 +102,7 @@ func (c *Config) withDefaults() Config {
 	out := *c
 	orDefault(&out.BPFRoot, d.BPFRoot)
 	orDefault(&out.SockLB, d.SockLB)
+	orDefault(&out.FlowEvents, d.FlowEvents)
 	for _, p := range []struct{ v, d *uint32 }{
 		{&out.CTMax, &d.CTMax}, {&out.EndpointsMax, &d.EndpointsMax}, {&out.FragMax, &d.FragMax},
 		{&out.LBMax, &d.LBMax}, {&out.LBBackendsMax, &d.LBBackendsMax},
@@ -133,6 +137,9 @@ func orDefault[T comparable](v *T, d T) {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
+	if _, err := c.FlowEvents.level(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.SNATPortMin < 1024 || c.SNATPortMin > c.SNATPortMax {
 		errs = append(errs, fmt.Errorf("snat-port-range %d-%d is not a range of ports above 1023: use e.g. 61000-65535", c.SNATPortMin, c.SNATPortMax))
 	}

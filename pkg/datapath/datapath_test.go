@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -691,4 +692,100 @@ func TestConfigValidate(t *testing.T) {
 	require.ErrorContains(t, err, "events-buffer 5000")
 	require.NoError(t, Defaults().Validate())
 	_ = fmt.Sprint
+}
+
+// What each --flow-events level reports of the same traffic: a connection
+// into the pod from another pod of the node (its client's endpoint sees it
+// too), one from outside, and a drop; counters count all of it always.
+//
+//	local  10.0.0.9 (endpoint 9) ──► pod 10.0.0.1:80 (endpoint 7)
+//	remote 10.0.0.2              ──► pod 10.0.0.1:80
+//	pod ──► 192.0.2.1 with a forged source: dropped (INVALID_SOURCE_IP)
+func TestFlowEventsLevels(t *testing.T) {
+	localPeer := netip.MustParseAddr("10.0.0.9")
+	for _, tc := range []struct {
+		level FlowEvents
+		// want: events of the local connection (new, end), of the
+		// remote one (new, end), drops.
+		want string
+	}{
+		{FlowEventsAll, "local:trace,end remote:trace,end drop"},
+		{FlowEventsConnections, "remote:trace,end drop"},
+		{FlowEventsDropsAndVerdicts, "drop"},
+		{FlowEventsNone, ""},
+	} {
+		t.Run(string(tc.level), func(t *testing.T) {
+			dp := loadTest(t, Config{FlowEvents: tc.level})
+			_, _, err := dp.Maps().SyncIPCache(map[netip.Prefix]IPCacheEntry{
+				netip.PrefixFrom(podIP, 32):     {Identity: 1000, EndpointID: 7},
+				netip.PrefixFrom(localPeer, 32): {Identity: 1001, EndpointID: 9},
+			})
+			require.NoError(t, err)
+			rd, err := dp.NewEventReader()
+			require.NoError(t, err)
+			defer rd.Close()
+			conn := func(peer netip.Addr, sport uint16) {
+				for _, st := range []struct {
+					in  bool
+					pkt []byte
+				}{
+					{true, tcpPkt(t, peer, podIP, sport, 80, flags{syn: true})},
+					{false, tcpPkt(t, podIP, peer, 80, sport, flags{syn: true, ack: true})},
+					{true, tcpPkt(t, peer, podIP, sport, 80, flags{fin: true, ack: true})},
+					{false, tcpPkt(t, podIP, peer, 80, sport, flags{fin: true, ack: true})},
+				} {
+					prog := dp.objs.SlFromEp
+					if st.in {
+						prog = dp.objs.SlToEp
+					}
+					ret, _ := runPolicy(t, prog, st.pkt, fromWire)
+					require.Equal(t, verdictNext, ret)
+				}
+			}
+			conn(localPeer, 41000)
+			conn(peerIP, 42000)
+			ret, _ := runPolicy(t, dp.objs.SlFromEp, udpPkt(t, peer3IP, worldIP, 5000, 53), fromWire)
+			require.Equal(t, uint32(verdictDrop), ret)
+
+			var got []string
+			byPeer := map[string][]string{}
+			for {
+				rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+				ev, err := rd.Read()
+				if err != nil {
+					break
+				}
+				switch {
+				case ev.Type == "drop":
+					got = append(got, "drop")
+				case ev.Src.Addr() == localPeer:
+					byPeer["local"] = append(byPeer["local"], ev.Type)
+				default:
+					byPeer["remote"] = append(byPeer["remote"], ev.Type)
+				}
+			}
+			var parts []string
+			for _, p := range []string{"local", "remote"} {
+				if len(byPeer[p]) > 0 {
+					parts = append(parts, p+":"+strings.Join(byPeer[p], ","))
+				}
+			}
+			parts = append(parts, got...)
+			require.Equal(t, tc.want, strings.Join(parts, " "))
+
+			cs, err := dp.Maps().Counters()
+			require.NoError(t, err)
+			var fwd, dropped uint64
+			for _, c := range cs {
+				switch c.Metric {
+				case "forwarded":
+					fwd += c.Packets
+				case "dropped":
+					dropped += c.Packets
+				}
+			}
+			require.Equal(t, uint64(8), fwd, "every level counts every packet")
+			require.Equal(t, uint64(1), dropped)
+		})
+	}
 }

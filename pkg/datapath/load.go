@@ -171,7 +171,12 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	if cfg.SockLB == SockLBHostOnly {
 		mode = 2
 	}
+	level, err := cfg.FlowEvents.level()
+	if err != nil {
+		return err
+	}
 	vars := map[string]any{
+		bpfobj.BpfVarFlowEvents:       uint8(level),
 		"sock_lb_mode":                mode,
 		"host_netns_cookie":           cfg.HostNetnsCookie,
 		"have_set_retval":             boolByte(ProbeSetRetval() && !cfg.NoSetRetval),

@@ -38,6 +38,7 @@ type Maps struct {
 	// against.
 	snatPortMin, snatPortMax uint16
 	ctTimeoutClose           uint64
+	flowEvents               FlowEvents
 	// maglevInner is the spec of a Maglev table (loaded datapaths only).
 	maglevInner *ebpf.MapSpec
 	// policyInner and cidrInner are the specs of endpoint policy maps.
@@ -54,6 +55,7 @@ func (dp *Datapath) Maps() *Maps {
 		LBRevNat: o.SlLbRevnat, LBMaglev: o.SlLbMaglev, LBSrcRange: o.SlLbSrcRange, Uplinks: o.SlUplinks,
 		IPCache: o.SlIpcache, Policy: o.SlPolicy, PolicyCIDR: o.SlPolicyCidr, PolicyRev: o.SlPolicyRev, NAT: o.SlNat,
 		snatPortMin: dp.cfg.SNATPortMin, snatPortMax: dp.cfg.SNATPortMax, ctTimeoutClose: uint64(dp.cfg.CTTimeoutClose.Nanoseconds()),
+		flowEvents:  dp.cfg.FlowEvents,
 		maglevInner: dp.maglevInner, policyInner: dp.policyInner, cidrInner: dp.cidrInner, epMu: &dp.epMu}
 }
 
@@ -415,7 +417,7 @@ func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTSta
 			// An SNATed external connection has only its SERVICE
 			// entry on the uplink (endpoint 0).
 			conn := k.Scope == uint8(bpfobj.BpfSlCtScopeSL_CT_SCOPE_FLOW) || (k.EpId == 0 && v.NatFlags&ctNatSNAT != 0)
-			if ended != nil && v.State != uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && conn {
+			if ended != nil && v.State != uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && conn && m.reportsEnd(&v) {
 				ended(expiredEvent(k, v, now))
 			}
 		case endpointGone != nil && endpointGone(k.EpId):
@@ -436,6 +438,24 @@ func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTSta
 	}
 	return stats, nil
 }
+
+// reportsEnd applies --flow-events to a connection that expired, as the
+// datapath does to one that closes: no ends below "connections", and at
+// "connections" the server side of a connection between two pods of the
+// node is left to the client's side.
+func (m *Maps) reportsEnd(v *bpfobj.BpfSlCtEntry) bool {
+	if m.flowEvents == "" {
+		return true // pins only (CLI): everything
+	}
+	if !m.flowEvents.reportsEnds() {
+		return false
+	}
+	return m.flowEvents != FlowEventsConnections || v.Origin != uint8(bpfobj.BpfSlDirSL_DIR_INGRESS) ||
+		v.PolicyFlags&ctPolPeerLocal == 0
+}
+
+// ctPolPeerLocal is SL_CT_POL_PEER_LOCAL (bpf/include/sluice/types.h).
+const ctPolPeerLocal = 1 << 1
 
 // ctUsage walks sl_ct once: live (unexpired) entries and all of them.
 func (m *Maps) ctUsage() (live, total int, err error) {

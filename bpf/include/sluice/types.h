@@ -251,6 +251,9 @@ struct sl_ct_entry {
 /* Admitted as traffic the node itself originated (host identity): kept,
  * since a reply cannot tell who originated the connection. */
 #define SL_CT_POL_FROM_HOST (1U << 0)
+/* The peer is a pod of this node: its own endpoint tracks the connection
+ * too (--flow-events=connections reports it there only). */
+#define SL_CT_POL_PEER_LOCAL (1U << 1)
 
 /* A hairpin connection: a pod reached its own service and landed on
  * itself; the source was translated to the service loopback address. */
@@ -303,6 +306,28 @@ enum sl_event_type {
 	SL_EVENT_DROP = 2,      /* a dropped packet, with reason */
 	SL_EVENT_TRANSLATE = 3, /* a socket was connected to a service backend (socket LB) */
 	SL_EVENT_CONN_END = 4,  /* a TCP connection closed (RST, or FIN both ways); expiries come from the agent's CT GC */
+};
+
+/*
+ * Which events the datapath emits (--flow-events). Counters count every
+ * packet at every level; only what is reported as events changes.
+ */
+enum sl_flow_events {
+	/* Every connection where each endpoint sees it (its first packet at
+	 * the client's and at the server's endpoint), socket-LB translations,
+	 * connection ends at each endpoint, drops. */
+	SL_FLOW_EVENTS_ALL = 0,
+	/* Each connection once per node: where it enters the node's view
+	 * (the client's endpoint, or the server's when the client is not a
+	 * pod of this node, or the uplink), with its end there; a connection
+	 * the server's policy decided is reported there too (the verdict);
+	 * socket-LB translations; drops. */
+	SL_FLOW_EVENTS_CONNECTIONS = 1,
+	/* Policy verdicts (new connections an endpoint's policy decided:
+	 * allowed, denied, audit, redirected) and drops. */
+	SL_FLOW_EVENTS_DROPS_AND_VERDICTS = 2,
+	/* No events: counters only. */
+	SL_FLOW_EVENTS_NONE = 3,
 };
 
 /* Event flags (bits of sl_event.flags). A drop before conntrack looked

@@ -211,6 +211,15 @@ const (
 	BpfSlEventTypeSL_EVENT_CONN_END  BpfSlEventType = 4
 )
 
+type BpfSlFlowEvents uint32
+
+const (
+	BpfSlFlowEventsSL_FLOW_EVENTS_ALL                BpfSlFlowEvents = 0
+	BpfSlFlowEventsSL_FLOW_EVENTS_CONNECTIONS        BpfSlFlowEvents = 1
+	BpfSlFlowEventsSL_FLOW_EVENTS_DROPS_AND_VERDICTS BpfSlFlowEvents = 2
+	BpfSlFlowEventsSL_FLOW_EVENTS_NONE               BpfSlFlowEvents = 3
+)
+
 type BpfSlFragKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -450,6 +459,56 @@ const (
 	BpfSlPolicyVerdictSL_VERDICT_AUDIT    BpfSlPolicyVerdict = 4
 )
 
+type BpfSlScratch struct {
+	_   structs.HostLayout
+	Pkt struct {
+		_     structs.HostLayout
+		Saddr struct {
+			_     structs.HostLayout
+			Addr6 [16]uint8
+		}
+		Daddr struct {
+			_     structs.HostLayout
+			Addr6 [16]uint8
+		}
+		Sport      uint16
+		Dport      uint16
+		Family     uint8
+		Proto      uint8
+		TcpFlags   uint8
+		IcmpError  uint8
+		FirstFrag  uint8
+		LaterFrag  uint8
+		L4Off      uint16
+		OuterSaddr uint32
+		OuterDaddr uint32
+		InnerOff   uint16
+		InnerL4Off uint16
+	}
+	Nat struct {
+		_         structs.HostLayout
+		RevNatId  uint32
+		BackendId uint32
+		Vip       struct {
+			_     structs.HostLayout
+			Addr6 [16]uint8
+		}
+		Vport       uint16
+		State       uint8
+		Flags       uint8
+		NatPort     uint16
+		_           [2]byte
+		Expires     uint64
+		CurRev      uint32
+		PolicyRev   uint32
+		Origin      uint8
+		PolicyFlags uint8
+		Closed      uint8
+		SvcClosed   uint8
+		_           [4]byte
+	}
+}
+
 type BpfSlSockDestroyKey struct {
 	_    structs.HostLayout
 	Addr struct {
@@ -492,6 +551,7 @@ const (
 	BpfMapSlPolicy            = "sl_policy"
 	BpfMapSlPolicyCidr        = "sl_policy_cidr"
 	BpfMapSlPolicyRev         = "sl_policy_rev"
+	BpfMapSlScratch           = "sl_scratch"
 	BpfMapSlSockDestroy       = "sl_sock_destroy"
 	BpfMapSlUplinks           = "sl_uplinks"
 	BpfProgSlFromEp           = "sl_from_ep"
@@ -503,6 +563,7 @@ const (
 	BpfVarSlEvent             = "_sl_event"
 	BpfVarSlEventFlag         = "_sl_event_flag"
 	BpfVarSlEventType         = "_sl_event_type"
+	BpfVarSlFlowEvents        = "_sl_flow_events"
 	BpfVarSlIdentityReserved  = "_sl_identity_reserved"
 	BpfVarSlLbBackendState    = "_sl_lb_backend_state"
 	BpfVarSlMetric            = "_sl_metric"
@@ -518,6 +579,7 @@ const (
 	BpfVarEnableAntispoof     = "enable_antispoof"
 	BpfVarEnablePolicyRevoke  = "enable_policy_revoke"
 	BpfVarEventsRingSize      = "events_ring_size"
+	BpfVarFlowEvents          = "flow_events"
 	BpfVarMaglevSize          = "maglev_size"
 	BpfVarSnatPortMax         = "snat_port_max"
 	BpfVarSnatPortMin         = "snat_port_min"
@@ -592,6 +654,7 @@ type BpfMapSpecs struct {
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
+	SlScratch     *ebpf.MapSpec `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
@@ -607,6 +670,7 @@ type BpfVariableSpecs struct {
 	SlEvent             *ebpf.VariableSpec `ebpf:"_sl_event"`
 	SlEventFlag         *ebpf.VariableSpec `ebpf:"_sl_event_flag"`
 	SlEventType         *ebpf.VariableSpec `ebpf:"_sl_event_type"`
+	SlFlowEvents        *ebpf.VariableSpec `ebpf:"_sl_flow_events"`
 	SlIdentityReserved  *ebpf.VariableSpec `ebpf:"_sl_identity_reserved"`
 	SlLbBackendState    *ebpf.VariableSpec `ebpf:"_sl_lb_backend_state"`
 	SlMetric            *ebpf.VariableSpec `ebpf:"_sl_metric"`
@@ -622,6 +686,7 @@ type BpfVariableSpecs struct {
 	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
 	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	FlowEvents          *ebpf.VariableSpec `ebpf:"flow_events"`
 	MaglevSize          *ebpf.VariableSpec `ebpf:"maglev_size"`
 	SnatPortMax         *ebpf.VariableSpec `ebpf:"snat_port_max"`
 	SnatPortMin         *ebpf.VariableSpec `ebpf:"snat_port_min"`
@@ -666,6 +731,7 @@ type BpfMaps struct {
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
+	SlScratch     *ebpf.Map `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
@@ -691,6 +757,7 @@ func (m *BpfMaps) Close() error {
 		m.SlPolicy,
 		m.SlPolicyCidr,
 		m.SlPolicyRev,
+		m.SlScratch,
 		m.SlSockDestroy,
 		m.SlUplinks,
 	)
@@ -707,6 +774,7 @@ type BpfVariables struct {
 	SlEvent             *ebpf.Variable `ebpf:"_sl_event"`
 	SlEventFlag         *ebpf.Variable `ebpf:"_sl_event_flag"`
 	SlEventType         *ebpf.Variable `ebpf:"_sl_event_type"`
+	SlFlowEvents        *ebpf.Variable `ebpf:"_sl_flow_events"`
 	SlIdentityReserved  *ebpf.Variable `ebpf:"_sl_identity_reserved"`
 	SlLbBackendState    *ebpf.Variable `ebpf:"_sl_lb_backend_state"`
 	SlMetric            *ebpf.Variable `ebpf:"_sl_metric"`
@@ -722,6 +790,7 @@ type BpfVariables struct {
 	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
 	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
+	FlowEvents          *ebpf.Variable `ebpf:"flow_events"`
 	MaglevSize          *ebpf.Variable `ebpf:"maglev_size"`
 	SnatPortMax         *ebpf.Variable `ebpf:"snat_port_max"`
 	SnatPortMin         *ebpf.Variable `ebpf:"snat_port_min"`

@@ -35,6 +35,7 @@ const (
 	HostMapSlPolicy            = "sl_policy"
 	HostMapSlPolicyCidr        = "sl_policy_cidr"
 	HostMapSlPolicyRev         = "sl_policy_rev"
+	HostMapSlScratch           = "sl_scratch"
 	HostMapSlSockDestroy       = "sl_sock_destroy"
 	HostMapSlUplinks           = "sl_uplinks"
 	HostProgSlFromNetdev       = "sl_from_netdev"
@@ -50,6 +51,7 @@ const (
 	HostVarEnableAntispoof     = "enable_antispoof"
 	HostVarEnablePolicyRevoke  = "enable_policy_revoke"
 	HostVarEventsRingSize      = "events_ring_size"
+	HostVarFlowEvents          = "flow_events"
 	HostVarMaglevSize          = "maglev_size"
 	HostVarSnatPortMax         = "snat_port_max"
 	HostVarSnatPortMin         = "snat_port_min"
@@ -124,6 +126,7 @@ type HostMapSpecs struct {
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
+	SlScratch     *ebpf.MapSpec `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
@@ -143,6 +146,7 @@ type HostVariableSpecs struct {
 	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
 	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	FlowEvents          *ebpf.VariableSpec `ebpf:"flow_events"`
 	MaglevSize          *ebpf.VariableSpec `ebpf:"maglev_size"`
 	SnatPortMax         *ebpf.VariableSpec `ebpf:"snat_port_max"`
 	SnatPortMin         *ebpf.VariableSpec `ebpf:"snat_port_min"`
@@ -187,6 +191,7 @@ type HostMaps struct {
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
+	SlScratch     *ebpf.Map `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
@@ -212,6 +217,7 @@ func (m *HostMaps) Close() error {
 		m.SlPolicy,
 		m.SlPolicyCidr,
 		m.SlPolicyRev,
+		m.SlScratch,
 		m.SlSockDestroy,
 		m.SlUplinks,
 	)
@@ -232,6 +238,7 @@ type HostVariables struct {
 	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
 	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
+	FlowEvents          *ebpf.Variable `ebpf:"flow_events"`
 	MaglevSize          *ebpf.Variable `ebpf:"maglev_size"`
 	SnatPortMax         *ebpf.Variable `ebpf:"snat_port_max"`
 	SnatPortMin         *ebpf.Variable `ebpf:"snat_port_min"`

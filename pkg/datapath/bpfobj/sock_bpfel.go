@@ -35,6 +35,7 @@ const (
 	SockMapSlPolicy            = "sl_policy"
 	SockMapSlPolicyCidr        = "sl_policy_cidr"
 	SockMapSlPolicyRev         = "sl_policy_rev"
+	SockMapSlScratch           = "sl_scratch"
 	SockMapSlSockDestroy       = "sl_sock_destroy"
 	SockMapSlUplinks           = "sl_uplinks"
 	SockProgSlSockConnect4     = "sl_sock_connect4"
@@ -52,6 +53,7 @@ const (
 	SockVarEnableAntispoof     = "enable_antispoof"
 	SockVarEnablePolicyRevoke  = "enable_policy_revoke"
 	SockVarEventsRingSize      = "events_ring_size"
+	SockVarFlowEvents          = "flow_events"
 	SockVarHaveSetRetval       = "have_set_retval"
 	SockVarHostNetnsCookie     = "host_netns_cookie"
 	SockVarMaglevSize          = "maglev_size"
@@ -131,6 +133,7 @@ type SockMapSpecs struct {
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
+	SlScratch     *ebpf.MapSpec `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
@@ -150,6 +153,7 @@ type SockVariableSpecs struct {
 	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
 	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
+	FlowEvents          *ebpf.VariableSpec `ebpf:"flow_events"`
 	HaveSetRetval       *ebpf.VariableSpec `ebpf:"have_set_retval"`
 	HostNetnsCookie     *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	MaglevSize          *ebpf.VariableSpec `ebpf:"maglev_size"`
@@ -197,6 +201,7 @@ type SockMaps struct {
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
+	SlScratch     *ebpf.Map `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
@@ -222,6 +227,7 @@ func (m *SockMaps) Close() error {
 		m.SlPolicy,
 		m.SlPolicyCidr,
 		m.SlPolicyRev,
+		m.SlScratch,
 		m.SlSockDestroy,
 		m.SlUplinks,
 	)
@@ -242,6 +248,7 @@ type SockVariables struct {
 	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
 	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
+	FlowEvents          *ebpf.Variable `ebpf:"flow_events"`
 	HaveSetRetval       *ebpf.Variable `ebpf:"have_set_retval"`
 	HostNetnsCookie     *ebpf.Variable `ebpf:"host_netns_cookie"`
 	MaglevSize          *ebpf.Variable `ebpf:"maglev_size"`
