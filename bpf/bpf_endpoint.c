@@ -315,3 +315,9 @@ const enum sl_lb_backend_state *const _sl_lb_backend_state __attribute__((unused
 const enum sl_policy_verdict *const _sl_policy_verdict __attribute__((unused)) = 0;
 const enum sl_identity_reserved *const _sl_identity_reserved __attribute__((unused)) = 0;
 const enum sl_flow_events *const _sl_flow_events __attribute__((unused)) = 0;
+const enum sl_ep_flag *const _sl_ep_flag __attribute__((unused)) = 0;
+const enum sl_ct_pol_flag *const _sl_ct_pol_flag __attribute__((unused)) = 0;
+const enum sl_ct_nat_flag *const _sl_ct_nat_flag __attribute__((unused)) = 0;
+const enum sl_lb_flag *const _sl_lb_flag __attribute__((unused)) = 0;
+const enum sl_lb_backend_flag *const _sl_lb_backend_flag __attribute__((unused)) = 0;
+const enum sl_tcp_flag *const _sl_tcp_flag __attribute__((unused)) = 0;

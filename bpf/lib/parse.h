@@ -49,12 +49,6 @@ struct sl_pkt {
 	__u16 inner_l4_off; /* ICMP errors: offset of the embedded L4 header */
 };
 
-/* TCP flag bits in byte 13 of the TCP header. */
-#define TCPF_FIN 0x01
-#define TCPF_SYN 0x02
-#define TCPF_RST 0x04
-#define TCPF_PSH 0x08
-#define TCPF_ACK 0x10
 
 static __always_inline bool icmp_is_error(__u8 type)
 {

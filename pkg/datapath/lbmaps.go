@@ -12,20 +12,20 @@ import (
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 )
 
-// LB flags, as in bpf/include/sluice/types.h.
+// LB flags: sl_lb_flag (bpf/include/sluice/types.h), generated.
 const (
-	LBFlagAffinity uint16 = 1 << 0
-	LBFlagMaglev   uint16 = 1 << 1
+	LBFlagAffinity = uint16(bpfobj.BpfSlLbFlagSL_LB_F_AFFINITY)
+	LBFlagMaglev   = uint16(bpfobj.BpfSlLbFlagSL_LB_F_MAGLEV)
 	// LBFlagExternal: NodePort, externalIP or LoadBalancer frontend, served
 	// on the uplinks.
-	LBFlagExternal uint16 = 1 << 2
+	LBFlagExternal = uint16(bpfobj.BpfSlLbFlagSL_LB_F_EXTERNAL)
 	// LBFlagLocal: externalTrafficPolicy Local (keep the client address).
-	LBFlagLocal uint16 = 1 << 3
+	LBFlagLocal = uint16(bpfobj.BpfSlLbFlagSL_LB_F_LOCAL)
 	// LBFlagNoLocal: no local endpoint but remote ones: drop, don't reject.
-	LBFlagNoLocal uint16 = 1 << 4
+	LBFlagNoLocal = uint16(bpfobj.BpfSlLbFlagSL_LB_F_NO_LOCAL)
 	// LBFlagSrcRange: loadBalancerSourceRanges restrict the clients to
 	// SourceRanges (with the flag and no ranges, no client is allowed).
-	LBFlagSrcRange uint16 = 1 << 5
+	LBFlagSrcRange = uint16(bpfobj.BpfSlLbFlagSL_LB_F_SRC_RANGE)
 )
 
 // LBFrontendKey identifies a frontend: what a client addresses.
@@ -145,7 +145,8 @@ func (m *Maps) LBDump() (LBState, error) {
 	bit := m.LBBackends.Iterate()
 	for bit.Next(&id, &b) {
 		st.Backends[id] = LBBackend{ID: id, Addr: addrFrom(b.Addr.Addr6, 2), Port: ntohs(b.Port), Proto: b.Proto,
-			Terminating: b.State == 1, Local: b.Flags&1 != 0}
+			Terminating: b.State == uint8(bpfobj.BpfSlLbBackendStateSL_LB_BACKEND_TERMINATING),
+			Local:       b.Flags&uint8(bpfobj.BpfSlLbBackendFlagSL_LB_BACKEND_F_LOCAL) != 0}
 	}
 	if err := bit.Err(); err != nil {
 		return st, fmt.Errorf("iterate sl_lb_backends: %w", err)
@@ -440,7 +441,7 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 			v.State = 1
 		}
 		if b.Local {
-			v.Flags |= 1 // SL_LB_BACKEND_F_LOCAL
+			v.Flags |= uint8(bpfobj.BpfSlLbBackendFlagSL_LB_BACKEND_F_LOCAL)
 		}
 		bk, bv = append(bk, b.ID), append(bv, v)
 	}

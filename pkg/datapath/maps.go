@@ -173,13 +173,14 @@ func addrTo(a netip.Addr) [16]uint8 {
 // ntohs/htons: ports are stored in network byte order in the maps.
 func ntohs(v uint16) uint16 { return v<<8 | v>>8 }
 
-// Endpoint policy flags, as SL_EP_F_POLICY_* in bpf/include/sluice/types.h.
+// Endpoint policy flags: SL_EP_F_POLICY_* of sl_ep_flag
+// (bpf/include/sluice/types.h), generated.
 const (
-	EPFlagPolicyIngress  uint32 = 1 << 2
-	EPFlagPolicyEgress   uint32 = 1 << 3
-	EPFlagPolicyAudit    uint32 = 1 << 4
-	EPFlagPolicyOverflow uint32 = 1 << 5
-	epFlagsPolicy               = EPFlagPolicyIngress | EPFlagPolicyEgress | EPFlagPolicyAudit | EPFlagPolicyOverflow
+	EPFlagPolicyIngress  = uint32(bpfobj.BpfSlEpFlagSL_EP_F_POLICY_INGRESS)
+	EPFlagPolicyEgress   = uint32(bpfobj.BpfSlEpFlagSL_EP_F_POLICY_EGRESS)
+	EPFlagPolicyAudit    = uint32(bpfobj.BpfSlEpFlagSL_EP_F_POLICY_AUDIT)
+	EPFlagPolicyOverflow = uint32(bpfobj.BpfSlEpFlagSL_EP_F_POLICY_OVERFLOW)
+	epFlagsPolicy        = EPFlagPolicyIngress | EPFlagPolicyEgress | EPFlagPolicyAudit | EPFlagPolicyOverflow
 )
 
 // EndpointEntry is one row of sl_endpoints.
@@ -198,11 +199,11 @@ type EndpointEntry struct {
 func (m *Maps) PutEndpoint(e EndpointEntry) error {
 	v := bpfobj.BpfSlEndpoint{EpId: e.ID, Identity: e.Identity, Flags: e.PolicyFlags & epFlagsPolicy}
 	if e.IPv4.Is4() {
-		v.Flags |= 1 // SL_EP_F_HAS_IPV4
+		v.Flags |= uint32(bpfobj.BpfSlEpFlagSL_EP_F_HAS_IPV4)
 		v.Ipv4.Addr6 = addrTo(e.IPv4)
 	}
 	if e.IPv6.Is6() {
-		v.Flags |= 2 // SL_EP_F_HAS_IPV6
+		v.Flags |= uint32(bpfobj.BpfSlEpFlagSL_EP_F_HAS_IPV6)
 		v.Ipv6.Addr6 = addrTo(e.IPv6)
 	}
 	m.lockEndpoints()
@@ -285,10 +286,10 @@ func (m *Maps) ListEndpoints() ([]EndpointEntry, error) {
 	it := m.Endpoints.Iterate()
 	for it.Next(&k, &v) {
 		e := EndpointEntry{IfIndex: k, ID: v.EpId, Identity: v.Identity, PolicyFlags: v.Flags & epFlagsPolicy}
-		if v.Flags&1 != 0 {
+		if v.Flags&uint32(bpfobj.BpfSlEpFlagSL_EP_F_HAS_IPV4) != 0 {
 			e.IPv4 = addrFrom(v.Ipv4.Addr6, unix.AF_INET)
 		}
-		if v.Flags&2 != 0 {
+		if v.Flags&uint32(bpfobj.BpfSlEpFlagSL_EP_F_HAS_IPV6) != 0 {
 			e.IPv6 = addrFrom(v.Ipv6.Addr6, unix.AF_INET6)
 		}
 		out = append(out, e)
@@ -416,7 +417,7 @@ func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTSta
 			// when they closed; the others end by expiring.
 			// An SNATed external connection has only its SERVICE
 			// entry on the uplink (endpoint 0).
-			conn := k.Scope == uint8(bpfobj.BpfSlCtScopeSL_CT_SCOPE_FLOW) || (k.EpId == 0 && v.NatFlags&ctNatSNAT != 0)
+			conn := k.Scope == uint8(bpfobj.BpfSlCtScopeSL_CT_SCOPE_FLOW) || (k.EpId == 0 && v.NatFlags&uint8(bpfobj.BpfSlCtNatFlagSL_CT_NAT_SNAT) != 0)
 			if ended != nil && v.State != uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && conn && m.reportsEnd(&v) {
 				ended(expiredEvent(k, v, now))
 			}
@@ -451,11 +452,8 @@ func (m *Maps) reportsEnd(v *bpfobj.BpfSlCtEntry) bool {
 		return false
 	}
 	return m.flowEvents != FlowEventsConnections || v.Origin != uint8(bpfobj.BpfSlDirSL_DIR_INGRESS) ||
-		v.PolicyFlags&ctPolPeerLocal == 0
+		v.PolicyFlags&uint8(bpfobj.BpfSlCtPolFlagSL_CT_POL_PEER_LOCAL) == 0
 }
-
-// ctPolPeerLocal is SL_CT_POL_PEER_LOCAL (bpf/include/sluice/types.h).
-const ctPolPeerLocal = 1 << 1
 
 // ctUsage walks sl_ct once: live (unexpired) entries and all of them.
 func (m *Maps) ctUsage() (live, total int, err error) {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sort"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 )
 
@@ -36,7 +38,7 @@ func natOwnerKey(k *bpfobj.BpfSlNatKey, v *bpfobj.BpfSlNatVal) bpfobj.BpfSlCtKey
 }
 
 // afInet is AF_INET as the datapath stores it in keys.
-const afInet = 2
+const afInet = unix.AF_INET
 
 // natMappingLive says whether the SNAT mapping k → v still belongs to a
 // connection: its owner entry exists, has not expired, is not closed (a
@@ -49,7 +51,7 @@ func (m *Maps) natMappingLive(k *bpfobj.BpfSlNatKey, v *bpfobj.BpfSlNatVal, now 
 	if err := m.CT.Lookup(&ck, &e); err != nil {
 		return false
 	}
-	if e.Expires <= now || e.NatPort != k.Port || e.NatFlags&ctNatSNAT == 0 {
+	if e.Expires <= now || e.NatPort != k.Port || e.NatFlags&uint8(bpfobj.BpfSlCtNatFlagSL_CT_NAT_SNAT) == 0 {
 		return false
 	}
 	if e.State == uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && now+m.ctTimeoutClose >= e.Expires+closeGrace {
@@ -61,9 +63,6 @@ func (m *Maps) natMappingLive(k *bpfobj.BpfSlNatKey, v *bpfobj.BpfSlNatVal, now 
 	}
 	return b.Addr.Addr6 == v.Backend.Addr6 && b.Port == v.BackendPort
 }
-
-// ctNatSNAT is SL_CT_NAT_SNAT (bpf/include/sluice/types.h).
-const ctNatSNAT = 1 << 1
 
 // NATGCStats is the result of one SNAT GC pass.
 type NATGCStats struct {

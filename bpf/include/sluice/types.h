@@ -97,16 +97,18 @@ struct sl_endpoint {
 	union sl_addr ipv6;
 };
 
-#define SL_EP_F_HAS_IPV4 (1U << 0)
-#define SL_EP_F_HAS_IPV6 (1U << 1)
+enum sl_ep_flag {
+	SL_EP_F_HAS_IPV4 = 1U << 0,
+	SL_EP_F_HAS_IPV6 = 1U << 1,
 /* Selected by a policy for ingress / egress: default deny that way, and
  * new connections are checked against sl_policy[ep_id]. */
-#define SL_EP_F_POLICY_INGRESS (1U << 2)
-#define SL_EP_F_POLICY_EGRESS (1U << 3)
+	SL_EP_F_POLICY_INGRESS = 1U << 2,
+	SL_EP_F_POLICY_EGRESS = 1U << 3,
 /* Audit mode: would-be denials are forwarded and reported as AUDIT. */
-#define SL_EP_F_POLICY_AUDIT (1U << 4)
+	SL_EP_F_POLICY_AUDIT = 1U << 4,
 /* The policy did not fit: every new connection is dropped (POLICY_OVERFLOW). */
-#define SL_EP_F_POLICY_OVERFLOW (1U << 5)
+	SL_EP_F_POLICY_OVERFLOW = 1U << 5,
+};
 
 /*
  * Security identities. Reserved ones use Cilium's numbers; the agent
@@ -250,17 +252,21 @@ struct sl_ct_entry {
 
 /* Admitted as traffic the node itself originated (host identity): kept,
  * since a reply cannot tell who originated the connection. */
-#define SL_CT_POL_FROM_HOST (1U << 0)
+enum sl_ct_pol_flag {
+	SL_CT_POL_FROM_HOST = 1U << 0,
 /* The peer is a pod of this node: its own endpoint tracks the connection
  * too (--flow-events=connections reports it there only). */
-#define SL_CT_POL_PEER_LOCAL (1U << 1)
+	SL_CT_POL_PEER_LOCAL = 1U << 1,
+};
 
 /* A hairpin connection: a pod reached its own service and landed on
  * itself; the source was translated to the service loopback address. */
-#define SL_CT_NAT_HAIRPIN (1U << 0)
+enum sl_ct_nat_flag {
+	SL_CT_NAT_HAIRPIN = 1U << 0,
 /* An external connection source-translated to the node toward a remote
  * backend (externalTrafficPolicy: Cluster). */
-#define SL_CT_NAT_SNAT (1U << 1)
+	SL_CT_NAT_SNAT = 1U << 1,
+};
 
 /* IPv4 fragment tracking: the first fragment's ports, for later fragments. */
 struct sl_frag_key {
@@ -328,6 +334,16 @@ enum sl_flow_events {
 	SL_FLOW_EVENTS_DROPS_AND_VERDICTS = 2,
 	/* No events: counters only. */
 	SL_FLOW_EVENTS_NONE = 3,
+};
+
+/* TCP flag bits (byte 13 of the TCP header), as events carry them in
+ * sl_event.tcp_flags and conntrack records them. */
+enum sl_tcp_flag {
+	TCPF_FIN = 0x01,
+	TCPF_SYN = 0x02,
+	TCPF_RST = 0x04,
+	TCPF_PSH = 0x08,
+	TCPF_ACK = 0x10,
 };
 
 /* Event flags (bits of sl_event.flags). A drop before conntrack looked
@@ -413,12 +429,14 @@ struct sl_lb_entry {
 	__u32 affinity_timeout; /* slot 0: seconds, with SL_LB_F_AFFINITY */
 };
 
-#define SL_LB_F_AFFINITY (1U << 0) /* sessionAffinity: ClientIP */
-#define SL_LB_F_MAGLEV (1U << 1)   /* Maglev consistent hashing instead of random */
-#define SL_LB_F_EXTERNAL (1U << 2) /* NodePort, externalIP, LoadBalancer: served on uplinks */
-#define SL_LB_F_LOCAL (1U << 3)    /* externalTrafficPolicy: Local: keep the client address */
-#define SL_LB_F_NO_LOCAL (1U << 4) /* no local endpoint (but remote ones): drop, don't reject */
-#define SL_LB_F_SRC_RANGE (1U << 5) /* loadBalancerSourceRanges: clients must match sl_lb_src_range */
+enum sl_lb_flag {
+	SL_LB_F_AFFINITY = 1U << 0,  /* sessionAffinity: ClientIP */
+	SL_LB_F_MAGLEV = 1U << 1,    /* Maglev consistent hashing instead of random */
+	SL_LB_F_EXTERNAL = 1U << 2,  /* NodePort, externalIP, LoadBalancer: served on uplinks */
+	SL_LB_F_LOCAL = 1U << 3,     /* externalTrafficPolicy: Local: keep the client address */
+	SL_LB_F_NO_LOCAL = 1U << 4,  /* no local endpoint (but remote ones): drop, don't reject */
+	SL_LB_F_SRC_RANGE = 1U << 5, /* loadBalancerSourceRanges: clients must match sl_lb_src_range */
+};
 
 /* loadBalancerSourceRanges: an LPM key of the frontend ID (always all 32
  * bits) followed by the client prefix; prefixlen = 32 + prefix bits. */
@@ -437,7 +455,9 @@ struct sl_lb_backend {
 	__u8 pad[3];
 };
 
-#define SL_LB_BACKEND_F_LOCAL (1U << 0) /* a pod on this node */
+enum sl_lb_backend_flag {
+	SL_LB_BACKEND_F_LOCAL = 1U << 0, /* a pod on this node */
+};
 
 enum sl_lb_backend_state {
 	SL_LB_BACKEND_ACTIVE = 0,

@@ -57,6 +57,20 @@ type BpfSlCtKey struct {
 	}
 }
 
+type BpfSlCtNatFlag uint32
+
+const (
+	BpfSlCtNatFlagSL_CT_NAT_HAIRPIN BpfSlCtNatFlag = 1
+	BpfSlCtNatFlagSL_CT_NAT_SNAT    BpfSlCtNatFlag = 2
+)
+
+type BpfSlCtPolFlag uint32
+
+const (
+	BpfSlCtPolFlagSL_CT_POL_FROM_HOST  BpfSlCtPolFlag = 1
+	BpfSlCtPolFlagSL_CT_POL_PEER_LOCAL BpfSlCtPolFlag = 2
+)
+
 type BpfSlCtScope uint32
 
 const (
@@ -147,6 +161,17 @@ type BpfSlEndpoint struct {
 		Addr6 [16]uint8
 	}
 }
+
+type BpfSlEpFlag uint32
+
+const (
+	BpfSlEpFlagSL_EP_F_HAS_IPV4        BpfSlEpFlag = 1
+	BpfSlEpFlagSL_EP_F_HAS_IPV6        BpfSlEpFlag = 2
+	BpfSlEpFlagSL_EP_F_POLICY_INGRESS  BpfSlEpFlag = 4
+	BpfSlEpFlagSL_EP_F_POLICY_EGRESS   BpfSlEpFlag = 8
+	BpfSlEpFlagSL_EP_F_POLICY_AUDIT    BpfSlEpFlag = 16
+	BpfSlEpFlagSL_EP_F_POLICY_OVERFLOW BpfSlEpFlag = 32
+)
 
 type BpfSlEvent struct {
 	_        structs.HostLayout
@@ -299,6 +324,12 @@ type BpfSlLbBackend struct {
 	Pad   [3]uint8
 }
 
+type BpfSlLbBackendFlag uint32
+
+const (
+	BpfSlLbBackendFlagSL_LB_BACKEND_F_LOCAL BpfSlLbBackendFlag = 1
+)
+
 type BpfSlLbBackendState uint32
 
 const (
@@ -314,6 +345,17 @@ type BpfSlLbEntry struct {
 	Flags           uint16
 	AffinityTimeout uint32
 }
+
+type BpfSlLbFlag uint32
+
+const (
+	BpfSlLbFlagSL_LB_F_AFFINITY  BpfSlLbFlag = 1
+	BpfSlLbFlagSL_LB_F_MAGLEV    BpfSlLbFlag = 2
+	BpfSlLbFlagSL_LB_F_EXTERNAL  BpfSlLbFlag = 4
+	BpfSlLbFlagSL_LB_F_LOCAL     BpfSlLbFlag = 8
+	BpfSlLbFlagSL_LB_F_NO_LOCAL  BpfSlLbFlag = 16
+	BpfSlLbFlagSL_LB_F_SRC_RANGE BpfSlLbFlag = 32
+)
 
 type BpfSlLbKey struct {
 	_    structs.HostLayout
@@ -520,6 +562,16 @@ type BpfSlSockDestroyKey struct {
 	Pad   uint8
 }
 
+type BpfSlTcpFlag uint32
+
+const (
+	BpfSlTcpFlagTCPF_FIN BpfSlTcpFlag = 1
+	BpfSlTcpFlagTCPF_SYN BpfSlTcpFlag = 2
+	BpfSlTcpFlagTCPF_RST BpfSlTcpFlag = 4
+	BpfSlTcpFlagTCPF_PSH BpfSlTcpFlag = 8
+	BpfSlTcpFlagTCPF_ACK BpfSlTcpFlag = 16
+)
+
 type BpfSlUplink struct {
 	_    structs.HostLayout
 	Ipv4 struct {
@@ -556,21 +608,27 @@ const (
 	BpfMapSlUplinks           = "sl_uplinks"
 	BpfProgSlFromEp           = "sl_from_ep"
 	BpfProgSlToEp             = "sl_to_ep"
+	BpfVarSlCtNatFlag         = "_sl_ct_nat_flag"
+	BpfVarSlCtPolFlag         = "_sl_ct_pol_flag"
 	BpfVarSlCtScope           = "_sl_ct_scope"
 	BpfVarSlCtState           = "_sl_ct_state"
 	BpfVarSlDir               = "_sl_dir"
 	BpfVarSlDropReason        = "_sl_drop_reason"
+	BpfVarSlEpFlag            = "_sl_ep_flag"
 	BpfVarSlEvent             = "_sl_event"
 	BpfVarSlEventFlag         = "_sl_event_flag"
 	BpfVarSlEventType         = "_sl_event_type"
 	BpfVarSlFlowEvents        = "_sl_flow_events"
 	BpfVarSlIdentityReserved  = "_sl_identity_reserved"
+	BpfVarSlLbBackendFlag     = "_sl_lb_backend_flag"
 	BpfVarSlLbBackendState    = "_sl_lb_backend_state"
+	BpfVarSlLbFlag            = "_sl_lb_flag"
 	BpfVarSlMetric            = "_sl_metric"
 	BpfVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
 	BpfVarSlPolicyEntry       = "_sl_policy_entry"
 	BpfVarSlPolicyKey         = "_sl_policy_key"
 	BpfVarSlPolicyVerdict     = "_sl_policy_verdict"
+	BpfVarSlTcpFlag           = "_sl_tcp_flag"
 	BpfVarCtTimeoutCloseNs    = "ct_timeout_close_ns"
 	BpfVarCtTimeoutOtherNs    = "ct_timeout_other_ns"
 	BpfVarCtTimeoutSynNs      = "ct_timeout_syn_ns"
@@ -663,21 +721,27 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
+	SlCtNatFlag         *ebpf.VariableSpec `ebpf:"_sl_ct_nat_flag"`
+	SlCtPolFlag         *ebpf.VariableSpec `ebpf:"_sl_ct_pol_flag"`
 	SlCtScope           *ebpf.VariableSpec `ebpf:"_sl_ct_scope"`
 	SlCtState           *ebpf.VariableSpec `ebpf:"_sl_ct_state"`
 	SlDir               *ebpf.VariableSpec `ebpf:"_sl_dir"`
 	SlDropReason        *ebpf.VariableSpec `ebpf:"_sl_drop_reason"`
+	SlEpFlag            *ebpf.VariableSpec `ebpf:"_sl_ep_flag"`
 	SlEvent             *ebpf.VariableSpec `ebpf:"_sl_event"`
 	SlEventFlag         *ebpf.VariableSpec `ebpf:"_sl_event_flag"`
 	SlEventType         *ebpf.VariableSpec `ebpf:"_sl_event_type"`
 	SlFlowEvents        *ebpf.VariableSpec `ebpf:"_sl_flow_events"`
 	SlIdentityReserved  *ebpf.VariableSpec `ebpf:"_sl_identity_reserved"`
+	SlLbBackendFlag     *ebpf.VariableSpec `ebpf:"_sl_lb_backend_flag"`
 	SlLbBackendState    *ebpf.VariableSpec `ebpf:"_sl_lb_backend_state"`
+	SlLbFlag            *ebpf.VariableSpec `ebpf:"_sl_lb_flag"`
 	SlMetric            *ebpf.VariableSpec `ebpf:"_sl_metric"`
 	SlPolicyCidrKey     *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
 	SlPolicyEntry       *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
 	SlPolicyKey         *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
 	SlPolicyVerdict     *ebpf.VariableSpec `ebpf:"_sl_policy_verdict"`
+	SlTcpFlag           *ebpf.VariableSpec `ebpf:"_sl_tcp_flag"`
 	CtTimeoutCloseNs    *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs    *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
 	CtTimeoutSynNs      *ebpf.VariableSpec `ebpf:"ct_timeout_syn_ns"`
@@ -767,21 +831,27 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
+	SlCtNatFlag         *ebpf.Variable `ebpf:"_sl_ct_nat_flag"`
+	SlCtPolFlag         *ebpf.Variable `ebpf:"_sl_ct_pol_flag"`
 	SlCtScope           *ebpf.Variable `ebpf:"_sl_ct_scope"`
 	SlCtState           *ebpf.Variable `ebpf:"_sl_ct_state"`
 	SlDir               *ebpf.Variable `ebpf:"_sl_dir"`
 	SlDropReason        *ebpf.Variable `ebpf:"_sl_drop_reason"`
+	SlEpFlag            *ebpf.Variable `ebpf:"_sl_ep_flag"`
 	SlEvent             *ebpf.Variable `ebpf:"_sl_event"`
 	SlEventFlag         *ebpf.Variable `ebpf:"_sl_event_flag"`
 	SlEventType         *ebpf.Variable `ebpf:"_sl_event_type"`
 	SlFlowEvents        *ebpf.Variable `ebpf:"_sl_flow_events"`
 	SlIdentityReserved  *ebpf.Variable `ebpf:"_sl_identity_reserved"`
+	SlLbBackendFlag     *ebpf.Variable `ebpf:"_sl_lb_backend_flag"`
 	SlLbBackendState    *ebpf.Variable `ebpf:"_sl_lb_backend_state"`
+	SlLbFlag            *ebpf.Variable `ebpf:"_sl_lb_flag"`
 	SlMetric            *ebpf.Variable `ebpf:"_sl_metric"`
 	SlPolicyCidrKey     *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
 	SlPolicyEntry       *ebpf.Variable `ebpf:"_sl_policy_entry"`
 	SlPolicyKey         *ebpf.Variable `ebpf:"_sl_policy_key"`
 	SlPolicyVerdict     *ebpf.Variable `ebpf:"_sl_policy_verdict"`
+	SlTcpFlag           *ebpf.Variable `ebpf:"_sl_tcp_flag"`
 	CtTimeoutCloseNs    *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs    *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
 	CtTimeoutSynNs      *ebpf.Variable `ebpf:"ct_timeout_syn_ns"`
