@@ -12,6 +12,7 @@
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/metrics.h"
+#include "lib/events.h"
 #include "lib/conntrack.h"
 #include "lib/lb.h"
 #include "lib/nodeport.h"

@@ -13,6 +13,7 @@
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/metrics.h"
+#include "lib/events.h"
 #include "lib/sock.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -20,7 +20,7 @@
 #ifndef SLUICE_CONNTRACK_H
 #define SLUICE_CONNTRACK_H
 
-#include "metrics.h"
+#include "events.h"
 
 /* Service translation state carried with a packet through CT: set by the
  * LB before a new connection's entry is created, read back for replies. */

@@ -15,13 +15,9 @@
 #ifndef SLUICE_LB_H
 #define SLUICE_LB_H
 
-#include <stddef.h>
-
 #include "conntrack.h"
-
-#define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
-#define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
-#define IP_DST_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
+#include "csum.h"
+#include "eth.h"
 
 enum lb_result {
 	LB_NONE = 0,     /* not a service: nothing done */
@@ -331,31 +327,6 @@ static __always_inline int lb_hairpin_reply(struct __sk_buff *skb, __u32 ep_id, 
 	return lb_rev_translate(skb, ep_id, pkt, nat);
 }
 
-/* Swap source and destination MAC: a frame sent back the way it came. */
-static __always_inline void eth_swap(struct ethhdr *eth)
-{
-	__u8 mac[ETH_ALEN];
-
-	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
-}
-
-/* Send a packet straight back into the pod it came from: a hairpinned
- * packet needs no routing, and must not meet the node's reverse-path
- * filter with a VIP or loopback source. */
-static __always_inline int redirect_back(struct __sk_buff *skb)
-{
-	struct ethhdr eth;
-
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
-		return SL_DROP;
-	eth_swap(&eth);
-	if (bpf_skb_store_bytes(skb, 0, &eth, 2 * ETH_ALEN, 0) < 0)
-		return SL_DROP;
-	return bpf_redirect(skb->ifindex, 0);
-}
-
 /*
  * ICMP error rewriting. An error quotes the offending packet's IP header
  * and 8 bytes of its L4 header; the ICMP checksum covers the quote (no
@@ -422,13 +393,6 @@ static __always_inline int lb_rev_translate_icmp(struct __sk_buff *skb, struct s
 	if (pkt->outer_saddr == backend && icmp_outer_rewrite(skb, true, backend, rn->addr.addr4) < 0)
 		return -1;
 	return 0;
-}
-
-static __always_inline __u16 csum_fold(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum;
 }
 
 /* An ICMP port unreachable about the packet, as kube-proxy's REJECT sends:

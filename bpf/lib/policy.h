@@ -23,7 +23,9 @@
 #ifndef SLUICE_POLICY_H
 #define SLUICE_POLICY_H
 
-#include "lb.h"
+#include "conntrack.h"
+#include "csum.h"
+#include "eth.h"
 
 #ifndef IPPROTO_ICMPV6
 #define IPPROTO_ICMPV6 58

@@ -49,7 +49,6 @@ const (
 	IterVarEnableAntispoof     = "enable_antispoof"
 	IterVarEnablePolicyRevoke  = "enable_policy_revoke"
 	IterVarEventsRingSize      = "events_ring_size"
-	IterVarFlowEvents          = "flow_events"
 	IterVarMaglevSize          = "maglev_size"
 	IterVarSnatPortMax         = "snat_port_max"
 	IterVarSnatPortMin         = "snat_port_min"
@@ -142,7 +141,6 @@ type IterVariableSpecs struct {
 	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
 	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
-	FlowEvents          *ebpf.VariableSpec `ebpf:"flow_events"`
 	MaglevSize          *ebpf.VariableSpec `ebpf:"maglev_size"`
 	SnatPortMax         *ebpf.VariableSpec `ebpf:"snat_port_max"`
 	SnatPortMin         *ebpf.VariableSpec `ebpf:"snat_port_min"`
@@ -232,7 +230,6 @@ type IterVariables struct {
 	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
 	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
-	FlowEvents          *ebpf.Variable `ebpf:"flow_events"`
 	MaglevSize          *ebpf.Variable `ebpf:"maglev_size"`
 	SnatPortMax         *ebpf.Variable `ebpf:"snat_port_max"`
 	SnatPortMin         *ebpf.Variable `ebpf:"snat_port_min"`

@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * A pod's packets at its host-side interface, both ways: parse, anti-spoof,
+ * service translation (egress), connection tracking, policy (decision,
+ * re-decision, revocation), reverse translation, events and counters.
+ * handle() is the whole path; bpf_endpoint.c attaches it.
+ */
+#ifndef SLUICE_ENDPOINT_H
+#define SLUICE_ENDPOINT_H
+
+#include "common.h"
+#include "maps.h"
+#include "parse.h"
+#include "metrics.h"
+#include "events.h"
+#include "conntrack.h"
+#include "lb.h"
+#include "policy.h"
+
+/* The policy decision of pkt's connection, as events report it. */
+static __always_inline void event_pol(struct event_policy *ep_ev, const struct sl_endpoint *ep, __u8 dir,
+				      const struct policy_result *pol)
+{
+	ep_ev->src_identity = dir == SL_DIR_EGRESS ? ep->identity : pol->peer_id;
+	ep_ev->dst_identity = dir == SL_DIR_EGRESS ? pol->peer_id : ep->identity;
+	ep_ev->rule = pol->rule;
+	ep_ev->verdict = pol->verdict;
+	ep_ev->proxy_port = pol->proxy_port;
+}
+
+/* IPv6 passes untouched until dual-stack lands, except to and from an
+ * endpoint under policy (either direction: without IPv6 conntrack, a
+ * reply cannot be told from a new connection): there it would bypass the
+ * policy, so it fails closed (dropped, UNSUPPORTED_L3_PROTOCOL), neighbour
+ * discovery excepted. In audit mode it is forwarded and reported as audit,
+ * like any would-be denial (one event per flow and interval, as drops). */
+static __always_inline int handle_ipv6(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct sl_endpoint *ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
+	struct sl_pkt pkt = { .family = AF_INET6 };
+	struct event_policy ev = { .verdict = SL_VERDICT_AUDIT };
+	__u32 suppressed = 0;
+
+	if (!ep || !(ep->flags & (SL_EP_F_POLICY_INGRESS | SL_EP_F_POLICY_EGRESS)) || ipv6_is_nd(skb)) {
+		count(SL_METRIC_PASSED_IPV6, dir, 0, skb->len);
+		return SL_NEXT;
+	}
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &pkt.saddr, 16) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 24, &pkt.daddr, 16) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 6, &pkt.proto, 1) < 0)
+		pkt.proto = 0;
+	if (!(ep->flags & SL_EP_F_POLICY_AUDIT))
+		return drop(skb, dir, SL_DROP_UNSUPPORTED_L3, ep->ep_id, &pkt);
+	count(SL_METRIC_POLICY_AUDIT, dir, SL_DROP_UNSUPPORTED_L3, skb->len);
+	if (drop_event_due(dir, SL_DROP_UNSUPPORTED_L3, ep->ep_id, &pkt, &suppressed)) {
+		if (dir == SL_DIR_EGRESS)
+			ev.src_identity = ep->identity;
+		else
+			ev.dst_identity = ep->identity;
+		emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep->ep_id, &pkt, 0, NULL, 0, &ev, 0);
+	}
+	return SL_NEXT;
+}
+
+/*
+ * An established connection admitted under an older policy revision:
+ * decide it again, in its original direction. Returns SL_DROP_NONE if it
+ * may go on (its entry then carries the current revision).
+ */
+static __always_inline int policy_recheck(const struct sl_endpoint *ep, const struct sl_pkt *pkt, int ct,
+					  const struct ct_nat *nat, struct policy_result *pol)
+{
+	struct sl_ct_key key;
+	bool reply = ct == CT_REPLY;
+	/* The original direction's tuple: the packet's, or its reverse. */
+	__be32 osrc = reply ? pkt->daddr.addr4 : pkt->saddr.addr4;
+	__be32 odst = reply ? pkt->saddr.addr4 : pkt->daddr.addr4;
+	__be16 odport = reply ? pkt->sport : pkt->dport;
+	__u8 odir = nat->origin;
+	int reason;
+
+	reason = policy_check(ep, odir, pkt->proto, odport, odir == SL_DIR_EGRESS ? odst : osrc,
+			      nat->policy_flags & SL_CT_POL_FROM_HOST, pol);
+	if (reason != SL_DROP_NONE)
+		return reason;
+	ct_key_from_pkt(&key, ep->ep_id, pkt, reply);
+	policy_remember(&key, nat->cur_rev, pol);
+	return SL_DROP_NONE;
+}
+
+/* Cut a revoked connection: forget it, and reset both ends of a TCP one. */
+static __always_inline int policy_revoke(struct __sk_buff *skb, const struct sl_endpoint *ep, __u8 dir,
+					 const struct sl_pkt *pkt, int ct, const struct ct_nat *nat,
+					 const struct policy_result *pol)
+{
+	struct event_policy ev;
+	struct sl_ct_key key;
+	__be32 back = pkt->daddr.addr4, fwd = pkt->saddr.addr4;
+	__be16 back_port = pkt->dport, fwd_port = pkt->sport;
+
+	ct_key_from_pkt(&key, ep->ep_id, pkt, ct == CT_REPLY);
+	bpf_map_delete_elem(&sl_ct, &key);
+	event_pol(&ev, ep, dir, pol);
+	count(SL_METRIC_DROPPED, dir, SL_DROP_POLICY_REVOKED, skb->len);
+	emit_event_pol(skb, SL_EVENT_DROP, dir, SL_DROP_POLICY_REVOKED, ep->ep_id, pkt, 0, NULL, 0, &ev,
+		       ct_event_flags(ct));
+	if (pkt->proto != IPPROTO_TCP || (pkt->tcp_flags & TCPF_RST))
+		return (pkt->tcp_flags & TCPF_RST) ? SL_NEXT : SL_DROP;
+
+	/* The pod knows a translated peer by its service address. */
+	if (nat->rev_nat_id) {
+		if (dir == SL_DIR_EGRESS && ct == CT_ESTABLISHED) {
+			back = nat->vip.addr4;
+			back_port = nat->vport;
+		} else if (dir == SL_DIR_INGRESS && ct == CT_REPLY) {
+			struct sl_lb_vip *rn = bpf_map_lookup_elem(&sl_lb_revnat, &nat->rev_nat_id);
+
+			if (rn) {
+				fwd = rn->addr.addr4;
+				fwd_port = rn->port;
+			}
+		}
+	}
+	if (policy_reset(skb, dir, pkt, back, back_port, fwd, fwd_port) < 0)
+		return SL_DROP;
+	return SL_NEXT;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	struct sl_endpoint *ep;
+	struct sl_scratch *st;
+	struct sl_pkt *pkt;
+	struct ct_nat *nat;
+	struct policy_result pol = {};
+	struct event_policy ev;
+	enum sl_l3 l3 = SL_L3_OTHER;
+	__u32 ifindex = skb->ifindex;
+	__u32 ep_id = 0;
+	__u8 evflags = SL_EVENT_F_TRACKED;
+	int reason, ct, lb = LB_NONE;
+
+	if (skb->mark == SL_MARK_POLICY_RST) {
+		/* An RST this program sent for a revoked connection. */
+		skb->mark = 0;
+		return SL_NEXT;
+	}
+	/* After the RST check: a revocation's RST sent back into this same
+	 * interface runs this program nested, and must not touch the state
+	 * of the run that sent it. */
+	st = scratch();
+	if (!st)
+		return SL_DROP; /* never: the array has its one entry */
+	pkt = &st->pkt;
+	nat = &st->nat;
+	__builtin_memset(nat, 0, sizeof(*nat));
+	reason = parse_packet(skb, pkt, &l3);
+	if (l3 == SL_L3_IPV6)
+		return handle_ipv6(skb, dir);
+	if (l3 == SL_L3_OTHER) {
+		count(SL_METRIC_PASSED_OTHER, dir, 0, skb->len);
+		return SL_NEXT;
+	}
+
+	ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
+	if (ep)
+		ep_id = ep->ep_id;
+	if (reason != SL_DROP_NONE)
+		return drop(skb, dir, reason, ep_id, pkt);
+	if (!ep) {
+		/* Attached but not (or no longer) an endpoint: the agent is
+		 * between detach steps. Counted, not tracked. */
+		count(SL_METRIC_NO_ENDPOINT, dir, 0, skb->len);
+		return SL_NEXT;
+	}
+
+	if (dir == SL_DIR_EGRESS && enable_antispoof && (ep->flags & SL_EP_F_HAS_IPV4) &&
+	    pkt->outer_saddr != ep->ipv4.addr4)
+		return drop(skb, dir, SL_DROP_INVALID_SOURCE_IP, ep_id, pkt);
+
+	if (pkt->first_frag && !frag_remember(skb, pkt))
+		count(SL_METRIC_FRAG_TABLE_FULL, dir, 0, skb->len);
+
+	/* Service translation happens where the client's packets leave it,
+	 * before CT: policy and CT then see the real backend. */
+	if (dir == SL_DIR_EGRESS && !pkt->icmp_error) {
+		lb = lb_translate(skb, ep_id, pkt, nat, &reason);
+
+		if (lb == LB_REJECT) {
+			count(SL_METRIC_DROPPED, dir, SL_DROP_NO_SERVICE_BACKEND, skb->len);
+			emit_event(skb, SL_EVENT_DROP, dir, SL_DROP_NO_SERVICE_BACKEND, ep_id, pkt, 0, NULL, 0);
+			return lb_reject(skb);
+		}
+		if (lb == LB_DROP)
+			return drop(skb, dir, reason, ep_id, pkt);
+	}
+
+	/* Read once: an entry made now carries the revision its decision
+	 * was made under, so a change racing with it is checked again. */
+	nat->cur_rev = policy_rev_current();
+	ct = ct_track(ep_id, pkt, dir, skb->len, nat);
+	switch (ct) {
+	case CT_FULL:
+		return drop(skb, dir, SL_DROP_CT_MAP_FULL, ep_id, pkt);
+	case CT_NEW:
+		/* An ICMP error about no connection this endpoint tracks is not
+		 * related to anything: it is new traffic of its own, judged by
+		 * policy like any other (ICMP from its sender to its receiver:
+		 * only rules without ports allow it), and never tracked, since
+		 * nothing answers an error. */
+		if (pkt->icmp_error) {
+			pkt_icmp_outer(pkt);
+			evflags = 0;
+		}
+		/* From the node's own stack: the packet came in on no interface. */
+		reason = policy_check(ep, dir, pkt->proto, pkt->dport,
+				      dir == SL_DIR_EGRESS ? pkt->daddr.addr4 : pkt->saddr.addr4,
+				      dir == SL_DIR_INGRESS && skb->ingress_ifindex == 0, &pol);
+		event_pol(&ev, ep, dir, &pol);
+		if (reason != SL_DROP_NONE) {
+			struct sl_ct_key key;
+
+			ct_key_from_pkt(&key, ep_id, pkt, false);
+			bpf_map_delete_elem(&sl_ct, &key);
+			count(SL_METRIC_DROPPED, dir, reason, skb->len);
+			emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, nat->rev_nat_id, &nat->vip, nat->vport, &ev,
+				       evflags);
+			return SL_DROP;
+		}
+		if (pol.verdict != SL_VERDICT_NONE || pol.peer_local) {
+			struct sl_ct_key key;
+
+			ct_key_from_pkt(&key, ep_id, pkt, false);
+			policy_remember(&key, nat->cur_rev, &pol);
+			if (pol.verdict == SL_VERDICT_AUDIT)
+				count(SL_METRIC_POLICY_AUDIT, dir, SL_DROP_POLICY_DENIED, skb->len);
+			else if (pol.verdict == SL_VERDICT_REDIRECT)
+				count(SL_METRIC_POLICY_REDIRECT, dir, 0, skb->len);
+		}
+		/* With --flow-events=connections a connection between two pods
+		 * of this node is reported at the client's endpoint only,
+		 * unless the server's policy decided it. */
+		if (flow_events != SL_FLOW_EVENTS_CONNECTIONS || dir == SL_DIR_EGRESS || !pol.peer_local ||
+		    pol.verdict != SL_VERDICT_NONE)
+			emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep_id, pkt, nat->rev_nat_id, &nat->vip, nat->vport,
+				       &ev, evflags);
+		break;
+	case CT_RELATED:
+		count(SL_METRIC_RELATED, dir, 0, skb->len);
+		if (nat->rev_nat_id && dir == SL_DIR_INGRESS &&
+		    lb_rev_translate_icmp(skb, pkt, nat) < 0)
+			return drop_flags(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt, SL_EVENT_F_TRACKED);
+		break;
+	case CT_ESTABLISHED:
+	case CT_REPLY:
+		if (enable_policy_revoke && nat->policy_rev != nat->cur_rev &&
+		    policy_recheck(ep, pkt, ct, nat, &pol) != SL_DROP_NONE)
+			return policy_revoke(skb, ep, dir, pkt, ct, nat, &pol);
+		if (nat->closed) {
+			/* Reported with the tuple of the connection's first
+			 * packet, like every other event about it. */
+			struct sl_ct_key key;
+			struct sl_ct_entry *e;
+
+			ct_key_from_pkt(&key, ep_id, pkt, ct == CT_REPLY);
+			e = bpf_map_lookup_elem(&sl_ct, &key);
+			if (e && (flow_events != SL_FLOW_EVENTS_CONNECTIONS || e->origin != SL_DIR_INGRESS ||
+				  !(e->policy_flags & SL_CT_POL_PEER_LOCAL)))
+				emit_conn_end(skb, &key, e, pkt->tcp_flags);
+		}
+		if (ct == CT_ESTABLISHED || !nat->rev_nat_id)
+			break;
+		if (dir == SL_DIR_INGRESS && lb_rev_translate(skb, ep_id, pkt, nat) < 0)
+			return drop_reply(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt);
+		if (dir == SL_DIR_EGRESS && (nat->flags & SL_CT_NAT_HAIRPIN)) {
+			if (lb_hairpin_reply(skb, ep_id, pkt, nat) < 0)
+				return drop_reply(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt);
+			lb = LB_HAIRPIN;
+		}
+		break;
+	}
+	count(SL_METRIC_FORWARDED, dir, 0, skb->len);
+	if (lb == LB_HAIRPIN)
+		return redirect_back(skb);
+	return SL_NEXT;
+}
+
+#endif /* SLUICE_ENDPOINT_H */
