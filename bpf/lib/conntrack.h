@@ -287,13 +287,15 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 	}
 
 	/* Arriving from a VIP: the reply of a connection this endpoint made to
-	 * a service, already translated back (a hairpin reply). It belongs to
-	 * the client's SERVICE entry, not to a new inbound connection. */
+	 * its own service and landed on itself, already translated back (a
+	 * hairpin reply). It belongs to the client's SERVICE entry, not to a
+	 * new inbound connection. Only a hairpin one: anything else from a
+	 * VIP (never a real source on the wire) is new traffic, judged. */
 	if (dir == SL_DIR_INGRESS) {
 		ct_key_from_pkt(&key, ep_id, pkt, true);
 		key.scope = SL_CT_SCOPE_SERVICE;
 		e = bpf_map_lookup_elem(&sl_ct, &key);
-		if (e && e->expires > now)
+		if (e && e->expires > now && (e->nat_flags & SL_CT_NAT_HAIRPIN))
 			return CT_REPLY;
 	}
 

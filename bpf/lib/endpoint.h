@@ -223,6 +223,18 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 			ct_key_from_pkt(&key, ep_id, pkt, false);
 			bpf_map_delete_elem(&sl_ct, &key);
+			if (nat->rev_nat_id) {
+				/* And the backend the LB pinned for it: a denied
+				 * connection keeps no state (a pod retrying one
+				 * must not fill the table; a hairpin entry must
+				 * not let replies from the VIP in). */
+				key.scope = SL_CT_SCOPE_SERVICE;
+				key.daddr = nat->vip;
+				key.dport = nat->vport;
+				if (nat->flags & SL_CT_NAT_HAIRPIN)
+					key.saddr = ep->ipv4;
+				bpf_map_delete_elem(&sl_ct, &key);
+			}
 			count(SL_METRIC_DROPPED, dir, reason, skb->len);
 			emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, nat->rev_nat_id, &nat->vip, nat->vport, &ev,
 				       evflags);

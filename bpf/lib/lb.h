@@ -269,7 +269,12 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 	pkt->daddr = backend->addr;
 	pkt->dport = backend->port;
 	if (backend->addr.addr4 == pkt->saddr.addr4) {
-		/* Hairpin: the client is its own backend. */
+		/* Hairpin: the client is its own backend. Its SERVICE entry
+		 * says so: only then does a reply from the VIP belong to it
+		 * (ct_track), never for a connection to another backend. */
+		se = bpf_map_lookup_elem(&sl_ct, &sk);
+		if (se)
+			se->nat_flags |= SL_CT_NAT_HAIRPIN;
 		if (lb_rewrite(skb, pkt, false, SL_SERVICE_LOOPBACK, pkt->sport) < 0) {
 			*reason = SL_DROP_WRITE_ERROR;
 			return LB_DROP;

@@ -574,3 +574,30 @@ func TestPolicyRevocationDisabled(t *testing.T) {
 	require.Equal(t, uint32(verdictDrop), ret, "a new connection is judged by the new policy")
 	require.Len(t, ctOf(t, dp), 1, "the established connection is still tracked")
 }
+
+// A connection the policy denies keeps no state: not its FLOW entry, nor
+// the SERVICE entry that pinned its backend. Otherwise a packet from the
+// VIP (its hairpin reply path) walked in past the ingress policy, and a pod
+// retrying a denied service filled the table with SERVICE entries.
+// (Found by FuzzPrograms.)
+//
+//	pod ──SYN──► 10.96.0.12:80 (backend: the pod itself)   denied by egress policy
+//	10.96.0.12:80 ──SYN-ACK──► pod                            must be denied too
+func TestPolicyDeniedServiceConnectionKeepsNoState(t *testing.T) {
+	dp, _ := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyEgress)
+	setPolicy(t, dp, EndpointPolicy{})
+	hairpinVIP := netip.MustParseAddr("10.96.0.12")
+	putService(t, dp, 3, netip.AddrPortFrom(hairpinVIP, 80), tcp, 0, netip.AddrPortFrom(podIP, 8080))
+	putService(t, dp, 4, netip.AddrPortFrom(vip, 80), tcp, 0, netip.AddrPortFrom(peerIP, 8080))
+
+	ret, _ := runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, hairpinVIP, 40002, 80, flags{syn: true}), fromWire)
+	require.Equal(t, uint32(verdictDrop), ret, "egress denied")
+	ret, _ = runPolicy(t, dp.objs.SlToEp, tcpPkt(t, hairpinVIP, podIP, 80, 40002, flags{syn: true, ack: true}), fromWire)
+	require.Equal(t, uint32(verdictDrop), ret, "a packet from the VIP is no reply of a denied connection")
+
+	for sport := uint16(41000); sport < 41010; sport++ {
+		ret, _ = runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, sport, 80, flags{syn: true}), fromWire)
+		require.Equal(t, uint32(verdictDrop), ret)
+	}
+	require.Empty(t, ctOf(t, dp), "denied connections leave no CT entry of either scope")
+}
