@@ -41,7 +41,6 @@ import (
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 )
 
-
 var (
 	fuzzOnce sync.Once
 	fuzzDP   *Datapath
