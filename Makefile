@@ -36,6 +36,19 @@ verify: ## Fail if generated files are stale or gofmt/vet complain
 test: build ## Run all tests, including privileged datapath and end-to-end tests (root)
 	SLUICE_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -p 1 -timeout 30m ./...
 
+# Fuzz targets (Go native fuzzing): each runs for FUZZTIME; CI runs them
+# for seconds, `make fuzz FUZZTIME=10m` for longer. A failing input is
+# written under the package's testdata/fuzz: commit it as a regression case.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./pkg/datapath:FuzzPrograms
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (root: the datapath target loads programs)
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "--- fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	done
+
 .PHONY: test-unit
 test-unit: ## Run the tests that need no root
 	$(GO) test -count=1 ./pkg/model/... ./pkg/source/... ./pkg/cgroups/...
