@@ -94,6 +94,13 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		return err
 	}
 	defer web.stop()
+	if opts.PprofAddress != "" {
+		prof, err := servePprof(opts.PprofAddress, log.With("component", "pprof"))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = prof.srv.Close(); _ = prof.ln.Close() }()
+	}
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (a few MiB by
 	// default) rather than to the memory cgroup; lift it there. A no-op on
 	// newer kernels.
