@@ -4,6 +4,11 @@ GO          ?= go
 CLANG       ?= clang-19
 MULTIARCH   := $(shell gcc -print-multiarch)
 BIN         := bin
+# grpcnotrace leaves gRPC's golang.org/x/net/trace out: its html/template
+# makes the linker keep every exported method of every type (it cannot
+# tell which ones reflection will call), which nearly doubles the agent
+# (94 → 53 MB) and adds some 15 MiB to its RSS. Nothing uses gRPC tracing.
+GOTAGS      ?= grpcnotrace
 export DEB_HOST_MULTIARCH := $(MULTIARCH)
 
 .DEFAULT_GOAL := help
@@ -18,11 +23,11 @@ generate: ## Compile bpf/ with clang-19 and regenerate the bpf2go Go bindings
 
 .PHONY: build
 build: ## Build sluice-agent, sluice and sluice-cni into bin/
-	$(GO) build -o $(BIN)/ ./cmd/sluice-agent ./cmd/sluice ./cmd/sluice-cni
+	$(GO) build -tags '$(GOTAGS)' -o $(BIN)/ ./cmd/sluice-agent ./cmd/sluice ./cmd/sluice-cni
 
 .PHONY: build-arm64
 build-arm64: ## Cross-build everything for arm64 (the same BPF objects serve both)
-	GOARCH=arm64 $(GO) build ./...
+	GOARCH=arm64 $(GO) build -tags '$(GOTAGS)' ./...
 
 .PHONY: verify
 verify: ## Fail if generated files are stale or gofmt/vet complain
