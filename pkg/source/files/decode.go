@@ -121,15 +121,17 @@ func splitDocuments(data []byte, isJSON bool) []document {
 		add(1, data)
 		return docs
 	}
-	lines := bytes.SplitAfter(data, []byte("\n"))
 	start, startLine := 0, 1
-	off := 0
-	for i, l := range lines {
-		if isSeparator(l) {
-			add(startLine, data[start:off])
-			start, startLine = off+len(l), i+2
+	for off, line := 0, 1; off < len(data); line++ {
+		end := len(data)
+		if i := bytes.IndexByte(data[off:], '\n'); i >= 0 {
+			end = off + i + 1
 		}
-		off += len(l)
+		if isSeparator(data[off:end]) {
+			add(startLine, data[start:off])
+			start, startLine = end, line+1
+		}
+		off = end
 	}
 	add(startLine, data[start:])
 	return docs
@@ -144,7 +146,13 @@ func isSeparator(line []byte) bool {
 }
 
 func isBlank(chunk []byte) bool {
-	for _, l := range bytes.Split(chunk, []byte("\n")) {
+	for len(chunk) > 0 {
+		l := chunk
+		if i := bytes.IndexByte(chunk, '\n'); i >= 0 {
+			l, chunk = chunk[:i], chunk[i+1:]
+		} else {
+			chunk = nil
+		}
 		l = bytes.TrimSpace(l)
 		if len(l) > 0 && l[0] != '#' {
 			return false

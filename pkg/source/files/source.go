@@ -51,6 +51,9 @@ const (
 	// the directory by mistake, or by someone who may write there but not
 	// run the agent, can cost it.
 	DefaultMaxBytes = 16 << 20
+	// firstSaveDelay is how long after Start the last good state is first
+	// saved (see saver).
+	firstSaveDelay = 2 * time.Second
 	// savedStateVersion is bumped when the saved format changes incompatibly.
 	savedStateVersion = 1
 )
@@ -616,8 +619,14 @@ func (s *Source) save() {
 }
 
 // saver writes the last good objects queued by save until ctx is done,
-// then writes the one still pending, if any.
+// then writes the one still pending, if any. The first write waits for
+// firstSaveDelay: a start has better use for the CPU than encoding every
+// object just decoded (the files, which are the truth, are there).
 func (s *Source) saver(ctx context.Context) {
+	select {
+	case <-time.After(firstSaveDelay):
+	case <-ctx.Done():
+	}
 	for {
 		select {
 		case good := <-s.saves:
