@@ -96,9 +96,14 @@ bench-lb: build ## Service LB vs kube-proxy iptables/nftables: conn/s, req/s, te
 	$(BIN)/benchlb --bin-dir $(CURDIR)/$(BIN) --repo $(CURDIR) $(BENCHLB_FLAGS)
 
 .PHONY: bench-lb-rss
-bench-lb-rss: build ## RSS, Go heap and programming time of a real sluice-agent with 10k services × 10 endpoints from manifests (root)
+bench-lb-rss: build ## RSS, Go heap, BPF map memory and start-to-programmed time of a real sluice-agent with 10k services × 10 endpoints from manifests (root)
 	$(GO) build -o $(BIN)/benchlb ./tools/benchlb
-	$(BIN)/benchlb rss --bin-dir $(CURDIR)/$(BIN) $(BENCHLB_RSS_FLAGS)
+	$(BIN)/benchlb rss --rounds 3 --bin-dir $(CURDIR)/$(BIN) $(BENCHLB_RSS_FLAGS)
+
+.PHONY: bench-edge-rss
+bench-edge-rss: build ## RSS of a real sluice-agent on an edge host: 50 real pods, 100 services, 4 policies from manifests, default map sizes (root)
+	$(GO) build -o $(BIN)/benchlb ./tools/benchlb
+	$(BIN)/benchlb rss --edge --rounds 3 --bin-dir $(CURDIR)/$(BIN) $(BENCHLB_RSS_FLAGS)
 
 .PHONY: bench-policy
 bench-policy: ## Network policy: test-run ns/pkt at 10/1k/10k entries, conn/s with 10k rules vs iptables-legacy/-nft and an nftables set (root; needs iptables, nftables)
