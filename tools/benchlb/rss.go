@@ -78,6 +78,8 @@ type rssOptions struct {
 	binDir, jsonPath    string
 	profileDir, logsDir string
 	verbose             bool
+	// agentFlags are passed to the agent after the benchmark's own.
+	agentFlags []string
 }
 
 // pprofAddress is where the agent serves profiles with --profile, in its
@@ -140,6 +142,10 @@ func runRSS(args []string) error {
 	fs.StringVar(&o.profileDir, "profile", "", "save the agent's heap profiles into this directory (see above)")
 	fs.StringVar(&o.logsDir, "logs", "", "save each round's agent log into this directory")
 	fs.BoolVar(&o.verbose, "verbose", false, "log the harness's steps")
+	fs.Func("agent-flag", "a flag for the agent, e.g. --agent-flag=--ct-max=32768 (repeatable): map sizes, GOGC-like settings", func(v string) error {
+		o.agentFlags = append(o.agentFlags, v)
+		return nil
+	})
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), rssUsage)
 		fs.PrintDefaults()
@@ -289,6 +295,7 @@ func rssOnce(ctx context.Context, o rssOptions, node *harness.Node, bin string, 
 	if o.profileDir != "" {
 		args = append(args, "--pprof-address="+pprofAddress)
 	}
+	args = append(args, o.agentFlags...)
 	start := time.Now()
 	a, err := node.StartAgent(bin, args...)
 	if err != nil {

@@ -44,12 +44,13 @@ const (
 	// DefaultMaxBytes bounds a manifest file. Manifests are kilobytes: a
 	// ConfigMap volume holds at most 1 MiB in all, and a file listing a
 	// whole large cluster's Services and EndpointSlices a few MiB, so 16
-	// MiB leaves room for any real use. Strict decoding is expensive: 16 MiB
-	// of Pods (32,000 of them) takes about 5 s of one CPU and allocates 1.5
-	// GiB on the way (garbage, collected as it goes), and every reload
-	// decodes every file again. The limit bounds what one file dropped into
-	// the directory by mistake, or by someone who may write there but not
-	// run the agent, can cost it.
+	// MiB leaves room for any real use. Documents outside the YAML subset
+	// of the fast decoder are decoded strictly, which is expensive: 16 MiB
+	// of them takes about 5 s of one CPU and allocates 1.5 GiB on the way
+	// (garbage, collected as it goes); a file is decoded again whenever it
+	// changes. The limit bounds what one file dropped into the directory
+	// by mistake, or by someone who may write there but not run the agent,
+	// can cost it.
 	DefaultMaxBytes = 16 << 20
 	// firstSaveDelay is how long after Start the last good state is first
 	// saved (see saver).
