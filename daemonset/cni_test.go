@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/sluice-net/sluice/pkg/k8s"
+	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
 )
 
 // TestRoleGrantsExactlyTheUninstallCheck runs the agent's check of its
@@ -24,7 +25,7 @@ func TestRoleGrantsExactlyTheUninstallCheck(t *testing.T) {
 	ds := only[*appsv1.DaemonSet](t, objs)
 	role := only[*rbacv1.Role](t, objs)
 	client := fake.NewClientset(ds)
-	removed, _, err := k8s.DaemonSetRemoved(context.Background(), client, ds.Namespace, ds.Name)
+	removed, _, err := k8s.DaemonSetRemoved(context.Background(), k8stest.Clientset(client), ds.Namespace, ds.Name)
 	require.NoError(t, err)
 	assert.False(t, removed)
 

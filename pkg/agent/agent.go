@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,13 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		return err
 	}
 	defer web.stop()
+	if opts.PprofAddress != "" {
+		prof, err := servePprof(opts.PprofAddress, log.With("component", "pprof"))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = prof.srv.Close(); _ = prof.ln.Close() }()
+	}
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (a few MiB by
 	// default) rather than to the memory cgroup; lift it there. A no-op on
 	// newer kernels.
@@ -105,28 +113,54 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		return err
 	}
 
-	// The source first: nothing pinned is touched until its initial load,
-	// so an agent restarting with a broken manifest directory keeps the
-	// last good model (saved in the state dir) instead of flushing, and one
-	// that cannot reach the API server leaves the previous agent's
-	// datapath serving until it can.
-	a.setStage("the " + opts.Source + " source's initial sync")
-	if a.source, err = newSource(opts, log); err != nil {
-		return fmt.Errorf("%s source: %w", opts.Source, err)
-	}
-	if err := a.source.Start(ctx, a.store); err != nil {
-		return fmt.Errorf("%s source: %w", opts.Source, err)
-	}
-	a.restoreCNIAddrs()
-
 	// Socket LB's hostns-only mode tells the node's sockets by the cookie of
 	// the namespace the agent runs in (the node's: hostNetwork).
 	if opts.Datapath.HostNetnsCookie, err = datapath.NetnsCookie(); err != nil && opts.Datapath.SockLB == datapath.SockLBHostOnly {
 		return fmt.Errorf("--socket-lb=hostns-only: %w", err)
 	}
-	a.setStage("loading the datapath")
-	a.dp, err = datapath.Load(opts.Datapath, log.With("component", "datapath"))
+
+	// The source's initial load comes before anything is programmed, so an
+	// agent restarting with a broken manifest directory keeps the last
+	// good model (saved in the state dir) instead of flushing, and one
+	// that cannot reach the API server leaves the previous agent's
+	// datapath serving until it can: the kubernetes source's Start may
+	// wait for as long as the API server is away, and only then is the
+	// datapath loaded (pins adopted, programs verified). The files
+	// source's Start returns in seconds whatever the manifests hold, so
+	// the datapath loads meanwhile: decoding large manifests and the
+	// verifier are the two long steps of a start, and neither needs the
+	// other. Nothing is attached or programmed before both are done.
+	a.setStage("the " + opts.Source + " source's initial sync")
+	load := func() loaded {
+		dp, err := datapath.Load(opts.Datapath, log.With("component", "datapath"))
+		return loaded{dp, err}
+	}
+	var early chan loaded
+	if opts.Source == "files" {
+		early = make(chan loaded, 1)
+		go func() { early <- load() }()
+	}
+	if a.source, err = newSource(opts, log); err == nil {
+		err = a.source.Start(ctx, a.store)
+	}
 	if err != nil {
+		if early != nil {
+			if l := <-early; l.dp != nil {
+				l.dp.Close()
+			}
+		}
+		return fmt.Errorf("%s source: %w", opts.Source, err)
+	}
+	a.restoreCNIAddrs()
+
+	a.setStage("loading the datapath")
+	var l loaded
+	if early != nil {
+		l = <-early
+	} else {
+		l = load()
+	}
+	if a.dp, err = l.dp, l.err; err != nil {
 		return err
 	}
 	defer a.dp.Close()
@@ -248,6 +282,12 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	}
 	web.serve(a)
 	log.Info("agent running", "node", opts.NodeName, "api", filepath.Join(opts.StateDir, api.SocketName))
+	// The start's garbage (decoded manifests or the first lists, the
+	// first computation of every service) is free now, but the Go runtime
+	// hands free memory back to the system only gradually, and a large
+	// start leaves its peak in the RSS for minutes; hand it back at once.
+	// One collection, off the critical path.
+	go debug.FreeOSMemory()
 
 	select {
 	case <-ctx.Done():
@@ -266,6 +306,12 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	reader.Close()
 	wg.Wait()
 	return err
+}
+
+// loaded is the outcome of datapath.Load.
+type loaded struct {
+	dp  *datapath.Datapath
+	err error
 }
 
 // modelSource fills the model store from the source of truth: the files

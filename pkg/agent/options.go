@@ -57,6 +57,9 @@ type Options struct {
 	// MetricsAddress serves Prometheus metrics (/metrics), and the probes
 	// too, over HTTP; empty disables it.
 	MetricsAddress string
+	// PprofAddress serves Go's runtime profiles (net/http/pprof) over
+	// HTTP; empty (the default) disables it.
+	PprofAddress string
 	// SocketGroup owns the unix sockets in the state directory (the local
 	// API, the Hubble observer) with root: a group name or numeric GID.
 	// The sockets are mode 0660, so its members can use `sluice` and
@@ -133,6 +136,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.HubbleAddress, "hubble-listen-address", o.HubbleAddress, "also serve the Hubble observer API on this TCP address (plaintext gRPC: bind it where only trusted clients reach), e.g. :4244")
 	fs.StringVar(&o.HealthAddress, "health-address", o.HealthAddress, "HTTP address serving liveness on /healthz (the process serves) and readiness on /readyz (the agent is ready, as in `sluice status`) for the kubelet's probes; loopback by default, empty disables it")
 	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "HTTP address serving Prometheus metrics on /metrics, and /healthz and /readyz too; every address of the node by default: bind it to the node's internal address (e.g. 10.0.0.5:9962) or 127.0.0.1:9962 to keep it off other networks, or set it empty to disable it")
+	fs.StringVar(&o.PprofAddress, "pprof-address", o.PprofAddress, "HTTP address serving Go's runtime profiles on /debug/pprof/ (heap, CPU, goroutines) for diagnosing memory and CPU use, e.g. 127.0.0.1:6060; off by default: bind it to loopback only, a profile shows the agent's internals")
 	fs.StringVar(&o.SocketGroup, "socket-group", o.SocketGroup, "group (name or numeric GID; 0 is root) that owns the agent's unix sockets, sluice.sock and hubble.sock, with root; they are mode 0660, so its members may use the sluice CLI and hubble. A group the agent is not in needs CAP_CHOWN")
 	fs.BoolVar(&o.PolicyAudit, "policy-audit", o.PolicyAudit, "audit mode for every endpoint: report would-be policy denials (verdict audit) and forward them; per namespace: label sluice.io/policy-audit=true")
 	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
@@ -189,6 +193,11 @@ func (o *Options) Validate() error {
 		}
 		if o.HealthAddress == o.MetricsAddress {
 			errs = append(errs, fmt.Errorf("--health-address and --metrics-address are both %s: the metrics server serves the probes as well, so set --health-address= (empty) to serve them there alone", o.HealthAddress))
+		}
+	}
+	if o.PprofAddress != "" {
+		if _, _, err := net.SplitHostPort(o.PprofAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--pprof-address %q must be HOST:PORT, e.g. 127.0.0.1:6060", o.PprofAddress))
 		}
 	}
 	if o.ManifestMaxBytes <= 0 {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 )
 
 // DaemonSetRemoved reports whether the DaemonSet namespace/name is being
@@ -20,8 +18,8 @@ import (
 // network configuration only when the whole install goes: an agent
 // stopped by a rolling update or a node drain must leave it, or pods
 // created before the next agent runs would start unpoliced.
-func DaemonSetRemoved(ctx context.Context, client kubernetes.Interface, namespace, name string) (bool, string, error) {
-	ds, err := client.AppsV1().DaemonSets(namespace).Get(ctx, name, metav1.GetOptions{})
+func DaemonSetRemoved(ctx context.Context, client DaemonSetGetter, namespace, name string) (bool, string, error) {
+	ds, err := client.DaemonSetMeta(ctx, namespace, name)
 	switch {
 	case apierrors.IsNotFound(err):
 		return true, fmt.Sprintf("DaemonSet %s/%s is gone", namespace, name), nil

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
 )
 
 func TestDaemonSetRemoved(t *testing.T) {
@@ -20,7 +22,7 @@ func TestDaemonSetRemoved(t *testing.T) {
 	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "sluice-system", Name: "sluice"}}
 	gr := schema.GroupResource{Group: "apps", Resource: "daemonsets"}
 
-	removed, why, err := DaemonSetRemoved(ctx, fake.NewClientset(ds), "sluice-system", "sluice")
+	removed, why, err := DaemonSetRemoved(ctx, k8stest.Clientset(fake.NewClientset(ds)), "sluice-system", "sluice")
 	require.NoError(t, err)
 	assert.False(t, removed, "a rolling update or a drain keeps the install")
 	assert.Contains(t, why, "stays")
@@ -29,12 +31,12 @@ func TestDaemonSetRemoved(t *testing.T) {
 	now := metav1.Now()
 	deleting.DeletionTimestamp = &now
 	deleting.Finalizers = []string{"foregroundDeletion"}
-	removed, why, err = DaemonSetRemoved(ctx, fake.NewClientset(deleting), "sluice-system", "sluice")
+	removed, why, err = DaemonSetRemoved(ctx, k8stest.Clientset(fake.NewClientset(deleting)), "sluice-system", "sluice")
 	require.NoError(t, err)
 	assert.True(t, removed)
 	assert.Contains(t, why, "being deleted")
 
-	removed, why, err = DaemonSetRemoved(ctx, fake.NewClientset(), "sluice-system", "sluice")
+	removed, why, err = DaemonSetRemoved(ctx, k8stest.Clientset(fake.NewClientset()), "sluice-system", "sluice")
 	require.NoError(t, err)
 	assert.True(t, removed)
 	assert.Contains(t, why, "gone")
@@ -45,7 +47,7 @@ func TestDaemonSetRemoved(t *testing.T) {
 	} {
 		c := fake.NewClientset(ds)
 		c.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, fail })
-		removed, _, err := DaemonSetRemoved(ctx, c, "sluice-system", "sluice")
+		removed, _, err := DaemonSetRemoved(ctx, k8stest.Clientset(c), "sluice-system", "sluice")
 		require.NoError(t, err, name)
 		assert.True(t, removed, name)
 	}
@@ -54,7 +56,7 @@ func TestDaemonSetRemoved(t *testing.T) {
 	c.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewServiceUnavailable("etcd is down")
 	})
-	removed, _, err = DaemonSetRemoved(ctx, c, "sluice-system", "sluice")
+	removed, _, err = DaemonSetRemoved(ctx, k8stest.Clientset(c), "sluice-system", "sluice")
 	require.Error(t, err, "cannot tell: the caller keeps the install")
 	assert.False(t, removed)
 }

@@ -17,12 +17,11 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -65,7 +64,7 @@ const (
 // Options configure a Source.
 type Options struct {
 	// Client is the API server client (see NewClient). Required.
-	Client kubernetes.Interface
+	Client Client
 	// NodeName is this node. When set, Errors reports it missing from the
 	// cluster's nodes, because then no pod can be recognised as local.
 	NodeName string
@@ -141,7 +140,7 @@ func New(opts Options) (*Source, error) {
 	return &Source{
 		opts:      opts,
 		log:       log.With("source", "kubernetes"),
-		transform: slim,
+		transform: toModel,
 		desired:   &model.State{},
 		objErrs:   make(map[model.Key]*ObjectError),
 		dirty:     make(map[model.Key]struct{}),
@@ -169,14 +168,6 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 	s.mu.Unlock()
 	s.store = store
 
-	var fopts []informers.SharedInformerOption
-	if s.transform != nil {
-		fopts = append(fopts, informers.WithTransform(s.transform))
-	}
-	// No informer resync: the handlers only mark objects dirty, and the
-	// loop's own resync re-reads the caches without waking every handler.
-	factory := informers.NewSharedInformerFactoryWithOptions(s.opts.Client, 0, fopts...)
-	c := s.opts.Client
 	kinds := []*kindInformer{
 		{kind: model.KindNamespace, resource: "namespaces"},
 		{kind: model.KindNode, resource: "nodes"},
@@ -187,12 +178,12 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 		{kind: model.KindEndpointSlice, resource: "endpointslices"},
 		{kind: model.KindNetworkPolicy, resource: "networkpolicies"},
 	}
-	kinds[0].informer = newInformer(s, factory, kinds[0], &corev1.Namespace{}, c.CoreV1().Namespaces())
-	kinds[1].informer = newInformer(s, factory, kinds[1], &corev1.Node{}, c.CoreV1().Nodes())
-	kinds[2].informer = newInformer(s, factory, kinds[2], &corev1.Pod{}, c.CoreV1().Pods(""))
-	kinds[3].informer = newInformer(s, factory, kinds[3], &corev1.Service{}, c.CoreV1().Services(""))
-	kinds[4].informer = newInformer(s, factory, kinds[4], &discoveryv1.EndpointSlice{}, c.DiscoveryV1().EndpointSlices(""))
-	kinds[5].informer = newInformer(s, factory, kinds[5], &networkingv1.NetworkPolicy{}, c.NetworkingV1().NetworkPolicies(""))
+	kinds[0].informer = s.newInformer(kinds[0], &corev1.Namespace{})
+	kinds[1].informer = s.newInformer(kinds[1], &corev1.Node{})
+	kinds[2].informer = s.newInformer(kinds[2], &corev1.Pod{})
+	kinds[3].informer = s.newInformer(kinds[3], &corev1.Service{})
+	kinds[4].informer = s.newInformer(kinds[4], &discoveryv1.EndpointSlice{})
+	kinds[5].informer = s.newInformer(kinds[5], &networkingv1.NetworkPolicy{})
 	s.mu.Lock() // Errors reads kinds
 	s.kinds = kinds
 	s.mu.Unlock()
@@ -214,10 +205,15 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 	// client-go logs through the context's logger: send it to ours. Its
 	// verbose levels V(n) become slog level -n, below Info, so they show
 	// only with debug logging.
-	ictx := klog.NewContext(ctx, logr.FromSlogHandler(s.log.Handler()))
-	factory.StartWithContext(ictx)
+	ictx, stop := context.WithCancel(klog.NewContext(ctx, logr.FromSlogHandler(s.log.Handler())))
+	var running sync.WaitGroup
+	for _, ki := range kinds {
+		running.Add(1)
+		go func() { defer running.Done(); ki.informer.RunWithContext(ictx) }()
+	}
+	shutdown := func() { stop(); running.Wait() }
 	if err := s.waitForSync(ctx); err != nil {
-		factory.Shutdown()
+		shutdown()
 		close(s.done)
 		return err
 	}
@@ -231,7 +227,7 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 	go func() {
 		defer close(s.done)
 		s.loop(ctx)
-		factory.Shutdown() // waits for the informers, which stop with ctx
+		shutdown() // the informers stop with ctx; wait for them
 	}()
 	return nil
 }
@@ -350,36 +346,37 @@ func (s *Source) watchFailed(ctx context.Context, ki *kindInformer, err error) {
 	ki.watchErrSyn = ki.informer.HasSynced()
 }
 
-// listWatcher is what an informer needs of a typed client of one
-// resource, e.g. CoreV1().Pods("").
-type listWatcher[L runtime.Object] interface {
-	List(ctx context.Context, opts metav1.ListOptions) (L, error)
-	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
-}
-
-// newInformer is the factory's shared informer of obj's resource, as
-// client-go's generated informers build it, except that its requests tell
-// the source how they went (observeWatch, observeList).
-func newInformer[L runtime.Object](s *Source, factory informers.SharedInformerFactory, ki *kindInformer, obj runtime.Object, c listWatcher[L]) cache.SharedIndexInformer {
-	return factory.InformerFor(obj, func(client kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		lw := &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-				l, err := c.List(ctx, opts)
-				s.observeList(ki, err)
-				if err != nil {
-					return nil, err
-				}
-				return l, nil
-			},
-			WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-				w, err := c.Watch(ctx, opts)
-				s.observeWatch(ctx, ki, err)
-				return w, err
-			},
-		}
-		return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), obj,
-			cache.SharedIndexInformerOptions{ResyncPeriod: resync, Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}})
-	})
+// newInformer is a shared informer of ki's resource, whose objects are
+// like obj, as client-go's generated informers build it, except that its
+// requests tell the source how they went (observeWatch, observeList), its
+// transform is s.transform, and it keeps no index: the source reads its
+// cache by key and as a whole only.
+func (s *Source) newInformer(ki *kindInformer, obj runtime.Object) cache.SharedIndexInformer {
+	c := s.opts.Client
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			l, err := c.List(ctx, ki.resource, opts)
+			s.observeList(ki, err)
+			if err != nil {
+				return nil, err
+			}
+			return l, nil
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			w, err := c.Watch(ctx, ki.resource, opts)
+			s.observeWatch(ctx, ki, err)
+			return w, err
+		},
+	}
+	// No informer resync: the handlers only mark objects dirty, and the
+	// loop's own resync re-reads the caches without waking every handler.
+	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, c), obj,
+		cache.SharedIndexInformerOptions{ResyncPeriod: 0, Indexers: cache.Indexers{}})
+	if s.transform != nil {
+		// Cannot fail before the informer runs.
+		_ = inf.SetTransform(s.transform)
+	}
+	return inf
 }
 
 // observeWatch records the outcome of opening a watch. The reflector hands
@@ -534,11 +531,11 @@ func (s *Source) sync(full bool) {
 		errs := make(map[model.Key]*ObjectError)
 		for _, ki := range s.kinds {
 			for _, obj := range ki.informer.GetStore().List() {
-				m, ok := obj.(metav1.Object)
+				ns, name, ok := objectName(obj)
 				if !ok {
 					continue
 				}
-				k := model.Key{Kind: ki.kind, Namespace: m.GetNamespace(), Name: m.GetName()}
+				k := model.Key{Kind: ki.kind, Namespace: ns, Name: name}
 				if o := s.convert(k, obj, errs); o != nil {
 					next.Upsert(o)
 				}
@@ -580,6 +577,18 @@ func (s *Source) sync(full bool) {
 	s.publish()
 }
 
+// objectName is the namespace and name of a cached object.
+func objectName(obj any) (namespace, name string, ok bool) {
+	if c, ok := obj.(*cached); ok {
+		return c.namespace, c.name, true
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return "", "", false
+	}
+	return m.GetNamespace(), m.GetName(), true
+}
+
 // refresh converts the cached version of one object into s.desired, or
 // removes it when it is no longer cached (deleted).
 func (s *Source) refresh(k model.Key) {
@@ -603,7 +612,7 @@ func (s *Source) refresh(k model.Key) {
 // returns the object's last good version (nil if there is none), so that a
 // bad update leaves the object as it was rather than removing it.
 func (s *Source) convert(k model.Key, obj any, errs map[model.Key]*ObjectError) model.Object {
-	o, err := k8sconv.Object(obj)
+	o, err := converted(obj)
 	if err == nil {
 		if old := s.objErrs[k]; old != nil {
 			s.log.Info("object fixed", "object", k.String())

@@ -53,7 +53,7 @@ func startSource(t *testing.T, client *fake.Clientset, opts Options) (*Source, *
 
 func newSource(t *testing.T, client *fake.Clientset, opts Options) *Source {
 	t.Helper()
-	opts.Client = client
+	opts.Client = k8stest.Clientset(client)
 	if opts.MinSyncInterval == 0 {
 		opts.MinSyncInterval = 10 * time.Millisecond
 	}
@@ -83,15 +83,15 @@ func TestStartReturnsWithEveryKindInTheStore(t *testing.T) {
 	assert.Empty(t, s.Errors())
 	assert.Equal(t, uint64(1), snap.Revision, "the initial state is one Apply")
 
-	// The caches hold slimmed objects.
+	// The caches hold the model's own objects, not API objects.
 	for _, ki := range s.kinds {
 		for _, obj := range ki.informer.GetStore().List() {
-			assert.Empty(t, obj.(metav1.Object).GetManagedFields(), "%s in the %s cache", obj.(metav1.Object).GetName(), ki.resource)
+			c, ok := obj.(*cached)
+			require.True(t, ok, "%T in the %s cache", obj, ki.resource)
+			got, _ := snap.Get(c.obj.Key())
+			assert.Same(t, got, c.obj, "%s", c.obj.Key())
 		}
 	}
-	p := s.byKind[model.KindPod].informer.GetStore().List()[0].(*corev1.Pod)
-	assert.Empty(t, p.Spec.Containers[0].Image)
-	assert.Empty(t, p.Spec.Volumes)
 }
 
 func TestStartBlocksUntilEveryInformerSynced(t *testing.T) {

@@ -155,7 +155,12 @@ func (r *Reconciler) Run(ctx context.Context) {
 	ch := r.opts.Store.Subscribe()
 	defer r.opts.Store.Unsubscribe(ch)
 	defer r.health.close()
-	r.Reconcile(true)
+	// A pass catches up with what changed before the subscription. After
+	// the agent's first (full) pass an incremental one suffices: it
+	// computes from the model's current snapshot, and re-reading every
+	// map entry right after they were written would only add garbage
+	// and time to the start.
+	r.Reconcile(!r.Synced())
 	resync := time.NewTicker(r.opts.Resync)
 	defer resync.Stop()
 	for {

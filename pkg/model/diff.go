@@ -61,6 +61,9 @@ func Equal(a, b Object) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
+	if a == b {
+		return true // the same object: objects are immutable
+	}
 	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
 	if va.Type() != vb.Type() {
 		return false

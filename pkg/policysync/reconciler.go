@@ -2,6 +2,7 @@ package policysync
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,7 +89,7 @@ type Reconciler struct {
 	overflow map[nsName]string
 	lastErr  error
 	revision uint32
-	savedIDs string
+	savedIDs [sha256.Size]byte // of the identities last saved
 }
 
 // New restores saved identities and builds the engine.
@@ -458,7 +459,10 @@ func (r *Reconciler) saveIdentities(s identity.Snapshot) {
 		return
 	}
 	b, err := json.Marshal(s)
-	if err != nil || string(b) == r.savedIDs {
+	// Compared by hash: the JSON of a large cluster's identities is
+	// megabytes, which keeping for the comparison would double.
+	sum := sha256.Sum256(b)
+	if err != nil || sum == r.savedIDs {
 		return
 	}
 	// Mode 0600, written atomically: the label sets of the cluster's pods.
@@ -466,7 +470,7 @@ func (r *Reconciler) saveIdentities(s identity.Snapshot) {
 		r.log.Warn("save identities", "error", err)
 		return
 	}
-	r.savedIDs = string(b)
+	r.savedIDs = sum
 }
 
 // Status summarises policy for `sluice status`.

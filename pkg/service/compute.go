@@ -138,7 +138,11 @@ func (e *endpoint) rank() int {
 // is used (addresses are fungible per the API), and an address listed by
 // several slices counts once, preferring the most usable record.
 func endpoints(svcSlices []*model.EndpointSlice, sp model.ServicePort, fam family) []endpoint {
-	var out []endpoint
+	n := 0
+	for _, es := range svcSlices {
+		n += len(es.Endpoints)
+	}
+	out := make([]endpoint, 0, n) // grown one by one, 10,000 services' copies are megabytes of garbage
 	for _, es := range svcSlices {
 		if es.AddressType != fam.addressType {
 			continue
@@ -182,6 +186,19 @@ type selection struct {
 	backends    []Backend
 	noEndpoints bool
 	noLocal     bool
+	// taken: a frontend has backends as its own; the next ones copy it.
+	taken bool
+}
+
+// frontendBackends returns backends for one more frontend of s: each
+// frontend needs its own (IDs are written in place), but the first one
+// may have s's.
+func (s *selection) frontendBackends() []Backend {
+	if !s.taken {
+		s.taken = true
+		return s.backends
+	}
+	return slices.Clone(s.backends)
 }
 
 // selectBackends applies kube-proxy's CategorizeEndpoints (KEP-1669): among
@@ -201,6 +218,7 @@ func selectBackends(eps []endpoint, local bool, node string) selection {
 		}
 		haveReady = haveReady || e.ready
 	}
+	s.backends = make([]Backend, 0, len(eps))
 	for _, e := range eps {
 		if local && e.nodeName != node {
 			continue
@@ -222,6 +240,9 @@ func selectBackends(eps []endpoint, local bool, node string) selection {
 			b.State = BackendNotReady
 		}
 		s.backends = append(s.backends, b)
+	}
+	if len(s.backends) == 0 {
+		s.backends = nil
 	}
 	slices.SortStableFunc(s.backends, func(a, b Backend) int { return a.State.rank() - b.State.rank() })
 	s.noEndpoints = len(s.backends) == 0 || s.backends[0].State != BackendActive
@@ -296,10 +317,11 @@ func (r *serviceResult) service(svc *model.Service, svcSlices []*model.EndpointS
 				localReady[e.key.Address] = true
 			}
 		}
-		internal := selectBackends(eps, itpLocal, o.NodeName)
-		external := internal // the same unless the policies differ
+		in := selectBackends(eps, itpLocal, o.NodeName)
+		internal, external := &in, &in // the same unless the policies differ
 		if etpLocal != itpLocal {
-			external = selectBackends(eps, etpLocal, o.NodeName)
+			ex := selectBackends(eps, etpLocal, o.NodeName)
+			external = &ex
 		}
 		add := func(kind Kind, addr netip.Addr, port uint16) {
 			sel, local := internal, itpLocal
@@ -315,7 +337,7 @@ func (r *serviceResult) service(svc *model.Service, svcSlices []*model.EndpointS
 				Protocol:           sp.Protocol,
 				Algorithm:          alg,
 				TrafficPolicyLocal: local,
-				Backends:           slices.Clone(sel.backends),
+				Backends:           sel.frontendBackends(),
 				NoEndpoints:        sel.noEndpoints,
 				NoLocalEndpoints:   sel.noLocal,
 			}

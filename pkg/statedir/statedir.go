@@ -3,6 +3,7 @@ package statedir
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"net"
@@ -58,6 +59,16 @@ func LookupGroup(group string) (int, error) {
 // renamed over path, and the directory synced so the rename survives a
 // crash. Readers see the old contents or the new, never a mix.
 func WriteFile(path string, data []byte) error {
+	return WriteFileFunc(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteFileFunc is WriteFile with the contents written by write, so that
+// large contents need not be held in memory whole. An error from write
+// leaves path as it was.
+func WriteFileFunc(path string, write func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return fmt.Errorf("create directory of %s: %w", path, err)
@@ -71,7 +82,7 @@ func WriteFile(path string, data []byte) error {
 	// exactly so the mode does not depend on the umask.
 	err = f.Chmod(FileMode)
 	if err == nil {
-		_, err = f.Write(data)
+		err = write(f)
 	}
 	if err == nil {
 		err = f.Sync()

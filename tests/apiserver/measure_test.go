@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -43,6 +44,7 @@ import (
 var (
 	latencyChanges = flag.Int("apiserver.changes", 30, "EndpointSlice changes timed by TestSliceToMapLatency")
 	rssPods        = flag.Int("apiserver.rss-pods", 200, "TestAgentRSS's pods (and half as many services, slices and policies): 200 checks a real agent against the real API server in every run; make bench-apiserver measures 10000")
+	rssProfile     = flag.String("apiserver.profile", "", "directory where TestAgentRSS saves the agent's heap profile when ready and 10s later (for go tool pprof -sample_index=inuse_space); the forced GC of a profile changes the figures after it")
 )
 
 const agentPkg = "github.com/sluice-net/sluice/cmd/sluice-agent"
@@ -165,7 +167,12 @@ func TestAgentRSS(t *testing.T) {
 	agentStart := time.Now()
 	wrapper, err := harness.GCTraceWrapper(t.TempDir(), bin)
 	require.NoError(t, err)
-	a, err := node.StartAgent(wrapper, "--source=kubernetes", "--kubeconfig="+kubeconfig, "--log-level=info")
+	args := []string{"--source=kubernetes", "--kubeconfig=" + kubeconfig, "--log-level=info"}
+	if *rssProfile != "" {
+		require.NoError(t, os.MkdirAll(*rssProfile, 0o755))
+		args = append(args, "--pprof-address="+rssPprofAddress)
+	}
+	a, err := node.StartAgent(wrapper, args...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = a.Stop() })
 	require.NoError(t, a.WaitExec(10*time.Second))
@@ -189,14 +196,20 @@ func TestAgentRSS(t *testing.T) {
 	}
 	ready, err := harness.ReadProcMem(a.Pid())
 	require.NoError(t, err)
+	bpf, err := harness.ReadBPFMem(a.Pid())
+	require.NoError(t, err)
+	saveHeapProfile(t, node.NetnsPath, "ready")
 	time.Sleep(10 * time.Second)
 	settled, err := harness.ReadProcMem(a.Pid())
 	require.NoError(t, err)
+	saveHeapProfile(t, node.NetnsPath, "settled")
 	mib := func(kib int64) string { return fmt.Sprintf("%.0f MiB", float64(kib)/1024) }
 	t.Logf("sluice-agent with %d pods, %d services, %d endpoint slices, %d policies, %d nodes from a real kube-apiserver: "+
 		"ready: VmRSS %s (anon %s), VmHWM %s; after 10s: VmRSS %s (anon %s), VmHWM %s",
 		pods, services, services, services, (pods+99)/100+1,
 		mib(ready.VmRSS), mib(ready.RssAnon), mib(ready.VmHWM), mib(settled.VmRSS), mib(settled.RssAnon), mib(settled.VmHWM))
+	t.Logf("kernel memory of the agent's BPF objects (memlock, not in its RSS): maps %.1f MiB (%d maps), programs %.1f MiB (%d programs)",
+		float64(bpf.MapBytes)/(1<<20), len(bpf.Maps), float64(bpf.ProgBytes)/(1<<20), bpf.Progs)
 	// What of it is the Go heap: live after the last GC, from the
 	// runtime's trace, and the heap now, from the agent's own metrics.
 	gc := harness.ParseGCTrace(a.Logs())
@@ -215,6 +228,27 @@ func TestAgentRSS(t *testing.T) {
 			t.Logf("%s: VmRSS %s, VmHWM %s", name, mib(pm.VmRSS), mib(pm.VmHWM))
 		}
 	}
+}
+
+// rssPprofAddress is where TestAgentRSS's agent serves profiles with
+// -apiserver.profile, in its node's network namespace.
+const rssPprofAddress = "127.0.0.1:6061"
+
+// saveHeapProfile saves the agent's heap profile as
+// <-apiserver.profile>/heap-apiserver-<when>.pb.gz, if asked to.
+func saveHeapProfile(t *testing.T, nsPath, when string) {
+	if *rssProfile == "" {
+		return
+	}
+	// gc=1: the in-use figures are of live objects, as after a GC.
+	body, err := harness.NetnsGet(context.Background(), nsPath, "http://"+rssPprofAddress+"/debug/pprof/heap?gc=1")
+	if err != nil {
+		t.Logf("heap profile: %v", err)
+		return
+	}
+	path := filepath.Join(*rssProfile, "heap-apiserver-"+when+".pb.gz")
+	require.NoError(t, os.WriteFile(path, body, 0o644))
+	t.Logf("heap profile saved: %s", path)
 }
 
 // createAll creates objs through the API with several concurrent writers:

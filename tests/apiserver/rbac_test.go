@@ -119,9 +119,10 @@ func TestDaemonSetClusterRoleIsEnough(t *testing.T) {
 	}, waitFor, 20*time.Millisecond)
 	assert.Empty(t, src.Errors())
 
-	// Least privilege: the agent's identity reads and nothing more.
-	agent, err := k8s.NewClient(kubeconfig)
-	require.NoError(t, err)
+	// Least privilege: the agent's identity reads and nothing more (a
+	// clientset with its credentials, which can ask for more than the
+	// agent's own client does).
+	agent := adminClient(t, kubeconfig)
 	_, err = agent.CoreV1().Pods("shop").Get(ctx, "web-1", metav1.GetOptions{})
 	assert.True(t, apierrors.IsForbidden(err), "get is not granted: %v", err)
 	_, err = agent.CoreV1().Secrets("sluice-system").List(ctx, metav1.ListOptions{})

@@ -22,6 +22,10 @@ const (
 	EnvBinDir = "SLUICE_BIN_DIR"
 )
 
+// BuildTags are the build tags of the binaries Build makes, as the
+// Makefile's GOTAGS: see there why.
+const BuildTags = "grpcnotrace"
+
 // buildTimeout bounds one `go build`.
 const buildTimeout = 5 * time.Minute
 
@@ -92,7 +96,9 @@ func Build(ctx context.Context, pkg string) (string, error) {
 		ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 		defer cancel()
 		out := filepath.Join(dir, name)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+		// The Makefile's GOTAGS: the binaries tests measure are the ones
+		// make build makes.
+		cmd := exec.CommandContext(ctx, "go", "build", "-tags", BuildTags, "-o", out, pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			r.err = fmt.Errorf("go build %s: %w:\n%s", pkg, err, strings.TrimSpace(string(b)))
 			return

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -87,6 +90,10 @@ var kinds = map[string]kindInfo{
 
 const supportedKinds = "Namespace, Node, Pod, Service (v1), EndpointSlice (discovery.k8s.io/v1), NetworkPolicy (networking.k8s.io/v1)"
 
+// minDocsPerWorker is the fewest documents worth another goroutine: a
+// document decodes in microseconds.
+const minDocsPerWorker = 256
+
 // entry is one decoded object and where it came from.
 type entry struct {
 	doc int // 0 when restored from saved state
@@ -114,15 +121,17 @@ func splitDocuments(data []byte, isJSON bool) []document {
 		add(1, data)
 		return docs
 	}
-	lines := bytes.SplitAfter(data, []byte("\n"))
 	start, startLine := 0, 1
-	off := 0
-	for i, l := range lines {
-		if isSeparator(l) {
-			add(startLine, data[start:off])
-			start, startLine = off+len(l), i+2
+	for off, line := 0, 1; off < len(data); line++ {
+		end := len(data)
+		if i := bytes.IndexByte(data[off:], '\n'); i >= 0 {
+			end = off + i + 1
 		}
-		off += len(l)
+		if isSeparator(data[off:end]) {
+			add(startLine, data[start:off])
+			start, startLine = end, line+1
+		}
+		off = end
 	}
 	add(startLine, data[start:])
 	return docs
@@ -137,7 +146,13 @@ func isSeparator(line []byte) bool {
 }
 
 func isBlank(chunk []byte) bool {
-	for _, l := range bytes.Split(chunk, []byte("\n")) {
+	for len(chunk) > 0 {
+		l := chunk
+		if i := bytes.IndexByte(chunk, '\n'); i >= 0 {
+			l, chunk = chunk[:i], chunk[i+1:]
+		} else {
+			chunk = nil
+		}
 		l = bytes.TrimSpace(l)
 		if len(l) > 0 && l[0] != '#' {
 			return false
@@ -151,11 +166,55 @@ var yamlLineRE = regexp.MustCompile(`line (\d+)`)
 // parseFile decodes every document of a file. Any bad document fails the
 // whole file: applying half a file could, for example, install a policy
 // whose companion allow-rule was in the broken document.
+//
+// Documents in the common subset of YAML are decoded by the fast decoder,
+// the others (and those with errors) by the strict one, which gives the
+// same objects (see fastDecoder). A large file is decoded on every CPU.
 func parseFile(name string, data []byte, isJSON bool) ([]entry, error) {
+	docs := splitDocuments(data, isJSON)
+	type result struct {
+		obj model.Object
+		err error
+	}
+	results := make([]result, len(docs))
+	decodeRange := func(next func() (int, bool)) {
+		fast := newFastDecoder()
+		for i, ok := next(); ok; i, ok = next() {
+			var obj model.Object
+			ok := false
+			if !isJSON {
+				obj, ok = fast.decode(docs[i].data)
+			}
+			var err error
+			if !ok {
+				obj, err = decodeDocument(name, docs[i])
+			}
+			results[i] = result{obj, err}
+		}
+	}
+	if workers := min(runtime.GOMAXPROCS(0), len(docs)/minDocsPerWorker); workers > 1 {
+		var (
+			wg   sync.WaitGroup
+			seq  atomic.Int64
+			next = func() (int, bool) {
+				i := int(seq.Add(1)) - 1
+				return i, i < len(docs)
+			}
+		)
+		for range workers {
+			wg.Add(1)
+			go func() { defer wg.Done(); decodeRange(next) }()
+		}
+		wg.Wait()
+	} else {
+		i := 0
+		decodeRange(func() (int, bool) { i++; return i - 1, i <= len(docs) })
+	}
+
 	var out []entry
 	seen := map[model.Key]int{}
-	for _, d := range splitDocuments(data, isJSON) {
-		obj, err := decodeDocument(name, d)
+	for i, d := range docs {
+		obj, err := results[i].obj, results[i].err
 		if err != nil {
 			return nil, err
 		}
@@ -175,6 +234,32 @@ func parseFile(name string, data []byte, isJSON bool) ([]entry, error) {
 
 // decodeDocument returns nil, nil for a document that is YAML null.
 func decodeDocument(file string, d document) (model.Object, error) {
+	obj, object, err := strictObject(file, d)
+	if err != nil || obj == nil {
+		return nil, err
+	}
+	return convert(file, d, object, obj)
+}
+
+// convert converts a decoded object to the model; object names it in
+// errors.
+func convert(file string, d document, object string, obj metav1.Object) (model.Object, error) {
+	m, err := k8sconv.Object(obj)
+	if err != nil {
+		merr := &ManifestError{File: file, Doc: d.index, Object: object, Err: err}
+		var fe *k8sconv.FieldError
+		if errors.As(err, &fe) {
+			merr.Field, merr.Err = fe.Field, fe.Err
+		}
+		return nil, merr
+	}
+	return m, nil
+}
+
+// strictObject decodes a document strictly into its Kubernetes type, and
+// names the object for errors ("Pod default/web"). It returns a nil object
+// for a document that is YAML null.
+func strictObject(file string, d document) (metav1.Object, string, error) {
 	merr := func(object, field string, err error) error {
 		return &ManifestError{File: file, Doc: d.index, Object: object, Field: field, Err: err}
 	}
@@ -187,14 +272,14 @@ func decodeDocument(file string, d document) (model.Object, error) {
 			n, _ := strconv.Atoi(strings.TrimPrefix(s, "line "))
 			return "line " + strconv.Itoa(n+d.line-1)
 		})
-		return nil, merr("", "", fmt.Errorf("invalid YAML: %s", msg))
+		return nil, "", merr("", "", fmt.Errorf("invalid YAML: %s", msg))
 	}
 	if bytes.Equal(bytes.TrimSpace(j), []byte("null")) {
-		return nil, nil
+		return nil, "", nil
 	}
 	var top map[string]json.RawMessage
 	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(j, &top); err != nil {
-		return nil, merr("", "", errors.New("document is not an object"))
+		return nil, "", merr("", "", errors.New("document is not an object"))
 	}
 	str := func(field string) (string, error) {
 		raw, ok := top[field]
@@ -212,15 +297,15 @@ func decodeDocument(file string, d document) (model.Object, error) {
 	}
 	apiVersion, err := str("apiVersion")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	kind, err := str("kind")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	info, ok := kinds[kind]
 	if !ok {
-		return nil, merr("", "kind", fmt.Errorf("%w %q (supported: %s)", ErrUnsupportedKind, kind, supportedKinds))
+		return nil, "", merr("", "kind", fmt.Errorf("%w %q (supported: %s)", ErrUnsupportedKind, kind, supportedKinds))
 	}
 
 	// Name the object before strict decoding so that even decoding errors
@@ -249,7 +334,7 @@ func decodeDocument(file string, d document) (model.Object, error) {
 		}
 	}
 	if apiVersion != info.apiVersion {
-		return nil, merr(object, "apiVersion", fmt.Errorf("%w: apiVersion %q for kind %s (want %s)",
+		return nil, "", merr(object, "apiVersion", fmt.Errorf("%w: apiVersion %q for kind %s (want %s)",
 			ErrUnsupportedKind, apiVersion, kind, info.apiVersion))
 	}
 
@@ -257,7 +342,7 @@ func decodeDocument(file string, d document) (model.Object, error) {
 	strictErrs, err := sigsjson.UnmarshalStrict(j, obj)
 	if err != nil {
 		field, msg := describeJSONError(err)
-		return nil, merr(object, field, errors.New(msg))
+		return nil, "", merr(object, field, errors.New(msg))
 	}
 	if len(strictErrs) > 0 {
 		msgs := make([]string, len(strictErrs))
@@ -269,19 +354,10 @@ func decodeDocument(file string, d document) (model.Object, error) {
 		if errors.As(strictErrs[0], &fe) {
 			me.Field = fe.FieldPath()
 		}
-		return nil, me
+		return nil, "", me
 	}
 	obj.SetNamespace(ns)
-
-	m, err := k8sconv.Object(obj)
-	if err != nil {
-		var fe *k8sconv.FieldError
-		if errors.As(err, &fe) {
-			return nil, merr(object, fe.Field, fe.Err)
-		}
-		return nil, merr(object, "", err)
-	}
-	return m, nil
+	return obj, object, nil
 }
 
 var typeErrRE = regexp.MustCompile(`^json: cannot unmarshal (.+) into Go struct field [^.]*\.(\S+) of type (\S+)$`)

@@ -1,13 +1,16 @@
 package files
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,13 +44,17 @@ const (
 	// DefaultMaxBytes bounds a manifest file. Manifests are kilobytes: a
 	// ConfigMap volume holds at most 1 MiB in all, and a file listing a
 	// whole large cluster's Services and EndpointSlices a few MiB, so 16
-	// MiB leaves room for any real use. Strict decoding is expensive: 16 MiB
-	// of Pods (32,000 of them) takes about 5 s of one CPU and allocates 1.5
-	// GiB on the way (garbage, collected as it goes), and every reload
-	// decodes every file again. The limit bounds what one file dropped into
-	// the directory by mistake, or by someone who may write there but not
-	// run the agent, can cost it.
+	// MiB leaves room for any real use. Documents outside the YAML subset
+	// of the fast decoder are decoded strictly, which is expensive: 16 MiB
+	// of them takes about 5 s of one CPU and allocates 1.5 GiB on the way
+	// (garbage, collected as it goes); a file is decoded again whenever it
+	// changes. The limit bounds what one file dropped into the directory
+	// by mistake, or by someone who may write there but not run the agent,
+	// can cost it.
 	DefaultMaxBytes = 16 << 20
+	// firstSaveDelay is how long after Start the last good state is first
+	// saved (see saver).
+	firstSaveDelay = 2 * time.Second
 	// savedStateVersion is bumped when the saved format changes incompatibly.
 	savedStateVersion = 1
 )
@@ -82,7 +89,16 @@ type Source struct {
 	store    *model.Store
 	good     map[string][]entry // last good objects per file name
 	applied  *model.State       // what this source last applied to the store
-	saved    []byte             // last bytes written to StatePath
+	// parsed is the last parse of each file, by its contents' hash: a
+	// reload decodes only the files that changed.
+	parsed map[string]parsedFile
+	// parseFile is parseFile; tests count its calls.
+	parseFile func(name string, data []byte, isJSON bool) ([]entry, error)
+	// goodChanged: good differs from what was last queued for saving.
+	goodChanged bool
+	// saves hands the saver the last good objects to write (capacity 1:
+	// only the latest matters).
+	saves chan map[string][]entry
 
 	mu      sync.Mutex // guards the status fields below
 	errs    []error
@@ -117,12 +133,24 @@ func New(opts Options) (*Source, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Source{
-		opts:    opts,
-		log:     log.With("source", "files", "dir", opts.Dir),
-		good:    make(map[string][]entry),
-		applied: &model.State{},
-		done:    make(chan struct{}),
+		opts:      opts,
+		log:       log.With("source", "files", "dir", opts.Dir),
+		good:      make(map[string][]entry),
+		applied:   &model.State{},
+		parsed:    make(map[string]parsedFile),
+		parseFile: parseFile,
+		// Until a saved state is loaded, there is none on disk to match.
+		goodChanged: true,
+		saves:       make(chan map[string][]entry, 1),
+		done:        make(chan struct{}),
 	}, nil
+}
+
+// parsedFile is the outcome of parsing one version of a file.
+type parsedFile struct {
+	sum     [sha256.Size]byte
+	entries []entry
+	err     error
 }
 
 // Start loads the saved state and the directory into store synchronously,
@@ -151,10 +179,22 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 	s.synced = true
 	s.mu.Unlock()
 
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(s.done)
+		defer wg.Done()
 		defer w.Close()
 		s.watch(ctx, w)
+	}()
+	// Saving happens beside the watcher, so that neither the initial load
+	// nor a reload waits for the disk.
+	go func() {
+		defer wg.Done()
+		s.saver(ctx)
+	}()
+	go func() {
+		wg.Wait()
+		close(s.done)
 	}()
 	return nil
 }
@@ -168,7 +208,8 @@ func (s *Source) Run(ctx context.Context, store *model.Store) error {
 	return nil
 }
 
-// Done is closed when the watcher started by Start has stopped.
+// Done is closed when the watcher started by Start has stopped and the
+// last good state is saved.
 func (s *Source) Done() <-chan struct{} { return s.done }
 
 // Synced reports whether the initial load has been applied to the store.
@@ -253,7 +294,7 @@ func (s *Source) loadSaved() {
 		}
 		s.good[name] = es
 	}
-	s.saved = data
+	s.goodChanged = false
 	s.log.Info("loaded saved state", "path", s.opts.StatePath, "files", len(st.Files))
 }
 
@@ -345,6 +386,12 @@ func (s *Source) reload() {
 		for name := range s.good {
 			if !slices.Contains(names, name) {
 				delete(s.good, name) // the file was deleted: a real change
+				s.goodChanged = true
+			}
+		}
+		for name := range s.parsed {
+			if !slices.Contains(names, name) {
+				delete(s.parsed, name)
 			}
 		}
 		for _, name := range names {
@@ -384,27 +431,76 @@ func (s *Source) reload() {
 	s.mu.Unlock()
 }
 
+// parse returns the objects of manifest name, or its error. A file whose
+// contents have not changed since it was last parsed is not decoded
+// again: its objects, or its error, are those of last time.
 func (s *Source) parse(realDir, name string) ([]entry, error) {
-	data, err := s.read(realDir, name)
+	last, seen := s.parsed[name]
+	data, sum, err := s.read(realDir, name, seen, last.sum)
 	if err != nil {
+		delete(s.parsed, name)
 		return nil, &ManifestError{File: name, Err: err}
 	}
-	return parseFile(name, data, strings.EqualFold(filepath.Ext(name), ".json"))
+	if data == nil {
+		return last.entries, last.err // unchanged
+	}
+	es, err := s.parseFile(name, data, strings.EqualFold(filepath.Ext(name), ".json"))
+	s.parsed[name] = parsedFile{sum: sum, entries: es, err: err}
+	return es, err
 }
 
 // read reads the manifest name, refusing a file that resolves outside
-// realDir or is larger than MaxBytes. The checks are made on the file
-// opened, not on its path, so that swapping a link between check and read
-// gains nothing: the agent is root, and a manifest's decoding errors quote
-// what it read.
-func (s *Source) read(realDir, name string) ([]byte, error) {
+// realDir or is larger than MaxBytes, and returns its contents and their
+// hash. If known is set and the file's contents still hash to sum, it
+// returns nil contents instead, without holding the file in memory. The
+// checks are made on the file opened, not on its path, so that swapping a
+// link between check and read gains nothing: the agent is root, and a
+// manifest's decoding errors quote what it read.
+func (s *Source) read(realDir, name string, known bool, sum [sha256.Size]byte) ([]byte, [sha256.Size]byte, error) {
+	f, err := s.open(realDir, name)
+	if err != nil {
+		return nil, sum, err
+	}
+	defer f.Close()
+	limit := s.opts.MaxBytes
+	if known {
+		h := sha256.New()
+		n, err := io.Copy(h, io.LimitReader(f, limit+1))
+		if err != nil {
+			return nil, sum, fmt.Errorf("reading file: %w", err)
+		}
+		if n <= limit && [sha256.Size]byte(h.Sum(nil)) == sum {
+			return nil, sum, nil
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, sum, fmt.Errorf("reading file: %w", err)
+		}
+	}
+	// The file may grow while it is read: never read more than the limit.
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, sum, fmt.Errorf("reading file: %w", err)
+	}
+	if int64(len(data)) > limit {
+		return nil, sum, fmt.Errorf("grew past the limit of %d bytes while read (--manifest-max-bytes): refused", limit)
+	}
+	return data, sha256.Sum256(data), nil
+}
+
+// open opens the manifest name after the checks read describes.
+func (s *Source) open(realDir, name string) (*os.File, error) {
 	// O_NONBLOCK: a FIFO put in the file's place since the listing must
 	// not block the reload (it is refused below as not a regular file).
 	f, err := os.OpenFile(filepath.Join(s.opts.Dir, name), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("reading file: %w", err)
 	}
-	defer f.Close()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+		}
+	}()
 	// The path the kernel opened, every link resolved. A ConfigMap's
 	// files resolve into its ..data directory, inside realDir.
 	opened, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
@@ -421,24 +517,19 @@ func (s *Source) read(realDir, name string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file: refused", opened)
 	}
-	limit := s.opts.MaxBytes
-	if fi.Size() > limit {
+	if limit := s.opts.MaxBytes; fi.Size() > limit {
 		return nil, fmt.Errorf("%d bytes, more than the limit of %d (--manifest-max-bytes): refused", fi.Size(), limit)
 	}
-	// The file may grow while it is read: never read more than the limit.
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading file: %w", err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("grew past the limit of %d bytes while read (--manifest-max-bytes): refused", limit)
-	}
-	return data, nil
+	ok = true
+	return f, nil
 }
 
 func sameEntries(a, b []entry) bool {
 	if len(a) != len(b) {
 		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true // the same parse, kept because the file did not change
 	}
 	for i := range a {
 		if !model.Equal(a[i].obj, b[i].obj) {
@@ -501,32 +592,65 @@ func (s *Source) merge(cand map[string][]entry, fresh map[string]bool) (*model.S
 		}
 		addEach(name, cand[name])
 		s.good[name] = cand[name]
+		s.goodChanged = true
 	}
 	return state, errs
 }
 
-// save writes the last good objects atomically (temp file + rename), so a
-// crash mid-write leaves the previous version rather than a torn file, and
-// with mode 0600: they are the node's whole configuration.
+// save queues the last good objects for the saver, if they changed.
 func (s *Source) save() {
-	if s.opts.StatePath == "" {
+	if s.opts.StatePath == "" || !s.goodChanged {
 		return
 	}
-	st := savedState{Version: savedStateVersion, Dir: s.opts.Dir, Files: map[string]*model.State{}}
-	for name, es := range s.good {
-		fst := &model.State{}
-		for _, e := range es {
-			fst.Upsert(e.obj)
+	s.goodChanged = false
+	snap := maps.Clone(s.good) // the entries themselves never change
+	for {
+		select {
+		case s.saves <- snap:
+			return
+		default:
+			// Replace a pending save nobody took yet: only the latest
+			// matters. (reload is the only sender.)
+			select {
+			case <-s.saves:
+			default:
+			}
 		}
-		st.Files[name] = fst
 	}
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err == nil && string(data) == string(s.saved) {
-		return
+}
+
+// saver writes the last good objects queued by save until ctx is done,
+// then writes the one still pending, if any. The first write waits for
+// firstSaveDelay: a start has better use for the CPU than encoding every
+// object just decoded (the files, which are the truth, are there).
+func (s *Source) saver(ctx context.Context) {
+	select {
+	case <-time.After(firstSaveDelay):
+	case <-ctx.Done():
 	}
-	if err == nil {
-		err = statedir.WriteFile(s.opts.StatePath, data)
+	for {
+		select {
+		case good := <-s.saves:
+			s.write(good)
+		case <-ctx.Done():
+			select {
+			case good := <-s.saves:
+				s.write(good)
+			default:
+			}
+			return
+		}
 	}
+}
+
+// write writes good to StatePath atomically (temp file + rename), so a
+// crash mid-write leaves the previous version rather than a torn file, and
+// with mode 0600: they are the node's whole configuration. It streams one
+// object at a time, so even a large state is never held in memory as JSON.
+func (s *Source) write(good map[string][]entry) {
+	err := statedir.WriteFileFunc(s.opts.StatePath, func(w io.Writer) error {
+		return writeSavedState(w, s.opts.Dir, good)
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -535,7 +659,61 @@ func (s *Source) save() {
 		return
 	}
 	s.saveErr = nil
-	s.saved = data
+}
+
+// writeSavedState writes the savedState JSON of good: per file, its
+// objects by kind (model.State's JSON form), in key order.
+func writeSavedState(w io.Writer, dir string, good map[string][]entry) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	head, err := json.Marshal(dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(bw, "{\"version\":%d,\"dir\":%s,\"files\":{", savedStateVersion, head)
+	for i, name := range slices.Sorted(maps.Keys(good)) {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		if err := enc.Encode(name); err != nil {
+			return err
+		}
+		bw.WriteString(":{")
+		fst := &model.State{}
+		for _, e := range good[name] {
+			fst.Upsert(e.obj)
+		}
+		objs := fst.Objects() // sorted by kind, then key
+		for j, o := range objs {
+			if j == 0 || o.Key().Kind != objs[j-1].Key().Kind {
+				if j > 0 {
+					bw.WriteString("],")
+				}
+				fmt.Fprintf(bw, "%q:[", stateListName[o.Key().Kind])
+			} else {
+				bw.WriteByte(',')
+			}
+			if err := enc.Encode(o); err != nil {
+				return err
+			}
+		}
+		if len(objs) > 0 {
+			bw.WriteByte(']')
+		}
+		bw.WriteByte('}')
+	}
+	bw.WriteString("}}\n")
+	return bw.Flush()
+}
+
+// stateListName is the list of each kind in model.State's JSON form.
+var stateListName = map[model.Kind]string{
+	model.KindNamespace:     "namespaces",
+	model.KindNode:          "nodes",
+	model.KindPod:           "pods",
+	model.KindService:       "services",
+	model.KindEndpointSlice: "endpointSlices",
+	model.KindNetworkPolicy: "networkPolicies",
 }
 
 // addWatches watches the directory, and its parent so that creating,

@@ -259,10 +259,12 @@ func TestSourceRestartFromSavedState(t *testing.T) {
 		require.Len(t, errs, 1)
 		assert.Contains(t, errs[0].Error(), "ignoring saved state "+statePath)
 		assert.FileExists(t, statePath+".corrupt")
-		// A good state was written in its place.
-		data, err := os.ReadFile(statePath)
-		require.NoError(t, err)
-		assert.Contains(t, string(data), `"web-1"`)
+		// A good state is written in its place (by the saver, beside the
+		// watcher).
+		require.Eventually(t, func() bool {
+			data, err := os.ReadFile(statePath)
+			return err == nil && strings.Contains(string(data), `"web-1"`)
+		}, 5*time.Second, 10*time.Millisecond)
 	})
 }
 
@@ -435,4 +437,51 @@ func TestSourceRefusesFilesOverTheSizeLimit(t *testing.T) {
 	s.reload()
 	assert.Empty(t, s.Errors())
 	assert.Equal(t, uint16(8081), store.Snapshot().Pods[webPod].Ports[0].Port)
+}
+
+// TestSourceReloadDecodesOnlyChangedFiles: a reload (an edit elsewhere,
+// the periodic resync) decodes a file again only when its contents
+// changed, and a file that is still broken keeps its error.
+func TestSourceReloadDecodesOnlyChangedFiles(t *testing.T) {
+	dir := t.TempDir()
+	copyExample(t, dir)
+	writeFile(t, filepath.Join(dir, "broken.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {bogus: 1}\n")
+	// No reloads but ours: no resync, and edits wait an hour.
+	s, err := New(Options{Dir: dir, Resync: -1, Debounce: time.Hour})
+	require.NoError(t, err)
+	decoded := map[string]int{} // written under reloadMu, read between reloads
+	s.parseFile = func(name string, data []byte, isJSON bool) ([]entry, error) {
+		decoded[name]++
+		return parseFile(name, data, isJSON)
+	}
+	store := model.NewStore()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); <-s.Done() }()
+	require.NoError(t, s.Start(ctx, store))
+	require.Equal(t, map[string]int{"namespaces.yaml": 1, "node.yaml": 1, "pods.yaml": 1, "policy.json": 1, "services.yaml": 1, "broken.yaml": 1}, decoded)
+	require.Len(t, manifestErrors(t, s), 1)
+
+	s.reload()
+	assert.Equal(t, map[string]int{"namespaces.yaml": 1, "node.yaml": 1, "pods.yaml": 1, "policy.json": 1, "services.yaml": 1, "broken.yaml": 1}, decoded,
+		"nothing changed: nothing decoded again")
+	errs := manifestErrors(t, s)
+	require.Len(t, errs, 1)
+	assert.Equal(t, `broken.yaml: document 1 (Pod default/x): unknown field "spec.bogus"`, errs[0].Error())
+	assert.Equal(t, exampleObjects, store.Snapshot().Len())
+
+	// The same size, other contents: decoded again.
+	data, err := os.ReadFile(filepath.Join(dir, "node.yaml"))
+	require.NoError(t, err)
+	writeFile(t, filepath.Join(dir, "node.yaml"), strings.Replace(string(data), "edge-1", "edge-2", 1))
+	s.reload()
+	assert.Equal(t, 2, decoded["node.yaml"])
+	assert.Equal(t, 1, decoded["pods.yaml"])
+	assert.Contains(t, store.Snapshot().Nodes, "edge-2")
+
+	// Fixed: decoded again, error gone.
+	require.NoError(t, os.Remove(filepath.Join(dir, "broken.yaml")))
+	writeFile(t, filepath.Join(dir, "broken.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n")
+	s.reload()
+	assert.Equal(t, 2, decoded["broken.yaml"])
+	assert.Empty(t, manifestErrors(t, s))
 }

@@ -157,3 +157,17 @@ func FirstLine(s string) string {
 	}
 	return s
 }
+
+// LoadAverage is the first three fields of /proc/loadavg, "?" if unknown:
+// the machines the drivers run on are shared, and timings depend on it.
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
