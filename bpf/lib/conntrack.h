@@ -37,6 +37,7 @@ struct ct_nat {
 	__u32 policy_rev; /* out (established, reply): the entry's policy revision */
 	__u8 origin;      /* out (established, reply): the entry's original direction */
 	__u8 policy_flags; /* out (established, reply): SL_CT_POL_* */
+	__u16 proxy_port; /* out (established, reply): the entry's proxy port */
 	__u8 closed;      /* out: this packet closed the connection (TCP) */
 	__u8 svc_closed;  /* out (lb_translate): ... and its SERVICE entry */
 };
@@ -257,6 +258,7 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 		nat->policy_rev = e->policy_rev;
 		nat->origin = e->origin;
 		nat->policy_flags = e->policy_flags;
+		nat->proxy_port = e->proxy_port;
 		return CT_ESTABLISHED;
 	}
 
@@ -283,6 +285,7 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 		nat->policy_rev = e->policy_rev;
 		nat->origin = e->origin;
 		nat->policy_flags = e->policy_flags;
+		nat->proxy_port = e->proxy_port;
 		return CT_REPLY;
 	}
 

@@ -16,6 +16,7 @@
 #include "conntrack.h"
 #include "lb.h"
 #include "policy.h"
+#include "proxy.h"
 
 /* The policy decision of pkt's connection, as events report it. */
 static __always_inline void event_pol(struct event_policy *ep_ev, const struct sl_endpoint *ep, __u8 dir,
@@ -80,10 +81,32 @@ static __always_inline int policy_recheck(const struct sl_endpoint *ep, const st
 	__u8 odir = nat->origin;
 	int reason;
 
-	reason = policy_check(ep, odir, pkt->proto, odport, odir == SL_DIR_EGRESS ? odst : osrc,
-			      nat->policy_flags & SL_CT_POL_FROM_HOST, pol);
-	if (reason != SL_DROP_NONE)
-		return reason;
+	if (nat->policy_flags & SL_CT_POL_FROM_PROXY) {
+		/* The proxy's own connection: judged where it was handed over. */
+		pol->verdict = SL_VERDICT_ALLOW;
+		pol->flags = SL_CT_POL_FROM_PROXY;
+		pol->rule = 0;
+		pol->peer_id = SL_ID_HOST;
+		pol->from_host = 1;
+	} else {
+		reason = policy_check(ep, odir, pkt->proto, odport, odir == SL_DIR_EGRESS ? odst : osrc,
+				      nat->policy_flags & SL_CT_POL_FROM_HOST, pol);
+		if (reason != SL_DROP_NONE)
+			return reason;
+	}
+	if (nat->policy_flags & SL_CT_POL_TO_PROXY) {
+		/* Handed to the proxy: still by the same port? A connection
+		 * the proxy holds cannot be handed back: any change cuts it,
+		 * and the client's next one meets the new policy. */
+		__u16 pp = pol->verdict == SL_VERDICT_REDIRECT ? pol->proxy_port :
+			   proxy_port_of_destination(odst, pkt->proto, odport, osrc, ep->identity);
+
+		if (pp != nat->proxy_port)
+			return SL_DROP_POLICY_REVOKED;
+		pol->verdict = SL_VERDICT_REDIRECT;
+		pol->proxy_port = pp;
+		pol->flags = SL_CT_POL_TO_PROXY;
+	}
 	ct_key_from_pkt(&key, ep->ep_id, pkt, reply);
 	policy_remember(&key, nat->cur_rev, pol);
 	return SL_DROP_NONE;
@@ -213,10 +236,40 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			pkt_icmp_outer(pkt);
 			evflags = 0;
 		}
-		/* From the node's own stack: the packet came in on no interface. */
-		reason = policy_check(ep, dir, pkt->proto, pkt->dport,
-				      dir == SL_DIR_EGRESS ? pkt->daddr.addr4 : pkt->saddr.addr4,
-				      dir == SL_DIR_INGRESS && skb->ingress_ifindex == 0, &pol);
+		if (dir == SL_DIR_INGRESS && skb->ingress_ifindex == 0 && skb->mark == SL_MARK_FROM_PROXY) {
+			/* The node's proxy, opening the connection a client
+			 * was redirected for: the destination's policy was
+			 * applied to that client where it was handed over. */
+			pol.verdict = SL_VERDICT_ALLOW;
+			pol.flags = SL_CT_POL_FROM_PROXY;
+			pol.peer_id = SL_ID_HOST;
+			pol.from_host = 1;
+			reason = SL_DROP_NONE;
+		} else {
+			/* From the node's own stack: the packet came in on no interface. */
+			reason = policy_check(ep, dir, pkt->proto, pkt->dport,
+					      dir == SL_DIR_EGRESS ? pkt->daddr.addr4 : pkt->saddr.addr4,
+					      dir == SL_DIR_INGRESS && skb->ingress_ifindex == 0, &pol);
+			if (reason == SL_DROP_NONE && pol.verdict == SL_VERDICT_REDIRECT && dir == SL_DIR_INGRESS)
+				/* To be proxied, yet here: it was not handed to
+				 * the proxy where it entered the node (the node
+				 * itself sent it, or nothing could). */
+				reason = SL_DROP_PROXY_UNAVAILABLE;
+			if (reason == SL_DROP_NONE && dir == SL_DIR_EGRESS) {
+				/* Where the client's packets enter the node: the
+				 * proxy the destination's policy names takes them. */
+				__u16 pp = pol.verdict == SL_VERDICT_REDIRECT ? pol.proxy_port :
+					   proxy_port_of_destination(pkt->daddr.addr4, pkt->proto, pkt->dport,
+								     pkt->saddr.addr4, ep->identity);
+
+				if (pp) {
+					pol.verdict = SL_VERDICT_REDIRECT;
+					pol.proxy_port = pp;
+					pol.flags = SL_CT_POL_TO_PROXY;
+					reason = proxy_assign(skb, pkt, pp);
+				}
+			}
+		}
 		event_pol(&ev, ep, dir, &pol);
 		if (reason != SL_DROP_NONE) {
 			struct sl_ct_key key;
@@ -238,6 +291,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			count(SL_METRIC_DROPPED, dir, reason, skb->len);
 			emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, nat->rev_nat_id, &nat->vip, nat->vport, &ev,
 				       evflags);
+			if (reason == SL_DROP_PROXY_UNAVAILABLE && dir == SL_DIR_EGRESS)
+				return proxy_refuse(skb, pkt);
 			return SL_DROP;
 		}
 		if (pol.verdict != SL_VERDICT_NONE || pol.peer_local) {
@@ -269,6 +324,18 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (enable_policy_revoke && nat->policy_rev != nat->cur_rev &&
 		    policy_recheck(ep, pkt, ct, nat, &pol) != SL_DROP_NONE)
 			return policy_revoke(skb, ep, dir, pkt, ct, nat, &pol);
+		if (ct == CT_ESTABLISHED && (nat->policy_flags & SL_CT_POL_TO_PROXY)) {
+			/* Every packet of a proxied connection from the client
+			 * goes to the proxy's socket of it. */
+			reason = proxy_assign(skb, pkt, nat->proxy_port);
+			if (reason != SL_DROP_NONE) {
+				/* The proxy went away (restarting): fail closed. */
+				count(SL_METRIC_DROPPED, dir, reason, skb->len);
+				emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, 0, NULL, 0, NULL,
+					       SL_EVENT_F_TRACKED);
+				return proxy_refuse(skb, pkt);
+			}
+		}
 		if (nat->closed) {
 			/* Reported with the tuple of the connection's first
 			 * packet, like every other event about it. */

@@ -31,13 +31,10 @@
 #define IPPROTO_ICMPV6 58
 #endif
 
-/* skb->mark of the RSTs the datapath sends for revoked connections: the
- * endpoint programs let them through. A pod cannot forge it: the mark is
- * cleared when a packet crosses into another network namespace. */
-#define SL_MARK_POLICY_RST 0x51CE0001
 
 struct policy_result {
 	__u32 peer_id;    /* the peer's identity */
+	__u8 flags;       /* SL_CT_POL_TO_PROXY / SL_CT_POL_FROM_PROXY, for the CT entry */
 	__u32 rule;       /* deciding rule (0: default deny / not enforced) */
 	__u16 proxy_port; /* SL_VERDICT_REDIRECT */
 	__u8 verdict;     /* enum sl_policy_verdict */
@@ -122,11 +119,11 @@ static __always_inline void policy_try(void *pm, __u32 identity, __u8 dir, __u8 
 	}
 }
 
-/* Decide a connection of endpoint ep in direction dir with peer address
- * peer and destination port dport. Fills res (verdict ALLOW, REDIRECT or
- * DENY). */
-static __always_inline void policy_decide(const struct sl_endpoint *ep, __u8 dir, __u8 proto, __be16 dport,
-					  __be32 peer, struct policy_result *res)
+/* Look a connection up in endpoint ep_id's policy: direction dir, peer
+ * address peer with identity res->peer_id, destination port dport. Fills
+ * res (verdict ALLOW, REDIRECT or DENY). */
+static __always_inline void policy_lookup(__u32 ep_id, __u8 dir, __u8 proto, __be16 dport, __be32 peer,
+					  struct policy_result *res)
 {
 	struct policy_match best = {};
 	void *pm, *cm;
@@ -134,13 +131,11 @@ static __always_inline void policy_decide(const struct sl_endpoint *ep, __u8 dir
 	res->verdict = SL_VERDICT_DENY;
 	res->rule = 0;
 	res->proxy_port = 0;
-	if (ep->flags & SL_EP_F_POLICY_OVERFLOW)
-		return;
-	pm = bpf_map_lookup_elem(&sl_policy, &ep->ep_id);
+	pm = bpf_map_lookup_elem(&sl_policy, &ep_id);
 	if (!pm)
 		return;
 	policy_try(pm, res->peer_id, dir, proto, dport, 3, &best);
-	cm = bpf_map_lookup_elem(&sl_policy_cidr, &ep->ep_id);
+	cm = bpf_map_lookup_elem(&sl_policy_cidr, &ep_id);
 	if (cm) {
 		struct sl_policy_cidr_key ck = { .prefixlen = 64, .dir = dir, .family = AF_INET };
 		__u32 *cls;
@@ -156,6 +151,20 @@ static __always_inline void policy_decide(const struct sl_endpoint *ep, __u8 dir
 		res->rule = best.rule;
 		res->proxy_port = best.proxy_port;
 	}
+}
+
+/* Decide a connection of endpoint ep (see policy_lookup); an endpoint
+ * whose policy did not fit denies everything. */
+static __always_inline void policy_decide(const struct sl_endpoint *ep, __u8 dir, __u8 proto, __be16 dport,
+					  __be32 peer, struct policy_result *res)
+{
+	if (ep->flags & SL_EP_F_POLICY_OVERFLOW) {
+		res->verdict = SL_VERDICT_DENY;
+		res->rule = 0;
+		res->proxy_port = 0;
+		return;
+	}
+	policy_lookup(ep->ep_id, dir, proto, dport, peer, res);
 }
 
 static __always_inline bool policy_enforced(const struct sl_endpoint *ep, __u8 dir)
@@ -200,7 +209,8 @@ static __always_inline void policy_remember(const struct sl_ct_key *key, __u32 r
 	e->policy_rule = res->rule;
 	e->policy_verdict = res->verdict;
 	e->proxy_port = res->proxy_port;
-	e->policy_flags = (res->from_host ? SL_CT_POL_FROM_HOST : 0) | (res->peer_local ? SL_CT_POL_PEER_LOCAL : 0);
+	e->policy_flags = (res->from_host ? SL_CT_POL_FROM_HOST : 0) | (res->peer_local ? SL_CT_POL_PEER_LOCAL : 0) |
+			  res->flags;
 }
 
 /* IPv6 neighbour discovery (router/neighbour solicitation and
@@ -232,11 +242,11 @@ struct tcp_pseudo {
 
 /*
  * Turn the packet into a bare RST from saddr:sport to daddr:dport with
- * sequence number seq. swap_mac reverses the Ethernet addresses (the RST
+ * sequence number seq (and, when ack is not 0, acknowledging ack). swap_mac reverses the Ethernet addresses (the RST
  * goes back the way the packet came).
  */
 static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be32 saddr, __be32 daddr,
-				     __be16 sport, __be16 dport, __be32 seq)
+				     __be16 sport, __be16 dport, __be32 seq, __be32 ack)
 {
 	struct tcp_rst r = {};
 	struct tcp_pseudo ph = { .saddr = saddr, .daddr = daddr, .proto = IPPROTO_TCP, .len = bpf_htons(sizeof(struct tcphdr)) };
@@ -260,6 +270,11 @@ static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be3
 	r.tcp.seq = seq;
 	r.tcp.doff = 5;
 	r.tcp.rst = 1;
+	if (ack) {
+		/* The answer to a SYN: it must acknowledge it to be taken. */
+		r.tcp.ack = 1;
+		r.tcp.ack_seq = ack;
+	}
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 	if (sum < 0)
 		return -1;
@@ -295,7 +310,7 @@ static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const s
 	if (pkt->later_frag || bpf_skb_load_bytes(skb, pkt->l4_off + 4, seqack, sizeof(seqack)) < 0)
 		return -1;
 	if (pkt->tcp_flags & TCPF_ACK) {
-		if (rst_write(skb, true, back_saddr, pkt->saddr.addr4, back_sport, pkt->sport, seqack[1]) < 0)
+		if (rst_write(skb, true, back_saddr, pkt->saddr.addr4, back_sport, pkt->sport, seqack[1], 0) < 0)
 			return -1;
 		skb->mark = SL_MARK_POLICY_RST;
 		/* From the pod (tc ingress): back into it through the
@@ -304,9 +319,9 @@ static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const s
 		bpf_clone_redirect(skb, skb->ifindex, dir == SL_DIR_EGRESS ? 0 : BPF_F_INGRESS);
 		skb->mark = mark;
 		/* rst_write swapped the MACs: swap them back. */
-		return rst_write(skb, true, fwd_saddr, pkt->daddr.addr4, fwd_sport, pkt->dport, seqack[0]);
+		return rst_write(skb, true, fwd_saddr, pkt->daddr.addr4, fwd_sport, pkt->dport, seqack[0], 0);
 	}
-	return rst_write(skb, false, fwd_saddr, pkt->daddr.addr4, fwd_sport, pkt->dport, seqack[0]);
+	return rst_write(skb, false, fwd_saddr, pkt->daddr.addr4, fwd_sport, pkt->dport, seqack[0], 0);
 }
 
 #endif /* SLUICE_POLICY_H */

@@ -256,19 +256,37 @@ func TestPolicyAudit(t *testing.T) {
 	require.Equal(t, uint64(1), audited)
 }
 
-// A redirect verdict is its own outcome, kept in the connection.
+// A redirect verdict hands the connection to the node's L7 proxy where it
+// enters the node; where that cannot be (the destination's own endpoint, a
+// test run with no proxy listening), the connection fails closed with
+// PROXY_UNAVAILABLE, never passes unproxied. (Hand-over itself needs real
+// sockets: TestProxyRedirect.)
 func TestPolicyRedirectVerdict(t *testing.T) {
-	dp, rd := policyDatapath(t, EPFlagPolicyIngress)
+	dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyEgress)
 	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
-		{Identity: 0, Dir: dirIn, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictAllow, Rule: 40},
 		{Identity: 0, Dir: dirIn, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictRedirect, ProxyPort: 15001, Rule: 41},
-	}[1:]})
+		{Identity: 0, Dir: dirOut, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictRedirect, ProxyPort: 15002, Rule: 42},
+	}})
 	ret, _ := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 40000, 80, flags{syn: true}), fromWire)
-	require.Equal(t, verdictNext, ret)
+	require.Equal(t, uint32(verdictDrop), ret, "at the destination's own endpoint a redirect cannot be honoured")
 	ev := nextEvent(t, rd)
+	require.Equal(t, "PROXY_UNAVAILABLE", ev.Reason)
 	require.Equal(t, "redirected", ev.Verdict)
 	require.Equal(t, uint16(15001), ev.ProxyPort)
 	require.Equal(t, uint32(41), ev.PolicyRule)
+
+	syn := tcpPkt(t, podIP, peerIP, 40001, 80, flags{syn: true})
+	ret, out := runPolicy(t, dp.objs.SlFromEp, syn, fromWire)
+	require.Equal(t, uint32(tcActRedirect), ret, "no proxy listens: refused back into the pod")
+	rst := out.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	require.True(t, rst.RST && rst.ACK, "an RST acknowledging the SYN: connect() fails at once")
+	require.Equal(t, netip.AddrPortFrom(peerIP, 80), src(out))
+	require.Equal(t, netip.AddrPortFrom(podIP, 40001), dst(out))
+	requireChecksums(t, out)
+	ev = nextEvent(t, rd)
+	require.Equal(t, "PROXY_UNAVAILABLE", ev.Reason)
+	require.Equal(t, uint16(15002), ev.ProxyPort)
+	require.Empty(t, ctOf(t, dp), "a refused connection leaves no state")
 }
 
 // Fails closed when the policy did not fit; IPv6 is dropped under policy

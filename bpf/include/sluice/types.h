@@ -58,6 +58,24 @@ enum sl_drop_reason {
 	 * fails closed until it fits; `sluice status` names the endpoint. */
 	SL_DROP_POLICY_OVERFLOW = 1003,
 	SL_DROP_FIB_LOOKUP_FAILED = 169, /* flow.DropReason_FIB_LOOKUP_FAILED */
+	/* A connection the policy hands to the node's L7 proxy, and no proxy
+	 * listens on its port (or it reached the pod where it cannot be
+	 * handed over): it fails closed, never bypasses the proxy. */
+	SL_DROP_PROXY_UNAVAILABLE = 1004,
+	SL_DROP_SOCKET_ASSIGN_FAILED = 179, /* flow.DropReason_SOCKET_ASSIGN_FAILED */
+};
+
+/*
+ * Packet marks (skb->mark) the datapath sets or trusts. The agent routes
+ * SL_MARK_TO_PROXY to the local stack (an ip rule to a table holding
+ * "local default dev lo", as TPROXY needs); SL_MARK_FROM_PROXY is the
+ * socket mark of the node proxy's own upstream connections. A pod cannot
+ * forge either: a mark is cleared when a packet leaves its namespace.
+ */
+enum sl_mark {
+	SL_MARK_POLICY_RST = 0x51CE0001, /* an RST the datapath sent for a revoked connection */
+	SL_MARK_TO_PROXY = 0x51CE0002,   /* handed to the node's proxy (bpf_sk_assign) */
+	SL_MARK_FROM_PROXY = 0x51CE0003, /* sent by the node's proxy to the original destination */
 };
 
 /* What a per-CPU counter counts. */
@@ -257,6 +275,12 @@ enum sl_ct_pol_flag {
 /* The peer is a pod of this node: its own endpoint tracks the connection
  * too (--flow-events=connections reports it there only). */
 	SL_CT_POL_PEER_LOCAL = 1U << 1,
+	/* Handed to the node's L7 proxy here (proxy_port): each packet of
+	 * the connection goes to the proxy's socket. */
+	SL_CT_POL_TO_PROXY = 1U << 2,
+	/* Opened by the node's proxy toward the original destination, for a
+	 * connection the destination's policy redirected: admitted. */
+	SL_CT_POL_FROM_PROXY = 1U << 3,
 };
 
 /* A hairpin connection: a pod reached its own service and landed on

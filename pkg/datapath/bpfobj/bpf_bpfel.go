@@ -69,6 +69,8 @@ type BpfSlCtPolFlag uint32
 const (
 	BpfSlCtPolFlagSL_CT_POL_FROM_HOST  BpfSlCtPolFlag = 1
 	BpfSlCtPolFlagSL_CT_POL_PEER_LOCAL BpfSlCtPolFlag = 2
+	BpfSlCtPolFlagSL_CT_POL_TO_PROXY   BpfSlCtPolFlag = 4
+	BpfSlCtPolFlagSL_CT_POL_FROM_PROXY BpfSlCtPolFlag = 8
 )
 
 type BpfSlCtScope uint32
@@ -101,23 +103,25 @@ const (
 type BpfSlDropReason uint32
 
 const (
-	BpfSlDropReasonSL_DROP_NONE                BpfSlDropReason = 0
-	BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP   BpfSlDropReason = 132
-	BpfSlDropReasonSL_DROP_POLICY_DENIED       BpfSlDropReason = 133
-	BpfSlDropReasonSL_DROP_INVALID_PACKET      BpfSlDropReason = 134
-	BpfSlDropReasonSL_DROP_CT_INVALID_HDR      BpfSlDropReason = 135
-	BpfSlDropReasonSL_DROP_UNSUPPORTED_L3      BpfSlDropReason = 139
-	BpfSlDropReasonSL_DROP_WRITE_ERROR         BpfSlDropReason = 141
-	BpfSlDropReasonSL_DROP_CT_MAP_FULL         BpfSlDropReason = 155
-	BpfSlDropReasonSL_DROP_NO_SERVICE_BACKEND  BpfSlDropReason = 158
-	BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND      BpfSlDropReason = 175
-	BpfSlDropReasonSL_DROP_NOT_IN_SRC_RANGE    BpfSlDropReason = 177
-	BpfSlDropReasonSL_DROP_SLUICE_BASE         BpfSlDropReason = 1000
-	BpfSlDropReasonSL_DROP_NO_LOCAL_BACKEND    BpfSlDropReason = 1000
-	BpfSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED BpfSlDropReason = 1001
-	BpfSlDropReasonSL_DROP_POLICY_REVOKED      BpfSlDropReason = 1002
-	BpfSlDropReasonSL_DROP_POLICY_OVERFLOW     BpfSlDropReason = 1003
-	BpfSlDropReasonSL_DROP_FIB_LOOKUP_FAILED   BpfSlDropReason = 169
+	BpfSlDropReasonSL_DROP_NONE                 BpfSlDropReason = 0
+	BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP    BpfSlDropReason = 132
+	BpfSlDropReasonSL_DROP_POLICY_DENIED        BpfSlDropReason = 133
+	BpfSlDropReasonSL_DROP_INVALID_PACKET       BpfSlDropReason = 134
+	BpfSlDropReasonSL_DROP_CT_INVALID_HDR       BpfSlDropReason = 135
+	BpfSlDropReasonSL_DROP_UNSUPPORTED_L3       BpfSlDropReason = 139
+	BpfSlDropReasonSL_DROP_WRITE_ERROR          BpfSlDropReason = 141
+	BpfSlDropReasonSL_DROP_CT_MAP_FULL          BpfSlDropReason = 155
+	BpfSlDropReasonSL_DROP_NO_SERVICE_BACKEND   BpfSlDropReason = 158
+	BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND       BpfSlDropReason = 175
+	BpfSlDropReasonSL_DROP_NOT_IN_SRC_RANGE     BpfSlDropReason = 177
+	BpfSlDropReasonSL_DROP_SLUICE_BASE          BpfSlDropReason = 1000
+	BpfSlDropReasonSL_DROP_NO_LOCAL_BACKEND     BpfSlDropReason = 1000
+	BpfSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED  BpfSlDropReason = 1001
+	BpfSlDropReasonSL_DROP_POLICY_REVOKED       BpfSlDropReason = 1002
+	BpfSlDropReasonSL_DROP_POLICY_OVERFLOW      BpfSlDropReason = 1003
+	BpfSlDropReasonSL_DROP_FIB_LOOKUP_FAILED    BpfSlDropReason = 169
+	BpfSlDropReasonSL_DROP_PROXY_UNAVAILABLE    BpfSlDropReason = 1004
+	BpfSlDropReasonSL_DROP_SOCKET_ASSIGN_FAILED BpfSlDropReason = 179
 )
 
 type BpfSlDropRlKey struct {
@@ -402,6 +406,14 @@ type BpfSlLbVip struct {
 	Pad  uint16
 }
 
+type BpfSlMark uint32
+
+const (
+	BpfSlMarkSL_MARK_POLICY_RST BpfSlMark = 1372454913
+	BpfSlMarkSL_MARK_TO_PROXY   BpfSlMark = 1372454914
+	BpfSlMarkSL_MARK_FROM_PROXY BpfSlMark = 1372454915
+)
+
 type BpfSlMetric uint32
 
 const (
@@ -545,9 +557,10 @@ type BpfSlScratch struct {
 		PolicyRev   uint32
 		Origin      uint8
 		PolicyFlags uint8
+		ProxyPort   uint16
 		Closed      uint8
 		SvcClosed   uint8
-		_           [4]byte
+		_           [2]byte
 	}
 }
 
@@ -623,6 +636,7 @@ const (
 	BpfVarSlLbBackendFlag     = "_sl_lb_backend_flag"
 	BpfVarSlLbBackendState    = "_sl_lb_backend_state"
 	BpfVarSlLbFlag            = "_sl_lb_flag"
+	BpfVarSlMark              = "_sl_mark"
 	BpfVarSlMetric            = "_sl_metric"
 	BpfVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
 	BpfVarSlPolicyEntry       = "_sl_policy_entry"
@@ -736,6 +750,7 @@ type BpfVariableSpecs struct {
 	SlLbBackendFlag     *ebpf.VariableSpec `ebpf:"_sl_lb_backend_flag"`
 	SlLbBackendState    *ebpf.VariableSpec `ebpf:"_sl_lb_backend_state"`
 	SlLbFlag            *ebpf.VariableSpec `ebpf:"_sl_lb_flag"`
+	SlMark              *ebpf.VariableSpec `ebpf:"_sl_mark"`
 	SlMetric            *ebpf.VariableSpec `ebpf:"_sl_metric"`
 	SlPolicyCidrKey     *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
 	SlPolicyEntry       *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
@@ -846,6 +861,7 @@ type BpfVariables struct {
 	SlLbBackendFlag     *ebpf.Variable `ebpf:"_sl_lb_backend_flag"`
 	SlLbBackendState    *ebpf.Variable `ebpf:"_sl_lb_backend_state"`
 	SlLbFlag            *ebpf.Variable `ebpf:"_sl_lb_flag"`
+	SlMark              *ebpf.Variable `ebpf:"_sl_mark"`
 	SlMetric            *ebpf.Variable `ebpf:"_sl_metric"`
 	SlPolicyCidrKey     *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
 	SlPolicyEntry       *ebpf.Variable `ebpf:"_sl_policy_entry"`
