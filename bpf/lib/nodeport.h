@@ -281,79 +281,85 @@ static __always_inline int host_egress_icmp_error(struct __sk_buff *skb, struct 
 
 static __always_inline int host_ingress(struct __sk_buff *skb)
 {
-	struct sl_pkt pkt;
-	struct ct_nat nat = {};
+	struct sl_scratch *st = scratch();
+	struct sl_pkt *pkt;
+	struct ct_nat *nat;
 	struct bpf_fib_lookup fib;
 	struct sl_lb_backend *b;
 	union sl_addr node;
 	enum sl_l3 l3 = SL_L3_OTHER;
 	int reason, lb, ret;
 
-	reason = parse_packet(skb, &pkt, &l3);
+	if (!st)
+		return SL_NEXT; /* never: the array has its one entry */
+	pkt = &st->pkt;
+	nat = &st->nat;
+	__builtin_memset(nat, 0, sizeof(*nat));
+	reason = parse_packet(skb, pkt, &l3);
 	/* The uplink carries everything the node receives: only service
 	 * traffic is ours; anything else, malformed or not, is the stack's.
 	 * (A later fragment whose first one was not seen is the stack's too:
 	 * it may be for the node itself.) */
 	if (l3 != SL_L3_IPV4 || reason != SL_DROP_NONE)
 		return SL_NEXT;
-	if (pkt.icmp_error) {
-		ret = snat_icmp_error(skb, &pkt);
+	if (pkt->icmp_error) {
+		ret = snat_icmp_error(skb, pkt);
 		if (ret < 0)
-			return drop_flags(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt, SL_EVENT_F_TRACKED);
+			return drop_flags(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
 		if (ret == 0)
 			return SL_NEXT;
 		count(SL_METRIC_RELATED, SL_DIR_INGRESS, 0, skb->len);
-		if (fib_redirect(skb, &pkt) < 0)
-			return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
+		if (fib_redirect(skb, pkt) < 0)
+			return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, pkt);
 		return TC_ACT_REDIRECT;
 	}
-	if (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP)
+	if (pkt->proto != IPPROTO_TCP && pkt->proto != IPPROTO_UDP)
 		return SL_NEXT;
 	/* Before any rewrite: the fragments that follow carry the header as
 	 * it arrived. */
-	if (pkt.first_frag && !frag_remember(skb, &pkt))
+	if (pkt->first_frag && !frag_remember(skb, pkt))
 		count(SL_METRIC_FRAG_TABLE_FULL, SL_DIR_INGRESS, 0, skb->len);
 
-	ret = snat_reply(skb, &pkt);
+	ret = snat_reply(skb, pkt);
 	if (ret < 0)
-		return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);
+		return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt);
 	if (ret > 0) {
 		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
-		if (fib_redirect(skb, &pkt) < 0)
-			return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
+		if (fib_redirect(skb, pkt) < 0)
+			return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, pkt);
 		return TC_ACT_REDIRECT;
 	}
 
 	{
 		struct sl_lb_key key;
-		struct sl_lb_entry *svc = lb_lookup(&pkt, &key);
+		struct sl_lb_entry *svc = lb_lookup(pkt, &key);
 
 		if (!svc || !(svc->flags & SL_LB_F_EXTERNAL))
 			return SL_NEXT;
 	}
-	node = pkt.daddr;
-	lb = lb_translate(skb, UPLINK_EP, &pkt, &nat, &reason);
+	node = pkt->daddr;
+	lb = lb_translate(skb, UPLINK_EP, pkt, nat, &reason);
 	if (lb == LB_REJECT) {
 		count(SL_METRIC_DROPPED, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, skb->len);
-		emit_event(skb, SL_EVENT_DROP, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, UPLINK_EP, &pkt, 0, NULL, 0);
+		emit_event(skb, SL_EVENT_DROP, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, UPLINK_EP, pkt, 0, NULL, 0);
 		return lb_reject(skb);
 	}
 	if (lb == LB_DROP)
-		return drop(skb, SL_DIR_INGRESS, reason, UPLINK_EP, &pkt);
+		return drop(skb, SL_DIR_INGRESS, reason, UPLINK_EP, pkt);
 	if (lb != LB_TRANSLATED)
 		return SL_NEXT;
 
-	b = bpf_map_lookup_elem(&sl_lb_backends, &nat.backend_id);
+	b = bpf_map_lookup_elem(&sl_lb_backends, &nat->backend_id);
 	if (!b)
-		return drop(skb, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, UPLINK_EP, &pkt);
+		return drop(skb, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, UPLINK_EP, pkt);
 	if (b->flags & SL_LB_BACKEND_F_LOCAL) {
 		/* Deliver; the reply is translated back at uplink egress. */
-		ret = ct_track(UPLINK_EP, &pkt, SL_DIR_INGRESS, skb->len, &nat);
+		ret = ct_track(UPLINK_EP, pkt, SL_DIR_INGRESS, skb->len, nat);
 		if (ret == CT_FULL)
-			return drop(skb, SL_DIR_INGRESS, SL_DROP_CT_MAP_FULL, UPLINK_EP, &pkt);
+			return drop(skb, SL_DIR_INGRESS, SL_DROP_CT_MAP_FULL, UPLINK_EP, pkt);
 		if (ret == CT_NEW)
-			emit_event(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, &pkt,
-				   nat.rev_nat_id, &nat.vip, nat.vport);
+			emit_event(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, pkt,
+				   nat->rev_nat_id, &nat->vip, nat->vport);
 		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
 		return SL_NEXT;
 	}
@@ -361,36 +367,36 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 	/* A remote backend: the reply must come back through this node, so
 	 * the source becomes the address of the uplink the packet leaves by.
 	 * The route toward the backend does not depend on the source. */
-	ret = fib_lookup4(skb, &pkt, &fib);
+	ret = fib_lookup4(skb, pkt, &fib);
 	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
+		return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, pkt);
 	node = snat_addr(fib.ifindex, &node);
-	if (!nat.nat_port) {
-		nat.nat_port = snat_alloc(&pkt, &node, &nat, b);
-		if (!nat.nat_port)
-			return drop(skb, SL_DIR_INGRESS, SL_DROP_NAT_PORTS_EXHAUSTED, UPLINK_EP, &pkt);
-		emit_event(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, &pkt,
-			   nat.rev_nat_id, &nat.vip, nat.vport);
-	} else if (nat.svc_closed) {
+	if (!nat->nat_port) {
+		nat->nat_port = snat_alloc(pkt, &node, nat, b);
+		if (!nat->nat_port)
+			return drop(skb, SL_DIR_INGRESS, SL_DROP_NAT_PORTS_EXHAUSTED, UPLINK_EP, pkt);
+		emit_event(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, pkt,
+			   nat->rev_nat_id, &nat->vip, nat->vport);
+	} else if (nat->svc_closed) {
 		/* The client closed the connection (RST, or the second FIN). */
 		struct sl_ct_key sk;
 		struct sl_ct_entry *se;
 
-		ct_key_from_pkt(&sk, UPLINK_EP, &pkt, false);
-		sk.daddr = nat.vip;
-		sk.dport = nat.vport;
+		ct_key_from_pkt(&sk, UPLINK_EP, pkt, false);
+		sk.daddr = nat->vip;
+		sk.dport = nat->vport;
 		sk.scope = SL_CT_SCOPE_SERVICE;
 		se = bpf_map_lookup_elem(&sl_ct, &sk);
 		if (se)
-			emit_conn_end(skb, &sk, se, pkt.tcp_flags);
+			emit_conn_end(skb, &sk, se, pkt->tcp_flags);
 	}
-	if (lb_rewrite(skb, &pkt, false, node.addr4, nat.nat_port) < 0)
-		return drop(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);
-	pkt.saddr = node;
-	pkt.sport = nat.nat_port;
+	if (lb_rewrite(skb, pkt, false, node.addr4, nat->nat_port) < 0)
+		return drop(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt);
+	pkt->saddr = node;
+	pkt->sport = nat->nat_port;
 	count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
 	if (fib_forward(skb, &fib, ret) < 0)
-		return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, &pkt);
+		return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, pkt);
 	return TC_ACT_REDIRECT;
 }
 
@@ -398,30 +404,36 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
  * give them the frontend's address back. */
 static __always_inline int host_egress(struct __sk_buff *skb)
 {
-	struct sl_pkt pkt;
-	struct ct_nat nat = {};
+	struct sl_scratch *st = scratch();
+	struct sl_pkt *pkt;
+	struct ct_nat *nat;
 	struct sl_ct_key key;
 	struct sl_ct_entry *e;
 	enum sl_l3 l3 = SL_L3_OTHER;
 	int reason;
 
-	reason = parse_packet(skb, &pkt, &l3);
+	if (!st)
+		return SL_NEXT; /* never: the array has its one entry */
+	pkt = &st->pkt;
+	nat = &st->nat;
+	__builtin_memset(nat, 0, sizeof(*nat));
+	reason = parse_packet(skb, pkt, &l3);
 	if (l3 != SL_L3_IPV4 || reason != SL_DROP_NONE)
 		return SL_NEXT;
-	if (pkt.icmp_error)
-		return host_egress_icmp_error(skb, &pkt);
-	if (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP)
+	if (pkt->icmp_error)
+		return host_egress_icmp_error(skb, pkt);
+	if (pkt->proto != IPPROTO_TCP && pkt->proto != IPPROTO_UDP)
 		return SL_NEXT;
 	/* Only replies of uplink connections: look before tracking, so the
 	 * node's own traffic never creates uplink entries. */
-	ct_key_from_pkt(&key, UPLINK_EP, &pkt, true);
+	ct_key_from_pkt(&key, UPLINK_EP, pkt, true);
 	e = bpf_map_lookup_elem(&sl_ct, &key);
 	if (!e || !e->rev_nat_id)
 		return SL_NEXT;
-	if (ct_track(UPLINK_EP, &pkt, SL_DIR_EGRESS, skb->len, &nat) != CT_REPLY || !nat.rev_nat_id)
+	if (ct_track(UPLINK_EP, pkt, SL_DIR_EGRESS, skb->len, nat) != CT_REPLY || !nat->rev_nat_id)
 		return SL_NEXT;
-	if (lb_rev_translate(skb, UPLINK_EP, &pkt, &nat) < 0)
-		return drop_reply(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, &pkt);
+	if (lb_rev_translate(skb, UPLINK_EP, pkt, nat) < 0)
+		return drop_reply(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt);
 	count(SL_METRIC_FORWARDED, SL_DIR_EGRESS, 0, skb->len);
 	return SL_NEXT;
 }
