@@ -47,6 +47,9 @@ type Options struct {
 	PolicyAudit bool
 	// FlowBuffer is how many flows the observer keeps.
 	FlowBuffer int
+	// Pprof serves Go's runtime profiles (net/http/pprof) on the local
+	// API socket under /debug/pprof/, for measuring the agent under load.
+	Pprof bool
 	// HubbleSocket is the Hubble observer API's unix socket (default
 	// <state-dir>/hubble.sock); HubbleAddress an optional TCP address.
 	HubbleSocket  string
@@ -129,6 +132,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Uint32Var(&o.Datapath.PolicyMapMax, "policy-map-max", o.Datapath.PolicyMapMax, "policy map entries per endpoint; an endpoint whose policy needs more fails closed")
 	fs.Uint32Var(&o.Datapath.IPCacheMax, "ipcache-max", o.Datapath.IPCacheMax, "ipcache entries (pods of the whole cluster plus node addresses)")
 	fs.IntVar(&o.FlowBuffer, "flow-buffer", o.FlowBuffer, "flows kept in memory for the Hubble observer API and `sluice observe`")
+	fs.BoolVar(&o.Pprof, "pprof", o.Pprof, "serve Go's runtime profiles (CPU, heap, goroutines) under /debug/pprof/ on the local API socket (<state-dir>/sluice.sock), for measuring the agent: `curl --unix-socket <state-dir>/sluice.sock http://agent/debug/pprof/profile?seconds=10 > cpu.pprof`")
 	fs.StringVar(&o.HubbleSocket, "hubble-socket", o.HubbleSocket, "unix socket of the Hubble observer API (default <state-dir>/hubble.sock)")
 	fs.StringVar(&o.HubbleAddress, "hubble-listen-address", o.HubbleAddress, "also serve the Hubble observer API on this TCP address (plaintext gRPC: bind it where only trusted clients reach), e.g. :4244")
 	fs.StringVar(&o.HealthAddress, "health-address", o.HealthAddress, "HTTP address serving liveness on /healthz (the process serves) and readiness on /readyz (the agent is ready, as in `sluice status`) for the kubelet's probes; loopback by default, empty disables it")

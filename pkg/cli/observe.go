@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
 	"path"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -154,6 +158,7 @@ type observeOptions struct {
 	follow       bool
 	first        uint64
 	printRequest bool
+	cpuProfile   string
 }
 
 func (g *globals) observeCommand() *cobra.Command {
@@ -182,6 +187,10 @@ end of a flow.`,
 	fs.BoolVarP(&o.follow, "follow", "f", false, "keep printing new flows as they come (until interrupted)")
 	fs.Uint64Var(&o.first, "first", 0, "print the first (oldest) `N` matching flows stored")
 	fs.BoolVar(&o.printRequest, "print-request", false, "print the GetFlows request the flags make, as JSON, and exit without sending it")
+	// For measuring the CLI itself (tools/benchflows): a follower stopped
+	// with ^C still writes its profile.
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a Go CPU profile of this command to `FILE`")
+	_ = fs.MarkHidden("cpu-profile")
 	return cmd
 }
 
@@ -220,11 +229,39 @@ func (o *observeOptions) run(cmd *cobra.Command) error {
 		_, err = fmt.Fprintln(w, string(b))
 		return err
 	}
-	if err := o.getFlows(cmd.Context(), req, p.write); err != nil {
+	ctx := cmd.Context()
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		var cancel context.CancelFunc
+		ctx, cancel = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer cancel()
+	}
+	if err := o.getFlows(ctx, req, p.write); err != nil {
 		_ = p.close()
 		return err
 	}
 	return p.close()
+}
+
+// startCPUProfile profiles this process into file until the returned
+// function is called.
+func startCPUProfile(file string) (func(), error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpu-profile %s: %w", file, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // flowPrinter writes GetFlows responses in one output format.

@@ -96,6 +96,7 @@ type options struct {
 	skipConns  bool
 	binDir     string
 	jsonPath   string
+	profileDir string
 	verbose    bool
 }
 
@@ -130,6 +131,7 @@ func main() {
 	flag.BoolVar(&o.skipConns, "skip-conns", false, "skip the connection generator")
 	flag.StringVar(&o.binDir, "bin-dir", "", "directory holding prebuilt sluice-agent and sluice (default: build them)")
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&o.profileDir, "profile", "", "write Go CPU profiles of the agent and the follower for every step, and the agent's heap at the end, into this directory (the agent runs with --pprof; take figures from a run without it)")
 	flag.BoolVar(&o.verbose, "verbose", false, "log the harness's steps")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), usage)
@@ -156,6 +158,12 @@ func main() {
 		fatalf("-refine and -pods must not be negative, -workers at least 1")
 	}
 	o.agentFlags = strings.Fields(*agentFlags)
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			fatalf("-profile: %v", err)
+		}
+		o.agentFlags = append(o.agentFlags, "--pprof")
+	}
 
 	if err := benchkit.RequireRoot("bench-flows"); err != nil {
 		fatalf("%v", err)

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -123,6 +124,13 @@ func run(ctx context.Context, o options) (*report, error) {
 		if err := b.sweep(ctx, sourceTestRun, o.rates); err != nil {
 			return rep, err
 		}
+	}
+	if o.profileDir != "" {
+		file := filepath.Join(o.profileDir, "agent-heap.pprof")
+		if err := fetchAgentProfile(ctx, b.node.StateDir, "/debug/pprof/heap?gc=1", file); err != nil {
+			return rep, err
+		}
+		benchkit.Logf("profiles in %s", o.profileDir)
 	}
 	return rep, nil
 }
@@ -381,7 +389,11 @@ func (b *bench) measure(ctx context.Context, s *stepResult) error {
 	var f *follower
 	if s.Variant == "follow" {
 		var err error
-		if f, err = startFollower(b.cliBin, b.node.StateDir); err != nil {
+		var profile string
+		if b.o.profileDir != "" {
+			profile = profileName(b.o.profileDir, "cli", s)
+		}
+		if f, err = startFollower(b.cliBin, b.node.StateDir, profile); err != nil {
 			return err
 		}
 		defer f.stop()
@@ -412,12 +424,21 @@ func (b *bench) measure(ctx context.Context, s *stepResult) error {
 	if err != nil {
 		return err
 	}
+	var profiled func() error
+	if b.o.profileDir != "" {
+		profiled = profileAgent(ctx, b.node.StateDir, profileName(b.o.profileDir, "agent", s), b.o.duration)
+	}
 	if err := gen.start(); err != nil {
 		return err
 	}
 	out, err := gen.wait()
 	if err != nil {
 		return err
+	}
+	if profiled != nil {
+		if err := profiled(); err != nil {
+			return err
+		}
 	}
 	after, err := b.sample(f)
 	if err != nil {
