@@ -257,7 +257,42 @@ func goldenConverter() *Converter {
 	return &Converter{NodeName: "node-a", ClusterName: "c1", Version: "golden", Enricher: goldenEnricher()}
 }
 
-// TestGoldenFlows checks the converter's flows against the golden file.
+// storedRecord is what the agent stores for an input: the record read
+// from the ring, or the expiry, resolved.
+func storedRecord(t testing.TB, c *Converter, in goldenInput) Record {
+	if in.expired != nil {
+		ev := *in.expired
+		return c.RecordEvent(&ev)
+	}
+	var rec datapath.Record
+	if err := datapath.DecodeRecord(encodeRecord(t, in.rec), &rec); err != nil {
+		t.Fatal(err)
+	}
+	return c.Record(&rec, goldenEpoch)
+}
+
+// storePathFlows are the flows a client reads when the agent stored the
+// inputs as records: resolved when read from the ring, copied into the
+// store, built when read back.
+func storePathFlows(t testing.TB, c *Converter, inputs []goldenInput) []*flowpb.Flow {
+	s, err := NewStore(len(inputs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range inputs {
+		r := storedRecord(t, c, in)
+		s.AddRecord(&r)
+	}
+	entries, _ := s.Snapshot()
+	out := make([]*flowpb.Flow, len(entries))
+	for i := range entries {
+		out[i] = entries[i].Flow()
+	}
+	return out
+}
+
+// TestGoldenFlows checks the converter's flows against the golden file:
+// converted at once (Convert) and stored as records, then built.
 func TestGoldenFlows(t *testing.T) {
 	inputs := goldenInputs()
 	if *updateGolden {
@@ -287,7 +322,8 @@ func TestGoldenFlows(t *testing.T) {
 		t.Errorf("golden file has %d flows, the table %d: run with -update-golden only on a converter known to be right", len(golden), len(inputs))
 	}
 	c := goldenConverter()
-	for _, in := range inputs {
+	stored := storePathFlows(t, goldenConverter(), inputs)
+	for i, in := range inputs {
 		t.Run(in.name, func(t *testing.T) {
 			want := &flowpb.Flow{}
 			js, ok := golden[in.name]
@@ -297,9 +333,11 @@ func TestGoldenFlows(t *testing.T) {
 			if err := protojson.Unmarshal(js, want); err != nil {
 				t.Fatal(err)
 			}
-			got := oldPathFlow(t, c, in)
-			if !proto.Equal(got, want) {
-				t.Errorf("flow differs from the golden one\n got: %s\nwant: %s", protojson.Format(got), protojson.Format(want))
+			if got := oldPathFlow(t, c, in); !proto.Equal(got, want) {
+				t.Errorf("converted flow differs from the golden one\n got: %s\nwant: %s", protojson.Format(got), protojson.Format(want))
+			}
+			if got := stored[i]; !proto.Equal(got, want) {
+				t.Errorf("stored record's flow differs from the golden one\n got: %s\nwant: %s", protojson.Format(got), protojson.Format(want))
 			}
 		})
 	}

@@ -65,8 +65,8 @@ Hubble observer on <state-dir>/hubble.sock. Measured, in one run:
     between the last clean rate and the first lossy one, and the loss above.
  3. Agent CPU per 10k events/s (its CPU over the window less its idle CPU,
     measured before the steps, per 10k events/s stored), and the Go heap of
-    the flow buffer per 1,000 flows: a flow.Store filled with flows the
-    flow.Converter made from trace/end events of a synthetic cluster (48
+    the flow buffer per 1,000 flows: a flow.Store filled with the records the
+    flow.Converter resolved from trace/end events of a synthetic cluster (48
     Deployments, 192 pods, 4 labels each, namespace labels, ReplicaSet
     owners), HeapAlloc after GC before and after, in a process of its own.
 

@@ -413,9 +413,10 @@ func printMemory(w io.Writer, rep *report) {
 	if len(rep.Memory) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\n4. Flow buffer memory: Go heap (HeapAlloc after GC) of a flow.Store of N entries filled with N flows converted")
-	fmt.Fprintln(w, "   from trace/end events between pods of a synthetic cluster (48 Deployments, 192 pods, 4 labels each plus")
-	fmt.Fprintln(w, "   namespace labels; the converter's labels, names and workloads as the agent's enricher gives them).")
+	fmt.Fprintln(w, "\n4. Flow buffer memory: Go heap (HeapAlloc after GC) of a flow.Store of N entries filled with N datapath records")
+	fmt.Fprintln(w, "   (trace/end events between pods of a synthetic cluster: 48 Deployments, 192 pods, 4 labels each plus namespace")
+	fmt.Fprintln(w, "   labels), resolved as the agent resolves them: the ring, and the ends (names, labels, workloads) its records")
+	fmt.Fprintln(w, "   share. Protobuf bytes: the flows built from them, as a client reads them.")
 	tw := benchkit.NewTable(w)
 	fmt.Fprintln(tw, "   flows\theap MiB\tper 1,000 flows KiB\tbytes/flow\tof which ring slot\tprotobuf wire bytes/flow\tlabels/flow\t")
 	for _, m := range rep.Memory {
