@@ -44,6 +44,7 @@ type End struct {
 	// podIPs are the pod's addresses: a socket event's source shows the
 	// calling pod's.
 	podIPs []netip.Addr
+	wire   encoded // ep's wire bytes (AppendResponse)
 }
 
 func (e *End) endpoint() *flowpb.Endpoint {
@@ -56,14 +57,16 @@ func (e *End) endpoint() *flowpb.Endpoint {
 // serviceRef is a translated event's service (nil if the agent did not
 // know the frontend) and the frontend the client addressed.
 type serviceRef struct {
-	service *flowpb.Service
-	origDst *anypb.Any
+	service                  *flowpb.Service
+	origDst                  *anypb.Any
+	serviceWire, origDstWire encoded
 }
 
 // ruleRef is a deciding rule and its flow.Policy.
 type ruleRef struct {
 	rule   Rule
 	policy *flowpb.Policy
+	wire   encoded
 }
 
 // Cache bounds: when a cache reaches its bound it starts over (what

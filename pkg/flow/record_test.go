@@ -8,8 +8,10 @@ import (
 	"time"
 	"unsafe"
 
+	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
 	b "github.com/sluice-net/sluice/pkg/datapath/bpfobj"
@@ -236,4 +238,75 @@ func TestConverterCachesAreBounded(t *testing.T) {
 	}
 	require.LessOrEqual(t, len(c.cache.ends), maxEnds)
 	require.Equal(t, uint32(1000), first.Build().GetDestination().GetIdentity())
+}
+
+// What a client's read costs per stored record: the flow built, and its
+// wire encoding (what the observer sends).
+func BenchmarkBuild(b *testing.B) {
+	c := goldenConverter()
+	r := storedRecord(b, c, goldenInputs()[27]) // trace to a service, translated per packet
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = r.Build()
+	}
+}
+
+func BenchmarkBuildMarshal(b *testing.B) {
+	c := goldenConverter()
+	r := storedRecord(b, c, goldenInputs()[27])
+	var out []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if out, err = (proto.MarshalOptions{}).MarshalAppend(out[:0], r.Build()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// The agent's per-event cost: a record resolved and stored.
+func BenchmarkRecordAndStore(b *testing.B) {
+	c := goldenConverter()
+	s, _ := NewStore(4096)
+	var rec datapath.Record
+	in := goldenInputs()[0]
+	if err := datapath.DecodeRecord(encodeRecord(b, in.rec), &rec); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		r := c.Record(&rec, goldenEpoch)
+		s.AddRecord(&r)
+	}
+}
+
+// The response bytes the observer sends for a record are proto.Marshal's
+// of the response built the plain way, for every golden record, sent
+// once or many times (shared messages encoded once).
+func TestAppendResponse(t *testing.T) {
+	c := goldenConverter()
+	var buf []byte
+	for round := range 2 {
+		for _, in := range goldenInputs() {
+			r := storedRecord(t, c, in)
+			f := r.Build()
+			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&observerpb.GetFlowsResponse{
+				ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: f}, NodeName: f.GetNodeName(), Time: f.GetTime(),
+			})
+			require.NoError(t, err)
+			got := r.AppendResponse([]byte("prefix"), &buf)
+			require.Equal(t, "prefix", string(got[:6]))
+			require.Equal(t, want, got[6:], "round %d: %s", round, in.name)
+		}
+	}
+}
+
+func BenchmarkAppendResponse(b *testing.B) {
+	c := goldenConverter()
+	r := storedRecord(b, c, goldenInputs()[27])
+	var out, buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		out = r.AppendResponse(out[:0], &buf)
+	}
 }

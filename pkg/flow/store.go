@@ -40,6 +40,15 @@ func (e *Entry) Flow() *flowpb.Flow {
 	return nil
 }
 
+// AppendResponse appends the wire encoding of the GetFlowsResponse of a
+// record's flow (Record.AppendResponse); ok is false for other entries.
+func (e *Entry) AppendResponse(out []byte, scratch *[]byte) ([]byte, bool) {
+	if e.rec.conv == nil {
+		return out, false
+	}
+	return e.rec.AppendResponse(out, scratch), true
+}
+
 // Time is the flow's time, or the time a loss was noticed.
 func (e *Entry) Time() time.Time {
 	switch {

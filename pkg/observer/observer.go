@@ -31,6 +31,9 @@ type Service struct {
 	started  time.Time
 	// ctx ends follow streams when the server closes.
 	ctx context.Context
+	// encoded: the server's codec sends encodedResponses (Start), so
+	// records are sent as flow.Entry.AppendResponse encodes them.
+	encoded bool
 }
 
 // NewService returns the service for a store. nodeName and version are
@@ -147,9 +150,10 @@ func (s *Service) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.ServerSt
 	stop := context.AfterFunc(s.ctx, cancel) // the server is closing
 	defer stop()
 
+	snd := s.sender(stream, r)
 	oldest, next := s.store.Range()
 	for _, e := range r.history(s.store, oldest, next) {
-		if err := s.send(stream, r, &e); err != nil {
+		if err := snd.send(&e); err != nil {
 			return err
 		}
 	}
@@ -169,7 +173,7 @@ func (s *Service) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.ServerSt
 		}
 		if lost > 0 {
 			now := timestamppb.Now()
-			if err := s.sendLost(stream, &flowpb.LostEvent{
+			if err := snd.sendLost(&flowpb.LostEvent{
 				Source: flowpb.LostEventSource_HUBBLE_RING_BUFFER, NumEventsLost: lost, First: now, Last: now,
 			}); err != nil {
 				return err
@@ -185,7 +189,7 @@ func (s *Service) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.ServerSt
 					continue
 				}
 			}
-			if err := s.send(stream, r, e); err != nil {
+			if err := snd.send(e); err != nil {
 				return err
 			}
 		}
@@ -264,22 +268,41 @@ func trimNotices(l []flow.Entry, front bool) []flow.Entry {
 	return l
 }
 
-func (s *Service) send(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse], r *request, e *flow.Entry) error {
+// sender sends one GetFlows stream's entries.
+type sender struct {
+	s      *Service
+	stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]
+	r      *request
+	// Encoding buffers, reused: SendMsg copies what it sends.
+	msg, scratch []byte
+}
+
+func (s *Service) sender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse], r *request) *sender {
+	return &sender{s: s, stream: stream, r: r}
+}
+
+func (snd *sender) send(e *flow.Entry) error {
 	if l := e.Lost(); l != nil {
-		return s.sendLost(stream, l)
+		return snd.sendLost(l)
+	}
+	if snd.s.encoded && snd.r.mask == nil {
+		var ok bool
+		if snd.msg, ok = e.AppendResponse(snd.msg[:0], &snd.scratch); ok {
+			return snd.stream.SendMsg(&encodedResponse{snd.msg})
+		}
 	}
 	f := e.Flow()
-	return stream.Send(&observerpb.GetFlowsResponse{
-		ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: r.mask.apply(f)},
+	return snd.stream.Send(&observerpb.GetFlowsResponse{
+		ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: snd.r.mask.apply(f)},
 		NodeName:      f.GetNodeName(),
 		Time:          f.GetTime(),
 	})
 }
 
-func (s *Service) sendLost(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse], l *flowpb.LostEvent) error {
-	return stream.Send(&observerpb.GetFlowsResponse{
+func (snd *sender) sendLost(l *flowpb.LostEvent) error {
+	return snd.stream.Send(&observerpb.GetFlowsResponse{
 		ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: l},
-		NodeName:      s.nodeName,
+		NodeName:      snd.s.nodeName,
 		Time:          l.GetLast(),
 	})
 }

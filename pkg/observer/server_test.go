@@ -664,3 +664,36 @@ func TestGetFlowsOfRecords(t *testing.T) {
 		}
 	}
 }
+
+// A field mask applies to records as to prebuilt flows.
+func TestGetFlowsOfRecordsWithFieldMask(t *testing.T) {
+	conv := &flow.Converter{NodeName: "node-a", Version: "v", Enricher: recordEnricher{}}
+	recs := records(conv, 2)
+	store, _ := flow.NewStore(len(recs))
+	for i := range recs {
+		store.AddRecord(&recs[i])
+	}
+	_, conn := startServer(t, store, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := observerpb.NewObserverClient(conn).GetFlows(ctx, &observerpb.GetFlowsRequest{
+		FieldMask: &fieldmaskpb.FieldMask{Paths: []string{"source.pod_name", "verdict"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range recs {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		built := recs[i].Build()
+		want := &flowpb.Flow{Verdict: built.GetVerdict()}
+		if built.GetSource() != nil {
+			want.Source = &flowpb.Endpoint{PodName: built.GetSource().GetPodName()}
+		}
+		if !proto.Equal(r.GetFlow(), want) {
+			t.Errorf("flow %d: %v, want %v", i, r.GetFlow(), want)
+		}
+	}
+}
