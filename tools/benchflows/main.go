@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -70,6 +71,16 @@ Hubble observer on <state-dir>/hubble.sock. Measured, in one run:
     Deployments, 192 pods, 4 labels each, namespace labels, ReplicaSet
     owners), HeapAlloc after GC before and after, in a process of its own.
 
+With -baseline DIR (another tree's sluice-agent, sluice and benchflows,
+e.g. main's), a second node runs that build's agent with the same pods,
+every step runs for both builds in turn at the same rate, the baseline's
+own flowmem measures its store, and section 5 gives before/after ratios
+of figures measured in this one run:
+
+  git archive main | tar -x -C /tmp/base && (cd /tmp/base && make build &&
+      go build -o bin/benchflows ./tools/benchflows)
+  make bench-flows BENCHFLOWS_FLAGS="-baseline /tmp/base/bin"
+
 Timing on shared machines is noisy (±20-30%, and every process here shares
 the machine's CPUs with the others: the machine column shows how busy it
 was); nothing passes or fails on time.
@@ -97,6 +108,7 @@ type options struct {
 	binDir     string
 	jsonPath   string
 	profileDir string
+	baseline   string
 	verbose    bool
 }
 
@@ -132,6 +144,7 @@ func main() {
 	flag.StringVar(&o.binDir, "bin-dir", "", "directory holding prebuilt sluice-agent and sluice (default: build them)")
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.profileDir, "profile", "", "write Go CPU profiles of the agent and the follower for every step, and the agent's heap at the end, into this directory (the agent runs with --pprof; take figures from a run without it)")
+	flag.StringVar(&o.baseline, "baseline", "", "directory of another build's sluice-agent, sluice and benchflows (e.g. of the main branch) to measure beside this tree's, step by step on a node of its own, with before/after ratios")
 	flag.BoolVar(&o.verbose, "verbose", false, "log the harness's steps")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), usage)
@@ -162,7 +175,13 @@ func main() {
 		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
 			fatalf("-profile: %v", err)
 		}
-		o.agentFlags = append(o.agentFlags, "--pprof")
+	}
+	if o.baseline != "" {
+		for _, bin := range []string{"sluice-agent", "sluice", "benchflows"} {
+			if _, err := os.Stat(filepath.Join(o.baseline, bin)); err != nil {
+				fatalf("-baseline: %v (build the other tree's binaries there: make build, go build -o bin/ ./tools/benchflows)", err)
+			}
+		}
 	}
 
 	if err := benchkit.RequireRoot("bench-flows"); err != nil {
