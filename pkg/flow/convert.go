@@ -3,6 +3,7 @@ package flow
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -174,12 +175,25 @@ func (c *Converter) end(ev *datapath.Event, f *flowpb.Flow) []string {
 	sub, point := observationPoint(ev)
 	f.EventType = &flowpb.CiliumEventType{Type: MessageTypeTrace, SubType: sub}
 	f.TraceObservationPoint = point
-	how := "closed"
+	// "connection closed after 3.2s: 5/4 packets, 340/9000 bytes
+	// (orig/reply)", appended rather than formatted: every connection
+	// has one, and a follower reads them all.
+	b := make([]byte, 0, 96)
+	b = append(b, "connection closed after "...)
 	if ev.Expired {
-		how = "expired"
+		b = append(b[:len("connection ")], "expired after "...)
 	}
-	return []string{fmt.Sprintf("connection %s after %s: %d/%d packets, %d/%d bytes (orig/reply)", how,
-		ev.Duration.Round(time.Millisecond), ev.PacketsOrig, ev.PacketsReply, ev.BytesOrig, ev.BytesReply)}
+	b = append(b, ev.Duration.Round(time.Millisecond).String()...)
+	b = append(b, ": "...)
+	b = strconv.AppendUint(b, ev.PacketsOrig, 10)
+	b = append(b, '/')
+	b = strconv.AppendUint(b, ev.PacketsReply, 10)
+	b = append(b, " packets, "...)
+	b = strconv.AppendUint(b, ev.BytesOrig, 10)
+	b = append(b, '/')
+	b = strconv.AppendUint(b, ev.BytesReply, 10)
+	b = append(b, " bytes (orig/reply)"...)
+	return []string{string(b)}
 }
 
 // trace fills a new connection's first packet: a trace event, or a policy
