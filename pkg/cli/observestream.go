@@ -36,13 +36,21 @@ func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return c.CodecV2.Unmarshal(data, v)
 }
 
+// receiveWindow is the gRPC flow-control window of a GetFlows stream:
+// about 8,000 flows.
+const receiveWindow = 8 << 20
+
 // streamFlows sends req to the observer and hands each response, as
 // received, to handle until the stream ends or ctx is done (the user
 // stopped following). handle may keep the bytes: each call gets a buffer
 // from next (nil: a new one).
 func (s *flowSource) streamFlows(ctx context.Context, req *observerpb.GetFlowsRequest, next func() []byte, handle func([]byte) error) error {
 	target := s.target()
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// A large receive window lets the observer send ahead while the
+	// printer catches up, rather than stall and let its flow buffer
+	// overwrite what this client has not read.
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(receiveWindow), grpc.WithInitialConnWindowSize(receiveWindow))
 	if err != nil {
 		return fmt.Errorf("--server %q: %w", target, err)
 	}

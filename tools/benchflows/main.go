@@ -138,7 +138,7 @@ func main() {
 	flag.IntVar(&o.pods, "pods", 30, "idle pods on the node besides the client and the server")
 	flag.IntVar(&o.workers, "workers", 16, "connections in flight at most (connection generator)")
 	agentFlags := flag.String("agent-flags", "", "extra sluice-agent flags, space-separated, e.g. \"--flow-buffer=16384 --events-buffer=4194304\"")
-	flag.StringVar(&o.memFlows, "mem-flows", "4096,65536", "flow store sizes of the memory measurement")
+	flag.StringVar(&o.memFlows, "mem-flows", "4096,16384,65536", "flow store sizes of the memory measurement")
 	flag.BoolVar(&o.skipTest, "skip-test-run", false, "skip the test-run generator")
 	flag.BoolVar(&o.skipConns, "skip-conns", false, "skip the connection generator")
 	flag.StringVar(&o.binDir, "bin-dir", "", "directory holding prebuilt sluice-agent and sluice (default: build them)")
