@@ -85,9 +85,10 @@ type Converter struct {
 	// of.
 	Enricher Enricher
 
-	mu      sync.Mutex
-	emitter *flowpb.Emitter
-	cache   resolved
+	mu          sync.Mutex
+	emitter     *flowpb.Emitter
+	emitterWire encoded
+	cache       resolved
 }
 
 // Convert returns the flow of one event, resolved now: Build(Record).
@@ -98,51 +99,214 @@ func (c *Converter) Convert(ev *datapath.Event) *flowpb.Flow {
 // build makes the flow of an event whose enrichment was resolved into r.
 // Sub-messages that r holds (endpoints, the service, policies, the
 // original destination) are shared with every flow built from the same
-// values: flows are read, never modified.
+// values: flows are read, never modified. appendFlow writes the same
+// flow's wire encoding from the same shape.
 func (c *Converter) build(ev *datapath.Event, r refs) *flowpb.Flow {
+	sh := shapeOf(ev, r)
+	var summary [128]byte
 	f := &flowpb.Flow{
-		Time:             timestamppb.New(ev.Time),
-		Emitter:          c.emitterOnce(),
-		NodeName:         c.NodeName,
-		Type:             flowpb.FlowType_L3_L4,
-		TrafficDirection: trafficDirection(ev.Dir, ev.Reply),
-		L4:               layer4(ev),
+		Time:                  timestamppb.New(ev.Time),
+		Emitter:               c.emitterOnce(),
+		NodeName:              c.NodeName,
+		Type:                  sh.flowType,
+		Verdict:               sh.verdict,
+		DropReason:            sh.dropReason,
+		DropReasonDesc:        sh.dropReasonDesc,
+		TrafficDirection:      sh.direction,
+		TraceObservationPoint: sh.obsPoint,
+		TraceReason:           sh.traceReason,
+		Reply:                 sh.reply,
+		ProxyPort:             sh.proxyPort,
+		PolicyMatchType:       sh.matchType,
+		SockXlatePoint:        sh.sockXlate,
+		L4:                    layer4(ev),
+		IP:                    layer3(sourceAddr(ev, r), ev.Dst.Addr()),
+		// Socket-LB events: the socket and the calling process's cgroup.
+		SocketCookie: ev.SockCookie, CgroupId: ev.CgroupID,
+		Source: r.src.endpoint(), Destination: r.dst.endpoint(),
+		Summary: string(appendSummary(summary[:0], ev)),
 	}
-	// Socket-LB events: the socket and the calling process's cgroup.
-	f.SocketCookie, f.CgroupId = ev.SockCookie, ev.CgroupID
+	if sh.eventType {
+		f.EventType = &flowpb.CiliumEventType{Type: sh.etType, SubType: sh.etSub}
+	}
+	if sh.isReplySet {
+		f.IsReply = boolValue(sh.isReply)
+	}
 	if ev.IfIndex != 0 {
 		f.Interface = &flowpb.NetworkInterface{Index: ev.IfIndex}
 	}
-	f.Source, f.Destination = r.src.endpoint(), r.dst.endpoint()
-	f.IP = layer3(sourceAddr(ev, r), ev.Dst.Addr())
 	if r.svc != nil {
 		f.DestinationService, f.Extensions = r.svc.service, r.svc.origDst
 	}
-
-	var summary []string
-	switch ev.Type {
-	case eventDrop:
-		summary = c.drop(ev, r, f)
-	case eventTranslate:
-		c.translate(f)
-	case eventTrace:
-		c.trace(ev, r, f)
-	case eventEnd:
-		summary = c.end(ev, f)
-	default:
-		// A type this agent does not know (a newer datapath).
-		summary = append(summary, "datapath event "+ev.Type)
-	}
-	l4 := l4Summary(ev)
-	switch {
-	case len(summary) == 0:
-		f.Summary = l4
-	case l4 != "":
-		f.Summary = strings.Join(append(summary, l4), "; ")
-	default:
-		f.Summary = strings.Join(summary, "; ")
+	if sh.policy != noPolicy {
+		*sh.policy.of(f) = []*flowpb.Policy{r.rule.policy}
 	}
 	return f
+}
+
+// shape is what a flow holds besides its addresses, transport, summary
+// and what records share: the event's kind as Hubble reports it.
+type shape struct {
+	verdict        flowpb.Verdict
+	flowType       flowpb.FlowType
+	dropReason     uint32
+	dropReasonDesc flowpb.DropReason
+	direction      flowpb.TrafficDirection
+	eventType      bool // event_type is set: etType, etSub
+	etType, etSub  int32
+	obsPoint       flowpb.TraceObservationPoint
+	traceReason    flowpb.TraceReason
+	isReplySet     bool // is_reply is set: isReply
+	isReply        bool
+	reply          bool // the deprecated reply field
+	proxyPort      uint32
+	matchType      uint32
+	sockXlate      flowpb.SocketTranslationPoint
+	policy         policyField // which list holds the deciding rule's policy
+}
+
+// policyField is one of the flow's four policy lists.
+type policyField int
+
+const (
+	noPolicy policyField = iota
+	egressAllowedBy
+	ingressAllowedBy
+	egressDeniedBy
+	ingressDeniedBy
+)
+
+func (p policyField) of(f *flowpb.Flow) *[]*flowpb.Policy {
+	switch p {
+	case egressAllowedBy:
+		return &f.EgressAllowedBy
+	case ingressAllowedBy:
+		return &f.IngressAllowedBy
+	case egressDeniedBy:
+		return &f.EgressDeniedBy
+	}
+	return &f.IngressDeniedBy
+}
+
+// shapeOf reads an event's shape: a new connection is a trace event, or
+// a policy verdict event when policy decided it; a drop a drop event; a
+// socket-LB translation a SOCK flow; a connection end a trace event at
+// the endpoint, forwarded.
+func shapeOf(ev *datapath.Event, r refs) shape {
+	sh := shape{flowType: flowpb.FlowType_L3_L4, direction: trafficDirection(ev.Dir, ev.Reply)}
+	switch ev.Type {
+	case eventDrop:
+		sh.verdict = flowpb.Verdict_DROPPED
+		sh.dropReason = uint32(ev.ReasonID)
+		// Sub-type is the reason number, as in Cilium's drop
+		// notifications. Hubble's printer reads it as a byte:
+		// Sluice-only reasons (>= 1000) print as a number there, and by
+		// name in the summary.
+		sh.eventType, sh.etType, sh.etSub = true, MessageTypeDrop, int32(ev.ReasonID)
+		// Known only once conntrack has placed the packet: a drop before
+		// that (a malformed packet, a spoofed source) leaves is_reply
+		// unset, as Hubble does for drops. A reply keeps the packet's own
+		// source and destination (the server, the client).
+		if ev.Tracked {
+			sh.isReplySet, sh.isReply, sh.reply = true, ev.Reply, ev.Reply
+		}
+		sh.dropReasonDesc = DropReason(ev.ReasonID)
+		if ev.Verdict == verdictDenied && r.rule != nil {
+			sh.policy = ingressDeniedBy
+			if ruleDirection(r.rule.rule, sh.direction) == flowpb.TrafficDirection_EGRESS {
+				sh.policy = egressDeniedBy
+			}
+		}
+	case eventTranslate:
+		// connect() or sendmsg() to a service frontend, rewritten to a
+		// backend: Hubble reports these as SOCK flows at the
+		// post-translation point, the destination being the backend, the
+		// frontend in destination_service and the summary.
+		point := flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD
+		sh.flowType, sh.verdict, sh.sockXlate = flowpb.FlowType_SOCK, flowpb.Verdict_TRANSLATED, point
+		sh.eventType, sh.etType, sh.etSub = true, MessageTypeTraceSock, int32(point)
+	case eventTrace:
+		sh.isReplySet = true // false: the first packet of a connection
+		sh.traceReason = flowpb.TraceReason_NEW
+		sh.verdict = traceVerdict(ev)
+		if ev.Verdict == "" {
+			sub, point := observationPoint(ev)
+			sh.eventType, sh.etType, sh.etSub, sh.obsPoint = true, MessageTypeTrace, sub, point
+			break
+		}
+		sh.eventType, sh.etType = true, MessageTypePolicyVerdict
+		if ev.Verdict == verdictRedirected {
+			sh.proxyPort = uint32(ev.ProxyPort)
+		}
+		if r.rule == nil {
+			break
+		}
+		sh.matchType = uint32(r.rule.rule.MatchType)
+		allowed := sh.verdict == flowpb.Verdict_FORWARDED || sh.verdict == flowpb.Verdict_REDIRECTED
+		egress := ruleDirection(r.rule.rule, sh.direction) == flowpb.TrafficDirection_EGRESS
+		switch {
+		case allowed && egress:
+			sh.policy = egressAllowedBy
+		case allowed:
+			sh.policy = ingressAllowedBy
+		case egress:
+			sh.policy = egressDeniedBy
+		default:
+			sh.policy = ingressDeniedBy
+		}
+	case eventEnd:
+		// Src and Dst are the connection's first packet's; the totals of
+		// both directions are in the summary (Hubble's flow has no fields
+		// for them).
+		sh.isReplySet = true
+		sh.verdict = flowpb.Verdict_FORWARDED
+		sub, point := observationPoint(ev)
+		sh.eventType, sh.etType, sh.etSub, sh.obsPoint = true, MessageTypeTrace, sub, point
+	}
+	return sh
+}
+
+// appendSummary appends the flow's summary: what its kind says (a
+// Sluice-only drop reason, a connection end's totals, an unknown event
+// type), then Hubble's summary of the transport, "; " between.
+func appendSummary(b []byte, ev *datapath.Event) []byte {
+	start := len(b)
+	switch ev.Type {
+	case eventDrop:
+		if DropReason(ev.ReasonID) == flowpb.DropReason_DROP_REASON_UNKNOWN && ev.ReasonID != 0 {
+			b = append(b, dropReasonName(ev)...)
+		}
+	case eventEnd:
+		// "connection closed after 3.2s: 5/4 packets, 340/9000 bytes
+		// (orig/reply)"
+		b = append(b, "connection closed after "...)
+		if ev.Expired {
+			b = append(b[:start+len("connection ")], "expired after "...)
+		}
+		b = append(b, ev.Duration.Round(time.Millisecond).String()...)
+		b = append(b, ": "...)
+		b = strconv.AppendUint(b, ev.PacketsOrig, 10)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, ev.PacketsReply, 10)
+		b = append(b, " packets, "...)
+		b = strconv.AppendUint(b, ev.BytesOrig, 10)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, ev.BytesReply, 10)
+		b = append(b, " bytes (orig/reply)"...)
+	case eventTrace, eventTranslate:
+	default:
+		// A type this agent does not know (a newer datapath).
+		b = append(b, "datapath event "...)
+		b = append(b, ev.Type...)
+	}
+	if len(b) > start {
+		b = append(b, "; "...)
+	}
+	b = appendL4Summary(b, ev)
+	if len(b) >= start+2 && string(b[len(b)-2:]) == "; " {
+		b = b[:len(b)-2] // no transport summary
+	}
+	return b
 }
 
 // emitterOnce is the converter's emitter, one message shared by its flows.
@@ -166,70 +330,6 @@ func sourceAddr(ev *datapath.Event, r refs) netip.Addr {
 	return src
 }
 
-// end fills a connection's end: a trace event at the endpoint, forwarded,
-// with the totals of both directions in the summary (Hubble's flow has no
-// fields for them). Src and Dst are the connection's first packet's.
-func (c *Converter) end(ev *datapath.Event, f *flowpb.Flow) []string {
-	f.IsReply = notReply
-	f.Verdict = flowpb.Verdict_FORWARDED
-	sub, point := observationPoint(ev)
-	f.EventType = &flowpb.CiliumEventType{Type: MessageTypeTrace, SubType: sub}
-	f.TraceObservationPoint = point
-	// "connection closed after 3.2s: 5/4 packets, 340/9000 bytes
-	// (orig/reply)", appended rather than formatted: every connection
-	// has one, and a follower reads them all.
-	b := make([]byte, 0, 96)
-	b = append(b, "connection closed after "...)
-	if ev.Expired {
-		b = append(b[:len("connection ")], "expired after "...)
-	}
-	b = append(b, ev.Duration.Round(time.Millisecond).String()...)
-	b = append(b, ": "...)
-	b = strconv.AppendUint(b, ev.PacketsOrig, 10)
-	b = append(b, '/')
-	b = strconv.AppendUint(b, ev.PacketsReply, 10)
-	b = append(b, " packets, "...)
-	b = strconv.AppendUint(b, ev.BytesOrig, 10)
-	b = append(b, '/')
-	b = strconv.AppendUint(b, ev.BytesReply, 10)
-	b = append(b, " bytes (orig/reply)"...)
-	return []string{string(b)}
-}
-
-// trace fills a new connection's first packet: a trace event, or a policy
-// verdict event when policy decided it.
-func (c *Converter) trace(ev *datapath.Event, r refs, f *flowpb.Flow) {
-	f.IsReply = notReply // the first packet of a connection
-	f.TraceReason = flowpb.TraceReason_NEW
-	f.Verdict = traceVerdict(ev)
-	if ev.Verdict == "" {
-		sub, point := observationPoint(ev)
-		f.EventType = &flowpb.CiliumEventType{Type: MessageTypeTrace, SubType: sub}
-		f.TraceObservationPoint = point
-		return
-	}
-	f.EventType = &flowpb.CiliumEventType{Type: MessageTypePolicyVerdict}
-	if ev.Verdict == verdictRedirected {
-		f.ProxyPort = uint32(ev.ProxyPort)
-	}
-	if r.rule == nil {
-		return
-	}
-	f.PolicyMatchType = uint32(r.rule.rule.MatchType)
-	p := []*flowpb.Policy{r.rule.policy}
-	allowed := f.Verdict == flowpb.Verdict_FORWARDED || f.Verdict == flowpb.Verdict_REDIRECTED
-	switch {
-	case allowed && ruleDirection(r.rule.rule, f) == flowpb.TrafficDirection_EGRESS:
-		f.EgressAllowedBy = p
-	case allowed:
-		f.IngressAllowedBy = p
-	case ruleDirection(r.rule.rule, f) == flowpb.TrafficDirection_EGRESS:
-		f.EgressDeniedBy = p
-	default:
-		f.IngressDeniedBy = p
-	}
-}
-
 // traceVerdict is the verdict of a new connection: forwarded unless
 // policy decided otherwise.
 func traceVerdict(ev *datapath.Event) flowpb.Verdict {
@@ -245,50 +345,6 @@ func traceVerdict(ev *datapath.Event) flowpb.Verdict {
 		return flowpb.Verdict_DROPPED
 	}
 	return flowpb.Verdict_VERDICT_UNKNOWN
-}
-
-// drop fills a dropped packet and returns the summary's first parts.
-func (c *Converter) drop(ev *datapath.Event, r refs, f *flowpb.Flow) []string {
-	f.Verdict = flowpb.Verdict_DROPPED
-	f.DropReason = uint32(ev.ReasonID)
-	// Sub-type is the reason number, as in Cilium's drop notifications.
-	// Hubble's printer reads it as a byte: Sluice-only reasons (>= 1000)
-	// print as a number there, and by name in the summary.
-	f.EventType = &flowpb.CiliumEventType{Type: MessageTypeDrop, SubType: int32(ev.ReasonID)}
-	// Known only once conntrack has placed the packet: a drop before
-	// that (a malformed packet, a spoofed source) leaves is_reply unset,
-	// as Hubble does for drops. A reply keeps the packet's own source and
-	// destination (the server, the client).
-	if ev.Tracked {
-		f.IsReply = boolValue(ev.Reply)
-		f.Reply = ev.Reply
-	}
-	var summary []string
-	f.DropReasonDesc = DropReason(ev.ReasonID)
-	if f.DropReasonDesc == flowpb.DropReason_DROP_REASON_UNKNOWN && ev.ReasonID != 0 {
-		summary = append(summary, dropReasonName(ev))
-	}
-	if ev.Verdict == verdictDenied && r.rule != nil {
-		p := []*flowpb.Policy{r.rule.policy}
-		if ruleDirection(r.rule.rule, f) == flowpb.TrafficDirection_EGRESS {
-			f.EgressDeniedBy = p
-		} else {
-			f.IngressDeniedBy = p
-		}
-	}
-	return summary
-}
-
-// translate fills a socket-LB translation: connect() or sendmsg() to a
-// service frontend, rewritten to a backend. Hubble reports these as SOCK
-// flows at the post-translation point: the destination is the backend,
-// the frontend is in destination_service and the summary.
-func (c *Converter) translate(f *flowpb.Flow) {
-	f.Type = flowpb.FlowType_SOCK
-	f.Verdict = flowpb.Verdict_TRANSLATED
-	point := flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD
-	f.EventType = &flowpb.CiliumEventType{Type: MessageTypeTraceSock, SubType: int32(point)}
-	f.SockXlatePoint = point
 }
 
 // DropReason returns Hubble's drop reason for a datapath reason number:
@@ -311,11 +367,13 @@ func dropReasonName(ev *datapath.Event) string {
 	return fmt.Sprintf("drop reason %d", ev.ReasonID)
 }
 
-func ruleDirection(r Rule, f *flowpb.Flow) flowpb.TrafficDirection {
+// ruleDirection is the direction a rule belongs to: its own, or the
+// flow's when it has none.
+func ruleDirection(r Rule, flowDir flowpb.TrafficDirection) flowpb.TrafficDirection {
 	if r.Direction != flowpb.TrafficDirection_TRAFFIC_DIRECTION_UNKNOWN {
 		return r.Direction
 	}
-	return f.TrafficDirection
+	return flowDir
 }
 
 // policyOf returns the flow's policy reference, with the labels Cilium
@@ -491,38 +549,40 @@ func icmpType(ev *datapath.Event) uint32 {
 	return icmpEchoReply
 }
 
-// l4Summary is Hubble's summary of the transport: "TCP Flags: SYN",
-// "ICMPv4 EchoRequest", "UDP"; for socket translations, the frontend.
-func l4Summary(ev *datapath.Event) string {
-	var s string
+// appendL4Summary appends Hubble's summary of the transport: "TCP Flags:
+// SYN", "ICMPv4 EchoRequest", "UDP"; for socket translations, the
+// frontend.
+func appendL4Summary(b []byte, ev *datapath.Event) []byte {
 	switch l4Proto(ev.Proto) {
 	case L4TCP:
-		s = "TCP"
-		if !socketEvent(ev) {
-			s = tcpFlagsSummary[ev.TCPFlags]
+		if socketEvent(ev) {
+			b = append(b, "TCP"...)
+		} else {
+			b = append(b, tcpFlagsSummary[ev.TCPFlags]...)
 		}
 	case L4UDP:
-		s = "UDP"
+		b = append(b, "UDP"...)
 	case L4SCTP:
-		s = "SCTP"
+		b = append(b, "SCTP"...)
 	case L4ICMPv4:
 		switch {
 		case ev.Src.Port() != 0 && ev.Dst.Port() == 0:
-			s = "ICMPv4 EchoRequest"
+			b = append(b, "ICMPv4 EchoRequest"...)
 		case ev.Src.Port() == 0 && ev.Dst.Port() != 0:
-			s = "ICMPv4 EchoReply"
+			b = append(b, "ICMPv4 EchoReply"...)
 		default:
-			s = "ICMPv4"
+			b = append(b, "ICMPv4"...)
 		}
 	case L4ICMPv6:
-		s = "ICMPv6"
+		b = append(b, "ICMPv6"...)
 	default:
-		s = ev.Proto
+		b = append(b, ev.Proto...)
 	}
 	if ev.ServiceID != 0 && ev.VIP.IsValid() && socketEvent(ev) {
-		s += " to service " + ev.VIP.String()
+		b = append(b, " to service "...)
+		b = ev.VIP.AppendTo(b)
 	}
-	return s
+	return b
 }
 
 // tcpFlagsSummary is "TCP Flags: " and the flags of each flags byte, in

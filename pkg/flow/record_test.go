@@ -3,6 +3,7 @@ package flow
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -298,6 +299,56 @@ func TestAppendResponse(t *testing.T) {
 			require.Equal(t, "prefix", string(got[:6]))
 			require.Equal(t, want, got[6:], "round %d: %s", round, in.name)
 		}
+	}
+}
+
+// randomRecord is a ring record with random fields, of the kinds,
+// directions, protocols and verdicts the datapath writes and a few it
+// does not, between addresses the enricher knows and others.
+func randomRecord(rng *rand.Rand) datapath.Record {
+	addrs := []string{"10.244.1.5", "10.244.2.7", "192.168.0.1", "192.168.0.2", "203.0.113.9", "0.0.0.0", "10.244.3.3"}
+	pick := func(l []uint8) uint8 { return l[rng.IntN(len(l))] }
+	r := rec4(b.BpfSlEventType(pick([]uint8{1, 2, 3, 4, 9})), b.BpfSlDir(pick([]uint8{0, 1, 2})), []uint32{0, 12, 5, 40}[rng.IntN(4)],
+		pick([]uint8{pTCP, pUDP, pICMP, pICMPv6, pSCTP, 47}), addrs[rng.IntN(len(addrs))], uint16(rng.IntN(3)*rng.IntN(65536)),
+		addrs[rng.IntN(len(addrs))], uint16(rng.IntN(3)*rng.IntN(65536)))
+	if rng.IntN(4) == 0 {
+		r = rec6(b.BpfSlEventType(r.Type), b.BpfSlDir(r.Dir), r.EpId, r.Proto, "fd00::5", 1, "2001:db8::1", 443)
+	}
+	r.Ts = rng.Uint64() >> 4
+	r.Ifindex = uint32(rng.IntN(3) * rng.IntN(1<<20))
+	r.TcpFlags, r.Flags = uint8(rng.Uint32()), uint8(rng.IntN(4))
+	r.Reason = []uint16{0, 133, 158, 1002, 1001, 7, 1099}[rng.IntN(7)]
+	if rng.IntN(2) == 0 {
+		r.SvcId, r.Vip.Addr6, r.VipPort = []uint32{7, 77}[rng.IntN(2)], addr16("10.96.0.20"), be16(80)
+		r.SockCookie, r.CgroupId = rng.Uint64(), []uint64{0, 4242, 999}[rng.IntN(3)]
+	}
+	if rng.IntN(2) == 0 {
+		r.Verdict = pick([]uint8{vAllow, vRedirect, vDeny, vAudit, 9})
+		r.SrcIdentity, r.DstIdentity = []uint32{0, 2, 300, 301, 1<<24 + 1}[rng.IntN(5)], []uint32{0, 6, 300, 301}[rng.IntN(4)]
+		r.PolicyRule, r.ProxyPort = []uint32{0, 3, 4, 99}[rng.IntN(4)], uint16(rng.IntN(65536))
+	}
+	if rng.IntN(3) == 0 { // totals that make the summary long
+		r.PacketsOrig, r.BytesOrig, r.PacketsReply, r.BytesReply = rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64()
+		r.DurationNs = rng.Uint64() >> 1
+	}
+	return datapath.Record(r)
+}
+
+// Random records: the encoder writes what proto.Marshal writes for the
+// built flow, whatever the record holds.
+func TestAppendResponseOfRandomRecords(t *testing.T) {
+	c := goldenConverter()
+	rng := rand.New(rand.NewPCG(3, 4))
+	var buf []byte
+	for i := range 5000 {
+		rec := randomRecord(rng)
+		r := c.Record(&rec, goldenEpoch)
+		f := r.Build()
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&observerpb.GetFlowsResponse{
+			ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: f}, NodeName: f.GetNodeName(), Time: f.GetTime(),
+		})
+		require.NoError(t, err)
+		require.Equal(t, want, r.AppendResponse(nil, &buf), "record %d: %s", i, protojson.Format(f))
 	}
 }
 

@@ -239,17 +239,7 @@ func (v *View) Verdict() flowpb.Verdict {
 	if v.flow != nil {
 		return v.flow.GetVerdict()
 	}
-	switch v.ev.Type {
-	case eventDrop:
-		return flowpb.Verdict_DROPPED
-	case eventTranslate:
-		return flowpb.Verdict_TRANSLATED
-	case eventTrace:
-		return traceVerdict(&v.ev)
-	case eventEnd:
-		return flowpb.Verdict_FORWARDED
-	}
-	return flowpb.Verdict_VERDICT_UNKNOWN
+	return shapeOf(&v.ev, v.refs).verdict
 }
 
 // DropReasonDesc is the drop reason in Hubble's terms.
@@ -257,10 +247,7 @@ func (v *View) DropReasonDesc() flowpb.DropReason {
 	if v.flow != nil {
 		return v.flow.GetDropReasonDesc()
 	}
-	if v.ev.Type != eventDrop {
-		return flowpb.DropReason_DROP_REASON_UNKNOWN
-	}
-	return DropReason(v.ev.ReasonID)
+	return shapeOf(&v.ev, v.refs).dropReasonDesc
 }
 
 // TrafficDirection is the flow's traffic direction.
@@ -278,22 +265,8 @@ func (v *View) EventType() (typ, sub int32, ok bool) {
 		et := v.flow.GetEventType()
 		return et.GetType(), et.GetSubType(), et != nil
 	}
-	switch v.ev.Type {
-	case eventDrop:
-		return MessageTypeDrop, int32(v.ev.ReasonID), true
-	case eventTranslate:
-		return MessageTypeTraceSock, int32(flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD), true
-	case eventTrace:
-		if v.ev.Verdict != "" {
-			return MessageTypePolicyVerdict, 0, true
-		}
-		sub, _ := observationPoint(&v.ev)
-		return MessageTypeTrace, sub, true
-	case eventEnd:
-		sub, _ := observationPoint(&v.ev)
-		return MessageTypeTrace, sub, true
-	}
-	return 0, 0, false
+	sh := shapeOf(&v.ev, v.refs)
+	return sh.etType, sh.etSub, sh.eventType
 }
 
 // IsReply is flow.is_reply; known is false when the flow leaves it unset.
@@ -302,11 +275,6 @@ func (v *View) IsReply() (reply, known bool) {
 		r := v.flow.GetIsReply()
 		return r.GetValue(), r != nil
 	}
-	switch v.ev.Type {
-	case eventTrace, eventEnd:
-		return false, true
-	case eventDrop:
-		return v.ev.Reply, v.ev.Tracked
-	}
-	return false, false
+	sh := shapeOf(&v.ev, v.refs)
+	return sh.isReply, sh.isReplySet
 }

@@ -6,9 +6,9 @@ import (
 	"google.golang.org/grpc/mem"
 )
 
-// encodedResponse is a GetFlowsResponse already in its wire encoding
-// (flow.Entry.AppendResponse): followers get every flow, and most of a
-// flow's bytes are endpoints that records share and that are encoded once.
+// encodedResponse is a GetFlowsResponse already in its wire encoding,
+// written from a stored record (flow.Entry.AppendResponse) without
+// building the flow.
 type encodedResponse struct{ b []byte }
 
 // codec is gRPC's proto codec, except that it sends an encodedResponse's
