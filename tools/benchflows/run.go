@@ -218,7 +218,7 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	for _, bd := range b.builds {
 		if err := b.startAgent(ctx, bd); err != nil {
-			return fmt.Errorf("%s: %w", dash(bd.name), err)
+			return fmt.Errorf("%s: %w", buildName(bd.name), err)
 		}
 	}
 	return nil
@@ -371,7 +371,7 @@ func (b *bench) measureIdle(ctx context.Context, bd *build) error {
 		return err
 	}
 	*bd.idle = (c1 - c0) / time.Since(t0).Seconds()
-	benchkit.Logf("idle agent %s: %.1f%% of a core", dash(bd.name), 100**bd.idle)
+	benchkit.Logf("idle agent (%s): %.1f%% of a core", buildName(bd.name), 100**bd.idle)
 	return nil
 }
 
@@ -847,4 +847,12 @@ func tailLines(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// buildName names a build in logs: "this" tree's, or the baseline's.
+func buildName(name string) string {
+	if name == "" {
+		return "this"
+	}
+	return name
 }
