@@ -32,14 +32,14 @@ type Record struct {
 
 // refs are what enrichment resolved for one event.
 type refs struct {
-	src, dst *End
+	src, dst *endRef
 	svc      *serviceRef
 	rule     *ruleRef
 }
 
-// End is one end of a flow as the agent resolved it: the Hubble endpoint,
+// endRef is one end of a flow as the agent resolved it: the Hubble endpoint,
 // made once and shared, read-only, by every flow with this end.
-type End struct {
+type endRef struct {
 	ep *flowpb.Endpoint
 	// podIPs are the pod's addresses: a socket event's source shows the
 	// calling pod's.
@@ -47,7 +47,7 @@ type End struct {
 	wire   encoded // ep's wire bytes (AppendResponse)
 }
 
-func (e *End) endpoint() *flowpb.Endpoint {
+func (e *endRef) endpoint() *flowpb.Endpoint {
 	if e == nil {
 		return nil
 	}
@@ -80,12 +80,12 @@ const (
 
 // resolved are a converter's caches.
 type resolved struct {
-	ends     map[endKey]*End
+	ends     map[endKey]*endRef
 	services map[serviceKey]*serviceRef
 	rules    map[Rule]*ruleRef
 }
 
-// endKey is everything an End is made of: the endpoint the enricher
+// endKey is everything an endRef is made of: the endpoint the enricher
 // returned (by its pod and the labels it chose, which the enricher keeps
 // unchanged while they are current) and the identity the flow shows.
 type endKey struct {
@@ -220,7 +220,7 @@ type side struct {
 // resolveEnd resolves one end: the local endpoint by ID, the caller by cgroup,
 // anything else by address. Identities from the datapath win over the
 // agent's, as in Hubble: they are what the decision was made with.
-func (c *Converter) resolveEnd(e Enricher, s side) *End {
+func (c *Converter) resolveEnd(e Enricher, s side) *endRef {
 	var ep Endpoint
 	ok := false
 	if s.localID != 0 {
@@ -256,7 +256,7 @@ func (c *Converter) resolveEnd(e Enricher, s side) *End {
 	}
 	k.podLabel = fromPod
 
-	return intern(&c.mu, &c.cache.ends, maxEnds, k, func() *End { return c.newEnd(k, labels) })
+	return intern(&c.mu, &c.cache.ends, maxEnds, k, func() *endRef { return c.newEnd(k, labels) })
 }
 
 // intern returns the value cached under k, made by mk if there is none;
@@ -276,9 +276,9 @@ func intern[K comparable, V any](mu *sync.Mutex, m *map[K]V, max int, k K, mk fu
 }
 
 // newEnd makes the Hubble endpoint of k.
-func (c *Converter) newEnd(k endKey, labels identity.Labels) *End {
+func (c *Converter) newEnd(k endKey, labels identity.Labels) *endRef {
 	out := &flowpb.Endpoint{ID: k.id, Identity: uint32(k.identity)}
-	end := &End{ep: out}
+	end := &endRef{ep: out}
 	if k.pod != nil {
 		out.Namespace, out.PodName = k.pod.Namespace, k.pod.Name
 		out.ClusterName = c.ClusterName
