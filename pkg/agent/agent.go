@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -248,8 +249,8 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = a.policy.Run(ctx) }()
 
-	// Flows: every event is converted when it is read, with names as they
-	// are now, and served over Hubble's observer API.
+	// Flows: every event is resolved when it is read, with names as they
+	// are now, stored compact and served over Hubble's observer API.
 	fstore, err := flow.NewStore(opts.FlowBuffer)
 	if err != nil {
 		return fmt.Errorf("--flow-buffer: %w", err)
@@ -428,8 +429,9 @@ func (a *Agent) gcOnce() {
 }
 
 func (a *Agent) readEvents(r *datapath.EventReader) {
+	var rec datapath.Record // reused: reading an event allocates nothing
 	for {
-		ev, err := r.Read()
+		err := r.ReadRecord(&rec)
 		if errors.Is(err, datapath.ErrClosed) {
 			return
 		}
@@ -437,7 +439,12 @@ func (a *Agent) readEvents(r *datapath.EventReader) {
 			a.log.Warn("read event", "error", err)
 			continue
 		}
-		a.recordEvent(ev)
+		if a.flows != nil {
+			a.flows.addRecord(&rec, r.Epoch())
+		}
+		if rec.Kind() == datapath.EventDrop && a.log.Enabled(context.Background(), slog.LevelDebug) {
+			a.logDrop(rec.Event(r.Epoch()))
+		}
 	}
 }
 
@@ -457,16 +464,21 @@ func eventsLost(cs []datapath.Counter) uint64 {
 // -ldflags "-X github.com/sluice-net/sluice/pkg/agent.version=...".
 var version = "dev"
 
-// recordEvent turns a datapath event (or a connection the CT GC found
-// expired) into a flow, enriched once, in the flow store: the one place
-// `sluice observe`, `sluice map` and Hubble clients read events from.
+// recordEvent turns a connection the CT GC found expired into a flow,
+// enriched once, in the flow store: the one place `sluice observe`,
+// `sluice map` and Hubble clients read events from (readEvents stores the
+// datapath's).
 func (a *Agent) recordEvent(ev datapath.Event) {
 	if a.flows != nil {
-		a.flows.add(&ev)
+		a.flows.addEvent(&ev)
 	}
 	if ev.Type == "drop" {
-		a.log.Debug("drop", "reason", ev.Reason, "endpoint", ev.EndpointID, "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto)
+		a.logDrop(ev)
 	}
+}
+
+func (a *Agent) logDrop(ev datapath.Event) {
+	a.log.Debug("drop", "reason", ev.Reason, "endpoint", ev.EndpointID, "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto)
 }
 
 func (a *Agent) status() api.Status {
@@ -568,6 +580,13 @@ func (a *Agent) serveAPI() (*http.Server, error) {
 		writeJSON(w, x)
 	})
 	a.registerCNI(mux)
+	if a.opts.Pprof {
+		// Root and the socket's group only, like the rest of the API.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

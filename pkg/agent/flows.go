@@ -3,6 +3,7 @@ package agent
 import (
 	"net/netip"
 	"sync"
+	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
@@ -14,8 +15,10 @@ import (
 )
 
 // enricher answers the flow converter's questions from the agent's state
-// at the time an event is read (flow.Enricher). Addresses are indexed once
-// per model revision, not searched per event.
+// at the time an event is read (flow.Enricher). It is asked twice per
+// event, so its answers are lookups that allocate nothing: addresses are
+// indexed once per model revision, endpoint IDs and cgroups are cached
+// and checked against the current state.
 type enricher struct {
 	a *Agent
 
@@ -24,9 +27,33 @@ type enricher struct {
 	snap  *model.State
 	byIP  map[netip.Addr]*model.Pod
 	nodes map[netip.Addr]string
+	// byID caches endpoint ID → pod; an entry holds while the endpoint
+	// manager still gives the pod that ID (IDOf is a map lookup, PodByID
+	// a scan of every endpoint).
+	byID map[uint32]model.NamespacedName
+	// cgroups caches cgroup ID → pod for the model revision it was
+	// found at; a cgroup that names no pod is asked again after
+	// cgroupRetry (its pod's cgroup may be created after the pod).
+	cgroups map[uint64]cgroupAnswer
 }
 
-func newEnricher(a *Agent) *enricher { return &enricher{a: a} }
+type cgroupAnswer struct {
+	pod model.NamespacedName
+	ok  bool
+	rev uint64
+	at  time.Time
+}
+
+// cgroupRetry is how long the enricher trusts that a cgroup names no pod:
+// finding out walks the cgroup tree.
+const cgroupRetry = time.Second
+
+// maxCached bounds the ID and cgroup caches; each starts over when full.
+const maxCached = 4096
+
+func newEnricher(a *Agent) *enricher {
+	return &enricher{a: a, byID: map[uint32]model.NamespacedName{}, cgroups: map[uint64]cgroupAnswer{}}
+}
 
 // state returns the model snapshot and the address indexes, rebuilt when
 // the model changed.
@@ -65,9 +92,33 @@ func (e *enricher) podEndpoint(id uint32, p *model.Pod) flow.Endpoint {
 	return ep
 }
 
+// podByID returns the pod of a local endpoint ID.
+func (e *enricher) podByID(id uint32) (model.NamespacedName, bool) {
+	e.mu.Lock()
+	nn, cached := e.byID[id]
+	e.mu.Unlock()
+	if cached {
+		if cur, ok := e.a.eps.IDOf(nn); ok && cur == id {
+			return nn, true
+		}
+	}
+	nn, ok := e.a.eps.PodByID(id)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !ok {
+		delete(e.byID, id)
+		return model.NamespacedName{}, false
+	}
+	if len(e.byID) >= maxCached {
+		clear(e.byID)
+	}
+	e.byID[id] = nn
+	return nn, true
+}
+
 // LocalEndpoint implements flow.Enricher.
 func (e *enricher) LocalEndpoint(id uint32) (flow.Endpoint, bool) {
-	nn, ok := e.a.eps.PodByID(id)
+	nn, ok := e.podByID(id)
 	if !ok {
 		return flow.Endpoint{}, false
 	}
@@ -103,7 +154,20 @@ func (e *enricher) EndpointByIP(ip netip.Addr) (flow.Endpoint, bool) {
 // EndpointByCgroup implements flow.Enricher.
 func (e *enricher) EndpointByCgroup(cgroupID uint64) (flow.Endpoint, bool) {
 	snap, _, _ := e.state()
-	nn, ok := e.a.cgroups.pod(cgroupID, snap)
+	e.mu.Lock()
+	ans, cached := e.cgroups[cgroupID]
+	e.mu.Unlock()
+	if !cached || ans.rev != snap.Revision || !ans.ok && time.Since(ans.at) > cgroupRetry {
+		ans = cgroupAnswer{rev: snap.Revision, at: time.Now()}
+		ans.pod, ans.ok = e.a.cgroups.pod(cgroupID, snap)
+		e.mu.Lock()
+		if len(e.cgroups) >= maxCached {
+			clear(e.cgroups)
+		}
+		e.cgroups[cgroupID] = ans
+		e.mu.Unlock()
+	}
+	nn, ok := ans.pod, ans.ok
 	if !ok {
 		return flow.Endpoint{}, false
 	}
@@ -177,7 +241,9 @@ func matchType(r model.Rule) flow.MatchType {
 	}
 }
 
-// flowSink turns datapath events into flows for the Hubble observer.
+// flowSink turns datapath events into flows for the Hubble observer: it
+// resolves each record when it is read and stores it compact; flows are
+// built when a client reads them.
 type flowSink struct {
 	store *flow.Store
 	conv  *flow.Converter
@@ -188,11 +254,23 @@ type flowSink struct {
 	lostSeen uint64
 }
 
-func (s *flowSink) add(ev *datapath.Event) {
-	f := s.conv.Convert(ev)
-	s.store.Add(f)
+// addRecord stores a record read from the ring now; epoch maps its
+// timestamp to wall time. It allocates nothing once the record's ends
+// have been seen (the agent reads every event this way).
+func (s *flowSink) addRecord(rec *datapath.Record, epoch time.Time) {
+	r := s.conv.Record(rec, epoch)
+	s.store.AddRecord(&r)
 	if s.observe != nil {
-		s.observe(ev.Type, f.GetVerdict().String())
+		s.observe(rec.Kind().String(), r.Verdict().String())
+	}
+}
+
+// addEvent stores an event the agent made itself (a CT GC expiry).
+func (s *flowSink) addEvent(ev *datapath.Event) {
+	r := s.conv.RecordEvent(ev)
+	s.store.AddRecord(&r)
+	if s.observe != nil {
+		s.observe(ev.Type, r.Verdict().String())
 	}
 }
 

@@ -47,6 +47,9 @@ type Options struct {
 	PolicyAudit bool
 	// FlowBuffer is how many flows the observer keeps.
 	FlowBuffer int
+	// Pprof serves Go's runtime profiles (net/http/pprof) on the local
+	// API socket under /debug/pprof/, for measuring the agent under load.
+	Pprof bool
 	// HubbleSocket is the Hubble observer API's unix socket (default
 	// <state-dir>/hubble.sock); HubbleAddress an optional TCP address.
 	HubbleSocket  string
@@ -92,8 +95,12 @@ func Defaults() Options {
 		BPFRoot: datapath.DefaultBPFRoot, StateDir: DefaultStateDir,
 		AttachMode: "auto", TCPriority: datapath.DefaultTCPriority,
 		CTGCInterval: 10 * time.Second, LogLevel: "info",
-		Datapath:    datapath.Defaults(),
-		FlowBuffer:  4096,
+		Datapath: datapath.Defaults(),
+		// A stored flow is a fixed-size record of about 240 bytes plus
+		// the ends it shares (pkg/flow): 16384 flows are about 4 MiB,
+		// and a follower may fall 16384 flows behind (0.3 s at 50k
+		// events/s) before it misses any.
+		FlowBuffer:  16384,
 		LBAlgorithm: "random", MaglevSeed: "sluice",
 		HealthAddress:    DefaultHealthAddress,
 		MetricsAddress:   DefaultMetricsAddress,
@@ -131,7 +138,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MaglevSeed, "maglev-seed", o.MaglevSeed, "Maglev hash seed; must be the same on every node of the cluster")
 	fs.Uint32Var(&o.Datapath.PolicyMapMax, "policy-map-max", o.Datapath.PolicyMapMax, "policy map entries per endpoint; an endpoint whose policy needs more fails closed")
 	fs.Uint32Var(&o.Datapath.IPCacheMax, "ipcache-max", o.Datapath.IPCacheMax, "ipcache entries (pods of the whole cluster plus node addresses)")
-	fs.IntVar(&o.FlowBuffer, "flow-buffer", o.FlowBuffer, "flows kept in memory for the Hubble observer API and `sluice observe`")
+	fs.IntVar(&o.FlowBuffer, "flow-buffer", o.FlowBuffer, "flows kept in memory for the Hubble observer API and `sluice observe` (about 250 bytes each); also how far a following client may fall behind before it misses flows")
+	fs.BoolVar(&o.Pprof, "pprof", o.Pprof, "serve Go's runtime profiles (CPU, heap, goroutines) under /debug/pprof/ on the local API socket (<state-dir>/sluice.sock), for measuring the agent: `curl --unix-socket <state-dir>/sluice.sock http://agent/debug/pprof/profile?seconds=10 > cpu.pprof`")
 	fs.StringVar(&o.HubbleSocket, "hubble-socket", o.HubbleSocket, "unix socket of the Hubble observer API (default <state-dir>/hubble.sock)")
 	fs.StringVar(&o.HubbleAddress, "hubble-listen-address", o.HubbleAddress, "also serve the Hubble observer API on this TCP address (plaintext gRPC: bind it where only trusted clients reach), e.g. :4244")
 	fs.StringVar(&o.HealthAddress, "health-address", o.HealthAddress, "HTTP address serving liveness on /healthz (the process serves) and readiness on /readyz (the agent is ready, as in `sluice status`) for the kubelet's probes; loopback by default, empty disables it")

@@ -1,27 +1,31 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
 	"path"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -108,35 +112,6 @@ func parseFlowTime(flag, v string, now time.Time) (*timestamppb.Timestamp, error
 	return timestamppb.New(t), nil
 }
 
-// getFlows sends req to the observer and hands each response to handle
-// until the stream ends or ctx is done (the user stopped following).
-func (s *flowSource) getFlows(ctx context.Context, req *observerpb.GetFlowsRequest, handle func(*observerpb.GetFlowsResponse) error) error {
-	target := s.target()
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("--server %q: %w", target, err)
-	}
-	defer conn.Close()
-	stream, err := observerpb.NewObserverClient(conn).GetFlows(ctx, req)
-	if err != nil {
-		return observerError(target, err)
-	}
-	for {
-		r, err := stream.Recv()
-		switch {
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil && ctx.Err() != nil:
-			return nil
-		case err != nil:
-			return observerError(target, err)
-		}
-		if err := handle(r); err != nil {
-			return err
-		}
-	}
-}
-
 func observerError(target string, err error) error {
 	st, _ := status.FromError(err)
 	switch st.Code() {
@@ -154,6 +129,7 @@ type observeOptions struct {
 	follow       bool
 	first        uint64
 	printRequest bool
+	cpuProfile   string
 }
 
 func (g *globals) observeCommand() *cobra.Command {
@@ -182,12 +158,17 @@ end of a flow.`,
 	fs.BoolVarP(&o.follow, "follow", "f", false, "keep printing new flows as they come (until interrupted)")
 	fs.Uint64Var(&o.first, "first", 0, "print the first (oldest) `N` matching flows stored")
 	fs.BoolVar(&o.printRequest, "print-request", false, "print the GetFlows request the flags make, as JSON, and exit without sending it")
+	// For measuring the CLI itself (tools/benchflows): a follower stopped
+	// with ^C still writes its profile.
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a Go CPU profile of this command to `FILE`")
+	_ = fs.MarkHidden("cpu-profile")
 	return cmd
 }
 
 func (o *observeOptions) run(cmd *cobra.Command) error {
 	w := cmd.OutOrStdout()
-	p, err := newFlowPrinter(o.output, w)
+	out := bufio.NewWriterSize(w, 64<<10)
+	p, err := newFlowPrinter(o.output, out)
 	if err != nil {
 		return err
 	}
@@ -220,32 +201,81 @@ func (o *observeOptions) run(cmd *cobra.Command) error {
 		_, err = fmt.Fprintln(w, string(b))
 		return err
 	}
-	if err := o.getFlows(cmd.Context(), req, p.write); err != nil {
-		_ = p.close()
-		return err
+	ctx := cmd.Context()
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
-	return p.close()
+	if o.follow {
+		// ^C ends a follow: what was received is printed first.
+		var cancel context.CancelFunc
+		ctx, cancel = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer cancel()
+	}
+	return o.printFlows(ctx, req, p, out)
 }
 
-// flowPrinter writes GetFlows responses in one output format.
+// startCPUProfile profiles this process into file until the returned
+// function is called.
+func startCPUProfile(file string) (func(), error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpu-profile %s: %w", file, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// flowPrinter writes GetFlows responses, as received, in one output
+// format.
 type flowPrinter interface {
-	write(*observerpb.GetFlowsResponse) error
+	write(raw []byte) error
 	close() error
 }
 
 func newFlowPrinter(format string, w io.Writer) (flowPrinter, error) {
 	switch format {
 	case "compact":
-		return compactPrinter{w}, nil
+		return &decoded{p: compactPrinter{w}}, nil
 	case "table":
-		return &tablePrinter{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}, nil
+		return &decoded{p: &tablePrinter{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}}, nil
 	case "json":
-		return jsonPrinter{w: w}, nil
+		return &jsonPrinter{w: w, wire: newWireJSON()}, nil
 	case "jsonpb":
-		return jsonPrinter{w: w, responses: true}, nil
+		return &jsonPrinter{w: w, wire: newWireJSON(), responses: true}, nil
 	}
 	return nil, fmt.Errorf("-o %q is not an output format of observe: use compact, table, json or jsonpb", format)
 }
+
+// responsePrinter prints decoded responses.
+type responsePrinter interface {
+	write(*observerpb.GetFlowsResponse) error
+	close() error
+}
+
+// decoded decodes each response for a responsePrinter.
+type decoded struct {
+	p responsePrinter
+	r observerpb.GetFlowsResponse // reused: the printers keep nothing
+}
+
+func (d *decoded) write(raw []byte) error {
+	if err := proto.Unmarshal(raw, &d.r); err != nil {
+		return fmt.Errorf("decode a GetFlows response: %w", err)
+	}
+	return d.p.write(&d.r)
+}
+
+func (d *decoded) close() error { return d.p.close() }
 
 type compactPrinter struct{ w io.Writer }
 
@@ -318,15 +348,78 @@ func (p *tablePrinter) close() error {
 // jsonPrinter writes one JSON object per line: the flow (json), or the
 // whole GetFlowsResponse (jsonpb). Field names are the proto names, as
 // Hubble writes them. A lost-events notice is {"lost_events": {...}} in
-// json, which `jq 'select(.lost_events)'` tells from flows.
+// json, which `jq 'select(.lost_events)'` tells from flows. The JSON is
+// written from the wire bytes (wireJSON); protojson writes what that does
+// not handle.
 type jsonPrinter struct {
 	w         io.Writer
+	wire      *wireJSON
 	responses bool
+	line      []byte
 }
 
 var jsonLine = protojson.MarshalOptions{UseProtoNames: true}
 
-func (p jsonPrinter) write(r *observerpb.GetFlowsResponse) error {
+// GetFlowsResponse's fields of the response types -o json prints.
+const (
+	responseFlowField       = 1
+	responseLostEventsField = 3
+)
+
+var (
+	responseDesc  = (&observerpb.GetFlowsResponse{}).ProtoReflect().Descriptor()
+	flowDesc      = (&flowpb.Flow{}).ProtoReflect().Descriptor()
+	lostEventDesc = (&flowpb.LostEvent{}).ProtoReflect().Descriptor()
+)
+
+func (p *jsonPrinter) write(raw []byte) error {
+	line, err := p.json(p.line[:0], raw)
+	if errors.Is(err, errNotTranscoded) {
+		line, err = p.protojson(p.line[:0], raw)
+	}
+	if err != nil {
+		return fmt.Errorf("encode a flow as JSON: %w", err)
+	}
+	p.line = line
+	if len(line) == 0 {
+		return nil
+	}
+	_, err = p.w.Write(append(line, '\n'))
+	return err
+}
+
+// json appends the line of a response from its wire bytes; nothing for
+// response types -o json does not print.
+func (p *jsonPrinter) json(out, raw []byte) ([]byte, error) {
+	if p.responses {
+		return p.wire.Append(out, responseDesc, raw)
+	}
+	for b := raw; len(b) > 0; {
+		num, typ, v, rest, err := nextField(b)
+		if err != nil {
+			return out, err
+		}
+		b = rest
+		if typ != protowire.BytesType || num != responseFlowField && num != responseLostEventsField {
+			continue
+		}
+		msg, _ := protowire.ConsumeBytes(v)
+		if num == responseFlowField {
+			return p.wire.Append(out, flowDesc, msg)
+		}
+		out = append(out, `{"lost_events":`...)
+		out, err := p.wire.Append(out, lostEventDesc, msg)
+		return append(out, '}'), err
+	}
+	return out, nil
+}
+
+// protojson appends the line of a response as protojson writes it.
+func (p *jsonPrinter) protojson(out, raw []byte) ([]byte, error) {
+	r := &observerpb.GetFlowsResponse{}
+	if err := proto.Unmarshal(raw, r); err != nil {
+		return out, err
+	}
 	var m proto.Message = r
 	if !p.responses {
 		switch {
@@ -335,18 +428,13 @@ func (p jsonPrinter) write(r *observerpb.GetFlowsResponse) error {
 		case r.GetLostEvents() != nil:
 			m = &observerpb.GetFlowsResponse{ResponseTypes: r.GetResponseTypes()}
 		default:
-			return nil
+			return out, nil
 		}
 	}
-	b, err := jsonLine.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("encode a flow as JSON: %w", err)
-	}
-	_, err = fmt.Fprintln(p.w, string(b))
-	return err
+	return jsonLine.MarshalAppend(out, m)
 }
 
-func (jsonPrinter) close() error { return nil }
+func (*jsonPrinter) close() error { return nil }
 
 func formatTime(ts *timestamppb.Timestamp) string {
 	if !ts.IsValid() {

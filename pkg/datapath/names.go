@@ -124,3 +124,32 @@ func ProtoName(p uint8) string {
 	}
 	return fmt.Sprintf("proto-%d", p)
 }
+
+// number is the inverse of name: the value a name stands for, the number
+// of an "unknown(N)" name, or 0.
+func number[K ~uint32](m map[K]string, s string) K {
+	for k, v := range m {
+		if v == s {
+			return k
+		}
+	}
+	var n K
+	if _, err := fmt.Sscanf(s, "unknown(%d)", &n); err == nil {
+		return n
+	}
+	return 0
+}
+
+// protoNumber is the inverse of ProtoName.
+func protoNumber(s string) uint8 {
+	for _, p := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_ICMP, unix.IPPROTO_SCTP, unix.IPPROTO_ICMPV6} {
+		if ProtoName(p) == s {
+			return p
+		}
+	}
+	var p uint8
+	if _, err := fmt.Sscanf(s, "proto-%d", &p); err == nil {
+		return p
+	}
+	return 0
+}

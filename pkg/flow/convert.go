@@ -3,7 +3,9 @@ package flow
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -58,8 +60,16 @@ const (
 	verdictAudit      = "audit"
 )
 
-// Converter turns datapath events into flows. It holds no state of its
-// own: Convert is safe for concurrent use if the Enricher is.
+// Converter turns datapath events into flows, in two steps: Record
+// resolves what the agent knows about an event's ends, service and rule
+// when the event is read (the Enricher's answers, kept by reference), and
+// Build makes the Hubble flow from the stored record when a client reads
+// it. Convert does both at once.
+//
+// It is safe for concurrent use if the Enricher is. It keeps the values
+// it resolved (endpoints with their labels, services, policies) in small
+// caches, so that every record of the same end shares one immutable
+// value and resolving allocates nothing once an end has been seen.
 type Converter struct {
 	// NodeName fills flow.node_name.
 	NodeName string
@@ -69,183 +79,272 @@ type Converter struct {
 	Version string
 	// Enricher resolves endpoints, identities, services and rules. It
 	// should be set: without it every peer outside the event's own
-	// endpoint reads as reserved:world.
+	// endpoint reads as reserved:world. It should return the same label
+	// slices for the same answer (the agent's come from its identity
+	// allocator): resolved ends are shared by the labels they were made
+	// of.
 	Enricher Enricher
+
+	mu          sync.Mutex
+	emitter     *flowpb.Emitter
+	emitterWire encoded
+	cache       resolved
 }
 
-// Convert returns the flow of one event. Call it when the event is read:
-// enrichment reflects the agent's state at that moment.
+// Convert returns the flow of one event, resolved now: Build(Record).
 func (c *Converter) Convert(ev *datapath.Event) *flowpb.Flow {
-	e := c.Enricher
-	if e == nil {
-		e = noEnricher{}
-	}
+	return c.build(ev, c.resolve(eventFacts(ev)))
+}
+
+// build makes the flow of an event whose enrichment was resolved into r.
+// Sub-messages that r holds (endpoints, the service, policies, the
+// original destination) are shared with every flow built from the same
+// values: flows are read, never modified. appendFlow writes the same
+// flow's wire encoding from the same shape.
+func (c *Converter) build(ev *datapath.Event, r refs) *flowpb.Flow {
+	sh := shapeOf(ev, r)
+	var summary [128]byte
 	f := &flowpb.Flow{
-		Time:             timestamppb.New(ev.Time),
-		Emitter:          &flowpb.Emitter{Name: EmitterName, Version: c.Version},
-		NodeName:         c.NodeName,
-		Type:             flowpb.FlowType_L3_L4,
-		TrafficDirection: trafficDirection(ev.Dir, ev.Reply),
-		L4:               layer4(ev),
+		Time:                  timestamppb.New(ev.Time),
+		Emitter:               c.emitterOnce(),
+		NodeName:              c.NodeName,
+		Type:                  sh.flowType,
+		Verdict:               sh.verdict,
+		DropReason:            sh.dropReason,
+		DropReasonDesc:        sh.dropReasonDesc,
+		TrafficDirection:      sh.direction,
+		TraceObservationPoint: sh.obsPoint,
+		TraceReason:           sh.traceReason,
+		Reply:                 sh.reply,
+		ProxyPort:             sh.proxyPort,
+		PolicyMatchType:       sh.matchType,
+		SockXlatePoint:        sh.sockXlate,
+		L4:                    layer4(ev),
+		IP:                    layer3(sourceAddr(ev, r), ev.Dst.Addr()),
+		// Socket-LB events: the socket and the calling process's cgroup.
+		SocketCookie: ev.SockCookie, CgroupId: ev.CgroupID,
+		Source: r.src.endpoint(), Destination: r.dst.endpoint(),
+		Summary: string(appendSummary(summary[:0], ev)),
 	}
-	// Socket-LB events: the socket and the calling process's cgroup.
-	f.SocketCookie, f.CgroupId = ev.SockCookie, ev.CgroupID
+	if sh.eventType {
+		f.EventType = &flowpb.CiliumEventType{Type: sh.etType, SubType: sh.etSub}
+	}
+	if sh.isReplySet {
+		f.IsReply = boolValue(sh.isReply)
+	}
 	if ev.IfIndex != 0 {
 		f.Interface = &flowpb.NetworkInterface{Index: ev.IfIndex}
 	}
-
-	srcAddr, dstAddr := ev.Src.Addr(), ev.Dst.Addr()
-	src, srcEP := c.endpoint(e, side{addr: srcAddr, identity: ev.SrcIdentity,
-		localID: localIDIf(ev, dirEgress), cgroup: ev.CgroupID})
-	dst, _ := c.endpoint(e, side{addr: dstAddr, identity: ev.DstIdentity,
-		localID: localIDIf(ev, dirIngress)})
-	f.Source, f.Destination = src, dst
-	// Socket-LB events have no source address: the connect() has not
-	// picked one yet. Show the calling pod's address instead.
-	if (!srcAddr.IsValid() || srcAddr.IsUnspecified()) && srcEP.Pod != nil {
-		srcAddr = podAddr(srcEP, dstAddr)
+	if r.svc != nil {
+		f.DestinationService, f.Extensions = r.svc.service, r.svc.origDst
 	}
-	f.IP = layer3(srcAddr, dstAddr)
-
-	if ev.ServiceID != 0 {
-		if svc, ok := e.Service(ev.ServiceID); ok {
-			f.DestinationService = &flowpb.Service{Namespace: svc.Namespace, Name: svc.Name}
-		}
-		// The frontend the client addressed: Hubble's flow names the
-		// service but has no field for its address and port.
-		if ev.VIP.IsValid() {
-			SetOriginalDestination(f, ev.VIP)
-		}
+	if sh.policy != noPolicy {
+		*sh.policy.of(f) = []*flowpb.Policy{r.rule.policy}
 	}
-
-	var summary []string
-	switch ev.Type {
-	case eventDrop:
-		summary = c.drop(e, ev, f)
-	case eventTranslate:
-		c.translate(ev, f)
-	case eventTrace:
-		c.trace(e, ev, f)
-	case eventEnd:
-		summary = c.end(ev, f)
-	default:
-		// A type this agent does not know (a newer datapath).
-		summary = append(summary, "datapath event "+ev.Type)
-	}
-	if s := l4Summary(ev, f); s != "" {
-		summary = append(summary, s)
-	}
-	f.Summary = strings.Join(summary, "; ")
 	return f
 }
 
-// end fills a connection's end: a trace event at the endpoint, forwarded,
-// with the totals of both directions in the summary (Hubble's flow has no
-// fields for them). Src and Dst are the connection's first packet's.
-func (c *Converter) end(ev *datapath.Event, f *flowpb.Flow) []string {
-	f.IsReply = wrapperspb.Bool(false)
-	f.Verdict = flowpb.Verdict_FORWARDED
-	sub, point := observationPoint(ev)
-	f.EventType = &flowpb.CiliumEventType{Type: MessageTypeTrace, SubType: sub}
-	f.TraceObservationPoint = point
-	how := "closed"
-	if ev.Expired {
-		how = "expired"
-	}
-	return []string{fmt.Sprintf("connection %s after %s: %d/%d packets, %d/%d bytes (orig/reply)", how,
-		ev.Duration.Round(time.Millisecond), ev.PacketsOrig, ev.PacketsReply, ev.BytesOrig, ev.BytesReply)}
+// shape is what a flow holds besides its addresses, transport, summary
+// and what records share: the event's kind as Hubble reports it.
+type shape struct {
+	verdict        flowpb.Verdict
+	flowType       flowpb.FlowType
+	dropReason     uint32
+	dropReasonDesc flowpb.DropReason
+	direction      flowpb.TrafficDirection
+	eventType      bool // event_type is set: etType, etSub
+	etType, etSub  int32
+	obsPoint       flowpb.TraceObservationPoint
+	traceReason    flowpb.TraceReason
+	isReplySet     bool // is_reply is set: isReply
+	isReply        bool
+	reply          bool // the deprecated reply field
+	proxyPort      uint32
+	matchType      uint32
+	sockXlate      flowpb.SocketTranslationPoint
+	policy         policyField // which list holds the deciding rule's policy
 }
 
-// trace fills a new connection's first packet: a trace event, or a policy
-// verdict event when policy decided it.
-func (c *Converter) trace(e Enricher, ev *datapath.Event, f *flowpb.Flow) {
-	f.IsReply = wrapperspb.Bool(false) // the first packet of a connection
-	f.TraceReason = flowpb.TraceReason_NEW
-	if ev.Verdict == "" {
-		f.Verdict = flowpb.Verdict_FORWARDED
-		sub, point := observationPoint(ev)
-		f.EventType = &flowpb.CiliumEventType{Type: MessageTypeTrace, SubType: sub}
-		f.TraceObservationPoint = point
-		return
+// policyField is one of the flow's four policy lists.
+type policyField int
+
+const (
+	noPolicy policyField = iota
+	egressAllowedBy
+	ingressAllowedBy
+	egressDeniedBy
+	ingressDeniedBy
+)
+
+func (p policyField) of(f *flowpb.Flow) *[]*flowpb.Policy {
+	switch p {
+	case egressAllowedBy:
+		return &f.EgressAllowedBy
+	case ingressAllowedBy:
+		return &f.IngressAllowedBy
+	case egressDeniedBy:
+		return &f.EgressDeniedBy
 	}
-	f.EventType = &flowpb.CiliumEventType{Type: MessageTypePolicyVerdict}
-	switch ev.Verdict {
-	case verdictAllowed:
-		f.Verdict = flowpb.Verdict_FORWARDED
-	case verdictRedirected:
-		f.Verdict = flowpb.Verdict_REDIRECTED
-		f.ProxyPort = uint32(ev.ProxyPort)
-	case verdictAudit:
-		// Denied by policy, forwarded because the agent audits.
-		f.Verdict = flowpb.Verdict_AUDIT
-	case verdictDenied:
-		f.Verdict = flowpb.Verdict_DROPPED
-	default:
-		f.Verdict = flowpb.Verdict_VERDICT_UNKNOWN
-	}
-	rule, ok := c.rule(e, ev)
-	if !ok {
-		return
-	}
-	f.PolicyMatchType = uint32(rule.MatchType)
-	p := policyOf(rule)
-	allowed := f.Verdict == flowpb.Verdict_FORWARDED || f.Verdict == flowpb.Verdict_REDIRECTED
-	switch {
-	case allowed && ruleDirection(rule, f) == flowpb.TrafficDirection_EGRESS:
-		f.EgressAllowedBy = []*flowpb.Policy{p}
-	case allowed:
-		f.IngressAllowedBy = []*flowpb.Policy{p}
-	case ruleDirection(rule, f) == flowpb.TrafficDirection_EGRESS:
-		f.EgressDeniedBy = []*flowpb.Policy{p}
-	default:
-		f.IngressDeniedBy = []*flowpb.Policy{p}
-	}
+	return &f.IngressDeniedBy
 }
 
-// drop fills a dropped packet and returns the summary's first parts.
-func (c *Converter) drop(e Enricher, ev *datapath.Event, f *flowpb.Flow) []string {
-	f.Verdict = flowpb.Verdict_DROPPED
-	f.DropReason = uint32(ev.ReasonID)
-	// Sub-type is the reason number, as in Cilium's drop notifications.
-	// Hubble's printer reads it as a byte: Sluice-only reasons (>= 1000)
-	// print as a number there, and by name in the summary.
-	f.EventType = &flowpb.CiliumEventType{Type: MessageTypeDrop, SubType: int32(ev.ReasonID)}
-	// Known only once conntrack has placed the packet: a drop before
-	// that (a malformed packet, a spoofed source) leaves is_reply unset,
-	// as Hubble does for drops. A reply keeps the packet's own source and
-	// destination (the server, the client).
-	if ev.Tracked {
-		f.IsReply = wrapperspb.Bool(ev.Reply)
-		f.Reply = ev.Reply
-	}
-	var summary []string
-	f.DropReasonDesc = DropReason(ev.ReasonID)
-	if f.DropReasonDesc == flowpb.DropReason_DROP_REASON_UNKNOWN && ev.ReasonID != 0 {
-		summary = append(summary, dropReasonName(ev))
-	}
-	if ev.Verdict == verdictDenied {
-		if rule, ok := c.rule(e, ev); ok {
-			p := policyOf(rule)
-			if ruleDirection(rule, f) == flowpb.TrafficDirection_EGRESS {
-				f.EgressDeniedBy = []*flowpb.Policy{p}
-			} else {
-				f.IngressDeniedBy = []*flowpb.Policy{p}
+// shapeOf reads an event's shape: a new connection is a trace event, or
+// a policy verdict event when policy decided it; a drop a drop event; a
+// socket-LB translation a SOCK flow; a connection end a trace event at
+// the endpoint, forwarded.
+func shapeOf(ev *datapath.Event, r refs) shape {
+	sh := shape{flowType: flowpb.FlowType_L3_L4, direction: trafficDirection(ev.Dir, ev.Reply)}
+	switch ev.Type {
+	case eventDrop:
+		sh.verdict = flowpb.Verdict_DROPPED
+		sh.dropReason = uint32(ev.ReasonID)
+		// Sub-type is the reason number, as in Cilium's drop
+		// notifications. Hubble's printer reads it as a byte:
+		// Sluice-only reasons (>= 1000) print as a number there, and by
+		// name in the summary.
+		sh.eventType, sh.etType, sh.etSub = true, MessageTypeDrop, int32(ev.ReasonID)
+		// Known only once conntrack has placed the packet: a drop before
+		// that (a malformed packet, a spoofed source) leaves is_reply
+		// unset, as Hubble does for drops. A reply keeps the packet's own
+		// source and destination (the server, the client).
+		if ev.Tracked {
+			sh.isReplySet, sh.isReply, sh.reply = true, ev.Reply, ev.Reply
+		}
+		sh.dropReasonDesc = DropReason(ev.ReasonID)
+		if ev.Verdict == verdictDenied && r.rule != nil {
+			sh.policy = ingressDeniedBy
+			if ruleDirection(r.rule.rule, sh.direction) == flowpb.TrafficDirection_EGRESS {
+				sh.policy = egressDeniedBy
 			}
 		}
+	case eventTranslate:
+		// connect() or sendmsg() to a service frontend, rewritten to a
+		// backend: Hubble reports these as SOCK flows at the
+		// post-translation point, the destination being the backend, the
+		// frontend in destination_service and the summary.
+		point := flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD
+		sh.flowType, sh.verdict, sh.sockXlate = flowpb.FlowType_SOCK, flowpb.Verdict_TRANSLATED, point
+		sh.eventType, sh.etType, sh.etSub = true, MessageTypeTraceSock, int32(point)
+	case eventTrace:
+		sh.isReplySet = true // false: the first packet of a connection
+		sh.traceReason = flowpb.TraceReason_NEW
+		sh.verdict = traceVerdict(ev)
+		if ev.Verdict == "" {
+			sub, point := observationPoint(ev)
+			sh.eventType, sh.etType, sh.etSub, sh.obsPoint = true, MessageTypeTrace, sub, point
+			break
+		}
+		sh.eventType, sh.etType = true, MessageTypePolicyVerdict
+		if ev.Verdict == verdictRedirected {
+			sh.proxyPort = uint32(ev.ProxyPort)
+		}
+		if r.rule == nil {
+			break
+		}
+		sh.matchType = uint32(r.rule.rule.MatchType)
+		allowed := sh.verdict == flowpb.Verdict_FORWARDED || sh.verdict == flowpb.Verdict_REDIRECTED
+		egress := ruleDirection(r.rule.rule, sh.direction) == flowpb.TrafficDirection_EGRESS
+		switch {
+		case allowed && egress:
+			sh.policy = egressAllowedBy
+		case allowed:
+			sh.policy = ingressAllowedBy
+		case egress:
+			sh.policy = egressDeniedBy
+		default:
+			sh.policy = ingressDeniedBy
+		}
+	case eventEnd:
+		// Src and Dst are the connection's first packet's; the totals of
+		// both directions are in the summary (Hubble's flow has no fields
+		// for them).
+		sh.isReplySet = true
+		sh.verdict = flowpb.Verdict_FORWARDED
+		sub, point := observationPoint(ev)
+		sh.eventType, sh.etType, sh.etSub, sh.obsPoint = true, MessageTypeTrace, sub, point
 	}
-	return summary
+	return sh
 }
 
-// translate fills a socket-LB translation: connect() or sendmsg() to a
-// service frontend, rewritten to a backend. Hubble reports these as SOCK
-// flows at the post-translation point: the destination is the backend,
-// the frontend is in destination_service and the summary.
-func (c *Converter) translate(ev *datapath.Event, f *flowpb.Flow) {
-	f.Type = flowpb.FlowType_SOCK
-	f.Verdict = flowpb.Verdict_TRANSLATED
-	point := flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD
-	f.EventType = &flowpb.CiliumEventType{Type: MessageTypeTraceSock, SubType: int32(point)}
-	f.SockXlatePoint = point
+// appendSummary appends the flow's summary: what its kind says (a
+// Sluice-only drop reason, a connection end's totals, an unknown event
+// type), then Hubble's summary of the transport, "; " between.
+func appendSummary(b []byte, ev *datapath.Event) []byte {
+	start := len(b)
+	switch ev.Type {
+	case eventDrop:
+		if DropReason(ev.ReasonID) == flowpb.DropReason_DROP_REASON_UNKNOWN && ev.ReasonID != 0 {
+			b = append(b, dropReasonName(ev)...)
+		}
+	case eventEnd:
+		// "connection closed after 3.2s: 5/4 packets, 340/9000 bytes
+		// (orig/reply)"
+		b = append(b, "connection closed after "...)
+		if ev.Expired {
+			b = append(b[:start+len("connection ")], "expired after "...)
+		}
+		b = append(b, ev.Duration.Round(time.Millisecond).String()...)
+		b = append(b, ": "...)
+		b = strconv.AppendUint(b, ev.PacketsOrig, 10)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, ev.PacketsReply, 10)
+		b = append(b, " packets, "...)
+		b = strconv.AppendUint(b, ev.BytesOrig, 10)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, ev.BytesReply, 10)
+		b = append(b, " bytes (orig/reply)"...)
+	case eventTrace, eventTranslate:
+	default:
+		// A type this agent does not know (a newer datapath).
+		b = append(b, "datapath event "...)
+		b = append(b, ev.Type...)
+	}
+	if len(b) > start {
+		b = append(b, "; "...)
+	}
+	b = appendL4Summary(b, ev)
+	if len(b) >= start+2 && string(b[len(b)-2:]) == "; " {
+		b = b[:len(b)-2] // no transport summary
+	}
+	return b
+}
+
+// emitterOnce is the converter's emitter, one message shared by its flows.
+func (c *Converter) emitterOnce() *flowpb.Emitter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.emitter == nil {
+		c.emitter = &flowpb.Emitter{Name: EmitterName, Version: c.Version}
+	}
+	return c.emitter
+}
+
+// sourceAddr is the source address the flow shows. Socket-LB events have
+// none: the connect() has not picked one yet. The calling pod's address
+// stands in.
+func sourceAddr(ev *datapath.Event, r refs) netip.Addr {
+	src := ev.Src.Addr()
+	if (!src.IsValid() || src.IsUnspecified()) && r.src != nil && len(r.src.podIPs) > 0 {
+		return podAddr(r.src.podIPs, ev.Dst.Addr())
+	}
+	return src
+}
+
+// traceVerdict is the verdict of a new connection: forwarded unless
+// policy decided otherwise.
+func traceVerdict(ev *datapath.Event) flowpb.Verdict {
+	switch ev.Verdict {
+	case "", verdictAllowed:
+		return flowpb.Verdict_FORWARDED
+	case verdictRedirected:
+		return flowpb.Verdict_REDIRECTED
+	case verdictAudit:
+		// Denied by policy, forwarded because the agent audits.
+		return flowpb.Verdict_AUDIT
+	case verdictDenied:
+		return flowpb.Verdict_DROPPED
+	}
+	return flowpb.Verdict_VERDICT_UNKNOWN
 }
 
 // DropReason returns Hubble's drop reason for a datapath reason number:
@@ -268,20 +367,13 @@ func dropReasonName(ev *datapath.Event) string {
 	return fmt.Sprintf("drop reason %d", ev.ReasonID)
 }
 
-// rule resolves the event's deciding rule; rule 0 is the default deny (or
-// an allow without a rule, such as an unenforced direction).
-func (c *Converter) rule(e Enricher, ev *datapath.Event) (Rule, bool) {
-	if ev.PolicyRule == 0 {
-		return Rule{}, false
-	}
-	return e.PolicyRule(ev.PolicyRule)
-}
-
-func ruleDirection(r Rule, f *flowpb.Flow) flowpb.TrafficDirection {
+// ruleDirection is the direction a rule belongs to: its own, or the
+// flow's when it has none.
+func ruleDirection(r Rule, flowDir flowpb.TrafficDirection) flowpb.TrafficDirection {
 	if r.Direction != flowpb.TrafficDirection_TRAFFIC_DIRECTION_UNKNOWN {
 		return r.Direction
 	}
-	return f.TrafficDirection
+	return flowDir
 }
 
 // policyOf returns the flow's policy reference, with the labels Cilium
@@ -298,93 +390,9 @@ func policyOf(r Rule) *flowpb.Policy {
 	return p
 }
 
-// side is one end of an event as the datapath saw it.
-type side struct {
-	addr     netip.Addr
-	identity uint32 // from the datapath; 0 if the event carries none
-	localID  uint32 // the endpoint the event was observed at, if this end
-	cgroup   uint64 // the calling process's cgroup (socket events, source)
-}
-
-// localIDIf returns the event's endpoint ID when the endpoint is the end
-// that the direction names: the source of egress, the destination of
-// ingress. Host programs (on uplinks) report endpoint 0.
-func localIDIf(ev *datapath.Event, dir string) uint32 {
-	if ev.Dir == dir {
-		return ev.EndpointID
-	}
-	return 0
-}
-
-// endpoint resolves one end: the local endpoint by ID, the caller by
-// cgroup, anything else by address. Identities from the datapath win over
-// the agent's, as in Hubble: they are what the decision was made with.
-func (c *Converter) endpoint(e Enricher, s side) (*flowpb.Endpoint, Endpoint) {
-	var ep Endpoint
-	ok := false
-	if s.localID != 0 {
-		ep, ok = e.LocalEndpoint(s.localID)
-	}
-	if !ok && s.cgroup != 0 {
-		ep, ok = e.EndpointByCgroup(s.cgroup)
-	}
-	if !ok && s.addr.IsValid() && !s.addr.IsUnspecified() {
-		ep, ok = e.EndpointByIP(s.addr.Unmap())
-	}
-
-	id := identity.ID(s.identity)
-	if id.IsLocalCIDR() {
-		// A CIDR class of one endpoint's policy: meaningless elsewhere.
-		id = identity.Unknown
-	}
-	switch {
-	case id != identity.Unknown:
-	case ok:
-		id = ep.Identity
-	case s.addr.IsValid() && !s.addr.IsUnspecified():
-		id = identity.World // not in the cluster
-	}
-
-	out := &flowpb.Endpoint{ID: ep.ID, Identity: uint32(id)}
-	if !ok && s.localID != 0 {
-		out.ID = s.localID
-	}
-	if ep.Pod != nil {
-		out.Namespace, out.PodName = ep.Pod.Namespace, ep.Pod.Name
-		out.ClusterName = c.ClusterName
-		if w, ok := WorkloadOf(ep.Pod); ok {
-			out.Workloads = []*flowpb.Workload{w}
-		}
-	}
-	out.Labels = labelsOf(e, ep, id)
-	return out, ep
-}
-
-// labelsOf returns an endpoint's labels in Hubble's "source:key=value"
-// form, sorted: the agent's labels for the endpoint, else those of the
-// identity (reserved ones are fixed), else the pod's own labels.
-func labelsOf(e Enricher, ep Endpoint, id identity.ID) []string {
-	if len(ep.Labels) > 0 {
-		return ep.Labels.Strings()
-	}
-	if ls, ok := identity.ReservedLabels(id); ok {
-		return ls.Strings()
-	}
-	if id != identity.Unknown {
-		if ls, ok := e.IdentityLabels(id); ok && len(ls) > 0 {
-			return ls.Strings()
-		}
-	}
-	if ep.Pod != nil {
-		s := identity.SubjectOf(ep.Pod, nil)
-		return s.Labels().Strings()
-	}
-	return nil
-}
-
 // podAddr returns the pod address of the same family as peer.
-func podAddr(ep Endpoint, peer netip.Addr) netip.Addr {
-	for _, a := range ep.Pod.IPs {
+func podAddr(ips []netip.Addr, peer netip.Addr) netip.Addr {
+	for _, a := range ips {
 		if a.Is4() == peer.Unmap().Is4() {
 			return a
 		}
@@ -461,10 +469,42 @@ const (
 	tcpCWR
 )
 
+// L4Proto is the transport a flow's layer4 holds.
+type L4Proto uint8
+
+// Transports, as flow.Layer4's oneof names them.
+const (
+	L4None L4Proto = iota
+	L4TCP
+	L4UDP
+	L4SCTP
+	L4ICMPv4
+	L4ICMPv6
+	L4VRRP
+	L4IGMP
+)
+
+// l4Proto is the transport of a datapath protocol name.
+func l4Proto(proto string) L4Proto {
+	switch proto {
+	case "TCP":
+		return L4TCP
+	case "UDP":
+		return L4UDP
+	case "SCTP":
+		return L4SCTP
+	case "ICMP":
+		return L4ICMPv4
+	case "ICMPv6":
+		return L4ICMPv6
+	}
+	return L4None
+}
+
 func layer4(ev *datapath.Event) *flowpb.Layer4 {
 	sport, dport := uint32(ev.Src.Port()), uint32(ev.Dst.Port())
-	switch ev.Proto {
-	case "TCP":
+	switch l4Proto(ev.Proto) {
+	case L4TCP:
 		fl := ev.TCPFlags
 		tcp := &flowpb.TCP{SourcePort: sport, DestinationPort: dport}
 		if !socketEvent(ev) { // a socket call has no packet, hence no flags
@@ -475,13 +515,13 @@ func layer4(ev *datapath.Event) *flowpb.Layer4 {
 			}
 		}
 		return &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: tcp}}
-	case "UDP":
+	case L4UDP:
 		return &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: sport, DestinationPort: dport}}}
-	case "SCTP":
+	case L4SCTP:
 		return &flowpb.Layer4{Protocol: &flowpb.Layer4_SCTP{SCTP: &flowpb.SCTP{SourcePort: sport, DestinationPort: dport}}}
-	case "ICMP":
+	case L4ICMPv4:
 		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{Type: icmpType(ev)}}}
-	case "ICMPv6":
+	case L4ICMPv6:
 		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv6{ICMPv6: &flowpb.ICMPv6{}}}
 	}
 	return nil
@@ -509,52 +549,75 @@ func icmpType(ev *datapath.Event) uint32 {
 	return icmpEchoReply
 }
 
-// l4Summary is Hubble's summary of the transport: "TCP Flags: SYN",
-// "ICMPv4 EchoRequest", "UDP"; for socket translations, the frontend.
-func l4Summary(ev *datapath.Event, f *flowpb.Flow) string {
-	l4 := f.GetL4()
-	var s string
-	switch {
-	case l4.GetTCP() != nil && l4.GetTCP().GetFlags() != nil:
-		s = "TCP Flags: " + tcpFlagsString(l4.GetTCP().GetFlags())
-	case l4.GetTCP() != nil:
-		s = "TCP"
-	case l4.GetUDP() != nil:
-		s = "UDP"
-	case l4.GetSCTP() != nil:
-		s = "SCTP"
-	case l4.GetICMPv4() != nil && ev.Src.Port() != 0 && ev.Dst.Port() == 0:
-		s = "ICMPv4 EchoRequest"
-	case l4.GetICMPv4() != nil && ev.Src.Port() == 0 && ev.Dst.Port() != 0:
-		s = "ICMPv4 EchoReply"
-	case l4.GetICMPv4() != nil:
-		s = "ICMPv4"
-	case l4.GetICMPv6() != nil:
-		s = "ICMPv6"
+// appendL4Summary appends Hubble's summary of the transport: "TCP Flags:
+// SYN", "ICMPv4 EchoRequest", "UDP"; for socket translations, the
+// frontend.
+func appendL4Summary(b []byte, ev *datapath.Event) []byte {
+	switch l4Proto(ev.Proto) {
+	case L4TCP:
+		if socketEvent(ev) {
+			b = append(b, "TCP"...)
+		} else {
+			b = append(b, tcpFlagsSummary[ev.TCPFlags]...)
+		}
+	case L4UDP:
+		b = append(b, "UDP"...)
+	case L4SCTP:
+		b = append(b, "SCTP"...)
+	case L4ICMPv4:
+		switch {
+		case ev.Src.Port() != 0 && ev.Dst.Port() == 0:
+			b = append(b, "ICMPv4 EchoRequest"...)
+		case ev.Src.Port() == 0 && ev.Dst.Port() != 0:
+			b = append(b, "ICMPv4 EchoReply"...)
+		default:
+			b = append(b, "ICMPv4"...)
+		}
+	case L4ICMPv6:
+		b = append(b, "ICMPv6"...)
 	default:
-		s = ev.Proto
+		b = append(b, ev.Proto...)
 	}
 	if ev.ServiceID != 0 && ev.VIP.IsValid() && socketEvent(ev) {
-		s += " to service " + ev.VIP.String()
+		b = append(b, " to service "...)
+		b = ev.VIP.AppendTo(b)
 	}
-	return s
+	return b
 }
 
-// tcpFlagsString lists the flags in Hubble's order.
-func tcpFlagsString(fl *flowpb.TCPFlags) string {
-	var out []string
-	for _, f := range []struct {
-		set  bool
-		name string
-	}{
-		{fl.SYN, "SYN"}, {fl.ACK, "ACK"}, {fl.RST, "RST"}, {fl.FIN, "FIN"},
-		{fl.PSH, "PSH"}, {fl.URG, "URG"}, {fl.ECE, "ECE"}, {fl.CWR, "CWR"}, {fl.NS, "NS"},
-	} {
-		if f.set {
-			out = append(out, f.name)
+// tcpFlagsSummary is "TCP Flags: " and the flags of each flags byte, in
+// Hubble's order, made once rather than per flow.
+var tcpFlagsSummary = func() (out [256]string) {
+	for fl := range out {
+		var names []string
+		for _, f := range []struct {
+			bit  int
+			name string
+		}{
+			{tcpSYN, "SYN"}, {tcpACK, "ACK"}, {tcpRST, "RST"}, {tcpFIN, "FIN"},
+			{tcpPSH, "PSH"}, {tcpURG, "URG"}, {tcpECE, "ECE"}, {tcpCWR, "CWR"},
+		} {
+			if fl&f.bit != 0 {
+				names = append(names, f.name)
+			}
 		}
+		out[fl] = "TCP Flags: " + strings.Join(names, ", ")
 	}
-	return strings.Join(out, ", ")
+	return out
+}()
+
+// Shared is_reply values: flows are never modified, so one message each
+// serves them all.
+var (
+	notReply = wrapperspb.Bool(false)
+	isReply  = wrapperspb.Bool(true)
+)
+
+func boolValue(v bool) *wrapperspb.BoolValue {
+	if v {
+		return isReply
+	}
+	return notReply
 }
 
 // noEnricher knows nothing.

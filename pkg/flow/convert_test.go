@@ -471,7 +471,7 @@ func TestConvertResolvesAtEventTime(t *testing.T) {
 	delete(e.byIP, dbPod.IPs[0])
 
 	evs, _ := s.Snapshot()
-	f := evs[0].Flow
+	f := evs[0].Flow()
 	if f.GetSource().GetPodName() != "web-7d9f8c6b5d-x2x4q" || f.GetDestination().GetPodName() != "db-0" {
 		t.Errorf("stored flow lost its pods after deletion: %v -> %v", f.GetSource(), f.GetDestination())
 	}

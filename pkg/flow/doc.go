@@ -4,9 +4,16 @@
 //
 // A Converter enriches each event at the moment the agent reads it, through
 // the Enricher the agent implements (endpoint by ID, by IP and by cgroup,
-// identity labels, service by frontend ID, policy rule by rule ID). The
-// flow is complete when it is stored: a pod deleted a second later keeps
-// its name, labels and workload in the flows it already has.
+// identity labels, service by frontend ID, policy rule by rule ID). What
+// it finds is kept by reference: each distinct end (a pod with the labels
+// and identity it showed), service and rule becomes one immutable value,
+// made once and shared by every record that has it, so the store keeps
+// the datapath's fixed-size record plus a few pointers (a Record, about
+// 240 bytes, however many labels the pods carry) and reading and storing
+// an event allocates nothing. A pod deleted a second later keeps its
+// name, labels and workload in the records it already has. The Hubble
+// flow is built from the record when a client reads it (Record.Build),
+// and filters read records without building them (View).
 //
 // Field choices follow Hubble's own parser (cilium pkg/hubble/parser) so
 // that `hubble observe` prints Sluice flows as it prints Cilium's:
@@ -35,7 +42,8 @@
 // addressed, "original_destination" (see OriginalDestination), so that
 // `sluice map` shows the service port beside the backend's.
 //
-// The Store is a ring of Events (flows and lost-event notices) that never
-// blocks its writer: followers read by sequence number and learn how many
-// entries were overwritten before they read them.
+// The Store is a ring of Entries (records, prebuilt flows and lost-event
+// notices), allocated when the store is made, that never blocks its
+// writer: followers read by sequence number and learn how many entries
+// were overwritten before they read them.
 package flow

@@ -25,18 +25,26 @@ const extOriginalDestination = "original_destination"
 // SetOriginalDestination records in f's extensions the frontend a
 // translated flow's client addressed.
 func SetOriginalDestination(f *flowpb.Flow, ap netip.AddrPort) {
+	if ext := originalDestination(ap); ext != nil {
+		f.Extensions = ext
+	}
+}
+
+// originalDestination is the extensions message naming ap; the converter
+// makes one per frontend and its flows share it.
+func originalDestination(ap netip.AddrPort) *anypb.Any {
 	s, err := structpb.NewStruct(map[string]any{
 		extOriginalDestination: map[string]any{"ip": ap.Addr().Unmap().String(), "port": float64(ap.Port())},
 	})
 	if err != nil {
-		return // cannot happen: strings and numbers only
+		return nil // cannot happen: strings and numbers only
 	}
 	// Deterministic: the same flow is the same bytes (map order).
 	ext := &anypb.Any{}
 	if err := anypb.MarshalFrom(ext, s, proto.MarshalOptions{Deterministic: true}); err != nil {
-		return
+		return nil
 	}
-	f.Extensions = ext
+	return ext
 }
 
 // OriginalDestination returns the address and port the client of a

@@ -10,40 +10,90 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// Event is one entry of the Store: a flow, or a notice that events were
-// lost before they became flows. Exactly one field is set. Entries are
+// Entry is one entry of the Store, copied out of it: a datapath record
+// (its flow is built when read), a prebuilt flow (Add), or a notice that
+// events were lost before they became flows. What entries refer to is
 // shared between readers and must not be modified.
-type Event struct {
-	Flow *flowpb.Flow
-	Lost *flowpb.LostEvent
+type Entry struct {
+	rec  Record // a record when rec.conv is set
+	flow *flowpb.Flow
+	lost *flowpb.LostEvent
+}
+
+// IsFlow reports whether the entry is a flow (a record or a prebuilt
+// flow), not a lost-events notice.
+func (e *Entry) IsFlow() bool { return e.rec.conv != nil || e.flow != nil }
+
+// Lost is the entry's lost-events notice, nil for a flow.
+func (e *Entry) Lost() *flowpb.LostEvent { return e.lost }
+
+// Flow returns the entry's flow, built now from a record (a new message
+// at every call, sharing the record's endpoints, service and policy), nil
+// for a lost-events notice.
+func (e *Entry) Flow() *flowpb.Flow {
+	switch {
+	case e.flow != nil:
+		return e.flow
+	case e.rec.conv != nil:
+		return e.rec.Build()
+	}
+	return nil
+}
+
+// AppendResponse appends the wire encoding of the GetFlowsResponse of a
+// record's flow (Record.AppendResponse); ok is false for other entries.
+func (e *Entry) AppendResponse(out []byte, scratch *[]byte) ([]byte, bool) {
+	if e.rec.conv == nil {
+		return out, false
+	}
+	return e.rec.AppendResponse(out, scratch), true
 }
 
 // Time is the flow's time, or the time a loss was noticed.
-func (e Event) Time() time.Time {
-	if e.Flow != nil {
-		return e.Flow.GetTime().AsTime()
+func (e *Entry) Time() time.Time {
+	switch {
+	case e.flow != nil:
+		return e.flow.GetTime().AsTime()
+	case e.rec.conv != nil:
+		return e.rec.Time()
 	}
-	return e.Lost.GetLast().AsTime()
+	return e.lost.GetLast().AsTime()
+}
+
+// View fills v with the entry's flow facts, for filters, and reports
+// whether it is a flow.
+func (e *Entry) View(v *View) bool {
+	switch {
+	case e.flow != nil:
+		*v = View{flow: e.flow}
+	case e.rec.conv != nil:
+		v.setRecord(&e.rec)
+	default:
+		return false
+	}
+	return true
 }
 
 // rateWindow is the period flows per second are averaged over, as in
 // Hubble's ServerStatus (one minute).
 const rateWindow = 60
 
-// maxBatch bounds how many entries one Follower.Next copies out under the
+// MaxBatch bounds how many entries one Follower.Next copies out under the
 // store's lock, so a follower far behind does not hold up the writer.
-const maxBatch = 1024
+const MaxBatch = 1024
 
-// Store keeps the most recent flows in a ring of fixed capacity. The
-// writer (the agent's event reader) never waits for readers: a follower
-// that falls more than the capacity behind loses the entries it did not
-// read, and is told how many.
+// Store keeps the most recent flows in a ring of fixed capacity, made
+// when the store is: datapath records are copied into it as they are,
+// with references to their resolved ends, so adding one allocates
+// nothing. The writer (the agent's event reader) never waits for
+// readers: a follower that falls more than the capacity behind loses the
+// entries it did not read, and is told how many.
 //
 // Every entry written gets the next sequence number; the ring holds the
 // entries numbered [next-len, next).
 type Store struct {
 	mu        sync.Mutex
-	ring      []Event
+	ring      []Entry
 	next      uint64        // sequence number of the next entry
 	lostInBuf int           // lost-event notices among the stored entries
 	wake      chan struct{} // closed on the next write; nil if nobody waits
@@ -65,24 +115,30 @@ func NewStore(capacity int) (*Store, error) {
 	if capacity < 1 {
 		return nil, fmt.Errorf("flow store capacity %d: must be at least 1", capacity)
 	}
-	s := &Store{ring: make([]Event, capacity), now: time.Now}
+	s := &Store{ring: make([]Entry, capacity), now: time.Now}
 	s.started = s.now()
 	return s, nil
 }
 
-// Add stores a flow. The store keeps the pointer: the caller must not
-// modify the flow afterwards.
+// AddRecord stores a datapath record (Converter.Record), copying it.
+func (s *Store) AddRecord(r *Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.slot(false)
+	e.rec, e.flow, e.lost = *r, nil, nil
+	s.countFlow()
+	s.written()
+}
+
+// Add stores a prebuilt flow. The store keeps the pointer: the caller
+// must not modify the flow afterwards.
 func (s *Store) Add(f *flowpb.Flow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.seen++
-	sec := s.now().Unix()
-	b := &s.rate[uint64(sec)%rateWindow]
-	if b.sec != sec {
-		*b = rateBucket{sec: sec}
-	}
-	b.n++
-	s.push(Event{Flow: f})
+	e := s.slot(false)
+	*e = Entry{flow: f}
+	s.countFlow()
+	s.written()
 }
 
 // AddLost records that n events were lost before they could be read, for
@@ -98,18 +154,37 @@ func (s *Store) AddLost(source flowpb.LostEventSource, n uint64) {
 	defer s.mu.Unlock()
 	s.lostIn += n
 	now := timestamppb.New(s.now())
-	s.push(Event{Lost: &flowpb.LostEvent{Source: source, NumEventsLost: n, First: now, Last: now}})
+	e := s.slot(true)
+	*e = Entry{lost: &flowpb.LostEvent{Source: source, NumEventsLost: n, First: now, Last: now}}
+	s.written()
 }
 
-func (s *Store) push(e Event) {
-	i := s.next % uint64(len(s.ring))
-	if s.next >= uint64(len(s.ring)) && s.ring[i].Lost != nil {
+// slot returns the ring slot of the next entry, accounting for the
+// notice it may overwrite.
+func (s *Store) slot(lost bool) *Entry {
+	e := &s.ring[s.next%uint64(len(s.ring))]
+	if s.next >= uint64(len(s.ring)) && e.lost != nil {
 		s.lostInBuf--
 	}
-	if e.Lost != nil {
+	if lost {
 		s.lostInBuf++
 	}
-	s.ring[i] = e
+	return e
+}
+
+func (s *Store) countFlow() {
+	s.seen++
+	sec := s.now().Unix()
+	b := &s.rate[uint64(sec)%rateWindow]
+	if b.sec != sec {
+		*b = rateBucket{sec: sec}
+	}
+	b.n++
+}
+
+// written completes a write: the entry is numbered and waiting followers
+// wake.
+func (s *Store) written() {
 	s.next++
 	if s.wake != nil {
 		close(s.wake)
@@ -125,26 +200,50 @@ func (s *Store) oldest() uint64 {
 	return s.next - uint64(len(s.ring))
 }
 
-// Snapshot returns the stored entries, oldest first, and the sequence
-// number of the next entry: pass it to Follow to continue where the
-// snapshot ends without gap or overlap.
-func (s *Store) Snapshot() ([]Event, uint64) {
+// Range returns the sequence numbers of the stored entries: [oldest,
+// next). Pass next to Follow to continue after them.
+func (s *Store) Range() (oldest, next uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.copyFrom(s.oldest(), int(s.next-s.oldest())), s.next
+	return s.oldest(), s.next
 }
 
-func (s *Store) copyFrom(seq uint64, n int) []Event {
-	out := make([]Event, n)
-	for i := range out {
-		out[i] = s.ring[(seq+uint64(i))%uint64(len(s.ring))]
+// Read copies stored entries into buf, from sequence number seq on (or
+// the oldest still stored, if seq was overwritten), and returns the
+// sequence number of the first one copied and how many were. It copies
+// none once seq reaches the next entry.
+func (s *Store) Read(seq uint64, buf []Entry) (first uint64, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first = max(seq, s.oldest())
+	if first >= s.next {
+		return first, 0
 	}
-	return out
+	n = min(len(buf), int(s.next-first))
+	s.copyFrom(first, buf[:n])
+	return first, n
+}
+
+// Snapshot returns every stored entry, oldest first, and the sequence
+// number of the next entry: pass it to Follow to continue where the
+// snapshot ends without gap or overlap. It copies the whole ring: readers
+// of a large store use Read.
+func (s *Store) Snapshot() ([]Entry, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Entry, s.next-s.oldest())
+	s.copyFrom(s.oldest(), out)
+	return out, s.next
+}
+
+func (s *Store) copyFrom(seq uint64, out []Entry) {
+	i := seq % uint64(len(s.ring))
+	n := copy(out, s.ring[i:])
+	copy(out[n:], s.ring)
 }
 
 // Follow returns a follower that reads the entries from sequence number
-// seq on (the second result of Snapshot, or Stats().Next to start with
-// the next entry).
+// seq on (Range's next, or Stats().Next, to start with the next entry).
 func (s *Store) Follow(seq uint64) *Follower {
 	return &Follower{s: s, next: seq}
 }
@@ -157,11 +256,15 @@ type Follower struct {
 }
 
 // Next blocks until entries after the last ones read exist, or ctx is
-// done, and returns them oldest first (at most maxBatch at a time). lost
-// counts the entries that were overwritten before this follower read
-// them: the gap comes before the returned entries.
-func (f *Follower) Next(ctx context.Context) (events []Event, lost uint64, err error) {
+// done, and copies them into buf, oldest first (at most len(buf), and at
+// most MaxBatch). lost counts the entries that were overwritten before
+// this follower read them: the gap comes before the returned entries.
+func (f *Follower) Next(ctx context.Context, buf []Entry) (entries []Entry, lost uint64, err error) {
 	s := f.s
+	buf = buf[:min(len(buf), MaxBatch)]
+	if len(buf) == 0 {
+		return nil, 0, fmt.Errorf("follow the flow store: empty buffer")
+	}
 	for {
 		s.mu.Lock()
 		if f.next < s.next {
@@ -170,11 +273,11 @@ func (f *Follower) Next(ctx context.Context) (events []Event, lost uint64, err e
 				s.lostOut += lost
 				f.next = o
 			}
-			n := min(int(s.next-f.next), maxBatch)
-			events = s.copyFrom(f.next, n)
+			n := min(int(s.next-f.next), len(buf))
+			s.copyFrom(f.next, buf[:n])
 			f.next += uint64(n)
 			s.mu.Unlock()
-			return events, lost, nil
+			return buf[:n], lost, nil
 		}
 		if s.wake == nil {
 			s.wake = make(chan struct{})

@@ -18,16 +18,21 @@ func numbered(n int) *flowpb.Flow {
 	}
 }
 
-func ports(evs []Event) []int {
+func ports(evs []Entry) []int {
 	var out []int
 	for _, e := range evs {
-		if e.Flow == nil {
+		if !e.IsFlow() {
 			out = append(out, -1) // a lost-event notice
 			continue
 		}
-		out = append(out, int(e.Flow.GetL4().GetUDP().GetSourcePort()))
+		out = append(out, int(e.Flow().GetL4().GetUDP().GetSourcePort()))
 	}
 	return out
+}
+
+// readNext reads a follower's next entries into a new buffer.
+func readNext(ctx context.Context, f *Follower) ([]Entry, uint64, error) {
+	return f.Next(ctx, make([]Entry, MaxBatch))
 }
 
 func equalInts(a, b []int) bool {
@@ -90,7 +95,7 @@ func TestStoreLostEventNotices(t *testing.T) {
 	if got := ports(evs); !equalInts(got, []int{1, -1, 2}) {
 		t.Fatalf("store holds %v, want the notice between the flows", got)
 	}
-	if l := evs[1].Lost; l.GetNumEventsLost() != 5 || l.GetSource() != flowpb.LostEventSource_PERF_EVENT_RING_BUFFER {
+	if l := evs[1].Lost(); l.GetNumEventsLost() != 5 || l.GetSource() != flowpb.LostEventSource_PERF_EVENT_RING_BUFFER {
 		t.Errorf("notice = %v", l)
 	}
 	st := s.Stats()
@@ -116,7 +121,7 @@ func TestFollowContinuesTheSnapshot(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	got, lost, err := f.Next(ctx)
+	got, lost, err := readNext(ctx, f)
 	if err != nil || lost != 0 {
 		t.Fatalf("Next: %v, lost %d", err, lost)
 	}
@@ -125,9 +130,9 @@ func TestFollowContinuesTheSnapshot(t *testing.T) {
 	}
 
 	// Next waits for the writer.
-	done := make(chan []Event)
+	done := make(chan []Entry)
 	go func() {
-		evs, _, _ := f.Next(ctx)
+		evs, _, _ := readNext(ctx, f)
 		done <- evs
 	}()
 	time.Sleep(10 * time.Millisecond)
@@ -139,7 +144,7 @@ func TestFollowContinuesTheSnapshot(t *testing.T) {
 	// And gives up when its context ends.
 	short, cancelShort := context.WithTimeout(ctx, 10*time.Millisecond)
 	defer cancelShort()
-	if _, _, err := f.Next(short); err == nil {
+	if _, _, err := readNext(short, f); err == nil {
 		t.Fatal("Next returned without entries or error")
 	}
 }
@@ -152,7 +157,7 @@ func TestSlowFollowerLosesFlows(t *testing.T) {
 	for i := 1; i <= 10; i++ {
 		s.Add(numbered(i)) // must not block: nobody reads yet
 	}
-	got, lost, err := slow.Next(context.Background())
+	got, lost, err := readNext(context.Background(), slow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +187,7 @@ func TestStoreConcurrent(t *testing.T) {
 			var seen, lost uint64
 			last := 0
 			for seen+lost < n {
-				evs, l, err := f.Next(ctx)
+				evs, l, err := readNext(ctx, f)
 				if err != nil {
 					t.Errorf("follower: %v after %d seen, %d lost", err, seen, lost)
 					return

@@ -4,7 +4,12 @@
 //
 //	hubble observe --server unix:///var/run/sluice/hubble.sock --follow --pod shop/web
 //
-// The server reads a pkg/flow Store. GetFlows implements Hubble's request
+// The server reads a pkg/flow Store, whose datapath records it filters as
+// records (flow.View) and sends without building flows: each response is
+// written from its record in the flow's wire encoding, the endpoints,
+// services and policies records share encoded once (a codec of the
+// server's sends those bytes as they are); a request with a field mask
+// gets built flows, masked. GetFlows implements Hubble's request
 // semantics (number, first, follow, since/until, whitelist/blacklist flow
 // filters, field masks); the filter compiler accepts the FlowFilter fields
 // Sluice flows can answer and rejects the others (L7, FQDN, trace IDs,

@@ -11,6 +11,8 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/sluice-net/sluice/pkg/flow"
 )
 
 // Filters is a compiled request filter: a flow passes when it matches at
@@ -25,9 +27,12 @@ type Filters struct {
 // filter is one FlowFilter: all of its predicates must hold.
 type filter []predicate
 
-type predicate func(*flowpb.Flow) bool
+// predicate tests one field of a flow. Predicates read a flow.View: the
+// facts of a stored record without building its flow, or of a prebuilt
+// flow.
+type predicate func(*flow.View) bool
 
-func (f filter) match(fl *flowpb.Flow) bool {
+func (f filter) match(fl *flow.View) bool {
 	for _, p := range f {
 		if !p(fl) {
 			return false
@@ -58,11 +63,38 @@ func CompileFilters(whitelist, blacklist []*flowpb.FlowFilter) (*Filters, error)
 
 // Match reports whether a flow passes.
 func (fs *Filters) Match(fl *flowpb.Flow) bool {
-	if len(fs.allow) > 0 && !slices.ContainsFunc(fs.allow, func(f filter) bool { return f.match(fl) }) {
-		return false
-	}
-	return !slices.ContainsFunc(fs.deny, func(f filter) bool { return f.match(fl) })
+	v := flow.ViewOf(fl)
+	return fs.MatchView(&v)
 }
+
+// MatchView reports whether the flow a view stands for passes. A
+// stored record is filtered without building its flow.
+func (fs *Filters) MatchView(v *flow.View) bool {
+	if fs.empty() {
+		return true
+	}
+	if len(fs.allow) > 0 {
+		ok := false
+		for _, f := range fs.allow {
+			if f.match(v) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	for _, f := range fs.deny {
+		if f.match(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// empty reports that every flow passes.
+func (fs *Filters) empty() bool { return fs == nil || len(fs.allow) == 0 && len(fs.deny) == 0 }
 
 // fieldCompilers compile the FlowFilter fields this server evaluates, by
 // proto field name. Fields about data Sluice flows do not carry (L7,
@@ -112,16 +144,16 @@ var fieldCompilers = map[protoreflect.Name]func(*flowpb.FlowFilter) (predicate, 
 	},
 	"protocol": func(ff *flowpb.FlowFilter) (predicate, error) { return protocolFilter(ff.GetProtocol()) },
 	"verdict": func(ff *flowpb.FlowFilter) (predicate, error) {
-		return valueFilter(ff.GetVerdict(), (*flowpb.Flow).GetVerdict), nil
+		return valueFilter(ff.GetVerdict(), (*flow.View).Verdict), nil
 	},
 	"drop_reason_desc": func(ff *flowpb.FlowFilter) (predicate, error) {
-		return valueFilter(ff.GetDropReasonDesc(), (*flowpb.Flow).GetDropReasonDesc), nil
+		return valueFilter(ff.GetDropReasonDesc(), (*flow.View).DropReasonDesc), nil
 	},
 	"traffic_direction": func(ff *flowpb.FlowFilter) (predicate, error) {
-		return valueFilter(ff.GetTrafficDirection(), (*flowpb.Flow).GetTrafficDirection), nil
+		return valueFilter(ff.GetTrafficDirection(), (*flow.View).TrafficDirection), nil
 	},
 	"ip_version": func(ff *flowpb.FlowFilter) (predicate, error) {
-		return valueFilter(ff.GetIpVersion(), func(f *flowpb.Flow) flowpb.IPVersion { return f.GetIP().GetIpVersion() }), nil
+		return valueFilter(ff.GetIpVersion(), (*flow.View).IPVersion), nil
 	},
 	"event_type": func(ff *flowpb.FlowFilter) (predicate, error) { return eventTypeFilter(ff.GetEventType()), nil },
 	"reply":      func(ff *flowpb.FlowFilter) (predicate, error) { return replyFilter(ff.GetReply()), nil },
@@ -149,30 +181,30 @@ func compileFilter(ff *flowpb.FlowFilter) (filter, error) {
 	return f, err
 }
 
-func sourceEP(f *flowpb.Flow) *flowpb.Endpoint      { return f.GetSource() }
-func destinationEP(f *flowpb.Flow) *flowpb.Endpoint { return f.GetDestination() }
-func sourceIP(f *flowpb.Flow) string                { return f.GetIP().GetSource() }
-func destinationIP(f *flowpb.Flow) string           { return f.GetIP().GetDestination() }
-func sourceIPXlated(f *flowpb.Flow) string          { return f.GetIP().GetSourceXlated() }
+func sourceEP(f *flow.View) *flowpb.Endpoint      { return f.Source() }
+func destinationEP(f *flow.View) *flowpb.Endpoint { return f.Destination() }
+func sourceIP(f *flow.View) netip.Addr            { return f.SourceIP() }
+func destinationIP(f *flow.View) netip.Addr       { return f.DestinationIP() }
+func sourceIPXlated(f *flow.View) netip.Addr      { return f.SourceIPXlated() }
 
-func sourcePod(f *flowpb.Flow) (string, string) {
-	return f.GetSource().GetNamespace(), f.GetSource().GetPodName()
+func sourcePod(f *flow.View) (string, string) {
+	return f.Source().GetNamespace(), f.Source().GetPodName()
 }
 
-func destinationPod(f *flowpb.Flow) (string, string) {
-	return f.GetDestination().GetNamespace(), f.GetDestination().GetPodName()
+func destinationPod(f *flow.View) (string, string) {
+	return f.Destination().GetNamespace(), f.Destination().GetPodName()
 }
 
-func sourceService(f *flowpb.Flow) (string, string) {
-	return f.GetSourceService().GetNamespace(), f.GetSourceService().GetName()
+func sourceService(f *flow.View) (string, string) {
+	return f.SourceService().GetNamespace(), f.SourceService().GetName()
 }
 
-func destinationService(f *flowpb.Flow) (string, string) {
-	return f.GetDestinationService().GetNamespace(), f.GetDestinationService().GetName()
+func destinationService(f *flow.View) (string, string) {
+	return f.DestinationService().GetNamespace(), f.DestinationService().GetName()
 }
 
 // ipFilter matches addresses ("10.0.0.1") and prefixes ("10.0.0.0/8").
-func ipFilter(values []string, get func(*flowpb.Flow) string) (predicate, error) {
+func ipFilter(values []string, get func(*flow.View) netip.Addr) (predicate, error) {
 	var addrs []netip.Addr
 	var prefixes []netip.Prefix
 	for _, v := range values {
@@ -190,9 +222,9 @@ func ipFilter(values []string, get func(*flowpb.Flow) string) (predicate, error)
 		}
 		addrs = append(addrs, a.Unmap())
 	}
-	return func(f *flowpb.Flow) bool {
-		a, err := netip.ParseAddr(get(f))
-		if err != nil {
+	return func(f *flow.View) bool {
+		a := get(f)
+		if !a.IsValid() {
 			return false
 		}
 		a = a.Unmap()
@@ -203,7 +235,7 @@ func ipFilter(values []string, get func(*flowpb.Flow) string) (predicate, error)
 // nameFilter matches pods and services as Hubble does: "ns/prefix"
 // matches names starting with prefix in namespace ns, "ns/" anything in
 // ns, and a bare "prefix" means the namespace "default".
-func nameFilter(values []string, get func(*flowpb.Flow) (ns, name string)) (predicate, error) {
+func nameFilter(values []string, get func(*flow.View) (ns, name string)) (predicate, error) {
 	type want struct{ ns, prefix string }
 	var ws []want
 	for _, v := range values {
@@ -216,7 +248,7 @@ func nameFilter(values []string, get func(*flowpb.Flow) (ns, name string)) (pred
 		}
 		ws = append(ws, want{ns, prefix})
 	}
-	return func(f *flowpb.Flow) bool {
+	return func(f *flow.View) bool {
 		ns, name := get(f)
 		if ns == "" && name == "" {
 			return false
@@ -231,7 +263,7 @@ func nameFilter(values []string, get func(*flowpb.Flow) (ns, name string)) (pred
 // labels. As in Hubble, a key may name the label's source
 // ("k8s:app=web", "reserved:world"); a key without one ("app=web")
 // matches a label of any source.
-func labelFilter(selectors []string, get func(*flowpb.Flow) *flowpb.Endpoint) (predicate, error) {
+func labelFilter(selectors []string, get func(*flow.View) *flowpb.Endpoint) (predicate, error) {
 	var sels []labels.Selector
 	for _, s := range selectors {
 		sel, err := labels.Parse(translateSelector(s))
@@ -240,30 +272,60 @@ func labelFilter(selectors []string, get func(*flowpb.Flow) *flowpb.Endpoint) (p
 		}
 		sels = append(sels, sel)
 	}
-	return func(f *flowpb.Flow) bool {
+	return func(f *flow.View) bool {
 		set := labelSet(get(f).GetLabels())
-		return slices.ContainsFunc(sels, func(s labels.Selector) bool { return s.Matches(set) })
+		for _, s := range sels {
+			if s.Matches(set) {
+				return true
+			}
+		}
+		return false
 	}, nil
 }
 
 // anySource is the source of selector keys that name none.
 const anySource = "any"
 
-// labelSet turns "source:key=value" labels into a label set a selector
-// can match: each label under "source.key" and under "any.key" (':' is
-// not allowed in selector keys, so the source is joined with '.').
-func labelSet(ls []string) labels.Set {
-	set := make(labels.Set, 2*len(ls))
+// labelSet is an endpoint's "source:key=value" labels as a selector
+// reads them: each label under "source.key" and under "any.key" (':' is
+// not allowed in selector keys, so the source is joined with '.'). It
+// looks labels up in place rather than building a map per flow.
+type labelSet []string
+
+// Has implements labels.Labels.
+func (ls labelSet) Has(key string) bool {
+	_, ok := ls.Lookup(key)
+	return ok
+}
+
+// Get implements labels.Labels.
+func (ls labelSet) Get(key string) string {
+	v, _ := ls.Lookup(key)
+	return v
+}
+
+// Lookup implements labels.Labels: "src.key" is the label whose source is
+// src and key is key, of any source for src "any". A label without a
+// source has source "any".
+func (ls labelSet) Lookup(sel string) (string, bool) {
+	src, key, ok := strings.Cut(sel, ".")
+	if !ok {
+		return "", false
+	}
+	found, value := false, ""
 	for _, l := range ls {
-		src, kv, ok := strings.Cut(l, ":")
+		lsrc, kv, ok := strings.Cut(l, ":")
 		if !ok {
-			src, kv = anySource, l
+			lsrc, kv = anySource, l
 		}
 		k, v, _ := strings.Cut(kv, "=")
-		set[src+"."+k] = v
-		set[anySource+"."+k] = v
+		if k != key || src != anySource && src != lsrc {
+			continue
+		}
+		// As a map would: the last label of the key wins.
+		found, value = true, v
 	}
-	return set
+	return value, found
 }
 
 // translateSelector rewrites each requirement's key of a selector to
@@ -307,8 +369,8 @@ func translateSelector(sel string) string {
 
 // workloadFilter matches an endpoint's workloads; an empty kind or name
 // in the filter matches any.
-func workloadFilter(ws []*flowpb.Workload, get func(*flowpb.Flow) *flowpb.Endpoint) predicate {
-	return func(f *flowpb.Flow) bool {
+func workloadFilter(ws []*flowpb.Workload, get func(*flow.View) *flowpb.Endpoint) predicate {
+	return func(f *flow.View) bool {
 		for _, w := range get(f).GetWorkloads() {
 			if slices.ContainsFunc(ws, func(fw *flowpb.Workload) bool {
 				return (fw.GetName() == "" || fw.GetName() == w.GetName()) &&
@@ -321,44 +383,34 @@ func workloadFilter(ws []*flowpb.Workload, get func(*flowpb.Flow) *flowpb.Endpoi
 	}
 }
 
-func identityFilter(ids []uint32, get func(*flowpb.Flow) *flowpb.Endpoint) predicate {
-	return func(f *flowpb.Flow) bool {
+func identityFilter(ids []uint32, get func(*flow.View) *flowpb.Endpoint) predicate {
+	return func(f *flow.View) bool {
 		ep := get(f)
 		return ep != nil && slices.Contains(ids, ep.GetIdentity())
 	}
 }
 
-func clusterFilter(names []string, get func(*flowpb.Flow) *flowpb.Endpoint) predicate {
-	return func(f *flowpb.Flow) bool { return slices.Contains(names, get(f).GetClusterName()) }
+func clusterFilter(names []string, get func(*flow.View) *flowpb.Endpoint) predicate {
+	return func(f *flow.View) bool { return slices.Contains(names, get(f).GetClusterName()) }
 }
 
-func sourcePort(f *flowpb.Flow) (uint32, bool) {
-	l4 := f.GetL4()
-	switch {
-	case l4.GetTCP() != nil:
-		return l4.GetTCP().GetSourcePort(), true
-	case l4.GetUDP() != nil:
-		return l4.GetUDP().GetSourcePort(), true
-	case l4.GetSCTP() != nil:
-		return l4.GetSCTP().GetSourcePort(), true
+func sourcePort(f *flow.View) (uint32, bool) {
+	switch p, sport, _ := f.L4(); p {
+	case flow.L4TCP, flow.L4UDP, flow.L4SCTP:
+		return sport, true
 	}
 	return 0, false
 }
 
-func destinationPort(f *flowpb.Flow) (uint32, bool) {
-	l4 := f.GetL4()
-	switch {
-	case l4.GetTCP() != nil:
-		return l4.GetTCP().GetDestinationPort(), true
-	case l4.GetUDP() != nil:
-		return l4.GetUDP().GetDestinationPort(), true
-	case l4.GetSCTP() != nil:
-		return l4.GetSCTP().GetDestinationPort(), true
+func destinationPort(f *flow.View) (uint32, bool) {
+	switch p, _, dport := f.L4(); p {
+	case flow.L4TCP, flow.L4UDP, flow.L4SCTP:
+		return dport, true
 	}
 	return 0, false
 }
 
-func portFilter(values []string, get func(*flowpb.Flow) (uint32, bool)) (predicate, error) {
+func portFilter(values []string, get func(*flow.View) (uint32, bool)) (predicate, error) {
 	var ports []uint32
 	for _, v := range values {
 		p, err := strconv.ParseUint(v, 10, 16)
@@ -367,7 +419,7 @@ func portFilter(values []string, get func(*flowpb.Flow) (uint32, bool)) (predica
 		}
 		ports = append(ports, uint32(p))
 	}
-	return func(f *flowpb.Flow) bool {
+	return func(f *flow.View) bool {
 		p, ok := get(f)
 		return ok && slices.Contains(ports, p)
 	}, nil
@@ -386,31 +438,32 @@ func protocolFilter(values []string) (predicate, error) {
 			return nil, fmt.Errorf("unknown protocol %q", v)
 		}
 	}
-	return func(f *flowpb.Flow) bool {
-		l4, l7 := f.GetL4(), f.GetL7()
+	return func(f *flow.View) bool {
+		l4, _, _ := f.L4()
+		dns, http := f.L7()
 		for _, p := range protos {
 			var ok bool
 			switch p {
 			case "tcp":
-				ok = l4.GetTCP() != nil
+				ok = l4 == flow.L4TCP
 			case "udp":
-				ok = l4.GetUDP() != nil
+				ok = l4 == flow.L4UDP
 			case "sctp":
-				ok = l4.GetSCTP() != nil
+				ok = l4 == flow.L4SCTP
 			case "icmp":
-				ok = l4.GetICMPv4() != nil || l4.GetICMPv6() != nil
+				ok = l4 == flow.L4ICMPv4 || l4 == flow.L4ICMPv6
 			case "icmpv4":
-				ok = l4.GetICMPv4() != nil
+				ok = l4 == flow.L4ICMPv4
 			case "icmpv6":
-				ok = l4.GetICMPv6() != nil
+				ok = l4 == flow.L4ICMPv6
 			case "vrrp":
-				ok = l4.GetVRRP() != nil
+				ok = l4 == flow.L4VRRP
 			case "igmp":
-				ok = l4.GetIGMP() != nil
+				ok = l4 == flow.L4IGMP
 			case "dns":
-				ok = l7.GetDns() != nil
+				ok = dns
 			case "http":
-				ok = l7.GetHttp() != nil
+				ok = http
 			}
 			if ok {
 				return true
@@ -420,21 +473,21 @@ func protocolFilter(values []string) (predicate, error) {
 	}, nil
 }
 
-func valueFilter[T comparable](values []T, get func(*flowpb.Flow) T) predicate {
-	return func(f *flowpb.Flow) bool { return slices.Contains(values, get(f)) }
+func valueFilter[T comparable](values []T, get func(*flow.View) T) predicate {
+	return func(f *flow.View) bool { return slices.Contains(values, get(f)) }
 }
 
 // eventTypeFilter matches the monitor message type; type 0 matches any,
 // and the sub-type only counts when match_sub_type is set.
 func eventTypeFilter(types []*flowpb.EventTypeFilter) predicate {
-	return func(f *flowpb.Flow) bool {
-		et := f.GetEventType()
-		if et == nil {
+	return func(f *flow.View) bool {
+		typ, sub, ok := f.EventType()
+		if !ok {
 			return false
 		}
 		return slices.ContainsFunc(types, func(t *flowpb.EventTypeFilter) bool {
-			return (t.GetType() == 0 || t.GetType() == et.GetType()) &&
-				(!t.GetMatchSubType() || t.GetSubType() == et.GetSubType())
+			return (t.GetType() == 0 || t.GetType() == typ) &&
+				(!t.GetMatchSubType() || t.GetSubType() == sub)
 		})
 	}
 }
@@ -442,26 +495,27 @@ func eventTypeFilter(types []*flowpb.EventTypeFilter) predicate {
 // replyFilter matches is_reply. Flows that do not know (drops aside,
 // which Hubble counts as not replies) match neither true nor false.
 func replyFilter(values []bool) predicate {
-	return func(f *flowpb.Flow) bool {
-		if f.GetIsReply() == nil && f.GetVerdict() != flowpb.Verdict_DROPPED {
+	return func(f *flow.View) bool {
+		reply, known := f.IsReply()
+		if !known && f.Verdict() != flowpb.Verdict_DROPPED {
 			return false
 		}
-		return slices.Contains(values, f.GetIsReply().GetValue())
+		return slices.Contains(values, reply)
 	}
 }
 
 // tcpFlagsFilter matches flows that have all the flags of any one entry.
 func tcpFlagsFilter(sets []*flowpb.TCPFlags) predicate {
-	return func(f *flowpb.Flow) bool {
-		have := f.GetL4().GetTCP().GetFlags()
-		if have == nil {
+	want := make([]uint16, len(sets))
+	for i, w := range sets {
+		want[i] = flow.TCPFlagBits(w)
+	}
+	return func(f *flow.View) bool {
+		have, ok := f.TCPFlags()
+		if !ok {
 			return false
 		}
-		return slices.ContainsFunc(sets, func(w *flowpb.TCPFlags) bool {
-			return (!w.FIN || have.FIN) && (!w.SYN || have.SYN) && (!w.RST || have.RST) &&
-				(!w.PSH || have.PSH) && (!w.ACK || have.ACK) && (!w.URG || have.URG) &&
-				(!w.ECE || have.ECE) && (!w.CWR || have.CWR) && (!w.NS || have.NS)
-		})
+		return slices.ContainsFunc(want, func(w uint16) bool { return have&w == w })
 	}
 }
 
@@ -499,8 +553,8 @@ func nodeNameFilter(patterns []string) (predicate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node name patterns %q: %w", patterns, err)
 	}
-	return func(f *flowpb.Flow) bool {
-		n := f.GetNodeName()
+	return func(f *flow.View) bool {
+		n := f.NodeName()
 		if n == "" {
 			return false
 		}

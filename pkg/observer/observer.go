@@ -3,6 +3,7 @@ package observer
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -30,6 +31,9 @@ type Service struct {
 	started  time.Time
 	// ctx ends follow streams when the server closes.
 	ctx context.Context
+	// encoded: the server's codec sends encodedResponses (Start), so
+	// records are sent as flow.Entry.AppendResponse encodes them.
+	encoded bool
 }
 
 // NewService returns the service for a store. nodeName and version are
@@ -111,13 +115,19 @@ func parseRequest(req *observerpb.GetFlowsRequest) (*request, error) {
 
 // matches reports whether a flow is in the request's time range and
 // passes its filters.
-func (r *request) matches(f *flowpb.Flow) bool {
-	t := f.GetTime().AsTime()
-	if !r.since.IsZero() && t.Before(r.since) || !r.until.IsZero() && t.After(r.until) {
-		return false
+func (r *request) matches(v *flow.View) bool {
+	if !r.since.IsZero() || !r.until.IsZero() {
+		t := v.Time()
+		if !r.since.IsZero() && t.Before(r.since) || !r.until.IsZero() && t.After(r.until) {
+			return false
+		}
 	}
-	return r.filters.Match(f)
+	return r.filters.MatchView(v)
 }
+
+// readBatch is how many entries GetFlows copies out of the store at a
+// time, while reading history and following.
+const readBatch = 256
 
 // GetFlows streams stored flows, then (with follow) new ones as they come.
 //
@@ -127,6 +137,9 @@ func (r *request) matches(f *flowpb.Flow) bool {
 // notices between the chosen flows are sent in place, unfiltered. A
 // follower that reads too slowly is sent a LostEvent (source
 // HUBBLE_RING_BUFFER) counting the flows it missed.
+//
+// Stored records are filtered as records and built into flows only when
+// sent.
 func (s *Service) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) error {
 	r, err := parseRequest(req)
 	if err != nil {
@@ -137,9 +150,10 @@ func (s *Service) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.ServerSt
 	stop := context.AfterFunc(s.ctx, cancel) // the server is closing
 	defer stop()
 
-	stored, next := s.store.Snapshot()
-	for _, e := range r.history(stored) {
-		if err := s.send(stream, r, e); err != nil {
+	snd := s.sender(stream, r)
+	oldest, next := s.store.Range()
+	for _, e := range r.history(s.store, oldest, next) {
+		if err := snd.send(&e); err != nil {
 			return err
 		}
 	}
@@ -147,8 +161,10 @@ func (s *Service) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.ServerSt
 		return nil
 	}
 	follower := s.store.Follow(next)
+	buf := make([]flow.Entry, readBatch)
+	var v flow.View
 	for {
-		evs, lost, err := follower.Next(ctx)
+		evs, lost, err := follower.Next(ctx, buf)
 		if err != nil {
 			if ctx.Err() != nil && stream.Context().Err() == nil {
 				return status.Error(codes.Unavailable, "server shutting down")
@@ -157,87 +173,136 @@ func (s *Service) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.ServerSt
 		}
 		if lost > 0 {
 			now := timestamppb.Now()
-			if err := s.sendLost(stream, &flowpb.LostEvent{
+			if err := snd.sendLost(&flowpb.LostEvent{
 				Source: flowpb.LostEventSource_HUBBLE_RING_BUFFER, NumEventsLost: lost, First: now, Last: now,
 			}); err != nil {
 				return err
 			}
 		}
-		for _, e := range evs {
-			if e.Flow != nil && !r.until.IsZero() && e.Flow.GetTime().AsTime().After(r.until) {
-				return nil
+		for i := range evs {
+			e := &evs[i]
+			if e.View(&v) {
+				if !r.until.IsZero() && v.Time().After(r.until) {
+					return nil
+				}
+				if !r.matches(&v) {
+					continue
+				}
 			}
-			if e.Flow != nil && !r.matches(e.Flow) {
-				continue
-			}
-			if err := s.send(stream, r, e); err != nil {
+			if err := snd.send(e); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// history picks the stored entries to send before following.
-func (r *request) history(stored []flow.Event) []flow.Event {
+// history picks the stored entries [oldest, next) to send before
+// following, reading the store a batch at a time: the newest number
+// matching flows scanning back from next, or the oldest ones scanning
+// forward. Entries overwritten while it reads are left out.
+func (r *request) history(store *flow.Store, oldest, next uint64) []flow.Entry {
 	if r.follow && r.number == 0 && r.since.IsZero() {
 		return nil // only new flows
 	}
-	var picked []int // indices of matching flows, in order
+	var out []flow.Entry
+	matched := uint64(0)
+	full := func() bool { return r.number > 0 && matched == r.number }
+	buf := make([]flow.Entry, readBatch)
+	var v flow.View
+	// take adds an entry: a matching flow, or a lost-events notice once a
+	// flow was picked (notices outside the picked flows are trimmed).
+	take := func(e *flow.Entry) {
+		if !e.View(&v) {
+			if matched > 0 {
+				out = append(out, *e)
+			}
+			return
+		}
+		if r.matches(&v) {
+			out = append(out, *e)
+			matched++
+		}
+	}
 	if r.first || !r.since.IsZero() {
-		for i, e := range stored {
-			if r.number > 0 && uint64(len(picked)) == r.number {
+		for seq := oldest; seq < next && !full(); {
+			first, n := store.Read(seq, buf[:min(uint64(len(buf)), next-seq)])
+			if n == 0 {
 				break
 			}
-			if e.Flow != nil && r.matches(e.Flow) {
-				picked = append(picked, i)
+			for i := 0; i < n && !full(); i++ {
+				take(&buf[i])
 			}
+			seq = first + uint64(n)
 		}
 	} else {
-		for i := len(stored) - 1; i >= 0; i-- {
-			if r.number > 0 && uint64(len(picked)) == r.number {
-				break
+		// Newest first, then reversed.
+		for end := next; end > oldest && !full(); {
+			start := max(oldest, end-min(end, uint64(len(buf))))
+			first, n := store.Read(start, buf[:end-start])
+			if first >= end || n == 0 {
+				break // overwritten while reading: the rest is gone
 			}
-			if e := stored[i]; e.Flow != nil && r.matches(e.Flow) {
-				picked = append(picked, i)
+			for i := n - 1; i >= 0 && !full(); i-- {
+				take(&buf[i])
 			}
+			end = first
 		}
-		for i, j := 0, len(picked)-1; i < j; i, j = i+1, j-1 {
-			picked[i], picked[j] = picked[j], picked[i]
-		}
+		slices.Reverse(out)
+		out = trimNotices(out, true)
 	}
-	if len(picked) == 0 {
-		return nil
-	}
-	out := make([]flow.Event, 0, len(picked))
-	k := 0
-	for i := picked[0]; i <= picked[len(picked)-1]; i++ {
-		switch {
-		case k < len(picked) && picked[k] == i:
-			out = append(out, stored[i])
-			k++
-		case stored[i].Lost != nil:
-			out = append(out, stored[i])
-		}
-	}
-	return out
+	return trimNotices(out, false)
 }
 
-func (s *Service) send(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse], r *request, e flow.Event) error {
-	if e.Lost != nil {
-		return s.sendLost(stream, e.Lost)
+// trimNotices drops the lost-events notices at the end (or, with front,
+// the start) of picked entries: they are outside the picked flows.
+func trimNotices(l []flow.Entry, front bool) []flow.Entry {
+	if front {
+		for len(l) > 0 && !l[0].IsFlow() {
+			l = l[1:]
+		}
+		return l
 	}
-	f := r.mask.apply(e.Flow)
-	return stream.Send(&observerpb.GetFlowsResponse{
-		ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: f},
-		NodeName:      e.Flow.GetNodeName(),
-		Time:          e.Flow.GetTime(),
+	for len(l) > 0 && !l[len(l)-1].IsFlow() {
+		l = l[:len(l)-1]
+	}
+	return l
+}
+
+// sender sends one GetFlows stream's entries.
+type sender struct {
+	s      *Service
+	stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]
+	r      *request
+	// Encoding buffers, reused: SendMsg copies what it sends.
+	msg, scratch []byte
+}
+
+func (s *Service) sender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse], r *request) *sender {
+	return &sender{s: s, stream: stream, r: r}
+}
+
+func (snd *sender) send(e *flow.Entry) error {
+	if l := e.Lost(); l != nil {
+		return snd.sendLost(l)
+	}
+	if snd.s.encoded && snd.r.mask == nil {
+		var ok bool
+		if snd.msg, ok = e.AppendResponse(snd.msg[:0], &snd.scratch); ok {
+			return snd.stream.SendMsg(&encodedResponse{snd.msg})
+		}
+	}
+	f := e.Flow()
+	return snd.stream.Send(&observerpb.GetFlowsResponse{
+		ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: snd.r.mask.apply(f)},
+		NodeName:      f.GetNodeName(),
+		Time:          f.GetTime(),
 	})
 }
 
-func (s *Service) sendLost(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse], l *flowpb.LostEvent) error {
-	return stream.Send(&observerpb.GetFlowsResponse{
+func (snd *sender) sendLost(l *flowpb.LostEvent) error {
+	return snd.stream.Send(&observerpb.GetFlowsResponse{
 		ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: l},
-		NodeName:      s.nodeName,
+		NodeName:      snd.s.nodeName,
 		Time:          l.GetLast(),
 	})
 }

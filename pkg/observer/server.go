@@ -126,8 +126,10 @@ func Start(cfg Config, store *flow.Store, log *slog.Logger) (*Server, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.grpc = grpc.NewServer()
-	observerpb.RegisterObserverServer(s.grpc, NewService(ctx, store, cfg.NodeName, cfg.Version, address))
+	s.grpc = grpc.NewServer(grpc.ForceServerCodecV2(newCodec()))
+	svc := NewService(ctx, store, cfg.NodeName, cfg.Version, address)
+	svc.encoded = true
+	observerpb.RegisterObserverServer(s.grpc, svc)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	for _, name := range []string{"", HealthServiceName, observerpb.Observer_ServiceDesc.ServiceName} {

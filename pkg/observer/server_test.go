@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,7 +25,10 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/flow"
+	"github.com/sluice-net/sluice/pkg/identity"
+	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/statedir"
 	"github.com/sluice-net/sluice/pkg/testutil"
 )
@@ -423,17 +427,23 @@ func TestSlowFollowerGetsLostEvent(t *testing.T) {
 }
 
 // Kernel lost-event notices between the chosen stored flows are sent in
-// their place; those before the first chosen flow are not.
+// their place; those before the first chosen flow or after the last are
+// not.
 func TestHistoryKeepsLostNotices(t *testing.T) {
-	lost := flow.Event{Lost: &flowpb.LostEvent{Source: flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, NumEventsLost: 1}}
-	stored := []flow.Event{{Flow: flowN("web->db", 1)}, lost, {Flow: flowN("web->db", 2)}, {Flow: flowN("world->web", 3)}}
-	name := func(evs []flow.Event) []any {
+	store, _ := flow.NewStore(16)
+	store.AddLost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 1)
+	store.Add(flowN("web->db", 1))
+	store.AddLost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 1)
+	store.Add(flowN("web->db", 2))
+	store.Add(flowN("world->web", 3))
+	store.AddLost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 1)
+	name := func(evs []flow.Entry) []any {
 		var out []any
 		for _, e := range evs {
-			if e.Lost != nil {
+			if e.Lost() != nil {
 				out = append(out, "lost")
 			} else {
-				out = append(out, int(e.Flow.GetL4().GetTCP().GetSourcePort()))
+				out = append(out, int(e.Flow().GetL4().GetTCP().GetSourcePort()))
 			}
 		}
 		return out
@@ -446,8 +456,10 @@ func TestHistoryKeepsLostNotices(t *testing.T) {
 	}{
 		{"last 2", &observerpb.GetFlowsRequest{Number: 2}, []any{2, 3}},
 		{"last 3", &observerpb.GetFlowsRequest{Number: 3}, []any{1, "lost", 2, 3}},
+		{"all", &observerpb.GetFlowsRequest{}, []any{1, "lost", 2, 3}},
 		{"first 1", &observerpb.GetFlowsRequest{Number: 1, First: true}, []any{1}},
 		{"first 2 matching", &observerpb.GetFlowsRequest{Number: 2, First: true, Whitelist: webOnly}, []any{1, "lost", 2}},
+		{"all matching, oldest first", &observerpb.GetFlowsRequest{First: true, Whitelist: webOnly}, []any{1, "lost", 2}},
 		{"follow without number: none", &observerpb.GetFlowsRequest{Follow: true}, nil},
 		{"follow with number", &observerpb.GetFlowsRequest{Follow: true, Number: 1}, []any{3}},
 		{"nothing matches", &observerpb.GetFlowsRequest{Whitelist: []*flowpb.FlowFilter{{SourcePod: []string{"x/"}}}}, nil},
@@ -457,8 +469,231 @@ func TestHistoryKeepsLostNotices(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := name(r.history(stored)); !slices.Equal(got, tt.want) {
+		oldest, next := store.Range()
+		if got := name(r.history(store, oldest, next)); !slices.Equal(got, tt.want) {
 			t.Errorf("%s: history %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// History reads a large store a batch at a time, across the ring's
+// wraparound: the picked flows are the ones a scan of the whole store
+// picks.
+func TestHistoryAcrossBatches(t *testing.T) {
+	store, _ := flow.NewStore(3*readBatch + 17)
+	for i := range 5*readBatch + 3 {
+		name := "web->db"
+		if i%3 == 0 {
+			name = "world->web"
+		}
+		store.Add(flowN(name, i))
+	}
+	all, _ := store.Snapshot()
+	var matching []int // source ports of the stored web flows, oldest first
+	for _, e := range all {
+		if f := e.Flow(); f.GetSource().GetPodName() != "" {
+			matching = append(matching, int(f.GetL4().GetTCP().GetSourcePort()))
+		}
+	}
+	ports := func(evs []flow.Entry) []int {
+		var out []int
+		for _, e := range evs {
+			out = append(out, int(e.Flow().GetL4().GetTCP().GetSourcePort()))
+		}
+		return out
+	}
+	webOnly := []*flowpb.FlowFilter{{SourcePod: []string{"shop/web"}}}
+	for _, tt := range []struct {
+		req  *observerpb.GetFlowsRequest
+		want []int
+	}{
+		{&observerpb.GetFlowsRequest{Whitelist: webOnly}, matching},
+		{&observerpb.GetFlowsRequest{Number: 300, Whitelist: webOnly}, matching[len(matching)-300:]},
+		{&observerpb.GetFlowsRequest{Number: 300, First: true, Whitelist: webOnly}, matching[:300]},
+	} {
+		r, err := parseRequest(tt.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oldest, next := store.Range()
+		if got := ports(r.history(store, oldest, next)); !slices.Equal(got, tt.want) {
+			t.Errorf("number %d first %v: %d flows %v..., want %d %v...", tt.req.Number, tt.req.First, len(got), got[:min(5, len(got))], len(tt.want), tt.want[:5])
+		}
+	}
+}
+
+// recordEnricher knows the web pod (endpoint 12, 10.244.1.5) and the db
+// pod (10.244.2.7), each with an identity and its labels.
+type recordEnricher struct{}
+
+var (
+	recWeb = &model.Pod{Namespace: "shop", Name: "web-0", IPs: []netip.Addr{netip.MustParseAddr("10.244.1.5")},
+		Labels: map[string]string{"app": "web"}, Owners: []model.OwnerRef{{Kind: "StatefulSet", Name: "web", Controller: true}}}
+	recDB = &model.Pod{Namespace: "shop", Name: "db-0", IPs: []netip.Addr{netip.MustParseAddr("10.244.2.7")},
+		Labels: map[string]string{"app": "db"}}
+	recLabels = map[identity.ID]identity.Labels{
+		300: identity.NewLabels(identity.Label{Source: "k8s", Key: "app", Value: "web"}),
+		301: identity.NewLabels(identity.Label{Source: "k8s", Key: "app", Value: "db"}),
+	}
+)
+
+func (recordEnricher) LocalEndpoint(id uint32) (flow.Endpoint, bool) {
+	if id == 12 {
+		return flow.Endpoint{ID: 12, Identity: 300, Pod: recWeb}, true
+	}
+	return flow.Endpoint{}, false
+}
+
+func (recordEnricher) EndpointByIP(ip netip.Addr) (flow.Endpoint, bool) {
+	switch ip {
+	case recWeb.IPs[0]:
+		return flow.Endpoint{ID: 12, Identity: 300, Pod: recWeb}, true
+	case recDB.IPs[0]:
+		return flow.Endpoint{Identity: 301, Pod: recDB}, true
+	}
+	return flow.Endpoint{}, false
+}
+
+func (recordEnricher) EndpointByCgroup(uint64) (flow.Endpoint, bool) { return flow.Endpoint{}, false }
+
+func (recordEnricher) IdentityLabels(id identity.ID) (identity.Labels, bool) {
+	ls, ok := recLabels[id]
+	return ls, ok
+}
+
+func (recordEnricher) Service(id uint32) (flow.Service, bool) {
+	return flow.Service{Namespace: "shop", Name: "db"}, id == 7
+}
+
+func (recordEnricher) PolicyRule(uint32) (flow.Rule, bool) { return flow.Rule{}, false }
+
+// records are datapath events of web and db and the world, as the ring
+// carries them: n of each kind, source port = sequence number.
+func records(conv *flow.Converter, n int) []flow.Record {
+	epoch := t0
+	var out []flow.Record
+	ap := netip.MustParseAddrPort
+	for i := range n {
+		port := uint16(1000 + len(out))
+		for _, ev := range []datapath.Event{
+			{Type: "trace", Dir: "egress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+				Src: netip.AddrPortFrom(recWeb.IPs[0], port), Dst: ap("10.244.2.7:5432"), ServiceID: 7, VIP: ap("10.96.0.7:5432")},
+			{Type: "end", Dir: "egress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x11,
+				Src: netip.AddrPortFrom(recWeb.IPs[0], port+1), Dst: ap("10.244.2.7:5432"), PacketsOrig: 3, Duration: time.Second},
+			{Type: "drop", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02, ReasonID: 133,
+				Src: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), port+2), Dst: ap("10.244.1.5:22"),
+				Verdict: "denied", SrcIdentity: 2, DstIdentity: 300},
+			{Type: "trace", Dir: "ingress", EndpointID: 12, Proto: "UDP",
+				Src: netip.AddrPortFrom(recDB.IPs[0], port+3), Dst: ap("10.244.1.5:53"), Verdict: "allowed", SrcIdentity: 301, DstIdentity: 300},
+		} {
+			ev.Time = epoch.Add(time.Duration(i) * time.Millisecond)
+			rec := ev.Record(epoch)
+			out = append(out, conv.Record(&rec, epoch))
+		}
+	}
+	return out
+}
+
+// Records stored compact are served as the flows they build, and
+// filtered as records exactly as their built flows would be.
+func TestGetFlowsOfRecords(t *testing.T) {
+	conv := &flow.Converter{NodeName: "node-a", Version: "v", Enricher: recordEnricher{}}
+	recs := records(conv, 50)
+	store, _ := flow.NewStore(len(recs))
+	built := make([]*flowpb.Flow, len(recs))
+	for i := range recs {
+		store.AddRecord(&recs[i])
+		built[i] = recs[i].Build()
+	}
+	_, conn := startServer(t, store, Config{})
+	client := observerpb.NewObserverClient(conn)
+	type ff = flowpb.FlowFilter
+	for _, filters := range [][]*ff{
+		nil,
+		{{SourcePod: []string{"shop/web"}}},
+		{{DestinationPod: []string{"shop/db-0"}}, {Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}}},
+		{{SourceLabel: []string{"k8s:app=db"}}},
+		{{DestinationLabel: []string{"app in (web)"}, Protocol: []string{"udp"}}},
+		{{SourceIp: []string{"203.0.113.0/24"}}},
+		{{DestinationPort: []string{"5432"}, TcpFlags: []*flowpb.TCPFlags{{SYN: true}}}},
+		{{DestinationService: []string{"shop/db"}}},
+		{{EventType: []*flowpb.EventTypeFilter{{Type: flow.MessageTypeTrace, MatchSubType: true, SubType: 5}}}},
+		{{EventType: []*flowpb.EventTypeFilter{{Type: flow.MessageTypePolicyVerdict}}}},
+		{{Reply: []bool{false}, TrafficDirection: []flowpb.TrafficDirection{flowpb.TrafficDirection_INGRESS}}},
+		{{SourceIdentity: []uint32{2}}, {DestinationWorkload: []*flowpb.Workload{{Kind: "StatefulSet"}}}},
+		{{NodeName: []string{"node-*"}, IpVersion: []flowpb.IPVersion{flowpb.IPVersion_IPv4}, Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}}},
+		{{DropReasonDesc: []flowpb.DropReason{flowpb.DropReason_POLICY_DENIED}}},
+	} {
+		fs, err := CompileFilters(filters, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []*flowpb.Flow
+		for _, f := range built {
+			if fs.Match(f) {
+				want = append(want, f)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		stream, err := client.GetFlows(ctx, &observerpb.GetFlowsRequest{Whitelist: filters})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []*flowpb.Flow
+		for {
+			r, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, r.GetFlow())
+		}
+		cancel()
+		if len(got) != len(want) {
+			t.Fatalf("filters %v: %d flows, want %d", filters, len(got), len(want))
+		}
+		for i := range got {
+			if !proto.Equal(got[i], want[i]) {
+				t.Fatalf("filters %v: flow %d is %v, want %v", filters, i, got[i], want[i])
+			}
+		}
+		if filters != nil && (len(want) == 0 || len(want) == len(built)) {
+			t.Errorf("filters %v match %d of %d flows: not a test of filtering", filters, len(want), len(built))
+		}
+	}
+}
+
+// A field mask applies to records as to prebuilt flows.
+func TestGetFlowsOfRecordsWithFieldMask(t *testing.T) {
+	conv := &flow.Converter{NodeName: "node-a", Version: "v", Enricher: recordEnricher{}}
+	recs := records(conv, 2)
+	store, _ := flow.NewStore(len(recs))
+	for i := range recs {
+		store.AddRecord(&recs[i])
+	}
+	_, conn := startServer(t, store, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := observerpb.NewObserverClient(conn).GetFlows(ctx, &observerpb.GetFlowsRequest{
+		FieldMask: &fieldmaskpb.FieldMask{Paths: []string{"source.pod_name", "verdict"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range recs {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		built := recs[i].Build()
+		want := &flowpb.Flow{Verdict: built.GetVerdict()}
+		if built.GetSource() != nil {
+			want.Source = &flowpb.Endpoint{PodName: built.GetSource().GetPodName()}
+		}
+		if !proto.Equal(r.GetFlow(), want) {
+			t.Errorf("flow %d: %v, want %v", i, r.GetFlow(), want)
 		}
 	}
 }

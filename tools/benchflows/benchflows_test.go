@@ -72,3 +72,34 @@ func TestBounds(t *testing.T) {
 	assert.InDelta(t, 0.1, follow.lossShare(), 1e-9)
 	assert.Equal(t, []string{"follow", "store"}, alternate([]string{"store", "follow"}, 1))
 }
+
+// With -baseline, each build's steps are its own: bisection, zero-loss
+// rates and CPU figures per build, and the before/after ratios of the
+// same run.
+func TestBaselineComparison(t *testing.T) {
+	step := func(build, v string, target float64, lost uint64, agentPer10k float64) stepResult {
+		return stepResult{Source: sourceTestRun, Variant: v, Build: build, Target: target, Seconds: 1,
+			Offered: uint64(target), OfferedRate: target, Stored: uint64(target) - lost, StoredRate: target - float64(lost),
+			KernelLost: lost, AgentPer10k: agentPer10k}
+	}
+	r := &report{
+		Options: map[string]string{"variants": "store", "baseline": "/base"},
+		Steps: []stepResult{
+			step("", "store", 50000, 0, 0.02), step(baseName, "store", 50000, 0, 0.09),
+			step("", "store", 100000, 0, 0.02), step(baseName, "store", 100000, 5000, 0.07),
+		},
+		Memory:     []flowMemResult{{Flows: 4096, HeapBytes: 4096 * 280}},
+		BaseMemory: []flowMemResult{{Flows: 4096, HeapBytes: 4096 * 2700}},
+	}
+	assert.Equal(t, []string{"store", "base store"}, variantsOf(r))
+	lo, hi := r.bounds(sourceTestRun, "base store")
+	assert.Equal(t, [2]float64{50000, 100000}, [2]float64{lo, hi})
+	lo, hi = r.bounds(sourceTestRun, "store")
+	assert.Equal(t, [2]float64{0, 0}, [2]float64{lo, hi})
+
+	var out strings.Builder
+	printComparison(&out, r)
+	assert.Regexp(t, `zero-loss events/s\s+test-run\s+store\s+50000\s+100000\s+×2.00 higher`, out.String())
+	assert.Regexp(t, `agent % of a core per 10k ev/s\s+test-run\s+store\s+9.0\s+2.0\s+×4.5 lower`, out.String())
+	assert.Regexp(t, `heap bytes per stored flow\s+4096 flows\s+2700\s+280\s+×9.6 lower`, out.String())
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"time"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 
@@ -29,7 +30,7 @@ type flowMemResult struct {
 	// before the store was made to after it was filled: the ring and the
 	// flows it keeps.
 	HeapBytes int64 `json:"heapBytes"`
-	// RingBytes is the ring alone (one flow.Event per entry).
+	// RingBytes is the ring alone (one flow.Entry per entry).
 	RingBytes int64 `json:"ringBytes"`
 	// ProtoBytes is the flows' total protobuf wire size, for scale.
 	ProtoBytes int64 `json:"protoBytes"`
@@ -56,23 +57,28 @@ func runFlowMem(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
 
-// measureFlowMem fills a store of n entries with n converted flows and
-// returns the heap it holds. The cluster's state (pods, identities,
-// labels) exists before the first measurement, as it does in the agent,
-// where flows point at it rather than copy it.
+// measureFlowMem fills a store of n entries with n datapath records,
+// resolved as the agent resolves them when it reads them, and returns the
+// heap it holds: the ring and the ends, services and rules its records
+// refer to (made when first seen, then shared). The cluster's state
+// (pods, identities, labels) exists before the first measurement, as it
+// does in the agent.
 func measureFlowMem(n int) flowMemResult {
 	cl := newSyntheticCluster()
 	conv := &flow.Converter{NodeName: "node1", Version: "bench", Enricher: cl}
-	res := flowMemResult{Flows: n, RingBytes: int64(n) * 16}
+	res := flowMemResult{Flows: n, RingBytes: int64(n) * int64(unsafe.Sizeof(flow.Entry{}))}
 
 	before := liveHeap()
 	store, err := flow.NewStore(n)
 	if err != nil {
 		panic(err)
 	}
+	epoch := time.Unix(1_750_000_000, 0)
 	for i := range n {
 		ev := cl.event(i)
-		store.Add(conv.Convert(&ev))
+		rec := ev.Record(epoch)
+		r := conv.Record(&rec, epoch)
+		store.AddRecord(&r)
 	}
 	after := liveHeap()
 	res.HeapBytes = int64(after) - int64(before)
@@ -80,8 +86,9 @@ func measureFlowMem(n int) flowMemResult {
 	evs, _ := store.Snapshot()
 	var labels int
 	for _, e := range evs {
-		res.ProtoBytes += int64(proto.Size(e.Flow))
-		labels += len(e.Flow.GetSource().GetLabels()) + len(e.Flow.GetDestination().GetLabels())
+		f := e.Flow() // built as a client reads it
+		res.ProtoBytes += int64(proto.Size(f))
+		labels += len(f.GetSource().GetLabels()) + len(f.GetDestination().GetLabels())
 	}
 	res.Labels = float64(labels) / float64(len(evs))
 	runtime.KeepAlive(store)

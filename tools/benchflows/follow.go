@@ -35,8 +35,14 @@ type follower struct {
 	stderr  bytes.Buffer
 }
 
-func startFollower(cli, stateDir string) (*follower, error) {
-	cmd := exec.Command(cli, "--state-dir", stateDir, "observe", "--follow", "-o", "json")
+// startFollower runs the follower; with a profile file, it writes its
+// CPU profile there when stopped.
+func startFollower(cli, stateDir, profile string) (*follower, error) {
+	args := []string{"--state-dir", stateDir, "observe", "--follow", "-o", "json"}
+	if profile != "" {
+		args = append(args, "--cpu-profile", profile)
+	}
+	cmd := exec.Command(cli, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {

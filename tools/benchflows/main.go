@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -65,10 +66,20 @@ Hubble observer on <state-dir>/hubble.sock. Measured, in one run:
     between the last clean rate and the first lossy one, and the loss above.
  3. Agent CPU per 10k events/s (its CPU over the window less its idle CPU,
     measured before the steps, per 10k events/s stored), and the Go heap of
-    the flow buffer per 1,000 flows: a flow.Store filled with flows the
-    flow.Converter made from trace/end events of a synthetic cluster (48
+    the flow buffer per 1,000 flows: a flow.Store filled with the records the
+    flow.Converter resolved from trace/end events of a synthetic cluster (48
     Deployments, 192 pods, 4 labels each, namespace labels, ReplicaSet
     owners), HeapAlloc after GC before and after, in a process of its own.
+
+With -baseline DIR (another tree's sluice-agent, sluice and benchflows,
+e.g. main's), a second node runs that build's agent with the same pods,
+every step runs for both builds in turn at the same rate, the baseline's
+own flowmem measures its store, and section 5 gives before/after ratios
+of figures measured in this one run:
+
+  git archive main | tar -x -C /tmp/base && (cd /tmp/base && make build &&
+      go build -o bin/benchflows ./tools/benchflows)
+  make bench-flows BENCHFLOWS_FLAGS="-baseline /tmp/base/bin"
 
 Timing on shared machines is noisy (±20-30%, and every process here shares
 the machine's CPUs with the others: the machine column shows how busy it
@@ -96,6 +107,8 @@ type options struct {
 	skipConns  bool
 	binDir     string
 	jsonPath   string
+	profileDir string
+	baseline   string
 	verbose    bool
 }
 
@@ -125,11 +138,13 @@ func main() {
 	flag.IntVar(&o.pods, "pods", 30, "idle pods on the node besides the client and the server")
 	flag.IntVar(&o.workers, "workers", 16, "connections in flight at most (connection generator)")
 	agentFlags := flag.String("agent-flags", "", "extra sluice-agent flags, space-separated, e.g. \"--flow-buffer=16384 --events-buffer=4194304\"")
-	flag.StringVar(&o.memFlows, "mem-flows", "4096,65536", "flow store sizes of the memory measurement")
+	flag.StringVar(&o.memFlows, "mem-flows", "4096,16384,65536", "flow store sizes of the memory measurement")
 	flag.BoolVar(&o.skipTest, "skip-test-run", false, "skip the test-run generator")
 	flag.BoolVar(&o.skipConns, "skip-conns", false, "skip the connection generator")
 	flag.StringVar(&o.binDir, "bin-dir", "", "directory holding prebuilt sluice-agent and sluice (default: build them)")
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&o.profileDir, "profile", "", "write Go CPU profiles of the agent and the follower for every step, and the agent's heap at the end, into this directory (the agent runs with --pprof; take figures from a run without it)")
+	flag.StringVar(&o.baseline, "baseline", "", "directory of another build's sluice-agent, sluice and benchflows (e.g. of the main branch) to measure beside this tree's, step by step on a node of its own, with before/after ratios")
 	flag.BoolVar(&o.verbose, "verbose", false, "log the harness's steps")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), usage)
@@ -156,6 +171,18 @@ func main() {
 		fatalf("-refine and -pods must not be negative, -workers at least 1")
 	}
 	o.agentFlags = strings.Fields(*agentFlags)
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			fatalf("-profile: %v", err)
+		}
+	}
+	if o.baseline != "" {
+		for _, bin := range []string{"sluice-agent", "sluice", "benchflows"} {
+			if _, err := os.Stat(filepath.Join(o.baseline, bin)); err != nil {
+				fatalf("-baseline: %v (build the other tree's binaries there: make build, go build -o bin/ ./tools/benchflows)", err)
+			}
+		}
+	}
 
 	if err := benchkit.RequireRoot("bench-flows"); err != nil {
 		fatalf("%v", err)

@@ -30,9 +30,14 @@ type report struct {
 	IdleAgentCores float64         `json:"idleAgentCores"`
 	Steps          []stepResult    `json:"steps"`
 	Memory         []flowMemResult `json:"flowBufferMemory"`
+	// The -baseline build's, when measured.
+	BaseAgent          *agentInfo      `json:"baseAgent,omitempty"`
+	BaseIdleAgentCores *float64        `json:"baseIdleAgentCores,omitempty"`
+	BaseMemory         []flowMemResult `json:"baseFlowBufferMemory,omitempty"`
 }
 
 type agentInfo struct {
+	Binary     string   `json:"binary,omitempty"`
 	Pid        int      `json:"pid"`
 	Flags      []string `json:"extraFlags,omitempty"`
 	AttachMode string   `json:"attachMode"`
@@ -56,7 +61,7 @@ func reportOptions(o options) map[string]string {
 		"rates": ints(o.rates), "connRates": ints(o.connRates), "variants": strings.Join(o.variants, ","),
 		"duration": o.duration.String(), "idle": o.idle.String(), "refine": fmt.Sprint(o.refine),
 		"pods": fmt.Sprint(o.pods), "workers": fmt.Sprint(o.workers), "agentFlags": strings.Join(o.agentFlags, " "),
-		"memFlows": o.memFlows,
+		"memFlows": o.memFlows, "baseline": o.baseline,
 	}
 }
 
@@ -79,6 +84,8 @@ func eventRecordBytes() int {
 type stepResult struct {
 	Source  string `json:"source"`
 	Variant string `json:"variant"`
+	// Build is "" for this tree's agent, "base" for -baseline's.
+	Build string `json:"build,omitempty"`
 	// Target is the generator's rate: events/s (test-run) or
 	// connections/s.
 	Target  float64 `json:"target"`
@@ -120,6 +127,14 @@ type stepResult struct {
 	EventsPerConn float64 `json:"eventsPerConn,omitempty"`
 	BadVerdicts   uint64  `json:"badVerdicts,omitempty"`
 	Err           string  `json:"error,omitempty"`
+}
+
+// label names the step's variant and build: "store", "base follow".
+func (s *stepResult) label() string {
+	if s.Build == "" {
+		return s.Variant
+	}
+	return s.Build + " " + s.Variant
 }
 
 // delivered is what reached the end of the step's path: the store, or
@@ -170,9 +185,9 @@ func (s *stepResult) followText() string {
 
 // bounds returns the highest target without loss below the lowest target
 // with loss, for a variant's bisection; 0 when either is missing.
-func (r *report) bounds(source, variant string) (lo, hi float64) {
+func (r *report) bounds(source, label string) (lo, hi float64) {
 	for _, s := range r.Steps {
-		if s.Source == source && s.Variant == variant && s.lossy() && (hi == 0 || s.Target < hi) {
+		if s.Source == source && s.label() == label && s.lossy() && (hi == 0 || s.Target < hi) {
 			hi = s.Target
 		}
 	}
@@ -180,25 +195,25 @@ func (r *report) bounds(source, variant string) (lo, hi float64) {
 		return 0, 0
 	}
 	for _, s := range r.Steps {
-		if s.Source == source && s.Variant == variant && s.clean() && s.Target < hi && s.Target > lo {
+		if s.Source == source && s.label() == label && s.clean() && s.Target < hi && s.Target > lo {
 			lo = s.Target
 		}
 	}
 	return lo, hi
 }
 
-// stepsOf returns a source's steps of the given variants, by variant (in
-// that order), then target.
-func (r *report) stepsOf(source string, variants []string) []stepResult {
+// stepsOf returns a source's steps of the given variant labels, by label
+// (in that order), then target.
+func (r *report) stepsOf(source string, labels []string) []stepResult {
 	var out []stepResult
 	for _, s := range r.Steps {
-		if s.Source == source && slices.Contains(variants, s.Variant) {
+		if s.Source == source && slices.Contains(labels, s.label()) {
 			out = append(out, s)
 		}
 	}
 	slices.SortStableFunc(out, func(a, b stepResult) int {
-		if a.Variant != b.Variant {
-			return slices.Index(variants, a.Variant) - slices.Index(variants, b.Variant)
+		if a.label() != b.label() {
+			return slices.Index(labels, a.label()) - slices.Index(labels, b.label())
 		}
 		switch {
 		case a.Target < b.Target:
@@ -211,11 +226,21 @@ func (r *report) stepsOf(source string, variants []string) []stepResult {
 	return out
 }
 
+// variantsOf returns the report's variant labels: each variant, then
+// each of the baseline's.
 func variantsOf(rep *report) []string {
+	modes := allVariants
 	if v := rep.Options["variants"]; v != "" {
-		return strings.Split(v, ",")
+		modes = strings.Split(v, ",")
 	}
-	return allVariants
+	var out []string
+	for _, m := range modes {
+		out = append(out, m)
+		if rep.Options["baseline"] != "" {
+			out = append(out, baseName+" "+m)
+		}
+	}
+	return out
 }
 
 // runReport prints a report saved with -json again.
@@ -249,6 +274,12 @@ func printReport(w io.Writer, rep *report) {
 		fmt.Fprintf(w, "events ring %d KiB = %d events of %d B: the datapath wakes the reader once it is a quarter full, else the\n",
 			a.EventsBuffer/1024, ringEvents, a.EventBytes)
 		fmt.Fprintf(w, "reader polls every 50 ms. Extra agent flags: %s. Idle agent: %.1f%% of a core.\n", dash(strings.Join(a.Flags, " ")), 100*rep.IdleAgentCores)
+		if b := rep.BaseAgent; b != nil && rep.BaseIdleAgentCores != nil {
+			fmt.Fprintf(w, "Baseline (variants \"%s ...\"): %s on a node of its own with the same pods (%d endpoints), flow buffer %d,\n",
+				baseName, b.Binary, b.Endpoints, b.FlowBuffer)
+			fmt.Fprintf(w, "events ring %d KiB, flags %s, idle %.1f%% of a core; measured step by step beside this tree's agent (%s).\n",
+				b.EventsBuffer/1024, dash(strings.Join(b.Flags, " ")), 100**rep.BaseIdleAgentCores, a.Binary)
+		}
 		fmt.Fprintln(w, "Variants: store = no client (kernel → flow store); follow = one `sluice observe --follow -o json` reading the")
 		fmt.Fprintln(w, "observer socket (kernel → store → CLI). Offered: events the datapath emitted in the window; stored: flows the")
 		fmt.Fprintln(w, "store received (status API, seen); kernel lost: the events-lost counter; followed: flows the CLI printed;")
@@ -266,17 +297,17 @@ func printReport(w io.Writer, rep *report) {
 		fmt.Fprintln(tw, "   variant\ttarget conn/s\tconn/s\tev/conn\toffered ev/s\tstored ev/s\tkernel lost\tfollowed ev/s\tmissed\tloss\tdrain ms\tagent %\tnet/10k\tCLI %\tgen %\tmachine %\t")
 		for _, s := range steps {
 			if s.Err != "" {
-				fmt.Fprintf(tw, "   %s\t%.0f\tfailed: %s\t\t\t\t\t\t\t\t\t\t\t\t\t\t\n", s.Variant, s.Target, benchkit.FirstLine(s.Err))
+				fmt.Fprintf(tw, "   %s\t%.0f\tfailed: %s\t\t\t\t\t\t\t\t\t\t\t\t\t\t\n", s.label(), s.Target, benchkit.FirstLine(s.Err))
 				continue
 			}
-			fmt.Fprintf(tw, "   %s\t%.0f\t%.0f%s\t%.2f\t%.0f\t%.0f\t%d\t%s\t%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.1f\t%.0f\t\n", s.Variant, s.Target,
+			fmt.Fprintf(tw, "   %s\t%.0f\t%.0f%s\t%.2f\t%.0f\t%.0f\t%d\t%s\t%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.1f\t%.0f\t\n", s.label(), s.Target,
 				s.ConnRate, shortMark(&s), s.EventsPerConn, s.OfferedRate, s.StoredRate, s.KernelLost,
 				followedCol(&s), missedCol(&s), lossCol(&s), 1000*s.DrainSeconds, 100*s.AgentCores, per10kCol(&s), cliCol(&s), 100*s.GeneratorCores, 100*s.MachineBusy)
 		}
 		tw.Flush()
 		for _, s := range steps {
 			if s.ConnErrors > 0 {
-				fmt.Fprintf(w, "   %s %.0f conn/s: %d connections failed (%s)\n", s.Variant, s.Target, s.ConnErrors, s.FirstError)
+				fmt.Fprintf(w, "   %s %.0f conn/s: %d connections failed (%s)\n", s.label(), s.Target, s.ConnErrors, s.FirstError)
 			}
 		}
 	}
@@ -289,17 +320,17 @@ func printReport(w io.Writer, rep *report) {
 		fmt.Fprintln(tw, "   variant\ttarget ev/s\toffered ev/s\tstored ev/s\tkernel lost\tfollowed ev/s\tmissed\tloss\tdrain ms\tagent %\tnet/10k\tCLI %\tgen %\tmachine %\t")
 		for _, s := range steps {
 			if s.Err != "" {
-				fmt.Fprintf(tw, "   %s\t%.0f\tfailed: %s\t\t\t\t\t\t\t\t\t\t\t\t\n", s.Variant, s.Target, benchkit.FirstLine(s.Err))
+				fmt.Fprintf(tw, "   %s\t%.0f\tfailed: %s\t\t\t\t\t\t\t\t\t\t\t\t\n", s.label(), s.Target, benchkit.FirstLine(s.Err))
 				continue
 			}
-			fmt.Fprintf(tw, "   %s\t%.0f\t%.0f%s\t%.0f\t%d\t%s\t%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.1f\t%.0f\t\n", s.Variant, s.Target,
+			fmt.Fprintf(tw, "   %s\t%.0f\t%.0f%s\t%.0f\t%d\t%s\t%s\t%s\t%.0f\t%.1f\t%s\t%s\t%.1f\t%.0f\t\n", s.label(), s.Target,
 				s.OfferedRate, shortMark(&s), s.StoredRate, s.KernelLost, followedCol(&s), missedCol(&s), lossCol(&s),
 				1000*s.DrainSeconds, 100*s.AgentCores, per10kCol(&s), cliCol(&s), 100*s.GeneratorCores, 100*s.MachineBusy)
 		}
 		tw.Flush()
 		for _, s := range steps {
 			if s.Unaccounted != 0 {
-				fmt.Fprintf(w, "   %s %.0f ev/s: %d events neither stored nor counted lost\n", s.Variant, s.Target, s.Unaccounted)
+				fmt.Fprintf(w, "   %s %.0f ev/s: %d events neither stored nor counted lost\n", s.label(), s.Target, s.Unaccounted)
 			}
 		}
 	}
@@ -310,6 +341,7 @@ func printReport(w io.Writer, rep *report) {
 		printCPU(w, rep, variants)
 	}
 	printMemory(w, rep)
+	printComparison(w, rep)
 }
 
 func printZeroLoss(w io.Writer, rep *report, variants []string) {
@@ -320,13 +352,8 @@ func printZeroLoss(w io.Writer, rep *report, variants []string) {
 			if len(steps) == 0 {
 				continue
 			}
-			var best *stepResult
-			for i := range steps {
-				if s := &steps[i]; s.clean() && (best == nil || s.OfferedRate > best.OfferedRate) {
-					best = s
-				}
-			}
-			fmt.Fprintf(w, "   %-11s %-6s ", src, v)
+			best := bestClean(steps)
+			fmt.Fprintf(w, "   %-11s %-11s ", src, v)
 			if best == nil {
 				fmt.Fprintln(w, "none: every step lost events or failed")
 			} else {
@@ -350,18 +377,44 @@ func printZeroLoss(w io.Writer, rep *report, variants []string) {
 			switch {
 			case len(above) > 0:
 				for _, a := range above {
-					fmt.Fprintf(w, "%25s at %s\n", "", a)
+					fmt.Fprintf(w, "%30s at %s\n", "", a)
 				}
 			case best != nil:
-				fmt.Fprintf(w, "%25s no step lost events: the highest rate tried was clean\n", "")
+				fmt.Fprintf(w, "%30s no step lost events: the highest rate tried was clean\n", "")
 			}
 			for _, s := range steps {
 				if s.lossy() && best != nil && s.OfferedRate < best.OfferedRate {
-					fmt.Fprintf(w, "%25s (but %.0f ev/s, below it, lost %.2f%%: noise from the machine's other load)\n", "", s.OfferedRate, 100*s.lossShare())
+					fmt.Fprintf(w, "%30s (but %.0f ev/s, below it, lost %.2f%%: noise from the machine's other load)\n", "", s.OfferedRate, 100*s.lossShare())
 				}
 			}
 		}
 	}
+}
+
+// bestClean is the step with the highest offered rate and no loss.
+func bestClean(steps []stepResult) *stepResult {
+	var best *stepResult
+	for i := range steps {
+		if s := &steps[i]; s.clean() && (best == nil || s.OfferedRate > best.OfferedRate) {
+			best = s
+		}
+	}
+	return best
+}
+
+// cpuPer10k are the agent's and the CLI's CPU per 10k events/s (% of a
+// core) of a variant's zero-loss steps.
+func cpuPer10k(rep *report, src, label string) (agent, cli []float64) {
+	for _, s := range rep.stepsOf(src, []string{label}) {
+		if !s.clean() || s.StoredRate < minPer10kRate {
+			continue
+		}
+		agent = append(agent, 100*s.AgentPer10k)
+		if s.Variant == "follow" && s.FollowedRate > 0 {
+			cli = append(cli, 100*s.FollowerCores/(s.FollowedRate/10_000))
+		}
+	}
+	return agent, cli
 }
 
 // minPer10kRate is the least stored rate whose CPU enters the per-10k
@@ -376,16 +429,7 @@ func printCPU(w io.Writer, rep *report, variants []string) {
 	fmt.Fprintln(tw, "   source\tvariant\tagent %/10k ev/s\t[IQR]\t= ev/s per core\tCLI %/10k flows/s\t[IQR]\tsteps\t")
 	for _, src := range []string{sourceConns, sourceTestRun} {
 		for _, v := range variants {
-			var agent, cli []float64
-			for _, s := range rep.stepsOf(src, []string{v}) {
-				if !s.clean() || s.StoredRate < minPer10kRate {
-					continue
-				}
-				agent = append(agent, 100*s.AgentPer10k)
-				if s.Variant == "follow" && s.FollowedRate > 0 {
-					cli = append(cli, 100*s.FollowerCores/(s.FollowedRate/10_000))
-				}
-			}
+			agent, cli := cpuPer10k(rep, src, v)
 			if len(agent) == 0 {
 				continue
 			}
@@ -413,15 +457,21 @@ func printMemory(w io.Writer, rep *report) {
 	if len(rep.Memory) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\n4. Flow buffer memory: Go heap (HeapAlloc after GC) of a flow.Store of N entries filled with N flows converted")
-	fmt.Fprintln(w, "   from trace/end events between pods of a synthetic cluster (48 Deployments, 192 pods, 4 labels each plus")
-	fmt.Fprintln(w, "   namespace labels; the converter's labels, names and workloads as the agent's enricher gives them).")
+	fmt.Fprintln(w, "\n4. Flow buffer memory: Go heap (HeapAlloc after GC) of a flow.Store of N entries filled with N datapath records")
+	fmt.Fprintln(w, "   (trace/end events between pods of a synthetic cluster: 48 Deployments, 192 pods, 4 labels each plus namespace")
+	fmt.Fprintln(w, "   labels), resolved as the agent resolves them: the ring, and the ends (names, labels, workloads) its records")
+	fmt.Fprintln(w, "   share. Protobuf bytes: the flows built from them, as a client reads them. The baseline measures its own store.")
 	tw := benchkit.NewTable(w)
-	fmt.Fprintln(tw, "   flows\theap MiB\tper 1,000 flows KiB\tbytes/flow\tof which ring slot\tprotobuf wire bytes/flow\tlabels/flow\t")
-	for _, m := range rep.Memory {
-		per := float64(m.HeapBytes) / float64(m.Flows)
-		fmt.Fprintf(tw, "   %d\t%.1f\t%.0f\t%.0f\t%d\t%.0f\t%.1f\t\n", m.Flows, float64(m.HeapBytes)/(1<<20), per*1000/1024, per,
-			m.RingBytes/int64(m.Flows), float64(m.ProtoBytes)/float64(m.Flows), m.Labels)
+	fmt.Fprintln(tw, "   build\tflows\theap MiB\tper 1,000 flows KiB\tbytes/flow\tof which ring slot\tprotobuf wire bytes/flow\tlabels/flow\t")
+	for _, l := range []struct {
+		name string
+		mem  []flowMemResult
+	}{{"this", rep.Memory}, {baseName, rep.BaseMemory}} {
+		for _, m := range l.mem {
+			per := float64(m.HeapBytes) / float64(m.Flows)
+			fmt.Fprintf(tw, "   %s\t%d\t%.1f\t%.0f\t%.0f\t%d\t%.0f\t%.1f\t\n", l.name, m.Flows, float64(m.HeapBytes)/(1<<20), per*1000/1024, per,
+				m.RingBytes/int64(m.Flows), float64(m.ProtoBytes)/float64(m.Flows), m.Labels)
+		}
 	}
 	tw.Flush()
 	if fb := rep.Agent.FlowBuffer; fb > 0 && len(rep.Memory) > 0 {
@@ -430,6 +480,49 @@ func printMemory(w io.Writer, rep *report) {
 	}
 	fmt.Fprintln(w, " With GOGC=100 the Go heap grows to about twice")
 	fmt.Fprintln(w, "   the live heap between collections, so RSS runs up to about twice these figures.")
+}
+
+// printComparison puts the baseline's figures beside this tree's, as
+// ratios of figures measured in this one run.
+func printComparison(w io.Writer, rep *report) {
+	if rep.Options["baseline"] == "" {
+		return
+	}
+	modes := allVariants
+	if v := rep.Options["variants"]; v != "" {
+		modes = strings.Split(v, ",")
+	}
+	fmt.Fprintf(w, "\n5. Before (%s: %s) and after (this tree), measured in this run:\n", baseName, rep.Options["baseline"])
+	tw := benchkit.NewTable(w)
+	fmt.Fprintln(tw, "   figure\tsource\tvariant\tbefore\tafter\tratio\t")
+	for _, src := range []string{sourceConns, sourceTestRun} {
+		for _, m := range modes {
+			after, before := bestClean(rep.stepsOf(src, []string{m})), bestClean(rep.stepsOf(src, []string{baseName + " " + m}))
+			if after != nil && before != nil {
+				fmt.Fprintf(tw, "   zero-loss events/s\t%s\t%s\t%.0f\t%.0f\t×%.2f higher\t\n", src, m, before.OfferedRate, after.OfferedRate, after.OfferedRate/before.OfferedRate)
+			}
+			aa, ac := cpuPer10k(rep, src, m)
+			ba, bc := cpuPer10k(rep, src, baseName+" "+m)
+			if len(aa) > 0 && len(ba) > 0 {
+				a, b := benchkit.StatOf(aa).Median, benchkit.StatOf(ba).Median
+				fmt.Fprintf(tw, "   agent %% of a core per 10k ev/s\t%s\t%s\t%.1f\t%.1f\t×%.1f lower\t\n", src, m, b, a, b/a)
+			}
+			if len(ac) > 0 && len(bc) > 0 {
+				a, b := benchkit.StatOf(ac).Median, benchkit.StatOf(bc).Median
+				fmt.Fprintf(tw, "   CLI %% of a core per 10k flows/s\t%s\t%s\t%.1f\t%.1f\t×%.1f lower\t\n", src, m, b, a, b/a)
+			}
+		}
+	}
+	for i, m := range rep.Memory {
+		if i < len(rep.BaseMemory) && rep.BaseMemory[i].Flows == m.Flows {
+			a := float64(m.HeapBytes) / float64(m.Flows)
+			b := float64(rep.BaseMemory[i].HeapBytes) / float64(m.Flows)
+			fmt.Fprintf(tw, "   heap bytes per stored flow\t%d flows\t\t%.0f\t%.0f\t×%.1f lower\t\n", m.Flows, b, a, b/a)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "   Zero-loss rates are the highest clean step of each sweep (the sweep's rates bound them); CPU figures are")
+	fmt.Fprintln(w, "   medians over each variant's zero-loss steps, which run interleaved with the other build's at the same rates.")
 }
 
 func shortMark(s *stepResult) string {

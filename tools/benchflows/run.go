@@ -12,8 +12,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,17 +53,41 @@ const (
 	sourceConns   = "connections"
 )
 
-// bench is one run's simulated node and state.
+// bench is one run's simulated nodes and state.
 type bench struct {
-	o              options
-	self, cliBin   string
-	c              *harness.Cluster
-	node           *harness.Node
-	client, server *harness.Pod
-	agent          *harness.Agent
-	agentPid       int
-	clientIfindex  int
-	rep            *report
+	o      options
+	self   string
+	c      *harness.Cluster
+	builds []*build // this tree's, then -baseline's
+	rep    *report
+}
+
+// build is one version of sluice-agent and sluice under test, on a
+// simulated node of its own: this tree's and, with -baseline, another
+// one's, measured step by step in the same run so that both see the same
+// machine.
+type build struct {
+	name             string // "" for this tree, baseName for -baseline
+	agentBin, cliBin string
+	node             *harness.Node
+	client, server   *harness.Pod
+	agent            *harness.Agent
+	agentPid         int
+	clientIfindex    int
+	info             *agentInfo // in the report
+	idle             *float64   // the idle agent's CPU, in the report
+}
+
+// baseName names the -baseline build in the report.
+const baseName = "base"
+
+// label is a variant of a build as the report names it: "store", "base
+// follow".
+func (bd *build) label(variant string) string {
+	if bd.name == "" {
+		return variant
+	}
+	return bd.name + " " + variant
 }
 
 func run(ctx context.Context, o options) (*report, error) {
@@ -80,58 +106,83 @@ func run(ctx context.Context, o options) (*report, error) {
 	if rep.Memory, err = flowMemChild(ctx, self, o.memFlows); err != nil {
 		return rep, fmt.Errorf("flow buffer memory: %w", err)
 	}
+	if o.baseline != "" {
+		// The baseline's own code measures its own store.
+		if rep.BaseMemory, err = flowMemChild(ctx, filepath.Join(o.baseline, "benchflows"), o.memFlows); err != nil {
+			return rep, fmt.Errorf("baseline flow buffer memory (-baseline %s holds benchflows?): %w", o.baseline, err)
+		}
+	}
 	if o.skipTest && o.skipConns {
 		return rep, nil
 	}
 
 	b := &bench{o: o, self: self, rep: rep}
-	agentBin, err := harness.Build(ctx, agentPkg)
-	if err != nil {
+	this := &build{info: &rep.Agent, idle: &rep.IdleAgentCores}
+	if this.agentBin, err = harness.Build(ctx, agentPkg); err != nil {
 		return rep, err
 	}
-	if b.cliBin, err = harness.Build(ctx, cliPkg); err != nil {
+	if this.cliBin, err = harness.Build(ctx, cliPkg); err != nil {
 		return rep, err
+	}
+	b.builds = append(b.builds, this)
+	if o.baseline != "" {
+		rep.BaseAgent = &agentInfo{}
+		rep.BaseIdleAgentCores = new(float64)
+		b.builds = append(b.builds, &build{name: baseName, info: rep.BaseAgent, idle: rep.BaseIdleAgentCores,
+			agentBin: filepath.Join(o.baseline, "sluice-agent"), cliBin: filepath.Join(o.baseline, "sluice")})
 	}
 	benchkit.RemoveStale()
 	if b.c, err = benchkit.NewCluster(ctx, "benchflows", o.verbose); err != nil {
 		return rep, err
 	}
 	defer func() {
-		if b.agent != nil {
-			if err := b.agent.Stop(); err != nil {
-				benchkit.Logf("stop agent: %v", err)
+		for _, bd := range b.builds {
+			if bd.agent != nil {
+				if err := bd.agent.Stop(); err != nil {
+					benchkit.Logf("stop agent: %v", err)
+				}
 			}
 		}
 		if err := b.c.Cleanup(); err != nil {
 			benchkit.Logf("cleanup: %v", err)
 		}
 	}()
-	if err := b.setup(ctx, agentBin); err != nil {
+	if err := b.setup(ctx); err != nil {
 		return rep, fmt.Errorf("setup: %w", err)
 	}
-	if err := b.measureIdle(ctx); err != nil {
-		return rep, err
+	for _, bd := range b.builds {
+		if err := b.measureIdle(ctx, bd); err != nil {
+			return rep, err
+		}
 	}
 	if !o.skipConns {
-		benchkit.Logf("=== real connections client → server: %v conn/s × %s, variants %v", o.connRates, o.duration, o.variants)
+		benchkit.Logf("=== real connections client → server: %v conn/s × %s, variants %v", o.connRates, o.duration, b.labels())
 		if err := b.sweep(ctx, sourceConns, o.connRates); err != nil {
 			return rep, err
 		}
 	}
 	if !o.skipTest {
-		benchkit.Logf("=== test-run generator: %v events/s × %s, variants %v", o.rates, o.duration, o.variants)
+		benchkit.Logf("=== test-run generator: %v events/s × %s, variants %v", o.rates, o.duration, b.labels())
 		if err := b.sweep(ctx, sourceTestRun, o.rates); err != nil {
 			return rep, err
 		}
 	}
+	if o.profileDir != "" {
+		file := filepath.Join(o.profileDir, "agent-heap.pprof")
+		if err := fetchAgentProfile(ctx, this.node.StateDir, "/debug/pprof/heap?gc=1", file); err != nil {
+			return rep, err
+		}
+		benchkit.Logf("profiles in %s", o.profileDir)
+	}
 	return rep, nil
 }
 
-// flowMemChild runs the flowmem subcommand and returns its results.
-func flowMemChild(ctx context.Context, self, sizes string) ([]flowMemResult, error) {
+// flowMemChild runs the flowmem subcommand of a benchflows binary and
+// returns its results.
+func flowMemChild(ctx context.Context, bin, sizes string) ([]flowMemResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, self, "flowmem", "-flows", sizes).Output()
+	out, err := exec.CommandContext(ctx, bin, "flowmem", "-flows", sizes).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -154,59 +205,90 @@ func podLabels(app string) map[string]string {
 	}
 }
 
-// setup builds the node and its pods, starts the agent and waits until
-// every pod is an attached endpoint, and starts the echo server.
-func (b *bench) setup(ctx context.Context, agentBin string) error {
-	var err error
-	if b.node, err = b.c.AddNode(ctx, "node1", harness.Routed); err != nil {
-		return err
-	}
-	if b.client, err = b.node.AddPod(ctx, "shop", "client", podLabels("client")); err != nil {
-		return err
-	}
-	if b.server, err = b.node.AddPod(ctx, "shop", "server", podLabels("server"), harness.Port{Name: "http", Port: serverPort}); err != nil {
-		return err
-	}
-	for i := range b.o.pods {
-		if _, err := b.node.AddPod(ctx, "shop", fmt.Sprintf("idle-%d", i), podLabels(fmt.Sprintf("idle-%d", i%5))); err != nil {
+// setup builds each build's node and pods, starts their agents, waits
+// until every pod is an attached endpoint, and starts the echo servers.
+func (b *bench) setup(ctx context.Context) error {
+	for _, bd := range b.builds {
+		if err := b.addNode(ctx, bd); err != nil {
 			return err
 		}
 	}
 	if err := b.c.SyncManifests(); err != nil {
 		return err
 	}
-	benchkit.Logf("harness run %s: node %s (netns %s, bpffs %s, state %s), %d pods", b.c.ID, b.node.Name, b.node.NetnsName, b.node.BPFRoot, b.node.StateDir, len(b.node.Pods()))
-	if b.agent, err = b.node.StartAgent(agentBin, b.o.agentFlags...); err != nil {
+	for _, bd := range b.builds {
+		if err := b.startAgent(ctx, bd); err != nil {
+			return fmt.Errorf("%s: %w", buildName(bd.name), err)
+		}
+	}
+	return nil
+}
+
+// addNode adds a build's node: a client, a server and -pods idle pods.
+// Pod names are the cluster's, so the baseline's are prefixed.
+func (b *bench) addNode(ctx context.Context, bd *build) error {
+	prefix, node := "", "node1"
+	if bd.name != "" {
+		prefix, node = bd.name+"-", bd.name+"1"
+	}
+	var err error
+	if bd.node, err = b.c.AddNode(ctx, node, harness.Routed); err != nil {
 		return err
 	}
-	if b.agentPid, err = agentProcess(b.agent); err != nil {
+	if bd.client, err = bd.node.AddPod(ctx, "shop", prefix+"client", podLabels("client")); err != nil {
+		return err
+	}
+	if bd.server, err = bd.node.AddPod(ctx, "shop", prefix+"server", podLabels("server"), harness.Port{Name: "http", Port: serverPort}); err != nil {
+		return err
+	}
+	for i := range b.o.pods {
+		if _, err := bd.node.AddPod(ctx, "shop", fmt.Sprintf("%sidle-%d", prefix, i), podLabels(fmt.Sprintf("idle-%d", i%5))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startAgent starts a build's agent and its node's echo server.
+func (b *bench) startAgent(ctx context.Context, bd *build) error {
+	benchkit.Logf("harness run %s: node %s (netns %s, bpffs %s, state %s), %d pods, agent %s", b.c.ID, bd.node.Name,
+		bd.node.NetnsName, bd.node.BPFRoot, bd.node.StateDir, len(bd.node.Pods()), bd.agentBin)
+	flags := b.o.agentFlags
+	if bd.name == "" && b.o.profileDir != "" {
+		flags = append(slices.Clone(flags), "--pprof")
+	}
+	var err error
+	if bd.agent, err = bd.node.StartAgent(bd.agentBin, flags...); err != nil {
+		return err
+	}
+	if bd.agentPid, err = agentProcess(bd.agent); err != nil {
 		return err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := b.agent.WaitReady(rctx); err != nil {
+	if err := bd.agent.WaitReady(rctx); err != nil {
 		return err
 	}
-	if err := b.waitEndpoints(rctx); err != nil {
+	if err := waitEndpoints(rctx, bd); err != nil {
 		return err
 	}
-	st, err := b.node.AgentStatus(ctx)
+	st, err := bd.node.AgentStatus(ctx)
 	if err != nil {
 		return err
 	}
-	b.rep.Agent = agentInfo{
-		Pid: b.agentPid, Flags: b.o.agentFlags, Endpoints: st.Endpoints, AttachMode: st.AttachMode,
-		FlowBuffer: st.Flows.Capacity, EventsBuffer: eventsBufferOf(b.agent.Logs()), EventBytes: eventRecordBytes(),
+	*bd.info = agentInfo{
+		Pid: bd.agentPid, Flags: flags, Endpoints: st.Endpoints, AttachMode: st.AttachMode, Binary: bd.agentBin,
+		FlowBuffer: st.Flows.Capacity, EventsBuffer: eventsBufferOf(bd.agent.Logs()), EventBytes: eventRecordBytes(),
 	}
 	if st.AttachMode != "tcx" {
 		return fmt.Errorf("the agent attached with %q: the test-run generator finds sl_from_ep through tcx", st.AttachMode)
 	}
-	addr := netip.AddrPortFrom(b.server.IP, serverPort)
-	if err := benchkit.StartEcho(ctx, b.server, b.client, b.self, addr); err != nil {
+	addr := netip.AddrPortFrom(bd.server.IP, serverPort)
+	if err := benchkit.StartEcho(ctx, bd.server, bd.client, b.self, addr); err != nil {
 		return fmt.Errorf("echo server on %s: %w", addr, err)
 	}
 	benchkit.Logf("agent pid %d ready: %d endpoints, flow buffer %d, events ring %d bytes; client veth ifindex %d",
-		b.agentPid, st.Endpoints, st.Flows.Capacity, b.rep.Agent.EventsBuffer, b.clientIfindex)
+		bd.agentPid, st.Endpoints, st.Flows.Capacity, bd.info.EventsBuffer, bd.clientIfindex)
 	return nil
 }
 
@@ -225,12 +307,12 @@ func agentProcess(a *harness.Agent) (int, error) {
 	}
 }
 
-// waitEndpoints waits until every pod is a ready endpoint and notes the
-// client's host-side interface.
-func (b *bench) waitEndpoints(ctx context.Context) error {
+// waitEndpoints waits until every pod of a build's node is a ready
+// endpoint and notes the client's host-side interface.
+func waitEndpoints(ctx context.Context, bd *build) error {
 	for {
 		var eps []api.Endpoint
-		err := b.node.AgentGet(ctx, api.PathEndpoints, &eps)
+		err := bd.node.AgentGet(ctx, api.PathEndpoints, &eps)
 		if err == nil {
 			ready := 0
 			for _, ep := range eps {
@@ -238,14 +320,14 @@ func (b *bench) waitEndpoints(ctx context.Context) error {
 					continue
 				}
 				ready++
-				if ep.Namespace == b.client.Namespace && ep.Pod == b.client.Name {
-					b.clientIfindex = ep.IfIndex
+				if ep.Namespace == bd.client.Namespace && ep.Pod == bd.client.Name {
+					bd.clientIfindex = ep.IfIndex
 				}
 			}
-			if ready == len(b.node.Pods()) && b.clientIfindex > 0 {
+			if ready == len(bd.node.Pods()) && bd.clientIfindex > 0 {
 				return nil
 			}
-			err = fmt.Errorf("%d of %d endpoints ready", ready, len(b.node.Pods()))
+			err = fmt.Errorf("%d of %d endpoints ready", ready, len(bd.node.Pods()))
 		}
 		select {
 		case <-ctx.Done():
@@ -266,15 +348,15 @@ func eventsBufferOf(logs string) int {
 	return 0
 }
 
-// measureIdle measures the agent's CPU with nothing happening: the cost
-// the steps' CPU is net of.
-func (b *bench) measureIdle(ctx context.Context) error {
+// measureIdle measures a build's agent's CPU with nothing happening: the
+// cost the steps' CPU is net of.
+func (b *bench) measureIdle(ctx context.Context, bd *build) error {
 	select {
 	case <-time.After(time.Second): // let start-up work finish
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	c0, err := procCPU(b.agentPid)
+	c0, err := procCPU(bd.agentPid)
 	if err != nil {
 		return err
 	}
@@ -284,13 +366,41 @@ func (b *bench) measureIdle(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	c1, err := procCPU(b.agentPid)
+	c1, err := procCPU(bd.agentPid)
 	if err != nil {
 		return err
 	}
-	b.rep.IdleAgentCores = (c1 - c0) / time.Since(t0).Seconds()
-	benchkit.Logf("idle agent: %.1f%% of a core", 100*b.rep.IdleAgentCores)
+	*bd.idle = (c1 - c0) / time.Since(t0).Seconds()
+	benchkit.Logf("idle agent (%s): %.1f%% of a core", buildName(bd.name), 100**bd.idle)
 	return nil
+}
+
+// variant is one variant of one build: what a step measures.
+type variant struct {
+	bd   *build
+	mode string // store or follow
+}
+
+func (v variant) label() string { return v.bd.label(v.mode) }
+
+// variants are the steps of each rate: every -variants mode of every
+// build.
+func (b *bench) variants() []variant {
+	var out []variant
+	for _, m := range b.o.variants {
+		for _, bd := range b.builds {
+			out = append(out, variant{bd, m})
+		}
+	}
+	return out
+}
+
+func (b *bench) labels() []string {
+	var out []string
+	for _, v := range b.variants() {
+		out = append(out, v.label())
+	}
+	return out
 }
 
 // sweep measures every variant at each rate, ascending, in an order
@@ -302,8 +412,9 @@ func (b *bench) sweep(ctx context.Context, source string, targets []int) error {
 	stopped := map[string]bool{}
 	bad := map[string]int{}
 	for i, t := range targets {
-		for _, v := range alternate(b.o.variants, i) {
-			if stopped[v] {
+		for _, v := range alternate(b.variants(), i) {
+			l := v.label()
+			if stopped[l] {
 				continue
 			}
 			s, err := b.step(ctx, source, v, float64(t))
@@ -311,22 +422,22 @@ func (b *bench) sweep(ctx context.Context, source string, targets []int) error {
 				return err
 			}
 			if s.lossy() || s.short() || s.Err != "" {
-				bad[v]++
+				bad[l]++
 			} else {
-				bad[v] = 0
+				bad[l] = 0
 			}
-			if bad[v] >= 2 {
-				stopped[v] = true
-				benchkit.Logf("%s %s: two steps in a row lost events or could not be offered: not going higher", source, v)
+			if bad[l] >= 2 {
+				stopped[l] = true
+				benchkit.Logf("%s %s: two steps in a row lost events or could not be offered: not going higher", source, l)
 			}
 		}
 	}
 	if source != sourceTestRun {
 		return nil
 	}
-	for _, v := range b.o.variants {
+	for _, v := range b.variants() {
 		for range b.o.refine {
-			lo, hi := b.rep.bounds(source, v)
+			lo, hi := b.rep.bounds(source, v.label())
 			if lo == 0 || hi == 0 || hi/lo < 1.1 {
 				break
 			}
@@ -341,8 +452,8 @@ func (b *bench) sweep(ctx context.Context, source string, targets []int) error {
 
 // alternate returns l in order for even i, reversed for odd i, so that no
 // variant always runs first.
-func alternate(l []string, i int) []string {
-	out := append([]string(nil), l...)
+func alternate[T any](l []T, i int) []T {
+	out := append([]T(nil), l...)
 	if i%2 == 1 {
 		for a, z := 0, len(out)-1; a < z; a, z = a+1, z-1 {
 			out[a], out[z] = out[z], out[a]
@@ -354,22 +465,22 @@ func alternate(l []string, i int) []string {
 // step measures one rate of one variant and adds it to the report. Its
 // error ends the run (ctx cancelled, the agent gone); a failed
 // measurement is recorded in the step instead.
-func (b *bench) step(ctx context.Context, source, variant string, target float64) (*stepResult, error) {
-	s := &stepResult{Source: source, Variant: variant, Target: target}
-	if err := b.measure(ctx, s); err != nil {
+func (b *bench) step(ctx context.Context, source string, v variant, target float64) (*stepResult, error) {
+	s := &stepResult{Source: source, Variant: v.mode, Build: v.bd.name, Target: target}
+	if err := b.measure(ctx, v.bd, s); err != nil {
 		s.Err = err.Error()
 	}
 	b.rep.Steps = append(b.rep.Steps, *s)
 	switch {
 	case ctx.Err() != nil:
 		return s, ctx.Err()
-	case b.agent.ExitErr() != nil:
-		return s, fmt.Errorf("the agent exited: %v; log tail:\n%s", b.agent.ExitErr(), tailLines(b.agent.Logs(), 30))
+	case v.bd.agent.ExitErr() != nil:
+		return s, fmt.Errorf("the agent exited: %v; log tail:\n%s", v.bd.agent.ExitErr(), tailLines(v.bd.agent.Logs(), 30))
 	case s.Err != "":
-		benchkit.Logf("%s %s %.0f: failed: %s", source, variant, target, benchkit.FirstLine(s.Err))
+		benchkit.Logf("%s %s %.0f: failed: %s", source, v.label(), target, benchkit.FirstLine(s.Err))
 	default:
-		benchkit.Logf("%s %-6s target %7.0f: offered %7.0f ev/s, stored %7.0f ev/s, lost %d in the kernel, follower %s, agent %.0f%% of a core, drain %.0f ms",
-			source, variant, target, s.OfferedRate, s.StoredRate, s.KernelLost, s.followText(), 100*s.AgentCores, 1000*s.DrainSeconds)
+		benchkit.Logf("%s %-11s target %7.0f: offered %7.0f ev/s, stored %7.0f ev/s, lost %d in the kernel, follower %s, agent %.0f%% of a core, drain %.0f ms",
+			source, v.label(), target, s.OfferedRate, s.StoredRate, s.KernelLost, s.followText(), 100*s.AgentCores, 1000*s.DrainSeconds)
 	}
 	return s, nil
 }
@@ -377,24 +488,29 @@ func (b *bench) step(ctx context.Context, source, variant string, target float64
 // measure runs one step: the follower (follow variant), the generator's
 // window with CPU samples around it, then the wait until the agent and
 // the follower have everything there is to get.
-func (b *bench) measure(ctx context.Context, s *stepResult) error {
+func (b *bench) measure(ctx context.Context, bd *build, s *stepResult) error {
+	// Profiles are of this tree's build (the baseline's may lack the hooks).
+	profiling := b.o.profileDir != "" && bd.name == ""
 	var f *follower
 	if s.Variant == "follow" {
 		var err error
-		if f, err = startFollower(b.cliBin, b.node.StateDir); err != nil {
+		var profile string
+		if profiling {
+			profile = profileName(b.o.profileDir, "cli", s)
+		}
+		if f, err = startFollower(bd.cliBin, bd.node.StateDir, profile); err != nil {
 			return err
 		}
 		defer f.stop()
 		// The follower prints nothing until a flow comes: a few events
-		// tell when it reads.
-		if err := b.emitCount(ctx, markerEvents); err != nil {
-			return fmt.Errorf("marker events: %w", err)
-		}
-		if err := f.waitFor(ctx, markerEvents, 15*time.Second); err != nil {
+		// tell when it reads. It follows from the newest flow when its
+		// request arrives, which may be after the first markers: emit
+		// them again until it prints.
+		if err := b.awaitFollower(ctx, bd, f); err != nil {
 			return err
 		}
 	}
-	st0, err := b.node.AgentStatus(ctx)
+	st0, err := bd.node.AgentStatus(ctx)
 	if err != nil {
 		return err
 	}
@@ -402,15 +518,19 @@ func (b *bench) measure(ctx context.Context, s *stepResult) error {
 	if f != nil {
 		fc0 = f.counts()
 	}
-	gen, err := b.startGenerator(ctx, s)
+	gen, err := b.startGenerator(ctx, bd, s)
 	if err != nil {
 		return err
 	}
 	defer gen.kill()
 
-	before, err := b.sample(f)
+	before, err := sample(bd, f)
 	if err != nil {
 		return err
+	}
+	var profiled func() error
+	if profiling {
+		profiled = profileAgent(ctx, bd.node.StateDir, profileName(b.o.profileDir, "agent", s), b.o.duration)
 	}
 	if err := gen.start(); err != nil {
 		return err
@@ -419,7 +539,12 @@ func (b *bench) measure(ctx context.Context, s *stepResult) error {
 	if err != nil {
 		return err
 	}
-	after, err := b.sample(f)
+	if profiled != nil {
+		if err := profiled(); err != nil {
+			return err
+		}
+	}
+	after, err := sample(bd, f)
 	if err != nil {
 		return err
 	}
@@ -455,7 +580,7 @@ func (b *bench) measure(ctx context.Context, s *stepResult) error {
 		}
 	}
 
-	st1, drain, err := b.drain(ctx, st0, expected)
+	st1, drain, err := drain(ctx, bd, st0, expected)
 	s.DrainSeconds = drain.Seconds()
 	if err != nil {
 		return err
@@ -473,11 +598,11 @@ func (b *bench) measure(ctx context.Context, s *stepResult) error {
 	s.OfferedRate = float64(s.Offered) / s.Seconds
 	s.StoredRate = float64(s.Stored) / s.Seconds
 	if s.AgentCores > 0 && s.StoredRate > 0 {
-		s.AgentPer10k = (s.AgentCores - b.rep.IdleAgentCores) / (s.StoredRate / 10_000)
+		s.AgentPer10k = (s.AgentCores - *bd.idle) / (s.StoredRate / 10_000)
 	}
 
 	if f != nil {
-		fc := b.waitFollower(ctx, f, fc0, s.Stored)
+		fc := waitFollower(ctx, f, fc0, s.Stored)
 		s.Followed = fc.flows - fc0.flows
 		s.FollowerMissed = fc.missed - fc0.missed
 		s.FollowedRate = float64(s.Followed) / s.Seconds
@@ -488,6 +613,27 @@ func (b *bench) measure(ctx context.Context, s *stepResult) error {
 	return nil
 }
 
+// followerReady is how long the follower has to print the markers
+// before they are emitted again, and how many times they are.
+const (
+	followerReady  = 2 * time.Second
+	markerAttempts = 8
+)
+
+// awaitFollower emits markers until the follower has printed them.
+func (b *bench) awaitFollower(ctx context.Context, bd *build, f *follower) error {
+	var err error
+	for range markerAttempts {
+		if err = b.emitCount(ctx, bd, markerEvents); err != nil {
+			return fmt.Errorf("marker events: %w", err)
+		}
+		if err = f.waitFor(ctx, markerEvents, followerReady); err == nil || f.exited() != nil || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
 // cpuSample is the CPU times of the processes of a step at one moment.
 type cpuSample struct {
 	at              time.Time
@@ -495,13 +641,13 @@ type cpuSample struct {
 	machine         machineCPU
 }
 
-func (b *bench) sample(f *follower) (cpuSample, error) {
+func sample(bd *build, f *follower) (cpuSample, error) {
 	var s cpuSample
 	var err error
 	if s.machine, err = readMachineCPU(); err != nil {
 		return s, err
 	}
-	if s.agent, err = procCPU(b.agentPid); err != nil {
+	if s.agent, err = procCPU(bd.agentPid); err != nil {
 		return s, err
 	}
 	if f != nil {
@@ -517,12 +663,12 @@ func (b *bench) sample(f *follower) (cpuSample, error) {
 // counter account for expected events, or, when expected is 0, until they
 // stop changing; it returns the last status and how long that took after
 // the generator ended. Status reads are outside the CPU window.
-func (b *bench) drain(ctx context.Context, st0 *api.Status, expected uint64) (*api.Status, time.Duration, error) {
+func drain(ctx context.Context, bd *build, st0 *api.Status, expected uint64) (*api.Status, time.Duration, error) {
 	start := time.Now()
 	var last uint64
 	lastChange := start
 	for {
-		st, err := b.node.AgentStatus(ctx)
+		st, err := bd.node.AgentStatus(ctx)
 		if err != nil {
 			return nil, time.Since(start), err
 		}
@@ -547,7 +693,7 @@ func (b *bench) drain(ctx context.Context, st0 *api.Status, expected uint64) (*a
 
 // waitFollower waits until the follower has printed, or been told it
 // missed, want flows since fc0, or its output stops changing.
-func (b *bench) waitFollower(ctx context.Context, f *follower, fc0 followCounts, want uint64) followCounts {
+func waitFollower(ctx context.Context, f *follower, fc0 followCounts, want uint64) followCounts {
 	var last uint64
 	lastChange := time.Now()
 	for {
@@ -570,25 +716,25 @@ func (b *bench) waitFollower(ctx context.Context, f *follower, fc0 followCounts,
 }
 
 // startGenerator starts the step's generator, set up and waiting for go.
-func (b *bench) startGenerator(ctx context.Context, s *stepResult) (*child, error) {
+func (b *bench) startGenerator(ctx context.Context, bd *build, s *stepResult) (*child, error) {
 	d := b.o.duration.String()
 	switch s.Source {
 	case sourceTestRun:
-		return startChild(ctx, &b.node.Host, b.self, b.emitArgs("-rate", fmt.Sprint(s.Target), "-duration", d)...)
+		return startChild(ctx, &bd.node.Host, b.self, emitArgs(bd, "-rate", fmt.Sprint(s.Target), "-duration", d)...)
 	default:
-		return startChild(ctx, &b.client.Host, b.self, "connect", "-addr", netip.AddrPortFrom(b.server.IP, serverPort).String(),
+		return startChild(ctx, &bd.client.Host, b.self, "connect", "-addr", netip.AddrPortFrom(bd.server.IP, serverPort).String(),
 			"-rate", fmt.Sprint(s.Target), "-duration", d, "-workers", fmt.Sprint(b.o.workers))
 	}
 }
 
-func (b *bench) emitArgs(extra ...string) []string {
-	return append([]string{"emit", "-ifindex", fmt.Sprint(b.clientIfindex), "-src", b.client.IP.String(),
-		"-dst", b.server.IP.String(), "-dport", fmt.Sprint(serverPort)}, extra...)
+func emitArgs(bd *build, extra ...string) []string {
+	return append([]string{"emit", "-ifindex", fmt.Sprint(bd.clientIfindex), "-src", bd.client.IP.String(),
+		"-dst", bd.server.IP.String(), "-dport", fmt.Sprint(serverPort)}, extra...)
 }
 
 // emitCount emits n events as fast as it can and waits for the emitter.
-func (b *bench) emitCount(ctx context.Context, n int) error {
-	g, err := startChild(ctx, &b.node.Host, b.self, b.emitArgs("-count", fmt.Sprint(n))...)
+func (b *bench) emitCount(ctx context.Context, bd *build, n int) error {
+	g, err := startChild(ctx, &bd.node.Host, b.self, emitArgs(bd, "-count", fmt.Sprint(n))...)
 	if err != nil {
 		return err
 	}
@@ -701,4 +847,12 @@ func tailLines(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// buildName names a build in logs: "this" tree's, or the baseline's.
+func buildName(name string) string {
+	if name == "" {
+		return "this"
+	}
+	return name
 }

@@ -1,0 +1,9 @@
+package cli
+
+// For the external tests.
+type WireJSON = wireJSON
+
+var (
+	NewWireJSON      = newWireJSON
+	ErrNotTranscoded = errNotTranscoded
+)
