@@ -238,6 +238,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_policy_rev SEC(".maps");
 
+/* The node's L7 proxy (index 0): how many local endpoints have a policy
+ * that redirects to it, written by the agent. The uplink programs look
+ * for connections to hand over only while it is not 0. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sl_proxy_state);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_proxy SEC(".maps");
+
 /* Layout fingerprint of every pinned map, written by the agent so that a
  * map whose key or value layout changed is replaced, never misread. */
 struct {

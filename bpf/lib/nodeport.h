@@ -18,6 +18,7 @@
 #define SLUICE_NODEPORT_H
 
 #include "lb.h"
+#include "proxy.h"
 
 #define UPLINK_EP 0
 
@@ -279,6 +280,71 @@ static __always_inline int host_egress_icmp_error(struct __sk_buff *skb, struct 
 	return SL_NEXT;
 }
 
+/* host_to_proxy's answer when the packet is not one to hand over. */
+#define HOST_NOT_PROXIED (-2)
+
+/*
+ * A TCP connection from elsewhere to a pod of this node whose ingress
+ * policy redirects it: handed to the node's proxy here, where it enters
+ * the node (its own endpoint cannot). Its CT entry on the uplink (endpoint
+ * 0) holds the proxy port for the packets that follow; the proxy's replies
+ * update it at uplink egress. Returns a tc verdict, or HOST_NOT_PROXIED.
+ */
+static __always_inline int host_to_proxy(struct __sk_buff *skb, struct sl_pkt *pkt, struct ct_nat *nat)
+{
+	struct policy_result pol = {};
+	struct event_policy ev;
+	struct sl_ct_key key;
+	struct sl_ct_entry *e;
+	__u32 ep_id;
+	int reason;
+
+	ct_key_from_pkt(&key, UPLINK_EP, pkt, false);
+	e = bpf_map_lookup_elem(&sl_ct, &key);
+	if (e && e->expires > bpf_ktime_get_ns() && (e->policy_flags & SL_CT_POL_TO_PROXY)) {
+		ct_track(UPLINK_EP, pkt, SL_DIR_INGRESS, skb->len, nat);
+		reason = proxy_assign(skb, pkt, e->proxy_port);
+		if (reason != SL_DROP_NONE)
+			return drop_flags(skb, SL_DIR_INGRESS, reason, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
+		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
+		return SL_NEXT;
+	}
+	if ((pkt->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN)
+		return HOST_NOT_PROXIED;
+	/* Forwarded from elsewhere: a node address is the remote node, not
+	 * this host (as peer_identity has it). */
+	pol.peer_id = ipcache_identity(pkt->saddr.addr4, &ep_id);
+	if (pol.peer_id == SL_ID_HOST)
+		pol.peer_id = SL_ID_WORLD;
+	pol.proxy_port = proxy_port_of_destination(pkt->daddr.addr4, pkt->proto, pkt->dport, pkt->saddr.addr4,
+						   pol.peer_id);
+	if (!pol.proxy_port)
+		return HOST_NOT_PROXIED;
+	nat->cur_rev = policy_rev_current();
+	if (ct_track(UPLINK_EP, pkt, SL_DIR_INGRESS, skb->len, nat) == CT_FULL)
+		return drop(skb, SL_DIR_INGRESS, SL_DROP_CT_MAP_FULL, UPLINK_EP, pkt);
+	pol.verdict = SL_VERDICT_REDIRECT;
+	pol.flags = SL_CT_POL_TO_PROXY;
+	policy_remember(&key, nat->cur_rev, &pol);
+	ev.src_identity = pol.peer_id;
+	ev.dst_identity = 0;
+	ev.rule = 0;
+	ev.verdict = SL_VERDICT_REDIRECT;
+	ev.proxy_port = pol.proxy_port;
+	reason = proxy_assign(skb, pkt, pol.proxy_port);
+	if (reason != SL_DROP_NONE) {
+		bpf_map_delete_elem(&sl_ct, &key);
+		count(SL_METRIC_DROPPED, SL_DIR_INGRESS, reason, skb->len);
+		emit_event_pol(skb, SL_EVENT_DROP, SL_DIR_INGRESS, reason, UPLINK_EP, pkt, 0, NULL, 0, &ev,
+			       SL_EVENT_F_TRACKED);
+		return SL_DROP;
+	}
+	count(SL_METRIC_POLICY_REDIRECT, SL_DIR_INGRESS, 0, skb->len);
+	emit_event_pol(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, pkt, 0, NULL, 0, &ev, SL_EVENT_F_TRACKED);
+	count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
+	return SL_NEXT;
+}
+
 static __always_inline int host_ingress(struct __sk_buff *skb)
 {
 	struct sl_scratch *st = scratch();
@@ -319,6 +385,12 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 	 * it arrived. */
 	if (pkt->first_frag && !frag_remember(skb, pkt))
 		count(SL_METRIC_FRAG_TABLE_FULL, SL_DIR_INGRESS, 0, skb->len);
+
+	if (pkt->proto == IPPROTO_TCP && proxy_in_use()) {
+		ret = host_to_proxy(skb, pkt, nat);
+		if (ret != HOST_NOT_PROXIED)
+			return ret;
+	}
 
 	ret = snat_reply(skb, pkt);
 	if (ret < 0)
@@ -428,8 +500,10 @@ static __always_inline int host_egress(struct __sk_buff *skb)
 	 * node's own traffic never creates uplink entries. */
 	ct_key_from_pkt(&key, UPLINK_EP, pkt, true);
 	e = bpf_map_lookup_elem(&sl_ct, &key);
-	if (!e || !e->rev_nat_id)
+	if (!e || !(e->rev_nat_id || (e->policy_flags & SL_CT_POL_TO_PROXY)))
 		return SL_NEXT;
+	/* A translated connection's reply, or the proxy's answer to a client
+	 * it was handed (tracked so the connection stays established). */
 	if (ct_track(UPLINK_EP, pkt, SL_DIR_EGRESS, skb->len, nat) != CT_REPLY || !nat->rev_nat_id)
 		return SL_NEXT;
 	if (lb_rev_translate(skb, UPLINK_EP, pkt, nat) < 0)

@@ -101,6 +101,15 @@ static __always_inline __u16 proxy_port_of_destination(__be32 daddr, __u8 proto,
 	return res.verdict == SL_VERDICT_REDIRECT ? res.proxy_port : 0;
 }
 
+/* Is any local endpoint's policy redirecting to the proxy? */
+static __always_inline bool proxy_in_use(void)
+{
+	__u32 zero = 0;
+	struct sl_proxy_state *st = bpf_map_lookup_elem(&sl_proxy, &zero);
+
+	return st && st->redirecting_endpoints;
+}
+
 /*
  * Refuse, as a closed port does, a connection no proxy takes: the packet
  * becomes an RST sent back into the pod (acknowledging a SYN, so the

@@ -32,6 +32,7 @@ type Maps struct {
 	PolicyCIDR *ebpf.Map
 	PolicyRev  *ebpf.Map
 	NAT        *ebpf.Map
+	Proxy      *ebpf.Map
 	owned      []*ebpf.Map
 	// The SNAT port range and the closing-connection lifetime the programs
 	// were loaded with (loaded datapaths only): what NATUsage measures
@@ -53,7 +54,7 @@ func (dp *Datapath) Maps() *Maps {
 	o := &dp.objs
 	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends,
 		LBRevNat: o.SlLbRevnat, LBMaglev: o.SlLbMaglev, LBSrcRange: o.SlLbSrcRange, Uplinks: o.SlUplinks,
-		IPCache: o.SlIpcache, Policy: o.SlPolicy, PolicyCIDR: o.SlPolicyCidr, PolicyRev: o.SlPolicyRev, NAT: o.SlNat,
+		IPCache: o.SlIpcache, Policy: o.SlPolicy, PolicyCIDR: o.SlPolicyCidr, PolicyRev: o.SlPolicyRev, NAT: o.SlNat, Proxy: o.SlProxy,
 		snatPortMin: dp.cfg.SNATPortMin, snatPortMax: dp.cfg.SNATPortMax, ctTimeoutClose: uint64(dp.cfg.CTTimeoutClose.Nanoseconds()),
 		flowEvents:  dp.cfg.FlowEvents,
 		maglevInner: dp.maglevInner, policyInner: dp.policyInner, cidrInner: dp.cidrInner, epMu: &dp.epMu}

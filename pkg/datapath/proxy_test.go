@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -222,4 +225,94 @@ func TestProxyUpstreamIsAdmitted(t *testing.T) {
 		}
 	}
 	require.NotZero(t, unavailable)
+}
+
+// A client elsewhere: its connection is handed to the proxy at the uplink,
+// where it enters the node; the proxy's replies keep it established.
+//
+//	ext 10.3.0.2 ── u0 ──► node (uplink programs on u0) ··· pod 10.1.0.2:80 (ingress: redirect to :15001)
+//	                        sl_from_netdev → sk_assign → proxy (sees 10.3.0.2 → 10.1.0.2:80)
+func TestProxyRedirectAtTheUplink(t *testing.T) {
+	root := testRoot(t)
+	v := newVethPair(t) // the pod behind h0 (not attached: the connection never reaches it)
+	ext := newNetns(t)
+	var uplink int
+	inNetns(t, v.host, func() {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "u0"}, PeerName: "e0", PeerNamespace: netlink.NsFd(ext)}
+		require.NoError(t, netlink.LinkAdd(veth))
+		u0, err := netlink.LinkByName("u0")
+		require.NoError(t, err)
+		require.NoError(t, netlink.AddrAdd(u0, &netlink.Addr{IPNet: mustNet("10.3.0.1/24")}))
+		require.NoError(t, netlink.LinkSetUp(u0))
+		uplink = u0.Attrs().Index
+		lo, err := netlink.LinkByName("lo")
+		require.NoError(t, err)
+		require.NoError(t, netlink.LinkSetUp(lo))
+		require.NoError(t, os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644))
+		require.NoError(t, EnsureProxyRouting())
+	})
+	inNetns(t, ext, func() {
+		e0, err := netlink.LinkByName("e0")
+		require.NoError(t, err)
+		require.NoError(t, netlink.AddrAdd(e0, &netlink.Addr{IPNet: mustNet("10.3.0.2/24")}))
+		require.NoError(t, netlink.LinkSetUp(e0))
+		require.NoError(t, netlink.RouteAdd(&netlink.Route{LinkIndex: e0.Attrs().Index, Dst: mustNet("10.1.0.0/24"), Gw: net.IPv4(10, 3, 0, 1)}))
+	})
+	var dp *Datapath
+	inNetns(t, v.host, func() {
+		var err error
+		dp, err = Load(Config{BPFRoot: root}, nil)
+		require.NoError(t, err)
+		m := dp.Maps()
+		_, _, err = m.SyncIPCache(map[netip.Prefix]IPCacheEntry{netip.MustParsePrefix("10.1.0.2/32"): {Identity: 1000, EndpointID: 7}})
+		require.NoError(t, err)
+		require.NoError(t, m.WriteEndpointPolicy(7, EndpointPolicy{Entries: []PolicyEntry{
+			{Identity: 0, Dir: dirIn, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictRedirect, ProxyPort: 15001, Rule: 63},
+		}}))
+		require.NoError(t, m.SetProxyRedirects(1))
+		mode := AttachTC
+		if HaveTCX(dp) {
+			mode = AttachTCX
+		}
+		a, err := NewAttacher(dp, mode, 0)
+		require.NoError(t, err)
+		require.NoError(t, a.AttachUplink(uplink))
+	})
+	t.Cleanup(func() { dp.Close() })
+	var ln net.Listener
+	inNetns(t, v.host, func() { ln = transparentProxy(t, "127.0.0.1:15001") })
+	defer ln.Close()
+
+	for i := range 3 {
+		var conn net.Conn
+		var err error
+		inNetns(t, ext, func() { conn, err = net.DialTimeout("tcp4", "10.1.0.2:80", 2*time.Second) })
+		require.NoError(t, err, "connection %d", i)
+		_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+		reply, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(reply, "proxied client=10.3.0.2:"), reply)
+		require.Contains(t, reply, "original=10.1.0.2:80")
+	}
+	ct, err := dp.Maps().ListCT()
+	require.NoError(t, err)
+	require.NotEmpty(t, ct, "the uplink tracks the connections it handed over")
+	for _, e := range ct {
+		require.NotEqual(t, "syn-sent", e.State, "the proxy's replies were tracked: %+v", e)
+	}
+}
+
+// newNetns is a fresh network namespace, closed at the end of the test.
+func newNetns(t *testing.T) netns.NsHandle {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	require.NoError(t, err)
+	defer func() { require.NoError(t, netns.Set(orig)); orig.Close() }()
+	ns, err := netns.New()
+	require.NoError(t, err)
+	t.Cleanup(func() { ns.Close() })
+	return ns
 }

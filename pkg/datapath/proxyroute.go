@@ -90,3 +90,16 @@ func RemoveProxyRouting() error {
 	}
 	return errors.Join(errs...)
 }
+
+// SetProxyRedirects tells the datapath how many local endpoints have a
+// policy that redirects to the node's proxy: while none has, the uplink
+// programs do not look for connections to hand over.
+func (m *Maps) SetProxyRedirects(n uint32) error {
+	if m.Proxy == nil {
+		return errors.New("sl_proxy is not open")
+	}
+	if err := m.Proxy.Put(uint32(0), &bpfobj.BpfSlProxyState{RedirectingEndpoints: n}); err != nil {
+		return fmt.Errorf("write sl_proxy: %w", err)
+	}
+	return nil
+}

@@ -87,6 +87,9 @@ type Reconciler struct {
 	synced   uint64 // store revision the engine has seen
 	placed   map[nsName]*placement
 	overflow map[nsName]string
+	// proxyRedirects is what sl_proxy was last told: endpoints whose
+	// maps redirect to the node's L7 proxy.
+	proxyRedirects uint32
 	lastErr  error
 	revision uint32
 	savedIDs [sha256.Size]byte // of the identities last saved
@@ -232,6 +235,24 @@ func (r *Reconciler) writeMapsLocked(pod nsName, pl *placement, p *policy.Endpoi
 	}
 	pl.policy, pl.mapsOK = p, true
 	return nil
+}
+
+// redirectingLocked counts the endpoints whose maps hand connections to
+// the node's L7 proxy.
+func (r *Reconciler) redirectingLocked() uint32 {
+	var n uint32
+	for _, pl := range r.placed {
+		if pl.policy == nil || !pl.mapsOK {
+			continue
+		}
+		for _, e := range pl.policy.Entries {
+			if e.Verdict == policy.Redirect {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }
 
 // desiredLocked is the identity and flags endpoint pod should carry now.
@@ -418,8 +439,19 @@ func (r *Reconciler) pass(full bool) {
 			pl.identity, pl.flags = id, f
 		}
 	}
+	redirects := r.redirectingLocked()
 	snap := r.alloc.Snapshot()
 	r.mu.Unlock()
+
+	// Before the revision moves: the uplinks look for connections to hand
+	// to the proxy while any endpoint's maps redirect.
+	if full || redirects != r.proxyRedirects {
+		if err := r.opts.Maps.SetProxyRedirects(redirects); err != nil {
+			errs = append(errs, err)
+		} else {
+			r.proxyRedirects = redirects
+		}
+	}
 
 	// The ipcache is written whole (diffed against the map) when the
 	// engine or the local endpoints changed since it was last written

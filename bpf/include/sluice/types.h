@@ -65,6 +65,12 @@ enum sl_drop_reason {
 	SL_DROP_SOCKET_ASSIGN_FAILED = 179, /* flow.DropReason_SOCKET_ASSIGN_FAILED */
 };
 
+/* The node's L7 proxy, as the datapath needs to know it (sl_proxy). */
+struct sl_proxy_state {
+	__u32 redirecting_endpoints; /* local endpoints whose policy redirects to the proxy */
+	__u32 pad;
+};
+
 /*
  * Packet marks (skb->mark) the datapath sets or trusts. The agent routes
  * SL_MARK_TO_PROXY to the local stack (an ip rule to a table holding

@@ -513,6 +513,12 @@ const (
 	BpfSlPolicyVerdictSL_VERDICT_AUDIT    BpfSlPolicyVerdict = 4
 )
 
+type BpfSlProxyState struct {
+	_                    structs.HostLayout
+	RedirectingEndpoints uint32
+	Pad                  uint32
+}
+
 type BpfSlScratch struct {
 	_   structs.HostLayout
 	Pkt struct {
@@ -616,6 +622,7 @@ const (
 	BpfMapSlPolicy            = "sl_policy"
 	BpfMapSlPolicyCidr        = "sl_policy_cidr"
 	BpfMapSlPolicyRev         = "sl_policy_rev"
+	BpfMapSlProxy             = "sl_proxy"
 	BpfMapSlScratch           = "sl_scratch"
 	BpfMapSlSockDestroy       = "sl_sock_destroy"
 	BpfMapSlUplinks           = "sl_uplinks"
@@ -726,6 +733,7 @@ type BpfMapSpecs struct {
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
+	SlProxy       *ebpf.MapSpec `ebpf:"sl_proxy"`
 	SlScratch     *ebpf.MapSpec `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
@@ -810,6 +818,7 @@ type BpfMaps struct {
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
+	SlProxy       *ebpf.Map `ebpf:"sl_proxy"`
 	SlScratch     *ebpf.Map `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
@@ -836,6 +845,7 @@ func (m *BpfMaps) Close() error {
 		m.SlPolicy,
 		m.SlPolicyCidr,
 		m.SlPolicyRev,
+		m.SlProxy,
 		m.SlScratch,
 		m.SlSockDestroy,
 		m.SlUplinks,

@@ -35,6 +35,7 @@ const (
 	HostMapSlPolicy            = "sl_policy"
 	HostMapSlPolicyCidr        = "sl_policy_cidr"
 	HostMapSlPolicyRev         = "sl_policy_rev"
+	HostMapSlProxy             = "sl_proxy"
 	HostMapSlScratch           = "sl_scratch"
 	HostMapSlSockDestroy       = "sl_sock_destroy"
 	HostMapSlUplinks           = "sl_uplinks"
@@ -126,6 +127,7 @@ type HostMapSpecs struct {
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
+	SlProxy       *ebpf.MapSpec `ebpf:"sl_proxy"`
 	SlScratch     *ebpf.MapSpec `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
@@ -191,6 +193,7 @@ type HostMaps struct {
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
+	SlProxy       *ebpf.Map `ebpf:"sl_proxy"`
 	SlScratch     *ebpf.Map `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
@@ -217,6 +220,7 @@ func (m *HostMaps) Close() error {
 		m.SlPolicy,
 		m.SlPolicyCidr,
 		m.SlPolicyRev,
+		m.SlProxy,
 		m.SlScratch,
 		m.SlSockDestroy,
 		m.SlUplinks,

@@ -35,6 +35,7 @@ const (
 	IterMapSlPolicy            = "sl_policy"
 	IterMapSlPolicyCidr        = "sl_policy_cidr"
 	IterMapSlPolicyRev         = "sl_policy_rev"
+	IterMapSlProxy             = "sl_proxy"
 	IterMapSlSockDestroy       = "sl_sock_destroy"
 	IterMapSlUplinks           = "sl_uplinks"
 	IterProgSlDestroyUdp       = "sl_destroy_udp"
@@ -122,6 +123,7 @@ type IterMapSpecs struct {
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
+	SlProxy       *ebpf.MapSpec `ebpf:"sl_proxy"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
@@ -185,6 +187,7 @@ type IterMaps struct {
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
+	SlProxy       *ebpf.Map `ebpf:"sl_proxy"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
@@ -210,6 +213,7 @@ func (m *IterMaps) Close() error {
 		m.SlPolicy,
 		m.SlPolicyCidr,
 		m.SlPolicyRev,
+		m.SlProxy,
 		m.SlSockDestroy,
 		m.SlUplinks,
 	)

@@ -35,6 +35,7 @@ const (
 	SockMapSlPolicy            = "sl_policy"
 	SockMapSlPolicyCidr        = "sl_policy_cidr"
 	SockMapSlPolicyRev         = "sl_policy_rev"
+	SockMapSlProxy             = "sl_proxy"
 	SockMapSlScratch           = "sl_scratch"
 	SockMapSlSockDestroy       = "sl_sock_destroy"
 	SockMapSlUplinks           = "sl_uplinks"
@@ -133,6 +134,7 @@ type SockMapSpecs struct {
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
+	SlProxy       *ebpf.MapSpec `ebpf:"sl_proxy"`
 	SlScratch     *ebpf.MapSpec `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
@@ -201,6 +203,7 @@ type SockMaps struct {
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
+	SlProxy       *ebpf.Map `ebpf:"sl_proxy"`
 	SlScratch     *ebpf.Map `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
@@ -227,6 +230,7 @@ func (m *SockMaps) Close() error {
 		m.SlPolicy,
 		m.SlPolicyCidr,
 		m.SlPolicyRev,
+		m.SlProxy,
 		m.SlScratch,
 		m.SlSockDestroy,
 		m.SlUplinks,
