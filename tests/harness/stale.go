@@ -126,6 +126,13 @@ func runResources(id string) ([]string, error) {
 			found = append(found, filepath.Join(cg, id))
 		}
 	}
+	if v1, err := CgroupV1Mounts(); err == nil {
+		for _, h := range v1 {
+			if _, err := os.Stat(filepath.Join(h, id)); err == nil {
+				found = append(found, filepath.Join(h, id))
+			}
+		}
+	}
 	if _, err := os.Stat(filepath.Join(bpffsDefault, id)); err == nil {
 		found = append(found, filepath.Join(bpffsDefault, id))
 	}
@@ -158,6 +165,15 @@ func staleRunIDs() ([]string, error) {
 		if entries, err := os.ReadDir(cg); err == nil {
 			for _, e := range entries {
 				consider(e.Name() + "-")
+			}
+		}
+	}
+	if v1, err := CgroupV1Mounts(); err == nil {
+		for _, h := range v1 {
+			if entries, err := os.ReadDir(h); err == nil {
+				for _, e := range entries {
+					consider(e.Name() + "-")
+				}
 			}
 		}
 	}
@@ -245,6 +261,20 @@ func removeRun(id string, netnsOrder []string) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := killCgroupsV1(id, 10*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	tmps, _ := filepath.Glob(filepath.Join(os.TempDir(), id+"-*"))
+	for _, d := range tmps {
+		if _, err := os.Stat(filepath.Join(d, tempMarker)); err != nil {
+			continue
+		}
+		// Mounts first (a node's containers and volumes), so that
+		// removing the directory never reaches into them.
+		if err := unmountUnder(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, n := range mine {
 		if err := deleteNetns(n); err != nil {
 			errs = append(errs, err)
@@ -253,7 +283,6 @@ func removeRun(id string, netnsOrder []string) error {
 	if err := os.RemoveAll(filepath.Join(bpffsDefault, id)); err != nil {
 		errs = append(errs, fmt.Errorf("remove bpffs dir of run %s: %w", id, err))
 	}
-	tmps, _ := filepath.Glob(filepath.Join(os.TempDir(), id+"-*"))
 	for _, d := range tmps {
 		if _, err := os.Stat(filepath.Join(d, tempMarker)); err != nil {
 			continue
