@@ -144,7 +144,9 @@ spec:
 		// The per-packet path tracks the client's connection to the
 		// ClusterIP at the client's endpoint; socket LB never lets a
 		// packet carry it.
-		ct := sluice(t, c, "bpf", "ct", "list")
+		// (--bpf-root: the overlay's, where the README's commands use
+		// the default.)
+		ct := sluice(t, c, "--bpf-root", c.Node.BPFRoot, "bpf", "ct", "list")
 		require.Contains(t, ct, vip, "a connection tracked to the ClusterIP: the per-packet path translated it")
 	})
 }
