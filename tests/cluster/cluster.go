@@ -250,16 +250,14 @@ func (c *Cluster) startProcess(name, bin string, args ...string) error {
 	return nil
 }
 
+// tail is the end of a node process's log (for failure messages).
 func (c *Cluster) tail(name string, lines int) string {
-	b, err := os.ReadFile(filepath.Join(c.Dir, "logs", name+".log"))
-	if err != nil {
-		return err.Error()
+	for _, p := range c.procs {
+		if p.Log() == filepath.Join(c.Dir, "logs", name+".log") {
+			return p.Tail(lines)
+		}
 	}
-	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(ls) > lines {
-		ls = ls[len(ls)-lines:]
-	}
-	return strings.Join(ls, "\n")
+	return "(no " + name + " started)"
 }
 
 func (c *Cluster) startControllers() error {
