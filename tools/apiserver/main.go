@@ -155,7 +155,8 @@ func ensure(set binSet, cache string, force, keep bool) (string, error) {
 		return "", fmt.Errorf("creating the cache directory: %w (choose another with -cache or SLUICE_CACHE)", err)
 	}
 	// Nice the whole build: the go commands inherit it.
-	if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, set.nice); err != nil {
+	// Never raise it: a caller's `nice -n 19` stays.
+	if err := lowerPriority(set.nice); err != nil {
 		logf("could not lower the build's priority: %v", err)
 	}
 
@@ -205,6 +206,20 @@ func ensure(set binSet, cache string, force, keep bool) (string, error) {
 	logf("%s %s (etcd %s) in %s: %s", set.name, apiserver.KubernetesVersion, b.etcdVersion, dir,
 		strings.TrimSpace(strings.SplitN(stamp, "\n", 4)[3]))
 	return dir, nil
+}
+
+// lowerPriority sets this process's niceness to nice unless it is nicer
+// already.
+func lowerPriority(nice int) error {
+	// getpriority(2) returns 20-nice, so that the result is never negative.
+	prio, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0)
+	if err != nil {
+		return err
+	}
+	if 20-prio >= nice {
+		return nil
+	}
+	return syscall.Setpriority(syscall.PRIO_PROCESS, 0, nice)
 }
 
 type builder struct {
