@@ -19,7 +19,14 @@ import (
 	"github.com/sluice-net/sluice/tests/harness"
 )
 
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) {
+	removeStaleImages()
+	harness.MainThen(m, func() {
+		if images.path != "" {
+			os.RemoveAll(filepath.Dir(images.path))
+		}
+	})
+}
 
 // errNotYet is what a WaitFor condition returns while the state it waits
 // for has not come.
@@ -57,6 +64,22 @@ func requireCluster(t *testing.T) Binaries {
 	return b
 }
 
+// imagesDirPrefix starts the temporary directories of the images, followed
+// by the test process's pid.
+const imagesDirPrefix = "sluice-cluster-images-"
+
+// removeStaleImages removes image directories of test processes that are
+// gone (killed before their TestMain could).
+func removeStaleImages() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), imagesDirPrefix+"*"))
+	for _, d := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), imagesDirPrefix), "-")
+		if _, err := os.Stat("/proc/" + pid); err != nil {
+			os.RemoveAll(d)
+		}
+	}
+}
+
 var images struct {
 	once sync.Once
 	path string
@@ -64,11 +87,11 @@ var images struct {
 }
 
 // buildImages builds the images once per test process, in a directory
-// removed at its end (TestMain's harness.Main removes the builds).
+// TestMain removes at its end.
 func buildImages(t *testing.T) string {
 	t.Helper()
 	images.once.Do(func() {
-		dir, err := os.MkdirTemp("", "sluice-cluster-images-")
+		dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", imagesDirPrefix, os.Getpid()))
 		if err != nil {
 			images.err = err
 			return
@@ -87,7 +110,6 @@ func startCluster(t *testing.T, kubeProxy bool) *Cluster {
 	t.Helper()
 	b := requireCluster(t)
 	imgs := buildImages(t)
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(imgs)) })
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	c, err := Start(ctx, Options{Binaries: b, KubeProxy: kubeProxy, Images: imgs, Logf: t.Logf})
