@@ -119,6 +119,9 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := harness.MakeCgroupV1(c.CgroupRoot); err != nil {
 		return c, err
 	}
+	if err := enableControllers(c.Node.CgroupRoot); err != nil {
+		return c, err
+	}
 	if err := c.writeCNI(); err != nil {
 		return c, err
 	}
@@ -225,6 +228,43 @@ func (c *Cluster) writeCNI() error {
 }
 `, filepath.Join(c.Dir, "cni", "ipam"), c.Node.PodCIDR.String())
 	return os.WriteFile(filepath.Join(c.CNIConfDir, "10-pods.conflist"), []byte(conf), 0o644)
+}
+
+// enableControllers lets the kubelet's pod cgroups below dir use the
+// cgroup v2 controllers, on a host where they are v2's (no v1 hierarchy):
+// each level from the cgroup2 root down delegates them to its children.
+// On a hybrid host the controllers are v1's and the kubelet uses those.
+func enableControllers(dir string) error {
+	v1, err := harness.CgroupV1Mounts()
+	if err != nil || len(v1) > 0 {
+		return err
+	}
+	root, err := harness.Cgroup2Mount()
+	if err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(root, dir)
+	if err != nil {
+		return err
+	}
+	p := root
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		avail, err := os.ReadFile(filepath.Join(p, "cgroup.controllers"))
+		if err != nil {
+			return err
+		}
+		var enable []string
+		for _, ctl := range strings.Fields(string(avail)) {
+			enable = append(enable, "+"+ctl)
+		}
+		if len(enable) > 0 {
+			if err := os.WriteFile(filepath.Join(p, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0o644); err != nil {
+				return fmt.Errorf("delegating the cgroup v2 controllers of %s: %w", p, err)
+			}
+		}
+		p = filepath.Join(p, part)
+	}
+	return nil
 }
 
 // CNIPluginDirs are where distributions install the CNI plugins.

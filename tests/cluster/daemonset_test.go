@@ -209,9 +209,12 @@ spec:
 		t.Logf("across the rolling update: held connection %d round trips (error %q), new connections %d ok / %d failed %v, backends %v",
 			res.HeldRoundTrips, res.HeldError, res.NewOK, res.NewFailed, res.NewErrors, res.Backends)
 		assert.Empty(t, res.HeldError, "the established connection broke")
-		assert.Greater(t, res.HeldRoundTrips, 300)
+		// A round trip every 100ms and a new connection every 50ms for
+		// 45s: ~400 and ~700 on an idle machine; far fewer means the
+		// client stalled.
+		assert.Greater(t, res.HeldRoundTrips, 100, "the held connection stalled")
 		assert.Zero(t, res.NewFailed, "new connections failed")
-		assert.Greater(t, res.NewOK, 300)
+		assert.Greater(t, res.NewOK, 100, "new connections stalled")
 	})
 
 	t.Run("uninstall leaves the datapath, the cleanup removes it", func(t *testing.T) {
