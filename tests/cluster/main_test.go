@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,12 +22,35 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	harness.RunWorkloadIfRequested()
+	stopOnSignal()
 	removeStaleImages()
 	harness.MainThen(m, func() {
 		if images.path != "" {
 			os.RemoveAll(filepath.Dir(images.path))
 		}
 	})
+}
+
+// stopOnSignal removes this process's clusters when the tests are
+// interrupted (Ctrl-C on make test-cluster, a CI timeout's SIGTERM), half
+// started ones included, and exits, so an interrupted run leaves nothing
+// behind; a SIGKILLed one is removed by the next run
+// (harness.CleanupStale in TestMain).
+func stopOnSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "tests/cluster: %s: removing the clusters\n", s)
+		if err := harness.CleanupOwnRuns(); err != nil {
+			fmt.Fprintf(os.Stderr, "tests/cluster: %v\n", err)
+		}
+		if images.path != "" {
+			os.RemoveAll(filepath.Dir(images.path))
+		}
+		os.Exit(2)
+	}()
 }
 
 // errNotYet is what a WaitFor condition returns while the state it waits

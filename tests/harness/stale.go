@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -228,10 +229,43 @@ func CleanupStale() ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
+// CleanupOwnRuns removes every run this process owns, whatever state it
+// is in (a cluster half built included): for a signal handler that must
+// leave nothing behind when the tests are interrupted.
+func CleanupOwnRuns() error {
+	entries, err := os.ReadDir(registryDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(registryDir, e.Name()))
+		if err != nil {
+			continue
+		}
+		var o runOwner
+		if json.Unmarshal(b, &o) != nil || o.Pid != os.Getpid() {
+			continue
+		}
+		errs = append(errs, removeRun(strings.TrimSuffix(e.Name(), ".json"), nil))
+	}
+	return errors.Join(errs...)
+}
+
+// removeMu serialises removeRun: a signal handler's CleanupOwnRuns and a
+// test's own Cleanup may remove the same run at once, and the handler's
+// exit must not cut the other's removal short.
+var removeMu sync.Mutex
+
 // removeRun deletes every object of run id. netnsOrder, when given, is the
 // order in which this run's namespaces are deleted (pods before nodes before
 // the underlay); namespaces not listed follow.
 func removeRun(id string, netnsOrder []string) error {
+	removeMu.Lock()
+	defer removeMu.Unlock()
 	var errs []error
 	nss, err := listNetns()
 	if err != nil {
