@@ -103,10 +103,14 @@ func imageLayer(files []ImageFile) ([]byte, error) {
 		}
 	}
 	sort.Strings(dirList) // parents first
-	for _, d := range append(dirList, "/tmp") {
+	for _, d := range dirList {
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(d, "/") + "/", Mode: 0o755}); err != nil {
 			return nil, err
 		}
+	}
+	// /tmp as every image has it: world-writable and sticky.
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}); err != nil {
+		return nil, err
 	}
 	for _, f := range files {
 		name := strings.TrimPrefix(f.Path, "/")
