@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/pkg/cgroups"
 )
 
 // What a run that starts real Kubernetes node software (tests/cluster: a
@@ -25,14 +26,14 @@ import (
 // CgroupV1Mounts returns the mount points of the cgroup v1 hierarchies
 // (cpu, memory, pids, name=systemd, ...), empty on a unified host.
 func CgroupV1Mounts() ([]string, error) {
-	mounts, err := readMounts()
+	mounts, err := cgroups.Mounts()
 	if err != nil {
 		return nil, err
 	}
 	var dirs []string
 	for _, m := range mounts {
-		if m.fstype == "cgroup" {
-			dirs = append(dirs, m.point)
+		if m.FSType == "cgroup" {
+			dirs = append(dirs, m.Point)
 		}
 	}
 	return dirs, nil
@@ -114,15 +115,15 @@ func killCgroupsV1(id string, timeout time.Duration) error {
 // that removing dir deletes only the run's own files and never reaches
 // into a file system mounted there (a container's root, a bind mount).
 func unmountUnder(dir string) error {
-	mounts, err := readMounts()
+	mounts, err := cgroups.Mounts()
 	if err != nil {
 		return err
 	}
 	var points []string
 	prefix := strings.TrimSuffix(dir, "/") + "/"
 	for _, m := range mounts {
-		if m.point == dir || strings.HasPrefix(m.point, prefix) {
-			points = append(points, m.point)
+		if m.Point == dir || strings.HasPrefix(m.Point, prefix) {
+			points = append(points, m.Point)
 		}
 	}
 	// Deeper paths are longer; a path mounted twice is unmounted twice.
@@ -136,45 +137,3 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
-type mount struct{ point, fstype string }
-
-// readMounts parses /proc/self/mountinfo (mount points are octal-escaped
-// there: a space is \040).
-func readMounts() ([]mount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var ms []mount
-	s := bufio.NewScanner(f)
-	s.Buffer(make([]byte, 64<<10), 1<<20)
-	for s.Scan() {
-		pre, post, ok := strings.Cut(s.Text(), " - ")
-		fields, postFields := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(postFields) < 1 {
-			continue
-		}
-		ms = append(ms, mount{point: unescapeMount(fields[4]), fstype: postFields[0]})
-	}
-	return ms, s.Err()
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
-				b.WriteByte(byte(c))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
