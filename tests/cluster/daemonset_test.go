@@ -200,10 +200,16 @@ spec:
 			streamErr = json.Unmarshal([]byte(out), &res)
 		}()
 		time.Sleep(5 * time.Second)
+		agentPod := func() string {
+			return strings.TrimSpace(kubectl(t, c, "-n", "sluice-system", "get", "pods", "-l", "app.kubernetes.io/name=sluice", "-o", "jsonpath={.items[*].metadata.name}"))
+		}
+		before := agentPod()
 		start := time.Now()
 		kubectl(t, c, "-n", "sluice-system", "rollout", "restart", "ds/sluice")
 		kubectl(t, c, "-n", "sluice-system", "rollout", "status", "ds/sluice", "--timeout=4m")
 		t.Logf("rolling restart done in %s", time.Since(start).Round(time.Millisecond))
+		require.NotEqual(t, before, agentPod(), "the agent's pod was replaced")
+		require.True(t, agentStatus(t, c).Adopted, "the new agent adopted the pinned datapath")
 		wg.Wait()
 		require.NoError(t, streamErr)
 		t.Logf("across the rolling update: held connection %d round trips (error %q), new connections %d ok / %d failed %v, backends %v",
@@ -233,6 +239,7 @@ spec:
 		require.NotContains(t, string(conf), "sluice-cni")
 		// No agent, no kube-proxy: the ClusterIP is still translated by
 		// the pinned datapath, as documented.
+		require.FileExists(t, filepath.Join(c.Node.BPFRoot, "sl_lb_svc"), "the pins stay")
 		requireWebAnswers(t, c, vip+":80")
 		// New pods start (no sluice-cni waits for an agent).
 		apply(t, c, `
