@@ -61,7 +61,7 @@ bench-apiserver: build apiserver-bins ## Real API server figures: EndpointSlice 
 # into $SLUICE_CACHE/cluster/<version>, beside the API server's binaries;
 # containerd, runc and the CNI plugins from Debian.
 .PHONY: cluster-bins
-cluster-bins: ## Build the API server's and the node's Kubernetes binaries into the cache (~14 min cold on 2 cores, at nice 19; instant once there)
+cluster-bins: ## Build the API server's and the node's Kubernetes binaries into the cache (cold: ~6 min after the API server's ~13, on a busy 2-core machine, at nice 19; instant once there)
 	$(GO) run ./tools/apiserver -cluster >/dev/null
 
 .PHONY: test-cluster

@@ -60,7 +60,7 @@ func LocateBinaries() (Binaries, error) {
 		dir = BinDir(apiserver.DefaultCacheDir())
 	}
 	if err := FindNodeBinaries(dir); err != nil {
-		return Binaries{}, fmt.Errorf("kubelet, kube-controller-manager, kube-scheduler, kubectl and kube-proxy %s not found in %s (%w): build them with `make cluster-bins` (go run ./tools/apiserver -cluster: ~14 minutes the first time on 2 cores, with the API server's), or run `make test-cluster`, which does both",
+		return Binaries{}, fmt.Errorf("kubelet, kube-controller-manager, kube-scheduler, kubectl and kube-proxy %s not found in %s (%w): build them with `make cluster-bins` (go run ./tools/apiserver -cluster: about 20 minutes the first time on 2 cores, the API server's included), or run `make test-cluster`, which does both",
 			KubernetesVersion, dir, err)
 	}
 	return Binaries{
