@@ -136,4 +136,3 @@ func unmountUnder(dir string) error {
 	}
 	return errors.Join(errs...)
 }
-
