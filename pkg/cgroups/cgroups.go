@@ -41,7 +41,37 @@ func FindMount(fstype string) (string, error) {
 }
 
 func findMount(r io.Reader, want string) (string, error) {
+	ms, err := parseMounts(r)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range ms {
+		if m.FSType == want {
+			return m.Point, nil
+		}
+	}
+	return "", nil
+}
+
+// Mount is one line of mountinfo: where, and which filesystem type.
+type Mount struct {
+	Point, FSType string
+}
+
+// Mounts lists the mounts of /proc/self/mountinfo in order.
+func Mounts() ([]Mount, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mountinfo: %w", err)
+	}
+	defer f.Close()
+	return parseMounts(f)
+}
+
+func parseMounts(r io.Reader) ([]Mount, error) {
+	var ms []Mount
 	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		// "36 35 0:30 / /sys/fs/cgroup/unified rw,... shared:9 - cgroup2 cgroup2 rw"
 		pre, post, ok := strings.Cut(sc.Text(), " - ")
@@ -50,14 +80,14 @@ func findMount(r io.Reader, want string) (string, error) {
 		}
 		fields := strings.Fields(pre)
 		fstype := strings.Fields(post)
-		if len(fields) >= 5 && len(fstype) > 0 && fstype[0] == want {
-			return unescape(fields[4]), nil
+		if len(fields) >= 5 && len(fstype) > 0 {
+			ms = append(ms, Mount{Point: unescape(fields[4]), FSType: fstype[0]})
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("read mountinfo: %w", err)
+		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
-	return "", nil
+	return ms, nil
 }
 
 // unescape undoes mountinfo's octal escapes (\040 for space, ...).

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,10 @@ type pki struct {
 	CAFile, ServingCert, ServingKey   string
 	AdminCert, AdminKey               string
 	SAPublicKeyFile, SAPrivateKeyFile string
+
+	ca    *x509.Certificate
+	caKey crypto.Signer
+	now   time.Time
 }
 
 // AdminUser and AdminGroup are the identity of the admin's client
@@ -35,7 +40,9 @@ const (
 	AdminGroup = "system:masters"
 )
 
-func newPKI(dir string) (*pki, error) {
+// newPKI generates the CA, the certificates and keys into dir; the serving
+// certificate holds sans besides loopback.
+func newPKI(dir string, sans []net.IP) (*pki, error) {
 	p := &pki{
 		dir:    dir,
 		CAFile: filepath.Join(dir, "ca.crt"), ServingCert: filepath.Join(dir, "apiserver.crt"), ServingKey: filepath.Join(dir, "apiserver.key"),
@@ -65,35 +72,16 @@ func newPKI(dir string) (*pki, error) {
 	if err := writePEM(p.CAFile, "CERTIFICATE", caDER); err != nil {
 		return nil, err
 	}
-
-	issue := func(tmpl *x509.Certificate, certFile, keyFile string) error {
-		key, err := newKey()
-		if err != nil {
-			return err
-		}
-		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(7*24*time.Hour)
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		der, _, err := sign(tmpl, ca, key, caKey)
-		if err != nil {
-			return err
-		}
-		if err := writePEM(certFile, "CERTIFICATE", der); err != nil {
-			return err
-		}
-		return writeKey(keyFile, key)
-	}
-	if err := issue(&x509.Certificate{
+	p.ca, p.caKey, p.now = ca, caKey, now
+	if err := p.issue(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses: append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, sans...),
 		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
 	}, p.ServingCert, p.ServingKey); err != nil {
 		return nil, err
 	}
-	if err := issue(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: AdminUser, Organization: []string{AdminGroup}},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}, p.AdminCert, p.AdminKey); err != nil {
+	if _, _, err := p.issueClient(AdminUser, []string{AdminGroup}); err != nil {
 		return nil, err
 	}
 
@@ -112,6 +100,40 @@ func newPKI(dir string) (*pki, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// issue signs tmpl with the CA and writes the certificate and a new key.
+func (p *pki) issue(tmpl *x509.Certificate, certFile, keyFile string) error {
+	key, err := newKey()
+	if err != nil {
+		return err
+	}
+	tmpl.NotBefore, tmpl.NotAfter = p.now.Add(-time.Hour), p.now.Add(7*24*time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, _, err := sign(tmpl, p.ca, key, p.caKey)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(certFile, "CERTIFICATE", der); err != nil {
+		return err
+	}
+	return writeKey(keyFile, key)
+}
+
+// issueClient issues a client certificate for user in groups and returns
+// its files (<dir>/<user>.crt and .key; the admin's are AdminCert and
+// AdminKey).
+func (p *pki) issueClient(user string, groups []string) (certFile, keyFile string, err error) {
+	base := filepath.Join(p.dir, strings.NewReplacer(":", "-", "/", "-").Replace(user))
+	certFile, keyFile = base+".crt", base+".key"
+	if user == AdminUser {
+		certFile, keyFile = p.AdminCert, p.AdminKey
+	}
+	err = p.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: user, Organization: groups},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, certFile, keyFile)
+	return certFile, keyFile, err
 }
 
 func newKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }

@@ -223,7 +223,7 @@ func TestAgentRSS(t *testing.T) {
 			b("go_memstats_heap_alloc_bytes"), b("go_memstats_heap_inuse_bytes"), b("go_memstats_heap_idle_bytes"),
 			b("go_memstats_heap_released_bytes"), b("go_memstats_next_gc_bytes"), b("go_memstats_sys_bytes"))
 	}
-	for name, pid := range map[string]int{"kube-apiserver": cp.APIServer.Pid(), "etcd": cp.etcd.pid()} {
+	for name, pid := range map[string]int{"kube-apiserver": cp.APIServer.Pid(), "etcd": cp.etcd.Pid()} {
 		if pm, err := harness.ReadProcMem(pid); err == nil {
 			t.Logf("%s: VmRSS %s, VmHWM %s", name, mib(pm.VmRSS), mib(pm.VmHWM))
 		}

@@ -129,7 +129,11 @@ func CleanupBuilds() error {
 //
 // It runs a requested workload (and exits), removes leftovers of aborted
 // runs when running as root, runs the tests and removes built binaries.
-func Main(m *testing.M) {
+func Main(m *testing.M) { MainThen(m, nil) }
+
+// MainThen is Main that calls after (if not nil) once the tests have run,
+// for what a package made for all its tests (tests/cluster's images).
+func MainThen(m *testing.M, after func()) {
 	RunWorkloadIfRequested()
 	if os.Geteuid() == 0 {
 		if removed, err := CleanupStale(); err != nil {
@@ -139,6 +143,9 @@ func Main(m *testing.M) {
 		}
 	}
 	code := m.Run()
+	if after != nil {
+		after()
+	}
 	if err := CleanupBuilds(); err != nil {
 		fmt.Fprintf(os.Stderr, "harness: %v\n", err)
 	}

@@ -543,3 +543,64 @@ func execOut(ctx context.Context, name string, args ...string) (string, error) {
 	b, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 	return string(b), err
 }
+
+// TestCleanupStaleNodeSoftware: what a killed run of real node software
+// (tests/cluster: containerd, a kubelet) leaves besides the harness's own
+// objects is removed too: a mount in its temporary directory (a
+// container's root, a pod's network namespace), which must be detached
+// rather than emptied, and a cgroup v1 subtree with a process in it (the
+// kubelet's pods on a hybrid host).
+func TestCleanupStaleNodeSoftware(t *testing.T) {
+	harness.RequireRoot(t)
+	const id = harness.GlobalPrefix + "fffe"
+	if _, err := os.Stat("/run/sluice-harness/" + id + ".json"); err == nil {
+		t.Skipf("run id %s is in use", id)
+	}
+	tmp := filepath.Join(os.TempDir(), id+"-cluster-1")
+	mnt := filepath.Join(tmp, "node1", "k8s", "rootfs")
+	require.NoError(t, os.MkdirAll(mnt, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(tmp, ".sluice-harness"), []byte(id+"\n"), 0o644))
+	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH); _ = os.RemoveAll(tmp) })
+	require.NoError(t, syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"))
+	// A file on the mounted file system: removing the run must not
+	// reach into it (a container's image layer, say).
+	require.NoError(t, os.WriteFile(filepath.Join(mnt, "layer-file"), []byte("x"), 0o644))
+
+	v1, err := harness.CgroupV1Mounts()
+	require.NoError(t, err)
+	var pid int
+	var pidsCgroup string
+	for _, h := range v1 {
+		if filepath.Base(h) == "pids" {
+			pidsCgroup = filepath.Join(h, id, "node1", "kubepods")
+		}
+	}
+	if pidsCgroup != "" {
+		require.NoError(t, harness.MakeCgroupV1(id+"/node1/kubepods"))
+		sleep := exec.Command("sleep", "600")
+		require.NoError(t, sleep.Start())
+		pid = sleep.Process.Pid
+		go func() { _ = sleep.Wait() }()
+		t.Cleanup(func() { _ = sleep.Process.Kill() })
+		require.NoError(t, os.WriteFile(filepath.Join(pidsCgroup, "cgroup.procs"), []byte(fmt.Sprint(pid)), 0o644))
+	} else {
+		t.Log("no cgroup v1 pids hierarchy here: only the mount is checked")
+	}
+
+	removed, err := harness.CleanupStale()
+	require.NoError(t, err)
+	assert.Contains(t, removed, tmp)
+	assert.NoDirExists(t, tmp)
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	assert.NotContains(t, string(mounts), tmp, "the mount is detached")
+	if pidsCgroup != "" {
+		for _, h := range v1 {
+			assert.NoDirExists(t, filepath.Join(h, id))
+		}
+		require.Eventually(t, func() bool {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			return err != nil || strings.Contains(string(b), ") Z ")
+		}, 5*time.Second, 20*time.Millisecond, "the process in the run's v1 cgroup is killed")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -126,6 +127,13 @@ func runResources(id string) ([]string, error) {
 			found = append(found, filepath.Join(cg, id))
 		}
 	}
+	if v1, err := CgroupV1Mounts(); err == nil {
+		for _, h := range v1 {
+			if _, err := os.Stat(filepath.Join(h, id)); err == nil {
+				found = append(found, filepath.Join(h, id))
+			}
+		}
+	}
 	if _, err := os.Stat(filepath.Join(bpffsDefault, id)); err == nil {
 		found = append(found, filepath.Join(bpffsDefault, id))
 	}
@@ -158,6 +166,15 @@ func staleRunIDs() ([]string, error) {
 		if entries, err := os.ReadDir(cg); err == nil {
 			for _, e := range entries {
 				consider(e.Name() + "-")
+			}
+		}
+	}
+	if v1, err := CgroupV1Mounts(); err == nil {
+		for _, h := range v1 {
+			if entries, err := os.ReadDir(h); err == nil {
+				for _, e := range entries {
+					consider(e.Name() + "-")
+				}
 			}
 		}
 	}
@@ -212,10 +229,43 @@ func CleanupStale() ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
+// CleanupOwnRuns removes every run this process owns, whatever state it
+// is in (a cluster half built included): for a signal handler that must
+// leave nothing behind when the tests are interrupted.
+func CleanupOwnRuns() error {
+	entries, err := os.ReadDir(registryDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(registryDir, e.Name()))
+		if err != nil {
+			continue
+		}
+		var o runOwner
+		if json.Unmarshal(b, &o) != nil || o.Pid != os.Getpid() {
+			continue
+		}
+		errs = append(errs, removeRun(strings.TrimSuffix(e.Name(), ".json"), nil))
+	}
+	return errors.Join(errs...)
+}
+
+// removeMu serialises removeRun: a signal handler's CleanupOwnRuns and a
+// test's own Cleanup may remove the same run at once, and the handler's
+// exit must not cut the other's removal short.
+var removeMu sync.Mutex
+
 // removeRun deletes every object of run id. netnsOrder, when given, is the
 // order in which this run's namespaces are deleted (pods before nodes before
 // the underlay); namespaces not listed follow.
 func removeRun(id string, netnsOrder []string) error {
+	removeMu.Lock()
+	defer removeMu.Unlock()
 	var errs []error
 	nss, err := listNetns()
 	if err != nil {
@@ -245,6 +295,20 @@ func removeRun(id string, netnsOrder []string) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := killCgroupsV1(id, 10*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	tmps, _ := filepath.Glob(filepath.Join(os.TempDir(), id+"-*"))
+	for _, d := range tmps {
+		if _, err := os.Stat(filepath.Join(d, tempMarker)); err != nil {
+			continue
+		}
+		// Mounts first (a node's containers and volumes), so that
+		// removing the directory never reaches into them.
+		if err := unmountUnder(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, n := range mine {
 		if err := deleteNetns(n); err != nil {
 			errs = append(errs, err)
@@ -253,7 +317,6 @@ func removeRun(id string, netnsOrder []string) error {
 	if err := os.RemoveAll(filepath.Join(bpffsDefault, id)); err != nil {
 		errs = append(errs, fmt.Errorf("remove bpffs dir of run %s: %w", id, err))
 	}
-	tmps, _ := filepath.Glob(filepath.Join(os.TempDir(), id+"-*"))
 	for _, d := range tmps {
 		if _, err := os.Stat(filepath.Join(d, tempMarker)); err != nil {
 			continue
