@@ -90,9 +90,9 @@ type Reconciler struct {
 	// proxyRedirects is what sl_proxy was last told: endpoints whose
 	// maps redirect to the node's L7 proxy.
 	proxyRedirects uint32
-	lastErr  error
-	revision uint32
-	savedIDs [sha256.Size]byte // of the identities last saved
+	lastErr        error
+	revision       uint32
+	savedIDs       [sha256.Size]byte // of the identities last saved
 }
 
 // New restores saved identities and builds the engine.
