@@ -417,8 +417,8 @@ func addr16(a netip.Addr) (out [16]uint8) {
 	return a.As16()
 }
 
-func ctKey(ep uint32, src, dst netip.AddrPort) bpfobj.BpfSlCtKey {
-	k := bpfobj.BpfSlCtKey{EpId: ep, Family: 2, Proto: 6, Sport: htons(src.Port()), Dport: htons(dst.Port())}
+func ctKey(ep uint32, src, dst netip.AddrPort) bpfobj.EndpointSlCtKey {
+	k := bpfobj.EndpointSlCtKey{EpId: ep, Family: 2, Proto: 6, Sport: htons(src.Port()), Dport: htons(dst.Port())}
 	k.Saddr.Addr6 = addr16(src.Addr())
 	k.Daddr.Addr6 = addr16(dst.Addr())
 	return k
@@ -452,7 +452,7 @@ func TestBPFPinnedMaps(t *testing.T) {
 			IPv4: netip.MustParseAddr("10.244.1.6"), IPv6: netip.MustParseAddr("fd00:10:244:1::6")}))
 
 		now := datapath.MonotonicNow()
-		live := bpfobj.BpfSlCtEntry{
+		live := bpfobj.EndpointSlCtEntry{
 			Expires: now + uint64(60*time.Second), Created: now - uint64(5*time.Second),
 			PacketsOrig: 12, BytesOrig: 1500, PacketsReply: 10, BytesReply: 9000,
 			State: 3, Origin: 2,
@@ -752,11 +752,11 @@ func TestBPFRefusesAnotherLayout(t *testing.T) {
 	loadAndClose(t, dir, func(dp *datapath.Datapath) {
 		require.NoError(t, dp.Maps().PutEndpoint(datapath.EndpointEntry{IfIndex: 5, ID: 3, IPv4: netip.MustParseAddr("10.244.1.5")}))
 	})
-	layouts, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpfobj.BpfMapSlLayout), nil)
+	layouts, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpfobj.EndpointMapSlLayout), nil)
 	require.NoError(t, err)
 	defer layouts.Close()
-	key := func(name string) bpfobj.BpfSlLayoutKey {
-		var k bpfobj.BpfSlLayoutKey
+	key := func(name string) bpfobj.EndpointSlLayoutKey {
+		var k bpfobj.EndpointSlLayoutKey
 		for i := range name {
 			k.Name[i] = int8(name[i])
 		}
@@ -767,13 +767,13 @@ func TestBPFRefusesAnotherLayout(t *testing.T) {
 		m   string
 		cmd []string
 	}{
-		{bpfobj.BpfMapSlCt, []string{"bpf", "ct", "list"}},
-		{bpfobj.BpfMapSlEndpoints, []string{"bpf", "endpoint", "list"}},
-		{bpfobj.BpfMapSlLbMaglev, []string{"bpf", "lb", "list"}},
-		{bpfobj.BpfMapSlPolicy, []string{"bpf", "policy", "list"}},
-		{bpfobj.BpfMapSlPolicyCidr, []string{"bpf", "policy", "list", "-o", "json"}},
-		{bpfobj.BpfMapSlIpcache, []string{"bpf", "ipcache", "list"}},
-		{bpfobj.BpfMapSlMetrics, []string{"bpf", "metrics", "list"}},
+		{bpfobj.EndpointMapSlCt, []string{"bpf", "ct", "list"}},
+		{bpfobj.EndpointMapSlEndpoints, []string{"bpf", "endpoint", "list"}},
+		{bpfobj.EndpointMapSlLbMaglev, []string{"bpf", "lb", "list"}},
+		{bpfobj.EndpointMapSlPolicy, []string{"bpf", "policy", "list"}},
+		{bpfobj.EndpointMapSlPolicyCidr, []string{"bpf", "policy", "list", "-o", "json"}},
+		{bpfobj.EndpointMapSlIpcache, []string{"bpf", "ipcache", "list"}},
+		{bpfobj.EndpointMapSlMetrics, []string{"bpf", "metrics", "list"}},
 	} {
 		t.Run(c.m, func(t *testing.T) {
 			k := key(c.m)

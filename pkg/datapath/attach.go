@@ -66,7 +66,7 @@ func NewAttacher(dp *Datapath, mode AttachMode, priority uint16) (*Attacher, err
 	return &Attacher{
 		mode: mode, root: dp.cfg.BPFRoot, priority: priority, tag: fmt.Sprintf("%08x", h.Sum32()),
 		progs: map[string]*ebpf.Program{
-			bpfobj.BpfProgSlFromEp: dp.objs.SlFromEp, bpfobj.BpfProgSlToEp: dp.objs.SlToEp,
+			bpfobj.EndpointProgSlFromEp: dp.objs.SlFromEp, bpfobj.EndpointProgSlToEp: dp.objs.SlToEp,
 			bpfobj.HostProgSlFromNetdev: dp.host.SlFromNetdev, bpfobj.HostProgSlToNetdev: dp.host.SlToNetdev,
 		},
 	}, nil
@@ -87,8 +87,8 @@ func (a *Attacher) prog(h hook) *ebpf.Program { return a.progs[h.progName] }
 // The host-side interface's ingress carries what the pod sends (pod
 // egress); its egress carries what the pod receives (pod ingress).
 var hooks = []hook{
-	{"ingress", bpfobj.BpfProgSlFromEp, ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS},
-	{"egress", bpfobj.BpfProgSlToEp, ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
+	{"ingress", bpfobj.EndpointProgSlFromEp, ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS},
+	{"egress", bpfobj.EndpointProgSlToEp, ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
 }
 
 // Uplinks carry the node's traffic with the outside.

@@ -577,9 +577,9 @@ func TestConntrackFullIsCountedDrop(t *testing.T) {
 	rd, err := dp.NewEventReader()
 	require.NoError(t, err)
 	defer rd.Close()
-	v := bpfobj.BpfSlCtEntry{Expires: ^uint64(0) >> 1, State: 3}
+	v := bpfobj.EndpointSlCtEntry{Expires: ^uint64(0) >> 1, State: 3}
 	for i := range 1024 {
-		k := bpfobj.BpfSlCtKey{EpId: 99, Family: 2, Proto: 6, Sport: uint16(i)}
+		k := bpfobj.EndpointSlCtKey{EpId: 99, Family: 2, Proto: 6, Sport: uint16(i)}
 		require.NoError(t, dp.objs.SlCt.Put(&k, &v))
 	}
 	syn := func(t testing.TB) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}) }
@@ -587,7 +587,7 @@ func TestConntrackFullIsCountedDrop(t *testing.T) {
 
 	// Expired entries are reclaimed by GC and traffic flows again.
 	v.Expires = 1
-	k := bpfobj.BpfSlCtKey{EpId: 99, Family: 2, Proto: 6, Sport: 0}
+	k := bpfobj.EndpointSlCtKey{EpId: 99, Family: 2, Proto: 6, Sport: 0}
 	require.NoError(t, dp.objs.SlCt.Put(&k, &v))
 	st, err := dp.Maps().GCCT(nil, nil)
 	require.NoError(t, err)
@@ -604,8 +604,8 @@ func TestConntrackExpiryWithoutGC(t *testing.T) {
 	udp := func(t testing.TB) []byte { return udpPkt(t, podIP, peerIP, 5000, 53) }
 	runStep(t, dp, rd, 0, out(udp, "trace"))
 	var (
-		k bpfobj.BpfSlCtKey
-		v bpfobj.BpfSlCtEntry
+		k bpfobj.EndpointSlCtKey
+		v bpfobj.EndpointSlCtEntry
 	)
 	it := dp.objs.SlCt.Iterate()
 	require.True(t, it.Next(&k, &v))
@@ -621,8 +621,8 @@ func TestPinAdoptionAndMigration(t *testing.T) {
 	dp1, err := Load(Config{BPFRoot: root, CTMax: 2048}, nil)
 	require.NoError(t, err)
 	require.False(t, dp1.Adopted)
-	k := bpfobj.BpfSlCtKey{EpId: 1, Family: 2, Proto: 6, Sport: 7}
-	v := bpfobj.BpfSlCtEntry{Expires: ^uint64(0) >> 1, State: 3}
+	k := bpfobj.EndpointSlCtKey{EpId: 1, Family: 2, Proto: 6, Sport: 7}
+	v := bpfobj.EndpointSlCtEntry{Expires: ^uint64(0) >> 1, State: 3}
 	require.NoError(t, dp1.objs.SlCt.Put(&k, &v))
 	require.NoError(t, dp1.Maps().PutEndpoint(EndpointEntry{IfIndex: 5, ID: 3, IPv4: podIP}))
 	dp1.Close()
@@ -631,7 +631,7 @@ func TestPinAdoptionAndMigration(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, dp2.Adopted)
 	require.Empty(t, dp2.Replaced)
-	var got bpfobj.BpfSlCtEntry
+	var got bpfobj.EndpointSlCtEntry
 	require.NoError(t, dp2.objs.SlCt.Lookup(&k, &got))
 	dp2.Close()
 
@@ -646,7 +646,7 @@ func TestPinAdoptionAndMigration(t *testing.T) {
 	require.Len(t, eps, 1)
 
 	// Simulate an older agent's different value layout for sl_endpoints.
-	lk := layoutKey(bpfobj.BpfMapSlEndpoints)
+	lk := layoutKey(bpfobj.EndpointMapSlEndpoints)
 	require.NoError(t, dp3.objs.SlLayout.Put(&lk, uint64(12345)))
 	dp3.Close()
 	dp4, err := Load(Config{BPFRoot: root, CTMax: 4096}, nil)

@@ -74,7 +74,7 @@ type Event struct {
 // Its methods decode single facts; fields not set by the record's kind
 // (a service on a record without svc_id, totals on one that is not a
 // connection end) read as zero in Event, whatever the bytes hold.
-type Record bpfobj.BpfSlEvent
+type Record bpfobj.EndpointSlEvent
 
 // RecordSize is the size of a record in the ring (without the ring's own
 // 8-byte header).
@@ -85,10 +85,10 @@ type EventType uint8
 
 // Event types.
 const (
-	EventConnNew   = EventType(bpfobj.BpfSlEventTypeSL_EVENT_CONN_NEW)
-	EventDrop      = EventType(bpfobj.BpfSlEventTypeSL_EVENT_DROP)
-	EventTranslate = EventType(bpfobj.BpfSlEventTypeSL_EVENT_TRANSLATE)
-	EventConnEnd   = EventType(bpfobj.BpfSlEventTypeSL_EVENT_CONN_END)
+	EventConnNew   = EventType(bpfobj.EndpointSlEventTypeSL_EVENT_CONN_NEW)
+	EventDrop      = EventType(bpfobj.EndpointSlEventTypeSL_EVENT_DROP)
+	EventTranslate = EventType(bpfobj.EndpointSlEventTypeSL_EVENT_TRANSLATE)
+	EventConnEnd   = EventType(bpfobj.EndpointSlEventTypeSL_EVENT_CONN_END)
 )
 
 // String is the name Event.Type carries ("trace", "drop", ...).
@@ -100,9 +100,9 @@ type Direction uint8
 
 // Directions.
 const (
-	DirUnknown = Direction(bpfobj.BpfSlDirSL_DIR_UNKNOWN)
-	DirIngress = Direction(bpfobj.BpfSlDirSL_DIR_INGRESS)
-	DirEgress  = Direction(bpfobj.BpfSlDirSL_DIR_EGRESS)
+	DirUnknown = Direction(bpfobj.EndpointSlDirSL_DIR_UNKNOWN)
+	DirIngress = Direction(bpfobj.EndpointSlDirSL_DIR_INGRESS)
+	DirEgress  = Direction(bpfobj.EndpointSlDirSL_DIR_EGRESS)
 )
 
 // String is the name Event.Dir carries ("ingress", "egress").
@@ -125,10 +125,10 @@ func (r *Record) Kind() EventType { return EventType(r.Type) }
 func (r *Record) Direction() Direction { return Direction(r.Dir) }
 
 // Tracked reports that conntrack placed the packet in its connection.
-func (r *Record) Tracked() bool { return r.Flags&uint8(bpfobj.BpfSlEventFlagSL_EVENT_F_TRACKED) != 0 }
+func (r *Record) Tracked() bool { return r.Flags&uint8(bpfobj.EndpointSlEventFlagSL_EVENT_F_TRACKED) != 0 }
 
 // Reply reports that the packet went in its connection's reply direction.
-func (r *Record) Reply() bool { return r.Flags&uint8(bpfobj.BpfSlEventFlagSL_EVENT_F_REPLY) != 0 }
+func (r *Record) Reply() bool { return r.Flags&uint8(bpfobj.EndpointSlEventFlagSL_EVENT_F_REPLY) != 0 }
 
 // Src is the packet's source.
 func (r *Record) Src() netip.AddrPort {
@@ -217,10 +217,10 @@ func (ev *Event) Record(epoch time.Time) Record {
 	r.Saddr.Addr6, r.Sport = addrOf(ev.Src.Addr(), r.Family), ntohs(ev.Src.Port())
 	r.Daddr.Addr6, r.Dport = addrOf(ev.Dst.Addr(), r.Family), ntohs(ev.Dst.Port())
 	if ev.Tracked {
-		r.Flags |= uint8(bpfobj.BpfSlEventFlagSL_EVENT_F_TRACKED)
+		r.Flags |= uint8(bpfobj.EndpointSlEventFlagSL_EVENT_F_TRACKED)
 	}
 	if ev.Reply {
-		r.Flags |= uint8(bpfobj.BpfSlEventFlagSL_EVENT_F_REPLY)
+		r.Flags |= uint8(bpfobj.EndpointSlEventFlagSL_EVENT_F_REPLY)
 	}
 	if ev.ServiceID != 0 {
 		r.SvcId, r.SockCookie, r.CgroupId = ev.ServiceID, ev.SockCookie, ev.CgroupID

@@ -17,18 +17,18 @@ import (
 // same bytes (the decoder before records were copied in place), whatever
 // the bytes.
 func TestDecodeRecordIsBinaryRead(t *testing.T) {
-	require.Equal(t, binary.Size(bpfobj.BpfSlEvent{}), RecordSize)
+	require.Equal(t, binary.Size(bpfobj.EndpointSlEvent{}), RecordSize)
 	rng := rand.New(rand.NewPCG(1, 2))
 	raw := make([]byte, RecordSize+8) // ring samples may be longer
 	for range 200 {
 		for i := range raw {
 			raw[i] = byte(rng.Uint32())
 		}
-		var want bpfobj.BpfSlEvent
+		var want bpfobj.EndpointSlEvent
 		require.NoError(t, binary.Read(bytes.NewReader(raw), binary.NativeEndian, &want))
 		var got Record
 		require.NoError(t, DecodeRecord(raw, &got))
-		require.Equal(t, want, bpfobj.BpfSlEvent(got))
+		require.Equal(t, want, bpfobj.EndpointSlEvent(got))
 	}
 	var r Record
 	require.ErrorContains(t, DecodeRecord(raw[:RecordSize-1], &r), "want 168")

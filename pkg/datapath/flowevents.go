@@ -29,15 +29,15 @@ const (
 	FlowEventsNone FlowEvents = "none"
 )
 
-var flowEventsLevels = map[FlowEvents]bpfobj.BpfSlFlowEvents{
-	FlowEventsAll:              bpfobj.BpfSlFlowEventsSL_FLOW_EVENTS_ALL,
-	FlowEventsConnections:      bpfobj.BpfSlFlowEventsSL_FLOW_EVENTS_CONNECTIONS,
-	FlowEventsDropsAndVerdicts: bpfobj.BpfSlFlowEventsSL_FLOW_EVENTS_DROPS_AND_VERDICTS,
-	FlowEventsNone:             bpfobj.BpfSlFlowEventsSL_FLOW_EVENTS_NONE,
+var flowEventsLevels = map[FlowEvents]bpfobj.EndpointSlFlowEvents{
+	FlowEventsAll:              bpfobj.EndpointSlFlowEventsSL_FLOW_EVENTS_ALL,
+	FlowEventsConnections:      bpfobj.EndpointSlFlowEventsSL_FLOW_EVENTS_CONNECTIONS,
+	FlowEventsDropsAndVerdicts: bpfobj.EndpointSlFlowEventsSL_FLOW_EVENTS_DROPS_AND_VERDICTS,
+	FlowEventsNone:             bpfobj.EndpointSlFlowEventsSL_FLOW_EVENTS_NONE,
 }
 
 // level is the datapath's number for f.
-func (f FlowEvents) level() (bpfobj.BpfSlFlowEvents, error) {
+func (f FlowEvents) level() (bpfobj.EndpointSlFlowEvents, error) {
 	l, ok := flowEventsLevels[f]
 	if !ok {
 		return 0, fmt.Errorf("flow-events %q is unknown: use %s", f, strings.Join([]string{

@@ -86,25 +86,25 @@ func fuzzState(dp *Datapath) error {
 	put := func(svc uint32, front netip.AddrPort, proto uint8, flags uint16, backends ...netip.AddrPort) error {
 		for i, b := range backends {
 			id := svc*10 + uint32(i)
-			be := bpfobj.BpfSlLbBackend{Port: htons(b.Port()), Proto: proto}
+			be := bpfobj.EndpointSlLbBackend{Port: htons(b.Port()), Proto: proto}
 			be.Addr.Addr6 = addrTo(b.Addr())
 			if err := o.SlLbBackends.Put(id, &be); err != nil {
 				return err
 			}
-			k := bpfobj.BpfSlLbKey{Port: htons(front.Port()), Proto: proto, Slot: uint16(i + 1)}
+			k := bpfobj.EndpointSlLbKey{Port: htons(front.Port()), Proto: proto, Slot: uint16(i + 1)}
 			k.Addr.Addr6 = addrTo(front.Addr())
-			if err := o.SlLbSvc.Put(&k, &bpfobj.BpfSlLbEntry{BackendId: id, SvcId: svc}); err != nil {
+			if err := o.SlLbSvc.Put(&k, &bpfobj.EndpointSlLbEntry{BackendId: id, SvcId: svc}); err != nil {
 				return err
 			}
 		}
-		rn := bpfobj.BpfSlLbVip{Port: htons(front.Port())}
+		rn := bpfobj.EndpointSlLbVip{Port: htons(front.Port())}
 		rn.Addr.Addr6 = addrTo(front.Addr())
 		if err := o.SlLbRevnat.Put(svc, &rn); err != nil {
 			return err
 		}
-		k := bpfobj.BpfSlLbKey{Port: htons(front.Port()), Proto: proto}
+		k := bpfobj.EndpointSlLbKey{Port: htons(front.Port()), Proto: proto}
 		k.Addr.Addr6 = addrTo(front.Addr())
-		return o.SlLbSvc.Put(&k, &bpfobj.BpfSlLbEntry{SvcId: svc, Count: uint16(len(backends)), Flags: flags, AffinityTimeout: 60})
+		return o.SlLbSvc.Put(&k, &bpfobj.EndpointSlLbEntry{SvcId: svc, Count: uint16(len(backends)), Flags: flags, AffinityTimeout: 60})
 	}
 	b1, b2 := netip.MustParseAddrPort("10.0.0.9:8080"), netip.MustParseAddrPort("10.0.0.10:8080")
 	for _, err := range []error{

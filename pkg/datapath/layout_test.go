@@ -35,14 +35,14 @@ func legacyFingerprint(ms *ebpf.MapSpec) uint64 {
 
 func configuredSpec(t *testing.T, cfg Config) *ebpf.CollectionSpec {
 	t.Helper()
-	spec, err := bpfobj.LoadBpf()
+	spec, err := bpfobj.LoadEndpoint()
 	require.NoError(t, err)
 	require.NoError(t, configureSpec(spec, cfg.withDefaults()))
 	return spec
 }
 
 // mapsOfMaps are the pinned maps with inner maps.
-var mapsOfMaps = []string{bpfobj.BpfMapSlLbMaglev, bpfobj.BpfMapSlPolicy, bpfobj.BpfMapSlPolicyCidr}
+var mapsOfMaps = []string{bpfobj.EndpointMapSlLbMaglev, bpfobj.EndpointMapSlPolicy, bpfobj.EndpointMapSlPolicyCidr}
 
 func TestLayoutFingerprint(t *testing.T) {
 	spec := configuredSpec(t, Config{})
@@ -54,21 +54,21 @@ func TestLayoutFingerprint(t *testing.T) {
 		}
 		inner = append(inner, ms.Name)
 		require.NotEqual(t, legacyFingerprint(ms), layoutFingerprint(ms), "%s: its fingerprint now covers its inner map", ms.Name)
-		require.Less(t, len(capacityName(ms.Name)), len(bpfobj.BpfSlLayoutKey{}.Name), "%s: its capacity record fits an sl_layout key", ms.Name)
+		require.Less(t, len(capacityName(ms.Name)), len(bpfobj.EndpointSlLayoutKey{}.Name), "%s: its capacity record fits an sl_layout key", ms.Name)
 	}
 	sort.Strings(inner)
 	require.Equal(t, mapsOfMaps, inner)
 
 	// What changes how bytes are read changes the fingerprint; capacity,
 	// which is configuration, does not.
-	maglev := spec.Maps[bpfobj.BpfMapSlLbMaglev]
+	maglev := spec.Maps[bpfobj.EndpointMapSlLbMaglev]
 	base := layoutFingerprint(maglev)
 	for name, change := range map[string]func(ms *ebpf.MapSpec){
 		"inner type":       func(ms *ebpf.MapSpec) { ms.InnerMap.Type = ebpf.Hash },
 		"inner key size":   func(ms *ebpf.MapSpec) { ms.InnerMap.KeySize = 8 },
 		"inner value size": func(ms *ebpf.MapSpec) { ms.InnerMap.ValueSize = 8 },
 		"inner flags":      func(ms *ebpf.MapSpec) { ms.InnerMap.Flags = 1 },
-		"inner value type": func(ms *ebpf.MapSpec) { ms.InnerMap.Value = spec.Maps[bpfobj.BpfMapSlLbSvc].Value },
+		"inner value type": func(ms *ebpf.MapSpec) { ms.InnerMap.Value = spec.Maps[bpfobj.EndpointMapSlLbSvc].Value },
 		"outer type":       func(ms *ebpf.MapSpec) { ms.Type = ebpf.ArrayOfMaps },
 	} {
 		ms := maglev.Copy()
@@ -80,7 +80,7 @@ func TestLayoutFingerprint(t *testing.T) {
 	require.Equal(t, base, layoutFingerprint(ms), "capacities are not layout")
 
 	// A change of map kind alone (sl_nat from LRU hash to hash) is caught.
-	nat := spec.Maps[bpfobj.BpfMapSlNat].Copy()
+	nat := spec.Maps[bpfobj.EndpointMapSlNat].Copy()
 	require.Equal(t, ebpf.Hash, nat.Type)
 	before := layoutFingerprint(nat)
 	nat.Type = ebpf.LRUHash
@@ -117,7 +117,7 @@ func TestInnerCapacityChangeReplaces(t *testing.T) {
 		"sl_policy: replaced (inner maps of 64 entries, this agent's hold 128)",
 		"sl_policy_cidr: replaced (inner maps of 64 entries, this agent's hold 128)",
 	}, sortedCopy(dp.Replaced))
-	ck := layoutKey(capacityName(bpfobj.BpfMapSlLbMaglev))
+	ck := layoutKey(capacityName(bpfobj.EndpointMapSlLbMaglev))
 	require.NoError(t, dp.objs.SlLayout.Delete(&ck))
 	dp.Close()
 
@@ -143,8 +143,8 @@ func TestUpgradeAdoptsUnchangedLayouts(t *testing.T) {
 	require.NoError(t, err)
 	m := dp.Maps()
 	require.NoError(t, m.PutEndpoint(EndpointEntry{IfIndex: 5, ID: 3, IPv4: podIP}))
-	ctKey := bpfobj.BpfSlCtKey{EpId: 3, Family: 2, Proto: 6, Sport: 7}
-	require.NoError(t, dp.objs.SlCt.Put(&ctKey, &bpfobj.BpfSlCtEntry{Expires: ^uint64(0) >> 1, State: 3}))
+	ctKey := bpfobj.EndpointSlCtKey{EpId: 3, Family: 2, Proto: 6, Sport: 7}
+	require.NoError(t, dp.objs.SlCt.Put(&ctKey, &bpfobj.EndpointSlCtEntry{Expires: ^uint64(0) >> 1, State: 3}))
 	require.NoError(t, m.WriteEndpointPolicy(3, EndpointPolicy{Entries: []PolicyEntry{{Identity: IdentityHost, Dir: 1, Verdict: VerdictAllow}}}))
 
 	// Make sl_layout what the older agent left: legacy fingerprints, no
@@ -170,7 +170,7 @@ func TestUpgradeAdoptsUnchangedLayouts(t *testing.T) {
 	}
 	sort.Strings(replaced)
 	require.Equal(t, mapsOfMaps, replaced)
-	var ct bpfobj.BpfSlCtEntry
+	var ct bpfobj.EndpointSlCtEntry
 	require.NoError(t, dp.objs.SlCt.Lookup(&ctKey, &ct), "conntrack adopted with its entries")
 	eps, err := dp.Maps().ListEndpoints()
 	require.NoError(t, err)
@@ -199,20 +199,20 @@ func TestNATMapKindChangeMigrates(t *testing.T) {
 	// Replace the pin with what the older agent left: an LRU hash with a
 	// mapping, and its fingerprint.
 	spec := configuredSpec(t, Config{})
-	old := spec.Maps[bpfobj.BpfMapSlNat].Copy()
+	old := spec.Maps[bpfobj.EndpointMapSlNat].Copy()
 	old.Type = ebpf.LRUHash
 	old.Pinning = ebpf.PinNone
 	lru, err := ebpf.NewMap(old)
 	require.NoError(t, err)
-	k := bpfobj.BpfSlNatKey{Port: 0x4242, Proto: 6}
-	require.NoError(t, lru.Put(&k, &bpfobj.BpfSlNatVal{ClientPort: 0x1234}))
-	path := filepath.Join(root, bpfobj.BpfMapSlNat)
+	k := bpfobj.EndpointSlNatKey{Port: 0x4242, Proto: 6}
+	require.NoError(t, lru.Put(&k, &bpfobj.EndpointSlNatVal{ClientPort: 0x1234}))
+	path := filepath.Join(root, bpfobj.EndpointMapSlNat)
 	require.NoError(t, os.Remove(path))
 	require.NoError(t, lru.Pin(path))
 	lru.Close()
-	layouts, err := ebpf.LoadPinnedMap(filepath.Join(root, bpfobj.BpfMapSlLayout), nil)
+	layouts, err := ebpf.LoadPinnedMap(filepath.Join(root, bpfobj.EndpointMapSlLayout), nil)
 	require.NoError(t, err)
-	lk := layoutKey(bpfobj.BpfMapSlNat)
+	lk := layoutKey(bpfobj.EndpointMapSlNat)
 	require.NoError(t, layouts.Put(&lk, layoutFingerprint(old)))
 	layouts.Close()
 
@@ -222,7 +222,7 @@ func TestNATMapKindChangeMigrates(t *testing.T) {
 	require.Len(t, dp.Replaced, 1)
 	require.Contains(t, dp.Replaced[0], "sl_nat: migrated", "migrated, not replaced")
 	require.Equal(t, ebpf.Hash, dp.objs.SlNat.Type())
-	var v bpfobj.BpfSlNatVal
+	var v bpfobj.EndpointSlNatVal
 	require.NoError(t, dp.objs.SlNat.Lookup(&k, &v), "the mapping survives the upgrade")
 	require.Equal(t, uint16(0x1234), v.ClientPort)
 }

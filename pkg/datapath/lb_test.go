@@ -35,19 +35,19 @@ func putService(t *testing.T, dp *Datapath, svcID uint32, front netip.AddrPort, 
 	o := dp.Objects()
 	for i, b := range backends {
 		id := uint32(9 + i)
-		be := bpfobj.BpfSlLbBackend{Port: htons(b.Port()), Proto: proto}
+		be := bpfobj.EndpointSlLbBackend{Port: htons(b.Port()), Proto: proto}
 		be.Addr.Addr6 = addrTo(b.Addr())
 		require.NoError(t, o.SlLbBackends.Put(id, &be))
-		k := bpfobj.BpfSlLbKey{Port: htons(front.Port()), Proto: proto, Slot: uint16(i + 1)}
+		k := bpfobj.EndpointSlLbKey{Port: htons(front.Port()), Proto: proto, Slot: uint16(i + 1)}
 		k.Addr.Addr6 = addrTo(front.Addr())
-		require.NoError(t, o.SlLbSvc.Put(&k, &bpfobj.BpfSlLbEntry{BackendId: id, SvcId: svcID}))
+		require.NoError(t, o.SlLbSvc.Put(&k, &bpfobj.EndpointSlLbEntry{BackendId: id, SvcId: svcID}))
 	}
-	rn := bpfobj.BpfSlLbVip{Port: htons(front.Port())}
+	rn := bpfobj.EndpointSlLbVip{Port: htons(front.Port())}
 	rn.Addr.Addr6 = addrTo(front.Addr())
 	require.NoError(t, o.SlLbRevnat.Put(svcID, &rn))
-	k := bpfobj.BpfSlLbKey{Port: htons(front.Port()), Proto: proto}
+	k := bpfobj.EndpointSlLbKey{Port: htons(front.Port()), Proto: proto}
 	k.Addr.Addr6 = addrTo(front.Addr())
-	require.NoError(t, o.SlLbSvc.Put(&k, &bpfobj.BpfSlLbEntry{SvcId: svcID, Count: uint16(len(backends)), Flags: flags, AffinityTimeout: 60}))
+	require.NoError(t, o.SlLbSvc.Put(&k, &bpfobj.EndpointSlLbEntry{SvcId: svcID, Count: uint16(len(backends)), Flags: flags, AffinityTimeout: 60}))
 }
 
 // run sends pkt through prog and returns the verdict and output packet.
@@ -320,7 +320,7 @@ func TestLBPlanApply(t *testing.T) {
 	require.Empty(t, have.Frontends)
 	require.Empty(t, have.Backends)
 	var rk uint32
-	var rv bpfobj.BpfSlLbVip
+	var rv bpfobj.EndpointSlLbVip
 	require.False(t, dp.objs.SlLbRevnat.Iterate().Next(&rk, &rv))
 }
 

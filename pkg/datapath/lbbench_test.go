@@ -200,9 +200,9 @@ func runBench(b *testing.B, prog *ebpf.Program, pkt []byte) (uint32, gopacket.Pa
 // clearCT empties the connection-tracking map.
 func clearCT(b *testing.B, m *Maps) {
 	var (
-		k    bpfobj.BpfSlCtKey
-		v    bpfobj.BpfSlCtEntry
-		keys []bpfobj.BpfSlCtKey
+		k    bpfobj.EndpointSlCtKey
+		v    bpfobj.EndpointSlCtEntry
+		keys []bpfobj.EndpointSlCtKey
 	)
 	it := m.CT.Iterate()
 	for it.Next(&k, &v) {

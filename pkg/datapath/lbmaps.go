@@ -14,18 +14,18 @@ import (
 
 // LB flags: sl_lb_flag (bpf/include/sluice/types.h), generated.
 const (
-	LBFlagAffinity = uint16(bpfobj.BpfSlLbFlagSL_LB_F_AFFINITY)
-	LBFlagMaglev   = uint16(bpfobj.BpfSlLbFlagSL_LB_F_MAGLEV)
+	LBFlagAffinity = uint16(bpfobj.EndpointSlLbFlagSL_LB_F_AFFINITY)
+	LBFlagMaglev   = uint16(bpfobj.EndpointSlLbFlagSL_LB_F_MAGLEV)
 	// LBFlagExternal: NodePort, externalIP or LoadBalancer frontend, served
 	// on the uplinks.
-	LBFlagExternal = uint16(bpfobj.BpfSlLbFlagSL_LB_F_EXTERNAL)
+	LBFlagExternal = uint16(bpfobj.EndpointSlLbFlagSL_LB_F_EXTERNAL)
 	// LBFlagLocal: externalTrafficPolicy Local (keep the client address).
-	LBFlagLocal = uint16(bpfobj.BpfSlLbFlagSL_LB_F_LOCAL)
+	LBFlagLocal = uint16(bpfobj.EndpointSlLbFlagSL_LB_F_LOCAL)
 	// LBFlagNoLocal: no local endpoint but remote ones: drop, don't reject.
-	LBFlagNoLocal = uint16(bpfobj.BpfSlLbFlagSL_LB_F_NO_LOCAL)
+	LBFlagNoLocal = uint16(bpfobj.EndpointSlLbFlagSL_LB_F_NO_LOCAL)
 	// LBFlagSrcRange: loadBalancerSourceRanges restrict the clients to
 	// SourceRanges (with the flag and no ranges, no client is allowed).
-	LBFlagSrcRange = uint16(bpfobj.BpfSlLbFlagSL_LB_F_SRC_RANGE)
+	LBFlagSrcRange = uint16(bpfobj.EndpointSlLbFlagSL_LB_F_SRC_RANGE)
 )
 
 // LBFrontendKey identifies a frontend: what a client addresses.
@@ -63,8 +63,8 @@ type srcRange struct {
 	prefix netip.Prefix
 }
 
-func (r srcRange) raw() bpfobj.BpfSlLbSrcRangeKey {
-	k := bpfobj.BpfSlLbSrcRangeKey{Prefixlen: 32 + uint32(r.prefix.Bits()), SvcId: htonl(r.svc)}
+func (r srcRange) raw() bpfobj.EndpointSlLbSrcRangeKey {
+	k := bpfobj.EndpointSlLbSrcRangeKey{Prefixlen: 32 + uint32(r.prefix.Bits()), SvcId: htonl(r.svc)}
 	k.Addr.Addr6 = addrTo(r.prefix.Addr())
 	return k
 }
@@ -83,8 +83,8 @@ type LBBackend struct {
 	Local bool
 }
 
-func (k LBFrontendKey) raw(slot uint16) bpfobj.BpfSlLbKey {
-	r := bpfobj.BpfSlLbKey{Port: htons(k.Port), Proto: k.Proto, Slot: slot}
+func (k LBFrontendKey) raw(slot uint16) bpfobj.EndpointSlLbKey {
+	r := bpfobj.EndpointSlLbKey{Port: htons(k.Port), Proto: k.Proto, Slot: slot}
 	r.Addr.Addr6 = addrTo(k.Addr)
 	return r
 }
@@ -102,8 +102,8 @@ type LBState struct {
 func (m *Maps) LBDump() (LBState, error) {
 	st := LBState{Frontends: map[LBFrontendKey]LBFrontend{}, Backends: map[uint32]LBBackend{}}
 	var (
-		k     bpfobj.BpfSlLbKey
-		v     bpfobj.BpfSlLbEntry
+		k     bpfobj.EndpointSlLbKey
+		v     bpfobj.EndpointSlLbEntry
 		slots = map[LBFrontendKey]map[uint16]uint32{}
 	)
 	it := m.LBSvc.Iterate()
@@ -140,13 +140,13 @@ func (m *Maps) LBDump() (LBState, error) {
 	}
 	var (
 		id uint32
-		b  bpfobj.BpfSlLbBackend
+		b  bpfobj.EndpointSlLbBackend
 	)
 	bit := m.LBBackends.Iterate()
 	for bit.Next(&id, &b) {
 		st.Backends[id] = LBBackend{ID: id, Addr: addrFrom(b.Addr.Addr6, 2), Port: ntohs(b.Port), Proto: b.Proto,
-			Terminating: b.State == uint8(bpfobj.BpfSlLbBackendStateSL_LB_BACKEND_TERMINATING),
-			Local:       b.Flags&uint8(bpfobj.BpfSlLbBackendFlagSL_LB_BACKEND_F_LOCAL) != 0}
+			Terminating: b.State == uint8(bpfobj.EndpointSlLbBackendStateSL_LB_BACKEND_TERMINATING),
+			Local:       b.Flags&uint8(bpfobj.EndpointSlLbBackendFlagSL_LB_BACKEND_F_LOCAL) != 0}
 	}
 	if err := bit.Err(); err != nil {
 		return st, fmt.Errorf("iterate sl_lb_backends: %w", err)
@@ -191,7 +191,7 @@ func (m *Maps) LBDump() (LBState, error) {
 func (m *Maps) dumpSrcRanges() (map[uint32][]netip.Prefix, error) {
 	out := map[uint32][]netip.Prefix{}
 	var (
-		k bpfobj.BpfSlLbSrcRangeKey
+		k bpfobj.EndpointSlLbSrcRangeKey
 		v uint8
 	)
 	it := m.LBSrcRange.Iterate()
@@ -433,15 +433,15 @@ func (p *LBPlan) planRanges(old, f LBFrontend, sameID bool) {
 // the maps then hold.
 func (m *Maps) ApplyLB(p *LBPlan) error {
 	bk := make([]uint32, 0, len(p.putBackends))
-	bv := make([]bpfobj.BpfSlLbBackend, 0, len(p.putBackends))
+	bv := make([]bpfobj.EndpointSlLbBackend, 0, len(p.putBackends))
 	for _, b := range p.putBackends {
-		v := bpfobj.BpfSlLbBackend{Port: htons(b.Port), Proto: b.Proto}
+		v := bpfobj.EndpointSlLbBackend{Port: htons(b.Port), Proto: b.Proto}
 		v.Addr.Addr6 = addrTo(b.Addr)
 		if b.Terminating {
 			v.State = 1
 		}
 		if b.Local {
-			v.Flags |= uint8(bpfobj.BpfSlLbBackendFlagSL_LB_BACKEND_F_LOCAL)
+			v.Flags |= uint8(bpfobj.EndpointSlLbBackendFlagSL_LB_BACKEND_F_LOCAL)
 		}
 		bk, bv = append(bk, b.ID), append(bv, v)
 	}
@@ -449,9 +449,9 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 		return fmt.Errorf("write backends: %w", err)
 	}
 	rk := make([]uint32, 0, len(p.putRevNat))
-	rv := make([]bpfobj.BpfSlLbVip, 0, len(p.putRevNat))
+	rv := make([]bpfobj.EndpointSlLbVip, 0, len(p.putRevNat))
 	for _, f := range p.putRevNat {
-		v := bpfobj.BpfSlLbVip{Port: htons(f.Key.Port)}
+		v := bpfobj.EndpointSlLbVip{Port: htons(f.Key.Port)}
 		v.Addr.Addr6 = addrTo(f.Key.Addr)
 		rk, rv = append(rk, f.ID), append(rv, v)
 	}
@@ -490,14 +490,14 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 		return fmt.Errorf("write frontends: %w", err)
 	}
 	// Removals: frontends first (no new lookups), then what they referenced.
-	dk := make([]bpfobj.BpfSlLbKey, 0, len(p.delServices))
+	dk := make([]bpfobj.EndpointSlLbKey, 0, len(p.delServices))
 	for _, f := range p.delServices {
 		dk = append(dk, f.Key.raw(0))
 	}
 	if err := batchDelete(m.LBSvc, dk); err != nil {
 		return fmt.Errorf("delete frontends: %w", err)
 	}
-	sk := make([]bpfobj.BpfSlLbKey, 0, len(p.delSlots))
+	sk := make([]bpfobj.EndpointSlLbKey, 0, len(p.delSlots))
 	for _, s := range p.delSlots {
 		sk = append(sk, s.key.raw(s.slot))
 	}
@@ -580,21 +580,21 @@ func (m *Maps) writeRanges(rs []srcRange, put bool) error {
 }
 
 func (m *Maps) writeSlots(ws []slotWrite) error {
-	keys := make([]bpfobj.BpfSlLbKey, 0, len(ws))
-	vals := make([]bpfobj.BpfSlLbEntry, 0, len(ws))
+	keys := make([]bpfobj.EndpointSlLbKey, 0, len(ws))
+	vals := make([]bpfobj.EndpointSlLbEntry, 0, len(ws))
 	for _, w := range ws {
 		keys = append(keys, w.key.raw(w.slot))
-		vals = append(vals, bpfobj.BpfSlLbEntry{BackendId: w.backend, SvcId: w.svc})
+		vals = append(vals, bpfobj.EndpointSlLbEntry{BackendId: w.backend, SvcId: w.svc})
 	}
 	return batchUpdate(m.LBSvc, keys, vals)
 }
 
 func (m *Maps) writeServices(fs []LBFrontend) error {
-	keys := make([]bpfobj.BpfSlLbKey, 0, len(fs))
-	vals := make([]bpfobj.BpfSlLbEntry, 0, len(fs))
+	keys := make([]bpfobj.EndpointSlLbKey, 0, len(fs))
+	vals := make([]bpfobj.EndpointSlLbEntry, 0, len(fs))
 	for _, f := range fs {
 		keys = append(keys, f.Key.raw(0))
-		vals = append(vals, bpfobj.BpfSlLbEntry{SvcId: f.ID, Count: uint16(len(f.Slots)), Flags: f.Flags, AffinityTimeout: f.AffinityTimeout})
+		vals = append(vals, bpfobj.EndpointSlLbEntry{SvcId: f.ID, Count: uint16(len(f.Slots)), Flags: f.Flags, AffinityTimeout: f.AffinityTimeout})
 	}
 	return batchUpdate(m.LBSvc, keys, vals)
 }
@@ -611,9 +611,9 @@ func (m *Maps) DeleteCTForBackends(ids []uint32) (int, error) {
 		gone[id] = true
 	}
 	var (
-		k    bpfobj.BpfSlCtKey
-		v    bpfobj.BpfSlCtEntry
-		dead []bpfobj.BpfSlCtKey
+		k    bpfobj.EndpointSlCtKey
+		v    bpfobj.EndpointSlCtEntry
+		dead []bpfobj.EndpointSlCtKey
 	)
 	it := m.CT.Iterate()
 	for it.Next(&k, &v) {

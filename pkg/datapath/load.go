@@ -28,7 +28,7 @@ type Datapath struct {
 	policyInner, cidrInner *ebpf.MapSpec
 	// epMu serialises read-modify-writes of sl_endpoints entries.
 	epMu sync.Mutex
-	objs bpfobj.BpfObjects
+	objs bpfobj.EndpointObjects
 	sock bpfobj.SockObjects
 	host bpfobj.HostObjects
 	iter bpfobj.IterObjects
@@ -58,7 +58,7 @@ func Load(cfg Config, log *slog.Logger) (*Datapath, error) {
 	if err := checkBPFFS(cfg.BPFRoot); err != nil {
 		return nil, err
 	}
-	spec, err := bpfobj.LoadBpf()
+	spec, err := bpfobj.LoadEndpoint()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded eBPF object: %w", err)
 	}
@@ -66,9 +66,9 @@ func Load(cfg Config, log *slog.Logger) (*Datapath, error) {
 		return nil, err
 	}
 
-	dp := &Datapath{cfg: cfg, log: log, maglevInner: spec.Maps[bpfobj.BpfMapSlLbMaglev].InnerMap.Copy(),
-		policyInner: spec.Maps[bpfobj.BpfMapSlPolicy].InnerMap.Copy(),
-		cidrInner:   spec.Maps[bpfobj.BpfMapSlPolicyCidr].InnerMap.Copy()}
+	dp := &Datapath{cfg: cfg, log: log, maglevInner: spec.Maps[bpfobj.EndpointMapSlLbMaglev].InnerMap.Copy(),
+		policyInner: spec.Maps[bpfobj.EndpointMapSlPolicy].InnerMap.Copy(),
+		cidrInner:   spec.Maps[bpfobj.EndpointMapSlPolicyCidr].InnerMap.Copy()}
 	if err := dp.reconcilePins(spec); err != nil {
 		return nil, err
 	}
@@ -142,27 +142,27 @@ func checkBPFFS(dir string) error {
 
 func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	sizes := map[string]uint32{
-		bpfobj.BpfMapSlCt:         cfg.CTMax,
-		bpfobj.BpfMapSlEndpoints:  cfg.EndpointsMax,
-		bpfobj.BpfMapSlFrag:       cfg.FragMax,
-		bpfobj.BpfMapSlEvents:     cfg.EventsBufBytes,
-		bpfobj.BpfMapSlLbSvc:      cfg.LBMax,
-		bpfobj.BpfMapSlLbBackends: cfg.LBBackendsMax,
-		bpfobj.BpfMapSlLbRevnat:   cfg.LBBackendsMax,
-		bpfobj.BpfMapSlLbAffinity: cfg.LBBackendsMax,
-		bpfobj.BpfMapSlLbSock:     cfg.LBBackendsMax,
-		bpfobj.BpfMapSlLbSrcRange: cfg.LBBackendsMax,
-		bpfobj.BpfMapSlIpcache:    cfg.IPCacheMax,
-		bpfobj.BpfMapSlPolicy:     cfg.EndpointsMax,
-		bpfobj.BpfMapSlPolicyCidr: cfg.EndpointsMax,
+		bpfobj.EndpointMapSlCt:         cfg.CTMax,
+		bpfobj.EndpointMapSlEndpoints:  cfg.EndpointsMax,
+		bpfobj.EndpointMapSlFrag:       cfg.FragMax,
+		bpfobj.EndpointMapSlEvents:     cfg.EventsBufBytes,
+		bpfobj.EndpointMapSlLbSvc:      cfg.LBMax,
+		bpfobj.EndpointMapSlLbBackends: cfg.LBBackendsMax,
+		bpfobj.EndpointMapSlLbRevnat:   cfg.LBBackendsMax,
+		bpfobj.EndpointMapSlLbAffinity: cfg.LBBackendsMax,
+		bpfobj.EndpointMapSlLbSock:     cfg.LBBackendsMax,
+		bpfobj.EndpointMapSlLbSrcRange: cfg.LBBackendsMax,
+		bpfobj.EndpointMapSlIpcache:    cfg.IPCacheMax,
+		bpfobj.EndpointMapSlPolicy:     cfg.EndpointsMax,
+		bpfobj.EndpointMapSlPolicyCidr: cfg.EndpointsMax,
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
 	}
-	spec.Maps[bpfobj.BpfMapSlLbMaglev].MaxEntries = cfg.MaglevMax
-	spec.Maps[bpfobj.BpfMapSlLbMaglev].InnerMap.MaxEntries = cfg.MaglevTableSize
-	spec.Maps[bpfobj.BpfMapSlPolicy].InnerMap.MaxEntries = cfg.PolicyMapMax
-	spec.Maps[bpfobj.BpfMapSlPolicyCidr].InnerMap.MaxEntries = cfg.PolicyMapMax
+	spec.Maps[bpfobj.EndpointMapSlLbMaglev].MaxEntries = cfg.MaglevMax
+	spec.Maps[bpfobj.EndpointMapSlLbMaglev].InnerMap.MaxEntries = cfg.MaglevTableSize
+	spec.Maps[bpfobj.EndpointMapSlPolicy].InnerMap.MaxEntries = cfg.PolicyMapMax
+	spec.Maps[bpfobj.EndpointMapSlPolicyCidr].InnerMap.MaxEntries = cfg.PolicyMapMax
 	antispoof := uint8(1)
 	if cfg.DisableAntispoof {
 		antispoof = 0
@@ -176,21 +176,21 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		return err
 	}
 	vars := map[string]any{
-		bpfobj.BpfVarFlowEvents:       uint8(level),
+		bpfobj.EndpointVarFlowEvents:       uint8(level),
 		"sock_lb_mode":                mode,
 		"host_netns_cookie":           cfg.HostNetnsCookie,
 		"have_set_retval":             boolByte(ProbeSetRetval() && !cfg.NoSetRetval),
 		"maglev_size":                 cfg.MaglevTableSize,
 		"events_ring_size":            uint64(cfg.EventsBufBytes),
-		bpfobj.BpfVarCtTimeoutSynNs:   uint64(cfg.CTTimeoutSYN.Nanoseconds()),
-		bpfobj.BpfVarCtTimeoutTcpNs:   uint64(cfg.CTTimeoutTCP.Nanoseconds()),
-		bpfobj.BpfVarCtTimeoutCloseNs: uint64(cfg.CTTimeoutClose.Nanoseconds()),
-		bpfobj.BpfVarCtTimeoutOtherNs: uint64(cfg.CTTimeoutOther.Nanoseconds()),
-		bpfobj.BpfVarEnableAntispoof:  antispoof,
+		bpfobj.EndpointVarCtTimeoutSynNs:   uint64(cfg.CTTimeoutSYN.Nanoseconds()),
+		bpfobj.EndpointVarCtTimeoutTcpNs:   uint64(cfg.CTTimeoutTCP.Nanoseconds()),
+		bpfobj.EndpointVarCtTimeoutCloseNs: uint64(cfg.CTTimeoutClose.Nanoseconds()),
+		bpfobj.EndpointVarCtTimeoutOtherNs: uint64(cfg.CTTimeoutOther.Nanoseconds()),
+		bpfobj.EndpointVarEnableAntispoof:  antispoof,
 		"enable_policy_revoke":        boolByte(!cfg.DisablePolicyRevoke),
 		"drop_event_interval_ns":      uint64(max(cfg.DropEventInterval, 0).Nanoseconds()),
-		bpfobj.BpfVarSnatPortMin:      cfg.SNATPortMin,
-		bpfobj.BpfVarSnatPortMax:      cfg.SNATPortMax,
+		bpfobj.EndpointVarSnatPortMin:      cfg.SNATPortMin,
+		bpfobj.EndpointVarSnatPortMax:      cfg.SNATPortMax,
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]
@@ -265,7 +265,7 @@ func (dp *Datapath) reconcilePins(spec *ebpf.CollectionSpec) error {
 		have, known := layouts[ms.Name]
 		compatErr := ms.Compatible(old)
 		switch {
-		case ms.Name == bpfobj.BpfMapSlLayout && compatErr == nil:
+		case ms.Name == bpfobj.EndpointMapSlLayout && compatErr == nil:
 			// The fingerprint table's own layout is fixed forever.
 		case known && have != want && hashKindChanged(ms, old, have):
 			// Same entries, another hash kind (sl_nat was an LRU hash
@@ -370,8 +370,8 @@ func (dp *Datapath) migrate(path string, ms *ebpf.MapSpec, old *ebpf.Map) error 
 	return nil
 }
 
-func layoutKey(name string) bpfobj.BpfSlLayoutKey {
-	var k bpfobj.BpfSlLayoutKey
+func layoutKey(name string) bpfobj.EndpointSlLayoutKey {
+	var k bpfobj.EndpointSlLayoutKey
 	for i := 0; i < len(k.Name)-1 && i < len(name); i++ {
 		k.Name[i] = int8(name[i])
 	}
@@ -387,7 +387,7 @@ func capacityName(name string) string { return "#" + name }
 // readLayouts reads the records the previous agent wrote: fingerprints by
 // map name, inner capacities by capacityName.
 func (dp *Datapath) readLayouts() map[string]uint64 {
-	m, err := ebpf.LoadPinnedMap(filepath.Join(dp.cfg.BPFRoot, bpfobj.BpfMapSlLayout), nil)
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dp.cfg.BPFRoot, bpfobj.EndpointMapSlLayout), nil)
 	if err != nil {
 		return map[string]uint64{}
 	}
@@ -402,7 +402,7 @@ func (dp *Datapath) readLayouts() map[string]uint64 {
 
 func readLayoutMap(m *ebpf.Map) (map[string]uint64, error) {
 	out := map[string]uint64{}
-	var k bpfobj.BpfSlLayoutKey
+	var k bpfobj.EndpointSlLayoutKey
 	var v uint64
 	it := m.Iterate()
 	for it.Next(&k, &v) {
@@ -416,7 +416,7 @@ func readLayoutMap(m *ebpf.Map) (map[string]uint64, error) {
 		out[string(b)] = v
 	}
 	if err := it.Err(); err != nil {
-		return out, fmt.Errorf("read %s: %w", bpfobj.BpfMapSlLayout, err)
+		return out, fmt.Errorf("read %s: %w", bpfobj.EndpointMapSlLayout, err)
 	}
 	return out, nil
 }
@@ -524,4 +524,4 @@ func (dp *Datapath) Close() error {
 func (dp *Datapath) Config() Config { return dp.cfg }
 
 // Objects exposes the loaded programs and maps to the attach and map code.
-func (dp *Datapath) Objects() *bpfobj.BpfObjects { return &dp.objs }
+func (dp *Datapath) Objects() *bpfobj.EndpointObjects { return &dp.objs }

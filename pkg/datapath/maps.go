@@ -77,19 +77,19 @@ func OpenPinned(root string) (*Maps, error) {
 		name string
 		dst  **ebpf.Map
 	}{
-		{bpfobj.BpfMapSlEndpoints, &m.Endpoints},
-		{bpfobj.BpfMapSlCt, &m.CT},
-		{bpfobj.BpfMapSlMetrics, &m.Metrics},
-		{bpfobj.BpfMapSlLbSvc, &m.LBSvc},
-		{bpfobj.BpfMapSlLbBackends, &m.LBBackends},
-		{bpfobj.BpfMapSlLbRevnat, &m.LBRevNat},
-		{bpfobj.BpfMapSlLbMaglev, &m.LBMaglev},
-		{bpfobj.BpfMapSlLbSrcRange, &m.LBSrcRange},
-		{bpfobj.BpfMapSlIpcache, &m.IPCache},
-		{bpfobj.BpfMapSlPolicy, &m.Policy},
-		{bpfobj.BpfMapSlPolicyCidr, &m.PolicyCIDR},
-		{bpfobj.BpfMapSlPolicyRev, &m.PolicyRev},
-		{bpfobj.BpfMapSlNat, &m.NAT},
+		{bpfobj.EndpointMapSlEndpoints, &m.Endpoints},
+		{bpfobj.EndpointMapSlCt, &m.CT},
+		{bpfobj.EndpointMapSlMetrics, &m.Metrics},
+		{bpfobj.EndpointMapSlLbSvc, &m.LBSvc},
+		{bpfobj.EndpointMapSlLbBackends, &m.LBBackends},
+		{bpfobj.EndpointMapSlLbRevnat, &m.LBRevNat},
+		{bpfobj.EndpointMapSlLbMaglev, &m.LBMaglev},
+		{bpfobj.EndpointMapSlLbSrcRange, &m.LBSrcRange},
+		{bpfobj.EndpointMapSlIpcache, &m.IPCache},
+		{bpfobj.EndpointMapSlPolicy, &m.Policy},
+		{bpfobj.EndpointMapSlPolicyCidr, &m.PolicyCIDR},
+		{bpfobj.EndpointMapSlPolicyRev, &m.PolicyRev},
+		{bpfobj.EndpointMapSlNat, &m.NAT},
 	}
 	for _, x := range pinned {
 		path := filepath.Join(root, x.name)
@@ -116,11 +116,11 @@ func OpenPinned(root string) (*Maps, error) {
 // sl_layout for the maps with this build's. Capacities are not part of a
 // fingerprint, so the agent's sizing flags do not matter here.
 func checkPinnedLayouts(root string, names []string) error {
-	spec, err := bpfobj.LoadBpf()
+	spec, err := bpfobj.LoadEndpoint()
 	if err != nil {
 		return fmt.Errorf("parse embedded eBPF object: %w", err)
 	}
-	path := filepath.Join(root, bpfobj.BpfMapSlLayout)
+	path := filepath.Join(root, bpfobj.EndpointMapSlLayout)
 	lm, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("open pinned map %s, which records the layouts of the others: %w: %w", path, err, ErrLayoutMismatch)
@@ -177,10 +177,10 @@ func ntohs(v uint16) uint16 { return v<<8 | v>>8 }
 // Endpoint policy flags: SL_EP_F_POLICY_* of sl_ep_flag
 // (bpf/include/sluice/types.h), generated.
 const (
-	EPFlagPolicyIngress  = uint32(bpfobj.BpfSlEpFlagSL_EP_F_POLICY_INGRESS)
-	EPFlagPolicyEgress   = uint32(bpfobj.BpfSlEpFlagSL_EP_F_POLICY_EGRESS)
-	EPFlagPolicyAudit    = uint32(bpfobj.BpfSlEpFlagSL_EP_F_POLICY_AUDIT)
-	EPFlagPolicyOverflow = uint32(bpfobj.BpfSlEpFlagSL_EP_F_POLICY_OVERFLOW)
+	EPFlagPolicyIngress  = uint32(bpfobj.EndpointSlEpFlagSL_EP_F_POLICY_INGRESS)
+	EPFlagPolicyEgress   = uint32(bpfobj.EndpointSlEpFlagSL_EP_F_POLICY_EGRESS)
+	EPFlagPolicyAudit    = uint32(bpfobj.EndpointSlEpFlagSL_EP_F_POLICY_AUDIT)
+	EPFlagPolicyOverflow = uint32(bpfobj.EndpointSlEpFlagSL_EP_F_POLICY_OVERFLOW)
 	epFlagsPolicy        = EPFlagPolicyIngress | EPFlagPolicyEgress | EPFlagPolicyAudit | EPFlagPolicyOverflow
 )
 
@@ -198,13 +198,13 @@ type EndpointEntry struct {
 
 // PutEndpoint creates or updates an endpoint entry.
 func (m *Maps) PutEndpoint(e EndpointEntry) error {
-	v := bpfobj.BpfSlEndpoint{EpId: e.ID, Identity: e.Identity, Flags: e.PolicyFlags & epFlagsPolicy}
+	v := bpfobj.EndpointSlEndpoint{EpId: e.ID, Identity: e.Identity, Flags: e.PolicyFlags & epFlagsPolicy}
 	if e.IPv4.Is4() {
-		v.Flags |= uint32(bpfobj.BpfSlEpFlagSL_EP_F_HAS_IPV4)
+		v.Flags |= uint32(bpfobj.EndpointSlEpFlagSL_EP_F_HAS_IPV4)
 		v.Ipv4.Addr6 = addrTo(e.IPv4)
 	}
 	if e.IPv6.Is6() {
-		v.Flags |= uint32(bpfobj.BpfSlEpFlagSL_EP_F_HAS_IPV6)
+		v.Flags |= uint32(bpfobj.EndpointSlEpFlagSL_EP_F_HAS_IPV6)
 		v.Ipv6.Addr6 = addrTo(e.IPv6)
 	}
 	m.lockEndpoints()
@@ -221,7 +221,7 @@ func (m *Maps) PutEndpoint(e EndpointEntry) error {
 func (m *Maps) SetEndpointPolicy(ifindex, epID, identity, flags uint32) (bool, error) {
 	m.lockEndpoints()
 	defer m.unlockEndpoints()
-	var v bpfobj.BpfSlEndpoint
+	var v bpfobj.EndpointSlEndpoint
 	if err := m.Endpoints.Lookup(ifindex, &v); errors.Is(err, ebpf.ErrKeyNotExist) {
 		return false, nil
 	} else if err != nil {
@@ -261,7 +261,7 @@ func (m *Maps) DeleteEndpoint(ifindex uint32) error {
 // PutUplink records an uplink and the address external connections are
 // source-translated to when they leave through it.
 func (m *Maps) PutUplink(ifindex uint32, snat netip.Addr) error {
-	var v bpfobj.BpfSlUplink
+	var v bpfobj.EndpointSlUplink
 	v.Ipv4.Addr6 = addrTo(snat)
 	if err := m.Uplinks.Put(ifindex, &v); err != nil {
 		return fmt.Errorf("write uplink ifindex %d: %w", ifindex, mapErr(m.Uplinks, err))
@@ -281,16 +281,16 @@ func (m *Maps) DeleteUplink(ifindex uint32) error {
 func (m *Maps) ListEndpoints() ([]EndpointEntry, error) {
 	var (
 		k   uint32
-		v   bpfobj.BpfSlEndpoint
+		v   bpfobj.EndpointSlEndpoint
 		out []EndpointEntry
 	)
 	it := m.Endpoints.Iterate()
 	for it.Next(&k, &v) {
 		e := EndpointEntry{IfIndex: k, ID: v.EpId, Identity: v.Identity, PolicyFlags: v.Flags & epFlagsPolicy}
-		if v.Flags&uint32(bpfobj.BpfSlEpFlagSL_EP_F_HAS_IPV4) != 0 {
+		if v.Flags&uint32(bpfobj.EndpointSlEpFlagSL_EP_F_HAS_IPV4) != 0 {
 			e.IPv4 = addrFrom(v.Ipv4.Addr6, unix.AF_INET)
 		}
-		if v.Flags&uint32(bpfobj.BpfSlEpFlagSL_EP_F_HAS_IPV6) != 0 {
+		if v.Flags&uint32(bpfobj.EndpointSlEpFlagSL_EP_F_HAS_IPV6) != 0 {
 			e.IPv6 = addrFrom(v.Ipv6.Addr6, unix.AF_INET6)
 		}
 		out = append(out, e)
@@ -303,7 +303,7 @@ func (m *Maps) ListEndpoints() ([]EndpointEntry, error) {
 }
 
 // expiredEvent is the end event of a connection that expired.
-func expiredEvent(k bpfobj.BpfSlCtKey, v bpfobj.BpfSlCtEntry, now uint64) Event {
+func expiredEvent(k bpfobj.EndpointSlCtKey, v bpfobj.EndpointSlCtEntry, now uint64) Event {
 	last := v.Expires
 	if last > now {
 		last = now
@@ -351,7 +351,7 @@ func MonotonicNow() uint64 {
 	return uint64(ts.Nano())
 }
 
-func ctEntryFrom(k *bpfobj.BpfSlCtKey, v *bpfobj.BpfSlCtEntry, now uint64) CTEntry {
+func ctEntryFrom(k *bpfobj.EndpointSlCtKey, v *bpfobj.EndpointSlCtEntry, now uint64) CTEntry {
 	src := netip.AddrPortFrom(addrFrom(k.Saddr.Addr6, k.Family), ntohs(k.Sport))
 	dst := netip.AddrPortFrom(addrFrom(k.Daddr.Addr6, k.Family), ntohs(k.Dport))
 	return CTEntry{
@@ -369,8 +369,8 @@ func ctEntryFrom(k *bpfobj.BpfSlCtKey, v *bpfobj.BpfSlCtEntry, now uint64) CTEnt
 // ListCT returns the live (unexpired) CT entries.
 func (m *Maps) ListCT() ([]CTEntry, error) {
 	var (
-		k   bpfobj.BpfSlCtKey
-		v   bpfobj.BpfSlCtEntry
+		k   bpfobj.EndpointSlCtKey
+		v   bpfobj.EndpointSlCtEntry
 		out []CTEntry
 	)
 	now := MonotonicNow()
@@ -402,9 +402,9 @@ type CTStats struct {
 // entry of an endpoint for which it returns true. It returns the counts.
 func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTStats, error) {
 	var (
-		k     bpfobj.BpfSlCtKey
-		v     bpfobj.BpfSlCtEntry
-		dead  []bpfobj.BpfSlCtKey
+		k     bpfobj.EndpointSlCtKey
+		v     bpfobj.EndpointSlCtEntry
+		dead  []bpfobj.EndpointSlCtKey
 		stats CTStats
 	)
 	now := MonotonicNow()
@@ -418,8 +418,8 @@ func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTSta
 			// when they closed; the others end by expiring.
 			// An SNATed external connection has only its SERVICE
 			// entry on the uplink (endpoint 0).
-			conn := k.Scope == uint8(bpfobj.BpfSlCtScopeSL_CT_SCOPE_FLOW) || (k.EpId == 0 && v.NatFlags&uint8(bpfobj.BpfSlCtNatFlagSL_CT_NAT_SNAT) != 0)
-			if ended != nil && v.State != uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && conn && m.reportsEnd(&v) {
+			conn := k.Scope == uint8(bpfobj.EndpointSlCtScopeSL_CT_SCOPE_FLOW) || (k.EpId == 0 && v.NatFlags&uint8(bpfobj.EndpointSlCtNatFlagSL_CT_NAT_SNAT) != 0)
+			if ended != nil && v.State != uint8(bpfobj.EndpointSlCtStateSL_CT_CLOSED) && conn && m.reportsEnd(&v) {
 				ended(expiredEvent(k, v, now))
 			}
 		case endpointGone != nil && endpointGone(k.EpId):
@@ -445,22 +445,22 @@ func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTSta
 // datapath does to one that closes: no ends below "connections", and at
 // "connections" the server side of a connection between two pods of the
 // node is left to the client's side.
-func (m *Maps) reportsEnd(v *bpfobj.BpfSlCtEntry) bool {
+func (m *Maps) reportsEnd(v *bpfobj.EndpointSlCtEntry) bool {
 	if m.flowEvents == "" {
 		return true // pins only (CLI): everything
 	}
 	if !m.flowEvents.reportsEnds() {
 		return false
 	}
-	return m.flowEvents != FlowEventsConnections || v.Origin != uint8(bpfobj.BpfSlDirSL_DIR_INGRESS) ||
-		v.PolicyFlags&uint8(bpfobj.BpfSlCtPolFlagSL_CT_POL_PEER_LOCAL) == 0
+	return m.flowEvents != FlowEventsConnections || v.Origin != uint8(bpfobj.EndpointSlDirSL_DIR_INGRESS) ||
+		v.PolicyFlags&uint8(bpfobj.EndpointSlCtPolFlagSL_CT_POL_PEER_LOCAL) == 0
 }
 
 // ctUsage walks sl_ct once: live (unexpired) entries and all of them.
 func (m *Maps) ctUsage() (live, total int, err error) {
 	var (
-		k bpfobj.BpfSlCtKey
-		v bpfobj.BpfSlCtEntry
+		k bpfobj.EndpointSlCtKey
+		v bpfobj.EndpointSlCtEntry
 	)
 	now := MonotonicNow()
 	it := m.CT.Iterate()
@@ -488,8 +488,8 @@ type Counter struct {
 // Counters sums the per-CPU counters.
 func (m *Maps) Counters() ([]Counter, error) {
 	var (
-		k   bpfobj.BpfSlMetricsKey
-		vs  []bpfobj.BpfSlMetricsVal
+		k   bpfobj.EndpointSlMetricsKey
+		vs  []bpfobj.EndpointSlMetricsVal
 		out []Counter
 	)
 	it := m.Metrics.Iterate()

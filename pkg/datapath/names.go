@@ -15,68 +15,68 @@ const MetricEventsLost = "events-lost"
 // Readable names for the C enums. Drop reason names are Hubble's
 // flow.DropReason names where the value is Hubble's.
 var (
-	dropReasonNames = map[b.BpfSlDropReason]string{
-		b.BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP:    "INVALID_SOURCE_IP",
-		b.BpfSlDropReasonSL_DROP_INVALID_PACKET:       "INVALID_PACKET_DROPPED",
-		b.BpfSlDropReasonSL_DROP_CT_INVALID_HDR:       "CT_TRUNCATED_OR_INVALID_HEADER",
-		b.BpfSlDropReasonSL_DROP_CT_MAP_FULL:          "CT_MAP_INSERTION_FAILED",
-		b.BpfSlDropReasonSL_DROP_WRITE_ERROR:          "ERROR_WRITING_TO_PACKET",
-		b.BpfSlDropReasonSL_DROP_NO_SERVICE_BACKEND:   "SERVICE_BACKEND_NOT_FOUND",
-		b.BpfSlDropReasonSL_DROP_FIB_LOOKUP_FAILED:    "FIB_LOOKUP_FAILED",
-		b.BpfSlDropReasonSL_DROP_NO_LOCAL_BACKEND:     "NO_LOCAL_SERVICE_BACKEND",
-		b.BpfSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED:  "NAT_PORTS_EXHAUSTED",
-		b.BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND:       "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND",
-		b.BpfSlDropReasonSL_DROP_NOT_IN_SRC_RANGE:     "DENIED_BY_LB_SRC_RANGE_CHECK",
-		b.BpfSlDropReasonSL_DROP_POLICY_DENIED:        "POLICY_DENIED",
-		b.BpfSlDropReasonSL_DROP_UNSUPPORTED_L3:       "UNSUPPORTED_L3_PROTOCOL",
-		b.BpfSlDropReasonSL_DROP_POLICY_REVOKED:       "POLICY_REVOKED",
-		b.BpfSlDropReasonSL_DROP_POLICY_OVERFLOW:      "POLICY_OVERFLOW",
-		b.BpfSlDropReasonSL_DROP_PROXY_UNAVAILABLE:    "PROXY_UNAVAILABLE",
-		b.BpfSlDropReasonSL_DROP_SOCKET_ASSIGN_FAILED: "SOCKET_ASSIGN_FAILED",
+	dropReasonNames = map[b.EndpointSlDropReason]string{
+		b.EndpointSlDropReasonSL_DROP_INVALID_SOURCE_IP:    "INVALID_SOURCE_IP",
+		b.EndpointSlDropReasonSL_DROP_INVALID_PACKET:       "INVALID_PACKET_DROPPED",
+		b.EndpointSlDropReasonSL_DROP_CT_INVALID_HDR:       "CT_TRUNCATED_OR_INVALID_HEADER",
+		b.EndpointSlDropReasonSL_DROP_CT_MAP_FULL:          "CT_MAP_INSERTION_FAILED",
+		b.EndpointSlDropReasonSL_DROP_WRITE_ERROR:          "ERROR_WRITING_TO_PACKET",
+		b.EndpointSlDropReasonSL_DROP_NO_SERVICE_BACKEND:   "SERVICE_BACKEND_NOT_FOUND",
+		b.EndpointSlDropReasonSL_DROP_FIB_LOOKUP_FAILED:    "FIB_LOOKUP_FAILED",
+		b.EndpointSlDropReasonSL_DROP_NO_LOCAL_BACKEND:     "NO_LOCAL_SERVICE_BACKEND",
+		b.EndpointSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED:  "NAT_PORTS_EXHAUSTED",
+		b.EndpointSlDropReasonSL_DROP_FRAG_NOT_FOUND:       "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND",
+		b.EndpointSlDropReasonSL_DROP_NOT_IN_SRC_RANGE:     "DENIED_BY_LB_SRC_RANGE_CHECK",
+		b.EndpointSlDropReasonSL_DROP_POLICY_DENIED:        "POLICY_DENIED",
+		b.EndpointSlDropReasonSL_DROP_UNSUPPORTED_L3:       "UNSUPPORTED_L3_PROTOCOL",
+		b.EndpointSlDropReasonSL_DROP_POLICY_REVOKED:       "POLICY_REVOKED",
+		b.EndpointSlDropReasonSL_DROP_POLICY_OVERFLOW:      "POLICY_OVERFLOW",
+		b.EndpointSlDropReasonSL_DROP_PROXY_UNAVAILABLE:    "PROXY_UNAVAILABLE",
+		b.EndpointSlDropReasonSL_DROP_SOCKET_ASSIGN_FAILED: "SOCKET_ASSIGN_FAILED",
 	}
-	metricNames = map[b.BpfSlMetric]string{
-		b.BpfSlMetricSL_METRIC_FORWARDED:       "forwarded",
-		b.BpfSlMetricSL_METRIC_DROPPED:         "dropped",
-		b.BpfSlMetricSL_METRIC_PASSED_IPV6:     "passed-ipv6",
-		b.BpfSlMetricSL_METRIC_PASSED_OTHER:    "passed-non-ip",
-		b.BpfSlMetricSL_METRIC_RELATED:         "related-icmp",
-		b.BpfSlMetricSL_METRIC_EVENTS_LOST:     MetricEventsLost,
-		b.BpfSlMetricSL_METRIC_NO_ENDPOINT:     "no-endpoint",
-		b.BpfSlMetricSL_METRIC_FRAG_TABLE_FULL: "frag-table-full",
-		b.BpfSlMetricSL_METRIC_SOCK_DESTROYED:  "sockets-destroyed",
-		b.BpfSlMetricSL_METRIC_POLICY_AUDIT:    "policy-audit",
-		b.BpfSlMetricSL_METRIC_POLICY_REDIRECT: "policy-redirect",
+	metricNames = map[b.EndpointSlMetric]string{
+		b.EndpointSlMetricSL_METRIC_FORWARDED:       "forwarded",
+		b.EndpointSlMetricSL_METRIC_DROPPED:         "dropped",
+		b.EndpointSlMetricSL_METRIC_PASSED_IPV6:     "passed-ipv6",
+		b.EndpointSlMetricSL_METRIC_PASSED_OTHER:    "passed-non-ip",
+		b.EndpointSlMetricSL_METRIC_RELATED:         "related-icmp",
+		b.EndpointSlMetricSL_METRIC_EVENTS_LOST:     MetricEventsLost,
+		b.EndpointSlMetricSL_METRIC_NO_ENDPOINT:     "no-endpoint",
+		b.EndpointSlMetricSL_METRIC_FRAG_TABLE_FULL: "frag-table-full",
+		b.EndpointSlMetricSL_METRIC_SOCK_DESTROYED:  "sockets-destroyed",
+		b.EndpointSlMetricSL_METRIC_POLICY_AUDIT:    "policy-audit",
+		b.EndpointSlMetricSL_METRIC_POLICY_REDIRECT: "policy-redirect",
 	}
-	ctStateNames = map[b.BpfSlCtState]string{
-		b.BpfSlCtStateSL_CT_NONE:        "none",
-		b.BpfSlCtStateSL_CT_SYN_SENT:    "syn-sent",
-		b.BpfSlCtStateSL_CT_SYN_RECV:    "syn-recv",
-		b.BpfSlCtStateSL_CT_ESTABLISHED: "established",
-		b.BpfSlCtStateSL_CT_CLOSING:     "closing",
-		b.BpfSlCtStateSL_CT_CLOSED:      "closed",
-		b.BpfSlCtStateSL_CT_OPEN:        "open",
+	ctStateNames = map[b.EndpointSlCtState]string{
+		b.EndpointSlCtStateSL_CT_NONE:        "none",
+		b.EndpointSlCtStateSL_CT_SYN_SENT:    "syn-sent",
+		b.EndpointSlCtStateSL_CT_SYN_RECV:    "syn-recv",
+		b.EndpointSlCtStateSL_CT_ESTABLISHED: "established",
+		b.EndpointSlCtStateSL_CT_CLOSING:     "closing",
+		b.EndpointSlCtStateSL_CT_CLOSED:      "closed",
+		b.EndpointSlCtStateSL_CT_OPEN:        "open",
 	}
-	dirNames = map[b.BpfSlDir]string{
-		b.BpfSlDirSL_DIR_UNKNOWN: "unknown",
-		b.BpfSlDirSL_DIR_INGRESS: "ingress",
-		b.BpfSlDirSL_DIR_EGRESS:  "egress",
+	dirNames = map[b.EndpointSlDir]string{
+		b.EndpointSlDirSL_DIR_UNKNOWN: "unknown",
+		b.EndpointSlDirSL_DIR_INGRESS: "ingress",
+		b.EndpointSlDirSL_DIR_EGRESS:  "egress",
 	}
-	eventTypeNames = map[b.BpfSlEventType]string{
-		b.BpfSlEventTypeSL_EVENT_CONN_NEW:  "trace",
-		b.BpfSlEventTypeSL_EVENT_DROP:      "drop",
-		b.BpfSlEventTypeSL_EVENT_TRANSLATE: "translate",
-		b.BpfSlEventTypeSL_EVENT_CONN_END:  "end",
+	eventTypeNames = map[b.EndpointSlEventType]string{
+		b.EndpointSlEventTypeSL_EVENT_CONN_NEW:  "trace",
+		b.EndpointSlEventTypeSL_EVENT_DROP:      "drop",
+		b.EndpointSlEventTypeSL_EVENT_TRANSLATE: "translate",
+		b.EndpointSlEventTypeSL_EVENT_CONN_END:  "end",
 	}
-	verdictNames = map[b.BpfSlPolicyVerdict]string{
-		b.BpfSlPolicyVerdictSL_VERDICT_NONE:     "none",
-		b.BpfSlPolicyVerdictSL_VERDICT_ALLOW:    "allowed",
-		b.BpfSlPolicyVerdictSL_VERDICT_REDIRECT: "redirected",
-		b.BpfSlPolicyVerdictSL_VERDICT_DENY:     "denied",
-		b.BpfSlPolicyVerdictSL_VERDICT_AUDIT:    "audit",
+	verdictNames = map[b.EndpointSlPolicyVerdict]string{
+		b.EndpointSlPolicyVerdictSL_VERDICT_NONE:     "none",
+		b.EndpointSlPolicyVerdictSL_VERDICT_ALLOW:    "allowed",
+		b.EndpointSlPolicyVerdictSL_VERDICT_REDIRECT: "redirected",
+		b.EndpointSlPolicyVerdictSL_VERDICT_DENY:     "denied",
+		b.EndpointSlPolicyVerdictSL_VERDICT_AUDIT:    "audit",
 	}
-	ctScopeNames = map[b.BpfSlCtScope]string{
-		b.BpfSlCtScopeSL_CT_SCOPE_FLOW:    "flow",
-		b.BpfSlCtScopeSL_CT_SCOPE_SERVICE: "service",
+	ctScopeNames = map[b.EndpointSlCtScope]string{
+		b.EndpointSlCtScopeSL_CT_SCOPE_FLOW:    "flow",
+		b.EndpointSlCtScopeSL_CT_SCOPE_SERVICE: "service",
 	}
 )
 
@@ -88,25 +88,25 @@ func name[K ~uint32](m map[K]string, v K) string {
 }
 
 // DropReasonName names a drop reason.
-func DropReasonName(r uint16) string { return name(dropReasonNames, b.BpfSlDropReason(r)) }
+func DropReasonName(r uint16) string { return name(dropReasonNames, b.EndpointSlDropReason(r)) }
 
 // MetricName names a counter kind.
-func MetricName(m uint8) string { return name(metricNames, b.BpfSlMetric(m)) }
+func MetricName(m uint8) string { return name(metricNames, b.EndpointSlMetric(m)) }
 
 // CTStateName names a connection-tracking state.
-func CTStateName(s uint8) string { return name(ctStateNames, b.BpfSlCtState(s)) }
+func CTStateName(s uint8) string { return name(ctStateNames, b.EndpointSlCtState(s)) }
 
 // DirName names a direction relative to the endpoint.
-func DirName(d uint8) string { return name(dirNames, b.BpfSlDir(d)) }
+func DirName(d uint8) string { return name(dirNames, b.EndpointSlDir(d)) }
 
 // EventTypeName names a ring buffer event type.
-func EventTypeName(t uint8) string { return name(eventTypeNames, b.BpfSlEventType(t)) }
+func EventTypeName(t uint8) string { return name(eventTypeNames, b.EndpointSlEventType(t)) }
 
 // VerdictName names a policy verdict.
-func VerdictName(v uint8) string { return name(verdictNames, b.BpfSlPolicyVerdict(v)) }
+func VerdictName(v uint8) string { return name(verdictNames, b.EndpointSlPolicyVerdict(v)) }
 
 // CTScopeName names a CT entry's scope.
-func CTScopeName(s uint8) string { return name(ctScopeNames, b.BpfSlCtScope(s)) }
+func CTScopeName(s uint8) string { return name(ctScopeNames, b.EndpointSlCtScope(s)) }
 
 // ProtoName names an IP protocol number.
 func ProtoName(p uint8) string {

@@ -24,14 +24,14 @@ type NATUsage struct {
 // external client's connection to the frontend, tracked on the uplink
 // (endpoint 0). The mapping lives exactly as long as that entry says the
 // connection does (bpf/lib/nodeport.h: snat_owner_live).
-func natOwnerKey(k *bpfobj.BpfSlNatKey, v *bpfobj.BpfSlNatVal) bpfobj.BpfSlCtKey {
-	var ck bpfobj.BpfSlCtKey
+func natOwnerKey(k *bpfobj.EndpointSlNatKey, v *bpfobj.EndpointSlNatVal) bpfobj.EndpointSlCtKey {
+	var ck bpfobj.EndpointSlCtKey
 	ck.EpId = 0
 	ck.Family = afInet
 	ck.Proto = k.Proto
 	ck.Sport = v.ClientPort
 	ck.Dport = v.FrontPort
-	ck.Scope = uint8(bpfobj.BpfSlCtScopeSL_CT_SCOPE_SERVICE)
+	ck.Scope = uint8(bpfobj.EndpointSlCtScopeSL_CT_SCOPE_SERVICE)
 	ck.Saddr.Addr6 = v.Client.Addr6
 	ck.Daddr.Addr6 = v.Front.Addr6
 	return ck
@@ -45,19 +45,19 @@ const afInet = unix.AF_INET
 // closed connection's port is given back after the close grace, as the
 // datapath does), still pins this port, and its backend is still the one
 // the mapping sends to (a removed backend moves the connection on).
-func (m *Maps) natMappingLive(k *bpfobj.BpfSlNatKey, v *bpfobj.BpfSlNatVal, now uint64, closeGrace uint64) bool {
-	var e bpfobj.BpfSlCtEntry
+func (m *Maps) natMappingLive(k *bpfobj.EndpointSlNatKey, v *bpfobj.EndpointSlNatVal, now uint64, closeGrace uint64) bool {
+	var e bpfobj.EndpointSlCtEntry
 	ck := natOwnerKey(k, v)
 	if err := m.CT.Lookup(&ck, &e); err != nil {
 		return false
 	}
-	if e.Expires <= now || e.NatPort != k.Port || e.NatFlags&uint8(bpfobj.BpfSlCtNatFlagSL_CT_NAT_SNAT) == 0 {
+	if e.Expires <= now || e.NatPort != k.Port || e.NatFlags&uint8(bpfobj.EndpointSlCtNatFlagSL_CT_NAT_SNAT) == 0 {
 		return false
 	}
-	if e.State == uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && now+m.ctTimeoutClose >= e.Expires+closeGrace {
+	if e.State == uint8(bpfobj.EndpointSlCtStateSL_CT_CLOSED) && now+m.ctTimeoutClose >= e.Expires+closeGrace {
 		return false
 	}
-	var b bpfobj.BpfSlLbBackend
+	var b bpfobj.EndpointSlLbBackend
 	if err := m.LBBackends.Lookup(&e.BackendId, &b); err != nil {
 		return false
 	}
@@ -76,9 +76,9 @@ type NATGCStats struct {
 // heals state pinned by an agent that never released it.
 func (m *Maps) GCNAT() (NATGCStats, error) {
 	var (
-		k     bpfobj.BpfSlNatKey
-		v     bpfobj.BpfSlNatVal
-		dead  []bpfobj.BpfSlNatKey
+		k     bpfobj.EndpointSlNatKey
+		v     bpfobj.EndpointSlNatVal
+		dead  []bpfobj.EndpointSlNatKey
 		stats NATGCStats
 	)
 	if m.NAT == nil {
@@ -124,8 +124,8 @@ const snatCloseGraceNs = 2_000_000_000
 // datapath even before the GC removes it.
 func (m *Maps) NATUsage() ([]NATUsage, error) {
 	var (
-		k bpfobj.BpfSlNatKey
-		v bpfobj.BpfSlNatVal
+		k bpfobj.EndpointSlNatKey
+		v bpfobj.EndpointSlNatVal
 	)
 	if m.NAT == nil {
 		return nil, nil

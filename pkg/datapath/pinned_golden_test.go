@@ -35,7 +35,7 @@ func TestPinnedLayoutsUnchanged(t *testing.T) {
 		name string
 		load func() (*ebpf.CollectionSpec, error)
 	}{
-		{"endpoint", bpfobj.LoadBpf},
+		{"endpoint", bpfobj.LoadEndpoint},
 		{"sock", bpfobj.LoadSock},
 		{"host", bpfobj.LoadHost},
 		{"iter", bpfobj.LoadIter},

@@ -59,8 +59,8 @@ type EndpointPolicy struct {
 	CIDRs   []PolicyCIDR  `json:"cidrs,omitempty"`
 }
 
-func (e PolicyEntry) raw() (bpfobj.BpfSlPolicyKey, bpfobj.BpfSlPolicyEntry) {
-	k := bpfobj.BpfSlPolicyKey{Prefixlen: 40, Identity: e.Identity, Dir: e.Dir}
+func (e PolicyEntry) raw() (bpfobj.EndpointSlPolicyKey, bpfobj.EndpointSlPolicyEntry) {
+	k := bpfobj.EndpointSlPolicyKey{Prefixlen: 40, Identity: e.Identity, Dir: e.Dir}
 	if e.Proto != 0 {
 		plen := min(e.PortPrefixLen, 16)
 		k.Prefixlen = 48 + uint32(plen)
@@ -71,11 +71,11 @@ func (e PolicyEntry) raw() (bpfobj.BpfSlPolicyKey, bpfobj.BpfSlPolicyEntry) {
 		}
 		k.Dport = htons(e.Port & mask)
 	}
-	v := bpfobj.BpfSlPolicyEntry{Rule: e.Rule, ProxyPort: e.ProxyPort, Verdict: e.Verdict, Prefixlen: uint8(k.Prefixlen)}
+	v := bpfobj.EndpointSlPolicyEntry{Rule: e.Rule, ProxyPort: e.ProxyPort, Verdict: e.Verdict, Prefixlen: uint8(k.Prefixlen)}
 	return k, v
 }
 
-func policyEntryFrom(k bpfobj.BpfSlPolicyKey, v bpfobj.BpfSlPolicyEntry) PolicyEntry {
+func policyEntryFrom(k bpfobj.EndpointSlPolicyKey, v bpfobj.EndpointSlPolicyEntry) PolicyEntry {
 	e := PolicyEntry{Identity: k.Identity, Dir: k.Dir, Verdict: v.Verdict, ProxyPort: v.ProxyPort, Rule: v.Rule}
 	if k.Prefixlen >= 48 {
 		e.Proto = k.Proto
@@ -85,8 +85,8 @@ func policyEntryFrom(k bpfobj.BpfSlPolicyKey, v bpfobj.BpfSlPolicyEntry) PolicyE
 	return e
 }
 
-func (c PolicyCIDR) raw() bpfobj.BpfSlPolicyCidrKey {
-	k := bpfobj.BpfSlPolicyCidrKey{Prefixlen: 32 + uint32(c.Prefix.Bits()), Dir: c.Dir, Family: 2}
+func (c PolicyCIDR) raw() bpfobj.EndpointSlPolicyCidrKey {
+	k := bpfobj.EndpointSlPolicyCidrKey{Prefixlen: 32 + uint32(c.Prefix.Bits()), Dir: c.Dir, Family: 2}
 	if c.Prefix.Addr().Is6() {
 		k.Family = 10
 	}
@@ -183,8 +183,8 @@ func (m *Maps) DumpEndpointPolicy(epID uint32) (EndpointPolicy, error) {
 	}
 	defer pm.Close()
 	var (
-		k bpfobj.BpfSlPolicyKey
-		v bpfobj.BpfSlPolicyEntry
+		k bpfobj.EndpointSlPolicyKey
+		v bpfobj.EndpointSlPolicyEntry
 	)
 	it := pm.Iterate()
 	for it.Next(&k, &v) {
@@ -213,7 +213,7 @@ func (m *Maps) DumpEndpointPolicy(epID uint32) (EndpointPolicy, error) {
 	if err := m.PolicyCIDR.Lookup(epID, &cm); err == nil {
 		defer cm.Close()
 		var (
-			ck  bpfobj.BpfSlPolicyCidrKey
+			ck  bpfobj.EndpointSlPolicyCidrKey
 			cls uint32
 		)
 		cit := cm.Iterate()
@@ -247,8 +247,8 @@ type IPCacheEntry struct {
 	EndpointID uint32 `json:"endpointID,omitempty"`
 }
 
-func ipcacheKey(p netip.Prefix) bpfobj.BpfSlIpcacheKey {
-	k := bpfobj.BpfSlIpcacheKey{Prefixlen: 32 + uint32(p.Bits()), Family: 2}
+func ipcacheKey(p netip.Prefix) bpfobj.EndpointSlIpcacheKey {
+	k := bpfobj.EndpointSlIpcacheKey{Prefixlen: 32 + uint32(p.Bits()), Family: 2}
 	if p.Addr().Is6() {
 		k.Family = 10
 	}
@@ -260,8 +260,8 @@ func ipcacheKey(p netip.Prefix) bpfobj.BpfSlIpcacheKey {
 func (m *Maps) DumpIPCache() (map[netip.Prefix]IPCacheEntry, error) {
 	out := map[netip.Prefix]IPCacheEntry{}
 	var (
-		k bpfobj.BpfSlIpcacheKey
-		v bpfobj.BpfSlIpcacheVal
+		k bpfobj.EndpointSlIpcacheKey
+		v bpfobj.EndpointSlIpcacheVal
 	)
 	it := m.IPCache.Iterate()
 	for it.Next(&k, &v) {
@@ -290,7 +290,7 @@ func (m *Maps) SyncIPCache(want map[netip.Prefix]IPCacheEntry) (changed, removed
 			continue
 		}
 		k := ipcacheKey(p)
-		v := bpfobj.BpfSlIpcacheVal{Identity: e.Identity, EpId: e.EndpointID}
+		v := bpfobj.EndpointSlIpcacheVal{Identity: e.Identity, EpId: e.EndpointID}
 		if err := m.IPCache.Put(&k, &v); err != nil {
 			return changed, removed, fmt.Errorf("ipcache %s: %w", p, mapErr(m.IPCache, err))
 		}

@@ -15,11 +15,11 @@ import (
 // (sl_mark in bpf/include/sluice/types.h).
 const (
 	// MarkToProxy is on packets handed to the proxy's socket.
-	MarkToProxy = uint32(bpfobj.BpfSlMarkSL_MARK_TO_PROXY)
+	MarkToProxy = uint32(bpfobj.EndpointSlMarkSL_MARK_TO_PROXY)
 	// MarkFromProxy is the socket mark the proxy's upstream connections
 	// must carry (Envoy: the cluster's upstream_bind_config socket option
 	// SO_MARK): the destination's endpoint admits them.
-	MarkFromProxy = uint32(bpfobj.BpfSlMarkSL_MARK_FROM_PROXY)
+	MarkFromProxy = uint32(bpfobj.EndpointSlMarkSL_MARK_FROM_PROXY)
 )
 
 // ProxyRouteTable and ProxyRulePriority are the policy routing that
@@ -98,7 +98,7 @@ func (m *Maps) SetProxyRedirects(n uint32) error {
 	if m.Proxy == nil {
 		return errors.New("sl_proxy is not open")
 	}
-	if err := m.Proxy.Put(uint32(0), &bpfobj.BpfSlProxyState{RedirectingEndpoints: n}); err != nil {
+	if err := m.Proxy.Put(uint32(0), &bpfobj.EndpointSlProxyState{RedirectingEndpoints: n}); err != nil {
 		return fmt.Errorf("write sl_proxy: %w", err)
 	}
 	return nil

@@ -70,10 +70,10 @@ func (dp *Datapath) DestroyUDPSockets(backends []netip.AddrPort, netns []string)
 	if method == SockDestroyDiag {
 		return dp.destroyUDPSockDiag(backends, netns)
 	}
-	keys := make([]bpfobj.BpfSlSockDestroyKey, 0, len(backends))
+	keys := make([]bpfobj.EndpointSlSockDestroyKey, 0, len(backends))
 	vals := make([]uint8, 0, len(backends))
 	for _, b := range backends {
-		k := bpfobj.BpfSlSockDestroyKey{Port: htons(b.Port()), Proto: unix.IPPROTO_UDP}
+		k := bpfobj.EndpointSlSockDestroyKey{Port: htons(b.Port()), Proto: unix.IPPROTO_UDP}
 		k.Addr.Addr6 = addrTo(b.Addr())
 		keys, vals = append(keys, k), append(vals, 1)
 	}

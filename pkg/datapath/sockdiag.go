@@ -285,15 +285,15 @@ func (dp *Datapath) countSocketsDestroyed(n int) error {
 	}
 	metricsMu.Lock()
 	defer metricsMu.Unlock()
-	k := bpfobj.BpfSlMetricsKey{Metric: uint8(bpfobj.BpfSlMetricSL_METRIC_SOCK_DESTROYED), Dir: uint8(bpfobj.BpfSlDirSL_DIR_EGRESS)}
-	var vs []bpfobj.BpfSlMetricsVal
+	k := bpfobj.EndpointSlMetricsKey{Metric: uint8(bpfobj.EndpointSlMetricSL_METRIC_SOCK_DESTROYED), Dir: uint8(bpfobj.EndpointSlDirSL_DIR_EGRESS)}
+	var vs []bpfobj.EndpointSlMetricsVal
 	err := dp.objs.SlMetrics.Lookup(&k, &vs)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		cpus, cerr := ebpf.PossibleCPU()
 		if cerr != nil {
 			return fmt.Errorf("count destroyed sockets: %w", cerr)
 		}
-		vs, err = make([]bpfobj.BpfSlMetricsVal, cpus), nil
+		vs, err = make([]bpfobj.EndpointSlMetricsVal, cpus), nil
 	}
 	if err != nil {
 		return fmt.Errorf("count destroyed sockets: read counter: %w", err)

@@ -231,7 +231,7 @@ func TestConverterCachesAreBounded(t *testing.T) {
 	for i := range maxEnds + 10 {
 		ip := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
 		rec := datapath.Record(rec4(evNew, out, 0, pUDP, "192.0.2.1", 1, ip.String(), 53))
-		rec.DstIdentity, rec.Verdict = uint32(1000+i), uint8(b.BpfSlPolicyVerdictSL_VERDICT_ALLOW)
+		rec.DstIdentity, rec.Verdict = uint32(1000+i), uint8(b.EndpointSlPolicyVerdictSL_VERDICT_ALLOW)
 		r := c.Record(&rec, goldenEpoch)
 		if i == 0 {
 			first = r
@@ -308,11 +308,11 @@ func TestAppendResponse(t *testing.T) {
 func randomRecord(rng *rand.Rand) datapath.Record {
 	addrs := []string{"10.244.1.5", "10.244.2.7", "192.168.0.1", "192.168.0.2", "203.0.113.9", "0.0.0.0", "10.244.3.3"}
 	pick := func(l []uint8) uint8 { return l[rng.IntN(len(l))] }
-	r := rec4(b.BpfSlEventType(pick([]uint8{1, 2, 3, 4, 9})), b.BpfSlDir(pick([]uint8{0, 1, 2})), []uint32{0, 12, 5, 40}[rng.IntN(4)],
+	r := rec4(b.EndpointSlEventType(pick([]uint8{1, 2, 3, 4, 9})), b.EndpointSlDir(pick([]uint8{0, 1, 2})), []uint32{0, 12, 5, 40}[rng.IntN(4)],
 		pick([]uint8{pTCP, pUDP, pICMP, pICMPv6, pSCTP, 47}), addrs[rng.IntN(len(addrs))], uint16(rng.IntN(3)*rng.IntN(65536)),
 		addrs[rng.IntN(len(addrs))], uint16(rng.IntN(3)*rng.IntN(65536)))
 	if rng.IntN(4) == 0 {
-		r = rec6(b.BpfSlEventType(r.Type), b.BpfSlDir(r.Dir), r.EpId, r.Proto, "fd00::5", 1, "2001:db8::1", 443)
+		r = rec6(b.EndpointSlEventType(r.Type), b.EndpointSlDir(r.Dir), r.EpId, r.Proto, "fd00::5", 1, "2001:db8::1", 443)
 	}
 	r.Ts = rng.Uint64() >> 4
 	r.Ifindex = uint32(rng.IntN(3) * rng.IntN(1<<20))

@@ -76,7 +76,7 @@ func kernelRelease() string {
 // eventRecordBytes is one event's share of the ring: the record and the
 // ring buffer's 8-byte header, rounded up to 8 bytes.
 func eventRecordBytes() int {
-	n := binary.Size(bpfobj.BpfSlEvent{}) + 8
+	n := binary.Size(bpfobj.EndpointSlEvent{}) + 8
 	return (n + 7) &^ 7
 }
 

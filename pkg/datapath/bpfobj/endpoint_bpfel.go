@@ -13,7 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type BpfSlCtEntry struct {
+type EndpointSlCtEntry struct {
 	_             structs.HostLayout
 	Expires       uint64
 	Created       uint64
@@ -38,7 +38,7 @@ type BpfSlCtEntry struct {
 	_             [4]byte
 }
 
-type BpfSlCtKey struct {
+type EndpointSlCtKey struct {
 	_      structs.HostLayout
 	EpId   uint32
 	Family uint8
@@ -57,74 +57,74 @@ type BpfSlCtKey struct {
 	}
 }
 
-type BpfSlCtNatFlag uint32
+type EndpointSlCtNatFlag uint32
 
 const (
-	BpfSlCtNatFlagSL_CT_NAT_HAIRPIN BpfSlCtNatFlag = 1
-	BpfSlCtNatFlagSL_CT_NAT_SNAT    BpfSlCtNatFlag = 2
+	EndpointSlCtNatFlagSL_CT_NAT_HAIRPIN EndpointSlCtNatFlag = 1
+	EndpointSlCtNatFlagSL_CT_NAT_SNAT    EndpointSlCtNatFlag = 2
 )
 
-type BpfSlCtPolFlag uint32
+type EndpointSlCtPolFlag uint32
 
 const (
-	BpfSlCtPolFlagSL_CT_POL_FROM_HOST  BpfSlCtPolFlag = 1
-	BpfSlCtPolFlagSL_CT_POL_PEER_LOCAL BpfSlCtPolFlag = 2
-	BpfSlCtPolFlagSL_CT_POL_TO_PROXY   BpfSlCtPolFlag = 4
-	BpfSlCtPolFlagSL_CT_POL_FROM_PROXY BpfSlCtPolFlag = 8
+	EndpointSlCtPolFlagSL_CT_POL_FROM_HOST  EndpointSlCtPolFlag = 1
+	EndpointSlCtPolFlagSL_CT_POL_PEER_LOCAL EndpointSlCtPolFlag = 2
+	EndpointSlCtPolFlagSL_CT_POL_TO_PROXY   EndpointSlCtPolFlag = 4
+	EndpointSlCtPolFlagSL_CT_POL_FROM_PROXY EndpointSlCtPolFlag = 8
 )
 
-type BpfSlCtScope uint32
+type EndpointSlCtScope uint32
 
 const (
-	BpfSlCtScopeSL_CT_SCOPE_FLOW    BpfSlCtScope = 0
-	BpfSlCtScopeSL_CT_SCOPE_SERVICE BpfSlCtScope = 1
+	EndpointSlCtScopeSL_CT_SCOPE_FLOW    EndpointSlCtScope = 0
+	EndpointSlCtScopeSL_CT_SCOPE_SERVICE EndpointSlCtScope = 1
 )
 
-type BpfSlCtState uint32
+type EndpointSlCtState uint32
 
 const (
-	BpfSlCtStateSL_CT_NONE        BpfSlCtState = 0
-	BpfSlCtStateSL_CT_SYN_SENT    BpfSlCtState = 1
-	BpfSlCtStateSL_CT_SYN_RECV    BpfSlCtState = 2
-	BpfSlCtStateSL_CT_ESTABLISHED BpfSlCtState = 3
-	BpfSlCtStateSL_CT_CLOSING     BpfSlCtState = 4
-	BpfSlCtStateSL_CT_CLOSED      BpfSlCtState = 5
-	BpfSlCtStateSL_CT_OPEN        BpfSlCtState = 6
+	EndpointSlCtStateSL_CT_NONE        EndpointSlCtState = 0
+	EndpointSlCtStateSL_CT_SYN_SENT    EndpointSlCtState = 1
+	EndpointSlCtStateSL_CT_SYN_RECV    EndpointSlCtState = 2
+	EndpointSlCtStateSL_CT_ESTABLISHED EndpointSlCtState = 3
+	EndpointSlCtStateSL_CT_CLOSING     EndpointSlCtState = 4
+	EndpointSlCtStateSL_CT_CLOSED      EndpointSlCtState = 5
+	EndpointSlCtStateSL_CT_OPEN        EndpointSlCtState = 6
 )
 
-type BpfSlDir uint32
+type EndpointSlDir uint32
 
 const (
-	BpfSlDirSL_DIR_UNKNOWN BpfSlDir = 0
-	BpfSlDirSL_DIR_INGRESS BpfSlDir = 1
-	BpfSlDirSL_DIR_EGRESS  BpfSlDir = 2
+	EndpointSlDirSL_DIR_UNKNOWN EndpointSlDir = 0
+	EndpointSlDirSL_DIR_INGRESS EndpointSlDir = 1
+	EndpointSlDirSL_DIR_EGRESS  EndpointSlDir = 2
 )
 
-type BpfSlDropReason uint32
+type EndpointSlDropReason uint32
 
 const (
-	BpfSlDropReasonSL_DROP_NONE                 BpfSlDropReason = 0
-	BpfSlDropReasonSL_DROP_INVALID_SOURCE_IP    BpfSlDropReason = 132
-	BpfSlDropReasonSL_DROP_POLICY_DENIED        BpfSlDropReason = 133
-	BpfSlDropReasonSL_DROP_INVALID_PACKET       BpfSlDropReason = 134
-	BpfSlDropReasonSL_DROP_CT_INVALID_HDR       BpfSlDropReason = 135
-	BpfSlDropReasonSL_DROP_UNSUPPORTED_L3       BpfSlDropReason = 139
-	BpfSlDropReasonSL_DROP_WRITE_ERROR          BpfSlDropReason = 141
-	BpfSlDropReasonSL_DROP_CT_MAP_FULL          BpfSlDropReason = 155
-	BpfSlDropReasonSL_DROP_NO_SERVICE_BACKEND   BpfSlDropReason = 158
-	BpfSlDropReasonSL_DROP_FRAG_NOT_FOUND       BpfSlDropReason = 175
-	BpfSlDropReasonSL_DROP_NOT_IN_SRC_RANGE     BpfSlDropReason = 177
-	BpfSlDropReasonSL_DROP_SLUICE_BASE          BpfSlDropReason = 1000
-	BpfSlDropReasonSL_DROP_NO_LOCAL_BACKEND     BpfSlDropReason = 1000
-	BpfSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED  BpfSlDropReason = 1001
-	BpfSlDropReasonSL_DROP_POLICY_REVOKED       BpfSlDropReason = 1002
-	BpfSlDropReasonSL_DROP_POLICY_OVERFLOW      BpfSlDropReason = 1003
-	BpfSlDropReasonSL_DROP_FIB_LOOKUP_FAILED    BpfSlDropReason = 169
-	BpfSlDropReasonSL_DROP_PROXY_UNAVAILABLE    BpfSlDropReason = 1004
-	BpfSlDropReasonSL_DROP_SOCKET_ASSIGN_FAILED BpfSlDropReason = 179
+	EndpointSlDropReasonSL_DROP_NONE                 EndpointSlDropReason = 0
+	EndpointSlDropReasonSL_DROP_INVALID_SOURCE_IP    EndpointSlDropReason = 132
+	EndpointSlDropReasonSL_DROP_POLICY_DENIED        EndpointSlDropReason = 133
+	EndpointSlDropReasonSL_DROP_INVALID_PACKET       EndpointSlDropReason = 134
+	EndpointSlDropReasonSL_DROP_CT_INVALID_HDR       EndpointSlDropReason = 135
+	EndpointSlDropReasonSL_DROP_UNSUPPORTED_L3       EndpointSlDropReason = 139
+	EndpointSlDropReasonSL_DROP_WRITE_ERROR          EndpointSlDropReason = 141
+	EndpointSlDropReasonSL_DROP_CT_MAP_FULL          EndpointSlDropReason = 155
+	EndpointSlDropReasonSL_DROP_NO_SERVICE_BACKEND   EndpointSlDropReason = 158
+	EndpointSlDropReasonSL_DROP_FRAG_NOT_FOUND       EndpointSlDropReason = 175
+	EndpointSlDropReasonSL_DROP_NOT_IN_SRC_RANGE     EndpointSlDropReason = 177
+	EndpointSlDropReasonSL_DROP_SLUICE_BASE          EndpointSlDropReason = 1000
+	EndpointSlDropReasonSL_DROP_NO_LOCAL_BACKEND     EndpointSlDropReason = 1000
+	EndpointSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED  EndpointSlDropReason = 1001
+	EndpointSlDropReasonSL_DROP_POLICY_REVOKED       EndpointSlDropReason = 1002
+	EndpointSlDropReasonSL_DROP_POLICY_OVERFLOW      EndpointSlDropReason = 1003
+	EndpointSlDropReasonSL_DROP_FIB_LOOKUP_FAILED    EndpointSlDropReason = 169
+	EndpointSlDropReasonSL_DROP_PROXY_UNAVAILABLE    EndpointSlDropReason = 1004
+	EndpointSlDropReasonSL_DROP_SOCKET_ASSIGN_FAILED EndpointSlDropReason = 179
 )
 
-type BpfSlDropRlKey struct {
+type EndpointSlDropRlKey struct {
 	_      structs.HostLayout
 	EpId   uint32
 	Reason uint16
@@ -143,14 +143,14 @@ type BpfSlDropRlKey struct {
 	}
 }
 
-type BpfSlDropRlVal struct {
+type EndpointSlDropRlVal struct {
 	_          structs.HostLayout
 	Last       uint64
 	Suppressed uint32
 	Pad        uint32
 }
 
-type BpfSlEndpoint struct {
+type EndpointSlEndpoint struct {
 	_        structs.HostLayout
 	EpId     uint32
 	Flags    uint32
@@ -166,18 +166,18 @@ type BpfSlEndpoint struct {
 	}
 }
 
-type BpfSlEpFlag uint32
+type EndpointSlEpFlag uint32
 
 const (
-	BpfSlEpFlagSL_EP_F_HAS_IPV4        BpfSlEpFlag = 1
-	BpfSlEpFlagSL_EP_F_HAS_IPV6        BpfSlEpFlag = 2
-	BpfSlEpFlagSL_EP_F_POLICY_INGRESS  BpfSlEpFlag = 4
-	BpfSlEpFlagSL_EP_F_POLICY_EGRESS   BpfSlEpFlag = 8
-	BpfSlEpFlagSL_EP_F_POLICY_AUDIT    BpfSlEpFlag = 16
-	BpfSlEpFlagSL_EP_F_POLICY_OVERFLOW BpfSlEpFlag = 32
+	EndpointSlEpFlagSL_EP_F_HAS_IPV4        EndpointSlEpFlag = 1
+	EndpointSlEpFlagSL_EP_F_HAS_IPV6        EndpointSlEpFlag = 2
+	EndpointSlEpFlagSL_EP_F_POLICY_INGRESS  EndpointSlEpFlag = 4
+	EndpointSlEpFlagSL_EP_F_POLICY_EGRESS   EndpointSlEpFlag = 8
+	EndpointSlEpFlagSL_EP_F_POLICY_AUDIT    EndpointSlEpFlag = 16
+	EndpointSlEpFlagSL_EP_F_POLICY_OVERFLOW EndpointSlEpFlag = 32
 )
 
-type BpfSlEvent struct {
+type EndpointSlEvent struct {
 	_        structs.HostLayout
 	Ts       uint64
 	Type     uint8
@@ -224,32 +224,32 @@ type BpfSlEvent struct {
 	Pad4         uint32
 }
 
-type BpfSlEventFlag uint32
+type EndpointSlEventFlag uint32
 
 const (
-	BpfSlEventFlagSL_EVENT_F_TRACKED BpfSlEventFlag = 1
-	BpfSlEventFlagSL_EVENT_F_REPLY   BpfSlEventFlag = 2
+	EndpointSlEventFlagSL_EVENT_F_TRACKED EndpointSlEventFlag = 1
+	EndpointSlEventFlagSL_EVENT_F_REPLY   EndpointSlEventFlag = 2
 )
 
-type BpfSlEventType uint32
+type EndpointSlEventType uint32
 
 const (
-	BpfSlEventTypeSL_EVENT_CONN_NEW  BpfSlEventType = 1
-	BpfSlEventTypeSL_EVENT_DROP      BpfSlEventType = 2
-	BpfSlEventTypeSL_EVENT_TRANSLATE BpfSlEventType = 3
-	BpfSlEventTypeSL_EVENT_CONN_END  BpfSlEventType = 4
+	EndpointSlEventTypeSL_EVENT_CONN_NEW  EndpointSlEventType = 1
+	EndpointSlEventTypeSL_EVENT_DROP      EndpointSlEventType = 2
+	EndpointSlEventTypeSL_EVENT_TRANSLATE EndpointSlEventType = 3
+	EndpointSlEventTypeSL_EVENT_CONN_END  EndpointSlEventType = 4
 )
 
-type BpfSlFlowEvents uint32
+type EndpointSlFlowEvents uint32
 
 const (
-	BpfSlFlowEventsSL_FLOW_EVENTS_ALL                BpfSlFlowEvents = 0
-	BpfSlFlowEventsSL_FLOW_EVENTS_CONNECTIONS        BpfSlFlowEvents = 1
-	BpfSlFlowEventsSL_FLOW_EVENTS_DROPS_AND_VERDICTS BpfSlFlowEvents = 2
-	BpfSlFlowEventsSL_FLOW_EVENTS_NONE               BpfSlFlowEvents = 3
+	EndpointSlFlowEventsSL_FLOW_EVENTS_ALL                EndpointSlFlowEvents = 0
+	EndpointSlFlowEventsSL_FLOW_EVENTS_CONNECTIONS        EndpointSlFlowEvents = 1
+	EndpointSlFlowEventsSL_FLOW_EVENTS_DROPS_AND_VERDICTS EndpointSlFlowEvents = 2
+	EndpointSlFlowEventsSL_FLOW_EVENTS_NONE               EndpointSlFlowEvents = 3
 )
 
-type BpfSlFragKey struct {
+type EndpointSlFragKey struct {
 	_     structs.HostLayout
 	Saddr uint32
 	Daddr uint32
@@ -258,24 +258,24 @@ type BpfSlFragKey struct {
 	Pad   uint8
 }
 
-type BpfSlFragVal struct {
+type EndpointSlFragVal struct {
 	_     structs.HostLayout
 	Sport uint16
 	Dport uint16
 }
 
-type BpfSlIdentityReserved uint32
+type EndpointSlIdentityReserved uint32
 
 const (
-	BpfSlIdentityReservedSL_ID_ANY             BpfSlIdentityReserved = 0
-	BpfSlIdentityReservedSL_ID_HOST            BpfSlIdentityReserved = 1
-	BpfSlIdentityReservedSL_ID_WORLD           BpfSlIdentityReserved = 2
-	BpfSlIdentityReservedSL_ID_REMOTE_NODE     BpfSlIdentityReserved = 6
-	BpfSlIdentityReservedSL_ID_ALLOC_BASE      BpfSlIdentityReserved = 256
-	BpfSlIdentityReservedSL_ID_LOCAL_CIDR_BASE BpfSlIdentityReserved = 16777216
+	EndpointSlIdentityReservedSL_ID_ANY             EndpointSlIdentityReserved = 0
+	EndpointSlIdentityReservedSL_ID_HOST            EndpointSlIdentityReserved = 1
+	EndpointSlIdentityReservedSL_ID_WORLD           EndpointSlIdentityReserved = 2
+	EndpointSlIdentityReservedSL_ID_REMOTE_NODE     EndpointSlIdentityReserved = 6
+	EndpointSlIdentityReservedSL_ID_ALLOC_BASE      EndpointSlIdentityReserved = 256
+	EndpointSlIdentityReservedSL_ID_LOCAL_CIDR_BASE EndpointSlIdentityReserved = 16777216
 )
 
-type BpfSlIpcacheKey struct {
+type EndpointSlIpcacheKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Family    uint8
@@ -286,18 +286,18 @@ type BpfSlIpcacheKey struct {
 	}
 }
 
-type BpfSlIpcacheVal struct {
+type EndpointSlIpcacheVal struct {
 	_        structs.HostLayout
 	Identity uint32
 	EpId     uint32
 }
 
-type BpfSlLayoutKey struct {
+type EndpointSlLayoutKey struct {
 	_    structs.HostLayout
 	Name [16]int8
 }
 
-type BpfSlLbAffinityKey struct {
+type EndpointSlLbAffinityKey struct {
 	_            structs.HostLayout
 	ClientCookie uint64
 	Client       struct {
@@ -308,14 +308,14 @@ type BpfSlLbAffinityKey struct {
 	Pad   uint32
 }
 
-type BpfSlLbAffinityVal struct {
+type EndpointSlLbAffinityVal struct {
 	_         structs.HostLayout
 	LastUsed  uint64
 	BackendId uint32
 	Pad       uint32
 }
 
-type BpfSlLbBackend struct {
+type EndpointSlLbBackend struct {
 	_    structs.HostLayout
 	Addr struct {
 		_     structs.HostLayout
@@ -328,20 +328,20 @@ type BpfSlLbBackend struct {
 	Pad   [3]uint8
 }
 
-type BpfSlLbBackendFlag uint32
+type EndpointSlLbBackendFlag uint32
 
 const (
-	BpfSlLbBackendFlagSL_LB_BACKEND_F_LOCAL BpfSlLbBackendFlag = 1
+	EndpointSlLbBackendFlagSL_LB_BACKEND_F_LOCAL EndpointSlLbBackendFlag = 1
 )
 
-type BpfSlLbBackendState uint32
+type EndpointSlLbBackendState uint32
 
 const (
-	BpfSlLbBackendStateSL_LB_BACKEND_ACTIVE      BpfSlLbBackendState = 0
-	BpfSlLbBackendStateSL_LB_BACKEND_TERMINATING BpfSlLbBackendState = 1
+	EndpointSlLbBackendStateSL_LB_BACKEND_ACTIVE      EndpointSlLbBackendState = 0
+	EndpointSlLbBackendStateSL_LB_BACKEND_TERMINATING EndpointSlLbBackendState = 1
 )
 
-type BpfSlLbEntry struct {
+type EndpointSlLbEntry struct {
 	_               structs.HostLayout
 	BackendId       uint32
 	SvcId           uint32
@@ -350,18 +350,18 @@ type BpfSlLbEntry struct {
 	AffinityTimeout uint32
 }
 
-type BpfSlLbFlag uint32
+type EndpointSlLbFlag uint32
 
 const (
-	BpfSlLbFlagSL_LB_F_AFFINITY  BpfSlLbFlag = 1
-	BpfSlLbFlagSL_LB_F_MAGLEV    BpfSlLbFlag = 2
-	BpfSlLbFlagSL_LB_F_EXTERNAL  BpfSlLbFlag = 4
-	BpfSlLbFlagSL_LB_F_LOCAL     BpfSlLbFlag = 8
-	BpfSlLbFlagSL_LB_F_NO_LOCAL  BpfSlLbFlag = 16
-	BpfSlLbFlagSL_LB_F_SRC_RANGE BpfSlLbFlag = 32
+	EndpointSlLbFlagSL_LB_F_AFFINITY  EndpointSlLbFlag = 1
+	EndpointSlLbFlagSL_LB_F_MAGLEV    EndpointSlLbFlag = 2
+	EndpointSlLbFlagSL_LB_F_EXTERNAL  EndpointSlLbFlag = 4
+	EndpointSlLbFlagSL_LB_F_LOCAL     EndpointSlLbFlag = 8
+	EndpointSlLbFlagSL_LB_F_NO_LOCAL  EndpointSlLbFlag = 16
+	EndpointSlLbFlagSL_LB_F_SRC_RANGE EndpointSlLbFlag = 32
 )
 
-type BpfSlLbKey struct {
+type EndpointSlLbKey struct {
 	_    structs.HostLayout
 	Addr struct {
 		_     structs.HostLayout
@@ -374,7 +374,7 @@ type BpfSlLbKey struct {
 	Pad2  uint16
 }
 
-type BpfSlLbSockKey struct {
+type EndpointSlLbSockKey struct {
 	_       structs.HostLayout
 	Cookie  uint64
 	Backend struct {
@@ -386,7 +386,7 @@ type BpfSlLbSockKey struct {
 	Pad2 uint32
 }
 
-type BpfSlLbSrcRangeKey struct {
+type EndpointSlLbSrcRangeKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	SvcId     uint32
@@ -396,7 +396,7 @@ type BpfSlLbSrcRangeKey struct {
 	}
 }
 
-type BpfSlLbVip struct {
+type EndpointSlLbVip struct {
 	_    structs.HostLayout
 	Addr struct {
 		_     structs.HostLayout
@@ -406,44 +406,44 @@ type BpfSlLbVip struct {
 	Pad  uint16
 }
 
-type BpfSlMark uint32
+type EndpointSlMark uint32
 
 const (
-	BpfSlMarkSL_MARK_POLICY_RST BpfSlMark = 1372454913
-	BpfSlMarkSL_MARK_TO_PROXY   BpfSlMark = 1372454914
-	BpfSlMarkSL_MARK_FROM_PROXY BpfSlMark = 1372454915
+	EndpointSlMarkSL_MARK_POLICY_RST EndpointSlMark = 1372454913
+	EndpointSlMarkSL_MARK_TO_PROXY   EndpointSlMark = 1372454914
+	EndpointSlMarkSL_MARK_FROM_PROXY EndpointSlMark = 1372454915
 )
 
-type BpfSlMetric uint32
+type EndpointSlMetric uint32
 
 const (
-	BpfSlMetricSL_METRIC_FORWARDED       BpfSlMetric = 1
-	BpfSlMetricSL_METRIC_DROPPED         BpfSlMetric = 2
-	BpfSlMetricSL_METRIC_PASSED_IPV6     BpfSlMetric = 3
-	BpfSlMetricSL_METRIC_PASSED_OTHER    BpfSlMetric = 4
-	BpfSlMetricSL_METRIC_RELATED         BpfSlMetric = 5
-	BpfSlMetricSL_METRIC_EVENTS_LOST     BpfSlMetric = 6
-	BpfSlMetricSL_METRIC_NO_ENDPOINT     BpfSlMetric = 7
-	BpfSlMetricSL_METRIC_FRAG_TABLE_FULL BpfSlMetric = 8
-	BpfSlMetricSL_METRIC_SOCK_DESTROYED  BpfSlMetric = 9
-	BpfSlMetricSL_METRIC_POLICY_AUDIT    BpfSlMetric = 10
-	BpfSlMetricSL_METRIC_POLICY_REDIRECT BpfSlMetric = 11
+	EndpointSlMetricSL_METRIC_FORWARDED       EndpointSlMetric = 1
+	EndpointSlMetricSL_METRIC_DROPPED         EndpointSlMetric = 2
+	EndpointSlMetricSL_METRIC_PASSED_IPV6     EndpointSlMetric = 3
+	EndpointSlMetricSL_METRIC_PASSED_OTHER    EndpointSlMetric = 4
+	EndpointSlMetricSL_METRIC_RELATED         EndpointSlMetric = 5
+	EndpointSlMetricSL_METRIC_EVENTS_LOST     EndpointSlMetric = 6
+	EndpointSlMetricSL_METRIC_NO_ENDPOINT     EndpointSlMetric = 7
+	EndpointSlMetricSL_METRIC_FRAG_TABLE_FULL EndpointSlMetric = 8
+	EndpointSlMetricSL_METRIC_SOCK_DESTROYED  EndpointSlMetric = 9
+	EndpointSlMetricSL_METRIC_POLICY_AUDIT    EndpointSlMetric = 10
+	EndpointSlMetricSL_METRIC_POLICY_REDIRECT EndpointSlMetric = 11
 )
 
-type BpfSlMetricsKey struct {
+type EndpointSlMetricsKey struct {
 	_      structs.HostLayout
 	Metric uint8
 	Dir    uint8
 	Reason uint16
 }
 
-type BpfSlMetricsVal struct {
+type EndpointSlMetricsVal struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
 }
 
-type BpfSlNatKey struct {
+type EndpointSlNatKey struct {
 	_    structs.HostLayout
 	Addr struct {
 		_     structs.HostLayout
@@ -454,7 +454,7 @@ type BpfSlNatKey struct {
 	Pad   uint8
 }
 
-type BpfSlNatVal struct {
+type EndpointSlNatVal struct {
 	_      structs.HostLayout
 	Client struct {
 		_     structs.HostLayout
@@ -474,7 +474,7 @@ type BpfSlNatVal struct {
 	Pad         uint16
 }
 
-type BpfSlPolicyCidrKey struct {
+type EndpointSlPolicyCidrKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Dir       uint8
@@ -486,7 +486,7 @@ type BpfSlPolicyCidrKey struct {
 	}
 }
 
-type BpfSlPolicyEntry struct {
+type EndpointSlPolicyEntry struct {
 	_         structs.HostLayout
 	Rule      uint32
 	ProxyPort uint16
@@ -494,7 +494,7 @@ type BpfSlPolicyEntry struct {
 	Prefixlen uint8
 }
 
-type BpfSlPolicyKey struct {
+type EndpointSlPolicyKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Identity  uint32
@@ -503,23 +503,23 @@ type BpfSlPolicyKey struct {
 	Dport     uint16
 }
 
-type BpfSlPolicyVerdict uint32
+type EndpointSlPolicyVerdict uint32
 
 const (
-	BpfSlPolicyVerdictSL_VERDICT_NONE     BpfSlPolicyVerdict = 0
-	BpfSlPolicyVerdictSL_VERDICT_ALLOW    BpfSlPolicyVerdict = 1
-	BpfSlPolicyVerdictSL_VERDICT_REDIRECT BpfSlPolicyVerdict = 2
-	BpfSlPolicyVerdictSL_VERDICT_DENY     BpfSlPolicyVerdict = 3
-	BpfSlPolicyVerdictSL_VERDICT_AUDIT    BpfSlPolicyVerdict = 4
+	EndpointSlPolicyVerdictSL_VERDICT_NONE     EndpointSlPolicyVerdict = 0
+	EndpointSlPolicyVerdictSL_VERDICT_ALLOW    EndpointSlPolicyVerdict = 1
+	EndpointSlPolicyVerdictSL_VERDICT_REDIRECT EndpointSlPolicyVerdict = 2
+	EndpointSlPolicyVerdictSL_VERDICT_DENY     EndpointSlPolicyVerdict = 3
+	EndpointSlPolicyVerdictSL_VERDICT_AUDIT    EndpointSlPolicyVerdict = 4
 )
 
-type BpfSlProxyState struct {
+type EndpointSlProxyState struct {
 	_                    structs.HostLayout
 	RedirectingEndpoints uint32
 	Pad                  uint32
 }
 
-type BpfSlScratch struct {
+type EndpointSlScratch struct {
 	_   structs.HostLayout
 	Pkt struct {
 		_     structs.HostLayout
@@ -570,7 +570,7 @@ type BpfSlScratch struct {
 	}
 }
 
-type BpfSlSockDestroyKey struct {
+type EndpointSlSockDestroyKey struct {
 	_    structs.HostLayout
 	Addr struct {
 		_     structs.HostLayout
@@ -581,17 +581,17 @@ type BpfSlSockDestroyKey struct {
 	Pad   uint8
 }
 
-type BpfSlTcpFlag uint32
+type EndpointSlTcpFlag uint32
 
 const (
-	BpfSlTcpFlagTCPF_FIN BpfSlTcpFlag = 1
-	BpfSlTcpFlagTCPF_SYN BpfSlTcpFlag = 2
-	BpfSlTcpFlagTCPF_RST BpfSlTcpFlag = 4
-	BpfSlTcpFlagTCPF_PSH BpfSlTcpFlag = 8
-	BpfSlTcpFlagTCPF_ACK BpfSlTcpFlag = 16
+	EndpointSlTcpFlagTCPF_FIN EndpointSlTcpFlag = 1
+	EndpointSlTcpFlagTCPF_SYN EndpointSlTcpFlag = 2
+	EndpointSlTcpFlagTCPF_RST EndpointSlTcpFlag = 4
+	EndpointSlTcpFlagTCPF_PSH EndpointSlTcpFlag = 8
+	EndpointSlTcpFlagTCPF_ACK EndpointSlTcpFlag = 16
 )
 
-type BpfSlUplink struct {
+type EndpointSlUplink struct {
 	_    structs.HostLayout
 	Ipv4 struct {
 		_     structs.HostLayout
@@ -603,89 +603,89 @@ type BpfSlUplink struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BpfMapSlCt                = "sl_ct"
-	BpfMapSlDropRl            = "sl_drop_rl"
-	BpfMapSlEndpoints         = "sl_endpoints"
-	BpfMapSlEvents            = "sl_events"
-	BpfMapSlFrag              = "sl_frag"
-	BpfMapSlIpcache           = "sl_ipcache"
-	BpfMapSlLayout            = "sl_layout"
-	BpfMapSlLbAffinity        = "sl_lb_affinity"
-	BpfMapSlLbBackends        = "sl_lb_backends"
-	BpfMapSlLbMaglev          = "sl_lb_maglev"
-	BpfMapSlLbRevnat          = "sl_lb_revnat"
-	BpfMapSlLbSock            = "sl_lb_sock"
-	BpfMapSlLbSrcRange        = "sl_lb_src_range"
-	BpfMapSlLbSvc             = "sl_lb_svc"
-	BpfMapSlMetrics           = "sl_metrics"
-	BpfMapSlNat               = "sl_nat"
-	BpfMapSlPolicy            = "sl_policy"
-	BpfMapSlPolicyCidr        = "sl_policy_cidr"
-	BpfMapSlPolicyRev         = "sl_policy_rev"
-	BpfMapSlProxy             = "sl_proxy"
-	BpfMapSlScratch           = "sl_scratch"
-	BpfMapSlSockDestroy       = "sl_sock_destroy"
-	BpfMapSlUplinks           = "sl_uplinks"
-	BpfProgSlFromEp           = "sl_from_ep"
-	BpfProgSlToEp             = "sl_to_ep"
-	BpfVarSlCtNatFlag         = "_sl_ct_nat_flag"
-	BpfVarSlCtPolFlag         = "_sl_ct_pol_flag"
-	BpfVarSlCtScope           = "_sl_ct_scope"
-	BpfVarSlCtState           = "_sl_ct_state"
-	BpfVarSlDir               = "_sl_dir"
-	BpfVarSlDropReason        = "_sl_drop_reason"
-	BpfVarSlEpFlag            = "_sl_ep_flag"
-	BpfVarSlEvent             = "_sl_event"
-	BpfVarSlEventFlag         = "_sl_event_flag"
-	BpfVarSlEventType         = "_sl_event_type"
-	BpfVarSlFlowEvents        = "_sl_flow_events"
-	BpfVarSlIdentityReserved  = "_sl_identity_reserved"
-	BpfVarSlLbBackendFlag     = "_sl_lb_backend_flag"
-	BpfVarSlLbBackendState    = "_sl_lb_backend_state"
-	BpfVarSlLbFlag            = "_sl_lb_flag"
-	BpfVarSlMark              = "_sl_mark"
-	BpfVarSlMetric            = "_sl_metric"
-	BpfVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
-	BpfVarSlPolicyEntry       = "_sl_policy_entry"
-	BpfVarSlPolicyKey         = "_sl_policy_key"
-	BpfVarSlPolicyVerdict     = "_sl_policy_verdict"
-	BpfVarSlTcpFlag           = "_sl_tcp_flag"
-	BpfVarCtTimeoutCloseNs    = "ct_timeout_close_ns"
-	BpfVarCtTimeoutOtherNs    = "ct_timeout_other_ns"
-	BpfVarCtTimeoutSynNs      = "ct_timeout_syn_ns"
-	BpfVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
-	BpfVarDropEventIntervalNs = "drop_event_interval_ns"
-	BpfVarEnableAntispoof     = "enable_antispoof"
-	BpfVarEnablePolicyRevoke  = "enable_policy_revoke"
-	BpfVarEventsRingSize      = "events_ring_size"
-	BpfVarFlowEvents          = "flow_events"
-	BpfVarMaglevSize          = "maglev_size"
-	BpfVarSnatPortMax         = "snat_port_max"
-	BpfVarSnatPortMin         = "snat_port_min"
+	EndpointMapSlCt                = "sl_ct"
+	EndpointMapSlDropRl            = "sl_drop_rl"
+	EndpointMapSlEndpoints         = "sl_endpoints"
+	EndpointMapSlEvents            = "sl_events"
+	EndpointMapSlFrag              = "sl_frag"
+	EndpointMapSlIpcache           = "sl_ipcache"
+	EndpointMapSlLayout            = "sl_layout"
+	EndpointMapSlLbAffinity        = "sl_lb_affinity"
+	EndpointMapSlLbBackends        = "sl_lb_backends"
+	EndpointMapSlLbMaglev          = "sl_lb_maglev"
+	EndpointMapSlLbRevnat          = "sl_lb_revnat"
+	EndpointMapSlLbSock            = "sl_lb_sock"
+	EndpointMapSlLbSrcRange        = "sl_lb_src_range"
+	EndpointMapSlLbSvc             = "sl_lb_svc"
+	EndpointMapSlMetrics           = "sl_metrics"
+	EndpointMapSlNat               = "sl_nat"
+	EndpointMapSlPolicy            = "sl_policy"
+	EndpointMapSlPolicyCidr        = "sl_policy_cidr"
+	EndpointMapSlPolicyRev         = "sl_policy_rev"
+	EndpointMapSlProxy             = "sl_proxy"
+	EndpointMapSlScratch           = "sl_scratch"
+	EndpointMapSlSockDestroy       = "sl_sock_destroy"
+	EndpointMapSlUplinks           = "sl_uplinks"
+	EndpointProgSlFromEp           = "sl_from_ep"
+	EndpointProgSlToEp             = "sl_to_ep"
+	EndpointVarSlCtNatFlag         = "_sl_ct_nat_flag"
+	EndpointVarSlCtPolFlag         = "_sl_ct_pol_flag"
+	EndpointVarSlCtScope           = "_sl_ct_scope"
+	EndpointVarSlCtState           = "_sl_ct_state"
+	EndpointVarSlDir               = "_sl_dir"
+	EndpointVarSlDropReason        = "_sl_drop_reason"
+	EndpointVarSlEpFlag            = "_sl_ep_flag"
+	EndpointVarSlEvent             = "_sl_event"
+	EndpointVarSlEventFlag         = "_sl_event_flag"
+	EndpointVarSlEventType         = "_sl_event_type"
+	EndpointVarSlFlowEvents        = "_sl_flow_events"
+	EndpointVarSlIdentityReserved  = "_sl_identity_reserved"
+	EndpointVarSlLbBackendFlag     = "_sl_lb_backend_flag"
+	EndpointVarSlLbBackendState    = "_sl_lb_backend_state"
+	EndpointVarSlLbFlag            = "_sl_lb_flag"
+	EndpointVarSlMark              = "_sl_mark"
+	EndpointVarSlMetric            = "_sl_metric"
+	EndpointVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
+	EndpointVarSlPolicyEntry       = "_sl_policy_entry"
+	EndpointVarSlPolicyKey         = "_sl_policy_key"
+	EndpointVarSlPolicyVerdict     = "_sl_policy_verdict"
+	EndpointVarSlTcpFlag           = "_sl_tcp_flag"
+	EndpointVarCtTimeoutCloseNs    = "ct_timeout_close_ns"
+	EndpointVarCtTimeoutOtherNs    = "ct_timeout_other_ns"
+	EndpointVarCtTimeoutSynNs      = "ct_timeout_syn_ns"
+	EndpointVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
+	EndpointVarDropEventIntervalNs = "drop_event_interval_ns"
+	EndpointVarEnableAntispoof     = "enable_antispoof"
+	EndpointVarEnablePolicyRevoke  = "enable_policy_revoke"
+	EndpointVarEventsRingSize      = "events_ring_size"
+	EndpointVarFlowEvents          = "flow_events"
+	EndpointVarMaglevSize          = "maglev_size"
+	EndpointVarSnatPortMax         = "snat_port_max"
+	EndpointVarSnatPortMin         = "snat_port_min"
 )
 
-// LoadBpf returns the embedded CollectionSpec for Bpf.
-func LoadBpf() (*ebpf.CollectionSpec, error) {
-	reader := bytes.NewReader(_BpfBytes)
+// LoadEndpoint returns the embedded CollectionSpec for Endpoint.
+func LoadEndpoint() (*ebpf.CollectionSpec, error) {
+	reader := bytes.NewReader(_EndpointBytes)
 	spec, err := ebpf.LoadCollectionSpecFromReader(reader)
 	if err != nil {
-		return nil, fmt.Errorf("can't load Bpf: %w", err)
+		return nil, fmt.Errorf("can't load Endpoint: %w", err)
 	}
 
 	return spec, err
 }
 
-// LoadBpfObjects loads Bpf and converts it into a struct.
+// LoadEndpointObjects loads Endpoint and converts it into a struct.
 //
 // The following types are suitable as obj argument:
 //
-//	*BpfObjects
-//	*BpfPrograms
-//	*BpfMaps
+//	*EndpointObjects
+//	*EndpointPrograms
+//	*EndpointMaps
 //
 // See ebpf.CollectionSpec.LoadAndAssign documentation for details.
-func LoadBpfObjects(obj any, opts *ebpf.CollectionOptions) error {
-	spec, err := LoadBpf()
+func LoadEndpointObjects(obj any, opts *ebpf.CollectionOptions) error {
+	spec, err := LoadEndpoint()
 	if err != nil {
 		return err
 	}
@@ -693,27 +693,27 @@ func LoadBpfObjects(obj any, opts *ebpf.CollectionOptions) error {
 	return spec.LoadAndAssign(obj, opts)
 }
 
-// BpfSpecs contains maps and programs before they are loaded into the kernel.
+// EndpointSpecs contains maps and programs before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type BpfSpecs struct {
-	BpfProgramSpecs
-	BpfMapSpecs
-	BpfVariableSpecs
+type EndpointSpecs struct {
+	EndpointProgramSpecs
+	EndpointMapSpecs
+	EndpointVariableSpecs
 }
 
-// BpfProgramSpecs contains programs before they are loaded into the kernel.
+// EndpointProgramSpecs contains programs before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type BpfProgramSpecs struct {
+type EndpointProgramSpecs struct {
 	SlFromEp *ebpf.ProgramSpec `ebpf:"sl_from_ep"`
 	SlToEp   *ebpf.ProgramSpec `ebpf:"sl_to_ep"`
 }
 
-// BpfMapSpecs contains maps before they are loaded into the kernel.
+// EndpointMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type BpfMapSpecs struct {
+type EndpointMapSpecs struct {
 	SlCt          *ebpf.MapSpec `ebpf:"sl_ct"`
 	SlDropRl      *ebpf.MapSpec `ebpf:"sl_drop_rl"`
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
@@ -739,10 +739,10 @@ type BpfMapSpecs struct {
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
 }
 
-// BpfVariableSpecs contains global variables before they are loaded into the kernel.
+// EndpointVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type BpfVariableSpecs struct {
+type EndpointVariableSpecs struct {
 	SlCtNatFlag         *ebpf.VariableSpec `ebpf:"_sl_ct_nat_flag"`
 	SlCtPolFlag         *ebpf.VariableSpec `ebpf:"_sl_ct_pol_flag"`
 	SlCtScope           *ebpf.VariableSpec `ebpf:"_sl_ct_scope"`
@@ -779,26 +779,26 @@ type BpfVariableSpecs struct {
 	SnatPortMin         *ebpf.VariableSpec `ebpf:"snat_port_min"`
 }
 
-// BpfObjects contains all objects after they have been loaded into the kernel.
+// EndpointObjects contains all objects after they have been loaded into the kernel.
 //
-// It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
-type BpfObjects struct {
-	BpfPrograms
-	BpfMaps
-	BpfVariables
+// It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
+type EndpointObjects struct {
+	EndpointPrograms
+	EndpointMaps
+	EndpointVariables
 }
 
-func (o *BpfObjects) Close() error {
-	return _BpfClose(
-		&o.BpfPrograms,
-		&o.BpfMaps,
+func (o *EndpointObjects) Close() error {
+	return _EndpointClose(
+		&o.EndpointPrograms,
+		&o.EndpointMaps,
 	)
 }
 
-// BpfMaps contains all maps after they have been loaded into the kernel.
+// EndpointMaps contains all maps after they have been loaded into the kernel.
 //
-// It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
-type BpfMaps struct {
+// It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
+type EndpointMaps struct {
 	SlCt          *ebpf.Map `ebpf:"sl_ct"`
 	SlDropRl      *ebpf.Map `ebpf:"sl_drop_rl"`
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
@@ -824,8 +824,8 @@ type BpfMaps struct {
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
 }
 
-func (m *BpfMaps) Close() error {
-	return _BpfClose(
+func (m *EndpointMaps) Close() error {
+	return _EndpointClose(
 		m.SlCt,
 		m.SlDropRl,
 		m.SlEndpoints,
@@ -852,10 +852,10 @@ func (m *BpfMaps) Close() error {
 	)
 }
 
-// BpfVariables contains all global variables after they have been loaded into the kernel.
+// EndpointVariables contains all global variables after they have been loaded into the kernel.
 //
-// It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
-type BpfVariables struct {
+// It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
+type EndpointVariables struct {
 	SlCtNatFlag         *ebpf.Variable `ebpf:"_sl_ct_nat_flag"`
 	SlCtPolFlag         *ebpf.Variable `ebpf:"_sl_ct_pol_flag"`
 	SlCtScope           *ebpf.Variable `ebpf:"_sl_ct_scope"`
@@ -892,22 +892,22 @@ type BpfVariables struct {
 	SnatPortMin         *ebpf.Variable `ebpf:"snat_port_min"`
 }
 
-// BpfPrograms contains all programs after they have been loaded into the kernel.
+// EndpointPrograms contains all programs after they have been loaded into the kernel.
 //
-// It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
-type BpfPrograms struct {
+// It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
+type EndpointPrograms struct {
 	SlFromEp *ebpf.Program `ebpf:"sl_from_ep"`
 	SlToEp   *ebpf.Program `ebpf:"sl_to_ep"`
 }
 
-func (p *BpfPrograms) Close() error {
-	return _BpfClose(
+func (p *EndpointPrograms) Close() error {
+	return _EndpointClose(
 		p.SlFromEp,
 		p.SlToEp,
 	)
 }
 
-func _BpfClose(closers ...io.Closer) error {
+func _EndpointClose(closers ...io.Closer) error {
 	for _, closer := range closers {
 		if err := closer.Close(); err != nil {
 			return err
@@ -918,5 +918,5 @@ func _BpfClose(closers ...io.Closer) error {
 
 // Do not access this directly.
 //
-//go:embed bpf_bpfel.o
-var _BpfBytes []byte
+//go:embed endpoint_bpfel.o
+var _EndpointBytes []byte
