@@ -18,11 +18,9 @@
 
 #include "lb.h"
 
-/* Which sockets socket LB serves; set by the agent. */
-#define SOCK_LB_ALL 1
-#define SOCK_LB_HOSTNS_ONLY 2
-volatile const __u8 sock_lb_mode = SOCK_LB_ALL;
-/* The node's network namespace cookie, for SOCK_LB_HOSTNS_ONLY. Compared
+/* Which sockets socket LB serves (enum sl_sock_lb_mode); set by the agent. */
+volatile const __u8 sock_lb_mode = SL_SOCK_LB_ALL;
+/* The node's network namespace cookie, for SL_SOCK_LB_HOSTNS_ONLY. Compared
  * with the socket's own netns cookie, not with the initial namespace: the
  * node may itself be a namespace (simulated nodes, nested setups). */
 volatile const __u64 host_netns_cookie = 0;
@@ -35,7 +33,7 @@ volatile const __u8 have_set_retval = 1;
 
 static __always_inline bool sock_lb_applies(struct bpf_sock_addr *ctx)
 {
-	if (sock_lb_mode == SOCK_LB_HOSTNS_ONLY)
+	if (sock_lb_mode == SL_SOCK_LB_HOSTNS_ONLY)
 		return bpf_get_netns_cookie(ctx) == host_netns_cookie;
 	return true;
 }

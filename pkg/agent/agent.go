@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/cgroups"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/endpoint"
 	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/pkg/k8s"
@@ -266,7 +267,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	}
 	defer hubble.Close()
 
-	reader, err := a.dp.NewEventReader()
+	reader, err := events.NewReader(a.dp.EventRing())
 	if err != nil {
 		return err
 	}
@@ -428,11 +429,11 @@ func (a *Agent) gcOnce() {
 	}
 }
 
-func (a *Agent) readEvents(r *datapath.EventReader) {
-	var rec datapath.Record // reused: reading an event allocates nothing
+func (a *Agent) readEvents(r *events.Reader) {
+	var rec events.Record // reused: reading an event allocates nothing
 	for {
 		err := r.ReadRecord(&rec)
-		if errors.Is(err, datapath.ErrClosed) {
+		if errors.Is(err, events.ErrClosed) {
 			return
 		}
 		if err != nil {
@@ -442,7 +443,7 @@ func (a *Agent) readEvents(r *datapath.EventReader) {
 		if a.flows != nil {
 			a.flows.addRecord(&rec, r.Epoch())
 		}
-		if rec.Kind() == datapath.EventDrop && a.log.Enabled(context.Background(), slog.LevelDebug) {
+		if rec.Kind() == events.Drop && a.log.Enabled(context.Background(), slog.LevelDebug) {
 			a.logDrop(rec.Event(r.Epoch()))
 		}
 	}
@@ -468,17 +469,17 @@ var version = "dev"
 // enriched once, in the flow store: the one place `sluice observe`,
 // `sluice map` and Hubble clients read events from (readEvents stores the
 // datapath's).
-func (a *Agent) recordEvent(ev datapath.Event) {
+func (a *Agent) recordEvent(ev events.Event) {
 	if a.flows != nil {
 		a.flows.addEvent(&ev)
 	}
-	if ev.Type == "drop" {
+	if ev.Type == events.Drop {
 		a.logDrop(ev)
 	}
 }
 
-func (a *Agent) logDrop(ev datapath.Event) {
-	a.log.Debug("drop", "reason", ev.Reason, "endpoint", ev.EndpointID, "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto)
+func (a *Agent) logDrop(ev events.Event) {
+	a.log.Debug("drop", "reason", ev.Reason.String(), "endpoint", ev.EndpointID, "src", ev.Src, "dst", ev.Dst, "proto", model.ProtocolOf(ev.Proto))
 }
 
 func (a *Agent) status() api.Status {

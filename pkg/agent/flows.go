@@ -7,7 +7,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/pkg/identity"
 	"github.com/sluice-net/sluice/pkg/model"
@@ -257,7 +257,7 @@ type flowSink struct {
 // addRecord stores a record read from the ring now; epoch maps its
 // timestamp to wall time. It allocates nothing once the record's ends
 // have been seen (the agent reads every event this way).
-func (s *flowSink) addRecord(rec *datapath.Record, epoch time.Time) {
+func (s *flowSink) addRecord(rec *events.Record, epoch time.Time) {
 	r := s.conv.Record(rec, epoch)
 	s.store.AddRecord(&r)
 	if s.observe != nil {
@@ -266,11 +266,11 @@ func (s *flowSink) addRecord(rec *datapath.Record, epoch time.Time) {
 }
 
 // addEvent stores an event the agent made itself (a CT GC expiry).
-func (s *flowSink) addEvent(ev *datapath.Event) {
+func (s *flowSink) addEvent(ev *events.Event) {
 	r := s.conv.RecordEvent(ev)
 	s.store.AddRecord(&r)
 	if s.observe != nil {
-		s.observe(ev.Type, r.Verdict().String())
+		s.observe(ev.Type.String(), r.Verdict().String())
 	}
 }
 

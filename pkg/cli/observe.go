@@ -29,7 +29,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/pkg/identity"
 	"github.com/sluice-net/sluice/pkg/observer"
@@ -535,7 +535,7 @@ func dropReasonText(f *flowpb.Flow) string {
 		return d.String()
 	}
 	if r := f.GetDropReason(); r != 0 && r <= 0xffff {
-		return datapath.DropReasonName(uint16(r))
+		return events.DropReason(r).String()
 	}
 	return flowpb.DropReason_DROP_REASON_UNKNOWN.String()
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/flow"
 )
 
@@ -506,12 +506,12 @@ func checkPort(v string) error {
 }
 
 // sluiceDropReasons maps the names of drop reasons Hubble has no number
-// for (flow.SluiceDropReasonBase and up) to their numbers.
+// for (events.SluiceDropReasonBase and up) to their numbers.
 func sluiceDropReasons() map[string]uint16 {
 	out := map[string]uint16{}
-	for id := uint16(flow.SluiceDropReasonBase); id < flow.SluiceDropReasonBase+64; id++ {
-		if n := datapath.DropReasonName(id); !strings.HasPrefix(n, "unknown") {
-			out[n] = id
+	for r := events.SluiceDropReasonBase; r < events.SluiceDropReasonBase+64; r++ {
+		if r.Known() {
+			out[r.String()] = uint16(r)
 		}
 	}
 	return out

@@ -12,7 +12,9 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/identity"
+	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/policy"
 )
 
@@ -163,7 +165,7 @@ func (g *globals) bpfPolicyList(cmd *cobra.Command) error {
 		err := table(w, "ENDPOINT\tDIRECTION\tIDENTITY\tPROTO\tPORTS\tVERDICT\tRULE", func(tw io.Writer) {
 			for _, ep := range eps {
 				for _, e := range ep.Entries {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\n", ep.EndpointID, datapath.DirName(e.Dir), identityText(e.Identity),
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\n", ep.EndpointID, events.Direction(e.Dir), identityText(e.Identity),
 						protoText(e.Proto), portsText(e), verdictText(e), e.Rule)
 				}
 			}
@@ -182,7 +184,7 @@ func (g *globals) bpfPolicyList(cmd *cobra.Command) error {
 		return table(w, "ENDPOINT\tDIRECTION\tPREFIX\tCLASS", func(tw io.Writer) {
 			for _, ep := range eps {
 				for _, c := range ep.CIDRs {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", ep.EndpointID, datapath.DirName(c.Dir), c.Prefix, identityText(c.Class))
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", ep.EndpointID, events.Direction(c.Dir), c.Prefix, identityText(c.Class))
 				}
 			}
 		})
@@ -209,7 +211,7 @@ func protoText(p uint8) string {
 	if p == 0 {
 		return "any"
 	}
-	return datapath.ProtoName(p)
+	return string(model.ProtocolOf(p))
 }
 
 // portsText shows a port prefix as the range it covers.
@@ -228,7 +230,7 @@ func verdictText(e datapath.PolicyEntry) string {
 	if e.Verdict == datapath.VerdictRedirect {
 		return fmt.Sprintf("redirect:%d", e.ProxyPort)
 	}
-	return datapath.VerdictName(e.Verdict)
+	return events.Verdict(e.Verdict).String()
 }
 
 type ipcacheJSON struct {

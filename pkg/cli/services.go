@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/service"
 )
 
@@ -208,7 +209,7 @@ func (g *globals) bpfLBList(cmd *cobra.Command) error {
 		fmt.Fprintln(w)
 		return table(w, "ID\tADDRESS\tSTATE", func(tw io.Writer) {
 			for _, b := range backends {
-				fmt.Fprintf(tw, "%d\t%s/%s\t%s\n", b.ID, netip.AddrPortFrom(b.Addr, b.Port), datapath.ProtoName(b.Proto), lbBackendState(b))
+				fmt.Fprintf(tw, "%d\t%s/%s\t%s\n", b.ID, netip.AddrPortFrom(b.Addr, b.Port), model.ProtocolOf(b.Proto), lbBackendState(b))
 			}
 		})
 	})
@@ -219,13 +220,13 @@ func lbJSON(st datapath.LBState) any {
 	out := lbStateJSON{Frontends: []lbFrontendJSON{}, Backends: []lbBackendJSON{}}
 	for _, f := range frontends {
 		out.Frontends = append(out.Frontends, lbFrontendJSON{
-			ID: f.ID, Address: f.Key.Addr, Port: f.Key.Port, Protocol: datapath.ProtoName(f.Key.Proto),
+			ID: f.ID, Address: f.Key.Addr, Port: f.Key.Port, Protocol: string(model.ProtocolOf(f.Key.Proto)),
 			Flags: lbFlags(f.Flags), AffinityTimeout: f.AffinityTimeout, SourceRanges: f.SourceRanges, Slots: listJSON(f.Slots),
 		})
 	}
 	for _, b := range backends {
 		out.Backends = append(out.Backends, lbBackendJSON{
-			ID: b.ID, Address: b.Addr, Port: b.Port, Protocol: datapath.ProtoName(b.Proto), State: lbBackendState(b),
+			ID: b.ID, Address: b.Addr, Port: b.Port, Protocol: string(model.ProtocolOf(b.Proto)), State: lbBackendState(b),
 		})
 	}
 	return out

@@ -24,8 +24,11 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
+	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
 	"github.com/sluice-net/sluice/pkg/testutil"
 )
 
@@ -173,7 +176,7 @@ func dropped(egress bool, pkt func(t testing.TB) []byte, reason string) step {
 	return step{egress: egress, pkt: pkt, verdict: verdictDrop, events: []string{"drop:" + reason}}
 }
 
-func runStep(t *testing.T, dp *Datapath, rd *EventReader, i int, s step) {
+func runStep(t *testing.T, dp *Datapath, rd *events.Reader, i int, s step) {
 	t.Helper()
 	prog := dp.objs.SlToEp
 	if s.egress {
@@ -190,10 +193,10 @@ func runStep(t *testing.T, dp *Datapath, rd *EventReader, i int, s step) {
 			break
 		}
 		require.NoError(t, err)
-		if ev.Type == "drop" {
-			got = append(got, "drop:"+ev.Reason)
+		if ev.Type == events.Drop {
+			got = append(got, "drop:"+ev.Reason.String())
 		} else {
-			got = append(got, ev.Type)
+			got = append(got, ev.Type.String())
 		}
 		require.Equal(t, uint32(7), ev.EndpointID, "step %d event endpoint", i)
 	}
@@ -204,7 +207,7 @@ func runStep(t *testing.T, dp *Datapath, rd *EventReader, i int, s step) {
 // directions and its duration, under the tuple of its first packet.
 func TestConnectionEndEvent(t *testing.T) {
 	dp := loadTest(t, Config{})
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(t, err)
 	defer rd.Close()
 	for _, st := range []struct {
@@ -225,17 +228,17 @@ func TestConnectionEndEvent(t *testing.T) {
 		_, err := prog.Run(&ebpf.RunOptions{Data: st.pkt})
 		require.NoError(t, err)
 	}
-	var end Event
+	var end events.Event
 	for {
 		rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
 		ev, err := rd.Read()
 		require.NoError(t, err, "no end event")
-		if ev.Type == "end" {
+		if ev.Type == events.ConnEnd {
 			end = ev
 			break
 		}
 	}
-	require.Equal(t, "egress", end.Dir, "the connection's origin")
+	require.Equal(t, events.DirEgress, end.Dir, "the connection's origin")
 	require.Equal(t, netip.AddrPortFrom(podIP, 40000), end.Src, "the tuple of the first packet")
 	require.Equal(t, netip.AddrPortFrom(peerIP, 80), end.Dst)
 	require.EqualValues(t, 3, end.PacketsOrig, "SYN, ACK, FIN")
@@ -252,7 +255,7 @@ func TestConnectionEndEvent(t *testing.T) {
 // carrying how many were not reported; counters count them all.
 func TestDropEventsAreRateLimited(t *testing.T) {
 	dp := loadTest(t, Config{DropEventInterval: 300 * time.Millisecond})
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(t, err)
 	defer rd.Close()
 	spoofed := udpPkt(t, netip.MustParseAddr("10.9.9.9"), peerIP, 5000, 53)
@@ -266,7 +269,7 @@ func TestDropEventsAreRateLimited(t *testing.T) {
 		send(spoofed)
 	}
 	send(other) // another flow: its own event
-	var got []Event
+	var got []events.Event
 	for {
 		rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
 		ev, err := rd.Read()
@@ -280,7 +283,7 @@ func TestDropEventsAreRateLimited(t *testing.T) {
 	time.Sleep(350 * time.Millisecond)
 	send(spoofed)
 	ev := nextEvent(t, rd)
-	require.Equal(t, "INVALID_SOURCE_IP", ev.Reason)
+	require.Equal(t, "INVALID_SOURCE_IP", ev.Reason.String())
 	require.EqualValues(t, 3, ev.Suppressed, "the three drops not reported")
 	cs, err := dp.Maps().Counters()
 	require.NoError(t, err)
@@ -302,7 +305,7 @@ func TestLostEventsAreCountedExactly(t *testing.T) {
 		_, err := dp.objs.SlFromEp.Run(&ebpf.RunOptions{Data: tcpPkt(t, podIP, peerIP, uint16(20000+i), 80, flags{syn: true})})
 		require.NoError(t, err)
 	}
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(t, err)
 	defer rd.Close()
 	read := 0
@@ -336,13 +339,13 @@ func TestExpiredConnectionsAreReported(t *testing.T) {
 	_, err = dp.objs.SlToEp.Run(&ebpf.RunOptions{Data: udpPkt(t, peerIP, podIP, 53, 5000)})
 	require.NoError(t, err)
 	time.Sleep(1100 * time.Millisecond)
-	var ended []Event
-	st, err := dp.Maps().GCCT(nil, func(ev Event) { ended = append(ended, ev) })
+	var ended []events.Event
+	st, err := dp.Maps().GCCT(nil, func(ev events.Event) { ended = append(ended, ev) })
 	require.NoError(t, err)
 	require.EqualValues(t, 1, st.Expired)
 	require.Len(t, ended, 1)
 	require.True(t, ended[0].Expired)
-	require.Equal(t, "UDP", ended[0].Proto)
+	require.Equal(t, uint8(unix.IPPROTO_UDP), ended[0].Proto)
 	require.EqualValues(t, 1, ended[0].PacketsOrig)
 	require.EqualValues(t, 1, ended[0].PacketsReply)
 	require.Equal(t, uint32(7), ended[0].EndpointID)
@@ -510,7 +513,7 @@ func TestEndpointPrograms(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dp := loadTest(t, Config{})
-			rd, err := dp.NewEventReader()
+			rd, err := events.NewReader(dp.EventRing())
 			require.NoError(t, err)
 			defer rd.Close()
 			for i, s := range tc.steps {
@@ -540,7 +543,7 @@ func TestEndpointPrograms(t *testing.T) {
 // server's ingress program; each endpoint keeps its own CT view.
 func TestConntrackIsPerEndpoint(t *testing.T) {
 	dp := loadTest(t, Config{})
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(t, err)
 	defer rd.Close()
 	syn := func(t testing.TB) []byte { return tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}) }
@@ -555,9 +558,9 @@ func TestConntrackIsPerEndpoint(t *testing.T) {
 	rd2.SetDeadline(time.Now().Add(50 * time.Millisecond))
 	ev, err := rd2.Read()
 	require.NoError(t, err)
-	require.Equal(t, "trace", ev.Type)
+	require.Equal(t, events.ConnNew, ev.Type)
 	require.Equal(t, uint32(8), ev.EndpointID)
-	require.Equal(t, "ingress", ev.Dir)
+	require.Equal(t, events.DirIngress, ev.Dir)
 
 	ct := ctOf(t, dp)
 	require.Len(t, ct, 2)
@@ -574,7 +577,7 @@ func TestConntrackIsPerEndpoint(t *testing.T) {
 // letting them through untracked.
 func TestConntrackFullIsCountedDrop(t *testing.T) {
 	dp := loadTest(t, Config{CTMax: 1024})
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(t, err)
 	defer rd.Close()
 	v := bpfobj.EndpointSlCtEntry{Expires: ^uint64(0) >> 1, State: 3}
@@ -598,7 +601,7 @@ func TestConntrackFullIsCountedDrop(t *testing.T) {
 // Expired entries are dead for the datapath even before GC runs.
 func TestConntrackExpiryWithoutGC(t *testing.T) {
 	dp := loadTest(t, Config{})
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(t, err)
 	defer rd.Close()
 	udp := func(t testing.TB) []byte { return udpPkt(t, podIP, peerIP, 5000, 53) }
@@ -609,7 +612,7 @@ func TestConntrackExpiryWithoutGC(t *testing.T) {
 	)
 	it := dp.objs.SlCt.Iterate()
 	require.True(t, it.Next(&k, &v))
-	v.Expires = MonotonicNow() - 1
+	v.Expires = raw.MonotonicNow() - 1
 	require.NoError(t, dp.objs.SlCt.Put(&k, &v))
 	runStep(t, dp, rd, 1, out(udp, "trace"))
 }
@@ -721,7 +724,7 @@ func TestFlowEventsLevels(t *testing.T) {
 				netip.PrefixFrom(localPeer, 32): {Identity: 1001, EndpointID: 9},
 			})
 			require.NoError(t, err)
-			rd, err := dp.NewEventReader()
+			rd, err := events.NewReader(dp.EventRing())
 			require.NoError(t, err)
 			defer rd.Close()
 			conn := func(peer netip.Addr, sport uint16) {
@@ -756,12 +759,12 @@ func TestFlowEventsLevels(t *testing.T) {
 					break
 				}
 				switch {
-				case ev.Type == "drop":
+				case ev.Type == events.Drop:
 					got = append(got, "drop")
 				case ev.Src.Addr() == localPeer:
-					byPeer["local"] = append(byPeer["local"], ev.Type)
+					byPeer["local"] = append(byPeer["local"], ev.Type.String())
 				default:
-					byPeer["remote"] = append(byPeer["remote"], ev.Type)
+					byPeer["remote"] = append(byPeer["remote"], ev.Type.String())
 				}
 			}
 			var parts []string

@@ -39,6 +39,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
 )
 
 var (
@@ -86,24 +87,24 @@ func fuzzState(dp *Datapath) error {
 	put := func(svc uint32, front netip.AddrPort, proto uint8, flags uint16, backends ...netip.AddrPort) error {
 		for i, b := range backends {
 			id := svc*10 + uint32(i)
-			be := bpfobj.EndpointSlLbBackend{Port: htons(b.Port()), Proto: proto}
-			be.Addr.Addr6 = addrTo(b.Addr())
+			be := bpfobj.EndpointSlLbBackend{Port: raw.Htons(b.Port()), Proto: proto}
+			be.Addr.Addr6 = raw.AddrTo(b.Addr())
 			if err := o.SlLbBackends.Put(id, &be); err != nil {
 				return err
 			}
-			k := bpfobj.EndpointSlLbKey{Port: htons(front.Port()), Proto: proto, Slot: uint16(i + 1)}
-			k.Addr.Addr6 = addrTo(front.Addr())
+			k := bpfobj.EndpointSlLbKey{Port: raw.Htons(front.Port()), Proto: proto, Slot: uint16(i + 1)}
+			k.Addr.Addr6 = raw.AddrTo(front.Addr())
 			if err := o.SlLbSvc.Put(&k, &bpfobj.EndpointSlLbEntry{BackendId: id, SvcId: svc}); err != nil {
 				return err
 			}
 		}
-		rn := bpfobj.EndpointSlLbVip{Port: htons(front.Port())}
-		rn.Addr.Addr6 = addrTo(front.Addr())
+		rn := bpfobj.EndpointSlLbVip{Port: raw.Htons(front.Port())}
+		rn.Addr.Addr6 = raw.AddrTo(front.Addr())
 		if err := o.SlLbRevnat.Put(svc, &rn); err != nil {
 			return err
 		}
-		k := bpfobj.EndpointSlLbKey{Port: htons(front.Port()), Proto: proto}
-		k.Addr.Addr6 = addrTo(front.Addr())
+		k := bpfobj.EndpointSlLbKey{Port: raw.Htons(front.Port()), Proto: proto}
+		k.Addr.Addr6 = raw.AddrTo(front.Addr())
 		return o.SlLbSvc.Put(&k, &bpfobj.EndpointSlLbEntry{SvcId: svc, Count: uint16(len(backends)), Flags: flags, AffinityTimeout: 60})
 	}
 	b1, b2 := netip.MustParseAddrPort("10.0.0.9:8080"), netip.MustParseAddrPort("10.0.0.10:8080")

@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
+	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
 	"github.com/sluice-net/sluice/pkg/service"
 )
 
@@ -35,18 +37,18 @@ func putService(t *testing.T, dp *Datapath, svcID uint32, front netip.AddrPort, 
 	o := dp.Objects()
 	for i, b := range backends {
 		id := uint32(9 + i)
-		be := bpfobj.EndpointSlLbBackend{Port: htons(b.Port()), Proto: proto}
-		be.Addr.Addr6 = addrTo(b.Addr())
+		be := bpfobj.EndpointSlLbBackend{Port: raw.Htons(b.Port()), Proto: proto}
+		be.Addr.Addr6 = raw.AddrTo(b.Addr())
 		require.NoError(t, o.SlLbBackends.Put(id, &be))
-		k := bpfobj.EndpointSlLbKey{Port: htons(front.Port()), Proto: proto, Slot: uint16(i + 1)}
-		k.Addr.Addr6 = addrTo(front.Addr())
+		k := bpfobj.EndpointSlLbKey{Port: raw.Htons(front.Port()), Proto: proto, Slot: uint16(i + 1)}
+		k.Addr.Addr6 = raw.AddrTo(front.Addr())
 		require.NoError(t, o.SlLbSvc.Put(&k, &bpfobj.EndpointSlLbEntry{BackendId: id, SvcId: svcID}))
 	}
-	rn := bpfobj.EndpointSlLbVip{Port: htons(front.Port())}
-	rn.Addr.Addr6 = addrTo(front.Addr())
+	rn := bpfobj.EndpointSlLbVip{Port: raw.Htons(front.Port())}
+	rn.Addr.Addr6 = raw.AddrTo(front.Addr())
 	require.NoError(t, o.SlLbRevnat.Put(svcID, &rn))
-	k := bpfobj.EndpointSlLbKey{Port: htons(front.Port()), Proto: proto}
-	k.Addr.Addr6 = addrTo(front.Addr())
+	k := bpfobj.EndpointSlLbKey{Port: raw.Htons(front.Port()), Proto: proto}
+	k.Addr.Addr6 = raw.AddrTo(front.Addr())
 	require.NoError(t, o.SlLbSvc.Put(&k, &bpfobj.EndpointSlLbEntry{SvcId: svcID, Count: uint16(len(backends)), Flags: flags, AffinityTimeout: 60}))
 }
 
@@ -135,7 +137,7 @@ func src(p gopacket.Packet) netip.AddrPort {
 	return netip.AddrPortFrom(a, 0)
 }
 
-func nextEvent(t *testing.T, rd *EventReader) Event {
+func nextEvent(t *testing.T, rd *events.Reader) events.Event {
 	t.Helper()
 	rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
 	ev, err := rd.Read()
@@ -145,7 +147,7 @@ func nextEvent(t *testing.T, rd *EventReader) Event {
 
 func TestServiceTranslationTCP(t *testing.T) {
 	dp := loadTest(t, Config{})
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(t, err)
 	defer rd.Close()
 	putService(t, dp, 5, netip.AddrPortFrom(vip, 80), 6, 0, netip.AddrPortFrom(backend1, 8080))
@@ -157,7 +159,7 @@ func TestServiceTranslationTCP(t *testing.T) {
 	requireChecksums(t, out)
 
 	ev := nextEvent(t, rd)
-	require.Equal(t, "trace", ev.Type)
+	require.Equal(t, events.ConnNew, ev.Type)
 	require.Equal(t, uint32(5), ev.ServiceID)
 	require.Equal(t, netip.AddrPortFrom(vip, 80), ev.VIP)
 	require.Equal(t, netip.AddrPortFrom(backend1, 8080), ev.Dst)
@@ -212,7 +214,7 @@ func TestServiceTranslationUDP(t *testing.T) {
 // ICMP port unreachable (ECONNREFUSED for the client), like kube-proxy's REJECT.
 func TestServiceWithoutEndpointsRejects(t *testing.T) {
 	dp := loadTest(t, Config{})
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(t, err)
 	defer rd.Close()
 	putService(t, dp, 7, netip.AddrPortFrom(vip, 80), 6, 0)
@@ -231,9 +233,9 @@ func TestServiceWithoutEndpointsRejects(t *testing.T) {
 	requireChecksums(t, out)
 
 	ev := nextEvent(t, rd)
-	require.Equal(t, "drop", ev.Type)
-	require.Equal(t, "SERVICE_BACKEND_NOT_FOUND", ev.Reason)
-	require.Equal(t, uint16(158), ev.ReasonID)
+	require.Equal(t, events.Drop, ev.Type)
+	require.Equal(t, "SERVICE_BACKEND_NOT_FOUND", ev.Reason.String())
+	require.Equal(t, uint16(158), uint16(ev.Reason))
 }
 
 func TestServiceBackendSelection(t *testing.T) {
@@ -453,7 +455,7 @@ func TestMaglevTableFailureKeepsServing(t *testing.T) {
 // back into the pod.
 func TestServiceHairpin(t *testing.T) {
 	dp := loadTest(t, Config{})
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(t, err)
 	defer rd.Close()
 	loopback := netip.MustParseAddr("169.254.42.1")
@@ -466,7 +468,7 @@ func TestServiceHairpin(t *testing.T) {
 	eth := out.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
 	require.Equal(t, []byte{2, 0, 0, 0, 0, 1}, []byte(eth.DstMAC), "addressed to the pod")
 	requireChecksums(t, out)
-	require.Equal(t, "trace", nextEvent(t, rd).Type)
+	require.Equal(t, events.ConnNew, nextEvent(t, rd).Type)
 
 	// The hairpinned SYN arriving: part of the same connection.
 	ret, _ = run(t, dp.objs.SlToEp, tcpPkt(t, loopback, podIP, 40000, 8080, flags{syn: true}))

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 )
 
 // BenchmarkLB measures service translation in sl_from_ep through
@@ -116,7 +117,7 @@ func benchLBScale(b *testing.B, n int, readEvents bool) {
 	// it as the agent does (a reader blocked in epoll is what makes every
 	// submit wake it). Unread, the buffer fills after some thousand events
 	// and later ones are failed, cheaper, reservations.
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(b, err)
 	drained := make(chan struct{})
 	if !readEvents {

@@ -10,6 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
+	"github.com/sluice-net/sluice/pkg/model"
 )
 
 // LB flags: sl_lb_flag (bpf/include/sluice/types.h), generated.
@@ -36,7 +38,7 @@ type LBFrontendKey struct {
 }
 
 func (k LBFrontendKey) String() string {
-	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(k.Addr, k.Port), ProtoName(k.Proto))
+	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(k.Addr, k.Port), model.ProtocolOf(k.Proto))
 }
 
 // LBFrontend is one frontend as programmed: slot 0 plus its backend slots.
@@ -65,7 +67,7 @@ type srcRange struct {
 
 func (r srcRange) raw() bpfobj.EndpointSlLbSrcRangeKey {
 	k := bpfobj.EndpointSlLbSrcRangeKey{Prefixlen: 32 + uint32(r.prefix.Bits()), SvcId: htonl(r.svc)}
-	k.Addr.Addr6 = addrTo(r.prefix.Addr())
+	k.Addr.Addr6 = raw.AddrTo(r.prefix.Addr())
 	return k
 }
 
@@ -84,12 +86,10 @@ type LBBackend struct {
 }
 
 func (k LBFrontendKey) raw(slot uint16) bpfobj.EndpointSlLbKey {
-	r := bpfobj.EndpointSlLbKey{Port: htons(k.Port), Proto: k.Proto, Slot: slot}
-	r.Addr.Addr6 = addrTo(k.Addr)
+	r := bpfobj.EndpointSlLbKey{Port: raw.Htons(k.Port), Proto: k.Proto, Slot: slot}
+	r.Addr.Addr6 = raw.AddrTo(k.Addr)
 	return r
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // LBState is the content of the LB maps.
 type LBState struct {
@@ -108,7 +108,7 @@ func (m *Maps) LBDump() (LBState, error) {
 	)
 	it := m.LBSvc.Iterate()
 	for it.Next(&k, &v) {
-		key := LBFrontendKey{Addr: addrFrom(k.Addr.Addr6, 2), Port: ntohs(k.Port), Proto: k.Proto}
+		key := LBFrontendKey{Addr: raw.AddrFrom(k.Addr.Addr6, 2), Port: raw.Ntohs(k.Port), Proto: k.Proto}
 		if k.Slot == 0 {
 			f := st.Frontends[key]
 			f.Key, f.ID, f.Flags, f.AffinityTimeout = key, v.SvcId, v.Flags, v.AffinityTimeout
@@ -144,7 +144,7 @@ func (m *Maps) LBDump() (LBState, error) {
 	)
 	bit := m.LBBackends.Iterate()
 	for bit.Next(&id, &b) {
-		st.Backends[id] = LBBackend{ID: id, Addr: addrFrom(b.Addr.Addr6, 2), Port: ntohs(b.Port), Proto: b.Proto,
+		st.Backends[id] = LBBackend{ID: id, Addr: raw.AddrFrom(b.Addr.Addr6, 2), Port: raw.Ntohs(b.Port), Proto: b.Proto,
 			Terminating: b.State == uint8(bpfobj.EndpointSlLbBackendStateSL_LB_BACKEND_TERMINATING),
 			Local:       b.Flags&uint8(bpfobj.EndpointSlLbBackendFlagSL_LB_BACKEND_F_LOCAL) != 0}
 	}
@@ -200,7 +200,7 @@ func (m *Maps) dumpSrcRanges() (map[uint32][]netip.Prefix, error) {
 			continue
 		}
 		id := htonl(k.SvcId)
-		p := netip.PrefixFrom(addrFrom(k.Addr.Addr6, 2), int(k.Prefixlen-32))
+		p := netip.PrefixFrom(raw.AddrFrom(k.Addr.Addr6, 2), int(k.Prefixlen-32))
 		out[id] = append(out[id], p)
 	}
 	if err := it.Err(); err != nil {
@@ -435,8 +435,8 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 	bk := make([]uint32, 0, len(p.putBackends))
 	bv := make([]bpfobj.EndpointSlLbBackend, 0, len(p.putBackends))
 	for _, b := range p.putBackends {
-		v := bpfobj.EndpointSlLbBackend{Port: htons(b.Port), Proto: b.Proto}
-		v.Addr.Addr6 = addrTo(b.Addr)
+		v := bpfobj.EndpointSlLbBackend{Port: raw.Htons(b.Port), Proto: b.Proto}
+		v.Addr.Addr6 = raw.AddrTo(b.Addr)
 		if b.Terminating {
 			v.State = 1
 		}
@@ -451,8 +451,8 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 	rk := make([]uint32, 0, len(p.putRevNat))
 	rv := make([]bpfobj.EndpointSlLbVip, 0, len(p.putRevNat))
 	for _, f := range p.putRevNat {
-		v := bpfobj.EndpointSlLbVip{Port: htons(f.Key.Port)}
-		v.Addr.Addr6 = addrTo(f.Key.Addr)
+		v := bpfobj.EndpointSlLbVip{Port: raw.Htons(f.Key.Port)}
+		v.Addr.Addr6 = raw.AddrTo(f.Key.Addr)
 		rk, rv = append(rk, f.ID), append(rv, v)
 	}
 	if err := batchUpdate(m.LBRevNat, rk, rv); err != nil {

@@ -167,9 +167,9 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	if cfg.DisableAntispoof {
 		antispoof = 0
 	}
-	mode := uint8(1) // SOCK_LB_ALL
+	mode := uint8(bpfobj.EndpointSlSockLbModeSL_SOCK_LB_ALL)
 	if cfg.SockLB == SockLBHostOnly {
-		mode = 2
+		mode = uint8(bpfobj.EndpointSlSockLbModeSL_SOCK_LB_HOSTNS_ONLY)
 	}
 	level, err := cfg.FlowEvents.level()
 	if err != nil {
@@ -177,18 +177,18 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	}
 	vars := map[string]any{
 		bpfobj.EndpointVarFlowEvents:       uint8(level),
-		"sock_lb_mode":                mode,
-		"host_netns_cookie":           cfg.HostNetnsCookie,
-		"have_set_retval":             boolByte(ProbeSetRetval() && !cfg.NoSetRetval),
-		"maglev_size":                 cfg.MaglevTableSize,
-		"events_ring_size":            uint64(cfg.EventsBufBytes),
+		"sock_lb_mode":                     mode,
+		"host_netns_cookie":                cfg.HostNetnsCookie,
+		"have_set_retval":                  boolByte(ProbeSetRetval() && !cfg.NoSetRetval),
+		"maglev_size":                      cfg.MaglevTableSize,
+		"events_ring_size":                 uint64(cfg.EventsBufBytes),
 		bpfobj.EndpointVarCtTimeoutSynNs:   uint64(cfg.CTTimeoutSYN.Nanoseconds()),
 		bpfobj.EndpointVarCtTimeoutTcpNs:   uint64(cfg.CTTimeoutTCP.Nanoseconds()),
 		bpfobj.EndpointVarCtTimeoutCloseNs: uint64(cfg.CTTimeoutClose.Nanoseconds()),
 		bpfobj.EndpointVarCtTimeoutOtherNs: uint64(cfg.CTTimeoutOther.Nanoseconds()),
 		bpfobj.EndpointVarEnableAntispoof:  antispoof,
-		"enable_policy_revoke":        boolByte(!cfg.DisablePolicyRevoke),
-		"drop_event_interval_ns":      uint64(max(cfg.DropEventInterval, 0).Nanoseconds()),
+		"enable_policy_revoke":             boolByte(!cfg.DisablePolicyRevoke),
+		"drop_event_interval_ns":           uint64(max(cfg.DropEventInterval, 0).Nanoseconds()),
 		bpfobj.EndpointVarSnatPortMin:      cfg.SNATPortMin,
 		bpfobj.EndpointVarSnatPortMax:      cfg.SNATPortMax,
 	}
@@ -522,6 +522,10 @@ func (dp *Datapath) Close() error {
 
 // Config returns the effective configuration.
 func (dp *Datapath) Config() Config { return dp.cfg }
+
+// EventRing is the datapath's event ring buffer (sl_events), for
+// events.NewReader.
+func (dp *Datapath) EventRing() *ebpf.Map { return dp.objs.SlEvents }
 
 // Objects exposes the loaded programs and maps to the attach and map code.
 func (dp *Datapath) Objects() *bpfobj.EndpointObjects { return &dp.objs }

@@ -13,6 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
+	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
+	"github.com/sluice-net/sluice/pkg/model"
 )
 
 // Maps gives typed access to the datapath's maps, either those of a loaded
@@ -153,27 +156,6 @@ func (m *Maps) Close() error {
 	return errors.Join(errs...)
 }
 
-func addrFrom(a [16]uint8, family uint8) netip.Addr {
-	if family == unix.AF_INET6 {
-		return netip.AddrFrom16(a)
-	}
-	return netip.AddrFrom4([4]byte(a[:4]))
-}
-
-func addrTo(a netip.Addr) [16]uint8 {
-	var out [16]uint8
-	if a.Is4() {
-		b := a.As4()
-		copy(out[:], b[:])
-	} else if a.IsValid() {
-		out = a.As16()
-	}
-	return out
-}
-
-// ntohs/htons: ports are stored in network byte order in the maps.
-func ntohs(v uint16) uint16 { return v<<8 | v>>8 }
-
 // Endpoint policy flags: SL_EP_F_POLICY_* of sl_ep_flag
 // (bpf/include/sluice/types.h), generated.
 const (
@@ -201,11 +183,11 @@ func (m *Maps) PutEndpoint(e EndpointEntry) error {
 	v := bpfobj.EndpointSlEndpoint{EpId: e.ID, Identity: e.Identity, Flags: e.PolicyFlags & epFlagsPolicy}
 	if e.IPv4.Is4() {
 		v.Flags |= uint32(bpfobj.EndpointSlEpFlagSL_EP_F_HAS_IPV4)
-		v.Ipv4.Addr6 = addrTo(e.IPv4)
+		v.Ipv4.Addr6 = raw.AddrTo(e.IPv4)
 	}
 	if e.IPv6.Is6() {
 		v.Flags |= uint32(bpfobj.EndpointSlEpFlagSL_EP_F_HAS_IPV6)
-		v.Ipv6.Addr6 = addrTo(e.IPv6)
+		v.Ipv6.Addr6 = raw.AddrTo(e.IPv6)
 	}
 	m.lockEndpoints()
 	defer m.unlockEndpoints()
@@ -262,7 +244,7 @@ func (m *Maps) DeleteEndpoint(ifindex uint32) error {
 // source-translated to when they leave through it.
 func (m *Maps) PutUplink(ifindex uint32, snat netip.Addr) error {
 	var v bpfobj.EndpointSlUplink
-	v.Ipv4.Addr6 = addrTo(snat)
+	v.Ipv4.Addr6 = raw.AddrTo(snat)
 	if err := m.Uplinks.Put(ifindex, &v); err != nil {
 		return fmt.Errorf("write uplink ifindex %d: %w", ifindex, mapErr(m.Uplinks, err))
 	}
@@ -288,10 +270,10 @@ func (m *Maps) ListEndpoints() ([]EndpointEntry, error) {
 	for it.Next(&k, &v) {
 		e := EndpointEntry{IfIndex: k, ID: v.EpId, Identity: v.Identity, PolicyFlags: v.Flags & epFlagsPolicy}
 		if v.Flags&uint32(bpfobj.EndpointSlEpFlagSL_EP_F_HAS_IPV4) != 0 {
-			e.IPv4 = addrFrom(v.Ipv4.Addr6, unix.AF_INET)
+			e.IPv4 = raw.AddrFrom(v.Ipv4.Addr6, unix.AF_INET)
 		}
 		if v.Flags&uint32(bpfobj.EndpointSlEpFlagSL_EP_F_HAS_IPV6) != 0 {
-			e.IPv6 = addrFrom(v.Ipv6.Addr6, unix.AF_INET6)
+			e.IPv6 = raw.AddrFrom(v.Ipv6.Addr6, unix.AF_INET6)
 		}
 		out = append(out, e)
 	}
@@ -302,17 +284,31 @@ func (m *Maps) ListEndpoints() ([]EndpointEntry, error) {
 	return out, nil
 }
 
+// Names of the counter kinds that count something other than packets, as
+// Counter.Metric carries them.
+var (
+	// MetricEventsLost counts events the datapath could not emit because
+	// the ring buffer was full.
+	MetricEventsLost = bpfobj.EndpointSlMetricSL_METRIC_EVENTS_LOST.String()
+	// MetricSocketsDestroyed counts sockets of removed backends destroyed.
+	MetricSocketsDestroyed = bpfobj.EndpointSlMetricSL_METRIC_SOCK_DESTROYED.String()
+)
+
+// MonotonicNow is CLOCK_MONOTONIC in nanoseconds, the datapath's clock
+// (CT entries' times).
+func MonotonicNow() uint64 { return raw.MonotonicNow() }
+
 // expiredEvent is the end event of a connection that expired.
-func expiredEvent(k bpfobj.EndpointSlCtKey, v bpfobj.EndpointSlCtEntry, now uint64) Event {
+func expiredEvent(k bpfobj.EndpointSlCtKey, v bpfobj.EndpointSlCtEntry, now uint64) events.Event {
 	last := v.Expires
 	if last > now {
 		last = now
 	}
-	return Event{
-		Time: MonotonicEpoch().Add(time.Duration(now)), Type: "end", Dir: DirName(v.Origin), EndpointID: k.EpId,
-		Proto:       ProtoName(k.Proto),
-		Src:         netip.AddrPortFrom(addrFrom(k.Saddr.Addr6, k.Family), ntohs(k.Sport)),
-		Dst:         netip.AddrPortFrom(addrFrom(k.Daddr.Addr6, k.Family), ntohs(k.Dport)),
+	return events.Event{
+		Time: raw.MonotonicEpoch().Add(time.Duration(now)), Type: events.ConnEnd, Dir: events.Direction(v.Origin),
+		EndpointID: k.EpId, Proto: k.Proto,
+		Src:         netip.AddrPortFrom(raw.AddrFrom(k.Saddr.Addr6, k.Family), raw.Ntohs(k.Sport)),
+		Dst:         netip.AddrPortFrom(raw.AddrFrom(k.Daddr.Addr6, k.Family), raw.Ntohs(k.Dport)),
 		PacketsOrig: v.PacketsOrig, BytesOrig: v.BytesOrig, PacketsReply: v.PacketsReply, BytesReply: v.BytesReply,
 		Duration: time.Duration(last - v.Created), Expired: true,
 	}
@@ -344,21 +340,14 @@ type CTEntry struct {
 	DstAddr netip.AddrPort `json:"-"`
 }
 
-// MonotonicNow is the clock bpf_ktime_get_ns reads, in ns.
-func MonotonicNow() uint64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
-}
-
 func ctEntryFrom(k *bpfobj.EndpointSlCtKey, v *bpfobj.EndpointSlCtEntry, now uint64) CTEntry {
-	src := netip.AddrPortFrom(addrFrom(k.Saddr.Addr6, k.Family), ntohs(k.Sport))
-	dst := netip.AddrPortFrom(addrFrom(k.Daddr.Addr6, k.Family), ntohs(k.Dport))
+	src := netip.AddrPortFrom(raw.AddrFrom(k.Saddr.Addr6, k.Family), raw.Ntohs(k.Sport))
+	dst := netip.AddrPortFrom(raw.AddrFrom(k.Daddr.Addr6, k.Family), raw.Ntohs(k.Dport))
 	return CTEntry{
-		EndpointID: k.EpId, Proto: ProtoName(k.Proto), Scope: CTScopeName(k.Scope),
+		EndpointID: k.EpId, Proto: string(model.ProtocolOf(k.Proto)), Scope: bpfobj.EndpointSlCtScope(k.Scope).String(),
 		ServiceID: v.RevNatId, BackendID: v.BackendId,
 		Src: src.String(), Dst: dst.String(), SrcAddr: src, DstAddr: dst,
-		State: CTStateName(v.State), Origin: DirName(v.Origin),
+		State: bpfobj.EndpointSlCtState(v.State).String(), Origin: events.Direction(v.Origin).String(),
 		Age:         time.Duration(now - v.Created),
 		ExpiresIn:   time.Duration(int64(v.Expires) - int64(now)),
 		PacketsOrig: v.PacketsOrig, BytesOrig: v.BytesOrig,
@@ -373,7 +362,7 @@ func (m *Maps) ListCT() ([]CTEntry, error) {
 		v   bpfobj.EndpointSlCtEntry
 		out []CTEntry
 	)
-	now := MonotonicNow()
+	now := raw.MonotonicNow()
 	it := m.CT.Iterate()
 	for it.Next(&k, &v) {
 		if v.Expires <= now {
@@ -400,14 +389,14 @@ type CTStats struct {
 
 // GCCT deletes expired entries and, when endpointGone is not nil, every
 // entry of an endpoint for which it returns true. It returns the counts.
-func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTStats, error) {
+func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(events.Event)) (CTStats, error) {
 	var (
 		k     bpfobj.EndpointSlCtKey
 		v     bpfobj.EndpointSlCtEntry
 		dead  []bpfobj.EndpointSlCtKey
 		stats CTStats
 	)
-	now := MonotonicNow()
+	now := raw.MonotonicNow()
 	it := m.CT.Iterate()
 	for it.Next(&k, &v) {
 		switch {
@@ -462,7 +451,7 @@ func (m *Maps) ctUsage() (live, total int, err error) {
 		k bpfobj.EndpointSlCtKey
 		v bpfobj.EndpointSlCtEntry
 	)
-	now := MonotonicNow()
+	now := raw.MonotonicNow()
 	it := m.CT.Iterate()
 	for it.Next(&k, &v) {
 		total++
@@ -494,9 +483,9 @@ func (m *Maps) Counters() ([]Counter, error) {
 	)
 	it := m.Metrics.Iterate()
 	for it.Next(&k, &vs) {
-		c := Counter{Metric: MetricName(k.Metric), Dir: DirName(k.Dir), MetricID: k.Metric, ReasonID: k.Reason}
+		c := Counter{Metric: bpfobj.EndpointSlMetric(k.Metric).String(), Dir: events.Direction(k.Dir).String(), MetricID: k.Metric, ReasonID: k.Reason}
 		if k.Reason != 0 {
-			c.Reason = DropReasonName(k.Reason)
+			c.Reason = events.DropReason(k.Reason).String()
 		}
 		for _, v := range vs {
 			c.Packets += v.Packets

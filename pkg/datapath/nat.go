@@ -8,6 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
+	"github.com/sluice-net/sluice/pkg/model"
 )
 
 // NATUsage is how much of the SNAT port range one node address uses for
@@ -84,7 +86,7 @@ func (m *Maps) GCNAT() (NATGCStats, error) {
 	if m.NAT == nil {
 		return stats, nil
 	}
-	now := MonotonicNow()
+	now := raw.MonotonicNow()
 	it := m.NAT.Iterate()
 	for it.Next(&k, &v) {
 		if m.natMappingLive(&k, &v, now, snatCloseGraceNs) {
@@ -103,7 +105,7 @@ func (m *Maps) GCNAT() (NATGCStats, error) {
 		if err := m.NAT.Lookup(&dead[i], &v); err != nil {
 			continue
 		}
-		if m.natMappingLive(&dead[i], &v, MonotonicNow(), snatCloseGraceNs) {
+		if m.natMappingLive(&dead[i], &v, raw.MonotonicNow(), snatCloseGraceNs) {
 			stats.Live++
 			continue
 		}
@@ -135,11 +137,11 @@ func (m *Maps) NATUsage() ([]NATUsage, error) {
 		proto uint8
 	}
 	inUse := map[key]int{}
-	now := MonotonicNow()
+	now := raw.MonotonicNow()
 	it := m.NAT.Iterate()
 	for it.Next(&k, &v) {
 		if m.natMappingLive(&k, &v, now, snatCloseGraceNs) {
-			inUse[key{addrFrom(k.Addr.Addr6, afInet), k.Proto}]++
+			inUse[key{raw.AddrFrom(k.Addr.Addr6, afInet), k.Proto}]++
 		}
 	}
 	if err := it.Err(); err != nil {
@@ -151,7 +153,7 @@ func (m *Maps) NATUsage() ([]NATUsage, error) {
 	}
 	out := make([]NATUsage, 0, len(inUse))
 	for k, n := range inUse {
-		out = append(out, NATUsage{Address: k.addr.String(), Proto: ProtoName(k.proto), PortsInUse: n, PortsTotal: total})
+		out = append(out, NATUsage{Address: k.addr.String(), Proto: string(model.ProtocolOf(k.proto)), PortsInUse: n, PortsTotal: total})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Address != out[j].Address {

@@ -23,6 +23,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/pkg/datapath/events"
+	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
 )
 
 var (
@@ -59,7 +62,7 @@ func runPolicy(t *testing.T, prog *ebpf.Program, pkt []byte, ingressIfindex uint
 
 // policyDatapath loads the programs with the pod under policy in both
 // directions and the peers in the ipcache.
-func policyDatapath(t *testing.T, flags uint32) (*Datapath, *EventReader) {
+func policyDatapath(t *testing.T, flags uint32) (*Datapath, *events.Reader) {
 	dp := loadTest(t, Config{})
 	m := dp.Maps()
 	require.NoError(t, m.PutEndpoint(EndpointEntry{IfIndex: loIfindex, ID: 7, IPv4: podIP, Identity: podID, PolicyFlags: flags}))
@@ -69,7 +72,7 @@ func policyDatapath(t *testing.T, flags uint32) (*Datapath, *EventReader) {
 		netip.PrefixFrom(peer3IP, 32): {Identity: peer3},
 	})
 	require.NoError(t, err)
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(t, err)
 	t.Cleanup(func() { rd.Close() })
 	return dp, rd
@@ -155,10 +158,10 @@ func TestPolicyPrecedence(t *testing.T) {
 			ev := nextEvent(t, rd)
 			if tc.rule == 0 {
 				require.Equal(t, uint32(verdictDrop), ret)
-				require.Equal(t, "drop", ev.Type)
-				require.Equal(t, "POLICY_DENIED", ev.Reason)
-				require.Equal(t, uint16(133), ev.ReasonID, "Hubble's POLICY_DENIED")
-				require.Equal(t, "denied", ev.Verdict)
+				require.Equal(t, events.Drop, ev.Type)
+				require.Equal(t, "POLICY_DENIED", ev.Reason.String())
+				require.Equal(t, uint16(133), uint16(ev.Reason), "Hubble's POLICY_DENIED")
+				require.Equal(t, events.VerdictDeny, ev.Verdict)
 				require.Zero(t, ev.PolicyRule, "default deny")
 				peer := netip.AddrPortFrom(tc.from, sport)
 				for _, e := range ctOf(t, dp) {
@@ -167,8 +170,8 @@ func TestPolicyPrecedence(t *testing.T) {
 				return
 			}
 			require.Equal(t, verdictNext, ret)
-			require.Equal(t, "trace", ev.Type)
-			require.Equal(t, "allowed", ev.Verdict)
+			require.Equal(t, events.ConnNew, ev.Type)
+			require.Equal(t, events.VerdictAllow, ev.Verdict)
 			require.Equal(t, tc.rule, ev.PolicyRule)
 			require.Equal(t, podID, ev.DstIdentity)
 			peer, tracked := netip.AddrPortFrom(tc.from, sport), false
@@ -189,7 +192,7 @@ func TestPolicyReplyPathAndIdentities(t *testing.T) {
 	ret, _ := runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40000, 80, flags{syn: true}), fromWire)
 	require.Equal(t, verdictNext, ret)
 	ev := nextEvent(t, rd)
-	require.Equal(t, "allowed", ev.Verdict)
+	require.Equal(t, events.VerdictAllow, ev.Verdict)
 	require.Equal(t, podID, ev.SrcIdentity)
 	require.Equal(t, peerID, ev.DstIdentity)
 
@@ -207,7 +210,7 @@ func TestPolicyReplyPathAndIdentities(t *testing.T) {
 	require.Equal(t, uint32(verdictDrop), ret)
 	for {
 		ev = nextEvent(t, rd)
-		if ev.Type == "drop" && ev.Dst.Addr() == worldIP {
+		if ev.Type == events.Drop && ev.Dst.Addr() == worldIP {
 			break
 		}
 	}
@@ -243,8 +246,8 @@ func TestPolicyAudit(t *testing.T) {
 	ret, _ := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 40000, 80, flags{syn: true}), fromWire)
 	require.Equal(t, verdictNext, ret)
 	ev := nextEvent(t, rd)
-	require.Equal(t, "trace", ev.Type)
-	require.Equal(t, "audit", ev.Verdict)
+	require.Equal(t, events.ConnNew, ev.Type)
+	require.Equal(t, events.VerdictAudit, ev.Verdict)
 	st, err := dp.Maps().Counters()
 	require.NoError(t, err)
 	var audited uint64
@@ -270,8 +273,8 @@ func TestPolicyRedirectVerdict(t *testing.T) {
 	ret, _ := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 40000, 80, flags{syn: true}), fromWire)
 	require.Equal(t, uint32(verdictDrop), ret, "at the destination's own endpoint a redirect cannot be honoured")
 	ev := nextEvent(t, rd)
-	require.Equal(t, "PROXY_UNAVAILABLE", ev.Reason)
-	require.Equal(t, "redirected", ev.Verdict)
+	require.Equal(t, "PROXY_UNAVAILABLE", ev.Reason.String())
+	require.Equal(t, events.VerdictRedirect, ev.Verdict)
 	require.Equal(t, uint16(15001), ev.ProxyPort)
 	require.Equal(t, uint32(41), ev.PolicyRule)
 
@@ -284,7 +287,7 @@ func TestPolicyRedirectVerdict(t *testing.T) {
 	require.Equal(t, netip.AddrPortFrom(podIP, 40001), dst(out))
 	requireChecksums(t, out)
 	ev = nextEvent(t, rd)
-	require.Equal(t, "PROXY_UNAVAILABLE", ev.Reason)
+	require.Equal(t, "PROXY_UNAVAILABLE", ev.Reason.String())
 	require.Equal(t, uint16(15002), ev.ProxyPort)
 	require.Empty(t, ctOf(t, dp), "a refused connection leaves no state")
 }
@@ -296,13 +299,13 @@ func TestPolicyOverflowAndIPv6(t *testing.T) {
 	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{{Identity: 0, Dir: dirIn, Verdict: VerdictAllow, Rule: 1}}})
 	ret, _ := runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 40000, 80, flags{syn: true}), fromWire)
 	require.Equal(t, uint32(verdictDrop), ret)
-	require.Equal(t, "POLICY_OVERFLOW", nextEvent(t, rd).Reason)
+	require.Equal(t, "POLICY_OVERFLOW", nextEvent(t, rd).Reason.String())
 
 	ret, _ = runPolicy(t, dp.objs.SlToEp, ipv6Pkt(t), fromWire)
 	require.Equal(t, uint32(verdictDrop), ret)
 	ev := nextEvent(t, rd)
-	require.Equal(t, "UNSUPPORTED_L3_PROTOCOL", ev.Reason)
-	require.Equal(t, uint16(139), ev.ReasonID)
+	require.Equal(t, "UNSUPPORTED_L3_PROTOCOL", ev.Reason.String())
+	require.Equal(t, uint16(139), uint16(ev.Reason))
 	require.True(t, ev.Src.Addr().Is6())
 
 	ns := ndPkt(t)
@@ -348,7 +351,7 @@ func TestPolicyRevocation(t *testing.T) {
 	require.Equal(t, verdictNext, ret)
 	ret, _ = runPolicy(t, dp.objs.SlToEp, tcpPkt(t, peerIP, podIP, 80, 40000, flags{syn: true, ack: true}), fromWire)
 	require.Equal(t, verdictNext, ret)
-	require.Equal(t, "allowed", nextEvent(t, rd).Verdict)
+	require.Equal(t, events.VerdictAllow, nextEvent(t, rd).Verdict)
 
 	// A policy change that keeps the connection allowed: it goes on.
 	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
@@ -383,8 +386,8 @@ func TestPolicyRevocation(t *testing.T) {
 	require.Equal(t, uint32(9000), rst.Layer(layers.LayerTypeTCP).(*layers.TCP).Seq, "at the sequence number it acknowledged")
 	requireChecksums(t, rst)
 	ev := nextEvent(t, rd)
-	require.Equal(t, "POLICY_REVOKED", ev.Reason)
-	require.Equal(t, "denied", ev.Verdict)
+	require.Equal(t, "POLICY_REVOKED", ev.Reason.String())
+	require.Equal(t, events.VerdictDeny, ev.Verdict)
 	// The reply's own ends, marked as a reply: the flow is the pod's
 	// connection to the peer, not one from the peer.
 	require.True(t, ev.Tracked && ev.Reply, "a reply-direction drop is reported as a reply: %+v", ev)
@@ -398,7 +401,7 @@ func TestPolicyRevocation(t *testing.T) {
 	ret, _ = runPolicy(t, dp.objs.SlFromEp, tcpPkt(t, podIP, peerIP, 40001, 80, flags{syn: true}), fromWire)
 	require.Equal(t, uint32(verdictDrop), ret)
 	ev = nextEvent(t, rd)
-	require.Equal(t, "POLICY_DENIED", ev.Reason)
+	require.Equal(t, "POLICY_DENIED", ev.Reason.String())
 	require.True(t, ev.Tracked, "%+v", ev)
 	require.False(t, ev.Reply, "%+v", ev)
 }
@@ -441,9 +444,9 @@ func TestPolicyICMPErrors(t *testing.T) {
 	ret, _ := runPolicy(t, dp.objs.SlToEp, forged, fromWire)
 	require.Equal(t, uint32(verdictDrop), ret, "unrelated ICMP error into an isolated pod")
 	ev := nextEvent(t, rd)
-	require.Equal(t, "drop", ev.Type)
-	require.Equal(t, "POLICY_DENIED", ev.Reason)
-	require.Equal(t, "ICMP", ev.Proto)
+	require.Equal(t, events.Drop, ev.Type)
+	require.Equal(t, "POLICY_DENIED", ev.Reason.String())
+	require.Equal(t, uint8(unix.IPPROTO_ICMP), ev.Proto)
 	require.Equal(t, peerIP, ev.Src.Addr(), "the event names the error's own sender")
 	require.Equal(t, podIP, ev.Dst.Addr())
 	require.Equal(t, peerID, ev.SrcIdentity)
@@ -453,7 +456,7 @@ func TestPolicyICMPErrors(t *testing.T) {
 	ret, _ = runPolicy(t, dp.objs.SlFromEp, smuggled, fromWire)
 	require.Equal(t, uint32(verdictDrop), ret, "unrelated ICMP error out of a pod under egress policy")
 	ev = nextEvent(t, rd)
-	require.Equal(t, "POLICY_DENIED", ev.Reason)
+	require.Equal(t, "POLICY_DENIED", ev.Reason.String())
 	require.Equal(t, podIP, ev.Src.Addr())
 	require.Equal(t, peer3IP, ev.Dst.Addr())
 
@@ -461,7 +464,7 @@ func TestPolicyICMPErrors(t *testing.T) {
 	ret, _ = runPolicy(t, dp.objs.SlToEp, icmpUnreachable(t, peer3IP, udpPkt(t, podIP, worldIP, 5001, 53)), fromWire)
 	require.Equal(t, verdictNext, ret, "peer3 may send the pod anything")
 	ev = nextEvent(t, rd)
-	require.Equal(t, "allowed", ev.Verdict)
+	require.Equal(t, events.VerdictAllow, ev.Verdict)
 	require.Equal(t, uint32(52), ev.PolicyRule)
 
 	// Related errors pass: a router's frag-needed about the pod's allowed
@@ -492,8 +495,8 @@ func TestPolicyICMPErrorsAudit(t *testing.T) {
 	ret, _ := runPolicy(t, dp.objs.SlToEp, icmpUnreachable(t, peerIP, udpPkt(t, podIP, worldIP, 5000, 53)), fromWire)
 	require.Equal(t, verdictNext, ret)
 	ev := nextEvent(t, rd)
-	require.Equal(t, "audit", ev.Verdict)
-	require.Equal(t, "ICMP", ev.Proto)
+	require.Equal(t, events.VerdictAudit, ev.Verdict)
+	require.Equal(t, uint8(unix.IPPROTO_ICMP), ev.Proto)
 }
 
 // Audit mode forwards IPv6 of an endpoint under policy and reports it as
@@ -506,12 +509,12 @@ func TestPolicyIPv6Audit(t *testing.T) {
 		require.Equal(t, verdictNext, ret, "audit forwards IPv6")
 	}
 	ev := nextEvent(t, rd)
-	require.Equal(t, "trace", ev.Type)
-	require.Equal(t, "audit", ev.Verdict)
+	require.Equal(t, events.ConnNew, ev.Type)
+	require.Equal(t, events.VerdictAudit, ev.Verdict)
 	require.True(t, ev.Src.Addr().Is6())
 	require.Equal(t, podID, ev.DstIdentity, "into the pod")
 	ev = nextEvent(t, rd)
-	require.Equal(t, "audit", ev.Verdict)
+	require.Equal(t, events.VerdictAudit, ev.Verdict)
 	require.Equal(t, podID, ev.SrcIdentity, "out of the pod")
 	// The same flow again within the interval: counted, not reported.
 	ret, _ := runPolicy(t, dp.objs.SlToEp, ipv6Pkt(t), fromWire)
@@ -536,7 +539,7 @@ type packetTap struct{ fd int }
 
 func capture(t *testing.T, ifindex int) *packetTap {
 	t.Helper()
-	proto := int(htons(unix.ETH_P_ALL))
+	proto := int(raw.Htons(unix.ETH_P_ALL))
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 	require.NoError(t, err)
 	t.Cleanup(func() { unix.Close(fd) })

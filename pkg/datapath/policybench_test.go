@@ -25,6 +25,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 )
 
 // Ports the benchmark's connections use on the pod.
@@ -161,13 +163,13 @@ func policyBenchDatapath(b *testing.B, flags uint32, p EndpointPolicy, ipc map[n
 	// Drained like the agent does it: a reader in epoll is what every
 	// submit may have to wake; unread, the ring fills and later events are
 	// failed, cheaper, reservations.
-	rd, err := dp.NewEventReader()
+	rd, err := events.NewReader(dp.EventRing())
 	require.NoError(b, err)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
-			if _, err := rd.Read(); errors.Is(err, ErrClosed) {
+			if _, err := rd.Read(); errors.Is(err, events.ErrClosed) {
 				return
 			}
 		}

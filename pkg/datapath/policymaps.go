@@ -9,23 +9,24 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
 )
 
 // Policy verdicts of map entries and events, as enum sl_policy_verdict.
 const (
-	VerdictNone     uint8 = 0
-	VerdictAllow    uint8 = 1
-	VerdictRedirect uint8 = 2
-	VerdictDeny     uint8 = 3
-	VerdictAudit    uint8 = 4
+	VerdictNone     = uint8(bpfobj.EndpointSlPolicyVerdictSL_VERDICT_NONE)
+	VerdictAllow    = uint8(bpfobj.EndpointSlPolicyVerdictSL_VERDICT_ALLOW)
+	VerdictRedirect = uint8(bpfobj.EndpointSlPolicyVerdictSL_VERDICT_REDIRECT)
+	VerdictDeny     = uint8(bpfobj.EndpointSlPolicyVerdictSL_VERDICT_DENY)
+	VerdictAudit    = uint8(bpfobj.EndpointSlPolicyVerdictSL_VERDICT_AUDIT)
 )
 
 // Reserved identities, as enum sl_identity_reserved.
 const (
-	IdentityAny        uint32 = 0
-	IdentityHost       uint32 = 1
-	IdentityWorld      uint32 = 2
-	IdentityRemoteNode uint32 = 6
+	IdentityAny        = uint32(bpfobj.EndpointSlIdentityReservedSL_ID_ANY)
+	IdentityHost       = uint32(bpfobj.EndpointSlIdentityReservedSL_ID_HOST)
+	IdentityWorld      = uint32(bpfobj.EndpointSlIdentityReservedSL_ID_WORLD)
+	IdentityRemoteNode = uint32(bpfobj.EndpointSlIdentityReservedSL_ID_REMOTE_NODE)
 )
 
 // PolicyEntry is one entry of an endpoint's policy map: peers of Identity
@@ -69,7 +70,7 @@ func (e PolicyEntry) raw() (bpfobj.EndpointSlPolicyKey, bpfobj.EndpointSlPolicyE
 		if plen == 0 {
 			mask = 0
 		}
-		k.Dport = htons(e.Port & mask)
+		k.Dport = raw.Htons(e.Port & mask)
 	}
 	v := bpfobj.EndpointSlPolicyEntry{Rule: e.Rule, ProxyPort: e.ProxyPort, Verdict: e.Verdict, Prefixlen: uint8(k.Prefixlen)}
 	return k, v
@@ -80,7 +81,7 @@ func policyEntryFrom(k bpfobj.EndpointSlPolicyKey, v bpfobj.EndpointSlPolicyEntr
 	if k.Prefixlen >= 48 {
 		e.Proto = k.Proto
 		e.PortPrefixLen = uint8(k.Prefixlen - 48)
-		e.Port = ntohs(k.Dport)
+		e.Port = raw.Ntohs(k.Dport)
 	}
 	return e
 }
@@ -90,7 +91,7 @@ func (c PolicyCIDR) raw() bpfobj.EndpointSlPolicyCidrKey {
 	if c.Prefix.Addr().Is6() {
 		k.Family = 10
 	}
-	k.Addr.Addr6 = addrTo(c.Prefix.Masked().Addr())
+	k.Addr.Addr6 = raw.AddrTo(c.Prefix.Masked().Addr())
 	return k
 }
 
@@ -219,7 +220,7 @@ func (m *Maps) DumpEndpointPolicy(epID uint32) (EndpointPolicy, error) {
 		cit := cm.Iterate()
 		for cit.Next(&ck, &cls) {
 			p.CIDRs = append(p.CIDRs, PolicyCIDR{Dir: ck.Dir, Class: cls,
-				Prefix: netip.PrefixFrom(addrFrom(ck.Addr.Addr6, ck.Family), int(ck.Prefixlen-32))})
+				Prefix: netip.PrefixFrom(raw.AddrFrom(ck.Addr.Addr6, ck.Family), int(ck.Prefixlen-32))})
 		}
 		if err := cit.Err(); err != nil {
 			return p, fmt.Errorf("iterate CIDR classes of endpoint %d: %w", epID, err)
@@ -252,7 +253,7 @@ func ipcacheKey(p netip.Prefix) bpfobj.EndpointSlIpcacheKey {
 	if p.Addr().Is6() {
 		k.Family = 10
 	}
-	k.Addr.Addr6 = addrTo(p.Masked().Addr())
+	k.Addr.Addr6 = raw.AddrTo(p.Masked().Addr())
 	return k
 }
 
@@ -268,7 +269,7 @@ func (m *Maps) DumpIPCache() (map[netip.Prefix]IPCacheEntry, error) {
 		if k.Prefixlen < 32 {
 			continue
 		}
-		out[netip.PrefixFrom(addrFrom(k.Addr.Addr6, k.Family), int(k.Prefixlen-32))] = IPCacheEntry{Identity: v.Identity, EndpointID: v.EpId}
+		out[netip.PrefixFrom(raw.AddrFrom(k.Addr.Addr6, k.Family), int(k.Prefixlen-32))] = IPCacheEntry{Identity: v.Identity, EndpointID: v.EpId}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate sl_ipcache: %w", err)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
 )
 
 // Methods of destroying sockets, as SockDestroyMethod names them.
@@ -73,8 +74,8 @@ func (dp *Datapath) DestroyUDPSockets(backends []netip.AddrPort, netns []string)
 	keys := make([]bpfobj.EndpointSlSockDestroyKey, 0, len(backends))
 	vals := make([]uint8, 0, len(backends))
 	for _, b := range backends {
-		k := bpfobj.EndpointSlSockDestroyKey{Port: htons(b.Port()), Proto: unix.IPPROTO_UDP}
-		k.Addr.Addr6 = addrTo(b.Addr())
+		k := bpfobj.EndpointSlSockDestroyKey{Port: raw.Htons(b.Port()), Proto: unix.IPPROTO_UDP}
+		k.Addr.Addr6 = raw.AddrTo(b.Addr())
 		keys, vals = append(keys, k), append(vals, 1)
 	}
 	m := dp.objs.SlSockDestroy

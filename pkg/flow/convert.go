@@ -1,7 +1,6 @@
 package flow
 
 import (
-	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -9,11 +8,13 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/identity"
+	"github.com/sluice-net/sluice/pkg/model"
 )
 
 // Cilium monitor message types (pkg/monitor/api), carried in
@@ -36,29 +37,8 @@ const (
 	traceToNetwork    = 11
 )
 
-// SluiceDropReasonBase is the first drop reason with no Hubble equivalent
-// (SL_DROP_SLUICE_BASE). Reasons below it use flow.DropReason's numbers.
-const SluiceDropReasonBase = 1000
-
 // EmitterName is flow.emitter.name of every flow Sluice makes.
 const EmitterName = "Sluice"
-
-// Names the datapath package gives its enums (pkg/datapath/names.go);
-// convert_test.go checks that they still match.
-const (
-	eventTrace     = "trace"
-	eventDrop      = "drop"
-	eventTranslate = "translate"
-	eventEnd       = "end"
-
-	dirIngress = "ingress"
-	dirEgress  = "egress"
-
-	verdictAllowed    = "allowed"
-	verdictRedirected = "redirected"
-	verdictDenied     = "denied"
-	verdictAudit      = "audit"
-)
 
 // Converter turns datapath events into flows, in two steps: Record
 // resolves what the agent knows about an event's ends, service and rule
@@ -92,7 +72,7 @@ type Converter struct {
 }
 
 // Convert returns the flow of one event, resolved now: Build(Record).
-func (c *Converter) Convert(ev *datapath.Event) *flowpb.Flow {
+func (c *Converter) Convert(ev *events.Event) *flowpb.Flow {
 	return c.build(ev, c.resolve(eventFacts(ev)))
 }
 
@@ -101,7 +81,7 @@ func (c *Converter) Convert(ev *datapath.Event) *flowpb.Flow {
 // original destination) are shared with every flow built from the same
 // values: flows are read, never modified. appendFlow writes the same
 // flow's wire encoding from the same shape.
-func (c *Converter) build(ev *datapath.Event, r refs) *flowpb.Flow {
+func (c *Converter) build(ev *events.Event, r refs) *flowpb.Flow {
 	sh := shapeOf(ev, r)
 	var summary [128]byte
 	f := &flowpb.Flow{
@@ -192,17 +172,17 @@ func (p policyField) of(f *flowpb.Flow) *[]*flowpb.Policy {
 // a policy verdict event when policy decided it; a drop a drop event; a
 // socket-LB translation a SOCK flow; a connection end a trace event at
 // the endpoint, forwarded.
-func shapeOf(ev *datapath.Event, r refs) shape {
+func shapeOf(ev *events.Event, r refs) shape {
 	sh := shape{flowType: flowpb.FlowType_L3_L4, direction: trafficDirection(ev.Dir, ev.Reply)}
 	switch ev.Type {
-	case eventDrop:
+	case events.Drop:
 		sh.verdict = flowpb.Verdict_DROPPED
-		sh.dropReason = uint32(ev.ReasonID)
+		sh.dropReason = uint32(ev.Reason)
 		// Sub-type is the reason number, as in Cilium's drop
 		// notifications. Hubble's printer reads it as a byte:
 		// Sluice-only reasons (>= 1000) print as a number there, and by
 		// name in the summary.
-		sh.eventType, sh.etType, sh.etSub = true, MessageTypeDrop, int32(ev.ReasonID)
+		sh.eventType, sh.etType, sh.etSub = true, MessageTypeDrop, int32(ev.Reason)
 		// Known only once conntrack has placed the packet: a drop before
 		// that (a malformed packet, a spoofed source) leaves is_reply
 		// unset, as Hubble does for drops. A reply keeps the packet's own
@@ -210,14 +190,14 @@ func shapeOf(ev *datapath.Event, r refs) shape {
 		if ev.Tracked {
 			sh.isReplySet, sh.isReply, sh.reply = true, ev.Reply, ev.Reply
 		}
-		sh.dropReasonDesc = DropReason(ev.ReasonID)
-		if ev.Verdict == verdictDenied && r.rule != nil {
+		sh.dropReasonDesc = DropReason(uint16(ev.Reason))
+		if ev.Verdict == events.VerdictDeny && r.rule != nil {
 			sh.policy = ingressDeniedBy
 			if ruleDirection(r.rule.rule, sh.direction) == flowpb.TrafficDirection_EGRESS {
 				sh.policy = egressDeniedBy
 			}
 		}
-	case eventTranslate:
+	case events.Translate:
 		// connect() or sendmsg() to a service frontend, rewritten to a
 		// backend: Hubble reports these as SOCK flows at the
 		// post-translation point, the destination being the backend, the
@@ -225,17 +205,17 @@ func shapeOf(ev *datapath.Event, r refs) shape {
 		point := flowpb.SocketTranslationPoint_SOCK_XLATE_POINT_POST_DIRECTION_FWD
 		sh.flowType, sh.verdict, sh.sockXlate = flowpb.FlowType_SOCK, flowpb.Verdict_TRANSLATED, point
 		sh.eventType, sh.etType, sh.etSub = true, MessageTypeTraceSock, int32(point)
-	case eventTrace:
+	case events.ConnNew:
 		sh.isReplySet = true // false: the first packet of a connection
 		sh.traceReason = flowpb.TraceReason_NEW
 		sh.verdict = traceVerdict(ev)
-		if ev.Verdict == "" {
+		if ev.Verdict == events.VerdictNone {
 			sub, point := observationPoint(ev)
 			sh.eventType, sh.etType, sh.etSub, sh.obsPoint = true, MessageTypeTrace, sub, point
 			break
 		}
 		sh.eventType, sh.etType = true, MessageTypePolicyVerdict
-		if ev.Verdict == verdictRedirected {
+		if ev.Verdict == events.VerdictRedirect {
 			sh.proxyPort = uint32(ev.ProxyPort)
 		}
 		if r.rule == nil {
@@ -254,7 +234,7 @@ func shapeOf(ev *datapath.Event, r refs) shape {
 		default:
 			sh.policy = ingressDeniedBy
 		}
-	case eventEnd:
+	case events.ConnEnd:
 		// Src and Dst are the connection's first packet's; the totals of
 		// both directions are in the summary (Hubble's flow has no fields
 		// for them).
@@ -269,14 +249,14 @@ func shapeOf(ev *datapath.Event, r refs) shape {
 // appendSummary appends the flow's summary: what its kind says (a
 // Sluice-only drop reason, a connection end's totals, an unknown event
 // type), then Hubble's summary of the transport, "; " between.
-func appendSummary(b []byte, ev *datapath.Event) []byte {
+func appendSummary(b []byte, ev *events.Event) []byte {
 	start := len(b)
 	switch ev.Type {
-	case eventDrop:
-		if DropReason(ev.ReasonID) == flowpb.DropReason_DROP_REASON_UNKNOWN && ev.ReasonID != 0 {
-			b = append(b, dropReasonName(ev)...)
+	case events.Drop:
+		if DropReason(uint16(ev.Reason)) == flowpb.DropReason_DROP_REASON_UNKNOWN && ev.Reason != 0 {
+			b = appendDropReasonName(b, ev.Reason)
 		}
-	case eventEnd:
+	case events.ConnEnd:
 		// "connection closed after 3.2s: 5/4 packets, 340/9000 bytes
 		// (orig/reply)"
 		b = append(b, "connection closed after "...)
@@ -293,11 +273,11 @@ func appendSummary(b []byte, ev *datapath.Event) []byte {
 		b = append(b, '/')
 		b = strconv.AppendUint(b, ev.BytesReply, 10)
 		b = append(b, " bytes (orig/reply)"...)
-	case eventTrace, eventTranslate:
+	case events.ConnNew, events.Translate:
 	default:
 		// A type this agent does not know (a newer datapath).
 		b = append(b, "datapath event "...)
-		b = append(b, ev.Type...)
+		b = append(b, ev.Type.String()...)
 	}
 	if len(b) > start {
 		b = append(b, "; "...)
@@ -322,7 +302,7 @@ func (c *Converter) emitterOnce() *flowpb.Emitter {
 // sourceAddr is the source address the flow shows. Socket-LB events have
 // none: the connect() has not picked one yet. The calling pod's address
 // stands in.
-func sourceAddr(ev *datapath.Event, r refs) netip.Addr {
+func sourceAddr(ev *events.Event, r refs) netip.Addr {
 	src := ev.Src.Addr()
 	if (!src.IsValid() || src.IsUnspecified()) && r.src != nil && len(r.src.podIPs) > 0 {
 		return podAddr(r.src.podIPs, ev.Dst.Addr())
@@ -332,16 +312,16 @@ func sourceAddr(ev *datapath.Event, r refs) netip.Addr {
 
 // traceVerdict is the verdict of a new connection: forwarded unless
 // policy decided otherwise.
-func traceVerdict(ev *datapath.Event) flowpb.Verdict {
+func traceVerdict(ev *events.Event) flowpb.Verdict {
 	switch ev.Verdict {
-	case "", verdictAllowed:
+	case events.VerdictNone, events.VerdictAllow:
 		return flowpb.Verdict_FORWARDED
-	case verdictRedirected:
+	case events.VerdictRedirect:
 		return flowpb.Verdict_REDIRECTED
-	case verdictAudit:
+	case events.VerdictAudit:
 		// Denied by policy, forwarded because the agent audits.
 		return flowpb.Verdict_AUDIT
-	case verdictDenied:
+	case events.VerdictDeny:
 		return flowpb.Verdict_DROPPED
 	}
 	return flowpb.Verdict_VERDICT_UNKNOWN
@@ -349,9 +329,9 @@ func traceVerdict(ev *datapath.Event) flowpb.Verdict {
 
 // DropReason returns Hubble's drop reason for a datapath reason number:
 // the same number for reasons Hubble knows, DROP_REASON_UNKNOWN for
-// Sluice-only reasons (>= SluiceDropReasonBase) and unknown numbers.
+// Sluice-only reasons (>= events.SluiceDropReasonBase) and unknown numbers.
 func DropReason(id uint16) flowpb.DropReason {
-	if id >= SluiceDropReasonBase {
+	if events.DropReason(id) >= events.SluiceDropReasonBase {
 		return flowpb.DropReason_DROP_REASON_UNKNOWN
 	}
 	if _, ok := flowpb.DropReason_name[int32(id)]; !ok {
@@ -360,11 +340,14 @@ func DropReason(id uint16) flowpb.DropReason {
 	return flowpb.DropReason(id)
 }
 
-func dropReasonName(ev *datapath.Event) string {
-	if ev.Reason != "" && !strings.HasPrefix(ev.Reason, "unknown") {
-		return ev.Reason
+// appendDropReasonName appends the datapath's name of a reason, or its
+// number where this agent has no name for it.
+func appendDropReasonName(b []byte, r events.DropReason) []byte {
+	if r.Known() {
+		return append(b, r.String()...)
 	}
-	return fmt.Sprintf("drop reason %d", ev.ReasonID)
+	b = append(b, "drop reason "...)
+	return strconv.AppendUint(b, uint64(r), 10)
 }
 
 // ruleDirection is the direction a rule belongs to: its own, or the
@@ -400,16 +383,16 @@ func podAddr(ips []netip.Addr, peer netip.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-func observationPoint(ev *datapath.Event) (int32, flowpb.TraceObservationPoint) {
+func observationPoint(ev *events.Event) (int32, flowpb.TraceObservationPoint) {
 	switch {
-	case ev.EndpointID != 0 && ev.Dir == dirIngress:
+	case ev.EndpointID != 0 && ev.Dir == events.DirIngress:
 		return traceToEndpoint, flowpb.TraceObservationPoint_TO_ENDPOINT
-	case ev.EndpointID != 0 && ev.Dir == dirEgress:
+	case ev.EndpointID != 0 && ev.Dir == events.DirEgress:
 		return traceFromEndpoint, flowpb.TraceObservationPoint_FROM_ENDPOINT
-	case ev.Dir == dirIngress:
+	case ev.Dir == events.DirIngress:
 		// Host programs: a packet arriving on an uplink (NodePort).
 		return traceFromNetwork, flowpb.TraceObservationPoint_FROM_NETWORK
-	case ev.Dir == dirEgress:
+	case ev.Dir == events.DirEgress:
 		return traceToNetwork, flowpb.TraceObservationPoint_TO_NETWORK
 	}
 	return traceToEndpoint, flowpb.TraceObservationPoint_UNKNOWN_POINT
@@ -419,19 +402,19 @@ func observationPoint(ev *datapath.Event) (int32, flowpb.TraceObservationPoint) 
 // to the endpoint, as Hubble reports it: the packet's own direction, the
 // other one for a reply (a reply leaving a pod belongs to a connection
 // into it).
-func trafficDirection(dir string, reply bool) flowpb.TrafficDirection {
+func trafficDirection(dir events.Direction, reply bool) flowpb.TrafficDirection {
 	if reply {
 		switch dir {
-		case dirIngress:
-			dir = dirEgress
-		case dirEgress:
-			dir = dirIngress
+		case events.DirIngress:
+			dir = events.DirEgress
+		case events.DirEgress:
+			dir = events.DirIngress
 		}
 	}
 	switch dir {
-	case dirIngress:
+	case events.DirIngress:
 		return flowpb.TrafficDirection_INGRESS
-	case dirEgress:
+	case events.DirEgress:
 		return flowpb.TrafficDirection_EGRESS
 	}
 	return flowpb.TrafficDirection_TRAFFIC_DIRECTION_UNKNOWN
@@ -457,18 +440,6 @@ func layer3(src, dst netip.Addr) *flowpb.IP {
 	return ip
 }
 
-// TCP header flag bits (the 14th byte of the header).
-const (
-	tcpFIN = 1 << iota
-	tcpSYN
-	tcpRST
-	tcpPSH
-	tcpACK
-	tcpURG
-	tcpECE
-	tcpCWR
-)
-
 // L4Proto is the transport a flow's layer4 holds.
 type L4Proto uint8
 
@@ -484,24 +455,24 @@ const (
 	L4IGMP
 )
 
-// l4Proto is the transport of a datapath protocol name.
-func l4Proto(proto string) L4Proto {
+// l4Proto is the transport of an IP protocol number.
+func l4Proto(proto uint8) L4Proto {
 	switch proto {
-	case "TCP":
+	case unix.IPPROTO_TCP:
 		return L4TCP
-	case "UDP":
+	case unix.IPPROTO_UDP:
 		return L4UDP
-	case "SCTP":
+	case unix.IPPROTO_SCTP:
 		return L4SCTP
-	case "ICMP":
+	case unix.IPPROTO_ICMP:
 		return L4ICMPv4
-	case "ICMPv6":
+	case unix.IPPROTO_ICMPV6:
 		return L4ICMPv6
 	}
 	return L4None
 }
 
-func layer4(ev *datapath.Event) *flowpb.Layer4 {
+func layer4(ev *events.Event) *flowpb.Layer4 {
 	sport, dport := uint32(ev.Src.Port()), uint32(ev.Dst.Port())
 	switch l4Proto(ev.Proto) {
 	case L4TCP:
@@ -509,9 +480,9 @@ func layer4(ev *datapath.Event) *flowpb.Layer4 {
 		tcp := &flowpb.TCP{SourcePort: sport, DestinationPort: dport}
 		if !socketEvent(ev) { // a socket call has no packet, hence no flags
 			tcp.Flags = &flowpb.TCPFlags{
-				FIN: fl&tcpFIN != 0, SYN: fl&tcpSYN != 0, RST: fl&tcpRST != 0,
-				PSH: fl&tcpPSH != 0, ACK: fl&tcpACK != 0, URG: fl&tcpURG != 0,
-				ECE: fl&tcpECE != 0, CWR: fl&tcpCWR != 0,
+				FIN: fl&events.TCPFIN != 0, SYN: fl&events.TCPSYN != 0, RST: fl&events.TCPRST != 0,
+				PSH: fl&events.TCPPSH != 0, ACK: fl&events.TCPACK != 0, URG: fl&events.TCPURG != 0,
+				ECE: fl&events.TCPECE != 0, CWR: fl&events.TCPCWR != 0,
 			}
 		}
 		return &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: tcp}}
@@ -529,8 +500,8 @@ func layer4(ev *datapath.Event) *flowpb.Layer4 {
 
 // socketEvent reports whether the event comes from the socket hooks
 // (connect/sendmsg), not from a packet.
-func socketEvent(ev *datapath.Event) bool {
-	return ev.Type == eventTranslate || ev.CgroupID != 0
+func socketEvent(ev *events.Event) bool {
+	return ev.Type == events.Translate || ev.CgroupID != 0
 }
 
 // ICMPv4 types the datapath's port encoding reveals.
@@ -542,7 +513,7 @@ const (
 // icmpType infers the ICMP type: the datapath does not report it, but
 // keys echo by its identifier, in the source port of a request and the
 // destination port of a reply (bpf/lib/parse.h). Other types report 0.
-func icmpType(ev *datapath.Event) uint32 {
+func icmpType(ev *events.Event) uint32 {
 	if ev.Src.Port() != 0 && ev.Dst.Port() == 0 {
 		return icmpEchoRequest
 	}
@@ -552,7 +523,7 @@ func icmpType(ev *datapath.Event) uint32 {
 // appendL4Summary appends Hubble's summary of the transport: "TCP Flags:
 // SYN", "ICMPv4 EchoRequest", "UDP"; for socket translations, the
 // frontend.
-func appendL4Summary(b []byte, ev *datapath.Event) []byte {
+func appendL4Summary(b []byte, ev *events.Event) []byte {
 	switch l4Proto(ev.Proto) {
 	case L4TCP:
 		if socketEvent(ev) {
@@ -576,7 +547,7 @@ func appendL4Summary(b []byte, ev *datapath.Event) []byte {
 	case L4ICMPv6:
 		b = append(b, "ICMPv6"...)
 	default:
-		b = append(b, ev.Proto...)
+		b = append(b, model.ProtocolOf(ev.Proto)...)
 	}
 	if ev.ServiceID != 0 && ev.VIP.IsValid() && socketEvent(ev) {
 		b = append(b, " to service "...)
@@ -591,13 +562,13 @@ var tcpFlagsSummary = func() (out [256]string) {
 	for fl := range out {
 		var names []string
 		for _, f := range []struct {
-			bit  int
+			bit  uint8
 			name string
 		}{
-			{tcpSYN, "SYN"}, {tcpACK, "ACK"}, {tcpRST, "RST"}, {tcpFIN, "FIN"},
-			{tcpPSH, "PSH"}, {tcpURG, "URG"}, {tcpECE, "ECE"}, {tcpCWR, "CWR"},
+			{events.TCPSYN, "SYN"}, {events.TCPACK, "ACK"}, {events.TCPRST, "RST"}, {events.TCPFIN, "FIN"},
+			{events.TCPPSH, "PSH"}, {events.TCPURG, "URG"}, {events.TCPECE, "ECE"}, {events.TCPCWR, "CWR"},
 		} {
-			if fl&f.bit != 0 {
+			if uint8(fl)&f.bit != 0 {
 				names = append(names, f.name)
 			}
 		}

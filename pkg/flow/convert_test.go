@@ -2,20 +2,19 @@ package flow
 
 import (
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
-	b "github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/identity"
 	"github.com/sluice-net/sluice/pkg/model"
 )
@@ -143,11 +142,11 @@ func TestConvert(t *testing.T) {
 	syn := &flowpb.TCPFlags{SYN: true}
 	tests := []struct {
 		name string
-		ev   datapath.Event
+		ev   events.Event
 		want *flowpb.Flow // Time, Emitter, NodeName are filled in
 	}{{
 		name: "new connection out of a pod, no policy: trace from-endpoint",
-		ev: datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, IfIndex: 9, Proto: "TCP", TCPFlags: 0x02,
+		ev: events.Event{Type: events.ConnNew, Dir: events.DirEgress, EndpointID: 12, IfIndex: 9, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
 			Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5432")},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
@@ -163,7 +162,7 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "connection end: a forwarded trace with the totals in the summary",
-		ev: datapath.Event{Type: "end", Dir: "egress", EndpointID: 12, IfIndex: 9, Proto: "TCP", TCPFlags: 0x11,
+		ev: events.Event{Type: events.ConnEnd, Dir: events.DirEgress, EndpointID: 12, IfIndex: 9, Proto: unix.IPPROTO_TCP, TCPFlags: 0x11,
 			Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5432"),
 			PacketsOrig: 5, PacketsReply: 4, BytesOrig: 340, BytesReply: 9000, Duration: 3200 * time.Millisecond},
 		want: &flowpb.Flow{
@@ -179,9 +178,9 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "new connection into a pod, allowed by a rule: policy verdict",
-		ev: datapath.Event{Type: "trace", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+		ev: events.Event{Type: events.ConnNew, Dir: events.DirIngress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
 			Src: ap("10.244.2.7:33000"), Dst: ap("10.244.1.5:8080"),
-			Verdict: "allowed", SrcIdentity: 301, DstIdentity: 300, PolicyRule: 3},
+			Verdict: events.VerdictAllow, SrcIdentity: 301, DstIdentity: 300, PolicyRule: 3},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
 			IP: ipv4("10.244.2.7", "10.244.1.5"), L4: tcp(33000, 8080, syn),
@@ -196,9 +195,9 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "egress redirected to the proxy: rule direction from the event",
-		ev: datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+		ev: events.Event{Type: events.ConnNew, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
 			Src: ap("10.244.1.5:40001"), Dst: ap("10.244.2.7:80"),
-			Verdict: "redirected", SrcIdentity: 300, DstIdentity: 301, PolicyRule: 4, ProxyPort: 15001},
+			Verdict: events.VerdictRedirect, SrcIdentity: 300, DstIdentity: 301, PolicyRule: 4, ProxyPort: 15001},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_REDIRECTED, Type: flowpb.FlowType_L3_L4,
 			IP: ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(40001, 80, syn),
@@ -218,9 +217,9 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "denied but audited: AUDIT, no rule",
-		ev: datapath.Event{Type: "trace", Dir: "ingress", EndpointID: 12, Proto: "UDP",
+		ev: events.Event{Type: events.ConnNew, Dir: events.DirIngress, EndpointID: 12, Proto: unix.IPPROTO_UDP,
 			Src: ap("10.244.2.7:5353"), Dst: ap("10.244.1.5:53"),
-			Verdict: "audit", SrcIdentity: 301, DstIdentity: 300},
+			Verdict: events.VerdictAudit, SrcIdentity: 301, DstIdentity: 300},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_AUDIT, Type: flowpb.FlowType_L3_L4,
 			IP:     ipv4("10.244.2.7", "10.244.1.5"),
@@ -234,9 +233,9 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "policy drop from outside the cluster: world, default deny",
-		ev: datapath.Event{Type: "drop", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+		ev: events.Event{Type: events.Drop, Dir: events.DirIngress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
 			Src: ap("203.0.113.9:51000"), Dst: ap("10.244.1.5:22"),
-			ReasonID: 133, Reason: "POLICY_DENIED", Verdict: "denied", SrcIdentity: 2, DstIdentity: 300},
+			Reason: 133, Verdict: events.VerdictDeny, SrcIdentity: 2, DstIdentity: 300},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_DROPPED, DropReason: 133, DropReasonDesc: flowpb.DropReason_POLICY_DENIED,
 			Type: flowpb.FlowType_L3_L4,
@@ -248,9 +247,9 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "policy drop by a rule whose direction is egress",
-		ev: datapath.Event{Type: "drop", Dir: "egress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+		ev: events.Event{Type: events.Drop, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
 			Src: ap("10.244.1.5:40002"), Dst: ap("10.244.2.7:5432"),
-			ReasonID: 1002, Reason: "POLICY_REVOKED", Verdict: "denied", SrcIdentity: 300, DstIdentity: 301, PolicyRule: 4},
+			Reason: 1002, Verdict: events.VerdictDeny, SrcIdentity: 300, DstIdentity: 301, PolicyRule: 4},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_DROPPED, DropReason: 1002, DropReasonDesc: flowpb.DropReason_DROP_REASON_UNKNOWN,
 			Type: flowpb.FlowType_L3_L4,
@@ -267,9 +266,9 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "reply of a revoked connection, cut on its way into the client: is_reply, the packet's own ends, the connection's direction",
-		ev: datapath.Event{Type: "drop", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x10,
+		ev: events.Event{Type: events.Drop, Dir: events.DirIngress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x10,
 			Src: ap("10.244.2.7:5432"), Dst: ap("10.244.1.5:40002"), Tracked: true, Reply: true,
-			ReasonID: 1002, Reason: "POLICY_REVOKED", Verdict: "denied", SrcIdentity: 301, DstIdentity: 300},
+			Reason: 1002, Verdict: events.VerdictDeny, SrcIdentity: 301, DstIdentity: 300},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_DROPPED, DropReason: 1002, DropReasonDesc: flowpb.DropReason_DROP_REASON_UNKNOWN,
 			Type: flowpb.FlowType_L3_L4,
@@ -282,9 +281,9 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "policy drop of a connection's first packet: tracked, not a reply",
-		ev: datapath.Event{Type: "drop", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+		ev: events.Event{Type: events.Drop, Dir: events.DirIngress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
 			Src: ap("203.0.113.9:51001"), Dst: ap("10.244.1.5:22"), Tracked: true,
-			ReasonID: 133, Reason: "POLICY_DENIED", Verdict: "denied", SrcIdentity: 2, DstIdentity: 300},
+			Reason: 133, Verdict: events.VerdictDeny, SrcIdentity: 2, DstIdentity: 300},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_DROPPED, DropReason: 133, DropReasonDesc: flowpb.DropReason_POLICY_DENIED,
 			Type: flowpb.FlowType_L3_L4,
@@ -297,9 +296,9 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "Sluice-only drop on an uplink (NodePort): unknown reason named in the summary",
-		ev: datapath.Event{Type: "drop", Dir: "ingress", IfIndex: 2, Proto: "TCP", TCPFlags: 0x02,
+		ev: events.Event{Type: events.Drop, Dir: events.DirIngress, IfIndex: 2, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
 			Src: ap("203.0.113.9:51000"), Dst: ap("192.168.0.1:30080"),
-			ReasonID: 1001, Reason: "NAT_PORTS_EXHAUSTED", ServiceID: 7, VIP: ap("192.168.0.1:30080")},
+			Reason: 1001, ServiceID: 7, VIP: ap("192.168.0.1:30080")},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_DROPPED, DropReason: 1001, DropReasonDesc: flowpb.DropReason_DROP_REASON_UNKNOWN,
 			Type: flowpb.FlowType_L3_L4,
@@ -314,7 +313,7 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "new connection to a service, translated per packet: the service, and the port the client used",
-		ev: datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, IfIndex: 9, Proto: "TCP", TCPFlags: 0x02,
+		ev: events.Event{Type: events.ConnNew, Dir: events.DirEgress, EndpointID: 12, IfIndex: 9, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
 			Src: ap("10.244.1.5:40003"), Dst: ap("10.244.2.7:5432"), Tracked: true,
 			ServiceID: 7, VIP: ap("10.96.0.20:80")},
 		want: &flowpb.Flow{
@@ -333,7 +332,7 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "socket LB translation: SOCK flow from the calling pod to the backend",
-		ev: datapath.Event{Type: "translate", Dir: "egress", Proto: "TCP",
+		ev: events.Event{Type: events.Translate, Dir: events.DirEgress, Proto: unix.IPPROTO_TCP,
 			Src: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), Dst: ap("10.244.2.7:5432"),
 			ServiceID: 7, VIP: ap("10.96.0.20:5432"), SockCookie: 99, CgroupID: 4242},
 		want: &flowpb.Flow{
@@ -350,9 +349,9 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "socket LB refusal: no backend at connect()",
-		ev: datapath.Event{Type: "drop", Dir: "egress", Proto: "TCP",
+		ev: events.Event{Type: events.Drop, Dir: events.DirEgress, Proto: unix.IPPROTO_TCP,
 			Src: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), Dst: ap("10.96.0.20:5432"),
-			ReasonID: 158, Reason: "SERVICE_BACKEND_NOT_FOUND",
+			Reason:    158,
 			ServiceID: 7, VIP: ap("10.96.0.20:5432"), SockCookie: 98, CgroupID: 4242},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_DROPPED, DropReason: 158, DropReasonDesc: flowpb.DropReason_SERVICE_BACKEND_NOT_FOUND,
@@ -368,7 +367,7 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "unknown event type from a newer datapath",
-		ev: datapath.Event{Type: "unknown(9)", Dir: "egress", EndpointID: 12, Proto: "UDP",
+		ev: events.Event{Type: 9, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_UDP,
 			Src: ap("10.244.1.5:1000"), Dst: ap("10.244.2.7:53")},
 		want: &flowpb.Flow{
 			Type:   flowpb.FlowType_L3_L4,
@@ -380,7 +379,7 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "ping from a node: remote-node identity, ICMP echo request",
-		ev: datapath.Event{Type: "trace", Dir: "ingress", EndpointID: 12, Proto: "ICMP",
+		ev: events.Event{Type: events.ConnNew, Dir: events.DirIngress, EndpointID: 12, Proto: unix.IPPROTO_ICMP,
 			Src: ap("192.168.0.2:17"), Dst: ap("10.244.1.5:0")},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
@@ -396,7 +395,7 @@ func TestConvert(t *testing.T) {
 		},
 	}, {
 		name: "SCTP into a pod the agent no longer knows: endpoint ID kept, labels from the identity",
-		ev: datapath.Event{Type: "trace", Dir: "ingress", EndpointID: 40, Proto: "SCTP",
+		ev: events.Event{Type: events.ConnNew, Dir: events.DirIngress, EndpointID: 40, Proto: unix.IPPROTO_SCTP,
 			Src: ap("10.244.2.7:3868"), Dst: ap("10.244.1.99:3868"), DstIdentity: 301},
 		want: &flowpb.Flow{
 			Verdict: flowpb.Verdict_FORWARDED, Type: flowpb.FlowType_L3_L4,
@@ -439,7 +438,7 @@ func origDst(ap string) *anypb.Any {
 // observe -o json` and `hubble observe -o json` print it, and reads back.
 func TestOriginalDestination(t *testing.T) {
 	c := &Converter{Enricher: testEnricher()}
-	f := c.Convert(&datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, Proto: "UDP",
+	f := c.Convert(&events.Event{Type: events.ConnNew, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_UDP,
 		Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5353"), ServiceID: 7, VIP: ap("10.96.0.10:53")})
 	js, err := protojson.Marshal(f)
 	require.NoError(t, err)
@@ -450,7 +449,7 @@ func TestOriginalDestination(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, ap("10.96.0.10:53"), got)
 
-	_, ok = OriginalDestination(c.Convert(&datapath.Event{Type: "trace", Dir: "egress", EndpointID: 12, Proto: "UDP",
+	_, ok = OriginalDestination(c.Convert(&events.Event{Type: events.ConnNew, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_UDP,
 		Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5353")}))
 	require.False(t, ok, "not translated: no original destination")
 }
@@ -464,7 +463,7 @@ func TestConvertResolvesAtEventTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Add(c.Convert(&datapath.Event{Time: t0, Type: "trace", Dir: "egress", EndpointID: 12, Proto: "TCP",
+	s.Add(c.Convert(&events.Event{Time: t0, Type: events.ConnNew, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_TCP,
 		Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5432")}))
 	delete(e.local, 12)
 	delete(e.byIP, webPod.IPs[0])
@@ -481,7 +480,7 @@ func TestConvertResolvesAtEventTime(t *testing.T) {
 func TestConvertLabelsFromPod(t *testing.T) {
 	e := &fakeEnricher{local: map[uint32]Endpoint{5: {ID: 5, Identity: 400, Pod: dbPod}}}
 	c := &Converter{Enricher: e}
-	f := c.Convert(&datapath.Event{Time: t0, Type: "trace", Dir: "egress", EndpointID: 5, Proto: "UDP",
+	f := c.Convert(&events.Event{Time: t0, Type: events.ConnNew, Dir: events.DirEgress, EndpointID: 5, Proto: unix.IPPROTO_UDP,
 		Src: ap("10.244.2.7:1000"), Dst: ap("198.51.100.1:53")})
 	want := []string{"k8s:app=db", "k8s:io.kubernetes.pod.namespace=shop"}
 	if got := f.GetSource().GetLabels(); !equalStrings(got, want) {
@@ -528,11 +527,11 @@ func TestDropReason(t *testing.T) {
 // of the same number: the C enum promises it, and the flow passes the
 // number through.
 func TestDatapathReasonsAreHubbles(t *testing.T) {
-	for id := uint16(1); id < SluiceDropReasonBase; id++ {
-		name := datapath.DropReasonName(id)
-		if strings.HasPrefix(name, "unknown") {
+	for id := uint16(1); id < uint16(events.SluiceDropReasonBase); id++ {
+		if !events.DropReason(id).Known() {
 			continue
 		}
+		name := events.DropReason(id).String()
 		got := DropReason(id)
 		if got == flowpb.DropReason_DROP_REASON_UNKNOWN {
 			t.Errorf("datapath reason %d (%s) is not a Hubble reason", id, name)
@@ -540,30 +539,6 @@ func TestDatapathReasonsAreHubbles(t *testing.T) {
 		}
 		if got.String() != name {
 			t.Errorf("datapath reason %d is %q, Hubble's is %q", id, name, got)
-		}
-	}
-}
-
-// The converter matches on the names pkg/datapath gives its enums.
-func TestDatapathNames(t *testing.T) {
-	for _, c := range []struct{ got, want string }{
-		{datapath.EventTypeName(uint8(b.EndpointSlEventTypeSL_EVENT_CONN_NEW)), eventTrace},
-		{datapath.EventTypeName(uint8(b.EndpointSlEventTypeSL_EVENT_DROP)), eventDrop},
-		{datapath.EventTypeName(uint8(b.EndpointSlEventTypeSL_EVENT_TRANSLATE)), eventTranslate},
-		{datapath.DirName(uint8(b.EndpointSlDirSL_DIR_INGRESS)), dirIngress},
-		{datapath.DirName(uint8(b.EndpointSlDirSL_DIR_EGRESS)), dirEgress},
-		{datapath.VerdictName(uint8(b.EndpointSlPolicyVerdictSL_VERDICT_ALLOW)), verdictAllowed},
-		{datapath.VerdictName(uint8(b.EndpointSlPolicyVerdictSL_VERDICT_REDIRECT)), verdictRedirected},
-		{datapath.VerdictName(uint8(b.EndpointSlPolicyVerdictSL_VERDICT_DENY)), verdictDenied},
-		{datapath.VerdictName(uint8(b.EndpointSlPolicyVerdictSL_VERDICT_AUDIT)), verdictAudit},
-		{datapath.ProtoName(6), "TCP"},
-		{datapath.ProtoName(17), "UDP"},
-		{datapath.ProtoName(132), "SCTP"},
-		{datapath.ProtoName(1), "ICMP"},
-		{datapath.ProtoName(58), "ICMPv6"},
-	} {
-		if c.got != c.want {
-			t.Errorf("datapath name %q, converter expects %q", c.got, c.want)
 		}
 	}
 }

@@ -12,11 +12,12 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
 	b "github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 )
 
 // The golden flows: a table of datapath records (as the ring carries them)
@@ -37,7 +38,7 @@ var goldenEpoch = time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
 type goldenInput struct {
 	name    string
 	rec     b.EndpointSlEvent
-	expired *datapath.Event
+	expired *events.Event
 }
 
 func addr16(s string) [16]uint8 {
@@ -183,18 +184,18 @@ func goldenInputs() []goldenInput {
 		{name: "all TCP flags", rec: with(rec4(evNew, out, 12, pTCP, web, 40009, db, 5432), tcpFlags(0xff))},
 		{name: "pod known only by its own labels", rec: rec4(evNew, out, 5, pUDP, "10.244.3.3", 1000, "198.51.100.1", 53)},
 	}
-	exp := func(name string, ev datapath.Event) goldenInput {
-		ev.Type, ev.Expired = "end", true
+	exp := func(name string, ev events.Event) goldenInput {
+		ev.Type, ev.Expired = events.ConnEnd, true
 		return goldenInput{name: name, expired: &ev}
 	}
 	l = append(l,
-		exp("expired TCP egress", datapath.Event{Dir: "egress", EndpointID: 12, Proto: "TCP",
+		exp("expired TCP egress", events.Event{Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_TCP,
 			Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5432"),
 			PacketsOrig: 7, BytesOrig: 700, PacketsReply: 6, BytesReply: 6000, Duration: 95 * time.Second}),
-		exp("expired UDP ingress", datapath.Event{Dir: "ingress", EndpointID: 12, Proto: "UDP",
+		exp("expired UDP ingress", events.Event{Dir: events.DirIngress, EndpointID: 12, Proto: unix.IPPROTO_UDP,
 			Src: ap("10.244.2.7:5353"), Dst: ap("10.244.1.5:53"),
 			PacketsOrig: 1, BytesOrig: 70, Duration: 30 * time.Second}),
-		exp("expired ICMP on an uplink", datapath.Event{Dir: "ingress", Proto: "ICMP",
+		exp("expired ICMP on an uplink", events.Event{Dir: events.DirIngress, Proto: unix.IPPROTO_ICMP,
 			Src: ap("203.0.113.9:4"), Dst: ap("192.168.0.1:0"), PacketsOrig: 1, BytesOrig: 84, Duration: time.Second}),
 	)
 	for i := range l {
@@ -228,13 +229,13 @@ func encodeRecord(t testing.TB, r b.EndpointSlEvent) []byte {
 }
 
 // oldPathFlow is the flow the pre-store path made: the record decoded
-// into a datapath.Event, converted.
+// into a events.Event, converted.
 func oldPathFlow(t testing.TB, c *Converter, in goldenInput) *flowpb.Flow {
 	if in.expired != nil {
 		ev := *in.expired
 		return c.Convert(&ev)
 	}
-	ev, err := datapath.DecodeEvent(encodeRecord(t, in.rec), goldenEpoch)
+	ev, err := events.Decode(encodeRecord(t, in.rec), goldenEpoch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,8 +265,8 @@ func storedRecord(t testing.TB, c *Converter, in goldenInput) Record {
 		ev := *in.expired
 		return c.RecordEvent(&ev)
 	}
-	var rec datapath.Record
-	if err := datapath.DecodeRecord(encodeRecord(t, in.rec), &rec); err != nil {
+	var rec events.Record
+	if err := events.DecodeRecord(encodeRecord(t, in.rec), &rec); err != nil {
 		t.Fatal(err)
 	}
 	return c.Record(&rec, goldenEpoch)

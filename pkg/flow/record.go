@@ -8,7 +8,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/identity"
 	"github.com/sluice-net/sluice/pkg/model"
 )
@@ -23,7 +23,7 @@ import (
 // The references keep what they name: a pod deleted a second after its
 // event keeps its name, labels and workload in the flows built later.
 type Record struct {
-	rec      datapath.Record
+	rec      events.Record
 	unixNano int64 // the event's time (rec.Ts is not used)
 	expired  bool  // a connection end found by the CT GC, not the datapath
 	refs
@@ -105,20 +105,20 @@ type serviceKey struct {
 
 // Record resolves a record read now: its ends, service and rule as the
 // Enricher knows them at this moment. epoch maps the record's monotonic
-// timestamp to wall time (datapath.EventReader.Epoch).
-func (c *Converter) Record(rec *datapath.Record, epoch time.Time) Record {
+// timestamp to wall time (events.Reader.Epoch).
+func (c *Converter) Record(rec *events.Record, epoch time.Time) Record {
 	return Record{rec: *rec, unixNano: rec.Time(epoch).UnixNano(), refs: c.resolve(recordFacts(rec)), conv: c}
 }
 
 // RecordEvent resolves an event the agent made itself (a connection end
 // the CT GC found expired), as Record does a ring record.
-func (c *Converter) RecordEvent(ev *datapath.Event) Record {
+func (c *Converter) RecordEvent(ev *events.Event) Record {
 	rec := ev.Record(ev.Time)
 	return Record{rec: rec, unixNano: ev.Time.UnixNano(), expired: ev.Expired, refs: c.resolve(eventFacts(ev)), conv: c}
 }
 
 // event is the record in readable form.
-func (r *Record) event() datapath.Event {
+func (r *Record) event() events.Event {
 	ev := r.rec.Event(time.Unix(0, 0))
 	ev.Time = r.Time()
 	ev.Expired = r.expired
@@ -129,7 +129,7 @@ func (r *Record) event() datapath.Event {
 func (r *Record) Time() time.Time { return time.Unix(0, r.unixNano).UTC() }
 
 // Kind is the datapath event type.
-func (r *Record) Kind() datapath.EventType { return r.rec.Kind() }
+func (r *Record) Kind() events.Type { return r.rec.Kind() }
 
 // Build makes the record's Hubble flow. Every call makes a new flow;
 // sub-messages that records share (endpoints, services, policies) are
@@ -151,9 +151,9 @@ type facts struct {
 // recordFacts reads a record's facts as Record.Event reads its fields (a
 // cgroup only with a service, identities and the rule only with a
 // verdict), without making the readable event.
-func recordFacts(rec *datapath.Record) facts {
+func recordFacts(rec *events.Record) facts {
 	f := facts{src: side{addr: rec.Src().Addr()}, dst: side{addr: rec.Dst().Addr()}}
-	if rec.Verdict != datapath.VerdictNone {
+	if rec.PolicyVerdict() != events.VerdictNone {
 		f.src.identity, f.dst.identity, f.ruleID = rec.SrcIdentity, rec.DstIdentity, rec.PolicyRule
 	}
 	if rec.SvcId != 0 {
@@ -162,25 +162,25 @@ func recordFacts(rec *datapath.Record) facts {
 	// The endpoint is the source of egress, the destination of ingress;
 	// host programs (on uplinks) report endpoint 0.
 	switch rec.Direction() {
-	case datapath.DirEgress:
+	case events.DirEgress:
 		f.src.localID = rec.EpId
-	case datapath.DirIngress:
+	case events.DirIngress:
 		f.dst.localID = rec.EpId
 	}
 	return f
 }
 
 // eventFacts are an event's facts, as it holds them.
-func eventFacts(ev *datapath.Event) facts {
+func eventFacts(ev *events.Event) facts {
 	f := facts{
 		src:   side{addr: ev.Src.Addr(), identity: ev.SrcIdentity, cgroup: ev.CgroupID},
 		dst:   side{addr: ev.Dst.Addr(), identity: ev.DstIdentity},
 		svcID: ev.ServiceID, frontend: ev.VIP, ruleID: ev.PolicyRule,
 	}
 	switch ev.Dir {
-	case dirEgress:
+	case events.DirEgress:
 		f.src.localID = ev.EndpointID
-	case dirIngress:
+	case events.DirIngress:
 		f.dst.localID = ev.EndpointID
 	}
 	return f
@@ -342,21 +342,21 @@ func (c *Converter) rule(r Rule) *ruleRef {
 // Verdict is the flow's verdict (the built flow's, without building it).
 func (r *Record) Verdict() flowpb.Verdict {
 	switch r.rec.Kind() {
-	case datapath.EventDrop:
+	case events.Drop:
 		return flowpb.Verdict_DROPPED
-	case datapath.EventTranslate:
+	case events.Translate:
 		return flowpb.Verdict_TRANSLATED
-	case datapath.EventConnEnd:
+	case events.ConnEnd:
 		return flowpb.Verdict_FORWARDED
-	case datapath.EventConnNew:
-		switch r.rec.Verdict {
-		case datapath.VerdictNone, datapath.VerdictAllow:
+	case events.ConnNew:
+		switch r.rec.PolicyVerdict() {
+		case events.VerdictNone, events.VerdictAllow:
 			return flowpb.Verdict_FORWARDED
-		case datapath.VerdictRedirect:
+		case events.VerdictRedirect:
 			return flowpb.Verdict_REDIRECTED
-		case datapath.VerdictAudit:
+		case events.VerdictAudit:
 			return flowpb.Verdict_AUDIT
-		case datapath.VerdictDeny:
+		case events.VerdictDeny:
 			return flowpb.Verdict_DROPPED
 		}
 	}

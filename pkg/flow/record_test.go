@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
 	b "github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 )
 
 // Filters read a stored record through a View without building its flow:
@@ -67,13 +67,13 @@ func TestRecordPathAllocatesNothing(t *testing.T) {
 	c := goldenConverter()
 	s, err := NewStore(64)
 	require.NoError(t, err)
-	var recs []datapath.Record
+	var recs []events.Record
 	for _, in := range goldenInputs() {
 		if in.expired != nil {
 			continue
 		}
-		var rec datapath.Record
-		require.NoError(t, datapath.DecodeRecord(encodeRecord(t, in.rec), &rec))
+		var rec events.Record
+		require.NoError(t, events.DecodeRecord(encodeRecord(t, in.rec), &rec))
 		recs = append(recs, rec)
 	}
 	store := func() {
@@ -107,10 +107,10 @@ func TestRecordsShareEnds(t *testing.T) {
 }
 
 // trace is a record of a new connection from the web pod, source port n.
-func traceRecord(n uint16) datapath.Record {
+func traceRecord(n uint16) events.Record {
 	r := rec4(evNew, out, 12, pUDP, "10.244.1.5", n, "10.244.2.7", 53)
 	r.Ts = uint64(n) * uint64(time.Millisecond)
-	return datapath.Record(r)
+	return events.Record(r)
 }
 
 func recordPorts(t *testing.T, es []Entry) []int {
@@ -202,7 +202,7 @@ func TestRecordKeepsDeletedPod(t *testing.T) {
 	c := &Converter{NodeName: "node-a", Enricher: e}
 	s, err := NewStore(4)
 	require.NoError(t, err)
-	rec := datapath.Record(rec4(evNew, out, 12, pTCP, "10.244.1.5", 40000, "10.244.2.7", 5432))
+	rec := events.Record(rec4(evNew, out, 12, pTCP, "10.244.1.5", 40000, "10.244.2.7", 5432))
 	r := c.Record(&rec, goldenEpoch)
 	s.AddRecord(&r)
 	delete(e.local, 12)
@@ -230,7 +230,7 @@ func TestConverterCachesAreBounded(t *testing.T) {
 	var first Record
 	for i := range maxEnds + 10 {
 		ip := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
-		rec := datapath.Record(rec4(evNew, out, 0, pUDP, "192.0.2.1", 1, ip.String(), 53))
+		rec := events.Record(rec4(evNew, out, 0, pUDP, "192.0.2.1", 1, ip.String(), 53))
 		rec.DstIdentity, rec.Verdict = uint32(1000+i), uint8(b.EndpointSlPolicyVerdictSL_VERDICT_ALLOW)
 		r := c.Record(&rec, goldenEpoch)
 		if i == 0 {
@@ -269,9 +269,9 @@ func BenchmarkBuildMarshal(b *testing.B) {
 func BenchmarkRecordAndStore(b *testing.B) {
 	c := goldenConverter()
 	s, _ := NewStore(4096)
-	var rec datapath.Record
+	var rec events.Record
 	in := goldenInputs()[0]
-	if err := datapath.DecodeRecord(encodeRecord(b, in.rec), &rec); err != nil {
+	if err := events.DecodeRecord(encodeRecord(b, in.rec), &rec); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -305,7 +305,7 @@ func TestAppendResponse(t *testing.T) {
 // randomRecord is a ring record with random fields, of the kinds,
 // directions, protocols and verdicts the datapath writes and a few it
 // does not, between addresses the enricher knows and others.
-func randomRecord(rng *rand.Rand) datapath.Record {
+func randomRecord(rng *rand.Rand) events.Record {
 	addrs := []string{"10.244.1.5", "10.244.2.7", "192.168.0.1", "192.168.0.2", "203.0.113.9", "0.0.0.0", "10.244.3.3"}
 	pick := func(l []uint8) uint8 { return l[rng.IntN(len(l))] }
 	r := rec4(b.EndpointSlEventType(pick([]uint8{1, 2, 3, 4, 9})), b.EndpointSlDir(pick([]uint8{0, 1, 2})), []uint32{0, 12, 5, 40}[rng.IntN(4)],
@@ -331,7 +331,7 @@ func randomRecord(rng *rand.Rand) datapath.Record {
 		r.PacketsOrig, r.BytesOrig, r.PacketsReply, r.BytesReply = rng.Uint64(), rng.Uint64(), rng.Uint64(), rng.Uint64()
 		r.DurationNs = rng.Uint64() >> 1
 	}
-	return datapath.Record(r)
+	return events.Record(r)
 }
 
 // Random records: the encoder writes what proto.Marshal writes for the

@@ -6,7 +6,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 )
 
 // View is a stored entry as flow filters read it: the facts of the flow
@@ -18,7 +18,7 @@ import (
 // entry by the caller.
 type View struct {
 	flow *flowpb.Flow // a prebuilt flow; nil for a record
-	ev   datapath.Event
+	ev   events.Event
 	refs
 	conv *Converter
 }
@@ -177,17 +177,19 @@ func (v *View) L4() (p L4Proto, sport, dport uint32) {
 	}
 }
 
-// TCP flag bits of TCPFlags, NS above the flags byte.
+// TCP flag bits of TCPFlags: the datapath's (enum sl_tcp_flag), and NS
+// above the flags byte, which flow.TCPFlags has and the datapath never
+// reports.
 const (
-	TCPFlagFIN = 1 << iota
-	TCPFlagSYN
-	TCPFlagRST
-	TCPFlagPSH
-	TCPFlagACK
-	TCPFlagURG
-	TCPFlagECE
-	TCPFlagCWR
-	TCPFlagNS
+	TCPFlagFIN = uint16(events.TCPFIN)
+	TCPFlagSYN = uint16(events.TCPSYN)
+	TCPFlagRST = uint16(events.TCPRST)
+	TCPFlagPSH = uint16(events.TCPPSH)
+	TCPFlagACK = uint16(events.TCPACK)
+	TCPFlagURG = uint16(events.TCPURG)
+	TCPFlagECE = uint16(events.TCPECE)
+	TCPFlagCWR = uint16(events.TCPCWR)
+	TCPFlagNS  = TCPFlagCWR << 1
 )
 
 // TCPFlagBits is a flow.TCPFlags message as TCPFlag* bits.

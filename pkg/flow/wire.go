@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 )
 
 // The observer sends most flows to followers that read every one. Rather
@@ -145,7 +145,7 @@ func (r *Record) AppendResponse(out []byte, buf *[]byte) []byte {
 }
 
 // appendFlow appends the flow's fields in number order.
-func (r *Record) appendFlow(b []byte, ev *datapath.Event) []byte {
+func (r *Record) appendFlow(b []byte, ev *events.Event) []byte {
 	c, refs := r.conv, r.refs
 	sh := shapeOf(ev, refs)
 	b = appendTimestamp(b, fTime, ev.Time)
@@ -247,7 +247,7 @@ func appendAddr(b []byte, num protowire.Number, a netip.Addr) []byte {
 }
 
 // appendL4 appends flow.Layer4 as layer4 makes it.
-func appendL4(b []byte, ev *datapath.Event) []byte {
+func appendL4(b []byte, ev *events.Event) []byte {
 	var v [64]byte
 	var proto protowire.Number
 	m := v[:0]

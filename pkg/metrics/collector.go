@@ -75,9 +75,9 @@ const (
 )
 
 // Datapath counter kinds that are not packets: they get families of their own.
-const (
+var (
 	metricEventsLost       = datapath.MetricEventsLost
-	metricSocketsDestroyed = "sockets-destroyed"
+	metricSocketsDestroyed = datapath.MetricSocketsDestroyed
 )
 
 // reconcileBuckets span an incremental service or policy pass (about a

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
 // Kind identifies an object type. The zero value is not a valid kind.
@@ -125,6 +127,51 @@ const (
 	ProtocolUDP  Protocol = "UDP"
 	ProtocolSCTP Protocol = "SCTP"
 )
+
+// Protocols the datapath reports besides those of ports.
+const (
+	ProtocolICMP   Protocol = "ICMP"
+	ProtocolICMPv6 Protocol = "ICMPv6"
+)
+
+// protocolNumbers are the IP protocol numbers of the protocols Sluice
+// names: the one table between names and numbers (maps, events, policy).
+var protocolNumbers = [...]struct {
+	name Protocol
+	num  uint8
+}{
+	{ProtocolTCP, unix.IPPROTO_TCP},
+	{ProtocolUDP, unix.IPPROTO_UDP},
+	{ProtocolSCTP, unix.IPPROTO_SCTP},
+	{ProtocolICMP, unix.IPPROTO_ICMP},
+	{ProtocolICMPv6, unix.IPPROTO_ICMPV6},
+}
+
+// Number is the protocol's IP protocol number; false for a name Sluice
+// does not know (a ProtocolOf "proto-N" name reads back as N).
+func (p Protocol) Number() (uint8, bool) {
+	for _, e := range protocolNumbers {
+		if e.name == p {
+			return e.num, true
+		}
+	}
+	var n uint8
+	if _, err := fmt.Sscanf(string(p), "proto-%d", &n); err == nil {
+		return n, true
+	}
+	return 0, false
+}
+
+// ProtocolOf names an IP protocol number: "proto-N" for one without a
+// name here.
+func ProtocolOf(n uint8) Protocol {
+	for _, e := range protocolNumbers {
+		if e.num == n {
+			return e.name
+		}
+	}
+	return Protocol("proto-" + strconv.Itoa(int(n)))
+}
 
 // PortRef is a port given either by number or by the name of a container port
 // (Kubernetes' IntOrString for ports). At most one field is set; the zero value

@@ -16,6 +16,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,7 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/pkg/identity"
 	"github.com/sluice-net/sluice/pkg/model"
@@ -575,16 +576,16 @@ func records(conv *flow.Converter, n int) []flow.Record {
 	ap := netip.MustParseAddrPort
 	for i := range n {
 		port := uint16(1000 + len(out))
-		for _, ev := range []datapath.Event{
-			{Type: "trace", Dir: "egress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02,
+		for _, ev := range []events.Event{
+			{Type: events.ConnNew, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
 				Src: netip.AddrPortFrom(recWeb.IPs[0], port), Dst: ap("10.244.2.7:5432"), ServiceID: 7, VIP: ap("10.96.0.7:5432")},
-			{Type: "end", Dir: "egress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x11,
+			{Type: events.ConnEnd, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x11,
 				Src: netip.AddrPortFrom(recWeb.IPs[0], port+1), Dst: ap("10.244.2.7:5432"), PacketsOrig: 3, Duration: time.Second},
-			{Type: "drop", Dir: "ingress", EndpointID: 12, Proto: "TCP", TCPFlags: 0x02, ReasonID: 133,
+			{Type: events.Drop, Dir: events.DirIngress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02, Reason: 133,
 				Src: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), port+2), Dst: ap("10.244.1.5:22"),
-				Verdict: "denied", SrcIdentity: 2, DstIdentity: 300},
-			{Type: "trace", Dir: "ingress", EndpointID: 12, Proto: "UDP",
-				Src: netip.AddrPortFrom(recDB.IPs[0], port+3), Dst: ap("10.244.1.5:53"), Verdict: "allowed", SrcIdentity: 301, DstIdentity: 300},
+				Verdict: events.VerdictDeny, SrcIdentity: 2, DstIdentity: 300},
+			{Type: events.ConnNew, Dir: events.DirIngress, EndpointID: 12, Proto: unix.IPPROTO_UDP,
+				Src: netip.AddrPortFrom(recDB.IPs[0], port+3), Dst: ap("10.244.1.5:53"), Verdict: events.VerdictAllow, SrcIdentity: 301, DstIdentity: 300},
 		} {
 			ev.Time = epoch.Add(time.Duration(i) * time.Millisecond)
 			rec := ev.Record(epoch)

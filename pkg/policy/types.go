@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strconv"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 	"github.com/sluice-net/sluice/pkg/identity"
 	"github.com/sluice-net/sluice/pkg/model"
 )
@@ -18,9 +21,9 @@ type Direction uint8
 // Directions.
 const (
 	// Ingress is traffic into the pod.
-	Ingress Direction = 1
+	Ingress = Direction(bpfobj.EndpointSlDirSL_DIR_INGRESS)
 	// Egress is traffic out of the pod.
-	Egress Direction = 2
+	Egress = Direction(bpfobj.EndpointSlDirSL_DIR_EGRESS)
 )
 
 // String returns "ingress" or "egress".
@@ -55,16 +58,17 @@ func (d *Direction) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// Verdict is what a matching entry does with the packet.
+// Verdict is what a matching entry does with the packet, with the numbers
+// of the datapath's enum sl_policy_verdict.
 type Verdict uint8
 
 // Verdicts. Without a matching entry, traffic in an enforced direction is
 // dropped.
 const (
-	Allow Verdict = 1
+	Allow = Verdict(bpfobj.EndpointSlPolicyVerdictSL_VERDICT_ALLOW)
 	// Redirect sends the connection to the node's L7 proxy on the entry's
 	// ProxyPort. Kubernetes NetworkPolicy never produces it.
-	Redirect Verdict = 2
+	Redirect = Verdict(bpfobj.EndpointSlPolicyVerdictSL_VERDICT_REDIRECT)
 )
 
 // String returns "allow" or "redirect".
@@ -99,38 +103,30 @@ func (v *Verdict) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// IP protocol numbers used in entries.
+// IP protocol numbers used in entries; ProtoAny matches any protocol (and
+// then any port).
 const (
 	ProtoAny  uint8 = 0
-	ProtoTCP  uint8 = 6
-	ProtoUDP  uint8 = 17
-	ProtoSCTP uint8 = 132
+	ProtoTCP  uint8 = unix.IPPROTO_TCP
+	ProtoUDP  uint8 = unix.IPPROTO_UDP
+	ProtoSCTP uint8 = unix.IPPROTO_SCTP
 )
 
+// protoNumber is the number of a port's protocol, one of those Kubernetes
+// allows on ports (TCP, UDP, SCTP).
 func protoNumber(p model.Protocol) (uint8, bool) {
 	switch p {
-	case model.ProtocolTCP:
-		return ProtoTCP, true
-	case model.ProtocolUDP:
-		return ProtoUDP, true
-	case model.ProtocolSCTP:
-		return ProtoSCTP, true
+	case model.ProtocolTCP, model.ProtocolUDP, model.ProtocolSCTP:
+		return p.Number()
 	}
 	return 0, false
 }
 
 func protoName(p uint8) string {
-	switch p {
-	case ProtoAny:
+	if p == ProtoAny {
 		return "any"
-	case ProtoTCP:
-		return "TCP"
-	case ProtoUDP:
-		return "UDP"
-	case ProtoSCTP:
-		return "SCTP"
 	}
-	return strconv.Itoa(int(p))
+	return string(model.ProtocolOf(p))
 }
 
 // RuleID is a stable number for one rule of one policy, carried by entries

@@ -14,10 +14,10 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/datapath/eventgen"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/pkg/identity"
 	"github.com/sluice-net/sluice/pkg/model"
@@ -170,22 +170,22 @@ func newSyntheticCluster() *syntheticCluster {
 
 // event is the i-th event of a node's connections: pairs of a new
 // connection (trace) and its end, from a local pod to any pod.
-func (c *syntheticCluster) event(i int) datapath.Event {
+func (c *syntheticCluster) event(i int) events.Event {
 	rng := rand.New(rand.NewPCG(uint64(i/2), 7))
 	src := rng.IntN(c.local)
 	dst := rng.IntN(len(c.pods))
 	sport := uint16(32768 + rng.IntN(28000))
 	dport := c.ports[rng.IntN(len(c.ports))]
-	ev := datapath.Event{
-		Time: time.Unix(1_750_000_000, int64(i)*10_000), Dir: "egress", EndpointID: uint32(src + 1),
-		IfIndex: uint32(100 + src), Proto: "TCP",
+	ev := events.Event{
+		Time: time.Unix(1_750_000_000, int64(i)*10_000), Dir: events.DirEgress, EndpointID: uint32(src + 1),
+		IfIndex: uint32(100 + src), Proto: unix.IPPROTO_TCP,
 		Src: netip.AddrPortFrom(c.pods[src].IPs[0], sport), Dst: netip.AddrPortFrom(c.pods[dst].IPs[0], dport),
 	}
 	if i%2 == 0 {
-		ev.Type, ev.Len, ev.TCPFlags = "trace", 74, eventgen.TCPSYN
+		ev.Type, ev.Len, ev.TCPFlags = events.ConnNew, 74, events.TCPSYN
 		return ev
 	}
-	ev.Type, ev.Len, ev.TCPFlags = "end", 66, eventgen.TCPRST|eventgen.TCPACK
+	ev.Type, ev.Len, ev.TCPFlags = events.ConnEnd, 66, events.TCPRST|events.TCPACK
 	ev.PacketsOrig, ev.BytesOrig = uint64(5+rng.IntN(20)), uint64(400+rng.IntN(20000))
 	ev.PacketsReply, ev.BytesReply = uint64(4+rng.IntN(20)), uint64(300+rng.IntN(200000))
 	ev.Duration = time.Duration(rng.IntN(5000)) * time.Millisecond

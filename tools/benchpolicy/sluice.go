@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/tests/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
@@ -24,7 +25,7 @@ type sluiceRun struct {
 	dp       *datapath.Datapath
 	att      *datapath.Attacher
 	attached []int
-	rd       *datapath.EventReader
+	rd       *events.Reader
 	drained  chan struct{}
 	netns    string
 }
@@ -64,14 +65,14 @@ func startSluice(node *harness.Node, root string, rules int, eps []endpointSpec,
 		return s, err
 	}
 	// Drain events as the agent does: every new connection emits one.
-	if s.rd, err = s.dp.NewEventReader(); err != nil {
+	if s.rd, err = events.NewReader(s.dp.EventRing()); err != nil {
 		return s, err
 	}
 	s.drained = make(chan struct{})
 	go func() {
 		defer close(s.drained)
 		for {
-			if _, err := s.rd.Read(); errors.Is(err, datapath.ErrClosed) {
+			if _, err := s.rd.Read(); errors.Is(err, events.ErrClosed) {
 				return
 			}
 		}

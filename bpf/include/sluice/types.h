@@ -367,13 +367,24 @@ enum sl_flow_events {
 };
 
 /* TCP flag bits (byte 13 of the TCP header), as events carry them in
- * sl_event.tcp_flags and conntrack records them. */
+ * sl_event.tcp_flags and conntrack records them. The datapath tests only
+ * the first five; the agent shows all eight in flows. */
 enum sl_tcp_flag {
 	TCPF_FIN = 0x01,
 	TCPF_SYN = 0x02,
 	TCPF_RST = 0x04,
 	TCPF_PSH = 0x08,
 	TCPF_ACK = 0x10,
+	TCPF_URG = 0x20,
+	TCPF_ECE = 0x40,
+	TCPF_CWR = 0x80,
+};
+
+/* Which sockets socket LB serves (the sock_lb_mode constant, set by the
+ * agent from --socket-lb). */
+enum sl_sock_lb_mode {
+	SL_SOCK_LB_ALL = 1,         /* every socket of the node */
+	SL_SOCK_LB_HOSTNS_ONLY = 2, /* sockets of the node's own network namespace */
 };
 
 /* Event flags (bits of sl_event.flags). A drop before conntrack looked

@@ -581,6 +581,13 @@ type EndpointSlSockDestroyKey struct {
 	Pad   uint8
 }
 
+type EndpointSlSockLbMode uint32
+
+const (
+	EndpointSlSockLbModeSL_SOCK_LB_ALL         EndpointSlSockLbMode = 1
+	EndpointSlSockLbModeSL_SOCK_LB_HOSTNS_ONLY EndpointSlSockLbMode = 2
+)
+
 type EndpointSlTcpFlag uint32
 
 const (
@@ -589,6 +596,9 @@ const (
 	EndpointSlTcpFlagTCPF_RST EndpointSlTcpFlag = 4
 	EndpointSlTcpFlagTCPF_PSH EndpointSlTcpFlag = 8
 	EndpointSlTcpFlagTCPF_ACK EndpointSlTcpFlag = 16
+	EndpointSlTcpFlagTCPF_URG EndpointSlTcpFlag = 32
+	EndpointSlTcpFlagTCPF_ECE EndpointSlTcpFlag = 64
+	EndpointSlTcpFlagTCPF_CWR EndpointSlTcpFlag = 128
 )
 
 type EndpointSlUplink struct {
@@ -649,6 +659,7 @@ const (
 	EndpointVarSlPolicyEntry       = "_sl_policy_entry"
 	EndpointVarSlPolicyKey         = "_sl_policy_key"
 	EndpointVarSlPolicyVerdict     = "_sl_policy_verdict"
+	EndpointVarSlSockLbMode        = "_sl_sock_lb_mode"
 	EndpointVarSlTcpFlag           = "_sl_tcp_flag"
 	EndpointVarCtTimeoutCloseNs    = "ct_timeout_close_ns"
 	EndpointVarCtTimeoutOtherNs    = "ct_timeout_other_ns"
@@ -764,6 +775,7 @@ type EndpointVariableSpecs struct {
 	SlPolicyEntry       *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
 	SlPolicyKey         *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
 	SlPolicyVerdict     *ebpf.VariableSpec `ebpf:"_sl_policy_verdict"`
+	SlSockLbMode        *ebpf.VariableSpec `ebpf:"_sl_sock_lb_mode"`
 	SlTcpFlag           *ebpf.VariableSpec `ebpf:"_sl_tcp_flag"`
 	CtTimeoutCloseNs    *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs    *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
@@ -877,6 +889,7 @@ type EndpointVariables struct {
 	SlPolicyEntry       *ebpf.Variable `ebpf:"_sl_policy_entry"`
 	SlPolicyKey         *ebpf.Variable `ebpf:"_sl_policy_key"`
 	SlPolicyVerdict     *ebpf.Variable `ebpf:"_sl_policy_verdict"`
+	SlSockLbMode        *ebpf.Variable `ebpf:"_sl_sock_lb_mode"`
 	SlTcpFlag           *ebpf.Variable `ebpf:"_sl_tcp_flag"`
 	CtTimeoutCloseNs    *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs    *ebpf.Variable `ebpf:"ct_timeout_other_ns"`

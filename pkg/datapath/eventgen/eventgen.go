@@ -35,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/events"
 )
 
 // ProgName is the program a Generator runs: the pod's egress, attached to
@@ -95,8 +96,8 @@ func New(cfg Config) (*Generator, error) {
 	ctx := datapath.SkbContext{Ifindex: uint32(cfg.Ifindex)}.Encode()
 	for i := range cfg.Ports {
 		sport := uint16(cfg.FirstPort + i)
-		g.runs[2*i] = testRun{TCPPacket(cfg.Src, cfg.Dst, sport, cfg.DstPort, TCPSYN, 1000), ctx}
-		g.runs[2*i+1] = testRun{TCPPacket(cfg.Src, cfg.Dst, sport, cfg.DstPort, TCPRST|TCPACK, 1001), ctx}
+		g.runs[2*i] = testRun{TCPPacket(cfg.Src, cfg.Dst, sport, cfg.DstPort, events.TCPSYN, 1000), ctx}
+		g.runs[2*i+1] = testRun{TCPPacket(cfg.Src, cfg.Dst, sport, cfg.DstPort, events.TCPRST|events.TCPACK, 1001), ctx}
 	}
 	return g, nil
 }
@@ -149,15 +150,6 @@ func AttachedProgram(ifindex int, name string) (*ebpf.Program, error) {
 	return nil, fmt.Errorf("no %s attached to ifindex %d (tcx ingress has %v): is the agent running with --attach-mode tcx and the pod an endpoint?", name, ifindex, seen)
 }
 
-// TCP flags (the 14th byte of the header).
-const (
-	TCPFIN = 1 << iota
-	TCPSYN
-	TCPRST
-	TCPPSH
-	TCPACK
-)
-
 // TCPPacket is an Ethernet frame with an IPv4 TCP segment without
 // payload, checksums filled in.
 func TCPPacket(src, dst netip.Addr, sport, dport uint16, flags uint8, seq uint32) []byte {
@@ -180,7 +172,7 @@ func TCPPacket(src, dst netip.Addr, sport, dport uint16, flags uint8, seq uint32
 	binary.BigEndian.PutUint16(tcp[0:], sport)
 	binary.BigEndian.PutUint16(tcp[2:], dport)
 	binary.BigEndian.PutUint32(tcp[4:], seq)
-	if flags&TCPACK != 0 {
+	if flags&events.TCPACK != 0 {
 		binary.BigEndian.PutUint32(tcp[8:], 1)
 	}
 	tcp[12] = 5 << 4

@@ -1,4 +1,4 @@
-package datapath
+package events
 
 import (
 	"errors"
@@ -8,61 +8,64 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
+	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
 )
 
-// Event is one decoded ring buffer record.
+// Event is one datapath event in readable form: a decoded ring record,
+// or one the agent makes itself (the CT GC's expired connections). Its
+// enums are the C ones; String names them for display.
 type Event struct {
-	Time       time.Time      `json:"time"`
-	Type       string         `json:"type"` // trace or drop
-	Dir        string         `json:"direction"`
-	Reason     string         `json:"reason,omitempty"`
-	ReasonID   uint16         `json:"reasonID,omitempty"`
-	IfIndex    uint32         `json:"ifindex"`
-	EndpointID uint32         `json:"endpointID"`
-	Len        uint32         `json:"len"`
-	Proto      string         `json:"proto"`
-	Src        netip.AddrPort `json:"src"`
-	Dst        netip.AddrPort `json:"dst"`
-	TCPFlags   uint8          `json:"tcpFlags,omitempty"`
+	Time       time.Time
+	Type       Type
+	Dir        Direction
+	Reason     DropReason // a drop's reason; 0: none
+	IfIndex    uint32
+	EndpointID uint32
+	Len        uint32
+	Proto      uint8 // IP protocol number
+	Src        netip.AddrPort
+	Dst        netip.AddrPort
+	TCPFlags   uint8 // TCP* bits
 	// Tracked reports that conntrack placed the packet in its connection;
 	// Reply, that it went in the connection's reply direction (Src is then
 	// the server). A drop before the lookup has neither: unknown.
-	Tracked bool `json:"tracked,omitempty"`
-	Reply   bool `json:"reply,omitempty"`
+	Tracked bool
+	Reply   bool
 	// ServiceID is the frontend a translated connection was addressed to
 	// (0: not translated); VIP is that frontend, Dst the chosen backend.
-	ServiceID  uint32         `json:"serviceID,omitempty"`
-	VIP        netip.AddrPort `json:"vip,omitzero"`
-	SockCookie uint64         `json:"sockCookie,omitempty"`
+	ServiceID  uint32
+	VIP        netip.AddrPort
+	SockCookie uint64
 	// CgroupID is the calling process's cgroup (socket-LB events), which
 	// names its pod.
-	CgroupID uint64 `json:"cgroupID,omitempty"`
+	CgroupID uint64
 	// Verdict is the policy decision of a new connection (allowed,
-	// redirected, audit) or of a policy drop (denied); empty when no
+	// redirected, audit) or of a policy drop (denied); VerdictNone when no
 	// policy applied. SrcIdentity and DstIdentity are the identities of
 	// both ends and PolicyRule the deciding rule (0: default deny).
-	Verdict     string `json:"verdict,omitempty"`
-	SrcIdentity uint32 `json:"srcIdentity,omitempty"`
-	DstIdentity uint32 `json:"dstIdentity,omitempty"`
-	PolicyRule  uint32 `json:"policyRule,omitempty"`
-	ProxyPort   uint16 `json:"proxyPort,omitempty"`
-	// Connection ends ("end"): the connection's totals, orig being the
+	Verdict     Verdict
+	SrcIdentity uint32
+	DstIdentity uint32
+	PolicyRule  uint32
+	ProxyPort   uint16
+	// Connection ends (ConnEnd): the connection's totals, orig being the
 	// direction of its first packet, and how long it lasted. Expired
-	// (idle) connections are reported by the agent's CT GC with
-	// Expired set; closed TCP connections by the datapath.
-	PacketsOrig  uint64        `json:"packetsOrig,omitempty"`
-	BytesOrig    uint64        `json:"bytesOrig,omitempty"`
-	PacketsReply uint64        `json:"packetsReply,omitempty"`
-	BytesReply   uint64        `json:"bytesReply,omitempty"`
-	Duration     time.Duration `json:"duration,omitempty"`
-	Expired      bool          `json:"expired,omitempty"`
+	// (idle) connections are reported by the agent's CT GC with Expired
+	// set; closed TCP connections by the datapath.
+	PacketsOrig  uint64
+	BytesOrig    uint64
+	PacketsReply uint64
+	BytesReply   uint64
+	Duration     time.Duration
+	Expired      bool
 	// Suppressed counts drops of the same flow and reason not reported
 	// since the previous event (rate limit).
-	Suppressed uint32 `json:"suppressed,omitempty"`
+	Suppressed uint32
 }
 
 // Record is one ring buffer record exactly as the datapath wrote it
@@ -80,64 +83,41 @@ type Record bpfobj.EndpointSlEvent
 // 8-byte header).
 const RecordSize = int(unsafe.Sizeof(Record{}))
 
-// EventType is a record's kind, as enum sl_event_type.
-type EventType uint8
-
-// Event types.
-const (
-	EventConnNew   = EventType(bpfobj.EndpointSlEventTypeSL_EVENT_CONN_NEW)
-	EventDrop      = EventType(bpfobj.EndpointSlEventTypeSL_EVENT_DROP)
-	EventTranslate = EventType(bpfobj.EndpointSlEventTypeSL_EVENT_TRANSLATE)
-	EventConnEnd   = EventType(bpfobj.EndpointSlEventTypeSL_EVENT_CONN_END)
-)
-
-// String is the name Event.Type carries ("trace", "drop", ...).
-func (t EventType) String() string { return EventTypeName(uint8(t)) }
-
-// Direction is a packet's direction relative to its endpoint, as enum
-// sl_dir.
-type Direction uint8
-
-// Directions.
-const (
-	DirUnknown = Direction(bpfobj.EndpointSlDirSL_DIR_UNKNOWN)
-	DirIngress = Direction(bpfobj.EndpointSlDirSL_DIR_INGRESS)
-	DirEgress  = Direction(bpfobj.EndpointSlDirSL_DIR_EGRESS)
-)
-
-// String is the name Event.Dir carries ("ingress", "egress").
-func (d Direction) String() string { return DirName(uint8(d)) }
-
 // DecodeRecord copies a raw ring sample into r, without allocating. The
 // record is in the host's byte order, as Record's layout is the C one.
-func DecodeRecord(raw []byte, r *Record) error {
-	if len(raw) < RecordSize {
-		return fmt.Errorf("decode event of %d bytes: want %d", len(raw), RecordSize)
+func DecodeRecord(sample []byte, r *Record) error {
+	if len(sample) < RecordSize {
+		return fmt.Errorf("decode event of %d bytes: want %d", len(sample), RecordSize)
 	}
-	copy(unsafe.Slice((*byte)(unsafe.Pointer(r)), RecordSize), raw)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(r)), RecordSize), sample)
 	return nil
 }
 
 // Kind is the record's event type.
-func (r *Record) Kind() EventType { return EventType(r.Type) }
+func (r *Record) Kind() Type { return Type(r.Type) }
 
 // Direction is the packet's direction relative to the endpoint.
 func (r *Record) Direction() Direction { return Direction(r.Dir) }
 
+// PolicyVerdict is the record's policy verdict.
+func (r *Record) PolicyVerdict() Verdict { return Verdict(r.Verdict) }
+
 // Tracked reports that conntrack placed the packet in its connection.
-func (r *Record) Tracked() bool { return r.Flags&uint8(bpfobj.EndpointSlEventFlagSL_EVENT_F_TRACKED) != 0 }
+func (r *Record) Tracked() bool {
+	return r.Flags&uint8(bpfobj.EndpointSlEventFlagSL_EVENT_F_TRACKED) != 0
+}
 
 // Reply reports that the packet went in its connection's reply direction.
 func (r *Record) Reply() bool { return r.Flags&uint8(bpfobj.EndpointSlEventFlagSL_EVENT_F_REPLY) != 0 }
 
 // Src is the packet's source.
 func (r *Record) Src() netip.AddrPort {
-	return netip.AddrPortFrom(addrFrom(r.Saddr.Addr6, r.Family), ntohs(r.Sport))
+	return netip.AddrPortFrom(raw.AddrFrom(r.Saddr.Addr6, r.Family), raw.Ntohs(r.Sport))
 }
 
 // Dst is the packet's destination (the chosen backend, if translated).
 func (r *Record) Dst() netip.AddrPort {
-	return netip.AddrPortFrom(addrFrom(r.Daddr.Addr6, r.Family), ntohs(r.Dport))
+	return netip.AddrPortFrom(raw.AddrFrom(r.Daddr.Addr6, r.Family), raw.Ntohs(r.Dport))
 }
 
 // Frontend is the service frontend a translated connection was addressed
@@ -146,7 +126,7 @@ func (r *Record) Frontend() netip.AddrPort {
 	if r.SvcId == 0 {
 		return netip.AddrPort{}
 	}
-	return netip.AddrPortFrom(addrFrom(r.Vip.Addr6, r.Family), ntohs(r.VipPort))
+	return netip.AddrPortFrom(raw.AddrFrom(r.Vip.Addr6, r.Family), raw.Ntohs(r.VipPort))
 }
 
 // Time is the record's time, given the wall-clock time of CLOCK_MONOTONIC
@@ -157,10 +137,10 @@ func (r *Record) Time(epoch time.Time) time.Time { return epoch.Add(time.Duratio
 // timestamp to wall time.
 func (r *Record) Event(epoch time.Time) Event {
 	ev := Event{
-		Time: r.Time(epoch), Type: r.Kind().String(),
-		Dir: r.Direction().String(), IfIndex: r.Ifindex, EndpointID: r.EpId, Len: r.Len,
-		Proto: ProtoName(r.Proto), TCPFlags: r.TcpFlags,
+		Time: r.Time(epoch), Type: r.Kind(), Dir: r.Direction(),
+		IfIndex: r.Ifindex, EndpointID: r.EpId, Len: r.Len, Proto: r.Proto, TCPFlags: r.TcpFlags,
 		Tracked: r.Tracked(), Reply: r.Reply(), Src: r.Src(), Dst: r.Dst(),
+		Reason: DropReason(r.Reason), Suppressed: r.Suppressed,
 	}
 	if r.SvcId != 0 {
 		ev.ServiceID = r.SvcId
@@ -168,44 +148,39 @@ func (r *Record) Event(epoch time.Time) Event {
 		ev.SockCookie = r.SockCookie
 		ev.CgroupID = r.CgroupId
 	}
-	if r.Kind() == EventConnEnd {
+	if r.Kind() == ConnEnd {
 		ev.PacketsOrig, ev.BytesOrig = r.PacketsOrig, r.BytesOrig
 		ev.PacketsReply, ev.BytesReply = r.PacketsReply, r.BytesReply
 		ev.Duration = time.Duration(r.DurationNs)
 	}
-	ev.Suppressed = r.Suppressed
-	if r.Verdict != VerdictNone {
-		ev.Verdict = VerdictName(r.Verdict)
+	if v := r.PolicyVerdict(); v != VerdictNone {
+		ev.Verdict = v
 		ev.SrcIdentity, ev.DstIdentity = r.SrcIdentity, r.DstIdentity
 		ev.PolicyRule, ev.ProxyPort = r.PolicyRule, r.ProxyPort
-	}
-	if r.Reason != 0 {
-		ev.ReasonID = r.Reason
-		ev.Reason = DropReasonName(r.Reason)
 	}
 	return ev
 }
 
-// DecodeEvent turns a raw record into an Event. bootTime maps the
-// monotonic timestamp to wall time.
-func DecodeEvent(raw []byte, bootTime time.Time) (Event, error) {
+// Decode turns a raw record into an Event. epoch maps the monotonic
+// timestamp to wall time.
+func Decode(sample []byte, epoch time.Time) (Event, error) {
 	var r Record
-	if err := DecodeRecord(raw, &r); err != nil {
+	if err := DecodeRecord(sample, &r); err != nil {
 		return Event{}, err
 	}
-	return r.Event(bootTime), nil
+	return r.Event(epoch), nil
 }
 
 // Record is the event as a ring record would carry it, the inverse of
-// Record.Event for the names this package gives (events the agent makes
-// itself, such as the CT GC's expiries, go where records go). epoch maps
-// the event's time back to a monotonic timestamp; Expired has no place in
-// a record and is dropped.
+// Record.Event (events the agent makes itself, such as the CT GC's
+// expiries, go where records go). epoch maps the event's time back to a
+// monotonic timestamp; Expired has no place in a record and is dropped.
 func (ev *Event) Record(epoch time.Time) Record {
 	r := Record{
-		Type: uint8(number(eventTypeNames, ev.Type)), Dir: uint8(number(dirNames, ev.Dir)),
+		Type: uint8(ev.Type), Dir: uint8(ev.Dir),
 		Ifindex: ev.IfIndex, EpId: ev.EndpointID, Len: ev.Len,
-		Proto: protoNumber(ev.Proto), TcpFlags: ev.TCPFlags, Suppressed: ev.Suppressed,
+		Proto: ev.Proto, TcpFlags: ev.TCPFlags, Suppressed: ev.Suppressed,
+		Reason: uint16(ev.Reason),
 	}
 	if d := ev.Time.Sub(epoch); d > 0 {
 		r.Ts = uint64(d)
@@ -214,8 +189,8 @@ func (ev *Event) Record(epoch time.Time) Record {
 	if ev.Dst.Addr().Is6() || ev.Src.Addr().Is6() {
 		r.Family = unix.AF_INET6
 	}
-	r.Saddr.Addr6, r.Sport = addrOf(ev.Src.Addr(), r.Family), ntohs(ev.Src.Port())
-	r.Daddr.Addr6, r.Dport = addrOf(ev.Dst.Addr(), r.Family), ntohs(ev.Dst.Port())
+	r.Saddr.Addr6, r.Sport = addrOf(ev.Src.Addr(), r.Family), raw.Htons(ev.Src.Port())
+	r.Daddr.Addr6, r.Dport = addrOf(ev.Dst.Addr(), r.Family), raw.Htons(ev.Dst.Port())
 	if ev.Tracked {
 		r.Flags |= uint8(bpfobj.EndpointSlEventFlagSL_EVENT_F_TRACKED)
 	}
@@ -224,19 +199,18 @@ func (ev *Event) Record(epoch time.Time) Record {
 	}
 	if ev.ServiceID != 0 {
 		r.SvcId, r.SockCookie, r.CgroupId = ev.ServiceID, ev.SockCookie, ev.CgroupID
-		r.Vip.Addr6, r.VipPort = addrOf(ev.VIP.Addr(), r.Family), ntohs(ev.VIP.Port())
+		r.Vip.Addr6, r.VipPort = addrOf(ev.VIP.Addr(), r.Family), raw.Htons(ev.VIP.Port())
 	}
 	r.PacketsOrig, r.BytesOrig = ev.PacketsOrig, ev.BytesOrig
 	r.PacketsReply, r.BytesReply = ev.PacketsReply, ev.BytesReply
 	if ev.Duration > 0 {
 		r.DurationNs = uint64(ev.Duration)
 	}
-	if ev.Verdict != "" {
-		r.Verdict = uint8(number(verdictNames, ev.Verdict))
+	if ev.Verdict != VerdictNone {
+		r.Verdict = uint8(ev.Verdict)
 		r.SrcIdentity, r.DstIdentity = ev.SrcIdentity, ev.DstIdentity
 		r.PolicyRule, r.ProxyPort = ev.PolicyRule, ev.ProxyPort
 	}
-	r.Reason = ev.ReasonID
 	return r
 }
 
@@ -246,30 +220,28 @@ func addrOf(a netip.Addr, family uint8) [16]uint8 {
 	if family == unix.AF_INET6 && a.Is4() {
 		a = netip.AddrFrom16(a.As16())
 	}
-	return addrTo(a)
+	return raw.AddrTo(a)
 }
 
 // MonotonicEpoch is the wall-clock time at which CLOCK_MONOTONIC was zero.
-func MonotonicEpoch() time.Time {
-	return time.Now().Add(-time.Duration(MonotonicNow()))
-}
+func MonotonicEpoch() time.Time { return raw.MonotonicEpoch() }
 
-// EventReader reads the datapath's ring buffer. There is one reader per
+// Reader reads the datapath's ring buffer. There is one reader per
 // agent: a ring buffer has a single consumer.
-type EventReader struct {
+type Reader struct {
 	rd       *ringbuf.Reader
 	sample   ringbuf.Record // reused: reading allocates nothing
 	epoch    time.Time
 	deadline time.Time // set by SetDeadline; zero: poll until an event comes
 }
 
-// NewEventReader opens a reader on the loaded datapath's event ring.
-func (dp *Datapath) NewEventReader() (*EventReader, error) {
-	rd, err := ringbuf.NewReader(dp.objs.SlEvents)
+// NewReader opens a reader on the datapath's event ring (sl_events).
+func NewReader(ring *ebpf.Map) (*Reader, error) {
+	rd, err := ringbuf.NewReader(ring)
 	if err != nil {
 		return nil, fmt.Errorf("open event ring buffer: %w", err)
 	}
-	r := &EventReader{rd: rd, epoch: MonotonicEpoch()}
+	r := &Reader{rd: rd, epoch: MonotonicEpoch()}
 	rd.SetDeadline(time.Now().Add(pollInterval))
 	return r, nil
 }
@@ -281,7 +253,7 @@ const pollInterval = 50 * time.Millisecond
 
 // ReadRecord blocks for the next record and copies it into rec, without
 // allocating. It returns ErrClosed after Close.
-func (r *EventReader) ReadRecord(rec *Record) error {
+func (r *Reader) ReadRecord(rec *Record) error {
 	for {
 		err := r.rd.ReadInto(&r.sample)
 		if err == nil {
@@ -302,7 +274,7 @@ func (r *EventReader) ReadRecord(rec *Record) error {
 }
 
 // Read blocks for the next event. It returns ErrClosed after Close.
-func (r *EventReader) Read() (Event, error) {
+func (r *Reader) Read() (Event, error) {
 	var rec Record
 	if err := r.ReadRecord(&rec); err != nil {
 		return Event{}, err
@@ -312,11 +284,11 @@ func (r *EventReader) Read() (Event, error) {
 
 // Epoch is the wall-clock time of CLOCK_MONOTONIC zero that Read uses
 // for event times (Record.Time, Record.Event).
-func (r *EventReader) Epoch() time.Time { return r.epoch }
+func (r *Reader) Epoch() time.Time { return r.epoch }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded after t (tests);
 // the zero time restores polling forever.
-func (r *EventReader) SetDeadline(t time.Time) {
+func (r *Reader) SetDeadline(t time.Time) {
 	r.deadline = t
 	if t.IsZero() {
 		t = time.Now().Add(pollInterval)
@@ -325,7 +297,7 @@ func (r *EventReader) SetDeadline(t time.Time) {
 }
 
 // Close unblocks Read.
-func (r *EventReader) Close() error { return r.rd.Close() }
+func (r *Reader) Close() error { return r.rd.Close() }
 
 // ErrClosed is returned by Read after Close.
 var ErrClosed = errors.New("event reader closed")

@@ -1,4 +1,4 @@
-package datapath
+package events
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 )
@@ -51,22 +52,22 @@ func TestEventRecordRoundTrip(t *testing.T) {
 	at := epoch.Add(1234 * time.Millisecond)
 	ap := netip.MustParseAddrPort
 	for _, ev := range []Event{
-		{Type: "trace", Dir: "egress", IfIndex: 9, EndpointID: 12, Len: 74, Proto: "TCP", TCPFlags: 2,
+		{Type: ConnNew, Dir: DirEgress, IfIndex: 9, EndpointID: 12, Len: 74, Proto: unix.IPPROTO_TCP, TCPFlags: 2,
 			Src: ap("10.244.1.5:40000"), Dst: ap("10.244.2.7:5432"), Tracked: true},
-		{Type: "trace", Dir: "ingress", EndpointID: 12, Proto: "UDP", Src: ap("10.244.2.7:5353"), Dst: ap("10.244.1.5:53"),
-			Verdict: "redirected", SrcIdentity: 301, DstIdentity: 300, PolicyRule: 3, ProxyPort: 15001},
-		{Type: "drop", Dir: "ingress", EndpointID: 12, Proto: "TCP", Src: ap("10.244.2.7:5432"), Dst: ap("10.244.1.5:40002"),
-			Tracked: true, Reply: true, ReasonID: 1002, Reason: "POLICY_REVOKED", Verdict: "denied", SrcIdentity: 301, DstIdentity: 300, Suppressed: 4},
-		{Type: "translate", Dir: "egress", Proto: "TCP", Src: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), Dst: ap("10.244.2.7:5432"),
+		{Type: ConnNew, Dir: DirIngress, EndpointID: 12, Proto: unix.IPPROTO_UDP, Src: ap("10.244.2.7:5353"), Dst: ap("10.244.1.5:53"),
+			Verdict: VerdictRedirect, SrcIdentity: 301, DstIdentity: 300, PolicyRule: 3, ProxyPort: 15001},
+		{Type: Drop, Dir: DirIngress, EndpointID: 12, Proto: unix.IPPROTO_TCP, Src: ap("10.244.2.7:5432"), Dst: ap("10.244.1.5:40002"),
+			Tracked: true, Reply: true, Reason: bpfobj.EndpointSlDropReasonSL_DROP_POLICY_REVOKED, Verdict: VerdictDeny, SrcIdentity: 301, DstIdentity: 300, Suppressed: 4},
+		{Type: Translate, Dir: DirEgress, Proto: unix.IPPROTO_TCP, Src: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), Dst: ap("10.244.2.7:5432"),
 			ServiceID: 7, VIP: ap("10.96.0.20:5432"), SockCookie: 99, CgroupID: 4242},
-		{Type: "end", Dir: "egress", EndpointID: 12, Proto: "SCTP", Src: ap("[fd00::5]:3868"), Dst: ap("[fd00::7]:3868"),
+		{Type: ConnEnd, Dir: DirEgress, EndpointID: 12, Proto: unix.IPPROTO_SCTP, Src: ap("[fd00::5]:3868"), Dst: ap("[fd00::7]:3868"),
 			PacketsOrig: 5, BytesOrig: 340, PacketsReply: 4, BytesReply: 9000, Duration: 3 * time.Second},
-		{Type: "end", Dir: "ingress", Proto: "ICMP", Src: ap("203.0.113.9:4"), Dst: ap("192.168.0.1:0"), PacketsOrig: 1, BytesOrig: 84},
-		{Type: "unknown(9)", Dir: "unknown", Proto: "proto-47", Src: ap("10.0.0.1:0"), Dst: ap("10.0.0.2:0"), ReasonID: 7, Reason: "unknown(7)"},
-		{Type: "trace", Dir: "egress", Proto: "ICMPv6", Src: ap("[::ffff:10.0.0.1]:0"), Dst: ap("[2001:db8::1]:0")},
+		{Type: ConnEnd, Dir: DirIngress, Proto: unix.IPPROTO_ICMP, Src: ap("203.0.113.9:4"), Dst: ap("192.168.0.1:0"), PacketsOrig: 1, BytesOrig: 84},
+		{Type: 9, Dir: DirUnknown, Proto: 47, Src: ap("10.0.0.1:0"), Dst: ap("10.0.0.2:0"), Reason: 7},
+		{Type: ConnNew, Dir: DirEgress, Proto: unix.IPPROTO_ICMPV6, Src: ap("[::ffff:10.0.0.1]:0"), Dst: ap("[2001:db8::1]:0")},
 	} {
 		ev.Time = at
 		rec := ev.Record(epoch)
-		require.Equal(t, ev, rec.Event(epoch), "%s %s", ev.Type, ev.Proto)
+		require.Equal(t, ev, rec.Event(epoch), "%s %d", ev.Type, ev.Proto)
 	}
 }
