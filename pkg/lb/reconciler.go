@@ -104,11 +104,11 @@ func newReconciler(opts Options, maps lbMaps) (*Reconciler, error) {
 	}
 	fids := map[service.FrontendKey]uint32{}
 	for k, f := range have.Frontends {
-		fids[service.FrontendKey{Address: k.Addr, Port: k.Port, Protocol: protoName(k.Proto)}] = f.ID
+		fids[service.FrontendKey{Address: k.Addr, Port: k.Port, Protocol: model.ProtocolOf(k.Proto)}] = f.ID
 	}
 	bids := map[service.BackendKey]uint32{}
 	for id, b := range have.Backends {
-		bids[service.BackendKey{Address: b.Addr, Port: b.Port, Protocol: protoName(b.Proto)}] = id
+		bids[service.BackendKey{Address: b.Addr, Port: b.Port, Protocol: model.ProtocolOf(b.Proto)}] = id
 	}
 	alloc, err := service.NewAllocator(fids, bids)
 	if err != nil {
@@ -119,27 +119,13 @@ func newReconciler(opts Options, maps lbMaps) (*Reconciler, error) {
 		services: service.NewIncremental(opts.Service), health: newHealthServer(opts.Logger)}, nil
 }
 
-func protoName(p uint8) model.Protocol {
-	switch p {
-	case 6:
-		return model.ProtocolTCP
-	case 17:
-		return model.ProtocolUDP
-	case 132:
-		return model.ProtocolSCTP
-	}
-	return model.Protocol(fmt.Sprint(p))
-}
-
+// protoNum is the number of a service protocol the datapath translates:
+// TCP and UDP. SCTP services wait for SCTP support in the datapath.
 func protoNum(p model.Protocol) (uint8, bool) {
-	switch p {
-	case model.ProtocolTCP:
-		return 6, true
-	case model.ProtocolUDP:
-		return 17, true
+	if p != model.ProtocolTCP && p != model.ProtocolUDP {
+		return 0, false
 	}
-	// SCTP services wait for SCTP support in the datapath.
-	return 0, false
+	return p.Number()
 }
 
 // Trigger marks work.
