@@ -56,7 +56,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (root: the datapath target load
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no root
-	$(GO) test -count=1 ./pkg/model/... ./pkg/source/... ./pkg/cgroups/...
+	$(GO) test -count=1 ./pkg/model/... ./pkg/source/files/... ./pkg/source/k8sconv/... ./pkg/cgroups/...
 
 # kube-apiserver and etcd for the real API server's tests are built by
 # tools/apiserver into $SLUICE_CACHE/apiserver/<version>, outside the repo

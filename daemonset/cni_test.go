@@ -13,8 +13,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/sluice-net/sluice/pkg/k8s"
-	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
+	"github.com/sluice-net/sluice/internal/testing/k8stest"
+	"github.com/sluice-net/sluice/pkg/source/k8s"
 )
 
 // TestRoleGrantsExactlyTheUninstallCheck runs the agent's check of its

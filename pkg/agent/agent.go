@@ -26,14 +26,14 @@ import (
 	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/endpoint"
 	"github.com/sluice-net/sluice/pkg/flow"
-	"github.com/sluice-net/sluice/pkg/k8s"
-	"github.com/sluice-net/sluice/pkg/lb"
 	"github.com/sluice-net/sluice/pkg/metrics"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/policysync"
 	"github.com/sluice-net/sluice/pkg/service"
+	"github.com/sluice-net/sluice/pkg/servicesync"
 	"github.com/sluice-net/sluice/pkg/source/files"
+	"github.com/sluice-net/sluice/pkg/source/k8s"
 	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
@@ -49,7 +49,7 @@ type Agent struct {
 	store    *model.Store
 	source   modelSource
 	eps      *endpoint.Manager
-	lb       *lb.Reconciler
+	lb       *servicesync.Reconciler
 	policy   *policysync.Reconciler
 	stage    atomic.Pointer[string] // while starting; see setStage
 	flows    *flowSink
@@ -196,7 +196,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 
 	a.setStage("starting the endpoint, service and policy reconcilers")
 	a.metrics = a.newMetrics()
-	a.lb, err = lb.New(lb.Options{
+	a.lb, err = servicesync.New(servicesync.Options{
 		Maps: a.maps, Store: a.store, Service: opts.serviceOptions(), Logger: log.With("component", "lb"),
 		BackendsRemoved: a.destroySockets, ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerServices),
 	})

@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/testutil"
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/statedir"
-	"github.com/sluice-net/sluice/pkg/testutil"
 )
 
 // The local API's socket answers to root and --socket-group only, from the

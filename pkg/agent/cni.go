@@ -18,8 +18,8 @@ import (
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/api/cniapi"
 	"github.com/sluice-net/sluice/pkg/cni"
-	"github.com/sluice-net/sluice/pkg/k8s"
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/source/k8s"
 )
 
 // The CNI endpoints the sluice-cni plugin calls (pkg/cni): ADD returns

@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sluice-net/sluice/pkg/testutil"
+	"github.com/sluice-net/sluice/internal/testing/testutil"
 )
 
 func TestHTTPAddresses(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sluice-net/sluice/pkg/k8s"
 	"github.com/sluice-net/sluice/pkg/source/files"
+	"github.com/sluice-net/sluice/pkg/source/k8s"
 )
 
 func TestKubernetesSourceNeedsKubeconfigOutsideAPod(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sluice-net/sluice/pkg/testutil"
+	"github.com/sluice-net/sluice/internal/testing/testutil"
 )
 
 // requireFeature skips t, naming the feature and its fallback, unless the

@@ -19,8 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/datapathtest"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
 )
 
 const (

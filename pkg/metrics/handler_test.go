@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sluice-net/sluice/pkg/testutil"
+	"github.com/sluice-net/sluice/internal/testing/testutil"
 )
 
 // What a Prometheus server and the kubelet's probes see.

@@ -13,9 +13,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/datapathtest"
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
 	"github.com/sluice-net/sluice/pkg/model"
 )
 

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sluice-net/sluice/pkg/testutil"
+	"github.com/sluice-net/sluice/internal/testing/testutil"
 )
 
 // otherGroup is a GID no test process runs as; only root may give a file

@@ -14,9 +14,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/sluice-net/sluice/pkg/k8s"
+	"github.com/sluice-net/sluice/internal/testing/testutil"
 	"github.com/sluice-net/sluice/pkg/model"
-	"github.com/sluice-net/sluice/pkg/testutil"
+	"github.com/sluice-net/sluice/pkg/source/k8s"
 	"github.com/sluice-net/sluice/tests/harness"
 )
 

@@ -3,14 +3,14 @@ package apiserver
 // From a real kube-apiserver to the BPF maps: objects written through the
 // API (and stored in etcd) are watched by the agent's Kubernetes source and
 // reach a loaded datapath's maps through the service and policy
-// reconcilers, as in pkg/k8s's TestFromTheAPIToTheMaps with the fake
+// reconcilers, as in pkg/source/k8s's TestFromTheAPIToTheMaps with the fake
 // clientset. What the fake cannot show is checked too: the API server's
 // validation refuses a bad NetworkPolicy before any agent sees it.
 //
 //	admin client ──► kube-apiserver ──► etcd
 //	                      │ watch (protobuf, the agent's client)
 //	                      ▼
-//	              k8s.Source ──► model.Store ──► lb.Reconciler ──► sl_lb_*
+//	              k8s.Source ──► model.Store ──► servicesync.Reconciler ──► sl_lb_*
 //	                                         └─► policysync ────► sl_ipcache, sl_policy
 
 import (
@@ -28,11 +28,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/sluice-net/sluice/internal/testing/datapathtest"
+	"github.com/sluice-net/sluice/internal/testing/k8stest"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
-	"github.com/sluice-net/sluice/pkg/k8s"
-	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/source/k8s"
 )
 
 // webEpID is the endpoint ID the test places web-1 at, as the endpoint

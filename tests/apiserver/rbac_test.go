@@ -23,9 +23,9 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
-	"github.com/sluice-net/sluice/pkg/k8s"
-	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
+	"github.com/sluice-net/sluice/internal/testing/k8stest"
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/source/k8s"
 )
 
 // manifestDir is the DaemonSet install, relative to this package.

@@ -15,11 +15,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/sluice-net/sluice/internal/testing/datapathtest"
+	"github.com/sluice-net/sluice/internal/testing/k8stest"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
-	"github.com/sluice-net/sluice/pkg/k8s"
-	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/source/k8s"
 )
 
 // Field selectors are evaluated by the API server; the fake clientset

@@ -8,7 +8,7 @@ package e2e
 // emitted.
 //
 //	node1 (agent --events-buffer <page size>: ~20 events)
-//	  client's veth, tcx ingress: sl_from_ep ◄── BPF_PROG_TEST_RUN × 4000 (pkg/datapath/eventgen:
+//	  client's veth, tcx ingress: sl_from_ep ◄── BPF_PROG_TEST_RUN × 4000 (internal/testing/eventgen:
 //	        │                                     SYN, RST per source port: one event each)
 //	        ├─► sl_events ─► agent reader ─► flow store ─► GetFlows --follow (this test)
 //	        └─► ring full: sl_metrics events-lost ─► CT GC tick ─► LostEvent notice
@@ -27,9 +27,9 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/eventgen"
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/datapath/eventgen"
 	"github.com/sluice-net/sluice/tests/harness"
 )
 

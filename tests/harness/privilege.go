@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/sluice-net/sluice/pkg/testutil"
+	"github.com/sluice-net/sluice/internal/testing/testutil"
 )
 
 var skipOrFail = testutil.SkipOrFail

@@ -2,7 +2,7 @@ package main
 
 // `benchflows emit`: datapath events at a chosen rate, for rates real
 // connections between simulated pods cannot reach on a small machine, made
-// by pkg/datapath/eventgen (BPF_PROG_TEST_RUN of the program the agent
+// by internal/testing/eventgen (BPF_PROG_TEST_RUN of the program the agent
 // attached to the client pod's veth: a SYN is a trace event, an RST a
 // connection-end event). Run in the node's netns.
 
@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sluice-net/sluice/pkg/datapath/eventgen"
+	"github.com/sluice-net/sluice/internal/testing/eventgen"
 )
 
 // emitResult is what emit prints (one JSON line).

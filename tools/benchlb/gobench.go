@@ -25,8 +25,8 @@ func runGoBenches(ctx context.Context, o options, rep *report) error {
 			rep.Verifier = append(rep.Verifier, l)
 		}
 	}
-	benchkit.Logf("=== go test -bench LBColdProgramming ./pkg/lb/ (reconciler cold pass)")
-	if rep.LBCold, _, err = (benchkit.GoTest{Dir: o.repo, Pkg: "./pkg/lb/", Bench: "^BenchmarkLBColdProgramming$", Benchtime: o.lbBenchtime}).Run(ctx); err != nil {
+	benchkit.Logf("=== go test -bench LBColdProgramming ./pkg/servicesync/ (reconciler cold pass)")
+	if rep.LBCold, _, err = (benchkit.GoTest{Dir: o.repo, Pkg: "./pkg/servicesync/", Bench: "^BenchmarkLBColdProgramming$", Benchtime: o.lbBenchtime}).Run(ctx); err != nil {
 		return err
 	}
 	// Cold passes take a second each: a count, like the cold programming
@@ -37,8 +37,8 @@ func runGoBenches(ctx context.Context, o options, rep *report) error {
 		{"^BenchmarkLBReconcile$/^cold$", o.lbBenchtime},
 		{"^BenchmarkLBReconcile$/^one-service$", o.reconcileBenchtime},
 	} {
-		benchkit.Logf("=== go test -bench %s -benchmem ./pkg/lb/ (reconciler passes)", sub.pattern)
-		res, _, err := benchkit.GoTest{Dir: o.repo, Pkg: "./pkg/lb/", Bench: sub.pattern, Benchtime: sub.benchtime, Args: []string{"-benchmem"}}.Run(ctx)
+		benchkit.Logf("=== go test -bench %s -benchmem ./pkg/servicesync/ (reconciler passes)", sub.pattern)
+		res, _, err := benchkit.GoTest{Dir: o.repo, Pkg: "./pkg/servicesync/", Bench: sub.pattern, Benchtime: sub.benchtime, Args: []string{"-benchmem"}}.Run(ctx)
 		if err != nil {
 			return err
 		}

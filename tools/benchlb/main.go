@@ -60,13 +60,13 @@ the ratios; nothing here passes or fails on time):
     baseline, and verifier instruction counts:
       go test -run '^$' -bench LB ./pkg/datapath/
  3. Cold programming of 10k services × 10 endpoints: Sluice's reconciler
-    first pass into empty maps (go test -bench LBColdProgramming ./pkg/lb/),
+    first pass into empty maps (go test -bench LBColdProgramming ./pkg/servicesync/),
     vs iptables-legacy-restore, iptables-nft-restore and nft -f of the
     equivalent kube-proxy rules into an empty netns; and ns/op and
     allocs/op of the reconciler's passes, cold and after one service
     changed, with and without the kernel map writes, next to a full
     recompute as the previous design did it (go test -bench LBReconcile
-    -benchmem ./pkg/lb/).
+    -benchmem ./pkg/servicesync/).
  A real agent's RSS with 10k services is a separate run: benchlb rss.
 
 Requires: root (namespaces, cgroups, bpffs, eBPF), Linux with tcx (6.6+),

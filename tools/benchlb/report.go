@@ -215,7 +215,7 @@ func printReconcile(w io.Writer, res []benchkit.Bench) {
 	for _, g := range res {
 		byName[strings.TrimPrefix(g.Name, "LBReconcile/")] = g
 	}
-	fmt.Fprintln(w, "\n   Reconciler passes, 10k services × 10 endpoints (go test -bench LBReconcile -benchmem ./pkg/lb/):")
+	fmt.Fprintln(w, "\n   Reconciler passes, 10k services × 10 endpoints (go test -bench LBReconcile -benchmem ./pkg/servicesync/):")
 	fmt.Fprintln(w, "   maps: writing the kernel's maps; no-maps: computation and planning alone;")
 	fmt.Fprintln(w, "   full-compute: service.Compute + plan of everything, no writes: what every pass computed before it was")
 	fmt.Fprintln(w, "   incremental, the baseline of \"x full-compute\" (compare no-maps with it; maps adds the writes).")

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-net/sluice/internal/testing/testutil"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/testutil"
 	"github.com/sluice-net/sluice/tools/vmtest/guest"
 )
 

@@ -1,4 +1,4 @@
-// Package lb keeps the datapath's service maps in step with the model: it
+// Package servicesync keeps the datapath's service maps in step with the model: it
 // computes the desired frontends and backends (pkg/service, pure), diffs
 // them against what it last wrote — and, on every full resync, against
 // what the maps really hold, pruning anything stale — and applies the
@@ -13,4 +13,4 @@
 //
 // Model notifications only mark work; one loop does the writing, at most
 // every MinInterval, so a burst of EndpointSlice updates costs one pass.
-package lb
+package servicesync

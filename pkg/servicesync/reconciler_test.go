@@ -1,4 +1,4 @@
-package lb
+package servicesync
 
 import (
 	"net/netip"

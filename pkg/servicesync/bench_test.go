@@ -1,4 +1,4 @@
-package lb
+package servicesync
 
 import (
 	"fmt"
@@ -10,10 +10,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/testutil"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/service"
-	"github.com/sluice-net/sluice/pkg/testutil"
 )
 
 // Cold programming benchmark: 10,000 ClusterIP services of one TCP port with
@@ -22,7 +22,7 @@ import (
 // node's first start. tools/benchlb times iptables-restore and nft -f of
 // the equivalent kube-proxy rules next to it (`make bench-lb`).
 //
-//	go test -run '^$' -bench LBColdProgramming -benchtime 3x ./pkg/lb/
+//	go test -run '^$' -bench LBColdProgramming -benchtime 3x ./pkg/servicesync/
 //
 // Reported per pass: cold-ms (compute, PlanLB and ApplyLB of everything),
 // compute-ms (the service computation alone, the pure part of the cold
@@ -146,7 +146,7 @@ func changeOne(b *testing.B, store *model.Store, j int) {
 //
 // Model updates (store.Apply) are not timed.
 //
-//	go test -run '^$' -bench LBReconcile -benchmem ./pkg/lb/
+//	go test -run '^$' -bench LBReconcile -benchmem ./pkg/servicesync/
 func BenchmarkLBReconcile(b *testing.B) {
 	state := coldState(coldServices, coldEndpoints)
 	newStore := func(b *testing.B) *model.Store {

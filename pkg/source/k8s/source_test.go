@@ -25,7 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
+	"github.com/sluice-net/sluice/internal/testing/k8stest"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/source/k8sconv"

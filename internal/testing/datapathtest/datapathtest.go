@@ -9,8 +9,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/sluice-net/sluice/internal/testing/testutil"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/testutil"
 )
 
 // Root returns a fresh directory on the bpffs at /sys/fs/bpf, removed when

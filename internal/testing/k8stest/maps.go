@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/lb"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/policysync"
+	"github.com/sluice-net/sluice/pkg/servicesync"
 )
 
 // ReconcilerOptions tune Reconcilers; the zero value is the agent's
@@ -25,12 +25,12 @@ type ReconcilerOptions struct {
 // sl_policy) for node, until the test ends. The policy reconciler is
 // returned: its Prepare places an endpoint, as the endpoint manager does.
 //
-//	model.Store ──► lb.Reconciler ────► sl_lb_*
+//	model.Store ──► servicesync.Reconciler ────► sl_lb_*
 //	            └─► policysync ──────► sl_ipcache, sl_policy
 func Reconcilers(tb testing.TB, m *datapath.Maps, store *model.Store, node string, o ReconcilerOptions) *policysync.Reconciler {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	lbr, err := lb.New(lb.Options{Maps: m, Store: store, MinInterval: o.LBMinInterval})
+	lbr, err := servicesync.New(servicesync.Options{Maps: m, Store: store, MinInterval: o.LBMinInterval})
 	if err != nil {
 		cancel()
 		tb.Fatalf("lb reconciler: %v", err)

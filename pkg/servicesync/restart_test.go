@@ -1,4 +1,4 @@
-package lb
+package servicesync
 
 // A Maglev service across an agent restart that changes
 // --maglev-table-size: the first agent programs tables of 251 entries, the
@@ -17,8 +17,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/datapathtest"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/service"
 )

@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
+	"github.com/sluice-net/sluice/internal/testing/k8stest"
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
@@ -92,7 +92,7 @@ func measureHeap(tb testing.TB, objs []k8sruntime.Object, transform bool) heapFi
 // add is a few words per object), and the heap of the model built from
 // them:
 //
-//	go test -run '^$' -bench InformerHeap -benchtime 1x ./pkg/k8s/
+//	go test -run '^$' -bench InformerHeap -benchtime 1x ./pkg/source/k8s/
 func BenchmarkInformerHeap(b *testing.B) {
 	objs := k8stest.Cluster(10_000)
 	var full, converted heapFigures

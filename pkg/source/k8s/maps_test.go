@@ -6,7 +6,7 @@ package k8s
 // maps of a loaded datapath. tests/apiserver does the same against a real
 // kube-apiserver.
 //
-//	fake API ──informers──► Source ──► model.Store ──► lb.Reconciler ────► sl_lb_*
+//	fake API ──informers──► Source ──► model.Store ──► servicesync.Reconciler ────► sl_lb_*
 //	                                                └─► policysync ──────► sl_ipcache, sl_policy
 
 import (
@@ -15,15 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/stretchr/testify/require"
-
+	"github.com/sluice-net/sluice/internal/testing/datapathtest"
+	"github.com/sluice-net/sluice/internal/testing/k8stest"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/datapath/datapathtest"
-	"github.com/sluice-net/sluice/pkg/k8s/k8stest"
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
