@@ -438,7 +438,7 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 		v := bpfobj.EndpointSlLbBackend{Port: raw.Htons(b.Port), Proto: b.Proto}
 		v.Addr.Addr6 = raw.AddrTo(b.Addr)
 		if b.Terminating {
-			v.State = 1
+			v.State = uint8(bpfobj.EndpointSlLbBackendStateSL_LB_BACKEND_TERMINATING)
 		}
 		if b.Local {
 			v.Flags |= uint8(bpfobj.EndpointSlLbBackendFlagSL_LB_BACKEND_F_LOCAL)
