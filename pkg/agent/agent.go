@@ -215,6 +215,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	a.eps = endpoint.New(endpoint.Options{
 		NodeName: opts.NodeName, Maps: a.maps, Attacher: a.attacher, Store: a.store,
 		Logger: log.With("component", "endpoint"), Policy: a.policy,
+		ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerEndpoints),
 	})
 	a.policy.SetEndpoints(a.eps)
 

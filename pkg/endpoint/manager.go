@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/reconcile"
 )
 
 // Options configure a Manager.
@@ -35,6 +36,9 @@ type Options struct {
 	// Policy, when set, gives each endpoint its identity and policy
 	// flags; without it endpoints carry neither (no policy enforced).
 	Policy PolicyProvider
+	// ObservePass, if set, is told of every pass: whether it was a full
+	// one, how long it took and the error it left (metrics).
+	ObservePass func(full bool, took time.Duration, err error)
 }
 
 // PolicyProvider decides endpoints' security identity and policy flags.
@@ -63,9 +67,9 @@ type endpoint struct {
 
 // Manager reconciles local pods with endpoint map entries and attachments.
 type Manager struct {
-	opts    Options
-	log     *slog.Logger
-	trigger chan struct{}
+	opts Options
+	log  *slog.Logger
+	loop *reconcile.Loop
 
 	mu        sync.Mutex
 	endpoints map[model.NamespacedName]*endpoint
@@ -96,20 +100,17 @@ func New(opts Options) *Manager {
 	if opts.MinInterval == 0 {
 		opts.MinInterval = 50 * time.Millisecond
 	}
-	return &Manager{
-		opts: opts, log: opts.Logger, trigger: make(chan struct{}, 1),
+	m := &Manager{
+		opts: opts, log: opts.Logger,
 		endpoints: map[model.NamespacedName]*endpoint{}, attached: map[int]bool{}, uplinks: map[int]netip.Addr{},
 		passed: make(chan struct{}), hints: map[model.NamespacedName][]string{},
 	}
+	m.loop = reconcile.New(reconcile.Options{MinInterval: opts.MinInterval, Resync: opts.Resync, Observe: opts.ObservePass}, m.reconcile)
+	return m
 }
 
 // Trigger marks work; it never blocks.
-func (m *Manager) Trigger() {
-	select {
-	case m.trigger <- struct{}{}:
-	default:
-	}
-}
+func (m *Manager) Trigger() { m.loop.Trigger() }
 
 // Synced reports whether one full reconcile has completed.
 func (m *Manager) Synced() bool {
@@ -130,24 +131,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	modelCh := m.opts.Store.Subscribe()
 	defer m.opts.Store.Unsubscribe(modelCh)
-
-	m.reconcile(true)
-	resync := time.NewTicker(m.opts.Resync)
-	defer resync.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-modelCh:
-			m.Trigger()
-		case <-m.trigger:
-			// Let the rest of a burst arrive, then do one pass.
-			time.Sleep(m.opts.MinInterval)
-			m.reconcile(false)
-		case <-resync.C:
-			m.reconcile(true)
-		}
-	}
+	m.loop.Run(ctx, true, modelCh)
+	return nil
 }
 
 // subscribe turns netlink notifications into triggers.
@@ -281,8 +266,9 @@ func (m *Manager) allocID() uint32 {
 }
 
 // reconcile makes the kernel match the local pods. full also prunes
-// leftovers that no longer belong to any endpoint.
-func (m *Manager) reconcile(full bool) {
+// leftovers that no longer belong to any endpoint. It returns the error it
+// leaves for Err.
+func (m *Manager) reconcile(full bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	snap := m.opts.Store.Snapshot()
@@ -348,6 +334,7 @@ func (m *Manager) reconcile(full bool) {
 	m.passes++
 	close(m.passed)
 	m.passed = make(chan struct{})
+	return m.lastErr
 }
 
 // ensure attaches ep to its current interface.

@@ -65,6 +65,9 @@ type Options struct {
 const (
 	ReconcilerServices = "services"
 	ReconcilerPolicy   = "policy"
+	// ReconcilerEndpoints is the endpoint manager (pods' interfaces,
+	// endpoint entries, attachments).
+	ReconcilerEndpoints = "endpoints"
 )
 
 // Scrape error sources (label source of sluice_metrics_scrape_errors_total).

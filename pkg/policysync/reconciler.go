@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/identity"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/policy"
+	"github.com/sluice-net/sluice/pkg/reconcile"
 	"github.com/sluice-net/sluice/pkg/statedir"
 )
 
@@ -69,9 +70,9 @@ type placement struct {
 // and each endpoint's identity and policy flags; then it bumps the policy
 // revision so established connections are judged again.
 type Reconciler struct {
-	opts    Options
-	log     *slog.Logger
-	trigger chan struct{}
+	opts Options
+	log  *slog.Logger
+	loop *reconcile.Loop
 
 	// ipcMu orders ipcache writes: each computes the ipcache from the
 	// engine under mu after taking it, so a later write is never older.
@@ -122,10 +123,14 @@ func New(opts Options) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reconciler{
-		opts: opts, log: opts.Logger.With("component", "policy"), trigger: make(chan struct{}, 1),
+	r := &Reconciler{
+		opts: opts, log: opts.Logger.With("component", "policy"),
 		engine: eng, alloc: alloc, placed: map[nsName]*placement{}, overflow: map[nsName]string{},
-	}, nil
+	}
+	// No MinInterval: the engine follows the store's revision, so a pass
+	// right after a change costs only what changed.
+	r.loop = reconcile.New(reconcile.Options{Resync: opts.Resync, Observe: opts.ObservePass}, r.passErr)
+	return r, nil
 }
 
 const identitiesFile = "identities.json"
@@ -142,21 +147,8 @@ func (r *Reconciler) SetEndpoints(l EndpointLister) {
 func (r *Reconciler) Run(ctx context.Context) error {
 	ch := r.opts.Store.Subscribe()
 	defer r.opts.Store.Unsubscribe(ch)
-	resync := time.NewTicker(r.opts.Resync)
-	defer resync.Stop()
-	r.pass(true)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ch:
-			r.pass(false)
-		case <-r.trigger:
-			r.pass(false)
-		case <-resync.C:
-			r.pass(true)
-		}
-	}
+	r.loop.Run(ctx, true, ch)
+	return nil
 }
 
 // syncLocked brings the engine up to the store.
@@ -369,12 +361,7 @@ func (r *Reconciler) Released(pod nsName, epID uint32) {
 	}
 }
 
-func (r *Reconciler) kick() {
-	select {
-	case r.trigger <- struct{}{}:
-	default:
-	}
-}
+func (r *Reconciler) kick() { r.loop.Trigger() }
 
 func (r *Reconciler) bump() {
 	rev, err := r.opts.Maps.BumpPolicyRevision()
@@ -389,7 +376,10 @@ func (r *Reconciler) bump() {
 
 // pass applies what changed; full also rewrites the ipcache and every
 // endpoint's flags from scratch.
-func (r *Reconciler) pass(full bool) {
+func (r *Reconciler) pass(full bool) { _ = r.passErr(full) }
+
+// passErr is pass returning the error it left for Status (the loop's pass).
+func (r *Reconciler) passErr(full bool) error {
 	start := time.Now()
 	var errs []error
 	ipcLocal := map[netip.Addr]uint32{}
@@ -477,13 +467,11 @@ func (r *Reconciler) pass(full bool) {
 	if err != nil {
 		r.log.Warn("policy pass", "error", err)
 	}
-	if r.opts.ObservePass != nil {
-		r.opts.ObservePass(full, time.Since(start), err)
-	}
 	if changed || len(writes) > 0 {
 		r.log.Info("policy programmed", "endpointsChanged", len(res.Endpoints), "ipcacheUpserts", len(res.IPCacheUpserts),
 			"ipcacheDeletes", len(res.IPCacheDeletes), "flagWrites", len(writes), "took", time.Since(start).Round(time.Microsecond))
 	}
+	return err
 }
 
 func (r *Reconciler) saveIdentities(s identity.Snapshot) {

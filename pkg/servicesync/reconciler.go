@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/reconcile"
 	"github.com/sluice-net/sluice/pkg/service"
 )
 
@@ -57,10 +58,10 @@ type lbMaps interface {
 
 // Reconciler writes services into the LB maps.
 type Reconciler struct {
-	opts    Options
-	maps    lbMaps
-	log     *slog.Logger
-	trigger chan struct{}
+	opts Options
+	maps lbMaps
+	log  *slog.Logger
+	loop *reconcile.Loop
 
 	mu   sync.Mutex
 	have datapath.LBState // what the maps hold, as far as we know
@@ -115,8 +116,10 @@ func newReconciler(opts Options, maps lbMaps) (*Reconciler, error) {
 		return nil, fmt.Errorf("adopt service IDs from pinned maps: %w", err)
 	}
 	opts.Service.IDs = alloc
-	return &Reconciler{opts: opts, maps: maps, log: opts.Logger, trigger: make(chan struct{}, 1), have: have,
-		services: service.NewIncremental(opts.Service), health: newHealthServer(opts.Logger)}, nil
+	r := &Reconciler{opts: opts, maps: maps, log: opts.Logger, have: have,
+		services: service.NewIncremental(opts.Service), health: newHealthServer(opts.Logger)}
+	r.loop = reconcile.New(reconcile.Options{MinInterval: opts.MinInterval, Resync: opts.Resync, Observe: opts.ObservePass}, r.pass)
+	return r, nil
 }
 
 // protoNum is the number of a service protocol the datapath translates:
@@ -129,14 +132,10 @@ func protoNum(p model.Protocol) (uint8, bool) {
 }
 
 // Trigger marks work.
-func (r *Reconciler) Trigger() {
-	select {
-	case r.trigger <- struct{}{}:
-	default:
-	}
-}
+func (r *Reconciler) Trigger() { r.loop.Trigger() }
 
-// Run reconciles until ctx is done.
+// Run reconciles until ctx is done: the model store's changes mark work
+// for the loop (pkg/reconcile), which writes at most every MinInterval.
 func (r *Reconciler) Run(ctx context.Context) {
 	ch := r.opts.Store.Subscribe()
 	defer r.opts.Store.Unsubscribe(ch)
@@ -146,35 +145,27 @@ func (r *Reconciler) Run(ctx context.Context) {
 	// computes from the model's current snapshot, and re-reading every
 	// map entry right after they were written would only add garbage
 	// and time to the start.
-	r.Reconcile(!r.Synced())
-	resync := time.NewTicker(r.opts.Resync)
-	defer resync.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ch:
-			r.Trigger()
-		case <-r.trigger:
-			time.Sleep(r.opts.MinInterval)
-			r.Reconcile(false)
-		case <-resync.C:
-			r.Reconcile(true)
-		}
-	}
+	r.loop.Run(ctx, !r.Synced(), ch)
 }
 
-// Reconcile computes and applies the desired state once. full re-reads the
-// maps first and plans every service, so the diff also removes what the
-// reconciler did not write. Otherwise only the frontends and backends that
-// the model changes since the last pass touched are planned and written.
-func (r *Reconciler) Reconcile(full bool) {
+// Reconcile computes and applies the desired state once, as a pass of the
+// loop (observed). full re-reads the maps first and plans every service,
+// so the diff also removes what the reconciler did not write. Otherwise
+// only the frontends and backends that the model changes since the last
+// pass touched are planned and written. It returns the error the pass
+// left in Status.
+func (r *Reconciler) Reconcile(full bool) error { return r.loop.RunPass(full) }
+
+// pass is one pass of the loop; its error is the one it leaves in Status.
+func (r *Reconciler) pass(full bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.passLocked(full)
+	return r.status.LastErr
+}
+
+func (r *Reconciler) passLocked(full bool) {
 	start := time.Now()
-	if r.opts.ObservePass != nil {
-		defer func() { r.opts.ObservePass(full, time.Since(start), r.status.LastErr) }()
-	}
 	if full {
 		have, err := r.maps.LBDump()
 		if err != nil {
