@@ -208,6 +208,9 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		NodeName: opts.NodeName, Maps: a.maps, Store: a.store, Audit: opts.PolicyAudit,
 		MaxEntries: int(opts.Datapath.PolicyMapMax), StateDir: opts.StateDir, Logger: log,
 		ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerPolicy),
+		// The endpoint manager, made next: it needs this reconciler as its
+		// policy provider; neither runs before both are built.
+		Endpoints: policysync.EndpointListerFunc(func() []api.Endpoint { return a.eps.List() }),
 	})
 	if err != nil {
 		return err
@@ -217,7 +220,6 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		Logger: log.With("component", "endpoint"), Policy: a.policy,
 		ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerEndpoints),
 	})
-	a.policy.SetEndpoints(a.eps)
 
 	// Services are programmed before any program of this agent replaces
 	// the previous agent's on a hook (socket LB here, endpoints and uplinks

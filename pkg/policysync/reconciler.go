@@ -31,13 +31,22 @@ type EndpointLister interface {
 	List() []api.Endpoint
 }
 
+// EndpointListerFunc is a function as an EndpointLister. The agent passes
+// one at construction that asks the endpoint manager, built after this
+// reconciler (it needs the reconciler as its PolicyProvider) and before
+// either runs.
+type EndpointListerFunc func() []api.Endpoint
+
+// List calls f.
+func (f EndpointListerFunc) List() []api.Endpoint { return f() }
+
 // Options configure a Reconciler.
 type Options struct {
 	NodeName string
 	Maps     *datapath.Maps
 	Store    *model.Store
-	// Endpoints gives the endpoint IDs of local pods for the ipcache; it
-	// may be set after New (the endpoint manager needs the reconciler).
+	// Endpoints gives the endpoint IDs of local pods for the ipcache; nil:
+	// none (tests of the policy alone).
 	Endpoints EndpointLister
 	// Audit puts every endpoint in audit mode.
 	Audit bool
@@ -134,14 +143,6 @@ func New(opts Options) (*Reconciler, error) {
 }
 
 const identitiesFile = "identities.json"
-
-// SetEndpoints gives the reconciler the endpoint manager, which needs
-// the reconciler itself first.
-func (r *Reconciler) SetEndpoints(l EndpointLister) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.opts.Endpoints = l
-}
 
 // Run applies model changes until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) error {
@@ -383,10 +384,7 @@ func (r *Reconciler) passErr(full bool) error {
 	start := time.Now()
 	var errs []error
 	ipcLocal := map[netip.Addr]uint32{}
-	r.mu.Lock()
-	lister := r.opts.Endpoints
-	r.mu.Unlock()
-	if lister != nil {
+	if lister := r.opts.Endpoints; lister != nil {
 		for _, e := range lister.List() {
 			for _, s := range e.IPs {
 				if a, err := netip.ParseAddr(s); err == nil {

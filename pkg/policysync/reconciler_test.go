@@ -54,9 +54,9 @@ func TestReconciler(t *testing.T) {
 	})
 	require.NoError(t, err)
 	stateDir := t.TempDir()
-	r, err := New(Options{NodeName: "n1", Maps: m, Store: store, StateDir: stateDir, MaxEntries: 64})
+	r, err := New(Options{NodeName: "n1", Maps: m, Store: store, StateDir: stateDir, MaxEntries: 64,
+		Endpoints: fakeEndpoints{{ID: 7, Namespace: "x", Pod: "b", IPs: []string{"10.244.1.3"}}, {ID: 8, Namespace: "x", Pod: "a", IPs: []string{"10.244.1.2"}}}})
 	require.NoError(t, err)
-	r.SetEndpoints(fakeEndpoints{{ID: 7, Namespace: "x", Pod: "b", IPs: []string{"10.244.1.3"}}, {ID: 8, Namespace: "x", Pod: "a", IPs: []string{"10.244.1.2"}}})
 
 	b := model.NamespacedName{Namespace: "x", Name: "b"}
 	a := model.NamespacedName{Namespace: "x", Name: "a"}

@@ -36,9 +36,9 @@ var (
 func startPolicy(t *testing.T, root string, size uint32, store *model.Store) *datapath.Datapath {
 	t.Helper()
 	dp := datapathtest.Load(t, datapath.Config{BPFRoot: root, PolicyMapMax: size})
-	r, err := New(Options{NodeName: "n1", Maps: dp.Maps(), Store: store, MaxEntries: int(size)})
+	r, err := New(Options{NodeName: "n1", Maps: dp.Maps(), Store: store, MaxEntries: int(size),
+		Endpoints: fakeEndpoints{{ID: 7, Namespace: "x", Pod: "b", IPs: []string{podB.String()}}}})
 	require.NoError(t, err)
-	r.SetEndpoints(fakeEndpoints{{ID: 7, Namespace: "x", Pod: "b", IPs: []string{podB.String()}}})
 	id, flags := r.Prepare(nameB, 7)
 	require.Equal(t, datapath.EPFlagPolicyIngress, flags)
 	require.NoError(t, dp.Maps().PutEndpoint(datapath.EndpointEntry{IfIndex: 1, ID: 7, IPv4: podB, Identity: id, PolicyFlags: flags}))
