@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/cilium/ebpf"
@@ -377,7 +378,7 @@ func PlanLB(have, want LBState) *LBPlan {
 		}
 		// A table is known to be in place only if we wrote it (a dumped
 		// state says a table exists, not what it holds).
-		sameTable := exists && old.ID == f.ID && old.HasMaglev && old.Maglev != nil && equalIDs(old.Maglev, f.Maglev)
+		sameTable := exists && old.ID == f.ID && old.HasMaglev && old.Maglev != nil && slices.Equal(old.Maglev, f.Maglev)
 		switch {
 		case f.Maglev != nil && !sameTable:
 			p.putMaglev = append(p.putMaglev, f)
@@ -517,18 +518,6 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 		return fmt.Errorf("delete backends: %w", err)
 	}
 	return errors.Join(tableErrs...)
-}
-
-func equalIDs(a, b []uint32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // writeMaglev builds a complete new table and swaps it in with one update

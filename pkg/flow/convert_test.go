@@ -2,6 +2,7 @@ package flow
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -483,24 +484,12 @@ func TestConvertLabelsFromPod(t *testing.T) {
 	f := c.Convert(&events.Event{Time: t0, Type: events.ConnNew, Dir: events.DirEgress, EndpointID: 5, Proto: unix.IPPROTO_UDP,
 		Src: ap("10.244.2.7:1000"), Dst: ap("198.51.100.1:53")})
 	want := []string{"k8s:app=db", "k8s:io.kubernetes.pod.namespace=shop"}
-	if got := f.GetSource().GetLabels(); !equalStrings(got, want) {
+	if got := f.GetSource().GetLabels(); !slices.Equal(got, want) {
 		t.Errorf("source labels = %q, want %q", got, want)
 	}
-	if got := f.GetDestination().GetLabels(); !equalStrings(got, []string{"reserved:world"}) {
+	if got := f.GetDestination().GetLabels(); !slices.Equal(got, []string{"reserved:world"}) {
 		t.Errorf("destination labels = %q, want reserved:world", got)
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestDropReason(t *testing.T) {

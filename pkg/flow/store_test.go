@@ -2,6 +2,7 @@ package flow
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -35,18 +36,6 @@ func readNext(ctx context.Context, f *Follower) ([]Entry, uint64, error) {
 	return f.Next(ctx, make([]Entry, MaxBatch))
 }
 
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func TestNewStoreRejectsZeroCapacity(t *testing.T) {
 	if _, err := NewStore(0); err == nil {
 		t.Fatal("NewStore(0) succeeded")
@@ -72,7 +61,7 @@ func TestStoreKeepsTheNewestFlows(t *testing.T) {
 			s.Add(numbered(i))
 		}
 		evs, next := s.Snapshot()
-		if got := ports(evs); !equalInts(got, tt.want) {
+		if got := ports(evs); !slices.Equal(got, tt.want) {
 			t.Errorf("after %d flows the store holds %v, want %v", tt.added, got, tt.want)
 		}
 		st := s.Stats()
@@ -92,7 +81,7 @@ func TestStoreLostEventNotices(t *testing.T) {
 	s.AddLost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 5)
 	s.Add(numbered(2))
 	evs, _ := s.Snapshot()
-	if got := ports(evs); !equalInts(got, []int{1, -1, 2}) {
+	if got := ports(evs); !slices.Equal(got, []int{1, -1, 2}) {
 		t.Fatalf("store holds %v, want the notice between the flows", got)
 	}
 	if l := evs[1].Lost(); l.GetNumEventsLost() != 5 || l.GetSource() != flowpb.LostEventSource_PERF_EVENT_RING_BUFFER {
@@ -125,7 +114,7 @@ func TestFollowContinuesTheSnapshot(t *testing.T) {
 	if err != nil || lost != 0 {
 		t.Fatalf("Next: %v, lost %d", err, lost)
 	}
-	if all := append(ports(evs), ports(got)...); !equalInts(all, []int{1, 2, 3}) {
+	if all := append(ports(evs), ports(got)...); !slices.Equal(all, []int{1, 2, 3}) {
 		t.Fatalf("snapshot then follow saw %v, want [1 2 3]", all)
 	}
 
@@ -137,7 +126,7 @@ func TestFollowContinuesTheSnapshot(t *testing.T) {
 	}()
 	time.Sleep(10 * time.Millisecond)
 	s.Add(numbered(4))
-	if got := ports(<-done); !equalInts(got, []int{4}) {
+	if got := ports(<-done); !slices.Equal(got, []int{4}) {
 		t.Fatalf("waiting follower got %v, want [4]", got)
 	}
 
@@ -161,7 +150,7 @@ func TestSlowFollowerLosesFlows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lost != 6 || !equalInts(ports(got), []int{7, 8, 9, 10}) {
+	if lost != 6 || !slices.Equal(ports(got), []int{7, 8, 9, 10}) {
 		t.Fatalf("slow follower got %v after losing %d, want [7 8 9 10] after 6", ports(got), lost)
 	}
 	if st := s.Stats(); st.FollowersLost != 6 {

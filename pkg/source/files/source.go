@@ -531,12 +531,7 @@ func sameEntries(a, b []entry) bool {
 	if len(a) == 0 || &a[0] == &b[0] {
 		return true // the same parse, kept because the file did not change
 	}
-	for i := range a {
-		if !model.Equal(a[i].obj, b[i].obj) {
-			return false
-		}
-	}
-	return true
+	return slices.EqualFunc(a, b, func(x, y entry) bool { return model.Equal(x.obj, y.obj) })
 }
 
 // merge builds the full state from the candidate objects of every file and
