@@ -56,7 +56,7 @@ type Agent struct {
 	cgroups  *cgroupPods
 	metrics  *metrics.Collector
 	// sockDestroy is how sockets of removed backends are destroyed
-	// (datapath.SockDestroyIterator or SockDestroyDiag); empty if they cannot be.
+	// (sockdestroy.Iterator or sockdestroy.SockDiag); empty if they cannot be.
 	sockDestroy string
 
 	// cniSaveMu orders writes of the CNI address file (cni.go).
@@ -174,7 +174,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	// Without socket LB no socket is connected to a backend behind the
 	// service's back, so there is nothing to destroy.
 	if opts.Datapath.SockLB != datapath.SockLBOff {
-		if a.sockDestroy, err = a.dp.SockDestroyMethod(); err != nil {
+		if a.sockDestroy, err = a.dp.SocketDestroyer().Method(); err != nil {
 			log.Warn("connected UDP sockets of removed backends will not be destroyed", "error", err)
 			a.report("datapath", "connected UDP sockets of removed backends cannot be destroyed: "+err.Error())
 		} else {
@@ -637,7 +637,7 @@ func (a *Agent) destroySockets(removed []datapath.LBBackend) {
 	}
 	go func() {
 		netns := cgroups.Netns(a.opts.CgroupRoot)
-		if err := a.dp.DestroyUDPSockets(targets, netns); err != nil {
+		if err := a.dp.SocketDestroyer().DestroyUDP(targets, netns); err != nil {
 			a.log.Warn("destroy sockets of removed backends", "error", err)
 			return
 		}

@@ -9,6 +9,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/pkg/datapath/sockdestroy"
 )
 
 // Kernel feature names, as the probes, the tests' skip messages and the VM
@@ -137,7 +139,7 @@ func ProbeFeatures(dp *Datapath) (Features, error) {
 	if dp != nil {
 		f.TCX = HaveTCX(dp)
 		f.BPFSockDestroy = dp.iterErr == nil
-		f.SockDiagDestroy = probeSockDiagDestroy() == nil
+		f.SockDiagDestroy = sockdestroy.ProbeSockDiag() == nil
 		if info, err := dp.objs.SlFromEp.Info(); err == nil {
 			_, f.VerifiedInsns = info.VerifiedInstructions()
 		}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
+
+	"github.com/sluice-net/sluice/pkg/datapath/sockdestroy"
 )
 
 // A connected UDP socket whose peer is a removed backend is destroyed in
@@ -31,17 +33,17 @@ func TestDestroyUDPSockets(t *testing.T) {
 		// reads IPv4 sockets only).
 		ipv6 bool
 	}{
-		{method: SockDestroyIterator, cfg: Config{}},
-		{method: SockDestroyDiag, cfg: Config{ForceSockDiag: true}, ipv6: true},
+		{method: sockdestroy.Iterator, cfg: Config{}},
+		{method: sockdestroy.SockDiag, cfg: Config{ForceSockDiag: true}, ipv6: true},
 	} {
 		t.Run(tc.method, func(t *testing.T) {
 			dp := loadTest(t, tc.cfg)
-			if tc.method == SockDestroyIterator {
+			if tc.method == sockdestroy.Iterator {
 				requireFeature(t, FeatureBPFSockDestroy, dp.CanDestroySockets() == nil)
 			} else {
-				requireFeature(t, FeatureSockDiagDestroy, probeSockDiagDestroy() == nil)
+				requireFeature(t, FeatureSockDiagDestroy, sockdestroy.ProbeSockDiag() == nil)
 			}
-			method, err := dp.SockDestroyMethod()
+			method, err := dp.SocketDestroyer().Method()
 			require.NoError(t, err)
 			require.Equal(t, tc.method, method)
 
@@ -72,7 +74,7 @@ func TestDestroyUDPSockets(t *testing.T) {
 			})
 
 			podNetns := fmt.Sprintf("/proc/self/fd/%d", int(v.pod))
-			require.NoError(t, dp.DestroyUDPSockets(removed, []string{goneNetns(t), podNetns}),
+			require.NoError(t, dp.SocketDestroyer().DestroyUDP(removed, []string{goneNetns(t), podNetns}),
 				"a namespace that vanished since it was listed is skipped")
 
 			// Destroyed: the socket is aborted and disconnected, so its owner's
@@ -104,7 +106,7 @@ func TestDestroyUDPSockets(t *testing.T) {
 }
 
 // goneNetns is the namespace path of a process that has exited: what
-// DestroyUDPSockets sees when a pod goes away while it runs.
+// DestroyUDP sees when a pod goes away while it runs.
 func goneNetns(t *testing.T) string {
 	cmd := exec.Command("true")
 	require.NoError(t, cmd.Run())

@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-net/sluice/internal/testing/testutil"
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/datapath/sockdestroy"
 	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/tests/harness"
 )
@@ -701,8 +702,8 @@ func testRemovedBackendUDPSockets(t *testing.T, flag string) {
 	// for the iterator falls back to sock_diag by itself before 6.5.
 	method := e.status(n1).Kernel.SockDestroy
 	if flag == "--force-sock-diag" {
-		require.Equal(t, datapath.SockDestroyDiag, method)
-	} else if method != datapath.SockDestroyIterator {
+		require.Equal(t, sockdestroy.SockDiag, method)
+	} else if method != sockdestroy.Iterator {
 		kf, _ := datapath.LookupKernelFeature(datapath.FeatureBPFSockDestroy)
 		testutil.RequireFeature(t, datapath.FeatureBPFSockDestroy, false,
 			fmt.Sprintf("%s, Linux %s+ (the agent uses %q); the sock-diag variant covers the fallback", kf.What, kf.MinKernel, method))

@@ -1,4 +1,4 @@
-package datapath
+package sockdestroy
 
 import (
 	"errors"
@@ -9,82 +9,85 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
-
-	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
-	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
 )
 
-// Methods of destroying sockets, as SockDestroyMethod names them.
+// Methods of destroying sockets, as Method names them.
 const (
-	// SockDestroyIterator runs a BPF socket iterator that calls
-	// bpf_sock_destroy (Linux 6.5+).
-	SockDestroyIterator = "bpf-iterator"
-	// SockDestroyDiag dumps sockets and destroys them with SOCK_DESTROY
-	// over sock_diag netlink (CONFIG_INET_DIAG_DESTROY).
-	SockDestroyDiag = "sock-diag"
+	// Iterator runs a BPF socket iterator that calls bpf_sock_destroy
+	// (Linux 6.5+).
+	Iterator = "bpf-iterator"
+	// SockDiag dumps sockets and destroys them with SOCK_DESTROY over
+	// sock_diag netlink (CONFIG_INET_DIAG_DESTROY).
+	SockDiag = "sock-diag"
 )
+
+// Destroyer destroys the connected UDP sockets of removed backends, by
+// whichever method the kernel offers. The datapath builds it
+// (datapath.Datapath.SocketDestroyer) from its loaded objects.
+type Destroyer struct {
+	// Iter is the socket iterator program; nil when it did not load,
+	// IterErr saying why (kernels before 6.5 lack bpf_sock_destroy).
+	Iter    *ebpf.Program
+	IterErr error
+	// ForceSockDiag uses sock_diag even where the iterator loaded.
+	ForceSockDiag bool
+	// SetTargets lists backends in sl_sock_destroy, where the iterator
+	// looks sockets' peers up; the func it returns unlists them.
+	SetTargets func(backends []netip.AddrPort) (unset func(), err error)
+	// Counted adds n to the sockets-destroyed counter (the iterator
+	// counts its own in BPF).
+	Counted func(n int) error
+}
 
 // errNetnsGone says a namespace vanished (its process exited) between
 // being listed and being entered: it has no sockets left to destroy.
 var errNetnsGone = errors.New("network namespace is gone")
 
-// CanDestroySockets reports whether the kernel let the BPF socket iterator
-// load, and why not. SockDestroyMethod says whether sockets can be
-// destroyed at all.
-func (dp *Datapath) CanDestroySockets() error { return dp.iterErr }
-
-// SockDestroyMethod names how DestroyUDPSockets destroys sockets: the BPF
-// iterator when it loaded (unless Config.ForceSockDiag), else sock_diag
-// netlink when the kernel supports SOCK_DESTROY. The error says why
-// neither is available.
-func (dp *Datapath) SockDestroyMethod() (string, error) {
-	if dp.iterErr == nil && !dp.cfg.ForceSockDiag {
-		return SockDestroyIterator, nil
+// Method names how DestroyUDP destroys sockets: the BPF iterator when it
+// loaded (unless ForceSockDiag), else sock_diag netlink when the kernel
+// supports SOCK_DESTROY. The error says why neither is available.
+func (d *Destroyer) Method() (string, error) {
+	if d.IterErr == nil && !d.ForceSockDiag {
+		return Iterator, nil
 	}
-	err := probeSockDiagDestroy()
+	err := ProbeSockDiag()
 	switch {
 	case err == nil:
-		return SockDestroyDiag, nil
-	case dp.iterErr == nil:
+		return SockDiag, nil
+	case d.IterErr == nil:
 		return "", fmt.Errorf("destroy sockets through sock_diag (forced): %w", err)
 	default:
-		return "", fmt.Errorf("socket destruction unavailable: %w; fallback: sock_diag: %w", dp.iterErr, err)
+		return "", fmt.Errorf("socket destruction unavailable: %w; fallback: sock_diag: %w", d.IterErr, err)
 	}
 }
 
-// DestroyUDPSockets destroys the connected UDP sockets whose peer is one of
+// DestroyUDP destroys the connected UDP sockets whose peer is one of
 // backends, in each of the network namespaces (paths such as
 // /proc/<pid>/ns/net): neither method sees beyond its own namespace. A
 // namespace that is gone by the time it is entered is skipped. Only AF_INET
 // sockets are destroyed for IPv4 backends, as socket LB translates IPv4
 // connect() only; sock_diag also destroys AF_INET6 sockets for IPv6 backends.
-func (dp *Datapath) DestroyUDPSockets(backends []netip.AddrPort, netns []string) error {
-	method, err := dp.SockDestroyMethod()
+func (d *Destroyer) DestroyUDP(backends []netip.AddrPort, netns []string) error {
+	method, err := d.Method()
 	if err != nil {
 		return err
 	}
 	if len(backends) == 0 || len(netns) == 0 {
 		return nil
 	}
-	if method == SockDestroyDiag {
-		return dp.destroyUDPSockDiag(backends, netns)
+	if method == SockDiag {
+		return d.destroyUDPSockDiag(backends, netns)
 	}
-	keys := make([]bpfobj.EndpointSlSockDestroyKey, 0, len(backends))
-	vals := make([]uint8, 0, len(backends))
-	for _, b := range backends {
-		k := bpfobj.EndpointSlSockDestroyKey{Port: raw.Htons(b.Port()), Proto: unix.IPPROTO_UDP}
-		k.Addr.Addr6 = raw.AddrTo(b.Addr())
-		keys, vals = append(keys, k), append(vals, 1)
-	}
-	m := dp.objs.SlSockDestroy
-	if err := batchUpdate(m, keys, vals); err != nil {
+	unset, err := d.SetTargets(backends)
+	if err != nil {
 		return fmt.Errorf("list backends to destroy sockets of: %w", err)
 	}
-	defer func() { _ = batchDelete(m, keys) }()
+	defer unset()
 
-	it, err := link.AttachIter(link.IterOptions{Program: dp.iter.SlDestroyUdp})
+	it, err := link.AttachIter(link.IterOptions{Program: d.Iter})
 	if err != nil {
 		return fmt.Errorf("create socket iterator: %w", err)
 	}

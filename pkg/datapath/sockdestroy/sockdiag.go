@@ -1,17 +1,13 @@
-package datapath
+package sockdestroy
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
-	"sync"
 
-	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
-
-	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 )
 
 // The sock_diag fallback for kernels without bpf_sock_destroy (before 6.5):
@@ -64,10 +60,10 @@ func (r *diagReq) Serialize() []byte {
 	return b
 }
 
-// probeSockDiagDestroy reports whether the kernel can destroy UDP sockets
+// ProbeSockDiag reports whether the kernel can destroy UDP sockets
 // through sock_diag, in the calling thread's namespace. Nothing is
 // destroyed: the probe names a socket with cookie 0, which no socket has.
-func probeSockDiagDestroy() error {
+func ProbeSockDiag() error {
 	s, err := newDiagSocket()
 	if err != nil {
 		return err
@@ -96,8 +92,8 @@ func probeSockDiagDestroy() error {
 // errNoDiagDestroy says the kernel was built without SOCK_DESTROY.
 var errNoDiagDestroy = errors.New("destroy socket: the kernel lacks CONFIG_INET_DIAG_DESTROY")
 
-// destroyUDPSockDiag is DestroyUDPSockets through sock_diag.
-func (dp *Datapath) destroyUDPSockDiag(backends []netip.AddrPort, netns []string) error {
+// destroyUDPSockDiag is DestroyUDP through sock_diag.
+func (d *Destroyer) destroyUDPSockDiag(backends []netip.AddrPort, netns []string) error {
 	peers := make(map[netip.AddrPort]bool, len(backends))
 	for _, b := range backends {
 		peers[netip.AddrPortFrom(b.Addr().Unmap(), b.Port())] = true
@@ -114,7 +110,7 @@ func (dp *Datapath) destroyUDPSockDiag(backends []netip.AddrPort, netns []string
 			errs = append(errs, fmt.Errorf("destroy UDP sockets in %s: %w", ns, err))
 		}
 	}
-	if err := dp.countSocketsDestroyed(destroyed); err != nil {
+	if err := d.Counted(destroyed); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -272,35 +268,3 @@ func (s *diagSocket) destroy(family uint8, id diagSockID) error {
 
 // metricsMu serialises the read-modify-write of the sockets-destroyed
 // counter by concurrent DestroyUDPSockets calls.
-var metricsMu sync.Mutex
-
-// countSocketsDestroyed adds n to the sockets-destroyed counter that the
-// socket iterator keeps in BPF, so the metric means the same whichever
-// method destroyed the sockets. Only the iterator, which does not run
-// while sock_diag is in use, writes this key from BPF; the update cannot
-// lose a concurrent BPF increment.
-func (dp *Datapath) countSocketsDestroyed(n int) error {
-	if n == 0 {
-		return nil
-	}
-	metricsMu.Lock()
-	defer metricsMu.Unlock()
-	k := bpfobj.EndpointSlMetricsKey{Metric: uint8(bpfobj.EndpointSlMetricSL_METRIC_SOCK_DESTROYED), Dir: uint8(bpfobj.EndpointSlDirSL_DIR_EGRESS)}
-	var vs []bpfobj.EndpointSlMetricsVal
-	err := dp.objs.SlMetrics.Lookup(&k, &vs)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		cpus, cerr := ebpf.PossibleCPU()
-		if cerr != nil {
-			return fmt.Errorf("count destroyed sockets: %w", cerr)
-		}
-		vs, err = make([]bpfobj.EndpointSlMetricsVal, cpus), nil
-	}
-	if err != nil {
-		return fmt.Errorf("count destroyed sockets: read counter: %w", err)
-	}
-	vs[0].Packets += uint64(n)
-	if err := dp.objs.SlMetrics.Update(&k, vs, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("count destroyed sockets: update counter: %w", err)
-	}
-	return nil
-}
