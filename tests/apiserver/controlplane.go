@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 )
 
 const (

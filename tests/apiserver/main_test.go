@@ -14,10 +14,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/internal/testing/testutil"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/source/k8s"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 func TestMain(m *testing.M) { harness.Main(m) }

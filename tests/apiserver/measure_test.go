@@ -34,11 +34,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sluice-net/sluice/internal/testing/datapathtest"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/internal/testing/k8stest"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/source/k8s"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 var (

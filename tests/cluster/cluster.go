@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/tests/apiserver"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 // Images the node's containerd holds (imported, never pulled).
@@ -47,7 +47,7 @@ type Options struct {
 }
 
 // Cluster is a one-node Kubernetes cluster whose node is a network
-// namespace of the test harness (tests/harness, run prefix and stale-run
+// namespace of the test harness (internal/testing/harness, run prefix and stale-run
 // cleanup included): etcd, kube-apiserver, kube-controller-manager,
 // kube-scheduler, containerd, the kubelet and, optionally, kube-proxy all
 // run inside the node's namespace (nsenter), so its hostNetwork pods live

@@ -1,7 +1,7 @@
 // Package cluster runs the DaemonSet on a real one-node Kubernetes cluster
 // (`make test-cluster`): etcd, kube-apiserver, kube-controller-manager,
 // kube-scheduler, containerd, the kubelet and optionally kube-proxy, all in
-// the network namespace of a harness node (tests/harness), with images
+// the network namespace of a harness node (internal/testing/harness), with images
 // built from this checkout and imported into containerd without a
 // registry. The tests install daemonset/ through a test overlay
 // (overlay/kustomization.yaml and the run's layer, WriteOverlay) and use

@@ -17,8 +17,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/api"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 func TestMain(m *testing.M) {

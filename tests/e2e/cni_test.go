@@ -30,8 +30,8 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/api"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 const cniPkg = "github.com/sluice-net/sluice/cmd/sluice-cni"

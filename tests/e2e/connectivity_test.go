@@ -18,7 +18,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 )
 
 var attachModes = []struct {

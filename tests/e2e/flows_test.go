@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 )
 
 func hubbleClient(t *testing.T, n *harness.Node) observerpb.ObserverClient {

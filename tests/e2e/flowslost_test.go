@@ -28,9 +28,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/internal/testing/eventgen"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 func TestFlowsLostEventsAreCountedExactly(t *testing.T) {

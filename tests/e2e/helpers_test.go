@@ -16,11 +16,11 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/internal/testing/testutil"
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/flow"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 const (

@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 // An established TCP connection between two pods keeps working while the

@@ -1,5 +1,5 @@
 // Package e2e runs Sluice agents on simulated nodes (network namespaces,
-// see tests/harness) and drives real TCP, UDP and ICMP traffic between pods
+// see internal/testing/harness) and drives real TCP, UDP and ICMP traffic between pods
 // on one node, across nodes and from outside the cluster.
 //
 // The smoke subset that CI runs on every kernel of the VM matrix is a
@@ -10,7 +10,7 @@ package e2e
 import (
 	"testing"
 
-	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 )
 
 func TestMain(m *testing.M) { harness.Main(m) }

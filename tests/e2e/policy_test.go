@@ -21,9 +21,9 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/flow"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 func allowFromPolicy(name, target, from string) string {

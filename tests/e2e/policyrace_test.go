@@ -26,7 +26,7 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 )
 
 // allowFromNamespacePolicy allows app=from pods of namespace x into

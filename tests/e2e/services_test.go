@@ -20,12 +20,12 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/internal/testing/testutil"
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/datapath/sockdestroy"
 	"github.com/sluice-net/sluice/pkg/flow"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 var vip = netip.MustParseAddr("10.96.0.10")

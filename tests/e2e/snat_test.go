@@ -18,8 +18,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/api"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 // snatCluster is two nodes, b2 on node2 serving TCP and UDP, and a NodePort

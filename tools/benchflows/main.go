@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
@@ -28,7 +28,7 @@ Usage: benchflows [flags]      (root; ` + "`make bench-flows`" + ` builds the bi
        benchflows report FILE  print a report saved with -json again
        benchflows cleanup      remove what killed runs left (namespaces, cgroups, pins)
 
-One routed simulated node (tests/harness: network namespaces, a cgroup and
+One routed simulated node (internal/testing/harness: network namespaces, a cgroup and
 a bpffs directory of its own, no traffic leaves them) runs a real
 sluice-agent (tcx attach, default flags unless -agent-flags) with a client
 pod, a server pod running a TCP echo server and -pods idle pods (a node's

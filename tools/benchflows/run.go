@@ -21,8 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/api"
-	"github.com/sluice-net/sluice/tests/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 

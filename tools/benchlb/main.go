@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
@@ -43,7 +43,7 @@ the ratios; nothing here passes or fails on time):
     variant once, in an order rotated per round); the report gives medians
     over rounds and, per round, the ratio to that round's direct run
     (median and interquartile range of those ratios).
-    Topology: one routed simulated node (tests/harness: network namespaces,
+    Topology: one routed simulated node (internal/testing/harness: network namespaces,
     no traffic leaves them) with the client and backend pods on it, so the
     client→backend path crosses the node's netns once (veth → routing →
     veth), where kube-proxy's rules and Sluice's programs act.

@@ -19,8 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/api"
-	"github.com/sluice-net/sluice/tests/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
@@ -28,7 +28,7 @@ const rssUsage = `benchlb rss: memory and programming time of a real sluice-agen
 
 Usage: benchlb rss [flags]      (root; ` + "`make bench-lb-rss`" + ` and ` + "`make bench-edge-rss`" + ` build the binaries and run it)
 
-Starts sluice-agent (--source=files) on one simulated node (tests/harness: a
+Starts sluice-agent (--source=files) on one simulated node (internal/testing/harness: a
 network namespace, cgroup, bpffs directory and state directory of its own,
 all removed afterwards, so nothing is attached to the host) whose manifest
 directory is written before the agent starts. Two scenarios:

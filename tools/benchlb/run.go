@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sluice-net/sluice/tests/harness"
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
@@ -40,7 +40,7 @@ here passes or fails on time):
       go test -run '^$' -bench Policy -benchtime 20000x ./pkg/datapath/
  2. Connections per second (connect, 1-byte echo, close with SO_LINGER 0:
     an RST, no TIME_WAIT) from a client pod to a server pod on one routed
-    simulated node (tests/harness: network namespaces, veths, no traffic
+    simulated node (internal/testing/harness: network namespaces, veths, no traffic
     leaves them), for the variants
       sluice-policy    Sluice's endpoint programs on both pods' host-side
                        veths (pkg/datapath Attacher, tcx), -rules entries of

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/tests/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 

@@ -8,9 +8,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/datapath/events"
-	"github.com/sluice-net/sluice/tests/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 

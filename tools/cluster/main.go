@@ -18,8 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/tests/cluster"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 func main() {

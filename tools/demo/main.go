@@ -1,6 +1,6 @@
 // Command demo shows Sluice end to end on one machine (`make demo`, as root):
 // two simulated nodes (network namespaces, cgroups and bpffs directories built
-// by tests/harness) with a few pods and an external host, an agent per node,
+// by internal/testing/harness) with a few pods and an external host, an agent per node,
 // real TCP, UDP and ICMP traffic, connection tracking, a drop with its reason,
 // the pinned maps seen by bpftool and an established connection surviving an
 // agent SIGKILL. Everything is removed on exit, on error and on Ctrl-C.
@@ -27,8 +27,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/api"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 const (

@@ -22,8 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/api"
-	"github.com/sluice-net/sluice/tests/harness"
 )
 
 func TestMain(m *testing.M) {
