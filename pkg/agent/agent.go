@@ -196,30 +196,9 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 
 	a.setStage("starting the endpoint, service and policy reconcilers")
 	a.metrics = a.newMetrics()
-	a.lb, err = servicesync.New(servicesync.Options{
-		Maps: a.maps, Store: a.store, Service: opts.serviceOptions(), Logger: log.With("component", "lb"),
-		BackendsRemoved: a.destroySockets, ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerServices),
-	})
-	if err != nil {
+	if err := a.newReconcilers(); err != nil {
 		return err
 	}
-
-	a.policy, err = policysync.New(policysync.Options{
-		NodeName: opts.NodeName, Maps: a.maps, Store: a.store, Audit: opts.PolicyAudit,
-		MaxEntries: int(opts.Datapath.PolicyMapMax), StateDir: opts.StateDir, Logger: log,
-		ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerPolicy),
-		// The endpoint manager, made next: it needs this reconciler as its
-		// policy provider; neither runs before both are built.
-		Endpoints: policysync.EndpointListerFunc(func() []api.Endpoint { return a.eps.List() }),
-	})
-	if err != nil {
-		return err
-	}
-	a.eps = endpoint.New(endpoint.Options{
-		NodeName: opts.NodeName, Maps: a.maps, Attacher: a.attacher, Store: a.store,
-		Logger: log.With("component", "endpoint"), Policy: a.policy,
-		ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerEndpoints),
-	})
 
 	// Services are programmed before any program of this agent replaces
 	// the previous agent's on a hook (socket LB here, endpoints and uplinks
@@ -467,6 +446,38 @@ func eventsLost(cs []datapath.Counter) uint64 {
 // version is what the observer API reports; set at build time with
 // -ldflags "-X github.com/sluice-net/sluice/pkg/agent.version=...".
 var version = "dev"
+
+// newReconcilers builds the service, policy and endpoint reconcilers over
+// the loaded datapath's maps and the model; none runs yet. The policy
+// reconciler is the endpoint manager's policy provider, and lists its
+// endpoints in turn.
+func (a *Agent) newReconcilers() (err error) {
+	a.lb, err = servicesync.New(servicesync.Options{
+		Maps: a.maps, Store: a.store, Service: a.opts.serviceOptions(), Logger: a.log.With("component", "lb"),
+		BackendsRemoved: a.destroySockets, ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerServices),
+	})
+	if err != nil {
+		return err
+	}
+
+	a.policy, err = policysync.New(policysync.Options{
+		NodeName: a.opts.NodeName, Maps: a.maps, Store: a.store, Audit: a.opts.PolicyAudit,
+		MaxEntries: int(a.opts.Datapath.PolicyMapMax), StateDir: a.opts.StateDir, Logger: a.log,
+		ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerPolicy),
+		// The endpoint manager, made next: it needs this reconciler as its
+		// policy provider; neither runs before both are built.
+		Endpoints: policysync.EndpointListerFunc(func() []api.Endpoint { return a.eps.List() }),
+	})
+	if err != nil {
+		return err
+	}
+	a.eps = endpoint.New(endpoint.Options{
+		NodeName: a.opts.NodeName, Maps: a.maps, Attacher: a.attacher, Store: a.store,
+		Logger: a.log.With("component", "endpoint"), Policy: a.policy,
+		ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerEndpoints),
+	})
+	return nil
+}
 
 // recordEvent turns a connection the CT GC found expired into a flow,
 // enriched once, in the flow store: the one place `sluice observe`,
