@@ -368,21 +368,16 @@ func ctEntryFrom(k *bpfobj.BpfSlCtKey, v *bpfobj.BpfSlCtEntry, now uint64) CTEnt
 
 // ListCT returns the live (unexpired) CT entries.
 func (m *Maps) ListCT() ([]CTEntry, error) {
-	var (
-		k   bpfobj.BpfSlCtKey
-		v   bpfobj.BpfSlCtEntry
-		out []CTEntry
-	)
+	var out []CTEntry
 	now := MonotonicNow()
-	it := m.CT.Iterate()
-	for it.Next(&k, &v) {
-		if v.Expires <= now {
-			continue
+	err := walk(m.CT, func(k *bpfobj.BpfSlCtKey, v *bpfobj.BpfSlCtEntry) bool {
+		if v.Expires > now {
+			out = append(out, ctEntryFrom(k, v, now))
 		}
-		out = append(out, ctEntryFrom(&k, &v, now))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate conntrack: %w", err)
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("walk conntrack: %w", err)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].EndpointID != out[j].EndpointID {
@@ -402,43 +397,62 @@ type CTStats struct {
 // entry of an endpoint for which it returns true. It returns the counts.
 func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(Event)) (CTStats, error) {
 	var (
-		k     bpfobj.BpfSlCtKey
-		v     bpfobj.BpfSlCtEntry
 		dead  []bpfobj.BpfSlCtKey
 		stats CTStats
 	)
 	now := MonotonicNow()
-	it := m.CT.Iterate()
-	for it.Next(&k, &v) {
+	err := walk(m.CT, func(k *bpfobj.BpfSlCtKey, v *bpfobj.BpfSlCtEntry) bool {
 		switch {
 		case v.Expires <= now:
 			stats.Expired++
-			dead = append(dead, k)
+			dead = append(dead, *k)
 			// Closed TCP connections were reported by the datapath
 			// when they closed; the others end by expiring.
 			// An SNATed external connection has only its SERVICE
 			// entry on the uplink (endpoint 0).
 			conn := k.Scope == uint8(bpfobj.BpfSlCtScopeSL_CT_SCOPE_FLOW) || (k.EpId == 0 && v.NatFlags&uint8(bpfobj.BpfSlCtNatFlagSL_CT_NAT_SNAT) != 0)
-			if ended != nil && v.State != uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && conn && m.reportsEnd(&v) {
-				ended(expiredEvent(k, v, now))
+			if ended != nil && v.State != uint8(bpfobj.BpfSlCtStateSL_CT_CLOSED) && conn && m.reportsEnd(v) {
+				ended(expiredEvent(*k, *v, now))
 			}
 		case endpointGone != nil && endpointGone(k.EpId):
-			dead = append(dead, k)
+			dead = append(dead, *k)
 		default:
 			stats.Live++
 		}
-	}
-	if err := it.Err(); err != nil {
-		return stats, fmt.Errorf("iterate conntrack: %w", err)
+		return true
+	})
+	if err != nil {
+		return stats, fmt.Errorf("walk conntrack: %w", err)
 	}
 	// Deleting after the walk: deleting during it makes the hash
 	// iteration restart and revisit entries.
-	for i := range dead {
-		if err := m.CT.Delete(&dead[i]); err == nil {
-			stats.Deleted++
-		}
-	}
+	stats.Deleted = deleteKeys(m.CT, dead)
 	return stats, nil
+}
+
+// deleteKeys deletes keys from m, in batches where the kernel has them,
+// and returns how many it deleted. A key gone meanwhile (another GC, the
+// endpoint manager) is skipped.
+func deleteKeys[K any](m *ebpf.Map, keys []K) int {
+	deleted := 0
+	for len(keys) > 0 {
+		chunk := keys[:min(len(keys), walkChunk)]
+		n, err := m.BatchDelete(chunk, nil)
+		deleted += n
+		if err == nil {
+			keys = keys[len(chunk):]
+			continue
+		}
+		// The batch stopped at a key it could not delete (gone, or no
+		// batch support): the rest one by one.
+		for i := n; i < len(keys); i++ {
+			if m.Delete(&keys[i]) == nil {
+				deleted++
+			}
+		}
+		return deleted
+	}
+	return deleted
 }
 
 // reportsEnd applies --flow-events to a connection that expired, as the
@@ -458,19 +472,15 @@ func (m *Maps) reportsEnd(v *bpfobj.BpfSlCtEntry) bool {
 
 // ctUsage walks sl_ct once: live (unexpired) entries and all of them.
 func (m *Maps) ctUsage() (live, total int, err error) {
-	var (
-		k bpfobj.BpfSlCtKey
-		v bpfobj.BpfSlCtEntry
-	)
 	now := MonotonicNow()
-	it := m.CT.Iterate()
-	for it.Next(&k, &v) {
+	err = walk(m.CT, func(_ *bpfobj.BpfSlCtKey, v *bpfobj.BpfSlCtEntry) bool {
 		total++
 		if v.Expires > now {
 			live++
 		}
-	}
-	return live, total, it.Err()
+		return true
+	})
+	return live, total, err
 }
 
 // Counter is one datapath counter summed over CPUs.

@@ -76,7 +76,6 @@ type NATGCStats struct {
 // heals state pinned by an agent that never released it.
 func (m *Maps) GCNAT() (NATGCStats, error) {
 	var (
-		k     bpfobj.BpfSlNatKey
 		v     bpfobj.BpfSlNatVal
 		dead  []bpfobj.BpfSlNatKey
 		stats NATGCStats
@@ -85,16 +84,16 @@ func (m *Maps) GCNAT() (NATGCStats, error) {
 		return stats, nil
 	}
 	now := MonotonicNow()
-	it := m.NAT.Iterate()
-	for it.Next(&k, &v) {
-		if m.natMappingLive(&k, &v, now, snatCloseGraceNs) {
+	err := walk(m.NAT, func(k *bpfobj.BpfSlNatKey, v *bpfobj.BpfSlNatVal) bool {
+		if m.natMappingLive(k, v, now, snatCloseGraceNs) {
 			stats.Live++
-			continue
+		} else {
+			dead = append(dead, *k)
 		}
-		dead = append(dead, k)
-	}
-	if err := it.Err(); err != nil {
-		return stats, fmt.Errorf("iterate sl_nat: %w", err)
+		return true
+	})
+	if err != nil {
+		return stats, fmt.Errorf("walk sl_nat: %w", err)
 	}
 	// The datapath may have taken a dead port over for a new connection
 	// since the walk read it: judge the mapping again right before
@@ -123,10 +122,6 @@ const snatCloseGraceNs = 2_000_000_000
 // Only live mappings count: one whose connection ended is free for the
 // datapath even before the GC removes it.
 func (m *Maps) NATUsage() ([]NATUsage, error) {
-	var (
-		k bpfobj.BpfSlNatKey
-		v bpfobj.BpfSlNatVal
-	)
 	if m.NAT == nil {
 		return nil, nil
 	}
@@ -136,14 +131,14 @@ func (m *Maps) NATUsage() ([]NATUsage, error) {
 	}
 	inUse := map[key]int{}
 	now := MonotonicNow()
-	it := m.NAT.Iterate()
-	for it.Next(&k, &v) {
-		if m.natMappingLive(&k, &v, now, snatCloseGraceNs) {
+	err := walk(m.NAT, func(k *bpfobj.BpfSlNatKey, v *bpfobj.BpfSlNatVal) bool {
+		if m.natMappingLive(k, v, now, snatCloseGraceNs) {
 			inUse[key{addrFrom(k.Addr.Addr6, afInet), k.Proto}]++
 		}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate sl_nat: %w", err)
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("walk sl_nat: %w", err)
 	}
 	total := 0 // unknown to a CLI reading pins
 	if m.snatPortMax != 0 {
