@@ -90,6 +90,7 @@ func TestProxyRedirect(t *testing.T) {
 		require.NoError(t, m.WriteEndpointPolicy(9, EndpointPolicy{Entries: []PolicyEntry{
 			{Identity: 1000, Dir: dirIn, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictRedirect, ProxyPort: 15001, Rule: 61},
 		}}))
+		require.NoError(t, m.SetProxyRedirects(1))
 		mode := AttachTC
 		if HaveTCX(dp) {
 			mode = AttachTCX
