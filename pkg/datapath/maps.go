@@ -21,6 +21,8 @@ type Maps struct {
 	Endpoints  *ebpf.Map
 	CT         *ebpf.Map
 	Metrics    *ebpf.Map
+	// MetricsFast holds the counters without a reason (sl_metrics_fast).
+	MetricsFast *ebpf.Map
 	LBSvc      *ebpf.Map
 	LBBackends *ebpf.Map
 	LBRevNat   *ebpf.Map
@@ -52,7 +54,7 @@ type Maps struct {
 // Maps returns typed access to the loaded datapath's maps.
 func (dp *Datapath) Maps() *Maps {
 	o := &dp.objs
-	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends,
+	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, MetricsFast: o.SlMetricsFast, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends,
 		LBRevNat: o.SlLbRevnat, LBMaglev: o.SlLbMaglev, LBSrcRange: o.SlLbSrcRange, Uplinks: o.SlUplinks,
 		IPCache: o.SlIpcache, Policy: o.SlPolicy, PolicyCIDR: o.SlPolicyCidr, PolicyRev: o.SlPolicyRev, NAT: o.SlNat, Proxy: o.SlProxy,
 		snatPortMin: dp.cfg.SNATPortMin, snatPortMax: dp.cfg.SNATPortMax, ctTimeoutClose: uint64(dp.cfg.CTTimeoutClose.Nanoseconds()),
@@ -80,6 +82,7 @@ func OpenPinned(root string) (*Maps, error) {
 		{bpfobj.BpfMapSlEndpoints, &m.Endpoints},
 		{bpfobj.BpfMapSlCt, &m.CT},
 		{bpfobj.BpfMapSlMetrics, &m.Metrics},
+		{bpfobj.BpfMapSlMetricsFast, &m.MetricsFast},
 		{bpfobj.BpfMapSlLbSvc, &m.LBSvc},
 		{bpfobj.BpfMapSlLbBackends, &m.LBBackends},
 		{bpfobj.BpfMapSlLbRevnat, &m.LBRevNat},
@@ -492,6 +495,7 @@ type Counter struct {
 	Bytes   uint64 `json:"bytes"`
 
 	MetricID uint8  `json:"-"`
+	DirID    uint8  `json:"-"`
 	ReasonID uint16 `json:"-"`
 }
 
@@ -504,7 +508,7 @@ func (m *Maps) Counters() ([]Counter, error) {
 	)
 	it := m.Metrics.Iterate()
 	for it.Next(&k, &vs) {
-		c := Counter{Metric: MetricName(k.Metric), Dir: DirName(k.Dir), MetricID: k.Metric, ReasonID: k.Reason}
+		c := Counter{Metric: MetricName(k.Metric), Dir: DirName(k.Dir), MetricID: k.Metric, DirID: k.Dir, ReasonID: k.Reason}
 		if k.Reason != 0 {
 			c.Reason = DropReasonName(k.Reason)
 		}
@@ -516,6 +520,38 @@ func (m *Maps) Counters() ([]Counter, error) {
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate metrics: %w", err)
+	}
+	if m.MetricsFast != nil {
+		// Counters without a reason, at index metric*4+direction. An
+		// agent before this map counted them in sl_metrics: both add up.
+		byKey := map[[2]uint8]int{}
+		for i, c := range out {
+			if c.ReasonID == 0 {
+				byKey[[2]uint8{c.MetricID, c.DirID}] = i
+			}
+		}
+		var idx uint32
+		it := m.MetricsFast.Iterate()
+		for it.Next(&idx, &vs) {
+			var pk, by uint64
+			for _, v := range vs {
+				pk += v.Packets
+				by += v.Bytes
+			}
+			if pk == 0 && by == 0 {
+				continue
+			}
+			metric, dir := uint8(idx>>2), uint8(idx&3)
+			if i, ok := byKey[[2]uint8{metric, dir}]; ok {
+				out[i].Packets += pk
+				out[i].Bytes += by
+				continue
+			}
+			out = append(out, Counter{Metric: MetricName(metric), Dir: DirName(dir), MetricID: metric, DirID: dir, Packets: pk, Bytes: by})
+		}
+		if err := it.Err(); err != nil {
+			return nil, fmt.Errorf("iterate sl_metrics_fast: %w", err)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]

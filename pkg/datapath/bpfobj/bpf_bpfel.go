@@ -428,6 +428,7 @@ const (
 	BpfSlMetricSL_METRIC_SOCK_DESTROYED  BpfSlMetric = 9
 	BpfSlMetricSL_METRIC_POLICY_AUDIT    BpfSlMetric = 10
 	BpfSlMetricSL_METRIC_POLICY_REDIRECT BpfSlMetric = 11
+	BpfSlMetricSL_METRIC_MAX             BpfSlMetric = 16
 )
 
 type BpfSlMetricsKey struct {
@@ -618,6 +619,7 @@ const (
 	BpfMapSlLbSrcRange        = "sl_lb_src_range"
 	BpfMapSlLbSvc             = "sl_lb_svc"
 	BpfMapSlMetrics           = "sl_metrics"
+	BpfMapSlMetricsFast       = "sl_metrics_fast"
 	BpfMapSlNat               = "sl_nat"
 	BpfMapSlPolicy            = "sl_policy"
 	BpfMapSlPolicyCidr        = "sl_policy_cidr"
@@ -729,6 +731,7 @@ type BpfMapSpecs struct {
 	SlLbSrcRange  *ebpf.MapSpec `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlMetricsFast *ebpf.MapSpec `ebpf:"sl_metrics_fast"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
@@ -814,6 +817,7 @@ type BpfMaps struct {
 	SlLbSrcRange  *ebpf.Map `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
+	SlMetricsFast *ebpf.Map `ebpf:"sl_metrics_fast"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
@@ -841,6 +845,7 @@ func (m *BpfMaps) Close() error {
 		m.SlLbSrcRange,
 		m.SlLbSvc,
 		m.SlMetrics,
+		m.SlMetricsFast,
 		m.SlNat,
 		m.SlPolicy,
 		m.SlPolicyCidr,
