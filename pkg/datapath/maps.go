@@ -18,24 +18,24 @@ import (
 // Maps gives typed access to the datapath's maps, either those of a loaded
 // Datapath or, for the CLI, the pins alone (OpenPinned).
 type Maps struct {
-	Endpoints  *ebpf.Map
-	CT         *ebpf.Map
-	Metrics    *ebpf.Map
+	Endpoints *ebpf.Map
+	CT        *ebpf.Map
+	Metrics   *ebpf.Map
 	// MetricsFast holds the counters without a reason (sl_metrics_fast).
 	MetricsFast *ebpf.Map
-	LBSvc      *ebpf.Map
-	LBBackends *ebpf.Map
-	LBRevNat   *ebpf.Map
-	LBMaglev   *ebpf.Map
-	LBSrcRange *ebpf.Map
-	Uplinks    *ebpf.Map
-	IPCache    *ebpf.Map
-	Policy     *ebpf.Map
-	PolicyCIDR *ebpf.Map
-	PolicyRev  *ebpf.Map
-	NAT        *ebpf.Map
-	Proxy      *ebpf.Map
-	owned      []*ebpf.Map
+	LBSvc       *ebpf.Map
+	LBBackends  *ebpf.Map
+	LBRevNat    *ebpf.Map
+	LBMaglev    *ebpf.Map
+	LBSrcRange  *ebpf.Map
+	Uplinks     *ebpf.Map
+	IPCache     *ebpf.Map
+	Policy      *ebpf.Map
+	PolicyCIDR  *ebpf.Map
+	PolicyRev   *ebpf.Map
+	NAT         *ebpf.Map
+	Proxy       *ebpf.Map
+	owned       []*ebpf.Map
 	// The SNAT port range and the closing-connection lifetime the programs
 	// were loaded with (loaded datapaths only): what NATUsage measures
 	// against.
