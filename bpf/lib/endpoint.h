@@ -259,6 +259,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				/* Where the client's packets enter the node: the
 				 * proxy the destination's policy names takes them. */
 				__u16 pp = pol.verdict == SL_VERDICT_REDIRECT ? pol.proxy_port :
+					   !proxy_in_use() ? 0 :
 					   proxy_port_of_destination(pkt->daddr.addr4, pkt->proto, pkt->dport,
 								     pkt->saddr.addr4, ep->identity);
 

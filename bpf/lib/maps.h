@@ -47,6 +47,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_metrics SEC(".maps");
 
+/* Counters without a reason (forwarded, passed, related, ...), per CPU,
+ * at index metric * 4 + direction: an array, so the count every packet
+ * makes is an index, not a hash lookup (it was a third of an established
+ * packet's cost). Counts with a reason (drops, audits) stay in sl_metrics. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sl_metrics_val);
+	__uint(max_entries, SL_METRIC_MAX * 4);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_metrics_fast SEC(".maps");
+
 /* Rate limit of drop events per flow (LRU: a flow not dropped for a while
  * is the one to forget). */
 struct {

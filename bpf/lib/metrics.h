@@ -10,6 +10,17 @@ static __always_inline void count(__u8 metric, __u8 dir, __u16 reason, __u32 byt
 	struct sl_metrics_key key = { .metric = metric, .dir = dir, .reason = reason };
 	struct sl_metrics_val *val;
 
+	if (!reason) {
+		__u32 idx = ((__u32)metric << 2) | (dir & 3);
+
+		val = bpf_map_lookup_elem(&sl_metrics_fast, &idx);
+		if (val) {
+			val->packets++;
+			val->bytes += bytes;
+		}
+		return;
+	}
+
 	val = bpf_map_lookup_elem(&sl_metrics, &key);
 	if (!val) {
 		struct sl_metrics_val zero = {};

@@ -426,12 +426,41 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 		return drop(skb, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, UPLINK_EP, pkt);
 	if (b->flags & SL_LB_BACKEND_F_LOCAL) {
 		/* Deliver; the reply is translated back at uplink egress. */
+		nat->cur_rev = policy_rev_current();
 		ret = ct_track(UPLINK_EP, pkt, SL_DIR_INGRESS, skb->len, nat);
 		if (ret == CT_FULL)
 			return drop(skb, SL_DIR_INGRESS, SL_DROP_CT_MAP_FULL, UPLINK_EP, pkt);
+		if (ret == CT_NEW && pkt->proto == IPPROTO_TCP && proxy_in_use()) {
+			/* The backend's ingress policy hands it to the proxy: here,
+			 * where it enters the node, after translation (the proxy
+			 * sees the backend as the original destination). */
+			struct policy_result pol = {};
+			struct sl_ct_key key;
+			__u32 ep_id;
+
+			pol.peer_id = ipcache_identity(pkt->saddr.addr4, &ep_id);
+			if (pol.peer_id == SL_ID_HOST)
+				pol.peer_id = SL_ID_WORLD;
+			pol.proxy_port = proxy_port_of_destination(pkt->daddr.addr4, pkt->proto, pkt->dport,
+								   pkt->saddr.addr4, pol.peer_id);
+			if (pol.proxy_port) {
+				pol.verdict = SL_VERDICT_REDIRECT;
+				pol.flags = SL_CT_POL_TO_PROXY;
+				ct_key_from_pkt(&key, UPLINK_EP, pkt, false);
+				policy_remember(&key, nat->cur_rev, &pol);
+				nat->policy_flags = SL_CT_POL_TO_PROXY;
+				nat->proxy_port = pol.proxy_port;
+				count(SL_METRIC_POLICY_REDIRECT, SL_DIR_INGRESS, 0, skb->len);
+			}
+		}
 		if (ret == CT_NEW)
 			emit_event(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, pkt,
 				   nat->rev_nat_id, &nat->vip, nat->vport);
+		if (nat->policy_flags & SL_CT_POL_TO_PROXY) {
+			reason = proxy_assign(skb, pkt, nat->proxy_port);
+			if (reason != SL_DROP_NONE)
+				return drop_flags(skb, SL_DIR_INGRESS, reason, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
+		}
 		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
 		return SL_NEXT;
 	}

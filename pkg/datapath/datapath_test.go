@@ -792,3 +792,40 @@ func TestFlowEventsLevels(t *testing.T) {
 		})
 	}
 }
+
+// The CT GC walks the table in batches: on a table of 40,000 entries, half
+// expired, it deletes exactly the expired half and counts the rest, and
+// reports how long the walk took next to a key-by-key one (not a pass/fail
+// figure: the machine is shared).
+func TestGCCTLargeTable(t *testing.T) {
+	dp := loadTest(t, Config{CTMax: 65536})
+	m := dp.Maps()
+	now := MonotonicNow()
+	keys := make([]bpfobj.EndpointSlCtKey, 40000)
+	vals := make([]bpfobj.EndpointSlCtEntry, len(keys))
+	for i := range keys {
+		keys[i] = bpfobj.EndpointSlCtKey{EpId: 7, Family: 2, Proto: 6, Sport: uint16(i), Dport: uint16(i >> 16)}
+		vals[i] = bpfobj.EndpointSlCtEntry{Expires: now + uint64(time.Hour), State: 3}
+		if i%2 == 0 {
+			vals[i].Expires = now - 1
+		}
+	}
+	_, err := m.CT.BatchUpdate(keys, vals, nil)
+	require.NoError(t, err)
+
+	start := time.Now()
+	n := 0
+	require.NoError(t, walkIterate(m.CT, func(*bpfobj.EndpointSlCtKey, *bpfobj.EndpointSlCtEntry) bool { n++; return true }))
+	iterated := time.Since(start)
+	require.Equal(t, len(keys), n)
+
+	start = time.Now()
+	st, err := m.GCCT(nil, nil)
+	require.NoError(t, err)
+	t.Logf("40,000 entries: key-by-key walk %s; batched GC pass (walk + 20,000 deletes) %s", iterated, time.Since(start))
+	require.Equal(t, CTStats{Live: 20000, Expired: 20000, Deleted: 20000}, st)
+	live, total, err := m.ctUsage()
+	require.NoError(t, err)
+	require.Equal(t, 20000, live)
+	require.Equal(t, 20000, total)
+}

@@ -190,6 +190,7 @@ func FuzzPrograms(f *testing.F) {
 	progs := []*ebpf.Program{dp.objs.SlFromEp, dp.objs.SlToEp, dp.host.SlFromNetdev, dp.host.SlToNetdev}
 	names := []string{"sl_from_ep", "sl_to_ep", "sl_from_netdev", "sl_to_netdev"}
 	f.Fuzz(func(t *testing.T, in []byte) {
+		requireSkbContext(t, progs[0])
 		resetFuzzState(t, dp)
 		owned := ownedMapsDigest(t, dp)
 		for i, fr := range decodeFuzz(in) {

@@ -21,22 +21,24 @@ import (
 // Maps gives typed access to the datapath's maps, either those of a loaded
 // Datapath or, for the CLI, the pins alone (OpenPinned).
 type Maps struct {
-	Endpoints  *ebpf.Map
-	CT         *ebpf.Map
-	Metrics    *ebpf.Map
-	LBSvc      *ebpf.Map
-	LBBackends *ebpf.Map
-	LBRevNat   *ebpf.Map
-	LBMaglev   *ebpf.Map
-	LBSrcRange *ebpf.Map
-	Uplinks    *ebpf.Map
-	IPCache    *ebpf.Map
-	Policy     *ebpf.Map
-	PolicyCIDR *ebpf.Map
-	PolicyRev  *ebpf.Map
-	NAT        *ebpf.Map
-	Proxy      *ebpf.Map
-	owned      []*ebpf.Map
+	Endpoints *ebpf.Map
+	CT        *ebpf.Map
+	Metrics   *ebpf.Map
+	// MetricsFast holds the counters without a reason (sl_metrics_fast).
+	MetricsFast *ebpf.Map
+	LBSvc       *ebpf.Map
+	LBBackends  *ebpf.Map
+	LBRevNat    *ebpf.Map
+	LBMaglev    *ebpf.Map
+	LBSrcRange  *ebpf.Map
+	Uplinks     *ebpf.Map
+	IPCache     *ebpf.Map
+	Policy      *ebpf.Map
+	PolicyCIDR  *ebpf.Map
+	PolicyRev   *ebpf.Map
+	NAT         *ebpf.Map
+	Proxy       *ebpf.Map
+	owned       []*ebpf.Map
 	// The SNAT port range and the closing-connection lifetime the programs
 	// were loaded with (loaded datapaths only): what NATUsage measures
 	// against.
@@ -55,7 +57,7 @@ type Maps struct {
 // Maps returns typed access to the loaded datapath's maps.
 func (dp *Datapath) Maps() *Maps {
 	o := &dp.objs
-	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends,
+	return &Maps{Endpoints: o.SlEndpoints, CT: o.SlCt, Metrics: o.SlMetrics, MetricsFast: o.SlMetricsFast, LBSvc: o.SlLbSvc, LBBackends: o.SlLbBackends,
 		LBRevNat: o.SlLbRevnat, LBMaglev: o.SlLbMaglev, LBSrcRange: o.SlLbSrcRange, Uplinks: o.SlUplinks,
 		IPCache: o.SlIpcache, Policy: o.SlPolicy, PolicyCIDR: o.SlPolicyCidr, PolicyRev: o.SlPolicyRev, NAT: o.SlNat, Proxy: o.SlProxy,
 		snatPortMin: dp.cfg.SNATPortMin, snatPortMax: dp.cfg.SNATPortMax, ctTimeoutClose: uint64(dp.cfg.CTTimeoutClose.Nanoseconds()),
@@ -83,6 +85,7 @@ func OpenPinned(root string) (*Maps, error) {
 		{bpfobj.EndpointMapSlEndpoints, &m.Endpoints},
 		{bpfobj.EndpointMapSlCt, &m.CT},
 		{bpfobj.EndpointMapSlMetrics, &m.Metrics},
+		{bpfobj.EndpointMapSlMetricsFast, &m.MetricsFast},
 		{bpfobj.EndpointMapSlLbSvc, &m.LBSvc},
 		{bpfobj.EndpointMapSlLbBackends, &m.LBBackends},
 		{bpfobj.EndpointMapSlLbRevnat, &m.LBRevNat},
@@ -357,21 +360,16 @@ func ctEntryFrom(k *bpfobj.EndpointSlCtKey, v *bpfobj.EndpointSlCtEntry, now uin
 
 // ListCT returns the live (unexpired) CT entries.
 func (m *Maps) ListCT() ([]CTEntry, error) {
-	var (
-		k   bpfobj.EndpointSlCtKey
-		v   bpfobj.EndpointSlCtEntry
-		out []CTEntry
-	)
-	now := raw.MonotonicNow()
-	it := m.CT.Iterate()
-	for it.Next(&k, &v) {
-		if v.Expires <= now {
-			continue
+	var out []CTEntry
+	now := MonotonicNow()
+	err := walk(m.CT, func(k *bpfobj.EndpointSlCtKey, v *bpfobj.EndpointSlCtEntry) bool {
+		if v.Expires > now {
+			out = append(out, ctEntryFrom(k, v, now))
 		}
-		out = append(out, ctEntryFrom(&k, &v, now))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate conntrack: %w", err)
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("walk conntrack: %w", err)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].EndpointID != out[j].EndpointID {
@@ -391,43 +389,62 @@ type CTStats struct {
 // entry of an endpoint for which it returns true. It returns the counts.
 func (m *Maps) GCCT(endpointGone func(id uint32) bool, ended func(events.Event)) (CTStats, error) {
 	var (
-		k     bpfobj.EndpointSlCtKey
-		v     bpfobj.EndpointSlCtEntry
 		dead  []bpfobj.EndpointSlCtKey
 		stats CTStats
 	)
-	now := raw.MonotonicNow()
-	it := m.CT.Iterate()
-	for it.Next(&k, &v) {
+	now := MonotonicNow()
+	err := walk(m.CT, func(k *bpfobj.EndpointSlCtKey, v *bpfobj.EndpointSlCtEntry) bool {
 		switch {
 		case v.Expires <= now:
 			stats.Expired++
-			dead = append(dead, k)
+			dead = append(dead, *k)
 			// Closed TCP connections were reported by the datapath
 			// when they closed; the others end by expiring.
 			// An SNATed external connection has only its SERVICE
 			// entry on the uplink (endpoint 0).
 			conn := k.Scope == uint8(bpfobj.EndpointSlCtScopeSL_CT_SCOPE_FLOW) || (k.EpId == 0 && v.NatFlags&uint8(bpfobj.EndpointSlCtNatFlagSL_CT_NAT_SNAT) != 0)
-			if ended != nil && v.State != uint8(bpfobj.EndpointSlCtStateSL_CT_CLOSED) && conn && m.reportsEnd(&v) {
-				ended(expiredEvent(k, v, now))
+			if ended != nil && v.State != uint8(bpfobj.EndpointSlCtStateSL_CT_CLOSED) && conn && m.reportsEnd(v) {
+				ended(expiredEvent(*k, *v, now))
 			}
 		case endpointGone != nil && endpointGone(k.EpId):
-			dead = append(dead, k)
+			dead = append(dead, *k)
 		default:
 			stats.Live++
 		}
-	}
-	if err := it.Err(); err != nil {
-		return stats, fmt.Errorf("iterate conntrack: %w", err)
+		return true
+	})
+	if err != nil {
+		return stats, fmt.Errorf("walk conntrack: %w", err)
 	}
 	// Deleting after the walk: deleting during it makes the hash
 	// iteration restart and revisit entries.
-	for i := range dead {
-		if err := m.CT.Delete(&dead[i]); err == nil {
-			stats.Deleted++
-		}
-	}
+	stats.Deleted = deleteKeys(m.CT, dead)
 	return stats, nil
+}
+
+// deleteKeys deletes keys from m, in batches where the kernel has them,
+// and returns how many it deleted. A key gone meanwhile (another GC, the
+// endpoint manager) is skipped.
+func deleteKeys[K any](m *ebpf.Map, keys []K) int {
+	deleted := 0
+	for len(keys) > 0 {
+		chunk := keys[:min(len(keys), walkChunk)]
+		n, err := m.BatchDelete(chunk, nil)
+		deleted += n
+		if err == nil {
+			keys = keys[len(chunk):]
+			continue
+		}
+		// The batch stopped at a key it could not delete (gone, or no
+		// batch support): the rest one by one.
+		for i := n; i < len(keys); i++ {
+			if m.Delete(&keys[i]) == nil {
+				deleted++
+			}
+		}
+		return deleted
+	}
+	return deleted
 }
 
 // reportsEnd applies --flow-events to a connection that expired, as the
@@ -447,19 +464,15 @@ func (m *Maps) reportsEnd(v *bpfobj.EndpointSlCtEntry) bool {
 
 // ctUsage walks sl_ct once: live (unexpired) entries and all of them.
 func (m *Maps) ctUsage() (live, total int, err error) {
-	var (
-		k bpfobj.EndpointSlCtKey
-		v bpfobj.EndpointSlCtEntry
-	)
-	now := raw.MonotonicNow()
-	it := m.CT.Iterate()
-	for it.Next(&k, &v) {
+	now := MonotonicNow()
+	err = walk(m.CT, func(_ *bpfobj.EndpointSlCtKey, v *bpfobj.EndpointSlCtEntry) bool {
 		total++
 		if v.Expires > now {
 			live++
 		}
-	}
-	return live, total, it.Err()
+		return true
+	})
+	return live, total, err
 }
 
 // Counter is one datapath counter summed over CPUs.
@@ -471,6 +484,7 @@ type Counter struct {
 	Bytes   uint64 `json:"bytes"`
 
 	MetricID uint8  `json:"-"`
+	DirID    uint8  `json:"-"`
 	ReasonID uint16 `json:"-"`
 }
 
@@ -483,7 +497,7 @@ func (m *Maps) Counters() ([]Counter, error) {
 	)
 	it := m.Metrics.Iterate()
 	for it.Next(&k, &vs) {
-		c := Counter{Metric: bpfobj.EndpointSlMetric(k.Metric).String(), Dir: events.Direction(k.Dir).String(), MetricID: k.Metric, ReasonID: k.Reason}
+		c := Counter{Metric: bpfobj.EndpointSlMetric(k.Metric).String(), Dir: events.Direction(k.Dir).String(), MetricID: k.Metric, DirID: k.Dir, ReasonID: k.Reason}
 		if k.Reason != 0 {
 			c.Reason = events.DropReason(k.Reason).String()
 		}
@@ -495,6 +509,38 @@ func (m *Maps) Counters() ([]Counter, error) {
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate metrics: %w", err)
+	}
+	if m.MetricsFast != nil {
+		// Counters without a reason, at index metric*4+direction. An
+		// agent before this map counted them in sl_metrics: both add up.
+		byKey := map[[2]uint8]int{}
+		for i, c := range out {
+			if c.ReasonID == 0 {
+				byKey[[2]uint8{c.MetricID, c.DirID}] = i
+			}
+		}
+		var idx uint32
+		it := m.MetricsFast.Iterate()
+		for it.Next(&idx, &vs) {
+			var pk, by uint64
+			for _, v := range vs {
+				pk += v.Packets
+				by += v.Bytes
+			}
+			if pk == 0 && by == 0 {
+				continue
+			}
+			metric, dir := uint8(idx>>2), uint8(idx&3)
+			if i, ok := byKey[[2]uint8{metric, dir}]; ok {
+				out[i].Packets += pk
+				out[i].Bytes += by
+				continue
+			}
+			out = append(out, Counter{Metric: bpfobj.EndpointSlMetric(metric).String(), Dir: events.Direction(dir).String(), MetricID: metric, DirID: dir, Packets: pk, Bytes: by})
+		}
+		if err := it.Err(); err != nil {
+			return nil, fmt.Errorf("iterate sl_metrics_fast: %w", err)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]

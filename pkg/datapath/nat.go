@@ -78,7 +78,6 @@ type NATGCStats struct {
 // heals state pinned by an agent that never released it.
 func (m *Maps) GCNAT() (NATGCStats, error) {
 	var (
-		k     bpfobj.EndpointSlNatKey
 		v     bpfobj.EndpointSlNatVal
 		dead  []bpfobj.EndpointSlNatKey
 		stats NATGCStats
@@ -86,17 +85,17 @@ func (m *Maps) GCNAT() (NATGCStats, error) {
 	if m.NAT == nil {
 		return stats, nil
 	}
-	now := raw.MonotonicNow()
-	it := m.NAT.Iterate()
-	for it.Next(&k, &v) {
-		if m.natMappingLive(&k, &v, now, snatCloseGraceNs) {
+	now := MonotonicNow()
+	err := walk(m.NAT, func(k *bpfobj.EndpointSlNatKey, v *bpfobj.EndpointSlNatVal) bool {
+		if m.natMappingLive(k, v, now, snatCloseGraceNs) {
 			stats.Live++
-			continue
+		} else {
+			dead = append(dead, *k)
 		}
-		dead = append(dead, k)
-	}
-	if err := it.Err(); err != nil {
-		return stats, fmt.Errorf("iterate sl_nat: %w", err)
+		return true
+	})
+	if err != nil {
+		return stats, fmt.Errorf("walk sl_nat: %w", err)
 	}
 	// The datapath may have taken a dead port over for a new connection
 	// since the walk read it: judge the mapping again right before
@@ -125,10 +124,6 @@ const snatCloseGraceNs = 2_000_000_000
 // Only live mappings count: one whose connection ended is free for the
 // datapath even before the GC removes it.
 func (m *Maps) NATUsage() ([]NATUsage, error) {
-	var (
-		k bpfobj.EndpointSlNatKey
-		v bpfobj.EndpointSlNatVal
-	)
 	if m.NAT == nil {
 		return nil, nil
 	}
@@ -137,15 +132,15 @@ func (m *Maps) NATUsage() ([]NATUsage, error) {
 		proto uint8
 	}
 	inUse := map[key]int{}
-	now := raw.MonotonicNow()
-	it := m.NAT.Iterate()
-	for it.Next(&k, &v) {
-		if m.natMappingLive(&k, &v, now, snatCloseGraceNs) {
+	now := MonotonicNow()
+	err := walk(m.NAT, func(k *bpfobj.EndpointSlNatKey, v *bpfobj.EndpointSlNatVal) bool {
+		if m.natMappingLive(k, v, now, snatCloseGraceNs) {
 			inUse[key{raw.AddrFrom(k.Addr.Addr6, afInet), k.Proto}]++
 		}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate sl_nat: %w", err)
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("walk sl_nat: %w", err)
 	}
 	total := 0 // unknown to a CLI reading pins
 	if m.snatPortMax != 0 {

@@ -28,6 +28,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 )
 
 // transparentProxy is a test proxy: it answers each connection with the
@@ -88,6 +90,7 @@ func TestProxyRedirect(t *testing.T) {
 		require.NoError(t, m.WriteEndpointPolicy(9, EndpointPolicy{Entries: []PolicyEntry{
 			{Identity: 1000, Dir: dirIn, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictRedirect, ProxyPort: 15001, Rule: 61},
 		}}))
+		require.NoError(t, m.SetProxyRedirects(1))
 		mode := AttachTC
 		if HaveTCX(dp) {
 			mode = AttachTCX
@@ -295,6 +298,26 @@ func TestProxyRedirectAtTheUplink(t *testing.T) {
 		require.True(t, strings.HasPrefix(reply, "proxied client=10.3.0.2:"), reply)
 		require.Contains(t, reply, "original=10.1.0.2:80")
 	}
+	// Through a NodePort whose backend is that pod: translated first,
+	// then handed over; the proxy's replies are translated back.
+	putService(t, dp, 5, netip.MustParseAddrPort("10.3.0.1:30080"), tcp, LBFlagExternal, netip.MustParseAddrPort("10.1.0.2:80"))
+	var be bpfobj.EndpointSlLbBackend
+	require.NoError(t, dp.objs.SlLbBackends.Lookup(uint32(9), &be))
+	be.Flags = uint8(bpfobj.EndpointSlLbBackendFlagSL_LB_BACKEND_F_LOCAL)
+	require.NoError(t, dp.objs.SlLbBackends.Put(uint32(9), &be))
+	for i := range 2 {
+		var conn net.Conn
+		var err error
+		inNetns(t, ext, func() { conn, err = net.DialTimeout("tcp4", "10.3.0.1:30080", 2*time.Second) })
+		require.NoError(t, err, "NodePort connection %d", i)
+		_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+		reply, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(reply, "proxied client=10.3.0.2:"), reply)
+		require.Contains(t, reply, "original=10.1.0.2:80", "the proxy sees the backend")
+	}
+
 	ct, err := dp.Maps().ListCT()
 	require.NoError(t, err)
 	require.NotEmpty(t, ct, "the uplink tracks the connections it handed over")

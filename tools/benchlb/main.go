@@ -32,6 +32,7 @@ the ratios; nothing here passes or fails on time):
     (1-byte ping-pong on persistent connections) from a client pod to a
     service VIP with --scales services programmed, for the variants
       sluice-packet    sluice-agent --socket-lb=off (DNAT per packet at the pod's veth)
+      sluice-*-all-flows  the same with --flow-events=all (every event, as before the default became connections)
       sluice-socket    sluice-agent --socket-lb=all (connect() goes to the backend)
       iptables-legacy  kube-proxy iptables-mode nat rules, iptables-legacy-restore
       iptables-nft     the same rules through iptables-nft-restore (nf_tables backend)
@@ -106,7 +107,7 @@ type options struct {
 	verbose            bool
 }
 
-var allVariants = []string{"sluice-packet", "sluice-socket", "iptables-legacy", "iptables-nft", "nftables", "direct"}
+var allVariants = []string{"sluice-packet", "sluice-socket", "sluice-packet-all-flows", "sluice-socket-all-flows", "iptables-legacy", "iptables-nft", "nftables", "direct"}
 
 func main() {
 	// The harness re-executes this binary for its own workloads, and the

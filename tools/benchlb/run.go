@@ -93,7 +93,7 @@ func run(ctx context.Context, o options) (*report, error) {
 // setup builds the node, the client and backend pods and the echo server.
 func (b *bench) setup(ctx context.Context) error {
 	var err error
-	if slices.Contains(b.o.variants, "sluice-packet") || slices.Contains(b.o.variants, "sluice-socket") {
+	if slices.ContainsFunc(b.o.variants, func(v string) bool { return strings.HasPrefix(v, "sluice-") }) {
 		if b.agentBin, err = harness.Build(ctx, agentPkg); err != nil {
 			return err
 		}
@@ -212,15 +212,20 @@ func slowOnce(seconds []float64) bool {
 // enable puts variant v in place for n services.
 func (b *bench) enable(ctx context.Context, v string, n int, files map[string]string) error {
 	switch v {
-	case "sluice-packet", "sluice-socket":
-		mode := map[string]string{"sluice-packet": "off", "sluice-socket": "all"}[v]
+	case "sluice-packet", "sluice-socket", "sluice-packet-all-flows", "sluice-socket-all-flows":
+		base, allFlows := strings.CutSuffix(v, "-all-flows")
+		mode := map[string]string{"sluice-packet": "off", "sluice-socket": "all"}[base]
+		flowEvents := "--flow-events=connections"
+		if allFlows {
+			flowEvents = "--flow-events=all"
+		}
 		// Room for n frontends and their slots, and a CT table that holds
 		// every connection of a run: the maps start empty for every run
 		// (the bpf root is removed in between), closed entries live
 		// --ct-timeout-close (10s), and a run opens rate × (warm-up +
 		// duration) connections with two CT entries each.
 		lbMax := max(262144, 4*n)
-		a, err := b.node.StartAgent(b.agentBin, "--socket-lb="+mode, "--log-level=warn",
+		a, err := b.node.StartAgent(b.agentBin, "--socket-lb="+mode, "--log-level=warn", flowEvents,
 			fmt.Sprintf("--lb-max=%d", lbMax), fmt.Sprintf("--lb-backends-max=%d", max(65536, 2*n+1024)),
 			"--ct-max=524288", "--ct-gc-interval=2s")
 		if err != nil {
@@ -268,7 +273,7 @@ func (b *bench) enable(ctx context.Context, v string, n int, files map[string]st
 // disable removes variant v completely.
 func (b *bench) disable(ctx context.Context, v string) error {
 	switch v {
-	case "sluice-packet", "sluice-socket":
+	case "sluice-packet", "sluice-socket", "sluice-packet-all-flows", "sluice-socket-all-flows":
 		if b.agent != nil {
 			if err := b.agent.Stop(); err != nil {
 				benchkit.Logf("stop agent: %v", err)

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // InCI reports whether the tests run under CI (CI set and non-empty), where
@@ -31,7 +34,19 @@ func RequireRoot(tb testing.TB) {
 	if os.Geteuid() != 0 {
 		SkipOrFail(tb, "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) to load eBPF programs and build network namespaces")
 	}
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, whose default
+	// (a few MiB) the datapath's maps exceed: lift it once for the test
+	// process, as the agent does at start (a no-op on newer kernels).
+	memlockOnce.Do(func() { memlockErr = rlimit.RemoveMemlock() })
+	if memlockErr != nil {
+		tb.Fatalf("lift RLIMIT_MEMLOCK for BPF maps: %v", memlockErr)
+	}
 }
+
+var (
+	memlockOnce sync.Once
+	memlockErr  error
+)
 
 // EnvKernelFeatures lists, comma-separated, the kernel features (names as
 // pkg/datapath.KernelFeatures spells them) that the kernel under test is

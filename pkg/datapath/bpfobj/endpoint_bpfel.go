@@ -428,6 +428,7 @@ const (
 	EndpointSlMetricSL_METRIC_SOCK_DESTROYED  EndpointSlMetric = 9
 	EndpointSlMetricSL_METRIC_POLICY_AUDIT    EndpointSlMetric = 10
 	EndpointSlMetricSL_METRIC_POLICY_REDIRECT EndpointSlMetric = 11
+	EndpointSlMetricSL_METRIC_MAX             EndpointSlMetric = 16
 )
 
 type EndpointSlMetricsKey struct {
@@ -628,6 +629,7 @@ const (
 	EndpointMapSlLbSrcRange        = "sl_lb_src_range"
 	EndpointMapSlLbSvc             = "sl_lb_svc"
 	EndpointMapSlMetrics           = "sl_metrics"
+	EndpointMapSlMetricsFast       = "sl_metrics_fast"
 	EndpointMapSlNat               = "sl_nat"
 	EndpointMapSlPolicy            = "sl_policy"
 	EndpointMapSlPolicyCidr        = "sl_policy_cidr"
@@ -740,6 +742,7 @@ type EndpointMapSpecs struct {
 	SlLbSrcRange  *ebpf.MapSpec `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlMetricsFast *ebpf.MapSpec `ebpf:"sl_metrics_fast"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
@@ -826,6 +829,7 @@ type EndpointMaps struct {
 	SlLbSrcRange  *ebpf.Map `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
+	SlMetricsFast *ebpf.Map `ebpf:"sl_metrics_fast"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
@@ -853,6 +857,7 @@ func (m *EndpointMaps) Close() error {
 		m.SlLbSrcRange,
 		m.SlLbSvc,
 		m.SlMetrics,
+		m.SlMetricsFast,
 		m.SlNat,
 		m.SlPolicy,
 		m.SlPolicyCidr,

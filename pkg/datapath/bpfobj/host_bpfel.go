@@ -31,6 +31,7 @@ const (
 	HostMapSlLbSrcRange        = "sl_lb_src_range"
 	HostMapSlLbSvc             = "sl_lb_svc"
 	HostMapSlMetrics           = "sl_metrics"
+	HostMapSlMetricsFast       = "sl_metrics_fast"
 	HostMapSlNat               = "sl_nat"
 	HostMapSlPolicy            = "sl_policy"
 	HostMapSlPolicyCidr        = "sl_policy_cidr"
@@ -123,6 +124,7 @@ type HostMapSpecs struct {
 	SlLbSrcRange  *ebpf.MapSpec `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlMetricsFast *ebpf.MapSpec `ebpf:"sl_metrics_fast"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
@@ -189,6 +191,7 @@ type HostMaps struct {
 	SlLbSrcRange  *ebpf.Map `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
+	SlMetricsFast *ebpf.Map `ebpf:"sl_metrics_fast"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
@@ -216,6 +219,7 @@ func (m *HostMaps) Close() error {
 		m.SlLbSrcRange,
 		m.SlLbSvc,
 		m.SlMetrics,
+		m.SlMetricsFast,
 		m.SlNat,
 		m.SlPolicy,
 		m.SlPolicyCidr,

@@ -31,6 +31,7 @@ const (
 	IterMapSlLbSrcRange        = "sl_lb_src_range"
 	IterMapSlLbSvc             = "sl_lb_svc"
 	IterMapSlMetrics           = "sl_metrics"
+	IterMapSlMetricsFast       = "sl_metrics_fast"
 	IterMapSlNat               = "sl_nat"
 	IterMapSlPolicy            = "sl_policy"
 	IterMapSlPolicyCidr        = "sl_policy_cidr"
@@ -119,6 +120,7 @@ type IterMapSpecs struct {
 	SlLbSrcRange  *ebpf.MapSpec `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlMetricsFast *ebpf.MapSpec `ebpf:"sl_metrics_fast"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
@@ -183,6 +185,7 @@ type IterMaps struct {
 	SlLbSrcRange  *ebpf.Map `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
+	SlMetricsFast *ebpf.Map `ebpf:"sl_metrics_fast"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
@@ -209,6 +212,7 @@ func (m *IterMaps) Close() error {
 		m.SlLbSrcRange,
 		m.SlLbSvc,
 		m.SlMetrics,
+		m.SlMetricsFast,
 		m.SlNat,
 		m.SlPolicy,
 		m.SlPolicyCidr,

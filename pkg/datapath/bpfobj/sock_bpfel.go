@@ -31,6 +31,7 @@ const (
 	SockMapSlLbSrcRange        = "sl_lb_src_range"
 	SockMapSlLbSvc             = "sl_lb_svc"
 	SockMapSlMetrics           = "sl_metrics"
+	SockMapSlMetricsFast       = "sl_metrics_fast"
 	SockMapSlNat               = "sl_nat"
 	SockMapSlPolicy            = "sl_policy"
 	SockMapSlPolicyCidr        = "sl_policy_cidr"
@@ -130,6 +131,7 @@ type SockMapSpecs struct {
 	SlLbSrcRange  *ebpf.MapSpec `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.MapSpec `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.MapSpec `ebpf:"sl_metrics"`
+	SlMetricsFast *ebpf.MapSpec `ebpf:"sl_metrics_fast"`
 	SlNat         *ebpf.MapSpec `ebpf:"sl_nat"`
 	SlPolicy      *ebpf.MapSpec `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
@@ -199,6 +201,7 @@ type SockMaps struct {
 	SlLbSrcRange  *ebpf.Map `ebpf:"sl_lb_src_range"`
 	SlLbSvc       *ebpf.Map `ebpf:"sl_lb_svc"`
 	SlMetrics     *ebpf.Map `ebpf:"sl_metrics"`
+	SlMetricsFast *ebpf.Map `ebpf:"sl_metrics_fast"`
 	SlNat         *ebpf.Map `ebpf:"sl_nat"`
 	SlPolicy      *ebpf.Map `ebpf:"sl_policy"`
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
@@ -226,6 +229,7 @@ func (m *SockMaps) Close() error {
 		m.SlLbSrcRange,
 		m.SlLbSvc,
 		m.SlMetrics,
+		m.SlMetricsFast,
 		m.SlNat,
 		m.SlPolicy,
 		m.SlPolicyCidr,
