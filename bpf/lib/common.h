@@ -114,6 +114,10 @@ volatile const __u8 enable_antispoof = 1;
  * and cut those no longer allowed (stricter than most implementations,
  * which only judge new connections). */
 volatile const __u8 enable_policy_revoke = 1;
+/* BPF host routing: a pod's packet to another pod of this node goes
+ * straight to the destination's interface, past the node's IP stack
+ * (route.h). */
+volatile const __u8 enable_host_routing = 1;
 
 /* Lifetime refreshes closer than this to the stored deadline are skipped,
  * so established flows do not write their CT entry on every packet. */

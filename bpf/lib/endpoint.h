@@ -17,6 +17,7 @@
 #include "lb.h"
 #include "policy.h"
 #include "proxy.h"
+#include "route.h"
 
 /* The policy decision of pkt's connection, as events report it. */
 static __always_inline void event_pol(struct event_policy *ep_ev, const struct sl_endpoint *ep, __u8 dir,
@@ -363,6 +364,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	count(SL_METRIC_FORWARDED, dir, 0, skb->len);
 	if (lb == LB_HAIRPIN)
 		return redirect_back(skb);
+	/* Not a connection handed to the proxy: that one needs the stack's
+	 * local delivery. */
+	if (dir == SL_DIR_EGRESS && enable_host_routing && skb->mark != SL_MARK_TO_PROXY) {
+		int ret = route_to_local_endpoint(skb);
+
+		if (ret < 0)
+			return drop_flags(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt, SL_EVENT_F_TRACKED);
+		return ret;
+	}
 	return SL_NEXT;
 }
 

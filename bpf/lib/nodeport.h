@@ -19,48 +19,9 @@
 
 #include "lb.h"
 #include "proxy.h"
+#include "route.h"
 
 #define UPLINK_EP 0
-
-#ifndef BPF_FIB_LKUP_RET_SUCCESS
-#define BPF_FIB_LKUP_RET_SUCCESS 0
-#define BPF_FIB_LKUP_RET_NO_NEIGH 7
-#endif
-
-/* Route a packet ourselves: the stack would refuse a packet from outside
- * with a local source address (a martian). */
-static __always_inline int fib_lookup4(struct __sk_buff *skb, const struct sl_pkt *pkt,
-				       struct bpf_fib_lookup *fib)
-{
-	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->family = AF_INET;
-	fib->l4_protocol = pkt->proto;
-	fib->ipv4_src = pkt->saddr.addr4;
-	fib->ipv4_dst = pkt->daddr.addr4;
-	fib->ifindex = skb->ifindex;
-	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
-}
-
-/* Send the packet where a lookup sent it. */
-static __always_inline int fib_forward(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int rc)
-{
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return -1;
-	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0) < 0)
-		return -1;
-	return bpf_redirect(fib->ifindex, 0);
-}
-
-static __always_inline int fib_redirect(struct __sk_buff *skb, const struct sl_pkt *pkt)
-{
-	struct bpf_fib_lookup fib;
-	int rc = fib_lookup4(skb, pkt, &fib);
-
-	return fib_forward(skb, &fib, rc);
-}
 
 /* The address to source-translate a connection leaving through ifindex:
  * that uplink's address, as MASQUERADE would pick, or (uplink not known)

@@ -53,6 +53,10 @@ type Config struct {
 	// DisablePolicyRevoke judges only new connections: established ones
 	// survive a policy change that no longer allows them.
 	DisablePolicyRevoke bool
+	// KernelHostRouting sends packets between the pods of a node through
+	// the node's IP stack (routing, netfilter, conntrack) instead of
+	// straight to the destination's interface (BPF host routing).
+	KernelHostRouting bool
 	// FlowEvents is which events the datapath reports.
 	FlowEvents FlowEvents
 	// SNATPortMin and SNATPortMax bound the source ports external

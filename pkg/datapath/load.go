@@ -188,6 +188,7 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpfobj.EndpointVarCtTimeoutOtherNs: uint64(cfg.CTTimeoutOther.Nanoseconds()),
 		bpfobj.EndpointVarEnableAntispoof:  antispoof,
 		"enable_policy_revoke":             boolByte(!cfg.DisablePolicyRevoke),
+		"enable_host_routing":              boolByte(!cfg.KernelHostRouting),
 		"drop_event_interval_ns":           uint64(max(cfg.DropEventInterval, 0).Nanoseconds()),
 		bpfobj.EndpointVarSnatPortMin:      cfg.SNATPortMin,
 		bpfobj.EndpointVarSnatPortMax:      cfg.SNATPortMax,

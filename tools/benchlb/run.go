@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -240,7 +242,7 @@ func (b *bench) enable(ctx context.Context, v string, n int, files map[string]st
 		for {
 			st, err := b.node.AgentStatus(wctx)
 			if err == nil && st.Services.Frontends >= n {
-				return nil
+				return settle(wctx, a.Pid())
 			}
 			select {
 			case <-wctx.Done():
@@ -434,4 +436,60 @@ func (b *bench) cold(ctx context.Context) error {
 		return errors.New("every cold load failed")
 	}
 	return nil
+}
+
+// settle waits until the agent is idle after programming: its CPU time
+// grows by at most 2 clock ticks (20 ms, 4% of a core) in each of two
+// consecutive half seconds. Right after start an agent with 10k services
+// still runs Go's GC and its first passes, which a 1 s round would
+// measure instead of the steady state users run in (kube-proxy's variants
+// have no daemon that could be busy). The time it took is logged.
+func settle(ctx context.Context, pid int) error {
+	start := time.Now()
+	prev, err := cpuTicks(pid)
+	if err != nil {
+		return err
+	}
+	quiet := 0
+	for quiet < 2 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("agent did not settle after %s: %w", time.Since(start).Round(time.Millisecond), ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+		cur, err := cpuTicks(pid)
+		if err != nil {
+			return err
+		}
+		if cur-prev <= 2 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		prev = cur
+	}
+	benchkit.Logf("agent idle %s after programming", time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+// cpuTicks is the user plus system CPU time of pid in clock ticks
+// (/proc/<pid>/stat fields 14 and 15).
+func cpuTicks(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("agent cpu time: %w", err)
+	}
+	// The command name (field 2) may hold spaces: fields count from the
+	// last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("agent cpu time: short /proc/%d/stat", pid)
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	s, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("agent cpu time: %w", err)
+	}
+	return u + s, nil
 }

@@ -97,6 +97,7 @@ enum sl_metric {
 	SL_METRIC_SOCK_DESTROYED = 9,  /* a socket connected to a removed backend was destroyed */
 	SL_METRIC_POLICY_AUDIT = 10,   /* audit mode: would have been denied, forwarded */
 	SL_METRIC_POLICY_REDIRECT = 11, /* allowed with an L7 proxy redirect verdict */
+	SL_METRIC_HOST_ROUTED = 12,    /* sent straight to a local endpoint's interface (BPF host routing) */
 	SL_METRIC_MAX = 16, /* bound of the above, for sl_metrics_fast */
 };
 

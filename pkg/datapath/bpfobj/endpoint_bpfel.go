@@ -428,6 +428,7 @@ const (
 	EndpointSlMetricSL_METRIC_SOCK_DESTROYED  EndpointSlMetric = 9
 	EndpointSlMetricSL_METRIC_POLICY_AUDIT    EndpointSlMetric = 10
 	EndpointSlMetricSL_METRIC_POLICY_REDIRECT EndpointSlMetric = 11
+	EndpointSlMetricSL_METRIC_HOST_ROUTED     EndpointSlMetric = 12
 	EndpointSlMetricSL_METRIC_MAX             EndpointSlMetric = 16
 )
 
@@ -669,6 +670,7 @@ const (
 	EndpointVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
 	EndpointVarDropEventIntervalNs = "drop_event_interval_ns"
 	EndpointVarEnableAntispoof     = "enable_antispoof"
+	EndpointVarEnableHostRouting   = "enable_host_routing"
 	EndpointVarEnablePolicyRevoke  = "enable_policy_revoke"
 	EndpointVarEventsRingSize      = "events_ring_size"
 	EndpointVarFlowEvents          = "flow_events"
@@ -786,6 +788,7 @@ type EndpointVariableSpecs struct {
 	CtTimeoutTcpNs      *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	DropEventIntervalNs *ebpf.VariableSpec `ebpf:"drop_event_interval_ns"`
 	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnableHostRouting   *ebpf.VariableSpec `ebpf:"enable_host_routing"`
 	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
 	FlowEvents          *ebpf.VariableSpec `ebpf:"flow_events"`
@@ -902,6 +905,7 @@ type EndpointVariables struct {
 	CtTimeoutTcpNs      *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	DropEventIntervalNs *ebpf.Variable `ebpf:"drop_event_interval_ns"`
 	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnableHostRouting   *ebpf.Variable `ebpf:"enable_host_routing"`
 	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
 	FlowEvents          *ebpf.Variable `ebpf:"flow_events"`

@@ -51,6 +51,7 @@ const (
 	HostVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
 	HostVarDropEventIntervalNs = "drop_event_interval_ns"
 	HostVarEnableAntispoof     = "enable_antispoof"
+	HostVarEnableHostRouting   = "enable_host_routing"
 	HostVarEnablePolicyRevoke  = "enable_policy_revoke"
 	HostVarEventsRingSize      = "events_ring_size"
 	HostVarFlowEvents          = "flow_events"
@@ -148,6 +149,7 @@ type HostVariableSpecs struct {
 	CtTimeoutTcpNs      *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	DropEventIntervalNs *ebpf.VariableSpec `ebpf:"drop_event_interval_ns"`
 	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnableHostRouting   *ebpf.VariableSpec `ebpf:"enable_host_routing"`
 	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
 	FlowEvents          *ebpf.VariableSpec `ebpf:"flow_events"`
@@ -244,6 +246,7 @@ type HostVariables struct {
 	CtTimeoutTcpNs      *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	DropEventIntervalNs *ebpf.Variable `ebpf:"drop_event_interval_ns"`
 	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnableHostRouting   *ebpf.Variable `ebpf:"enable_host_routing"`
 	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
 	FlowEvents          *ebpf.Variable `ebpf:"flow_events"`

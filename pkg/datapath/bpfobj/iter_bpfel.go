@@ -49,6 +49,7 @@ const (
 	IterVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
 	IterVarDropEventIntervalNs = "drop_event_interval_ns"
 	IterVarEnableAntispoof     = "enable_antispoof"
+	IterVarEnableHostRouting   = "enable_host_routing"
 	IterVarEnablePolicyRevoke  = "enable_policy_revoke"
 	IterVarEventsRingSize      = "events_ring_size"
 	IterVarMaglevSize          = "maglev_size"
@@ -143,6 +144,7 @@ type IterVariableSpecs struct {
 	CtTimeoutTcpNs      *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	DropEventIntervalNs *ebpf.VariableSpec `ebpf:"drop_event_interval_ns"`
 	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnableHostRouting   *ebpf.VariableSpec `ebpf:"enable_host_routing"`
 	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
 	MaglevSize          *ebpf.VariableSpec `ebpf:"maglev_size"`
@@ -236,6 +238,7 @@ type IterVariables struct {
 	CtTimeoutTcpNs      *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	DropEventIntervalNs *ebpf.Variable `ebpf:"drop_event_interval_ns"`
 	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnableHostRouting   *ebpf.Variable `ebpf:"enable_host_routing"`
 	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
 	MaglevSize          *ebpf.Variable `ebpf:"maglev_size"`

@@ -40,6 +40,7 @@ var (
 		EndpointSlMetricSL_METRIC_SOCK_DESTROYED:  "sockets-destroyed",
 		EndpointSlMetricSL_METRIC_POLICY_AUDIT:    "policy-audit",
 		EndpointSlMetricSL_METRIC_POLICY_REDIRECT: "policy-redirect",
+		EndpointSlMetricSL_METRIC_HOST_ROUTED:     "host-routed",
 	}
 	ctStateNames = map[EndpointSlCtState]string{
 		EndpointSlCtStateSL_CT_NONE:        "none",

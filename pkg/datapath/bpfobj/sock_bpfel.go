@@ -53,6 +53,7 @@ const (
 	SockVarCtTimeoutTcpNs      = "ct_timeout_tcp_ns"
 	SockVarDropEventIntervalNs = "drop_event_interval_ns"
 	SockVarEnableAntispoof     = "enable_antispoof"
+	SockVarEnableHostRouting   = "enable_host_routing"
 	SockVarEnablePolicyRevoke  = "enable_policy_revoke"
 	SockVarEventsRingSize      = "events_ring_size"
 	SockVarFlowEvents          = "flow_events"
@@ -155,6 +156,7 @@ type SockVariableSpecs struct {
 	CtTimeoutTcpNs      *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
 	DropEventIntervalNs *ebpf.VariableSpec `ebpf:"drop_event_interval_ns"`
 	EnableAntispoof     *ebpf.VariableSpec `ebpf:"enable_antispoof"`
+	EnableHostRouting   *ebpf.VariableSpec `ebpf:"enable_host_routing"`
 	EnablePolicyRevoke  *ebpf.VariableSpec `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.VariableSpec `ebpf:"events_ring_size"`
 	FlowEvents          *ebpf.VariableSpec `ebpf:"flow_events"`
@@ -254,6 +256,7 @@ type SockVariables struct {
 	CtTimeoutTcpNs      *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
 	DropEventIntervalNs *ebpf.Variable `ebpf:"drop_event_interval_ns"`
 	EnableAntispoof     *ebpf.Variable `ebpf:"enable_antispoof"`
+	EnableHostRouting   *ebpf.Variable `ebpf:"enable_host_routing"`
 	EnablePolicyRevoke  *ebpf.Variable `ebpf:"enable_policy_revoke"`
 	EventsRingSize      *ebpf.Variable `ebpf:"events_ring_size"`
 	FlowEvents          *ebpf.Variable `ebpf:"flow_events"`
