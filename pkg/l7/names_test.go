@@ -22,3 +22,17 @@ func TestParseRuleRef(t *testing.T) {
 		}
 	}
 }
+
+func TestListenerName(t *testing.T) {
+	if got := ListenerName(15001); got != "l7-15001" {
+		t.Errorf("ListenerName(15001) = %q", got)
+	}
+	if p, ok := ListenerPort("l7-15001"); !ok || p != 15001 {
+		t.Errorf("ListenerPort(l7-15001) = %d, %v", p, ok)
+	}
+	for _, bad := range []string{"", "l7-", "l7-0", "l7-015001", "l7-65536", "l7-15001x", "listener-15001", "L7-15001"} {
+		if p, ok := ListenerPort(bad); ok {
+			t.Errorf("ListenerPort(%q) = %d, want not ok", bad, p)
+		}
+	}
+}

@@ -27,6 +27,28 @@ func ParseRuleRef(s string) (RuleRef, error) {
 	return RuleRef{Namespace: parts[0], Policy: parts[1], PortIndex: port, RuleIndex: rule}, nil
 }
 
+// listenerPrefix starts every listener's name: "l7-" and its port.
+const listenerPrefix = "l7-"
+
+// ListenerName is the name of the listener on a proxy port
+// (Listener.Name): "l7-15001". Envoy's listener, its route configuration
+// and its access log entries carry it.
+func ListenerName(port uint16) string { return listenerPrefix + strconv.Itoa(int(port)) }
+
+// ListenerPort reads the proxy port out of a listener's name; ok is false
+// for a name ListenerName does not make.
+func ListenerPort(name string) (port uint16, ok bool) {
+	v, ok := strings.CutPrefix(name, listenerPrefix)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(v, 10, 16)
+	if err != nil || n == 0 || strconv.FormatUint(n, 10) != v {
+		return 0, false
+	}
+	return uint16(n), true
+}
+
 // index reads "field[N]".
 func index(s, field string) (int, error) {
 	v, ok := strings.CutPrefix(s, field+"[")
