@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -32,6 +32,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/flow"
+	"github.com/sluice-net/sluice/pkg/metrics"
 	"github.com/sluice-net/sluice/pkg/observer"
 )
 
@@ -64,9 +65,7 @@ type testNode struct {
 	als, hubble string // socket paths
 	store       *flow.Store
 	conv        *flow.Converter
-
-	mu       sync.Mutex
-	observed []flow.HTTPLog
+	metrics     *metrics.Collector
 }
 
 func startNode(t *testing.T) *testNode {
@@ -78,15 +77,12 @@ func startNode(t *testing.T) *testNode {
 		als: filepath.Join(dir, "xds.sock"), hubble: filepath.Join(dir, observer.DefaultSocketName), store: store,
 		conv: &flow.Converter{NodeName: "node-a", Version: "golden",
 			Enricher: newModelEnricher(t, testState(), "node-a", map[string]uint32{"web-7d9f8c6b5d-x2x4q": 12, "db-0": 14})},
+		metrics: metrics.NewCollector(metrics.Options{}),
 	}
 	l, err := net.Listen("unix", n.als)
 	require.NoError(t, err)
 	srv := grpc.NewServer()
-	_, err = Register(srv, Options{Converter: n.conv, Store: store, Observe: func(l *flow.HTTPLog) {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		n.observed = append(n.observed, *l)
-	}})
+	_, err = Register(srv, Options{Converter: n.conv, Store: store, Observe: n.metrics.ObserveL7Request})
 	require.NoError(t, err)
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(srv.Stop)
@@ -194,9 +190,16 @@ func TestGoldenFlows(t *testing.T) {
 			}
 		})
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	require.Len(t, n.observed, len(goldenNames), "requests told to Observe")
+	// And the metrics count them, rate-limited ones by their verdict.
+	require.NoError(t, testutil.CollectAndCompare(n.metrics, strings.NewReader(`
+# HELP sluice_l7_requests_total HTTP requests the node's proxy handled, from its access logs: by listener (l7-<proxy port>), verdict (forwarded, policy-denied, rate-limited, jwt-denied, audit) and deciding rule (namespace/policy/ports[i]/rules[j]; empty when no rule matched). Rate-limited requests are verdict="rate-limited".
+# TYPE sluice_l7_requests_total counter
+sluice_l7_requests_total{listener="l7-15001",rule="",verdict="jwt-denied"} 1
+sluice_l7_requests_total{listener="l7-15001",rule="",verdict="policy-denied"} 1
+sluice_l7_requests_total{listener="l7-15001",rule="shop/api/ports[0]/rules[0]",verdict="forwarded"} 1
+sluice_l7_requests_total{listener="l7-15001",rule="shop/api/ports[0]/rules[1]",verdict="rate-limited"} 1
+sluice_l7_requests_total{listener="l7-15002",rule="",verdict="audit"} 1
+`), "sluice_l7_requests_total"))
 }
 
 // flowName names a test flow by its request ID ("l4" for the datapath's).
