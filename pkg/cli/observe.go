@@ -147,7 +147,8 @@ end of a flow.`,
 		Example: `  sluice observe --last 50 --namespace shop
   sluice observe -f --verdict DROPPED
   sluice observe --from-pod shop/web --to-port 5432 --not --verdict FORWARDED
-  sluice observe --type drop:POLICY_REVOKED --since 10m -o json`,
+  sluice observe --type drop:POLICY_REVOKED --since 10m -o json
+  sluice observe --type l7 --http-status 4+ --http-path '^/api/'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
@@ -502,8 +503,17 @@ var matchTypes = map[flow.MatchType]string{
 }
 
 // flowTypeText is the TYPE column: a trace's observation point, a drop's
-// reason, "policy-verdict:L3-L4 INGRESS", a socket translation point.
+// reason, "policy-verdict:L3-L4 INGRESS", a socket translation point,
+// "http-response".
 func flowTypeText(f *flowpb.Flow) string {
+	// L7 flows: "http-request", "http-response", as Hubble prints them.
+	if l7 := f.GetL7(); l7 != nil {
+		proto := "l7"
+		if l7.GetHttp() != nil {
+			proto = "http"
+		}
+		return proto + "-" + strings.ToLower(l7.GetType().String())
+	}
 	et := f.GetEventType()
 	switch et.GetType() {
 	case flow.MessageTypeTrace:

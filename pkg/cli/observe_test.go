@@ -321,7 +321,7 @@ func TestObserveBadFlags(t *testing.T) {
 		{[]string{"--verdict", "NOPE"}, `invalid argument "NOPE" for "--verdict" flag: unknown verdict`},
 		{[]string{"--ip", "10.0.0.300"}, `"--ip" flag: not an address`},
 		{[]string{"--to-port", "70000"}, `"--to-port" flag: not a port`},
-		{[]string{"--protocol", "http"}, "unknown protocol"},
+		{[]string{"--protocol", "quic"}, "unknown protocol"},
 		{[]string{"--drop-reason", "POLICY_REVOKED"}, "select it with --type drop:POLICY_REVOKED"},
 		{[]string{"--type", "trace:sideways"}, "unknown trace observation point"},
 		{[]string{"--tcp-flags", "SYN,BOGUS"}, `unknown TCP flag "BOGUS"`},
@@ -462,4 +462,121 @@ func TestObserveFollow(t *testing.T) {
 	cancel()
 	go func() { _, _ = io.Copy(io.Discard, pr) }() // drain until the command ends
 	require.NoError(t, <-done, "interrupting a follow is how it ends, not an error")
+}
+
+// The node proxy's requests beside one L4 flow of their connection:
+//
+//	l4-redirect  default/web-0:43600 -> shop/orders-7d:8080  REDIRECTED to proxy port 15001
+//	get-items    GET /api/items?limit=5   200  FORWARDED, allowed by shop/api
+//	delete-item  DELETE /api/items/7      403  DROPPED POLICY_DENIED
+//	search       GET /api/search          429  DROPPED DROP_RATE_LIMITED, by shop/api
+func l7TestFlows() []*flowpb.Flow {
+	at := func(s int) *timestamppb.Timestamp { return timestamppb.New(ft0.Add(time.Duration(s) * time.Second)) }
+	ip := &flowpb.IP{Source: "10.244.1.5", Destination: "10.244.2.7", IpVersion: flowpb.IPVersion_IPv4}
+	api := []*flowpb.Policy{{Namespace: "shop", Name: "api", Kind: flow.L7PolicyKind}}
+	req := func(name string, s int, method, url string, code uint32, v flowpb.Verdict, reason flowpb.DropReason, summary string) *flowpb.Flow {
+		return &flowpb.Flow{
+			Uuid: name, Time: at(s), NodeName: "worker-1", Verdict: v, DropReason: uint32(reason), DropReasonDesc: reason,
+			IP: ip, L4: tcp(43600, 8080, nil), Source: webPod, Destination: ordersPod, Type: flowpb.FlowType_L7,
+			EventType: &flowpb.CiliumEventType{Type: flow.MessageTypeAccessLog}, TrafficDirection: flowpb.TrafficDirection_INGRESS,
+			IsReply: wrapperspb.Bool(false), ProxyPort: 15001,
+			L7: &flowpb.Layer7{Type: flowpb.L7FlowType_RESPONSE, LatencyNs: 3e6, Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{
+				Code: code, Method: method, Url: url, Protocol: "HTTP/1.1",
+				Headers: []*flowpb.HTTPHeader{{Key: "x-request-id", Value: name}},
+			}}},
+			Summary: summary,
+		}
+	}
+	get := req("get-items", 2, "GET", "http://orders.shop:8080/api/items?limit=5", 200, flowpb.Verdict_FORWARDED, 0,
+		"HTTP/1.1 200 3ms (GET http://orders.shop:8080/api/items?limit=5)")
+	get.IngressAllowedBy = api
+	search := req("search", 4, "GET", "http://orders.shop:8080/api/search", 429, flowpb.Verdict_DROPPED, flowpb.DropReason_DROP_RATE_LIMITED,
+		"HTTP/1.1 429 3ms (GET http://orders.shop:8080/api/search); rate limited by shop/api/ports[0]/rules[1]")
+	search.IngressDeniedBy = api
+	return []*flowpb.Flow{
+		{
+			Uuid: "l4-redirect", Time: at(1), NodeName: "worker-1", Verdict: flowpb.Verdict_REDIRECTED,
+			IP: ip, L4: tcp(43600, 8080, &flowpb.TCPFlags{SYN: true}), Source: webPod, Destination: ordersPod,
+			Type: flowpb.FlowType_L3_L4, EventType: &flowpb.CiliumEventType{Type: flow.MessageTypePolicyVerdict},
+			TrafficDirection: flowpb.TrafficDirection_INGRESS, IsReply: wrapperspb.Bool(false), ProxyPort: 15001,
+			Summary: "TCP Flags: SYN",
+		},
+		get,
+		req("delete-item", 3, "DELETE", "http://orders.shop:8080/api/items/7", 403, flowpb.Verdict_DROPPED, flowpb.DropReason_POLICY_DENIED,
+			"HTTP/1.1 403 3ms (DELETE http://orders.shop:8080/api/items/7); denied: no rule allows it"),
+		search,
+	}
+}
+
+// --type l7 and the --http-* flags select the proxy's requests, on the
+// server, as `hubble observe` does; the connection's address and port
+// select them with its L4 flow.
+func TestObserveL7(t *testing.T) {
+	dir, _ := serveFlows(t, l7TestFlows(), -1)
+	l7 := []string{"get-items", "delete-item", "search"}
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--type", "l7"}, l7},
+		{[]string{"--protocol", "http"}, l7},
+		{[]string{"--http-method", "get"}, []string{"get-items", "search"}},
+		{[]string{"--http-status", "4+"}, []string{"delete-item", "search"}},
+		{[]string{"--http-status", "403", "--http-status", "200"}, []string{"get-items", "delete-item"}},
+		{[]string{"--http-path", "^/api/items"}, []string{"get-items", "delete-item"}},
+		{[]string{"--http-url", "limit=5"}, []string{"get-items"}},
+		{[]string{"--http-header", "x-request-id:search"}, []string{"search"}},
+		{[]string{"--type", "l7", "--verdict", "DROPPED"}, []string{"delete-item", "search"}},
+		{[]string{"--drop-reason", "DROP_RATE_LIMITED"}, []string{"search"}},
+		{[]string{"--type", "l7", "--not", "--http-method", "GET"}, []string{"delete-item"}},
+		{[]string{"--from-pod", "default/web", "--http-method", "DELETE"}, []string{"delete-item"}},
+		{[]string{"--ip", "10.244.1.5", "--port", "43600"}, []string{"l4-redirect", "get-items", "delete-item", "search"}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			require.Equal(t, tc.want, printedFlows(t, dir, tc.args...))
+		})
+	}
+
+	// What the flags send.
+	out, err := run(t, "observe", "--print-request", "--type", "l7", "--http-method", "GET", "--http-status", "5+", "--http-path", "^/api/")
+	require.NoError(t, err)
+	var got, want observerpb.GetFlowsRequest
+	require.NoError(t, protojson.Unmarshal([]byte(out), &got), out)
+	require.NoError(t, protojson.Unmarshal([]byte(`{"number": "20", "whitelist": [{"event_type": [{"type": 129}],
+		"http_method": ["GET"], "http_status_code": ["5+"], "http_path": ["^/api/"]}]}`), &want))
+	require.True(t, proto.Equal(&want, &got), "request %s", out)
+
+	// Bad values are refused before anything is sent, naming the flag.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http-status", "600"}, `invalid argument "600" for "--http-status" flag: want a status code`},
+		{[]string{"--http-status", "4xx"}, `for "--http-status" flag`},
+		{[]string{"--http-path", "(api"}, `invalid argument "(api" for "--http-path" flag: not a regular expression`},
+		{[]string{"--http-header", "x-request-id"}, `for "--http-header" flag: want KEY:VALUE`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := run(t, append([]string{"observe", "--print-request"}, tc.args...)...)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	// An HTTP filter with a non-L7 event type is the server's to refuse,
+	// as Hubble's does.
+	_, err = run(t, "--state-dir", dir, "observe", "--type", "trace", "--http-method", "GET")
+	require.ErrorContains(t, err, "rejected the request")
+	require.ErrorContains(t, err, "HTTP filters need the event type filter to match l7 events")
+
+	// Printed as Hubble prints L7 flows: the record type, the verdict with
+	// the rule's policy, the summary.
+	out, err = run(t, "--state-dir", dir, "observe", "--type", "l7")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 3, out)
+	require.Equal(t, "Mar 14 09:26:55.000: default/web-0:43600 (ID:300) -> shop/orders-7d:8080 (ID:320) http-response FORWARDED BY shop/api (SluiceL7Policy) "+
+		"(HTTP/1.1 200 3ms (GET http://orders.shop:8080/api/items?limit=5))", lines[0])
+	require.Equal(t, "Mar 14 09:26:56.000: default/web-0:43600 (ID:300) -> shop/orders-7d:8080 (ID:320) http-response DROPPED "+
+		"(HTTP/1.1 403 3ms (DELETE http://orders.shop:8080/api/items/7); denied: no rule allows it)", lines[1])
+	require.Equal(t, "Mar 14 09:26:57.000: default/web-0:43600 (ID:300) -> shop/orders-7d:8080 (ID:320) http-response DROPPED BY shop/api (SluiceL7Policy) "+
+		"(HTTP/1.1 429 3ms (GET http://orders.shop:8080/api/search); rate limited by shop/api/ports[0]/rules[1])", lines[2])
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -218,7 +219,7 @@ var filterFlags = []filterFlag{
 			return nil
 		}},
 
-	{name: "protocol", usage: "flows of the `PROTOCOL`: tcp, udp, sctp, icmp, icmpv4 or icmpv6",
+	{name: "protocol", usage: "flows of the `PROTOCOL`: tcp, udp, sctp, icmp, icmpv4, icmpv6 or http (the node proxy's requests)",
 		set: func(s *filterSet, v string) error {
 			p := strings.ToLower(v)
 			if !slices.Contains(protocols, p) {
@@ -245,13 +246,44 @@ var filterFlags = []filterFlag{
 			s.both(func(f *flowpb.FlowFilter) { f.DropReasonDesc = append(f.DropReasonDesc, r) })
 			return nil
 		}},
-	{name: "type", short: "t", usage: "flows of the event `TYPE[:SUBTYPE]`: trace[:to-endpoint|from-endpoint|from-network|to-network …], drop[:REASON], policy-verdict, trace-sock (or sock)[:post-xlate-fwd …]",
+	{name: "type", short: "t", usage: "flows of the event `TYPE[:SUBTYPE]`: trace[:to-endpoint|from-endpoint|from-network|to-network …], drop[:REASON], policy-verdict, trace-sock (or sock)[:post-xlate-fwd …], l7 (the node proxy's HTTP requests)",
 		set: func(s *filterSet, v string) error {
 			t, err := parseEventType(v)
 			if err != nil {
 				return err
 			}
 			s.both(func(f *flowpb.FlowFilter) { f.EventType = append(f.EventType, t) })
+			return nil
+		}},
+	{name: "http-status", usage: "HTTP requests answered with the status `CODE` (404) or a code starting with it (4+, 40+)",
+		set: func(s *filterSet, v string) error {
+			if !httpStatusCode.MatchString(v) {
+				return errors.New("want a status code (404) or a prefix of one followed by + (4+, 40+)")
+			}
+			s.both(func(f *flowpb.FlowFilter) { f.HttpStatusCode = append(f.HttpStatusCode, v) })
+			return nil
+		}},
+	{name: "http-method", usage: "HTTP requests with the `METHOD` (GET, POST …; any case)",
+		set: func(s *filterSet, v string) error {
+			if v == "" {
+				return errors.New("want a method, e.g. GET")
+			}
+			s.both(func(f *flowpb.FlowFilter) { f.HttpMethod = append(f.HttpMethod, v) })
+			return nil
+		}},
+	{name: "http-path", usage: "HTTP requests whose path (without the query) matches the regular expression `REGEX`, e.g. '^/api/'",
+		set: regexpFlag(func(f *flowpb.FlowFilter) *[]string { return &f.HttpPath })},
+	{name: "http-url", usage: "HTTP requests whose URL (scheme://host/path?query) matches the regular expression `REGEX`",
+		set: regexpFlag(func(f *flowpb.FlowFilter) *[]string { return &f.HttpUrl })},
+	{name: "http-header", usage: "HTTP requests with the header `KEY:VALUE` (the key in lower case, as flows show it)",
+		set: func(s *filterSet, v string) error {
+			key, value, ok := strings.Cut(v, ":")
+			if !ok || key == "" {
+				return errors.New("want KEY:VALUE, e.g. x-request-id:6a1b2f0e")
+			}
+			s.both(func(f *flowpb.FlowFilter) {
+				f.HttpHeader = append(f.HttpHeader, &flowpb.HTTPHeader{Key: key, Value: value})
+			})
 			return nil
 		}},
 	{name: "tcp-flags", usage: "TCP flows with all of the `FLAGS` (SYN, SYN,ACK, RST …); repeat the flag for alternatives",
@@ -284,9 +316,25 @@ var filterFlags = []filterFlag{
 		}},
 }
 
-// protocols are the --protocol values. The observer also accepts Hubble's
-// L7 names, but Sluice flows never carry L7 records.
-var protocols = []string{"tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6"}
+// regexpFlag adds a regular expression to a field of both filters.
+func regexpFlag(field func(*flowpb.FlowFilter) *[]string) func(*filterSet, string) error {
+	return func(s *filterSet, v string) error {
+		if _, err := regexp.Compile(v); err != nil {
+			return fmt.Errorf("not a regular expression: %w", err)
+		}
+		s.both(func(f *flowpb.FlowFilter) { *field(f) = append(*field(f), v) })
+		return nil
+	}
+}
+
+// protocols are the --protocol values: http selects the node proxy's L7
+// flows. The observer also accepts Hubble's other names (dns, vrrp,
+// igmp), which no Sluice flow carries.
+var protocols = []string{"tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6", "http"}
+
+// httpStatusCode is what --http-status takes, as the observer (and
+// Hubble's server) checks it: a code, or a prefix of one and "+".
+var httpStatusCode = regexp.MustCompile(`^(?:[1-5][0-9]{2}|[1-5][0-9]?\+)$`)
 
 // addFlags registers the filter flags on fs.
 func (ff *flowFilters) addFlags(fs *pflag.FlagSet) {
@@ -531,12 +579,10 @@ func parseDropReasonDesc(v string) (flowpb.DropReason, error) {
 	return 0, errors.New("unknown drop reason: use a name of Hubble's flow.DropReason, e.g. POLICY_DENIED")
 }
 
-// Cilium monitor message types (cilium pkg/monitor/api) that pkg/flow does
-// not define because Sluice never emits them; the observer accepts them.
-const (
-	messageTypeCapture   = 3
-	messageTypeAccessLog = 129
-)
+// messageTypeCapture is Cilium's monitor message type of debug captures
+// (cilium pkg/monitor/api), which Sluice never emits; the observer
+// accepts it.
+const messageTypeCapture = 3
 
 // eventTypes are the --type names, as Hubble names them; "sock" is
 // short for trace-sock.
@@ -547,7 +593,7 @@ var eventTypes = map[string]int32{
 	"policy-verdict": flow.MessageTypePolicyVerdict,
 	"trace-sock":     flow.MessageTypeTraceSock,
 	"sock":           flow.MessageTypeTraceSock,
-	"l7":             messageTypeAccessLog,
+	"l7":             flow.MessageTypeAccessLog,
 }
 
 // traceObservationPoints name the sub-types of trace events (Cilium's

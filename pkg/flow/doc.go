@@ -42,6 +42,18 @@
 // addressed, "original_destination" (see OriginalDestination), so that
 // `sluice map` shows the service port beside the backend's.
 //
+// The node's proxy reports each HTTP request it handled in its access log
+// (pkg/xds/als reads Envoy's over the gRPC access log service);
+// Converter.HTTP makes it an L7 flow as Cilium's Hubble shows one
+// (event type 129, L7 type RESPONSE with code and latency), both ends
+// resolved by the same Enricher as the datapath's events, with the
+// connection's addresses and ports so that Hubble's --ip and --port
+// filters show it beside the connection's L4 flow. Refusals are DROPPED
+// with a drop reason apiece (POLICY_DENIED, DROP_RATE_LIMITED,
+// AUTH_REQUIRED for JWT) and the "l7" extension names the proxy's verdict,
+// the deciding rule and the listener (see L7Verdict). L7 flows are few
+// beside the datapath's and are stored prebuilt (Store.Add).
+//
 // The Store is a ring of Entries (records, prebuilt flows and lost-event
 // notices), allocated when the store is made, that never blocks its
 // writer: followers read by sequence number and learn how many entries

@@ -236,6 +236,24 @@ func (v *View) L7() (dns, http bool) {
 	return false, false
 }
 
+// HTTP is the flow's HTTP record (an L7 flow of the node's proxy), nil
+// for other flows.
+func (v *View) HTTP() *flowpb.HTTP {
+	if v.flow != nil {
+		return v.flow.GetL7().GetHttp()
+	}
+	return nil
+}
+
+// TraceID is the flow's trace ID (trace_context.parent.trace_id), empty
+// for flows without one; Sluice's datapath flows have none.
+func (v *View) TraceID() string {
+	if v.flow != nil {
+		return v.flow.GetTraceContext().GetParent().GetTraceId()
+	}
+	return ""
+}
+
 // Verdict is the flow's verdict.
 func (v *View) Verdict() flowpb.Verdict {
 	if v.flow != nil {

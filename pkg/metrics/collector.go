@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/flow"
 )
 
 const namespace = "sluice"
@@ -103,6 +104,7 @@ type Collector struct {
 	followersLost                              *prometheus.Desc
 
 	flows           *prometheus.CounterVec
+	l7Requests      *prometheus.CounterVec
 	reconcile       *prometheus.HistogramVec
 	reconcileErrors *prometheus.CounterVec
 	scrapeErrors    *prometheus.CounterVec
@@ -152,6 +154,10 @@ func NewCollector(o Options) *Collector {
 			Namespace: namespace, Name: "flows_total",
 			Help: "Flows the agent read from the datapath, by event type (trace, drop, translate, end) and Hubble verdict (FORWARDED, DROPPED, TRANSLATED, AUDIT, REDIRECTED; VERDICT_UNKNOWN for connection ends).",
 		}, []string{"type", "verdict"}),
+		l7Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "l7_requests_total",
+			Help: "HTTP requests the node's proxy handled, from its access logs: by listener (l7-<proxy port>), verdict (forwarded, policy-denied, rate-limited, jwt-denied, audit) and deciding rule (namespace/policy/ports[i]/rules[j]; empty when no rule matched). Rate-limited requests are verdict=\"rate-limited\".",
+		}, []string{"listener", "verdict", "rule"}),
 		reconcile: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "reconcile_duration_seconds",
 			Help:    "Duration of reconciler passes that compute desired state and write it into the maps, by reconciler (services, policy) and pass (full: periodic resync, incremental: what the model changed).",
@@ -188,6 +194,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	c.flows.Describe(ch)
+	c.l7Requests.Describe(ch)
 	c.reconcile.Describe(ch)
 	c.reconcileErrors.Describe(ch)
 	c.scrapeErrors.Describe(ch)
@@ -205,6 +212,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- c.buildInfo
 	c.flows.Collect(ch)
+	c.l7Requests.Collect(ch)
 	c.reconcile.Collect(ch)
 	c.reconcileErrors.Collect(ch)
 	// Last, so that this scrape's own failures are in it.
@@ -281,6 +289,18 @@ func (c *Collector) collectState(ch chan<- prometheus.Metric) {
 // reasons of the datapath counters.
 func (c *Collector) ObserveFlow(eventType, verdict string) {
 	c.flows.WithLabelValues(eventType, verdict).Inc()
+}
+
+// ObserveL7Request counts one request of the node's proxy (the access log
+// service's Observe hook). Labels stay bounded: listeners and rules are
+// as many as the policy makes, verdicts five; URLs, methods and clients
+// are the flows' business, never labels.
+func (c *Collector) ObserveL7Request(l *flow.HTTPLog) {
+	rule := ""
+	if l.Rule != nil {
+		rule = l.Rule.String()
+	}
+	c.l7Requests.WithLabelValues(l.Listener, l.Verdict.String(), rule).Inc()
 }
 
 // ObserveReconcile records one pass of a reconciler (ReconcilerServices,

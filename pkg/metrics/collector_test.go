@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/flow"
+	"github.com/sluice-net/sluice/pkg/l7"
 )
 
 // fakeDatapath serves fixed map contents, or errors, as the maps would.
@@ -208,4 +210,31 @@ sluice_reconcile_errors_total{reconciler="policy"} 1
 	require.InDelta(t, 0.006, h.GetSampleSum(), 1e-9)
 	h = histogram(t, c, "sluice_reconcile_duration_seconds", map[string]string{"reconciler": "policy", "pass": "full"})
 	require.EqualValues(t, 1, h.GetSampleCount())
+}
+
+// The proxy's requests are counted by listener, verdict and deciding
+// rule; rate-limited ones by their verdict.
+func TestObserveL7Request(t *testing.T) {
+	c := NewCollector(Options{})
+	rule := &l7.RuleRef{Namespace: "shop", Policy: "api", PortIndex: 0, RuleIndex: 1}
+	for _, l := range []flow.HTTPLog{
+		{Listener: "l7-15001", Verdict: flow.L7Forwarded, Rule: rule},
+		{Listener: "l7-15001", Verdict: flow.L7Forwarded, Rule: rule},
+		{Listener: "l7-15001", Verdict: flow.L7RateLimited, Rule: rule},
+		{Listener: "l7-15001", Verdict: flow.L7PolicyDenied},
+		{Listener: "l7-15002", Verdict: flow.L7JWTDenied},
+	} {
+		c.ObserveL7Request(&l)
+	}
+	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP sluice_l7_requests_total HTTP requests the node's proxy handled, from its access logs: by listener (l7-<proxy port>), verdict (forwarded, policy-denied, rate-limited, jwt-denied, audit) and deciding rule (namespace/policy/ports[i]/rules[j]; empty when no rule matched). Rate-limited requests are verdict="rate-limited".
+# TYPE sluice_l7_requests_total counter
+sluice_l7_requests_total{listener="l7-15001",rule="shop/api/ports[0]/rules[1]",verdict="forwarded"} 2
+sluice_l7_requests_total{listener="l7-15001",rule="shop/api/ports[0]/rules[1]",verdict="rate-limited"} 1
+sluice_l7_requests_total{listener="l7-15001",rule="",verdict="policy-denied"} 1
+sluice_l7_requests_total{listener="l7-15002",rule="",verdict="jwt-denied"} 1
+`), "sluice_l7_requests_total"))
+	problems, err := testutil.CollectAndLint(c)
+	require.NoError(t, err)
+	require.Empty(t, problems)
 }

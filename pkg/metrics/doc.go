@@ -5,8 +5,9 @@
 // asks, so a scrape always sees the kernel's current totals and nothing is
 // kept in between. The agent's own state (endpoints, services, policy) is
 // read the same way through the small StateSource interface. What only the
-// agent sees as it happens, flows and reconciler passes, is counted through
-// hooks (ObserveFlow, ReconcileObserver) that the agent calls.
+// agent sees as it happens, flows, the proxy's requests and reconciler
+// passes, is counted through hooks (ObserveFlow, ObserveL7Request,
+// ReconcileObserver) that the agent calls.
 //
 // A map that cannot be read is left out of that scrape and counted in
 // sluice_metrics_scrape_errors_total{source}: a failing scrape shows up as

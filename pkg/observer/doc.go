@@ -12,8 +12,9 @@
 // gets built flows, masked. GetFlows implements Hubble's request
 // semantics (number, first, follow, since/until, whitelist/blacklist flow
 // filters, field masks); the filter compiler accepts the FlowFilter fields
-// Sluice flows can answer and rejects the others (L7, FQDN, trace IDs,
-// CEL) with InvalidArgument rather than silently returning nothing.
+// Sluice flows can answer, the HTTP fields and trace IDs of the node
+// proxy's L7 flows included, and rejects the others (DNS, FQDN, CEL)
+// with InvalidArgument rather than silently returning nothing.
 // ServerStatus and GetNodes report the single node. The standard gRPC
 // health service runs on the same server. Listening is plaintext on a
 // unix socket (mode 0660, group Config.SocketGroup) and, optionally, a TCP address.

@@ -3,6 +3,7 @@ package observer
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -97,9 +98,8 @@ func (fs *Filters) MatchView(v *flow.View) bool {
 func (fs *Filters) empty() bool { return fs == nil || len(fs.allow) == 0 && len(fs.deny) == 0 }
 
 // fieldCompilers compile the FlowFilter fields this server evaluates, by
-// proto field name. Fields about data Sluice flows do not carry (L7,
-// FQDNs, trace IDs, CEL) are rejected rather than silently matching
-// nothing.
+// proto field name. Fields about data Sluice flows do not carry (DNS,
+// FQDNs, CEL, ...) are rejected rather than silently matching nothing.
 var fieldCompilers = map[protoreflect.Name]func(*flowpb.FlowFilter) (predicate, error){
 	"source_ip":      func(ff *flowpb.FlowFilter) (predicate, error) { return ipFilter(ff.GetSourceIp(), sourceIP) },
 	"destination_ip": func(ff *flowpb.FlowFilter) (predicate, error) { return ipFilter(ff.GetDestinationIp(), destinationIP) },
@@ -159,6 +159,25 @@ var fieldCompilers = map[protoreflect.Name]func(*flowpb.FlowFilter) (predicate, 
 	"reply":      func(ff *flowpb.FlowFilter) (predicate, error) { return replyFilter(ff.GetReply()), nil },
 	"tcp_flags":  func(ff *flowpb.FlowFilter) (predicate, error) { return tcpFlagsFilter(ff.GetTcpFlags()), nil },
 	"node_name":  func(ff *flowpb.FlowFilter) (predicate, error) { return nodeNameFilter(ff.GetNodeName()) },
+
+	"http_status_code": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return httpFilter(ff, func() (predicate, error) { return httpStatusFilter(ff.GetHttpStatusCode()) })
+	},
+	"http_method": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return httpFilter(ff, func() (predicate, error) { return httpMethodFilter(ff.GetHttpMethod()), nil })
+	},
+	"http_path": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return httpFilter(ff, func() (predicate, error) { return httpURLFilter(ff.GetHttpPath(), true) })
+	},
+	"http_url": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return httpFilter(ff, func() (predicate, error) { return httpURLFilter(ff.GetHttpUrl(), false) })
+	},
+	"http_header": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return httpFilter(ff, func() (predicate, error) { return httpHeaderFilter(ff.GetHttpHeader()), nil })
+	},
+	"trace_id": func(ff *flowpb.FlowFilter) (predicate, error) {
+		return valueFilter(ff.GetTraceId(), (*flow.View).TraceID), nil
+	},
 }
 
 func compileFilter(ff *flowpb.FlowFilter) (filter, error) {
@@ -426,7 +445,8 @@ func portFilter(values []string, get func(*flow.View) (uint32, bool)) (predicate
 }
 
 // protocolFilter accepts the names Hubble accepts. Sluice flows never
-// carry VRRP, IGMP or L7 records, so those names match nothing.
+// carry VRRP, IGMP or DNS records, so those names match nothing; "http"
+// matches the L7 flows of the node's proxy.
 func protocolFilter(values []string) (predicate, error) {
 	var protos []string
 	for _, v := range values {
@@ -584,4 +604,92 @@ func namePattern(b *strings.Builder, p string) error {
 		}
 	}
 	return nil
+}
+
+// httpFilter compiles an HTTP field, which Hubble only accepts in a
+// filter that selects L7 events or any events (cilium
+// pkg/hubble/filters/http.go): the same request fails here as there.
+func httpFilter(ff *flowpb.FlowFilter, compile func() (predicate, error)) (predicate, error) {
+	if types := ff.GetEventType(); len(types) > 0 && !slices.ContainsFunc(types, func(t *flowpb.EventTypeFilter) bool {
+		return t.GetType() == flow.MessageTypeAccessLog
+	}) {
+		return nil, fmt.Errorf("HTTP filters need the event type filter to match l7 events (type %d) or to be left out", flow.MessageTypeAccessLog)
+	}
+	return compile()
+}
+
+var (
+	httpStatusFull   = regexp.MustCompile(`^[1-5][0-9]{2}$`)
+	httpStatusPrefix = regexp.MustCompile(`^[1-5][0-9]?\+$`)
+)
+
+// httpStatusFilter matches response codes: "404" exactly, "4+" or "40+"
+// by prefix. Records without a code (requests) match none.
+func httpStatusFilter(values []string) (predicate, error) {
+	var full, prefixes []string
+	for _, v := range values {
+		switch {
+		case httpStatusFull.MatchString(v):
+			full = append(full, v)
+		case httpStatusPrefix.MatchString(v):
+			prefixes = append(prefixes, strings.TrimSuffix(v, "+"))
+		default:
+			return nil, fmt.Errorf("invalid status code %q: want a code (404) or a prefix (4+, 40+)", v)
+		}
+	}
+	return func(f *flow.View) bool {
+		h := f.HTTP()
+		if h.GetCode() == 0 {
+			return false
+		}
+		code := fmt.Sprintf("%03d", h.GetCode())
+		return slices.Contains(full, code) || slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(code, p) })
+	}, nil
+}
+
+// httpMethodFilter matches request methods, case-insensitively.
+func httpMethodFilter(methods []string) predicate {
+	return func(f *flow.View) bool {
+		m := f.HTTP().GetMethod()
+		return m != "" && slices.ContainsFunc(methods, func(w string) bool { return strings.EqualFold(m, w) })
+	}
+}
+
+// httpURLFilter matches regular expressions (unanchored, as Hubble's)
+// against the URL, or with path against the URL's path alone.
+func httpURLFilter(exprs []string, path bool) (predicate, error) {
+	res := make([]*regexp.Regexp, 0, len(exprs))
+	for _, e := range exprs {
+		re, err := regexp.Compile(e)
+		if err != nil {
+			return nil, fmt.Errorf("invalid regular expression %q: %w", e, err)
+		}
+		res = append(res, re)
+	}
+	return func(f *flow.View) bool {
+		s := f.HTTP().GetUrl()
+		if s == "" {
+			return false
+		}
+		if path {
+			u, err := url.ParseRequestURI(s)
+			if err != nil {
+				return false
+			}
+			s = u.Path
+		}
+		return slices.ContainsFunc(res, func(re *regexp.Regexp) bool { return re.MatchString(s) })
+	}, nil
+}
+
+// httpHeaderFilter matches flows with any of the headers (key and value
+// exactly).
+func httpHeaderFilter(want []*flowpb.HTTPHeader) predicate {
+	return func(f *flow.View) bool {
+		return slices.ContainsFunc(f.HTTP().GetHeaders(), func(h *flowpb.HTTPHeader) bool {
+			return slices.ContainsFunc(want, func(w *flowpb.HTTPHeader) bool {
+				return w.GetKey() == h.GetKey() && w.GetValue() == h.GetValue()
+			})
+		})
+	}
 }

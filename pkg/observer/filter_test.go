@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -75,12 +76,7 @@ func sampleFlows() map[string]*flowpb.Flow {
 func TestFilters(t *testing.T) {
 	all := []string{"db->web", "ping", "web->db", "web->dns", "world->web"}
 	type ff = flowpb.FlowFilter
-	tests := []struct {
-		name            string
-		white, black    []*ff
-		want            []string
-		wantErrContains string
-	}{
+	tests := []filterCase{
 		{name: "no filters", want: all},
 		{name: "empty filter matches all", white: []*ff{{}}, want: all},
 		{name: "empty blacklist filter excludes all", black: []*ff{{}}, want: nil},
@@ -146,9 +142,74 @@ func TestFilters(t *testing.T) {
 		{name: "empty pod", white: []*ff{{}, {SourcePod: []string{""}}}, wantErrContains: "whitelist filter 1: source_pod: empty name"},
 		{name: "unknown protocol", white: []*ff{{Protocol: []string{"quic"}}}, wantErrContains: `unknown protocol "quic"`},
 		{name: "bad node pattern", white: []*ff{{NodeName: []string{"a/b/c"}}}, wantErrContains: "invalid node name pattern"},
-		{name: "unsupported field", white: []*ff{{HttpMethod: []string{"GET"}}}, wantErrContains: "field http_method is not supported"},
+		{name: "unsupported field", white: []*ff{{SourceFqdn: []string{"example.com"}}}, wantErrContains: "field source_fqdn is not supported"},
 	}
+	checkFilters(t, sampleFlows(), tests)
+}
+
+// L7 flows of the node's proxy, beside the sample flows:
+//
+//	get     shop/web-… → shop/db-0  GET http://db.shop:8080/api/items?limit=5  200  FORWARDED
+//	delete  shop/web-… → shop/db-0  DELETE http://db.shop:8080/api/items/7     403  DROPPED
+//	request shop/web-… → shop/db-0  POST http://db.shop:8080/api/items         no response
+func l7Flows() map[string]*flowpb.Flow {
 	flows := sampleFlows()
+	l7 := func(method, url string, code uint32, v flowpb.Verdict, headers ...*flowpb.HTTPHeader) *flowpb.Flow {
+		f := proto.CloneOf(flows["web->db"])
+		f.Type, f.Verdict, f.EventType = flowpb.FlowType_L7, v, &flowpb.CiliumEventType{Type: 129}
+		f.L7 = &flowpb.Layer7{Type: flowpb.L7FlowType_RESPONSE, Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{
+			Code: code, Method: method, Url: url, Protocol: "HTTP/1.1", Headers: headers}}}
+		return f
+	}
+	flows["get"] = l7("GET", "http://db.shop:8080/api/items?limit=5", 200, flowpb.Verdict_FORWARDED,
+		&flowpb.HTTPHeader{Key: "x-request-id", Value: "r-1"})
+	flows["get"].TraceContext = &flowpb.TraceContext{Parent: &flowpb.TraceParent{TraceId: "4bf92f3577b34da6a3ce929d0e0e4736"}}
+	flows["delete"] = l7("DELETE", "http://db.shop:8080/api/items/7", 403, flowpb.Verdict_DROPPED,
+		&flowpb.HTTPHeader{Key: "x-request-id", Value: "r-2"})
+	flows["request"] = l7("POST", "http://db.shop:8080/api/items", 0, flowpb.Verdict_FORWARDED)
+	flows["request"].L7.Type = flowpb.L7FlowType_REQUEST
+	return flows
+}
+
+// The HTTP filters select what Hubble's select, with Hubble's syntax
+// (status codes and prefixes, methods in any case, path and URL regular
+// expressions) and its rule that they go with l7 event types only.
+func TestHTTPFilters(t *testing.T) {
+	type ff = flowpb.FlowFilter
+	l7 := []*flowpb.EventTypeFilter{{Type: 129}}
+	tests := []filterCase{
+		{name: "event type l7", white: []*ff{{EventType: l7}}, want: []string{"delete", "get", "request"}},
+		{name: "protocol http", white: []*ff{{Protocol: []string{"http"}}}, want: []string{"delete", "get", "request"}},
+		{name: "status code", white: []*ff{{HttpStatusCode: []string{"403"}}}, want: []string{"delete"}},
+		{name: "status prefix", white: []*ff{{HttpStatusCode: []string{"2+", "40+"}, EventType: l7}}, want: []string{"delete", "get"}},
+		{name: "status 5xx", white: []*ff{{HttpStatusCode: []string{"5+"}}}, want: nil},
+		{name: "method any case", white: []*ff{{HttpMethod: []string{"get", "POST"}}}, want: []string{"get", "request"}},
+		{name: "not the method", white: []*ff{{EventType: l7}}, black: []*ff{{HttpMethod: []string{"GET"}}}, want: []string{"delete", "request"}},
+		{name: "path regexp", white: []*ff{{HttpPath: []string{"^/api/items/[0-9]+$"}}}, want: []string{"delete"}},
+		{name: "path leaves the query out", white: []*ff{{HttpPath: []string{"limit"}}}, want: nil},
+		{name: "url regexp sees the query", white: []*ff{{HttpUrl: []string{"limit=5"}}}, want: []string{"get"}},
+		{name: "header", white: []*ff{{HttpHeader: []*flowpb.HTTPHeader{{Key: "x-request-id", Value: "r-2"}}}}, want: []string{"delete"}},
+		{name: "trace id", white: []*ff{{TraceId: []string{"4bf92f3577b34da6a3ce929d0e0e4736"}}}, want: []string{"get"}},
+		{name: "method and pod", white: []*ff{{HttpMethod: []string{"DELETE"}, SourcePod: []string{"shop/web"}, Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}}}, want: []string{"delete"}},
+
+		{name: "http field with another event type", white: []*ff{{HttpMethod: []string{"GET"}, EventType: []*flowpb.EventTypeFilter{{Type: 4}}}},
+			wantErrContains: "whitelist filter 0: http_method: HTTP filters need the event type filter to match l7 events"},
+		{name: "bad status", white: []*ff{{HttpStatusCode: []string{"600"}}}, wantErrContains: `http_status_code: invalid status code "600"`},
+		{name: "bad path", black: []*ff{{HttpPath: []string{"("}}}, wantErrContains: "blacklist filter 0: http_path: invalid regular expression"},
+	}
+	checkFilters(t, l7Flows(), tests)
+}
+
+// filterCase is a request's filters and the names of the flows they let
+// through (sorted), or the error they fail with.
+type filterCase struct {
+	name            string
+	white, black    []*flowpb.FlowFilter
+	want            []string
+	wantErrContains string
+}
+
+func checkFilters(t *testing.T, flows map[string]*flowpb.Flow, tests []filterCase) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fs, err := CompileFilters(tt.white, tt.black)
