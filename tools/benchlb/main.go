@@ -51,7 +51,10 @@ the ratios; nothing here passes or fails on time):
     Conntrack is active in the node netns for every variant (a CNI-style
     egress masquerade table is loaded at setup, and the legacy nat table,
     which cannot be unregistered once used, is instantiated up front), as
-    on a real node: the comparison is of the service proxy alone.
+    on a real node. Sluice's variants run with its defaults, so their
+    packets between the two pods skip the node's stack (BPF host routing)
+    where kube-proxy's cannot; the agent is measured once it is idle after
+    programming (its CPU time still for a second).
     Between variants Sluice is fully detached (agent stopped, its bpffs
     root removed so pinned tcx and cgroup links are released), checked with
     BPF_PROG_QUERY on every interface of the node and the pods' cgroups, and
