@@ -25,6 +25,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/service"
+	"github.com/sluice-net/sluice/pkg/servicesync"
 )
 
 // run executes `sluice args...` as a user would and returns what it wrote
@@ -584,7 +585,7 @@ func TestBPFLBList(t *testing.T) {
 		},
 	}
 	loadAndClose(t, dir, func(dp *datapath.Datapath) {
-		require.NoError(t, dp.Maps().ApplyLB(datapath.PlanLB(datapath.LBState{}, want)))
+		require.NoError(t, dp.Maps().ApplyLB(servicesync.Plan(datapath.LBState{}, want)))
 	})
 
 	t.Run("table", func(t *testing.T) {
