@@ -30,7 +30,6 @@ import (
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/policysync"
-	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/servicesync"
 	"github.com/sluice-net/sluice/pkg/source/files"
 	"github.com/sluice-net/sluice/pkg/source/k8s"
@@ -553,11 +552,11 @@ func (a *Agent) status() api.Status {
 	if err != nil {
 		st.Errors = append(st.Errors, api.Error{Component: "datapath", Message: err.Error()})
 	}
-	st.Maps = mp
+	st.Maps = apiMapPressure(mp)
 	if nat, err := a.maps.NATUsage(); err != nil {
 		st.Errors = append(st.Errors, api.Error{Component: "datapath", Message: err.Error()})
 	} else {
-		st.NAT = nat
+		st.NAT = apiNATUsage(nat)
 	}
 	for _, p := range mp {
 		if p.Map == datapath.MapCT {
@@ -619,15 +618,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 // services is the computed service table with its Maglev memory.
-func (a *Agent) services() api.Services {
-	out := api.Services{Frontends: []service.Frontend{}}
-	if d := a.lb.Desired(); d != nil {
-		out.Frontends = d.Frontends
-		out.MaglevTableSize = d.MaglevTableSize
-		out.Memory = d.MemoryPerService()
-	}
-	return out
-}
+func (a *Agent) services() api.Services { return apiServices(a.lb.Desired()) }
 
 // destroySockets destroys connected UDP sockets that socket LB pointed at
 // removed backends, in every network namespace of the node's processes, so
