@@ -26,6 +26,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/datapath/events"
 	"github.com/sluice-net/sluice/pkg/endpoint"
 	"github.com/sluice-net/sluice/pkg/flow"
+	"github.com/sluice-net/sluice/pkg/flow/enrich"
 	"github.com/sluice-net/sluice/pkg/metrics"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/observer"
@@ -52,7 +53,7 @@ type Agent struct {
 	policy   *policysync.Reconciler
 	stage    atomic.Pointer[string] // while starting; see setStage
 	flows    *flowSink
-	cgroups  *cgroupPods
+	cgroups  *cgroups.Pods
 	metrics  *metrics.Collector
 	// sockDestroy is how sockets of removed backends are destroyed
 	// (sockdestroy.Iterator or sockdestroy.SockDiag); empty if they cannot be.
@@ -79,7 +80,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	}
 	opts.Datapath.BPFRoot = opts.BPFRoot
 	a := &Agent{opts: opts, log: log, started: time.Now(), store: model.NewStore(),
-		cgroups: newCgroupPods(opts.CgroupRoot)}
+		cgroups: cgroups.NewPods(opts.CgroupRoot)}
 	a.logSettings()
 
 	lock, err := datapath.LockRoot(opts.BPFRoot)
@@ -237,7 +238,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("--flow-buffer: %w", err)
 	}
-	a.flows = &flowSink{store: fstore, conv: &flow.Converter{NodeName: opts.NodeName, Version: version, Enricher: newEnricher(a)},
+	a.flows = &flowSink{store: fstore, conv: &flow.Converter{NodeName: opts.NodeName, Version: version, Enricher: a.newEnricher()},
 		observe: a.metrics.ObserveFlow}
 	hubble, err := observer.Start(observer.Config{
 		SocketPath: opts.hubbleSocket(), SocketGroup: opts.SocketGroup, TCPAddress: opts.HubbleAddress,
@@ -476,6 +477,13 @@ func (a *Agent) newReconcilers() (err error) {
 		ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerEndpoints),
 	})
 	return nil
+}
+
+// newEnricher resolves flow events through the agent's parts, as they
+// are when the event is read.
+func (a *Agent) newEnricher() *enrich.Enricher {
+	return enrich.New(enrich.Lookups{NodeName: a.opts.NodeName, Model: a.store, Endpoints: a.eps,
+		Identities: a.policy, Services: a.lb, Rules: a.policy, Cgroups: a.cgroups})
 }
 
 // recordEvent turns a connection the CT GC found expired into a flow,
