@@ -62,7 +62,9 @@ func (c *Pods) Pod(id uint64, s *model.State) (model.NamespacedName, bool) {
 				return model.NamespacedName{Namespace: ns, Name: name}, true
 			}
 		}
-		if i := strings.Index(dir, "pod"); i >= 0 {
+		// The last "pod": under the systemd driver every slice's name
+		// holds "kubepods" before the pod's "pod<uid>".
+		if i := strings.LastIndex(dir, "pod"); i >= 0 {
 			uid := strings.TrimSuffix(dir[i+3:], ".slice")
 			uid = strings.ReplaceAll(uid, "_", "-")
 			for nn, pod := range s.Pods {

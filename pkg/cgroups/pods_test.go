@@ -28,8 +28,8 @@ func mkdir(t *testing.T, root, dir string) uint64 {
 	return inode(t, p)
 }
 
-// A cgroup names its pod, the way kubelet's cgroupfs driver or a
-// simulated node lays the tree out; a container's cgroup names the pod
+// A cgroup names its pod, the way kubelet's cgroupfs or systemd driver or
+// a simulated node lays the tree out; a container's cgroup names the pod
 // it is under. Plain directories stand in for the cgroup tree: the
 // lookup reads names and inodes only.
 func TestPodsByCgroup(t *testing.T) {
@@ -43,6 +43,10 @@ func TestPodsByCgroup(t *testing.T) {
 	simulated := mkdir(t, root, "sluice-node-1/shop_web-1")
 	cgroupfs := mkdir(t, root, "kubepods/besteffort/pod5f1c2a9e-0b7d-4c1e-9a51-3d2f8e7c6b10")
 	container := mkdir(t, root, "kubepods/besteffort/pod5f1c2a9e-0b7d-4c1e-9a51-3d2f8e7c6b10/0123abcd")
+	// The systemd driver (kubeadm's default) spells "-" as "_" in the
+	// UID and nests slices whose names all hold "kubepods".
+	systemd := mkdir(t, root, "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod5f1c2a9e_0b7d_4c1e_9a51_3d2f8e7c6b10.slice")
+	systemdContainer := mkdir(t, root, "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod5f1c2a9e_0b7d_4c1e_9a51_3d2f8e7c6b10.slice/cri-containerd-0123abcd.scope")
 	gone := mkdir(t, root, "sluice-node-1/shop_deleted-0")
 	system := mkdir(t, root, "system.slice/containerd.service")
 
@@ -56,6 +60,8 @@ func TestPodsByCgroup(t *testing.T) {
 		{"a simulated node's pod cgroup: namespace_name", simulated, web, true},
 		{"kubelet's cgroupfs driver: pod<uid>", cgroupfs, db, true},
 		{"a container's cgroup, under its pod's", container, db, true},
+		{"kubelet's systemd driver: kubepods-<qos>-pod<uid>.slice", systemd, db, true},
+		{"a container's scope under a systemd pod slice", systemdContainer, db, true},
 		{"a cgroup of a pod the model does not have", gone, model.NamespacedName{}, false},
 		{"a cgroup of no pod", system, model.NamespacedName{}, false},
 		{"no cgroup at all", ^uint64(0), model.NamespacedName{}, false},
