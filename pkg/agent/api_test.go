@@ -27,9 +27,9 @@ func TestAPISocketIsRootAndSocketGroupOnly(t *testing.T) {
 	defer syscall.Umask(old)
 	dir := t.TempDir()
 	a := &Agent{opts: Options{StateDir: dir, SocketGroup: strconv.Itoa(4242)}, log: slog.New(slog.DiscardHandler)}
-	srv, err := a.serveAPI()
+	srv, err := a.listenAPI()
 	require.NoError(t, err)
-	defer srv.Close()
+	defer srv.shutdown()
 
 	path := filepath.Join(dir, api.SocketName)
 	fi, err := os.Lstat(path)

@@ -23,3 +23,9 @@ func servePprof(addr string, log *slog.Logger) (*httpServer, error) {
 	log.Info("serving runtime profiles", "address", s.ln.Addr().String(), "path", "/debug/pprof/")
 	return s, nil
 }
+
+// close stops serving at once (profiles in flight are cut short).
+func (s *httpServer) close() {
+	_ = s.srv.Close()
+	_ = s.ln.Close()
+}

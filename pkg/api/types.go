@@ -1,13 +1,15 @@
 // Package api holds the types the agent serves on its local API socket and the
 // CLI reads. The transport is HTTP/JSON over a unix socket in the agent's state
 // directory (like Cilium's agent API), so it is scriptable with curl.
+//
+// These are wire types only: the package imports nothing of Sluice, and
+// the agent converts its parts' internal types into them (pkg/agent), so
+// a change inside a part cannot change the API by accident.
 package api
 
 import (
+	"net/netip"
 	"time"
-
-	"github.com/sluice-net/sluice/pkg/datapath"
-	"github.com/sluice-net/sluice/pkg/service"
 )
 
 // DefaultStateDir is the agent's default --state-dir.
@@ -60,10 +62,29 @@ type Status struct {
 	// Counters are datapath packet/byte totals by verdict, reason and direction.
 	Counters []Counter `json:"counters,omitempty"`
 	// Maps is how full each map that can fill up is.
-	Maps []datapath.MapPressure `json:"maps,omitempty"`
+	Maps []MapPressure `json:"maps,omitempty"`
 	// NAT is the SNAT port range in use per node address and protocol
 	// (external connections toward backends on other nodes).
-	NAT []datapath.NATUsage `json:"nat,omitempty"`
+	NAT []NATUsage `json:"nat,omitempty"`
+}
+
+// MapPressure is how full one BPF map is.
+type MapPressure struct {
+	Map     string `json:"map"`
+	Entries int    `json:"entries"`
+	Max     int    `json:"max"`
+	// Live, for sl_ct, counts the entries not yet expired (the others
+	// wait for the CT GC).
+	Live int `json:"live,omitempty"`
+}
+
+// NATUsage is the SNAT port range in use for one node address and
+// protocol.
+type NATUsage struct {
+	Address    string `json:"address"`
+	Proto      string `json:"proto"`
+	PortsInUse int    `json:"portsInUse"`
+	PortsTotal int    `json:"portsTotal"`
 }
 
 // PolicyStatus summarises network policy enforcement.
@@ -154,7 +175,88 @@ type ServicesStatus struct {
 
 // Services is what `sluice service list` shows.
 type Services struct {
-	Frontends       []service.Frontend      `json:"frontends"`
-	MaglevTableSize uint32                  `json:"maglevTableSize"`
-	Memory          []service.ServiceMemory `json:"memory,omitempty"`
+	Frontends       []Frontend      `json:"frontends"`
+	MaglevTableSize uint32          `json:"maglevTableSize"`
+	Memory          []ServiceMemory `json:"memory,omitempty"`
+}
+
+// Frontend is one (address, port, protocol) a client can reach, with the
+// backends it balances to, as the agent computed it.
+type Frontend struct {
+	ID       uint32         `json:"id"`
+	Service  NamespacedName `json:"service"`
+	PortName string         `json:"portName,omitempty"`
+	// Kind is ClusterIP, NodePort, LoadBalancer or ExternalIP.
+	Kind string `json:"kind"`
+	// Address is 0.0.0.0 for the NodePort frontend that matches any
+	// local address.
+	Address  netip.Addr `json:"address"`
+	Port     uint16     `json:"port"`
+	Protocol string     `json:"protocol"`
+	// Algorithm is "random" or "maglev".
+	Algorithm string `json:"algorithm"`
+	// AffinityTimeout is in seconds, with ClientIP SessionAffinity.
+	SessionAffinity bool   `json:"sessionAffinity,omitempty"`
+	AffinityTimeout uint32 `json:"affinityTimeout,omitempty"`
+	// TrafficPolicyLocal: internalTrafficPolicy (ClusterIP) or
+	// externalTrafficPolicy (the other kinds) is Local.
+	TrafficPolicyLocal bool `json:"trafficPolicyLocal,omitempty"`
+	// SourceRanges are a LoadBalancer's loadBalancerSourceRanges.
+	SourceRanges []netip.Prefix `json:"sourceRanges,omitempty"`
+	// ClusterFrontendID, for the external kinds, is the ID of the
+	// ClusterIP frontend of the same service port (0 if none).
+	ClusterFrontendID uint32 `json:"clusterFrontendID,omitempty"`
+	// Backends are the active backends, then the others.
+	Backends []Backend `json:"backends,omitempty"`
+	// NoEndpoints: no backend is active, new connections are refused.
+	// NoLocalEndpoints: the traffic policy is Local and only other nodes
+	// have endpoints; new connections are dropped.
+	NoEndpoints      bool `json:"noEndpoints,omitempty"`
+	NoLocalEndpoints bool `json:"noLocalEndpoints,omitempty"`
+}
+
+// Key names the frontend as the datapath matches it, e.g.
+// "10.96.0.1:443/TCP" or "[fd00::1]:443/TCP".
+func (f *Frontend) Key() string {
+	return netip.AddrPortFrom(f.Address, f.Port).String() + "/" + f.Protocol
+}
+
+// Backend is one endpoint behind a frontend.
+type Backend struct {
+	ID       uint32     `json:"id"`
+	Address  netip.Addr `json:"address"`
+	Port     uint16     `json:"port"` // the resolved target port
+	Protocol string     `json:"protocol"`
+	NodeName string     `json:"nodeName,omitempty"`
+	// Pod is the endpoint's target when it is a pod; zero otherwise.
+	Pod  NamespacedName `json:"pod,omitzero"`
+	Zone string         `json:"zone,omitempty"`
+	// State is BackendActive, "Terminating" or "NotReady".
+	State string `json:"state"`
+}
+
+// BackendActive is the State of a backend that takes new connections.
+const BackendActive = "Active"
+
+// ServiceMemory is the Maglev table memory one service needs in the datapath.
+type ServiceMemory struct {
+	Service NamespacedName `json:"service"`
+	// Tables is the number of frontends with a Maglev table.
+	Tables int `json:"tables"`
+	// Bytes is Tables × table size × 4 (one uint32 backend ID per entry).
+	Bytes uint64 `json:"bytes"`
+}
+
+// NamespacedName names a namespaced object.
+type NamespacedName struct {
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// String returns "namespace/name", or just "name" without a namespace.
+func (n NamespacedName) String() string {
+	if n.Namespace == "" {
+		return n.Name
+	}
+	return n.Namespace + "/" + n.Name
 }

@@ -23,8 +23,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/cli"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
-	"github.com/sluice-net/sluice/pkg/model"
-	"github.com/sluice-net/sluice/pkg/service"
+	"github.com/sluice-net/sluice/pkg/servicesync"
 )
 
 // run executes `sluice args...` as a user would and returns what it wrote
@@ -118,59 +117,59 @@ var (
 	}
 )
 
-func backend(id uint32, addrPort string, state service.BackendState) service.Backend {
+func backend(id uint32, addrPort string, state string) api.Backend {
 	ap := netip.MustParseAddrPort(addrPort)
-	return service.Backend{ID: id, Address: ap.Addr(), Port: ap.Port(), Protocol: model.ProtocolTCP, State: state}
+	return api.Backend{ID: id, Address: ap.Addr(), Port: ap.Port(), Protocol: "TCP", State: state}
 }
 
 var (
-	web    = model.NamespacedName{Namespace: "default", Name: "web"}
-	dns    = model.NamespacedName{Namespace: "kube-system", Name: "kube-dns"}
-	orders = model.NamespacedName{Namespace: "shop", Name: "orders"}
+	web    = api.NamespacedName{Namespace: "default", Name: "web"}
+	dns    = api.NamespacedName{Namespace: "kube-system", Name: "kube-dns"}
+	orders = api.NamespacedName{Namespace: "shop", Name: "orders"}
 
 	testServices = api.Services{
 		MaglevTableSize: 16381,
-		Frontends: []service.Frontend{
+		Frontends: []api.Frontend{
 			{
-				ID: 1, Service: web, PortName: "http", Kind: service.KindClusterIP,
-				Address: netip.MustParseAddr("10.96.0.10"), Port: 80, Protocol: model.ProtocolTCP,
-				Algorithm: service.AlgorithmRandom, SessionAffinity: true, AffinityTimeout: 10800,
-				Backends: []service.Backend{
-					backend(11, "10.244.1.5:8080", service.BackendActive),
-					backend(12, "10.244.2.7:8080", service.BackendTerminating),
+				ID: 1, Service: web, PortName: "http", Kind: "ClusterIP",
+				Address: netip.MustParseAddr("10.96.0.10"), Port: 80, Protocol: "TCP",
+				Algorithm: "random", SessionAffinity: true, AffinityTimeout: 10800,
+				Backends: []api.Backend{
+					backend(11, "10.244.1.5:8080", api.BackendActive),
+					backend(12, "10.244.2.7:8080", "Terminating"),
 				},
 			},
 			{
-				ID: 2, Service: web, PortName: "http", Kind: service.KindNodePort,
-				Address: netip.MustParseAddr("0.0.0.0"), Port: 30080, Protocol: model.ProtocolTCP,
-				Algorithm: service.AlgorithmRandom, TrafficPolicyLocal: true, NoEndpoints: true, NoLocalEndpoints: true,
+				ID: 2, Service: web, PortName: "http", Kind: "NodePort",
+				Address: netip.MustParseAddr("0.0.0.0"), Port: 30080, Protocol: "TCP",
+				Algorithm: "random", TrafficPolicyLocal: true, NoEndpoints: true, NoLocalEndpoints: true,
 				ClusterFrontendID: 1,
 			},
 			{
-				ID: 3, Service: dns, PortName: "dns", Kind: service.KindClusterIP,
-				Address: netip.MustParseAddr("10.96.0.53"), Port: 53, Protocol: model.ProtocolUDP,
-				Algorithm: service.AlgorithmRandom, NoEndpoints: true,
+				ID: 3, Service: dns, PortName: "dns", Kind: "ClusterIP",
+				Address: netip.MustParseAddr("10.96.0.53"), Port: 53, Protocol: "UDP",
+				Algorithm: "random", NoEndpoints: true,
 			},
 			{
-				ID: 4, Service: orders, Kind: service.KindClusterIP,
-				Address: netip.MustParseAddr("fd00:96::20"), Port: 443, Protocol: model.ProtocolTCP,
-				Algorithm: service.AlgorithmMaglev,
-				Backends: []service.Backend{
-					backend(21, "[fd00:244:1::9]:8443", service.BackendActive),
-					backend(22, "[fd00:244:2::4]:8443", service.BackendActive),
-					backend(23, "[fd00:244:3::1]:8443", service.BackendNotReady),
+				ID: 4, Service: orders, Kind: "ClusterIP",
+				Address: netip.MustParseAddr("fd00:96::20"), Port: 443, Protocol: "TCP",
+				Algorithm: "maglev",
+				Backends: []api.Backend{
+					backend(21, "[fd00:244:1::9]:8443", api.BackendActive),
+					backend(22, "[fd00:244:2::4]:8443", api.BackendActive),
+					backend(23, "[fd00:244:3::1]:8443", "NotReady"),
 				},
 			},
 			{
-				ID: 5, Service: orders, Kind: service.KindLoadBalancer,
-				Address: netip.MustParseAddr("2001:db8::80"), Port: 443, Protocol: model.ProtocolTCP,
-				Algorithm: service.AlgorithmMaglev, ClusterFrontendID: 4,
-				Backends: []service.Backend{
-					backend(21, "[fd00:244:1::9]:8443", service.BackendActive),
+				ID: 5, Service: orders, Kind: "LoadBalancer",
+				Address: netip.MustParseAddr("2001:db8::80"), Port: 443, Protocol: "TCP",
+				Algorithm: "maglev", ClusterFrontendID: 4,
+				Backends: []api.Backend{
+					backend(21, "[fd00:244:1::9]:8443", api.BackendActive),
 				},
 			},
 		},
-		Memory: []service.ServiceMemory{{Service: orders, Tables: 2, Bytes: 131048}},
+		Memory: []api.ServiceMemory{{Service: orders, Tables: 2, Bytes: 131048}},
 	}
 )
 
@@ -584,7 +583,7 @@ func TestBPFLBList(t *testing.T) {
 		},
 	}
 	loadAndClose(t, dir, func(dp *datapath.Datapath) {
-		require.NoError(t, dp.Maps().ApplyLB(datapath.PlanLB(datapath.LBState{}, want)))
+		require.NoError(t, dp.Maps().ApplyLB(servicesync.Plan(datapath.LBState{}, want)))
 	})
 
 	t.Run("table", func(t *testing.T) {

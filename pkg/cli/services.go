@@ -13,7 +13,6 @@ import (
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/model"
-	"github.com/sluice-net/sluice/pkg/service"
 )
 
 func (g *globals) serviceCommand() *cobra.Command {
@@ -46,8 +45,8 @@ func (g *globals) serviceList(cmd *cobra.Command, only string) error {
 		return err
 	}
 	if only != "" {
-		svcs.Frontends = filter(svcs.Frontends, func(f service.Frontend) bool { return f.Service.String() == only })
-		svcs.Memory = filter(svcs.Memory, func(m service.ServiceMemory) bool { return m.Service.String() == only })
+		svcs.Frontends = filter(svcs.Frontends, func(f api.Frontend) bool { return f.Service.String() == only })
+		svcs.Memory = filter(svcs.Memory, func(m api.ServiceMemory) bool { return m.Service.String() == only })
 	}
 	w := cmd.OutOrStdout()
 	if g.output == "json" {
@@ -61,7 +60,7 @@ func (g *globals) serviceList(cmd *cobra.Command, only string) error {
 			if port == "" {
 				port = strconv.Itoa(int(f.Port))
 			}
-			alg := dash(string(f.Algorithm))
+			alg := dash(f.Algorithm)
 			if f.SessionAffinity {
 				alg += fmt.Sprintf(" affinity %ds", f.AffinityTimeout)
 			}
@@ -79,7 +78,7 @@ func (g *globals) serviceList(cmd *cobra.Command, only string) error {
 
 // frontendBackends renders the BACKENDS column: "ip:port" per backend, with
 // the state of those that take no new connections.
-func frontendBackends(f *service.Frontend) string {
+func frontendBackends(f *api.Frontend) string {
 	var parts []string
 	switch {
 	case f.NoLocalEndpoints:
@@ -89,8 +88,8 @@ func frontendBackends(f *service.Frontend) string {
 	}
 	for _, b := range f.Backends {
 		s := netip.AddrPortFrom(b.Address, b.Port).String()
-		if b.State != service.BackendActive {
-			s += " (" + string(b.State) + ")"
+		if b.State != api.BackendActive {
+			s += " (" + b.State + ")"
 		}
 		parts = append(parts, s)
 	}

@@ -274,56 +274,28 @@ func TestServiceBackendSelection(t *testing.T) {
 	})
 }
 
-// The planner writes a new frontend's backends and slots before the entry
-// that makes it reachable, shrinks without dangling slots, and removes
-// everything of a deleted frontend.
-func TestLBPlanApply(t *testing.T) {
-	dp := loadTest(t, Config{})
-	m := dp.Maps()
-	fk := LBFrontendKey{Addr: vip, Port: 80, Proto: 6}
-	b := func(id uint32, a netip.Addr) LBBackend { return LBBackend{ID: id, Addr: a, Port: 8080, Proto: 6} }
-	want := LBState{
-		Frontends: map[LBFrontendKey]LBFrontend{fk: {Key: fk, ID: 1, Slots: []uint32{10, 11}}},
-		Backends:  map[uint32]LBBackend{10: b(10, backend1), 11: b(11, backend2)},
+// putAll is the writes that put all of st into LB maps that hold none of
+// it: the service reconciler's plan from empty maps (servicesync.Plan,
+// which this package's tests cannot import; its tests hold the diff).
+func putAll(st LBState) *LBWrites {
+	w := &LBWrites{}
+	for _, b := range st.Backends {
+		w.PutBackends = append(w.PutBackends, b)
 	}
-	have, err := m.LBDump()
-	require.NoError(t, err)
-	p := PlanLB(have, want)
-	require.Equal(t, "+1/-0 frontends, +2/-0 slots, +2/-0 backends, +0/-0 maglev tables", p.String())
-	require.NoError(t, m.ApplyLB(p))
-	have, err = m.LBDump()
-	require.NoError(t, err)
-	require.Equal(t, want, have)
-	require.True(t, PlanLB(have, want).Empty(), "applying twice changes nothing")
-
-	// Traffic uses it.
-	_, out := run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, 40000, 80, flags{syn: true}))
-	require.Contains(t, []netip.Addr{backend1, backend2}, dst(out).Addr())
-
-	// Shrink to one backend; the other is terminating (kept, not in a slot).
-	want.Frontends[fk] = LBFrontend{Key: fk, ID: 1, Slots: []uint32{10}}
-	tb := b(11, backend2)
-	tb.Terminating = true
-	want.Backends[11] = tb
-	require.NoError(t, m.ApplyLB(PlanLB(have, want)))
-	have, err = m.LBDump()
-	require.NoError(t, err)
-	require.Equal(t, want, have)
-
-	// Remove the frontend and backends.
-	p = PlanLB(have, LBState{Frontends: map[LBFrontendKey]LBFrontend{}, Backends: map[uint32]LBBackend{}})
-	require.ElementsMatch(t, []uint32{10, 11}, p.RemovedBackends)
-	require.NoError(t, m.ApplyLB(p))
-	n, err := m.DeleteCTForBackends(p.RemovedBackends)
-	require.NoError(t, err)
-	require.Equal(t, 2, n, "the connection's service and flow entries")
-	have, err = m.LBDump()
-	require.NoError(t, err)
-	require.Empty(t, have.Frontends)
-	require.Empty(t, have.Backends)
-	var rk uint32
-	var rv bpfobj.EndpointSlLbVip
-	require.False(t, dp.objs.SlLbRevnat.Iterate().Next(&rk, &rv))
+	for k, f := range st.Frontends {
+		w.PutRevNat = append(w.PutRevNat, f)
+		w.PutFrontends = append(w.PutFrontends, f)
+		for i, id := range f.Slots {
+			w.PutSlots = append(w.PutSlots, LBSlot{Key: k, Slot: uint16(i + 1), Backend: id, Frontend: f.ID})
+		}
+		for _, r := range f.SourceRanges {
+			w.PutSourceRanges = append(w.PutSourceRanges, LBSourceRange{Frontend: f.ID, Prefix: r})
+		}
+		if f.Maglev != nil {
+			w.PutMaglev = append(w.PutMaglev, f)
+		}
+	}
+	return w
 }
 
 // A full frontend map is an error that says so, not a silent partial program.
@@ -334,7 +306,7 @@ func TestLBMapFullIsAnError(t *testing.T) {
 		k := LBFrontendKey{Addr: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), Port: 80, Proto: 6}
 		want.Frontends[k] = LBFrontend{Key: k, ID: uint32(i + 1), Slots: []uint32{1}}
 	}
-	err := dp.Maps().ApplyLB(PlanLB(LBState{}, want))
+	err := dp.Maps().ApplyLB(putAll(want))
 	require.ErrorIs(t, err, ErrMapFull)
 	require.ErrorContains(t, err, "sl_lb_svc")
 }
@@ -365,12 +337,6 @@ func TestMaglevSelection(t *testing.T) {
 	for i := range all {
 		all[i] = uint32(i + 1)
 	}
-	have := LBState{}
-	apply := func(want LBState) {
-		p := PlanLB(have, want)
-		require.NoError(t, m.ApplyLB(p))
-		have = want
-	}
 	flush := func() {
 		_, err := m.GCCT(func(uint32) bool { return true }, nil)
 		require.NoError(t, err)
@@ -385,7 +351,7 @@ func TestMaglevSelection(t *testing.T) {
 		return out
 	}
 
-	apply(state(all))
+	require.NoError(t, m.ApplyLB(putAll(state(all))))
 	st, err := m.LBDump()
 	require.NoError(t, err)
 	require.True(t, st.Frontends[fk].HasMaglev)
@@ -401,7 +367,10 @@ func TestMaglevSelection(t *testing.T) {
 
 	// Remove backend 4: its flows move, the rest (almost all) stay.
 	flush()
-	apply(state(append(append([]uint32{}, all[:3]...), all[4:]...)))
+	w := putAll(state(append(append([]uint32{}, all[:3]...), all[4:]...)))
+	w.DelSlots = []LBSlot{{Key: fk, Slot: n}}
+	w.DelBackends = []uint32{4}
+	require.NoError(t, m.ApplyLB(w))
 	after := pick()
 	removed := netip.AddrFrom4([4]byte{10, 1, 0, 4})
 	moved := 0
@@ -416,13 +385,9 @@ func TestMaglevSelection(t *testing.T) {
 	require.Less(t, frac, 0.5/float64(n), "Maglev keeps unrelated flows in place")
 
 	// Turning Maglev off removes the table after the frontend stops using it.
-	plain := state(all)
-	f := plain.Frontends[fk]
+	f := state(all).Frontends[fk]
 	f.Flags, f.Maglev, f.HasMaglev = 0, nil, false
-	plain.Frontends[fk] = f
-	p := PlanLB(have, plain)
-	require.Contains(t, p.String(), "-1 maglev tables")
-	require.NoError(t, m.ApplyLB(p))
+	require.NoError(t, m.ApplyLB(&LBWrites{PutFrontends: []LBFrontend{f}, DelMaglev: []uint32{f.ID}}))
 	st, err = m.LBDump()
 	require.NoError(t, err)
 	require.False(t, st.Frontends[fk].HasMaglev)
@@ -438,7 +403,7 @@ func TestMaglevTableFailureKeepsServing(t *testing.T) {
 		Frontends: map[LBFrontendKey]LBFrontend{fk: {Key: fk, ID: 1, Slots: []uint32{1}, Flags: LBFlagMaglev, Maglev: make([]uint32, 1021), HasMaglev: true}},
 		Backends:  map[uint32]LBBackend{1: {ID: 1, Addr: backend1, Port: 8080, Proto: 6}},
 	}
-	err := m.ApplyLB(PlanLB(LBState{}, want))
+	err := m.ApplyLB(putAll(want))
 	require.ErrorContains(t, err, "random selection meanwhile")
 	require.ErrorContains(t, err, "1021 entries, the datapath expects 251")
 	ret, out := run(t, dp.objs.SlFromEp, tcpPkt(t, podIP, vip, 40000, 80, flags{syn: true}))

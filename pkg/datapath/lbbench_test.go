@@ -21,9 +21,9 @@ import (
 )
 
 // BenchmarkLB measures service translation in sl_from_ep through
-// BPF_PROG_TEST_RUN with N frontends in the maps (programmed the way the
-// agent does it, PlanLB + ApplyLB), next to a pass-through program measured
-// in the same loop as the baseline:
+// BPF_PROG_TEST_RUN with N frontends in the maps (written with ApplyLB, as
+// the agent writes them), next to a pass-through program measured in the
+// same loop as the baseline:
 //
 //   - syn: a SYN to the VIP, i.e. a new connection: service lookup, backend
 //     selection, DNAT and the creation of both CT entries (service and flow
@@ -110,7 +110,7 @@ func benchLBScale(b *testing.B, n int, readEvents bool) {
 	require.NoError(b, m.PutEndpoint(EndpointEntry{IfIndex: loIfindex, ID: 7, IPv4: podIP}))
 	want, target := lbBenchState(n)
 	start := time.Now()
-	require.NoError(b, m.ApplyLB(PlanLB(LBState{}, want)))
+	require.NoError(b, m.ApplyLB(putAll(want)))
 	b.Logf("services=%d: programmed %d frontends, %d backends in %s", n, len(want.Frontends), len(want.Backends), time.Since(start).Round(time.Millisecond))
 
 	// New-connection and translation events go to the ring buffer; drain

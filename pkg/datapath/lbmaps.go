@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sort"
 
 	"github.com/cilium/ebpf"
@@ -61,14 +60,9 @@ type LBFrontend struct {
 	SourceRanges []netip.Prefix
 }
 
-type srcRange struct {
-	svc    uint32
-	prefix netip.Prefix
-}
-
-func (r srcRange) raw() bpfobj.EndpointSlLbSrcRangeKey {
-	k := bpfobj.EndpointSlLbSrcRangeKey{Prefixlen: 32 + uint32(r.prefix.Bits()), SvcId: htonl(r.svc)}
-	k.Addr.Addr6 = raw.AddrTo(r.prefix.Addr())
+func (r LBSourceRange) raw() bpfobj.EndpointSlLbSrcRangeKey {
+	k := bpfobj.EndpointSlLbSrcRangeKey{Prefixlen: 32 + uint32(r.Prefix.Bits()), SvcId: htonl(r.Frontend)}
+	k.Addr.Addr6 = raw.AddrTo(r.Prefix.Addr())
 	return k
 }
 
@@ -297,145 +291,81 @@ func mapErr(m *ebpf.Map, err error) error {
 	return fmt.Errorf("%s: %w", name, err)
 }
 
-// LBPlan is an ordered set of map writes that takes the LB maps from one
-// state to another without a packet ever seeing a half-written frontend.
-type LBPlan struct {
-	putBackends []LBBackend
-	putRevNat   []LBFrontend
-	putSlots    []slotWrite
-	putServices []LBFrontend
-	delSlots    []slotWrite
-	delServices []LBFrontend
-	delRevNat   []uint32
-	delBackends []uint32
-	putMaglev   []LBFrontend
-	delMaglev   []uint32
-	putRanges   []srcRange
-	delRanges   []srcRange
-	// RemovedBackends are backends that no longer exist: their
-	// connections must be cleaned up.
-	RemovedBackends []uint32
+// LBWrites are the entries to put into and delete from the LB maps, map by
+// map. What to write is the service reconciler's diff (servicesync.Plan);
+// ApplyLB writes them in an order in which no packet sees a half-written
+// frontend.
+type LBWrites struct {
+	PutBackends []LBBackend
+	// PutRevNat are frontends whose reverse NAT entry (ID → address and
+	// port) is written.
+	PutRevNat []LBFrontend
+	PutSlots  []LBSlot
+	// PutFrontends are frontends whose slot 0 (ID, flags, affinity and
+	// slot count) is written: what makes the frontend reachable.
+	PutFrontends    []LBFrontend
+	PutMaglev       []LBFrontend // each frontend's Maglev table
+	PutSourceRanges []LBSourceRange
+	DelFrontends    []LBFrontendKey
+	DelSlots        []LBSlot // Key and Slot only
+	DelSourceRanges []LBSourceRange
+	DelRevNat       []uint32 // frontend IDs
+	DelMaglev       []uint32 // frontend IDs
+	DelBackends     []uint32 // backend IDs
 }
 
-type slotWrite struct {
-	key     LBFrontendKey
-	slot    uint16
-	backend uint32
-	svc     uint32
+// LBSlot is one backend slot of a frontend in sl_lb_svc: slot N (from 1)
+// holds the Nth backend taking new connections.
+type LBSlot struct {
+	Key      LBFrontendKey
+	Slot     uint16
+	Backend  uint32
+	Frontend uint32 // the frontend's ID
 }
 
-// Empty reports whether the plan writes nothing.
-func (p *LBPlan) Empty() bool {
-	return len(p.putBackends)+len(p.putRevNat)+len(p.putSlots)+len(p.putServices)+
-		len(p.delSlots)+len(p.delServices)+len(p.delRevNat)+len(p.delBackends)+
-		len(p.putMaglev)+len(p.delMaglev)+len(p.putRanges)+len(p.delRanges) == 0
+// LBSourceRange is one loadBalancerSourceRanges prefix of a frontend, by
+// the frontend's ID (sl_lb_src_range).
+type LBSourceRange struct {
+	Frontend uint32
+	Prefix   netip.Prefix
 }
 
-// String summarises the plan for logs.
-func (p *LBPlan) String() string {
+// Empty reports whether there is nothing to write.
+func (w *LBWrites) Empty() bool {
+	return len(w.PutBackends)+len(w.PutRevNat)+len(w.PutSlots)+len(w.PutFrontends)+
+		len(w.DelSlots)+len(w.DelFrontends)+len(w.DelRevNat)+len(w.DelBackends)+
+		len(w.PutMaglev)+len(w.DelMaglev)+len(w.PutSourceRanges)+len(w.DelSourceRanges) == 0
+}
+
+// String summarises the writes for logs.
+func (w *LBWrites) String() string {
 	return fmt.Sprintf("+%d/-%d frontends, +%d/-%d slots, +%d/-%d backends, +%d/-%d maglev tables",
-		len(p.putServices), len(p.delServices), len(p.putSlots), len(p.delSlots), len(p.putBackends), len(p.delBackends),
-		len(p.putMaglev), len(p.delMaglev))
+		len(w.PutFrontends), len(w.DelFrontends), len(w.PutSlots), len(w.DelSlots), len(w.PutBackends), len(w.DelBackends),
+		len(w.PutMaglev), len(w.DelMaglev))
 }
 
-// PlanLB diffs the desired LB state against have.
-func PlanLB(have, want LBState) *LBPlan {
-	p := &LBPlan{}
-	for id, b := range want.Backends {
-		if old, ok := have.Backends[id]; !ok || old != b {
-			p.putBackends = append(p.putBackends, b)
-		}
+// ApplyLB writes w: backends, reverse NAT and slots first, then the
+// frontend entries that make them reachable; removals in the reverse
+// order. A failed step stops the writing; the next resync retries from
+// what the maps then hold.
+func (m *Maps) ApplyLB(w *LBWrites) error {
+	tableErr, err := m.applyPuts(w)
+	if err != nil {
+		return err
 	}
-	for id := range have.Backends {
-		if _, ok := want.Backends[id]; !ok {
-			p.delBackends = append(p.delBackends, id)
-			p.RemovedBackends = append(p.RemovedBackends, id)
-		}
+	if err := m.applyDeletes(w); err != nil {
+		return err
 	}
-	revnat := make(map[uint32]bool, len(want.Frontends))
-	for _, f := range want.Frontends {
-		revnat[f.ID] = true
-	}
-	for key, f := range want.Frontends {
-		old, exists := have.Frontends[key]
-		if !exists || old.ID != f.ID {
-			p.putRevNat = append(p.putRevNat, f)
-		}
-		for i, id := range f.Slots {
-			if i >= len(old.Slots) || old.Slots[i] != id || old.ID != f.ID {
-				p.putSlots = append(p.putSlots, slotWrite{key, uint16(i + 1), id, f.ID})
-			}
-		}
-		if !exists || old.ID != f.ID || old.Flags != f.Flags || old.AffinityTimeout != f.AffinityTimeout || len(old.Slots) != len(f.Slots) {
-			p.putServices = append(p.putServices, f)
-		}
-		p.planRanges(old, f, exists && old.ID == f.ID)
-		if exists && old.ID != f.ID && !revnat[old.ID] {
-			p.planRanges(old, LBFrontend{}, true)
-		}
-		for i := len(f.Slots); i < len(old.Slots); i++ {
-			p.delSlots = append(p.delSlots, slotWrite{key: key, slot: uint16(i + 1)})
-		}
-		// A table is known to be in place only if we wrote it (a dumped
-		// state says a table exists, not what it holds).
-		sameTable := exists && old.ID == f.ID && old.HasMaglev && old.Maglev != nil && slices.Equal(old.Maglev, f.Maglev)
-		switch {
-		case f.Maglev != nil && !sameTable:
-			p.putMaglev = append(p.putMaglev, f)
-		case f.Maglev == nil && exists && old.ID == f.ID && old.HasMaglev:
-			p.delMaglev = append(p.delMaglev, f.ID)
-		}
-	}
-	for key, f := range have.Frontends {
-		if _, ok := want.Frontends[key]; ok {
-			continue
-		}
-		p.delServices = append(p.delServices, f)
-		for i := range f.Slots {
-			p.delSlots = append(p.delSlots, slotWrite{key: key, slot: uint16(i + 1)})
-		}
-		if !revnat[f.ID] && f.ID != 0 {
-			p.planRanges(f, LBFrontend{}, true)
-			p.delRevNat = append(p.delRevNat, f.ID)
-			if f.HasMaglev {
-				p.delMaglev = append(p.delMaglev, f.ID)
-			}
-		}
-	}
-	return p
+	return tableErr
 }
 
-// planRanges diffs a frontend's source ranges. Ranges are keyed by frontend
-// ID: when the ID changed, the old ID's ranges go with the old ID.
-func (p *LBPlan) planRanges(old, f LBFrontend, sameID bool) {
-	have := map[netip.Prefix]bool{}
-	if sameID {
-		for _, r := range old.SourceRanges {
-			have[r] = true
-		}
-	}
-	want := map[netip.Prefix]bool{}
-	for _, r := range f.SourceRanges {
-		want[r] = true
-		if !have[r] {
-			p.putRanges = append(p.putRanges, srcRange{f.ID, r})
-		}
-	}
-	for r := range have {
-		if !want[r] {
-			p.delRanges = append(p.delRanges, srcRange{old.ID, r})
-		}
-	}
-}
-
-// ApplyLB carries out the plan: backends, reverse NAT and slots first, then
-// the service entries that make them reachable; removals in the reverse
-// order. A failed step stops the plan; the next resync retries from what
-// the maps then hold.
-func (m *Maps) ApplyLB(p *LBPlan) error {
-	bk := make([]uint32, 0, len(p.putBackends))
-	bv := make([]bpfobj.EndpointSlLbBackend, 0, len(p.putBackends))
-	for _, b := range p.putBackends {
+// applyPuts writes what w puts. A Maglev table that cannot be written is
+// not fatal: its error comes back separately, and its frontend is written
+// without the Maglev flag.
+func (m *Maps) applyPuts(w *LBWrites) (tableErr, err error) {
+	bk := make([]uint32, 0, len(w.PutBackends))
+	bv := make([]bpfobj.EndpointSlLbBackend, 0, len(w.PutBackends))
+	for _, b := range w.PutBackends {
 		v := bpfobj.EndpointSlLbBackend{Port: raw.Htons(b.Port), Proto: b.Proto}
 		v.Addr.Addr6 = raw.AddrTo(b.Addr)
 		if b.Terminating {
@@ -447,40 +377,40 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 		bk, bv = append(bk, b.ID), append(bv, v)
 	}
 	if err := batchUpdate(m.LBBackends, bk, bv); err != nil {
-		return fmt.Errorf("write backends: %w", err)
+		return nil, fmt.Errorf("write backends: %w", err)
 	}
-	rk := make([]uint32, 0, len(p.putRevNat))
-	rv := make([]bpfobj.EndpointSlLbVip, 0, len(p.putRevNat))
-	for _, f := range p.putRevNat {
+	rk := make([]uint32, 0, len(w.PutRevNat))
+	rv := make([]bpfobj.EndpointSlLbVip, 0, len(w.PutRevNat))
+	for _, f := range w.PutRevNat {
 		v := bpfobj.EndpointSlLbVip{Port: raw.Htons(f.Key.Port)}
 		v.Addr.Addr6 = raw.AddrTo(f.Key.Addr)
 		rk, rv = append(rk, f.ID), append(rv, v)
 	}
 	if err := batchUpdate(m.LBRevNat, rk, rv); err != nil {
-		return fmt.Errorf("write reverse NAT: %w", err)
+		return nil, fmt.Errorf("write reverse NAT: %w", err)
 	}
-	if err := m.writeSlots(p.putSlots); err != nil {
-		return fmt.Errorf("write backend slots: %w", err)
+	if err := m.writeSlots(w.PutSlots); err != nil {
+		return nil, fmt.Errorf("write backend slots: %w", err)
 	}
 	// Source ranges before the flag that makes them checked; a range that
 	// goes away is deleted after its frontend no longer lists it.
-	if err := m.writeRanges(p.putRanges, true); err != nil {
-		return fmt.Errorf("write loadBalancerSourceRanges: %w", err)
+	if err := m.writeRanges(w.PutSourceRanges, true); err != nil {
+		return nil, fmt.Errorf("write loadBalancerSourceRanges: %w", err)
 	}
 	// A frontend whose Maglev table cannot be written still serves, with
 	// random selection, and the error is reported.
 	var tableErrs []error
 	noTable := map[uint32]bool{}
-	for _, f := range p.putMaglev {
+	for _, f := range w.PutMaglev {
 		if err := m.writeMaglev(f.ID, f.Maglev); err != nil {
 			tableErrs = append(tableErrs, fmt.Errorf("write Maglev table of %s (served with random selection meanwhile): %w", f.Key, err))
 			noTable[f.ID] = true
 		}
 	}
-	services := p.putServices
+	services := w.PutFrontends
 	if len(noTable) > 0 {
-		services = make([]LBFrontend, len(p.putServices))
-		for i, f := range p.putServices {
+		services = make([]LBFrontend, len(w.PutFrontends))
+		for i, f := range w.PutFrontends {
 			if noTable[f.ID] {
 				f.Flags &^= LBFlagMaglev
 			}
@@ -488,36 +418,41 @@ func (m *Maps) ApplyLB(p *LBPlan) error {
 		}
 	}
 	if err := m.writeServices(services); err != nil {
-		return fmt.Errorf("write frontends: %w", err)
+		return nil, fmt.Errorf("write frontends: %w", err)
 	}
-	// Removals: frontends first (no new lookups), then what they referenced.
-	dk := make([]bpfobj.EndpointSlLbKey, 0, len(p.delServices))
-	for _, f := range p.delServices {
-		dk = append(dk, f.Key.raw(0))
+	return errors.Join(tableErrs...), nil
+}
+
+// applyDeletes deletes what w deletes: frontends first (no new lookups),
+// then what they referenced.
+func (m *Maps) applyDeletes(w *LBWrites) error {
+	dk := make([]bpfobj.EndpointSlLbKey, 0, len(w.DelFrontends))
+	for _, k := range w.DelFrontends {
+		dk = append(dk, k.raw(0))
 	}
 	if err := batchDelete(m.LBSvc, dk); err != nil {
 		return fmt.Errorf("delete frontends: %w", err)
 	}
-	sk := make([]bpfobj.EndpointSlLbKey, 0, len(p.delSlots))
-	for _, s := range p.delSlots {
-		sk = append(sk, s.key.raw(s.slot))
+	sk := make([]bpfobj.EndpointSlLbKey, 0, len(w.DelSlots))
+	for _, s := range w.DelSlots {
+		sk = append(sk, s.Key.raw(s.Slot))
 	}
 	if err := batchDelete(m.LBSvc, sk); err != nil {
 		return fmt.Errorf("delete backend slots: %w", err)
 	}
-	if err := m.writeRanges(p.delRanges, false); err != nil {
+	if err := m.writeRanges(w.DelSourceRanges, false); err != nil {
 		return fmt.Errorf("delete loadBalancerSourceRanges: %w", err)
 	}
-	if err := batchDelete(m.LBRevNat, p.delRevNat); err != nil {
+	if err := batchDelete(m.LBRevNat, w.DelRevNat); err != nil {
 		return fmt.Errorf("delete reverse NAT: %w", err)
 	}
-	if err := batchDelete(m.LBMaglev, p.delMaglev); err != nil {
+	if err := batchDelete(m.LBMaglev, w.DelMaglev); err != nil {
 		return fmt.Errorf("delete Maglev tables: %w", err)
 	}
-	if err := batchDelete(m.LBBackends, p.delBackends); err != nil {
+	if err := batchDelete(m.LBBackends, w.DelBackends); err != nil {
 		return fmt.Errorf("delete backends: %w", err)
 	}
-	return errors.Join(tableErrs...)
+	return nil
 }
 
 // writeMaglev builds a complete new table and swaps it in with one update
@@ -549,7 +484,7 @@ func (m *Maps) writeMaglev(id uint32, table []uint32) error {
 
 // writeRanges puts or deletes source range entries. LPM tries have no
 // batch operations: one syscall per entry (ranges are few per frontend).
-func (m *Maps) writeRanges(rs []srcRange, put bool) error {
+func (m *Maps) writeRanges(rs []LBSourceRange, put bool) error {
 	if len(rs) > 0 && m.LBSrcRange == nil {
 		return errors.New("sl_lb_src_range is not open")
 	}
@@ -562,18 +497,18 @@ func (m *Maps) writeRanges(rs []srcRange, put bool) error {
 			err = nil
 		}
 		if err != nil {
-			return fmt.Errorf("%s of frontend %d: %w", r.prefix, r.svc, mapErr(m.LBSrcRange, err))
+			return fmt.Errorf("%s of frontend %d: %w", r.Prefix, r.Frontend, mapErr(m.LBSrcRange, err))
 		}
 	}
 	return nil
 }
 
-func (m *Maps) writeSlots(ws []slotWrite) error {
-	keys := make([]bpfobj.EndpointSlLbKey, 0, len(ws))
-	vals := make([]bpfobj.EndpointSlLbEntry, 0, len(ws))
-	for _, w := range ws {
-		keys = append(keys, w.key.raw(w.slot))
-		vals = append(vals, bpfobj.EndpointSlLbEntry{BackendId: w.backend, SvcId: w.svc})
+func (m *Maps) writeSlots(ss []LBSlot) error {
+	keys := make([]bpfobj.EndpointSlLbKey, 0, len(ss))
+	vals := make([]bpfobj.EndpointSlLbEntry, 0, len(ss))
+	for _, s := range ss {
+		keys = append(keys, s.Key.raw(s.Slot))
+		vals = append(vals, bpfobj.EndpointSlLbEntry{BackendId: s.Backend, SvcId: s.Frontend})
 	}
 	return batchUpdate(m.LBSvc, keys, vals)
 }

@@ -3,8 +3,9 @@
 // bounded in-memory store that the observer API (pkg/observer) serves.
 //
 // A Converter enriches each event at the moment the agent reads it, through
-// the Enricher the agent implements (endpoint by ID, by IP and by cgroup,
-// identity labels, service by frontend ID, policy rule by rule ID). What
+// an Enricher (endpoint by ID, by IP and by cgroup, identity labels,
+// service by frontend ID, policy rule by rule ID; pkg/flow/enrich builds
+// the agent's from narrow lookups into its parts). What
 // it finds is kept by reference: each distinct end (a pod with the labels
 // and identity it showed), service and rule becomes one immutable value,
 // made once and shared by every record that has it, so the store keeps

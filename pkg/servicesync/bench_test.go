@@ -24,7 +24,7 @@ import (
 //
 //	go test -run '^$' -bench LBColdProgramming -benchtime 3x ./pkg/servicesync/
 //
-// Reported per pass: cold-ms (compute, PlanLB and ApplyLB of everything),
+// Reported per pass: cold-ms (compute, Plan and ApplyLB of everything),
 // compute-ms (the service computation alone, the pure part of the cold
 // pass: a first service.Incremental.Update), incr-ms (mean of 20 passes
 // after one service's EndpointSlice changed: one endpoint replaced,
@@ -141,7 +141,7 @@ func changeOne(b *testing.B, store *model.Store, j int) {
 //	no-maps       the reconciler with the writes left out: computation and
 //	              planning alone
 //	full-compute  what a pass cost before computation was incremental:
-//	              service.Compute, toLBState and PlanLB of everything (no
+//	              service.Compute, toLBState and Plan of everything (no
 //	              writes), the baseline to compare no-maps with
 //
 // Model updates (store.Apply) are not timed.
@@ -160,12 +160,12 @@ func BenchmarkLBReconcile(b *testing.B) {
 	}
 	// fullPass is the work of a pass before: Compute, then a plan of
 	// everything against the previous pass's state.
-	fullPass := func(store *model.Store, ids *service.Allocator, have datapath.LBState) (datapath.LBState, *datapath.LBPlan) {
+	fullPass := func(store *model.Store, ids *service.Allocator, have datapath.LBState) (datapath.LBState, *datapath.LBWrites) {
 		snap := store.Snapshot()
 		o := service.Options{NodeName: "node1", IDs: ids}
 		o.Extras = func(nn model.NamespacedName) service.ServiceExtras { return service.ServiceExtras{} }
 		want := toLBState(service.Compute(snap, o), o.NodeName)
-		return want, datapath.PlanLB(have, want)
+		return want, Plan(have, want)
 	}
 	empty, _ := noMaps{}.LBDump()
 

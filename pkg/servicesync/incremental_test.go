@@ -23,7 +23,7 @@ type noMaps struct{}
 func (noMaps) LBDump() (datapath.LBState, error) {
 	return datapath.LBState{Frontends: map[datapath.LBFrontendKey]datapath.LBFrontend{}, Backends: map[uint32]datapath.LBBackend{}}, nil
 }
-func (noMaps) ApplyLB(*datapath.LBPlan) error                { return nil }
+func (noMaps) ApplyLB(*datapath.LBWrites) error              { return nil }
 func (noMaps) DeleteCTForBackends(ids []uint32) (int, error) { return 0, nil }
 
 // churn changes a small model at random: endpoints come and go (from a
@@ -166,7 +166,7 @@ func TestReconcilerIncrementalMatchesFull(t *testing.T) {
 				r.Reconcile(full)
 				want := fullWant(c.store, ids)
 				require.Equal(t, want, r.have, "step %d", i)
-				plan := datapath.PlanLB(before, want)
+				plan := Plan(before, want)
 				if plan.Empty() {
 					require.Equal(t, applied, r.Status().Applied, "step %d: nothing to write", i)
 				} else {
@@ -220,7 +220,7 @@ func TestReconcilerRealMaps(t *testing.T) {
 			Key: datapath.LBFrontendKey{Addr: netip.MustParseAddr("10.99.0.1"), Port: 80, Proto: 6}, ID: 4000, Slots: []uint32{4000}}},
 		Backends: map[uint32]datapath.LBBackend{4000: {ID: 4000, Addr: netip.MustParseAddr("10.99.1.1"), Port: 80, Proto: 6}},
 	}
-	require.NoError(t, dp.Maps().ApplyLB(datapath.PlanLB(datapath.LBState{}, stale)))
+	require.NoError(t, dp.Maps().ApplyLB(Plan(datapath.LBState{}, stale)))
 	c.step(t)
 	r.Reconcile(false)
 	have, err := dp.Maps().LBDump()

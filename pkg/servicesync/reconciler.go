@@ -52,7 +52,7 @@ type Status struct {
 // (*datapath.Maps), so that tests and benchmarks can leave the kernel out.
 type lbMaps interface {
 	LBDump() (datapath.LBState, error)
-	ApplyLB(*datapath.LBPlan) error
+	ApplyLB(*datapath.LBWrites) error
 	DeleteCTForBackends(backendIDs []uint32) (int, error)
 }
 
@@ -209,7 +209,7 @@ func (r *Reconciler) passLocked(full bool) {
 	} else {
 		have, want = r.wantChanged(ch, opts.NodeName)
 	}
-	plan := datapath.PlanLB(have, want)
+	plan := Plan(have, want)
 	if plan.Empty() {
 		r.needFull = false
 		r.status.Frontends, r.status.Backends = len(r.have.Frontends), len(r.have.Backends)
@@ -217,7 +217,7 @@ func (r *Reconciler) passLocked(full bool) {
 		return
 	}
 	var removed []datapath.LBBackend
-	for _, id := range plan.RemovedBackends {
+	for _, id := range plan.DelBackends {
 		if b, ok := r.have.Backends[id]; ok {
 			removed = append(removed, b)
 		}
@@ -240,7 +240,7 @@ func (r *Reconciler) passLocked(full bool) {
 	}
 	r.needFull = false
 	r.status.Frontends, r.status.Backends = len(r.have.Frontends), len(r.have.Backends)
-	n, err := r.maps.DeleteCTForBackends(plan.RemovedBackends)
+	n, err := r.maps.DeleteCTForBackends(plan.DelBackends)
 	if err != nil {
 		r.log.Warn("clean connections of removed backends", "error", err)
 	}
@@ -278,7 +278,7 @@ func (r *Reconciler) wantAll(node string) datapath.LBState {
 // maps hold and what they should hold: the part of the state a plan needs
 // to look at. An ID released by the Update is not reused before the next,
 // and a frontend keeps its ID while it exists, so the plan of this part is
-// the plan of the whole: PlanLB never needs an entry outside it.
+// the plan of the whole: Plan never needs an entry outside it.
 func (r *Reconciler) wantChanged(ch service.Changes, node string) (have, want datapath.LBState) {
 	have = datapath.LBState{Frontends: make(map[datapath.LBFrontendKey]datapath.LBFrontend, len(ch.Frontends)),
 		Backends: make(map[uint32]datapath.LBBackend, len(ch.Backends))}

@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 func TestParseProcStat(t *testing.T) {
@@ -83,7 +85,7 @@ func TestBaselineComparison(t *testing.T) {
 			KernelLost: lost, AgentPer10k: agentPer10k}
 	}
 	r := &report{
-		Options: map[string]string{"variants": "store", "baseline": "/base"},
+		Header: benchkit.Header{Options: map[string]string{"variants": "store", "baseline": "/base"}},
 		Steps: []stepResult{
 			step("", "store", 50000, 0, 0.02), step(baseName, "store", 50000, 0, 0.09),
 			step("", "store", 100000, 0, 0.02), step(baseName, "store", 100000, 5000, 0.07),

@@ -10,12 +10,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sluice-net/sluice/internal/testing/harness"
@@ -106,10 +104,9 @@ type options struct {
 	skipTest   bool
 	skipConns  bool
 	binDir     string
-	jsonPath   string
 	profileDir string
 	baseline   string
-	verbose    bool
+	benchkit.OutputFlags
 }
 
 var allVariants = []string{"store", "follow"}
@@ -125,7 +122,7 @@ func main() {
 		"connect": runConnect,
 		"flowmem": runFlowMem,
 		"report":  runReport,
-		"cleanup": func([]string) error { return runCleanup() },
+		"cleanup": benchkit.Cleanup,
 	})
 
 	var o options
@@ -142,18 +139,10 @@ func main() {
 	flag.BoolVar(&o.skipTest, "skip-test-run", false, "skip the test-run generator")
 	flag.BoolVar(&o.skipConns, "skip-conns", false, "skip the connection generator")
 	flag.StringVar(&o.binDir, "bin-dir", "", "directory holding prebuilt sluice-agent and sluice (default: build them)")
-	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.profileDir, "profile", "", "write Go CPU profiles of the agent and the follower for every step, and the agent's heap at the end, into this directory (the agent runs with --pprof; take figures from a run without it)")
 	flag.StringVar(&o.baseline, "baseline", "", "directory of another build's sluice-agent, sluice and benchflows (e.g. of the main branch) to measure beside this tree's, step by step on a node of its own, with before/after ratios")
-	flag.BoolVar(&o.verbose, "verbose", false, "log the harness's steps")
-	flag.Usage = func() {
-		fmt.Fprint(flag.CommandLine.Output(), usage)
-		flag.PrintDefaults()
-	}
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fatalf("unexpected argument %q (subcommands: report, cleanup)", flag.Arg(0))
-	}
+	o.OutputFlags.Register(flag.CommandLine)
+	driver.ParseFlags("report", "cleanup")
 	var err error
 	if o.rates, err = benchkit.ParseInts(*rates, 2); err != nil {
 		fatalf("-rates: %v", err)
@@ -194,13 +183,13 @@ func main() {
 		os.Setenv(harness.EnvBinDir, o.binDir)
 	}
 
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	rep, err := run(ctx, o)
-	if cerr := harness.CleanupBuilds(); cerr != nil {
-		benchkit.Logf("cleanup: %v", cerr)
-	}
-	benchkit.Finish("benchflows", rep, err, o.jsonPath, func(w io.Writer, rep *report) { printReport(w, rep) })
+	benchkit.Measure(driver, o.JSONPath, func(ctx context.Context) (*report, error) {
+		rep, err := run(ctx, o)
+		if cerr := harness.CleanupBuilds(); cerr != nil {
+			benchkit.Logf("cleanup: %v", cerr)
+		}
+		return rep, err
+	}, printReport)
 }
 
 // parseVariants parses a comma-separated subset of allVariants, in their
@@ -208,11 +197,7 @@ func main() {
 func parseVariants(list string) ([]string, error) {
 	want := map[string]bool{}
 	for _, v := range splitList(list) {
-		known := false
-		for _, k := range allVariants {
-			known = known || k == v
-		}
-		if !known {
+		if !slices.Contains(allVariants, v) {
 			return nil, fmt.Errorf("unknown variant %q (known: %s)", v, strings.Join(allVariants, ", "))
 		}
 		want[v] = true
@@ -241,17 +226,6 @@ func splitList(s string) []string {
 	return out
 }
 
-// runCleanup removes the leftovers of harness runs whose process is gone
-// (a benchflows killed with SIGKILL cannot clean up after itself).
-func runCleanup() error {
-	removed, err := harness.CleanupStale()
-	for _, p := range removed {
-		fmt.Println("removed", p)
-	}
-	return err
-}
+var driver = benchkit.Driver{Name: "benchflows", Usage: usage}
 
-func fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "benchflows: "+format+"\n", args...)
-	os.Exit(2)
-}
+func fatalf(format string, args ...any) { driver.Fatalf(format, args...) }

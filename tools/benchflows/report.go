@@ -9,23 +9,14 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 type report struct {
-	Started    time.Time         `json:"started"`
-	Elapsed    string            `json:"elapsed"`
-	Options    map[string]string `json:"options"`
-	Kernel     string            `json:"kernel"`
-	CPUs       int               `json:"cpus"`
-	LoadAvg    string            `json:"loadAverageAtStart"`
-	LoadAvgEnd string            `json:"loadAverageAtEnd"`
-	Agent      agentInfo         `json:"agent"`
+	benchkit.Header
+	Agent agentInfo `json:"agent"`
 	// IdleAgentCores is the agent's CPU with no events, in cores.
 	IdleAgentCores float64         `json:"idleAgentCores"`
 	Steps          []stepResult    `json:"steps"`
@@ -63,14 +54,6 @@ func reportOptions(o options) map[string]string {
 		"pods": fmt.Sprint(o.pods), "workers": fmt.Sprint(o.workers), "agentFlags": strings.Join(o.agentFlags, " "),
 		"memFlows": o.memFlows, "baseline": o.baseline,
 	}
-}
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown"
-	}
-	return unix.ByteSliceToString(u.Release[:])
 }
 
 // eventRecordBytes is one event's share of the ring: the record and the
@@ -261,8 +244,7 @@ func runReport(args []string) error {
 }
 
 func printReport(w io.Writer, rep *report) {
-	fmt.Fprintf(w, "\n==== benchflows report (%s, took %s; Linux %s, %d CPUs; load average %s at start, %s at end) ====\n",
-		rep.Started.Format(time.RFC3339), rep.Elapsed, rep.Kernel, rep.CPUs, rep.LoadAvg, rep.LoadAvgEnd)
+	rep.Print(w, "benchflows")
 	variants := variantsOf(rep)
 	if a := rep.Agent; a.Pid != 0 {
 		ringEvents := 0

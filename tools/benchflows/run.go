@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -91,12 +90,8 @@ func (bd *build) label(variant string) string {
 }
 
 func run(ctx context.Context, o options) (*report, error) {
-	rep := &report{Started: time.Now(), Options: reportOptions(o), Kernel: kernelRelease(), CPUs: runtime.NumCPU(), LoadAvg: loadAverage()}
-	start := time.Now()
-	defer func() {
-		rep.Elapsed = time.Since(start).Round(time.Second).String()
-		rep.LoadAvgEnd = loadAverage()
-	}()
+	rep := &report{Header: benchkit.StartHeader(reportOptions(o))}
+	defer rep.End()
 	self, err := os.Executable()
 	if err != nil {
 		return rep, err
@@ -132,7 +127,7 @@ func run(ctx context.Context, o options) (*report, error) {
 			agentBin: filepath.Join(o.baseline, "sluice-agent"), cliBin: filepath.Join(o.baseline, "sluice")})
 	}
 	benchkit.RemoveStale()
-	if b.c, err = benchkit.NewCluster(ctx, "benchflows", o.verbose); err != nil {
+	if b.c, err = benchkit.NewCluster(ctx, "benchflows", o.Verbose); err != nil {
 		return rep, err
 	}
 	defer func() {

@@ -11,11 +11,11 @@ import (
 // with go test (their code lives beside what they measure) and keeps their
 // results for the report; their output is passed through to stderr.
 func runGoBenches(ctx context.Context, o options, rep *report) error {
-	if err := benchkit.CheckModuleRoot(o.repo); err != nil {
+	if err := benchkit.CheckModuleRoot(o.Repo); err != nil {
 		return err
 	}
 	benchkit.Logf("=== go test -bench LB ./pkg/datapath/ (BPF_PROG_TEST_RUN)")
-	bpf, other, err := benchkit.GoTest{Dir: o.repo, Pkg: "./pkg/datapath/", Bench: "^BenchmarkLB$", Benchtime: o.bpfBenchtime}.Run(ctx)
+	bpf, other, err := benchkit.GoTest{Dir: o.Repo, Pkg: "./pkg/datapath/", Bench: "^BenchmarkLB$", Benchtime: o.BPFBenchtime}.Run(ctx)
 	if err != nil {
 		return err
 	}
@@ -26,7 +26,7 @@ func runGoBenches(ctx context.Context, o options, rep *report) error {
 		}
 	}
 	benchkit.Logf("=== go test -bench LBColdProgramming ./pkg/servicesync/ (reconciler cold pass)")
-	if rep.LBCold, _, err = (benchkit.GoTest{Dir: o.repo, Pkg: "./pkg/servicesync/", Bench: "^BenchmarkLBColdProgramming$", Benchtime: o.lbBenchtime}).Run(ctx); err != nil {
+	if rep.LBCold, _, err = (benchkit.GoTest{Dir: o.Repo, Pkg: "./pkg/servicesync/", Bench: "^BenchmarkLBColdProgramming$", Benchtime: o.lbBenchtime}).Run(ctx); err != nil {
 		return err
 	}
 	// Cold passes take a second each: a count, like the cold programming
@@ -38,7 +38,7 @@ func runGoBenches(ctx context.Context, o options, rep *report) error {
 		{"^BenchmarkLBReconcile$/^one-service$", o.reconcileBenchtime},
 	} {
 		benchkit.Logf("=== go test -bench %s -benchmem ./pkg/servicesync/ (reconciler passes)", sub.pattern)
-		res, _, err := benchkit.GoTest{Dir: o.repo, Pkg: "./pkg/servicesync/", Bench: sub.pattern, Benchtime: sub.benchtime, Args: []string{"-benchmem"}}.Run(ctx)
+		res, _, err := benchkit.GoTest{Dir: o.Repo, Pkg: "./pkg/servicesync/", Bench: sub.pattern, Benchtime: sub.benchtime, Args: []string{"-benchmem"}}.Run(ctx)
 		if err != nil {
 			return err
 		}

@@ -6,14 +6,10 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
@@ -87,27 +83,21 @@ Flags:
 `
 
 type options struct {
+	benchkit.OutputFlags
+	benchkit.RateFlags
+	benchkit.GoBenchFlags
 	scales          []int
-	rounds          int
-	duration        time.Duration
-	warmup          time.Duration
-	workers         int
 	variants        []string
 	fillerEndpoints int
 	coldServices    int
 	coldEndpoints   int
 	coldRounds      int
-	goBench         bool
-	bpfBenchtime    string
 	lbBenchtime     string
 	// reconcileBenchtime is the -benchtime of BenchmarkLBReconcile.
 	reconcileBenchtime string
-	repo               string
 	binDir             string
-	jsonPath           string
 	skipRates          bool
 	skipCold           bool
-	verbose            bool
 }
 
 var allVariants = []string{"sluice-packet", "sluice-socket", "sluice-packet-all-flows", "sluice-socket-all-flows", "iptables-legacy", "iptables-nft", "nftables", "direct"}
@@ -127,60 +117,47 @@ func main() {
 	var o options
 	scales := flag.String("scales", "10,1000,10000", "comma-separated service counts for the rate measurements")
 	variants := flag.String("variants", strings.Join(allVariants, ","), "variants to measure (direct is always added: it is the baseline)")
-	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds per scale")
-	flag.DurationVar(&o.duration, "duration", time.Second, "measured duration of each rate measurement (conn/s and req/s each)")
-	flag.DurationVar(&o.warmup, "warmup", 200*time.Millisecond, "unmeasured warm-up before each rate measurement")
-	flag.IntVar(&o.workers, "workers", 8, "parallel connections of the load generator")
+	o.OutputFlags.Register(flag.CommandLine)
+	o.RateFlags.Register(flag.CommandLine, "rate measurement (conn/s and req/s each)")
+	o.GoBenchFlags.Register(flag.CommandLine, "run the go test benchmarks (parts 2 and 3) and include them in the report")
 	flag.IntVar(&o.fillerEndpoints, "filler-endpoints", 1, "fake endpoints per filler service in the rate measurements")
 	flag.IntVar(&o.coldServices, "cold-services", 10000, "services in the cold programming comparison")
 	flag.IntVar(&o.coldEndpoints, "cold-endpoints", 10, "endpoints per service in the cold programming comparison")
 	flag.IntVar(&o.coldRounds, "cold-rounds", 2, "interleaved rounds of the cold iptables/nft loads (a load that took over 60s is not repeated)")
-	flag.BoolVar(&o.goBench, "go-bench", true, "run the go test benchmarks (parts 2 and 3) and include them in the report")
-	flag.StringVar(&o.bpfBenchtime, "bpf-benchtime", "20000x", "-benchtime of the BPF_PROG_TEST_RUN benchmark")
 	flag.StringVar(&o.lbBenchtime, "lb-benchtime", "2x", "-benchtime of the reconciler cold programming benchmarks")
 	flag.StringVar(&o.reconcileBenchtime, "reconcile-benchtime", "1s", "-benchtime of the reconciler pass benchmark after one service changed (cold passes use -lb-benchtime)")
-	flag.StringVar(&o.repo, "repo", ".", "module root, for go test")
 	flag.StringVar(&o.binDir, "bin-dir", "", "directory holding a prebuilt sluice-agent (default: build it)")
-	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.BoolVar(&o.skipRates, "skip-rates", false, "skip part 1 (connection and request rates)")
 	flag.BoolVar(&o.skipCold, "skip-cold", false, "skip the iptables/nft cold programming loads")
-	flag.BoolVar(&o.verbose, "verbose", false, "log the harness's steps")
-	flag.Usage = func() {
-		fmt.Fprint(flag.CommandLine.Output(), usage)
-		flag.PrintDefaults()
-	}
-	flag.Parse()
+	driver.ParseFlags("rss")
 	var err error
 	if o.scales, err = benchkit.ParseInts(*scales, 1); err != nil {
-		fatalf("-scales: %v", err)
+		driver.Fatalf("-scales: %v", err)
 	}
 	if o.variants, err = benchkit.ParseVariants(*variants, allVariants, "direct"); err != nil {
-		fatalf("-variants: %v", err)
+		driver.Fatalf("-variants: %v", err)
 	}
-	if o.rounds < 1 || o.coldRounds < 1 || o.workers < 1 {
-		fatalf("-rounds, -cold-rounds and -workers must be at least 1")
+	if err := o.RateFlags.Validate(); err != nil {
+		driver.Fatalf("%v", err)
+	}
+	if o.coldRounds < 1 {
+		driver.Fatalf("-cold-rounds must be at least 1")
 	}
 
 	if err := benchkit.RequireRoot("bench-lb"); err != nil {
-		fatalf("%v", err)
+		driver.Fatalf("%v", err)
 	}
 	if err := checkTools(o); err != nil {
-		fatalf("%v", err)
+		driver.Fatalf("%v", err)
 	}
 	if o.binDir != "" {
 		os.Setenv(harness.EnvBinDir, o.binDir)
 	}
-
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	rep, err := run(ctx, o)
-	benchkit.Finish("benchlb", rep, err, o.jsonPath, func(w io.Writer, rep *report) { printReport(w, o, rep) })
+	benchkit.Measure(driver, o.JSONPath, func(ctx context.Context) (*report, error) { return run(ctx, o) },
+		func(w io.Writer, rep *report) { printReport(w, o, rep) })
 }
 
-func fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "benchlb: "+format+"\n", args...)
-	os.Exit(2)
-}
+var driver = benchkit.Driver{Name: "benchlb", Usage: usage}
 
 // checkTools fails, naming the package, when a command needed by the
 // selected parts is missing: the tool installs nothing itself.
@@ -192,7 +169,7 @@ func checkTools(o options) error {
 	if slices.Contains(o.variants, "iptables-nft") || !o.skipCold {
 		need = append(need, "iptables-nft-restore")
 	}
-	if o.goBench {
+	if o.GoBenchFlags.Run {
 		need = append(need, "go")
 	}
 	return benchkit.RequireCommands(need, "apt-get install -y iptables nftables bpftool")

@@ -3,17 +3,15 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"strings"
-	"time"
 
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 type report struct {
-	Started time.Time         `json:"started"`
-	Elapsed string            `json:"elapsed"`
-	Options map[string]string `json:"options"`
-	Rates   []*scaleResult    `json:"rates,omitempty"`
+	benchkit.Header
+	Rates []*scaleResult `json:"rates,omitempty"`
 	// BPF is the BPF_PROG_TEST_RUN benchmark, Verifier its instruction
 	// counts, LBCold the reconciler's cold programming benchmark.
 	BPF      []benchkit.Bench `json:"bpf,omitempty"`
@@ -29,22 +27,20 @@ type report struct {
 }
 
 func reportOptions(o options) map[string]string {
-	return map[string]string{
-		"scales": fmt.Sprint(o.scales), "rounds": fmt.Sprint(o.rounds), "duration": o.duration.String(),
-		"warmup": o.warmup.String(), "workers": fmt.Sprint(o.workers), "variants": strings.Join(o.variants, ","),
+	m := o.RateFlags.Options()
+	maps.Copy(m, map[string]string{
+		"scales": fmt.Sprint(o.scales), "variants": strings.Join(o.variants, ","),
 		"fillerEndpoints": fmt.Sprint(o.fillerEndpoints), "coldServices": fmt.Sprint(o.coldServices),
 		"coldEndpoints": fmt.Sprint(o.coldEndpoints), "coldRounds": fmt.Sprint(o.coldRounds),
-		"bpfBenchtime": o.bpfBenchtime, "lbBenchtime": o.lbBenchtime, "reconcileBenchtime": o.reconcileBenchtime,
-	}
+		"bpfBenchtime": o.BPFBenchtime, "lbBenchtime": o.lbBenchtime, "reconcileBenchtime": o.reconcileBenchtime,
+	})
+	return m
 }
 
 type sample struct {
-	Round        int                 `json:"round"`
-	Variant      string              `json:"variant"`
-	SetupSeconds float64             `json:"setupSeconds"`
-	Conn         benchkit.LoadResult `json:"conn"`
-	RR           benchkit.LoadResult `json:"rr"`
-	Err          string              `json:"error,omitempty"`
+	benchkit.Sample
+	Conn benchkit.LoadResult `json:"conn"`
+	RR   benchkit.LoadResult `json:"rr"`
 }
 
 type variantSummary struct {
@@ -121,10 +117,10 @@ type coldResult struct {
 }
 
 func printReport(w io.Writer, o options, rep *report) {
-	fmt.Fprintf(w, "\n==== benchlb report (%s, took %s) ====\n", rep.Started.Format(time.RFC3339), rep.Elapsed)
+	rep.Print(w, "benchlb")
 	if len(rep.Rates) > 0 {
 		fmt.Fprintf(w, "\n1. Client pod → service VIP (last of N services), %d interleaved rounds × %s (+%s warm-up), %d connections.\n",
-			o.rounds, o.duration, o.warmup, o.workers)
+			o.Rounds, o.Duration, o.Warmup, o.Workers)
 		fmt.Fprintln(w, "   Medians over rounds; \"x direct\" is the median of per-round ratios to the direct-to-backend run, [Q1–Q3].")
 		for _, sr := range rep.Rates {
 			fmt.Fprintf(w, "\n   %d services (target %s)\n", sr.Services, sr.Target)

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -70,14 +69,14 @@ Flags:
 `
 
 type rssOptions struct {
+	benchkit.OutputFlags
 	services, endpoints, rounds int
 	// edge: the edge scenario with pods real pods (see rssUsage).
 	edge                bool
 	pods                int
 	settle, timeout     time.Duration
-	binDir, jsonPath    string
+	binDir              string
 	profileDir, logsDir string
-	verbose             bool
 	// agentFlags are passed to the agent after the benchmark's own.
 	agentFlags []string
 }
@@ -112,19 +111,15 @@ type rssRound struct {
 }
 
 type rssReport struct {
-	Started time.Time `json:"started"`
+	benchkit.Header
 	// Edge is the edge scenario, with Pods pods.
-	Edge          bool   `json:"edge"`
-	Pods          int    `json:"pods,omitempty"`
-	Services      int    `json:"services"`
-	Endpoints     int    `json:"endpoints"`
-	ManifestBytes int64  `json:"manifestBytes"`
-	Settle        string `json:"settle"`
-	// Load is /proc/loadavg when the run started and ended: the machine
-	// is shared, and timings depend on it.
-	LoadStart string     `json:"loadStart"`
-	LoadEnd   string     `json:"loadEnd"`
-	Rounds    []rssRound `json:"rounds"`
+	Edge          bool       `json:"edge"`
+	Pods          int        `json:"pods,omitempty"`
+	Services      int        `json:"services"`
+	Endpoints     int        `json:"endpoints"`
+	ManifestBytes int64      `json:"manifestBytes"`
+	Settle        string     `json:"settle"`
+	Rounds        []rssRound `json:"rounds"`
 }
 
 func runRSS(args []string) error {
@@ -138,10 +133,9 @@ func runRSS(args []string) error {
 	fs.StringVar(&o.binDir, "bin-dir", "", "directory holding a prebuilt sluice-agent (default: build it)")
 	fs.BoolVar(&o.edge, "edge", false, "the edge scenario: real pods, services selecting them and network policies (see above)")
 	fs.IntVar(&o.pods, "pods", 50, "pods of the edge scenario")
-	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	fs.StringVar(&o.profileDir, "profile", "", "save the agent's heap profiles into this directory (see above)")
 	fs.StringVar(&o.logsDir, "logs", "", "save each round's agent log into this directory")
-	fs.BoolVar(&o.verbose, "verbose", false, "log the harness's steps")
+	o.OutputFlags.Register(fs)
 	fs.Func("agent-flag", "a flag for the agent, e.g. --agent-flag=--ct-max=32768 (repeatable): map sizes, GOGC-like settings", func(v string) error {
 		o.agentFlags = append(o.agentFlags, v)
 		return nil
@@ -175,13 +169,11 @@ func runRSS(args []string) error {
 			}
 		}
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("must run as root: it creates a network namespace, a cgroup and bpffs pins and loads eBPF programs; try: sudo make bench-lb-rss")
+	if err := benchkit.RequireRoot("bench-lb-rss"); err != nil {
+		return err
 	}
-	for _, t := range []string{"ip", "nsenter"} {
-		if _, err := exec.LookPath(t); err != nil {
-			return fmt.Errorf("missing command %s (package %s)", t, benchkit.PackageOf(t))
-		}
+	if err := benchkit.RequireCommands([]string{"ip", "nsenter"}, "apt-get install -y iproute2 util-linux"); err != nil {
+		return err
 	}
 	if o.binDir != "" {
 		os.Setenv(harness.EnvBinDir, o.binDir)
@@ -191,8 +183,8 @@ func runRSS(args []string) error {
 	rep, err := rss(ctx, o)
 	if rep != nil && len(rep.Rounds) > 0 {
 		printRSS(os.Stdout, rep)
-		if o.jsonPath != "" {
-			if jerr := benchkit.WriteJSON(o.jsonPath, rep); jerr != nil {
+		if o.JSONPath != "" {
+			if jerr := benchkit.WriteJSON(o.JSONPath, rep); jerr != nil {
 				fmt.Fprintln(os.Stderr, "benchlb rss:", jerr)
 			}
 		}
@@ -201,11 +193,11 @@ func runRSS(args []string) error {
 }
 
 func rss(ctx context.Context, o rssOptions) (*rssReport, error) {
-	rep := &rssReport{Started: time.Now(), Edge: o.edge, Services: o.services, Endpoints: o.endpoints,
-		Settle: o.settle.String(), LoadStart: benchkit.LoadAverage()}
-	defer func() { rep.LoadEnd = benchkit.LoadAverage() }()
+	rep := &rssReport{Header: benchkit.StartHeader(map[string]string{"rounds": fmt.Sprint(o.rounds), "agentFlags": strings.Join(o.agentFlags, " ")}), Edge: o.edge, Services: o.services, Endpoints: o.endpoints,
+		Settle: o.settle.String()}
+	defer rep.End()
 	benchkit.RemoveStale()
-	c, err := benchkit.NewCluster(ctx, "benchrss", o.verbose)
+	c, err := benchkit.NewCluster(ctx, "benchrss", o.Verbose)
 	if err != nil {
 		return rep, err
 	}
@@ -469,7 +461,7 @@ func tailLines(s string, n int) string {
 func kib(v int64) float64 { return float64(v) / 1024 }
 
 func printRSS(w io.Writer, rep *rssReport) {
-	fmt.Fprintf(w, "\n==== benchlb rss report (%s, load average %s → %s) ====\n", rep.Started.Format(time.RFC3339), rep.LoadStart, rep.LoadEnd)
+	rep.Print(w, "benchlb rss")
 	if rep.Edge {
 		fmt.Fprintf(w, "\nsluice-agent --source=files, edge host: %d pods on the node, %d ClusterIP services (their pods as endpoints),\n4 network policies selecting every pod, default map sizes, %.2f MiB of manifests,\n",
 			rep.Pods, rep.Services, float64(rep.ManifestBytes)/(1<<20))

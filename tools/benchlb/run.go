@@ -46,10 +46,9 @@ type bench struct {
 }
 
 func run(ctx context.Context, o options) (*report, error) {
-	rep := &report{Started: time.Now(), Options: reportOptions(o)}
-	start := time.Now()
-	defer func() { rep.Elapsed = time.Since(start).Round(time.Second).String() }()
-	if o.goBench {
+	rep := &report{Header: benchkit.StartHeader(reportOptions(o))}
+	defer rep.End()
+	if o.GoBenchFlags.Run {
 		// First, on a quiet machine: no cluster, agent or load running.
 		if err := runGoBenches(ctx, o, rep); err != nil {
 			return rep, err
@@ -64,7 +63,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	}
 	b := &bench{o: o, self: self, rep: rep}
 	benchkit.RemoveStale()
-	b.c, err = benchkit.NewCluster(ctx, "benchlb", o.verbose)
+	b.c, err = benchkit.NewCluster(ctx, "benchlb", o.Verbose)
 	if err != nil {
 		return rep, err
 	}
@@ -134,7 +133,7 @@ func (b *bench) probe(ctx context.Context, addr netip.AddrPort) error {
 }
 
 func (b *bench) loadgen(ctx context.Context, addr netip.AddrPort, mode string) (benchkit.LoadResult, error) {
-	load := benchkit.Load{Workers: b.o.workers, Duration: b.o.duration, Warmup: b.o.warmup}
+	load := benchkit.Load{Workers: b.o.Workers, Duration: b.o.Duration, Warmup: b.o.Warmup}
 	r, err := load.Run(ctx, b.client, b.self, addr, mode)
 	if err != nil {
 		return r, err
@@ -164,7 +163,7 @@ func (b *bench) rates(ctx context.Context, n int) error {
 	}
 	sr := &scaleResult{Services: n, Target: target.String()}
 	b.rep.Rates = append(b.rep.Rates, sr)
-	benchkit.Logf("=== %d services: target %s (last in rule order), %d rounds of %s", n, target, b.o.rounds, strings.Join(b.o.variants, ", "))
+	benchkit.Logf("=== %d services: target %s (last in rule order), %d rounds of %s", n, target, b.o.Rounds, strings.Join(b.o.variants, ", "))
 	addrOf := func(v string) netip.AddrPort {
 		if v == "direct" {
 			return b.backendAddr()
@@ -172,6 +171,7 @@ func (b *bench) rates(ctx context.Context, n int) error {
 		return target
 	}
 	trial := benchkit.Trial[sample]{
+		Label:  fmt.Sprintf("%d svc", n),
 		Enable: func(ctx context.Context, v string) error { return b.enable(ctx, v, n, files) },
 		Measure: func(ctx context.Context, v string) (sample, error) {
 			var s sample
@@ -185,17 +185,12 @@ func (b *bench) rates(ctx context.Context, n int) error {
 			s.RR, err = b.loadgen(ctx, addrOf(v), "rr")
 			return s, err
 		},
-		Disable: b.disable,
+		Disable:  b.disable,
+		Describe: func(s sample) string { return fmt.Sprintf("%9.0f conn/s %9.0f req/s", s.Conn.Rate, s.RR.Rate) },
 	}
-	err := benchkit.Interleave(ctx, b.o.rounds, b.o.variants, trial, func(run benchkit.Run[sample]) {
+	err := benchkit.Interleave(ctx, b.o.Rounds, b.o.variants, trial, func(run benchkit.Run[sample]) {
 		s := run.Result
-		s.Round, s.Variant, s.SetupSeconds = run.Round, run.Variant, run.Setup.Seconds()
-		if run.Err != nil {
-			s.Err = run.Err.Error()
-			benchkit.Logf("[%d svc, round %d/%d] %-15s FAILED: %v", n, s.Round, b.o.rounds, s.Variant, run.Err)
-		} else {
-			benchkit.Logf("[%d svc, round %d/%d] %-15s %9.0f conn/s %9.0f req/s  (setup %.1fs)", n, s.Round, b.o.rounds, s.Variant, s.Conn.Rate, s.RR.Rate, s.SetupSeconds)
-		}
+		s.Sample = run.Sample()
 		sr.Samples = append(sr.Samples, s)
 	})
 	if err != nil {
@@ -356,7 +351,7 @@ func (b *bench) reportBpftoolLinks(ctx context.Context) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if b.o.verbose {
+	if b.o.Verbose {
 		benchkit.Logf("bpftool link after detach: %s Sluice links (root netns), %s (node netns), after %s", outside, inside, time.Since(start).Round(time.Millisecond))
 	}
 	b.rep.BpftoolChecks++

@@ -11,12 +11,12 @@ import (
 // measures, in pkg/datapath) and keeps its results and the verifier's
 // counts for the report; go test's output is passed through to stderr.
 func runGoBench(ctx context.Context, o options, rep *report) error {
-	if err := benchkit.CheckModuleRoot(o.repo); err != nil {
+	if err := benchkit.CheckModuleRoot(o.Repo); err != nil {
 		return err
 	}
 	benchkit.Logf("=== go test -bench Policy ./pkg/datapath/ (BPF_PROG_TEST_RUN, %s entries)", o.bpfScales)
 	res, other, err := benchkit.GoTest{
-		Dir: o.repo, Pkg: "./pkg/datapath/", Bench: "^BenchmarkPolicy$", Benchtime: o.bpfBenchtime,
+		Dir: o.Repo, Pkg: "./pkg/datapath/", Bench: "^BenchmarkPolicy$", Benchtime: o.BPFBenchtime,
 		Env: []string{"SLUICE_BENCH_POLICY_SCALES=" + o.bpfScales},
 	}.Run(ctx)
 	if err != nil {

@@ -7,14 +7,9 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
@@ -84,20 +79,14 @@ Flags:
 `
 
 type options struct {
-	rules        int
-	rounds       int
-	duration     time.Duration
-	warmup       time.Duration
-	workers      int
-	variants     []string
-	allowedRule  string
-	goBench      bool
-	bpfBenchtime string
-	bpfScales    string
-	repo         string
-	jsonPath     string
-	skipRates    bool
-	verbose      bool
+	benchkit.OutputFlags
+	benchkit.RateFlags
+	benchkit.GoBenchFlags
+	rules       int
+	variants    []string
+	allowedRule string
+	bpfScales   string
+	skipRates   bool
 }
 
 var allVariants = []string{"sluice-policy", "sluice-nopolicy", "iptables-legacy", "iptables-nft", "nftables", "none"}
@@ -110,76 +99,47 @@ func main() {
 		"serve":   benchkit.Serve,
 		"loadgen": benchkit.Loadgen,
 		"probe":   benchkit.Probe,
-		"cleanup": func([]string) error { return runCleanup() },
+		"cleanup": benchkit.Cleanup,
 	})
 
 	var o options
 	variants := flag.String("variants", strings.Join(allVariants, ","), "variants to measure (none is always added: it is the baseline)")
+	o.OutputFlags.Register(flag.CommandLine)
+	o.RateFlags.Register(flag.CommandLine, "connection-rate run")
+	o.GoBenchFlags.Register(flag.CommandLine, "run the BPF_PROG_TEST_RUN benchmark (part 1) and include it in the report")
 	flag.IntVar(&o.rules, "rules", 10000, "policy rules on the server pod, the allowed client's included")
 	flag.StringVar(&o.allowedRule, "allowed-rule", "last", "where the allowed client's rule is in the iptables chain: first, middle or last")
-	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds")
-	flag.DurationVar(&o.duration, "duration", time.Second, "measured duration of each connection-rate run")
-	flag.DurationVar(&o.warmup, "warmup", 200*time.Millisecond, "unmeasured warm-up before each connection-rate run")
-	flag.IntVar(&o.workers, "workers", 8, "parallel connections of the load generator")
-	flag.BoolVar(&o.goBench, "go-bench", true, "run the BPF_PROG_TEST_RUN benchmark (part 1) and include it in the report")
-	flag.StringVar(&o.bpfBenchtime, "bpf-benchtime", "20000x", "-benchtime of the BPF_PROG_TEST_RUN benchmark (samples per packet kind)")
 	flag.StringVar(&o.bpfScales, "bpf-scales", "10,1000,10000", "policy entry counts of the BPF_PROG_TEST_RUN benchmark")
-	flag.StringVar(&o.repo, "repo", ".", "module root, for go test")
-	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.BoolVar(&o.skipRates, "skip-rates", false, "skip part 2 (connection rates)")
-	flag.BoolVar(&o.verbose, "verbose", false, "log the harness's steps")
-	flag.Usage = func() {
-		fmt.Fprint(flag.CommandLine.Output(), usage)
-		flag.PrintDefaults()
-	}
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fatalf("unexpected argument %q (subcommands: cleanup)", flag.Arg(0))
-	}
+	driver.ParseFlags("cleanup")
 	var err error
 	if o.variants, err = benchkit.ParseVariants(*variants, allVariants, "none"); err != nil {
-		fatalf("-variants: %v", err)
+		driver.Fatalf("-variants: %v", err)
 	}
-	if o.rounds < 1 || o.workers < 1 {
-		fatalf("-rounds and -workers must be at least 1")
+	if err := o.RateFlags.Validate(); err != nil {
+		driver.Fatalf("%v", err)
 	}
 	if o.rules < 1 {
-		fatalf("-rules must be at least 1 (the allowed client's rule)")
+		driver.Fatalf("-rules must be at least 1 (the allowed client's rule)")
 	}
 	if !slices.Contains([]string{"first", "middle", "last"}, o.allowedRule) {
-		fatalf("-allowed-rule %q: use first, middle or last", o.allowedRule)
+		driver.Fatalf("-allowed-rule %q: use first, middle or last", o.allowedRule)
 	}
 	if _, err := benchkit.ParseInts(o.bpfScales, 2); err != nil {
-		fatalf("-bpf-scales: %v", err)
+		driver.Fatalf("-bpf-scales: %v", err)
 	}
 
 	if err := benchkit.RequireRoot("bench-policy"); err != nil {
-		fatalf("%v", err)
+		driver.Fatalf("%v", err)
 	}
 	if err := checkTools(o); err != nil {
-		fatalf("%v", err)
+		driver.Fatalf("%v", err)
 	}
-
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	rep, err := run(ctx, o)
-	benchkit.Finish("benchpolicy", rep, err, o.jsonPath, func(w io.Writer, rep *report) { printReport(w, o, rep) })
+	benchkit.Measure(driver, o.JSONPath, func(ctx context.Context) (*report, error) { return run(ctx, o) },
+		func(w io.Writer, rep *report) { printReport(w, o, rep) })
 }
 
-// runCleanup removes the leftovers of harness runs whose process is gone
-// (a benchpolicy killed with SIGKILL cannot clean up after itself).
-func runCleanup() error {
-	removed, err := harness.CleanupStale()
-	for _, p := range removed {
-		fmt.Println("removed", p)
-	}
-	return err
-}
-
-func fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "benchpolicy: "+format+"\n", args...)
-	os.Exit(2)
-}
+var driver = benchkit.Driver{Name: "benchpolicy", Usage: usage}
 
 // checkTools fails, naming the package, when a command needed by the
 // selected parts is missing: the tool installs nothing itself.
@@ -194,7 +154,7 @@ func checkTools(o options) error {
 			need = append(need, "iptables-nft-restore")
 		}
 	}
-	if o.goBench {
+	if o.GoBenchFlags.Run {
 		need = append(need, "go")
 	}
 	return benchkit.RequireCommands(need, "apt-get install -y iptables nftables")

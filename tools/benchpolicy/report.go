@@ -3,20 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"strings"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 type report struct {
-	Started time.Time         `json:"started"`
-	Elapsed string            `json:"elapsed"`
-	Options map[string]string `json:"options"`
-	Kernel  string            `json:"kernel"`
-	CPUs    int               `json:"cpus"`
+	benchkit.Header
 	// BPF is BenchmarkPolicy's results, Verifier its instruction counts.
 	BPF      []benchkit.Bench `json:"bpfTestRun,omitempty"`
 	Verifier []string         `json:"verifier,omitempty"`
@@ -24,19 +18,12 @@ type report struct {
 }
 
 func reportOptions(o options) map[string]string {
-	return map[string]string{
-		"rules": fmt.Sprint(o.rules), "allowedRule": o.allowedRule, "rounds": fmt.Sprint(o.rounds),
-		"duration": o.duration.String(), "warmup": o.warmup.String(), "workers": fmt.Sprint(o.workers),
-		"variants": strings.Join(o.variants, ","), "bpfBenchtime": o.bpfBenchtime, "bpfScales": o.bpfScales,
-	}
-}
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown"
-	}
-	return unix.ByteSliceToString(u.Release[:])
+	m := o.RateFlags.Options()
+	maps.Copy(m, map[string]string{
+		"rules": fmt.Sprint(o.rules), "allowedRule": o.allowedRule,
+		"variants": strings.Join(o.variants, ","), "bpfBenchtime": o.BPFBenchtime, "bpfScales": o.bpfScales,
+	})
+	return m
 }
 
 // stat is a median with its interquartile range and the number of
@@ -49,12 +36,8 @@ type stat struct {
 func statOf(x []float64) stat { return stat{Stat: benchkit.StatOf(x), N: len(x)} }
 
 type sample struct {
-	Round   int    `json:"round"`
-	Variant string `json:"variant"`
-	// SetupSeconds is how long putting the variant in place took.
-	SetupSeconds float64             `json:"setupSeconds"`
-	Conn         benchkit.LoadResult `json:"conn"`
-	Err          string              `json:"error,omitempty"`
+	benchkit.Sample
+	Conn benchkit.LoadResult `json:"conn"`
 }
 
 type variantSummary struct {
@@ -130,7 +113,7 @@ var bpfRows = []struct{ label, pol, nopol string }{
 }
 
 func printReport(w io.Writer, o options, rep *report) {
-	fmt.Fprintf(w, "\n==== benchpolicy report (%s, took %s; Linux %s, %d CPUs) ====\n", rep.Started.Format(time.RFC3339), rep.Elapsed, rep.Kernel, rep.CPUs)
+	rep.Print(w, "benchpolicy")
 	if len(rep.BPF) > 0 {
 		fmt.Fprintln(w, "\n1. BPF_PROG_TEST_RUN of sl_to_ep (the pod's ingress), median ns per packet [IQR], one run per sample (repeat=1).")
 		fmt.Fprintln(w, "   policy: N entries on the endpoint, ingress enforced; no-policy: the same program, endpoint flags 0;")
@@ -163,7 +146,7 @@ func printReport(w io.Writer, o options, rep *report) {
 	}
 	if rr := rep.Rates; rr != nil {
 		fmt.Fprintf(w, "\n2. Connections/s, client pod → server pod through one routed node (connect, 1-byte echo, close with RST),\n")
-		fmt.Fprintf(w, "   %d interleaved rounds × %s (+%s warm-up), %d connections in parallel.\n", o.rounds, o.duration, o.warmup, o.workers)
+		fmt.Fprintf(w, "   %d interleaved rounds × %s (+%s warm-up), %d connections in parallel.\n", o.Rounds, o.Duration, o.Warmup, o.Workers)
 		fmt.Fprintf(w, "   Policy: %d rules on the server's ingress (%d ipBlock CIDRs, %d port ranges); in the iptables chain\n", rr.Rules, rr.CIDRClasses, rr.PortRanges)
 		fmt.Fprintf(w, "   the client's rule is number %d (%s). Medians over rounds [IQR]; \"x none\" is the median [IQR] of\n", rr.AllowedPosition, rr.AllowedAt)
 		fmt.Fprintln(w, "   per-round ratios to that round's run with nothing installed, \"x no-policy\" to that round's")

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -52,10 +51,9 @@ type bench struct {
 }
 
 func run(ctx context.Context, o options) (*report, error) {
-	rep := &report{Started: time.Now(), Options: reportOptions(o), Kernel: kernelRelease(), CPUs: runtime.NumCPU()}
-	start := time.Now()
-	defer func() { rep.Elapsed = time.Since(start).Round(time.Second).String() }()
-	if o.goBench {
+	rep := &report{Header: benchkit.StartHeader(reportOptions(o))}
+	defer rep.End()
+	if o.GoBenchFlags.Run {
 		// First, on a quiet machine: no namespaces or load running.
 		if err := runGoBench(ctx, o, rep); err != nil {
 			return rep, err
@@ -69,7 +67,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		return rep, err
 	}
 	b := &bench{o: o, self: self, rep: rep}
-	b.c, err = benchkit.NewCluster(ctx, "benchpolicy", o.verbose)
+	b.c, err = benchkit.NewCluster(ctx, "benchpolicy", o.Verbose)
 	if err != nil {
 		return rep, err
 	}
@@ -155,7 +153,7 @@ func (b *bench) probe(ctx context.Context, from *harness.Pod, deny bool) error {
 }
 
 func (b *bench) loadgen(ctx context.Context) (benchkit.LoadResult, error) {
-	load := benchkit.Load{Workers: b.o.workers, Duration: b.o.duration, Warmup: b.o.warmup}
+	load := benchkit.Load{Workers: b.o.Workers, Duration: b.o.Duration, Warmup: b.o.Warmup}
 	r, err := load.Run(ctx, b.client, b.self, b.serverAddr(), "conn")
 	if err != nil {
 		return r, err
@@ -174,7 +172,7 @@ func (b *bench) rates(ctx context.Context) error {
 	rr := &rateResult{Rules: len(b.rules.Rules), CIDRClasses: b.rules.CIDRClasses, PortRanges: b.rules.PortRanges,
 		AllowedPosition: b.rules.Allowed + 1, AllowedAt: b.o.allowedRule}
 	b.rep.Rates = rr
-	benchkit.Logf("=== %d rules on the server's ingress, %d rounds of %s", len(b.rules.Rules), b.o.rounds, strings.Join(b.o.variants, ", "))
+	benchkit.Logf("=== %d rules on the server's ingress, %d rounds of %s", len(b.rules.Rules), b.o.Rounds, strings.Join(b.o.variants, ", "))
 	trial := benchkit.Trial[sample]{
 		Enable: b.enable,
 		Measure: func(ctx context.Context, v string) (sample, error) {
@@ -191,17 +189,12 @@ func (b *bench) rates(ctx context.Context) error {
 			s.Conn, err = b.loadgen(ctx)
 			return s, err
 		},
-		Disable: b.disable,
+		Disable:  b.disable,
+		Describe: func(s sample) string { return fmt.Sprintf("%9.0f conn/s, %d errors", s.Conn.Rate, s.Conn.Errors) },
 	}
-	err := benchkit.Interleave(ctx, b.o.rounds, b.o.variants, trial, func(run benchkit.Run[sample]) {
+	err := benchkit.Interleave(ctx, b.o.Rounds, b.o.variants, trial, func(run benchkit.Run[sample]) {
 		s := run.Result
-		s.Round, s.Variant, s.SetupSeconds = run.Round, run.Variant, run.Setup.Seconds()
-		if run.Err != nil {
-			s.Err = run.Err.Error()
-			benchkit.Logf("[round %d/%d] %-16s FAILED: %v", s.Round, b.o.rounds, s.Variant, run.Err)
-		} else {
-			benchkit.Logf("[round %d/%d] %-16s %9.0f conn/s  (setup %.2fs, %d errors)", s.Round, b.o.rounds, s.Variant, s.Conn.Rate, s.SetupSeconds, s.Conn.Errors)
-		}
+		s.Sample = run.Sample()
 		rr.Samples = append(rr.Samples, s)
 	})
 	if err != nil {

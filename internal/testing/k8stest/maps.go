@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-net/sluice/pkg/agent/reconcilers"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/policysync"
-	"github.com/sluice-net/sluice/pkg/servicesync"
 )
 
 // ReconcilerOptions tune Reconcilers; the zero value is the agent's
@@ -20,31 +20,33 @@ type ReconcilerOptions struct {
 	LBMinInterval time.Duration
 }
 
-// Reconcilers runs what the agent runs between the model and the maps:
-// the service reconciler (sl_lb_*) and the policy reconciler (sl_ipcache,
-// sl_policy) for node, until the test ends. The policy reconciler is
-// returned: its Prepare places an endpoint, as the endpoint manager does.
+// Reconcilers runs what the agent runs between the model and the maps,
+// built by the agent's own assembly (pkg/agent/reconcilers) for node,
+// until the test ends: the service reconciler (sl_lb_*) and the policy
+// reconciler (sl_ipcache, sl_policy). There is no endpoint manager (no
+// interfaces to attach to): the policy reconciler is returned, and its
+// Prepare places an endpoint as the endpoint manager does.
 //
-//	model.Store ──► servicesync.Reconciler ────► sl_lb_*
-//	            └─► policysync ──────► sl_ipcache, sl_policy
+//	model.Store ──► servicesync ──► sl_lb_*
+//	            └─► policysync ───► sl_ipcache, sl_policy
 func Reconcilers(tb testing.TB, m *datapath.Maps, store *model.Store, node string, o ReconcilerOptions) *policysync.Reconciler {
 	tb.Helper()
+	set, err := reconcilers.New(reconcilers.Config{
+		NodeName: node, Maps: m, Store: store, StateDir: tb.TempDir(), ServiceMinInterval: o.LBMinInterval,
+	})
+	if err != nil {
+		tb.Fatalf("reconcilers: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	lbr, err := servicesync.New(servicesync.Options{Maps: m, Store: store, MinInterval: o.LBMinInterval})
-	if err != nil {
+	done := make(chan error, 1)
+	go func() { done <- set.Run(ctx) }()
+	tb.Cleanup(func() {
 		cancel()
-		tb.Fatalf("lb reconciler: %v", err)
-	}
-	pol, err := policysync.New(policysync.Options{NodeName: node, Maps: m, Store: store, StateDir: tb.TempDir()})
-	if err != nil {
-		cancel()
-		tb.Fatalf("policy reconciler: %v", err)
-	}
-	done := make(chan struct{}, 2)
-	go func() { lbr.Run(ctx); done <- struct{}{} }()
-	go func() { _ = pol.Run(ctx); done <- struct{}{} }()
-	tb.Cleanup(func() { cancel(); <-done; <-done })
-	return pol
+		if err := <-done; err != nil {
+			tb.Errorf("reconcilers: %v", err)
+		}
+	})
+	return set.Policy
 }
 
 // Backends returns the backends sl_lb_svc holds for the frontends of vip,

@@ -1,10 +1,14 @@
 // Package benchkit is what the benchmark drivers under tools/ (benchlb,
-// benchpolicy) share: their command-line plumbing, the workloads they run
-// inside simulated pods (a TCP echo server, a load generator, a probe),
-// the interleaved rounds they compare variants in, the statistics of their
-// reports (median, interquartile range, per-round ratios to a baseline),
-// running `go test -bench` and parsing its output, and a few steps on a
-// internal/testing/harness node that both take the same way.
+// benchpolicy, benchflows) share: their command-line plumbing (the flag
+// blocks they have in common, usage, subcommands, a run that SIGINT
+// ends, the report printed and written as JSON), the header every report
+// opens with (when, on what kernel and CPUs, under what load, with which
+// options), the workloads they run inside simulated pods (a TCP echo
+// server, a load generator, a probe), the interleaved rounds they compare
+// variants in and the record of each run, the statistics of their reports
+// (median, interquartile range, per-round ratios to a baseline), running
+// `go test -bench` and parsing its output, and a few steps on an
+// internal/testing/harness node that they take the same way.
 //
 // The drivers are main packages, which cannot import each other; this
 // package is internal to tools/ so it can change with them.

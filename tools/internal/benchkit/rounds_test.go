@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -92,4 +93,12 @@ func TestInterleaveStopsWhenCancelled(t *testing.T) {
 	})
 	assert.ErrorIs(t, err, context.Canceled)
 	assert.Len(t, runs, 1, "the run under way finishes and is removed, no other starts")
+}
+
+// A run's record: round, variant, setup time and, for a failed run, why.
+func TestRunSample(t *testing.T) {
+	ok := Run[string]{Round: 2, Variant: "direct", Setup: 1500 * time.Millisecond, Result: "9000 conn/s"}
+	assert.Equal(t, Sample{Round: 2, Variant: "direct", SetupSeconds: 1.5}, ok.Sample())
+	failed := Run[string]{Round: 1, Variant: "nftables", Err: errors.New("nft -f: syntax error")}
+	assert.Equal(t, Sample{Round: 1, Variant: "nftables", Err: "nft -f: syntax error"}, failed.Sample())
 }

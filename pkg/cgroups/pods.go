@@ -1,4 +1,4 @@
-package agent
+package cgroups
 
 import (
 	"io/fs"
@@ -10,22 +10,23 @@ import (
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
-// cgroupPods names the pod of a cgroup ID (the cgroup directory's inode on
+// Pods names the pod of a cgroup ID (the cgroup directory's inode on
 // cgroup v2), for events raised by a process rather than an interface.
 // Kubelet names pod cgroups after the pod UID ("pod<uid>", with "_" for
 // "-" under systemd); the simulated nodes name them "<namespace>_<name>".
-type cgroupPods struct {
+type Pods struct {
 	root string
 	mu   sync.Mutex
 	// paths caches cgroup ID → directory; refreshed by a walk on a miss.
 	paths map[uint64]string
 }
 
-func newCgroupPods(root string) *cgroupPods {
-	return &cgroupPods{root: root, paths: map[uint64]string{}}
+// NewPods names pods from the cgroup v2 hierarchy mounted at root.
+func NewPods(root string) *Pods {
+	return &Pods{root: root, paths: map[uint64]string{}}
 }
 
-func (c *cgroupPods) path(id uint64) (string, bool) {
+func (c *Pods) path(id uint64) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := c.paths[id]; ok {
@@ -47,7 +48,10 @@ func (c *cgroupPods) path(id uint64) (string, bool) {
 	return p, ok
 }
 
-func (c *cgroupPods) pod(id uint64, s *model.State) (model.NamespacedName, bool) {
+// Pod returns the pod of s whose cgroup is id or contains it; false if
+// id is no cgroup under the root or names no pod of s. A miss walks the
+// tree.
+func (c *Pods) Pod(id uint64, s *model.State) (model.NamespacedName, bool) {
 	p, ok := c.path(id)
 	if !ok {
 		return model.NamespacedName{}, false
@@ -58,7 +62,9 @@ func (c *cgroupPods) pod(id uint64, s *model.State) (model.NamespacedName, bool)
 				return model.NamespacedName{Namespace: ns, Name: name}, true
 			}
 		}
-		if i := strings.Index(dir, "pod"); i >= 0 {
+		// The last "pod": under the systemd driver every slice's name
+		// holds "kubepods" before the pod's "pod<uid>".
+		if i := strings.LastIndex(dir, "pod"); i >= 0 {
 			uid := strings.TrimSuffix(dir[i+3:], ".slice")
 			uid = strings.ReplaceAll(uid, "_", "-")
 			for nn, pod := range s.Pods {
