@@ -35,6 +35,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/source/files"
 	"github.com/sluice-net/sluice/pkg/source/k8s"
 	"github.com/sluice-net/sluice/pkg/statedir"
+	"github.com/sluice-net/sluice/pkg/xds"
 )
 
 // Agent is a running node agent.
@@ -55,6 +56,10 @@ type Agent struct {
 	flows    *flowSink
 	cgroups  *cgroupPods
 	metrics  *metrics.Collector
+	// xds serves the node's Envoy (nil with --xds=false); l7 is its
+	// config's source.
+	xds *xds.Server
+	l7  xds.ConfigSource
 	// sockDestroy is how sockets of removed backends are destroyed
 	// (sockdestroy.Iterator or sockdestroy.SockDiag); empty if they cannot be.
 	sockDestroy string
@@ -80,7 +85,7 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	}
 	opts.Datapath.BPFRoot = opts.BPFRoot
 	a := &Agent{opts: opts, log: log, started: time.Now(), store: model.NewStore(),
-		cgroups: newCgroupPods(opts.CgroupRoot)}
+		cgroups: newCgroupPods(opts.CgroupRoot), l7: noL7{}}
 	a.logSettings()
 
 	lock, err := datapath.LockRoot(opts.BPFRoot)
@@ -248,6 +253,20 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 		return fmt.Errorf("hubble observer: %w", err)
 	}
 	defer hubble.Close()
+
+	// The node's Envoy: its config over ADS on the state dir's socket,
+	// started before the API so that `sluice status` shows it.
+	if a.xds, err = a.newXDS(); err != nil {
+		return fmt.Errorf("xds: %w", err)
+	}
+	if a.xds != nil {
+		if err := a.xds.Start(); err != nil {
+			return err
+		}
+		defer a.xds.Close()
+		wg.Add(1)
+		go func() { defer wg.Done(); a.xds.Run(ctx, a.l7, nil) }()
+	}
 
 	reader, err := events.NewReader(a.dp.EventRing())
 	if err != nil {
@@ -554,6 +573,8 @@ func (a *Agent) status() api.Status {
 		st.Errors = append(st.Errors, api.Error{Component: "datapath", Message: err.Error()})
 	}
 	st.Maps = mp
+	st.Proxy = a.proxyStatus()
+	st.Errors = append(st.Errors, proxyErrors(st.Proxy)...)
 	if nat, err := a.maps.NATUsage(); err != nil {
 		st.Errors = append(st.Errors, api.Error{Component: "datapath", Message: err.Error()})
 	} else {
@@ -594,6 +615,7 @@ func (a *Agent) serveAPI() (*http.Server, error) {
 		}
 		writeJSON(w, x)
 	})
+	mux.HandleFunc("GET "+api.PathProxy, a.serveProxyStatus)
 	a.registerCNI(mux)
 	if a.opts.Pprof {
 		// Root and the socket's group only, like the rest of the API.
