@@ -37,10 +37,10 @@ func TestGolden(t *testing.T) {
 			res, err := xds.Generate(cfg, xds.ResourceOptions{})
 			require.NoError(t, err)
 			require.NoError(t, res.Validate())
-			boot, err := res.StaticBootstrap(goldenSocket)
+			boot, err := staticBootstrap(res, goldenSocket)
 			require.NoError(t, err)
 			require.NoError(t, xds.ValidateMessage(boot))
-			got, err := xds.MarshalJSON(boot)
+			got, err := marshalJSON(boot)
 			require.NoError(t, err)
 			golden := filepath.Join("testdata", name+".envoy.json")
 			if *update {

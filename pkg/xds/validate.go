@@ -20,10 +20,11 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	// Every typed config Envoy may meet in a bootstrap or a snapshot is
-	// registered, so the walker can unpack it: those Generate uses (by
-	// its imports) and the bootstrap's own.
-	_ "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	// The typed configs a snapshot or Envoy's bootstrap holds are
+	// registered, so the walker can unpack them: those Generate uses are
+	// by its imports, and this one the bootstrap's static clusters use
+	// too. (Importing the bootstrap's own package would add a megabyte to
+	// the agent for its tests' sake: they import it themselves.)
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 

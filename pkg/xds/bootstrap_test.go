@@ -1,4 +1,4 @@
-package xds
+package xds_test
 
 import (
 	"bytes"
@@ -18,14 +18,16 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sluice-net/sluice/pkg/xds"
 )
 
-// StaticBootstrap is res as one static Envoy bootstrap, for reading and
+// staticBootstrap is r as one static Envoy bootstrap, for reading and
 // for `envoy --mode validate -c FILE` (which cannot follow ADS): each
 // listener's RDS replaced by its route configuration inline, the served
 // clusters, and the bootstrap's static ALS cluster on socketPath.
 // Nothing else differs from what the server serves.
-func (r *Resources) StaticBootstrap(socketPath string) (*bootstrapv3.Bootstrap, error) {
+func staticBootstrap(r *xds.Resources, socketPath string) (*bootstrapv3.Bootstrap, error) {
 	routes := map[string]*routev3.RouteConfiguration{}
 	for _, rc := range r.Routes {
 		routes[rc.Name] = rc
@@ -46,14 +48,22 @@ func (r *Resources) StaticBootstrap(socketPath string) (*bootstrapv3.Bootstrap, 
 						return nil, fmt.Errorf("listener %s: route configuration %q is not served", l.Name, name)
 					}
 					hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
-					f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}
+					a, err := anypb.New(hcm)
+					if err != nil {
+						return nil, err
+					}
+					f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
 				}
 			}
 		}
 		static.Listeners = append(static.Listeners, l)
 	}
 	static.Clusters = append(static.Clusters, r.Clusters...)
-	static.Clusters = append(static.Clusters, pipeCluster(ClusterALS, socketPath))
+	als, err := pipeCluster(xds.ClusterALS, socketPath)
+	if err != nil {
+		return nil, err
+	}
+	static.Clusters = append(static.Clusters, als)
 	return &bootstrapv3.Bootstrap{
 		Node:            &corev3.Node{Id: "sluice-validate", Cluster: "sluice-envoy"},
 		StaticResources: static,
@@ -61,18 +71,20 @@ func (r *Resources) StaticBootstrap(socketPath string) (*bootstrapv3.Bootstrap, 
 }
 
 // pipeCluster is a gRPC (HTTP/2) cluster of one unix socket.
-func pipeCluster(name, path string) *clusterv3.Cluster {
+func pipeCluster(name, path string) (*clusterv3.Cluster, error) {
+	h2, err := anypb.New(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
 	return &clusterv3.Cluster{
-		Name:                 name,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		ConnectTimeout:       durationpb.New(time.Second),
-		TypedExtensionProtocolOptions: map[string]*anypb.Any{
-			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(&httpv3.HttpProtocolOptions{
-				UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-					ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-				}},
-			}),
-		},
+		Name:                          name,
+		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:                durationpb.New(time.Second),
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
@@ -81,13 +93,13 @@ func pipeCluster(name, path string) *clusterv3.Cluster {
 				}},
 			}}}},
 		},
-	}
+	}, nil
 }
 
-// MarshalJSON is m as stable, indented JSON: protojson's output with its
+// marshalJSON is m as stable, indented JSON: protojson's output with its
 // deliberately unstable whitespace normalised, so files of it can be
 // compared and reviewed.
-func MarshalJSON(m proto.Message) ([]byte, error) {
+func marshalJSON(m proto.Message) ([]byte, error) {
 	b, err := protojson.Marshal(m)
 	if err != nil {
 		return nil, err
