@@ -12,7 +12,8 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	cplog "github.com/envoyproxy/go-control-plane/pkg/log"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	"google.golang.org/grpc"
 
 	"github.com/sluice-net/sluice/pkg/api"
@@ -97,8 +98,20 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	s.tracker = newTracker(s.obs, log.Warn)
 	s.cache = cachev3.NewSnapshotCache(true, anyNode{}, cacheLogger(log))
 	s.grpc = grpc.NewServer()
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(s.grpc, serverv3.NewServer(ctx, s.cache, s.tracker))
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(s.grpc, &ads{sotw: sotwv3.NewServer(ctx, s.cache, s.tracker)})
 	return s, nil
+}
+
+// ads is the aggregated discovery service alone, state of the world:
+// what Envoy's bootstrap asks for. (go-control-plane's full server would
+// link every other discovery service into the agent.)
+type ads struct {
+	discoverygrpc.UnimplementedAggregatedDiscoveryServiceServer
+	sotw sotwv3.Server
+}
+
+func (a *ads) StreamAggregatedResources(s discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return a.sotw.StreamHandler(s, resourcev3.AnyType)
 }
 
 // GRPC is the gRPC server behind the socket, for services that share it.

@@ -10,7 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 
 	"github.com/sluice-net/sluice/pkg/api"
 )
@@ -74,7 +74,7 @@ func newTracker(obs Observer, warn func(string, ...any)) *tracker {
 		streams: map[int64]*stream{}, acks: map[string]api.ProxyAck{}}
 }
 
-var _ serverv3.Callbacks = (*tracker)(nil)
+var _ sotwv3.Callbacks = (*tracker)(nil)
 
 func (t *tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
 	t.mu.Lock()
@@ -160,15 +160,3 @@ func (t *tracker) status(st *api.ProxyStatus) {
 		st.LastNACK = &n
 	}
 }
-
-// Delta xDS, REST fetches: not served (Envoy's bootstrap asks for
-// state-of-the-world ADS), nothing to track.
-func (t *tracker) OnDeltaStreamOpen(context.Context, int64, string) error { return nil }
-func (t *tracker) OnDeltaStreamClosed(int64, *corev3.Node)                {}
-func (t *tracker) OnStreamDeltaRequest(int64, *discoveryv3.DeltaDiscoveryRequest) error {
-	return nil
-}
-func (t *tracker) OnStreamDeltaResponse(int64, *discoveryv3.DeltaDiscoveryRequest, *discoveryv3.DeltaDiscoveryResponse) {
-}
-func (t *tracker) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error           { return nil }
-func (t *tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
