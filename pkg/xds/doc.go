@@ -19,10 +19,14 @@
 //     address of such a connection already is its original destination;
 //     the filter keeps it so wherever SO_ORIGINAL_DST answers), and
 //     enable_reuse_port from ResourceOptions.ReusePort, false by default:
-//     a socket assigned with bpf_sk_assign skips SO_REUSEPORT group
-//     selection before Linux 6.6, and one listening socket shared by
-//     Envoy's workers is correct on every kernel (to probe: a reuseport
-//     group listening on a proxy port and the datapath's test proxy);
+//     one listening socket shared by Envoy's workers is correct on every
+//     kernel. Handing a connection to a reuseport group with
+//     bpf_sk_assign needs the kernel's reuseport selection for assigned
+//     sockets (net: "Support SO_REUSEPORT with prefetched sockets", 2023);
+//     on Linux 6.18 two SO_REUSEPORT transparent listeners on a proxy port
+//     behind the datapath's redirect got 40 of 40 connections, 18 and 22
+//     (probed with the datapath's test proxy); older kernels are unprobed,
+//     so the agent keeps it off;
 //   - one HTTP connection manager whose routes come over RDS (route
 //     configuration name = listener name), with the HTTP filters
 //     envoy.filters.http.jwt_authn (only when a rule of the listener

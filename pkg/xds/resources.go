@@ -89,9 +89,10 @@ const minFillInterval = 50 * time.Millisecond
 type ResourceOptions struct {
 	// ReusePort sets enable_reuse_port on the listeners. Off by default:
 	// the datapath hands connections to a listening socket it looks up
-	// with bpf_sk_assign, and before Linux 6.6 a socket assigned that way
-	// skips SO_REUSEPORT group selection; one listening socket shared by
-	// Envoy's workers is correct on every kernel.
+	// with bpf_sk_assign, and only kernels with reuseport selection for
+	// assigned sockets spread them over a reuseport group (see the
+	// package doc); one listening socket shared by Envoy's workers is
+	// correct on every kernel.
 	ReusePort bool
 	// UpstreamMark is the SO_MARK of Envoy's upstream connections
 	// (default datapath.MarkFromProxy): the datapath never redirects a
