@@ -251,6 +251,10 @@ func listener(l l7.Listener, rules []compiledRule, opts ResourceOptions) (*liste
 		NormalizePath:                wrapperspb.Bool(true),
 		MergeSlashes:                 true,
 		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
+		// WebSockets keep working through the proxy (Envoy refuses an
+		// upgrade it is not configured for); the upgrade request is
+		// judged by the rules like any other.
+		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 	}
 	return &listenerv3.Listener{
 		Name: l.Name,
