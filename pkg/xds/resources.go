@@ -255,6 +255,11 @@ func listener(l l7.Listener, rules []compiledRule, opts ResourceOptions) (*liste
 		// upgrade it is not configured for); the upgrade request is
 		// judged by the rules like any other.
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		// No idle limit on a stream (Envoy's default cuts one idle for 5
+		// minutes): a quiet gRPC stream or long poll lives as long as it
+		// would without the proxy. Idle connections still close after
+		// Envoy's one hour.
+		StreamIdleTimeout: durationpb.New(0),
 	}
 	return &listenerv3.Listener{
 		Name: l.Name,
