@@ -86,7 +86,7 @@ type ProxyStatus struct {
 	Listeners []ProxyListener `json:"listeners"`
 	// Streams are Envoy's open ADS streams.
 	Streams []ProxyStream `json:"streams"`
-	// Acks are the last version Envoy acknowledged, per resource type.
+	// Acks are the version Envoy runs, per resource type.
 	Acks []ProxyAck `json:"acks"`
 	// NACKs counts rejected responses; LastNACK is the latest.
 	NACKs    uint64     `json:"nacks"`
@@ -128,13 +128,16 @@ type ProxyStream struct {
 	Opened time.Time `json:"opened"`
 }
 
-// ProxyAck is Envoy's latest acknowledgement of one resource type.
+// ProxyAck is the version of one resource type Envoy runs, as it last
+// said: by acknowledging a response, or in the first request of a stream
+// (after an agent restart, Envoy says the version it kept).
 type ProxyAck struct {
 	TypeURL string    `json:"typeURL"`
 	Version string    `json:"version"`
 	Node    string    `json:"node"`
 	At      time.Time `json:"at"`
-	// Latency is from sending the response to its ACK.
+	// Latency is from sending the response to its ACK; 0 when Envoy said
+	// its version without answering a response.
 	Latency time.Duration `json:"latency"`
 }
 

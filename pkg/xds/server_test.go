@@ -248,10 +248,36 @@ func TestADSReconnect(t *testing.T) {
 	assert.Equal(t, v, srv2.Status().Version, "the same Config is the same version after a restart")
 	// gRPC's client connection reconnects by itself; the stream is new.
 	require.Eventually(t, func() bool { return lds.InitConnect(conn) == nil }, 10*time.Second, 50*time.Millisecond)
+	// Its first request says the version it runs: in sync at once.
+	require.Eventually(t, func() bool {
+		a, ok := ackOf(srv2.Status(), resourcev3.ListenerType)
+		return ok && a.Version == v && a.Latency == 0
+	}, 5*time.Second, 10*time.Millisecond, "the version Envoy kept, said on reconnecting")
 	assert.Equal(t, []string{"l7-15001"}, fetch(t, lds))
 	require.NoError(t, lds.Ack())
 	require.Eventually(t, func() bool {
 		a, ok := ackOf(srv2.Status(), resourcev3.ListenerType)
 		return ok && a.Version == v
 	}, 5*time.Second, 10*time.Millisecond)
+}
+
+// TestADSEmptyConfig: with no L7 policy, Envoy is answered at once with
+// no listeners and no routes (the original destination cluster only),
+// not left waiting for a first response that never comes.
+func TestADSEmptyConfig(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), xds.DefaultSocketName)
+	srv := startServer(t, sock, nil)
+	require.NoError(t, srv.Update(l7.Config{}))
+	conn := dial(t, sock)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for typ, want := range map[string][]string{
+		resourcev3.ListenerType: nil,
+		resourcev3.RouteType:    nil,
+		resourcev3.ClusterType:  {xds.ClusterOriginalDst},
+	} {
+		c := sotw.NewADSClient(ctx, &corev3.Node{Id: "node-a"}, typ)
+		require.NoError(t, c.InitConnect(conn))
+		assert.Equal(t, want, fetch(t, c), typ)
+	}
 }

@@ -89,10 +89,14 @@ func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) {
 	delete(t.streams, id)
 }
 
-// OnStreamRequest sees every request: the first names the node (Envoy's
-// bootstrap sets set_node_on_first_message_only); one with the nonce of
-// the response awaiting an answer is its ACK, or its NACK when it carries
-// an error_detail.
+// OnStreamRequest sees every request. The first names the node (Envoy's
+// bootstrap sets set_node_on_first_message_only). Every request's
+// version_info is the version of that type Envoy runs: the one it last
+// accepted. A request with the nonce of the response awaiting an answer
+// is that response's ACK (timed), or its NACK when it carries an
+// error_detail. An Envoy that reconnects to a restarted agent says the
+// version it runs in its first request, and is sent nothing when that is
+// the version served: it is in sync without a new ACK.
 func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -103,24 +107,35 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	if n := req.GetNode().GetId(); n != "" {
 		s.node = n
 	}
-	p, ok := s.pending[req.GetTypeUrl()]
-	if !ok || req.GetResponseNonce() == "" || req.GetResponseNonce() != p.nonce {
-		return nil // a subscription, or the answer to an older response
+	typ, now := req.GetTypeUrl(), t.now()
+	p, answers := s.pending[typ]
+	answers = answers && req.GetResponseNonce() != "" && req.GetResponseNonce() == p.nonce
+	if answers {
+		delete(s.pending, typ)
 	}
-	delete(s.pending, req.GetTypeUrl())
-	now := t.now()
 	if d := req.GetErrorDetail(); d != nil {
+		if !answers {
+			return nil // about an older response: its NACK was counted then
+		}
 		t.nacks++
-		t.lastNACK = &api.ProxyNACK{TypeURL: req.GetTypeUrl(), Version: p.version, Resources: p.resources,
+		t.lastNACK = &api.ProxyNACK{TypeURL: typ, Version: p.version, Resources: p.resources,
 			Message: d.GetMessage(), Node: s.node, At: now}
-		t.obs.ObserveXDSNack(req.GetTypeUrl())
-		t.log("envoy rejected a configuration", "type", req.GetTypeUrl(), "version", p.version,
+		t.obs.ObserveXDSNack(typ)
+		t.log("envoy rejected a configuration", "type", typ, "version", p.version,
 			"resources", p.resources, "node", s.node, "error", d.GetMessage())
 		return nil
 	}
-	latency := now.Sub(p.at)
-	t.acks[req.GetTypeUrl()] = api.ProxyAck{TypeURL: req.GetTypeUrl(), Version: req.GetVersionInfo(), Node: s.node, At: now, Latency: latency}
-	t.obs.ObserveXDSAck(req.GetTypeUrl(), latency)
+	if req.GetVersionInfo() == "" {
+		return nil // a first request: Envoy runs nothing of this type yet
+	}
+	ack := api.ProxyAck{TypeURL: typ, Version: req.GetVersionInfo(), Node: s.node, At: now}
+	if answers {
+		ack.Latency = now.Sub(p.at)
+		t.obs.ObserveXDSAck(typ, ack.Latency)
+	} else if prev, ok := t.acks[typ]; ok && prev.Version == ack.Version {
+		return nil // nothing new: keep the ACK's time and latency
+	}
+	t.acks[typ] = ack
 	return nil
 }
 

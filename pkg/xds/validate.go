@@ -124,7 +124,12 @@ func (r *Resources) Validate() error {
 
 // snapshot is the validated snapshot of r.
 func (r *Resources) snapshot() (*cachev3.Snapshot, error) {
-	items := map[resourcev3.Type][]types.Resource{}
+	// Every type is in the snapshot, empty or not: a type left out has
+	// no version, and the cache never answers Envoy's request for it
+	// (Envoy waits out its initial fetch timeout with no listeners).
+	items := map[resourcev3.Type][]types.Resource{
+		resourcev3.ListenerType: {}, resourcev3.RouteType: {}, resourcev3.ClusterType: {},
+	}
 	var all []proto.Message
 	for _, l := range r.Listeners {
 		items[resourcev3.ListenerType] = append(items[resourcev3.ListenerType], l)
