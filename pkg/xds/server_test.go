@@ -4,12 +4,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	sotw "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/sluice-net/sluice/internal/testing/xdstest"
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/l7"
 	"github.com/sluice-net/sluice/pkg/metrics"
@@ -43,36 +42,6 @@ func dial(t *testing.T, sock string) *grpc.ClientConn {
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	return conn
-}
-
-// fetch waits for c's next response and returns the names of its
-// resources.
-func fetch(t *testing.T, c sotw.ADSClient) []string {
-	t.Helper()
-	type result struct {
-		resp *sotw.Response
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := c.Fetch()
-		done <- result{r, err}
-	}()
-	select {
-	case r := <-done:
-		require.NoError(t, r.err)
-		var names []string
-		for _, a := range r.resp.Resources {
-			m, err := a.UnmarshalNew()
-			require.NoError(t, err)
-			names = append(names, cachev3.GetResourceName(m))
-		}
-		slices.Sort(names)
-		return names
-	case <-time.After(10 * time.Second):
-		t.Fatal("no xDS response within 10s")
-		return nil
-	}
 }
 
 func ackOf(st api.ProxyStatus, typeURL string) (api.ProxyAck, bool) {
@@ -134,16 +103,16 @@ func TestADS(t *testing.T) {
 	node := &corev3.Node{Id: "node-a", Cluster: "sluice-envoy"}
 	lds := sotw.NewADSClient(ctx, node, resourcev3.ListenerType)
 	require.NoError(t, lds.InitConnect(conn))
-	assert.Equal(t, []string{"l7-15001"}, fetch(t, lds))
+	assert.Equal(t, []string{"l7-15001"}, xdstest.Fetch(t, lds))
 	require.NoError(t, lds.Ack())
 
 	rds := sotw.NewADSClient(ctx, node, resourcev3.RouteType)
 	require.NoError(t, rds.InitConnect(conn))
-	assert.Equal(t, []string{"l7-15001"}, fetch(t, rds))
+	assert.Equal(t, []string{"l7-15001"}, xdstest.Fetch(t, rds))
 	require.NoError(t, rds.Ack())
 	cds := sotw.NewADSClient(ctx, node, resourcev3.ClusterType)
 	require.NoError(t, cds.InitConnect(conn))
-	assert.Equal(t, []string{xds.ClusterOriginalDst}, fetch(t, cds))
+	assert.Equal(t, []string{xds.ClusterOriginalDst}, xdstest.Fetch(t, cds))
 	require.NoError(t, cds.Ack())
 
 	require.Eventually(t, func() bool {
@@ -191,7 +160,7 @@ func TestADS(t *testing.T) {
 	assert.NotEqual(t, v1, v2)
 	assert.Empty(t, st.LastError, "a served Config clears the error")
 	assert.False(t, st.InSync(), "not acknowledged yet")
-	assert.Equal(t, []string{"l7-15001", "l7-15002"}, fetch(t, lds))
+	assert.Equal(t, []string{"l7-15001", "l7-15002"}, xdstest.Fetch(t, lds))
 
 	// Envoy rejects it.
 	const msg = "Error adding/updating listener(s) l7-15002: cannot bind '127.0.0.1:15002': Address already in use"
@@ -210,7 +179,7 @@ func TestADS(t *testing.T) {
 	assert.EqualValues(t, 1, nacks)
 
 	// Routes of the new version, acknowledged.
-	assert.Equal(t, []string{"l7-15001", "l7-15002"}, fetch(t, rds))
+	assert.Equal(t, []string{"l7-15001", "l7-15002"}, xdstest.Fetch(t, rds))
 	require.NoError(t, rds.Ack())
 	require.Eventually(t, func() bool {
 		a, ok := ackOf(srv.Status(), resourcev3.RouteType)
@@ -233,7 +202,7 @@ func TestADSReconnect(t *testing.T) {
 	node := &corev3.Node{Id: "node-a"}
 	lds := sotw.NewADSClient(ctx, node, resourcev3.ListenerType)
 	require.NoError(t, lds.InitConnect(conn))
-	assert.Equal(t, []string{"l7-15001"}, fetch(t, lds))
+	assert.Equal(t, []string{"l7-15001"}, xdstest.Fetch(t, lds))
 	require.NoError(t, lds.Ack())
 
 	srv.Close()
@@ -253,7 +222,7 @@ func TestADSReconnect(t *testing.T) {
 		a, ok := ackOf(srv2.Status(), resourcev3.ListenerType)
 		return ok && a.Version == v && a.Latency == 0
 	}, 5*time.Second, 10*time.Millisecond, "the version Envoy kept, said on reconnecting")
-	assert.Equal(t, []string{"l7-15001"}, fetch(t, lds))
+	assert.Equal(t, []string{"l7-15001"}, xdstest.Fetch(t, lds))
 	require.NoError(t, lds.Ack())
 	require.Eventually(t, func() bool {
 		a, ok := ackOf(srv2.Status(), resourcev3.ListenerType)
@@ -278,6 +247,6 @@ func TestADSEmptyConfig(t *testing.T) {
 	} {
 		c := sotw.NewADSClient(ctx, &corev3.Node{Id: "node-a"}, typ)
 		require.NoError(t, c.InitConnect(conn))
-		assert.Equal(t, want, fetch(t, c), typ)
+		assert.Equal(t, want, xdstest.Fetch(t, c), typ)
 	}
 }

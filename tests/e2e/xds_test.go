@@ -13,12 +13,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	sotw "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/stretchr/testify/require"
@@ -26,36 +24,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sluice-net/sluice/internal/testing/harness"
+	"github.com/sluice-net/sluice/internal/testing/xdstest"
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/xds"
 )
-
-// adsFetch waits (up to 10 s) for c's next response and returns the
-// names of its resources.
-func adsFetch(t *testing.T, c sotw.ADSClient) []string {
-	t.Helper()
-	type result struct {
-		r   *sotw.Response
-		err error
-	}
-	done := make(chan result, 1)
-	go func() { r, err := c.Fetch(); done <- result{r, err} }()
-	select {
-	case res := <-done:
-		require.NoError(t, res.err)
-		names := []string{}
-		for _, a := range res.r.Resources {
-			m, err := a.UnmarshalNew()
-			require.NoError(t, err)
-			names = append(names, cachev3.GetResourceName(m))
-		}
-		slices.Sort(names)
-		return names
-	case <-time.After(10 * time.Second):
-		t.Fatal("no xDS response within 10s")
-		return nil
-	}
-}
 
 func TestAgentServesXDS(t *testing.T) {
 	e := newEnv(t)
@@ -77,8 +49,8 @@ func TestAgentServesXDS(t *testing.T) {
 	for _, c := range []sotw.ADSClient{lds, cds} {
 		require.NoError(t, c.InitConnect(conn))
 	}
-	require.Empty(t, adsFetch(t, lds), "no L7 policy, no listeners")
-	require.Equal(t, []string{xds.ClusterOriginalDst}, adsFetch(t, cds))
+	require.Empty(t, xdstest.Fetch(t, lds), "no L7 policy, no listeners")
+	require.Equal(t, []string{xds.ClusterOriginalDst}, xdstest.Fetch(t, cds))
 	require.NoError(t, lds.Ack())
 	require.NoError(t, cds.Ack())
 
