@@ -85,7 +85,10 @@
 // client's identity was already judged by L4 policy before the redirect,
 // and an upstream from the client's address would have its replies routed
 // to the client rather than to Envoy. Upstream HTTP follows the
-// downstream protocol (gRPC stays HTTP/2); no route timeout applies.
+// downstream protocol (gRPC stays HTTP/2). The proxy is meant to be
+// unnoticed: no route timeout and no stream idle timeout apply, WebSocket
+// upgrades pass (judged like any request), and paths are normalized
+// before the rules see them and as the upstream gets them.
 //
 // # Access logs
 //
