@@ -43,7 +43,8 @@ func (anyNode) ID(*corev3.Node) string { return snapshotKey }
 type ConfigSource interface {
 	// L7Config is the current Config.
 	L7Config() l7.Config
-	// Changed receives when L7Config may have changed; nil never does.
+	// Changed receives when L7Config may have changed (asked again after
+	// each receive); nil never does, and a closed channel ends the updates.
 	Changed() <-chan struct{}
 }
 
@@ -196,7 +197,11 @@ func (s *Server) Run(ctx context.Context, src ConfigSource, report func(error)) 
 		select {
 		case <-ctx.Done():
 			return
-		case <-src.Changed():
+		case _, ok := <-src.Changed():
+			if !ok { // a closed channel: no more changes
+				<-ctx.Done()
+				return
+			}
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -249,4 +250,77 @@ func TestADSEmptyConfig(t *testing.T) {
 		require.NoError(t, c.InitConnect(conn))
 		assert.Equal(t, want, xdstest.Fetch(t, c), typ)
 	}
+}
+
+// configs is a ConfigSource whose Config the test sets.
+type configs struct {
+	mu      sync.Mutex
+	cfg     l7.Config
+	reads   int
+	changed chan struct{}
+}
+
+func (c *configs) L7Config() l7.Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reads++
+	return c.cfg
+}
+
+func (c *configs) readCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads
+}
+
+func (c *configs) Changed() <-chan struct{} { return c.changed }
+
+func (c *configs) set(cfg l7.Config) {
+	c.mu.Lock()
+	c.cfg = cfg
+	c.mu.Unlock()
+	c.changed <- struct{}{}
+}
+
+// TestRun: Run serves the source's Config and each change; a change that
+// cannot be served is reported, and the last good one keeps serving.
+func TestRun(t *testing.T) {
+	srv := startServer(t, filepath.Join(t.TempDir(), xds.DefaultSocketName), nil)
+	src := &configs{changed: make(chan struct{})}
+	reported := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	report := func(err error) {
+		select {
+		case reported <- err:
+		default:
+		}
+	}
+	go func() { defer close(done); srv.Run(ctx, src, report) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	require.Eventually(t, func() bool { return srv.Status().Version != "" }, 5*time.Second, 10*time.Millisecond)
+	assert.Empty(t, srv.Status().Listeners)
+	src.set(getAPI())
+	require.Eventually(t, func() bool { return len(srv.Status().Listeners) == 1 }, 5*time.Second, 10*time.Millisecond)
+	good := srv.Status().Version
+
+	bad := getAPI()
+	bad.Listeners[0].Rules[0].Path = l7.PathMatch{Kind: l7.PathExact, Value: "api"}
+	src.set(bad)
+	select {
+	case err := <-reported:
+		require.ErrorContains(t, err, "rule shop/api/ports[0]/rules[0] (listener l7-15001): path")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the bad config was not reported")
+	}
+	assert.Equal(t, good, srv.Status().Version, "the last good config keeps serving")
+
+	// A closed channel ends the updates (Run does not spin on it), not
+	// the server.
+	before := src.readCount()
+	close(src.changed)
+	time.Sleep(100 * time.Millisecond)
+	assert.LessOrEqual(t, src.readCount(), before+1, "the config is not read again and again")
+	assert.Equal(t, good, srv.Status().Version)
 }
