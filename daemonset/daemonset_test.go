@@ -21,9 +21,12 @@ import (
 	"testing"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protojson"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -39,6 +42,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/agent"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/source/k8s"
+	"github.com/sluice-net/sluice/pkg/xds"
 )
 
 // object is one decoded document of a manifest.
@@ -575,10 +579,12 @@ func TestDaemonSetRunsOnEveryNode(t *testing.T) {
 	}
 }
 
-// TestEnvoyTalksToTheAgent: the shared Envoy's bootstrap takes its
-// configuration over ADS from the agent's state directory, which the Envoy
-// container mounts from the same host directory, and its probes reach its
-// admin interface.
+// TestEnvoyTalksToTheAgent: the shared Envoy's bootstrap is one Envoy
+// accepts, takes its configuration over ADS from the agent's state
+// directory (which the Envoy container mounts from the same host
+// directory) and streams its access logs there; its probes reach its
+// admin interface; it has exactly the capability its listeners and
+// upstream connections need.
 func TestEnvoyTalksToTheAgent(t *testing.T) {
 	objs := loadManifests(t)
 	ds := only[*appsv1.DaemonSet](t, objs)
@@ -592,7 +598,16 @@ func TestEnvoyTalksToTheAgent(t *testing.T) {
 	require.GreaterOrEqual(t, i, 0, "envoy --config-path")
 	require.Less(t, i+1, len(envoy.Args))
 	var bootstrap map[string]any
-	require.NoError(t, yaml.UnmarshalStrict([]byte(configData(t, objs, envoy, spec, envoy.Args[i+1])), &bootstrap))
+	bootYAML := configData(t, objs, envoy, spec, envoy.Args[i+1])
+	require.NoError(t, yaml.UnmarshalStrict([]byte(bootYAML), &bootstrap))
+
+	// It is an Envoy bootstrap as Envoy reads it: every field known, every
+	// message valid, typed configs (Anys) included.
+	bootJSON, err := yaml.YAMLToJSON([]byte(bootYAML))
+	require.NoError(t, err)
+	var boot bootstrapv3.Bootstrap
+	require.NoError(t, protojson.Unmarshal(bootJSON, &boot), "the bootstrap as an envoy.config.bootstrap.v3.Bootstrap")
+	require.NoError(t, xds.ValidateMessage(&boot))
 
 	get := func(v any, keys ...any) any {
 		for _, k := range keys {
@@ -611,15 +626,39 @@ func TestEnvoyTalksToTheAgent(t *testing.T) {
 	}
 	ads := get(bootstrap, "dynamic_resources", "ads_config", "grpc_services", 0, "envoy_grpc", "cluster_name")
 	require.NotNil(t, ads)
-	var xds any
+	var xdsCluster any
 	for _, c := range get(bootstrap, "static_resources", "clusters").([]any) {
 		if get(c, "name") == ads {
-			xds = c
+			xdsCluster = c
 		}
 	}
-	require.NotNil(t, xds, "the ADS cluster %v", ads)
-	pipe := get(xds, "load_assignment", "endpoints", 0, "lb_endpoints", 0, "endpoint", "address", "pipe", "path")
-	assert.Equal(t, path.Join(opts.StateDir, "xds.sock"), pipe, "the agent's xDS socket")
+	require.NotNil(t, xdsCluster, "the ADS cluster %v", ads)
+	pipe := get(xdsCluster, "load_assignment", "endpoints", 0, "lb_endpoints", 0, "endpoint", "address", "pipe", "path")
+	assert.Equal(t, path.Join(opts.StateDir, xds.DefaultSocketName), pipe, "the agent's xDS socket")
+	assert.Equal(t, xds.ClusterXDS, ads)
+
+	// The access logs the listeners stream name a static cluster on the
+	// same socket (the agent serves ALS beside xDS).
+	var als *clusterv3.Cluster
+	for _, c := range boot.GetStaticResources().GetClusters() {
+		if c.GetName() == xds.ClusterALS {
+			als = c
+		}
+	}
+	require.NotNil(t, als, "the access log cluster %s", xds.ClusterALS)
+	assert.Equal(t, pipe, als.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe().GetPath())
+	assert.NotNil(t, als.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"], "gRPC needs HTTP/2")
+
+	// Exactly the capability a transparent listener and marked upstream
+	// connections need, with its reason beside it.
+	sc := envoy.SecurityContext
+	require.NotNil(t, sc)
+	require.NotNil(t, sc.Capabilities)
+	assert.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
+	assert.Equal(t, []corev1.Capability{"NET_ADMIN"}, sc.Capabilities.Add)
+	raw, err := os.ReadFile("daemonset.yaml")
+	require.NoError(t, err)
+	assert.Regexp(t, `- NET_ADMIN # IP_TRANSPARENT .*SO_MARK`, string(raw))
 	for _, kind := range []string{"cds_config", "lds_config"} {
 		assert.NotNil(t, get(bootstrap, "dynamic_resources", kind, "ads"), "%s over ADS", kind)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/servicesync"
 	"github.com/sluice-net/sluice/pkg/source/files"
 	"github.com/sluice-net/sluice/pkg/source/k8s"
+	"github.com/sluice-net/sluice/pkg/xds"
 )
 
 // Agent is a running node agent.
@@ -48,6 +49,10 @@ type Agent struct {
 	web      *httpServers
 	cgroups  *cgroups.Pods
 	metrics  *metrics.Collector
+	// xds serves the node's Envoy (nil with --xds=false); l7 is its
+	// config's source.
+	xds *xds.Server
+	l7  xds.ConfigSource
 	// sockDestroy is how sockets of removed backends are destroyed
 	// (sockdestroy.Iterator or sockdestroy.SockDiag); empty if they cannot be.
 	sockDestroy string
@@ -98,7 +103,7 @@ func newAgent(opts Options, log *slog.Logger) (*Agent, error) {
 	}
 	opts.Datapath.BPFRoot = opts.BPFRoot
 	a := &Agent{opts: opts, log: log, started: time.Now(), store: model.NewStore(),
-		cgroups: cgroups.NewPods(opts.CgroupRoot)}
+		cgroups: cgroups.NewPods(opts.CgroupRoot), l7: noL7{}}
 	a.logSettings()
 	return a, nil
 }
@@ -120,6 +125,9 @@ func (a *Agent) assemble(ctx context.Context, g *rungroup.Group) error {
 	}
 	g.Add("conntrack gc", func(ctx context.Context) error { a.gcLoop(ctx); return nil }, nil)
 	if err := a.startFlows(g); err != nil {
+		return err
+	}
+	if err := a.startXDS(g); err != nil {
 		return err
 	}
 	srv, err := a.listenAPI()

@@ -82,6 +82,8 @@ func (a *Agent) status() api.Status {
 		st.Errors = append(st.Errors, api.Error{Component: "datapath", Message: err.Error()})
 	}
 	st.Maps = apiMapPressure(mp)
+	st.Proxy = a.proxyStatus()
+	st.Errors = append(st.Errors, proxyErrors(st.Proxy)...)
 	if nat, err := a.maps.NATUsage(); err != nil {
 		st.Errors = append(st.Errors, api.Error{Component: "datapath", Message: err.Error()})
 	} else {
@@ -124,6 +126,7 @@ func (a *Agent) listenAPI() (*apiServer, error) {
 		}
 		writeJSON(w, x)
 	})
+	mux.HandleFunc("GET "+api.PathProxy, a.serveProxyStatus)
 	a.registerCNI(mux)
 	if a.opts.Pprof {
 		// Root and the socket's group only, like the rest of the API.

@@ -74,6 +74,9 @@ type Options struct {
 	// CNI is where the sluice-cni plugin is installed, and when the
 	// agent removes it (see cni.go).
 	CNI CNIOptions
+	// XDS serves the node's shared Envoy its L7 configuration over ADS on
+	// <state-dir>/xds.sock. On by default; off on hosts without Envoy.
+	XDS bool
 }
 
 // hubbleSocket is where the observer API listens.
@@ -106,6 +109,7 @@ func Defaults() Options {
 		MetricsAddress:   DefaultMetricsAddress,
 		SocketGroup:      "0",
 		ManifestMaxBytes: files.DefaultMaxBytes,
+		XDS:              true,
 	}
 }
 
@@ -154,6 +158,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Datapath.DisableAntispoof, "disable-antispoof", o.Datapath.DisableAntispoof, "let pods send from addresses that are not theirs")
 	fs.Var((*portRange)(&o.Datapath), "snat-port-range", "source ports (MIN-MAX) that external connections toward backends on other nodes are translated to, per node address and protocol (NodePort, externalIPs, LoadBalancer with externalTrafficPolicy: Cluster); keep it outside net.ipv4.ip_local_port_range and the NodePort range")
 	o.CNI.addFlags(fs)
+	fs.BoolVar(&o.XDS, "xds", o.XDS, "serve the node's shared Envoy its L7 policy over xDS (ADS) on <state-dir>/xds.sock, mode 0660 like the other sockets; --xds=false on hosts without Envoy (an L7-policed port then fails closed)")
 	fs.BoolVar(&o.Datapath.NoSetRetval, "no-set-retval", o.Datapath.NoSetRetval, "refuse connect() to a service without endpoints with EPERM, as on kernels without bpf_set_retval (before 5.18), even where it is available: to test that fallback")
 	fs.BoolVar(&o.Datapath.ForceSockDiag, "force-sock-diag", o.Datapath.ForceSockDiag, "destroy connected UDP sockets of removed backends through sock_diag netlink (SOCK_DESTROY), the fallback of kernels before 6.5, even when the BPF socket iterator is available")
 }

@@ -26,6 +26,9 @@ const (
 	// PathPolicy?pod=NS/NAME explains a local pod's effective policy.
 	PathPolicy     = "/v1/policy"
 	PathIdentities = "/v1/identities"
+	// PathProxy is the xDS server's view of the node's Envoy (`sluice
+	// proxy status`).
+	PathProxy = "/v1/proxy"
 )
 
 // Status is the agent's health and configuration as `sluice status` shows it.
@@ -66,6 +69,8 @@ type Status struct {
 	// NAT is the SNAT port range in use per node address and protocol
 	// (external connections toward backends on other nodes).
 	NAT []NATUsage `json:"nat,omitempty"`
+	// Proxy is the xDS server's state; nil when it is off (--xds=false).
+	Proxy *ProxyStatus `json:"proxy,omitempty"`
 }
 
 // MapPressure is how full one BPF map is.
@@ -85,6 +90,88 @@ type NATUsage struct {
 	Proto      string `json:"proto"`
 	PortsInUse int    `json:"portsInUse"`
 	PortsTotal int    `json:"portsTotal"`
+}
+
+// ProxyStatus is what the agent's xDS server served the node's Envoy and
+// what Envoy made of it.
+type ProxyStatus struct {
+	// Socket is the xDS (ADS) socket Envoy connects to.
+	Socket string `json:"socket"`
+	// Version is the snapshot served: the last L7 config that validated.
+	// Empty until the first one.
+	Version  string    `json:"version"`
+	PushedAt time.Time `json:"pushedAt,omitzero"`
+	// Pushes counts snapshots served (an unchanged config is no push).
+	Pushes uint64 `json:"pushes"`
+	// Listeners are the proxy listeners of the served snapshot.
+	Listeners []ProxyListener `json:"listeners"`
+	// Streams are Envoy's open ADS streams.
+	Streams []ProxyStream `json:"streams"`
+	// Acks are the version Envoy runs, per resource type.
+	Acks []ProxyAck `json:"acks"`
+	// NACKs counts rejected responses; LastNACK is the latest.
+	NACKs    uint64     `json:"nacks"`
+	LastNACK *ProxyNACK `json:"lastNACK,omitempty"`
+	// LastError is the latest L7 config that could not be served (the
+	// previous one keeps serving), naming the rule; empty once a config
+	// is served again.
+	LastError   string    `json:"lastError,omitempty"`
+	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
+}
+
+// InSync reports whether Envoy acknowledged the served version of every
+// resource type it asked for.
+func (p *ProxyStatus) InSync() bool {
+	if p == nil || p.Version == "" || len(p.Acks) == 0 {
+		return false
+	}
+	for _, a := range p.Acks {
+		if a.Version != p.Version {
+			return false
+		}
+	}
+	return true
+}
+
+// ProxyListener is one listener Envoy is served.
+type ProxyListener struct {
+	Name  string `json:"name"`
+	Port  uint16 `json:"port"`
+	Rules int    `json:"rules"`
+	Audit bool   `json:"audit,omitempty"`
+}
+
+// ProxyStream is one open ADS stream.
+type ProxyStream struct {
+	ID int64 `json:"id"`
+	// Node is the node id Envoy sent (its --service-node).
+	Node   string    `json:"node"`
+	Opened time.Time `json:"opened"`
+}
+
+// ProxyAck is the version of one resource type Envoy runs, as it last
+// said: by acknowledging a response, or in the first request of a stream
+// (after an agent restart, Envoy says the version it kept).
+type ProxyAck struct {
+	TypeURL string    `json:"typeURL"`
+	Version string    `json:"version"`
+	Node    string    `json:"node"`
+	At      time.Time `json:"at"`
+	// Latency is from sending the response to its ACK; 0 when Envoy said
+	// its version without answering a response.
+	Latency time.Duration `json:"latency"`
+}
+
+// ProxyNACK is a response Envoy rejected.
+type ProxyNACK struct {
+	TypeURL string `json:"typeURL"`
+	// Version is the version rejected; Resources the names it carried.
+	Version   string   `json:"version"`
+	Resources []string `json:"resources"`
+	// Message is Envoy's error_detail.
+	Message string    `json:"message"`
+	Node    string    `json:"node"`
+	At      time.Time `json:"at"`
 }
 
 // PolicyStatus summarises network policy enforcement.

@@ -75,7 +75,7 @@ func NewRootCommand() *cobra.Command {
 		},
 		g.eventsCommand(),
 		endpoint, g.serviceCommand(), g.policyCommand(), g.identityCommand(), bpf,
-		g.observeCommand(), g.mapCommand(),
+		g.observeCommand(), g.mapCommand(), g.proxyCommand(),
 	)
 	return root
 }
@@ -202,6 +202,12 @@ func (g *globals) status(cmd *cobra.Command) error {
 		st.Policy.EnforcedEndpoints, st.Policy.Identities, st.Policy.Revision)
 	fmt.Fprintf(w, "Flows:         %d/%d stored, %d seen, %.1f/s\n", st.Flows.Stored, st.Flows.Capacity, st.Flows.Seen, st.Flows.PerSec)
 	fmt.Fprintf(w, "Events lost:   %d\n", st.EventsLost)
+	if p := st.Proxy; p == nil {
+		fmt.Fprintln(w, "Proxy (xDS):   off")
+	} else {
+		fmt.Fprintf(w, "Proxy (xDS):   version %s, %d listeners, %d Envoy streams, in sync: %s, %d NACKs\n",
+			dash(p.Version), len(p.Listeners), len(p.Streams), syncText(p), p.NACKs)
+	}
 	if len(st.Maps) > 0 {
 		fmt.Fprintln(w, "Maps:")
 		_ = table(w, "  MAP\tENTRIES\tMAX\tUSED", func(tw io.Writer) {

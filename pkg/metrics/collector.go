@@ -108,6 +108,7 @@ type Collector struct {
 	reconcile       *prometheus.HistogramVec
 	reconcileErrors *prometheus.CounterVec
 	scrapeErrors    *prometheus.CounterVec
+	xds             *xdsMetrics
 }
 
 // NewCollector returns a collector reading o.Datapath and o.State at scrape
@@ -171,6 +172,7 @@ func NewCollector(o Options) *Collector {
 			Namespace: namespace, Name: "metrics_scrape_errors_total",
 			Help: "Scrapes in which a source could not be read (counters: sl_metrics, maps: map entry counts, conntrack: sl_ct); its metrics were left out of that scrape.",
 		}, []string{"source"}),
+		xds: newXDSMetrics(),
 	}
 	c.buildInfo = prometheus.MustNewConstMetric(
 		prometheus.NewDesc(name("build_info"), "The agent's version and the Go version it was built with; always 1.",
@@ -198,6 +200,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.reconcile.Describe(ch)
 	c.reconcileErrors.Describe(ch)
 	c.scrapeErrors.Describe(ch)
+	c.xds.describe(ch)
 }
 
 // Collect implements prometheus.Collector: it reads the maps and the
@@ -215,6 +218,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.l7Requests.Collect(ch)
 	c.reconcile.Collect(ch)
 	c.reconcileErrors.Collect(ch)
+	c.xds.collect(ch)
 	// Last, so that this scrape's own failures are in it.
 	c.scrapeErrors.Collect(ch)
 }
