@@ -369,7 +369,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (dir == SL_DIR_EGRESS && enable_host_routing && skb->mark != SL_MARK_TO_PROXY) {
 		int ret = route_to_local_endpoint(skb);
 
-		if (ret < 0)
+		if (ret == ROUTE_WRITE_ERROR)
 			return drop_flags(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt, SL_EVENT_F_TRACKED);
 		return ret;
 	}

@@ -65,9 +65,11 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct sl_p
  * the node's ARP table), and anything the stack must handle takes the
  * stack: a TTL about to expire (ICMP time exceeded), a packet larger than
  * the route's MTU (ICMP fragmentation needed), a destination that is not
- * an endpoint of this node. Returns the program's verdict, or -1 when the
- * packet could not be rewritten (the caller drops it with a reason).
+ * an endpoint of this node. Returns the program's verdict, or
+ * ROUTE_WRITE_ERROR when the packet could not be rewritten (the caller
+ * drops it with a reason).
  */
+#define ROUTE_WRITE_ERROR (-1000) /* not a verdict: SL_NEXT is -1 */
 static __always_inline int route_to_local_endpoint(struct __sk_buff *skb)
 {
 	struct bpf_fib_lookup fib;
@@ -98,7 +100,7 @@ static __always_inline int route_to_local_endpoint(struct __sk_buff *skb)
 	new = *(__be16 *)&iph.ttl;
 	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, sizeof(new)) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &iph.ttl, 1, 0) < 0)
-		return -1;
+		return ROUTE_WRITE_ERROR;
 	count(SL_METRIC_HOST_ROUTED, SL_DIR_EGRESS, 0, skb->len);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		/* The neighbour subsystem resolves the pod's address (ARP)
@@ -106,7 +108,7 @@ static __always_inline int route_to_local_endpoint(struct __sk_buff *skb)
 		return bpf_redirect_neigh(oif, NULL, 0, 0);
 	if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
-		return -1;
+		return ROUTE_WRITE_ERROR;
 	return bpf_redirect(oif, 0);
 }
 

@@ -74,7 +74,7 @@ func runEmit(args []string) error {
 		if err != nil {
 			return err
 		}
-		if v != eventgen.VerdictNext {
+		if !eventgen.Passed(v) {
 			if res.BadVerdicts == 0 {
 				res.FirstVerdict = fmt.Sprintf("run %d: verdict %d", n, int32(v))
 			}

@@ -46,6 +46,13 @@ const ProgName = "sl_from_ep"
 // (TC_ACT_UNSPEC / TCX_NEXT, -1).
 const VerdictNext = ^uint32(0)
 
+// VerdictRedirect is the verdict of a packet the program sent on itself
+// (TC_ACT_REDIRECT, 7): BPF host routing to a pod of the same node.
+const VerdictRedirect = 7
+
+// Passed reports whether a verdict lets the packet through.
+func Passed(v uint32) bool { return v == VerdictNext || v == VerdictRedirect }
+
 // Config says which connections a Generator makes.
 type Config struct {
 	// Ifindex is the source pod's host-side interface, in the caller's
