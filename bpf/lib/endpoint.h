@@ -364,9 +364,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	count(SL_METRIC_FORWARDED, dir, 0, skb->len);
 	if (lb == LB_HAIRPIN)
 		return redirect_back(skb);
-	/* Not a connection handed to the proxy: that one needs the stack's
-	 * local delivery. */
-	if (dir == SL_DIR_EGRESS && enable_host_routing && skb->mark != SL_MARK_TO_PROXY) {
+	/* Not a connection of the node's proxy, either way: the proxy's
+	 * sockets take its packets through the stack's local delivery (a
+	 * transparent upstream's replies are addressed to the client). */
+	if (dir == SL_DIR_EGRESS && enable_host_routing && skb->mark != SL_MARK_TO_PROXY &&
+	    !(nat->policy_flags & (SL_CT_POL_TO_PROXY | SL_CT_POL_FROM_PROXY))) {
 		int ret = route_to_local_endpoint(skb);
 
 		if (ret == ROUTE_WRITE_ERROR)
