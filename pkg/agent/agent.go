@@ -319,7 +319,8 @@ func newSource(opts Options, log *slog.Logger) (modelSource, error) {
 			}
 			return nil, fmt.Errorf("--kubeconfig: %w", err)
 		}
-		return k8s.New(k8s.Options{Client: client, NodeName: opts.NodeName, Logger: log.With("component", "kubernetes")})
+		return k8s.New(k8s.Options{Client: client, NodeName: opts.NodeName, SecretNamespace: opts.JWKSSecretNamespace,
+			Logger: log.With("component", "kubernetes")})
 	}
 	return files.New(files.Options{
 		Dir: opts.ManifestDir, StatePath: filepath.Join(opts.StateDir, "model.json"), MaxBytes: opts.ManifestMaxBytes,

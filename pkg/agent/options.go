@@ -30,9 +30,12 @@ type Options struct {
 	Source      string
 	ManifestDir string
 	Kubeconfig  string // for --source=kubernetes; empty: in-cluster configuration
-	BPFRoot     string
-	CgroupRoot  string
-	StateDir    string
+	// JWKSSecretNamespace is the namespace whose Secrets SluiceL7Policies'
+	// jwksSecretRef name (--source=kubernetes): the agent's own.
+	JWKSSecretNamespace string
+	BPFRoot             string
+	CgroupRoot          string
+	StateDir            string
 	// AttachMode is auto (tcx when the kernel has it), tcx or tc.
 	AttachMode   string
 	TCPriority   uint16
@@ -92,7 +95,9 @@ func Defaults() Options {
 	}
 	return Options{
 		NodeName: node, Source: "files", ManifestDir: "/etc/sluice/manifests",
-		BPFRoot: datapath.DefaultBPFRoot, StateDir: DefaultStateDir,
+		// The DaemonSet passes the pod's namespace (downward API).
+		JWKSSecretNamespace: os.Getenv("POD_NAMESPACE"),
+		BPFRoot:             datapath.DefaultBPFRoot, StateDir: DefaultStateDir,
 		AttachMode: "auto", TCPriority: datapath.DefaultTCPriority,
 		CTGCInterval: 10 * time.Second, LogLevel: "info",
 		Datapath: datapath.Defaults(),
@@ -116,6 +121,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ManifestDir, "manifests", o.ManifestDir, "directory of manifests for --source=files")
 	fs.Int64Var(&o.ManifestMaxBytes, "manifest-max-bytes", o.ManifestMaxBytes, "largest manifest file --source=files reads; a larger one is refused unread, with an error naming it, and its last good objects stay in force")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file for --source=kubernetes (default: the in-cluster configuration of the pod's service account)")
+	fs.StringVar(&o.JWKSSecretNamespace, "jwks-secret-namespace", o.JWKSSecretNamespace, "the one namespace whose Secrets a SluiceL7Policy's jwksSecretRef may name (--source=kubernetes), the agent's own; default $POD_NAMESPACE; empty: no Secret is read")
 	fs.StringVar(&o.BPFRoot, "bpf-root", o.BPFRoot, "bpffs directory this agent owns (maps and links are pinned here)")
 	fs.StringVar(&o.CgroupRoot, "cgroup-root", o.CgroupRoot, "cgroup v2 directory for socket hooks (default: the cgroup2 mount)")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the API socket and saved state")
