@@ -192,6 +192,11 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	if a.attacher, err = datapath.NewAttacher(a.dp, mode, opts.TCPriority); err != nil {
 		return err
 	}
+	// Connections handed to the L7 proxy are routed to the node's own
+	// stack; before any program that hands them over is attached.
+	if err := datapath.EnsureProxyRouting(); err != nil {
+		return err
+	}
 	log.Info("datapath loaded", "adopted", a.dp.Adopted, "attachMode", mode, "kernel", a.features.Release, "tcx", a.features.TCX)
 
 	a.setStage("starting the endpoint, service and policy reconcilers")
@@ -464,6 +469,7 @@ func (a *Agent) newReconcilers() (err error) {
 	a.policy, err = policysync.New(policysync.Options{
 		NodeName: a.opts.NodeName, Maps: a.maps, Store: a.store, Audit: a.opts.PolicyAudit,
 		MaxEntries: int(a.opts.Datapath.PolicyMapMax), StateDir: a.opts.StateDir, Logger: a.log,
+		ProxyPorts:  a.opts.ProxyPorts,
 		ObservePass: a.metrics.ReconcileObserver(metrics.ReconcilerPolicy),
 		// The endpoint manager, made next: it needs this reconciler as its
 		// policy provider; neither runs before both are built.
@@ -582,6 +588,7 @@ func (a *Agent) serveAPI() (*http.Server, error) {
 	mux.HandleFunc("GET "+api.PathEndpoints, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.eps.List()) })
 	mux.HandleFunc("GET "+api.PathServices, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.services()) })
 	mux.HandleFunc("GET "+api.PathIdentities, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.policy.Identities()) })
+	mux.HandleFunc("GET "+api.PathL7Config, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.policy.L7Config()) })
 	mux.HandleFunc("GET "+api.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
 		ns, name, ok := strings.Cut(r.URL.Query().Get("pod"), "/")
 		if !ok || ns == "" || name == "" {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/l7"
 	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/source/files"
@@ -48,6 +49,9 @@ type Options struct {
 	MaglevSeed string
 	// PolicyAudit reports would-be policy denials instead of dropping.
 	PolicyAudit bool
+	// ProxyPorts is where the L7 proxy's listeners listen: one port per
+	// distinct rule set of the node's SluiceL7Policies.
+	ProxyPorts l7.PortRange
 	// FlowBuffer is how many flows the observer keeps.
 	FlowBuffer int
 	// Pprof serves Go's runtime profiles (net/http/pprof) on the local
@@ -111,6 +115,7 @@ func Defaults() Options {
 		MetricsAddress:   DefaultMetricsAddress,
 		SocketGroup:      "0",
 		ManifestMaxBytes: files.DefaultMaxBytes,
+		ProxyPorts:       l7.DefaultPortRange,
 	}
 }
 
@@ -152,6 +157,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "HTTP address serving Prometheus metrics on /metrics, and /healthz and /readyz too; every address of the node by default: bind it to the node's internal address (e.g. 10.0.0.5:9962) or 127.0.0.1:9962 to keep it off other networks, or set it empty to disable it")
 	fs.StringVar(&o.PprofAddress, "pprof-address", o.PprofAddress, "HTTP address serving Go's runtime profiles on /debug/pprof/ (heap, CPU, goroutines) for diagnosing memory and CPU use, e.g. 127.0.0.1:6060; off by default: bind it to loopback only, a profile shows the agent's internals")
 	fs.StringVar(&o.SocketGroup, "socket-group", o.SocketGroup, "group (name or numeric GID; 0 is root) that owns the agent's unix sockets, sluice.sock and hubble.sock, with root; they are mode 0660, so its members may use the sluice CLI and hubble. A group the agent is not in needs CAP_CHOWN")
+	fs.Var((*proxyPortRange)(&o.ProxyPorts), "proxy-port-range", "ports (MIN-MAX) the node's L7 proxy listens on, one per distinct rule set of the SluiceL7Policies; a rule set that finds none free fails closed (sluice status says so). Keep it free of other listeners on the node")
 	fs.BoolVar(&o.PolicyAudit, "policy-audit", o.PolicyAudit, "audit mode for every endpoint: report would-be policy denials (verdict audit) and forward them; per namespace: label sluice.io/policy-audit=true")
 	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
 	fs.DurationVar(&o.Datapath.DropEventInterval, "drop-event-interval", o.Datapath.DropEventInterval, "at most one drop event per flow and reason per interval; the drops in between are counted in the next event (negative: report every drop)")
@@ -220,6 +226,9 @@ func (o *Options) Validate() error {
 	if _, err := statedir.LookupGroup(o.SocketGroup); err != nil {
 		errs = append(errs, fmt.Errorf("--socket-group: %w", err))
 	}
+	if err := o.ProxyPorts.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--proxy-port-range: %w", err))
+	}
 	if o.CTGCInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--ct-gc-interval %s must be at least 1s", o.CTGCInterval))
 	}
@@ -239,6 +248,22 @@ func (o *Options) serviceOptions() service.Options {
 		NodeName: o.NodeName, DefaultAlgorithm: service.Algorithm(o.LBAlgorithm),
 		MaglevTableSize: o.Datapath.MaglevTableSize, MaglevSeed: o.MaglevSeed,
 	}
+}
+
+// proxyPortRange is the pflag.Value of --proxy-port-range.
+type proxyPortRange l7.PortRange
+
+func (r *proxyPortRange) String() string { return l7.PortRange(*r).String() }
+
+func (r *proxyPortRange) Type() string { return "MIN-MAX" }
+
+func (r *proxyPortRange) Set(s string) error {
+	v, err := l7.ParsePortRange(s)
+	if err != nil {
+		return err
+	}
+	*r = proxyPortRange(v)
+	return nil
 }
 
 // portRange is the pflag.Value of --snat-port-range: "MIN-MAX" into the

@@ -1,0 +1,40 @@
+package cli_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/policy"
+)
+
+// `sluice policy get` of a pod with L7 rules shows its L7 policies, the
+// redirect entries with their proxy ports, and each listener's peers and
+// allowed requests.
+func TestPolicyGetShowsL7(t *testing.T) {
+	x := policy.Explanation{
+		Pod: "shop/web-1", Identity: policy.IdentityRef{ID: 300, Labels: []string{"k8s:app=web"}}, IngressEnforced: true,
+		L7Policies: []string{"shop/api"},
+		Entries: []policy.EntryExplanation{
+			{Direction: policy.Ingress, Peer: "identity 301", Ports: "TCP/8080", Verdict: policy.Redirect, ProxyPort: 15001, Rule: "shop/api l7 ports[0]"},
+		},
+		L7: []policy.L7Explanation{
+			{Port: "TCP/8080", ProxyPort: 15001, Listener: "l7-15001", Peers: []string{"identity 301"}, Sources: []string{"shop/api"},
+				Rules: []string{"shop/api/ports[0]/rules[0]: GET path prefix /api/", "shop/api/ports[0]/rules[1]: HEAD"}},
+			{Port: "TCP/8080", ProxyPort: 15000, Listener: "l7-15000", Audit: true, Peers: []string{"any"}, Sources: []string{"shop/api"}},
+		},
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET "+api.PathPolicy, serveJSON(x))
+	dir := fakeAgent(t, mux)
+	out, err := run(t, "--state-dir", dir, "policy", "get", "shop/web-1")
+	require.NoError(t, err)
+	requireLine(t, out, "L7: shop/api")
+	requireLine(t, out, "ingress identity 301 - TCP/8080 redirect:15001 shop/api l7 ports[0]")
+	requireLine(t, out, "PORT PROXY PORT PEERS FROM ALLOWED REQUESTS")
+	requireLine(t, out, "TCP/8080 15001 identity 301 shop/api shop/api/ports[0]/rules[0]: GET path prefix /api/")
+	requireLine(t, out, "shop/api/ports[0]/rules[1]: HEAD")
+	requireLine(t, out, "TCP/8080 15000 (audit) any shop/api none: every request denied (no rule applies to these peers)")
+}
