@@ -216,7 +216,9 @@ func shapeOf(ev *events.Event, r refs) shape {
 		}
 		sh.eventType, sh.etType = true, MessageTypePolicyVerdict
 		if ev.Verdict == events.VerdictRedirect {
-			sh.proxyPort = uint32(ev.ProxyPort)
+			// Handed to the node's L7 proxy where it entered the node:
+			// Hubble's observation point for it, beside the verdict.
+			sh.proxyPort, sh.obsPoint = uint32(ev.ProxyPort), flowpb.TraceObservationPoint_TO_PROXY
 		}
 		if r.rule == nil {
 			break

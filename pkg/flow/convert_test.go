@@ -208,7 +208,9 @@ func TestConvert(t *testing.T) {
 			TrafficDirection: flowpb.TrafficDirection_EGRESS,
 			IsReply:          wrapperspb.Bool(false),
 			ProxyPort:        15001,
-			PolicyMatchType:  uint32(MatchL4Only),
+			// Handed to the node's proxy: Hubble's point for it.
+			TraceObservationPoint: flowpb.TraceObservationPoint_TO_PROXY,
+			PolicyMatchType:       uint32(MatchL4Only),
 			EgressAllowedBy: []*flowpb.Policy{{Name: "web-egress", Namespace: "shop", Kind: "NetworkPolicy", Labels: []string{
 				"k8s:io.cilium.k8s.policy.derived-from=NetworkPolicy",
 				"k8s:io.cilium.k8s.policy.name=web-egress",
