@@ -77,7 +77,9 @@ type PolicyStatus struct {
 	Identities        int    `json:"identities"`
 	EnforcedEndpoints int    `json:"enforcedEndpoints"`
 	// L7Listeners is how many proxy listeners (distinct L7 rule sets) the
-	// endpoints' policy redirects to; L7Redirecting how many endpoints do.
+	// endpoints' policy redirects to; L7Redirecting how many endpoints'
+	// maps do, as the datapath was last told (sl_proxy): once it counts an
+	// endpoint, connections to it are handed to the proxy.
 	L7Listeners   int `json:"l7Listeners,omitempty"`
 	L7Redirecting int `json:"l7Redirecting,omitempty"`
 	// FailedClosed are endpoints whose policy could not be installed

@@ -138,3 +138,32 @@ func TestL7RedirectsReachTheMaps(t *testing.T) {
 	_, err = m.DumpEndpointPolicy(7)
 	assert.Error(t, err, "no policy left: no maps")
 }
+
+// The uplinks' gate opens before the endpoint's enforcement turns on: an
+// endpoint whose maps redirect, placed after the last pass (Prepare alone,
+// as the endpoint manager places a new pod), is counted in sl_proxy at
+// once; otherwise neither its own clients nor other nodes' would be handed
+// to the proxy until the next pass, and their connections would fail
+// closed at the endpoint.
+func TestL7PrepareOpensTheProxyGate(t *testing.T) {
+	store := model.NewStore()
+	_, err := store.Apply([]model.Change{
+		{Op: model.OpUpsert, Object: &model.Namespace{Name: "x"}},
+		{Op: model.OpUpsert, Object: pod("x", "b", "n1", podB.String(), map[string]string{"app": "b"})},
+		{Op: model.OpUpsert, Object: l7Policy("api", "GET")},
+	})
+	require.NoError(t, err)
+	dp := datapathtest.Load(t, datapath.Config{})
+	r, err := New(Options{NodeName: "n1", Maps: dp.Maps(), Store: store})
+	require.NoError(t, err)
+	r.pass(true) // nothing placed yet: the gate stays closed
+	var st bpfobj.EndpointSlProxyState
+	require.NoError(t, dp.Objects().SlProxy.Lookup(uint32(0), &st))
+	require.Zero(t, st.RedirectingEndpoints)
+
+	_, flags := r.Prepare(nameB, 7)
+	require.Equal(t, datapath.EPFlagPolicyIngress, flags)
+	require.NoError(t, dp.Objects().SlProxy.Lookup(uint32(0), &st))
+	assert.Equal(t, uint32(1), st.RedirectingEndpoints, "counted before its enforcement turns on")
+	assert.Equal(t, 1, r.Status().L7Redirecting)
+}

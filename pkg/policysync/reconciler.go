@@ -92,6 +92,9 @@ type Reconciler struct {
 	// ipcMu orders ipcache writes: each computes the ipcache from the
 	// engine under mu after taking it, so a later write is never older.
 	ipcMu sync.Mutex
+	// proxyMu orders sl_proxy writes the same way (syncProxyRedirects),
+	// and guards proxyRedirects.
+	proxyMu sync.Mutex
 
 	mu     sync.Mutex
 	engine *policy.Engine
@@ -103,7 +106,7 @@ type Reconciler struct {
 	synced   uint64 // store revision the engine has seen
 	placed   map[nsName]*placement
 	overflow map[nsName]string
-	// proxyRedirects is what sl_proxy was last told: endpoints whose
+	// proxyRedirects (under proxyMu) is what sl_proxy was last told: endpoints whose
 	// maps redirect to the node's L7 proxy.
 	proxyRedirects uint32
 	lastErr        error
@@ -346,7 +349,32 @@ func (r *Reconciler) Prepare(pod nsName, epID uint32) (uint32, uint32) {
 		// The next pass writes it again; until then peers may read as world.
 		r.log.Warn("ipcache not written before enforcement", "pod", pod, "error", err)
 	}
+	// An endpoint whose maps redirect needs the uplinks and its clients'
+	// endpoints to look for connections to hand to the proxy (sl_proxy),
+	// or they would reach it unhanded and fail closed until the next pass.
+	if err := r.syncProxyRedirects(false); err != nil {
+		r.log.Warn("sl_proxy not written before enforcement", "pod", pod, "error", err)
+	}
 	return id, flags
+}
+
+// syncProxyRedirects tells sl_proxy how many placed endpoints' maps
+// redirect to the proxy, unless it already says so (force: write
+// regardless). Call it without mu.
+func (r *Reconciler) syncProxyRedirects(force bool) error {
+	r.proxyMu.Lock()
+	defer r.proxyMu.Unlock()
+	r.mu.Lock()
+	n := r.redirectingLocked()
+	r.mu.Unlock()
+	if !force && n == r.proxyRedirects {
+		return nil
+	}
+	if err := r.opts.Maps.SetProxyRedirects(n); err != nil {
+		return err
+	}
+	r.proxyRedirects = n
+	return nil
 }
 
 // syncIPCache writes the engine's ipcache, with local's endpoint IDs for
@@ -483,7 +511,6 @@ func (r *Reconciler) passErr(full bool) error {
 			pl.identity, pl.flags = id, f
 		}
 	}
-	redirects := r.redirectingLocked()
 	snap := r.alloc.Snapshot()
 	portSnap := r.ports.Snapshot()
 	for _, err := range r.engine.L7Errors() {
@@ -493,12 +520,8 @@ func (r *Reconciler) passErr(full bool) error {
 
 	// Before the revision moves: the uplinks look for connections to hand
 	// to the proxy while any endpoint's maps redirect.
-	if full || redirects != r.proxyRedirects {
-		if err := r.opts.Maps.SetProxyRedirects(redirects); err != nil {
-			errs = append(errs, err)
-		} else {
-			r.proxyRedirects = redirects
-		}
+	if err := r.syncProxyRedirects(full); err != nil {
+		errs = append(errs, err)
 	}
 
 	// The ipcache is written whole (diffed against the map) when the
@@ -594,10 +617,13 @@ func (r *Reconciler) Changed() <-chan struct{} { return r.l7changed }
 
 // Status summarises policy for `sluice status`.
 func (r *Reconciler) Status() api.PolicyStatus {
+	r.proxyMu.Lock()
+	redirecting := int(r.proxyRedirects)
+	r.proxyMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := api.PolicyStatus{Revision: r.revision, Identities: len(r.engine.Identities())}
-	st.L7Listeners, st.L7Redirecting = len(r.l7cfg.Listeners), int(r.redirectingLocked())
+	st.L7Listeners, st.L7Redirecting = len(r.l7cfg.Listeners), redirecting
 	for _, pl := range r.placed {
 		if pl.flags&(datapath.EPFlagPolicyIngress|datapath.EPFlagPolicyEgress) != 0 {
 			st.EnforcedEndpoints++
