@@ -249,6 +249,21 @@ func TestConvert(t *testing.T) {
 			Summary:          "TCP Flags: SYN",
 		},
 	}, {
+		name: "no proxy listens: the drop names the proxy port it was for",
+		ev: events.Event{Type: events.Drop, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
+			Src: ap("10.244.1.5:40003"), Dst: ap("10.244.2.7:80"),
+			Reason: 1004, Verdict: events.VerdictRedirect, SrcIdentity: 300, DstIdentity: 301, ProxyPort: 15001},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_DROPPED, DropReason: 1004, DropReasonDesc: flowpb.DropReason_DROP_REASON_UNKNOWN,
+			Type: flowpb.FlowType_L3_L4,
+			IP:   ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(40003, 80, syn),
+			Source: webEP(), Destination: dbEP(),
+			EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 1004},
+			TrafficDirection: flowpb.TrafficDirection_EGRESS,
+			ProxyPort:        15001,
+			Summary:          "PROXY_UNAVAILABLE; TCP Flags: SYN",
+		},
+	}, {
 		name: "policy drop by a rule whose direction is egress",
 		ev: events.Event{Type: events.Drop, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
 			Src: ap("10.244.1.5:40002"), Dst: ap("10.244.2.7:5432"),
