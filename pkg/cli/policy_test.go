@@ -4,9 +4,12 @@ import (
 	"net/http"
 	"testing"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/cli"
+	"github.com/sluice-net/sluice/pkg/flow"
 	"github.com/sluice-net/sluice/pkg/policy"
 )
 
@@ -37,4 +40,15 @@ func TestPolicyGetShowsL7(t *testing.T) {
 	requireLine(t, out, "TCP/8080 15001 identity 301 shop/api shop/api/ports[0]/rules[0]: GET path prefix /api/")
 	requireLine(t, out, "shop/api/ports[0]/rules[1]: HEAD")
 	requireLine(t, out, "TCP/8080 15000 (audit) any shop/api none: every request denied (no rule applies to these peers)")
+}
+
+// A connection handed to the L7 proxy reads as such in `sluice observe`,
+// not as a plain ALLOWED: the verdict, its proxy port and the policy.
+func TestObserveShowsRedirects(t *testing.T) {
+	f := &flowpb.Flow{
+		Verdict: flowpb.Verdict_REDIRECTED, ProxyPort: 15001,
+		EventType:        &flowpb.CiliumEventType{Type: flow.MessageTypePolicyVerdict},
+		IngressAllowedBy: []*flowpb.Policy{{Namespace: "shop", Name: "api", Kind: "SluiceL7Policy"}},
+	}
+	require.Equal(t, "REDIRECTED TO PROXY :15001 BY shop/api (SluiceL7Policy)", cli.FlowVerdictText(f))
 }
