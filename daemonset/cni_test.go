@@ -19,7 +19,9 @@ import (
 
 // TestRoleGrantsExactlyTheUninstallCheck runs the agent's check of its
 // DaemonSet (when it stops) against a fake API server and compares its
-// requests with the namespaced Role: get on that one DaemonSet.
+// requests, with the source's requests in the agent's namespace (Secrets,
+// see agentAPICalls), with the namespaced Role: get on that one
+// DaemonSet, list and watch of Secrets.
 func TestRoleGrantsExactlyTheUninstallCheck(t *testing.T) {
 	objs := loadManifests(t)
 	ds := only[*appsv1.DaemonSet](t, objs)
@@ -39,13 +41,27 @@ func TestRoleGrantsExactlyTheUninstallCheck(t *testing.T) {
 		}
 		calls[call{gvr.Group, gvr.Resource, a.GetVerb(), name}] = true
 	}
+	for c := range agentAPICalls(t, objs) {
+		if c.namespace == "" {
+			continue // the ClusterRole's
+		}
+		assert.Equal(t, role.Namespace, c.namespace)
+		calls[call{c.group, c.resource, c.verb, ""}] = true
+	}
 	granted := map[call]bool{}
 	for _, r := range role.Rules {
-		require.NotEmpty(t, r.ResourceNames, "the Role names the DaemonSet: %v", r)
+		names := r.ResourceNames
+		if len(names) == 0 {
+			// Lists and watches name no object; RBAC cannot limit them.
+			names = []string{""}
+			for _, v := range r.Verbs {
+				assert.Contains(t, []string{"list", "watch"}, v, "a rule without names: %v", r)
+			}
+		}
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {
 				for _, v := range r.Verbs {
-					for _, n := range r.ResourceNames {
+					for _, n := range names {
 						granted[call{g, res, v, n}] = true
 					}
 				}

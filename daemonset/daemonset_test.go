@@ -30,6 +30,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -60,6 +62,19 @@ var strictDecoder = json.NewSerializerWithOptions(json.DefaultMetaFactory, schem
 	json.SerializerOptions{Yaml: true, Strict: true})
 
 func decodeStrict(doc []byte) (runtime.Object, error) {
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &tm); err == nil && tm.APIVersion == "apiextensions.k8s.io/v1" {
+		// CustomResourceDefinitions are not in client-go's scheme (their
+		// types would bring the API server's modules into go.mod): kept
+		// unstructured, and held to the Go types they describe by
+		// TestCRDSchemaIsTheGoTypes; tests/apiserver installs them on a
+		// real API server.
+		u := &unstructured.Unstructured{}
+		if err := yaml.UnmarshalStrict(doc, &u.Object); err != nil {
+			return nil, err
+		}
+		return u, nil
+	}
 	// A strict decoding error comes with a decoded object: the caller
 	// must refuse it all the same.
 	obj, _, err := strictDecoder.Decode(doc, nil, nil)
@@ -147,7 +162,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		kinds[fmt.Sprintf("%T", o.obj)]++
 		if m, ok := o.obj.(interface{ GetNamespace() string }); ok {
 			switch o.obj.(type) {
-			case *corev1.Namespace, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding:
+			case *corev1.Namespace, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding, *unstructured.Unstructured:
 				assert.Empty(t, m.GetNamespace(), "%s is cluster-scoped", o)
 			default:
 				assert.Equal(t, ns, m.GetNamespace(), "%s", o)
@@ -157,6 +172,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	assert.Equal(t, map[string]int{
 		"*v1.Namespace": 1, "*v1.ServiceAccount": 1, "*v1.ClusterRole": 1, "*v1.ClusterRoleBinding": 1,
 		"*v1.Role": 1, "*v1.RoleBinding": 1, "*v1.ConfigMap": 2, "*v1.DaemonSet": 1,
+		"*unstructured.Unstructured": 1, // the SluiceL7Policy CRD
 	}, kinds)
 
 	// The decoder does refuse what the API server would prune or reject.
@@ -213,17 +229,30 @@ func TestImagesArePinned(t *testing.T) {
 	}
 }
 
-// apiCall is one kind of request to the API server, as RBAC names it.
-type apiCall struct{ group, resource, verb string }
+// apiCall is one kind of request to the API server, as RBAC names it:
+// in one namespace, or cluster-wide (namespace "").
+type apiCall struct{ group, resource, verb, namespace string }
 
-func (c apiCall) String() string { return fmt.Sprintf("%s %s.%s", c.verb, c.resource, c.group) }
+func (c apiCall) String() string {
+	s := fmt.Sprintf("%s %s.%s", c.verb, c.resource, c.group)
+	if c.namespace != "" {
+		s += " in namespace " + c.namespace
+	}
+	return s
+}
 
-// agentAPICalls runs the agent's Kubernetes source against a fake API
-// server until it has synced, and returns every kind of request it made.
-func agentAPICalls(t *testing.T) map[apiCall]bool {
+// agentAPICalls runs the agent's Kubernetes source, as the DaemonSet
+// configures it (Secrets of its own namespace: --jwks-secret-namespace
+// defaults to $POD_NAMESPACE, see TestCNIInstallAndUninstallAgree),
+// against a fake API server until it has synced, and returns every kind of
+// request it made.
+func agentAPICalls(t *testing.T, objs []object) map[apiCall]bool {
 	t.Helper()
+	ds := only[*appsv1.DaemonSet](t, objs)
 	client := fake.NewClientset()
-	src, err := k8s.New(k8s.Options{Client: k8stest.Clientset(client), NodeName: "node-1", Resync: -1})
+	dyn := k8stest.NewDynamic()
+	src, err := k8s.New(k8s.Options{Client: k8stest.Clientset(client).WithDynamic(dyn), NodeName: "node-1", Resync: -1,
+		SecretNamespace: ds.Namespace})
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -232,9 +261,9 @@ func agentAPICalls(t *testing.T) map[apiCall]bool {
 	<-src.Done()
 
 	calls := map[apiCall]bool{}
-	for _, a := range client.Actions() {
+	for _, a := range append(client.Actions(), dyn.Actions()...) {
 		gvr := a.GetResource()
-		calls[apiCall{gvr.Group, gvr.Resource, a.GetVerb()}] = true
+		calls[apiCall{gvr.Group, gvr.Resource, a.GetVerb(), a.GetNamespace()}] = true
 	}
 	return calls
 }
@@ -254,13 +283,18 @@ func TestClusterRoleGrantsExactlyWhatTheAgentCalls(t *testing.T) {
 			for _, res := range r.Resources {
 				for _, v := range r.Verbs {
 					require.NotContains(t, []string{g, res, v}, "*", "wildcards in %v", r)
-					granted[apiCall{g, res, v}] = true
+					granted[apiCall{g, res, v, ""}] = true
 				}
 			}
 		}
 	}
 
-	calls := agentAPICalls(t)
+	calls := agentAPICalls(t, objs)
+	for c := range calls {
+		if c.namespace != "" {
+			delete(calls, c) // the Role's (cni_test.go)
+		}
+	}
 	require.NotEmpty(t, calls)
 	for c := range calls {
 		assert.True(t, granted[c], "the agent calls %s, which the ClusterRole does not grant", c)

@@ -255,6 +255,11 @@ func (a *Agent) program(g *rungroup.Group) (err error) {
 	if a.attacher, err = datapath.NewAttacher(a.dp, mode, opts.TCPriority); err != nil {
 		return err
 	}
+	// Connections handed to the L7 proxy are routed to the node's own
+	// stack; before any program that hands them over is attached.
+	if err := datapath.EnsureProxyRouting(); err != nil {
+		return err
+	}
 	a.log.Info("datapath loaded", "adopted", a.dp.Adopted, "attachMode", mode, "kernel", a.features.Release, "tcx", a.features.TCX)
 
 	a.setStage("starting the endpoint, service and policy reconcilers")
@@ -263,11 +268,14 @@ func (a *Agent) program(g *rungroup.Group) (err error) {
 		NodeName: opts.NodeName, Maps: a.maps, Store: a.store, StateDir: opts.StateDir,
 		Service: opts.serviceOptions(), PolicyAudit: opts.PolicyAudit, PolicyMapMax: int(opts.Datapath.PolicyMapMax),
 		Attacher: a.attacher, BackendsRemoved: a.destroySockets, Metrics: a.metrics, Logger: a.log,
+		ProxyPorts: opts.ProxyPorts,
 	})
 	if err != nil {
 		return err
 	}
 	a.lb, a.policy, a.eps = set.Services, set.Policy, set.Endpoints
+	// The node's proxy is configured from the compiled L7 policy.
+	a.l7 = a.policy
 
 	// Services are programmed before any program of this agent replaces
 	// the previous agent's on a hook (socket LB here, endpoints and uplinks
@@ -346,7 +354,8 @@ func newSource(opts Options, log *slog.Logger) (modelSource, error) {
 			}
 			return nil, fmt.Errorf("--kubeconfig: %w", err)
 		}
-		return k8s.New(k8s.Options{Client: client, NodeName: opts.NodeName, Logger: log.With("component", "kubernetes")})
+		return k8s.New(k8s.Options{Client: client, NodeName: opts.NodeName, SecretNamespace: opts.JWKSSecretNamespace,
+			Logger: log.With("component", "kubernetes")})
 	}
 	return files.New(files.Options{
 		Dir: opts.ManifestDir, StatePath: filepath.Join(opts.StateDir, "model.json"), MaxBytes: opts.ManifestMaxBytes,

@@ -126,6 +126,7 @@ func (a *Agent) listenAPI() (*apiServer, error) {
 		}
 		writeJSON(w, x)
 	})
+	mux.HandleFunc("GET "+api.PathL7Config, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.policy.L7Config()) })
 	mux.HandleFunc("GET "+api.PathProxy, a.serveProxyStatus)
 	a.registerCNI(mux)
 	if a.opts.Pprof {

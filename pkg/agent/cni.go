@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/api/cniapi"
 	"github.com/sluice-net/sluice/pkg/cni"
+	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/source/k8s"
 )
@@ -314,6 +315,11 @@ func (a *Agent) uninstallCNIIfRemoved() {
 	if !removed {
 		log.Info("sluice-cni stays installed", "why", why)
 		return
+	}
+	// The node's L7 proxy goes with the install, and so does the policy
+	// routing that delivers connections to it.
+	if err := datapath.RemoveProxyRouting(); err != nil {
+		log.Warn("removing the L7 proxy's policy routing", "error", err)
 	}
 	files, err := cni.Uninstall(cni.InstallOptions{ConfDir: o.ConfDir, BinDir: o.BinDir})
 	if err != nil {

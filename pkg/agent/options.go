@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
+	"github.com/sluice-net/sluice/pkg/l7"
 	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/source/files"
@@ -30,9 +31,12 @@ type Options struct {
 	Source      string
 	ManifestDir string
 	Kubeconfig  string // for --source=kubernetes; empty: in-cluster configuration
-	BPFRoot     string
-	CgroupRoot  string
-	StateDir    string
+	// JWKSSecretNamespace is the namespace whose Secrets SluiceL7Policies'
+	// jwksSecretRef name (--source=kubernetes): the agent's own.
+	JWKSSecretNamespace string
+	BPFRoot             string
+	CgroupRoot          string
+	StateDir            string
 	// AttachMode is auto (tcx when the kernel has it), tcx or tc.
 	AttachMode   string
 	TCPriority   uint16
@@ -45,6 +49,9 @@ type Options struct {
 	MaglevSeed string
 	// PolicyAudit reports would-be policy denials instead of dropping.
 	PolicyAudit bool
+	// ProxyPorts is where the L7 proxy's listeners listen: one port per
+	// distinct rule set of the node's SluiceL7Policies.
+	ProxyPorts l7.PortRange
 	// FlowBuffer is how many flows the observer keeps.
 	FlowBuffer int
 	// Pprof serves Go's runtime profiles (net/http/pprof) on the local
@@ -95,7 +102,9 @@ func Defaults() Options {
 	}
 	return Options{
 		NodeName: node, Source: "files", ManifestDir: "/etc/sluice/manifests",
-		BPFRoot: datapath.DefaultBPFRoot, StateDir: DefaultStateDir,
+		// The DaemonSet passes the pod's namespace (downward API).
+		JWKSSecretNamespace: os.Getenv("POD_NAMESPACE"),
+		BPFRoot:             datapath.DefaultBPFRoot, StateDir: DefaultStateDir,
 		AttachMode: "auto", TCPriority: datapath.DefaultTCPriority,
 		CTGCInterval: 10 * time.Second, LogLevel: "info",
 		Datapath: datapath.Defaults(),
@@ -110,6 +119,7 @@ func Defaults() Options {
 		SocketGroup:      "0",
 		ManifestMaxBytes: files.DefaultMaxBytes,
 		XDS:              true,
+		ProxyPorts:       l7.DefaultPortRange,
 	}
 }
 
@@ -120,6 +130,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ManifestDir, "manifests", o.ManifestDir, "directory of manifests for --source=files")
 	fs.Int64Var(&o.ManifestMaxBytes, "manifest-max-bytes", o.ManifestMaxBytes, "largest manifest file --source=files reads; a larger one is refused unread, with an error naming it, and its last good objects stay in force")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file for --source=kubernetes (default: the in-cluster configuration of the pod's service account)")
+	fs.StringVar(&o.JWKSSecretNamespace, "jwks-secret-namespace", o.JWKSSecretNamespace, "the one namespace whose Secrets a SluiceL7Policy's jwksSecretRef may name (--source=kubernetes), the agent's own; default $POD_NAMESPACE; empty: no Secret is read")
 	fs.StringVar(&o.BPFRoot, "bpf-root", o.BPFRoot, "bpffs directory this agent owns (maps and links are pinned here)")
 	fs.StringVar(&o.CgroupRoot, "cgroup-root", o.CgroupRoot, "cgroup v2 directory for socket hooks (default: the cgroup2 mount)")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the API socket and saved state")
@@ -150,6 +161,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "HTTP address serving Prometheus metrics on /metrics, and /healthz and /readyz too; every address of the node by default: bind it to the node's internal address (e.g. 10.0.0.5:9962) or 127.0.0.1:9962 to keep it off other networks, or set it empty to disable it")
 	fs.StringVar(&o.PprofAddress, "pprof-address", o.PprofAddress, "HTTP address serving Go's runtime profiles on /debug/pprof/ (heap, CPU, goroutines) for diagnosing memory and CPU use, e.g. 127.0.0.1:6060; off by default: bind it to loopback only, a profile shows the agent's internals")
 	fs.StringVar(&o.SocketGroup, "socket-group", o.SocketGroup, "group (name or numeric GID; 0 is root) that owns the agent's unix sockets, sluice.sock and hubble.sock, with root; they are mode 0660, so its members may use the sluice CLI and hubble. A group the agent is not in needs CAP_CHOWN")
+	fs.Var((*proxyPortRange)(&o.ProxyPorts), "proxy-port-range", "ports (MIN-MAX) the node's L7 proxy listens on, one per distinct rule set of the SluiceL7Policies; a rule set that finds none free fails closed (sluice status says so). Keep it free of other listeners on the node")
 	fs.BoolVar(&o.PolicyAudit, "policy-audit", o.PolicyAudit, "audit mode for every endpoint: report would-be policy denials (verdict audit) and forward them; per namespace: label sluice.io/policy-audit=true")
 	fs.BoolVar(&o.Datapath.DisablePolicyRevoke, "disable-policy-revoke", o.Datapath.DisablePolicyRevoke, "judge only new connections: established ones survive a policy change that no longer allows them (by default they are cut on their next packet, TCP with an RST)")
 	fs.BoolVar(&o.Datapath.KernelHostRouting, "kernel-host-routing", o.Datapath.KernelHostRouting, "send packets between the pods of this node through the node's IP stack (routing, netfilter, conntrack) instead of straight to the destination pod's interface (BPF host routing, the default): for netfilter rules of your own that must see that traffic")
@@ -220,6 +232,9 @@ func (o *Options) Validate() error {
 	if _, err := statedir.LookupGroup(o.SocketGroup); err != nil {
 		errs = append(errs, fmt.Errorf("--socket-group: %w", err))
 	}
+	if err := o.ProxyPorts.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--proxy-port-range: %w", err))
+	}
 	if o.CTGCInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--ct-gc-interval %s must be at least 1s", o.CTGCInterval))
 	}
@@ -239,6 +254,22 @@ func (o *Options) serviceOptions() service.Options {
 		NodeName: o.NodeName, DefaultAlgorithm: service.Algorithm(o.LBAlgorithm),
 		MaglevTableSize: o.Datapath.MaglevTableSize, MaglevSeed: o.MaglevSeed,
 	}
+}
+
+// proxyPortRange is the pflag.Value of --proxy-port-range.
+type proxyPortRange l7.PortRange
+
+func (r *proxyPortRange) String() string { return l7.PortRange(*r).String() }
+
+func (r *proxyPortRange) Type() string { return "MIN-MAX" }
+
+func (r *proxyPortRange) Set(s string) error {
+	v, err := l7.ParsePortRange(s)
+	if err != nil {
+		return err
+	}
+	*r = proxyPortRange(v)
+	return nil
 }
 
 // portRange is the pflag.Value of --snat-port-range: "MIN-MAX" into the

@@ -29,6 +29,9 @@ const (
 	// PathProxy is the xDS server's view of the node's Envoy (`sluice
 	// proxy status`).
 	PathProxy = "/v1/proxy"
+	// PathL7Config is the node's compiled L7 policy (l7.Config): the
+	// proxy listeners and their rules, as the node's proxy is to serve them.
+	PathL7Config = "/v1/l7/config"
 )
 
 // Status is the agent's health and configuration as `sluice status` shows it.
@@ -181,6 +184,12 @@ type PolicyStatus struct {
 	Revision          uint32 `json:"revision"`
 	Identities        int    `json:"identities"`
 	EnforcedEndpoints int    `json:"enforcedEndpoints"`
+	// L7Listeners is how many proxy listeners (distinct L7 rule sets) the
+	// endpoints' policy redirects to; L7Redirecting how many endpoints'
+	// maps do, as the datapath was last told (sl_proxy): once it counts an
+	// endpoint, connections to it are handed to the proxy.
+	L7Listeners   int `json:"l7Listeners,omitempty"`
+	L7Redirecting int `json:"l7Redirecting,omitempty"`
 	// FailedClosed are endpoints whose policy could not be installed
 	// (too many entries for --policy-map-max): all their traffic in the
 	// enforced directions is dropped until it fits.

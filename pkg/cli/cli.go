@@ -200,6 +200,9 @@ func (g *globals) status(cmd *cobra.Command) error {
 		st.Services.Frontends, st.Services.Backends, st.Services.Applied, st.Services.ConnectionsCleaned)
 	fmt.Fprintf(w, "Policy:        %d endpoints enforced, %d identities, revision %d\n",
 		st.Policy.EnforcedEndpoints, st.Policy.Identities, st.Policy.Revision)
+	if st.Policy.L7Listeners > 0 {
+		fmt.Fprintf(w, "L7 policy:     %d endpoints redirect to %d proxy listeners\n", st.Policy.L7Redirecting, st.Policy.L7Listeners)
+	}
 	fmt.Fprintf(w, "Flows:         %d/%d stored, %d seen, %.1f/s\n", st.Flows.Stored, st.Flows.Capacity, st.Flows.Seen, st.Flows.PerSec)
 	fmt.Fprintf(w, "Events lost:   %d\n", st.EventsLost)
 	if p := st.Proxy; p == nil {

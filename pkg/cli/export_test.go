@@ -6,4 +6,5 @@ type WireJSON = wireJSON
 var (
 	NewWireJSON      = newWireJSON
 	ErrNotTranscoded = errNotTranscoded
+	FlowVerdictText  = flowVerdictText
 )

@@ -551,7 +551,8 @@ func dropReasonText(f *flowpb.Flow) string {
 }
 
 // flowVerdictText is the verdict, as policy verdict events word it (ALLOWED,
-// DENIED, AUDITED), with the policies that decided it:
+// DENIED, AUDITED, REDIRECTED TO PROXY :PORT), with the policies that
+// decided it:
 // "ALLOWED BY shop/allow-web (NetworkPolicy)".
 func flowVerdictText(f *flowpb.Flow) string {
 	v := f.GetVerdict()
@@ -560,7 +561,11 @@ func flowVerdictText(f *flowpb.Flow) string {
 	policyEvent := f.GetEventType().GetType() == flow.MessageTypePolicyVerdict
 	switch v {
 	case flowpb.Verdict_FORWARDED, flowpb.Verdict_REDIRECTED:
-		if policyEvent {
+		switch {
+		case v == flowpb.Verdict_REDIRECTED:
+			// Allowed, but to the node's L7 proxy, whose listener decides.
+			text = "REDIRECTED TO PROXY :" + strconv.Itoa(int(f.GetProxyPort()))
+		case policyEvent:
 			text = "ALLOWED"
 		}
 		by = slices.Concat(f.GetIngressAllowedBy(), f.GetEgressAllowedBy())

@@ -75,7 +75,11 @@ func (g *globals) policyGet(cmd *cobra.Command, pod string) error {
 	if x.Overflow != "" {
 		fmt.Fprintf(w, "FAILS CLOSED: %s\n", x.Overflow)
 	}
-	fmt.Fprintf(w, "Policies:  %s\n\n", dash(strings.Join(x.Policies, ", ")))
+	fmt.Fprintf(w, "Policies:  %s\n", dash(strings.Join(x.Policies, ", ")))
+	if len(x.L7Policies) > 0 {
+		fmt.Fprintf(w, "L7:        %s\n", strings.Join(x.L7Policies, ", "))
+	}
+	fmt.Fprintln(w)
 	if len(x.Rules) > 0 {
 		err := table(w, "RULE\tDIRECTION\tPEERS\tPORTS", func(tw io.Writer) {
 			for _, r := range x.Rules {
@@ -91,13 +95,49 @@ func (g *globals) policyGet(cmd *cobra.Command, pod string) error {
 		}
 		fmt.Fprintln(w)
 	}
-	return table(w, "DIRECTION\tPEER\tLABELS\tPORTS\tVERDICT\tRULE", func(tw io.Writer) {
+	err := table(w, "DIRECTION\tPEER\tLABELS\tPORTS\tVERDICT\tRULE", func(tw io.Writer) {
 		for _, e := range x.Entries {
 			labels := strings.Join(e.PeerLabels, ",")
 			if len(e.CIDRs) > 0 {
 				labels = strings.Join(e.CIDRs, ",")
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Direction, e.Peer, dash(labels), e.Ports, e.Verdict, e.Rule)
+			verdict := e.Verdict.String()
+			if e.Verdict == policy.Redirect {
+				verdict += ":" + strconv.Itoa(int(e.ProxyPort))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Direction, e.Peer, dash(labels), e.Ports, verdict, e.Rule)
+		}
+	})
+	if err != nil || len(x.L7) == 0 {
+		return err
+	}
+	fmt.Fprintln(w)
+	return printL7(w, x.L7)
+}
+
+// printL7 shows the proxy listeners a pod's peers are redirected to, each
+// with the HTTP rules it enforces.
+func printL7(w io.Writer, ls []policy.L7Explanation) error {
+	return table(w, "PORT\tPROXY PORT\tPEERS\tFROM\tALLOWED REQUESTS", func(tw io.Writer) {
+		for _, l := range ls {
+			proxy := strconv.Itoa(int(l.ProxyPort))
+			switch {
+			case l.ProxyPort == 0:
+				proxy = "none (fails closed: no free proxy port)"
+			case l.Audit:
+				proxy += " (audit)"
+			}
+			rules := l.Rules
+			if len(rules) == 0 {
+				rules = []string{"none: every request denied (no rule applies to these peers)"}
+			}
+			for i, r := range rules {
+				if i == 0 {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Port, proxy, strings.Join(l.Peers, ","), dash(strings.Join(l.Sources, ",")), r)
+				} else {
+					fmt.Fprintf(tw, "\t\t\t\t%s\n", r)
+				}
+			}
 		}
 	})
 }

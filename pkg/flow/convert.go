@@ -191,6 +191,11 @@ func shapeOf(ev *events.Event, r refs) shape {
 			sh.isReplySet, sh.isReply, sh.reply = true, ev.Reply, ev.Reply
 		}
 		sh.dropReasonDesc = DropReason(uint16(ev.Reason))
+		if ev.Verdict == events.VerdictRedirect {
+			// A connection for the L7 proxy that it could not take
+			// (PROXY_UNAVAILABLE, SOCKET_ASSIGN_FAILED): the port it was for.
+			sh.proxyPort = uint32(ev.ProxyPort)
+		}
 		if ev.Verdict == events.VerdictDeny && r.rule != nil {
 			sh.policy = ingressDeniedBy
 			if ruleDirection(r.rule.rule, sh.direction) == flowpb.TrafficDirection_EGRESS {
@@ -216,7 +221,9 @@ func shapeOf(ev *events.Event, r refs) shape {
 		}
 		sh.eventType, sh.etType = true, MessageTypePolicyVerdict
 		if ev.Verdict == events.VerdictRedirect {
-			sh.proxyPort = uint32(ev.ProxyPort)
+			// Handed to the node's L7 proxy where it entered the node:
+			// Hubble's observation point for it, beside the verdict.
+			sh.proxyPort, sh.obsPoint = uint32(ev.ProxyPort), flowpb.TraceObservationPoint_TO_PROXY
 		}
 		if r.rule == nil {
 			break

@@ -208,7 +208,9 @@ func TestConvert(t *testing.T) {
 			TrafficDirection: flowpb.TrafficDirection_EGRESS,
 			IsReply:          wrapperspb.Bool(false),
 			ProxyPort:        15001,
-			PolicyMatchType:  uint32(MatchL4Only),
+			// Handed to the node's proxy: Hubble's point for it.
+			TraceObservationPoint: flowpb.TraceObservationPoint_TO_PROXY,
+			PolicyMatchType:       uint32(MatchL4Only),
 			EgressAllowedBy: []*flowpb.Policy{{Name: "web-egress", Namespace: "shop", Kind: "NetworkPolicy", Labels: []string{
 				"k8s:io.cilium.k8s.policy.derived-from=NetworkPolicy",
 				"k8s:io.cilium.k8s.policy.name=web-egress",
@@ -245,6 +247,21 @@ func TestConvert(t *testing.T) {
 			EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 133},
 			TrafficDirection: flowpb.TrafficDirection_INGRESS,
 			Summary:          "TCP Flags: SYN",
+		},
+	}, {
+		name: "no proxy listens: the drop names the proxy port it was for",
+		ev: events.Event{Type: events.Drop, Dir: events.DirEgress, EndpointID: 12, Proto: unix.IPPROTO_TCP, TCPFlags: 0x02,
+			Src: ap("10.244.1.5:40003"), Dst: ap("10.244.2.7:80"),
+			Reason: 1004, Verdict: events.VerdictRedirect, SrcIdentity: 300, DstIdentity: 301, ProxyPort: 15001},
+		want: &flowpb.Flow{
+			Verdict: flowpb.Verdict_DROPPED, DropReason: 1004, DropReasonDesc: flowpb.DropReason_DROP_REASON_UNKNOWN,
+			Type: flowpb.FlowType_L3_L4,
+			IP:   ipv4("10.244.1.5", "10.244.2.7"), L4: tcp(40003, 80, syn),
+			Source: webEP(), Destination: dbEP(),
+			EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 1004},
+			TrafficDirection: flowpb.TrafficDirection_EGRESS,
+			ProxyPort:        15001,
+			Summary:          "PROXY_UNAVAILABLE; TCP Flags: SYN",
 		},
 	}, {
 		name: "policy drop by a rule whose direction is egress",

@@ -23,6 +23,7 @@ type State struct {
 	Services        map[NamespacedName]*Service
 	EndpointSlices  map[NamespacedName]*EndpointSlice
 	NetworkPolicies map[NamespacedName]*NetworkPolicy
+	L7Policies      map[NamespacedName]*L7Policy
 }
 
 // Get returns the object with key k.
@@ -57,6 +58,10 @@ func (s *State) Get(k Key) (Object, bool) {
 		if v, ok := s.NetworkPolicies[nn]; ok {
 			o = v
 		}
+	case KindL7Policy:
+		if v, ok := s.L7Policies[nn]; ok {
+			o = v
+		}
 	}
 	return o, o != nil
 }
@@ -77,6 +82,8 @@ func (s *State) Upsert(obj Object) {
 		s.EndpointSlices = put(s.EndpointSlices, NamespacedName{o.Namespace, o.Name}, o)
 	case *NetworkPolicy:
 		s.NetworkPolicies = put(s.NetworkPolicies, NamespacedName{o.Namespace, o.Name}, o)
+	case *L7Policy:
+		s.L7Policies = put(s.L7Policies, NamespacedName{o.Namespace, o.Name}, o)
 	default:
 		panic(fmt.Sprintf("model: cannot store %T", obj))
 	}
@@ -106,6 +113,8 @@ func (s *State) Delete(k Key) {
 		delete(s.EndpointSlices, nn)
 	case KindNetworkPolicy:
 		delete(s.NetworkPolicies, nn)
+	case KindL7Policy:
+		delete(s.L7Policies, nn)
 	}
 }
 
@@ -115,7 +124,7 @@ func (s *State) Len() int {
 		return 0
 	}
 	return len(s.Namespaces) + len(s.Nodes) + len(s.Pods) + len(s.Services) +
-		len(s.EndpointSlices) + len(s.NetworkPolicies)
+		len(s.EndpointSlices) + len(s.NetworkPolicies) + len(s.L7Policies)
 }
 
 // Objects returns all objects sorted by key.
@@ -140,6 +149,9 @@ func (s *State) Objects() []Object {
 		out = append(out, v)
 	}
 	for _, v := range s.NetworkPolicies {
+		out = append(out, v)
+	}
+	for _, v := range s.L7Policies {
 		out = append(out, v)
 	}
 	slices.SortFunc(out, func(a, b Object) int { return compareKeys(a.Key(), b.Key()) })
@@ -170,6 +182,7 @@ func (s *State) Clone() *State {
 		Services:        maps.Clone(s.Services),
 		EndpointSlices:  maps.Clone(s.EndpointSlices),
 		NetworkPolicies: maps.Clone(s.NetworkPolicies),
+		L7Policies:      maps.Clone(s.L7Policies),
 	}
 }
 
@@ -221,6 +234,7 @@ type stateJSON struct {
 	Services        []*Service       `json:"services,omitempty"`
 	EndpointSlices  []*EndpointSlice `json:"endpointSlices,omitempty"`
 	NetworkPolicies []*NetworkPolicy `json:"networkPolicies,omitempty"`
+	L7Policies      []*L7Policy      `json:"l7Policies,omitempty"`
 }
 
 // MarshalJSON encodes the state as sorted lists per kind.
@@ -240,6 +254,8 @@ func (s State) MarshalJSON() ([]byte, error) {
 			j.EndpointSlices = append(j.EndpointSlices, o)
 		case *NetworkPolicy:
 			j.NetworkPolicies = append(j.NetworkPolicies, o)
+		case *L7Policy:
+			j.L7Policies = append(j.L7Policies, o)
 		}
 	}
 	return json.Marshal(j)
@@ -279,6 +295,9 @@ func (s *State) UnmarshalJSON(b []byte) error {
 		add(o, o == nil)
 	}
 	for _, o := range j.NetworkPolicies {
+		add(o, o == nil)
+	}
+	for _, o := range j.L7Policies {
 		add(o, o == nil)
 	}
 	return err

@@ -109,6 +109,8 @@ func isNilObject(o Object) bool {
 		return o == nil
 	case *NetworkPolicy:
 		return o == nil
+	case *L7Policy:
+		return o == nil
 	}
 	return false
 }

@@ -20,10 +20,11 @@ const (
 	KindService
 	KindEndpointSlice
 	KindNetworkPolicy
+	KindL7Policy
 )
 
 // Kinds lists every valid Kind in a stable order.
-var Kinds = []Kind{KindNamespace, KindNode, KindPod, KindService, KindEndpointSlice, KindNetworkPolicy}
+var Kinds = []Kind{KindNamespace, KindNode, KindPod, KindService, KindEndpointSlice, KindNetworkPolicy, KindL7Policy}
 
 var kindNames = map[Kind]string{
 	KindNamespace:     "Namespace",
@@ -32,6 +33,7 @@ var kindNames = map[Kind]string{
 	KindService:       "Service",
 	KindEndpointSlice: "EndpointSlice",
 	KindNetworkPolicy: "NetworkPolicy",
+	KindL7Policy:      "SluiceL7Policy",
 }
 
 // String returns the Kubernetes kind name, e.g. "Pod".
@@ -111,7 +113,7 @@ func (k Key) Less(o Key) bool {
 }
 
 // Object is one of the model's object types (*Namespace, *Pod, *Service,
-// *EndpointSlice, *NetworkPolicy, *Node). The set is closed so that State can
+// *EndpointSlice, *NetworkPolicy, *Node, *L7Policy). The set is closed so that State can
 // hold every kind.
 type Object interface {
 	Key() Key

@@ -260,8 +260,14 @@ func contentKey(c []entryPort) string {
 	return string(buf)
 }
 
-// finish compiles the CIDRs, drops redundant entries and returns both lists
-// sorted.
+// finish compiles the CIDRs (compileCIDRs), drops redundant entries and
+// returns both lists sorted (finishEntries).
+func (b *builder) finish() ([]Entry, []CIDREntry) {
+	return b.finishEntries(b.compileCIDRs())
+}
+
+// finishEntries drops redundant entries and returns the entries and cidrs
+// (from compileCIDRs) sorted.
 //
 // An entry is redundant when the same peer, or any peer (identity 0), has an
 // entry in the same direction that matches everything it matches with the
@@ -271,8 +277,7 @@ func contentKey(c []entryPort) string {
 // different verdict. The host-allow entry is always kept. A direction whose
 // CIDR classes all end up without entries loses its CIDR entries too: every
 // address they classify is decided by other entries anyway.
-func (b *builder) finish() ([]Entry, []CIDREntry) {
-	cidrs := b.compileCIDRs()
+func (b *builder) finishEntries(cidrs []CIDREntry) ([]Entry, []CIDREntry) {
 	keys := make([]uint64, 0, len(b.entries))
 	for pk := range b.entries {
 		keys = append(keys, pk)

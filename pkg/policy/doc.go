@@ -40,6 +40,27 @@
 //   - An endpoint needing more than Options.MaxEntriesPerEndpoint entries
 //     gets EndpointPolicy.Overflow, and the datapath denies it.
 //
+// # L7 policy (SluiceL7Policy, l7.go)
+//
+// NetworkPolicy decides first; L7 rules never admit a peer it denies. On
+// an endpoint port with L7 port entries, every peer NetworkPolicy admits
+// there gets a Redirect entry (an exact port, so it decides the port)
+// with the proxy port of a listener: the union of the entries whose from
+// selects the peer's identity (an entry without from applies to every
+// peer), or, when none does, a listener that denies every request. Peers
+// admitted as any peer get identity 0's entry (the entries without from)
+// plus one per identity whose entries differ; peers admitted through an
+// ipBlock (CIDR classes) are matched as the world is. Each distinct rule
+// set (endpoint port, entries, audit) is one listener, with a proxy port
+// from Options.ProxyPorts that stays its own while in use (and across
+// restarts, saved by the caller); L7Config is the listeners with their
+// rules, the xDS generator's input. A pod no NetworkPolicy covers is
+// enforced all the same, with an allow-all entry (RuleL7Open), so that its
+// L7 ports fail closed when reached around the proxy. This node's own
+// connections are not handed over: they keep the host-allow entry, except
+// on a port NetworkPolicy opens to any peer, where the any-peer redirect
+// is longer and they fail closed.
+//
 // # Incremental recomputation
 //
 // Apply first updates its copy of the model, then:

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/sluice-net/sluice/pkg/identity"
+	"github.com/sluice-net/sluice/pkg/l7"
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
@@ -54,6 +55,16 @@ type Engine struct {
 	ruleRefs map[RuleID]RuleRef
 	nextRule RuleID
 
+	// L7 policies (l7.go), held like network policies.
+	l7          map[nsName]*l7State
+	nsL7        map[string]map[nsName]*l7State
+	l7SelUsers  map[*identity.CachedSelector]map[nsName]int
+	l7Endpoints map[nsName]map[nsName]struct{}
+	// listeners are the proxy listeners the endpoints' entries name, by
+	// proxy port, allocated from ports.
+	listeners map[uint16]*listenerState
+	ports     *l7.Ports
+
 	// b is reused for every endpoint computation, to keep its maps' room.
 	b *builder
 	// applied is set after the first Apply, which frees the restored
@@ -99,6 +110,7 @@ type endpointState struct {
 	pod     *model.Pod
 	policy  *EndpointPolicy
 	applied []nsName // policies that select the endpoint, sorted
+	l7      endpointL7
 }
 
 // NewEngine returns an empty engine. alloc may hold identities restored from
@@ -114,6 +126,13 @@ func NewEngine(opts Options, alloc *identity.Allocator) (*Engine, error) {
 	}
 	if alloc == nil {
 		alloc = identity.NewAllocator()
+	}
+	ports := opts.ProxyPorts
+	if ports == nil {
+		var err error
+		if ports, err = l7.NewPorts(l7.DefaultPortRange); err != nil {
+			return nil, err
+		}
 	}
 	return &Engine{
 		opts:            opts,
@@ -134,6 +153,12 @@ func NewEngine(opts Options, alloc *identity.Allocator) (*Engine, error) {
 		ruleIDs:         map[RuleRef]RuleID{},
 		ruleRefs:        map[RuleID]RuleRef{},
 		nextRule:        firstRuleID,
+		l7:              map[nsName]*l7State{},
+		nsL7:            map[string]map[nsName]*l7State{},
+		l7SelUsers:      map[*identity.CachedSelector]map[nsName]int{},
+		l7Endpoints:     map[nsName]map[nsName]struct{}{},
+		listeners:       map[uint16]*listenerState{},
+		ports:           ports,
 		b:               newBuilder(),
 	}, nil
 }
@@ -167,6 +192,7 @@ func (e *Engine) Sync(state *model.State) Result {
 			Nodes:           state.Nodes,
 			Pods:            state.Pods,
 			NetworkPolicies: state.NetworkPolicies,
+			L7Policies:      state.L7Policies,
 		}
 	}
 	return e.Apply(model.Diff(e.state, view))
@@ -178,6 +204,7 @@ type txn struct {
 	namespaces map[string]struct{}
 	nodes      map[string]struct{}
 	policies   map[nsName]struct{}
+	l7         map[nsName]struct{}
 	dirty      map[nsName]struct{}
 	dirtySels  map[*identity.CachedSelector]struct{}
 	errs       []error
@@ -191,6 +218,7 @@ func (e *Engine) Apply(changes []model.Change) Result {
 		namespaces: map[string]struct{}{},
 		nodes:      map[string]struct{}{},
 		policies:   map[nsName]struct{}{},
+		l7:         map[nsName]struct{}{},
 		dirty:      map[nsName]struct{}{},
 		dirtySels:  map[*identity.CachedSelector]struct{}{},
 	}
@@ -208,6 +236,8 @@ func (e *Engine) Apply(changes []model.Change) Result {
 			t.pods[k.NamespacedName()] = struct{}{}
 		case model.KindNetworkPolicy:
 			t.policies[k.NamespacedName()] = struct{}{}
+		case model.KindL7Policy:
+			t.l7[k.NamespacedName()] = struct{}{}
 		default:
 			continue
 		}
@@ -235,6 +265,9 @@ func (e *Engine) Apply(changes []model.Change) Result {
 	for _, nn := range slices.SortedFunc(maps.Keys(t.policies), compareNames) {
 		e.updatePolicy(nn, t)
 	}
+	for _, nn := range slices.SortedFunc(maps.Keys(t.l7), compareNames) {
+		e.updateL7Policy(nn, t)
+	}
 	for name := range t.nodes {
 		if n := e.state.Nodes[name]; n != nil {
 			e.ipc.SetNode(n)
@@ -250,12 +283,18 @@ func (e *Engine) Apply(changes []model.Change) Result {
 				t.dirty[ep] = struct{}{}
 			}
 		}
+		for pol := range e.l7SelUsers[cs] {
+			for ep := range e.l7Endpoints[pol] {
+				t.dirty[ep] = struct{}{}
+			}
+		}
 	}
 
 	res := Result{Errors: t.errs}
 	for _, nn := range slices.SortedFunc(maps.Keys(t.dirty), compareNames) {
 		e.recompute(nn, &res)
 	}
+	e.retainListeners()
 	if !e.applied {
 		e.alloc.Prune()
 		e.applied = true
@@ -469,21 +508,11 @@ func (e *Engine) updatePolicy(nn nsName, t *txn) {
 	if ps == nil {
 		delete(e.policies, nn)
 		delete(e.namedEgress, nn)
-		if m := e.nsPolicies[nn.Namespace]; m != nil {
-			delete(m, nn)
-			if len(m) == 0 {
-				delete(e.nsPolicies, nn.Namespace)
-			}
-		}
+		deleteIn(e.nsPolicies, nn.Namespace, nn)
 		return
 	}
 	e.policies[nn] = ps
-	m := e.nsPolicies[nn.Namespace]
-	if m == nil {
-		m = map[nsName]*policyState{}
-		e.nsPolicies[nn.Namespace] = m
-	}
-	m[nn] = ps
+	putIn(e.nsPolicies, nn.Namespace, nn, ps)
 	if ps.namedEgress {
 		e.namedEgress[nn] = ps
 	} else {
@@ -514,16 +543,7 @@ func (e *Engine) compilePolicy(nn nsName, np *model.NetworkPolicy) *policyState 
 				if peer.IPBlock != nil {
 					continue
 				}
-				cs := e.sc.Acquire(identity.PeerSelector{
-					Namespace: np.Namespace, PodSelector: peer.PodSelector, NamespaceSelector: peer.NamespaceSelector,
-				})
-				rs.peers[j] = cs
-				u := e.selUsers[cs]
-				if u == nil {
-					u = map[nsName]int{}
-					e.selUsers[cs] = u
-				}
-				u[nn]++
+				rs.peers[j] = e.acquirePeer(e.selUsers, nn, peer)
 			}
 			if dir == Egress {
 				for _, p := range rules[i].Ports {
@@ -544,23 +564,63 @@ func (e *Engine) releasePolicy(nn nsName, old, next *policyState) {
 	for _, dir := range []Direction{Ingress, Egress} {
 		for i, rs := range old.rules[dir] {
 			for _, cs := range rs.peers {
-				if cs == nil {
-					continue
+				if cs != nil {
+					e.releasePeer(e.selUsers, nn, cs)
 				}
-				if u := e.selUsers[cs]; u != nil {
-					if u[nn]--; u[nn] <= 0 {
-						delete(u, nn)
-					}
-					if len(u) == 0 {
-						delete(e.selUsers, cs)
-					}
-				}
-				e.sc.Release(cs)
 			}
 			if next == nil || i >= len(next.rules[dir]) {
 				delete(e.ruleIDs, rs.r.ref)
 				delete(e.ruleRefs, rs.r.id)
 			}
+		}
+	}
+}
+
+// acquirePeer acquires the selector of a selector peer of policy nn, and
+// counts nn among its users (users: e.selUsers or e.l7SelUsers), so that a
+// change of its selection marks the policy's endpoints.
+func (e *Engine) acquirePeer(users map[*identity.CachedSelector]map[nsName]int, nn nsName, peer model.Peer) *identity.CachedSelector {
+	cs := e.sc.Acquire(identity.PeerSelector{
+		Namespace: nn.Namespace, PodSelector: peer.PodSelector, NamespaceSelector: peer.NamespaceSelector,
+	})
+	u := users[cs]
+	if u == nil {
+		u = map[nsName]int{}
+		users[cs] = u
+	}
+	u[nn]++
+	return cs
+}
+
+// releasePeer undoes acquirePeer.
+func (e *Engine) releasePeer(users map[*identity.CachedSelector]map[nsName]int, nn nsName, cs *identity.CachedSelector) {
+	if u := users[cs]; u != nil {
+		if u[nn]--; u[nn] <= 0 {
+			delete(u, nn)
+		}
+		if len(u) == 0 {
+			delete(users, cs)
+		}
+	}
+	e.sc.Release(cs)
+}
+
+// putIn sets m[outer][k] = v, making the inner map when needed.
+func putIn[K comparable, V any](m map[string]map[K]V, outer string, k K, v V) {
+	in := m[outer]
+	if in == nil {
+		in = map[K]V{}
+		m[outer] = in
+	}
+	in[k] = v
+}
+
+// deleteIn deletes m[outer][k], and the inner map when it is empty.
+func deleteIn[K comparable, V any](m map[string]map[K]V, outer string, k K) {
+	if in := m[outer]; in != nil {
+		delete(in, k)
+		if len(in) == 0 {
+			delete(m, outer)
 		}
 	}
 }
@@ -592,14 +652,8 @@ func (e *Engine) recompute(nn nsName, res *Result) {
 	ps := e.pods[nn]
 	old := e.endpoints[nn]
 	if old != nil {
-		for _, pol := range old.applied {
-			if m := e.policyEndpoints[pol]; m != nil {
-				delete(m, nn)
-				if len(m) == 0 {
-					delete(e.policyEndpoints, pol)
-				}
-			}
-		}
+		unlink(e.policyEndpoints, old.applied, nn)
+		unlink(e.l7Endpoints, old.l7.applied, nn)
 	}
 	if ps == nil || !e.isLocal(ps.pod) {
 		if old != nil {
@@ -614,21 +668,18 @@ func (e *Engine) recompute(nn nsName, res *Result) {
 		}
 		return
 	}
-	pol, applied := e.computeEndpoint(nn, ps)
-	for _, p := range applied {
-		m := e.policyEndpoints[p]
-		if m == nil {
-			m = map[nsName]struct{}{}
-			e.policyEndpoints[p] = m
-		}
-		m[nn] = struct{}{}
+	pol, applied, l7x := e.computeEndpoint(nn, ps)
+	link(e.policyEndpoints, applied, nn)
+	link(e.l7Endpoints, l7x.applied, nn)
+	for _, err := range l7x.failed {
+		res.Errors = append(res.Errors, fmt.Errorf("endpoint %s: %w", nn, err))
 	}
 	if old != nil && old.policy.Equal(pol) {
 		pol = old.policy
 	} else {
 		res.Endpoints = append(res.Endpoints, pol)
 	}
-	es := &endpointState{pod: ps.pod, policy: pol, applied: applied}
+	es := &endpointState{pod: ps.pod, policy: pol, applied: applied, l7: l7x}
 	e.endpoints[nn] = es
 	m := e.nsEndpoints[nn.Namespace]
 	if m == nil {
@@ -638,6 +689,30 @@ func (e *Engine) recompute(nn nsName, res *Result) {
 	m[nn] = es
 }
 
+// link records that endpoint ep is in each policy's set.
+func link(sets map[nsName]map[nsName]struct{}, policies []nsName, ep nsName) {
+	for _, p := range policies {
+		m := sets[p]
+		if m == nil {
+			m = map[nsName]struct{}{}
+			sets[p] = m
+		}
+		m[ep] = struct{}{}
+	}
+}
+
+// unlink is the inverse of link.
+func unlink(sets map[nsName]map[nsName]struct{}, policies []nsName, ep nsName) {
+	for _, p := range policies {
+		if m := sets[p]; m != nil {
+			delete(m, ep)
+			if len(m) == 0 {
+				delete(sets, p)
+			}
+		}
+	}
+}
+
 // namespaceAudit reports whether the namespace asks for audit mode.
 func (e *Engine) namespaceAudit(ns string) bool {
 	n, ok := e.state.Namespaces[ns]
@@ -645,7 +720,7 @@ func (e *Engine) namespaceAudit(ns string) bool {
 }
 
 // computeEndpoint compiles the policy of one local endpoint.
-func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []nsName) {
+func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []nsName, endpointL7) {
 	pod := ps.pod
 	ep := &EndpointPolicy{
 		Pod:      nn,
@@ -675,16 +750,30 @@ func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []ns
 		}
 	}
 	slices.SortFunc(applied, compareNames)
+	var x endpointL7
+	var l7ports map[uint16][]l7Entry
+	l7ports, x.applied = e.l7Ports(pod)
+	if len(l7ports) > 0 && !ep.IngressEnforced {
+		// No NetworkPolicy covers the pod's ingress: every peer is
+		// admitted, and ingress is enforced all the same, so that its L7
+		// ports fail closed when reached around the proxy.
+		ep.IngressEnforced = true
+		b.put(entryKey{dir: Ingress}, entryVal{verdict: Allow, rule: rule{id: RuleL7Open, ref: L7OpenRef}})
+	}
 	if ep.IngressEnforced {
 		b.put(entryKey{id: identity.Host, dir: Ingress}, entryVal{verdict: Allow, rule: rule{id: RuleHostAllow, ref: HostAllowRef}})
 	}
-	ep.Entries, ep.CIDRs = b.finish()
+	cidrs := b.compileCIDRs()
+	if len(l7ports) > 0 {
+		e.compileL7(b, ep, l7ports, &x)
+	}
+	ep.Entries, ep.CIDRs = b.finishEntries(cidrs)
 	if limit := e.opts.MaxEntriesPerEndpoint; limit > 0 {
 		if n := len(ep.Entries) + len(ep.CIDRs); n > limit {
 			ep.Overflow = &OverflowError{Pod: nn, Count: n, Limit: limit}
 		}
 	}
-	return ep, applied
+	return ep, applied, x
 }
 
 // compileRule adds one rule's entries for the endpoint self.
@@ -787,8 +876,11 @@ func (e *Engine) IdentityLabels(id identity.ID) (identity.Labels, bool) { return
 
 // Rule returns what a rule ID in an entry or event stands for.
 func (e *Engine) Rule(id RuleID) (RuleRef, bool) {
-	if id == RuleHostAllow {
+	switch id {
+	case RuleHostAllow:
 		return HostAllowRef, true
+	case RuleL7Open:
+		return L7OpenRef, true
 	}
 	ref, ok := e.ruleRefs[id]
 	return ref, ok

@@ -121,8 +121,8 @@ func TestEntriesRedundantOnesDropped(t *testing.T) {
 	p := endpoint(t, e, "x/a")
 	assert.Equal(t, []Entry{
 		hostAllow(),
-		{Identity: b, Direction: Ingress, Protocol: ProtoTCP, Verdict: Allow, Rule: e.ruleIDs[RuleRef{nn("x/narrow"), Ingress, 1}]},
-		{Identity: identity.LocalCIDRBase, Direction: Ingress, Protocol: ProtoUDP, Port: 53, PortPrefixLen: 16, Verdict: Allow, Rule: e.ruleIDs[RuleRef{nn("x/narrow"), Ingress, 2}]},
+		{Identity: b, Direction: Ingress, Protocol: ProtoTCP, Verdict: Allow, Rule: e.ruleIDs[RuleRef{Policy: nn("x/narrow"), Direction: Ingress, Index: 1}]},
+		{Identity: identity.LocalCIDRBase, Direction: Ingress, Protocol: ProtoUDP, Port: 53, PortPrefixLen: 16, Verdict: Allow, Rule: e.ruleIDs[RuleRef{Policy: nn("x/narrow"), Direction: Ingress, Index: 2}]},
 	}, p.Entries)
 
 	// An allow-all rule makes every other entry, and the CIDRs, redundant.
@@ -130,7 +130,7 @@ func TestEntriesRedundantOnesDropped(t *testing.T) {
 	e.Sync(s)
 	p = endpoint(t, e, "x/a")
 	assert.Equal(t, []Entry{
-		{Identity: 0, Direction: Ingress, Verdict: Allow, Rule: e.ruleIDs[RuleRef{nn("x/all"), Ingress, 0}]},
+		{Identity: 0, Direction: Ingress, Verdict: Allow, Rule: e.ruleIDs[RuleRef{Policy: nn("x/all"), Direction: Ingress, Index: 0}]},
 		hostAllow(),
 	}, p.Entries)
 	assert.Empty(t, p.CIDRs)
@@ -145,7 +145,7 @@ func TestEntriesIPBlockClasses(t *testing.T) {
 	).build())
 	e := newEngine(t, s)
 	p := endpoint(t, e, "x/a")
-	r := func(i int) RuleID { return e.ruleIDs[RuleRef{nn("x/cidr"), Egress, i}] }
+	r := func(i int) RuleID { return e.ruleIDs[RuleRef{Policy: nn("x/cidr"), Direction: Egress, Index: i}] }
 	c := identity.LocalCIDRBase
 	// 0.0.0.0/4: rule 0. 10.244.0.0/16: rules 0 and 1. 10.244.2.2/32: rule
 	// 1 only (it is rule 0's except). 10.244.3.0/24: rule 0 only (rule 1's
@@ -187,7 +187,7 @@ func TestEntriesNamedEgressPortPerDestinationPod(t *testing.T) {
 	p := endpoint(t, e, "x/a")
 	webID := podID(t, e, "y/web-1")
 	require.Equal(t, webID, podID(t, e, "y/web-2"))
-	r := e.ruleIDs[RuleRef{nn("x/to-web"), Egress, 0}]
+	r := e.ruleIDs[RuleRef{Policy: nn("x/to-web"), Direction: Egress, Index: 0}]
 	c := identity.LocalCIDRBase
 
 	assert.Equal(t, []Entry{{Identity: webID, Direction: Egress, Protocol: ProtoUDP, Port: 53, PortPrefixLen: 16, Verdict: Allow, Rule: r}},
@@ -234,22 +234,22 @@ func TestRuleIDsStable(t *testing.T) {
 	s := netpolCluster()
 	s.Upsert(netpol("x/p", sel("pod", "a")).ingress(rl(nil, tcp(80)), rl(nil, tcp(81))).build())
 	e := newEngine(t, s)
-	r0 := e.ruleIDs[RuleRef{nn("x/p"), Ingress, 0}]
-	r1 := e.ruleIDs[RuleRef{nn("x/p"), Ingress, 1}]
+	r0 := e.ruleIDs[RuleRef{Policy: nn("x/p"), Direction: Ingress, Index: 0}]
+	r1 := e.ruleIDs[RuleRef{Policy: nn("x/p"), Direction: Ingress, Index: 1}]
 	require.NotZero(t, r0)
 	require.NotEqual(t, r0, r1)
 
 	// Changing the policy keeps the IDs of the rules still there.
 	s.Upsert(netpol("x/p", sel("pod", "a")).ingress(rl(nil, tcp(8080))).build())
 	e.Sync(s)
-	assert.Equal(t, r0, e.ruleIDs[RuleRef{nn("x/p"), Ingress, 0}])
+	assert.Equal(t, r0, e.ruleIDs[RuleRef{Policy: nn("x/p"), Direction: Ingress, Index: 0}])
 	_, ok := e.Rule(r1)
 	assert.False(t, ok, "the removed rule's ID is released")
 
 	// A new rule does not get the released ID.
 	s.Upsert(netpol("x/p", sel("pod", "a")).ingress(rl(nil, tcp(8080)), rl(nil, tcp(9090))).build())
 	e.Sync(s)
-	assert.NotEqual(t, r1, e.ruleIDs[RuleRef{nn("x/p"), Ingress, 1}])
+	assert.NotEqual(t, r1, e.ruleIDs[RuleRef{Policy: nn("x/p"), Direction: Ingress, Index: 1}])
 }
 
 func TestOverflow(t *testing.T) {

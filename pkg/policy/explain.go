@@ -2,10 +2,12 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/sluice-net/sluice/pkg/identity"
+	"github.com/sluice-net/sluice/pkg/l7"
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
@@ -22,6 +24,28 @@ type Explanation struct {
 	Policies        []string           `json:"policies,omitempty"`
 	Rules           []RuleExplanation  `json:"rules,omitempty"`
 	Entries         []EntryExplanation `json:"entries,omitempty"`
+	// L7Policies are the SluiceL7Policies that select the pod; L7 the
+	// proxy listeners its peers are redirected to.
+	L7Policies []string        `json:"l7Policies,omitempty"`
+	L7         []L7Explanation `json:"l7,omitempty"`
+}
+
+// L7Explanation is one proxy listener the pod's policy redirects peers
+// to: which peers, on which port, and the HTTP rules it enforces.
+type L7Explanation struct {
+	// Port is the pod's port ("TCP/80"); ProxyPort the listener's (0: no
+	// port could be allocated, the peers fail closed).
+	Port      string `json:"port"`
+	ProxyPort uint16 `json:"proxyPort"`
+	Listener  string `json:"listener,omitempty"`
+	Audit     bool   `json:"audit,omitempty"`
+	// Peers are as in EntryExplanation: "any", "identity N", "cidr-class N".
+	Peers []string `json:"peers"`
+	// Sources are the policies' port entries the rules come from.
+	Sources []string `json:"sources,omitempty"`
+	// Rules are the allowed requests, "ns/policy/ports[i]/rules[j]: GET
+	// path prefix /api/"; none: every request is denied.
+	Rules []string `json:"rules,omitempty"`
 }
 
 // IdentityRef is an identity with its labels.
@@ -58,10 +82,11 @@ type EntryExplanation struct {
 	Peer       string   `json:"peer"`
 	PeerLabels []string `json:"peerLabels,omitempty"`
 	// CIDRs are the prefixes in the class, for a CIDR class.
-	CIDRs   []string `json:"cidrs,omitempty"`
-	Ports   string   `json:"ports"`
-	Verdict Verdict  `json:"verdict"`
-	Rule    string   `json:"rule"`
+	CIDRs     []string `json:"cidrs,omitempty"`
+	Ports     string   `json:"ports"`
+	Verdict   Verdict  `json:"verdict"`
+	ProxyPort uint16   `json:"proxyPort,omitempty"`
+	Rule      string   `json:"rule"`
 }
 
 // Explain returns the effective policy of a local endpoint.
@@ -106,26 +131,91 @@ func (e *Engine) Explain(pod model.NamespacedName) (*Explanation, error) {
 	for _, c := range p.CIDRs {
 		classCIDRs[c.Class] = append(classCIDRs[c.Class], c.Prefix.String())
 	}
+	if p.IngressEnforced && slices.Contains(p.Entries, Entry{Direction: Ingress, Verdict: Allow, Rule: RuleL7Open}) {
+		x.Rules = append(x.Rules, RuleExplanation{
+			ID: RuleL7Open, Rule: L7OpenRef.String(), Direction: Ingress,
+			Peers: []PeerExplanation{{Selector: "all peers (no NetworkPolicy covers the pod's ingress; its L7 ports are reached through the proxy only)"}},
+			Ports: []string{"any"},
+		})
+	}
+	for _, nn := range es.l7.applied {
+		x.L7Policies = append(x.L7Policies, nn.String())
+	}
+	x.L7 = e.explainL7(p)
 	for _, en := range p.Entries {
 		ex := EntryExplanation{
 			Direction: en.Direction,
 			Ports:     entryPorts(en.Protocol, en.Port, en.PortPrefixLen),
 			Verdict:   en.Verdict,
+			ProxyPort: en.ProxyPort,
 			Rule:      e.ruleName(en.Rule),
 		}
+		ex.Peer = peerName(en.Identity)
 		switch {
-		case en.Identity == identity.Unknown:
-			ex.Peer = "any"
 		case en.Identity.IsLocalCIDR():
-			ex.Peer = "cidr-class " + en.Identity.String()
 			ex.CIDRs = classCIDRs[en.Identity]
-		default:
-			ex.Peer = "identity " + en.Identity.String()
+		case en.Identity != identity.Unknown:
 			ex.PeerLabels = e.identityRef(en.Identity).Labels
 		}
 		x.Entries = append(x.Entries, ex)
 	}
 	return x, nil
+}
+
+// peerName names an entry's peer: "any", "identity N" or "cidr-class N".
+func peerName(id identity.ID) string {
+	switch {
+	case id == identity.Unknown:
+		return "any"
+	case id.IsLocalCIDR():
+		return "cidr-class " + id.String()
+	}
+	return "identity " + id.String()
+}
+
+// explainL7 groups the endpoint's redirect entries by listener.
+func (e *Engine) explainL7(p *EndpointPolicy) []L7Explanation {
+	type key struct {
+		port  uint16
+		proxy uint16
+	}
+	var order []key
+	byKey := map[key]*L7Explanation{}
+	var listeners map[uint16]*l7.Listener // built when first needed
+	for _, en := range p.Entries {
+		if en.Verdict != Redirect {
+			continue
+		}
+		k := key{en.Port, en.ProxyPort}
+		x := byKey[k]
+		if x == nil {
+			x = &L7Explanation{Port: entryPorts(en.Protocol, en.Port, en.PortPrefixLen), ProxyPort: en.ProxyPort}
+			if listeners == nil {
+				cfg := e.L7Config()
+				listeners = map[uint16]*l7.Listener{}
+				for i := range cfg.Listeners {
+					listeners[cfg.Listeners[i].Port] = &cfg.Listeners[i]
+				}
+			}
+			if l := listeners[en.ProxyPort]; l != nil {
+				x.Listener, x.Audit = l.Name, l.Audit
+				for _, s := range l.Sources {
+					x.Sources = append(x.Sources, s.Namespace+"/"+s.Policy)
+				}
+				for _, r := range l.Rules {
+					x.Rules = append(x.Rules, r.Ref.String()+": "+r.Describe())
+				}
+			}
+			byKey[k] = x
+			order = append(order, k)
+		}
+		x.Peers = append(x.Peers, peerName(en.Identity))
+	}
+	out := make([]L7Explanation, 0, len(order))
+	for _, k := range order {
+		out = append(out, *byKey[k])
+	}
+	return out
 }
 
 func (e *Engine) identityRef(id identity.ID) IdentityRef {

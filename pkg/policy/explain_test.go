@@ -3,10 +3,12 @@ package policy
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sluice-net/sluice/pkg/l7"
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
@@ -61,4 +63,37 @@ func TestExplain(t *testing.T) {
 
 	_, err = e.Explain(nn("x/nope"))
 	assert.ErrorContains(t, err, "not an endpoint on node n1")
+}
+
+// `sluice policy get` of a pod with L7 rules: its listeners, the peers
+// redirected to each, and their rules.
+func TestExplainL7(t *testing.T) {
+	s := netpolCluster()
+	s.Upsert(&model.L7Policy{Namespace: "x", Name: "api", PodSelector: *sel("pod", "a"), Ports: []model.L7Port{
+		{Port: model.PortNumber(80), Protocol: model.ProtocolTCP, From: []model.Peer{podPeer(sel("pod", "b"))},
+			HTTP: []model.HTTPRule{{Method: "GET", Path: l7.PathMatch{Kind: l7.PathPrefix, Value: "/api/"},
+				RateLimit: &l7.RateLimit{Requests: 10, Per: time.Second, Burst: 10}}}},
+	}})
+	e := newEngine(t, s)
+	x, err := e.Explain(nn("x/a"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"x/api"}, x.L7Policies)
+	assert.True(t, x.IngressEnforced)
+	require.Len(t, x.Rules, 2)
+	assert.Equal(t, "no-network-policy", x.Rules[1].Rule)
+	xb := podID(t, e, "x/b")
+	assert.Equal(t, []L7Explanation{
+		{Port: "TCP/80", ProxyPort: 15000, Listener: "l7-15000", Peers: []string{"any"}, Sources: []string{"x/api"}},
+		{Port: "TCP/80", ProxyPort: 15001, Listener: "l7-15001", Peers: []string{"identity " + xb.String()}, Sources: []string{"x/api"},
+			Rules: []string{"x/api/ports[0]/rules[0]: GET path prefix /api/ rate 10/1s"}},
+	}, x.L7)
+	var redirects int
+	for _, en := range x.Entries {
+		if en.Verdict == Redirect {
+			redirects++
+			assert.NotZero(t, en.ProxyPort)
+			assert.Equal(t, "x/api l7 ports[0]", en.Rule)
+		}
+	}
+	assert.Equal(t, 2, redirects)
 }

@@ -193,11 +193,24 @@ func lookup(e *Engine, ep model.NamespacedName, dir Direction, peer netip.Addr, 
 
 // decide is lookup for a given endpoint policy and ipcache.
 func decide(p *EndpointPolicy, ipc map[netip.Prefix]identity.ID, dir Direction, peer netip.Addr, proto uint8, port uint16) (bool, RuleID) {
-	if (dir == Ingress && !p.IngressEnforced) || (dir == Egress && !p.EgressEnforced) {
+	en, enforced, ok := decideEntry(p, ipc, dir, peer, proto, port)
+	if !enforced {
 		return true, RuleNone
 	}
+	return ok, en.Rule
+}
+
+// decideEntry is the entry the datapath's lookup finds (bpf/lib/policy.h):
+// of the three lookups (the peer's identity, its CIDR class, any peer),
+// the longest match, then Redirect over Allow, then the more specific
+// peer. enforced is false when no policy enforces the direction; ok false
+// when nothing matched (or the policy overflowed).
+func decideEntry(p *EndpointPolicy, ipc map[netip.Prefix]identity.ID, dir Direction, peer netip.Addr, proto uint8, port uint16) (en Entry, enforced, ok bool) {
+	if (dir == Ingress && !p.IngressEnforced) || (dir == Egress && !p.EgressEnforced) {
+		return Entry{}, false, true
+	}
 	if p.Overflow != nil {
-		return false, RuleNone
+		return Entry{}, true, false
 	}
 	peerID := longestMatch(ipc, peer)
 	var class identity.ID
@@ -231,16 +244,17 @@ func decide(p *EndpointPolicy, ipc map[netip.Prefix]identity.ID, dir Direction, 
 				length = 48 + int(en.PortPrefixLen)
 			}
 			c := cand{length, rank, en}
+			redirect := func(c *cand) bool { return c.e.Verdict == Redirect }
 			if best == nil || c.length > best.length ||
-				(c.length == best.length && (c.rank > best.rank || (c.rank == best.rank && c.e.Verdict > best.e.Verdict))) {
+				(c.length == best.length && (redirect(&c) && !redirect(best) || (redirect(&c) == redirect(best) && c.rank > best.rank))) {
 				best = &c
 			}
 		}
 	}
 	if best == nil {
-		return false, RuleNone
+		return Entry{}, true, false
 	}
-	return true, best.e.Rule
+	return best.e, true, true
 }
 
 func longestMatch(m map[netip.Prefix]identity.ID, a netip.Addr) identity.ID {

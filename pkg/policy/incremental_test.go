@@ -177,6 +177,40 @@ func (g gen) policy() *model.NetworkPolicy {
 	return np
 }
 
+// l7policy is a SluiceL7Policy with one to three port entries on ports
+// NetworkPolicies name too, with selector peers (or none).
+func (g gen) l7policy() *model.L7Policy {
+	p := &model.L7Policy{
+		Namespace: g.pick("a", "b", "c"), Name: fmt.Sprint("l", g.r.IntN(4)),
+		PodSelector: *g.selector(), Audit: g.r.IntN(4) == 0,
+	}
+	for range 1 + g.r.IntN(3) {
+		port := model.L7Port{Protocol: model.ProtocolTCP, HTTP: []model.HTTPRule{{Method: g.pick("GET", "POST")}}}
+		switch g.r.IntN(4) {
+		case 0:
+			port.Port = model.PortName("http")
+		case 1:
+			port.Port = model.PortNumber(80)
+		case 2:
+			port.Port = model.PortNumber(8080)
+		default:
+			port.Port = model.PortNumber(8050)
+		}
+		for range g.r.IntN(3) {
+			switch g.r.IntN(3) {
+			case 0:
+				port.From = append(port.From, podPeer(g.selector()))
+			case 1:
+				port.From = append(port.From, nsPeer(g.selector()))
+			default:
+				port.From = append(port.From, bothPeer(g.selector(), g.selector()))
+			}
+		}
+		p.Ports = append(p.Ports, port)
+	}
+	return p
+}
+
 // tweak changes one field of an existing pod or namespace, the kind of
 // update that must not be lost among bigger ones.
 func (g gen) tweak(s *model.State) (model.Object, bool) {
@@ -219,13 +253,15 @@ func (g gen) change(s *model.State) model.Change {
 		}
 	}
 	var obj model.Object
-	switch g.r.IntN(8) {
+	switch g.r.IntN(10) {
 	case 0:
 		obj = g.namespace()
 	case 1:
 		obj = g.node()
 	case 2, 3, 4:
 		obj = g.pod()
+	case 5, 6:
+		obj = g.l7policy()
 	default:
 		obj = g.policy()
 	}
@@ -260,8 +296,14 @@ func normalize(e *Engine) (endpoints []string, ipcache []string) {
 			if !ok {
 				lines = append(lines, fmt.Sprintf("dangling rule %d", en.Rule))
 			}
+			verdict := en.Verdict.String()
+			if en.Verdict == Redirect {
+				// The port depends on history; the listener's rule set
+				// does not.
+				verdict += " to [" + e.listeners[en.ProxyPort].key + "]"
+			}
 			lines = append(lines, fmt.Sprintf("  %s %s %s %s %s", en.Direction, idName(en.Identity),
-				entryPorts(en.Protocol, en.Port, en.PortPrefixLen), en.Verdict, ref))
+				entryPorts(en.Protocol, en.Port, en.PortPrefixLen), verdict, ref))
 		}
 		slices.Sort(lines)
 		b.WriteString(strings.Join(lines, "\n"))
@@ -361,6 +403,33 @@ func checkBookkeeping(t *testing.T, e *Engine) {
 			n += len(pol.rules[dir])
 		}
 	}
+	for ref := range e.ruleIDs {
+		if !ref.L7 {
+			continue
+		}
+		st := e.l7[ref.Policy]
+		require.True(t, st != nil && ref.Index < len(st.p.Ports), "rule ID of an L7 port entry that is gone: %s", ref)
+		n++
+	}
 	require.Equal(t, n, len(e.ruleIDs), "rule IDs of rules that are gone")
 	require.Equal(t, n, len(e.ruleRefs))
+
+	// Every listener is in use, and holds its port.
+	used := map[uint16]bool{}
+	for _, p := range e.Endpoints() {
+		for _, en := range p.Entries {
+			if en.Verdict == Redirect {
+				require.NotZero(t, en.ProxyPort, "%s: a redirect without a port", p.Pod)
+				require.Contains(t, e.listeners, en.ProxyPort, "%s: a redirect to no listener", p.Pod)
+				used[en.ProxyPort] = true
+			}
+		}
+	}
+	require.Len(t, e.listeners, len(used), "listeners no endpoint uses")
+	require.Equal(t, len(used), e.ports.Len(), "ports allocated to no listener")
+	for port, ls := range e.listeners {
+		k, ok := e.ports.Key(port)
+		require.True(t, ok)
+		require.Equal(t, ls.key, k)
+	}
 }

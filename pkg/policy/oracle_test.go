@@ -17,6 +17,12 @@ import (
 // Kubernetes NetworkPolicy rules alone: does endpoint ep admit (Ingress) or
 // send (Egress) a packet whose peer address is addr?
 func oracle(s *model.State, nodeName string, ep *model.Pod, dir Direction, addr netip.Addr, proto uint8, port uint16) bool {
+	return oracleVia(s, nodeName, ep, dir, addr, proto, port, func(*model.Peer) bool { return true })
+}
+
+// oracleVia is oracle counting only the rules' peers via accepts (nil is a
+// rule's empty from/to: any peer).
+func oracleVia(s *model.State, nodeName string, ep *model.Pod, dir Direction, addr netip.Addr, proto uint8, port uint16, via func(*model.Peer) bool) bool {
 	pt := model.PolicyTypeIngress
 	if dir == Egress {
 		pt = model.PolicyTypeEgress
@@ -116,6 +122,9 @@ func oracle(s *model.State, nodeName string, ep *model.Pod, dir Direction, addr 
 				}
 			}
 			for _, peer := range peers {
+				if !via(peer) {
+					continue
+				}
 				for _, pp := range ports {
 					if dir == Egress && pp != nil && pp.Port.Name != "" {
 						// Resolved against the destination pod: any pod

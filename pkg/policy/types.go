@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 	"github.com/sluice-net/sluice/pkg/identity"
+	"github.com/sluice-net/sluice/pkg/l7"
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
@@ -139,30 +140,51 @@ const (
 	// RuleHostAllow decides the entry that always admits this node's own
 	// traffic into its pods (see EndpointPolicy).
 	RuleHostAllow RuleID = 1
-	firstRuleID   RuleID = 2
+	// RuleL7Open decides the entry that admits every peer into a pod that
+	// no NetworkPolicy covers but a SluiceL7Policy does: its ingress is
+	// enforced only so that its L7 ports are reached through the proxy.
+	RuleL7Open  RuleID = 2
+	firstRuleID RuleID = 3
 )
 
-// RuleRef names a rule: the Index-th rule of the policy's ingress or egress
-// list.
+// RuleRef names a rule: the Index-th rule of a NetworkPolicy's ingress or
+// egress list, or (L7) the Index-th entry of a SluiceL7Policy's ports.
 type RuleRef struct {
 	Policy    model.NamespacedName `json:"policy"`
 	Direction Direction            `json:"direction"`
 	Index     int                  `json:"index"`
+	// L7 is set for a SluiceL7Policy's port entry (Direction Ingress).
+	L7 bool `json:"l7,omitempty"`
 }
 
 // HostAllowRef is the RuleRef of RuleHostAllow; Index -1 marks it as not a
 // rule of a real policy.
 var HostAllowRef = RuleRef{Policy: model.NamespacedName{Name: "host-allow"}, Direction: Ingress, Index: -1}
 
-// String returns e.g. "shop/allow-web ingress[0]", or "host-allow".
+// L7OpenRef is the RuleRef of RuleL7Open, not a rule of a real policy either.
+var L7OpenRef = RuleRef{Policy: model.NamespacedName{Name: "no-network-policy"}, Direction: Ingress, Index: -1}
+
+// String returns e.g. "shop/allow-web ingress[0]", "shop/api l7 ports[1]",
+// "host-allow" or "no-network-policy".
 func (r RuleRef) String() string {
-	if r == HostAllowRef {
+	switch {
+	case r == HostAllowRef:
 		return "host-allow"
+	case r == L7OpenRef:
+		return "no-network-policy"
+	case r.L7:
+		return r.Policy.String() + " l7 ports[" + strconv.Itoa(r.Index) + "]"
 	}
 	return r.Policy.String() + " " + r.Direction.String() + "[" + strconv.Itoa(r.Index) + "]"
 }
 
 func compareRuleRefs(a, b RuleRef) int {
+	if a.L7 != b.L7 {
+		if a.L7 {
+			return 1
+		}
+		return -1
+	}
 	if c := cmp.Compare(a.Policy.Namespace, b.Policy.Namespace); c != 0 {
 		return c
 	}
@@ -182,9 +204,9 @@ func compareRuleRefs(a, b RuleRef) int {
 // The datapath looks a packet up three times: with the peer's identity from
 // the ipcache, with the CIDR class the peer's address has in the endpoint's
 // CIDR LPM (CIDRs), and with identity 0 (any peer). The longest match wins;
-// on equal length a specific identity beats a CIDR class, which beats any,
-// and Redirect beats Allow. Without a match the packet is dropped if the
-// direction is enforced.
+// on equal length Redirect beats Allow, then a specific identity beats a
+// CIDR class, which beats any. Without a match the packet is dropped if
+// the direction is enforced.
 type Entry struct {
 	// Identity is the peer: 0 is any peer (the world included), an ID at or
 	// above identity.LocalCIDRBase is a CIDR class of this endpoint.
@@ -200,7 +222,10 @@ type Entry struct {
 	Port          uint16  `json:"port"`
 	PortPrefixLen uint8   `json:"portPrefixLen"`
 	Verdict       Verdict `json:"verdict"`
-	ProxyPort     uint16  `json:"proxyPort,omitempty"`
+	// ProxyPort is the proxy listener a Redirect entry hands connections
+	// to (l7.Listener.Port); 0 with Redirect fails closed (no port could be
+	// allocated).
+	ProxyPort uint16 `json:"proxyPort,omitempty"`
 	// Rule is the rule reported in verdict events. When several rules give
 	// the same key, the first in RuleRef order (namespace, name, direction,
 	// index) is kept.
@@ -248,7 +273,10 @@ type EndpointPolicy struct {
 	Pod      model.NamespacedName `json:"pod"`
 	Identity identity.ID          `json:"identity"`
 	// IngressEnforced is set when some policy that covers Ingress selects
-	// the pod: ingress not matched by an entry is then denied. The entry
+	// the pod, or a SluiceL7Policy does (with the entry {any peer, Ingress,
+	// any protocol, Allow, RuleL7Open} when no NetworkPolicy covers it, so
+	// that its L7 ports fail closed when reached around the proxy): ingress
+	// not matched by an entry is then denied. The entry
 	// {Identity: Host, Ingress, any protocol, Rule: RuleHostAllow} is always
 	// present then, because Kubernetes requires that the node can reach its
 	// pods (kubelet probes) whatever the policy.
@@ -322,6 +350,12 @@ type Options struct {
 	// MaxEntriesPerEndpoint bounds len(Entries)+len(CIDRs) of one endpoint;
 	// 0 means no limit.
 	MaxEntriesPerEndpoint int
+	// ProxyPorts allocates the proxy ports of L7 listeners; it may hold
+	// ports restored from a previous run, which rule sets keep when the
+	// first Apply (or Sync) sees them again. nil: a new one over
+	// l7.DefaultPortRange. The engine owns it: read it (Snapshot) only
+	// between calls to the engine.
+	ProxyPorts *l7.Ports
 }
 
 // Validate reports options that cannot work.

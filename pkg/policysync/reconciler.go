@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/identity"
+	"github.com/sluice-net/sluice/pkg/l7"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/policy"
 	"github.com/sluice-net/sluice/pkg/reconcile"
@@ -52,9 +54,13 @@ type Options struct {
 	Audit bool
 	// MaxEntries is the per-endpoint policy map size.
 	MaxEntries int
-	// StateDir keeps identities.json, so identities survive restarts.
+	// StateDir keeps identities.json and l7-ports.json, so identities and
+	// the L7 listeners' proxy ports survive restarts.
 	StateDir string
-	Logger   *slog.Logger
+	// ProxyPorts is the range L7 listeners' proxy ports come from; zero:
+	// l7.DefaultPortRange.
+	ProxyPorts l7.PortRange
+	Logger     *slog.Logger
 	// Resync is the period of a full pass that rewrites the ipcache and
 	// every endpoint's flags from scratch: it only repairs what a failed
 	// write left behind, so a minute is plenty.
@@ -86,6 +92,9 @@ type Reconciler struct {
 	// ipcMu orders ipcache writes: each computes the ipcache from the
 	// engine under mu after taking it, so a later write is never older.
 	ipcMu sync.Mutex
+	// proxyMu orders sl_proxy writes the same way (syncProxyRedirects),
+	// and guards proxyRedirects.
+	proxyMu sync.Mutex
 
 	mu     sync.Mutex
 	engine *policy.Engine
@@ -97,12 +106,19 @@ type Reconciler struct {
 	synced   uint64 // store revision the engine has seen
 	placed   map[nsName]*placement
 	overflow map[nsName]string
-	// proxyRedirects is what sl_proxy was last told: endpoints whose
+	// proxyRedirects (under proxyMu) is what sl_proxy was last told: endpoints whose
 	// maps redirect to the node's L7 proxy.
 	proxyRedirects uint32
 	lastErr        error
 	revision       uint32
 	savedIDs       [sha256.Size]byte // of the identities last saved
+	ports          *l7.Ports
+	savedPorts     [sha256.Size]byte // of the proxy ports last saved
+
+	// l7cfg is the compiled L7 policy as of the last pass; l7changed
+	// receives (capacity 1, coalescing) when it changes.
+	l7cfg     l7.Config
+	l7changed chan struct{}
 }
 
 // New restores saved identities and builds the engine.
@@ -128,13 +144,30 @@ func New(opts Options) (*Reconciler, error) {
 			return nil, fmt.Errorf("read saved identities: %w", err)
 		}
 	}
-	eng, err := policy.NewEngine(policy.Options{NodeName: opts.NodeName, Audit: opts.Audit, MaxEntriesPerEndpoint: opts.MaxEntries}, alloc)
+	if opts.ProxyPorts == (l7.PortRange{}) {
+		opts.ProxyPorts = l7.DefaultPortRange
+	}
+	ports, err := l7.NewPorts(opts.ProxyPorts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.StateDir != "" {
+		var s l7.PortsSnapshot
+		if err := readState(filepath.Join(opts.StateDir, proxyPortsFile), &s); err != nil {
+			opts.Logger.Warn("ignoring saved proxy ports", "file", proxyPortsFile, "error", err)
+		} else if err := ports.Restore(s); err != nil {
+			opts.Logger.Warn("saved proxy ports", "error", err)
+		}
+	}
+	eng, err := policy.NewEngine(policy.Options{NodeName: opts.NodeName, Audit: opts.Audit, MaxEntriesPerEndpoint: opts.MaxEntries,
+		ProxyPorts: ports}, alloc)
 	if err != nil {
 		return nil, err
 	}
 	r := &Reconciler{
 		opts: opts, log: opts.Logger.With("component", "policy"),
 		engine: eng, alloc: alloc, placed: map[nsName]*placement{}, overflow: map[nsName]string{},
+		ports: ports, l7cfg: l7.Config{Listeners: []l7.Listener{}}, l7changed: make(chan struct{}, 1),
 	}
 	// No MinInterval: the engine follows the store's revision, so a pass
 	// right after a change costs only what changed.
@@ -142,7 +175,26 @@ func New(opts Options) (*Reconciler, error) {
 	return r, nil
 }
 
-const identitiesFile = "identities.json"
+const (
+	identitiesFile = "identities.json"
+	// proxyPortsFile keeps the L7 listeners' proxy ports: a restarted
+	// agent gives each rule set the port the datapath's entries and the
+	// node's Envoy already use.
+	proxyPortsFile = "l7-ports.json"
+)
+
+// readState reads a saved state file into v; a missing file leaves v as
+// it is.
+func readState(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
 
 // Run applies model changes until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) error {
@@ -297,7 +349,32 @@ func (r *Reconciler) Prepare(pod nsName, epID uint32) (uint32, uint32) {
 		// The next pass writes it again; until then peers may read as world.
 		r.log.Warn("ipcache not written before enforcement", "pod", pod, "error", err)
 	}
+	// An endpoint whose maps redirect needs the uplinks and its clients'
+	// endpoints to look for connections to hand to the proxy (sl_proxy),
+	// or they would reach it unhanded and fail closed until the next pass.
+	if err := r.syncProxyRedirects(false); err != nil {
+		r.log.Warn("sl_proxy not written before enforcement", "pod", pod, "error", err)
+	}
 	return id, flags
+}
+
+// syncProxyRedirects tells sl_proxy how many placed endpoints' maps
+// redirect to the proxy, unless it already says so (force: write
+// regardless). Call it without mu.
+func (r *Reconciler) syncProxyRedirects(force bool) error {
+	r.proxyMu.Lock()
+	defer r.proxyMu.Unlock()
+	r.mu.Lock()
+	n := r.redirectingLocked()
+	r.mu.Unlock()
+	if !force && n == r.proxyRedirects {
+		return nil
+	}
+	if err := r.opts.Maps.SetProxyRedirects(n); err != nil {
+		return err
+	}
+	r.proxyRedirects = n
+	return nil
 }
 
 // syncIPCache writes the engine's ipcache, with local's endpoint IDs for
@@ -396,6 +473,13 @@ func (r *Reconciler) passErr(full bool) error {
 
 	r.mu.Lock()
 	res := r.syncLocked()
+	r.mu.Unlock()
+	// Before the maps: the proxy gets a new rule set's listener while the
+	// entries that redirect to it are written (until it listens they fail
+	// closed); a listener that goes is no longer named by the entries
+	// written next, so it only takes connections already handed over.
+	r.publishL7()
+	r.mu.Lock()
 	for _, err := range res.Errors {
 		errs = append(errs, err)
 	}
@@ -427,18 +511,17 @@ func (r *Reconciler) passErr(full bool) error {
 			pl.identity, pl.flags = id, f
 		}
 	}
-	redirects := r.redirectingLocked()
 	snap := r.alloc.Snapshot()
+	portSnap := r.ports.Snapshot()
+	for _, err := range r.engine.L7Errors() {
+		errs = append(errs, err)
+	}
 	r.mu.Unlock()
 
 	// Before the revision moves: the uplinks look for connections to hand
 	// to the proxy while any endpoint's maps redirect.
-	if full || redirects != r.proxyRedirects {
-		if err := r.opts.Maps.SetProxyRedirects(redirects); err != nil {
-			errs = append(errs, err)
-		} else {
-			r.proxyRedirects = redirects
-		}
+	if err := r.syncProxyRedirects(full); err != nil {
+		errs = append(errs, err)
 	}
 
 	// The ipcache is written whole (diffed against the map) when the
@@ -457,6 +540,7 @@ func (r *Reconciler) passErr(full bool) error {
 		r.bump()
 	}
 	r.saveIdentities(snap)
+	r.saveState(proxyPortsFile, portSnap, &r.savedPorts)
 
 	err := errors.Join(errs...)
 	r.mu.Lock()
@@ -473,29 +557,73 @@ func (r *Reconciler) passErr(full bool) error {
 }
 
 func (r *Reconciler) saveIdentities(s identity.Snapshot) {
+	r.saveState(identitiesFile, s, &r.savedIDs)
+}
+
+// saveState writes v to file in the state directory unless it is what was
+// last saved (saved, a hash, is updated).
+func (r *Reconciler) saveState(file string, v any, saved *[sha256.Size]byte) {
 	if r.opts.StateDir == "" {
 		return
 	}
-	b, err := json.Marshal(s)
+	b, err := json.Marshal(v)
 	// Compared by hash: the JSON of a large cluster's identities is
 	// megabytes, which keeping for the comparison would double.
 	sum := sha256.Sum256(b)
-	if err != nil || sum == r.savedIDs {
+	if err != nil || sum == *saved {
 		return
 	}
-	// Mode 0600, written atomically: the label sets of the cluster's pods.
-	if err := statedir.WriteFile(filepath.Join(r.opts.StateDir, identitiesFile), b); err != nil {
-		r.log.Warn("save identities", "error", err)
+	// Mode 0600, written atomically (the label sets of the cluster's pods).
+	if err := statedir.WriteFile(filepath.Join(r.opts.StateDir, file), b); err != nil {
+		r.log.Warn("save state", "file", file, "error", err)
 		return
 	}
-	r.savedIDs = sum
+	*saved = sum
 }
+
+// publishL7 makes the engine's L7 config the one L7Config returns, and
+// tells Changed's receiver, if it changed.
+func (r *Reconciler) publishL7() {
+	r.mu.Lock()
+	cfg := r.engine.L7Config()
+	same := reflect.DeepEqual(cfg, r.l7cfg)
+	if !same {
+		r.l7cfg = cfg
+	}
+	r.mu.Unlock()
+	if same {
+		return
+	}
+	r.log.Info("L7 policy compiled", "listeners", len(cfg.Listeners))
+	select {
+	case r.l7changed <- struct{}{}:
+	default:
+	}
+}
+
+// L7Config is the node's compiled L7 policy as of the last pass: the
+// proxy listeners the endpoints' policy maps redirect to, with their rules
+// (the xDS server's input). It is never modified afterwards.
+func (r *Reconciler) L7Config() l7.Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.l7cfg
+}
+
+// Changed receives after a pass that changed L7Config (notifications
+// coalesce: read L7Config after each). It has one receiver, the xDS
+// server.
+func (r *Reconciler) Changed() <-chan struct{} { return r.l7changed }
 
 // Status summarises policy for `sluice status`.
 func (r *Reconciler) Status() api.PolicyStatus {
+	r.proxyMu.Lock()
+	redirecting := int(r.proxyRedirects)
+	r.proxyMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := api.PolicyStatus{Revision: r.revision, Identities: len(r.engine.Identities())}
+	st.L7Listeners, st.L7Redirecting = len(r.l7cfg.Listeners), redirecting
 	for _, pl := range r.placed {
 		if pl.flags&(datapath.EPFlagPolicyIngress|datapath.EPFlagPolicyEgress) != 0 {
 			st.EnforcedEndpoints++

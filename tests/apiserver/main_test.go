@@ -49,9 +49,18 @@ func requireBinaries(t *testing.T) Binaries {
 	return b
 }
 
-// startControlPlane starts etcd and a kube-apiserver for the test and stops
-// them when it ends.
+// startControlPlane starts etcd and a kube-apiserver for the test, with
+// Sluice's CRD installed as on a cluster the DaemonSet was applied to, and
+// stops them when it ends.
 func startControlPlane(t *testing.T, args ...string) *ControlPlane {
+	t.Helper()
+	cp := startBareControlPlane(t, args...)
+	installCRD(t, dynamicClient(t, cp.APIServer.AdminKubeconfig))
+	return cp
+}
+
+// startBareControlPlane is startControlPlane without Sluice's CRD.
+func startBareControlPlane(t *testing.T, args ...string) *ControlPlane {
 	t.Helper()
 	b := requireBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluice-net/sluice/internal/testing/k8stest"
+	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/source/k8s"
 )
@@ -62,6 +63,10 @@ func applyManifest(t *testing.T, c kubernetes.Interface, file string) {
 			_, err = c.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
 		case *rbacv1.ClusterRoleBinding:
 			_, err = c.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.Role:
+			_, err = c.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 		default:
 			t.Fatalf("%s: unexpected %T", file, obj)
 		}
@@ -83,12 +88,13 @@ func serviceAccountKubeconfig(t *testing.T, cp *ControlPlane, c kubernetes.Inter
 	return path
 }
 
-// The DaemonSet's ServiceAccount, bound to exactly its ClusterRole, is
-// enough for the agent's source on a real API server with RBAC: every
-// informer lists and watches (whichever of list or watch-list client-go
-// picks against this server), nothing is forbidden, changes keep coming.
-// The same service account cannot write, and one without the binding is
-// refused, so the check can tell.
+// The DaemonSet's ServiceAccount, bound to exactly its ClusterRole and
+// Role, is enough for the agent's source on a real API server with RBAC:
+// every informer lists and watches (whichever of list or watch-list
+// client-go picks against this server), SluiceL7Policies and the Secrets
+// of its own namespace included, nothing is forbidden, changes keep
+// coming. The same service account cannot write, read Secrets elsewhere,
+// and one without the binding is refused, so the check can tell.
 func TestDaemonSetClusterRoleIsEnough(t *testing.T) {
 	cp := startControlPlane(t)
 	admin := adminClient(t, cp.APIServer.AdminKubeconfig)
@@ -96,12 +102,23 @@ func TestDaemonSetClusterRoleIsEnough(t *testing.T) {
 	createShop(t, admin)
 	_, err := admin.NetworkingV1().NetworkPolicies("shop").Create(ctx, allowFrom("client", intstr.FromInt32(8080)), metav1.CreateOptions{})
 	require.NoError(t, err)
-	for _, f := range []string{"namespace.yaml", "serviceaccount.yaml", "clusterrole.yaml", "clusterrolebinding.yaml"} {
+	for _, f := range []string{"namespace.yaml", "serviceaccount.yaml", "clusterrole.yaml", "clusterrolebinding.yaml", "role.yaml", "rolebinding.yaml"} {
 		applyManifest(t, admin, f)
 	}
+	// A policy whose JWT key set is in a Secret of the agent's namespace.
+	_, err = admin.CoreV1().Secrets("sluice-system").Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "sluice-system", Name: "issuer"},
+		Data:       map[string][]byte{"jwks.json": []byte(`{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`)},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	pol := k8stest.L7Policy("shop", "api", "web", 8080)
+	pol.Spec.Ports[0].JWT = &v1alpha1.JWT{Issuer: "https://issuer", JWKSSecretRef: &v1alpha1.SecretKeySelector{Name: "issuer", Key: "jwks.json"}}
+	_, err = dynamicClient(t, cp.APIServer.AdminKubeconfig).Resource(v1alpha1.SluiceL7Policies).Namespace("shop").
+		Create(ctx, k8stest.Unstructured(pol), metav1.CreateOptions{})
+	require.NoError(t, err)
 	kubeconfig := serviceAccountKubeconfig(t, cp, admin, "sluice-system", "sluice")
 
-	src, store := startSource(t, kubeconfig, k8s.Options{NodeName: "node-1"})
+	src, store := startSource(t, kubeconfig, k8s.Options{NodeName: "node-1", SecretNamespace: "sluice-system"})
 	assert.Empty(t, src.Errors(), "no forbidden list or watch")
 	snap := store.Snapshot()
 	assert.Contains(t, snap.Namespaces, "shop")
@@ -110,6 +127,8 @@ func TestDaemonSetClusterRoleIsEnough(t *testing.T) {
 	assert.Contains(t, snap.Services, model.NamespacedName{Namespace: "shop", Name: "web"})
 	assert.Contains(t, snap.NetworkPolicies, model.NamespacedName{Namespace: "shop", Name: "web-from-client"})
 	assert.NotEmpty(t, snap.EndpointSlices)
+	require.Contains(t, snap.L7Policies, model.NamespacedName{Namespace: "shop", Name: "api"})
+	assert.Contains(t, snap.L7Policies[model.NamespacedName{Namespace: "shop", Name: "api"}].Ports[0].JWT.JWKS, `"kty":"oct"`)
 
 	// The watches are allowed too: a change arrives.
 	require.NoError(t, admin.NetworkingV1().NetworkPolicies("shop").Delete(ctx, "web-from-client", metav1.DeleteOptions{}))
@@ -125,8 +144,12 @@ func TestDaemonSetClusterRoleIsEnough(t *testing.T) {
 	agent := adminClient(t, kubeconfig)
 	_, err = agent.CoreV1().Pods("shop").Get(ctx, "web-1", metav1.GetOptions{})
 	assert.True(t, apierrors.IsForbidden(err), "get is not granted: %v", err)
-	_, err = agent.CoreV1().Secrets("sluice-system").List(ctx, metav1.ListOptions{})
-	assert.True(t, apierrors.IsForbidden(err), "secrets are not granted: %v", err)
+	_, err = agent.CoreV1().Secrets("shop").List(ctx, metav1.ListOptions{})
+	assert.True(t, apierrors.IsForbidden(err), "secrets outside its namespace are not granted: %v", err)
+	_, err = agent.CoreV1().Secrets("").List(ctx, metav1.ListOptions{})
+	assert.True(t, apierrors.IsForbidden(err), "secrets cluster-wide are not granted: %v", err)
+	_, err = agent.CoreV1().Secrets("sluice-system").Get(ctx, "issuer", metav1.GetOptions{})
+	assert.True(t, apierrors.IsForbidden(err), "a get of a secret is not granted (the informer lists): %v", err)
 	err = agent.CoreV1().Pods("shop").Delete(ctx, "web-1", metav1.DeleteOptions{})
 	assert.True(t, apierrors.IsForbidden(err), "writes are not granted: %v", err)
 

@@ -2,8 +2,10 @@
 // two simulated nodes (network namespaces, cgroups and bpffs directories built
 // by internal/testing/harness) with a few pods and an external host, an agent per node,
 // real TCP, UDP and ICMP traffic, connection tracking, a drop with its reason,
-// the pinned maps seen by bpftool and an established connection surviving an
-// agent SIGKILL. Everything is removed on exit, on error and on Ctrl-C.
+// the pinned maps seen by bpftool, an established connection surviving an
+// agent SIGKILL, network policy, and L7 policy through the node's proxy (a
+// test proxy standing in for Envoy, labelled as such in the output).
+// Everything is removed on exit, on error and on Ctrl-C.
 //
 // The demo doubles as a smoke test: it exits non-zero when a step that should
 // succeed fails (or one that should fail succeeds).
@@ -29,6 +31,7 @@ import (
 
 	"github.com/sluice-net/sluice/internal/testing/harness"
 	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/l7"
 )
 
 const (
@@ -179,7 +182,7 @@ func (d *demo) cleanup(errp *error) {
 		d.printKeep()
 		return
 	}
-	header("8. Cleanup")
+	header("9. Cleanup")
 	if err := d.c.Cleanup(); err != nil {
 		*errp = errors.Join(*errp, &cleanupError{err})
 		return
@@ -189,7 +192,7 @@ func (d *demo) cleanup(errp *error) {
 }
 
 func (d *demo) printKeep() {
-	header("8. Kept for inspection (--keep)")
+	header("9. Kept for inspection (--keep)")
 	fmt.Printf("run %s is left in place. Agents and workloads stopped with the demo; the pinned\n", d.c.ID)
 	fmt.Println("maps and programs, namespaces and directories remain:")
 	fmt.Printf("  ip netns list | grep %s\n", d.c.Prefix)
@@ -528,7 +531,10 @@ endpoints:
 		return fmt.Errorf("%d round trips failed; last error: %v", f, conn.LastErr())
 	}
 	_ = conn.Stop()
-	return d.policyStory(ctx, n2, frontend, backend, db)
+	if err := d.policyStory(ctx, n2, frontend, backend, db); err != nil {
+		return err
+	}
+	return d.l7Story(ctx, n1, frontend, backend)
 }
 
 // policyStory: a NetworkPolicy on db, enforced on identities in the kernel,
@@ -591,6 +597,93 @@ spec:
 	}
 	_, err = d.sluice(ctx, n2, "bpf", "policy", "list")
 	return err
+}
+
+// l7Story: a SluiceL7Policy on the backend allows GET under /api/ and
+// nothing else; the kernel hands the backend's port to the node's proxy,
+// which decides each request. No Envoy runs here: the test proxy
+// (internal/testing/l7proxy) stands in for it, and says so.
+func (d *demo) l7Story(ctx context.Context, n1 *harness.Node, frontend, backend *harness.Pod) error {
+	header("8. L7 policy: GET /api/* allowed, DELETE denied (a test proxy stands in for Envoy)")
+	policy := fmt.Sprintf(`apiVersion: sluice.io/v1alpha1
+kind: SluiceL7Policy
+metadata: {name: backend-api, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: backend}}
+  ports:
+  - port: %d
+    rules:
+      http:
+      - method: GET
+        pathPrefix: /api/
+`, tcpPort)
+	if err := d.c.WriteManifest("l7-backend.yaml", policy); err != nil {
+		return err
+	}
+	fmt.Print("wrote SluiceL7Policy default/backend-api:\n" + policy)
+	var cfg l7.Config
+	if err := waitFor(ctx, 10*time.Second, "the agent's L7 config", func() bool {
+		var st api.Status
+		return n1.AgentGet(ctx, api.PathL7Config, &cfg) == nil && len(cfg.Listeners) == 1 &&
+			n1.AgentGet(ctx, api.PathStatus, &st) == nil && st.Policy.L7Redirecting > 0
+	}); err != nil {
+		return err
+	}
+	port := cfg.Listeners[0].Port
+	fmt.Printf("the agent compiled it to one proxy listener, %s on port %d; the backend's policy map redirects its port %d there\n",
+		cfg.Listeners[0].Name, port, tcpPort)
+
+	request := func(method, path string) (string, error) {
+		reply, err := frontend.TCPRequest(ctx, backend.IP, tcpPort, method+" "+path+" HTTP/1.1\r\nHost: backend\r\n\r")
+		return strings.TrimSpace(reply), err
+	}
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err := frontend.TCPRequest(short, backend.IP, tcpPort, "GET /api/orders HTTP/1.1\r\n\r")
+	cancel()
+	if err == nil {
+		return errors.New("with no proxy listening the connection must fail closed")
+	}
+	fmt.Printf("%s -> %s:%d with no proxy listening: %v (fails closed, never bypasses the proxy)\n", frontend, backend, tcpPort, err)
+
+	fmt.Printf("\n[test proxy] starting the stand-in for Envoy in %s: it follows the agent's L7 config, listens IP_TRANSPARENT on 127.0.0.1:%d\n"+
+		"[test proxy] and applies the rules to each connection's first HTTP request (method, path, host, headers; JWT and rate limits are Envoy's)\n", n1.NetnsName, port)
+	proxy, err := n1.StartL7Proxy(true)
+	if err != nil {
+		return err
+	}
+	defer proxy.Stop()
+	if err := waitFor(ctx, 10*time.Second, "the test proxy to listen", func() bool { return len(proxy.Listening()) == 1 }); err != nil {
+		return err
+	}
+	for _, r := range [][2]string{{"GET", "/api/orders"}, {"DELETE", "/api/orders"}, {"GET", "/admin"}} {
+		reply, err := request(r[0], r[1])
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", r[0], r[1], err)
+		}
+		fmt.Printf("%s -> %s: %s %s -> %q\n", frontend, backend, r[0], r[1], reply)
+		want := "HTTP/1.1 403 Forbidden"
+		if r[0] == "GET" && strings.HasPrefix(r[1], "/api/") {
+			want = r[0] + " " + r[1] + " HTTP/1.1" // the echo server's answer: it got the request
+		}
+		if reply != want {
+			return fmt.Errorf("%s %s: got %q, want %q", r[0], r[1], reply, want)
+		}
+	}
+	fmt.Println("[test proxy] what it saw (client address and original destination as the kernel handed them over):")
+	for _, c := range proxy.Conns() {
+		fmt.Println("[test proxy]   " + c.String())
+	}
+	if _, err := d.sluice(ctx, n1, "policy", "get", "default/backend"); err != nil {
+		return err
+	}
+	out, err := d.sluice(ctx, n1, "observe", "--last", "10", "--to-pod", "default/backend", "--verdict", "REDIRECTED")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, "REDIRECTED") {
+		return errors.New("sluice observe shows no REDIRECTED flow to default/backend")
+	}
+	return nil
 }
 
 // startAgent starts n's agent and waits until it is ready and every local

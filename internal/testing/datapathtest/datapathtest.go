@@ -40,3 +40,20 @@ func Load(tb testing.TB, cfg datapath.Config) *datapath.Datapath {
 	tb.Cleanup(func() { dp.Close() })
 	return dp
 }
+
+// Drops is how many packets the datapath's counters show dropped for
+// reason (its name, e.g. "PROXY_UNAVAILABLE"), over directions.
+func Drops(tb testing.TB, m *datapath.Maps, reason string) uint64 {
+	tb.Helper()
+	cs, err := m.Counters()
+	if err != nil {
+		tb.Fatalf("read counters: %v", err)
+	}
+	var n uint64
+	for _, c := range cs {
+		if c.Reason == reason {
+			n += c.Packets
+		}
+	}
+	return n
+}

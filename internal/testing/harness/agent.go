@@ -200,7 +200,16 @@ func (n *Node) AgentStatus(ctx context.Context) (*api.Status, error) {
 func (n *Node) AgentGet(ctx context.Context, path string, out any) error {
 	ctx, cancel := withDefaultTimeout(ctx, DefaultRequestTimeout)
 	defer cancel()
-	sock := filepath.Join(n.StateDir, api.SocketName)
+	if err := agentGet(ctx, n.StateDir, path, out); err != nil {
+		return fmt.Errorf("agent api %s on %s: %w", path, n.Name, err)
+	}
+	return nil
+}
+
+// agentGet GETs path from the agent API of state directory stateDir and
+// decodes the JSON answer into out.
+func agentGet(ctx context.Context, stateDir, path string, out any) error {
+	sock := filepath.Join(stateDir, api.SocketName)
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -215,18 +224,18 @@ func (n *Node) AgentGet(ctx context.Context, path string, out any) error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("agent api %s on %s: %w", path, n.Name, err)
+		return err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("agent api %s on %s: read: %w", path, n.Name, err)
+		return fmt.Errorf("read: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("agent api %s on %s: %s: %s", path, n.Name, resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("agent api %s on %s: decode: %w", path, n.Name, err)
+		return fmt.Errorf("decode: %w", err)
 	}
 	return nil
 }

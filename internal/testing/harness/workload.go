@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-net/sluice/internal/testing/l7proxy"
 )
 
 // workloadEnv carries a workload spec (JSON) to a re-executed copy of the
@@ -38,6 +40,9 @@ const (
 	// kindProbe sends "whoami" to several targets at once and reports
 	// every outcome in one result event (see Host.Probe).
 	kindProbe = "probe"
+	// kindL7Proxy is the stand-in for the node's Envoy (see
+	// Node.StartL7Proxy).
+	kindL7Proxy = "l7-proxy"
 )
 
 // whoami is the request line (or datagram) the echo servers answer with their
@@ -63,6 +68,10 @@ type workloadSpec struct {
 	Timeout   time.Duration `json:"timeout,omitempty"`
 	// Targets are the destinations of a probe.
 	Targets []probeTarget `json:"targets,omitempty"`
+	// StateDir is the agent's state directory, whose API an l7-proxy
+	// follows; HTTP makes it decide requests by the rules.
+	StateDir string `json:"stateDir,omitempty"`
+	HTTP     bool   `json:"http,omitempty"`
 }
 
 // probeTarget is one destination of a probe workload.
@@ -89,6 +98,10 @@ type event struct {
 	Error string `json:"error,omitempty"`
 	// Results are a probe's outcomes, one per target.
 	Results []probeOutcome `json:"results,omitempty"`
+	// Conn is what an l7-proxy saw of a connection ("proxied"); Ports
+	// the ports it listens on ("listening").
+	Conn  *l7proxy.Conn `json:"conn,omitempty"`
+	Ports []uint16      `json:"ports,omitempty"`
 }
 
 // RunWorkloadIfRequested turns the process into a harness workload when it
@@ -141,6 +154,8 @@ func runWorkload(spec workloadSpec) int {
 		err = tcpClient(spec)
 	case kindProbe:
 		emit(event{Event: "result", Results: probe(spec)})
+	case kindL7Proxy:
+		err = runL7Proxy(spec)
 	case kindTCPRequest, kindUDPRequest, kindPing, kindPeerRequest:
 		var reply, peer string
 		switch spec.Kind {

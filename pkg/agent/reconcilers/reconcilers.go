@@ -2,6 +2,7 @@ package reconcilers
 
 import (
 	"context"
+	"github.com/sluice-net/sluice/pkg/l7"
 	"log/slog"
 	"time"
 
@@ -33,6 +34,8 @@ type Config struct {
 	// per-endpoint policy map size (zero: the policy reconciler's default).
 	PolicyAudit  bool
 	PolicyMapMax int
+	// ProxyPorts is the L7 proxy's port range (zero: the default).
+	ProxyPorts l7.PortRange
 	// Attacher attaches the endpoint programs. Without one there is no
 	// endpoint manager: a test then places endpoints itself, with
 	// Set.Policy's Prepare, as the endpoint manager would.
@@ -89,7 +92,7 @@ func New(c Config) (*Set, error) {
 	s.Policy, err = policysync.New(policysync.Options{
 		NodeName: c.NodeName, Maps: c.Maps, Store: c.Store, Audit: c.PolicyAudit,
 		MaxEntries: c.PolicyMapMax, StateDir: c.StateDir, Logger: log,
-		ObservePass: observe(metrics.ReconcilerPolicy), Endpoints: lister,
+		ObservePass: observe(metrics.ReconcilerPolicy), Endpoints: lister, ProxyPorts: c.ProxyPorts,
 	})
 	if err != nil {
 		return nil, err

@@ -277,9 +277,21 @@ func (e *Enricher) PolicyRule(ruleID uint32) (flow.Rule, bool) {
 	if ref.Direction == policy.Egress {
 		dir = flowpb.TrafficDirection_EGRESS
 	}
-	if ref == policy.HostAllowRef {
+	switch {
+	case ref == policy.HostAllowRef:
 		// Built in, not a NetworkPolicy object: the node reaches its pods.
 		return flow.Rule{Name: "host-allow", Kind: "SluiceBuiltin", Direction: dir, MatchType: flow.MatchL3Only}, true
+	case ref == policy.L7OpenRef:
+		// Built in: no NetworkPolicy covers a pod with L7 rules.
+		return flow.Rule{Name: ref.String(), Kind: "SluiceBuiltin", Direction: dir, MatchType: flow.MatchAll}, true
+	case ref.L7:
+		// A SluiceL7Policy's port entry: its peers and its port.
+		r := flow.Rule{Namespace: ref.Policy.Namespace, Name: ref.Policy.Name, Kind: "SluiceL7Policy", Direction: dir, MatchType: flow.MatchL4Only}
+		snap, _, _ := e.state()
+		if p, ok := snap.L7Policies[ref.Policy]; ok && ref.Index >= 0 && ref.Index < len(p.Ports) && len(p.Ports[ref.Index].From) > 0 {
+			r.MatchType = flow.MatchL3L4
+		}
+		return r, true
 	}
 	r := flow.Rule{Namespace: ref.Policy.Namespace, Name: ref.Policy.Name, Kind: "NetworkPolicy", Direction: dir}
 	snap, _, _ := e.state()

@@ -19,6 +19,7 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/source/k8sconv"
 )
@@ -80,15 +81,20 @@ type kindInfo struct {
 }
 
 var kinds = map[string]kindInfo{
-	"Namespace":     {"v1", false, func() metav1.Object { return &corev1.Namespace{} }},
-	"Node":          {"v1", false, func() metav1.Object { return &corev1.Node{} }},
-	"Pod":           {"v1", true, func() metav1.Object { return &corev1.Pod{} }},
-	"Service":       {"v1", true, func() metav1.Object { return &corev1.Service{} }},
-	"EndpointSlice": {"discovery.k8s.io/v1", true, func() metav1.Object { return &discoveryv1.EndpointSlice{} }},
-	"NetworkPolicy": {"networking.k8s.io/v1", true, func() metav1.Object { return &networkingv1.NetworkPolicy{} }},
+	"Namespace":                 {"v1", false, func() metav1.Object { return &corev1.Namespace{} }},
+	"Node":                      {"v1", false, func() metav1.Object { return &corev1.Node{} }},
+	"Pod":                       {"v1", true, func() metav1.Object { return &corev1.Pod{} }},
+	"Service":                   {"v1", true, func() metav1.Object { return &corev1.Service{} }},
+	"EndpointSlice":             {"discovery.k8s.io/v1", true, func() metav1.Object { return &discoveryv1.EndpointSlice{} }},
+	"NetworkPolicy":             {"networking.k8s.io/v1", true, func() metav1.Object { return &networkingv1.NetworkPolicy{} }},
+	v1alpha1.KindSluiceL7Policy: {v1alpha1.GroupVersion.String(), true, func() metav1.Object { return &v1alpha1.SluiceL7Policy{} }},
 }
 
-const supportedKinds = "Namespace, Node, Pod, Service (v1), EndpointSlice (discovery.k8s.io/v1), NetworkPolicy (networking.k8s.io/v1)"
+const supportedKinds = "Namespace, Node, Pod, Service (v1), EndpointSlice (discovery.k8s.io/v1), NetworkPolicy (networking.k8s.io/v1), SluiceL7Policy (sluice.io/v1alpha1)"
+
+// errNoSecrets refuses a JWT key set from a Secret: the files source reads
+// no Secrets, and a key set is public anyway.
+var errNoSecrets = errors.New("the files source reads no Secrets: put the key set inline in jwks")
 
 // minDocsPerWorker is the fewest documents worth another goroutine: a
 // document decodes in microseconds.
@@ -222,6 +228,11 @@ func parseFile(name string, data []byte, isJSON bool) ([]entry, error) {
 			continue
 		}
 		k := obj.Key()
+		if p, ok := obj.(*model.L7Policy); ok {
+			if _, err := k8sconv.ResolveL7Secrets(p, "", func(model.SecretKeyRef) ([]byte, error) { return nil, errNoSecrets }); err != nil {
+				return nil, conversionError(name, d.index, k.String(), err)
+			}
+		}
 		if prev, dup := seen[k]; dup {
 			return nil, &ManifestError{File: name, Doc: d.index, Object: k.String(),
 				Err: fmt.Errorf("%w: also defined in document %d", ErrDuplicate, prev)}
@@ -246,14 +257,20 @@ func decodeDocument(file string, d document) (model.Object, error) {
 func convert(file string, d document, object string, obj metav1.Object) (model.Object, error) {
 	m, err := k8sconv.Object(obj)
 	if err != nil {
-		merr := &ManifestError{File: file, Doc: d.index, Object: object, Err: err}
-		var fe *k8sconv.FieldError
-		if errors.As(err, &fe) {
-			merr.Field, merr.Err = fe.Field, fe.Err
-		}
-		return nil, merr
+		return nil, conversionError(file, d.index, object, err)
 	}
 	return m, nil
+}
+
+// conversionError is a k8sconv error as a ManifestError, with the field it
+// names.
+func conversionError(file string, doc int, object string, err error) *ManifestError {
+	merr := &ManifestError{File: file, Doc: doc, Object: object, Err: err}
+	var fe *k8sconv.FieldError
+	if errors.As(err, &fe) {
+		merr.Field, merr.Err = fe.Field, fe.Err
+	}
+	return merr
 }
 
 // strictObject decodes a document strictly into its Kubernetes type, and

@@ -1,6 +1,8 @@
 // Package files is the source of truth for hosts without Kubernetes: it reads
 // Kubernetes manifests (Namespace, Pod, Service, EndpointSlice, NetworkPolicy,
-// Node) from a directory, watches it, and keeps a model.Store in step.
+// Node, and Sluice's SluiceL7Policy) from a directory, watches it, and keeps
+// a model.Store in step. It reads no Secrets: a SluiceL7Policy's JWT key
+// set must be inline there.
 //
 // Manifests are decoded strictly with the real k8s.io/api types, so a typo
 // that kubectl would reject is rejected here too, with the file, document,

@@ -709,6 +709,7 @@ var stateListName = map[model.Kind]string{
 	model.KindService:       "services",
 	model.KindEndpointSlice: "endpointSlices",
 	model.KindNetworkPolicy: "networkPolicies",
+	model.KindL7Policy:      "l7Policies",
 }
 
 // addWatches watches the directory, and its parent so that creating,

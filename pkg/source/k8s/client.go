@@ -14,19 +14,25 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 )
 
 // Client is what the source reads from the API server: lists and watches,
-// in all namespaces, of the resources it converts ("namespaces", "nodes",
-// "pods", "services", "endpointslices", "networkpolicies"), and the
-// metadata of the agent's DaemonSet. NewClient returns the agent's;
-// k8stest.Clientset adapts a client-go clientset (the fake one in tests).
+// in all namespaces (namespace ""), of the resources it converts
+// ("namespaces", "nodes", "pods", "services", "endpointslices",
+// "networkpolicies", and "sluicel7policies", which it receives as
+// *unstructured.Unstructured), of "secrets" in the agent's own namespace,
+// and the metadata of the agent's DaemonSet. NewClient returns the
+// agent's; k8stest.Clientset adapts a client-go clientset (the fake one in
+// tests).
 type Client interface {
-	List(ctx context.Context, resource string, opts metav1.ListOptions) (runtime.Object, error)
-	Watch(ctx context.Context, resource string, opts metav1.ListOptions) (watch.Interface, error)
+	List(ctx context.Context, namespace, resource string, opts metav1.ListOptions) (runtime.Object, error)
+	Watch(ctx context.Context, namespace, resource string, opts metav1.ListOptions) (watch.Interface, error)
 	DaemonSetGetter
 }
 
@@ -55,6 +61,9 @@ type restClient struct {
 	resources map[string]restResource
 	params    runtime.ParameterCodec
 	meta      metadata.Interface
+	// dynamic reads Sluice's own kinds, which no scheme here knows: as
+	// unstructured objects, converted by the source.
+	dynamic dynamic.Interface
 }
 
 // restResource is one resource the source reads.
@@ -128,9 +137,15 @@ func newRESTClient(cfg *rest.Config) (*restClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	// JSON: custom resources have no protobuf form.
+	dyn, err := dynamic.NewForConfigAndClient(dynamic.ConfigFor(cfg), httpClient)
+	if err != nil {
+		return nil, err
+	}
 	return &restClient{
-		params: runtime.NewParameterCodec(scheme),
-		meta:   meta,
+		params:  runtime.NewParameterCodec(scheme),
+		meta:    meta,
+		dynamic: dyn,
 		resources: map[string]restResource{
 			"namespaces":      {core, func() runtime.Object { return &corev1.NamespaceList{} }},
 			"nodes":           {core, func() runtime.Object { return &corev1.NodeList{} }},
@@ -138,13 +153,14 @@ func newRESTClient(cfg *rest.Config) (*restClient, error) {
 			"services":        {core, func() runtime.Object { return &corev1.ServiceList{} }},
 			"endpointslices":  {discovery, func() runtime.Object { return &discoveryv1.EndpointSliceList{} }},
 			"networkpolicies": {networking, func() runtime.Object { return &networkingv1.NetworkPolicyList{} }},
+			"secrets":         {core, func() runtime.Object { return &corev1.SecretList{} }},
 		},
 	}, nil
 }
 
-// request is a GET of resource in all namespaces with opts, as client-go's
-// typed clients make it.
-func (c *restClient) request(resource string, opts *metav1.ListOptions) (*rest.Request, restResource, error) {
+// request is a GET of resource in namespace (all of them if empty) with
+// opts, as client-go's typed clients make it.
+func (c *restClient) request(namespace, resource string, opts *metav1.ListOptions) (*rest.Request, restResource, error) {
 	r, ok := c.resources[resource]
 	if !ok {
 		return nil, r, fmt.Errorf("no client for resource %q", resource)
@@ -153,12 +169,15 @@ func (c *restClient) request(resource string, opts *metav1.ListOptions) (*rest.R
 	if opts.TimeoutSeconds != nil {
 		timeout = time.Duration(*opts.TimeoutSeconds) * time.Second
 	}
-	return r.client.Get().Resource(resource).VersionedParams(opts, c.params).Timeout(timeout), r, nil
+	return r.client.Get().Namespace(namespace).Resource(resource).VersionedParams(opts, c.params).Timeout(timeout), r, nil
 }
 
 // List implements Client.
-func (c *restClient) List(ctx context.Context, resource string, opts metav1.ListOptions) (runtime.Object, error) {
-	req, r, err := c.request(resource, &opts)
+func (c *restClient) List(ctx context.Context, namespace, resource string, opts metav1.ListOptions) (runtime.Object, error) {
+	if resource == v1alpha1.SluiceL7Policies.Resource {
+		return c.dynamic.Resource(v1alpha1.SluiceL7Policies).Namespace(namespace).List(ctx, opts)
+	}
+	req, r, err := c.request(namespace, resource, &opts)
 	if err != nil {
 		return nil, err
 	}
@@ -170,9 +189,12 @@ func (c *restClient) List(ctx context.Context, resource string, opts metav1.List
 }
 
 // Watch implements Client.
-func (c *restClient) Watch(ctx context.Context, resource string, opts metav1.ListOptions) (watch.Interface, error) {
+func (c *restClient) Watch(ctx context.Context, namespace, resource string, opts metav1.ListOptions) (watch.Interface, error) {
+	if resource == v1alpha1.SluiceL7Policies.Resource {
+		return c.dynamic.Resource(v1alpha1.SluiceL7Policies).Namespace(namespace).Watch(ctx, opts)
+	}
 	opts.Watch = true
-	req, _, err := c.request(resource, &opts)
+	req, _, err := c.request(namespace, resource, &opts)
 	if err != nil {
 		return nil, err
 	}

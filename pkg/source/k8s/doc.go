@@ -1,8 +1,12 @@
 // Package k8s is the Kubernetes source of truth: shared informers on the API
 // server's Namespaces, Nodes, Pods (all of them: the ipcache needs every pod
-// IP), Services, EndpointSlices (discovery/v1) and NetworkPolicies
-// (networking/v1), converted with k8sconv into a model.Store. It is the only
-// package that imports client-go.
+// IP), Services, EndpointSlices (discovery/v1), NetworkPolicies
+// (networking/v1) and SluiceL7Policies (sluice.io/v1alpha1, through the
+// dynamic client, with the Secrets of the agent's namespace their JWT key
+// sets may name: see secrets.go), converted with k8sconv into a
+// model.Store. It is the only package that imports client-go. A cluster
+// without Sluice's CRD has no SluiceL7Policy: the source runs without,
+// says so in Errors, and picks the kind up once the CRD is installed.
 //
 // The source has the shape of the files source: New, then Start, which
 // returns once every informer has listed its resource and the initial model

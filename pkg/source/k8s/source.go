@@ -19,12 +19,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/source/k8sconv"
 )
@@ -74,6 +76,11 @@ type Options struct {
 	MinSyncInterval time.Duration
 	// Resync defaults to DefaultResync; negative disables it.
 	Resync time.Duration
+	// SecretNamespace is the namespace whose Secrets a SluiceL7Policy's
+	// jwksSecretRef names: the agent's own, the only one whose Secrets it
+	// may read (see daemonset/role.yaml). Empty: no Secret is read, and a
+	// policy naming one is an error.
+	SecretNamespace string
 }
 
 // Source keeps a model.Store in step with the API server through shared
@@ -87,6 +94,9 @@ type Source struct {
 
 	kinds  []*kindInformer
 	byKind map[model.Kind]*kindInformer
+	// secrets is the informer of SecretNamespace's Secrets (nil without
+	// one); it is in kinds too, for the waits and errors, with kind 0.
+	secrets *kindInformer
 
 	// Owned by the sync loop (and by Start before the loop runs).
 	store    *model.Store
@@ -97,6 +107,9 @@ type Source struct {
 	dirtyMu sync.Mutex
 	dirty   map[model.Key]struct{} // objects changed since the last sync
 	kick    chan struct{}          // capacity 1: "dirty is not empty"
+	// secretUsers are the policies whose last conversion read each
+	// Secret (by name): a change of the Secret marks them; under dirtyMu.
+	secretUsers map[string]map[model.Key]struct{}
 
 	mu        sync.Mutex // guards the fields below and kindInformer.watch*
 	started   bool
@@ -112,8 +125,17 @@ type Source struct {
 type kindInformer struct {
 	kind     model.Kind
 	resource string // e.g. "pods", as RBAC and API errors name it
+	// namespace is the one namespace read; empty: all of them.
+	namespace string
+	// optional resources may not be served at all (a CRD not installed):
+	// the informer then holds none of them, and Errors says why.
+	optional bool
 	informer cache.SharedIndexInformer
 	handler  cache.ResourceEventHandlerRegistration
+
+	// notServed is the API server's answer while it does not serve an
+	// optional resource; guarded by Source.mu.
+	notServed error
 
 	// The last list/watch failure and what the informer looked like then,
 	// to tell when it has recovered; guarded by Source.mu.
@@ -138,14 +160,15 @@ func New(opts Options) (*Source, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Source{
-		opts:      opts,
-		log:       log.With("source", "kubernetes"),
-		transform: toModel,
-		desired:   &model.State{},
-		objErrs:   make(map[model.Key]*ObjectError),
-		dirty:     make(map[model.Key]struct{}),
-		kick:      make(chan struct{}, 1),
-		done:      make(chan struct{}),
+		opts:        opts,
+		log:         log.With("source", "kubernetes"),
+		transform:   toModel,
+		desired:     &model.State{},
+		objErrs:     make(map[model.Key]*ObjectError),
+		dirty:       make(map[model.Key]struct{}),
+		secretUsers: make(map[string]map[model.Key]struct{}),
+		kick:        make(chan struct{}, 1),
+		done:        make(chan struct{}),
 	}, nil
 }
 
@@ -177,6 +200,9 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 		{kind: model.KindService, resource: "services"},
 		{kind: model.KindEndpointSlice, resource: "endpointslices"},
 		{kind: model.KindNetworkPolicy, resource: "networkpolicies"},
+		// A cluster without Sluice's CRD has no L7 policies: the agent
+		// runs without them, and says so.
+		{kind: model.KindL7Policy, resource: v1alpha1.SluiceL7Policies.Resource, optional: true},
 	}
 	kinds[0].informer = s.newInformer(kinds[0], &corev1.Namespace{})
 	kinds[1].informer = s.newInformer(kinds[1], &corev1.Node{})
@@ -184,6 +210,12 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 	kinds[3].informer = s.newInformer(kinds[3], &corev1.Service{})
 	kinds[4].informer = s.newInformer(kinds[4], &discoveryv1.EndpointSlice{})
 	kinds[5].informer = s.newInformer(kinds[5], &networkingv1.NetworkPolicy{})
+	kinds[6].informer = s.newInformer(kinds[6], &unstructured.Unstructured{})
+	if ns := s.opts.SecretNamespace; ns != "" {
+		s.secrets = &kindInformer{resource: "secrets", namespace: ns}
+		s.secrets.informer = s.newInformer(s.secrets, &corev1.Secret{})
+		kinds = append(kinds, s.secrets)
+	}
 	s.mu.Lock() // Errors reads kinds
 	s.kinds = kinds
 	s.mu.Unlock()
@@ -194,7 +226,11 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 			s.watchFailed(ctx, ki, err)
 		})
 		if err == nil {
-			ki.handler, err = ki.informer.AddEventHandler(s.handler(ki.kind))
+			h := s.handler(ki.kind)
+			if ki == s.secrets {
+				h = s.secretHandler()
+			}
+			ki.handler, err = ki.informer.AddEventHandler(h)
 		}
 		if err != nil {
 			close(s.done)
@@ -259,6 +295,10 @@ func (s *Source) Errors() []error {
 	defer s.mu.Unlock()
 	out := slices.Clone(s.published)
 	for _, ki := range s.kinds {
+		if ki.notServed != nil {
+			out = append(out, fmt.Errorf("%s are not served by the API server, so none is in force (install daemonset/crd-sluicel7policies.yaml; the agent picks them up without a restart): %w",
+				ki.resource, ki.notServed))
+		}
 		if ki.watchErr == nil {
 			continue
 		}
@@ -336,6 +376,10 @@ func (s *Source) watchFailed(ctx context.Context, ki *kindInformer, err error) {
 		// the reflector re-watches or re-lists at once. Routine.
 		s.log.Debug("watch closed, resuming", "resource", ki.resource, "err", err)
 		return
+	case ki.optional && apierrors.IsNotFound(err):
+		// Not served: Errors says so (notServed) once, not every retry.
+		s.log.Debug("resource not served, retrying", "resource", ki.resource, "err", err)
+		return
 	}
 	we := &WatchError{Resource: ki.resource, Err: err, Time: time.Now()}
 	s.log.Warn("list/watch failed, retrying with backoff", "resource", ki.resource, "err", err)
@@ -355,7 +399,20 @@ func (s *Source) newInformer(ki *kindInformer, obj runtime.Object) cache.SharedI
 	c := s.opts.Client
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			l, err := c.List(ctx, ki.resource, opts)
+			l, err := c.List(ctx, ki.namespace, ki.resource, opts)
+			if ki.optional && apierrors.IsNotFound(err) {
+				// The resource is not served (its CRD is not installed):
+				// none exist. The watch that follows fails the same way,
+				// and the reflector lists again after its backoff, which
+				// is how a CRD installed later is found.
+				s.mu.Lock()
+				if ki.notServed == nil {
+					s.log.Warn("resource not served by the API server; none is in force until it is", "resource", ki.resource, "err", err)
+				}
+				ki.notServed = err
+				s.mu.Unlock()
+				return &unstructured.UnstructuredList{}, nil
+			}
 			s.observeList(ki, err)
 			if err != nil {
 				return nil, err
@@ -363,7 +420,7 @@ func (s *Source) newInformer(ki *kindInformer, obj runtime.Object) cache.SharedI
 			return l, nil
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			w, err := c.Watch(ctx, ki.resource, opts)
+			w, err := c.Watch(ctx, ki.namespace, ki.resource, opts)
 			s.observeWatch(ctx, ki, err)
 			return w, err
 		},
@@ -408,6 +465,10 @@ func (s *Source) observeList(ki *kindInformer, err error) {
 func (s *Source) recovered(ki *kindInformer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if ki.notServed != nil {
+		s.log.Info("resource served now", "resource", ki.resource)
+		ki.notServed = nil
+	}
 	if ki.watchErr != nil {
 		s.log.Info("list/watch works again", "resource", ki.resource, "failedSince", ki.watchErr.Time)
 		ki.watchErr = nil
@@ -455,7 +516,17 @@ func (s *Source) waitForSync(ctx context.Context) error {
 
 // handler marks the changed object; the loop does the work.
 func (s *Source) handler(kind model.Kind) cache.ResourceEventHandler {
-	mark := func(obj any) {
+	return s.marker(func(ns, name string) bool {
+		s.dirty[model.Key{Kind: kind, Namespace: ns, Name: name}] = struct{}{}
+		return true
+	})
+}
+
+// marker is an event handler that calls mark, under dirtyMu, with the
+// namespace and name of each changed object, and kicks the loop when mark
+// marked something.
+func (s *Source) marker(mark func(ns, name string) bool) cache.ResourceEventHandler {
+	changed := func(obj any) {
 		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
 		if err != nil {
 			return
@@ -465,17 +536,20 @@ func (s *Source) handler(kind model.Kind) cache.ResourceEventHandler {
 			return
 		}
 		s.dirtyMu.Lock()
-		s.dirty[model.Key{Kind: kind, Namespace: ns, Name: name}] = struct{}{}
+		marked := mark(ns, name)
 		s.dirtyMu.Unlock()
+		if !marked {
+			return
+		}
 		select {
 		case s.kick <- struct{}{}:
 		default:
 		}
 	}
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    mark,
-		UpdateFunc: func(_, obj any) { mark(obj) },
-		DeleteFunc: mark,
+		AddFunc:    changed,
+		UpdateFunc: func(_, obj any) { changed(obj) },
+		DeleteFunc: changed,
 	}
 }
 
@@ -530,6 +604,9 @@ func (s *Source) sync(full bool) {
 		next := &model.State{}
 		errs := make(map[model.Key]*ObjectError)
 		for _, ki := range s.kinds {
+			if ki == s.secrets {
+				continue
+			}
 			for _, obj := range ki.informer.GetStore().List() {
 				ns, name, ok := objectName(obj)
 				if !ok {
@@ -601,6 +678,7 @@ func (s *Source) refresh(k model.Key) {
 	if err != nil || !exists {
 		s.desired.Delete(k)
 		delete(s.objErrs, k)
+		s.setSecretUsers(k, nil)
 		return
 	}
 	if o := s.convert(k, obj, s.objErrs); o != nil {
@@ -613,6 +691,9 @@ func (s *Source) refresh(k model.Key) {
 // bad update leaves the object as it was rather than removing it.
 func (s *Source) convert(k model.Key, obj any, errs map[model.Key]*ObjectError) model.Object {
 	o, err := converted(obj)
+	if p, ok := o.(*model.L7Policy); ok && err == nil {
+		o, err = s.resolveSecrets(k, p)
+	}
 	if err == nil {
 		if old := s.objErrs[k]; old != nil {
 			s.log.Info("object fixed", "object", k.String())

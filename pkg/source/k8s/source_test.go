@@ -53,7 +53,10 @@ func startSource(t *testing.T, client *fake.Clientset, opts Options) (*Source, *
 
 func newSource(t *testing.T, client *fake.Clientset, opts Options) *Source {
 	t.Helper()
-	opts.Client = k8stest.Clientset(client)
+	if opts.Client == nil {
+		// A cluster with Sluice's CRD installed, and no SluiceL7Policy.
+		opts.Client = k8stest.Clientset(client).WithDynamic(k8stest.NewDynamic())
+	}
 	if opts.MinSyncInterval == 0 {
 		opts.MinSyncInterval = 10 * time.Millisecond
 	}

@@ -1,13 +1,17 @@
 package k8s
 
 import (
+	"fmt"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/source/k8sconv"
 )
@@ -51,13 +55,14 @@ func (c *cached) DeepCopyObject() runtime.Object {
 // transform is idempotent, as client-go requires.
 func toModel(obj any) (any, error) {
 	switch obj.(type) {
-	case *corev1.Namespace, *corev1.Node, *corev1.Pod, *corev1.Service, *discoveryv1.EndpointSlice, *networkingv1.NetworkPolicy:
+	case *corev1.Namespace, *corev1.Node, *corev1.Pod, *corev1.Service, *discoveryv1.EndpointSlice, *networkingv1.NetworkPolicy,
+		*unstructured.Unstructured:
 	default:
 		return obj, nil
 	}
 	m := obj.(metav1.Object)
 	c := &cached{name: m.GetName(), namespace: m.GetNamespace(), resourceVersion: m.GetResourceVersion()}
-	c.obj, c.err = k8sconv.Object(obj)
+	c.obj, c.err = convertObject(obj)
 	if c.err != nil {
 		c.obj = nil
 	}
@@ -71,5 +76,23 @@ func converted(obj any) (model.Object, error) {
 	if c, ok := obj.(*cached); ok {
 		return c.obj, c.err
 	}
-	return k8sconv.Object(obj)
+	return convertObject(obj)
+}
+
+// convertObject converts an API object; Sluice's own kinds arrive
+// unstructured (the API server has already checked them against the CRD's
+// schema and pruned unknown fields).
+func convertObject(obj any) (model.Object, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return k8sconv.Object(obj)
+	}
+	if gvk := u.GroupVersionKind(); gvk != v1alpha1.GroupVersion.WithKind(v1alpha1.KindSluiceL7Policy) {
+		return nil, fmt.Errorf("unsupported object %s", gvk)
+	}
+	var p v1alpha1.SluiceL7Policy
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.UnstructuredContent(), &p, true); err != nil {
+		return nil, err
+	}
+	return k8sconv.L7Policy(&p)
 }

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
@@ -63,6 +64,8 @@ func Object(obj any) (model.Object, error) {
 		return NetworkPolicy(o)
 	case *corev1.Node:
 		return Node(o)
+	case *v1alpha1.SluiceL7Policy:
+		return L7Policy(o)
 	}
 	return nil, fmt.Errorf("unsupported object type %T", obj)
 }

@@ -1,4 +1,5 @@
-// Package k8sconv converts k8s.io/api objects into pkg/model objects,
+// Package k8sconv converts k8s.io/api objects, and Sluice's own
+// SluiceL7Policy (pkg/apis/sluice/v1alpha1), into pkg/model objects,
 // validating and defaulting them on the way.
 //
 // It is shared by every source that sees real Kubernetes types: the files
