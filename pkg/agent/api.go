@@ -124,6 +124,8 @@ func (a *Agent) listenAPI() (*apiServer, error) {
 		}
 		writeJSON(w, x)
 	})
+	mux.HandleFunc("GET "+api.PathPolicyTrace, a.handleTrace)
+	mux.HandleFunc("POST "+api.PathPolicyTrace, a.handleTrace)
 	a.registerCNI(mux)
 	if a.opts.Pprof {
 		// Root and the socket's group only, like the rest of the API.
