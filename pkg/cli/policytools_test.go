@@ -7,12 +7,66 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluice-net/sluice/pkg/api"
 )
+
+// A file of `observe -o jsonpb` lines (and -o json ones, and a lost-events
+// notice) becomes policies; filters and --namespace apply.
+func TestPolicySuggestFromFile(t *testing.T) {
+	ep := func(pod, app string) *flowpb.Endpoint {
+		return &flowpb.Endpoint{Namespace: "shop", PodName: pod, Labels: []string{"k8s:app=" + app, "k8s:pod-template-hash=abc"},
+			Workloads: []*flowpb.Workload{{Kind: "Deployment", Name: app}}}
+	}
+	flow := func(sport uint32, from, to *flowpb.Endpoint, src, dst string, port uint32) *flowpb.Flow {
+		return &flowpb.Flow{Time: timestamppb.New(time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)), Verdict: flowpb.Verdict_FORWARDED,
+			IP: &flowpb.IP{Source: src, Destination: dst}, Source: from, Destination: to,
+			L4: &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: sport, DestinationPort: port}}}}
+	}
+	web, api, other := ep("web-abc-1", "web"), ep("api-abc-1", "api"), &flowpb.Endpoint{Namespace: "else", PodName: "x", Labels: []string{"k8s:app=x"}}
+	var lines []string
+	for _, r := range []*observerpb.GetFlowsResponse{
+		{ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: flow(40000, web, api, "10.0.0.1", "10.0.0.2", 8080)}},
+		{ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: &flowpb.LostEvent{NumEventsLost: 3}}},
+		{ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: flow(40001, other, other, "10.0.9.1", "10.0.9.2", 80)}},
+	} {
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
+		require.NoError(t, err)
+		lines = append(lines, string(b))
+	}
+	// An -o json line: the flow alone.
+	b, err := protojson.Marshal(flow(40002, api, web, "10.0.0.2", "10.0.0.1", 9090))
+	require.NoError(t, err)
+	lines = append(lines, string(b))
+	file := filepath.Join(t.TempDir(), "flows.jsonpb")
+	require.NoError(t, os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600))
+
+	out, err := run(t, "policy", "suggest", "--from-file", file, "--namespace", "shop")
+	require.NoError(t, err)
+	require.Contains(t, out, "name: web-suggested")
+	require.Contains(t, out, "name: api-suggested")
+	require.NotContains(t, out, "namespace: else", "--namespace selects the flows and the policies")
+	require.NotContains(t, out, "pod-template-hash")
+	require.Contains(t, out, "from 2 flows: 2 connections")
+
+	out, err = run(t, "policy", "suggest", "--from-file", file, "--namespace", "shop", "--not", "--to-port", "9090")
+	require.NoError(t, err)
+	require.Contains(t, out, "from 1 flow: 1 connection", "the filter flags of observe apply")
+
+	bad := filepath.Join(t.TempDir(), "bad.jsonpb")
+	require.NoError(t, os.WriteFile(bad, []byte(lines[0]+"\nnot json\n"), 0o600))
+	_, err = run(t, "policy", "suggest", "--from-file", bad)
+	require.ErrorContains(t, err, "--from-file "+bad+": line 2: not a flow of -o jsonpb or -o json")
+}
 
 // The trace prints the agent's answer; a disagreement with the maps is an
 // ERROR line and a failure. --what-if sends the manifest.
