@@ -128,6 +128,8 @@ func (a *Agent) listenAPI() (*apiServer, error) {
 	})
 	mux.HandleFunc("GET "+api.PathL7Config, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.policy.L7Config()) })
 	mux.HandleFunc("GET "+api.PathProxy, a.serveProxyStatus)
+	mux.HandleFunc("GET "+api.PathPolicyTrace, a.handleTrace)
+	mux.HandleFunc("POST "+api.PathPolicyTrace, a.handleTrace)
 	a.registerCNI(mux)
 	if a.opts.Pprof {
 		// Root and the socket's group only, like the rest of the API.

@@ -4,6 +4,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/model"
+	"github.com/sluice-net/sluice/pkg/policytrace"
 	"github.com/sluice-net/sluice/pkg/service"
 )
 
@@ -55,6 +56,69 @@ func apiNATUsage(us []datapath.NATUsage) []api.NATUsage {
 	return convertAll(us, func(u datapath.NATUsage) api.NATUsage {
 		return api.NATUsage{Address: u.Address, Proto: u.Proto, PortsInUse: u.PortsInUse, PortsTotal: u.PortsTotal}
 	})
+}
+
+// apiTrace is a policy trace's answer.
+func apiTrace(r *policytrace.Result) *api.PolicyTrace {
+	if r == nil {
+		return nil
+	}
+	out := &api.PolicyTrace{From: apiTraceEnd(r.From), To: apiTraceEnd(r.To), Protocol: string(r.Protocol), Port: r.Port,
+		Verdict: r.Verdict, Problems: r.Problems, Paths: convertAll(r.Paths, apiTracePath)}
+	if out.Paths == nil {
+		out.Paths = []api.TracePath{}
+	}
+	if h := r.Service; h != nil {
+		out.Service = &api.TraceService{Service: apiName(h.Service), Frontend: h.Frontend, Kind: h.Kind,
+			MapBackends: h.MapBackends, MapsRead: h.MapsRead,
+			Backends: convertAll(h.Backends, func(b policytrace.Backend) api.TraceBackend {
+				return api.TraceBackend{Address: b.Address, Pod: apiName(b.Pod), Node: b.Node}
+			})}
+		if out.Service.Backends == nil {
+			out.Service.Backends = []api.TraceBackend{}
+		}
+	}
+	return out
+}
+
+func apiTraceEnd(e policytrace.End) api.TraceEnd {
+	return api.TraceEnd{Kind: e.Kind, Name: e.Name, Address: e.Address, Node: e.Node, Local: e.Local,
+		Identity: uint32(e.Identity), Labels: e.Labels}
+}
+
+func apiTracePath(p policytrace.Path) api.TracePath {
+	return api.TracePath{To: apiTraceEnd(p.To), Port: p.Port, Egress: apiTraceDecision(p.Egress),
+		Ingress: apiTraceDecision(p.Ingress), Verdict: p.Verdict}
+}
+
+func apiTraceDecision(d *policytrace.Decision) *api.TraceDecision {
+	if d == nil {
+		return nil
+	}
+	out := &api.TraceDecision{Endpoint: apiName(d.Endpoint), Node: d.Node, Local: d.Local, Direction: d.Direction,
+		Peer: uint32(d.Peer), PeerLabels: d.PeerLabels, Enforced: d.Enforced, Audit: d.Audit, Verdict: d.Verdict,
+		Rule: d.Rule, RuleID: d.RuleID, Entry: d.Entry, ProxyPort: d.ProxyPort}
+	if m := d.Maps; m != nil {
+		out.Maps = &api.TraceMapCheck{EndpointID: m.EndpointID, Flags: m.Flags, Peer: uint32(m.Peer), Verdict: m.Verdict,
+			Rule: m.Rule, RuleID: m.RuleID, Entry: m.Entry, Agrees: m.Agrees}
+	}
+	return out
+}
+
+// apiWhatIf is what a manifest of policies would change.
+func apiWhatIf(w *policytrace.WhatIf) *api.PolicyWhatIf {
+	if w == nil {
+		return nil
+	}
+	out := &api.PolicyWhatIf{Policies: w.Policies, Replaced: w.Replaced, Trace: apiTrace(w.Trace), Connections: w.Connections,
+		Denied: convertAll(w.Denied, func(g policytrace.DeniedGroup) api.WhatIfDenied {
+			return api.WhatIfDenied{From: g.From, To: g.To, Protocol: string(g.Protocol), Port: g.Port, At: g.At, Now: g.Now,
+				Count: g.Count, First: g.First, Last: g.Last, Example: g.Example}
+		})}
+	if out.Denied == nil {
+		out.Denied = []api.WhatIfDenied{}
+	}
+	return out
 }
 
 // convertAll converts every element; nil stays nil.

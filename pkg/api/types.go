@@ -32,6 +32,11 @@ const (
 	// PathL7Config is the node's compiled L7 policy (l7.Config): the
 	// proxy listeners and their rules, as the node's proxy is to serve them.
 	PathL7Config = "/v1/l7/config"
+	// PathPolicyTrace?from=..&to=..&port=..&protocol=.. traces a new
+	// connection (PolicyTraceAnswer). POST it with a manifest of
+	// NetworkPolicies as the body (and file=NAME, for errors) to
+	// evaluate them without applying them: the answer's WhatIf.
+	PathPolicyTrace = "/v1/policy/trace"
 )
 
 // Status is the agent's health and configuration as `sluice status` shows it.
@@ -355,4 +360,137 @@ func (n NamespacedName) String() string {
 		return n.Name
 	}
 	return n.Namespace + "/" + n.Name
+}
+
+// PolicyTraceAnswer is `sluice policy trace`'s answer: the trace (when
+// --from and --to were given) and, for a manifest, what it would change.
+type PolicyTraceAnswer struct {
+	Trace  *PolicyTrace  `json:"trace,omitempty"`
+	WhatIf *PolicyWhatIf `json:"whatIf,omitempty"`
+}
+
+// PolicyTrace is what happens to one new connection: the service
+// translation and, per destination, the client's egress decision and the
+// server's ingress decision.
+type PolicyTrace struct {
+	From     TraceEnd      `json:"from"`
+	To       TraceEnd      `json:"to"`
+	Protocol string        `json:"protocol"`
+	Port     uint16        `json:"port"`
+	Service  *TraceService `json:"service,omitempty"`
+	Paths    []TracePath   `json:"paths"`
+	// Verdict is allowed, denied, audit, redirected, "depends on the
+	// backend", or refused (a service without backends).
+	Verdict string `json:"verdict"`
+	// Problems are disagreements between the agent's model and the
+	// datapath's maps; the CLI exits non-zero when there are any.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// TraceEnd is one end of a traced connection.
+type TraceEnd struct {
+	// Kind is pod, node, address or service.
+	Kind    string     `json:"kind"`
+	Name    string     `json:"name"`
+	Address netip.Addr `json:"address,omitzero"`
+	Node    string     `json:"node,omitempty"`
+	// Local: a pod of this node, whose maps the trace reads.
+	Local    bool     `json:"local,omitempty"`
+	Identity uint32   `json:"identity,omitempty"`
+	Labels   []string `json:"labels,omitempty"`
+}
+
+// TraceService is the service translation of a traced connection.
+type TraceService struct {
+	Service  NamespacedName `json:"service"`
+	Frontend string         `json:"frontend"`
+	Kind     string         `json:"kind"`
+	// Backends take new connections in the agent's model; MapBackends
+	// ("address:port") are those the LB maps hold, when MapsRead.
+	Backends    []TraceBackend `json:"backends"`
+	MapBackends []string       `json:"mapBackends,omitempty"`
+	MapsRead    bool           `json:"mapsRead"`
+}
+
+// TraceBackend is one backend candidate.
+type TraceBackend struct {
+	Address netip.AddrPort `json:"address"`
+	Pod     NamespacedName `json:"pod,omitzero"`
+	Node    string         `json:"node,omitempty"`
+}
+
+// TracePath is the connection to one destination (the server, or one
+// backend of the service) on its port.
+type TracePath struct {
+	To      TraceEnd       `json:"to"`
+	Port    uint16         `json:"port"`
+	Egress  *TraceDecision `json:"egress,omitempty"`
+	Ingress *TraceDecision `json:"ingress,omitempty"`
+	Verdict string         `json:"verdict"`
+}
+
+// TraceDecision is one endpoint's policy decision.
+type TraceDecision struct {
+	Endpoint  NamespacedName `json:"endpoint"`
+	Node      string         `json:"node,omitempty"`
+	Local     bool           `json:"local,omitempty"`
+	Direction string         `json:"direction"`
+	// Peer is the other end's identity as the endpoint's node sees it.
+	Peer       uint32   `json:"peer"`
+	PeerLabels []string `json:"peerLabels,omitempty"`
+	Enforced   bool     `json:"enforced"`
+	Audit      bool     `json:"audit,omitempty"`
+	// Verdict is allowed, redirected, denied, audit or not-enforced.
+	Verdict string `json:"verdict"`
+	// Rule is "ns/policy ingress[0]", host-allow, default-deny or
+	// fails-closed; empty when not enforced.
+	Rule      string `json:"rule,omitempty"`
+	RuleID    uint32 `json:"ruleID,omitempty"`
+	Entry     string `json:"entry,omitempty"`
+	ProxyPort uint16 `json:"proxyPort,omitempty"`
+	// Maps is the same decision read from the datapath's maps (this
+	// node's endpoints only).
+	Maps *TraceMapCheck `json:"maps,omitempty"`
+}
+
+// TraceMapCheck is an endpoint's decision as its maps make it.
+type TraceMapCheck struct {
+	EndpointID uint32   `json:"endpointID"`
+	Flags      []string `json:"flags"`
+	Peer       uint32   `json:"peer"`
+	Verdict    string   `json:"verdict"`
+	Rule       string   `json:"rule,omitempty"`
+	RuleID     uint32   `json:"ruleID,omitempty"`
+	Entry      string   `json:"entry,omitempty"`
+	Agrees     bool     `json:"agrees"`
+}
+
+// PolicyWhatIf is what a manifest of NetworkPolicies would change if
+// applied.
+type PolicyWhatIf struct {
+	Policies []string `json:"policies"`
+	Replaced []string `json:"replaced,omitempty"`
+	// Trace is the trace's answer under the manifest (model only).
+	Trace *PolicyTrace `json:"trace,omitempty"`
+	// Connections is how many distinct connections of the flow store
+	// were judged; Denied those the manifest would deny, grouped.
+	Connections int            `json:"connections"`
+	Denied      []WhatIfDenied `json:"denied"`
+}
+
+// WhatIfDenied is a group of connections a manifest would deny: from one
+// workload (or pod, or address) to another on one port, at one end.
+type WhatIfDenied struct {
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Protocol string `json:"protocol"`
+	Port     uint16 `json:"port"`
+	// At is "egress (RULE)" at the client or "ingress (RULE)" at the
+	// server; Now how the live policy decides there.
+	At      string    `json:"at"`
+	Now     string    `json:"now"`
+	Count   int       `json:"count"`
+	First   time.Time `json:"first"`
+	Last    time.Time `json:"last"`
+	Example string    `json:"example"`
 }

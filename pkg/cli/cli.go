@@ -107,14 +107,20 @@ func (g *globals) socketPath() string {
 }
 
 func (g *globals) get(ctx context.Context, path string, out any) error {
+	return g.request(ctx, http.MethodGet, path, nil, 5*time.Second, out)
+}
+
+// request sends a request with body (nil for none) to the agent's API and
+// decodes its JSON answer into out.
+func (g *globals) request(ctx context.Context, method, path string, body io.Reader, timeout time.Duration, out any) error {
 	sock := g.socketPath()
 	client := &http.Client{
-		Timeout: 5 * time.Second,
+		Timeout: timeout,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		}},
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sluice"+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://sluice"+path, body)
 	if err != nil {
 		return err
 	}
@@ -340,21 +346,7 @@ func (g *globals) bpfEndpointList(cmd *cobra.Command) error {
 }
 
 // epPolicyText names an endpoint's policy flags.
-func epPolicyText(f uint32) string {
-	var out []string
-	for _, x := range []struct {
-		flag uint32
-		name string
-	}{
-		{datapath.EPFlagPolicyIngress, "ingress"}, {datapath.EPFlagPolicyEgress, "egress"},
-		{datapath.EPFlagPolicyAudit, "audit"}, {datapath.EPFlagPolicyOverflow, "fails-closed"},
-	} {
-		if f&x.flag != 0 {
-			out = append(out, x.name)
-		}
-	}
-	return dash(strings.Join(out, ","))
-}
+func epPolicyText(f uint32) string { return dash(strings.Join(datapath.PolicyFlagNames(f), ",")) }
 
 func yes(b bool) string {
 	if b {

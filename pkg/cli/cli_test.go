@@ -693,8 +693,8 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	// bpf, bpf ct, bpf ct list, bpf endpoint, bpf endpoint list, bpf lb,
 	// bpf lb list, policy, policy get, identity, identity list, bpf policy,
 	// bpf policy list, bpf ipcache, bpf ipcache list, bpf metrics,
-	// bpf metrics list, observe, map, proxy, proxy status.
-	require.Equal(t, 28, seen)
+	// bpf metrics list, observe, map, proxy, proxy status, policy trace, policy suggest.
+	require.Equal(t, 30, seen)
 }
 
 // The policy, ipcache and counter maps decoded from the pins alone.

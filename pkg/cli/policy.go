@@ -24,6 +24,7 @@ func (g *globals) policyCommand() *cobra.Command {
 		Use: "get NAMESPACE/POD", Short: "The effective policy of a local pod, with identities resolved to labels", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return g.policyGet(cmd, args[0]) },
 	})
+	pol.AddCommand(g.policyTraceCommand(), g.policySuggestCommand())
 	return pol
 }
 

@@ -372,6 +372,20 @@ func TestMaglevSelection(t *testing.T) {
 	w.DelBackends = []uint32{4}
 	require.NoError(t, m.ApplyLB(w))
 	after := pick()
+	// What the maps hold, read back as `sluice policy trace` reads them,
+	// is what the program picks from.
+	svc, ok, err := m.LookupLB(fk)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Empty(t, svc.Missing)
+	require.Len(t, svc.Backends, n-1)
+	inMaps := map[netip.Addr]bool{}
+	for _, b := range svc.Backends {
+		inMaps[b.Addr] = true
+	}
+	for sport, a := range after {
+		require.True(t, inMaps[a], "source port %d went to %s, which LookupLB does not list", sport, a)
+	}
 	removed := netip.AddrFrom4([4]byte{10, 1, 0, 4})
 	moved := 0
 	for sport, a := range first {

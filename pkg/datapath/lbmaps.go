@@ -139,9 +139,7 @@ func (m *Maps) LBDump() (LBState, error) {
 	)
 	bit := m.LBBackends.Iterate()
 	for bit.Next(&id, &b) {
-		st.Backends[id] = LBBackend{ID: id, Addr: raw.AddrFrom(b.Addr.Addr6, 2), Port: raw.Ntohs(b.Port), Proto: b.Proto,
-			Terminating: b.State == uint8(bpfobj.EndpointSlLbBackendStateSL_LB_BACKEND_TERMINATING),
-			Local:       b.Flags&uint8(bpfobj.EndpointSlLbBackendFlagSL_LB_BACKEND_F_LOCAL) != 0}
+		st.Backends[id] = lbBackendFrom(id, &b)
 	}
 	if err := bit.Err(); err != nil {
 		return st, fmt.Errorf("iterate sl_lb_backends: %w", err)
@@ -180,6 +178,13 @@ func (m *Maps) LBDump() (LBState, error) {
 		}
 	}
 	return st, nil
+}
+
+// lbBackendFrom is backend entry id of sl_lb_backends.
+func lbBackendFrom(id uint32, b *bpfobj.EndpointSlLbBackend) LBBackend {
+	return LBBackend{ID: id, Addr: raw.AddrFrom(b.Addr.Addr6, 2), Port: raw.Ntohs(b.Port), Proto: b.Proto,
+		Terminating: b.State == uint8(bpfobj.EndpointSlLbBackendStateSL_LB_BACKEND_TERMINATING),
+		Local:       b.Flags&uint8(bpfobj.EndpointSlLbBackendFlagSL_LB_BACKEND_F_LOCAL) != 0}
 }
 
 // dumpSrcRanges reads sl_lb_src_range back, by frontend ID, sorted.

@@ -169,6 +169,24 @@ const (
 	epFlagsPolicy        = EPFlagPolicyIngress | EPFlagPolicyEgress | EPFlagPolicyAudit | EPFlagPolicyOverflow
 )
 
+// PolicyFlagNames names the policy flags set in f, in the order ingress,
+// egress, audit, fails-closed.
+func PolicyFlagNames(f uint32) []string {
+	out := []string{}
+	for _, x := range []struct {
+		flag uint32
+		name string
+	}{
+		{EPFlagPolicyIngress, "ingress"}, {EPFlagPolicyEgress, "egress"},
+		{EPFlagPolicyAudit, "audit"}, {EPFlagPolicyOverflow, "fails-closed"},
+	} {
+		if f&x.flag != 0 {
+			out = append(out, x.name)
+		}
+	}
+	return out
+}
+
 // EndpointEntry is one row of sl_endpoints.
 type EndpointEntry struct {
 	IfIndex uint32     `json:"ifindex"`

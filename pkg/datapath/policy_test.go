@@ -21,6 +21,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -159,6 +160,18 @@ func TestPolicyPrecedence(t *testing.T) {
 			}
 			ret, _ := runPolicy(t, dp.objs.SlToEp, pkt, fromWire)
 			ev := nextEvent(t, rd)
+			// The maps read from user space (sluice policy trace) decide
+			// as the program did.
+			m := dp.Maps()
+			peerIdentity := IdentityWorld
+			if e, ok, err := m.LookupIPCache(tc.from); assert.NoError(t, err) && ok {
+				peerIdentity = e.Identity
+			}
+			match, err := m.LookupPolicy(7, PolicyQuery{Dir: dirIn, Proto: tc.proto, Port: tc.port, PeerIdentity: peerIdentity, PeerAddr: tc.from})
+			require.NoError(t, err)
+			require.True(t, match.HasMaps)
+			require.Equal(t, tc.rule != 0, match.Found, "LookupPolicy: %+v", match)
+			require.Equal(t, tc.rule, match.Entry.Rule, "LookupPolicy: %+v", match)
 			if tc.rule == 0 {
 				require.Equal(t, uint32(verdictDrop), ret)
 				require.Equal(t, events.Drop, ev.Type)

@@ -212,49 +212,13 @@ func decideEntry(p *EndpointPolicy, ipc map[netip.Prefix]identity.ID, dir Direct
 	if p.Overflow != nil {
 		return Entry{}, true, false
 	}
-	peerID := longestMatch(ipc, peer)
-	var class identity.ID
-	bestBits := -1
-	for _, c := range p.CIDRs {
-		if c.Direction == dir && c.Prefix.Contains(peer) && c.Prefix.Bits() > bestBits {
-			class, bestBits = c.Class, c.Prefix.Bits()
-		}
-	}
-	type cand struct {
-		length, rank int
-		e            Entry
-	}
-	var best *cand
-	for rank, id := range []identity.ID{0, class, peerID} {
-		if rank == 1 && bestBits < 0 {
-			continue
-		}
-		if rank == 2 && id == 0 {
-			continue
-		}
-		for _, en := range p.Entries {
-			if en.Identity != id || en.Direction != dir {
-				continue
-			}
-			length := 40
-			if en.Protocol != ProtoAny {
-				if en.Protocol != proto || maskPort(port, en.PortPrefixLen) != en.Port {
-					continue
-				}
-				length = 48 + int(en.PortPrefixLen)
-			}
-			c := cand{length, rank, en}
-			redirect := func(c *cand) bool { return c.e.Verdict == Redirect }
-			if best == nil || c.length > best.length ||
-				(c.length == best.length && (redirect(&c) && !redirect(best) || (redirect(&c) == redirect(best) && c.rank > best.rank))) {
-				best = &c
-			}
-		}
-	}
-	if best == nil {
+	// Decide is what `sluice policy trace` evaluates; the oracle tests
+	// hold it to the rules' meaning.
+	m := p.Decide(dir, proto, port, longestMatch(ipc, peer), peer)
+	if !m.Found {
 		return Entry{}, true, false
 	}
-	return best.e, true, true
+	return m.Entry, true, true
 }
 
 func longestMatch(m map[netip.Prefix]identity.ID, a netip.Addr) identity.ID {

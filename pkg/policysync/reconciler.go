@@ -215,8 +215,10 @@ func (r *Reconciler) syncLocked() policy.Result {
 	return res
 }
 
-// flagsOf turns a computed endpoint policy into the endpoint's flags.
-func flagsOf(p *policy.EndpointPolicy) uint32 {
+// EndpointFlags turns a computed endpoint policy into the endpoint's
+// flags in sl_endpoints (datapath.EPFlagPolicy*), as the reconciler
+// writes them.
+func EndpointFlags(p *policy.EndpointPolicy) uint32 {
 	var f uint32
 	if p == nil {
 		return 0
@@ -306,7 +308,7 @@ func (r *Reconciler) desiredLocked(pod nsName, pl *placement) (uint32, uint32) {
 	if !ok {
 		return 0, 0
 	}
-	f := flagsOf(p)
+	f := EndpointFlags(p)
 	if !pl.mapsOK && f&(datapath.EPFlagPolicyIngress|datapath.EPFlagPolicyEgress) != 0 {
 		// The maps could not be written: fail closed.
 		f |= datapath.EPFlagPolicyOverflow
@@ -672,4 +674,14 @@ func (r *Reconciler) Rule(id uint32) (policy.RuleRef, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.engine.Rule(policy.RuleID(id))
+}
+
+// View runs fn with the policy engine under the reconciler's lock, as of
+// its last pass: what the maps were last written from, for questions
+// whose answers must agree with each other (`sluice policy trace`). fn
+// must not keep the engine nor change it.
+func (r *Reconciler) View(fn func(*policy.Engine)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(r.engine)
 }

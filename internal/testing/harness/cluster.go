@@ -77,9 +77,11 @@ type Cluster struct {
 	externals []*External
 	names     map[string]bool              // node and external names, which share the netns namespace
 	nsLabels  map[string]map[string]string // Namespace labels set with SetNamespaceLabels
-	procs     map[stopper]struct{}
-	nsOrder   []string // netns names in creation order, deleted in reverse
-	closed    bool
+	// nsAnnotations are set with SetNamespaceAnnotations.
+	nsAnnotations map[string]map[string]string
+	procs         map[stopper]struct{}
+	nsOrder       []string // netns names in creation order, deleted in reverse
+	closed        bool
 }
 
 // stopper is anything the cluster must stop on Cleanup: workloads and agents.
@@ -419,6 +421,23 @@ func (c *Cluster) SetNamespaceLabels(ns string, labels map[string]string) error 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nsLabels[ns] = copyLabels(labels)
+	return nil
+}
+
+// SetNamespaceAnnotations replaces the annotations of Kubernetes namespace
+// ns in the manifests written afterwards (SyncManifests), such as
+// sluice.io/policy-audit. The namespace is rendered from then on even when
+// it has no pods.
+func (c *Cluster) SetNamespaceAnnotations(ns string, annotations map[string]string) error {
+	if !dnsLabel.MatchString(ns) {
+		return fmt.Errorf("set annotations of namespace %q: the name must be a lowercase DNS label", ns)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nsAnnotations == nil {
+		c.nsAnnotations = map[string]map[string]string{}
+	}
+	c.nsAnnotations[ns] = copyLabels(annotations)
 	return nil
 }
 

@@ -14,10 +14,20 @@ import (
 // test binary. The files source decodes them with the real types.
 
 type objectMeta struct {
-	Name      string            `json:"name"`
-	Namespace string            `json:"namespace,omitempty"`
-	UID       string            `json:"uid,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
+	Name            string            `json:"name"`
+	Namespace       string            `json:"namespace,omitempty"`
+	UID             string            `json:"uid,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	Annotations     map[string]string `json:"annotations,omitempty"`
+	OwnerReferences []ownerReference  `json:"ownerReferences,omitempty"`
+}
+
+type ownerReference struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Name       string `json:"name"`
+	UID        string `json:"uid"`
+	Controller bool   `json:"controller"`
 }
 
 type namespaceManifest struct {
@@ -106,6 +116,9 @@ func (c *Cluster) Manifests() (string, error) {
 	for ns := range c.nsLabels {
 		nsSet[ns] = true
 	}
+	for ns := range c.nsAnnotations {
+		nsSet[ns] = true
+	}
 	var pods []*Pod
 	for _, n := range c.nodes {
 		for _, p := range n.pods {
@@ -123,7 +136,7 @@ func (c *Cluster) Manifests() (string, error) {
 		labels[namespaceNameLabel] = ns
 		docs = append(docs, namespaceManifest{
 			APIVersion: "v1", Kind: "Namespace",
-			Metadata: objectMeta{Name: ns, Labels: labels},
+			Metadata: objectMeta{Name: ns, Labels: labels, Annotations: c.nsAnnotations[ns]},
 		})
 	}
 	for _, n := range c.nodes {
@@ -139,6 +152,9 @@ func (c *Cluster) Manifests() (string, error) {
 	for _, p := range pods {
 		m := podManifest{APIVersion: "v1", Kind: "Pod",
 			Metadata: objectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, Labels: p.Labels}}
+		if o := p.controller; o != nil {
+			m.Metadata.OwnerReferences = []ownerReference{*o}
+		}
 		m.Spec.NodeName = p.Node.Name
 		ct := container{Name: "app", Image: workloadImage}
 		for _, port := range p.Ports {

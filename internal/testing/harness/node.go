@@ -270,6 +270,8 @@ type Pod struct {
 	// pending: the manifest shows the pod as the API server has it
 	// while the CNI sets up its sandbox (see SetPending).
 	pending bool
+	// controller is its controller owner (see SetController).
+	controller *ownerReference
 }
 
 // String returns "namespace/name".
@@ -284,6 +286,22 @@ func (p *Pod) SetLabels(labels map[string]string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p.Labels = copyLabels(labels)
+}
+
+// SetController gives the pod a controller owner in the manifests written
+// afterwards (SyncManifests), as the pods of a workload have: kind
+// ReplicaSet (of a Deployment, with the pod's pod-template-hash label),
+// StatefulSet, DaemonSet or Job, and the owner's name. Flows name the
+// pod's workload from it.
+func (p *Pod) SetController(kind, name string) {
+	apiVersion := "apps/v1"
+	if kind == "Job" {
+		apiVersion = "batch/v1"
+	}
+	c := p.Node.cluster
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p.controller = &ownerReference{APIVersion: apiVersion, Kind: kind, Name: name, UID: newUID(), Controller: true}
 }
 
 // SetPending makes the manifests written afterwards (SyncManifests) show

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -239,6 +240,23 @@ func parseFile(name string, data []byte, isJSON bool) ([]entry, error) {
 		}
 		seen[k] = d.index
 		out = append(out, entry{doc: d.index, obj: obj})
+	}
+	return out, nil
+}
+
+// Decode decodes a manifest as the source decodes each file of its
+// directory: strictly, every document or none, errors naming name, the
+// document, the object and the field. A name ending in .json is read as
+// JSON. It is how tools check manifests that are not in the directory
+// (`sluice policy trace --what-if`).
+func Decode(name string, data []byte) ([]model.Object, error) {
+	es, err := parseFile(name, data, strings.EqualFold(filepath.Ext(name), ".json"))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]model.Object, len(es))
+	for i, e := range es {
+		out[i] = e.obj
 	}
 	return out, nil
 }

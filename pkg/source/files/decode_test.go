@@ -333,3 +333,15 @@ func TestSplitDocuments(t *testing.T) {
 	assert.Equal(t, document{index: 1, line: 3, data: []byte("a: 1\n")}, docs[0])
 	assert.Equal(t, document{index: 2, line: 9, data: []byte("b: 2\n")}, docs[1])
 }
+
+// Decode is the directory's decoder for one manifest from elsewhere: the
+// same objects, the same errors.
+func TestDecode(t *testing.T) {
+	objs, err := Decode("what-if.yaml", []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: shop}\nspec:\n  podSelector: {}\n"))
+	require.NoError(t, err)
+	require.Len(t, objs, 1)
+	require.Equal(t, model.Key{Kind: model.KindNetworkPolicy, Namespace: "shop", Name: "deny-all"}, objs[0].Key())
+
+	_, err = Decode("what-if.yaml", []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec:\n  podSelectr: {}\n"))
+	require.EqualError(t, err, `what-if.yaml: document 1 (NetworkPolicy default/x): unknown field "spec.podSelectr"`)
+}
