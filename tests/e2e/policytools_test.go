@@ -52,13 +52,7 @@ type tierApp struct {
 }
 
 func newTierApp(t *testing.T) *tierApp {
-	// The kernel's routing between the nodes: with BPF host routing (the
-	// default) a pod's connection to another node's pod is dropped at the
-	// client with ERROR_WRITING_TO_PACKET on this kernel (6.18), policy or
-	// not: TestNetworkPolicyIngressAcrossNodesAndRevocation fails the same
-	// way. Reported to the datapath's owner; these tests are about the
-	// policy tools.
-	e := newEnv(t, "--kernel-host-routing")
+	e := newEnv(t)
 	a := &tierApp{e: e, n1: e.node("node1", harness.Routed), n2: e.node("node2", harness.Bridge)}
 	var err error
 	a.ext, err = e.c.AddExternal(ctx(t), "ext1")
