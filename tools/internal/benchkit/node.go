@@ -96,14 +96,22 @@ func DeleteNftTable(ctx context.Context, node Execer, name string) error {
 // The server runs until the cluster is cleaned up, which kills every
 // process in the run's namespaces and cgroups.
 func StartEcho(ctx context.Context, server, client Execer, self string, addr netip.AddrPort) error {
+	return startServer(ctx, server, client, self, []string{"serve", "-port", fmt.Sprint(addr.Port())},
+		[]string{"probe", "-addr", addr.String()})
+}
+
+// startServer runs self with serve in server, in the background, and self
+// with probe in client until the probe succeeds; a server that exited by
+// then is named in the error.
+func startServer(ctx context.Context, server, client Execer, self string, serve, probe []string) error {
 	srvErr := make(chan error, 1)
 	go func() {
 		srvCtx, cancel := context.WithTimeout(context.Background(), 24*time.Hour)
 		defer cancel()
-		_, err := server.Exec(srvCtx, self, "serve", "-port", fmt.Sprint(addr.Port()))
+		_, err := server.Exec(srvCtx, self, serve...)
 		srvErr <- err
 	}()
-	if _, err := client.Exec(ctx, self, "probe", "-addr", addr.String()); err != nil {
+	if _, err := client.Exec(ctx, self, probe...); err != nil {
 		select {
 		case e := <-srvErr:
 			err = fmt.Errorf("%w (server: %v)", err, e)
@@ -125,17 +133,24 @@ type Load struct {
 // from against addr in mode (conn or rr, see Loadgen) and returns its
 // result. A run without a single operation is the caller's to judge.
 func (l Load) Run(ctx context.Context, from Execer, self string, addr netip.AddrPort, mode string) (LoadResult, error) {
+	var r LoadResult
+	err := l.runJSON(ctx, from, &r, self, "loadgen", "-addr", addr.String(), "-mode", mode)
+	return r, err
+}
+
+// runJSON runs self with args and l's flags in from and decodes the last
+// line it prints into out.
+func (l Load) runJSON(ctx context.Context, from Execer, out any, self string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, l.Duration+l.Warmup+30*time.Second)
 	defer cancel()
-	out, err := from.Exec(ctx, self, "loadgen", "-addr", addr.String(), "-mode", mode,
-		"-workers", fmt.Sprint(l.Workers), "-duration", l.Duration.String(), "-warmup", l.Warmup.String())
+	args = append(args, "-workers", fmt.Sprint(l.Workers), "-duration", l.Duration.String(), "-warmup", l.Warmup.String())
+	res, err := from.Exec(ctx, self, args...)
 	if err != nil {
-		return LoadResult{}, err
+		return err
 	}
-	var r LoadResult
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
-		return r, fmt.Errorf("loadgen output %q: %w", out, err)
+	lines := strings.Split(strings.TrimSpace(res), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), out); err != nil {
+		return fmt.Errorf("%s output %q: %w", args[0], res, err)
 	}
-	return r, nil
+	return nil
 }
