@@ -170,6 +170,11 @@ bench-edge-rss: build ## RSS of a real sluice-agent on an edge host: 50 real pod
 	$(GO) build -o $(BIN)/benchlb ./tools/benchlb
 	$(BIN)/benchlb rss --edge --rounds 3 --bin-dir $(CURDIR)/$(BIN) $(BENCHLB_RSS_FLAGS)
 
+.PHONY: bench-l7
+bench-l7: build ## L7 proxy cost per HTTP request: req/s, p50/p99 and conn/s through the test proxy (SluiceL7Policy GET /api/*) vs direct (root)
+	$(GO) build -o $(BIN)/benchlb ./tools/benchlb
+	$(BIN)/benchlb l7 --bin-dir $(CURDIR)/$(BIN) $(BENCHL7_FLAGS)
+
 .PHONY: bench-policy
 bench-policy: ## Network policy: test-run ns/pkt at 10/1k/10k entries, conn/s with 10k rules vs iptables-legacy/-nft and an nftables set (root; needs iptables, nftables)
 	$(GO) build -o $(BIN)/benchpolicy ./tools/benchpolicy

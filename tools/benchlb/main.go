@@ -19,6 +19,7 @@ const usage = `benchlb: Sluice service load balancing vs kube-proxy (iptables, n
 
 Usage: benchlb [flags]          (root; ` + "`make bench-lb`" + ` builds the binaries and runs it)
        benchlb rss [flags]      a real agent's RSS with many services (` + "`make bench-lb-rss`" + `; benchlb rss -h)
+       benchlb l7 [flags]       the L7 proxy's cost per HTTP request vs direct (` + "`make bench-l7`" + `; benchlb l7 -h)
 
 Measures, in one run, with every figure also given as a ratio to a baseline
 measured in the same run (timing on shared machines is noisy, ±20-30%: read
@@ -112,6 +113,10 @@ func main() {
 		"probe":           benchkit.Probe,
 		"verify-detached": runVerifyDetached,
 		"rss":             runRSS,
+		"l7":              runL7,
+		"http-serve":      benchkit.HTTPServe,
+		"http-load":       benchkit.HTTPLoad,
+		"http-get":        benchkit.HTTPGet,
 	})
 
 	var o options
@@ -129,7 +134,7 @@ func main() {
 	flag.StringVar(&o.binDir, "bin-dir", "", "directory holding a prebuilt sluice-agent (default: build it)")
 	flag.BoolVar(&o.skipRates, "skip-rates", false, "skip part 1 (connection and request rates)")
 	flag.BoolVar(&o.skipCold, "skip-cold", false, "skip the iptables/nft cold programming loads")
-	driver.ParseFlags("rss")
+	driver.ParseFlags("rss", "l7")
 	var err error
 	if o.scales, err = benchkit.ParseInts(*scales, 1); err != nil {
 		driver.Fatalf("-scales: %v", err)
