@@ -4,7 +4,8 @@
 // ends, the report printed and written as JSON), the header every report
 // opens with (when, on what kernel and CPUs, under what load, with which
 // options), the workloads they run inside simulated pods (a TCP echo
-// server, a load generator, a probe), the interleaved rounds they compare
+// server, a load generator, a probe, and their HTTP/1.1 counterparts for
+// what parses requests on the way), the interleaved rounds they compare
 // variants in and the record of each run, the statistics of their reports
 // (median, interquartile range, per-round ratios to a baseline), running
 // `go test -bench` and parsing its output, and a few steps on an
