@@ -57,6 +57,12 @@
 //		reply, err := client.TCPRequest(ctx, web.IP, 8080, "hello")
 //	}
 //
+// HTTP workloads (StartHTTPServer, HTTPRequest, StartHTTPClient) keep the
+// echo's conventions in HTTP/1.1, for what parses HTTP on the way.
+// Node.StartEnvoy runs a real Envoy binary in a node as the DaemonSet runs
+// it (its bootstrap from daemonset/envoy-configmap.yaml, its command line
+// from daemonset/daemonset.yaml), configured by the node's agent over ADS.
+//
 // Manifests: SyncManifests writes the cluster's Namespaces, Nodes and Pods
 // (with their labels and container ports) into every node's manifest
 // directory; Cluster.SetNamespaceLabels and Pod.SetLabels change labels for

@@ -267,8 +267,14 @@ func (h *Host) StartTCPClient(dst netip.Addr, port int, interval time.Duration) 
 	if interval <= 0 {
 		return nil, fmt.Errorf("start tcp client: interval must be positive, got %s", interval)
 	}
+	return h.startClient(workloadSpec{Kind: kindTCPClient, Addr: addrPort(dst, port), Interval: interval})
+}
+
+// startClient starts a client of one connection (see oneConnection); a
+// reply is missing after max(2s, interval).
+func (h *Host) startClient(spec workloadSpec) (*TCPClient, error) {
 	c := &TCPClient{}
-	spec := workloadSpec{Kind: kindTCPClient, Addr: addrPort(dst, port), Interval: interval, Timeout: max(2*time.Second, interval)}
+	spec.Timeout = max(2*time.Second, spec.Interval)
 	p, first, err := h.start(spec, "connected", c.observe)
 	if err != nil {
 		return nil, err

@@ -74,6 +74,7 @@ type Node struct {
 	pods    []*Pod
 	nextPod int
 	agents  int
+	envoys  int
 }
 
 // AddNode adds node <prefix><name> in the given mode, connected to the

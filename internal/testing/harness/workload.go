@@ -72,6 +72,10 @@ type workloadSpec struct {
 	// follows; HTTP makes it decide requests by the rules.
 	StateDir string `json:"stateDir,omitempty"`
 	HTTP     bool   `json:"http,omitempty"`
+	// Method and Path are an HTTP request's (http-request; Path also
+	// http-client's).
+	Method string `json:"method,omitempty"`
+	Path   string `json:"path,omitempty"`
 }
 
 // probeTarget is one destination of a probe workload.
@@ -102,6 +106,8 @@ type event struct {
 	// the ports it listens on ("listening").
 	Conn  *l7proxy.Conn `json:"conn,omitempty"`
 	Ports []uint16      `json:"ports,omitempty"`
+	// Status is an HTTP response's status code (http-request's result).
+	Status int `json:"status,omitempty"`
 }
 
 // RunWorkloadIfRequested turns the process into a harness workload when it
@@ -156,6 +162,18 @@ func runWorkload(spec workloadSpec) int {
 		emit(event{Event: "result", Results: probe(spec)})
 	case kindL7Proxy:
 		err = runL7Proxy(spec)
+	case kindHTTPServer:
+		err = httpServer(spec)
+	case kindHTTPClient:
+		err = httpClient(spec)
+	case kindHTTPRequest:
+		var r HTTPReply
+		r, err = httpRequest(spec)
+		ev := event{Event: "result", Reply: r.Body, Status: r.Status}
+		if err != nil {
+			ev.Error = err.Error()
+		}
+		emit(ev)
 	case kindTCPRequest, kindUDPRequest, kindPing, kindPeerRequest:
 		var reply, peer string
 		switch spec.Kind {
@@ -251,6 +269,25 @@ func udpEchoServer(spec workloadSpec) error {
 }
 
 func tcpClient(spec workloadSpec) error {
+	return oneConnection(spec,
+		func(conn net.Conn, seq int) error {
+			_, err := fmt.Fprintf(conn, "seq %d\n", seq)
+			return err
+		},
+		func(r *bufio.Reader, seq int) (bool, string, error) {
+			line, err := r.ReadString('\n')
+			return err == nil && strings.TrimSuffix(line, "\n") == fmt.Sprintf("seq %d", seq), "", err
+		})
+}
+
+// oneConnection is the loop of the long-lived clients: one connection to
+// spec.Addr, on which every spec.Interval it sends request seq and reads
+// answers until one is seq's ("ok"), one is wrong (answer's failure
+// message: "error"), or none comes within spec.Timeout ("error": the flow
+// may recover, and a late answer is skipped because its number is old).
+// A failed write or read ends it ("closed").
+func oneConnection(spec workloadSpec, send func(conn net.Conn, seq int) error,
+	answer func(r *bufio.Reader, seq int) (ok bool, failure string, err error)) error {
 	conn, err := net.DialTimeout("tcp4", spec.Addr, spec.Timeout)
 	if err != nil {
 		emit(event{Event: "error", Error: err.Error()})
@@ -262,18 +299,15 @@ func tcpClient(spec workloadSpec) error {
 	t := time.NewTicker(spec.Interval)
 	defer t.Stop()
 	for seq := 1; ; seq++ {
-		want := fmt.Sprintf("seq %d", seq)
-		if _, err := conn.Write([]byte(want + "\n")); err != nil {
+		if err := send(conn, seq); err != nil {
 			emit(event{Event: "closed", Seq: seq, Error: err.Error()})
 			return err
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(spec.Timeout))
 		for {
-			line, err := r.ReadString('\n')
+			ok, failure, err := answer(r, seq)
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				// The flow may recover (retransmits); a late reply
-				// is skipped because its number is old.
 				emit(event{Event: "error", Seq: seq, Error: err.Error()})
 				break
 			}
@@ -281,8 +315,12 @@ func tcpClient(spec workloadSpec) error {
 				emit(event{Event: "closed", Seq: seq, Error: err.Error()})
 				return err
 			}
-			if strings.TrimSuffix(line, "\n") == want {
+			if ok {
 				emit(event{Event: "ok", Seq: seq})
+				break
+			}
+			if failure != "" {
+				emit(event{Event: "error", Seq: seq, Error: failure})
 				break
 			}
 		}
