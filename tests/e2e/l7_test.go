@@ -10,6 +10,10 @@ package e2e
 // first; and a removed L7 policy or NetworkPolicy allow cuts what it no
 // longer allows.
 //
+// With SLUICE_ENVOY naming an envoy binary (make test-envoy) the same
+// tests run with a real Envoy on node1 instead, started as the DaemonSet
+// starts it, and web serving HTTP (see l7proxies_test.go).
+//
 //	node1 (routed)                                      node2 (bridge)
 //	  a (app=frontend) ──┐                                b (app=frontend)
 //	  o (app=other) ─────┤                                  │ (underlay)
@@ -60,16 +64,28 @@ type l7Cluster struct {
 	n1, n2  *harness.Node
 	web     *harness.Pod
 	a, o, b *harness.Pod
+	// envoy is the envoy binary that stands for node1's proxy, "" for
+	// the test proxy.
+	envoy string
 }
 
 func newL7Cluster(t *testing.T) *l7Cluster {
+	// A wrong SLUICE_ENVOY fails here, before anything else, rather than
+	// testing the test proxy once more.
+	envoy, err := harness.EnvoyBinary()
+	require.NoError(t, err)
 	e := newEnv(t)
-	c := &l7Cluster{env: e, n1: e.node("node1", harness.Routed), n2: e.node("node2", harness.Bridge)}
+	c := &l7Cluster{env: e, n1: e.node("node1", harness.Routed), n2: e.node("node2", harness.Bridge), envoy: envoy}
 	c.web = e.pod(c.n1, "x", "web", map[string]string{"app": "web"})
 	c.a = e.pod(c.n1, "x", "a", map[string]string{"app": "frontend"})
 	c.o = e.pod(c.n1, "x", "o", map[string]string{"app": "other"})
 	c.b = e.pod(c.n2, "x", "b", map[string]string{"app": "frontend"})
-	_, err := c.web.StartTCPEchoServer(8080)
+	if envoy != "" {
+		// Envoy relays HTTP, not the echo's bare lines.
+		_, err = c.web.StartHTTPServer(8080)
+	} else {
+		_, err = c.web.StartTCPEchoServer(8080)
+	}
 	require.NoError(t, err)
 	require.NoError(t, e.c.SyncManifests())
 	require.NoError(t, e.c.WriteManifest("web-svc.yaml", serviceYAML("x", "web", vip, webPorts[:1], ready(c.web), "")))
@@ -94,21 +110,42 @@ func (c *l7Cluster) l7Config(n *harness.Node, want int) l7.Config {
 	return cfg
 }
 
-// startProxy starts the stand-in for Envoy on node1 and waits until it
+// startProxy starts node1's proxy, the stand-in for Envoy (with http,
+// deciding requests by the rules) or the real Envoy, and waits until it
 // listens on every listener of the agent's config.
-func (c *l7Cluster) startProxy(http bool, cfg l7.Config) *harness.L7Proxy {
+func (c *l7Cluster) startProxy(http bool, cfg l7.Config) nodeProxy {
 	c.t.Helper()
-	p, err := c.n1.StartL7Proxy(http)
-	require.NoError(c.t, err)
-	c.t.Cleanup(func() { _ = p.Stop() })
+	var p nodeProxy
+	if c.envoy != "" {
+		e, err := c.n1.StartEnvoy(c.envoy)
+		require.NoError(c.t, err)
+		c.t.Cleanup(func() {
+			_ = e.Stop()
+			if c.t.Failed() {
+				c.t.Logf("--- envoy log of node1:\n%s", e.Logs())
+			}
+		})
+		p = &envoyProxy{c: c, e: e, hub: hubbleClient(c.t, c.n1), seen: map[netip.Addr]int{}}
+	} else {
+		tp, err := c.n1.StartL7Proxy(http)
+		require.NoError(c.t, err)
+		c.t.Cleanup(func() { _ = tp.Stop() })
+		p = &testProxy{c: c, p: tp}
+	}
 	var want []uint16
 	for _, l := range cfg.Listeners {
 		want = append(want, l.Port)
 	}
 	slices.Sort(want)
-	require.Eventually(c.t, func() bool { return slices.Equal(p.Listening(), want) }, 10*time.Second, 20*time.Millisecond,
-		"the proxy listens on %v: %v", want, p.Listening())
+	c.waitListening(p, want)
 	return p
+}
+
+// waitListening waits until the proxy listens on ports.
+func (c *l7Cluster) waitListening(p nodeProxy, ports []uint16) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool { return slices.Equal(p.listening(), ports) }, p.timeout(), 20*time.Millisecond,
+		"the proxy listens on %v: %v", ports, p.listening())
 }
 
 // lastConn is the proxy's connection from client, waiting for it.
@@ -188,23 +225,23 @@ func TestL7RedirectToTheProxy(t *testing.T) {
 		{"through the Service VIP", c.a, vip, 80},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(p.Conns())
-			who, err := tc.client.TCPRequest(ctx(t), tc.dst, tc.port, "whoami")
+			before := p.handled()
+			who, err := p.ask(ctx(t), tc.client, tc.dst, tc.port, "whoami")
 			require.NoError(t, err)
 			require.Equal(t, "x/web", who, "the reply comes back through the proxy")
-			cn := lastConn(t, p, tc.client.IP)
+			cn := p.last(t, tc.client.IP)
 			require.Equal(t, listener, cn.Listener)
 			require.Equal(t, webAddr, cn.Original, "the proxy sees the original destination (the backend, after translation)")
 			require.NotZero(t, cn.Client.Port(), "and the client's own address and port")
-			require.True(t, cn.Upstream.IsValid(), "the proxy reached web: %s", cn.Error)
+			require.True(t, cn.Reached, "the proxy reached web: %s", cn.Why)
 
 			// web sees the proxy's own connection, which was not handed
 			// to the proxy again: one connection per request.
-			caller, err := tc.client.TCPRequest(ctx(t), tc.dst, tc.port, "whoiscalling")
+			caller, err := p.ask(ctx(t), tc.client, tc.dst, tc.port, "whoiscalling")
 			require.NoError(t, err)
-			cn = lastConn(t, p, tc.client.IP)
-			require.Equal(t, cn.Upstream.String(), caller, "web is called by the proxy's upstream connection")
-			require.Len(t, p.Conns(), before+2, "each request reached the proxy once: %v", p.Conns()[before:])
+			cn = p.last(t, tc.client.IP)
+			p.checkCaller(t, cn, caller)
+			require.Equal(t, before+2, p.handled(), "each request reached the proxy once")
 		})
 	}
 
@@ -222,44 +259,41 @@ func TestL7RedirectToTheProxy(t *testing.T) {
 	require.Contains(t, c.cli(c.n1, "status"), "1 endpoints redirect to 1 proxy listeners")
 }
 
-// The proxy enforces the listener's rules (here the stand-in, as Envoy's
-// RBAC filter would), and NetworkPolicy decides before any of it.
+// The proxy enforces the listener's rules (the stand-in as Envoy's
+// RBAC filter would, or Envoy's RBAC filter itself), and NetworkPolicy
+// decides before any of it.
 func TestL7RulesAfterNetworkPolicy(t *testing.T) {
 	c := newL7Cluster(t)
 	require.NoError(t, c.c.WriteManifest("netpol.yaml", webAllowFrom("frontend")))
 	c.waitPolicies("web-from-frontend")
 	p := c.startProxy(true, c.l7Config(c.n1, 1))
 
-	request := func(cctx context.Context, client *harness.Pod, method, path string) (string, error) {
-		reply, err := client.TCPRequest(cctx, c.web.IP, 8080, method+" "+path+" HTTP/1.1\r\nHost: web\r\n\r")
-		return strings.TrimSpace(reply), err
-	}
 	for _, client := range []*harness.Pod{c.a, c.b} {
-		reply, err := request(ctx(t), client, "GET", "/api/items")
+		reply, err := p.request(ctx(t), client, "GET", "/api/items")
 		require.NoError(t, err)
 		require.Equal(t, "GET /api/items HTTP/1.1", reply, "allowed: web answers (it echoes the request line)")
-		cn := lastConn(t, p, client.IP)
+		cn := p.last(t, client.IP)
 		require.True(t, cn.Allowed)
 		require.Equal(t, "x/api/ports[0]/rules[0]", cn.Rule)
 
 		for _, req := range [][2]string{{"DELETE", "/api/items"}, {"GET", "/admin"}} {
-			reply, err = request(ctx(t), client, req[0], req[1])
+			reply, err = p.request(ctx(t), client, req[0], req[1])
 			require.NoError(t, err)
-			require.Equal(t, "HTTP/1.1 403 Forbidden", reply, "%s %s is denied by the proxy", req[0], req[1])
-			cn = lastConn(t, p, client.IP)
+			require.Equal(t, p.forbidden(), reply, "%s %s is denied by the proxy", req[0], req[1])
+			cn = p.last(t, client.IP)
 			require.False(t, cn.Allowed)
-			require.False(t, cn.Upstream.IsValid(), "a denied request never reaches web")
+			require.False(t, cn.Reached, "a denied request never reaches web")
 		}
 	}
 
 	// L4 first: NetworkPolicy denies o, which never reaches the proxy.
-	before := len(p.Conns())
-	_, err := request(short(t), c.o, "GET", "/api/items")
+	before := p.handled()
+	_, err := p.request(short(t), c.o, "GET", "/api/items")
 	require.Error(t, err, "o is not allowed into web")
 	c.waitFlow(c.n1, "policy drop", func(f *flowpb.Flow) bool {
 		return isDrop(f, "POLICY_DENIED") && f.GetIP().GetSource() == c.o.IP.String()
 	})
-	require.Len(t, p.Conns(), before, "the proxy never saw o")
+	require.Equal(t, before, p.handled(), "the proxy never saw o")
 }
 
 // What no longer allows a proxied connection cuts it, as the datapath
@@ -271,11 +305,11 @@ func TestL7Revocation(t *testing.T) {
 	p := c.startProxy(false, c.l7Config(c.n1, 1))
 	proxied := func() *harness.TCPClient {
 		t.Helper()
-		cl, err := c.a.StartTCPClient(c.web.IP, 8080, 100*time.Millisecond)
+		cl, err := p.keep(c.a, 100*time.Millisecond)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = cl.Stop() })
 		require.NoError(t, cl.WaitRoundTrips(ctx(t), 3))
-		require.Equal(t, cl.LocalAddr, lastConn(t, p, c.a.IP).Client, "the connection goes through the proxy")
+		require.Equal(t, cl.LocalAddr, p.last(t, c.a.IP).Client, "the connection goes through the proxy")
 		return cl
 	}
 
@@ -287,24 +321,23 @@ func TestL7Revocation(t *testing.T) {
 	c.waitFlow(c.n1, "revocation", func(f *flowpb.Flow) bool {
 		return isDrop(f, "POLICY_REVOKED") && f.GetIP().GetSource() == c.a.IP.String()
 	})
-	before := len(p.Conns())
-	caller, err := c.a.TCPRequest(ctx(t), c.web.IP, 8080, "whoiscalling")
+	before := p.handled()
+	caller, err := p.ask(ctx(t), c.a, c.web.IP, 8080, "whoiscalling")
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(caller, c.a.IP.String()+":"), "without L7 policy web sees a itself: %s", caller)
-	require.Len(t, p.Conns(), before, "and the proxy nothing")
+	require.Equal(t, before, p.handled(), "and the proxy nothing")
 
 	// Back, under a NetworkPolicy that allows a; then the allow goes.
 	require.NoError(t, c.c.WriteManifest("netpol.yaml", webAllowFrom("frontend")))
 	require.NoError(t, c.c.WriteManifest("l7.yaml", l7PolicyYAML))
 	c.waitPolicies("web-from-frontend")
 	c.l7Config(c.n1, 1)
-	require.Eventually(t, func() bool { return slices.Equal(p.Listening(), []uint16{c.l7Config(c.n1, 1).Listeners[0].Port}) },
-		10*time.Second, 20*time.Millisecond)
+	c.waitListening(p, []uint16{c.l7Config(c.n1, 1).Listeners[0].Port})
 	cl = proxied()
 	require.NoError(t, c.c.WriteManifest("netpol.yaml", webAllowFrom("nobody")))
 	require.Eventually(t, func() bool { return cl.Closed() != nil }, 10*time.Second, 50*time.Millisecond,
 		"the proxied connection survives the removal of its NetworkPolicy allow (%d round trips)", cl.RoundTrips())
 	require.Contains(t, strings.ToLower(cl.Closed().Error()), "reset", "cut with an RST")
-	_, err = c.a.TCPRequest(short(t), c.web.IP, 8080, "whoami")
+	_, err = p.ask(short(t), c.a, c.web.IP, 8080, "whoami")
 	require.Error(t, err, "a is denied now")
 }
