@@ -306,7 +306,10 @@ func (e *Envoy) waitAdmin() error {
 		}
 		select {
 		case <-e.done:
-			return fmt.Errorf("envoy exited (%v)", e.waitErr)
+			if e.waitErr == nil {
+				return errors.New("envoy exited with status 0")
+			}
+			return fmt.Errorf("envoy exited: %w", e.waitErr)
 		case <-ctx.Done():
 			return fmt.Errorf("envoy's admin interface does not answer after %s: %w", envoyReadyTimeout, last)
 		case <-time.After(100 * time.Millisecond):

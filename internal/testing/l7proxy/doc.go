@@ -17,5 +17,6 @@
 // exact, prefix or RE2, headers), a matching request is relayed, any other
 // answered 403 ("RBAC: access denied"), or relayed and reported as denied
 // in audit mode. JWT and rate limits are not enforced here: they are
-// Envoy's, and only a real Envoy shows them (make test-envoy).
+// Envoy's alone. make test-envoy runs the L7 end-to-end tests with a real
+// Envoy, but none of them exercises JWT or rate limits yet.
 package l7proxy
