@@ -225,7 +225,7 @@ func TestL7RedirectToTheProxy(t *testing.T) {
 		{"through the Service VIP", c.a, vip, 80},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := p.handled()
+			before := p.handled(t)
 			who, err := p.ask(ctx(t), tc.client, tc.dst, tc.port, "whoami")
 			require.NoError(t, err)
 			require.Equal(t, "x/web", who, "the reply comes back through the proxy")
@@ -241,7 +241,7 @@ func TestL7RedirectToTheProxy(t *testing.T) {
 			require.NoError(t, err)
 			cn = p.last(t, tc.client.IP)
 			p.checkCaller(t, cn, caller)
-			require.Equal(t, before+2, p.handled(), "each request reached the proxy once")
+			require.Equal(t, before+2, p.handled(t), "each request reached the proxy once")
 		})
 	}
 
@@ -287,13 +287,13 @@ func TestL7RulesAfterNetworkPolicy(t *testing.T) {
 	}
 
 	// L4 first: NetworkPolicy denies o, which never reaches the proxy.
-	before := p.handled()
+	before := p.handled(t)
 	_, err := p.request(short(t), c.o, "GET", "/api/items")
 	require.Error(t, err, "o is not allowed into web")
 	c.waitFlow(c.n1, "policy drop", func(f *flowpb.Flow) bool {
 		return isDrop(f, "POLICY_DENIED") && f.GetIP().GetSource() == c.o.IP.String()
 	})
-	require.Equal(t, before, p.handled(), "the proxy never saw o")
+	require.Equal(t, before, p.handled(t), "the proxy never saw o")
 }
 
 // What no longer allows a proxied connection cuts it, as the datapath
@@ -321,11 +321,11 @@ func TestL7Revocation(t *testing.T) {
 	c.waitFlow(c.n1, "revocation", func(f *flowpb.Flow) bool {
 		return isDrop(f, "POLICY_REVOKED") && f.GetIP().GetSource() == c.a.IP.String()
 	})
-	before := p.handled()
+	before := p.handled(t)
 	caller, err := p.ask(ctx(t), c.a, c.web.IP, 8080, "whoiscalling")
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(caller, c.a.IP.String()+":"), "without L7 policy web sees a itself: %s", caller)
-	require.Equal(t, before, p.handled(), "and the proxy nothing")
+	require.Equal(t, before, p.handled(t), "and the proxy nothing")
 
 	// Back, under a NetworkPolicy that allows a; then the allow goes.
 	require.NoError(t, c.c.WriteManifest("netpol.yaml", webAllowFrom("frontend")))

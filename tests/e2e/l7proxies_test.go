@@ -41,7 +41,7 @@ type nodeProxy interface {
 	keep(client *harness.Pod, interval time.Duration) (*harness.TCPClient, error)
 	// handled counts what the proxy has handled: connections (the test
 	// proxy) or requests (Envoy's L7 flows).
-	handled() int
+	handled(t *testing.T) int
 	// last is what the proxy saw of its latest connection or request from
 	// client, waiting for it.
 	last(t *testing.T, client netip.Addr) proxied
@@ -95,7 +95,7 @@ func (p *testProxy) keep(client *harness.Pod, interval time.Duration) (*harness.
 	return client.StartTCPClient(p.c.web.IP, 8080, interval)
 }
 
-func (p *testProxy) handled() int { return len(p.p.Conns()) }
+func (p *testProxy) handled(*testing.T) int { return len(p.p.Conns()) }
 
 func (p *testProxy) last(t *testing.T, client netip.Addr) proxied {
 	cn := lastConn(t, p.p, client)
@@ -165,7 +165,7 @@ func (p *envoyProxy) keep(client *harness.Pod, interval time.Duration) (*harness
 // requests are node1's L7 flows (one per request Envoy logged), oldest
 // first.
 func (p *envoyProxy) requests() ([]*flowpb.Flow, error) {
-	flows, err := recentFlows(ctx(p.c.t), p.hub)
+	flows, err := recentFlows(context.Background(), p.hub)
 	return slices.DeleteFunc(flows, func(f *flowpb.Flow) bool {
 		return f.GetType() != flowpb.FlowType_L7 || f.GetEventType().GetType() != flow.MessageTypeAccessLog
 	}), err
@@ -174,18 +174,19 @@ func (p *envoyProxy) requests() ([]*flowpb.Flow, error) {
 // handled counts the requests once no more arrive: a count read at once
 // would miss a request whose log is still on its way, and a test that
 // expects none would pass without looking.
-func (p *envoyProxy) handled() int {
+func (p *envoyProxy) handled(t *testing.T) int {
+	t.Helper()
 	n, since := -1, time.Now()
 	for deadline := time.Now().Add(p.timeout()); ; time.Sleep(100 * time.Millisecond) {
 		flows, err := p.requests()
-		require.NoError(p.c.t, err)
+		require.NoError(t, err)
 		if len(flows) != n {
 			n, since = len(flows), time.Now()
 		}
 		if time.Since(since) >= envoyLogSettle {
 			return n
 		}
-		require.True(p.c.t, time.Now().Before(deadline), "Envoy's requests do not settle: %d now", n)
+		require.True(t, time.Now().Before(deadline), "Envoy's requests do not settle: %d now", n)
 	}
 }
 

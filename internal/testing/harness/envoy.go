@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluice-net/sluice/pkg/api"
+	"github.com/sluice-net/sluice/pkg/xds"
 )
 
 // A node's real Envoy, started the way the DaemonSet starts it: the
@@ -46,7 +47,7 @@ const (
 // daemonSetSocket is the agent's xDS socket as the DaemonSet's bootstrap
 // names it: the agent's default state directory (mounted into the Envoy
 // container at the same path) and pkg/xds's DefaultSocketName.
-var daemonSetSocket = path.Join(api.DefaultStateDir, "xds.sock")
+var daemonSetSocket = path.Join(api.DefaultStateDir, xds.DefaultSocketName)
 
 // EnvoyBootstrap is the bootstrap of the DaemonSet's ConfigMap
 // (configMapYAML, the contents of daemonset/envoy-configmap.yaml) for a
@@ -77,7 +78,7 @@ func EnvoyBootstrap(configMapYAML []byte, stateDir string, adminPort uint16) ([]
 	if err := protojson.Unmarshal(js, &b); err != nil {
 		return nil, fmt.Errorf("%s: data.%s as an Envoy bootstrap: %w", EnvoyConfigMapFile, envoyConfigKey, err)
 	}
-	socket := filepath.Join(stateDir, path.Base(daemonSetSocket))
+	socket := filepath.Join(stateDir, xds.DefaultSocketName)
 	moved := 0
 	for _, c := range b.GetStaticResources().GetClusters() {
 		for _, le := range c.GetLoadAssignment().GetEndpoints() {
