@@ -226,6 +226,10 @@ func (n *Node) startEnvoy(bin string) (*Envoy, error) {
 	}
 	c := n.cluster
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errors.New("cluster is cleaned up")
+	}
 	n.envoys++
 	k := n.envoys
 	c.mu.Unlock()
