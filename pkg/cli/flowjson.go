@@ -59,6 +59,9 @@ type fieldInfo struct {
 	msg      *msgInfo
 	enums    map[protoreflect.EnumNumber]string
 	repeated bool
+	// implicit: a singular scalar without presence (proto3), which
+	// protojson leaves out when it holds its zero value.
+	implicit bool
 	// once marks what a message may hold once: the field (singular), or
 	// its oneof; a bit of msgInfo.onceBits, 0 for a repeated field.
 	once uint64
@@ -119,6 +122,7 @@ func (w *wireJSON) info(md protoreflect.MessageDescriptor) *msgInfo {
 	for i := range fields.Len() {
 		fd := fields.Get(i)
 		f := &fieldInfo{fd: fd, key: strconv.Quote(string(fd.Name())) + ":", repeated: fd.Cardinality() == protoreflect.Repeated}
+		f.implicit = !f.repeated && !fd.HasPresence()
 		switch o := fd.ContainingOneof(); {
 		case f.repeated:
 		case o != nil && oneofs[o.FullName()] != 0:
@@ -251,7 +255,7 @@ func (w *wireJSON) fields(out []byte, m *msgInfo, b []byte, more bool) ([]byte, 
 	}
 	for i := range occ {
 		o := &occ[i]
-		if o.done {
+		if o.done || o.f.implicit && isZero(o.f.fd.Kind(), o.typ, o.value) {
 			continue
 		}
 		if more {
@@ -363,6 +367,46 @@ func (w *wireJSON) value(out []byte, f *fieldInfo, typ protowire.Type, v []byte)
 		return strconv.AppendInt(out, int64(int32(x)), 10), nil
 	}
 	return appendScalar(out, kind, typ, v)
+}
+
+// isZero reports whether v, a value of kind sent with wire type typ, is
+// its kind's zero value as the decoder sees it (a 32-bit kind's varint
+// truncated; a float by its bits, so -0 is not zero). Senders leave such
+// values out, but one sent anyway is not printed, as protojson does not
+// print it once decoded. A value of the wrong wire type is not zero: the
+// caller reports it.
+func isZero(kind protoreflect.Kind, typ protowire.Type, v []byte) bool {
+	switch typ {
+	case protowire.BytesType:
+		if kind != protoreflect.StringKind && kind != protoreflect.BytesKind {
+			return false
+		}
+		b, n := protowire.ConsumeBytes(v)
+		return n >= 0 && len(b) == 0
+	case protowire.VarintType:
+		x, n := protowire.ConsumeVarint(v)
+		switch kind {
+		case protoreflect.Int32Kind, protoreflect.Uint32Kind, protoreflect.Sint32Kind, protoreflect.EnumKind:
+			x = uint64(uint32(x))
+		case protoreflect.BoolKind, protoreflect.Int64Kind, protoreflect.Uint64Kind, protoreflect.Sint64Kind:
+		default:
+			return false
+		}
+		return n >= 0 && x == 0
+	case protowire.Fixed32Type:
+		x, n := protowire.ConsumeFixed32(v)
+		switch kind {
+		case protoreflect.Fixed32Kind, protoreflect.Sfixed32Kind, protoreflect.FloatKind:
+			return n >= 0 && x == 0
+		}
+	case protowire.Fixed64Type:
+		x, n := protowire.ConsumeFixed64(v)
+		switch kind {
+		case protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind, protoreflect.DoubleKind:
+			return n >= 0 && x == 0
+		}
+	}
+	return false
 }
 
 func varint(typ protowire.Type, v []byte) (uint64, error) {

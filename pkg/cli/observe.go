@@ -395,19 +395,32 @@ func (p *jsonPrinter) json(out, raw []byte) ([]byte, error) {
 	if p.responses {
 		return p.wire.Append(out, responseDesc, raw)
 	}
+	// The printed message is the response's one flow or lost-events
+	// notice. Sent more than once (the oneof's last field wins, a message
+	// sent in parts merges), it is protojson's to decide.
+	var (
+		num protowire.Number // 0: neither
+		msg []byte
+	)
 	for b := raw; len(b) > 0; {
-		num, typ, v, rest, err := nextField(b)
+		n, typ, v, rest, err := nextField(b)
 		if err != nil {
 			return out, err
 		}
 		b = rest
-		if typ != protowire.BytesType || num != responseFlowField && num != responseLostEventsField {
+		if n != responseFlowField && n != responseLostEventsField {
 			continue
 		}
-		msg, _ := protowire.ConsumeBytes(v)
-		if num == responseFlowField {
-			return p.wire.Append(out, flowDesc, msg)
+		if typ != protowire.BytesType || num != 0 {
+			return out, errNotTranscoded
 		}
+		num = n
+		msg, _ = protowire.ConsumeBytes(v)
+	}
+	switch num {
+	case responseFlowField:
+		return p.wire.Append(out, flowDesc, msg)
+	case responseLostEventsField:
 		out = append(out, `{"lost_events":`...)
 		out, err := p.wire.Append(out, lostEventDesc, msg)
 		return append(out, '}'), err

@@ -122,9 +122,9 @@ func OpenPinned(root string) (*Maps, error) {
 // sl_layout for the maps with this build's. Capacities are not part of a
 // fingerprint, so the agent's sizing flags do not matter here.
 func checkPinnedLayouts(root string, names []string) error {
-	spec, err := bpfobj.LoadEndpoint()
+	wantLayouts, err := buildLayouts()
 	if err != nil {
-		return fmt.Errorf("parse embedded eBPF object: %w", err)
+		return err
 	}
 	path := filepath.Join(root, bpfobj.EndpointMapSlLayout)
 	lm, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
@@ -137,7 +137,10 @@ func checkPinnedLayouts(root string, names []string) error {
 		return err
 	}
 	for _, name := range names {
-		want := layoutFingerprint(spec.Maps[name])
+		want, ok := wantLayouts[name]
+		if !ok {
+			return fmt.Errorf("this build's eBPF object has no map %s", name)
+		}
 		have, ok := recorded[name]
 		if !ok {
 			return fmt.Errorf("pinned map %s has no recorded layout but this sluice expects %#x: %w", name, want, ErrLayoutMismatch)
@@ -148,6 +151,22 @@ func checkPinnedLayouts(root string, names []string) error {
 	}
 	return nil
 }
+
+// buildLayouts are this build's layout fingerprints by map name, from the
+// embedded object. It never changes while the process runs, so it is
+// parsed once (some milliseconds): what opens the pins again and again,
+// such as the CLI's tests and fuzzer, does not pay for it each time.
+var buildLayouts = sync.OnceValues(func() (map[string]uint64, error) {
+	spec, err := bpfobj.LoadEndpoint()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded eBPF object: %w", err)
+	}
+	out := make(map[string]uint64, len(spec.Maps))
+	for name, ms := range spec.Maps {
+		out[name] = layoutFingerprint(ms)
+	}
+	return out, nil
+})
 
 // Close closes maps opened by OpenPinned.
 func (m *Maps) Close() error {

@@ -34,8 +34,10 @@ type env struct {
 	c        *harness.Cluster
 	agentBin string
 	cliBin   string
-	// agentArgs are extra agent flags (the attach mode under test).
+	// agentArgs are extra agent flags (the attach mode under test);
+	// nodeArgs more for one node's agent only.
 	agentArgs []string
+	nodeArgs  map[*harness.Node][]string
 	agents    map[*harness.Node]*harness.Agent
 }
 
@@ -53,7 +55,7 @@ func newEnv(t *testing.T, agentArgs ...string) *env {
 	e := &env{
 		t: t, c: harness.NewTestCluster(t, harness.Options{Name: "e2e", Logf: t.Logf}),
 		agentBin: harness.BuildBinary(t, agentPkg), cliBin: harness.BuildBinary(t, cliPkg),
-		agentArgs: agentArgs, agents: map[*harness.Node]*harness.Agent{},
+		agentArgs: agentArgs, nodeArgs: map[*harness.Node][]string{}, agents: map[*harness.Node]*harness.Agent{},
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -87,7 +89,8 @@ func (e *env) pod(n *harness.Node, ns, name string, labels map[string]string) *h
 // and every local pod is an attached endpoint.
 func (e *env) startAgent(n *harness.Node) *harness.Agent {
 	e.t.Helper()
-	a, err := n.StartAgent(e.agentBin, append([]string{"--ct-gc-interval", "1s"}, e.agentArgs...)...)
+	args := append(append([]string{"--ct-gc-interval", "1s"}, e.agentArgs...), e.nodeArgs[n]...)
+	a, err := n.StartAgent(e.agentBin, args...)
 	require.NoError(e.t, err)
 	e.agents[n] = a
 	require.NoError(e.t, a.WaitReady(ctx(e.t)), "agent on %s not ready:\n%s", n.Name, a.Logs())

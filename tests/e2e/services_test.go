@@ -104,14 +104,21 @@ func serviceCluster(t *testing.T, agentArgs ...string) (*env, *harness.Pod, []*h
 	client := e.pod(n1, "default", "client", nil)
 	b1 := e.pod(n1, "default", "b1", map[string]string{"app": "web"})
 	b2 := e.pod(n2, "default", "b2", map[string]string{"app": "web"})
-	for _, b := range []*harness.Pod{b1, b2} {
-		_, err := b.StartTCPEchoServer(8080)
-		require.NoError(t, err)
-		_, err = b.StartUDPEchoServer(5353)
-		require.NoError(t, err)
-	}
+	serveWeb(t, b1, b2)
 	require.NoError(t, e.c.SyncManifests())
 	return e, client, []*harness.Pod{b1, b2}
+}
+
+// serveWeb starts webPorts' backend servers in each pod: TCP echo on 8080
+// and UDP echo on 5353.
+func serveWeb(t *testing.T, pods ...*harness.Pod) {
+	t.Helper()
+	for _, p := range pods {
+		_, err := p.StartTCPEchoServer(8080)
+		require.NoError(t, err)
+		_, err = p.StartUDPEchoServer(5353)
+		require.NoError(t, err)
+	}
 }
 
 var socketLBModes = []struct {

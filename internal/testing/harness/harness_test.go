@@ -157,6 +157,55 @@ func TestAcrossNodesAndExternal(t *testing.T) {
 	assert.Equal(t, "172.31.0.200", ext.IP.String())
 }
 
+// A pod of a bridge node keeps reaching other nodes through its gateway
+// (the bridge) when another pod leaves the bridge. A bridge with no address
+// of its own takes the lowest of its ports' and takes another when that
+// port goes: the pods' neighbour entries for the gateway would then name a
+// MAC nobody answers to, and their traffic to other nodes would be lost
+// until those entries expire (half a minute and more), as a bridge CNI's
+// pods would not see it (the CNI's bridge keeps its address).
+func TestBridgeGatewaySurvivesPodChurn(t *testing.T) {
+	t.Parallel()
+	c := harness.NewTestCluster(t, harness.Options{Name: "brmac"})
+	ctx := context.Background()
+	n1, err := c.AddNode(ctx, "node1", harness.Routed)
+	require.NoError(t, err)
+	n2, err := c.AddNode(ctx, "node2", harness.Bridge)
+	require.NoError(t, err)
+	a := addServingPod(t, n1, "default", "a")
+	client, err := n2.AddPod(ctx, "default", "client", nil)
+	require.NoError(t, err)
+	low, err := n2.AddPod(ctx, "default", "low", nil)
+	require.NoError(t, err)
+	// The lowest address a kernel-chosen (locally administered) MAC can
+	// have: the port with it is the one an unpinned bridge takes its own
+	// from.
+	out, err := n2.Exec(ctxT(t, 10*time.Second), "ip", "link", "set", low.HostIfName, "address", "02:00:00:00:00:01")
+	require.NoError(t, err, out)
+	brMAC := func() string {
+		// (The node shares the test's mount namespace, so its /sys shows
+		// the test's own interfaces: ask netlink.)
+		out, err := n2.Exec(ctxT(t, 10*time.Second), "ip", "-br", "link", "show", "dev", harness.BridgeName)
+		require.NoError(t, err)
+		f := strings.Fields(out)
+		require.GreaterOrEqual(t, len(f), 3, "ip -br link: %s", out)
+		return f[2]
+	}
+	before := brMAC()
+
+	// The client resolves its gateway, then the pod leaves the bridge.
+	reply, err := client.TCPRequest(ctxT(t, 10*time.Second), a.IP, 8080, "before")
+	require.NoError(t, err)
+	require.Equal(t, "before", reply)
+	require.NoError(t, low.Delete())
+	assert.Equal(t, before, brMAC(), "the bridge's MAC changed when a pod left")
+	// Well within the gateway's neighbour entry's life: a frame to a MAC
+	// that is gone would be lost, and so would the SYN's retransmissions.
+	reply, err = client.TCPRequest(ctxT(t, 3*time.Second), a.IP, 8080, "after")
+	require.NoError(t, err, "the client no longer reaches another node through its gateway")
+	require.Equal(t, "after", reply)
+}
+
 func TestWorkloadPlacement(t *testing.T) {
 	t.Parallel()
 	c := harness.NewTestCluster(t, harness.Options{Name: "place"})

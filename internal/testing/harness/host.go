@@ -215,6 +215,7 @@ type UDPClient struct {
 	*Process
 	mu        sync.Mutex
 	replies   []string
+	timeouts  int
 	reconnect int
 }
 
@@ -224,9 +225,19 @@ func (c *UDPClient) observe(ev event) {
 	switch ev.Event {
 	case "ok":
 		c.replies = append(c.replies, ev.Reply)
+	case "error":
+		c.timeouts++
 	case "closed":
 		c.reconnect++
 	}
+}
+
+// Timeouts counts the requests that got no reply within the client's
+// timeout (a second): datagrams lost on the way, or their answers.
+func (c *UDPClient) Timeouts() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.timeouts
 }
 
 // Replies are the answers so far, oldest first.

@@ -156,7 +156,14 @@ func (c *Cluster) addNode(ctx context.Context, name string, mode Mode, octet int
 		if mode != Bridge {
 			return nil
 		}
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: BridgeName}}
+		// An address of its own, as a CNI's bridge has: a bridge without
+		// one takes the lowest of its ports' and takes another as pods'
+		// veths join and leave, and the pods' neighbour entries for their
+		// gateway then name a MAC that is gone: their traffic to other
+		// nodes is lost until those entries expire, half a minute and
+		// more (TestBridgeGatewaySurvivesPodChurn).
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: BridgeName,
+			HardwareAddr: net.HardwareAddr{0x02, 0x00, 10, 244, byte(octet), 1}}}
 		if err := h.LinkAdd(br); err != nil {
 			return fmt.Errorf("create %s: %w", BridgeName, err)
 		}
