@@ -22,6 +22,10 @@
 
 #include "events.h"
 
+/* The CT scope of the node's uplinks (NodePort, the proxy's hand-over):
+ * endpoint IDs start at 1. */
+#define UPLINK_EP 0
+
 /* Service translation state carried with a packet through CT: set by the
  * LB before a new connection's entry is created, read back for replies. */
 struct ct_nat {
@@ -240,6 +244,18 @@ static __always_inline int ct_track(__u32 ep_id, const struct sl_pkt *pkt, __u8 
 	if (e && e->expires > now) {
 		if (is_tcp && (flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
 		    e->state >= SL_CT_CLOSING && e->state <= SL_CT_CLOSED)
+			return ct_create(&key, pkt, dir, len, now, nat);
+		/* The same tuple reached another way: a client port used for a
+		 * service and then straight for its backend (or the other way
+		 * round) gives both the same tuple after translation. The
+		 * entry is the old connection's and would translate the new
+		 * one's replies as the old ones (a reply from the VIP to a
+		 * socket that talks to the backend, or the reverse): this is a
+		 * new connection, judged and tracked anew. The LB sets the
+		 * translation of every packet of a service connection (from
+		 * its SERVICE entry) before CT, so on an endpoint the two
+		 * differ only when the packet took the other way. */
+		if (dir == SL_DIR_EGRESS && ep_id != UPLINK_EP && e->rev_nat_id != nat->rev_nat_id)
 			return ct_create(&key, pkt, dir, len, now, nat);
 		__sync_fetch_and_add(&e->packets_orig, 1);
 		__sync_fetch_and_add(&e->bytes_orig, len);

@@ -21,8 +21,6 @@
 #include "proxy.h"
 #include "route.h"
 
-#define UPLINK_EP 0
-
 /* The address to source-translate a connection leaving through ifindex:
  * that uplink's address, as MASQUERADE would pick, or (uplink not known)
  * the address the client addressed. */

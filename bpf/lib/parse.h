@@ -52,9 +52,10 @@ struct sl_pkt {
 
 static __always_inline bool icmp_is_error(__u8 type)
 {
+	/* Not ICMP_REDIRECT: it quotes a packet too, but is routing advice,
+	 * not an error of its flow (see SL_DROP_ICMP_REDIRECT). */
 	return type == ICMP_DEST_UNREACH || type == ICMP_SOURCE_QUENCH ||
-	       type == ICMP_REDIRECT || type == ICMP_TIME_EXCEEDED ||
-	       type == ICMP_PARAMETERPROB;
+	       type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB;
 }
 
 /*
@@ -224,6 +225,10 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct sl_pkt *pk
 
 	if (iph.protocol == IPPROTO_ICMP && icmp_is_error(icmp_type))
 		return parse_icmp_inner(skb, off + sizeof(struct icmphdr), pkt);
+	/* Endpoints drop it; the uplink leaves whatever fails to parse to
+	 * the node's stack, whose own settings decide. */
+	if (iph.protocol == IPPROTO_ICMP && icmp_type == ICMP_REDIRECT)
+		return SL_DROP_ICMP_REDIRECT;
 	return SL_DROP_NONE;
 }
 

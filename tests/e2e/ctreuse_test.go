@@ -27,8 +27,6 @@ import (
 )
 
 func TestServiceTupleReusedStraightToTheBackend(t *testing.T) {
-	t.Skip("known datapath bug: a request straight to a backend takes over the CT entry of an earlier one to the VIP " +
-		"with the same translated tuple (and the reverse), so its reply is reverse-translated (or not) wrongly; remove this skip with the datapath fix")
 	e := newEnv(t, "--socket-lb=off")
 	n1 := e.node("node1", harness.Routed)
 	client := e.pod(n1, "default", "client", nil)

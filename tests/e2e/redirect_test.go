@@ -26,8 +26,6 @@ import (
 )
 
 func TestServiceICMPRedirectIsNotAVIPRoute(t *testing.T) {
-	t.Skip("known datapath bug: ICMP redirects are reverse-translated like ICMP errors (bpf/lib/parse.h icmp_is_error), " +
-		"so a bridge node's redirect becomes a route for the VIP in the pod; remove this skip with the datapath fix")
 	e := newEnv(t, "--socket-lb=off")
 	n1 := e.node("node1", harness.Routed)
 	n2 := e.node("node2", harness.Bridge)

@@ -18,7 +18,7 @@ package e2e
 // c1 and c2 hold TCP connections and connected UDP sockets to the VIP and
 // straight to both first backends, each asking every 100ms. Every client
 // pod opens new connections (TCP and UDP, to the VIP and to both first
-// backends; on node2 UDP to one or the other: see udpBoth) all along; so do d1 and d2, which must never get through, and
+// backends) all along; so do d1 and d2, which must never get through, and
 // f1 and f2, which must get through exactly when the policy of the round
 // admits them. Each round kills both agents and, while they are down,
 // changes the policy (its form; app=flip admitted or not), creates a
@@ -167,29 +167,15 @@ func isWebPod(reply string) bool {
 	return ok && (strings.HasPrefix(n, "b") || strings.HasPrefix(n, "w"))
 }
 
-// UDP probes of a pod on the per-packet path go either to the VIP or
-// straight to the backends, never both: a socket's ephemeral port reused
-// for the other kind, with the same translated tuple, gets its reply
-// from the wrong address (TestServiceTupleReusedStraightToTheBackend,
-// skipped until the datapath is fixed).
-const (
-	udpBoth = iota
-	udpVIPOnly
-	udpDirectOnly
-)
-
 // probeTargets: the service over TCP and UDP, and the given backends
-// straight, over both protocols (UDP as udp says).
-func probeTargets(udp int, backends ...*harness.Pod) []harness.Target {
-	ts := []harness.Target{{Protocol: "TCP", Addr: vip, Port: 80}}
-	if udp != udpDirectOnly {
-		ts = append(ts, harness.Target{Protocol: "UDP", Addr: vip, Port: 53})
-	}
+// straight, over both protocols. A pod on the per-packet path that reuses
+// an ephemeral port for the VIP and then straight for a backend gives
+// both the same translated tuple (TestServiceTupleReusedStraightToTheBackend).
+func probeTargets(backends ...*harness.Pod) []harness.Target {
+	ts := []harness.Target{{Protocol: "TCP", Addr: vip, Port: 80}, {Protocol: "UDP", Addr: vip, Port: 53}}
 	for _, b := range backends {
 		ts = append(ts, harness.Target{Protocol: "TCP", Addr: b.IP, Port: 8080})
-		if udp != udpVIPOnly {
-			ts = append(ts, harness.Target{Protocol: "UDP", Addr: b.IP, Port: 5353})
-		}
+		ts = append(ts, harness.Target{Protocol: "UDP", Addr: b.IP, Port: 5353})
 	}
 	return ts
 }
@@ -201,12 +187,6 @@ func TestRestartUnderLoad(t *testing.T) {
 	e.nodeArgs[n1] = []string{"--socket-lb=all"}
 	e.nodeArgs[n2] = []string{"--socket-lb=off"}
 	nodes := []*harness.Node{n1, n2}
-	// The bridge node sends no ICMP redirects: the datapath turns them
-	// into routes for the VIP in its pods (TestServiceICMPRedirectIsNotAVIPRoute,
-	// skipped until the datapath is fixed), which breaks the per-packet
-	// path on a bridge by itself, restarts or not.
-	out, err := n2.Exec(ctx(t), "sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf."+harness.BridgeName+".send_redirects=0")
-	require.NoError(t, err, out)
 	c1 := e.pod(n1, "default", "c1", map[string]string{"app": "client"})
 	c2 := e.pod(n2, "default", "c2", map[string]string{"app": "client"})
 	d1 := e.pod(n1, "default", "d1", map[string]string{"app": "denied"})
@@ -300,9 +280,9 @@ func TestRestartUnderLoad(t *testing.T) {
 	// new clients there (n1, n3) straight to the backends only; d2 both,
 	// as its requests are dropped before any reply.
 	targets := map[*harness.Pod][]harness.Target{
-		c1: probeTargets(udpBoth, b1, b2), c2: probeTargets(udpVIPOnly, b1, b2),
-		d1: probeTargets(udpBoth, b1, b2), d2: probeTargets(udpBoth, b1, b2),
-		f1: probeTargets(udpBoth, b1, b2), f2: probeTargets(udpVIPOnly, b1, b2),
+		c1: probeTargets(b1, b2), c2: probeTargets(b1, b2),
+		d1: probeTargets(b1, b2), d2: probeTargets(b1, b2),
+		f1: probeTargets(b1, b2), f2: probeTargets(b1, b2),
 	}
 	probers := map[*harness.Pod]*prober{}
 	for _, p := range []*harness.Pod{c1, c2} {
@@ -357,10 +337,7 @@ func TestRestartUnderLoad(t *testing.T) {
 		// its pod is deleted.
 		require.NoError(t, e.c.WriteManifest("netpol.yaml", webPolicy(round%2, admitFlip)))
 		nc := e.pod(nodes[round%2], "default", fmt.Sprintf("n%d", round), map[string]string{"app": "client"})
-		targets[nc] = probeTargets(udpBoth, b1, b2)
-		if nc.Node == n2 {
-			targets[nc] = probeTargets(udpDirectOnly, b1, b2)
-		}
+		targets[nc] = probeTargets(b1, b2)
 		if len(newClients) >= 2 {
 			gone := newClients[0]
 			probers[gone].halt()

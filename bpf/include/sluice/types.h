@@ -63,6 +63,14 @@ enum sl_drop_reason {
 	 * handed over): it fails closed, never bypasses the proxy. */
 	SL_DROP_PROXY_UNAVAILABLE = 1004,
 	SL_DROP_SOCKET_ASSIGN_FAILED = 179, /* flow.DropReason_SOCKET_ASSIGN_FAILED */
+	/* An ICMP redirect to or from a pod: the node routes its pods'
+	 * traffic and no pod takes routing advice. The node sends one when it
+	 * forwards a packet back out of the interface it came in on (a bridge
+	 * node's pods to a service's backend on the same bridge); a pod would
+	 * then route a destination around the datapath's translation, and a
+	 * pod could forge one to steer its neighbours. Hubble has no IPv4
+	 * counterpart of FORBIDDEN_ICMPV6_MESSAGE. */
+	SL_DROP_ICMP_REDIRECT = 1005,
 };
 
 /* The node's L7 proxy, as the datapath needs to know it (sl_proxy). */

@@ -122,6 +122,7 @@ const (
 	EndpointSlDropReasonSL_DROP_FIB_LOOKUP_FAILED    EndpointSlDropReason = 169
 	EndpointSlDropReasonSL_DROP_PROXY_UNAVAILABLE    EndpointSlDropReason = 1004
 	EndpointSlDropReasonSL_DROP_SOCKET_ASSIGN_FAILED EndpointSlDropReason = 179
+	EndpointSlDropReasonSL_DROP_ICMP_REDIRECT        EndpointSlDropReason = 1005
 )
 
 type EndpointSlDropRlKey struct {

@@ -27,6 +27,7 @@ var (
 		EndpointSlDropReasonSL_DROP_POLICY_OVERFLOW:      "POLICY_OVERFLOW",
 		EndpointSlDropReasonSL_DROP_PROXY_UNAVAILABLE:    "PROXY_UNAVAILABLE",
 		EndpointSlDropReasonSL_DROP_SOCKET_ASSIGN_FAILED: "SOCKET_ASSIGN_FAILED",
+		EndpointSlDropReasonSL_DROP_ICMP_REDIRECT:        "ICMP_REDIRECT",
 	}
 	metricNames = map[EndpointSlMetric]string{
 		EndpointSlMetricSL_METRIC_FORWARDED:       "forwarded",
