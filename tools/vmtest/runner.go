@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sluice-net/sluice/internal/testing/testutil"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/tools/vmtest/guest"
@@ -53,6 +55,31 @@ func keepPaths(ps []string) []string {
 }
 
 // gomodcache is the GOMODCACHE of the tests' environment, if set.
+// lockRunDir holds runDir for this process: two runs of one kernel (two
+// engineers, or CI beside a person) share the cache, and the second one
+// would otherwise empty the first one's run directory under its VM
+// ("fork/exec …/tests_e2e.test: no such file or directory"). The lock is
+// a file beside the directory, released when the run ends or the process
+// dies; a second run waits for it, saying so.
+func lockRunDir(runDir string, logf func(string, ...any)) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(runDir), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(runDir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+		logf("another vmtest run uses %s: waiting for it to end", runDir)
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", runDir, err)
+	}
+	return func() { f.Close() }, nil
+}
+
 func gomodcache(env []string) []string {
 	for _, e := range env {
 		if v, ok := strings.CutPrefix(e, "GOMODCACHE="); ok && v != "" {
@@ -92,6 +119,11 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 		return nil, err
 	}
 	runDir := filepath.Join(o.cache, "runs", strings.ReplaceAll(k.ID(), "/", "-"))
+	unlock, err := lockRunDir(runDir, logf)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if err := os.RemoveAll(runDir); err != nil {
 		return nil, err
 	}
