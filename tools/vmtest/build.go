@@ -15,6 +15,7 @@ type testBinary struct {
 	path string // the binary on the host
 	dir  string // the package's directory (the tests' working directory)
 	run  string // -test.run pattern
+	args []string
 }
 
 // goCmd runs the go tool, niced: builds share the machine with other work.
@@ -38,7 +39,10 @@ func runGo(cmd *exec.Cmd) ([]byte, error) {
 // buildTests compiles the suite's test packages for arch into dir/tests
 // (go test -c: they are only executed in the VM).
 func buildTests(repo, arch, dir string, suite []SuitePackage) ([]testBinary, error) {
-	type pkg struct{ importPath, dir, run string }
+	type pkg struct {
+		importPath, dir, run string
+		args                 []string
+	}
 	var pkgs []pkg
 	seen := map[string]bool{}
 	for _, sp := range suite {
@@ -52,7 +56,7 @@ func buildTests(repo, arch, dir string, suite []SuitePackage) ([]testBinary, err
 				continue
 			}
 			seen[ip] = true
-			pkgs = append(pkgs, pkg{ip, d, sp.Run})
+			pkgs = append(pkgs, pkg{ip, d, sp.Run, sp.Args})
 		}
 	}
 	if len(pkgs) == 0 {
@@ -74,7 +78,7 @@ func buildTests(repo, arch, dir string, suite []SuitePackage) ([]testBinary, err
 		if _, err := runGo(goCmd(repo, arch, "test", "-c", "-o", bin, p.importPath)); err != nil {
 			return nil, err
 		}
-		bins = append(bins, testBinary{name: name, path: bin, dir: p.dir, run: p.run})
+		bins = append(bins, testBinary{name: name, path: bin, dir: p.dir, run: p.run, args: p.args})
 	}
 	return bins, nil
 }

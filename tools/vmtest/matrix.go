@@ -29,6 +29,11 @@ type SuitePackage struct {
 	Package string `json:"package"`
 	// Run is a -test.run pattern; empty runs every test.
 	Run string `json:"run,omitempty"`
+	// Args are more arguments of the test binary, the package's own test
+	// flags (e.g. tests/e2e's -e2e.netpol-cases to run a subset of
+	// TestNetpolConformance's cases, which -test.run cannot select
+	// without filtering every other test's subtests too).
+	Args []string `json:"args,omitempty"`
 }
 
 // Kernel is one entry of the matrix.

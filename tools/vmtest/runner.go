@@ -175,6 +175,7 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 		if pattern != "" {
 			args = append(args, "-test.run="+pattern)
 		}
+		args = append(args, b.args...)
 		tests = append(tests, guest.Test{Name: b.name, Path: b.path, Dir: b.dir, Args: args})
 	}
 	res.bins = make([]*binResult, len(bins))
