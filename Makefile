@@ -144,12 +144,12 @@ SUITE  ?=
 VMTEST := $(GO) run ./tools/vmtest
 
 .PHONY: test-vm
-test-vm: ## Run the privileged tests in a qemu VM with a matrix kernel: KERNEL=6.1|6.12 [ARCH=arm64] [SUITE=datapath|smoke|full] (root)
+test-vm: ## Run the privileged tests in a qemu VM with a matrix kernel: KERNEL=5.10|6.1|6.12 [ARCH=arm64] [SUITE=datapath|smoke|full] (root)
 	@test -n "$(KERNEL)" || { echo "make test-vm: set KERNEL to a kernel of vagrant/matrix.yaml:"; $(VMTEST) list; exit 2; }
 	$(VMTEST) run --kernel $(KERNEL) --arch $(ARCH) $(if $(SUITE),--suite $(SUITE))
 
 .PHONY: test-vm-matrix
-test-vm-matrix: ## CI's kernels (6.1, 6.12 amd64) in VMs: datapath unit tests + end-to-end smoke subset (root)
+test-vm-matrix: ## CI's kernels (5.10, 6.1 amd64) in VMs: datapath unit tests + end-to-end smoke subset (root)
 	$(VMTEST) matrix --ci --suite smoke --jobs 2
 
 .PHONY: test-vm-full
