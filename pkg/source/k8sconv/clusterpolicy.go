@@ -5,10 +5,19 @@ import (
 	"net/netip"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	npv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/sluice-net/sluice/pkg/model"
 )
+
+// ClusterNetworkPolicies is the resource the API server serves
+// ClusterNetworkPolicies under once their CRD (daemonset/) is installed.
+var ClusterNetworkPolicies = schema.GroupVersionResource{Group: npv1alpha2.GroupName, Version: npv1alpha2.GroupVersion.Version,
+	Resource: "clusternetworkpolicies"}
+
+// ClusterNetworkPolicyKind is the kind's group, version and kind.
+var ClusterNetworkPolicyKind = ClusterNetworkPolicies.GroupVersion().WithKind("ClusterNetworkPolicy")
 
 // ClusterNetworkPolicy converts a policy.networking.k8s.io/v1alpha2
 // ClusterNetworkPolicy, checking what the CRD's schema checks (the files
