@@ -76,6 +76,9 @@ func (g *globals) policyGet(cmd *cobra.Command, pod string) error {
 	if x.Overflow != "" {
 		fmt.Fprintf(w, "FAILS CLOSED: %s\n", x.Overflow)
 	}
+	if len(x.ClusterPolicies) > 0 {
+		fmt.Fprintf(w, "Cluster:   %s\n", strings.Join(x.ClusterPolicies, ", "))
+	}
 	fmt.Fprintf(w, "Policies:  %s\n", dash(strings.Join(x.Policies, ", ")))
 	if len(x.L7Policies) > 0 {
 		fmt.Fprintf(w, "L7:        %s\n", strings.Join(x.L7Policies, ", "))

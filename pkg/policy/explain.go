@@ -28,6 +28,9 @@ type Explanation struct {
 	// proxy listeners its peers are redirected to.
 	L7Policies []string        `json:"l7Policies,omitempty"`
 	L7         []L7Explanation `json:"l7,omitempty"`
+	// ClusterPolicies are the ClusterNetworkPolicies that select the pod,
+	// in order of evaluation: "guardrail (Admin, priority 10)".
+	ClusterPolicies []string `json:"clusterPolicies,omitempty"`
 }
 
 // L7Explanation is one proxy listener the pod's policy redirects peers
@@ -140,6 +143,11 @@ func (e *Engine) Explain(pod model.NamespacedName) (*Explanation, error) {
 	}
 	for _, nn := range es.l7.applied {
 		x.L7Policies = append(x.L7Policies, nn.String())
+	}
+	for _, nn := range es.cluster {
+		if cs := e.cluster[nn.Name]; cs != nil {
+			x.ClusterPolicies = append(x.ClusterPolicies, fmt.Sprintf("%s (%s, priority %d)", nn.Name, cs.p.Tier, cs.p.Priority))
+		}
 	}
 	x.L7 = e.explainL7(p)
 	for _, en := range p.Entries {

@@ -231,3 +231,85 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 		})
 	}
 }
+
+// devAndProd is one node with dev/client and prod/web (serving TCP/80),
+// their namespaces labelled env=dev and env=prod; the agent is not
+// started.
+func devAndProd(t *testing.T, agentArgs ...string) (*env, *harness.Node, *harness.Pod, *harness.Pod) {
+	e := newEnv(t, agentArgs...)
+	n1 := e.node("node1", harness.Routed)
+	client := e.pod(n1, "dev", "client", map[string]string{"app": "client"})
+	web := e.pod(n1, "prod", "web", map[string]string{"app": "web"})
+	_, err := web.StartTCPEchoServer(80)
+	require.NoError(t, err)
+	require.NoError(t, e.c.SetNamespaceLabels("prod", map[string]string{"env": "prod"}))
+	require.NoError(t, e.c.SetNamespaceLabels("dev", map[string]string{"env": "dev"}))
+	require.NoError(t, e.c.SyncManifests())
+	return e, n1, client, web
+}
+
+// Revocation and audit mode behave as for NetworkPolicy: an established
+// connection an Admin Deny no longer allows is cut with an RST
+// (POLICY_REVOKED), and in a namespace in audit mode the denial is
+// forwarded and reported (AUDIT) naming the ClusterNetworkPolicy's rule;
+// `sluice policy trace` names the tier, the object and the rule.
+func TestClusterNetworkPolicyRevocationAuditAndTrace(t *testing.T) {
+	e, n1, client, web := devAndProd(t)
+	e.startAgent(n1)
+
+	cl, err := client.StartTCPClient(web.IP, 80, 100*time.Millisecond)
+	require.NoError(t, err)
+	require.NoError(t, cl.WaitRoundTrips(ctx(t), 3))
+	require.NoError(t, e.c.WriteManifest("cnp.yaml", cnp("deny-dev", "Admin", 10, subjectProd, "  ingress:\n  - action: Deny\n"+fromDev)))
+	require.Eventually(t, func() bool { return cl.Closed() != nil }, 10*time.Second, 50*time.Millisecond,
+		"the connection from dev survives an Admin Deny (%d round trips)", cl.RoundTrips())
+	require.Contains(t, strings.ToLower(cl.Closed().Error()), "reset", "cut with an RST")
+	e.waitFlow(n1, "revocation", func(f *flowpb.Flow) bool {
+		return isDrop(f, "POLICY_REVOKED") && flowRule(f.GetIngressDeniedBy()) == "cnp/deny-dev ingress[0]"
+	})
+
+	out := e.cli(n1, "policy", "trace", "--from", "dev/client", "--to", "prod/web:80")
+	t.Logf("sluice policy trace:\n%s", out)
+	require.Contains(t, out, "Admin tier: cnp/deny-dev ingress[0]", out)
+	require.NotContains(t, out, "ERROR", "the maps hold what the model decides")
+	out = e.cli(n1, "policy", "get", "prod/web")
+	require.Contains(t, out, "deny-dev (Admin, priority 10)", out)
+	require.Regexp(t, `identity \d+\s+k8s:app=client,\S*dev\S*\s.*\sdeny\s+cnp/deny-dev ingress\[0\]`, out, "the entry denying dev/client's identity names the rule")
+
+	// Audit mode: the denial is forwarded and reported.
+	require.NoError(t, e.c.SetNamespaceAnnotations("prod", map[string]string{"sluice.io/policy-audit": "true"}))
+	require.NoError(t, e.c.SyncManifests())
+	require.Eventually(t, func() bool {
+		c, cancel := context.WithTimeout(ctx(t), time.Second)
+		defer cancel()
+		_, err := client.TCPRequest(c, web.IP, 80, "whoami")
+		return err == nil
+	}, 10*time.Second, 100*time.Millisecond, "audit mode forwards what the Admin tier denies")
+	e.waitFlow(n1, "audit verdict", func(f *flowpb.Flow) bool {
+		return f.GetVerdict() == flowpb.Verdict_AUDIT && flowRule(f.GetIngressDeniedBy()) == "cnp/deny-dev ingress[0]"
+	})
+	require.Contains(t, e.cli(n1, "observe", "--verdict", "AUDIT"), "AUDITED BY cnp/deny-dev ingress[0] (ClusterNetworkPolicy)")
+}
+
+// A policy that does not fit the endpoint's map fails closed, as for
+// NetworkPolicy: the connection an Admin Accept allows is dropped
+// (POLICY_OVERFLOW), and status says which endpoint.
+func TestClusterNetworkPolicyOverflowFailsClosed(t *testing.T) {
+	e, n1, client, web := devAndProd(t, "--policy-map-max=16")
+	var protocols strings.Builder
+	for p := 1000; p < 1020; p++ {
+		protocols.WriteString("    - tcp: {destinationPort: {number: " + strconv.Itoa(p) + "}}\n")
+	}
+	protocols.WriteString("    - tcp: {destinationPort: {number: 80}}\n")
+	require.NoError(t, e.c.WriteManifest("cnp.yaml", cnp("many-ports", "Admin", 10, subjectProd,
+		"  ingress:\n  - action: Accept\n"+fromDev+"    protocols:\n"+protocols.String())))
+	e.startAgent(n1)
+	require.Eventually(t, func() bool { return len(e.status(n1).Policy.FailedClosed) == 1 }, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, "prod/web", e.status(n1).Policy.FailedClosed[0].Pod)
+
+	short, cancel := context.WithTimeout(ctx(t), 2*time.Second)
+	defer cancel()
+	_, err := client.TCPRequest(short, web.IP, 80, "whoami")
+	require.Error(t, err, "an Admin Accept allows it, but the policy did not fit: fail closed")
+	e.waitFlow(n1, "overflow drop", func(f *flowpb.Flow) bool { return isDrop(f, "POLICY_OVERFLOW") })
+}
