@@ -17,6 +17,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,9 +86,18 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 	e.startAgent(n2)
 
 	hubs := map[*harness.Node]observerpb.ObserverClient{n1: hubbleClient(t, n1), n2: hubbleClient(t, n2)}
+	// A probe's destination: a pod, or a node's address.
+	type target struct {
+		Name string
+		IP   netip.Addr
+	}
+	pt := func(p *harness.Pod) target { return target{p.Name, p.IP} }
+	node2 := target{"node2", n2.IP}
+	_, err := n2.StartTCPEchoServer(8081)
+	require.NoError(t, err)
 	type probe struct {
 		from    *harness.Pod
-		to      *harness.Pod
+		to      target
 		port    int
 		egress  bool // decided at the client's egress, not the server's ingress
 		allowed bool
@@ -107,8 +117,8 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 			"cnp.yaml": cnp("deny-dev", "Admin", 10, subjectProd, "  ingress:\n  - name: no-dev\n    action: Deny\n"+fromDev),
 		},
 		probes: []probe{
-			{devClient, web, 80, false, false, "cnp/deny-dev ingress[0]"},
-			{prom, web, 80, false, true, "prod/allow-all"},
+			{devClient, pt(web), 80, false, false, "cnp/deny-dev ingress[0]"},
+			{prom, pt(web), 80, false, true, "prod/allow-all"},
 		},
 	}, {
 		name: "admin pass falls through to NetworkPolicy; the lower priority number decides first",
@@ -119,9 +129,9 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 				"---\n" + cnp("pass-monitoring", "Admin", 5, subjectProd, "  ingress:\n  - action: Pass\n"+fromMonitor),
 		},
 		probes: []probe{
-			{prom, web, 80, false, true, "prod/allow-all"},
-			{devClient, web, 80, false, false, "cnp/deny-others ingress[0]"},
-			{devClient, web, 8080, false, true, "prod/allow-all"},
+			{prom, pt(web), 80, false, true, "prod/allow-all"},
+			{devClient, pt(web), 80, false, false, "cnp/deny-others ingress[0]"},
+			{devClient, pt(web), 8080, false, true, "prod/allow-all"},
 		},
 	}, {
 		name: "admin accept at a higher priority beats a deny, by port range",
@@ -131,9 +141,9 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 				"    protocols: [{tcp: {destinationPort: {range: {start: 8000, end: 8099}}}}]\n"),
 		},
 		probes: []probe{
-			{devClient, web, 8080, false, true, "cnp/accept-dev-8000s ingress[0]"},
-			{devClient, web, 80, false, false, "cnp/deny-all ingress[0]"},
-			{prom, web, 8080, false, false, "cnp/deny-all ingress[0]"},
+			{devClient, pt(web), 8080, false, true, "cnp/accept-dev-8000s ingress[0]"},
+			{devClient, pt(web), 80, false, false, "cnp/deny-all ingress[0]"},
+			{prom, pt(web), 8080, false, false, "cnp/deny-all ingress[0]"},
 		},
 	}, {
 		name: "baseline decides where no NetworkPolicy isolates the pod",
@@ -141,8 +151,8 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 			"cnp.yaml": cnp("baseline-dev", "Baseline", 10, subjectDev, "  ingress:\n  - action: Deny\n"+fromProd),
 		},
 		probes: []probe{
-			{prodClient, api, 80, false, false, "cnp/baseline-dev ingress[0]"},
-			{prom, api, 80, false, true, "default-allow"},
+			{prodClient, pt(api), 80, false, false, "cnp/baseline-dev ingress[0]"},
+			{prom, pt(api), 80, false, true, "default-allow"},
 		},
 	}, {
 		name: "a NetworkPolicy overrides the baseline",
@@ -152,8 +162,8 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 				"spec:\n  podSelector: {}\n  policyTypes: [Ingress]\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {env: prod}}}]\n",
 		},
 		probes: []probe{
-			{prodClient, api, 80, false, true, "dev/from-prod"},
-			{prom, api, 80, false, false, ""}, // NetworkPolicy's default deny
+			{prodClient, pt(api), 80, false, true, "dev/from-prod"},
+			{prom, pt(api), 80, false, false, ""}, // NetworkPolicy's default deny
 		},
 	}, {
 		name: "egress to networks: an admin deny of a pod's address, a pass to NetworkPolicy for the rest",
@@ -163,8 +173,20 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 					"  - action: Pass\n    to: [{networks: [0.0.0.0/0]}]\n"),
 		},
 		probes: []probe{
-			{devClient, web, 8080, true, false, "cnp/egress-guard egress[0]"},
-			{devClient, web, 80, true, true, "default-allow"},
+			{devClient, pt(web), 8080, true, false, "cnp/egress-guard egress[0]"},
+			{devClient, pt(web), 80, true, true, "default-allow"},
+		},
+	}, {
+		name: "egress to nodes: an admin deny of a node's addresses by its labels, before NetworkPolicy",
+		manifests: map[string]string{
+			"np.yaml": "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: anywhere, namespace: dev}\n" +
+				"spec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{}]\n",
+			"cnp.yaml": cnp("no-nodes", "Admin", 10, subjectDev,
+				"  egress:\n  - action: Deny\n    to: [{nodes: {matchLabels: {kubernetes.io/hostname: node2}}}]\n"),
+		},
+		probes: []probe{
+			{devClient, node2, 8081, true, false, "cnp/no-nodes egress[0]"},
+			{devClient, pt(web), 80, true, true, "dev/anywhere"},
 		},
 	}}
 
