@@ -292,13 +292,18 @@ func (e *Engine) Apply(changes []model.Change) Result {
 		e.updateClusterPolicy(name, t)
 	}
 	if len(t.nodes) > 0 {
-		// nodes peers match nodes' addresses and labels.
+		// nodes peers match nodes' addresses and labels, and a node's
+		// address is no pod's in the ipcache (tiered entries decide
+		// addresses as the ipcache identifies them).
 		for _, cs := range e.cluster {
 			if cs.hasNodesPeer() {
 				for ep := range e.clusterEndpoints[clusterKey(cs.p.Name)] {
 					t.dirty[ep] = struct{}{}
 				}
 			}
+		}
+		for ep := range e.addrEndpoints {
+			t.dirty[ep] = struct{}{}
 		}
 	}
 	for name := range t.nodes {
