@@ -340,3 +340,30 @@ func describe(s *model.State, a netip.Addr) string {
 	}
 	return out
 }
+
+// A pod with SluiceL7Policy ports whose ingress ClusterNetworkPolicy
+// rules decide does not get the L7 redirects (one would outrank an Admin
+// Deny in the datapath's tie-break): the tiers decide alone, and the
+// engine says why the L7 policy is not applied.
+func TestClusterPolicyRefusesL7OnTheSamePod(t *testing.T) {
+	s := netpolCluster()
+	s.Upsert(l7pol("x/api", sel("pod", "a"), l7port(model.PortNumber(80), "GET")))
+	s.Upsert(l7pol("z/api", sel("pod", "a"), l7port(model.PortNumber(80), "GET")))
+	s.Upsert(&model.ClusterNetworkPolicy{Name: "guard", Tier: model.TierAdmin, Priority: 1,
+		Subject: model.ClusterPeer{NamespaceSelector: sel("ns", "x")},
+		Ingress: []model.ClusterRule{{Action: model.ActionDeny, Peers: []model.ClusterPeer{{NamespaceSelector: sel("ns", "y")}}}}})
+	e, err := NewEngine(Options{NodeName: localNode}, nil)
+	require.NoError(t, err)
+	res := e.Sync(s)
+	var msgs []string
+	for _, err := range res.Errors {
+		msgs = append(msgs, err.Error())
+	}
+	require.Contains(t, msgs, "endpoint x/a: SluiceL7Policies [x/api] are not applied: ClusterNetworkPolicies [guard] decide the pod's ingress, "+
+		"and L7 redirects on the same pod are not supported yet")
+	podAddr := func(p string) netip.Addr { a, _ := endpointAddr(s, p); return a }
+	require.Equal(t, "deny", verdictOf(t, e, "x/a", podAddr("y/b"), 80), "the Admin Deny holds on the L7 port")
+	require.Equal(t, "allow", verdictOf(t, e, "x/a", podAddr("x/b"), 80), "no redirect: the L7 rules are not applied")
+	require.Equal(t, "redirect to z/api#0", verdictOf(t, e, "z/a", podAddr("x/b"), 80),
+		"a pod no ClusterNetworkPolicy selects keeps its L7 rules")
+}
