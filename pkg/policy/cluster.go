@@ -22,13 +22,18 @@ import (
 //
 //   - The ports of every rule of the direction (all tiers, NetworkPolicy
 //     included) cut each protocol's port space into intervals; within one
-//     interval every rule matches all ports or none. Every peer bucket
-//     (identity, CIDR class, any peer) gets an entry for every interval,
-//     split into the same port prefixes, plus an any-protocol entry for
-//     the protocols no rule names. So all buckets that match a packet
-//     match it with equally long keys, and the datapath's tie-break, the
-//     more specific peer (identity, then class, then any), picks the
-//     bucket: each bucket only has to be right for the peers that reach it.
+//     interval every rule matches all ports or none. Identity 0 (any peer)
+//     gets an entry for every interval, split into port prefixes, plus an
+//     any-protocol entry for the protocols no rule names; every other
+//     bucket (identity, CIDR class) gets the same entries, of the same
+//     lengths, but only for the intervals where it decides otherwise than
+//     the bucket it would fall through to (an identity: the class of its
+//     pods' addresses, else any peer; a class: any peer). So the buckets
+//     that match a packet match it with equally long keys, the datapath's
+//     tie-break (the more specific peer: identity, then class, then any)
+//     picks the most specific, and where a bucket has no entry the next
+//     one decides the same. Each bucket only has to be right for the
+//     peers that reach it.
 //   - Identities some selector of the direction selects get their own
 //     entries, decided with the CIDR class their pods' addresses have (a
 //     networks or ipBlock rule matches pod addresses too). An identity
@@ -489,11 +494,39 @@ func (u unit) keys() []portKey {
 func (e *Engine) compileTiered(b *builder, td *tieredDir, next identity.ID) (cidrs []CIDREntry, usesAddrs bool) {
 	dir := td.dir
 	units := e.units(td)
-	emit := func(id identity.ID, decide func(u unit) verdictRule) {
-		for _, u := range units {
-			vr := decide(u)
-			for _, k := range u.keys() {
-				b.entries[entryKey{id: id, dir: dir, portKey: k}.pack()] = entryVal{verdict: vr.verdict, rule: vr.r}
+	put := func(id identity.ID, u unit, vr verdictRule) {
+		for _, k := range u.keys() {
+			b.entries[entryKey{id: id, dir: dir, portKey: k}.pack()] = entryVal{verdict: vr.verdict, rule: vr.r}
+		}
+	}
+	// decisions are a peer's, unit by unit.
+	decisions := func(p tpeer) []verdictRule {
+		out := make([]verdictRule, len(units))
+		for i, u := range units {
+			out[i] = td.decide(p, u)
+		}
+		return out
+	}
+	// generic are the decisions for a peer no selector selects, at an
+	// address whose longest prefix is pfx (invalid: none): what the class
+	// and any-peer entries give. A more specific bucket needs no entry
+	// for a unit where it decides the same: the lookup falls through to
+	// those (see the package documentation).
+	genericOf := map[netip.Prefix][]verdictRule{}
+	generic := func(pfx netip.Prefix) []verdictRule {
+		g, ok := genericOf[pfx]
+		if !ok {
+			g = decisions(tpeer{id: identity.Unknown, pfx: pfx})
+			genericOf[pfx] = g
+		}
+		return g
+	}
+	// emit writes a bucket's entries for the units where it decides
+	// otherwise than fallback (nil: every unit).
+	emit := func(id identity.ID, own, fallback []verdictRule) {
+		for i, u := range units {
+			if fallback == nil || own[i] != fallback[i] {
+				put(id, u, own[i])
 			}
 		}
 	}
@@ -584,14 +617,17 @@ func (e *Engine) compileTiered(b *builder, td *tieredDir, next identity.ID) (cid
 			}
 			continue
 		}
-		emit(id, func(u unit) verdictRule { return td.decide(tpeer{id: id, pfx: pfx}, u) })
+		emit(id, decisions(tpeer{id: id, pfx: pfx}), generic(pfx))
 	}
 	if dir == Ingress {
-		emit(identity.Host, func(unit) verdictRule {
-			return verdictRule{verdict: Allow, r: rule{id: RuleHostAllow, ref: HostAllowRef}}
-		})
+		hostAllow := make([]verdictRule, len(units))
+		for i := range hostAllow {
+			hostAllow[i] = verdictRule{verdict: Allow, r: rule{id: RuleHostAllow, ref: HostAllowRef}}
+		}
+		emit(identity.Host, hostAllow, nil)
 	}
-	emit(identity.Unknown, func(u unit) verdictRule { return td.decide(tpeer{id: identity.Unknown}, u) })
+	base := generic(netip.Prefix{})
+	emit(identity.Unknown, base, nil)
 
 	// CIDR classes: every prefix of the direction, and the addresses
 	// decided on their own, as the peer the ipcache makes of the address
@@ -613,23 +649,26 @@ func (e *Engine) compileTiered(b *builder, td *tieredDir, next identity.ID) (cid
 		if ap, ok := perAddr[p]; ok {
 			peer = tpeer{id: ap.id, pfx: p, holders: ap.holders}
 		}
+		own := generic(p)
+		if peer.id != identity.Unknown || peer.holders != nil {
+			own = decisions(peer)
+		}
+		// A class's content is what differs from the any-peer entries.
 		var content []byte
-		decisions := make([]verdictRule, len(units))
-		for i, u := range units {
-			decisions[i] = td.decide(peer, u)
-			content = append(content, byte(decisions[i].verdict), byte(decisions[i].r.id>>24), byte(decisions[i].r.id>>16),
-				byte(decisions[i].r.id>>8), byte(decisions[i].r.id))
+		for i := range units {
+			if own[i] == base[i] {
+				content = append(content, 0xff)
+				continue
+			}
+			content = append(content, byte(own[i].verdict), byte(own[i].r.id>>24), byte(own[i].r.id>>16),
+				byte(own[i].r.id>>8), byte(own[i].r.id))
 		}
 		id, ok := classes[string(content)]
 		if !ok {
 			id = next
 			next++
 			classes[string(content)] = id
-			for i, u := range units {
-				for _, k := range u.keys() {
-					b.entries[entryKey{id: id, dir: dir, portKey: k}.pack()] = entryVal{verdict: decisions[i].verdict, rule: decisions[i].r}
-				}
-			}
+			emit(id, own, base)
 		}
 		cidrs = append(cidrs, CIDREntry{Direction: dir, Prefix: p, Class: id})
 	}

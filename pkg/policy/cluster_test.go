@@ -367,3 +367,35 @@ func TestClusterPolicyRefusesL7OnTheSamePod(t *testing.T) {
 	require.Equal(t, "redirect to z/api#0", verdictOf(t, e, "z/a", podAddr("x/b"), 80),
 		"a pod no ClusterNetworkPolicy selects keeps its L7 rules")
 }
+
+// The shape of the compiled entries for a documented guardrail (an Admin
+// Deny from namespace y on TCP/80): any peer and the node get an entry per
+// port interval (TCP 0-79, 80, 81-65535, split into prefixes, and the
+// other protocols), the denied identities one entry each, where they
+// differ from any peer.
+func TestClusterEntriesOnlyWhereTheyDiffer(t *testing.T) {
+	s := netpolCluster()
+	s.Upsert(&model.ClusterNetworkPolicy{Name: "no-y", Tier: model.TierAdmin, Priority: 1,
+		Subject: model.ClusterPeer{NamespaceSelector: sel("ns", "x")},
+		Ingress: []model.ClusterRule{{Action: model.ActionDeny, Peers: []model.ClusterPeer{{NamespaceSelector: sel("ns", "y")}},
+			Ports: []model.ClusterPort{{Protocol: model.ProtocolTCP, Port: 80}}}}})
+	e := newEngine(t, s)
+	p, ok := e.Endpoint(nn("x/a"))
+	require.True(t, ok)
+	require.True(t, p.IngressTiered)
+	require.False(t, p.EgressEnforced, "no rule for egress: not tiered, not enforced")
+	count := map[identity.ID]int{}
+	for _, en := range p.Entries {
+		count[en.Identity]++
+		if en.Identity != identity.Unknown && en.Identity != identity.Host {
+			require.Equal(t, Entry{Identity: en.Identity, Direction: Ingress, Protocol: ProtoTCP, Port: 80, PortPrefixLen: 16,
+				Verdict: Deny, Rule: en.Rule}, en, "y's identities: one deny entry each")
+			require.Equal(t, "cnp/no-y ingress[0]", e.RuleName(en.Rule))
+		}
+	}
+	// 1 any-protocol + TCP 0-63, 64-79, 80, and 14 prefixes for 81-65535.
+	require.Equal(t, 18, count[identity.Unknown])
+	require.Equal(t, 18, count[identity.Host])
+	require.Len(t, count, 2+3, "any peer, the node, y/a, y/b, y/c")
+	require.Empty(t, p.CIDRs)
+}
