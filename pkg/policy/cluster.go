@@ -643,16 +643,34 @@ func (e *Engine) compileTiered(b *builder, td *tieredDir, next identity.ID) (cid
 		perAddr[p] = ap
 		prefixSet[p] = struct{}{}
 	}
-	classes := map[string]identity.ID{}
-	for _, p := range slices.SortedFunc(maps.Keys(prefixSet), comparePrefixes) {
-		peer := tpeer{id: identity.Unknown, pfx: p}
-		if ap, ok := perAddr[p]; ok {
-			peer = tpeer{id: ap.id, pfx: p, holders: ap.holders}
+	// Shorter prefixes first, so that a prefix deciding as its nearest
+	// kept ancestor does (or, without one, as any peer) is left out: the
+	// LPM then finds that ancestor, with the same decisions.
+	kept := map[netip.Prefix][]verdictRule{}
+	for _, p := range slices.SortedFunc(maps.Keys(prefixSet), func(x, y netip.Prefix) int {
+		if c := cmp.Compare(x.Bits(), y.Bits()); c != 0 {
+			return c
 		}
+		return x.Addr().Compare(y.Addr())
+	}) {
 		own := generic(p)
-		if peer.id != identity.Unknown || peer.holders != nil {
-			own = decisions(peer)
+		if ap, ok := perAddr[p]; ok {
+			own = decisions(tpeer{id: ap.id, pfx: p, holders: ap.holders})
 		}
+		fallback := base
+		for bits := p.Bits() - 1; bits >= 0; bits-- {
+			if d, ok := kept[netip.PrefixFrom(p.Addr(), bits).Masked()]; ok {
+				fallback = d
+				break
+			}
+		}
+		if !slices.Equal(own, fallback) {
+			kept[p] = own
+		}
+	}
+	classes := map[string]identity.ID{}
+	for _, p := range slices.SortedFunc(maps.Keys(kept), comparePrefixes) {
+		own := kept[p]
 		// A class's content is what differs from the any-peer entries.
 		var content []byte
 		for i := range units {

@@ -399,3 +399,51 @@ func TestClusterEntriesOnlyWhereTheyDiffer(t *testing.T) {
 	require.Len(t, count, 2+3, "any peer, the node, y/a, y/b, y/c")
 	require.Empty(t, p.CIDRs)
 }
+
+// Egress named ports are resolved per destination pod, so every pod's
+// address is decided on its own; an address that decides as the prefix
+// holding it needs no CIDR entry. Here the Admin tier decides every pod
+// address (Accept y's /24, Deny the rest of 10/8) before the named port
+// could matter: two prefixes, no /32.
+func TestClusterCIDRsOnlyWhereTheyDiffer(t *testing.T) {
+	s := netpolCluster()
+	s.Upsert(netpol("x/named", sel("pod", "a")).egress(rl(peers(nsPeer(sel("ns", "y"))), named(model.ProtocolTCP, "serve-80-tcp"))).build())
+	s.Upsert(&model.ClusterNetworkPolicy{Name: "nets", Tier: model.TierAdmin, Priority: 1,
+		Subject: model.ClusterPeer{NamespaceSelector: sel("ns", "x")},
+		Egress: []model.ClusterRule{
+			{Action: model.ActionAccept, Peers: []model.ClusterPeer{{Networks: []netip.Prefix{prefix("10.244.2.0/24")}}}},
+			{Action: model.ActionDeny, Peers: []model.ClusterPeer{{Networks: []netip.Prefix{prefix("10.0.0.0/8")}}}},
+		}})
+	e := newEngine(t, s)
+	p, ok := e.Endpoint(nn("x/a"))
+	require.True(t, ok)
+	var got []string
+	for _, c := range p.CIDRs {
+		got = append(got, c.Prefix.String())
+	}
+	require.Equal(t, []string{"10.0.0.0/8", "10.244.2.0/24"}, got)
+	ok, rule := decide(p, e.IPCache(), Egress, addr("10.244.2.2"), ProtoTCP, 81)
+	require.True(t, ok)
+	require.Equal(t, "cnp/nets egress[0]", e.RuleName(rule))
+	ok, rule = decide(p, e.IPCache(), Egress, addr("10.244.3.2"), ProtoTCP, 80)
+	require.False(t, ok)
+	require.Equal(t, "cnp/nets egress[1]", e.RuleName(rule))
+
+	// Without the Admin tier, y's pods are decided per address: the named
+	// port admits them on 80 only.
+	s.Delete(model.Key{Kind: model.KindClusterNetworkPolicy, Name: "nets"})
+	s.Upsert(&model.ClusterNetworkPolicy{Name: "nets", Tier: model.TierBaseline, Priority: 1,
+		Subject: model.ClusterPeer{NamespaceSelector: sel("ns", "x")},
+		Egress:  []model.ClusterRule{{Action: model.ActionDeny, Peers: []model.ClusterPeer{{Networks: []netip.Prefix{prefix("192.0.2.0/24")}}}}}})
+	e = newEngine(t, s)
+	p, _ = e.Endpoint(nn("x/a"))
+	got = nil
+	for _, c := range p.CIDRs {
+		got = append(got, c.Prefix.String())
+	}
+	require.Equal(t, []string{"10.244.2.1/32", "10.244.2.2/32", "10.244.2.3/32"}, got, "y's pods, and not the Baseline's network: NetworkPolicy isolates x/a")
+	ok, _ = decide(p, e.IPCache(), Egress, addr("10.244.2.2"), ProtoTCP, 80)
+	require.True(t, ok)
+	ok, _ = decide(p, e.IPCache(), Egress, addr("10.244.2.2"), ProtoTCP, 81)
+	require.False(t, ok)
+}
