@@ -227,8 +227,12 @@ func TestClusterNetworkPolicyTiers(t *testing.T) {
 						if f.GetTime().AsTime().Before(start) || src.Addr() != p.from.IP || dst.Addr() != p.to.IP || int(dst.Port()) != p.port {
 							continue
 						}
-						allowedBy := slices.Concat(f.GetIngressAllowedBy(), f.GetEgressAllowedBy())
-						deniedBy := slices.Concat(f.GetIngressDeniedBy(), f.GetEgressDeniedBy())
+						// The decision's own direction: the client's egress or
+						// the server's ingress.
+						allowedBy, deniedBy := f.GetIngressAllowedBy(), f.GetIngressDeniedBy()
+						if p.egress {
+							allowedBy, deniedBy = f.GetEgressAllowedBy(), f.GetEgressDeniedBy()
+						}
 						last = append(last, fmt.Sprintf("%s %s allowed by %q denied by %q", f.GetSummary(), f.GetVerdict(), flowRule(allowedBy), flowRule(deniedBy)))
 						var ok bool
 						if p.allowed {

@@ -286,8 +286,9 @@ func (e *Enricher) PolicyRule(ruleID uint32) (flow.Rule, bool) {
 		return flow.Rule{Name: ref.String(), Kind: "SluiceBuiltin", Direction: dir, MatchType: flow.MatchAll}, true
 	case ref == policy.DefaultAllowRef:
 		// Built in: no tier decided a direction ClusterNetworkPolicy
-		// rules apply to.
-		return flow.Rule{Name: ref.String(), Kind: "SluiceBuiltin", Direction: dir, MatchType: flow.MatchAll}, true
+		// rules apply to. One rule ID serves both directions: the
+		// event's is the rule's.
+		return flow.Rule{Name: ref.String(), Kind: "SluiceBuiltin", MatchType: flow.MatchAll}, true
 	case ref.Cluster:
 		// A ClusterNetworkPolicy's rule: the object, and the rule in Ref
 		// ("cnp/guardrail egress[1]"), since one object holds many rules
