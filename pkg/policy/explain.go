@@ -15,15 +15,19 @@ import (
 // identities resolved to their labels: what `sluice policy get POD` prints.
 // It marshals to readable JSON.
 type Explanation struct {
-	Pod             string             `json:"pod"`
-	Identity        IdentityRef        `json:"identity"`
-	IngressEnforced bool               `json:"ingressEnforced"`
-	EgressEnforced  bool               `json:"egressEnforced"`
-	Audit           bool               `json:"audit"`
-	Overflow        string             `json:"overflow,omitempty"`
-	Policies        []string           `json:"policies,omitempty"`
-	Rules           []RuleExplanation  `json:"rules,omitempty"`
-	Entries         []EntryExplanation `json:"entries,omitempty"`
+	Pod             string      `json:"pod"`
+	Identity        IdentityRef `json:"identity"`
+	IngressEnforced bool        `json:"ingressEnforced"`
+	EgressEnforced  bool        `json:"egressEnforced"`
+	// IngressTiered and EgressTiered: ClusterNetworkPolicy rules apply,
+	// and every peer's decision is an entry (see EndpointPolicy).
+	IngressTiered bool               `json:"ingressTiered,omitempty"`
+	EgressTiered  bool               `json:"egressTiered,omitempty"`
+	Audit         bool               `json:"audit"`
+	Overflow      string             `json:"overflow,omitempty"`
+	Policies      []string           `json:"policies,omitempty"`
+	Rules         []RuleExplanation  `json:"rules,omitempty"`
+	Entries       []EntryExplanation `json:"entries,omitempty"`
 	// L7Policies are the SluiceL7Policies that select the pod; L7 the
 	// proxy listeners its peers are redirected to.
 	L7Policies []string        `json:"l7Policies,omitempty"`
@@ -105,6 +109,8 @@ func (e *Engine) Explain(pod model.NamespacedName) (*Explanation, error) {
 		Identity:        e.identityRef(p.Identity),
 		IngressEnforced: p.IngressEnforced,
 		EgressEnforced:  p.EgressEnforced,
+		IngressTiered:   p.IngressTiered,
+		EgressTiered:    p.EgressTiered,
 		Audit:           p.Audit,
 	}
 	if p.Overflow != nil {

@@ -300,6 +300,7 @@ func TestClusterNetworkPolicyRevocationAuditAndTrace(t *testing.T) {
 	require.NotContains(t, out, "ERROR", "the maps hold what the model decides")
 	out = e.cli(n1, "policy", "get", "prod/web")
 	require.Contains(t, out, "deny-dev (Admin, priority 10)", out)
+	require.Contains(t, out, "Ingress:   enforced (ClusterNetworkPolicy tiers", out)
 	require.Regexp(t, `identity \d+\s+k8s:app=client,\S*dev\S*\s.*\sdeny\s+cnp/deny-dev ingress\[0\]`, out, "the entry denying dev/client's identity names the rule")
 
 	// Audit mode: the denial is forwarded and reported.
