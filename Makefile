@@ -157,7 +157,7 @@ test-vm-full: ## Every kernel of the matrix in a VM with the full suite (arm64: 
 	$(VMTEST) matrix --suite full
 
 .PHONY: demo
-demo: build ## Two simulated nodes, pods, traffic, connections and drops, network and L7 policy (root)
+demo: build ## Two simulated nodes, pods, traffic, connections and drops, network, cluster-wide and L7 policy (root)
 	$(GO) run ./tools/demo --bin-dir $(CURDIR)/$(BIN)
 
 .PHONY: bench

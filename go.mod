@@ -1,6 +1,6 @@
 module github.com/sluice-net/sluice
 
-go 1.26.0
+go 1.26.6
 
 require (
 	github.com/cilium/cilium v1.20.2
@@ -27,6 +27,7 @@ require (
 	k8s.io/client-go v0.37.2
 	k8s.io/klog/v2 v2.140.0
 	sigs.k8s.io/json v0.0.0-20260909141634-11ed52e25bc5
+	sigs.k8s.io/network-policy-api v0.3.1
 	sigs.k8s.io/yaml v1.6.0
 )
 

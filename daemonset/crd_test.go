@@ -9,9 +9,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	npv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+
 	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/source/k8sconv"
 )
 
 // TestCRDSchemaIsTheGoTypes holds the CRD to pkg/apis/sluice/v1alpha1,
@@ -21,20 +25,31 @@ import (
 // lacks, silently). tests/apiserver checks that a real API server
 // accepts the CRD and serves its objects.
 func TestCRDSchemaIsTheGoTypes(t *testing.T) {
-	crd := only[*unstructured.Unstructured](t, loadManifests(t)).Object
+	checkCRD(t, v1alpha1.SluiceL7Policies, v1alpha1.KindSluiceL7Policy, "Namespaced", reflect.TypeFor[v1alpha1.SluiceL7PolicySpec]())
+}
+
+// TestClusterNetworkPolicyCRDIsTheGoTypes holds the ClusterNetworkPolicy
+// CRD to sigs.k8s.io/network-policy-api's v1alpha2 types, which the agent
+// decodes, in the same way.
+func TestClusterNetworkPolicyCRDIsTheGoTypes(t *testing.T) {
+	checkCRD(t, k8sconv.ClusterNetworkPolicies, k8sconv.ClusterNetworkPolicyKind.Kind, "Cluster",
+		reflect.TypeFor[npv1alpha2.ClusterNetworkPolicySpec]())
+}
+
+// checkCRD checks the manifests' CRD of res: its names and scope, one
+// served and stored version, and a spec schema describing spec.
+func checkCRD(t *testing.T, res schema.GroupVersionResource, kind, scope string, spec reflect.Type) {
+	t.Helper()
+	crd := crdNamed(t, res.Resource+"."+res.Group)
 	str := func(path ...string) string {
 		v, _, err := unstructured.NestedString(crd, path...)
 		require.NoError(t, err)
 		return v
 	}
-	res := v1alpha1.SluiceL7Policies
-	assert.Equal(t, "CustomResourceDefinition", str("kind"))
-	assert.Equal(t, res.Resource+"."+res.Group, str("metadata", "name"))
 	assert.Equal(t, res.Group, str("spec", "group"))
 	assert.Equal(t, res.Resource, str("spec", "names", "plural"))
-	assert.Equal(t, v1alpha1.KindSluiceL7Policy, str("spec", "names", "kind"))
-	assert.Equal(t, "Namespaced", str("spec", "scope"))
-
+	assert.Equal(t, kind, str("spec", "names", "kind"))
+	assert.Equal(t, scope, str("spec", "scope"))
 	versions, _, err := unstructured.NestedSlice(crd, "spec", "versions")
 	require.NoError(t, err)
 	require.Len(t, versions, 1)
@@ -42,9 +57,21 @@ func TestCRDSchemaIsTheGoTypes(t *testing.T) {
 	assert.Equal(t, res.Version, v["name"])
 	assert.Equal(t, true, v["served"])
 	assert.Equal(t, true, v["storage"])
-	schema, _, err := unstructured.NestedMap(v, "schema", "openAPIV3Schema", "properties", "spec")
+	sch, _, err := unstructured.NestedMap(v, "schema", "openAPIV3Schema", "properties", "spec")
 	require.NoError(t, err)
-	compareSchema(t, "spec", schema, reflect.TypeFor[v1alpha1.SluiceL7PolicySpec]())
+	compareSchema(t, "spec", sch, spec)
+}
+
+// crdNamed is the CustomResourceDefinition of the manifests with this name.
+func crdNamed(t *testing.T, name string) map[string]any {
+	t.Helper()
+	for _, o := range loadManifests(t) {
+		if u, ok := o.obj.(*unstructured.Unstructured); ok && u.GetKind() == "CustomResourceDefinition" && u.GetName() == name {
+			return u.Object
+		}
+	}
+	require.Failf(t, "no CRD", "the manifests have no CustomResourceDefinition %s", name)
+	return nil
 }
 
 var intOrString = reflect.TypeFor[intstr.IntOrString]()

@@ -172,7 +172,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	assert.Equal(t, map[string]int{
 		"*v1.Namespace": 1, "*v1.ServiceAccount": 1, "*v1.ClusterRole": 1, "*v1.ClusterRoleBinding": 1,
 		"*v1.Role": 1, "*v1.RoleBinding": 1, "*v1.ConfigMap": 2, "*v1.DaemonSet": 1,
-		"*unstructured.Unstructured": 1, // the SluiceL7Policy CRD
+		"*unstructured.Unstructured": 2, // the SluiceL7Policy and ClusterNetworkPolicy CRDs
 	}, kinds)
 
 	// The decoder does refuse what the API server would prune or reject.

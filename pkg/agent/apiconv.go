@@ -97,7 +97,7 @@ func apiTraceDecision(d *policytrace.Decision) *api.TraceDecision {
 	}
 	out := &api.TraceDecision{Endpoint: apiName(d.Endpoint), Node: d.Node, Local: d.Local, Direction: d.Direction,
 		Peer: uint32(d.Peer), PeerLabels: d.PeerLabels, Enforced: d.Enforced, Audit: d.Audit, Verdict: d.Verdict,
-		Rule: d.Rule, RuleID: d.RuleID, Entry: d.Entry, ProxyPort: d.ProxyPort}
+		Rule: d.Rule, RuleID: d.RuleID, Tier: d.Tier, Entry: d.Entry, ProxyPort: d.ProxyPort}
 	if m := d.Maps; m != nil {
 		out.Maps = &api.TraceMapCheck{EndpointID: m.EndpointID, Flags: m.Flags, Peer: uint32(m.Peer), Verdict: m.Verdict,
 			Rule: m.Rule, RuleID: m.RuleID, Entry: m.Entry, Agrees: m.Agrees}

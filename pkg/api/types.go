@@ -444,8 +444,11 @@ type TraceDecision struct {
 	Verdict string `json:"verdict"`
 	// Rule is "ns/policy ingress[0]", host-allow, default-deny or
 	// fails-closed; empty when not enforced.
-	Rule      string `json:"rule,omitempty"`
-	RuleID    uint32 `json:"ruleID,omitempty"`
+	Rule   string `json:"rule,omitempty"`
+	RuleID uint32 `json:"ruleID,omitempty"`
+	// Tier is the deciding rule's tier where ClusterNetworkPolicy rules
+	// apply: Admin, NetworkPolicy, Baseline or default.
+	Tier      string `json:"tier,omitempty"`
 	Entry     string `json:"entry,omitempty"`
 	ProxyPort uint16 `json:"proxyPort,omitempty"`
 	// Maps is the same decision read from the datapath's maps (this

@@ -566,7 +566,8 @@ func dropReasonText(f *flowpb.Flow) string {
 // flowVerdictText is the verdict, as policy verdict events word it (ALLOWED,
 // DENIED, AUDITED, REDIRECTED TO PROXY :PORT), with the policies that
 // decided it:
-// "ALLOWED BY shop/allow-web (NetworkPolicy)".
+// "ALLOWED BY shop/allow-web (NetworkPolicy)", "DENIED BY cnp/guardrail
+// egress[0] (ClusterNetworkPolicy)".
 func flowVerdictText(f *flowpb.Flow) string {
 	v := f.GetVerdict()
 	text := v.String()
@@ -599,6 +600,13 @@ func flowVerdictText(f *flowpb.Flow) string {
 			continue
 		}
 		n := path.Join(p.GetNamespace(), p.GetName())
+		for _, l := range p.GetLabels() {
+			// The deciding rule, where the object holds rules of
+			// different actions (ClusterNetworkPolicy).
+			if ref, ok := strings.CutPrefix(l, flow.RuleLabel+"="); ok {
+				n = ref
+			}
+		}
 		if p.GetKind() != "" {
 			n += " (" + p.GetKind() + ")"
 		}

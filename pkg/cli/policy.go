@@ -68,13 +68,16 @@ func (g *globals) policyGet(cmd *cobra.Command, pod string) error {
 	}
 	fmt.Fprintf(w, "Pod:       %s\n", x.Pod)
 	fmt.Fprintf(w, "Identity:  %d %s\n", x.Identity.ID, strings.Join(x.Identity.Labels, ","))
-	fmt.Fprintf(w, "Ingress:   %s\n", enforced(x.IngressEnforced))
-	fmt.Fprintf(w, "Egress:    %s\n", enforced(x.EgressEnforced))
+	fmt.Fprintf(w, "Ingress:   %s\n", enforced(x.IngressEnforced, x.IngressTiered))
+	fmt.Fprintf(w, "Egress:    %s\n", enforced(x.EgressEnforced, x.EgressTiered))
 	if x.Audit {
 		fmt.Fprintln(w, "Audit:     yes (denials are reported, not dropped)")
 	}
 	if x.Overflow != "" {
 		fmt.Fprintf(w, "FAILS CLOSED: %s\n", x.Overflow)
+	}
+	if len(x.ClusterPolicies) > 0 {
+		fmt.Fprintf(w, "Cluster:   %s\n", strings.Join(x.ClusterPolicies, ", "))
 	}
 	fmt.Fprintf(w, "Policies:  %s\n", dash(strings.Join(x.Policies, ", ")))
 	if len(x.L7Policies) > 0 {
@@ -143,8 +146,11 @@ func printL7(w io.Writer, ls []policy.L7Explanation) error {
 	})
 }
 
-func enforced(b bool) string {
-	if b {
+func enforced(b, tiered bool) string {
+	switch {
+	case tiered:
+		return "enforced (ClusterNetworkPolicy tiers: every peer's decision is an entry below)"
+	case b:
 		return "enforced (default deny)"
 	}
 	return "not enforced (no policy selects the pod)"

@@ -208,7 +208,7 @@ func printDecision(w io.Writer, d *api.TraceDecision) {
 	if d.Local {
 		where = "this node"
 	}
-	fmt.Fprintf(w, "  %-8s at %s (%s): %s\n", d.Direction+":", d.Endpoint, where, decisionText(d.Verdict, d.Rule, d.Entry))
+	fmt.Fprintf(w, "  %-8s at %s (%s): %s\n", d.Direction+":", d.Endpoint, where, decisionText(d.Verdict, tierText(d.Tier, d.Rule), d.Entry))
 	peer := strconv.Itoa(int(d.Peer))
 	if len(d.PeerLabels) > 0 {
 		peer += " (" + strings.Join(d.PeerLabels, ",") + ")"
@@ -234,6 +234,15 @@ func decisionText(verdict, rule, entry string) string {
 		return verdict + " by " + rule
 	}
 	return verdict + " by " + rule + ", entry " + entry
+}
+
+// tierText puts the deciding tier before the rule where
+// ClusterNetworkPolicy rules apply: "Admin tier: cnp/guardrail egress[0]".
+func tierText(tier, rule string) string {
+	if tier == "" || rule == "" {
+		return rule
+	}
+	return tier + " tier: " + rule
 }
 
 func auditText(audit bool) string {

@@ -377,6 +377,9 @@ func policyOf(r Rule) *flowpb.Policy {
 	if r.Namespace != "" {
 		p.Labels = append(p.Labels, "k8s:io.cilium.k8s.policy.namespace="+r.Namespace)
 	}
+	if r.Ref != "" {
+		p.Labels = append(p.Labels, RuleLabel+"="+r.Ref)
+	}
 	return p
 }
 

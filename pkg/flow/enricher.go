@@ -71,7 +71,16 @@ type Rule struct {
 	MatchType MatchType
 	// Revision is the policy revision the rule belongs to, 0 if unknown.
 	Revision uint64
+	// Ref names the rule within the object when the object's name alone
+	// does not say what decided ("cnp/guardrail ingress[2]": a
+	// ClusterNetworkPolicy's rules have different actions); it becomes
+	// the policy's RuleLabel label.
+	Ref string
 }
+
+// RuleLabel is the label of a flow's policy that names the deciding rule
+// (Rule.Ref).
+const RuleLabel = "k8s:io.sluice.policy.rule"
 
 // MatchType is how a policy rule matched, numbered as Cilium's monitor API
 // (pkg/monitor/api.PolicyMatch*) numbers it in flow.policy_match_type.

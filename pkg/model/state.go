@@ -24,6 +24,8 @@ type State struct {
 	EndpointSlices  map[NamespacedName]*EndpointSlice
 	NetworkPolicies map[NamespacedName]*NetworkPolicy
 	L7Policies      map[NamespacedName]*L7Policy
+	// ClusterPolicies are keyed by name.
+	ClusterPolicies map[string]*ClusterNetworkPolicy
 }
 
 // Get returns the object with key k.
@@ -62,6 +64,10 @@ func (s *State) Get(k Key) (Object, bool) {
 		if v, ok := s.L7Policies[nn]; ok {
 			o = v
 		}
+	case KindClusterNetworkPolicy:
+		if v, ok := s.ClusterPolicies[k.Name]; ok {
+			o = v
+		}
 	}
 	return o, o != nil
 }
@@ -84,6 +90,8 @@ func (s *State) Upsert(obj Object) {
 		s.NetworkPolicies = put(s.NetworkPolicies, NamespacedName{o.Namespace, o.Name}, o)
 	case *L7Policy:
 		s.L7Policies = put(s.L7Policies, NamespacedName{o.Namespace, o.Name}, o)
+	case *ClusterNetworkPolicy:
+		s.ClusterPolicies = put(s.ClusterPolicies, o.Name, o)
 	default:
 		panic(fmt.Sprintf("model: cannot store %T", obj))
 	}
@@ -115,6 +123,8 @@ func (s *State) Delete(k Key) {
 		delete(s.NetworkPolicies, nn)
 	case KindL7Policy:
 		delete(s.L7Policies, nn)
+	case KindClusterNetworkPolicy:
+		delete(s.ClusterPolicies, k.Name)
 	}
 }
 
@@ -124,7 +134,7 @@ func (s *State) Len() int {
 		return 0
 	}
 	return len(s.Namespaces) + len(s.Nodes) + len(s.Pods) + len(s.Services) +
-		len(s.EndpointSlices) + len(s.NetworkPolicies) + len(s.L7Policies)
+		len(s.EndpointSlices) + len(s.NetworkPolicies) + len(s.L7Policies) + len(s.ClusterPolicies)
 }
 
 // Objects returns all objects sorted by key.
@@ -152,6 +162,9 @@ func (s *State) Objects() []Object {
 		out = append(out, v)
 	}
 	for _, v := range s.L7Policies {
+		out = append(out, v)
+	}
+	for _, v := range s.ClusterPolicies {
 		out = append(out, v)
 	}
 	slices.SortFunc(out, func(a, b Object) int { return compareKeys(a.Key(), b.Key()) })
@@ -183,6 +196,7 @@ func (s *State) Clone() *State {
 		EndpointSlices:  maps.Clone(s.EndpointSlices),
 		NetworkPolicies: maps.Clone(s.NetworkPolicies),
 		L7Policies:      maps.Clone(s.L7Policies),
+		ClusterPolicies: maps.Clone(s.ClusterPolicies),
 	}
 }
 
@@ -227,14 +241,15 @@ func (s *State) NamespaceLabels(ns string) map[string]string {
 // stateJSON is the saved form: lists rather than maps, because map keys with
 // a namespace are structs that JSON cannot key on, and sorted lists diff well.
 type stateJSON struct {
-	Revision        uint64           `json:"revision,omitempty"`
-	Namespaces      []*Namespace     `json:"namespaces,omitempty"`
-	Nodes           []*Node          `json:"nodes,omitempty"`
-	Pods            []*Pod           `json:"pods,omitempty"`
-	Services        []*Service       `json:"services,omitempty"`
-	EndpointSlices  []*EndpointSlice `json:"endpointSlices,omitempty"`
-	NetworkPolicies []*NetworkPolicy `json:"networkPolicies,omitempty"`
-	L7Policies      []*L7Policy      `json:"l7Policies,omitempty"`
+	Revision        uint64                  `json:"revision,omitempty"`
+	Namespaces      []*Namespace            `json:"namespaces,omitempty"`
+	Nodes           []*Node                 `json:"nodes,omitempty"`
+	Pods            []*Pod                  `json:"pods,omitempty"`
+	Services        []*Service              `json:"services,omitempty"`
+	EndpointSlices  []*EndpointSlice        `json:"endpointSlices,omitempty"`
+	NetworkPolicies []*NetworkPolicy        `json:"networkPolicies,omitempty"`
+	L7Policies      []*L7Policy             `json:"l7Policies,omitempty"`
+	ClusterPolicies []*ClusterNetworkPolicy `json:"clusterNetworkPolicies,omitempty"`
 }
 
 // MarshalJSON encodes the state as sorted lists per kind.
@@ -256,6 +271,8 @@ func (s State) MarshalJSON() ([]byte, error) {
 			j.NetworkPolicies = append(j.NetworkPolicies, o)
 		case *L7Policy:
 			j.L7Policies = append(j.L7Policies, o)
+		case *ClusterNetworkPolicy:
+			j.ClusterPolicies = append(j.ClusterPolicies, o)
 		}
 	}
 	return json.Marshal(j)
@@ -298,6 +315,9 @@ func (s *State) UnmarshalJSON(b []byte) error {
 		add(o, o == nil)
 	}
 	for _, o := range j.L7Policies {
+		add(o, o == nil)
+	}
+	for _, o := range j.ClusterPolicies {
 		add(o, o == nil)
 	}
 	return err

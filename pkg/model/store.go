@@ -111,6 +111,8 @@ func isNilObject(o Object) bool {
 		return o == nil
 	case *L7Policy:
 		return o == nil
+	case *ClusterNetworkPolicy:
+		return o == nil
 	}
 	return false
 }

@@ -21,10 +21,11 @@ const (
 	KindEndpointSlice
 	KindNetworkPolicy
 	KindL7Policy
+	KindClusterNetworkPolicy
 )
 
 // Kinds lists every valid Kind in a stable order.
-var Kinds = []Kind{KindNamespace, KindNode, KindPod, KindService, KindEndpointSlice, KindNetworkPolicy, KindL7Policy}
+var Kinds = []Kind{KindNamespace, KindNode, KindPod, KindService, KindEndpointSlice, KindNetworkPolicy, KindL7Policy, KindClusterNetworkPolicy}
 
 var kindNames = map[Kind]string{
 	KindNamespace:     "Namespace",
@@ -34,6 +35,8 @@ var kindNames = map[Kind]string{
 	KindEndpointSlice: "EndpointSlice",
 	KindNetworkPolicy: "NetworkPolicy",
 	KindL7Policy:      "SluiceL7Policy",
+
+	KindClusterNetworkPolicy: "ClusterNetworkPolicy",
 }
 
 // String returns the Kubernetes kind name, e.g. "Pod".
@@ -46,7 +49,7 @@ func (k Kind) String() string {
 
 // Namespaced reports whether objects of this kind live in a namespace.
 func (k Kind) Namespaced() bool {
-	return k != KindNamespace && k != KindNode
+	return k != KindNamespace && k != KindNode && k != KindClusterNetworkPolicy
 }
 
 // MarshalText encodes the kind by name so saved state stays readable and does
@@ -113,7 +116,8 @@ func (k Key) Less(o Key) bool {
 }
 
 // Object is one of the model's object types (*Namespace, *Pod, *Service,
-// *EndpointSlice, *NetworkPolicy, *Node, *L7Policy). The set is closed so that State can
+// *EndpointSlice, *NetworkPolicy, *Node, *L7Policy,
+// *ClusterNetworkPolicy). The set is closed so that State can
 // hold every kind.
 type Object interface {
 	Key() Key

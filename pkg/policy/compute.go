@@ -67,6 +67,9 @@ type builder struct {
 	// grouped by prefix; excepts holds every except prefix.
 	items   [3]map[netip.Prefix][]cidrItem
 	excepts [3]map[netip.Prefix]struct{}
+	// tiered marks the directions compiled with ClusterNetworkPolicy
+	// tiers (cluster.go), whose entries must all stay.
+	tiered [3]bool
 }
 
 func newBuilder() *builder {
@@ -76,6 +79,7 @@ func newBuilder() *builder {
 // reset empties the builder for the next endpoint, keeping its maps' room.
 func (b *builder) reset() {
 	clear(b.entries)
+	b.tiered = [3]bool{}
 	for i := range b.items {
 		clear(b.items[i])
 		clear(b.excepts[i])
@@ -272,9 +276,10 @@ func (b *builder) finish() ([]Entry, []CIDREntry) {
 // An entry is redundant when the same peer, or any peer (identity 0), has an
 // entry in the same direction that matches everything it matches with the
 // same verdict: the lookup then finds that one instead, with the same
-// outcome. This is only done in a direction where every entry is Allow,
-// because with Redirect entries the cross-lookup tie rules could pick a
-// different verdict. The host-allow entry is always kept. A direction whose
+// outcome. This is only done in a direction where every entry is Allow and
+// that is not compiled with tiers, because with Redirect or Deny entries the
+// cross-lookup tie rules could pick a different verdict (and tiered
+// entries rely on all buckets being equally long). The host-allow entry is always kept. A direction whose
 // CIDR classes all end up without entries loses its CIDR entries too: every
 // address they classify is decided by other entries anyway.
 func (b *builder) finishEntries(cidrs []CIDREntry) ([]Entry, []CIDREntry) {
@@ -287,7 +292,7 @@ func (b *builder) finishEntries(cidrs []CIDREntry) ([]Entry, []CIDREntry) {
 	var redirect [3]bool
 	for i, pk := range keys {
 		k, v := unpackEntryKey(pk), b.entries[pk]
-		if v.verdict != Allow {
+		if v.verdict != Allow || b.tiered[k.dir] {
 			redirect[k.dir] = true
 		}
 		all[i] = Entry{

@@ -1,5 +1,7 @@
-// Package policy compiles Kubernetes NetworkPolicy (networking.k8s.io/v1)
-// into the policy map contents of each endpoint (pod) on this node.
+// Package policy compiles Kubernetes NetworkPolicy (networking.k8s.io/v1),
+// ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) and
+// SluiceL7Policy into the policy map contents of each endpoint (pod) on
+// this node.
 //
 // It exists so that policy semantics live in pure Go, testable with struct
 // literals, while the datapath only does lookups: an Engine takes model
@@ -39,6 +41,18 @@
 //     (the model keeps no namespace annotations).
 //   - An endpoint needing more than Options.MaxEntriesPerEndpoint entries
 //     gets EndpointPolicy.Overflow, and the datapath denies it.
+//
+// # ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2, cluster.go)
+//
+// A direction of an endpoint that some ClusterNetworkPolicy rule applies
+// to is compiled with tiers: Admin rules by priority, then NetworkPolicy,
+// then Baseline, decided here for every peer bucket (identity, CIDR class,
+// any peer) and port interval, and written as final Allow or Deny entries
+// naming the deciding rule, so the datapath keeps its one lookup per new
+// connection. See cluster.go for why the buckets' entries are complete and
+// equally long, and how Pass falls through. A pod with both SluiceL7Policy
+// ports and tiered ingress does not get its L7 rules (reported in
+// Result.Errors): an L7 redirect would outrank an Admin Deny.
 //
 // # L7 policy (SluiceL7Policy, l7.go)
 //

@@ -65,6 +65,15 @@ type Engine struct {
 	listeners map[uint16]*listenerState
 	ports     *l7.Ports
 
+	// ClusterNetworkPolicies (cluster.go), by name; their selectors'
+	// users and the endpoints they applied to are keyed by clusterKey.
+	cluster          map[string]*clusterState
+	clusterSelUsers  map[*identity.CachedSelector]map[nsName]int
+	clusterEndpoints map[nsName]map[nsName]struct{}
+	// addrEndpoints are the endpoints compiled with tiers whose entries
+	// depend on pods' addresses.
+	addrEndpoints map[nsName]struct{}
+
 	// b is reused for every endpoint computation, to keep its maps' room.
 	b *builder
 	// applied is set after the first Apply, which frees the restored
@@ -111,6 +120,8 @@ type endpointState struct {
 	policy  *EndpointPolicy
 	applied []nsName // policies that select the endpoint, sorted
 	l7      endpointL7
+	// cluster are the ClusterNetworkPolicies that select it.
+	cluster []nsName
 }
 
 // NewEngine returns an empty engine. alloc may hold identities restored from
@@ -135,31 +146,35 @@ func NewEngine(opts Options, alloc *identity.Allocator) (*Engine, error) {
 		}
 	}
 	return &Engine{
-		opts:            opts,
-		alloc:           alloc,
-		sc:              identity.NewSelectorCache(),
-		ipc:             identity.NewIPCache(opts.NodeName),
-		state:           &model.State{},
-		pods:            map[nsName]*podState{},
-		nsPods:          map[string]map[nsName]*podState{},
-		ids:             map[identity.ID]*idState{},
-		policies:        map[nsName]*policyState{},
-		nsPolicies:      map[string]map[nsName]*policyState{},
-		namedEgress:     map[nsName]*policyState{},
-		selUsers:        map[*identity.CachedSelector]map[nsName]int{},
-		endpoints:       map[nsName]*endpointState{},
-		nsEndpoints:     map[string]map[nsName]*endpointState{},
-		policyEndpoints: map[nsName]map[nsName]struct{}{},
-		ruleIDs:         map[RuleRef]RuleID{},
-		ruleRefs:        map[RuleID]RuleRef{},
-		nextRule:        firstRuleID,
-		l7:              map[nsName]*l7State{},
-		nsL7:            map[string]map[nsName]*l7State{},
-		l7SelUsers:      map[*identity.CachedSelector]map[nsName]int{},
-		l7Endpoints:     map[nsName]map[nsName]struct{}{},
-		listeners:       map[uint16]*listenerState{},
-		ports:           ports,
-		b:               newBuilder(),
+		opts:             opts,
+		alloc:            alloc,
+		sc:               identity.NewSelectorCache(),
+		ipc:              identity.NewIPCache(opts.NodeName),
+		state:            &model.State{},
+		pods:             map[nsName]*podState{},
+		nsPods:           map[string]map[nsName]*podState{},
+		ids:              map[identity.ID]*idState{},
+		policies:         map[nsName]*policyState{},
+		nsPolicies:       map[string]map[nsName]*policyState{},
+		namedEgress:      map[nsName]*policyState{},
+		selUsers:         map[*identity.CachedSelector]map[nsName]int{},
+		endpoints:        map[nsName]*endpointState{},
+		nsEndpoints:      map[string]map[nsName]*endpointState{},
+		policyEndpoints:  map[nsName]map[nsName]struct{}{},
+		ruleIDs:          map[RuleRef]RuleID{},
+		ruleRefs:         map[RuleID]RuleRef{},
+		nextRule:         firstRuleID,
+		l7:               map[nsName]*l7State{},
+		nsL7:             map[string]map[nsName]*l7State{},
+		l7SelUsers:       map[*identity.CachedSelector]map[nsName]int{},
+		l7Endpoints:      map[nsName]map[nsName]struct{}{},
+		listeners:        map[uint16]*listenerState{},
+		ports:            ports,
+		cluster:          map[string]*clusterState{},
+		clusterSelUsers:  map[*identity.CachedSelector]map[nsName]int{},
+		clusterEndpoints: map[nsName]map[nsName]struct{}{},
+		addrEndpoints:    map[nsName]struct{}{},
+		b:                newBuilder(),
 	}, nil
 }
 
@@ -193,6 +208,7 @@ func (e *Engine) Sync(state *model.State) Result {
 			Pods:            state.Pods,
 			NetworkPolicies: state.NetworkPolicies,
 			L7Policies:      state.L7Policies,
+			ClusterPolicies: state.ClusterPolicies,
 		}
 	}
 	return e.Apply(model.Diff(e.state, view))
@@ -205,6 +221,7 @@ type txn struct {
 	nodes      map[string]struct{}
 	policies   map[nsName]struct{}
 	l7         map[nsName]struct{}
+	cluster    map[string]struct{}
 	dirty      map[nsName]struct{}
 	dirtySels  map[*identity.CachedSelector]struct{}
 	errs       []error
@@ -219,6 +236,7 @@ func (e *Engine) Apply(changes []model.Change) Result {
 		nodes:      map[string]struct{}{},
 		policies:   map[nsName]struct{}{},
 		l7:         map[nsName]struct{}{},
+		cluster:    map[string]struct{}{},
 		dirty:      map[nsName]struct{}{},
 		dirtySels:  map[*identity.CachedSelector]struct{}{},
 	}
@@ -238,6 +256,8 @@ func (e *Engine) Apply(changes []model.Change) Result {
 			t.policies[k.NamespacedName()] = struct{}{}
 		case model.KindL7Policy:
 			t.l7[k.NamespacedName()] = struct{}{}
+		case model.KindClusterNetworkPolicy:
+			t.cluster[k.Name] = struct{}{}
 		default:
 			continue
 		}
@@ -268,6 +288,24 @@ func (e *Engine) Apply(changes []model.Change) Result {
 	for _, nn := range slices.SortedFunc(maps.Keys(t.l7), compareNames) {
 		e.updateL7Policy(nn, t)
 	}
+	for _, name := range slices.Sorted(maps.Keys(t.cluster)) {
+		e.updateClusterPolicy(name, t)
+	}
+	if len(t.nodes) > 0 {
+		// nodes peers match nodes' addresses and labels, and a node's
+		// address is no pod's in the ipcache (tiered entries decide
+		// addresses as the ipcache identifies them).
+		for _, cs := range e.cluster {
+			if cs.hasNodesPeer() {
+				for ep := range e.clusterEndpoints[clusterKey(cs.p.Name)] {
+					t.dirty[ep] = struct{}{}
+				}
+			}
+		}
+		for ep := range e.addrEndpoints {
+			t.dirty[ep] = struct{}{}
+		}
+	}
 	for name := range t.nodes {
 		if n := e.state.Nodes[name]; n != nil {
 			e.ipc.SetNode(n)
@@ -285,6 +323,11 @@ func (e *Engine) Apply(changes []model.Change) Result {
 		}
 		for pol := range e.l7SelUsers[cs] {
 			for ep := range e.l7Endpoints[pol] {
+				t.dirty[ep] = struct{}{}
+			}
+		}
+		for pol := range e.clusterSelUsers[cs] {
+			for ep := range e.clusterEndpoints[pol] {
 				t.dirty[ep] = struct{}{}
 			}
 		}
@@ -403,6 +446,10 @@ func (e *Engine) updatePods(names []nsName, t *txn) {
 		if namedEgressRelevant(tr.old, tr.new) {
 			e.markNamedEgress(tr.old, t)
 			e.markNamedEgress(tr.new, t)
+			// Tiered entries decide identities by their pods' addresses.
+			for ep := range e.addrEndpoints {
+				t.dirty[ep] = struct{}{}
+			}
 		}
 	}
 
@@ -563,16 +610,23 @@ func (e *Engine) compilePolicy(nn nsName, np *model.NetworkPolicy) *policyState 
 func (e *Engine) releasePolicy(nn nsName, old, next *policyState) {
 	for _, dir := range []Direction{Ingress, Egress} {
 		for i, rs := range old.rules[dir] {
-			for _, cs := range rs.peers {
-				if cs != nil {
-					e.releasePeer(e.selUsers, nn, cs)
-				}
-			}
-			if next == nil || i >= len(next.rules[dir]) {
-				delete(e.ruleIDs, rs.r.ref)
-				delete(e.ruleRefs, rs.r.id)
-			}
+			e.releaseRule(e.selUsers, nn, rs.peers, rs.r, next != nil && i < len(next.rules[dir]))
 		}
+	}
+}
+
+// releaseRule drops the selector references a rule of policy nn holds
+// (peers, nil for address peers), and its rule ID unless keep (the policy's
+// next version has a rule at the same place).
+func (e *Engine) releaseRule(users map[*identity.CachedSelector]map[nsName]int, nn nsName, peers []*identity.CachedSelector, r rule, keep bool) {
+	for _, cs := range peers {
+		if cs != nil {
+			e.releasePeer(users, nn, cs)
+		}
+	}
+	if !keep {
+		delete(e.ruleIDs, r.ref)
+		delete(e.ruleRefs, r.id)
 	}
 }
 
@@ -654,6 +708,8 @@ func (e *Engine) recompute(nn nsName, res *Result) {
 	if old != nil {
 		unlink(e.policyEndpoints, old.applied, nn)
 		unlink(e.l7Endpoints, old.l7.applied, nn)
+		unlink(e.clusterEndpoints, old.cluster, nn)
+		delete(e.addrEndpoints, nn)
 	}
 	if ps == nil || !e.isLocal(ps.pod) {
 		if old != nil {
@@ -671,6 +727,10 @@ func (e *Engine) recompute(nn nsName, res *Result) {
 	pol, applied, l7x := e.computeEndpoint(nn, ps)
 	link(e.policyEndpoints, applied, nn)
 	link(e.l7Endpoints, l7x.applied, nn)
+	link(e.clusterEndpoints, l7x.cluster, nn)
+	if l7x.usesAddrs {
+		e.addrEndpoints[nn] = struct{}{}
+	}
 	for _, err := range l7x.failed {
 		res.Errors = append(res.Errors, fmt.Errorf("endpoint %s: %w", nn, err))
 	}
@@ -679,7 +739,7 @@ func (e *Engine) recompute(nn nsName, res *Result) {
 	} else {
 		res.Endpoints = append(res.Endpoints, pol)
 	}
-	es := &endpointState{pod: ps.pod, policy: pol, applied: applied, l7: l7x}
+	es := &endpointState{pod: ps.pod, policy: pol, applied: applied, l7: l7x.endpointL7, cluster: l7x.cluster}
 	e.endpoints[nn] = es
 	m := e.nsEndpoints[nn.Namespace]
 	if m == nil {
@@ -719,8 +779,18 @@ func (e *Engine) namespaceAudit(ns string) bool {
 	return ok && (n.Annotations[AuditAnnotation] == "true" || n.Labels[AuditLabel] == "true")
 }
 
+// endpointDeps is what an endpoint's computation depended on besides its
+// NetworkPolicies.
+type endpointDeps struct {
+	endpointL7
+	// cluster are the ClusterNetworkPolicies that select the endpoint;
+	// usesAddrs is set when its tiered entries depend on pods' addresses.
+	cluster   []nsName
+	usesAddrs bool
+}
+
 // computeEndpoint compiles the policy of one local endpoint.
-func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []nsName, endpointL7) {
+func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []nsName, endpointDeps) {
 	pod := ps.pod
 	ep := &EndpointPolicy{
 		Pod:      nn,
@@ -729,6 +799,17 @@ func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []ns
 	}
 	b := e.b
 	b.reset()
+	var x endpointDeps
+	// A direction some ClusterNetworkPolicy rule applies to is compiled
+	// with tiers (cluster.go), NetworkPolicy rules included.
+	admin, baseline, clusterApplied := e.clusterRulesFor(pod)
+	x.cluster = clusterApplied
+	var tiered [3]bool
+	var isolated [3]bool
+	var npRules [3][]*ruleState
+	for _, dir := range []Direction{Ingress, Egress} {
+		tiered[dir] = len(admin[dir])+len(baseline[dir]) > 0
+	}
 	var applied []nsName
 	for pnn, pol := range e.nsPolicies[pod.Namespace] {
 		if !pol.np.PodSelector.Matches(pod.Labels) {
@@ -739,10 +820,15 @@ func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []ns
 			if !pol.covers[dir] {
 				continue
 			}
+			isolated[dir] = true
 			if dir == Ingress {
 				ep.IngressEnforced = true
 			} else {
 				ep.EgressEnforced = true
+			}
+			if tiered[dir] {
+				npRules[dir] = append(npRules[dir], pol.rules[dir]...)
+				continue
 			}
 			for _, rs := range pol.rules[dir] {
 				e.compileRule(b, ps, dir, rs)
@@ -750,9 +836,20 @@ func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []ns
 		}
 	}
 	slices.SortFunc(applied, compareNames)
-	var x endpointL7
 	var l7ports map[uint16][]l7Entry
 	l7ports, x.applied = e.l7Ports(pod)
+	if len(l7ports) > 0 && tiered[Ingress] {
+		// The L7 redirect entries are exact ports that would beat an
+		// Admin or Baseline Deny of the same length (the datapath ranks
+		// Redirect over the peer's specificity): refuse the combination
+		// rather than let the L7 rules open what a tier denies.
+		if x.failed == nil {
+			x.failed = map[string]error{}
+		}
+		x.failed["cluster"] = fmt.Errorf("SluiceL7Policies %v are not applied: ClusterNetworkPolicies %v decide the pod's ingress, "+
+			"and L7 redirects on the same pod are not supported yet", x.applied, clusterApplied)
+		l7ports, x.applied = nil, nil
+	}
 	if len(l7ports) > 0 && !ep.IngressEnforced {
 		// No NetworkPolicy covers the pod's ingress: every peer is
 		// admitted, and ingress is enforced all the same, so that its L7
@@ -760,12 +857,34 @@ func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []ns
 		ep.IngressEnforced = true
 		b.put(entryKey{dir: Ingress}, entryVal{verdict: Allow, rule: rule{id: RuleL7Open, ref: L7OpenRef}})
 	}
-	if ep.IngressEnforced {
+	if ep.IngressEnforced && !tiered[Ingress] {
 		b.put(entryKey{id: identity.Host, dir: Ingress}, entryVal{verdict: Allow, rule: rule{id: RuleHostAllow, ref: HostAllowRef}})
 	}
 	cidrs := b.compileCIDRs()
+	next := identity.LocalCIDRBase
+	for _, c := range cidrs {
+		next = max(next, c.Class+1)
+	}
+	for _, dir := range []Direction{Ingress, Egress} {
+		if !tiered[dir] {
+			continue
+		}
+		if dir == Ingress {
+			ep.IngressEnforced, ep.IngressTiered = true, true
+		} else {
+			ep.EgressEnforced, ep.EgressTiered = true, true
+		}
+		td := e.tieredRules(ps, dir, admin[dir], baseline[dir], npRules[dir], isolated[dir])
+		tc, usesAddrs := e.compileTiered(b, td, next)
+		x.usesAddrs = x.usesAddrs || usesAddrs
+		for _, c := range tc {
+			next = max(next, c.Class+1)
+		}
+		cidrs = append(cidrs, tc...)
+	}
+	slices.SortFunc(cidrs, compareCIDRs)
 	if len(l7ports) > 0 {
-		e.compileL7(b, ep, l7ports, &x)
+		e.compileL7(b, ep, l7ports, &x.endpointL7)
 	}
 	ep.Entries, ep.CIDRs = b.finishEntries(cidrs)
 	if limit := e.opts.MaxEntriesPerEndpoint; limit > 0 {
@@ -881,6 +1000,8 @@ func (e *Engine) Rule(id RuleID) (RuleRef, bool) {
 		return HostAllowRef, true
 	case RuleL7Open:
 		return L7OpenRef, true
+	case RuleDefaultAllow:
+		return DefaultAllowRef, true
 	}
 	ref, ok := e.ruleRefs[id]
 	return ref, ok

@@ -15,19 +15,26 @@ import (
 // identities resolved to their labels: what `sluice policy get POD` prints.
 // It marshals to readable JSON.
 type Explanation struct {
-	Pod             string             `json:"pod"`
-	Identity        IdentityRef        `json:"identity"`
-	IngressEnforced bool               `json:"ingressEnforced"`
-	EgressEnforced  bool               `json:"egressEnforced"`
-	Audit           bool               `json:"audit"`
-	Overflow        string             `json:"overflow,omitempty"`
-	Policies        []string           `json:"policies,omitempty"`
-	Rules           []RuleExplanation  `json:"rules,omitempty"`
-	Entries         []EntryExplanation `json:"entries,omitempty"`
+	Pod             string      `json:"pod"`
+	Identity        IdentityRef `json:"identity"`
+	IngressEnforced bool        `json:"ingressEnforced"`
+	EgressEnforced  bool        `json:"egressEnforced"`
+	// IngressTiered and EgressTiered: ClusterNetworkPolicy rules apply,
+	// and every peer's decision is an entry (see EndpointPolicy).
+	IngressTiered bool               `json:"ingressTiered,omitempty"`
+	EgressTiered  bool               `json:"egressTiered,omitempty"`
+	Audit         bool               `json:"audit"`
+	Overflow      string             `json:"overflow,omitempty"`
+	Policies      []string           `json:"policies,omitempty"`
+	Rules         []RuleExplanation  `json:"rules,omitempty"`
+	Entries       []EntryExplanation `json:"entries,omitempty"`
 	// L7Policies are the SluiceL7Policies that select the pod; L7 the
 	// proxy listeners its peers are redirected to.
 	L7Policies []string        `json:"l7Policies,omitempty"`
 	L7         []L7Explanation `json:"l7,omitempty"`
+	// ClusterPolicies are the ClusterNetworkPolicies that select the pod,
+	// in order of evaluation: "guardrail (Admin, priority 10)".
+	ClusterPolicies []string `json:"clusterPolicies,omitempty"`
 }
 
 // L7Explanation is one proxy listener the pod's policy redirects peers
@@ -102,6 +109,8 @@ func (e *Engine) Explain(pod model.NamespacedName) (*Explanation, error) {
 		Identity:        e.identityRef(p.Identity),
 		IngressEnforced: p.IngressEnforced,
 		EgressEnforced:  p.EgressEnforced,
+		IngressTiered:   p.IngressTiered,
+		EgressTiered:    p.EgressTiered,
 		Audit:           p.Audit,
 	}
 	if p.Overflow != nil {
@@ -140,6 +149,11 @@ func (e *Engine) Explain(pod model.NamespacedName) (*Explanation, error) {
 	}
 	for _, nn := range es.l7.applied {
 		x.L7Policies = append(x.L7Policies, nn.String())
+	}
+	for _, nn := range es.cluster {
+		if cs := e.cluster[nn.Name]; cs != nil {
+			x.ClusterPolicies = append(x.ClusterPolicies, fmt.Sprintf("%s (%s, priority %d)", nn.Name, cs.p.Tier, cs.p.Priority))
+		}
 	}
 	x.L7 = e.explainL7(p)
 	for _, en := range p.Entries {

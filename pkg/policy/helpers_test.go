@@ -197,7 +197,7 @@ func decide(p *EndpointPolicy, ipc map[netip.Prefix]identity.ID, dir Direction, 
 	if !enforced {
 		return true, RuleNone
 	}
-	return ok, en.Rule
+	return ok && en.Verdict != Deny, en.Rule
 }
 
 // decideEntry is the entry the datapath's lookup finds (bpf/lib/policy.h):

@@ -41,7 +41,7 @@ func verdictOf(t *testing.T, e *Engine, ep string, peer netip.Addr, port uint16)
 	switch {
 	case !enforced:
 		return "allow (not enforced)"
-	case !ok:
+	case !ok, en.Verdict == Deny:
 		return "deny"
 	case en.Verdict == Allow:
 		return "allow"

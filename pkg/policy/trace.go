@@ -156,3 +156,34 @@ func (e *Engine) IdentityLabelStrings(id identity.ID) []string { return e.identi
 // State returns the namespaces, nodes, pods and network policies the
 // engine last applied. It is the engine's own and must not be modified.
 func (e *Engine) State() *model.State { return e.state }
+
+// Tiered reports whether the direction is compiled with
+// ClusterNetworkPolicy tiers: every peer then has an entry, Deny included.
+func (p *EndpointPolicy) Tiered(dir Direction) bool {
+	if dir == Ingress {
+		return p.IngressTiered
+	}
+	return p.EgressTiered
+}
+
+// RuleTier names the tier of a rule in a direction compiled with tiers:
+// "Admin" or "Baseline" (a ClusterNetworkPolicy's), "NetworkPolicy", or
+// "default" (no tier decided: RuleDefaultAllow, or NetworkPolicy's
+// default deny, rule 0).
+func (e *Engine) RuleTier(id RuleID) string {
+	ref, ok := e.Rule(id)
+	switch {
+	case id == RuleNone || ref == DefaultAllowRef:
+		return "default"
+	case !ok:
+		return ""
+	case ref.Cluster:
+		if p, ok := e.state.ClusterPolicies[ref.Policy.Name]; ok {
+			return string(p.Tier)
+		}
+		return ""
+	case ref == HostAllowRef:
+		return "host"
+	}
+	return "NetworkPolicy"
+}

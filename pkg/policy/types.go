@@ -70,22 +70,29 @@ const (
 	// Redirect sends the connection to the node's L7 proxy on the entry's
 	// ProxyPort. Kubernetes NetworkPolicy never produces it.
 	Redirect = Verdict(bpfobj.EndpointSlPolicyVerdictSL_VERDICT_REDIRECT)
+	// Deny drops the connection (or, in audit mode, reports it). Only
+	// ClusterNetworkPolicy makes Deny entries: an Admin Deny, a Baseline
+	// Deny, or NetworkPolicy's default deny in a direction compiled with
+	// tiers (see cluster.go), where every peer must find an entry.
+	Deny = Verdict(bpfobj.EndpointSlPolicyVerdictSL_VERDICT_DENY)
 )
 
-// String returns "allow" or "redirect".
+// String returns "allow", "redirect" or "deny".
 func (v Verdict) String() string {
 	switch v {
 	case Allow:
 		return "allow"
 	case Redirect:
 		return "redirect"
+	case Deny:
+		return "deny"
 	}
 	return "Verdict(" + strconv.Itoa(int(v)) + ")"
 }
 
 // MarshalText encodes the verdict by name.
 func (v Verdict) MarshalText() ([]byte, error) {
-	if v != Allow && v != Redirect {
+	if v != Allow && v != Redirect && v != Deny {
 		return nil, fmt.Errorf("invalid verdict %d", v)
 	}
 	return []byte(v.String()), nil
@@ -98,6 +105,8 @@ func (v *Verdict) UnmarshalText(b []byte) error {
 		*v = Allow
 	case "redirect":
 		*v = Redirect
+	case "deny":
+		*v = Deny
 	default:
 		return fmt.Errorf("unknown verdict %q", b)
 	}
@@ -143,18 +152,27 @@ const (
 	// RuleL7Open decides the entry that admits every peer into a pod that
 	// no NetworkPolicy covers but a SluiceL7Policy does: its ingress is
 	// enforced only so that its L7 ports are reached through the proxy.
-	RuleL7Open  RuleID = 2
-	firstRuleID RuleID = 3
+	RuleL7Open RuleID = 2
+	// RuleDefaultAllow decides what a direction compiled with
+	// ClusterNetworkPolicy tiers admits because no tier decided it: no
+	// Admin rule, no NetworkPolicy isolating the pod, no Baseline rule.
+	RuleDefaultAllow RuleID = 3
+	firstRuleID      RuleID = 4
 )
 
 // RuleRef names a rule: the Index-th rule of a NetworkPolicy's ingress or
-// egress list, or (L7) the Index-th entry of a SluiceL7Policy's ports.
+// egress list, (L7) the Index-th entry of a SluiceL7Policy's ports, or
+// (Cluster) the Index-th rule of a ClusterNetworkPolicy's ingress or
+// egress list.
 type RuleRef struct {
 	Policy    model.NamespacedName `json:"policy"`
 	Direction Direction            `json:"direction"`
 	Index     int                  `json:"index"`
 	// L7 is set for a SluiceL7Policy's port entry (Direction Ingress).
 	L7 bool `json:"l7,omitempty"`
+	// Cluster is set for a ClusterNetworkPolicy's rule (Policy has no
+	// namespace).
+	Cluster bool `json:"cluster,omitempty"`
 }
 
 // HostAllowRef is the RuleRef of RuleHostAllow; Index -1 marks it as not a
@@ -164,14 +182,23 @@ var HostAllowRef = RuleRef{Policy: model.NamespacedName{Name: "host-allow"}, Dir
 // L7OpenRef is the RuleRef of RuleL7Open, not a rule of a real policy either.
 var L7OpenRef = RuleRef{Policy: model.NamespacedName{Name: "no-network-policy"}, Direction: Ingress, Index: -1}
 
+// DefaultAllowRef is the RuleRef of RuleDefaultAllow, not a rule of a real
+// policy either.
+var DefaultAllowRef = RuleRef{Policy: model.NamespacedName{Name: "default-allow"}, Index: -1}
+
 // String returns e.g. "shop/allow-web ingress[0]", "shop/api l7 ports[1]",
-// "host-allow" or "no-network-policy".
+// "cnp/guardrail egress[2]", "host-allow", "no-network-policy" or
+// "default-allow".
 func (r RuleRef) String() string {
 	switch {
 	case r == HostAllowRef:
 		return "host-allow"
 	case r == L7OpenRef:
 		return "no-network-policy"
+	case r == DefaultAllowRef:
+		return "default-allow"
+	case r.Cluster:
+		return "cnp/" + r.Policy.Name + " " + r.Direction.String() + "[" + strconv.Itoa(r.Index) + "]"
 	case r.L7:
 		return r.Policy.String() + " l7 ports[" + strconv.Itoa(r.Index) + "]"
 	}
@@ -179,6 +206,12 @@ func (r RuleRef) String() string {
 }
 
 func compareRuleRefs(a, b RuleRef) int {
+	if a.Cluster != b.Cluster {
+		if a.Cluster {
+			return -1
+		}
+		return 1
+	}
 	if a.L7 != b.L7 {
 		if a.L7 {
 			return 1
@@ -282,6 +315,11 @@ type EndpointPolicy struct {
 	// pods (kubelet probes) whatever the policy.
 	IngressEnforced bool `json:"ingressEnforced"`
 	EgressEnforced  bool `json:"egressEnforced"`
+	// IngressTiered and EgressTiered are set where ClusterNetworkPolicy
+	// rules apply: the direction is compiled with tiers (cluster.go), every
+	// peer has an entry, and Deny entries name the deciding rule.
+	IngressTiered bool `json:"ingressTiered,omitempty"`
+	EgressTiered  bool `json:"egressTiered,omitempty"`
 	// Audit asks the datapath to report, not drop, denied traffic: set by
 	// Options.Audit or by the label sluice.io/policy-audit=true on the
 	// pod's namespace.
@@ -306,6 +344,7 @@ func (p *EndpointPolicy) Equal(o *EndpointPolicy) bool {
 	}
 	return p.Pod == o.Pod && p.Identity == o.Identity &&
 		p.IngressEnforced == o.IngressEnforced && p.EgressEnforced == o.EgressEnforced &&
+		p.IngressTiered == o.IngressTiered && p.EgressTiered == o.EgressTiered &&
 		p.Audit == o.Audit &&
 		slices.Equal(p.Entries, o.Entries) && slices.Equal(p.CIDRs, o.CIDRs) &&
 		errString(p.Overflow) == errString(o.Overflow)

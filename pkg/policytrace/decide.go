@@ -89,6 +89,9 @@ func (c *checker) decide(ep End, dir policy.Direction, peer netip.Addr, proto ui
 	default:
 		m = pol.Decide(dir, proto, port, d.Peer, peer)
 		d.Verdict, d.Rule, d.RuleID, d.Entry, d.ProxyPort = verdictOf(c.e, m)
+		if pol.Tiered(dir) {
+			d.Tier = c.e.RuleTier(policy.RuleID(d.RuleID))
+		}
 	}
 	if d.Verdict == VerdictDenied && d.Audit {
 		d.Verdict = VerdictAudit
@@ -117,8 +120,17 @@ func verdictOf(e *policy.Engine, m policy.Match) (verdict, rule string, ruleID u
 		return VerdictDenied, RuleDefaultDeny, 0, "", 0
 	}
 	verdict = VerdictAllowed
-	if m.Entry.Verdict == policy.Redirect {
+	switch m.Entry.Verdict {
+	case policy.Redirect:
 		verdict, proxy = VerdictRedirected, m.Entry.ProxyPort
+	case policy.Deny:
+		// A direction ClusterNetworkPolicy rules apply to has an entry
+		// for every peer: a Deny names the Admin or Baseline rule, or
+		// (rule 0) NetworkPolicy's default deny.
+		verdict = VerdictDenied
+		if m.Entry.Rule == policy.RuleNone {
+			return verdict, RuleDefaultDeny, 0, m.PeerText() + " " + m.Entry.PortsText(), 0
+		}
 	}
 	return verdict, e.RuleName(m.Entry.Rule), uint32(m.Entry.Rule), m.PeerText() + " " + m.Entry.PortsText(), proxy
 }
@@ -207,10 +219,17 @@ func (c *checker) checkMaps(ep End, dir policy.Direction, pol *policy.EndpointPo
 			mc.Verdict, mc.Rule = VerdictDenied, RuleDefaultDeny
 		default:
 			mc.Verdict = VerdictAllowed
-			if m.Entry.Verdict == datapath.VerdictRedirect {
+			switch m.Entry.Verdict {
+			case datapath.VerdictRedirect:
 				mc.Verdict = VerdictRedirected
+			case datapath.VerdictDeny:
+				mc.Verdict = VerdictDenied
 			}
 			mc.RuleID = m.Entry.Rule
+			if mc.Verdict == VerdictDenied && m.Entry.Rule == 0 {
+				mc.Rule, mc.Entry = RuleDefaultDeny, mapEntryText(m)
+				break
+			}
 			mc.Rule = c.e.RuleName(policy.RuleID(m.Entry.Rule))
 			if _, known := c.e.Rule(policy.RuleID(m.Entry.Rule)); !known {
 				mc.Rule = "a rule no policy has"

@@ -276,5 +276,21 @@ func TestWhatIf(t *testing.T) {
 	require.Equal(t, VerdictAllowed, res.Verdict)
 
 	_, err = tr.WhatIf("bad.yaml", []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\nspec: {containers: [{name: c, image: i}]}\n"), nil, nil)
-	require.EqualError(t, err, "--what-if bad.yaml: Pod shop/p: only NetworkPolicy objects can be evaluated")
+	require.EqualError(t, err, "--what-if bad.yaml: Pod shop/p: only NetworkPolicy and ClusterNetworkPolicy objects can be evaluated")
+
+	// An Admin ClusterNetworkPolicy denying the api tier from the
+	// frontend denies its connections though api-ingress admits them, and
+	// names the rule; api to db stays.
+	guard := "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: guard}\nspec:\n" +
+		"  tier: Admin\n  priority: 5\n  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: api}}}}\n" +
+		"  ingress:\n  - action: Deny\n    from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: frontend}}}}]\n"
+	w, err = tr.WhatIf("guard.yaml", []byte(guard), &Query{From: "shop/frontend", To: "shop/api", Port: 80}, flows)
+	require.NoError(t, err)
+	require.Equal(t, []string{"cnp/guard"}, w.Policies)
+	require.Len(t, w.Denied, 1, "%+v", w.Denied)
+	require.Equal(t, "ingress (cnp/guard ingress[0])", w.Denied[0].At)
+	require.Equal(t, 2, w.Denied[0].Count)
+	for _, p := range w.Trace.Paths {
+		require.Equal(t, "Admin", p.Ingress.Tier, "the tier that decides at each backend")
+	}
 }

@@ -104,6 +104,9 @@ type Decision struct {
 	// direction is not enforced.
 	Rule   string
 	RuleID uint32
+	// Tier is the tier of the deciding rule, when ClusterNetworkPolicy
+	// rules apply: "Admin", "NetworkPolicy", "Baseline" or "default".
+	Tier string `json:",omitempty"`
 	// Entry is the matching entry: "identity 300 TCP/8080", "any peer
 	// TCP/80", "cidr-class 16777217 (10.0.0.0/8) any".
 	Entry     string

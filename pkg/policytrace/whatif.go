@@ -18,7 +18,8 @@ import (
 	"github.com/sluice-net/sluice/pkg/source/files"
 )
 
-// WhatIf evaluates the NetworkPolicies of a manifest that is not applied
+// WhatIf evaluates the NetworkPolicies and ClusterNetworkPolicies of a
+// manifest that is not applied
 // (name is its file name, for errors; it is decoded as the files source
 // decodes its directory): the connections among flows that they would
 // deny, and, when q is not nil, the trace of q under them. The live state
@@ -29,26 +30,34 @@ func (t *Tracer) WhatIf(name string, manifest []byte, q *Query, flows []*flowpb.
 		return nil, &BadQueryError{msg: "--what-if " + err.Error()}
 	}
 	snap := t.Model.Snapshot()
+	// The applied ClusterNetworkPolicies decide too: Admin before the
+	// manifest's NetworkPolicies, Baseline after.
 	st := &model.State{Namespaces: snap.Namespaces, Nodes: snap.Nodes, Pods: snap.Pods,
-		NetworkPolicies: maps.Clone(snap.NetworkPolicies)}
-	if st.NetworkPolicies == nil {
-		st.NetworkPolicies = map[model.NamespacedName]*model.NetworkPolicy{}
-	}
+		NetworkPolicies: maps.Clone(snap.NetworkPolicies), ClusterPolicies: maps.Clone(snap.ClusterPolicies)}
 	out := &WhatIf{}
 	for _, o := range objs {
-		np, ok := o.(*model.NetworkPolicy)
-		if !ok {
-			return nil, badQuery("--what-if %s: %s: only NetworkPolicy objects can be evaluated", name, o.Key())
+		var applied bool
+		var label string
+		switch p := o.(type) {
+		case *model.NetworkPolicy:
+			nn := model.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+			_, applied = st.NetworkPolicies[nn]
+			st.NetworkPolicies = putState(st.NetworkPolicies, nn, p)
+			label = nn.String()
+		case *model.ClusterNetworkPolicy:
+			_, applied = st.ClusterPolicies[p.Name]
+			st.ClusterPolicies = putState(st.ClusterPolicies, p.Name, p)
+			label = "cnp/" + p.Name
+		default:
+			return nil, badQuery("--what-if %s: %s: only NetworkPolicy and ClusterNetworkPolicy objects can be evaluated", name, o.Key())
 		}
-		nn := model.NamespacedName{Namespace: np.Namespace, Name: np.Name}
-		if _, ok := st.NetworkPolicies[nn]; ok {
-			out.Replaced = append(out.Replaced, nn.String())
+		if applied {
+			out.Replaced = append(out.Replaced, label)
 		}
-		st.NetworkPolicies[nn] = np
-		out.Policies = append(out.Policies, nn.String())
+		out.Policies = append(out.Policies, label)
 	}
 	if len(out.Policies) == 0 {
-		return nil, badQuery("--what-if %s holds no NetworkPolicy", name)
+		return nil, badQuery("--what-if %s holds no NetworkPolicy or ClusterNetworkPolicy", name)
 	}
 	eng, err := policy.NewEngine(policy.Options{NodeName: t.NodeName, Audit: t.Audit}, nil)
 	if err != nil {
@@ -148,6 +157,15 @@ func deniedAt(p Path) (string, string) {
 		}
 	}
 	return "", ""
+}
+
+// putState sets m[k] = v, making the map when needed.
+func putState[K comparable, V any](m map[K]V, k K, v V) map[K]V {
+	if m == nil {
+		m = map[K]V{}
+	}
+	m[k] = v
+	return m
 }
 
 // decidedNow is how the live policy decides a path at the same point.

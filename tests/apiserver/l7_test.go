@@ -30,6 +30,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/l7"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/source/k8s"
+	"github.com/sluice-net/sluice/pkg/source/k8sconv"
 )
 
 var crds = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
@@ -44,11 +45,19 @@ func dynamicClient(t *testing.T, kubeconfig string) dynamic.Interface {
 	return d
 }
 
-// installCRD creates the SluiceL7Policy CRD of daemonset/ and waits until
-// the API server serves it.
+// installCRD creates the SluiceL7Policy and ClusterNetworkPolicy CRDs of
+// daemonset/ and waits until the API server serves them.
 func installCRD(t *testing.T, d dynamic.Interface) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(manifestDir, "crd-sluicel7policies.yaml"))
+	installCRDFile(t, d, "crd-sluicel7policies.yaml", v1alpha1.SluiceL7Policies)
+	installCRDFile(t, d, "crd-clusternetworkpolicies.yaml", k8sconv.ClusterNetworkPolicies)
+}
+
+// installCRDFile creates the CRD of daemonset/file and waits until the API
+// server serves res.
+func installCRDFile(t *testing.T, d dynamic.Interface, file string, res schema.GroupVersionResource) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(manifestDir, file))
 	require.NoError(t, err)
 	u := &unstructured.Unstructured{}
 	require.NoError(t, yaml.Unmarshal(data, &u.Object))
@@ -71,7 +80,7 @@ func installCRD(t *testing.T, d dynamic.Interface) {
 	}, waitFor, 50*time.Millisecond, "the CRD is established")
 	// Established is set before every API server handler serves it.
 	require.Eventually(t, func() bool {
-		_, err := d.Resource(v1alpha1.SluiceL7Policies).Namespace("default").List(ctx, metav1.ListOptions{})
+		_, err := d.Resource(res).List(ctx, metav1.ListOptions{})
 		return err == nil
 	}, waitFor, 50*time.Millisecond)
 }
@@ -86,8 +95,9 @@ func TestL7PolicyCRDOnARealAPIServer(t *testing.T) {
 	// The agent starts before the CRD exists: it runs, without L7 policy,
 	// and says why.
 	src, store := startSource(t, cp.APIServer.AdminKubeconfig, k8s.Options{})
-	require.Eventually(t, func() bool { return len(src.Errors()) == 1 }, waitFor, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(src.Errors()) == 2 }, waitFor, 20*time.Millisecond)
 	assert.Contains(t, src.Errors()[0].Error(), "sluicel7policies are not served by the API server")
+	assert.Contains(t, src.Errors()[1].Error(), "clusternetworkpolicies are not served by the API server")
 
 	installCRD(t, d)
 	res := d.Resource(v1alpha1.SluiceL7Policies).Namespace("shop")

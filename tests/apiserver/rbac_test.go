@@ -27,6 +27,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/source/k8s"
+	"github.com/sluice-net/sluice/pkg/source/k8sconv"
 )
 
 // manifestDir is the DaemonSet install, relative to this package.
@@ -116,6 +117,9 @@ func TestDaemonSetClusterRoleIsEnough(t *testing.T) {
 	_, err = dynamicClient(t, cp.APIServer.AdminKubeconfig).Resource(v1alpha1.SluiceL7Policies).Namespace("shop").
 		Create(ctx, k8stest.Unstructured(pol), metav1.CreateOptions{})
 	require.NoError(t, err)
+	_, err = dynamicClient(t, cp.APIServer.AdminKubeconfig).Resource(k8sconv.ClusterNetworkPolicies).
+		Create(ctx, cnpUnstructured(t, guardrailPolicy()), metav1.CreateOptions{})
+	require.NoError(t, err)
 	kubeconfig := serviceAccountKubeconfig(t, cp, admin, "sluice-system", "sluice")
 
 	src, store := startSource(t, kubeconfig, k8s.Options{NodeName: "node-1", SecretNamespace: "sluice-system"})
@@ -129,6 +133,7 @@ func TestDaemonSetClusterRoleIsEnough(t *testing.T) {
 	assert.NotEmpty(t, snap.EndpointSlices)
 	require.Contains(t, snap.L7Policies, model.NamespacedName{Namespace: "shop", Name: "api"})
 	assert.Contains(t, snap.L7Policies[model.NamespacedName{Namespace: "shop", Name: "api"}].Ports[0].JWT.JWKS, `"kty":"oct"`)
+	assert.Contains(t, snap.ClusterPolicies, "guardrail", "ClusterNetworkPolicies are listed")
 
 	// The watches are allowed too: a change arrives.
 	require.NoError(t, admin.NetworkingV1().NetworkPolicies("shop").Delete(ctx, "web-from-client", metav1.DeleteOptions{}))
@@ -136,6 +141,10 @@ func TestDaemonSetClusterRoleIsEnough(t *testing.T) {
 		_, ok := store.Snapshot().NetworkPolicies[model.NamespacedName{Namespace: "shop", Name: "web-from-client"}]
 		return !ok
 	}, waitFor, 20*time.Millisecond)
+	require.NoError(t, dynamicClient(t, cp.APIServer.AdminKubeconfig).Resource(k8sconv.ClusterNetworkPolicies).
+		Delete(ctx, "guardrail", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool { _, ok := store.Snapshot().ClusterPolicies["guardrail"]; return !ok }, waitFor, 20*time.Millisecond,
+		"a ClusterNetworkPolicy's deletion arrives over the watch")
 	assert.Empty(t, src.Errors())
 
 	// Least privilege: the agent's identity reads and nothing more (a

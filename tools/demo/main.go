@@ -534,6 +534,9 @@ endpoints:
 	if err := d.policyStory(ctx, n2, frontend, backend, db); err != nil {
 		return err
 	}
+	if err := d.clusterPolicyStory(ctx, n2, backend, db); err != nil {
+		return err
+	}
 	return d.l7Story(ctx, n1, frontend, backend)
 }
 
@@ -597,6 +600,63 @@ spec:
 	}
 	_, err = d.sluice(ctx, n2, "bpf", "policy", "list")
 	return err
+}
+
+// clusterPolicyStory: a platform engineer's Admin ClusterNetworkPolicy
+// overrides the namespace's NetworkPolicy: the backend, which
+// shop/db-from-backend admits, is denied, and the trace and the flows name
+// the guardrail's rule; removing it restores the NetworkPolicy's decision.
+func (d *demo) clusterPolicyStory(ctx context.Context, n2 *harness.Node, backend, db *harness.Pod) error {
+	header("7b. Cluster-wide guardrail: an Admin ClusterNetworkPolicy overrides the namespace's NetworkPolicy")
+	policy := `apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: shop-guardrail}
+spec:
+  tier: Admin
+  priority: 10
+  subject:
+    namespaces: {matchLabels: {kubernetes.io/metadata.name: shop}}
+  ingress:
+  - name: no-default-namespace
+    action: Deny
+    from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: default}}}]
+`
+	if err := d.c.WriteManifest("cnp-guardrail.yaml", policy); err != nil {
+		return err
+	}
+	fmt.Print("wrote ClusterNetworkPolicy shop-guardrail:\n" + policy)
+	denied := func() bool {
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := backend.TCPRequest(c, db.IP, tcpPort, "whoami")
+		return err != nil
+	}
+	if err := waitFor(ctx, 10*time.Second, "the guardrail to deny the backend", denied); err != nil {
+		return err
+	}
+	fmt.Printf("%s -> %s:%d: no answer (denied by the Admin tier, though shop/db-from-backend allows it)\n", backend, db, tcpPort)
+	out, err := d.sluice(ctx, n2, "policy", "trace", "--from", backend.String(), "--to", fmt.Sprintf("%s:%d", db, tcpPort))
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, "Admin tier: cnp/shop-guardrail ingress[0]") {
+		return errors.New("sluice policy trace does not name the guardrail's rule")
+	}
+	out, err = d.sluice(ctx, n2, "observe", "--last", "5", "--to-pod", "shop/db", "--type", "drop")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, "cnp/shop-guardrail ingress[0] (ClusterNetworkPolicy)") {
+		return errors.New("sluice observe does not name the guardrail's rule")
+	}
+	if err := d.c.RemoveManifest("cnp-guardrail.yaml"); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, 10*time.Second, "the backend to be allowed again", func() bool { return !denied() }); err != nil {
+		return err
+	}
+	fmt.Printf("guardrail removed: %s -> %s:%d answers again (shop/db-from-backend decides)\n", backend, db, tcpPort)
+	return nil
 }
 
 // l7Story: a SluiceL7Policy on the backend allows GET under /api/ and

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/source/k8sconv"
 )
 
 // Clientset adapts a client-go clientset (the fake one, in tests) to the
@@ -41,16 +42,19 @@ func (a *ClientsetClient) WithDynamic(d dynamic.Interface) *ClientsetClient {
 // objects (*unstructured.Unstructured) already in it.
 func NewDynamic(objects ...runtime.Object) *dynamicfake.FakeDynamicClient {
 	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{v1alpha1.SluiceL7Policies: v1alpha1.KindSluiceL7Policy + "List"}, objects...)
+		map[schema.GroupVersionResource]string{
+			v1alpha1.SluiceL7Policies:      v1alpha1.KindSluiceL7Policy + "List",
+			k8sconv.ClusterNetworkPolicies: "ClusterNetworkPolicyList",
+		}, objects...)
 }
 
 // List lists resource in namespace (all of them if empty).
 func (a *ClientsetClient) List(ctx context.Context, namespace, resource string, opts metav1.ListOptions) (runtime.Object, error) {
-	if resource == v1alpha1.SluiceL7Policies.Resource {
+	if gvr, ok := dynamicResource(resource); ok {
 		if a.dyn == nil {
-			return nil, notServed()
+			return nil, notServed(gvr)
 		}
-		return a.dyn.Resource(v1alpha1.SluiceL7Policies).Namespace(namespace).List(ctx, opts)
+		return a.dyn.Resource(gvr).Namespace(namespace).List(ctx, opts)
 	}
 	r, err := a.resource(namespace, resource)
 	if err != nil {
@@ -61,11 +65,11 @@ func (a *ClientsetClient) List(ctx context.Context, namespace, resource string, 
 
 // Watch watches resource in namespace (all of them if empty).
 func (a *ClientsetClient) Watch(ctx context.Context, namespace, resource string, opts metav1.ListOptions) (watch.Interface, error) {
-	if resource == v1alpha1.SluiceL7Policies.Resource {
+	if gvr, ok := dynamicResource(resource); ok {
 		if a.dyn == nil {
-			return nil, notServed()
+			return nil, notServed(gvr)
 		}
-		return a.dyn.Resource(v1alpha1.SluiceL7Policies).Namespace(namespace).Watch(ctx, opts)
+		return a.dyn.Resource(gvr).Namespace(namespace).Watch(ctx, opts)
 	}
 	r, err := a.resource(namespace, resource)
 	if err != nil {
@@ -75,8 +79,20 @@ func (a *ClientsetClient) Watch(ctx context.Context, namespace, resource string,
 }
 
 // notServed is the API server's answer for a resource it does not serve.
-func notServed() error {
-	return apierrors.NewNotFound(v1alpha1.SluiceL7Policies.GroupResource(), "")
+func notServed(gvr schema.GroupVersionResource) error {
+	return apierrors.NewNotFound(gvr.GroupResource(), "")
+}
+
+// dynamicResource is the custom kind's resource the agent reads through
+// the dynamic client.
+func dynamicResource(resource string) (schema.GroupVersionResource, bool) {
+	switch resource {
+	case v1alpha1.SluiceL7Policies.Resource:
+		return v1alpha1.SluiceL7Policies, true
+	case k8sconv.ClusterNetworkPolicies.Resource:
+		return k8sconv.ClusterNetworkPolicies, true
+	}
+	return schema.GroupVersionResource{}, false
 }
 
 // typed is a typed client of one resource, e.g. CoreV1().Pods("").

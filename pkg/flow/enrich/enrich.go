@@ -284,6 +284,27 @@ func (e *Enricher) PolicyRule(ruleID uint32) (flow.Rule, bool) {
 	case ref == policy.L7OpenRef:
 		// Built in: no NetworkPolicy covers a pod with L7 rules.
 		return flow.Rule{Name: ref.String(), Kind: "SluiceBuiltin", Direction: dir, MatchType: flow.MatchAll}, true
+	case ref == policy.DefaultAllowRef:
+		// Built in: no tier decided a direction ClusterNetworkPolicy
+		// rules apply to. One rule ID serves both directions: the
+		// event's is the rule's.
+		return flow.Rule{Name: ref.String(), Kind: "SluiceBuiltin", MatchType: flow.MatchAll}, true
+	case ref.Cluster:
+		// A ClusterNetworkPolicy's rule: the object, and the rule in Ref
+		// ("cnp/guardrail egress[1]"), since one object holds many rules
+		// of different actions.
+		r := flow.Rule{Name: ref.Policy.Name, Kind: "ClusterNetworkPolicy", Direction: dir, Ref: ref.String(), MatchType: flow.MatchL3Only}
+		snap, _, _ := e.state()
+		if p, ok := snap.ClusterPolicies[ref.Policy.Name]; ok {
+			rules := p.Ingress
+			if ref.Direction == policy.Egress {
+				rules = p.Egress
+			}
+			if ref.Index >= 0 && ref.Index < len(rules) && len(rules[ref.Index].Ports) > 0 {
+				r.MatchType = flow.MatchL3L4
+			}
+		}
+		return r, true
 	case ref.L7:
 		// A SluiceL7Policy's port entry: its peers and its port.
 		r := flow.Rule{Namespace: ref.Policy.Namespace, Name: ref.Policy.Name, Kind: "SluiceL7Policy", Direction: dir, MatchType: flow.MatchL4Only}

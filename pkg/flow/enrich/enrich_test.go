@@ -279,13 +279,18 @@ func TestPolicyRule(t *testing.T) {
 		Egress:  []model.Rule{{Ports: []model.PolicyPort{port}}, {}},
 	}}
 	rules := fakeRules{
-		1: {Policy: allowWeb, Direction: policy.Ingress, Index: 0},
-		2: {Policy: allowWeb, Direction: policy.Ingress, Index: 1},
-		3: {Policy: allowWeb, Direction: policy.Egress, Index: 0},
-		4: {Policy: allowWeb, Direction: policy.Egress, Index: 1},
-		5: {Policy: model.NamespacedName{Namespace: "shop", Name: "deleted"}, Direction: policy.Ingress, Index: 0},
-		6: policy.HostAllowRef,
+		1:  {Policy: allowWeb, Direction: policy.Ingress, Index: 0},
+		2:  {Policy: allowWeb, Direction: policy.Ingress, Index: 1},
+		3:  {Policy: allowWeb, Direction: policy.Egress, Index: 0},
+		4:  {Policy: allowWeb, Direction: policy.Egress, Index: 1},
+		5:  {Policy: model.NamespacedName{Namespace: "shop", Name: "deleted"}, Direction: policy.Ingress, Index: 0},
+		6:  policy.HostAllowRef,
+		8:  {Policy: model.NamespacedName{Name: "guardrail"}, Direction: policy.Egress, Index: 1, Cluster: true},
+		9:  {Policy: model.NamespacedName{Name: "guardrail"}, Direction: policy.Egress, Index: 0, Cluster: true},
+		10: policy.DefaultAllowRef,
 	}
+	m.state.ClusterPolicies = map[string]*model.ClusterNetworkPolicy{"guardrail": {Name: "guardrail", Tier: model.TierAdmin,
+		Egress: []model.ClusterRule{{Action: model.ActionPass}, {Action: model.ActionDeny, Ports: []model.ClusterPort{{Protocol: model.ProtocolTCP, Port: 80}}}}}}
 	e := New(Lookups{Model: m, Rules: rules})
 	named := func(dir flowpb.TrafficDirection, mt flow.MatchType) flow.Rule {
 		return flow.Rule{Namespace: "shop", Name: "allow-web", Kind: "NetworkPolicy", Direction: dir, MatchType: mt}
@@ -297,6 +302,12 @@ func TestPolicyRule(t *testing.T) {
 		4: named(flowpb.TrafficDirection_EGRESS, flow.MatchAll),
 		5: {Namespace: "shop", Name: "deleted", Kind: "NetworkPolicy", Direction: flowpb.TrafficDirection_INGRESS},
 		6: {Name: "host-allow", Kind: "SluiceBuiltin", Direction: flowpb.TrafficDirection_INGRESS, MatchType: flow.MatchL3Only},
+		// A ClusterNetworkPolicy's rules: the object, and the rule in Ref.
+		8: {Name: "guardrail", Kind: "ClusterNetworkPolicy", Direction: flowpb.TrafficDirection_EGRESS, MatchType: flow.MatchL3L4,
+			Ref: "cnp/guardrail egress[1]"},
+		9: {Name: "guardrail", Kind: "ClusterNetworkPolicy", Direction: flowpb.TrafficDirection_EGRESS, MatchType: flow.MatchL3Only,
+			Ref: "cnp/guardrail egress[0]"},
+		10: {Name: "default-allow", Kind: "SluiceBuiltin", MatchType: flow.MatchAll},
 	} {
 		got, ok := e.PolicyRule(id)
 		require.True(t, ok, "rule %d", id)

@@ -18,6 +18,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	sigsjson "sigs.k8s.io/json"
+	npv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
@@ -89,9 +90,10 @@ var kinds = map[string]kindInfo{
 	"EndpointSlice":             {"discovery.k8s.io/v1", true, func() metav1.Object { return &discoveryv1.EndpointSlice{} }},
 	"NetworkPolicy":             {"networking.k8s.io/v1", true, func() metav1.Object { return &networkingv1.NetworkPolicy{} }},
 	v1alpha1.KindSluiceL7Policy: {v1alpha1.GroupVersion.String(), true, func() metav1.Object { return &v1alpha1.SluiceL7Policy{} }},
+	"ClusterNetworkPolicy":      {npv1alpha2.GroupVersion.String(), false, func() metav1.Object { return &npv1alpha2.ClusterNetworkPolicy{} }},
 }
 
-const supportedKinds = "Namespace, Node, Pod, Service (v1), EndpointSlice (discovery.k8s.io/v1), NetworkPolicy (networking.k8s.io/v1), SluiceL7Policy (sluice.io/v1alpha1)"
+const supportedKinds = "Namespace, Node, Pod, Service (v1), EndpointSlice (discovery.k8s.io/v1), NetworkPolicy (networking.k8s.io/v1), SluiceL7Policy (sluice.io/v1alpha1), ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2)"
 
 // errNoSecrets refuses a JWT key set from a Secret: the files source reads
 // no Secrets, and a key set is public anyway.

@@ -703,13 +703,14 @@ func writeSavedState(w io.Writer, dir string, good map[string][]entry) error {
 
 // stateListName is the list of each kind in model.State's JSON form.
 var stateListName = map[model.Kind]string{
-	model.KindNamespace:     "namespaces",
-	model.KindNode:          "nodes",
-	model.KindPod:           "pods",
-	model.KindService:       "services",
-	model.KindEndpointSlice: "endpointSlices",
-	model.KindNetworkPolicy: "networkPolicies",
-	model.KindL7Policy:      "l7Policies",
+	model.KindNamespace:            "namespaces",
+	model.KindNode:                 "nodes",
+	model.KindPod:                  "pods",
+	model.KindService:              "services",
+	model.KindEndpointSlice:        "endpointSlices",
+	model.KindNetworkPolicy:        "networkPolicies",
+	model.KindL7Policy:             "l7Policies",
+	model.KindClusterNetworkPolicy: "clusterNetworkPolicies",
 }
 
 // addWatches watches the directory, and its parent so that creating,

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
+	"github.com/sluice-net/sluice/pkg/source/k8sconv"
 )
 
 // Client is what the source reads from the API server: lists and watches,
@@ -174,8 +175,8 @@ func (c *restClient) request(namespace, resource string, opts *metav1.ListOption
 
 // List implements Client.
 func (c *restClient) List(ctx context.Context, namespace, resource string, opts metav1.ListOptions) (runtime.Object, error) {
-	if resource == v1alpha1.SluiceL7Policies.Resource {
-		return c.dynamic.Resource(v1alpha1.SluiceL7Policies).Namespace(namespace).List(ctx, opts)
+	if gvr, ok := DynamicResources[resource]; ok {
+		return c.dynamic.Resource(gvr).Namespace(namespace).List(ctx, opts)
 	}
 	req, r, err := c.request(namespace, resource, &opts)
 	if err != nil {
@@ -190,8 +191,8 @@ func (c *restClient) List(ctx context.Context, namespace, resource string, opts 
 
 // Watch implements Client.
 func (c *restClient) Watch(ctx context.Context, namespace, resource string, opts metav1.ListOptions) (watch.Interface, error) {
-	if resource == v1alpha1.SluiceL7Policies.Resource {
-		return c.dynamic.Resource(v1alpha1.SluiceL7Policies).Namespace(namespace).Watch(ctx, opts)
+	if gvr, ok := DynamicResources[resource]; ok {
+		return c.dynamic.Resource(gvr).Namespace(namespace).Watch(ctx, opts)
 	}
 	opts.Watch = true
 	req, _, err := c.request(namespace, resource, &opts)
@@ -199,6 +200,13 @@ func (c *restClient) Watch(ctx context.Context, namespace, resource string, opts
 		return nil, err
 	}
 	return req.Watch(ctx)
+}
+
+// DynamicResources are the resources of custom kinds, read through the
+// dynamic client (no generated clientset), by resource name.
+var DynamicResources = map[string]schema.GroupVersionResource{
+	v1alpha1.SluiceL7Policies.Resource:      v1alpha1.SluiceL7Policies,
+	k8sconv.ClusterNetworkPolicies.Resource: k8sconv.ClusterNetworkPolicies,
 }
 
 var daemonSets = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}

@@ -1,12 +1,15 @@
 // Package k8s is the Kubernetes source of truth: shared informers on the API
 // server's Namespaces, Nodes, Pods (all of them: the ipcache needs every pod
 // IP), Services, EndpointSlices (discovery/v1), NetworkPolicies
-// (networking/v1) and SluiceL7Policies (sluice.io/v1alpha1, through the
+// (networking/v1), SluiceL7Policies (sluice.io/v1alpha1, through the
 // dynamic client, with the Secrets of the agent's namespace their JWT key
-// sets may name: see secrets.go), converted with k8sconv into a
-// model.Store. It is the only package that imports client-go. A cluster
-// without Sluice's CRD has no SluiceL7Policy: the source runs without,
-// says so in Errors, and picks the kind up once the CRD is installed.
+// sets may name: see secrets.go) and ClusterNetworkPolicies
+// (policy.networking.k8s.io/v1alpha2, through the dynamic client, decoded
+// into sigs.k8s.io/network-policy-api's types), converted with k8sconv
+// into a model.Store. It is the only package that imports client-go. A
+// cluster without one of these CRDs has none of its kind: the source runs
+// without, says so in Errors, and picks the kind up once the CRD is
+// installed.
 //
 // The source has the shape of the files source: New, then Start, which
 // returns once every informer has listed its resource and the initial model

@@ -87,8 +87,9 @@ func TestL7PolicyCRDNotInstalled(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-s.Done() })
 	assert.Empty(t, store.Snapshot().L7Policies)
 	errs := s.Errors()
-	require.Len(t, errs, 1)
+	require.Len(t, errs, 2, "neither CRD is installed")
 	assert.Contains(t, errs[0].Error(), "sluicel7policies are not served by the API server, so none is in force (install daemonset/crd-sluicel7policies.yaml")
+	assert.Contains(t, errs[1].Error(), "clusternetworkpolicies are not served by the API server, so none is in force (install daemonset/crd-clusternetworkpolicies.yaml")
 }
 
 const jwks = `{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`

@@ -128,8 +128,10 @@ type kindInformer struct {
 	// namespace is the one namespace read; empty: all of them.
 	namespace string
 	// optional resources may not be served at all (a CRD not installed):
-	// the informer then holds none of them, and Errors says why.
+	// the informer then holds none of them, and Errors says why and which
+	// file of daemonset/ installs the CRD (crd).
 	optional bool
+	crd      string
 	informer cache.SharedIndexInformer
 	handler  cache.ResourceEventHandlerRegistration
 
@@ -202,7 +204,10 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 		{kind: model.KindNetworkPolicy, resource: "networkpolicies"},
 		// A cluster without Sluice's CRD has no L7 policies: the agent
 		// runs without them, and says so.
-		{kind: model.KindL7Policy, resource: v1alpha1.SluiceL7Policies.Resource, optional: true},
+		{kind: model.KindL7Policy, resource: v1alpha1.SluiceL7Policies.Resource, optional: true, crd: "crd-sluicel7policies.yaml"},
+		// Likewise ClusterNetworkPolicies (network-policy-api's CRD).
+		{kind: model.KindClusterNetworkPolicy, resource: k8sconv.ClusterNetworkPolicies.Resource, optional: true,
+			crd: "crd-clusternetworkpolicies.yaml"},
 	}
 	kinds[0].informer = s.newInformer(kinds[0], &corev1.Namespace{})
 	kinds[1].informer = s.newInformer(kinds[1], &corev1.Node{})
@@ -211,6 +216,7 @@ func (s *Source) Start(ctx context.Context, store *model.Store) error {
 	kinds[4].informer = s.newInformer(kinds[4], &discoveryv1.EndpointSlice{})
 	kinds[5].informer = s.newInformer(kinds[5], &networkingv1.NetworkPolicy{})
 	kinds[6].informer = s.newInformer(kinds[6], &unstructured.Unstructured{})
+	kinds[7].informer = s.newInformer(kinds[7], &unstructured.Unstructured{})
 	if ns := s.opts.SecretNamespace; ns != "" {
 		s.secrets = &kindInformer{resource: "secrets", namespace: ns}
 		s.secrets.informer = s.newInformer(s.secrets, &corev1.Secret{})
@@ -296,8 +302,8 @@ func (s *Source) Errors() []error {
 	out := slices.Clone(s.published)
 	for _, ki := range s.kinds {
 		if ki.notServed != nil {
-			out = append(out, fmt.Errorf("%s are not served by the API server, so none is in force (install daemonset/crd-sluicel7policies.yaml; the agent picks them up without a restart): %w",
-				ki.resource, ki.notServed))
+			out = append(out, fmt.Errorf("%s are not served by the API server, so none is in force (install daemonset/%s; the agent picks them up without a restart): %w",
+				ki.resource, ki.crd, ki.notServed))
 		}
 		if ki.watchErr == nil {
 			continue

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	npv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/model"
@@ -87,12 +88,20 @@ func convertObject(obj any) (model.Object, error) {
 	if !ok {
 		return k8sconv.Object(obj)
 	}
-	if gvk := u.GroupVersionKind(); gvk != v1alpha1.GroupVersion.WithKind(v1alpha1.KindSluiceL7Policy) {
+	switch gvk := u.GroupVersionKind(); gvk {
+	case v1alpha1.GroupVersion.WithKind(v1alpha1.KindSluiceL7Policy):
+		var p v1alpha1.SluiceL7Policy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.UnstructuredContent(), &p, true); err != nil {
+			return nil, err
+		}
+		return k8sconv.L7Policy(&p)
+	case k8sconv.ClusterNetworkPolicyKind:
+		var p npv1alpha2.ClusterNetworkPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.UnstructuredContent(), &p, true); err != nil {
+			return nil, err
+		}
+		return k8sconv.ClusterNetworkPolicy(&p)
+	default:
 		return nil, fmt.Errorf("unsupported object %s", gvk)
 	}
-	var p v1alpha1.SluiceL7Policy
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.UnstructuredContent(), &p, true); err != nil {
-		return nil, err
-	}
-	return k8sconv.L7Policy(&p)
 }

@@ -12,6 +12,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	npv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/sluice-net/sluice/pkg/apis/sluice/v1alpha1"
 	"github.com/sluice-net/sluice/pkg/model"
@@ -66,6 +67,8 @@ func Object(obj any) (model.Object, error) {
 		return Node(o)
 	case *v1alpha1.SluiceL7Policy:
 		return L7Policy(o)
+	case *npv1alpha2.ClusterNetworkPolicy:
+		return ClusterNetworkPolicy(o)
 	}
 	return nil, fmt.Errorf("unsupported object type %T", obj)
 }
