@@ -205,7 +205,7 @@ struct sl_policy_key {
 struct sl_policy_entry {
 	__u32 rule;       /* the deciding rule, for verdict events (agent's table) */
 	__u16 proxy_port; /* SL_VERDICT_REDIRECT: the proxy's port, host order */
-	__u8 verdict;     /* SL_VERDICT_ALLOW or SL_VERDICT_REDIRECT */
+	__u8 verdict;     /* SL_VERDICT_ALLOW, SL_VERDICT_REDIRECT or SL_VERDICT_DENY (a ClusterNetworkPolicy's Deny, or a tier's decision that overrides a shorter allow) */
 	__u8 prefixlen;   /* the key's prefixlen, to rank matches across lookups */
 };
 
