@@ -17,8 +17,9 @@
  * identity, the peer address's CIDR class (ipBlock rules), and any peer.
  * Each lookup returns the longest (protocol, port prefix) match for that
  * identity; across lookups the longest match wins, then a proxy redirect
- * over a plain allow, then the more specific peer (identity, class, any).
- * Nothing matches: default deny.
+ * over a plain allow (not for entries flagged SL_POLICY_F_TIERED), then
+ * the more specific peer (identity, class, any). Nothing matches: default
+ * deny.
  */
 #ifndef SLUICE_POLICY_H
 #define SLUICE_POLICY_H
@@ -26,6 +27,9 @@
 #include "conntrack.h"
 #include "csum.h"
 #include "eth.h"
+
+/* Exported to Go (bpf2go -type) through its BTF. */
+const enum sl_policy_entry_flag *const _sl_policy_entry_flag __attribute__((unused)) = 0;
 
 #ifndef IPPROTO_ICMPV6
 #define IPPROTO_ICMPV6 58
@@ -106,15 +110,23 @@ static __always_inline void policy_try(void *pm, __u32 identity, __u8 dir, __u8 
 {
 	struct sl_policy_key k = { .prefixlen = 64, .identity = identity, .dir = dir, .proto = proto, .dport = dport };
 	struct sl_policy_entry *e = bpf_map_lookup_elem(pm, &k);
+	__u8 verdict;
 	__u16 score;
 
 	if (!e)
 		return;
-	score = ((__u16)e->prefixlen << 3) | (e->verdict == SL_VERDICT_REDIRECT ? 4 : 0) | kind;
+	verdict = e->verdict & SL_POLICY_VERDICT_MASK;
+	/* At equal length a Redirect outranks the peer's specificity, so that
+	 * an identity's Allow cannot bypass the proxy NetworkPolicy + L7 sends
+	 * a port to; tiered entries rank by length and peer only (their
+	 * Redirects are already decided per bucket). */
+	score = ((__u16)e->prefixlen << 3) | kind;
+	if (verdict == SL_VERDICT_REDIRECT && !(e->verdict & SL_POLICY_F_TIERED))
+		score |= 4;
 	if (score > best->score) {
 		best->score = score;
 		best->rule = e->rule;
-		best->verdict = e->verdict;
+		best->verdict = verdict;
 		best->proxy_port = e->proxy_port;
 	}
 }

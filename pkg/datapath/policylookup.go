@@ -74,7 +74,8 @@ type PolicyMatch struct {
 // LookupPolicy decides q against endpoint epID's policy maps as the
 // datapath's policy_lookup does: three lookups (the peer's identity, its
 // address's CIDR class, any peer), the longest match winning, then a
-// redirect over an allow, then the more specific peer. It does not look
+// redirect over an allow (not for tiered entries), then the more specific
+// peer. It does not look
 // at the endpoint's flags (enforcement, audit, fail-closed).
 func (m *Maps) LookupPolicy(epID uint32, q PolicyQuery) (PolicyMatch, error) {
 	var out PolicyMatch
@@ -116,7 +117,7 @@ func (m *Maps) LookupPolicy(epID uint32, q PolicyQuery) (PolicyMatch, error) {
 		}
 		// The score of bpf/lib/policy.h's policy_try.
 		score := int(v.Prefixlen)<<3 | kind
-		if v.Verdict == VerdictRedirect {
+		if v.Verdict&policyEntryVerdictMask == VerdictRedirect && v.Verdict&policyEntryTiered == 0 {
 			score |= 4
 		}
 		if score <= best {

@@ -21,6 +21,12 @@ const (
 	VerdictAudit    = uint8(bpfobj.EndpointSlPolicyVerdictSL_VERDICT_AUDIT)
 )
 
+// The bits of an entry's verdict byte: the verdict, and flags above it.
+const (
+	policyEntryTiered      = uint8(bpfobj.EndpointSlPolicyEntryFlagSL_POLICY_F_TIERED)
+	policyEntryVerdictMask = uint8(bpfobj.EndpointSlPolicyEntryFlagSL_POLICY_VERDICT_MASK)
+)
+
 // Reserved identities, as enum sl_identity_reserved.
 const (
 	IdentityAny        = uint32(bpfobj.EndpointSlIdentityReservedSL_ID_ANY)
@@ -43,6 +49,11 @@ type PolicyEntry struct {
 	ProxyPort     uint16 `json:"proxyPort,omitempty"`
 	// Rule identifies the deciding rule in verdict events.
 	Rule uint32 `json:"rule"`
+	// Tiered marks an entry of a direction compiled with
+	// ClusterNetworkPolicy tiers: at equal length it ranks by its peer's
+	// specificity only, a Redirect getting no precedence over the other
+	// verdicts (SL_POLICY_F_TIERED).
+	Tiered bool `json:"tiered,omitempty"`
 }
 
 // PolicyCIDR is an entry of an endpoint's CIDR map: a peer address in
@@ -73,11 +84,15 @@ func (e PolicyEntry) raw() (bpfobj.EndpointSlPolicyKey, bpfobj.EndpointSlPolicyE
 		k.Dport = raw.Htons(e.Port & mask)
 	}
 	v := bpfobj.EndpointSlPolicyEntry{Rule: e.Rule, ProxyPort: e.ProxyPort, Verdict: e.Verdict, Prefixlen: uint8(k.Prefixlen)}
+	if e.Tiered {
+		v.Verdict |= policyEntryTiered
+	}
 	return k, v
 }
 
 func policyEntryFrom(k bpfobj.EndpointSlPolicyKey, v bpfobj.EndpointSlPolicyEntry) PolicyEntry {
-	e := PolicyEntry{Identity: k.Identity, Dir: k.Dir, Verdict: v.Verdict, ProxyPort: v.ProxyPort, Rule: v.Rule}
+	e := PolicyEntry{Identity: k.Identity, Dir: k.Dir, Verdict: v.Verdict & policyEntryVerdictMask, ProxyPort: v.ProxyPort, Rule: v.Rule,
+		Tiered: v.Verdict&policyEntryTiered != 0}
 	if k.Prefixlen >= 48 {
 		e.Proto = k.Proto
 		e.PortPrefixLen = uint8(k.Prefixlen - 48)

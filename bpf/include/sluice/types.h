@@ -205,8 +205,19 @@ struct sl_policy_key {
 struct sl_policy_entry {
 	__u32 rule;       /* the deciding rule, for verdict events (agent's table) */
 	__u16 proxy_port; /* SL_VERDICT_REDIRECT: the proxy's port, host order */
-	__u8 verdict;     /* SL_VERDICT_ALLOW, SL_VERDICT_REDIRECT or SL_VERDICT_DENY (a ClusterNetworkPolicy's Deny, or a tier's decision that overrides a shorter allow) */
+	__u8 verdict;     /* SL_VERDICT_ALLOW, SL_VERDICT_REDIRECT or SL_VERDICT_DENY (a ClusterNetworkPolicy's Deny, or a tier's decision that overrides a shorter allow), ORed with enum sl_policy_entry_flag */
 	__u8 prefixlen;   /* the key's prefixlen, to rank matches across lookups */
+};
+
+/* Flags in sl_policy_entry's verdict byte, above the verdict's bits. */
+enum sl_policy_entry_flag {
+	/* The direction is compiled with ClusterNetworkPolicy tiers: every
+	 * peer bucket's entries are complete and equally long, and the more
+	 * specific bucket must win a tie even against a Redirect (an any-peer
+	 * Redirect must not beat an identity's Deny), so the entry gets no
+	 * Redirect bonus. */
+	SL_POLICY_F_TIERED = 0x80,
+	SL_POLICY_VERDICT_MASK = 0x7f,
 };
 
 /* An endpoint's CIDR classes (ipBlock): the longest matching prefix gives

@@ -497,6 +497,13 @@ type EndpointSlPolicyEntry struct {
 	Prefixlen uint8
 }
 
+type EndpointSlPolicyEntryFlag uint32
+
+const (
+	EndpointSlPolicyEntryFlagSL_POLICY_F_TIERED     EndpointSlPolicyEntryFlag = 128
+	EndpointSlPolicyEntryFlagSL_POLICY_VERDICT_MASK EndpointSlPolicyEntryFlag = 127
+)
+
 type EndpointSlPolicyKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -661,6 +668,7 @@ const (
 	EndpointVarSlMetric            = "_sl_metric"
 	EndpointVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
 	EndpointVarSlPolicyEntry       = "_sl_policy_entry"
+	EndpointVarSlPolicyEntryFlag   = "_sl_policy_entry_flag"
 	EndpointVarSlPolicyKey         = "_sl_policy_key"
 	EndpointVarSlPolicyVerdict     = "_sl_policy_verdict"
 	EndpointVarSlSockLbMode        = "_sl_sock_lb_mode"
@@ -779,6 +787,7 @@ type EndpointVariableSpecs struct {
 	SlMetric            *ebpf.VariableSpec `ebpf:"_sl_metric"`
 	SlPolicyCidrKey     *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
 	SlPolicyEntry       *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyEntryFlag   *ebpf.VariableSpec `ebpf:"_sl_policy_entry_flag"`
 	SlPolicyKey         *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
 	SlPolicyVerdict     *ebpf.VariableSpec `ebpf:"_sl_policy_verdict"`
 	SlSockLbMode        *ebpf.VariableSpec `ebpf:"_sl_sock_lb_mode"`
@@ -896,6 +905,7 @@ type EndpointVariables struct {
 	SlMetric            *ebpf.Variable `ebpf:"_sl_metric"`
 	SlPolicyCidrKey     *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
 	SlPolicyEntry       *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyEntryFlag   *ebpf.Variable `ebpf:"_sl_policy_entry_flag"`
 	SlPolicyKey         *ebpf.Variable `ebpf:"_sl_policy_key"`
 	SlPolicyVerdict     *ebpf.Variable `ebpf:"_sl_policy_verdict"`
 	SlSockLbMode        *ebpf.Variable `ebpf:"_sl_sock_lb_mode"`

@@ -44,6 +44,7 @@ const (
 	HostProgSlToNetdev         = "sl_to_netdev"
 	HostVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
 	HostVarSlPolicyEntry       = "_sl_policy_entry"
+	HostVarSlPolicyEntryFlag   = "_sl_policy_entry_flag"
 	HostVarSlPolicyKey         = "_sl_policy_key"
 	HostVarCtTimeoutCloseNs    = "ct_timeout_close_ns"
 	HostVarCtTimeoutOtherNs    = "ct_timeout_other_ns"
@@ -142,6 +143,7 @@ type HostMapSpecs struct {
 type HostVariableSpecs struct {
 	SlPolicyCidrKey     *ebpf.VariableSpec `ebpf:"_sl_policy_cidr_key"`
 	SlPolicyEntry       *ebpf.VariableSpec `ebpf:"_sl_policy_entry"`
+	SlPolicyEntryFlag   *ebpf.VariableSpec `ebpf:"_sl_policy_entry_flag"`
 	SlPolicyKey         *ebpf.VariableSpec `ebpf:"_sl_policy_key"`
 	CtTimeoutCloseNs    *ebpf.VariableSpec `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs    *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
@@ -239,6 +241,7 @@ func (m *HostMaps) Close() error {
 type HostVariables struct {
 	SlPolicyCidrKey     *ebpf.Variable `ebpf:"_sl_policy_cidr_key"`
 	SlPolicyEntry       *ebpf.Variable `ebpf:"_sl_policy_entry"`
+	SlPolicyEntryFlag   *ebpf.Variable `ebpf:"_sl_policy_entry_flag"`
 	SlPolicyKey         *ebpf.Variable `ebpf:"_sl_policy_key"`
 	CtTimeoutCloseNs    *ebpf.Variable `ebpf:"ct_timeout_close_ns"`
 	CtTimeoutOtherNs    *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
