@@ -47,6 +47,15 @@ import (
 //     is; identity 0 is decided for a peer at no prefix.
 //   - Ingress from this node (identity Host) is always allowed, as for
 //     NetworkPolicy.
+//   - On an endpoint port with SluiceL7Policy entries (ingress, a unit of
+//     its own) the tiers decide first, then an Allow becomes a Redirect to
+//     the listener of the L7 rules that apply to the peer's identity
+//     (l7Listeners, as without tiers; Unknown: the rules without from).
+//     The listener is part of the bucket's decision, so an identity some
+//     entry's from selects is decided on its own too. A Redirect must not
+//     win a tie at equal length here, as it does without tiers: the
+//     entries of a tiered direction carry SL_POLICY_F_TIERED (see
+//     EndpointPolicy.Tiered and Decide).
 //
 // The decision (decide) is the API's: Admin rules by priority, then
 // policy name (the API leaves equal priorities to the implementation),
@@ -164,6 +173,9 @@ type tieredDir struct {
 	dir      Direction
 	rules    []*tieredRule // in order of precedence
 	isolated bool          // some NetworkPolicy covers the direction
+	// l7 are the endpoint's L7 ports (ingress only; nil: none): an Allow
+	// there becomes a Redirect to the peer's listener.
+	l7 *l7Listeners
 }
 
 // anyProto marks a named port that any protocol may carry
@@ -328,6 +340,7 @@ type unit struct {
 type verdictRule struct {
 	verdict Verdict
 	r       rule
+	proxy   uint16 // Redirect: the listener's proxy port
 }
 
 // decide is the API's evaluation of a connection with peer p on unit u.
@@ -457,6 +470,13 @@ func (e *Engine) units(td *tieredDir) []unit {
 		m[lo] = struct{}{}
 		m[lo+1<<(16-k.plen)] = struct{}{}
 	}
+	if td.l7 != nil {
+		// Each L7 port is a unit of its own, so its Redirect entries are
+		// exact ports.
+		for p := range td.l7.ports {
+			add(portKey{proto: ProtoTCP, port: p, plen: 16})
+		}
+	}
 	for _, tr := range td.rules {
 		for _, k := range tr.ports {
 			add(k)
@@ -496,14 +516,25 @@ func (e *Engine) compileTiered(b *builder, td *tieredDir, next identity.ID) (cid
 	units := e.units(td)
 	put := func(id identity.ID, u unit, vr verdictRule) {
 		for _, k := range u.keys() {
-			b.entries[entryKey{id: id, dir: dir, portKey: k}.pack()] = entryVal{verdict: vr.verdict, rule: vr.r}
+			b.entries[entryKey{id: id, dir: dir, portKey: k}.pack()] = entryVal{verdict: vr.verdict, rule: vr.r, proxy: vr.proxy}
 		}
 	}
-	// decisions are a peer's, unit by unit.
+	// decisions are a peer's, unit by unit. On an L7 port the tiers
+	// decide first, as NetworkPolicy does without tiers: a Deny stays, an
+	// Allow (Admin Accept, NetworkPolicy, Baseline or the default) hands
+	// the connection to the listener of the L7 rules that apply to the
+	// peer's identity (Unknown: those without from). The Redirect then
+	// belongs to the peer's bucket like any decision, so the buckets stay
+	// complete and equally long, and the datapath ranks these entries by
+	// peer alone (SL_POLICY_F_TIERED), never a Redirect over a Deny.
 	decisions := func(p tpeer) []verdictRule {
 		out := make([]verdictRule, len(units))
 		for i, u := range units {
 			out[i] = td.decide(p, u)
+			if td.l7 != nil && out[i].verdict == Allow && u.proto == ProtoTCP && u.lo == u.hi && td.l7.ports[u.lo] != nil {
+				v := td.l7.redirect(u.lo, p.id)
+				out[i] = verdictRule{verdict: v.verdict, r: v.rule, proxy: v.proxy}
+			}
 		}
 		return out
 	}
@@ -551,6 +582,11 @@ func (e *Engine) compileTiered(b *builder, td *tieredDir, next identity.ID) (cid
 		for id := range tr.ids {
 			selected[id] = struct{}{}
 		}
+	}
+	if td.l7 != nil {
+		// An identity an L7 entry's from names may get other rules than
+		// any peer: it is decided on its own too.
+		maps.Copy(selected, td.l7.named())
 	}
 	longest := func(a netip.Addr) netip.Prefix {
 		for bits := a.BitLen(); bits >= 0; bits-- {
@@ -679,7 +715,7 @@ func (e *Engine) compileTiered(b *builder, td *tieredDir, next identity.ID) (cid
 				continue
 			}
 			content = append(content, byte(own[i].verdict), byte(own[i].r.id>>24), byte(own[i].r.id>>16),
-				byte(own[i].r.id>>8), byte(own[i].r.id))
+				byte(own[i].r.id>>8), byte(own[i].r.id), byte(own[i].proxy>>8), byte(own[i].proxy))
 		}
 		id, ok := classes[string(content)]
 		if !ok {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -239,11 +240,14 @@ func (g gen) clusterPolicy() *model.ClusterNetworkPolicy {
 	return p
 }
 
-// clusterChange is gen.change with ClusterNetworkPolicies and without
-// SluiceL7Policies (which a tiered ingress refuses).
+// clusterChange is gen.change with ClusterNetworkPolicies, and
+// SluiceL7Policies more often.
 func (g gen) clusterChange(s *model.State) model.Change {
 	c := g.change(s)
-	if _, ok := c.Object.(*model.L7Policy); ok || g.r.IntN(4) == 0 {
+	if g.r.IntN(6) == 0 {
+		return model.Change{Op: model.OpUpsert, Object: g.l7policy()}
+	}
+	if g.r.IntN(4) == 0 {
 		var obj model.Object = g.clusterPolicy()
 		if g.r.IntN(4) == 0 {
 			if cur, ok := s.Get(obj.Key()); ok {
@@ -262,9 +266,11 @@ func (g gen) clusterChange(s *model.State) model.Change {
 }
 
 // TestClusterEntriesMatchOracle checks, on random states with
-// ClusterNetworkPolicies of both tiers and NetworkPolicies, applied one
-// change at a time, that the datapath's lookup on the computed entries
-// decides every probe as the API's rules do (clusterOracle).
+// ClusterNetworkPolicies of both tiers, NetworkPolicies and
+// SluiceL7Policies, applied one change at a time, that the datapath's
+// lookup on the computed entries decides every probe as the API's rules do
+// (clusterOracle), and on an L7 port hands what they admit to the listener
+// of the peer's rules (oracleL7Tiered).
 func TestClusterEntriesMatchOracle(t *testing.T) {
 	var addrs []netip.Addr
 	for i := 1; i <= 16; i++ {
@@ -284,7 +290,7 @@ func TestClusterEntriesMatchOracle(t *testing.T) {
 	if testing.Short() {
 		seeds, steps = 2, 60
 	}
-	probes, denied := 0, 0
+	probes, denied, redirects, tieredRedirects := 0, 0, 0, 0
 	for seed := range seeds {
 		g := gen{rand.New(rand.NewPCG(uint64(seed), 1919))}
 		state := &model.State{}
@@ -314,13 +320,33 @@ func TestClusterEntriesMatchOracle(t *testing.T) {
 								require.Equal(t, want, got, "seed %d step %d: %s %s peer %s %s (rule %s)\n%s",
 									seed, step, p.Pod, dir, a, entryPorts(q.proto, q.port, 16), e.RuleName(rule), describe(state, a)+fmt.Sprintf("cidrs %v ipcache %v", p.CIDRs, longestMatch(ipc, a)))
 							}
+							if dir != Ingress || q.proto != ProtoTCP || nodeAddress(state, a) {
+								continue // the node's own connections are never handed over
+							}
+							wantL7 := oracleL7(state, pod, p.Audit, a, q.port)
+							if p.IngressTiered {
+								wantL7 = oracleL7Tiered(state, pod, p.Audit, a, q.port)
+							}
+							if wantL7 == "" {
+								continue
+							}
+							gotL7 := verdictOf(t, e, p.Pod.String(), a, q.port)
+							if strings.HasPrefix(gotL7, "redirect") {
+								redirects++
+								if p.IngressTiered {
+									tieredRedirects++
+								}
+							}
+							require.Equal(t, wantL7, gotL7, "seed %d step %d: %s from %s TCP/%d (tiered %v)\n%s",
+								seed, step, p.Pod, a, q.port, p.IngressTiered, describe(state, a))
 						}
 					}
 				}
 			}
 		}
 	}
-	t.Logf("%d probes, %d denied", probes, denied)
+	t.Logf("%d probes, %d denied, %d redirected (%d by tiered ingress)", probes, denied, redirects, tieredRedirects)
+	require.Positive(t, tieredRedirects, "the generator makes redirects under tiers")
 }
 
 // describe prints what a failed probe needs: the pods holding the
@@ -342,28 +368,46 @@ func describe(s *model.State, a netip.Addr) string {
 }
 
 // A pod with SluiceL7Policy ports whose ingress ClusterNetworkPolicy
-// rules decide does not get the L7 redirects (one would outrank an Admin
-// Deny in the datapath's tie-break): the tiers decide alone, and the
-// engine says why the L7 policy is not applied.
-func TestClusterPolicyRefusesL7OnTheSamePod(t *testing.T) {
+// rules decide keeps its L7 rules: the tiers decide first (an Admin Deny
+// stays a Deny, on the L7 port too), and what they allow there (an Admin
+// Accept included) is redirected to the listener of the rules that apply
+// to the peer, an entry's from selecting as without tiers.
+func TestClusterPolicyWithL7OnTheSamePod(t *testing.T) {
 	s := netpolCluster()
 	s.Upsert(l7pol("x/api", sel("pod", "a"), l7port(model.PortNumber(80), "GET")))
+	s.Upsert(l7pol("x/admin", sel("pod", "a"), l7port(model.PortNumber(80), "DELETE", model.Peer{PodSelector: sel("pod", "b")})))
 	s.Upsert(l7pol("z/api", sel("pod", "a"), l7port(model.PortNumber(80), "GET")))
 	s.Upsert(&model.ClusterNetworkPolicy{Name: "guard", Tier: model.TierAdmin, Priority: 1,
 		Subject: model.ClusterPeer{NamespaceSelector: sel("ns", "x")},
 		Ingress: []model.ClusterRule{{Action: model.ActionDeny, Peers: []model.ClusterPeer{{NamespaceSelector: sel("ns", "y")}}}}})
+	s.Upsert(&model.ClusterNetworkPolicy{Name: "trust-z", Tier: model.TierAdmin, Priority: 2,
+		Subject: model.ClusterPeer{NamespaceSelector: sel("ns", "x")},
+		Ingress: []model.ClusterRule{{Action: model.ActionAccept, Peers: []model.ClusterPeer{{NamespaceSelector: sel("ns", "z")}}}}})
 	e, err := NewEngine(Options{NodeName: localNode}, nil)
 	require.NoError(t, err)
 	res := e.Sync(s)
-	var msgs []string
-	for _, err := range res.Errors {
-		msgs = append(msgs, err.Error())
-	}
-	require.Contains(t, msgs, "endpoint x/a: SluiceL7Policies [x/api] are not applied: ClusterNetworkPolicies [guard] decide the pod's ingress, "+
-		"and L7 redirects on the same pod are not supported yet")
+	require.Empty(t, res.Errors)
+	p := mustEndpoint(t, e, "x/a")
+	require.True(t, p.IngressTiered)
 	podAddr := func(p string) netip.Addr { a, _ := endpointAddr(s, p); return a }
-	require.Equal(t, "deny", verdictOf(t, e, "x/a", podAddr("y/b"), 80), "the Admin Deny holds on the L7 port")
-	require.Equal(t, "allow", verdictOf(t, e, "x/a", podAddr("x/b"), 80), "no redirect: the L7 rules are not applied")
+	for _, tc := range []struct {
+		peer string
+		port uint16
+		want string
+	}{
+		{"y/b", 80, "deny"}, // the Admin Deny holds on the L7 port
+		{"y/b", 81, "deny"},
+		{"z/b", 80, "redirect to x/api#0"}, // an Admin Accept does not bypass the proxy
+		{"z/b", 81, "allow"},
+		{"x/c", 80, "redirect to x/api#0"},           // the default allow, through the proxy
+		{"x/b", 80, "redirect to x/admin#0 x/api#0"}, // x/admin's from selects x/b
+		{"x/b", 81, "allow"},
+		{"203.0.113.5", 80, "redirect to x/api#0"},
+	} {
+		require.Equal(t, tc.want, verdictOf(t, e, "x/a", podAddr(tc.peer), tc.port), "%s to x/a port %d", tc.peer, tc.port)
+	}
+	m := p.Decide(Ingress, ProtoTCP, 80, e.IdentityOf(podAddr("y/b")), podAddr("y/b"))
+	require.Equal(t, "cnp/guard ingress[0]", e.RuleName(m.Entry.Rule))
 	require.Equal(t, "redirect to z/api#0", verdictOf(t, e, "z/a", podAddr("x/b"), 80),
 		"a pod no ClusterNetworkPolicy selects keeps its L7 rules")
 }

@@ -50,9 +50,12 @@
 // any peer) and port interval, and written as final Allow or Deny entries
 // naming the deciding rule, so the datapath keeps its one lookup per new
 // connection. See cluster.go for why the buckets' entries are complete and
-// equally long, and how Pass falls through. A pod with both SluiceL7Policy
-// ports and tiered ingress does not get its L7 rules (reported in
-// Result.Errors): an L7 redirect would outrank an Admin Deny.
+// equally long, and how Pass falls through. On a pod with both
+// SluiceL7Policy ports and tiered ingress, what the tiers allow on an L7
+// port becomes a Redirect to the peer's listener in every bucket; the
+// entries of a tiered direction are written with SL_POLICY_F_TIERED, so
+// the datapath ranks them by peer alone and an any-peer Redirect cannot
+// outrank an identity's Deny of the same length.
 //
 // # L7 policy (SluiceL7Policy, l7.go)
 //

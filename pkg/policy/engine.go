@@ -838,19 +838,8 @@ func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []ns
 	slices.SortFunc(applied, compareNames)
 	var l7ports map[uint16][]l7Entry
 	l7ports, x.applied = e.l7Ports(pod)
-	if len(l7ports) > 0 && tiered[Ingress] {
-		// The L7 redirect entries are exact ports that would beat an
-		// Admin or Baseline Deny of the same length (the datapath ranks
-		// Redirect over the peer's specificity): refuse the combination
-		// rather than let the L7 rules open what a tier denies.
-		if x.failed == nil {
-			x.failed = map[string]error{}
-		}
-		x.failed["cluster"] = fmt.Errorf("SluiceL7Policies %v are not applied: ClusterNetworkPolicies %v decide the pod's ingress, "+
-			"and L7 redirects on the same pod are not supported yet", x.applied, clusterApplied)
-		l7ports, x.applied = nil, nil
-	}
-	if len(l7ports) > 0 && !ep.IngressEnforced {
+	l7 := &l7Listeners{e: e, ep: ep, ports: l7ports, x: &x.endpointL7}
+	if len(l7ports) > 0 && !ep.IngressEnforced && !tiered[Ingress] {
 		// No NetworkPolicy covers the pod's ingress: every peer is
 		// admitted, and ingress is enforced all the same, so that its L7
 		// ports fail closed when reached around the proxy.
@@ -875,6 +864,11 @@ func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []ns
 			ep.EgressEnforced, ep.EgressTiered = true, true
 		}
 		td := e.tieredRules(ps, dir, admin[dir], baseline[dir], npRules[dir], isolated[dir])
+		if dir == Ingress && len(l7ports) > 0 {
+			// The tiers decide first; what they allow on an L7 port is
+			// redirected (compileTiered).
+			td.l7 = l7
+		}
 		tc, usesAddrs := e.compileTiered(b, td, next)
 		x.usesAddrs = x.usesAddrs || usesAddrs
 		for _, c := range tc {
@@ -883,8 +877,8 @@ func (e *Engine) computeEndpoint(nn nsName, ps *podState) (*EndpointPolicy, []ns
 		cidrs = append(cidrs, tc...)
 	}
 	slices.SortFunc(cidrs, compareCIDRs)
-	if len(l7ports) > 0 {
-		e.compileL7(b, ep, l7ports, &x.endpointL7)
+	if len(l7ports) > 0 && !tiered[Ingress] {
+		e.compileL7(b, l7)
 	}
 	ep.Entries, ep.CIDRs = b.finishEntries(cidrs)
 	if limit := e.opts.MaxEntriesPerEndpoint; limit > 0 {

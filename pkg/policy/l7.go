@@ -187,6 +187,52 @@ func (b *builder) ingressPeersAt(pk portKey) []identity.ID {
 	return slices.Sorted(maps.Keys(seen))
 }
 
+// l7Listeners assigns the listeners of one endpoint's L7 ports to peers:
+// a peer gets the listener of the union of the port's entries that apply
+// to its identity (identity.Unknown, any peer or a CIDR class: the entries
+// without from), or a listener that denies every request when none does.
+// Both compilers use it: compileL7 (NetworkPolicy) and compileTiered.
+type l7Listeners struct {
+	e     *Engine
+	ep    *EndpointPolicy
+	ports map[uint16][]l7Entry // by endpoint port, sorted
+	x     *endpointL7
+}
+
+// rules returns the entries of port p that apply to peers of identity id.
+func (l *l7Listeners) rules(p uint16, id identity.ID) []l7Entry {
+	var out []l7Entry
+	for _, en := range l.ports[p] {
+		if en.forAll() || (id != identity.Unknown && en.applies(id)) {
+			out = append(out, en)
+		}
+	}
+	return out
+}
+
+// redirect returns the Redirect entry value for peers of identity id on
+// port p.
+func (l *l7Listeners) redirect(p uint16, id identity.ID) entryVal {
+	port, r := l.e.listener(l.ep, p, l.rules(p, id), l.ports[p], l.x)
+	return entryVal{verdict: Redirect, proxy: port, rule: r}
+}
+
+// named returns the identities some entry's from selects, on any port:
+// those whose rules may differ from any peer's.
+func (l *l7Listeners) named() map[identity.ID]struct{} {
+	out := map[identity.ID]struct{}{}
+	for _, entries := range l.ports {
+		for _, en := range entries {
+			for _, cs := range en.st.peers[en.index] {
+				for _, id := range cs.Selected() {
+					out[id] = struct{}{}
+				}
+			}
+		}
+	}
+	return out
+}
+
 // compileL7 adds, for each port of the endpoint with L7 port entries, a
 // Redirect entry for every peer NetworkPolicy admits there (already in b):
 // to the listener of the union of the entries that apply to the peer.
@@ -206,51 +252,31 @@ func (b *builder) ingressPeersAt(pk portKey) []identity.ID {
 // NetworkPolicy made for the port, and nothing else decides it. A peer
 // whose identity no entry names gets a listener with no rules: every
 // request denied.
-func (e *Engine) compileL7(b *builder, ep *EndpointPolicy, ports map[uint16][]l7Entry, x *endpointL7) {
-	for _, p := range slices.Sorted(maps.Keys(ports)) {
-		entries := ports[p]
+func (e *Engine) compileL7(b *builder, l *l7Listeners) {
+	for _, p := range slices.Sorted(maps.Keys(l.ports)) {
 		pk := portKey{proto: ProtoTCP, port: p, plen: 16}
-		var world []l7Entry
-		for _, en := range entries {
-			if en.forAll() {
-				world = append(world, en)
-			}
-		}
-		of := func(id identity.ID) []l7Entry {
-			var out []l7Entry
-			for _, en := range entries {
-				if en.applies(id) {
-					out = append(out, en)
-				}
-			}
-			return out
-		}
-		redirect := func(id identity.ID, rules []l7Entry) {
-			port, r := e.listener(ep, p, rules, entries, x)
-			b.put(entryKey{id: id, dir: Ingress, portKey: pk}, entryVal{verdict: Redirect, proxy: port, rule: r})
+		world := l.rules(p, identity.Unknown)
+		put := func(id identity.ID) {
+			b.put(entryKey{id: id, dir: Ingress, portKey: pk}, l.redirect(p, id))
 		}
 		anyPeer := false
 		for _, id := range b.ingressPeersAt(pk) {
 			switch {
 			case id == identity.Unknown:
 				anyPeer = true
-				redirect(id, world)
+				put(id)
 			case id.IsLocalCIDR():
-				redirect(id, world)
+				b.put(entryKey{id: id, dir: Ingress, portKey: pk}, l.redirect(p, identity.Unknown))
 			default:
-				redirect(id, of(id))
+				put(id)
 			}
 		}
 		if !anyPeer {
 			continue
 		}
-		for _, en := range entries {
-			for _, cs := range en.st.peers[en.index] {
-				for _, id := range cs.Selected() {
-					if rules := of(id); !slices.EqualFunc(rules, world, func(a, b l7Entry) bool { return compareL7Entries(a, b) == 0 }) {
-						redirect(id, rules)
-					}
-				}
+		for _, id := range slices.Sorted(maps.Keys(l.named())) {
+			if rules := l.rules(p, id); !slices.EqualFunc(rules, world, func(a, b l7Entry) bool { return compareL7Entries(a, b) == 0 }) {
+				put(id)
 			}
 		}
 	}

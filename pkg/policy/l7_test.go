@@ -326,6 +326,27 @@ func TestL7ProxyPorts(t *testing.T) {
 // to the port (NetworkPolicy alone decides), "deny" when NetworkPolicy
 // denies it, else the listener's rules as verdictOf describes them.
 func oracleL7(s *model.State, ep *model.Pod, audit bool, addr netip.Addr, port uint16) string {
+	admitted := func() bool { return oracle(s, localNode, ep, Ingress, addr, ProtoTCP, port) }
+	// Is addr admitted as an identity (a selector peer, or any peer), or
+	// only as an address (an ipBlock)?
+	byIdentity := func() bool {
+		return oracleVia(s, localNode, ep, Ingress, addr, ProtoTCP, port, func(peer *model.Peer) bool { return peer == nil || peer.IPBlock == nil })
+	}
+	return oracleL7Listener(s, ep, audit, addr, port, admitted, byIdentity)
+}
+
+// oracleL7Tiered is oracleL7 for an endpoint whose ingress
+// ClusterNetworkPolicy tiers decide (clusterOracle): the peer's identity
+// picks its rules, whichever rule admitted it.
+func oracleL7Tiered(s *model.State, ep *model.Pod, audit bool, addr netip.Addr, port uint16) string {
+	admitted := func() bool { return clusterOracle(s, localNode, ep, Ingress, addr, ProtoTCP, port) }
+	return oracleL7Listener(s, ep, audit, addr, port, admitted, func() bool { return true })
+}
+
+// oracleL7Listener is oracleL7 with the L4 decision (admitted) and whether
+// the peer's identity picks its rules (byIdentity; else only the rules
+// without from apply) given.
+func oracleL7Listener(s *model.State, ep *model.Pod, audit bool, addr netip.Addr, port uint16, admitted, byIdentity func() bool) string {
 	var entries []l7Entry
 	for _, p := range s.L7Policies {
 		if p.Namespace != ep.Namespace || !p.PodSelector.Matches(ep.Labels) {
@@ -345,25 +366,24 @@ func oracleL7(s *model.State, ep *model.Pod, audit bool, addr netip.Addr, port u
 		return ""
 	}
 	slices.SortFunc(entries, compareL7Entries)
-	if !oracle(s, localNode, ep, Ingress, addr, ProtoTCP, port) {
+	if !admitted() {
 		return "deny"
 	}
-	// Is addr admitted as an identity (a selector peer, or any peer), or
-	// only as an address (an ipBlock)? And whose identity is it?
+	// Whose identity is addr?
 	var owner *model.Pod
 	for _, p := range s.Pods {
 		if identity.HasIdentity(p) && slices.Contains(p.IPs, addr) && (owner == nil || compareNames(p.Key().NamespacedName(), owner.Key().NamespacedName()) < 0) {
 			owner = p
 		}
 	}
-	byIdentity := oracleVia(s, localNode, ep, Ingress, addr, ProtoTCP, port, func(peer *model.Peer) bool { return peer == nil || peer.IPBlock == nil })
+	identified := byIdentity()
 	var rules []string
 	deciding := false // a rule applies
 	allAudit := true
 	for _, en := range entries {
 		lp := en.port()
 		applies := len(lp.From) == 0
-		if byIdentity && owner != nil {
+		if identified && owner != nil {
 			sub := identity.SubjectOf(owner, s.NamespaceLabels(owner.Namespace))
 			for _, peer := range lp.From {
 				ps := identity.PeerSelector{Namespace: en.pol.Namespace, PodSelector: peer.PodSelector, NamespaceSelector: peer.NamespaceSelector}

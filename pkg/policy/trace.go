@@ -40,7 +40,8 @@ type Match struct {
 // datapath looks it up in the maps they are written to (bpf/lib/policy.h):
 // the peer's identity, the CIDR class of its address and any peer, each
 // the longest (protocol, port prefix) match; across the three the longest
-// match wins, then Redirect over Allow, then the more specific peer. It
+// match wins, then Redirect over Allow (not in a direction compiled with
+// tiers), then the more specific peer. It
 // does not look at enforcement, audit or overflow.
 func (p *EndpointPolicy) Decide(dir Direction, proto uint8, port uint16, peer identity.ID, peerAddr netip.Addr) Match {
 	var m Match
@@ -52,14 +53,17 @@ func (p *EndpointPolicy) Decide(dir Direction, proto uint8, port uint16, peer id
 			}
 		}
 	}
-	best := 0
+	best, tiered := 0, p.Tiered(dir)
 	try := func(id identity.ID, kind int) {
 		for _, e := range p.Entries {
 			if e.Identity != id || e.Direction != dir || !e.matches(proto, port) {
 				continue
 			}
+			// The score of bpf/lib/policy.h's policy_try: a tiered
+			// direction's entries (SL_POLICY_F_TIERED) get no Redirect
+			// precedence.
 			score := e.lpmLen()<<3 | kind
-			if e.Verdict == Redirect {
+			if e.Verdict == Redirect && !tiered {
 				score |= 4
 			}
 			if score > best {
@@ -169,13 +173,14 @@ func (p *EndpointPolicy) Tiered(dir Direction) bool {
 // RuleTier names the tier of a rule in a direction compiled with tiers:
 // "Admin" or "Baseline" (a ClusterNetworkPolicy's), "NetworkPolicy", or
 // "default" (no tier decided: RuleDefaultAllow, or NetworkPolicy's
-// default deny, rule 0).
+// default deny, rule 0); "" for a SluiceL7Policy's redirect (some tier
+// allowed the connection, the entry names the L7 rules it is handed to).
 func (e *Engine) RuleTier(id RuleID) string {
 	ref, ok := e.Rule(id)
 	switch {
 	case id == RuleNone || ref == DefaultAllowRef:
 		return "default"
-	case !ok:
+	case !ok, ref.L7:
 		return ""
 	case ref.Cluster:
 		if p, ok := e.state.ClusterPolicies[ref.Policy.Name]; ok {

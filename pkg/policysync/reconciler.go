@@ -244,6 +244,9 @@ func toDatapath(p *policy.EndpointPolicy) datapath.EndpointPolicy {
 		out.Entries = append(out.Entries, datapath.PolicyEntry{
 			Identity: uint32(e.Identity), Dir: uint8(e.Direction), Proto: e.Protocol, Port: e.Port,
 			PortPrefixLen: e.PortPrefixLen, Verdict: uint8(e.Verdict), ProxyPort: e.ProxyPort, Rule: uint32(e.Rule),
+			// A tiered direction's buckets are complete and equally long:
+			// the datapath must rank them by peer alone, Redirect included.
+			Tiered: p.Tiered(e.Direction),
 		})
 	}
 	for _, c := range p.CIDRs {
