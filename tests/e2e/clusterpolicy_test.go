@@ -340,3 +340,47 @@ func TestClusterNetworkPolicyOverflowFailsClosed(t *testing.T) {
 	require.Error(t, err, "an Admin Accept allows it, but the policy did not fit: fail closed")
 	e.waitFlow(n1, "overflow drop", func(f *flowpb.Flow) bool { return isDrop(f, "POLICY_OVERFLOW") })
 }
+
+// A guardrail does not switch a pod's L7 rules off: web (namespace x)
+// has its SluiceL7Policy (GET under /api/ on 8080) and an Admin
+// ClusterNetworkPolicy denies namespace y. The tiers decide first: y's
+// client is dropped in the kernel, naming the guardrail, and never
+// reaches the proxy; x's clients, which the tiers allow, are handed to
+// the proxy, whose rules still apply.
+//
+//	node1: y/client ──X (cnp/no-y ingress[0])
+//	       x/a ──────► proxy (GET /api/ ok, DELETE 403) ──► x/web :8080
+//	node2: x/b ──────► (uplink) ──┘
+func TestClusterNetworkPolicyWithL7(t *testing.T) {
+	var yc *harness.Pod
+	// ("y" quoted: YAML 1.1 reads a bare y as true.)
+	c := newL7ClusterWith(t, func(c *l7Cluster) {
+		yc = c.pod(c.n1, "y", "client", map[string]string{"app": "frontend"})
+		require.NoError(t, c.c.WriteManifest("cnp.yaml", cnp("no-y", "Admin", 10,
+			"    namespaces: {matchLabels: {kubernetes.io/metadata.name: \"x\"}}\n",
+			"  ingress:\n  - name: no-y\n    action: Deny\n    from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: \"y\"}}}]\n")))
+	})
+	require.Empty(t, c.status(c.n1).Errors, "the L7 policy and the guardrail apply together")
+	p := c.startProxy(true, c.l7Config(c.n1, 1))
+	require.Contains(t, c.cli(c.n1, "policy", "get", "x/web"), "L7:        x/api")
+
+	// L4 first: the Admin Deny drops y's client on the L7 port.
+	before := p.handled(t)
+	_, err := p.request(short(t), yc, "GET", "/api/items")
+	require.Error(t, err, "y is denied by the guardrail")
+	f := c.waitFlow(c.n1, "guardrail drop", func(f *flowpb.Flow) bool {
+		return isDrop(f, "POLICY_DENIED") && f.GetIP().GetSource() == yc.IP.String()
+	})
+	require.Equal(t, "cnp/no-y ingress[0]", flowRule(f.GetIngressDeniedBy()))
+	require.Equal(t, "ClusterNetworkPolicy", f.GetIngressDeniedBy()[0].GetKind())
+	require.Equal(t, before, p.handled(t), "the proxy never saw y")
+
+	// What the tiers allow goes through the proxy and its rules.
+	for _, client := range []*harness.Pod{c.a, c.b} {
+		requireAPIRules(t, p, client)
+	}
+	f = c.waitFlow(c.n1, "redirected", func(f *flowpb.Flow) bool {
+		return f.GetVerdict() == flowpb.Verdict_REDIRECTED && f.GetIP().GetSource() == c.a.IP.String()
+	})
+	require.Equal(t, "web", f.GetDestination().GetPodName())
+}

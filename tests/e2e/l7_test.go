@@ -69,7 +69,11 @@ type l7Cluster struct {
 	envoy string
 }
 
-func newL7Cluster(t *testing.T) *l7Cluster {
+func newL7Cluster(t *testing.T) *l7Cluster { return newL7ClusterWith(t, nil) }
+
+// newL7ClusterWith is newL7Cluster with more set up by more (pods,
+// manifests) before the agents start.
+func newL7ClusterWith(t *testing.T, more func(c *l7Cluster)) *l7Cluster {
 	// A wrong SLUICE_ENVOY fails here, before anything else, rather than
 	// testing the test proxy once more.
 	envoy, err := harness.EnvoyBinary()
@@ -87,6 +91,9 @@ func newL7Cluster(t *testing.T) *l7Cluster {
 		_, err = c.web.StartTCPEchoServer(8080)
 	}
 	require.NoError(t, err)
+	if more != nil {
+		more(c)
+	}
 	require.NoError(t, e.c.SyncManifests())
 	require.NoError(t, e.c.WriteManifest("web-svc.yaml", serviceYAML("x", "web", vip, webPorts[:1], ready(c.web), "")))
 	require.NoError(t, e.c.WriteManifest("l7.yaml", l7PolicyYAML))
@@ -269,21 +276,7 @@ func TestL7RulesAfterNetworkPolicy(t *testing.T) {
 	p := c.startProxy(true, c.l7Config(c.n1, 1))
 
 	for _, client := range []*harness.Pod{c.a, c.b} {
-		reply, err := p.request(ctx(t), client, "GET", "/api/items")
-		require.NoError(t, err)
-		require.Equal(t, "GET /api/items HTTP/1.1", reply, "allowed: web answers (it echoes the request line)")
-		cn := p.last(t, client.IP)
-		require.True(t, cn.Allowed)
-		require.Equal(t, "x/api/ports[0]/rules[0]", cn.Rule)
-
-		for _, req := range [][2]string{{"DELETE", "/api/items"}, {"GET", "/admin"}} {
-			reply, err = p.request(ctx(t), client, req[0], req[1])
-			require.NoError(t, err)
-			require.Equal(t, p.forbidden(), reply, "%s %s is denied by the proxy", req[0], req[1])
-			cn = p.last(t, client.IP)
-			require.False(t, cn.Allowed)
-			require.False(t, cn.Reached, "a denied request never reaches web")
-		}
+		requireAPIRules(t, p, client)
 	}
 
 	// L4 first: NetworkPolicy denies o, which never reaches the proxy.
@@ -294,6 +287,28 @@ func TestL7RulesAfterNetworkPolicy(t *testing.T) {
 		return isDrop(f, "POLICY_DENIED") && f.GetIP().GetSource() == c.o.IP.String()
 	})
 	require.Equal(t, before, p.handled(t), "the proxy never saw o")
+}
+
+// requireAPIRules checks that the proxy enforces l7PolicyYAML's rules on
+// client's requests to web: GET under /api/ answered by web, DELETE and
+// other paths refused without reaching it.
+func requireAPIRules(t *testing.T, p nodeProxy, client *harness.Pod) {
+	t.Helper()
+	reply, err := p.request(ctx(t), client, "GET", "/api/items")
+	require.NoError(t, err)
+	require.Equal(t, "GET /api/items HTTP/1.1", reply, "allowed: web answers (it echoes the request line)")
+	cn := p.last(t, client.IP)
+	require.True(t, cn.Allowed)
+	require.Equal(t, "x/api/ports[0]/rules[0]", cn.Rule)
+
+	for _, req := range [][2]string{{"DELETE", "/api/items"}, {"GET", "/admin"}} {
+		reply, err = p.request(ctx(t), client, req[0], req[1])
+		require.NoError(t, err)
+		require.Equal(t, p.forbidden(), reply, "%s %s is denied by the proxy", req[0], req[1])
+		cn = p.last(t, client.IP)
+		require.False(t, cn.Allowed)
+		require.False(t, cn.Reached, "a denied request never reaches web")
+	}
 }
 
 // What no longer allows a proxied connection cuts it, as the datapath
