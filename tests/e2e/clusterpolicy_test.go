@@ -383,4 +383,12 @@ func TestClusterNetworkPolicyWithL7(t *testing.T) {
 		return f.GetVerdict() == flowpb.Verdict_REDIRECTED && f.GetIP().GetSource() == c.a.IP.String()
 	})
 	require.Equal(t, "web", f.GetDestination().GetPodName())
+
+	// policy trace decides the same from the model and from the maps (it
+	// fails when they disagree): the redirect names the L7 rules, not a
+	// tier.
+	out := c.cli(c.n1, "policy", "trace", "--from", "y/client", "--to", "pod:x/web:8080")
+	require.Contains(t, out, "denied by Admin tier: cnp/no-y ingress[0]")
+	out = c.cli(c.n1, "policy", "trace", "--from", "x/a", "--to", "pod:x/web:8080")
+	require.Contains(t, out, "redirected by x/api l7 ports[0]")
 }
