@@ -18,7 +18,8 @@ import (
 // A direction of an endpoint that some ClusterNetworkPolicy rule applies
 // to is compiled "with tiers": the compiler decides every (peer, protocol,
 // port) as the API evaluates it (tieredRules.decide) and writes the final
-// verdict, Allow or Deny, with the deciding rule into the entries:
+// verdict, Allow or Deny (or Redirect, on an L7 port), with the deciding
+// rule into the entries:
 //
 //   - The ports of every rule of the direction (all tiers, NetworkPolicy
 //     included) cut each protocol's port space into intervals; within one

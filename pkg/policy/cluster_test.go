@@ -408,6 +408,11 @@ func TestClusterPolicyWithL7OnTheSamePod(t *testing.T) {
 	}
 	m := p.Decide(Ingress, ProtoTCP, 80, e.IdentityOf(podAddr("y/b")), podAddr("y/b"))
 	require.Equal(t, "cnp/guard ingress[0]", e.RuleName(m.Entry.Rule))
+	require.Equal(t, "Admin", e.RuleTier(m.Entry.Rule))
+	m = p.Decide(Ingress, ProtoTCP, 80, e.IdentityOf(podAddr("z/b")), podAddr("z/b"))
+	require.Equal(t, Redirect, m.Entry.Verdict)
+	require.Equal(t, "x/api l7 ports[0]", e.RuleName(m.Entry.Rule), "a redirect names the L7 rules")
+	require.Empty(t, e.RuleTier(m.Entry.Rule), "not the tier that allowed it")
 	require.Equal(t, "redirect to z/api#0", verdictOf(t, e, "z/a", podAddr("x/b"), 80),
 		"a pod no ClusterNetworkPolicy selects keeps its L7 rules")
 }
