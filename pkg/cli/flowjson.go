@@ -178,7 +178,7 @@ func (w *wireJSON) Append(out []byte, md protoreflect.MessageDescriptor, b []byt
 // nextField splits the first field off a message's wire bytes: its
 // number, wire type and value (a length-delimited value with its length).
 func nextField(b []byte) (num protowire.Number, typ protowire.Type, value, rest []byte, err error) {
-	num, typ, n := protowire.ConsumeTag(b)
+	num, typ, n := consumeTag(b)
 	if n < 0 {
 		return 0, 0, nil, nil, protowire.ParseError(n)
 	}
@@ -187,6 +187,17 @@ func nextField(b []byte) (num protowire.Number, typ protowire.Type, value, rest 
 		return 0, 0, nil, nil, protowire.ParseError(n)
 	}
 	return num, typ, b[:n], b[n:], nil
+}
+
+// consumeTag is protowire.ConsumeTag refusing what proto.Unmarshal
+// refuses: ConsumeTag takes field numbers up to 2^31-1, the wire format
+// (and so Unmarshal) only up to MaxValidNumber (2^29-1).
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n >= 0 && num > protowire.MaxValidNumber {
+		return 0, 0, -2 // protowire's (internal) errCodeFieldNumber: ParseError says "invalid field number"
+	}
+	return num, typ, n
 }
 
 // occurrence is one field of a message on the wire: its value's bytes
@@ -630,7 +641,7 @@ func appendTimestamp(out []byte, b []byte) ([]byte, error) {
 	var secs int64
 	var nanos int32
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return out, protowire.ParseError(n)
 		}
@@ -729,7 +740,7 @@ func (w *wireJSON) structMsg(out []byte, m *msgInfo, b []byte) ([]byte, error) {
 		}
 		var en entry
 		for len(e) > 0 {
-			num, typ, n := protowire.ConsumeTag(e)
+			num, typ, n := consumeTag(e)
 			if n < 0 || typ != protowire.BytesType {
 				return out, errNotTranscoded
 			}
