@@ -27,10 +27,6 @@
 #include "csum.h"
 #include "eth.h"
 
-#ifndef IPPROTO_ICMPV6
-#define IPPROTO_ICMPV6 58
-#endif
-
 
 struct policy_result {
 	__u32 peer_id;    /* the peer's identity */
@@ -50,14 +46,28 @@ static __always_inline __u32 policy_rev_current(void)
 	return v ? *v : 0;
 }
 
-/* The identity of addr; *ep_id is its endpoint ID if it is a pod of this
- * node, else 0. */
-static __always_inline __u32 ipcache_identity(__be32 addr, __u32 *ep_id)
+/* The address of an LPM key (sl_ipcache, sl_policy_cidr) whose first 32
+ * bits are exact (family, direction, padding): sets *out from addr of
+ * family and returns the key's prefixlen for the whole address. */
+static __always_inline __u32 lpm_addr(__u8 family, const union sl_addr *addr, union sl_addr *out)
 {
-	struct sl_ipcache_key k = { .prefixlen = 64, .family = AF_INET };
+	if (family == AF_INET6) {
+		*out = *addr;
+		return 32 + 128;
+	}
+	out->addr4 = addr->addr4;
+	return 32 + 32;
+}
+
+/* The identity of addr (of family AF_INET or AF_INET6: one trie holds
+ * both, the family byte keeps them apart); *ep_id is its endpoint ID if it
+ * is a pod of this node, else 0. */
+static __always_inline __u32 ipcache_identity(__u8 family, const union sl_addr *addr, __u32 *ep_id)
+{
+	struct sl_ipcache_key k = { .family = family };
 	struct sl_ipcache_val *v;
 
-	k.addr.addr4 = addr;
+	k.prefixlen = lpm_addr(family, addr, &k.addr);
 	v = bpf_map_lookup_elem(&sl_ipcache, &k);
 	*ep_id = v ? v->ep_id : 0;
 	return v ? v->identity : SL_ID_WORLD;
@@ -72,8 +82,8 @@ static __always_inline __u32 ipcache_identity(__be32 addr, __u32 *ep_id)
  * is world, not host. A hairpinned connection (the pod reached itself
  * through its service) comes from the service loopback: the pod itself.
  */
-static __always_inline __u32 peer_identity(const struct sl_endpoint *ep, __u8 dir, __be32 peer, bool from_host,
-					    __u8 *peer_local)
+static __always_inline __u32 peer_identity(const struct sl_endpoint *ep, __u8 dir, __u8 family,
+					    const union sl_addr *peer, bool from_host, __u8 *peer_local)
 {
 	__u32 id, ep_id;
 
@@ -81,12 +91,12 @@ static __always_inline __u32 peer_identity(const struct sl_endpoint *ep, __u8 di
 	if (dir == SL_DIR_INGRESS) {
 		if (from_host)
 			return SL_ID_HOST;
-		if (peer == SL_SERVICE_LOOPBACK) {
+		if (family == AF_INET && peer->addr4 == SL_SERVICE_LOOPBACK) {
 			*peer_local = 1;
 			return ep->identity;
 		}
 	}
-	id = ipcache_identity(peer, &ep_id);
+	id = ipcache_identity(family, peer, &ep_id);
 	*peer_local = ep_id != 0;
 	if (dir == SL_DIR_INGRESS && id == SL_ID_HOST)
 		return SL_ID_WORLD;
@@ -120,10 +130,10 @@ static __always_inline void policy_try(void *pm, __u32 identity, __u8 dir, __u8 
 }
 
 /* Look a connection up in endpoint ep_id's policy: direction dir, peer
- * address peer with identity res->peer_id, destination port dport. Fills
- * res (verdict ALLOW, REDIRECT or DENY). */
-static __always_inline void policy_lookup(__u32 ep_id, __u8 dir, __u8 proto, __be16 dport, __be32 peer,
-					  struct policy_result *res)
+ * address peer (of family) with identity res->peer_id, destination port
+ * dport. Fills res (verdict ALLOW, REDIRECT or DENY). */
+static __always_inline void policy_lookup(__u32 ep_id, __u8 dir, __u8 proto, __be16 dport, __u8 family,
+					  const union sl_addr *peer, struct policy_result *res)
 {
 	struct policy_match best = {};
 	void *pm, *cm;
@@ -137,10 +147,10 @@ static __always_inline void policy_lookup(__u32 ep_id, __u8 dir, __u8 proto, __b
 	policy_try(pm, res->peer_id, dir, proto, dport, 3, &best);
 	cm = bpf_map_lookup_elem(&sl_policy_cidr, &ep_id);
 	if (cm) {
-		struct sl_policy_cidr_key ck = { .prefixlen = 64, .dir = dir, .family = AF_INET };
+		struct sl_policy_cidr_key ck = { .dir = dir, .family = family };
 		__u32 *cls;
 
-		ck.addr.addr4 = peer;
+		ck.prefixlen = lpm_addr(family, peer, &ck.addr);
 		cls = bpf_map_lookup_elem(cm, &ck);
 		if (cls)
 			policy_try(pm, *cls, dir, proto, dport, 2, &best);
@@ -156,7 +166,7 @@ static __always_inline void policy_lookup(__u32 ep_id, __u8 dir, __u8 proto, __b
 /* Decide a connection of endpoint ep (see policy_lookup); an endpoint
  * whose policy did not fit denies everything. */
 static __always_inline void policy_decide(const struct sl_endpoint *ep, __u8 dir, __u8 proto, __be16 dport,
-					  __be32 peer, struct policy_result *res)
+					  __u8 family, const union sl_addr *peer, struct policy_result *res)
 {
 	if (ep->flags & SL_EP_F_POLICY_OVERFLOW) {
 		res->verdict = SL_VERDICT_DENY;
@@ -164,7 +174,7 @@ static __always_inline void policy_decide(const struct sl_endpoint *ep, __u8 dir
 		res->proxy_port = 0;
 		return;
 	}
-	policy_lookup(ep->ep_id, dir, proto, dport, peer, res);
+	policy_lookup(ep->ep_id, dir, proto, dport, family, peer, res);
 }
 
 static __always_inline bool policy_enforced(const struct sl_endpoint *ep, __u8 dir)
@@ -174,21 +184,22 @@ static __always_inline bool policy_enforced(const struct sl_endpoint *ep, __u8 d
 
 /*
  * Check a connection in its original direction dir: peer is the other
- * end's address, dport the connection's destination port. Sets res and
+ * end's address (of family), dport the connection's destination port. Sets res and
  * returns the drop reason (SL_DROP_NONE to forward; audit mode forwards
  * a denial as SL_VERDICT_AUDIT).
  */
 static __always_inline int policy_check(const struct sl_endpoint *ep, __u8 dir, __u8 proto, __be16 dport,
-					__be32 peer, bool from_host, struct policy_result *res)
+					__u8 family, const union sl_addr *peer, bool from_host,
+					struct policy_result *res)
 {
 	res->from_host = from_host;
-	res->peer_id = peer_identity(ep, dir, peer, from_host, &res->peer_local);
+	res->peer_id = peer_identity(ep, dir, family, peer, from_host, &res->peer_local);
 	if (!policy_enforced(ep, dir)) {
 		res->verdict = SL_VERDICT_NONE;
 		res->rule = 0;
 		return SL_DROP_NONE;
 	}
-	policy_decide(ep, dir, proto, dport, peer, res);
+	policy_decide(ep, dir, proto, dport, family, peer, res);
 	if (res->verdict != SL_VERDICT_DENY)
 		return SL_DROP_NONE;
 	if (ep->flags & SL_EP_F_POLICY_AUDIT) {
@@ -211,19 +222,6 @@ static __always_inline void policy_remember(const struct sl_ct_key *key, __u32 r
 	e->proxy_port = res->proxy_port;
 	e->policy_flags = (res->from_host ? SL_CT_POL_FROM_HOST : 0) | (res->peer_local ? SL_CT_POL_PEER_LOCAL : 0) |
 			  res->flags;
-}
-
-/* IPv6 neighbour discovery (router/neighbour solicitation and
- * advertisement, redirect): passes even where IPv6 is otherwise dropped. */
-static __always_inline bool ipv6_is_nd(struct __sk_buff *skb)
-{
-	__u8 nexthdr, type;
-
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + 6, &nexthdr, 1) < 0 || nexthdr != IPPROTO_ICMPV6)
-		return false;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + 40, &type, 1) < 0)
-		return false;
-	return type >= 133 && type <= 137;
 }
 
 /* An RST: IPv4 without options, TCP without options. */

@@ -67,10 +67,12 @@ func TestVerifierInstructions(t *testing.T) {
 		require.NoError(t, err)
 		t.Logf("%s: %d instructions, %d verified instructions", name, len(insns), n)
 		// With service translation, policy (decision, re-decision and
-		// revocation) and connection-end events sl_from_ep walks ~207k on
-		// 6.18: a third of the budget left to the kernel's 1M limit for
-		// older, less precise verifiers (the VM matrix checks them).
-		require.Less(t, n, uint32(300_000), "%s is getting expensive to verify", name)
+		// revocation) and connection-end events, for IPv4 and IPv6 (each
+		// family's path compiled and verified on its own: ~270k and ~90k),
+		// sl_from_ep walks ~365k on 6.18: more than half of the kernel's
+		// 1M limit left for older, less precise verifiers (the VM matrix
+		// checks them).
+		require.Less(t, n, uint32(450_000), "%s is getting expensive to verify", name)
 	}
 }
 

@@ -504,8 +504,8 @@ func TestEndpointPrograms(t *testing.T) {
 			counters: []string{"passed-non-ip/egress"},
 		},
 		{
-			name:     "IPv6 is counted and passed",
-			steps:    []step{out(ipv6Pkt), in(ipv6Pkt)},
+			name:     "IPv6 neighbour discovery is counted and passed, untracked",
+			steps:    []step{out(ndPkt), in(ndPkt)},
 			ct:       func(t *testing.T, ct []CTEntry) { require.Empty(t, ct) },
 			counters: []string{"passed-ipv6/egress", "passed-ipv6/ingress"},
 		},

@@ -308,8 +308,8 @@ func TestPolicyRedirectVerdict(t *testing.T) {
 	require.Empty(t, ctOf(t, dp), "a refused connection leaves no state")
 }
 
-// Fails closed when the policy did not fit; IPv6 is dropped under policy
-// (neighbour discovery excepted) and passes without.
+// Fails closed when the policy did not fit, IPv6 as IPv4 (neighbour
+// discovery excepted); without policy IPv6 passes.
 func TestPolicyOverflowAndIPv6(t *testing.T) {
 	dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyOverflow)
 	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{{Identity: 0, Dir: dirIn, Verdict: VerdictAllow, Rule: 1}}})
@@ -320,8 +320,7 @@ func TestPolicyOverflowAndIPv6(t *testing.T) {
 	ret, _ = runPolicy(t, dp.objs.SlToEp, ipv6Pkt(t), fromWire)
 	require.Equal(t, uint32(verdictDrop), ret)
 	ev := nextEvent(t, rd)
-	require.Equal(t, "UNSUPPORTED_L3_PROTOCOL", ev.Reason.String())
-	require.Equal(t, uint16(139), uint16(ev.Reason))
+	require.Equal(t, "POLICY_OVERFLOW", ev.Reason.String())
 	require.True(t, ev.Src.Addr().Is6())
 
 	ns := ndPkt(t)
@@ -330,7 +329,7 @@ func TestPolicyOverflowAndIPv6(t *testing.T) {
 
 	require.NoError(t, dp.Maps().PutEndpoint(EndpointEntry{IfIndex: loIfindex, ID: 7, IPv4: podIP, Identity: podID}))
 	ret, _ = runPolicy(t, dp.objs.SlToEp, ipv6Pkt(t), fromWire)
-	require.Equal(t, verdictNext, ret, "no policy: IPv6 passes until dual-stack lands")
+	require.Equal(t, verdictNext, ret, "no policy: IPv6 passes")
 }
 
 func ndPkt(t testing.TB) []byte {
@@ -513,40 +512,6 @@ func TestPolicyICMPErrorsAudit(t *testing.T) {
 	ev := nextEvent(t, rd)
 	require.Equal(t, events.VerdictAudit, ev.Verdict)
 	require.Equal(t, uint8(unix.IPPROTO_ICMP), ev.Proto)
-}
-
-// Audit mode forwards IPv6 of an endpoint under policy and reports it as
-// audit (once per flow and interval), where enforcement drops it.
-func TestPolicyIPv6Audit(t *testing.T) {
-	dp, rd := policyDatapath(t, EPFlagPolicyIngress|EPFlagPolicyAudit)
-	setPolicy(t, dp, EndpointPolicy{})
-	for _, prog := range []*ebpf.Program{dp.objs.SlToEp, dp.objs.SlFromEp} {
-		ret, _ := runPolicy(t, prog, ipv6Pkt(t), fromWire)
-		require.Equal(t, verdictNext, ret, "audit forwards IPv6")
-	}
-	ev := nextEvent(t, rd)
-	require.Equal(t, events.ConnNew, ev.Type)
-	require.Equal(t, events.VerdictAudit, ev.Verdict)
-	require.True(t, ev.Src.Addr().Is6())
-	require.Equal(t, podID, ev.DstIdentity, "into the pod")
-	ev = nextEvent(t, rd)
-	require.Equal(t, events.VerdictAudit, ev.Verdict)
-	require.Equal(t, podID, ev.SrcIdentity, "out of the pod")
-	// The same flow again within the interval: counted, not reported.
-	ret, _ := runPolicy(t, dp.objs.SlToEp, ipv6Pkt(t), fromWire)
-	require.Equal(t, verdictNext, ret)
-	rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
-	_, err := rd.Read()
-	require.Error(t, err, "rate-limited like drop events")
-	st, err := dp.Maps().Counters()
-	require.NoError(t, err)
-	var audited uint64
-	for _, c := range st {
-		if c.Metric == "policy-audit" && c.Reason == "UNSUPPORTED_L3_PROTOCOL" {
-			audited += c.Packets
-		}
-	}
-	require.Equal(t, uint64(3), audited)
 }
 
 // packetTap reads the frames a test's network namespace sees on one
