@@ -95,16 +95,13 @@ static __always_inline int policy_recheck(const struct sl_endpoint *ep, const st
 	return SL_DROP_NONE;
 }
 
-/* Cut a revoked connection: forget it, and reset both ends of a TCP one
- * (IPv4; over IPv6 its packets are dropped, and a packet after this one,
- * tracked anew, meets the new policy as a new connection). */
+/* Cut a revoked connection: forget it, and reset both ends of a TCP one. */
 static __always_inline int policy_revoke(struct __sk_buff *skb, const struct sl_endpoint *ep, __u8 dir,
-					 const struct sl_pkt *pkt, int ct, const struct ct_nat *nat,
+					 const struct sl_pkt *pkt, int ct, struct ct_nat *nat,
 					 const struct policy_result *pol, const __u8 family)
 {
 	struct event_policy ev;
 	struct sl_ct_key key;
-	__be32 back = pkt->daddr.addr4, fwd = pkt->saddr.addr4;
 	__be16 back_port = pkt->dport, fwd_port = pkt->sport;
 
 	ct_key_from_pkt(&key, ep->ep_id, pkt, ct == CT_REPLY);
@@ -115,24 +112,24 @@ static __always_inline int policy_revoke(struct __sk_buff *skb, const struct sl_
 		       ct_event_flags(ct));
 	if (pkt->proto != IPPROTO_TCP || (pkt->tcp_flags & TCPF_RST))
 		return (pkt->tcp_flags & TCPF_RST) ? SL_NEXT : SL_DROP;
-	if (family != AF_INET)
-		return SL_DROP;
 
+	nat->rst_back = pkt->daddr;
+	nat->rst_fwd = pkt->saddr;
 	/* The pod knows a translated peer by its service address. */
 	if (nat->rev_nat_id) {
 		if (dir == SL_DIR_EGRESS && ct == CT_ESTABLISHED) {
-			back = nat->vip.addr4;
+			nat->rst_back = nat->vip;
 			back_port = nat->vport;
 		} else if (dir == SL_DIR_INGRESS && ct == CT_REPLY) {
 			struct sl_lb_vip *rn = bpf_map_lookup_elem(&sl_lb_revnat, &nat->rev_nat_id);
 
 			if (rn) {
-				fwd = rn->addr.addr4;
+				nat->rst_fwd = rn->addr;
 				fwd_port = rn->port;
 			}
 		}
 	}
-	if (policy_reset(skb, dir, pkt, back, back_port, fwd, fwd_port) < 0)
+	if (policy_reset(skb, dir, pkt, family, &nat->rst_back, back_port, &nat->rst_fwd, fwd_port) < 0)
 		return SL_DROP;
 	return SL_NEXT;
 }

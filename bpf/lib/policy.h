@@ -224,9 +224,15 @@ static __always_inline void policy_remember(const struct sl_ct_key *key, __u32 r
 			  res->flags;
 }
 
-/* An RST: IPv4 without options, TCP without options. */
+/* An RST: IPv4 without options (or IPv6 without extension headers), TCP
+ * without options. */
 struct tcp_rst {
 	struct iphdr ip;
+	struct tcphdr tcp;
+};
+
+struct tcp_rst6 {
+	struct ipv6hdr ip;
 	struct tcphdr tcp;
 };
 
@@ -238,23 +244,66 @@ struct tcp_pseudo {
 	__be16 len;
 };
 
+/* IPv6's pseudo-header (RFC 8200 section 8.1). */
+struct tcp_pseudo6 {
+	union sl_addr saddr;
+	union sl_addr daddr;
+	__be32 len;
+	__u8 zero[3];
+	__u8 proto;
+};
+
+/* The TCP header of a bare RST from sport to dport with sequence number
+ * seq (and, when ack is not 0, acknowledging ack); no checksum yet. */
+static __always_inline void rst_tcp(struct tcphdr *tcp, __be16 sport, __be16 dport, __be32 seq, __be32 ack)
+{
+	tcp->source = sport;
+	tcp->dest = dport;
+	tcp->seq = seq;
+	tcp->doff = 5;
+	tcp->rst = 1;
+	if (ack) {
+		/* The answer to a SYN: it must acknowledge it to be taken. */
+		tcp->ack = 1;
+		tcp->ack_seq = ack;
+	}
+}
+
+/* The Ethernet header of the packet, its addresses reversed if swap_mac. */
+static __always_inline int rst_eth(struct __sk_buff *skb, bool swap_mac, struct ethhdr *eth)
+{
+	if (bpf_skb_load_bytes(skb, 0, eth, sizeof(*eth)) < 0)
+		return -1;
+	if (swap_mac)
+		eth_swap(eth);
+	return 0;
+}
+
+/* Cut the packet to eth + r (of size n) and write them over it. */
+static __always_inline int rst_store(struct __sk_buff *skb, const struct ethhdr *eth, const void *r, __u32 n)
+{
+	if (bpf_skb_change_tail(skb, ETH_HLEN + n, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, r, n, 0) < 0)
+		return -1;
+	return 0;
+}
+
 /*
- * Turn the packet into a bare RST from saddr:sport to daddr:dport with
- * sequence number seq (and, when ack is not 0, acknowledging ack). swap_mac reverses the Ethernet addresses (the RST
- * goes back the way the packet came).
+ * Turn the packet into a bare IPv4 RST from saddr:sport to daddr:dport
+ * (see rst_tcp). swap_mac reverses the Ethernet addresses (the RST goes
+ * back the way the packet came).
  */
-static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be32 saddr, __be32 daddr,
-				     __be16 sport, __be16 dport, __be32 seq, __be32 ack)
+static __always_inline int rst_write4(struct __sk_buff *skb, bool swap_mac, __be32 saddr, __be32 daddr,
+				      __be16 sport, __be16 dport, __be32 seq, __be32 ack)
 {
 	struct tcp_rst r = {};
 	struct tcp_pseudo ph = { .saddr = saddr, .daddr = daddr, .proto = IPPROTO_TCP, .len = bpf_htons(sizeof(struct tcphdr)) };
 	struct ethhdr eth;
 	__s64 sum;
 
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+	if (rst_eth(skb, swap_mac, &eth) < 0)
 		return -1;
-	if (swap_mac)
-		eth_swap(&eth);
 	r.ip.version = 4;
 	r.ip.ihl = 5;
 	r.ip.ttl = 64;
@@ -263,16 +312,7 @@ static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be3
 	r.ip.saddr = saddr;
 	r.ip.daddr = daddr;
 	r.ip.check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0));
-	r.tcp.source = sport;
-	r.tcp.dest = dport;
-	r.tcp.seq = seq;
-	r.tcp.doff = 5;
-	r.tcp.rst = 1;
-	if (ack) {
-		/* The answer to a SYN: it must acknowledge it to be taken. */
-		r.tcp.ack = 1;
-		r.tcp.ack_seq = ack;
-	}
+	rst_tcp(&r.tcp, sport, dport, seq, ack);
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 	if (sum < 0)
 		return -1;
@@ -280,12 +320,47 @@ static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be3
 	if (sum < 0)
 		return -1;
 	r.tcp.check = csum_fold(sum);
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0) < 0)
+	return rst_store(skb, &eth, &r, sizeof(r));
+}
+
+/* rst_write4 over IPv6 (no extension headers; the checksum over IPv6's
+ * pseudo-header). */
+static __always_inline int rst_write6(struct __sk_buff *skb, bool swap_mac, const union sl_addr *saddr,
+				      const union sl_addr *daddr, __be16 sport, __be16 dport, __be32 seq, __be32 ack)
+{
+	struct tcp_rst6 r = {};
+	struct tcp_pseudo6 ph = { .saddr = *saddr, .daddr = *daddr, .len = bpf_htonl(sizeof(struct tcphdr)),
+				  .proto = IPPROTO_TCP };
+	struct ethhdr eth;
+	__s64 sum;
+
+	if (rst_eth(skb, swap_mac, &eth) < 0)
 		return -1;
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0) < 0)
+	r.ip.version = 6;
+	r.ip.payload_len = bpf_htons(sizeof(struct tcphdr));
+	r.ip.nexthdr = IPPROTO_TCP;
+	r.ip.hop_limit = 64;
+	__builtin_memcpy(&r.ip.saddr, saddr->addr6, 16);
+	__builtin_memcpy(&r.ip.daddr, daddr->addr6, 16);
+	rst_tcp(&r.tcp, sport, dport, seq, ack);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	if (sum < 0)
 		return -1;
-	return 0;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.tcp, sizeof(r.tcp), sum);
+	if (sum < 0)
+		return -1;
+	r.tcp.check = csum_fold(sum);
+	return rst_store(skb, &eth, &r, sizeof(r));
+}
+
+/* An RST of family (a constant): rst_write4 or rst_write6. */
+static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, const __u8 family,
+				     const union sl_addr *saddr, const union sl_addr *daddr,
+				     __be16 sport, __be16 dport, __be32 seq, __be32 ack)
+{
+	if (family == AF_INET6)
+		return rst_write6(skb, swap_mac, saddr, daddr, sport, dport, seq, ack);
+	return rst_write4(skb, swap_mac, saddr->addr4, daddr->addr4, sport, dport, seq, ack);
 }
 
 /*
@@ -295,12 +370,12 @@ static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be3
  * the sequence number src expects next (the packet's acknowledgement), sent
  * back out of the interface it came from. Addresses are as each end knows
  * them: back_saddr/back_sport is what src believes it talks to (a service
- * VIP for a translated connection). Returns 0 when the packet is now the
- * forward RST.
+ * VIP for a translated connection). family is a constant. Returns 0 when
+ * the packet is now the forward RST.
  */
-static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const struct sl_pkt *pkt,
-					__be32 back_saddr, __be16 back_sport,
-					__be32 fwd_saddr, __be16 fwd_sport)
+static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const struct sl_pkt *pkt, const __u8 family,
+					const union sl_addr *back_saddr, __be16 back_sport,
+					const union sl_addr *fwd_saddr, __be16 fwd_sport)
 {
 	__be32 seqack[2];
 	__u32 mark = skb->mark;
@@ -308,7 +383,7 @@ static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const s
 	if (pkt->later_frag || bpf_skb_load_bytes(skb, pkt->l4_off + 4, seqack, sizeof(seqack)) < 0)
 		return -1;
 	if (pkt->tcp_flags & TCPF_ACK) {
-		if (rst_write(skb, true, back_saddr, pkt->saddr.addr4, back_sport, pkt->sport, seqack[1], 0) < 0)
+		if (rst_write(skb, true, family, back_saddr, &pkt->saddr, back_sport, pkt->sport, seqack[1], 0) < 0)
 			return -1;
 		skb->mark = SL_MARK_POLICY_RST;
 		/* From the pod (tc ingress): back into it through the
@@ -317,9 +392,9 @@ static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const s
 		bpf_clone_redirect(skb, skb->ifindex, dir == SL_DIR_EGRESS ? 0 : BPF_F_INGRESS);
 		skb->mark = mark;
 		/* rst_write swapped the MACs: swap them back. */
-		return rst_write(skb, true, fwd_saddr, pkt->daddr.addr4, fwd_sport, pkt->dport, seqack[0], 0);
+		return rst_write(skb, true, family, fwd_saddr, &pkt->daddr, fwd_sport, pkt->dport, seqack[0], 0);
 	}
-	return rst_write(skb, false, fwd_saddr, pkt->daddr.addr4, fwd_sport, pkt->dport, seqack[0], 0);
+	return rst_write(skb, false, family, fwd_saddr, &pkt->daddr, fwd_sport, pkt->dport, seqack[0], 0);
 }
 
 #endif /* SLUICE_POLICY_H */

@@ -127,10 +127,10 @@ static __always_inline int proxy_refuse(struct __sk_buff *skb, const struct sl_p
 	    bpf_skb_load_bytes(skb, pkt->l4_off + 4, seqack, sizeof(seqack)) < 0)
 		return SL_DROP;
 	if (pkt->tcp_flags & TCPF_SYN)
-		err = rst_write(skb, true, pkt->daddr.addr4, pkt->saddr.addr4, pkt->dport, pkt->sport, 0,
+		err = rst_write4(skb, true, pkt->daddr.addr4, pkt->saddr.addr4, pkt->dport, pkt->sport, 0,
 				bpf_htonl(bpf_ntohl(seqack[0]) + 1));
 	else
-		err = rst_write(skb, true, pkt->daddr.addr4, pkt->saddr.addr4, pkt->dport, pkt->sport, seqack[1], 0);
+		err = rst_write4(skb, true, pkt->daddr.addr4, pkt->saddr.addr4, pkt->dport, pkt->sport, seqack[1], 0);
 	if (err < 0)
 		return SL_DROP;
 	/* The pod's ingress program lets the datapath's own RSTs through. */

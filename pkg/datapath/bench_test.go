@@ -68,8 +68,8 @@ func TestVerifierInstructions(t *testing.T) {
 		t.Logf("%s: %d instructions, %d verified instructions", name, len(insns), n)
 		// With service translation, policy (decision, re-decision and
 		// revocation) and connection-end events, for IPv4 and IPv6 (each
-		// family's path compiled and verified on its own: ~270k and ~90k),
-		// sl_from_ep walks ~365k on 6.18: more than half of the kernel's
+		// family's path compiled and verified on its own: ~270k and ~50k),
+		// sl_from_ep walks ~320k on 6.18: more than half of the kernel's
 		// 1M limit left for older, less precise verifiers (the VM matrix
 		// checks them).
 		require.Less(t, n, uint32(450_000), "%s is getting expensive to verify", name)

@@ -3,7 +3,7 @@ package datapath
 // IPv6 through the endpoint programs (BPF_PROG_TEST_RUN): extension header
 // chains walked to the transport header within SL_IPV6_MAX_EXT headers,
 // fragments, truncated headers, ICMPv6 echo and errors, anti-spoofing, and
-// the same identity-based policy as IPv4.
+// the same identity-based policy as IPv4, revocation with RSTs included.
 //
 //	peer  fd00::2 (identity 2000) ─┐                 ┌─ pod fd00::1 / 10.0.0.1 (endpoint 7, identity 1000)
 //	peer3 fd00::3 (identity 3000) ─┼── sl_to_ep ────►│   ingress: peers to the pod's ports
@@ -16,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/events"
@@ -320,9 +323,13 @@ func TestIPv6Policy(t *testing.T) {
 	})
 }
 
-// A connection the new policy no longer allows is cut on its next packet
-// (over IPv6 without RSTs: dropped, and forgotten).
+// A connection the new policy no longer allows is cut on its next packet,
+// over IPv6 as over IPv4: the packet becomes an RST to its destination and
+// a clone an RST back to its sender (run in a private network namespace:
+// the clone is really sent, on that namespace's loopback).
 func TestIPv6PolicyRevocation(t *testing.T) {
+	privateNetns(t)
+
 	dp, rd := ipv6Datapath(t, EPFlagPolicyEgress)
 	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
 		{Identity: peerID, Dir: dirOut, Proto: tcp, Port: 80, PortPrefixLen: 16, Verdict: VerdictAllow, Rule: 50},
@@ -334,18 +341,53 @@ func TestIPv6PolicyRevocation(t *testing.T) {
 	require.Equal(t, events.VerdictAllow, nextEvent(t, rd).Verdict)
 	require.Len(t, ctOf(t, dp), 1)
 
+	lo, err := netlink.LinkByIndex(loIfindex)
+	require.NoError(t, err)
+	require.NoError(t, netlink.LinkSetUp(lo))
+	back := capture(t, loIfindex)
 	setPolicy(t, dp, EndpointPolicy{})
-	ret, _ = runPolicy(t, dp.objs.SlFromEp, pkt6(pod6, peer6, nil, tcp, tcp6(40000, 80, flags{ack: true})), fromWire)
-	require.Equal(t, uint32(verdictDrop), ret)
+	reply := tcp6(80, 40000, flags{ack: true})
+	binary.BigEndian.PutUint32(reply[4:], 7000)
+	binary.BigEndian.PutUint32(reply[8:], 9000)
+	ret, out := runPolicy(t, dp.objs.SlToEp, pkt6(peer6, pod6, nil, tcp, reply), fromWire)
+	require.Equal(t, verdictNext, ret, "the packet continues, as an RST")
+	rst := requireRST6(t, out, peer6, 80, pod6, 40000)
+	require.Equal(t, uint32(7000), rst.Seq, "in the sequence the pod expects")
+	backRST := back.next(t, func(p gopacket.Packet) bool {
+		l, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		ip, ok6 := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		return ok && ok6 && l.RST && ip.SrcIP.Equal(pod6.AsSlice())
+	})
+	require.Equal(t, uint32(9000), requireRST6(t, backRST, pod6, 40000, peer6, 80).Seq,
+		"the peer, which sent the packet, gets an RST at the sequence number it acknowledged")
 	ev := nextEvent(t, rd)
 	require.Equal(t, "POLICY_REVOKED", ev.Reason.String())
-	require.Equal(t, podID, ev.SrcIdentity)
-	require.Equal(t, peerID, ev.DstIdentity)
+	require.Equal(t, peerID, ev.SrcIdentity)
+	require.Equal(t, podID, ev.DstIdentity)
+	require.True(t, ev.Tracked && ev.Reply, "%+v", ev)
 	require.Empty(t, ctOf(t, dp), "the connection is forgotten")
-	// Its next packet is a new connection to the new policy: denied.
-	ret, _ = runPolicy(t, dp.objs.SlFromEp, pkt6(pod6, peer6, nil, tcp, tcp6(40000, 80, flags{ack: true})), fromWire)
-	require.Equal(t, uint32(verdictDrop), ret)
-	require.Equal(t, "POLICY_DENIED", nextEvent(t, rd).Reason.String())
+}
+
+// requireRST6 checks that p is a bare IPv6 TCP RST from src:sport to
+// dst:dport with a valid checksum, and returns its TCP header.
+func requireRST6(t *testing.T, p gopacket.Packet, src netip.Addr, sport uint16, dst netip.Addr, dport uint16) *layers.TCP {
+	t.Helper()
+	ip, ok := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+	require.True(t, ok, "no IPv6 header: %v", p)
+	l4, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	require.True(t, ok, "no TCP header: %v", p)
+	require.True(t, l4.RST, "an RST: %v", p)
+	require.Equal(t, src.AsSlice(), []byte(ip.SrcIP.To16()))
+	require.Equal(t, dst.AsSlice(), []byte(ip.DstIP.To16()))
+	require.Equal(t, uint8(64), ip.HopLimit)
+	require.Equal(t, layers.TCPPort(sport), l4.SrcPort)
+	require.Equal(t, layers.TCPPort(dport), l4.DstPort)
+	seg := append(append([]byte(nil), l4.Contents...), l4.Payload...)
+	seg[16], seg[17] = 0, 0
+	ph := append(append([]byte(nil), ip.SrcIP.To16()...), ip.DstIP.To16()...)
+	ph = append(ph, 0, 0, byte(len(seg)>>8), byte(len(seg)), 0, 0, 0, 6)
+	require.Equal(t, l4.Checksum, fold(sum(ph)+sum(seg)), "TCP checksum over the IPv6 pseudo-header")
+	return l4
 }
 
 // Audit mode forwards what IPv6 policy would deny, and reports it.

@@ -349,14 +349,7 @@ func ndPkt(t testing.TB) []byte {
 // to its sender (run in a private network namespace: the clone is really
 // sent, on that namespace's loopback).
 func TestPolicyRevocation(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	require.NoError(t, err)
-	defer orig.Close()
-	ns, err := netns.New()
-	require.NoError(t, err)
-	defer func() { require.NoError(t, netns.Set(orig)); ns.Close() }()
+	privateNetns(t)
 
 	dp, rd := policyDatapath(t, EPFlagPolicyEgress)
 	setPolicy(t, dp, EndpointPolicy{Entries: []PolicyEntry{
@@ -512,6 +505,24 @@ func TestPolicyICMPErrorsAudit(t *testing.T) {
 	ev := nextEvent(t, rd)
 	require.Equal(t, events.VerdictAudit, ev.Verdict)
 	require.Equal(t, uint8(unix.IPPROTO_ICMP), ev.Proto)
+}
+
+// privateNetns moves the test's goroutine, locked to its thread, into a
+// new network namespace for the rest of the test, so that packets a
+// program really sends (clone redirects) stay in it.
+func privateNetns(t *testing.T) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	require.NoError(t, err)
+	ns, err := netns.New()
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		require.NoError(t, netns.Set(orig))
+		ns.Close()
+		orig.Close()
+		runtime.UnlockOSThread()
+	})
 }
 
 // packetTap reads the frames a test's network namespace sees on one

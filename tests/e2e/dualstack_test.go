@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -209,8 +210,8 @@ func TestDualStackNetworkPolicy(t *testing.T) {
 }
 
 // Established connections in both families that a new policy no longer
-// allows are cut: IPv4 with RSTs, IPv6 by dropping their packets (and a
-// POLICY_REVOKED flow).
+// allows are cut, with an RST to the client over IPv4 and over IPv6, and
+// a POLICY_REVOKED flow.
 func TestDualStackPolicyRevocation(t *testing.T) {
 	ds := newDualStack(t)
 	a := ds.clients[0]
@@ -251,7 +252,7 @@ func TestDualStackPolicyRevocation(t *testing.T) {
 `)
 	ds.expect(t, "nobody allowed")
 	for dst, f := range rt {
-		require.Error(t, f(), "the connection to %s is cut", dst)
+		require.ErrorIs(t, f(), syscall.ECONNRESET, "the connection to %s is reset", dst)
 	}
 	ds.e.waitFlow(ds.n1, "an IPv6 revocation", func(f *flowpb.Flow) bool {
 		return isDrop(f, "POLICY_REVOKED") && f.GetIP().GetIpVersion() == flowpb.IPVersion_IPv6

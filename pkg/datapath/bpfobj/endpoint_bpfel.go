@@ -595,6 +595,14 @@ type EndpointSlScratch struct {
 		Closed      uint8
 		SvcClosed   uint8
 		_           [2]byte
+		RstBack     struct {
+			_     structs.HostLayout
+			Addr6 [16]uint8
+		}
+		RstFwd struct {
+			_     structs.HostLayout
+			Addr6 [16]uint8
+		}
 	}
 }
 
