@@ -7,6 +7,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -48,6 +49,23 @@ struct icmphdr {
 		} frag;
 	} un;
 };
+
+/* ICMPv6 (RFC 4443) and what the datapath reads of it; <linux/icmpv6.h>
+ * is left out for the same reason as <linux/icmp.h>. */
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6 58
+#endif
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_TIME_EXCEED 3
+#define ICMPV6_PARAMPROB 4
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+#define ICMPV6_MLD_QUERY 130
+#define ICMPV6_MLD_REDUCTION 132
+#define ICMPV6_ND_ROUTER_SOLICIT 133
+#define ICMPV6_ND_REDIRECT 137
+#define ICMPV6_MLD2_REPORT 143
 
 #ifndef AF_INET
 #define AF_INET 2

@@ -44,6 +44,11 @@ struct ct_nat {
 	__u16 proxy_port; /* out (established, reply): the entry's proxy port */
 	__u8 closed;      /* out: this packet closed the connection (TCP) */
 	__u8 svc_closed;  /* out (lb_translate): ... and its SERVICE entry */
+	/* policy_revoke: the sources of its two RSTs, staged here so that
+	 * rst_write always reads them through the same two pointers (the
+	 * verifier then merges the states of where they came from). */
+	union sl_addr rst_back;
+	union sl_addr rst_fwd;
 };
 
 /* Per-CPU scratch space for the state of one packet's run: the programs'

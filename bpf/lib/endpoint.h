@@ -30,39 +30,21 @@ static __always_inline void event_pol(struct event_policy *ep_ev, const struct s
 	ep_ev->proxy_port = pol->proxy_port;
 }
 
-/* IPv6 passes untouched until dual-stack lands, except to and from an
- * endpoint under policy (either direction: without IPv6 conntrack, a
- * reply cannot be told from a new connection): there it would bypass the
- * policy, so it fails closed (dropped, UNSUPPORTED_L3_PROTOCOL), neighbour
- * discovery excepted. In audit mode it is forwarded and reported as audit,
- * like any would-be denial (one event per flow and interval, as drops). */
-static __always_inline int handle_ipv6(struct __sk_buff *skb, __u8 dir)
+/*
+ * May the pod send from pkt's source? IPv4: only from its address (any,
+ * while the agent knows it none). IPv6: only from its address or a
+ * link-local one (fe80::/10), which its interface makes for itself and
+ * which never leaves the link; a pod with no IPv6 address has only those.
+ */
+static __always_inline bool source_allowed(const struct sl_endpoint *ep, const struct sl_pkt *pkt, const __u8 family)
 {
-	__u32 ifindex = skb->ifindex;
-	struct sl_endpoint *ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
-	struct sl_pkt pkt = { .family = AF_INET6 };
-	struct event_policy ev = { .verdict = SL_VERDICT_AUDIT };
-	__u32 suppressed = 0;
+	const __u32 *a = (const __u32 *)pkt->outer_saddr.addr6, *b = (const __u32 *)ep->ipv6.addr6;
 
-	if (!ep || !(ep->flags & (SL_EP_F_POLICY_INGRESS | SL_EP_F_POLICY_EGRESS)) || ipv6_is_nd(skb)) {
-		count(SL_METRIC_PASSED_IPV6, dir, 0, skb->len);
-		return SL_NEXT;
-	}
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &pkt.saddr, 16) < 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN + 24, &pkt.daddr, 16) < 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN + 6, &pkt.proto, 1) < 0)
-		pkt.proto = 0;
-	if (!(ep->flags & SL_EP_F_POLICY_AUDIT))
-		return drop(skb, dir, SL_DROP_UNSUPPORTED_L3, ep->ep_id, &pkt);
-	count(SL_METRIC_POLICY_AUDIT, dir, SL_DROP_UNSUPPORTED_L3, skb->len);
-	if (drop_event_due(dir, SL_DROP_UNSUPPORTED_L3, ep->ep_id, &pkt, &suppressed)) {
-		if (dir == SL_DIR_EGRESS)
-			ev.src_identity = ep->identity;
-		else
-			ev.dst_identity = ep->identity;
-		emit_event_pol(skb, SL_EVENT_CONN_NEW, dir, 0, ep->ep_id, &pkt, 0, NULL, 0, &ev, 0);
-	}
-	return SL_NEXT;
+	if (family == AF_INET)
+		return !(ep->flags & SL_EP_F_HAS_IPV4) || pkt->outer_saddr.addr4 == ep->ipv4.addr4;
+	if (pkt->outer_saddr.addr6[0] == 0xfe && (pkt->outer_saddr.addr6[1] & 0xc0) == 0x80)
+		return true;
+	return (ep->flags & SL_EP_F_HAS_IPV6) && a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
 }
 
 /*
@@ -71,13 +53,13 @@ static __always_inline int handle_ipv6(struct __sk_buff *skb, __u8 dir)
  * may go on (its entry then carries the current revision).
  */
 static __always_inline int policy_recheck(const struct sl_endpoint *ep, const struct sl_pkt *pkt, int ct,
-					  const struct ct_nat *nat, struct policy_result *pol)
+					  const struct ct_nat *nat, struct policy_result *pol, const __u8 family)
 {
 	struct sl_ct_key key;
 	bool reply = ct == CT_REPLY;
 	/* The original direction's tuple: the packet's, or its reverse. */
-	__be32 osrc = reply ? pkt->daddr.addr4 : pkt->saddr.addr4;
-	__be32 odst = reply ? pkt->saddr.addr4 : pkt->daddr.addr4;
+	const union sl_addr *osrc = reply ? &pkt->daddr : &pkt->saddr;
+	const union sl_addr *odst = reply ? &pkt->saddr : &pkt->daddr;
 	__be16 odport = reply ? pkt->sport : pkt->dport;
 	__u8 odir = nat->origin;
 	int reason;
@@ -90,7 +72,7 @@ static __always_inline int policy_recheck(const struct sl_endpoint *ep, const st
 		pol->peer_id = SL_ID_HOST;
 		pol->from_host = 1;
 	} else {
-		reason = policy_check(ep, odir, pkt->proto, odport, odir == SL_DIR_EGRESS ? odst : osrc,
+		reason = policy_check(ep, odir, pkt->proto, odport, family, odir == SL_DIR_EGRESS ? odst : osrc,
 				      nat->policy_flags & SL_CT_POL_FROM_HOST, pol);
 		if (reason != SL_DROP_NONE)
 			return reason;
@@ -100,7 +82,7 @@ static __always_inline int policy_recheck(const struct sl_endpoint *ep, const st
 		 * the proxy holds cannot be handed back: any change cuts it,
 		 * and the client's next one meets the new policy. */
 		__u16 pp = pol->verdict == SL_VERDICT_REDIRECT ? pol->proxy_port :
-			   proxy_port_of_destination(odst, pkt->proto, odport, osrc, ep->identity);
+			   proxy_port_of_destination(odst->addr4, pkt->proto, odport, osrc->addr4, ep->identity);
 
 		if (pp != nat->proxy_port)
 			return SL_DROP_POLICY_REVOKED;
@@ -115,12 +97,11 @@ static __always_inline int policy_recheck(const struct sl_endpoint *ep, const st
 
 /* Cut a revoked connection: forget it, and reset both ends of a TCP one. */
 static __always_inline int policy_revoke(struct __sk_buff *skb, const struct sl_endpoint *ep, __u8 dir,
-					 const struct sl_pkt *pkt, int ct, const struct ct_nat *nat,
-					 const struct policy_result *pol)
+					 const struct sl_pkt *pkt, int ct, struct ct_nat *nat,
+					 const struct policy_result *pol, const __u8 family)
 {
 	struct event_policy ev;
 	struct sl_ct_key key;
-	__be32 back = pkt->daddr.addr4, fwd = pkt->saddr.addr4;
 	__be16 back_port = pkt->dport, fwd_port = pkt->sport;
 
 	ct_key_from_pkt(&key, ep->ep_id, pkt, ct == CT_REPLY);
@@ -132,60 +113,43 @@ static __always_inline int policy_revoke(struct __sk_buff *skb, const struct sl_
 	if (pkt->proto != IPPROTO_TCP || (pkt->tcp_flags & TCPF_RST))
 		return (pkt->tcp_flags & TCPF_RST) ? SL_NEXT : SL_DROP;
 
+	nat->rst_back = pkt->daddr;
+	nat->rst_fwd = pkt->saddr;
 	/* The pod knows a translated peer by its service address. */
 	if (nat->rev_nat_id) {
 		if (dir == SL_DIR_EGRESS && ct == CT_ESTABLISHED) {
-			back = nat->vip.addr4;
+			nat->rst_back = nat->vip;
 			back_port = nat->vport;
 		} else if (dir == SL_DIR_INGRESS && ct == CT_REPLY) {
 			struct sl_lb_vip *rn = bpf_map_lookup_elem(&sl_lb_revnat, &nat->rev_nat_id);
 
 			if (rn) {
-				fwd = rn->addr.addr4;
+				nat->rst_fwd = rn->addr;
 				fwd_port = rn->port;
 			}
 		}
 	}
-	if (policy_reset(skb, dir, pkt, back, back_port, fwd, fwd_port) < 0)
+	if (policy_reset(skb, dir, pkt, family, &nat->rst_back, back_port, &nat->rst_fwd, fwd_port) < 0)
 		return SL_DROP;
 	return SL_NEXT;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+/*
+ * A parsed IP packet of family (a constant: each family's path is compiled
+ * on its own, so IPv4's code and its verification are what they were
+ * before IPv6, and IPv6's carries none of the IPv4-only service and proxy
+ * code). reason is the parser's verdict.
+ */
+static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_pkt *pkt, struct ct_nat *nat,
+				     int reason, const __u8 family)
 {
 	struct sl_endpoint *ep;
-	struct sl_scratch *st;
-	struct sl_pkt *pkt;
-	struct ct_nat *nat;
 	struct policy_result pol = {};
 	struct event_policy ev;
-	enum sl_l3 l3 = SL_L3_OTHER;
 	__u32 ifindex = skb->ifindex;
 	__u32 ep_id = 0;
 	__u8 evflags = SL_EVENT_F_TRACKED;
-	int reason, ct, lb = LB_NONE;
-
-	if (skb->mark == SL_MARK_POLICY_RST) {
-		/* An RST this program sent for a revoked connection. */
-		skb->mark = 0;
-		return SL_NEXT;
-	}
-	/* After the RST check: a revocation's RST sent back into this same
-	 * interface runs this program nested, and must not touch the state
-	 * of the run that sent it. */
-	st = scratch();
-	if (!st)
-		return SL_DROP; /* never: the array has its one entry */
-	pkt = &st->pkt;
-	nat = &st->nat;
-	__builtin_memset(nat, 0, sizeof(*nat));
-	reason = parse_packet(skb, pkt, &l3);
-	if (l3 == SL_L3_IPV6)
-		return handle_ipv6(skb, dir);
-	if (l3 == SL_L3_OTHER) {
-		count(SL_METRIC_PASSED_OTHER, dir, 0, skb->len);
-		return SL_NEXT;
-	}
+	int ct, lb = LB_NONE;
 
 	ep = bpf_map_lookup_elem(&sl_endpoints, &ifindex);
 	if (ep)
@@ -199,16 +163,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return SL_NEXT;
 	}
 
-	if (dir == SL_DIR_EGRESS && enable_antispoof && (ep->flags & SL_EP_F_HAS_IPV4) &&
-	    pkt->outer_saddr != ep->ipv4.addr4)
+	if (dir == SL_DIR_EGRESS && enable_antispoof && !source_allowed(ep, pkt, family))
 		return drop(skb, dir, SL_DROP_INVALID_SOURCE_IP, ep_id, pkt);
 
-	if (pkt->first_frag && !frag_remember(skb, pkt))
+	if (pkt->first_frag && !frag_remember(skb, pkt, family))
 		count(SL_METRIC_FRAG_TABLE_FULL, dir, 0, skb->len);
 
 	/* Service translation happens where the client's packets leave it,
-	 * before CT: policy and CT then see the real backend. */
-	if (dir == SL_DIR_EGRESS && !pkt->icmp_error) {
+	 * before CT: policy and CT then see the real backend. IPv4 only: an
+	 * IPv6 packet to a service address goes on as addressed. */
+	if (dir == SL_DIR_EGRESS && !pkt->icmp_error && family == AF_INET) {
 		lb = lb_translate(skb, ep_id, pkt, nat, &reason);
 
 		if (lb == LB_REJECT) {
@@ -248,15 +212,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			reason = SL_DROP_NONE;
 		} else {
 			/* From the node's own stack: the packet came in on no interface. */
-			reason = policy_check(ep, dir, pkt->proto, pkt->dport,
-					      dir == SL_DIR_EGRESS ? pkt->daddr.addr4 : pkt->saddr.addr4,
+			reason = policy_check(ep, dir, pkt->proto, pkt->dport, family,
+					      dir == SL_DIR_EGRESS ? &pkt->daddr : &pkt->saddr,
 					      dir == SL_DIR_INGRESS && skb->ingress_ifindex == 0, &pol);
-			if (reason == SL_DROP_NONE && pol.verdict == SL_VERDICT_REDIRECT && dir == SL_DIR_INGRESS)
+			if (reason == SL_DROP_NONE && pol.verdict == SL_VERDICT_REDIRECT &&
+			    (dir == SL_DIR_INGRESS || family != AF_INET))
 				/* To be proxied, yet here: it was not handed to
 				 * the proxy where it entered the node (the node
-				 * itself sent it, or nothing could). */
+				 * itself sent it, or nothing could), or it is
+				 * IPv6, which the proxy does not take yet. */
 				reason = SL_DROP_PROXY_UNAVAILABLE;
-			if (reason == SL_DROP_NONE && dir == SL_DIR_EGRESS) {
+			if (reason == SL_DROP_NONE && dir == SL_DIR_EGRESS && family == AF_INET) {
 				/* Where the client's packets enter the node: the
 				 * proxy the destination's policy names takes them. */
 				__u16 pp = pol.verdict == SL_VERDICT_REDIRECT ? pol.proxy_port :
@@ -293,7 +259,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			count(SL_METRIC_DROPPED, dir, reason, skb->len);
 			emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, nat->rev_nat_id, &nat->vip, nat->vport, &ev,
 				       evflags);
-			if (reason == SL_DROP_PROXY_UNAVAILABLE && dir == SL_DIR_EGRESS)
+			if (reason == SL_DROP_PROXY_UNAVAILABLE && dir == SL_DIR_EGRESS && family == AF_INET)
 				return proxy_refuse(skb, pkt);
 			return SL_DROP;
 		}
@@ -324,8 +290,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	case CT_ESTABLISHED:
 	case CT_REPLY:
 		if (enable_policy_revoke && nat->policy_rev != nat->cur_rev &&
-		    policy_recheck(ep, pkt, ct, nat, &pol) != SL_DROP_NONE)
-			return policy_revoke(skb, ep, dir, pkt, ct, nat, &pol);
+		    policy_recheck(ep, pkt, ct, nat, &pol, family) != SL_DROP_NONE)
+			return policy_revoke(skb, ep, dir, pkt, ct, nat, &pol, family);
 		if (ct == CT_ESTABLISHED && (nat->policy_flags & SL_CT_POL_TO_PROXY)) {
 			/* Every packet of a proxied connection from the client
 			 * goes to the proxy's socket of it. */
@@ -376,6 +342,43 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return ret;
 	}
 	return SL_NEXT;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	struct sl_scratch *st;
+	struct sl_pkt *pkt;
+	struct ct_nat *nat;
+	enum sl_l3 l3 = SL_L3_OTHER;
+	int reason;
+
+	if (skb->mark == SL_MARK_POLICY_RST) {
+		/* An RST this program sent for a revoked connection. */
+		skb->mark = 0;
+		return SL_NEXT;
+	}
+	/* After the RST check: a revocation's RST sent back into this same
+	 * interface runs this program nested, and must not touch the state
+	 * of the run that sent it. */
+	st = scratch();
+	if (!st)
+		return SL_DROP; /* never: the array has its one entry */
+	pkt = &st->pkt;
+	nat = &st->nat;
+	__builtin_memset(nat, 0, sizeof(*nat));
+	reason = parse_packet(skb, pkt, &l3);
+	if (l3 == SL_L3_OTHER) {
+		count(SL_METRIC_PASSED_OTHER, dir, 0, skb->len);
+		return SL_NEXT;
+	}
+	if (l3 == SL_L3_IPV4)
+		return handle_ip(skb, dir, pkt, nat, reason, AF_INET);
+	if (pkt->nd) {
+		/* IPv6 neighbour discovery and MLD: the link's own business. */
+		count(SL_METRIC_PASSED_IPV6, dir, 0, skb->len);
+		return SL_NEXT;
+	}
+	return handle_ip(skb, dir, pkt, nat, reason, AF_INET6);
 }
 
 #endif /* SLUICE_ENDPOINT_H */

@@ -395,7 +395,7 @@ static __always_inline int lb_rev_translate_icmp(struct __sk_buff *skb, struct s
 	if (icmp_inner_rewrite(skb, pkt, false, backend, rn->addr.addr4, pkt->dport, rn->port) < 0)
 		return -1;
 	/* The error itself comes from the backend: make it come from the VIP. */
-	if (pkt->outer_saddr == backend && icmp_outer_rewrite(skb, true, backend, rn->addr.addr4) < 0)
+	if (pkt->outer_saddr.addr4 == backend && icmp_outer_rewrite(skb, true, backend, rn->addr.addr4) < 0)
 		return -1;
 	return 0;
 }

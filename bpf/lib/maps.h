@@ -38,6 +38,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_frag SEC(".maps");
 
+/* Ports of IPv6 first fragments (Fragment extension header), likewise: a
+ * table of its own because IPv6 identifications are 32 bits and its
+ * addresses 128, and sized by the same setting as sl_frag. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sl_frag6_key);
+	__type(value, struct sl_frag_val);
+	__uint(max_entries, 8192);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_frag6 SEC(".maps");
+
 /* Packet and byte counters by metric, direction and drop reason. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

@@ -196,20 +196,20 @@ static __always_inline int snat_icmp_error(struct __sk_buff *skb, struct sl_pkt 
 	struct sl_nat_key k = { .addr = pkt->saddr, .port = pkt->sport, .proto = pkt->proto };
 	struct sl_nat_val *v;
 
-	if (pkt->outer_daddr != pkt->saddr.addr4)
+	if (pkt->outer_daddr.addr4 != pkt->saddr.addr4)
 		return 0;
 	v = bpf_map_lookup_elem(&sl_nat, &k);
 	if (!v || v->backend.addr4 != pkt->daddr.addr4 || v->backend_port != pkt->dport)
 		return 0;
 	if (icmp_inner_rewrite(skb, pkt, true, pkt->saddr.addr4, v->client.addr4, pkt->sport, v->client_port) < 0 ||
 	    icmp_inner_rewrite(skb, pkt, false, pkt->daddr.addr4, v->front.addr4, pkt->dport, v->front_port) < 0 ||
-	    icmp_outer_rewrite(skb, false, pkt->outer_daddr, v->client.addr4) < 0)
+	    icmp_outer_rewrite(skb, false, pkt->outer_daddr.addr4, v->client.addr4) < 0)
 		return -1;
-	pkt->outer_daddr = v->client.addr4;
-	if (pkt->outer_saddr == v->backend.addr4) {
+	pkt->outer_daddr.addr4 = v->client.addr4;
+	if (pkt->outer_saddr.addr4 == v->backend.addr4) {
 		if (icmp_outer_rewrite(skb, true, v->backend.addr4, v->front.addr4) < 0)
 			return -1;
-		pkt->outer_saddr = v->front.addr4;
+		pkt->outer_saddr.addr4 = v->front.addr4;
 	}
 	pkt_icmp_outer(pkt);
 	return 1;
@@ -272,7 +272,7 @@ static __always_inline int host_to_proxy(struct __sk_buff *skb, struct sl_pkt *p
 		return HOST_NOT_PROXIED;
 	/* Forwarded from elsewhere: a node address is the remote node, not
 	 * this host (as peer_identity has it). */
-	pol.peer_id = ipcache_identity(pkt->saddr.addr4, &ep_id);
+	pol.peer_id = ipcache_identity(AF_INET, &pkt->saddr, &ep_id);
 	if (pol.peer_id == SL_ID_HOST)
 		pol.peer_id = SL_ID_WORLD;
 	pol.proxy_port = proxy_port_of_destination(pkt->daddr.addr4, pkt->proto, pkt->dport, pkt->saddr.addr4,
@@ -342,7 +342,7 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 		return SL_NEXT;
 	/* Before any rewrite: the fragments that follow carry the header as
 	 * it arrived. */
-	if (pkt->first_frag && !frag_remember(skb, pkt))
+	if (pkt->first_frag && !frag_remember(skb, pkt, AF_INET))
 		count(SL_METRIC_FRAG_TABLE_FULL, SL_DIR_INGRESS, 0, skb->len);
 
 	if (pkt->proto == IPPROTO_TCP && proxy_in_use()) {
@@ -397,7 +397,7 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 			struct sl_ct_key key;
 			__u32 ep_id;
 
-			pol.peer_id = ipcache_identity(pkt->saddr.addr4, &ep_id);
+			pol.peer_id = ipcache_identity(AF_INET, &pkt->saddr, &ep_id);
 			if (pol.peer_id == SL_ID_HOST)
 				pol.peer_id = SL_ID_WORLD;
 			pol.proxy_port = proxy_port_of_destination(pkt->daddr.addr4, pkt->proto, pkt->dport,

@@ -31,10 +31,6 @@
 /* Exported to Go (bpf2go -type) through its BTF. */
 const enum sl_policy_entry_flag *const _sl_policy_entry_flag __attribute__((unused)) = 0;
 
-#ifndef IPPROTO_ICMPV6
-#define IPPROTO_ICMPV6 58
-#endif
-
 
 struct policy_result {
 	__u32 peer_id;    /* the peer's identity */
@@ -54,14 +50,28 @@ static __always_inline __u32 policy_rev_current(void)
 	return v ? *v : 0;
 }
 
-/* The identity of addr; *ep_id is its endpoint ID if it is a pod of this
- * node, else 0. */
-static __always_inline __u32 ipcache_identity(__be32 addr, __u32 *ep_id)
+/* The address of an LPM key (sl_ipcache, sl_policy_cidr) whose first 32
+ * bits are exact (family, direction, padding): sets *out from addr of
+ * family and returns the key's prefixlen for the whole address. */
+static __always_inline __u32 lpm_addr(__u8 family, const union sl_addr *addr, union sl_addr *out)
 {
-	struct sl_ipcache_key k = { .prefixlen = 64, .family = AF_INET };
+	if (family == AF_INET6) {
+		*out = *addr;
+		return 32 + 128;
+	}
+	out->addr4 = addr->addr4;
+	return 32 + 32;
+}
+
+/* The identity of addr (of family AF_INET or AF_INET6: one trie holds
+ * both, the family byte keeps them apart); *ep_id is its endpoint ID if it
+ * is a pod of this node, else 0. */
+static __always_inline __u32 ipcache_identity(__u8 family, const union sl_addr *addr, __u32 *ep_id)
+{
+	struct sl_ipcache_key k = { .family = family };
 	struct sl_ipcache_val *v;
 
-	k.addr.addr4 = addr;
+	k.prefixlen = lpm_addr(family, addr, &k.addr);
 	v = bpf_map_lookup_elem(&sl_ipcache, &k);
 	*ep_id = v ? v->ep_id : 0;
 	return v ? v->identity : SL_ID_WORLD;
@@ -76,8 +86,8 @@ static __always_inline __u32 ipcache_identity(__be32 addr, __u32 *ep_id)
  * is world, not host. A hairpinned connection (the pod reached itself
  * through its service) comes from the service loopback: the pod itself.
  */
-static __always_inline __u32 peer_identity(const struct sl_endpoint *ep, __u8 dir, __be32 peer, bool from_host,
-					    __u8 *peer_local)
+static __always_inline __u32 peer_identity(const struct sl_endpoint *ep, __u8 dir, __u8 family,
+					    const union sl_addr *peer, bool from_host, __u8 *peer_local)
 {
 	__u32 id, ep_id;
 
@@ -85,12 +95,12 @@ static __always_inline __u32 peer_identity(const struct sl_endpoint *ep, __u8 di
 	if (dir == SL_DIR_INGRESS) {
 		if (from_host)
 			return SL_ID_HOST;
-		if (peer == SL_SERVICE_LOOPBACK) {
+		if (family == AF_INET && peer->addr4 == SL_SERVICE_LOOPBACK) {
 			*peer_local = 1;
 			return ep->identity;
 		}
 	}
-	id = ipcache_identity(peer, &ep_id);
+	id = ipcache_identity(family, peer, &ep_id);
 	*peer_local = ep_id != 0;
 	if (dir == SL_DIR_INGRESS && id == SL_ID_HOST)
 		return SL_ID_WORLD;
@@ -132,10 +142,10 @@ static __always_inline void policy_try(void *pm, __u32 identity, __u8 dir, __u8 
 }
 
 /* Look a connection up in endpoint ep_id's policy: direction dir, peer
- * address peer with identity res->peer_id, destination port dport. Fills
- * res (verdict ALLOW, REDIRECT or DENY). */
-static __always_inline void policy_lookup(__u32 ep_id, __u8 dir, __u8 proto, __be16 dport, __be32 peer,
-					  struct policy_result *res)
+ * address peer (of family) with identity res->peer_id, destination port
+ * dport. Fills res (verdict ALLOW, REDIRECT or DENY). */
+static __always_inline void policy_lookup(__u32 ep_id, __u8 dir, __u8 proto, __be16 dport, __u8 family,
+					  const union sl_addr *peer, struct policy_result *res)
 {
 	struct policy_match best = {};
 	void *pm, *cm;
@@ -149,10 +159,10 @@ static __always_inline void policy_lookup(__u32 ep_id, __u8 dir, __u8 proto, __b
 	policy_try(pm, res->peer_id, dir, proto, dport, 3, &best);
 	cm = bpf_map_lookup_elem(&sl_policy_cidr, &ep_id);
 	if (cm) {
-		struct sl_policy_cidr_key ck = { .prefixlen = 64, .dir = dir, .family = AF_INET };
+		struct sl_policy_cidr_key ck = { .dir = dir, .family = family };
 		__u32 *cls;
 
-		ck.addr.addr4 = peer;
+		ck.prefixlen = lpm_addr(family, peer, &ck.addr);
 		cls = bpf_map_lookup_elem(cm, &ck);
 		if (cls)
 			policy_try(pm, *cls, dir, proto, dport, 2, &best);
@@ -168,7 +178,7 @@ static __always_inline void policy_lookup(__u32 ep_id, __u8 dir, __u8 proto, __b
 /* Decide a connection of endpoint ep (see policy_lookup); an endpoint
  * whose policy did not fit denies everything. */
 static __always_inline void policy_decide(const struct sl_endpoint *ep, __u8 dir, __u8 proto, __be16 dport,
-					  __be32 peer, struct policy_result *res)
+					  __u8 family, const union sl_addr *peer, struct policy_result *res)
 {
 	if (ep->flags & SL_EP_F_POLICY_OVERFLOW) {
 		res->verdict = SL_VERDICT_DENY;
@@ -176,7 +186,7 @@ static __always_inline void policy_decide(const struct sl_endpoint *ep, __u8 dir
 		res->proxy_port = 0;
 		return;
 	}
-	policy_lookup(ep->ep_id, dir, proto, dport, peer, res);
+	policy_lookup(ep->ep_id, dir, proto, dport, family, peer, res);
 }
 
 static __always_inline bool policy_enforced(const struct sl_endpoint *ep, __u8 dir)
@@ -186,21 +196,22 @@ static __always_inline bool policy_enforced(const struct sl_endpoint *ep, __u8 d
 
 /*
  * Check a connection in its original direction dir: peer is the other
- * end's address, dport the connection's destination port. Sets res and
+ * end's address (of family), dport the connection's destination port. Sets res and
  * returns the drop reason (SL_DROP_NONE to forward; audit mode forwards
  * a denial as SL_VERDICT_AUDIT).
  */
 static __always_inline int policy_check(const struct sl_endpoint *ep, __u8 dir, __u8 proto, __be16 dport,
-					__be32 peer, bool from_host, struct policy_result *res)
+					__u8 family, const union sl_addr *peer, bool from_host,
+					struct policy_result *res)
 {
 	res->from_host = from_host;
-	res->peer_id = peer_identity(ep, dir, peer, from_host, &res->peer_local);
+	res->peer_id = peer_identity(ep, dir, family, peer, from_host, &res->peer_local);
 	if (!policy_enforced(ep, dir)) {
 		res->verdict = SL_VERDICT_NONE;
 		res->rule = 0;
 		return SL_DROP_NONE;
 	}
-	policy_decide(ep, dir, proto, dport, peer, res);
+	policy_decide(ep, dir, proto, dport, family, peer, res);
 	if (res->verdict != SL_VERDICT_DENY)
 		return SL_DROP_NONE;
 	if (ep->flags & SL_EP_F_POLICY_AUDIT) {
@@ -225,22 +236,15 @@ static __always_inline void policy_remember(const struct sl_ct_key *key, __u32 r
 			  res->flags;
 }
 
-/* IPv6 neighbour discovery (router/neighbour solicitation and
- * advertisement, redirect): passes even where IPv6 is otherwise dropped. */
-static __always_inline bool ipv6_is_nd(struct __sk_buff *skb)
-{
-	__u8 nexthdr, type;
-
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + 6, &nexthdr, 1) < 0 || nexthdr != IPPROTO_ICMPV6)
-		return false;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + 40, &type, 1) < 0)
-		return false;
-	return type >= 133 && type <= 137;
-}
-
-/* An RST: IPv4 without options, TCP without options. */
+/* An RST: IPv4 without options (or IPv6 without extension headers), TCP
+ * without options. */
 struct tcp_rst {
 	struct iphdr ip;
+	struct tcphdr tcp;
+};
+
+struct tcp_rst6 {
+	struct ipv6hdr ip;
 	struct tcphdr tcp;
 };
 
@@ -252,23 +256,66 @@ struct tcp_pseudo {
 	__be16 len;
 };
 
+/* IPv6's pseudo-header (RFC 8200 section 8.1). */
+struct tcp_pseudo6 {
+	union sl_addr saddr;
+	union sl_addr daddr;
+	__be32 len;
+	__u8 zero[3];
+	__u8 proto;
+};
+
+/* The TCP header of a bare RST from sport to dport with sequence number
+ * seq (and, when ack is not 0, acknowledging ack); no checksum yet. */
+static __always_inline void rst_tcp(struct tcphdr *tcp, __be16 sport, __be16 dport, __be32 seq, __be32 ack)
+{
+	tcp->source = sport;
+	tcp->dest = dport;
+	tcp->seq = seq;
+	tcp->doff = 5;
+	tcp->rst = 1;
+	if (ack) {
+		/* The answer to a SYN: it must acknowledge it to be taken. */
+		tcp->ack = 1;
+		tcp->ack_seq = ack;
+	}
+}
+
+/* The Ethernet header of the packet, its addresses reversed if swap_mac. */
+static __always_inline int rst_eth(struct __sk_buff *skb, bool swap_mac, struct ethhdr *eth)
+{
+	if (bpf_skb_load_bytes(skb, 0, eth, sizeof(*eth)) < 0)
+		return -1;
+	if (swap_mac)
+		eth_swap(eth);
+	return 0;
+}
+
+/* Cut the packet to eth + r (of size n) and write them over it. */
+static __always_inline int rst_store(struct __sk_buff *skb, const struct ethhdr *eth, const void *r, __u32 n)
+{
+	if (bpf_skb_change_tail(skb, ETH_HLEN + n, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, r, n, 0) < 0)
+		return -1;
+	return 0;
+}
+
 /*
- * Turn the packet into a bare RST from saddr:sport to daddr:dport with
- * sequence number seq (and, when ack is not 0, acknowledging ack). swap_mac reverses the Ethernet addresses (the RST
- * goes back the way the packet came).
+ * Turn the packet into a bare IPv4 RST from saddr:sport to daddr:dport
+ * (see rst_tcp). swap_mac reverses the Ethernet addresses (the RST goes
+ * back the way the packet came).
  */
-static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be32 saddr, __be32 daddr,
-				     __be16 sport, __be16 dport, __be32 seq, __be32 ack)
+static __always_inline int rst_write4(struct __sk_buff *skb, bool swap_mac, __be32 saddr, __be32 daddr,
+				      __be16 sport, __be16 dport, __be32 seq, __be32 ack)
 {
 	struct tcp_rst r = {};
 	struct tcp_pseudo ph = { .saddr = saddr, .daddr = daddr, .proto = IPPROTO_TCP, .len = bpf_htons(sizeof(struct tcphdr)) };
 	struct ethhdr eth;
 	__s64 sum;
 
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+	if (rst_eth(skb, swap_mac, &eth) < 0)
 		return -1;
-	if (swap_mac)
-		eth_swap(&eth);
 	r.ip.version = 4;
 	r.ip.ihl = 5;
 	r.ip.ttl = 64;
@@ -277,16 +324,7 @@ static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be3
 	r.ip.saddr = saddr;
 	r.ip.daddr = daddr;
 	r.ip.check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0));
-	r.tcp.source = sport;
-	r.tcp.dest = dport;
-	r.tcp.seq = seq;
-	r.tcp.doff = 5;
-	r.tcp.rst = 1;
-	if (ack) {
-		/* The answer to a SYN: it must acknowledge it to be taken. */
-		r.tcp.ack = 1;
-		r.tcp.ack_seq = ack;
-	}
+	rst_tcp(&r.tcp, sport, dport, seq, ack);
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 	if (sum < 0)
 		return -1;
@@ -294,12 +332,47 @@ static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be3
 	if (sum < 0)
 		return -1;
 	r.tcp.check = csum_fold(sum);
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0) < 0)
+	return rst_store(skb, &eth, &r, sizeof(r));
+}
+
+/* rst_write4 over IPv6 (no extension headers; the checksum over IPv6's
+ * pseudo-header). */
+static __always_inline int rst_write6(struct __sk_buff *skb, bool swap_mac, const union sl_addr *saddr,
+				      const union sl_addr *daddr, __be16 sport, __be16 dport, __be32 seq, __be32 ack)
+{
+	struct tcp_rst6 r = {};
+	struct tcp_pseudo6 ph = { .saddr = *saddr, .daddr = *daddr, .len = bpf_htonl(sizeof(struct tcphdr)),
+				  .proto = IPPROTO_TCP };
+	struct ethhdr eth;
+	__s64 sum;
+
+	if (rst_eth(skb, swap_mac, &eth) < 0)
 		return -1;
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0) < 0)
+	r.ip.version = 6;
+	r.ip.payload_len = bpf_htons(sizeof(struct tcphdr));
+	r.ip.nexthdr = IPPROTO_TCP;
+	r.ip.hop_limit = 64;
+	__builtin_memcpy(&r.ip.saddr, saddr->addr6, 16);
+	__builtin_memcpy(&r.ip.daddr, daddr->addr6, 16);
+	rst_tcp(&r.tcp, sport, dport, seq, ack);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	if (sum < 0)
 		return -1;
-	return 0;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.tcp, sizeof(r.tcp), sum);
+	if (sum < 0)
+		return -1;
+	r.tcp.check = csum_fold(sum);
+	return rst_store(skb, &eth, &r, sizeof(r));
+}
+
+/* An RST of family (a constant): rst_write4 or rst_write6. */
+static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, const __u8 family,
+				     const union sl_addr *saddr, const union sl_addr *daddr,
+				     __be16 sport, __be16 dport, __be32 seq, __be32 ack)
+{
+	if (family == AF_INET6)
+		return rst_write6(skb, swap_mac, saddr, daddr, sport, dport, seq, ack);
+	return rst_write4(skb, swap_mac, saddr->addr4, daddr->addr4, sport, dport, seq, ack);
 }
 
 /*
@@ -309,12 +382,12 @@ static __always_inline int rst_write(struct __sk_buff *skb, bool swap_mac, __be3
  * the sequence number src expects next (the packet's acknowledgement), sent
  * back out of the interface it came from. Addresses are as each end knows
  * them: back_saddr/back_sport is what src believes it talks to (a service
- * VIP for a translated connection). Returns 0 when the packet is now the
- * forward RST.
+ * VIP for a translated connection). family is a constant. Returns 0 when
+ * the packet is now the forward RST.
  */
-static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const struct sl_pkt *pkt,
-					__be32 back_saddr, __be16 back_sport,
-					__be32 fwd_saddr, __be16 fwd_sport)
+static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const struct sl_pkt *pkt, const __u8 family,
+					const union sl_addr *back_saddr, __be16 back_sport,
+					const union sl_addr *fwd_saddr, __be16 fwd_sport)
 {
 	__be32 seqack[2];
 	__u32 mark = skb->mark;
@@ -322,7 +395,7 @@ static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const s
 	if (pkt->later_frag || bpf_skb_load_bytes(skb, pkt->l4_off + 4, seqack, sizeof(seqack)) < 0)
 		return -1;
 	if (pkt->tcp_flags & TCPF_ACK) {
-		if (rst_write(skb, true, back_saddr, pkt->saddr.addr4, back_sport, pkt->sport, seqack[1], 0) < 0)
+		if (rst_write(skb, true, family, back_saddr, &pkt->saddr, back_sport, pkt->sport, seqack[1], 0) < 0)
 			return -1;
 		skb->mark = SL_MARK_POLICY_RST;
 		/* From the pod (tc ingress): back into it through the
@@ -331,9 +404,9 @@ static __always_inline int policy_reset(struct __sk_buff *skb, __u8 dir, const s
 		bpf_clone_redirect(skb, skb->ifindex, dir == SL_DIR_EGRESS ? 0 : BPF_F_INGRESS);
 		skb->mark = mark;
 		/* rst_write swapped the MACs: swap them back. */
-		return rst_write(skb, true, fwd_saddr, pkt->daddr.addr4, fwd_sport, pkt->dport, seqack[0], 0);
+		return rst_write(skb, true, family, fwd_saddr, &pkt->daddr, fwd_sport, pkt->dport, seqack[0], 0);
 	}
-	return rst_write(skb, false, fwd_saddr, pkt->daddr.addr4, fwd_sport, pkt->dport, seqack[0], 0);
+	return rst_write(skb, false, family, fwd_saddr, &pkt->daddr, fwd_sport, pkt->dport, seqack[0], 0);
 }
 
 #endif /* SLUICE_POLICY_H */

@@ -90,14 +90,17 @@ static __always_inline __u16 proxy_port_of_destination(__be32 daddr, __u8 proto,
 							__be32 client, __u32 client_id)
 {
 	struct policy_result res = { .peer_id = client_id };
+	union sl_addr d = {}, c = {};
 	__u32 ep_id;
 
 	if (proto != IPPROTO_TCP)
 		return 0;
-	ipcache_identity(daddr, &ep_id);
+	d.addr4 = daddr;
+	c.addr4 = client;
+	ipcache_identity(AF_INET, &d, &ep_id);
 	if (!ep_id)
 		return 0;
-	policy_lookup(ep_id, SL_DIR_INGRESS, proto, dport, client, &res);
+	policy_lookup(ep_id, SL_DIR_INGRESS, proto, dport, AF_INET, &c, &res);
 	return res.verdict == SL_VERDICT_REDIRECT ? res.proxy_port : 0;
 }
 
@@ -124,10 +127,10 @@ static __always_inline int proxy_refuse(struct __sk_buff *skb, const struct sl_p
 	    bpf_skb_load_bytes(skb, pkt->l4_off + 4, seqack, sizeof(seqack)) < 0)
 		return SL_DROP;
 	if (pkt->tcp_flags & TCPF_SYN)
-		err = rst_write(skb, true, pkt->daddr.addr4, pkt->saddr.addr4, pkt->dport, pkt->sport, 0,
+		err = rst_write4(skb, true, pkt->daddr.addr4, pkt->saddr.addr4, pkt->dport, pkt->sport, 0,
 				bpf_htonl(bpf_ntohl(seqack[0]) + 1));
 	else
-		err = rst_write(skb, true, pkt->daddr.addr4, pkt->saddr.addr4, pkt->dport, pkt->sport, seqack[1], 0);
+		err = rst_write4(skb, true, pkt->daddr.addr4, pkt->saddr.addr4, pkt->dport, pkt->sport, seqack[1], 0);
 	if (err < 0)
 		return SL_DROP;
 	/* The pod's ingress program lets the datapath's own RSTs through. */

@@ -18,7 +18,8 @@ type Config struct {
 	CTMax uint32
 	// EndpointsMax is the maximum number of local endpoints.
 	EndpointsMax uint32
-	// FragMax is the number of IPv4 first fragments remembered at once.
+	// FragMax is the number of first fragments remembered at once, of
+	// each family (sl_frag and sl_frag6).
 	FragMax uint32
 	// LBMax is the size of sl_lb_svc: one entry per frontend plus one per
 	// backend slot (10,000 services of one port and 10 backends: 110,000).

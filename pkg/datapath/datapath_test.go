@@ -498,14 +498,25 @@ func TestEndpointPrograms(t *testing.T) {
 			}), "INVALID_PACKET_DROPPED")},
 		},
 		{
+			// Routing advice is not an error of a flow: never translated
+			// back, and no pod takes it (a bridge node's own redirect
+			// would route a VIP around the translation).
+			name: "an ICMP redirect is dropped both ways",
+			steps: []step{
+				dropped(false, p(func(t testing.TB) []byte { return icmpRedirectPkt(t, peerIP, podIP) }), "ICMP_REDIRECT"),
+				dropped(true, p(func(t testing.TB) []byte { return icmpRedirectPkt(t, podIP, peerIP) }), "ICMP_REDIRECT"),
+			},
+			ct: func(t *testing.T, ct []CTEntry) { require.Empty(t, ct) },
+		},
+		{
 			name:     "ARP passes untouched",
 			steps:    []step{out(arpPkt)},
 			ct:       func(t *testing.T, ct []CTEntry) { require.Empty(t, ct) },
 			counters: []string{"passed-non-ip/egress"},
 		},
 		{
-			name:     "IPv6 is counted and passed",
-			steps:    []step{out(ipv6Pkt), in(ipv6Pkt)},
+			name:     "IPv6 neighbour discovery is counted and passed, untracked",
+			steps:    []step{out(ndPkt), in(ndPkt)},
 			ct:       func(t *testing.T, ct []CTEntry) { require.Empty(t, ct) },
 			counters: []string{"passed-ipv6/egress", "passed-ipv6/ingress"},
 		},
@@ -828,4 +839,17 @@ func TestGCCTLargeTable(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 20000, live)
 	require.Equal(t, 20000, total)
+}
+
+// icmpRedirectPkt is an ICMP redirect (host) from src to dst, quoting a
+// UDP datagram of dst's.
+func icmpRedirectPkt(t testing.TB, src, dst netip.Addr) []byte {
+	inner := udpPkt(t, dst, netip.MustParseAddr("10.96.0.10"), 5000, 53)[14:]
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeRedirect, layers.ICMPv4CodeHost)}
+	buf := gopacket.NewSerializeBuffer()
+	require.NoError(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, icmp, gopacket.Payload(inner[:28])))
+	return buf.Bytes()
 }

@@ -145,6 +145,7 @@ func configureSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpfobj.EndpointMapSlCt:         cfg.CTMax,
 		bpfobj.EndpointMapSlEndpoints:  cfg.EndpointsMax,
 		bpfobj.EndpointMapSlFrag:       cfg.FragMax,
+		bpfobj.EndpointMapSlFrag6:      cfg.FragMax,
 		bpfobj.EndpointMapSlEvents:     cfg.EventsBufBytes,
 		bpfobj.EndpointMapSlLbSvc:      cfg.LBMax,
 		bpfobj.EndpointMapSlLbBackends: cfg.LBBackendsMax,

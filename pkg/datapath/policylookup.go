@@ -88,13 +88,14 @@ func (m *Maps) LookupPolicy(epID uint32, q PolicyQuery) (PolicyMatch, error) {
 	}
 	defer pm.Close()
 	out.HasMaps = true
-	if q.PeerAddr.Is4() {
+	if q.PeerAddr.IsValid() {
 		var cm *ebpf.Map
 		switch err := m.PolicyCIDR.Lookup(epID, &cm); {
 		case err == nil:
 			defer cm.Close()
-			ck := bpfobj.EndpointSlPolicyCidrKey{Prefixlen: 64, Dir: q.Dir, Family: 2}
-			ck.Addr.Addr6 = raw.AddrTo(q.PeerAddr)
+			// The full address of either family, as the datapath looks it up.
+			peer := q.PeerAddr.Unmap()
+			ck := PolicyCIDR{Dir: q.Dir, Prefix: netip.PrefixFrom(peer, peer.BitLen())}.raw()
 			var cls uint32
 			if err := cm.Lookup(&ck, &cls); err == nil {
 				out.Class = cls

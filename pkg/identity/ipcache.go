@@ -9,9 +9,8 @@ import (
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
-// Defaults the ipcache always holds: an address nothing else claims is World.
-// The IPv6 default is there for when the datapath is dual-stack; an
-// IPv4-only datapath skips IPv6 prefixes as it skips IPv6 pod addresses.
+// Defaults the ipcache always holds: an address nothing else claims is
+// World, in either family (the datapath's one ipcache holds both).
 var (
 	WorldIPv4 = netip.MustParsePrefix("0.0.0.0/0")
 	WorldIPv6 = netip.MustParsePrefix("::/0")

@@ -250,9 +250,6 @@ func toDatapath(p *policy.EndpointPolicy) datapath.EndpointPolicy {
 		})
 	}
 	for _, c := range p.CIDRs {
-		if !c.Prefix.Addr().Is4() {
-			continue // the datapath judges IPv4 only; IPv6 is dropped under policy
-		}
 		out.CIDRs = append(out.CIDRs, datapath.PolicyCIDR{Dir: uint8(c.Direction), Prefix: c.Prefix, Class: uint32(c.Class)})
 	}
 	return out
@@ -396,9 +393,6 @@ func (r *Reconciler) syncIPCache(force bool, local map[netip.Addr]uint32) error 
 	rev := r.synced
 	ipc := map[netip.Prefix]datapath.IPCacheEntry{}
 	for p, id := range r.engine.IPCache() {
-		if !p.Addr().Is4() {
-			continue
-		}
 		e := datapath.IPCacheEntry{Identity: uint32(id)}
 		if p.IsSingleIP() {
 			e.EndpointID = local[p.Addr()]

@@ -25,9 +25,14 @@ func (f fakeEndpoints) List() []api.Endpoint { return f }
 
 func loadMaps(t *testing.T) *datapath.Maps { return datapathtest.Load(t, datapath.Config{}).Maps() }
 
-func pod(ns, name, node, ip string, labels map[string]string) *model.Pod {
-	return &model.Pod{Namespace: ns, Name: name, NodeName: node, Phase: model.PodRunning, Labels: labels,
+// pod is a running pod with address ip, and more (IPv6 of a dual-stack pod).
+func pod(ns, name, node, ip string, labels map[string]string, more ...string) *model.Pod {
+	p := &model.Pod{Namespace: ns, Name: name, NodeName: node, Phase: model.PodRunning, Labels: labels,
 		IPs: []netip.Addr{netip.MustParseAddr(ip)}}
+	for _, a := range more {
+		p.IPs = append(p.IPs, netip.MustParseAddr(a))
+	}
+	return p
 }
 
 var allowA = &model.NetworkPolicy{
@@ -45,17 +50,18 @@ func TestReconciler(t *testing.T) {
 	store := model.NewStore()
 	_, err := store.Apply([]model.Change{
 		{Op: model.OpUpsert, Object: &model.Namespace{Name: "x", Labels: map[string]string{"kubernetes.io/metadata.name": "x"}}},
-		{Op: model.OpUpsert, Object: &model.Node{Name: "n1", Addresses: []model.NodeAddress{{Type: model.NodeInternalIP, Address: "172.31.0.10"}}}},
+		{Op: model.OpUpsert, Object: &model.Node{Name: "n1", Addresses: []model.NodeAddress{
+			{Type: model.NodeInternalIP, Address: "172.31.0.10"}, {Type: model.NodeInternalIP, Address: "fd00:31::10"}}}},
 		{Op: model.OpUpsert, Object: &model.Node{Name: "n2", Addresses: []model.NodeAddress{{Type: model.NodeInternalIP, Address: "172.31.0.11"}}}},
-		{Op: model.OpUpsert, Object: pod("x", "a", "n1", "10.244.1.2", map[string]string{"app": "a"})},
-		{Op: model.OpUpsert, Object: pod("x", "b", "n1", "10.244.1.3", map[string]string{"app": "b"})},
+		{Op: model.OpUpsert, Object: pod("x", "a", "n1", "10.244.1.2", map[string]string{"app": "a"}, "fd00:10:244:1::2")},
+		{Op: model.OpUpsert, Object: pod("x", "b", "n1", "10.244.1.3", map[string]string{"app": "b"}, "fd00:10:244:1::3")},
 		{Op: model.OpUpsert, Object: pod("x", "r", "n2", "10.244.2.2", map[string]string{"app": "a"})},
 		{Op: model.OpUpsert, Object: allowA},
 	})
 	require.NoError(t, err)
 	stateDir := t.TempDir()
 	r, err := New(Options{NodeName: "n1", Maps: m, Store: store, StateDir: stateDir, MaxEntries: 64,
-		Endpoints: fakeEndpoints{{ID: 7, Namespace: "x", Pod: "b", IPs: []string{"10.244.1.3"}}, {ID: 8, Namespace: "x", Pod: "a", IPs: []string{"10.244.1.2"}}}})
+		Endpoints: fakeEndpoints{{ID: 7, Namespace: "x", Pod: "b", IPs: []string{"10.244.1.3", "fd00:10:244:1::3"}}, {ID: 8, Namespace: "x", Pod: "a", IPs: []string{"10.244.1.2", "fd00:10:244:1::2"}}}})
 	require.NoError(t, err)
 
 	b := model.NamespacedName{Namespace: "x", Name: "b"}
@@ -86,6 +92,12 @@ func TestReconciler(t *testing.T) {
 		"172.31.0.10/32": {Identity: datapath.IdentityHost},
 		"172.31.0.11/32": {Identity: datapath.IdentityRemoteNode},
 		"0.0.0.0/0":      {Identity: datapath.IdentityWorld},
+		// Both families: a dual-stack pod's IPv6 /128 has the identity of
+		// its IPv4 /32.
+		"fd00:10:244:1::2/128": {Identity: idA, EndpointID: 8},
+		"fd00:10:244:1::3/128": {Identity: idB, EndpointID: 7},
+		"fd00:31::10/128":      {Identity: datapath.IdentityHost},
+		"::/0":                 {Identity: datapath.IdentityWorld},
 	}
 	got := map[string]datapath.IPCacheEntry{}
 	for p, e := range ipc {

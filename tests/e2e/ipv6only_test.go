@@ -1,9 +1,9 @@
 package e2e
 
-// IPv6-only pods until dual-stack lands: they are endpoints like any pod
-// (attached, with their identity), and under policy their IPv6 fails
-// closed, into the pod and out of it, with a reason and a flow; audit mode
-// forwards it and reports it as audit.
+// IPv6-only pods are endpoints like any pod (attached, with their
+// identity), and a policy that isolates them denies their IPv6, into the
+// pod and out of it, with a reason and an IPv6 flow; audit mode forwards
+// it and reports it as audit.
 //
 //	node (routed or bridge)
 //	  a6 (app=a, fd00:10:244:N::2) ──TCP 8080──► b6 (app=b, fd00:10:244:N::3)
@@ -36,7 +36,7 @@ spec:
 `
 )
 
-func TestIPv6OnlyPodsFailClosedUnderPolicy(t *testing.T) {
+func TestIPv6OnlyPodsUnderPolicy(t *testing.T) {
 	for _, mode := range []harness.Mode{harness.Routed, harness.Bridge} {
 		t.Run(mode.String(), func(t *testing.T) {
 			for _, audit := range []bool{false, true} {
@@ -87,9 +87,10 @@ func testIPv6Only(t *testing.T, mode harness.Mode, audit bool, args ...string) {
 		require.NoError(t, e.c.WriteManifest("netpol.yaml", pol.yaml))
 		require.Eventually(t, func() bool { return e.status(n).Policy.EnforcedEndpoints == 1 }, 10*time.Second, 50*time.Millisecond)
 		if !audit {
-			require.Error(t, reach(), "%s under policy: IPv6 fails closed", pol.name)
-			e.waitFlow(n, "IPv6 fail-closed drop", func(f *flowpb.Flow) bool {
-				return isDrop(f, "UNSUPPORTED_L3_PROTOCOL") && f.GetTrafficDirection().String() == pol.dir &&
+			require.Eventually(t, func() bool { return reach() != nil }, 10*time.Second, 50*time.Millisecond,
+				"%s under policy: IPv6 is denied", pol.name)
+			e.waitFlow(n, "IPv6 policy drop", func(f *flowpb.Flow) bool {
+				return isDrop(f, "POLICY_DENIED") && f.GetTrafficDirection().String() == pol.dir &&
 					f.GetIP().GetIpVersion() == flowpb.IPVersion_IPv6
 			})
 		} else {

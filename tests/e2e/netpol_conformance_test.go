@@ -13,6 +13,10 @@ package e2e
 //	                     ports serve-80-tcp, serve-81-tcp, serve-80-udp,
 //	                     serve-81-udp (for named-port rules)
 //
+// The suite runs once per family: IPv4 pods probed at their IPv4
+// addresses, and dual-stack pods probed at their IPv6 addresses with the
+// same policies (ipBlock cases get the pods' IPv6 prefixes).
+//
 // Each step of a case writes the case's policies (and may relabel pods or
 // namespaces), then probes every ordered pair of different pods on one port
 // and protocol and compares what answered with the expected truth table,
@@ -76,6 +80,8 @@ const nPods = 9
 // netpolCluster is the shared cluster the cases run on.
 type netpolCluster struct {
 	e *env
+	// v6: the pods are dual-stack and probed (and ipBlock'd) over IPv6.
+	v6 bool
 	// pods are in truth-table order: x/a, x/b, x/c, y/a, ... z/c.
 	pods [nPods]*harness.Pod
 	// relabelled is set when a step changed labels that the case's reset
@@ -86,10 +92,14 @@ type netpolCluster struct {
 	broken bool
 }
 
-func newNetpolCluster(t *testing.T) *netpolCluster {
+func newNetpolCluster(t *testing.T, v6 bool) *netpolCluster {
 	e := newEnv(t)
 	nodes := []*harness.Node{e.node("node1", harness.Routed), e.node("node2", harness.Bridge)}
-	nc := &netpolCluster{e: e}
+	nc := &netpolCluster{e: e, v6: v6}
+	fam := harness.IPv4
+	if v6 {
+		fam = harness.DualStack
+	}
 	ports := []harness.Port{
 		{Name: "serve-80-tcp", Port: 80, Protocol: "TCP"},
 		{Name: "serve-81-tcp", Port: 81, Protocol: "TCP"},
@@ -100,7 +110,7 @@ func newNetpolCluster(t *testing.T) *netpolCluster {
 	errs := make(chan error, nPods*4)
 	for i := range nPods {
 		ns, name := netpolNamespaces[i/3], netpolPodNames[i%3]
-		p, err := nodes[i%2].AddPod(ctx(t), ns, name, map[string]string{"pod": name}, ports...)
+		p, err := nodes[i%2].AddPodFamily(ctx(t), fam, ns, name, map[string]string{"pod": name}, ports...)
 		require.NoError(t, err)
 		nc.pods[i] = p
 		wg.Go(func() {
@@ -134,6 +144,14 @@ func (nc *netpolCluster) resetLabels(t *testing.T) {
 	}
 	require.NoError(t, nc.e.c.SyncManifests())
 	nc.relabelled = false
+}
+
+// addr is the address p is probed at: of the family under test.
+func (nc *netpolCluster) addr(p *harness.Pod) netip.Addr {
+	if nc.v6 {
+		return p.IPv6()
+	}
+	return p.IP
 }
 
 // relabelPod replaces the labels of pod "ns/name" (pod=<name> is not kept).
@@ -283,7 +301,7 @@ func (nc *netpolCluster) probeMatrix(proto string, port int) (truth, [nPods][nPo
 			var targets []harness.Target
 			for j, to := range nc.pods {
 				if j != i {
-					targets = append(targets, harness.Target{Protocol: proto, Addr: to.IP, Port: port})
+					targets = append(targets, harness.Target{Protocol: proto, Addr: nc.addr(to), Port: port})
 				}
 			}
 			res, err := from.Probe(rctx, probeTimeout, targets...)
@@ -373,8 +391,10 @@ func (nc *netpolCluster) diagnose(t *testing.T, pods map[*harness.Pod]bool) {
 // --- policies ---
 
 // np is a NetworkPolicy manifest with spec given as YAML (unindented).
-// The spec may use {{ip "x/b"}} for a pod's address and {{wide "x/b"}} for
-// the /4 holding it (upstream's makeLargeCIDRForIP). Namespace names are
+// The spec may use {{host "x/b"}} for a pod's address as a /32 (IPv6: /128)
+// and {{wide "x/b"}} for a wide block holding it (upstream's
+// makeLargeCIDRForIP): the /4 of an IPv4 address, the /32 of an IPv6 one
+// (fd00:10::/32: every node's pod range, not the underlay's). Namespace names are
 // quoted: in YAML 1.1, which Kubernetes' decoders speak, a bare y is the
 // boolean true.
 func np(ns, name, spec string) string {
@@ -394,9 +414,16 @@ var none = []string{}
 // being rejected by the agents (which then keep the previous policies).
 func (nc *netpolCluster) render(t *testing.T, policies []string) string {
 	funcs := template.FuncMap{
-		"ip": func(p string) netip.Addr { return nc.pods[podIndex(p)].IP },
+		"host": func(p string) netip.Prefix {
+			a := nc.addr(nc.pods[podIndex(p)])
+			return netip.PrefixFrom(a, a.BitLen())
+		},
 		"wide": func(p string) netip.Prefix {
-			return netip.PrefixFrom(nc.pods[podIndex(p)].IP, 4).Masked()
+			a := nc.addr(nc.pods[podIndex(p)])
+			if a.Is6() {
+				return netip.PrefixFrom(a, 32).Masked()
+			}
+			return netip.PrefixFrom(a, 4).Masked()
 		},
 	}
 	docs := make([]string, 0, len(policies))
@@ -666,7 +693,7 @@ podSelector: {matchLabels: {pod: a}}
 policyTypes: [Egress]
 egress:
 - to:
-  - ipBlock: {cidr: "{{ip "y/c"}}/32"}
+  - ipBlock: {cidr: "{{host "y/c"}}"}
   ports: [{port: 81}]
 - to:
   - namespaceSelector: {matchLabels: {ns: "z"}}
@@ -726,21 +753,21 @@ podSelector: {matchLabels: {pod: a}}
 policyTypes: [Egress]
 egress:
 - to:
-  - ipBlock: {cidr: "{{ip "y/c"}}/32"}
+  - ipBlock: {cidr: "{{host "y/c"}}"}
 `)},
 		tcp(80, deny(pod("x/a"), anyPod), allow(pod("x/a"), pod("y/c"))))},
 	{"ipBlock ingress from a pod's /32", only([]string{np("x", "a-from-y-b-cidr", `
 podSelector: {matchLabels: {pod: a}}
 ingress:
 - from:
-  - ipBlock: {cidr: "{{ip "y/b"}}/32"}
+  - ipBlock: {cidr: "{{host "y/b"}}"}
 `)},
 		tcp(80, deny(anyPod, pod("x/a")), allow(pod("y/b"), pod("x/a"))))},
 	{"ipBlock ingress except", only([]string{np("x", "b-from-wide-except-z-a", `
 podSelector: {matchLabels: {pod: b}}
 ingress:
 - from:
-  - ipBlock: {cidr: "{{wide "z/a"}}", except: ["{{ip "z/a"}}/32"]}
+  - ipBlock: {cidr: "{{wide "z/a"}}", except: ["{{host "z/a"}}"]}
 `)},
 		tcp(80, deny(pod("z/a"), pod("x/b"))))},
 	{"ipBlock except", []step{
@@ -749,27 +776,27 @@ podSelector: {matchLabels: {pod: a}}
 policyTypes: [Egress]
 egress:
 - to:
-  - ipBlock: {cidr: "{{wide "x/b"}}", except: ["{{ip "x/b"}}/32"]}
+  - ipBlock: {cidr: "{{wide "x/b"}}", except: ["{{host "x/b"}}"]}
 `)}, checks: []check{tcp(80, deny(pod("x/a"), pod("x/b")))}},
 		{what: "x/b's /32 allowed by a second policy", policies: []string{np("x", "a-to-wide-except-b", `
 podSelector: {matchLabels: {pod: a}}
 policyTypes: [Egress]
 egress:
 - to:
-  - ipBlock: {cidr: "{{wide "x/b"}}", except: ["{{ip "x/b"}}/32"]}
+  - ipBlock: {cidr: "{{wide "x/b"}}", except: ["{{host "x/b"}}"]}
 `), np("x", "a-to-b-cidr", `
 podSelector: {matchLabels: {pod: a}}
 policyTypes: [Egress]
 egress:
 - to:
-  - ipBlock: {cidr: "{{ip "x/b"}}/32"}
+  - ipBlock: {cidr: "{{host "x/b"}}"}
 `)}, checks: []check{tcp(80)}},
 		{what: "only x/b's /32 left", policies: []string{np("x", "a-to-b-cidr", `
 podSelector: {matchLabels: {pod: a}}
 policyTypes: [Egress]
 egress:
 - to:
-  - ipBlock: {cidr: "{{ip "x/b"}}/32"}
+  - ipBlock: {cidr: "{{host "x/b"}}"}
 `)}, checks: []check{tcp(80, deny(pod("x/a"), anyPod), allow(pod("x/a"), pod("x/b")))}},
 	}},
 	// Upstream: "should enforce policies to check ingress and egress
@@ -995,11 +1022,20 @@ var netpolCasesFlag = flag.String("e2e.netpol-cases", "", "run only TestNetpolCo
 
 // TestNetpolConformance runs the Kubernetes network policy behaviours of
 // upstream's netpol e2e suite against Sluice agents on a routed and a bridge
-// node; see the top of this file.
+// node, over IPv4 and over IPv6; see the top of this file.
 func TestNetpolConformance(t *testing.T) {
 	cases, err := selectNetpolCases(netpolCases, *netpolCasesFlag)
 	require.NoError(t, err)
-	nc := newNetpolCluster(t)
+	for _, fam := range []struct {
+		name string
+		v6   bool
+	}{{"IPv4", false}, {"IPv6", true}} {
+		t.Run(fam.name, func(t *testing.T) { testNetpolConformance(t, cases, fam.v6) })
+	}
+}
+
+func testNetpolConformance(t *testing.T, cases []netpolCase, v6 bool) {
+	nc := newNetpolCluster(t, v6)
 	// The cluster starts without policy: everything is reachable.
 	for _, c := range []check{tcp(80), tcp(81), udp(80), udp(81)} {
 		require.True(t, nc.expectMatrix(t, "no policy", c))

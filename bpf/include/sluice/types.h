@@ -37,9 +37,13 @@ enum sl_drop_reason {
 	SL_DROP_POLICY_DENIED = 133,          /* flow.DropReason_POLICY_DENIED: no rule allows it */
 	SL_DROP_INVALID_PACKET = 134,         /* flow.DropReason_INVALID_PACKET_DROPPED */
 	SL_DROP_CT_INVALID_HDR = 135,         /* flow.DropReason_CT_TRUNCATED_OR_INVALID_HEADER */
-	SL_DROP_UNSUPPORTED_L3 = 139,         /* flow.DropReason_UNSUPPORTED_L3_PROTOCOL: IPv6 of a policy-enforced endpoint */
+	SL_DROP_UNSUPPORTED_L3 = 139,         /* flow.DropReason_UNSUPPORTED_L3_PROTOCOL (no longer emitted: IPv6 is enforced) */
 	SL_DROP_WRITE_ERROR = 141,            /* flow.DropReason_ERROR_WRITING_TO_PACKET */
 	SL_DROP_CT_MAP_FULL = 155,            /* flow.DropReason_CT_MAP_INSERTION_FAILED */
+	/* flow.DropReason_INVALID_IPV6_EXTENSION_HEADER: an IPv6 extension
+	 * header chain longer than the datapath walks (SL_IPV6_MAX_EXT
+	 * headers), cut short, or of a header it does not know. */
+	SL_DROP_IPV6_EXT_CHAIN = 156,
 	SL_DROP_NO_SERVICE_BACKEND = 158,     /* flow.DropReason_SERVICE_BACKEND_NOT_FOUND */
 	SL_DROP_FRAG_NOT_FOUND = 175,         /* flow.DropReason_FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND */
 	SL_DROP_NOT_IN_SRC_RANGE = 177,       /* flow.DropReason_DENIED_BY_LB_SRC_RANGE_CHECK: loadBalancerSourceRanges */
@@ -68,8 +72,10 @@ enum sl_drop_reason {
 	 * forwards a packet back out of the interface it came in on (a bridge
 	 * node's pods to a service's backend on the same bridge); a pod would
 	 * then route a destination around the datapath's translation, and a
-	 * pod could forge one to steer its neighbours. Hubble has no IPv4
-	 * counterpart of FORBIDDEN_ICMPV6_MESSAGE. */
+	 * pod could forge one to steer its neighbours. Both families: an
+	 * ICMPv6 redirect (137) too, though neighbour discovery otherwise
+	 * passes. One reason for both (Hubble's FORBIDDEN_ICMPV6_MESSAGE has
+	 * no IPv4 counterpart). */
 	SL_DROP_ICMP_REDIRECT = 1005,
 };
 
@@ -94,9 +100,9 @@ enum sl_mark {
 
 /* What a per-CPU counter counts. */
 enum sl_metric {
-	SL_METRIC_FORWARDED = 1,    /* IPv4 packet passed on (TCX_NEXT) */
+	SL_METRIC_FORWARDED = 1,    /* IPv4 or IPv6 packet passed on (TCX_NEXT) */
 	SL_METRIC_DROPPED = 2,      /* packet dropped; reason in the key */
-	SL_METRIC_PASSED_IPV6 = 3,  /* IPv6 passed untouched until dual-stack lands */
+	SL_METRIC_PASSED_IPV6 = 3,  /* IPv6 neighbour discovery or MLD passed untracked, unjudged */
 	SL_METRIC_PASSED_OTHER = 4, /* non-IP (ARP, ...) passed untouched */
 	SL_METRIC_RELATED = 5,      /* ICMP error related to a tracked connection */
 	SL_METRIC_EVENTS_LOST = 6,  /* ring buffer full: event not emitted */
@@ -239,7 +245,7 @@ struct sl_policy_cidr_key {
  */
 struct sl_ct_key {
 	__u32 ep_id;
-	__u8 family; /* AF_INET (2); AF_INET6 (10) reserved */
+	__u8 family; /* AF_INET (2) or AF_INET6 (10): one table for both */
 	__u8 proto;  /* IPPROTO_* */
 	__be16 sport; /* ICMP echo: identifier (request side) */
 	__be16 dport;
@@ -326,6 +332,17 @@ struct sl_frag_key {
 	__be16 id;
 	__u8 proto;
 	__u8 pad;
+};
+
+/* IPv6 fragment tracking (a Fragment extension header's 32-bit
+ * identification); the value is sl_frag_val. Proto is the header after the
+ * Fragment header in the first fragment's chain (its transport). */
+struct sl_frag6_key {
+	union sl_addr saddr;
+	union sl_addr daddr;
+	__be32 id;
+	__u8 proto;
+	__u8 pad[3];
 };
 
 struct sl_frag_val {

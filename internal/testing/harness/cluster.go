@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Addressing of the simulated cluster. The underlay is one /24; node i gets
@@ -21,6 +22,9 @@ import (
 // CIDR share the number N; external hosts get .200 and up.
 var (
 	underlayPrefix = netip.MustParsePrefix("172.31.0.0/24")
+	// underlayPrefix6 is the underlay's IPv6 (ULA) range: a node or
+	// external host with underlay address 172.31.0.N also has fd00:31::N.
+	underlayPrefix6 = netip.MustParsePrefix("fd00:31::/64")
 	// underlayGateway is br0's address. Nodes use it as their default
 	// gateway; it forwards nothing (the underlay has no uplink), but a
 	// default route must exist for proxy ARP on routed nodes to answer for
@@ -209,9 +213,15 @@ func (c *Cluster) buildUnderlay(ctx context.Context) error {
 		if err := h.LinkAdd(br); err != nil {
 			return fmt.Errorf("create underlay bridge br0: %w", err)
 		}
-		addr := &netlink.Addr{IPNet: prefixToIPNet(netip.PrefixFrom(underlayGateway, underlayPrefix.Bits()))}
-		if err := h.AddrAdd(br, addr); err != nil {
-			return fmt.Errorf("address underlay bridge br0: %w", err)
+		for _, a := range []netip.Prefix{
+			netip.PrefixFrom(underlayGateway, underlayPrefix.Bits()),
+			netip.PrefixFrom(underlayAddr6(1), underlayPrefix6.Bits()),
+		} {
+			// No duplicate address detection: the underlay is ours alone,
+			// and a tentative address would not answer for seconds.
+			if err := h.AddrAdd(br, &netlink.Addr{IPNet: prefixToIPNet(a), Flags: unix.IFA_F_NODAD}); err != nil {
+				return fmt.Errorf("address underlay bridge br0 with %s: %w", a, err)
+			}
 		}
 		if err := h.LinkSetUp(br); err != nil {
 			return fmt.Errorf("set br0 up: %w", err)
@@ -221,8 +231,9 @@ func (c *Cluster) buildUnderlay(ctx context.Context) error {
 }
 
 // plugIntoUnderlay creates a veth whose end "eth0" is in the namespace at
-// nsPath with address ip/24 and whose other end, portName, is a port of br0.
-func (c *Cluster) plugIntoUnderlay(nsPath, portName string, ip netip.Addr) error {
+// nsPath with addresses ip/24 and ip6/64 and whose other end, portName, is
+// a port of br0.
+func (c *Cluster) plugIntoUnderlay(nsPath, portName string, ip, ip6 netip.Addr) error {
 	target, err := netns.GetFromPath(nsPath)
 	if err != nil {
 		return fmt.Errorf("open netns %s: %w", nsPath, err)
@@ -261,9 +272,10 @@ func (c *Cluster) plugIntoUnderlay(nsPath, portName string, ip netip.Addr) error
 		if err != nil {
 			return fmt.Errorf("find eth0 in %s: %w", nsPath, err)
 		}
-		addr := &netlink.Addr{IPNet: prefixToIPNet(netip.PrefixFrom(ip, underlayPrefix.Bits()))}
-		if err := h.AddrAdd(eth0, addr); err != nil {
-			return fmt.Errorf("address eth0 in %s: %w", nsPath, err)
+		for _, a := range []netip.Prefix{netip.PrefixFrom(ip, underlayPrefix.Bits()), netip.PrefixFrom(ip6, underlayPrefix6.Bits())} {
+			if err := h.AddrAdd(eth0, &netlink.Addr{IPNet: prefixToIPNet(a), Flags: unix.IFA_F_NODAD}); err != nil {
+				return fmt.Errorf("address eth0 in %s with %s: %w", nsPath, a, err)
+			}
 		}
 		if err := h.LinkSetUp(eth0); err != nil {
 			return fmt.Errorf("set eth0 up in %s: %w", nsPath, err)
@@ -330,6 +342,7 @@ type External struct {
 	Host
 	Name string
 	IP   netip.Addr
+	IP6  netip.Addr // its IPv6 underlay address (fd00:31::N)
 }
 
 // AddExternal adds an external host <prefix><name> on the underlay.
@@ -352,12 +365,13 @@ func (c *Cluster) AddExternal(ctx context.Context, name string) (*External, erro
 		Host: Host{NetnsName: nsName, NetnsPath: path, ident: "external/" + name, cluster: c},
 		Name: name,
 		IP:   ip,
+		IP6:  underlayAddr6(octet),
 	}
-	if err := c.plugIntoUnderlay(path, fmt.Sprintf("x%d", octet), ip); err != nil {
+	if err := c.plugIntoUnderlay(path, fmt.Sprintf("x%d", octet), ip, e.IP6); err != nil {
 		return nil, fmt.Errorf("add external %s: %w", name, err)
 	}
 	for _, n := range c.nodes {
-		if err := addRoute(path, n.PodCIDR, n.IP); err != nil {
+		if err := n.routePodsFrom(path); err != nil {
 			return nil, fmt.Errorf("add external %s: %w", name, err)
 		}
 	}
@@ -469,6 +483,12 @@ func (c *Cluster) RemoveManifest(filename string) error {
 		errs = append(errs, n.RemoveManifest(filename))
 	}
 	return errors.Join(errs...)
+}
+
+func underlayAddr6(octet int) netip.Addr {
+	b := underlayPrefix6.Addr().As16()
+	b[15] = byte(octet)
+	return netip.AddrFrom16(b)
 }
 
 func underlayAddr(octet int) netip.Addr {

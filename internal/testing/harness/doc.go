@@ -31,6 +31,14 @@
 // but proxy ARP on a routed node answers for 169.254.1.1 only when the node
 // has a route to it, as on a real Calico host.
 //
+// IPv6 runs beside it (AddPodFamily: DualStack or IPv6Only pods): br0 and
+// every eth0 above also carry fd00:31::N/64 (fd00:31::1 on br0), node N's
+// pods get fd00:10:244:N::k from its PodCIDR6, and every node and
+// external host routes each node's PodCIDR6 via that node's fd00:31::N, as
+// IPv4. Routed pods' IPv6 gateway is fe80::1 on their host veth; bridge
+// pods', fd00:10:244:N::1 on cni0. Nodes list both underlay addresses as
+// InternalIPs in their manifests.
+//
 // Besides its namespace each node has a bpffs directory
 // (/sys/fs/bpf/<run id>/<node>), a cgroup v2 root (<cgroup2
 // mount>/<run id>/<node>, pods' cgroups below it as <namespace>_<name>), a

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -44,23 +45,35 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // reply came from dst's servers (whoami).
 func checkReachable(t *testing.T, src *harness.Host, dst *harness.Pod) {
 	t.Helper()
+	checkReachableAt(t, src, dst, dst.IP)
+}
+
+// checkReachableAt checks TCP, UDP and ping from src to dst at its
+// address addr (of either family).
+func checkReachableAt(t *testing.T, src *harness.Host, dst *harness.Pod, addr netip.Addr) {
+	t.Helper()
 	ctx := ctxT(t, 20*time.Second)
-	reply, err := src.TCPRequest(ctx, dst.IP, 8080, "hello "+dst.Name)
+	reply, err := src.TCPRequest(ctx, addr, 8080, "hello "+dst.Name)
 	require.NoError(t, err, "tcp to %s", dst)
 	assert.Equal(t, "hello "+dst.Name, reply)
-	who, err := src.TCPRequest(ctx, dst.IP, 8080, "whoami")
+	who, err := src.TCPRequest(ctx, addr, 8080, "whoami")
 	require.NoError(t, err)
 	assert.Equal(t, dst.String(), who)
-	udp, err := src.UDPRequest(ctx, dst.IP, 5353, "whoami")
-	require.NoError(t, err, "udp to %s", dst)
+	udp, err := src.UDPRequest(ctx, addr, 5353, "whoami")
+	require.NoError(t, err, "udp to %s at %s", dst, addr)
 	assert.Equal(t, dst.String(), udp)
-	require.NoError(t, src.Ping(ctx, dst.IP), "ping %s", dst)
+	require.NoError(t, src.Ping(ctx, addr), "ping %s at %s", dst, addr)
 }
 
 // addServingPod adds a pod running TCP echo on 8080 and UDP echo on 5353.
 func addServingPod(t *testing.T, n *harness.Node, ns, name string) *harness.Pod {
 	t.Helper()
-	p, err := n.AddPod(context.Background(), ns, name, map[string]string{"app": name},
+	return addServingPodFamily(t, n, harness.IPv4, ns, name)
+}
+
+func addServingPodFamily(t *testing.T, n *harness.Node, fam harness.Family, ns, name string) *harness.Pod {
+	t.Helper()
+	p, err := n.AddPodFamily(context.Background(), fam, ns, name, map[string]string{"app": name},
 		harness.Port{Name: "tcp", Port: 8080}, harness.Port{Name: "udp", Port: 5353, Protocol: "UDP"})
 	require.NoError(t, err)
 	_, err = p.StartTCPEchoServer(8080)
@@ -139,13 +152,17 @@ func TestAcrossNodesAndExternal(t *testing.T) {
 	require.NoError(t, err)
 	n2, err := c.AddNode(ctx, "node2", harness.Bridge)
 	require.NoError(t, err)
-	a := addServingPod(t, n1, "default", "a")
-	b := addServingPod(t, n2, "default", "b")
+	a := addServingPodFamily(t, n1, harness.DualStack, "default", "a")
+	b := addServingPodFamily(t, n2, harness.DualStack, "default", "b")
 
-	checkReachable(t, &a.Host, b)
-	checkReachable(t, &b.Host, a)
-	checkReachable(t, &ext.Host, a)
-	checkReachable(t, &ext.Host, b)
+	// Both families cross the underlay: IPv4 and IPv6 pod CIDRs are
+	// routed via the nodes' underlay addresses of that family.
+	for _, fam := range []func(*harness.Pod) netip.Addr{func(p *harness.Pod) netip.Addr { return p.IP }, (*harness.Pod).IPv6} {
+		checkReachableAt(t, &a.Host, b, fam(b))
+		checkReachableAt(t, &b.Host, a, fam(a))
+		checkReachableAt(t, &ext.Host, a, fam(a))
+		checkReachableAt(t, &ext.Host, b, fam(b))
+	}
 
 	// Node to remote pod, over the underlay.
 	reply, err := n2.TCPRequest(ctxT(t, 10*time.Second), a.IP, 8080, "from node2")
@@ -155,6 +172,8 @@ func TestAcrossNodesAndExternal(t *testing.T) {
 	assert.Equal(t, "172.31.0.10", n1.IP.String())
 	assert.Equal(t, "10.244.11.0/24", n2.PodCIDR.String())
 	assert.Equal(t, "172.31.0.200", ext.IP.String())
+	assert.Equal(t, "fd00:31::b", n2.IP6.String())
+	assert.Equal(t, "fd00:31::c8", ext.IP6.String())
 }
 
 // A pod of a bridge node keeps reaching other nodes through its gateway

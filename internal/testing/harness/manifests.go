@@ -143,8 +143,9 @@ func (c *Cluster) Manifests() (string, error) {
 		m := nodeManifest{APIVersion: "v1", Kind: "Node",
 			Metadata: objectMeta{Name: n.Name, Labels: map[string]string{"kubernetes.io/hostname": n.Name}}}
 		m.Spec.PodCIDR = n.PodCIDR.String()
-		m.Spec.PodCIDRs = []string{n.PodCIDR.String()}
-		m.Status.Addresses = []nodeAddress{{Type: "InternalIP", Address: n.IP.String()}, {Type: "Hostname", Address: n.Name}}
+		m.Spec.PodCIDRs = []string{n.PodCIDR.String(), n.PodCIDR6.String()}
+		m.Status.Addresses = []nodeAddress{{Type: "InternalIP", Address: n.IP.String()}, {Type: "InternalIP", Address: n.IP6.String()},
+			{Type: "Hostname", Address: n.Name}}
 		m.Status.Conditions = []condition{{Type: "Ready", Status: "True"}}
 		docs = append(docs, m)
 	}

@@ -52,13 +52,16 @@ const BridgeName = "cni0"
 // manifest directory, ready for one agent.
 type Node struct {
 	Host
-	Name    string
-	Mode    Mode
-	IP      netip.Addr
+	Name string
+	Mode Mode
+	IP   netip.Addr
+	// IP6 is the node's IPv6 underlay address (fd00:31::N), its second
+	// InternalIP.
+	IP6     netip.Addr
 	PodCIDR netip.Prefix
 	// PodCIDR6 is the node's IPv6 pod range (fd00:10:244:N::/64), for
-	// pods added with an IPv6 family. IPv6 is routed within the node only
-	// (no IPv6 underlay yet).
+	// pods added with an IPv6 family, routed across the underlay as
+	// PodCIDR is.
 	PodCIDR6 netip.Prefix
 	// BPFRoot is the node's bpffs directory, for the agent's --bpf-root.
 	BPFRoot string
@@ -111,6 +114,7 @@ func (c *Cluster) addNode(ctx context.Context, name string, mode Mode, octet int
 		Name:        name,
 		Mode:        mode,
 		IP:          underlayAddr(octet),
+		IP6:         underlayAddr6(octet),
 		PodCIDR:     netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(octet), 0}), 24),
 		PodCIDR6:    netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x02, 0x44, 0, byte(octet)}), 64),
 		BPFRoot:     filepath.Join(c.BPFRoot, name),
@@ -141,7 +145,7 @@ func (c *Cluster) addNode(ctx context.Context, name string, mode Mode, octet int
 	if err := setSysctls(path, map[string]string{"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}); err != nil {
 		return nil, err
 	}
-	if err := c.plugIntoUnderlay(path, fmt.Sprintf("n%d", octet), n.IP); err != nil {
+	if err := c.plugIntoUnderlay(path, fmt.Sprintf("n%d", octet), n.IP, n.IP6); err != nil {
 		return nil, err
 	}
 	err = withNetlink(path, func(h *netlink.Handle) error {
@@ -184,19 +188,28 @@ func (c *Cluster) addNode(ctx context.Context, name string, mode Mode, octet int
 		return nil, err
 	}
 	for _, o := range c.nodes {
-		if err := addRoute(path, o.PodCIDR, o.IP); err != nil {
+		if err := o.routePodsFrom(path); err != nil {
 			return nil, err
 		}
-		if err := addRoute(o.NetnsPath, n.PodCIDR, n.IP); err != nil {
+		if err := n.routePodsFrom(o.NetnsPath); err != nil {
 			return nil, err
 		}
 	}
 	for _, e := range c.externals {
-		if err := addRoute(e.NetnsPath, n.PodCIDR, n.IP); err != nil {
+		if err := n.routePodsFrom(e.NetnsPath); err != nil {
 			return nil, err
 		}
 	}
 	return n, nil
+}
+
+// routePodsFrom routes n's pod CIDRs, both families, via n's underlay
+// addresses in the namespace at path.
+func (n *Node) routePodsFrom(path string) error {
+	if err := addRoute(path, n.PodCIDR, n.IP); err != nil {
+		return err
+	}
+	return addRoute(path, n.PodCIDR6, n.IP6)
 }
 
 // Pods returns the node's pods in the order they were added.
@@ -345,8 +358,7 @@ const (
 	DualStack
 )
 
-// AddPodFamily is AddPod with the pod's address families. IPv6 is routed
-// within the node (to its pods and its own addresses) only.
+// AddPodFamily is AddPod with the pod's address families.
 func (n *Node) AddPodFamily(ctx context.Context, fam Family, namespace, name string, labels map[string]string, ports ...Port) (*Pod, error) {
 	c := n.cluster
 	c.mu.Lock()

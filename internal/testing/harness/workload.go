@@ -255,7 +255,15 @@ func udpEchoServer(spec workloadSpec) error {
 		emit(event{Event: "error", Error: err.Error()})
 		return err
 	}
+	// IPv6 on its own socket, as the TCP echo server does.
+	if pc6, err := net.ListenPacket("udp6", fmt.Sprintf(":%d", spec.Port)); err == nil {
+		go func() { _ = serveUDPEcho(spec, pc6) }()
+	}
 	emit(event{Event: "ready", Local: pc.LocalAddr().String()})
+	return serveUDPEcho(spec, pc)
+}
+
+func serveUDPEcho(spec workloadSpec, pc net.PacketConn) error {
 	buf := make([]byte, 65535)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -288,7 +296,7 @@ func tcpClient(spec workloadSpec) error {
 // A failed write or read ends it ("closed").
 func oneConnection(spec workloadSpec, send func(conn net.Conn, seq int) error,
 	answer func(r *bufio.Reader, seq int) (ok bool, failure string, err error)) error {
-	conn, err := net.DialTimeout("tcp4", spec.Addr, spec.Timeout)
+	conn, err := net.DialTimeout(network("tcp", spec.Addr), spec.Addr, spec.Timeout)
 	if err != nil {
 		emit(event{Event: "error", Error: err.Error()})
 		return err
@@ -330,7 +338,7 @@ func oneConnection(spec workloadSpec, send func(conn net.Conn, seq int) error,
 
 func udpClient(spec workloadSpec) error {
 	for {
-		conn, err := net.Dial("udp4", spec.Addr)
+		conn, err := net.Dial(network("udp", spec.Addr), spec.Addr)
 		if err != nil {
 			emit(event{Event: "error", Error: err.Error()})
 			time.Sleep(spec.Interval)
@@ -367,7 +375,7 @@ func tcpRequest(spec workloadSpec) (string, error) {
 	if spec.LocalPort != 0 {
 		d.LocalAddr = &net.TCPAddr{Port: spec.LocalPort}
 	}
-	conn, err := d.Dial("tcp4", spec.Addr)
+	conn, err := d.Dial(network("tcp", spec.Addr), spec.Addr)
 	if err != nil {
 		return "", err
 	}
@@ -384,7 +392,7 @@ func tcpRequest(spec workloadSpec) (string, error) {
 }
 
 func udpRequest(spec workloadSpec) (string, error) {
-	conn, err := net.Dial("udp4", spec.Addr)
+	conn, err := net.Dial(network("udp", spec.Addr), spec.Addr)
 	if err != nil {
 		return "", err
 	}
@@ -403,13 +411,13 @@ func udpRequest(spec workloadSpec) (string, error) {
 
 func peerRequest(spec workloadSpec) (reply, peer string, err error) {
 	if spec.Proto == "udp" {
-		conn, err := net.ListenUDP("udp4", nil)
+		conn, err := net.ListenUDP(network("udp", spec.Addr), nil)
 		if err != nil {
 			return "", "", err
 		}
 		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(spec.Timeout))
-		dst, err := net.ResolveUDPAddr("udp4", spec.Addr)
+		dst, err := net.ResolveUDPAddr(network("udp", spec.Addr), spec.Addr)
 		if err != nil {
 			return "", "", err
 		}
@@ -423,7 +431,7 @@ func peerRequest(spec workloadSpec) (reply, peer string, err error) {
 		}
 		return string(buf[:n]), from.String(), nil
 	}
-	conn, err := net.DialTimeout("tcp4", spec.Addr, spec.Timeout)
+	conn, err := net.DialTimeout(network("tcp", spec.Addr), spec.Addr, spec.Timeout)
 	if err != nil {
 		return "", "", err
 	}
@@ -490,7 +498,13 @@ func ping(spec workloadSpec) error {
 	if err != nil {
 		return err
 	}
-	conn, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+	// ICMPv4 echo is 8/0; ICMPv6's 128/129, whose checksum (over a
+	// pseudo-header) the kernel computes on raw ICMPv6 sockets.
+	proto, laddr, request, reply := "ip4:icmp", "0.0.0.0", byte(8), byte(0)
+	if dst.Is6() && !dst.Is4In6() {
+		proto, laddr, request, reply = "ip6:ipv6-icmp", "::", 128, 129
+	}
+	conn, err := net.ListenPacket(proto, laddr)
 	if err != nil {
 		return fmt.Errorf("open raw icmp socket: %w", err)
 	}
@@ -498,11 +512,13 @@ func ping(spec workloadSpec) error {
 	_ = conn.SetDeadline(time.Now().Add(spec.Timeout))
 	id, seq := uint16(os.Getpid()), uint16(1)
 	msg := make([]byte, 8+16)
-	msg[0] = 8 // echo request
+	msg[0] = request
 	binary.BigEndian.PutUint16(msg[4:], id)
 	binary.BigEndian.PutUint16(msg[6:], seq)
 	copy(msg[8:], "sluice-harness!!")
-	binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+	if request == 8 {
+		binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+	}
 	if _, err := conn.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
 		return fmt.Errorf("send echo request: %w", err)
 	}
@@ -514,12 +530,22 @@ func ping(spec workloadSpec) error {
 			return fmt.Errorf("no echo reply: %w", err)
 		}
 		fromIP, _ := netip.AddrFromSlice(from.(*net.IPAddr).IP)
-		if n < 8 || fromIP.Unmap() != dst || buf[0] != 0 ||
+		if n < 8 || fromIP.Unmap() != dst.Unmap() || buf[0] != reply ||
 			binary.BigEndian.Uint16(buf[4:]) != id || binary.BigEndian.Uint16(buf[6:]) != seq {
 			continue
 		}
 		return nil
 	}
+}
+
+// network is base ("tcp", "udp") for the family of the host in addr
+// ("host:port"): IPv4 sockets for IPv4 peers, as before IPv6 was added.
+func network(base, addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if a, perr := netip.ParseAddr(host); err == nil && perr == nil && a.Is6() && !a.Is4In6() {
+		return base + "6"
+	}
+	return base + "4"
 }
 
 func icmpChecksum(b []byte) uint16 {

@@ -111,6 +111,7 @@ const (
 	EndpointSlDropReasonSL_DROP_UNSUPPORTED_L3       EndpointSlDropReason = 139
 	EndpointSlDropReasonSL_DROP_WRITE_ERROR          EndpointSlDropReason = 141
 	EndpointSlDropReasonSL_DROP_CT_MAP_FULL          EndpointSlDropReason = 155
+	EndpointSlDropReasonSL_DROP_IPV6EXT_CHAIN        EndpointSlDropReason = 156
 	EndpointSlDropReasonSL_DROP_NO_SERVICE_BACKEND   EndpointSlDropReason = 158
 	EndpointSlDropReasonSL_DROP_FRAG_NOT_FOUND       EndpointSlDropReason = 175
 	EndpointSlDropReasonSL_DROP_NOT_IN_SRC_RANGE     EndpointSlDropReason = 177
@@ -249,6 +250,21 @@ const (
 	EndpointSlFlowEventsSL_FLOW_EVENTS_DROPS_AND_VERDICTS EndpointSlFlowEvents = 2
 	EndpointSlFlowEventsSL_FLOW_EVENTS_NONE               EndpointSlFlowEvents = 3
 )
+
+type EndpointSlFrag6Key struct {
+	_     structs.HostLayout
+	Saddr struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Daddr struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
 
 type EndpointSlFragKey struct {
 	_     structs.HostLayout
@@ -549,9 +565,19 @@ type EndpointSlScratch struct {
 		IcmpError  uint8
 		FirstFrag  uint8
 		LaterFrag  uint8
+		Nd         uint8
+		FragProto  uint8
 		L4Off      uint16
-		OuterSaddr uint32
-		OuterDaddr uint32
+		_          [2]byte
+		FragId     uint32
+		OuterSaddr struct {
+			_     structs.HostLayout
+			Addr6 [16]uint8
+		}
+		OuterDaddr struct {
+			_     structs.HostLayout
+			Addr6 [16]uint8
+		}
 		InnerOff   uint16
 		InnerL4Off uint16
 	}
@@ -577,6 +603,14 @@ type EndpointSlScratch struct {
 		Closed      uint8
 		SvcClosed   uint8
 		_           [2]byte
+		RstBack     struct {
+			_     structs.HostLayout
+			Addr6 [16]uint8
+		}
+		RstFwd struct {
+			_     structs.HostLayout
+			Addr6 [16]uint8
+		}
 	}
 }
 
@@ -628,6 +662,7 @@ const (
 	EndpointMapSlEndpoints         = "sl_endpoints"
 	EndpointMapSlEvents            = "sl_events"
 	EndpointMapSlFrag              = "sl_frag"
+	EndpointMapSlFrag6             = "sl_frag6"
 	EndpointMapSlIpcache           = "sl_ipcache"
 	EndpointMapSlLayout            = "sl_layout"
 	EndpointMapSlLbAffinity        = "sl_lb_affinity"
@@ -743,6 +778,7 @@ type EndpointMapSpecs struct {
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlFrag6       *ebpf.MapSpec `ebpf:"sl_frag6"`
 	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
@@ -832,6 +868,7 @@ type EndpointMaps struct {
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlFrag6       *ebpf.Map `ebpf:"sl_frag6"`
 	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
@@ -860,6 +897,7 @@ func (m *EndpointMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
+		m.SlFrag6,
 		m.SlIpcache,
 		m.SlLayout,
 		m.SlLbAffinity,

@@ -21,6 +21,7 @@ const (
 	HostMapSlEndpoints         = "sl_endpoints"
 	HostMapSlEvents            = "sl_events"
 	HostMapSlFrag              = "sl_frag"
+	HostMapSlFrag6             = "sl_frag6"
 	HostMapSlIpcache           = "sl_ipcache"
 	HostMapSlLayout            = "sl_layout"
 	HostMapSlLbAffinity        = "sl_lb_affinity"
@@ -116,6 +117,7 @@ type HostMapSpecs struct {
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlFrag6       *ebpf.MapSpec `ebpf:"sl_frag6"`
 	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
@@ -185,6 +187,7 @@ type HostMaps struct {
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlFrag6       *ebpf.Map `ebpf:"sl_frag6"`
 	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
@@ -213,6 +216,7 @@ func (m *HostMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
+		m.SlFrag6,
 		m.SlIpcache,
 		m.SlLayout,
 		m.SlLbAffinity,

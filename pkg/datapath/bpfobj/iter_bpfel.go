@@ -21,6 +21,7 @@ const (
 	IterMapSlEndpoints         = "sl_endpoints"
 	IterMapSlEvents            = "sl_events"
 	IterMapSlFrag              = "sl_frag"
+	IterMapSlFrag6             = "sl_frag6"
 	IterMapSlIpcache           = "sl_ipcache"
 	IterMapSlLayout            = "sl_layout"
 	IterMapSlLbAffinity        = "sl_lb_affinity"
@@ -111,6 +112,7 @@ type IterMapSpecs struct {
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlFrag6       *ebpf.MapSpec `ebpf:"sl_frag6"`
 	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
@@ -177,6 +179,7 @@ type IterMaps struct {
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlFrag6       *ebpf.Map `ebpf:"sl_frag6"`
 	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
@@ -204,6 +207,7 @@ func (m *IterMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
+		m.SlFrag6,
 		m.SlIpcache,
 		m.SlLayout,
 		m.SlLbAffinity,

@@ -21,6 +21,7 @@ const (
 	SockMapSlEndpoints         = "sl_endpoints"
 	SockMapSlEvents            = "sl_events"
 	SockMapSlFrag              = "sl_frag"
+	SockMapSlFrag6             = "sl_frag6"
 	SockMapSlIpcache           = "sl_ipcache"
 	SockMapSlLayout            = "sl_layout"
 	SockMapSlLbAffinity        = "sl_lb_affinity"
@@ -122,6 +123,7 @@ type SockMapSpecs struct {
 	SlEndpoints   *ebpf.MapSpec `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.MapSpec `ebpf:"sl_events"`
 	SlFrag        *ebpf.MapSpec `ebpf:"sl_frag"`
+	SlFrag6       *ebpf.MapSpec `ebpf:"sl_frag6"`
 	SlIpcache     *ebpf.MapSpec `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.MapSpec `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.MapSpec `ebpf:"sl_lb_affinity"`
@@ -193,6 +195,7 @@ type SockMaps struct {
 	SlEndpoints   *ebpf.Map `ebpf:"sl_endpoints"`
 	SlEvents      *ebpf.Map `ebpf:"sl_events"`
 	SlFrag        *ebpf.Map `ebpf:"sl_frag"`
+	SlFrag6       *ebpf.Map `ebpf:"sl_frag6"`
 	SlIpcache     *ebpf.Map `ebpf:"sl_ipcache"`
 	SlLayout      *ebpf.Map `ebpf:"sl_layout"`
 	SlLbAffinity  *ebpf.Map `ebpf:"sl_lb_affinity"`
@@ -221,6 +224,7 @@ func (m *SockMaps) Close() error {
 		m.SlEndpoints,
 		m.SlEvents,
 		m.SlFrag,
+		m.SlFrag6,
 		m.SlIpcache,
 		m.SlLayout,
 		m.SlLbAffinity,
