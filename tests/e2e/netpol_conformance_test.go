@@ -1020,16 +1020,28 @@ func TestNetpolCasesAreObservable(t *testing.T) {
 // table takes too long under emulation.
 var netpolCasesFlag = flag.String("e2e.netpol-cases", "", "run only TestNetpolConformance's cases whose names match this regular expression")
 
+// netpolFamiliesFlag selects the address families TestNetpolConformance
+// runs its cases in (the smoke suite: IPv4; its IPv6 coverage is
+// TestDualStackPolicyRevocation's).
+var netpolFamiliesFlag = flag.String("e2e.netpol-families", "IPv4,IPv6", "run TestNetpolConformance in these address families (IPv4, IPv6, comma-separated)")
+
 // TestNetpolConformance runs the Kubernetes network policy behaviours of
 // upstream's netpol e2e suite against Sluice agents on a routed and a bridge
 // node, over IPv4 and over IPv6; see the top of this file.
 func TestNetpolConformance(t *testing.T) {
 	cases, err := selectNetpolCases(netpolCases, *netpolCasesFlag)
 	require.NoError(t, err)
+	families := strings.Split(*netpolFamiliesFlag, ",")
+	for _, f := range families {
+		require.Contains(t, []string{"IPv4", "IPv6"}, f, "-e2e.netpol-families")
+	}
 	for _, fam := range []struct {
 		name string
 		v6   bool
 	}{{"IPv4", false}, {"IPv6", true}} {
+		if !slices.Contains(families, fam.name) {
+			continue
+		}
 		t.Run(fam.name, func(t *testing.T) { testNetpolConformance(t, cases, fam.v6) })
 	}
 }
