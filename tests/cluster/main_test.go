@@ -259,7 +259,49 @@ func deployWeb(t *testing.T, c *Cluster) string {
 	apply(t, c, webYAML)
 	kubectl(t, c, "rollout", "status", "deployment/web", "--timeout=3m")
 	kubectl(t, c, "wait", "--for=condition=Ready", "pod/client", "--timeout=3m")
-	return strings.TrimSpace(kubectl(t, c, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"))
+	vip := strings.TrimSpace(kubectl(t, c, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"))
+	// Ready pods reach the agent through the EndpointSlice controller a
+	// moment later; until then the ClusterIP has no backend and refuses
+	// connections, as kube-proxy's REJECT does. Wait for the agent.
+	waitServiceBackends(t, c, "default", "web", vip, 2)
+	return vip
+}
+
+// waitServiceBackends waits until the agent has programmed the Service's
+// ClusterIP frontend with n active backends.
+func waitServiceBackends(t *testing.T, c *Cluster, namespace, name, vip string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	start := time.Now()
+	defer func() { t.Logf("%s/%s programmed with %d backends after %s", namespace, name, n, time.Since(start).Round(time.Millisecond)) }()
+	err := c.WaitFor(ctx, time.Minute, func() error {
+		out, err := c.Kubectl(ctx, "-n", "sluice-system", "exec", "ds/sluice", "-c", "agent", "--",
+			"sluice", "service", "list", "-o", "json")
+		if err != nil {
+			return err
+		}
+		var svcs api.Services
+		if err := json.Unmarshal([]byte(out), &svcs); err != nil {
+			return fmt.Errorf("sluice service list -o json: %w", err)
+		}
+		for _, f := range svcs.Frontends {
+			if f.Service.Namespace != namespace || f.Service.Name != name || f.Address.String() != vip {
+				continue
+			}
+			active := 0
+			for _, b := range f.Backends {
+				if b.State == api.BackendActive {
+					active++
+				}
+			}
+			if active >= n {
+				return nil
+			}
+			return fmt.Errorf("%s/%s %s has %d active backends, want %d: %w", namespace, name, f.Key(), active, n, errNotYet)
+		}
+		return fmt.Errorf("%s/%s %s is not programmed: %w", namespace, name, vip, errNotYet)
+	})
+	require.NoError(t, err)
 }
 
 // request sends one line from the client pod to addr and returns the
