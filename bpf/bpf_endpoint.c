@@ -49,3 +49,4 @@ const enum sl_lb_backend_flag *const _sl_lb_backend_flag __attribute__((unused))
 const enum sl_tcp_flag *const _sl_tcp_flag __attribute__((unused)) = 0;
 const enum sl_mark *const _sl_mark __attribute__((unused)) = 0;
 const enum sl_sock_lb_mode *const _sl_sock_lb_mode __attribute__((unused)) = 0;
+const enum sl_lb_family *const _sl_lb_family __attribute__((unused)) = 0;

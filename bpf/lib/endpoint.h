@@ -170,8 +170,15 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 		count(SL_METRIC_FRAG_TABLE_FULL, dir, 0, skb->len);
 
 	/* Service translation happens where the client's packets leave it,
-	 * before CT: policy and CT then see the real backend. IPv4 only: an
-	 * IPv6 packet to a service address goes on as addressed. */
+	 * before CT: policy and CT then see the real backend. IPv4 only:
+	 * IPv6 services are socket LB's (connect6); an IPv6 packet that
+	 * reaches a frontend untranslated is dropped with a reason. */
+	if (family == AF_INET6 && dir == SL_DIR_EGRESS && !pkt->icmp_error) {
+		struct sl_lb_key key;
+
+		if (lb_lookup(pkt, &key))
+			return drop(skb, dir, SL_DROP_SERVICE_NEEDS_SOCKET_LB, ep_id, pkt);
+	}
 	if (dir == SL_DIR_EGRESS && !pkt->icmp_error && family == AF_INET) {
 		lb = lb_translate(skb, ep_id, pkt, nat, &reason);
 

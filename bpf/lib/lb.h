@@ -33,6 +33,7 @@ static __always_inline struct sl_lb_entry *lb_lookup(const struct sl_pkt *pkt, s
 	key->addr = pkt->daddr;
 	key->port = pkt->dport;
 	key->proto = pkt->proto;
+	key->family = pkt->family == AF_INET6 ? SL_LB_FAMILY_IPV6 : SL_LB_FAMILY_IPV4;
 	return bpf_map_lookup_elem(&sl_lb_svc, key);
 }
 

@@ -2,7 +2,7 @@
 /*
  * Socket-level load balancing (cgroup sock_addr hooks).
  *
- *   connect(VIP:vp) ──► sl_sock_connect4: pick backend, rewrite to B:bp,
+ *   connect(VIP:vp) ──► sl_sock_connect4/6: pick backend, rewrite to B:bp,
  *                       remember (socket cookie, B:bp) → VIP:vp
  *   getpeername / recvmsg ──► rewrite B:bp back to VIP:vp
  *
@@ -38,10 +38,65 @@ static __always_inline bool sock_lb_applies(struct bpf_sock_addr *ctx)
 	return true;
 }
 
-static __always_inline struct sl_lb_entry *sock_lookup(struct bpf_sock_addr *ctx, struct sl_lb_key *key)
+/* A sock_addr address in IPv6 form is v4-mapped (::ffff:a.b.c.d): an
+ * IPv4 connection made from a dual-stack IPv6 socket. The kernel runs the
+ * *6 hooks for it (connect, getpeername, recvmsg), never the *4 ones. */
+static __always_inline bool sock_v4mapped(const struct bpf_sock_addr *ctx)
+{
+	return ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 && ctx->user_ip6[2] == bpf_htonl(0xffff);
+}
+
+/* The address of ctx as an LB key's address and family: IPv4 for the *4
+ * hooks and v4-mapped addresses, IPv6 otherwise. */
+static __always_inline __u8 sock_addr_get(const struct bpf_sock_addr *ctx, union sl_addr *a, const bool v6)
+{
+	__be32 *w;
+
+	if (!v6) {
+		a->addr4 = ctx->user_ip4;
+		return SL_LB_FAMILY_IPV4;
+	}
+	if (sock_v4mapped(ctx)) {
+		a->addr4 = ctx->user_ip6[3];
+		return SL_LB_FAMILY_IPV4;
+	}
+	w = (__be32 *)a->addr6;
+	w[0] = ctx->user_ip6[0];
+	w[1] = ctx->user_ip6[1];
+	w[2] = ctx->user_ip6[2];
+	w[3] = ctx->user_ip6[3];
+	return SL_LB_FAMILY_IPV6;
+}
+
+/* Write a (of family) into ctx, v4-mapped in an IPv6 hook. */
+static __always_inline void sock_addr_set(struct bpf_sock_addr *ctx, const union sl_addr *a, __u8 family,
+					  const bool v6)
+{
+	const __be32 *w;
+
+	if (!v6) {
+		ctx->user_ip4 = a->addr4;
+		return;
+	}
+	if (family == SL_LB_FAMILY_IPV4) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+		ctx->user_ip6[3] = a->addr4;
+		return;
+	}
+	w = (const __be32 *)a->addr6; /* the union's __be32 member aligns it */
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+}
+
+static __always_inline struct sl_lb_entry *sock_lookup(struct bpf_sock_addr *ctx, struct sl_lb_key *key,
+						       const bool v6)
 {
 	__builtin_memset(key, 0, sizeof(*key));
-	key->addr.addr4 = ctx->user_ip4;
+	key->family = sock_addr_get(ctx, &key->addr, v6);
 	key->port = (__be16)ctx->user_port;
 	key->proto = ctx->protocol;
 	if (key->proto != IPPROTO_TCP && key->proto != IPPROTO_UDP)
@@ -110,7 +165,7 @@ static __always_inline void sock_event(struct bpf_sock_addr *ctx, __u8 type, __u
 	ev->type = type;
 	ev->dir = SL_DIR_EGRESS;
 	ev->reason = reason;
-	ev->family = AF_INET;
+	ev->family = key->family == SL_LB_FAMILY_IPV6 ? AF_INET6 : AF_INET;
 	ev->proto = key->proto;
 	ev->svc_id = svc->svc_id;
 	ev->vip = key->addr;
@@ -131,7 +186,7 @@ static __always_inline void sock_event(struct bpf_sock_addr *ctx, __u8 type, __u
  * Returns 1 to let the call proceed, 0 to refuse it (ECONNREFUSED; EPERM
  * on kernels without bpf_set_retval).
  */
-static __always_inline int sock_translate(struct bpf_sock_addr *ctx, bool connect)
+static __always_inline int sock_translate(struct bpf_sock_addr *ctx, bool connect, const bool v6)
 {
 	struct sl_lb_key key;
 	struct sl_lb_entry *svc;
@@ -142,7 +197,7 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, bool connec
 
 	if (!sock_lb_applies(ctx))
 		return 1;
-	svc = sock_lookup(ctx, &key);
+	svc = sock_lookup(ctx, &key, v6);
 	/* The client address is not known at connect time: frontends with
 	 * loadBalancerSourceRanges are left to the packet path, which checks
 	 * the source of the connection's first packet. */
@@ -150,6 +205,10 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, bool connec
 		return 1;
 	id = sock_pick(ctx, &key, svc, bpf_ktime_get_ns());
 	b = id ? bpf_map_lookup_elem(&sl_lb_backends, &id) : NULL;
+	/* A backend of another family than its frontend is never written by
+	 * the agent; taken as none rather than written half. */
+	if (b && b->family != key.family)
+		b = NULL;
 	if (!b) {
 		/* No endpoints: refuse at once, as kube-proxy's REJECT does,
 		 * with ECONNREFUSED rather than the default EPERM. */
@@ -163,30 +222,31 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, bool connec
 	sk.cookie = bpf_get_socket_cookie(ctx);
 	sk.backend = b->addr;
 	sk.port = b->port;
+	sk.family = key.family;
 	vip.addr = key.addr;
 	vip.port = key.port;
 	/* Unconnected UDP sends once per datagram: report a socket's first
 	 * use of a backend only. */
 	if (bpf_map_update_elem(&sl_lb_sock, &sk, &vip, connect ? BPF_ANY : BPF_NOEXIST) == 0 || connect)
 		sock_event(ctx, SL_EVENT_TRANSLATE, 0, svc, &key, b);
-	ctx->user_ip4 = b->addr.addr4;
+	sock_addr_set(ctx, &b->addr, key.family, v6);
 	ctx->user_port = b->port;
 	return 1;
 }
 
 /* getpeername() and recvmsg(): show the frontend, not the backend. */
-static __always_inline int sock_rev_translate(struct bpf_sock_addr *ctx)
+static __always_inline int sock_rev_translate(struct bpf_sock_addr *ctx, const bool v6)
 {
 	struct sl_lb_sock_key sk = {};
 	struct sl_lb_vip *vip;
 
 	sk.cookie = bpf_get_socket_cookie(ctx);
-	sk.backend.addr4 = ctx->user_ip4;
+	sk.family = sock_addr_get(ctx, &sk.backend, v6);
 	sk.port = (__be16)ctx->user_port;
 	vip = bpf_map_lookup_elem(&sl_lb_sock, &sk);
 	if (!vip)
 		return 1;
-	ctx->user_ip4 = vip->addr.addr4;
+	sock_addr_set(ctx, &vip->addr, sk.family, v6);
 	ctx->user_port = vip->port;
 	return 1;
 }

@@ -37,17 +37,17 @@ func putService(t *testing.T, dp *Datapath, svcID uint32, front netip.AddrPort, 
 	o := dp.Objects()
 	for i, b := range backends {
 		id := uint32(9 + i)
-		be := bpfobj.EndpointSlLbBackend{Port: raw.Htons(b.Port()), Proto: proto}
+		be := bpfobj.EndpointSlLbBackend{Port: raw.Htons(b.Port()), Proto: proto, Family: lbFamily(b.Addr())}
 		be.Addr.Addr6 = raw.AddrTo(b.Addr())
 		require.NoError(t, o.SlLbBackends.Put(id, &be))
-		k := bpfobj.EndpointSlLbKey{Port: raw.Htons(front.Port()), Proto: proto, Slot: uint16(i + 1)}
+		k := bpfobj.EndpointSlLbKey{Port: raw.Htons(front.Port()), Proto: proto, Slot: uint16(i + 1), Family: lbFamily(front.Addr())}
 		k.Addr.Addr6 = raw.AddrTo(front.Addr())
 		require.NoError(t, o.SlLbSvc.Put(&k, &bpfobj.EndpointSlLbEntry{BackendId: id, SvcId: svcID}))
 	}
 	rn := bpfobj.EndpointSlLbVip{Port: raw.Htons(front.Port())}
 	rn.Addr.Addr6 = raw.AddrTo(front.Addr())
 	require.NoError(t, o.SlLbRevnat.Put(svcID, &rn))
-	k := bpfobj.EndpointSlLbKey{Port: raw.Htons(front.Port()), Proto: proto}
+	k := bpfobj.EndpointSlLbKey{Port: raw.Htons(front.Port()), Proto: proto, Family: lbFamily(front.Addr())}
 	k.Addr.Addr6 = raw.AddrTo(front.Addr())
 	require.NoError(t, o.SlLbSvc.Put(&k, &bpfobj.EndpointSlLbEntry{SvcId: svcID, Count: uint16(len(backends)), Flags: flags, AffinityTimeout: 60}))
 }

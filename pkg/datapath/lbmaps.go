@@ -81,9 +81,27 @@ type LBBackend struct {
 }
 
 func (k LBFrontendKey) raw(slot uint16) bpfobj.EndpointSlLbKey {
-	r := bpfobj.EndpointSlLbKey{Port: raw.Htons(k.Port), Proto: k.Proto, Slot: slot}
+	r := bpfobj.EndpointSlLbKey{Port: raw.Htons(k.Port), Proto: k.Proto, Slot: slot, Family: lbFamily(k.Addr)}
 	r.Addr.Addr6 = raw.AddrTo(k.Addr)
 	return r
+}
+
+// lbFamily is the family byte of the LB maps for a: IPv4 is 0, the
+// padding's value before IPv6 services, so that pinned maps keep their
+// meaning across the upgrade.
+func lbFamily(a netip.Addr) uint8 {
+	if a.Is4() {
+		return uint8(bpfobj.EndpointSlLbFamilySL_LB_FAMILY_IPV4)
+	}
+	return uint8(bpfobj.EndpointSlLbFamilySL_LB_FAMILY_IPV6)
+}
+
+// lbAddrFrom reads an LB map address of family f.
+func lbAddrFrom(a [16]uint8, f uint8) netip.Addr {
+	if f == uint8(bpfobj.EndpointSlLbFamilySL_LB_FAMILY_IPV6) {
+		return netip.AddrFrom16(a)
+	}
+	return raw.AddrFrom(a, unix.AF_INET)
 }
 
 // LBState is the content of the LB maps.
@@ -103,7 +121,7 @@ func (m *Maps) LBDump() (LBState, error) {
 	)
 	it := m.LBSvc.Iterate()
 	for it.Next(&k, &v) {
-		key := LBFrontendKey{Addr: raw.AddrFrom(k.Addr.Addr6, 2), Port: raw.Ntohs(k.Port), Proto: k.Proto}
+		key := LBFrontendKey{Addr: lbAddrFrom(k.Addr.Addr6, k.Family), Port: raw.Ntohs(k.Port), Proto: k.Proto}
 		if k.Slot == 0 {
 			f := st.Frontends[key]
 			f.Key, f.ID, f.Flags, f.AffinityTimeout = key, v.SvcId, v.Flags, v.AffinityTimeout
@@ -182,7 +200,7 @@ func (m *Maps) LBDump() (LBState, error) {
 
 // lbBackendFrom is backend entry id of sl_lb_backends.
 func lbBackendFrom(id uint32, b *bpfobj.EndpointSlLbBackend) LBBackend {
-	return LBBackend{ID: id, Addr: raw.AddrFrom(b.Addr.Addr6, 2), Port: raw.Ntohs(b.Port), Proto: b.Proto,
+	return LBBackend{ID: id, Addr: lbAddrFrom(b.Addr.Addr6, b.Family), Port: raw.Ntohs(b.Port), Proto: b.Proto,
 		Terminating: b.State == uint8(bpfobj.EndpointSlLbBackendStateSL_LB_BACKEND_TERMINATING),
 		Local:       b.Flags&uint8(bpfobj.EndpointSlLbBackendFlagSL_LB_BACKEND_F_LOCAL) != 0}
 }
@@ -371,7 +389,7 @@ func (m *Maps) applyPuts(w *LBWrites) (tableErr, err error) {
 	bk := make([]uint32, 0, len(w.PutBackends))
 	bv := make([]bpfobj.EndpointSlLbBackend, 0, len(w.PutBackends))
 	for _, b := range w.PutBackends {
-		v := bpfobj.EndpointSlLbBackend{Port: raw.Htons(b.Port), Proto: b.Proto}
+		v := bpfobj.EndpointSlLbBackend{Port: raw.Htons(b.Port), Proto: b.Proto, Family: lbFamily(b.Addr)}
 		v.Addr.Addr6 = raw.AddrTo(b.Addr)
 		if b.Terminating {
 			v.State = uint8(bpfobj.EndpointSlLbBackendStateSL_LB_BACKEND_TERMINATING)

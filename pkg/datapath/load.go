@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -276,6 +277,8 @@ func (dp *Datapath) reconcilePins(spec *ebpf.CollectionSpec) error {
 			if err := dp.migrate(path, ms, old); err != nil {
 				dp.replace(path, ms.Name, fmt.Sprintf("migration from %s failed: %v", old.Type(), err))
 			}
+		case known && have != want && compatErr == nil && slices.Contains(samePinnedBytes[ms.Name], have):
+			// An earlier layout whose entries read the same: adopted.
 		case known && have != want:
 			dp.replace(path, ms.Name, fmt.Sprintf("type, key/value or inner map layout changed: fingerprint %#x, this agent's %#x", have, want))
 		case !known:
@@ -292,6 +295,18 @@ func (dp *Datapath) reconcilePins(spec *ebpf.CollectionSpec) error {
 		old.Close()
 	}
 	return nil
+}
+
+// samePinnedBytes are the fingerprints of earlier layouts of maps whose
+// pinned entries this agent reads as they are: a padding byte became a
+// field whose zero means what those entries meant. The LB maps' family
+// byte (IPv6 services) is such a field: 0 is IPv4, so an upgrade keeps
+// the frontends, the backends (and the IDs conntrack holds) and socket
+// LB's reverse translations of connected sockets.
+var samePinnedBytes = map[string][]uint64{
+	bpfobj.EndpointMapSlLbSvc:      {0x418b868937cfe6aa},
+	bpfobj.EndpointMapSlLbBackends: {0x483b820edd8095f5},
+	bpfobj.EndpointMapSlLbSock:     {0xf8887379e559e8cc},
 }
 
 // innerChange says why a map of maps' inner capacity does not match.

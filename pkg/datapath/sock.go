@@ -36,6 +36,12 @@ var sockHooks = []sockHook{
 	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(dp *Datapath) *ebpf.Program { return dp.sock.SlSockSendmsg4 }},
 	{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, func(dp *Datapath) *ebpf.Program { return dp.sock.SlSockRecvmsg4 }},
 	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(dp *Datapath) *ebpf.Program { return dp.sock.SlSockGetpeername4 }},
+	// IPv6 frontends, and IPv4 ones at v4-mapped addresses of dual-stack
+	// IPv6 sockets.
+	{"connect6", ebpf.AttachCGroupInet6Connect, func(dp *Datapath) *ebpf.Program { return dp.sock.SlSockConnect6 }},
+	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(dp *Datapath) *ebpf.Program { return dp.sock.SlSockSendmsg6 }},
+	{"recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, func(dp *Datapath) *ebpf.Program { return dp.sock.SlSockRecvmsg6 }},
+	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(dp *Datapath) *ebpf.Program { return dp.sock.SlSockGetpeername6 }},
 }
 
 func (dp *Datapath) sockPin(h sockHook) string {

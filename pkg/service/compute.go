@@ -11,9 +11,9 @@ import (
 	"github.com/sluice-net/sluice/pkg/model"
 )
 
-// family is an address family Sluice balances. Only IPv4 is enabled; the
-// computation is per family so that enabling IPv6 is adding it to families,
-// as kube-proxy runs one proxier per family.
+// family is an address family Sluice balances: the computation is per
+// family, as kube-proxy runs one proxier per family, and a dual-stack
+// Service is two families of frontends over the same pods.
 type family struct {
 	addressType model.AddressType
 	is          func(netip.Addr) bool
@@ -22,6 +22,7 @@ type family struct {
 
 var families = []family{
 	{addressType: model.AddressTypeIPv4, is: netip.Addr.Is4, wildcard: netip.IPv4Unspecified()},
+	{addressType: model.AddressTypeIPv6, is: netip.Addr.Is6, wildcard: netip.IPv6Unspecified()},
 }
 
 // Compute returns the frontends and backends this node should program for

@@ -114,7 +114,7 @@ func TestComputeFrontendsAndBackends(t *testing.T) {
 			want: []string{"default/web:http ClusterIP 10.96.0.10:80/TCP -> 10.0.0.1:8080 A"},
 		},
 		{
-			name: "IPv6 slices, addresses and cluster IPs are skipped",
+			name: "each family's cluster IPs balance to the slices of that family",
 			objs: []model.Object{
 				svc("dual", "10.96.0.10", func(s *model.Service) { s.ClusterIPs = ips("fd00::10", "10.96.0.10") }),
 				svc("v6only", "fd00::11"),
@@ -126,7 +126,13 @@ func TestComputeFrontendsAndBackends(t *testing.T) {
 				slice("dual-4", "dual", []model.Endpoint{ep("10.0.0.1", "n1", ready)}),
 				slice("v6only-a", "v6only", []model.Endpoint{ep("10.0.0.2", "n1", ready)}),
 			},
-			want: []string{"default/dual:http ClusterIP 10.96.0.10:80/TCP -> 10.0.0.1:8080 A"},
+			// v6only's one slice is IPv4: its IPv6 cluster IP has no
+			// endpoint of its family, and it has no IPv4 frontend.
+			want: []string{
+				"default/dual:http ClusterIP 10.96.0.10:80/TCP -> 10.0.0.1:8080 A",
+				"default/dual:http ClusterIP [fd00::10]:80/TCP -> [fd00:1::1]:8080 A",
+				"default/v6only:http ClusterIP [fd00::11]:80/TCP noep",
+			},
 		},
 		{
 			name: "only an endpoint's first address is used",
@@ -227,6 +233,27 @@ func TestComputeFrontendsAndBackends(t *testing.T) {
 				"default/web:http NodePort 0.0.0.0:30080/TCP -> 10.0.0.1:8080 A",
 				"default/web:http NodePort 192.168.1.10:30080/TCP -> 10.0.0.1:8080 A",
 				"default/web:http NodePort 192.168.2.10:30080/TCP -> 10.0.0.1:8080 A",
+			},
+		},
+		{
+			name: "dual-stack NodePort: each family's node addresses, to that family's endpoints",
+			opts: Options{NodeName: "n1", NodeAddrs: ips("192.168.1.10", "fd00::10")},
+			objs: []model.Object{
+				svc("web", "10.96.0.10", withType(model.ServiceTypeNodePort, 30080), func(s *model.Service) { s.ClusterIPs = ips("10.96.0.10", "fd00:96::10") }),
+				slice("web-a", "web", []model.Endpoint{ep("10.0.0.1", "n2", ready)}),
+				func() *model.EndpointSlice {
+					s := slice("web-b", "web", []model.Endpoint{ep("fd00:1::1", "n2", ready)})
+					s.AddressType = model.AddressTypeIPv6
+					return s
+				}(),
+			},
+			want: []string{
+				"default/web:http ClusterIP 10.96.0.10:80/TCP -> 10.0.0.1:8080 A",
+				"default/web:http ClusterIP [fd00:96::10]:80/TCP -> [fd00:1::1]:8080 A",
+				"default/web:http NodePort 0.0.0.0:30080/TCP -> 10.0.0.1:8080 A",
+				"default/web:http NodePort 192.168.1.10:30080/TCP -> 10.0.0.1:8080 A",
+				"default/web:http NodePort [::]:30080/TCP -> [fd00:1::1]:8080 A",
+				"default/web:http NodePort [fd00::10]:30080/TCP -> [fd00:1::1]:8080 A",
 			},
 		},
 		{

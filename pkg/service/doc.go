@@ -60,9 +60,13 @@
 //     the loser is dropped with a warning, where kube-proxy would install
 //     both rules and let rule order decide.
 //
+// IPv4 and IPv6 are computed alike, one family at a time as kube-proxy's
+// two proxiers do: a dual-stack Service (clusterIPs of both families, an
+// EndpointSlice of each addressType) is a frontend set per family, each
+// balancing to the endpoints of its own family.
+//
 // Not (yet) implemented: topology-aware routing (zone hints,
-// trafficDistribution), IPv6 and dual-stack (the computation is per family;
-// only IPv4 is enabled). loadBalancerSourceRanges are passed on with the
+// trafficDistribution). loadBalancerSourceRanges are passed on with the
 // LoadBalancer frontends (Frontend.SourceRanges); the datapath enforces
 // them. Some service fields are not in the model yet and are
 // supplied through Options.Extras (see ServiceExtras).

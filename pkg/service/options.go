@@ -23,8 +23,8 @@ var MaglevTableSizes = []uint32{251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 
 type Options struct {
 	// NodeName is this node; endpoints whose NodeName equals it are local.
 	NodeName string
-	// NodeAddrs are this node's addresses that serve NodePorts. Addresses
-	// of a family Sluice does not balance yet (IPv6) are ignored.
+	// NodeAddrs are this node's addresses that serve NodePorts, of both
+	// families.
 	NodeAddrs []netip.Addr
 	// DefaultAlgorithm applies to services without AlgorithmAnnotation.
 	DefaultAlgorithm Algorithm

@@ -344,10 +344,11 @@ func toLBState(d *service.Desired, node string) datapath.LBState {
 }
 
 // lbKey is the datapath's key for k; false for what the datapath does not
-// balance yet (IPv6, SCTP).
+// balance (SCTP). IPv6 frontends are socket LB's (connect6 and the rest);
+// the per-packet path drops a packet that reaches one untranslated.
 func lbKey(k service.FrontendKey) (datapath.LBFrontendKey, bool) {
 	p, ok := protoNum(k.Protocol)
-	if !ok || !k.Address.Is4() {
+	if !ok || !k.Address.IsValid() {
 		return datapath.LBFrontendKey{}, false
 	}
 	return datapath.LBFrontendKey{Addr: k.Address, Port: k.Port, Proto: p}, true
@@ -356,7 +357,7 @@ func lbKey(k service.FrontendKey) (datapath.LBFrontendKey, bool) {
 // lbBackend is b's backend map entry; false if the datapath cannot reach it.
 func lbBackend(b *service.Backend, node string) (datapath.LBBackend, bool) {
 	p, ok := protoNum(b.Protocol)
-	if !ok || !b.Address.Is4() {
+	if !ok || !b.Address.IsValid() {
 		return datapath.LBBackend{}, false
 	}
 	return datapath.LBBackend{ID: b.ID, Addr: b.Address, Port: b.Port, Proto: p,
@@ -388,9 +389,12 @@ func lbFrontend(f *service.Frontend) (datapath.LBFrontend, bool) {
 		// Only IPv4 clients reach an IPv4 frontend: IPv6 ranges
 		// allow none of them, and ranges that are all IPv6 leave
 		// the flag on with nothing allowed, as Kubernetes means.
+		// The per-packet path checks them, IPv4 only: an IPv6
+		// frontend keeps the flag with no range, so socket LB leaves
+		// it to that path, which drops it (fails closed).
 		lf.Flags |= datapath.LBFlagSrcRange
 		for _, r := range f.SourceRanges {
-			if r.Addr().Is4() {
+			if r.Addr().Is4() && key.Addr.Is4() {
 				lf.SourceRanges = append(lf.SourceRanges, r.Masked())
 			}
 		}
@@ -401,7 +405,7 @@ func lbFrontend(f *service.Frontend) (datapath.LBFrontend, bool) {
 	}
 	for i := range f.Backends {
 		b := &f.Backends[i]
-		if _, ok := protoNum(b.Protocol); ok && b.Address.Is4() && b.State == service.BackendActive {
+		if _, ok := protoNum(b.Protocol); ok && b.Address.Is4() == key.Addr.Is4() && b.State == service.BackendActive {
 			lf.Slots = append(lf.Slots, b.ID)
 		}
 	}

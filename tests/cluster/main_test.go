@@ -273,7 +273,9 @@ func waitServiceBackends(t *testing.T, c *Cluster, namespace, name, vip string, 
 	t.Helper()
 	ctx := context.Background()
 	start := time.Now()
-	defer func() { t.Logf("%s/%s programmed with %d backends after %s", namespace, name, n, time.Since(start).Round(time.Millisecond)) }()
+	defer func() {
+		t.Logf("%s/%s programmed with %d backends after %s", namespace, name, n, time.Since(start).Round(time.Millisecond))
+	}()
 	err := c.WaitFor(ctx, time.Minute, func() error {
 		out, err := c.Kubectl(ctx, "-n", "sluice-system", "exec", "ds/sluice", "-c", "agent", "--",
 			"sluice", "service", "list", "-o", "json")

@@ -77,6 +77,13 @@ enum sl_drop_reason {
 	 * passes. One reason for both (Hubble's FORBIDDEN_ICMPV6_MESSAGE has
 	 * no IPv4 counterpart). */
 	SL_DROP_ICMP_REDIRECT = 1005,
+	/* An IPv6 packet from a pod to an IPv6 service frontend on the
+	 * per-packet path, which translates IPv4 only: socket LB translates
+	 * IPv6 services at connect() (--socket-lb=all); a packet that reaches
+	 * the VIP untranslated (socket LB off or hostns-only for pods, a
+	 * socket connected before the agent attached) is dropped, never sent
+	 * on toward an address no one owns. */
+	SL_DROP_SERVICE_NEEDS_SOCKET_LB = 1006,
 };
 
 /* The node's L7 proxy, as the datapath needs to know it (sl_proxy). */
@@ -495,9 +502,18 @@ struct sl_lb_key {
 	union sl_addr addr;
 	__be16 port;
 	__u8 proto;
-	__u8 pad;
+	__u8 family; /* SL_LB_FAMILY_* */
 	__u16 slot; /* 0: the service entry; 1..count: backend slots */
 	__u16 pad2;
+};
+
+/* The family byte of the LB maps' keys and backends. IPv4 is 0, the value
+ * this byte had as padding before IPv6 services, so that maps pinned by an
+ * older agent keep their meaning; an IPv6 address whose last twelve bytes
+ * are zero can then never be taken for an IPv4 one. */
+enum sl_lb_family {
+	SL_LB_FAMILY_IPV4 = 0,
+	SL_LB_FAMILY_IPV6 = 10, /* AF_INET6 */
 };
 
 struct sl_lb_entry {
@@ -531,7 +547,8 @@ struct sl_lb_backend {
 	__u8 proto;
 	__u8 state; /* enum sl_lb_backend_state */
 	__u8 flags; /* SL_LB_BACKEND_F_* */
-	__u8 pad[3];
+	__u8 family; /* SL_LB_FAMILY_*: a frontend's backends are of its family */
+	__u8 pad[2];
 };
 
 enum sl_lb_backend_flag {
@@ -572,7 +589,8 @@ struct sl_lb_sock_key {
 	__u64 cookie;
 	union sl_addr backend;
 	__be16 port;
-	__u16 pad;
+	__u8 family; /* SL_LB_FAMILY_*; a v4-mapped backend is IPv4 */
+	__u8 pad;
 	__u32 pad2;
 };
 

@@ -189,6 +189,17 @@ func (h *Host) PeerRequest(ctx context.Context, proto string, dst netip.Addr, po
 	return ev.Reply, peer, err
 }
 
+// PeerRequestMapped is PeerRequest to an IPv4 dst from a dual-stack IPv6
+// socket at dst's v4-mapped address (::ffff:a.b.c.d), as a program does that
+// opens IPv6 sockets only; peer is then v4-mapped too.
+func (h *Host) PeerRequestMapped(ctx context.Context, proto string, dst netip.Addr, port int, payload string) (reply string, peer netip.AddrPort, err error) {
+	ev, err := h.runOnce(ctx, workloadSpec{Kind: kindPeerRequest, Proto: proto, Addr: addrPort(dst, port), Payload: payload, Mapped: true})
+	if ev.Peer != "" {
+		peer, _ = netip.ParseAddrPort(ev.Peer)
+	}
+	return ev.Reply, peer, err
+}
+
 // Ping sends one ICMP echo request from the host to dst and waits for the
 // reply. (iputils ping is not assumed: the workload uses a raw ICMP socket.)
 func (h *Host) Ping(ctx context.Context, dst netip.Addr) error {

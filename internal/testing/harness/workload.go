@@ -61,6 +61,9 @@ type workloadSpec struct {
 	Port    int    `json:"port,omitempty"` // listen port of servers
 	Payload string `json:"payload,omitempty"`
 	Proto   string `json:"proto,omitempty"` // peer-request: "tcp" or "udp"
+	// Mapped makes a peer-request to an IPv4 address from a dual-stack
+	// IPv6 socket, at the address's v4-mapped form (::ffff:a.b.c.d).
+	Mapped bool `json:"mapped,omitempty"`
 	// LocalPort fixes the client's source port (0: any).
 	LocalPort int           `json:"localPort,omitempty"`
 	Ident     string        `json:"ident,omitempty"`
@@ -410,6 +413,9 @@ func udpRequest(spec workloadSpec) (string, error) {
 }
 
 func peerRequest(spec workloadSpec) (reply, peer string, err error) {
+	if spec.Mapped {
+		return mappedPeerRequest(spec)
+	}
 	if spec.Proto == "udp" {
 		conn, err := net.ListenUDP(network("udp", spec.Addr), nil)
 		if err != nil {
@@ -449,9 +455,7 @@ func peerRequest(spec workloadSpec) (reply, peer string, err error) {
 	if serr != nil {
 		return "", "", fmt.Errorf("getpeername: %w", serr)
 	}
-	if in4, ok := sa.(*unix.SockaddrInet4); ok {
-		peer = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)).String()
-	}
+	peer = sockaddrString(sa)
 	_ = conn.SetDeadline(time.Now().Add(spec.Timeout))
 	if _, err := conn.Write([]byte(spec.Payload + "\n")); err != nil {
 		return "", peer, fmt.Errorf("send: %w", err)
@@ -461,6 +465,79 @@ func peerRequest(spec workloadSpec) (reply, peer string, err error) {
 		return "", peer, fmt.Errorf("read reply: %w", err)
 	}
 	return strings.TrimSuffix(line, "\n"), peer, nil
+}
+
+// sockaddrString is sa as "ip:port" ("[::ffff:a.b.c.d]:port" for a
+// v4-mapped IPv6 one), or "" if it is neither IPv4 nor IPv6.
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
+	}
+	return ""
+}
+
+// mappedPeerRequest is peerRequest from an AF_INET6 socket (IPV6_V6ONLY
+// off) to the v4-mapped form of an IPv4 address, by hand: Go's net package
+// dials a v4-mapped address from an IPv4 socket. The kernel runs the IPv6
+// socket hooks for such a connection (connect6, getpeername6, recvmsg6).
+func mappedPeerRequest(spec workloadSpec) (reply, peer string, err error) {
+	ap, err := netip.ParseAddrPort(spec.Addr)
+	if err != nil || !ap.Addr().Is4() {
+		return "", "", fmt.Errorf("v4-mapped request: %q is not an IPv4 address and port", spec.Addr)
+	}
+	dst := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: netip.AddrFrom16(ap.Addr().As16()).As16()}
+	typ := unix.SOCK_STREAM
+	if spec.Proto == "udp" {
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "", "", fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+		return "", "", fmt.Errorf("IPV6_V6ONLY: %w", err)
+	}
+	tv := unix.NsecToTimeval(spec.Timeout.Nanoseconds())
+	for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
+			return "", "", fmt.Errorf("socket timeout: %w", err)
+		}
+	}
+	buf := make([]byte, 65535)
+	if spec.Proto == "udp" {
+		if err := unix.Sendto(fd, []byte(spec.Payload), 0, dst); err != nil {
+			return "", "", fmt.Errorf("send: %w", err)
+		}
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return "", "", fmt.Errorf("read reply: %w", err)
+		}
+		return string(buf[:n]), sockaddrString(from), nil
+	}
+	if err := unix.Connect(fd, dst); err != nil {
+		return "", "", fmt.Errorf("connect [%s]:%d: %w", netip.AddrFrom16(dst.Addr), dst.Port, err)
+	}
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		return "", "", fmt.Errorf("getpeername: %w", err)
+	}
+	peer = sockaddrString(sa)
+	if _, err := unix.Write(fd, []byte(spec.Payload+"\n")); err != nil {
+		return "", peer, fmt.Errorf("send: %w", err)
+	}
+	var got []byte
+	for !strings.Contains(string(got), "\n") {
+		n, err := unix.Read(fd, buf)
+		if err != nil || n == 0 {
+			return "", peer, fmt.Errorf("read reply: %d bytes then %v", len(got), err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	return strings.SplitN(string(got), "\n", 2)[0], peer, nil
 }
 
 // probe sends "whoami" to every target concurrently, each bounded by

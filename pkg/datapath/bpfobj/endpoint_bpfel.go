@@ -103,27 +103,28 @@ const (
 type EndpointSlDropReason uint32
 
 const (
-	EndpointSlDropReasonSL_DROP_NONE                 EndpointSlDropReason = 0
-	EndpointSlDropReasonSL_DROP_INVALID_SOURCE_IP    EndpointSlDropReason = 132
-	EndpointSlDropReasonSL_DROP_POLICY_DENIED        EndpointSlDropReason = 133
-	EndpointSlDropReasonSL_DROP_INVALID_PACKET       EndpointSlDropReason = 134
-	EndpointSlDropReasonSL_DROP_CT_INVALID_HDR       EndpointSlDropReason = 135
-	EndpointSlDropReasonSL_DROP_UNSUPPORTED_L3       EndpointSlDropReason = 139
-	EndpointSlDropReasonSL_DROP_WRITE_ERROR          EndpointSlDropReason = 141
-	EndpointSlDropReasonSL_DROP_CT_MAP_FULL          EndpointSlDropReason = 155
-	EndpointSlDropReasonSL_DROP_IPV6EXT_CHAIN        EndpointSlDropReason = 156
-	EndpointSlDropReasonSL_DROP_NO_SERVICE_BACKEND   EndpointSlDropReason = 158
-	EndpointSlDropReasonSL_DROP_FRAG_NOT_FOUND       EndpointSlDropReason = 175
-	EndpointSlDropReasonSL_DROP_NOT_IN_SRC_RANGE     EndpointSlDropReason = 177
-	EndpointSlDropReasonSL_DROP_SLUICE_BASE          EndpointSlDropReason = 1000
-	EndpointSlDropReasonSL_DROP_NO_LOCAL_BACKEND     EndpointSlDropReason = 1000
-	EndpointSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED  EndpointSlDropReason = 1001
-	EndpointSlDropReasonSL_DROP_POLICY_REVOKED       EndpointSlDropReason = 1002
-	EndpointSlDropReasonSL_DROP_POLICY_OVERFLOW      EndpointSlDropReason = 1003
-	EndpointSlDropReasonSL_DROP_FIB_LOOKUP_FAILED    EndpointSlDropReason = 169
-	EndpointSlDropReasonSL_DROP_PROXY_UNAVAILABLE    EndpointSlDropReason = 1004
-	EndpointSlDropReasonSL_DROP_SOCKET_ASSIGN_FAILED EndpointSlDropReason = 179
-	EndpointSlDropReasonSL_DROP_ICMP_REDIRECT        EndpointSlDropReason = 1005
+	EndpointSlDropReasonSL_DROP_NONE                    EndpointSlDropReason = 0
+	EndpointSlDropReasonSL_DROP_INVALID_SOURCE_IP       EndpointSlDropReason = 132
+	EndpointSlDropReasonSL_DROP_POLICY_DENIED           EndpointSlDropReason = 133
+	EndpointSlDropReasonSL_DROP_INVALID_PACKET          EndpointSlDropReason = 134
+	EndpointSlDropReasonSL_DROP_CT_INVALID_HDR          EndpointSlDropReason = 135
+	EndpointSlDropReasonSL_DROP_UNSUPPORTED_L3          EndpointSlDropReason = 139
+	EndpointSlDropReasonSL_DROP_WRITE_ERROR             EndpointSlDropReason = 141
+	EndpointSlDropReasonSL_DROP_CT_MAP_FULL             EndpointSlDropReason = 155
+	EndpointSlDropReasonSL_DROP_IPV6EXT_CHAIN           EndpointSlDropReason = 156
+	EndpointSlDropReasonSL_DROP_NO_SERVICE_BACKEND      EndpointSlDropReason = 158
+	EndpointSlDropReasonSL_DROP_FRAG_NOT_FOUND          EndpointSlDropReason = 175
+	EndpointSlDropReasonSL_DROP_NOT_IN_SRC_RANGE        EndpointSlDropReason = 177
+	EndpointSlDropReasonSL_DROP_SLUICE_BASE             EndpointSlDropReason = 1000
+	EndpointSlDropReasonSL_DROP_NO_LOCAL_BACKEND        EndpointSlDropReason = 1000
+	EndpointSlDropReasonSL_DROP_NAT_PORTS_EXHAUSTED     EndpointSlDropReason = 1001
+	EndpointSlDropReasonSL_DROP_POLICY_REVOKED          EndpointSlDropReason = 1002
+	EndpointSlDropReasonSL_DROP_POLICY_OVERFLOW         EndpointSlDropReason = 1003
+	EndpointSlDropReasonSL_DROP_FIB_LOOKUP_FAILED       EndpointSlDropReason = 169
+	EndpointSlDropReasonSL_DROP_PROXY_UNAVAILABLE       EndpointSlDropReason = 1004
+	EndpointSlDropReasonSL_DROP_SOCKET_ASSIGN_FAILED    EndpointSlDropReason = 179
+	EndpointSlDropReasonSL_DROP_ICMP_REDIRECT           EndpointSlDropReason = 1005
+	EndpointSlDropReasonSL_DROP_SERVICE_NEEDS_SOCKET_LB EndpointSlDropReason = 1006
 )
 
 type EndpointSlDropRlKey struct {
@@ -338,11 +339,12 @@ type EndpointSlLbBackend struct {
 		_     structs.HostLayout
 		Addr6 [16]uint8
 	}
-	Port  uint16
-	Proto uint8
-	State uint8
-	Flags uint8
-	Pad   [3]uint8
+	Port   uint16
+	Proto  uint8
+	State  uint8
+	Flags  uint8
+	Family uint8
+	Pad    [2]uint8
 }
 
 type EndpointSlLbBackendFlag uint32
@@ -367,6 +369,13 @@ type EndpointSlLbEntry struct {
 	AffinityTimeout uint32
 }
 
+type EndpointSlLbFamily uint32
+
+const (
+	EndpointSlLbFamilySL_LB_FAMILY_IPV4 EndpointSlLbFamily = 0
+	EndpointSlLbFamilySL_LB_FAMILY_IPV6 EndpointSlLbFamily = 10
+)
+
 type EndpointSlLbFlag uint32
 
 const (
@@ -384,11 +393,11 @@ type EndpointSlLbKey struct {
 		_     structs.HostLayout
 		Addr6 [16]uint8
 	}
-	Port  uint16
-	Proto uint8
-	Pad   uint8
-	Slot  uint16
-	Pad2  uint16
+	Port   uint16
+	Proto  uint8
+	Family uint8
+	Slot   uint16
+	Pad2   uint16
 }
 
 type EndpointSlLbSockKey struct {
@@ -398,9 +407,10 @@ type EndpointSlLbSockKey struct {
 		_     structs.HostLayout
 		Addr6 [16]uint8
 	}
-	Port uint16
-	Pad  uint16
-	Pad2 uint32
+	Port   uint16
+	Family uint8
+	Pad    uint8
+	Pad2   uint32
 }
 
 type EndpointSlLbSrcRangeKey struct {
@@ -698,6 +708,7 @@ const (
 	EndpointVarSlIdentityReserved  = "_sl_identity_reserved"
 	EndpointVarSlLbBackendFlag     = "_sl_lb_backend_flag"
 	EndpointVarSlLbBackendState    = "_sl_lb_backend_state"
+	EndpointVarSlLbFamily          = "_sl_lb_family"
 	EndpointVarSlLbFlag            = "_sl_lb_flag"
 	EndpointVarSlMark              = "_sl_mark"
 	EndpointVarSlMetric            = "_sl_metric"
@@ -818,6 +829,7 @@ type EndpointVariableSpecs struct {
 	SlIdentityReserved  *ebpf.VariableSpec `ebpf:"_sl_identity_reserved"`
 	SlLbBackendFlag     *ebpf.VariableSpec `ebpf:"_sl_lb_backend_flag"`
 	SlLbBackendState    *ebpf.VariableSpec `ebpf:"_sl_lb_backend_state"`
+	SlLbFamily          *ebpf.VariableSpec `ebpf:"_sl_lb_family"`
 	SlLbFlag            *ebpf.VariableSpec `ebpf:"_sl_lb_flag"`
 	SlMark              *ebpf.VariableSpec `ebpf:"_sl_mark"`
 	SlMetric            *ebpf.VariableSpec `ebpf:"_sl_metric"`
@@ -938,6 +950,7 @@ type EndpointVariables struct {
 	SlIdentityReserved  *ebpf.Variable `ebpf:"_sl_identity_reserved"`
 	SlLbBackendFlag     *ebpf.Variable `ebpf:"_sl_lb_backend_flag"`
 	SlLbBackendState    *ebpf.Variable `ebpf:"_sl_lb_backend_state"`
+	SlLbFamily          *ebpf.Variable `ebpf:"_sl_lb_family"`
 	SlLbFlag            *ebpf.Variable `ebpf:"_sl_lb_flag"`
 	SlMark              *ebpf.Variable `ebpf:"_sl_mark"`
 	SlMetric            *ebpf.Variable `ebpf:"_sl_metric"`

@@ -42,9 +42,13 @@ const (
 	SockMapSlSockDestroy       = "sl_sock_destroy"
 	SockMapSlUplinks           = "sl_uplinks"
 	SockProgSlSockConnect4     = "sl_sock_connect4"
+	SockProgSlSockConnect6     = "sl_sock_connect6"
 	SockProgSlSockGetpeername4 = "sl_sock_getpeername4"
+	SockProgSlSockGetpeername6 = "sl_sock_getpeername6"
 	SockProgSlSockRecvmsg4     = "sl_sock_recvmsg4"
+	SockProgSlSockRecvmsg6     = "sl_sock_recvmsg6"
 	SockProgSlSockSendmsg4     = "sl_sock_sendmsg4"
+	SockProgSlSockSendmsg6     = "sl_sock_sendmsg6"
 	SockVarSlPolicyCidrKey     = "_sl_policy_cidr_key"
 	SockVarSlPolicyEntry       = "_sl_policy_entry"
 	SockVarSlPolicyKey         = "_sl_policy_key"
@@ -109,9 +113,13 @@ type SockSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockProgramSpecs struct {
 	SlSockConnect4     *ebpf.ProgramSpec `ebpf:"sl_sock_connect4"`
+	SlSockConnect6     *ebpf.ProgramSpec `ebpf:"sl_sock_connect6"`
 	SlSockGetpeername4 *ebpf.ProgramSpec `ebpf:"sl_sock_getpeername4"`
+	SlSockGetpeername6 *ebpf.ProgramSpec `ebpf:"sl_sock_getpeername6"`
 	SlSockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sl_sock_recvmsg4"`
+	SlSockRecvmsg6     *ebpf.ProgramSpec `ebpf:"sl_sock_recvmsg6"`
 	SlSockSendmsg4     *ebpf.ProgramSpec `ebpf:"sl_sock_sendmsg4"`
+	SlSockSendmsg6     *ebpf.ProgramSpec `ebpf:"sl_sock_sendmsg6"`
 }
 
 // SockMapSpecs contains maps before they are loaded into the kernel.
@@ -277,17 +285,25 @@ type SockVariables struct {
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockPrograms struct {
 	SlSockConnect4     *ebpf.Program `ebpf:"sl_sock_connect4"`
+	SlSockConnect6     *ebpf.Program `ebpf:"sl_sock_connect6"`
 	SlSockGetpeername4 *ebpf.Program `ebpf:"sl_sock_getpeername4"`
+	SlSockGetpeername6 *ebpf.Program `ebpf:"sl_sock_getpeername6"`
 	SlSockRecvmsg4     *ebpf.Program `ebpf:"sl_sock_recvmsg4"`
+	SlSockRecvmsg6     *ebpf.Program `ebpf:"sl_sock_recvmsg6"`
 	SlSockSendmsg4     *ebpf.Program `ebpf:"sl_sock_sendmsg4"`
+	SlSockSendmsg6     *ebpf.Program `ebpf:"sl_sock_sendmsg6"`
 }
 
 func (p *SockPrograms) Close() error {
 	return _SockClose(
 		p.SlSockConnect4,
+		p.SlSockConnect6,
 		p.SlSockGetpeername4,
+		p.SlSockGetpeername6,
 		p.SlSockRecvmsg4,
+		p.SlSockRecvmsg6,
 		p.SlSockSendmsg4,
+		p.SlSockSendmsg6,
 	)
 }
 

@@ -1,0 +1,160 @@
+package e2e
+
+// Dual-stack Services: one Service with a cluster IP of each family and an
+// EndpointSlice of each addressType serves both families from the same
+// pods, across a routed and a bridge node.
+//
+//	node1 (routed)                  node2 (bridge)
+//	  default/client ──► VIP4/VIP6 ──► default/b2
+//	  default/b1 ◄──────┘
+//
+// Socket LB translates IPv6 frontends at connect(), and IPv4 ones that a
+// dual-stack IPv6 socket reaches at their v4-mapped address; the
+// per-packet path translates IPv4 and drops an IPv6 packet that reaches a
+// frontend untranslated, with a reason.
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sluice-net/sluice/internal/testing/harness"
+	"github.com/sluice-net/sluice/pkg/flow"
+)
+
+var vip6 = netip.MustParseAddr("fd00:96::a")
+
+// dualServiceYAML is a dual-stack Service (RequireDualStack, IPv4 first)
+// and its two EndpointSlices, one per family, as the API server and the
+// EndpointSlice controller hold them.
+func dualServiceYAML(ns, name string, vip4, vip6 netip.Addr, ports []svcPort, pods ...*harness.Pod) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata:\n  name: %s\n  namespace: %s\nspec:\n  clusterIP: %s\n  clusterIPs: [%s, %s]\n  ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: RequireDualStack\n  ports:\n",
+		name, ns, vip4, vip4, vip6)
+	for _, p := range ports {
+		fmt.Fprintf(&b, "  - name: %s\n    port: %d\n    targetPort: %d\n    protocol: %s\n", p.name, p.port, p.backend, p.proto)
+	}
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		fmt.Fprintf(&b, "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: %s-%s\n  namespace: %s\n  labels:\n    kubernetes.io/service-name: %s\naddressType: %s\nports:\n",
+			name, strings.ToLower(fam), ns, name, fam)
+		for _, p := range ports {
+			fmt.Fprintf(&b, "- name: %s\n  port: %d\n  protocol: %s\n", p.name, p.backend, p.proto)
+		}
+		if len(pods) == 0 {
+			b.WriteString("endpoints: []\n")
+			continue
+		}
+		b.WriteString("endpoints:\n")
+		for _, p := range pods {
+			addr := p.IP
+			if fam == "IPv6" {
+				addr = p.IPv6()
+			}
+			fmt.Fprintf(&b, "- addresses: [%s]\n  nodeName: %s\n  targetRef: {kind: Pod, namespace: %s, name: %s}\n  conditions: {ready: true, serving: true, terminating: false}\n",
+				addr, p.Node.Name, p.Namespace, p.Name)
+		}
+	}
+	return b.String()
+}
+
+func TestServiceDualStack(t *testing.T) {
+	for _, m := range socketLBModes {
+		t.Run(m.name, func(t *testing.T) {
+			e := newEnv(t, m.args...)
+			n1 := e.node("node1", harness.Routed)
+			n2 := e.node("node2", harness.Bridge)
+			add := func(n *harness.Node, name string, labels map[string]string) *harness.Pod {
+				p, err := n.AddPodFamily(ctx(t), harness.DualStack, "default", name, labels)
+				require.NoError(t, err)
+				return p
+			}
+			client := add(n1, "client", nil)
+			b1 := add(n1, "b1", map[string]string{"app": "web"})
+			b2 := add(n2, "b2", map[string]string{"app": "web"})
+			serveWeb(t, b1, b2)
+			require.NoError(t, e.c.WriteManifest("svc-web.yaml", dualServiceYAML("default", "web", vip, vip6, webPorts, b1, b2)))
+			// A dual-stack service without endpoints.
+			empty4, empty6 := netip.MustParseAddr("10.96.0.20"), netip.MustParseAddr("fd00:96::14")
+			require.NoError(t, e.c.WriteManifest("svc-empty.yaml", dualServiceYAML("default", "empty", empty4, empty6, webPorts[:1])))
+			require.NoError(t, e.c.SyncManifests())
+			e.startAgent(n1)
+			e.startAgent(n2)
+			// web: two ports in two families; empty: one port in two.
+			e.waitServices(6)
+
+			// IPv4 is served in either mode, also to an IPv6 socket at
+			// the VIP's v4-mapped address (the kernel sends IPv4).
+			reply, peer, err := client.PeerRequestMapped(ctx(t), "tcp", vip, 80, "whoami")
+			require.NoError(t, err, "TCP to ::ffff:%s from a dual-stack IPv6 socket", vip)
+			require.Contains(t, []string{b1.String(), b2.String()}, reply)
+			require.Equal(t, netip.AddrPortFrom(netip.AddrFrom16(vip.As16()), 80), peer, "getpeername shows the v4-mapped VIP")
+			reply, from, err := client.PeerRequestMapped(ctx(t), "udp", vip, 53, "whoami")
+			require.NoError(t, err, "UDP to ::ffff:%s from a dual-stack IPv6 socket", vip)
+			require.Contains(t, []string{b1.String(), b2.String()}, reply)
+			require.Equal(t, netip.AddrPortFrom(netip.AddrFrom16(vip.As16()), 53), from, "recvfrom shows the v4-mapped VIP")
+
+			if m.name == "per-packet" {
+				// IPv6 frontends are socket LB's: a packet that reaches
+				// one untranslated is dropped where it leaves the pod,
+				// and the flow says why.
+				short, cancel := context.WithTimeout(ctx(t), 3*time.Second)
+				defer cancel()
+				_, err := client.TCPRequest(short, vip6, 80, "whoami")
+				require.Error(t, err, "the IPv6 VIP on the per-packet path")
+				e.waitFlow(n1, "the drop of the untranslated IPv6 VIP", func(f *flowpb.Flow) bool {
+					return isDrop(f, "SERVICE_NEEDS_SOCKET_LB") && f.GetIP().GetDestination() == vip6.String()
+				})
+				return
+			}
+
+			// Both backends serve IPv6 connections and datagrams.
+			seen := map[string]int{}
+			for range 30 {
+				who, err := client.TCPRequest(ctx(t), vip6, 80, "whoami")
+				require.NoError(t, err, "TCP to [%s]:80", vip6)
+				seen[who]++
+			}
+			require.Len(t, seen, 2, "IPv6 connections spread over both backends: %v", seen)
+			udpSeen := map[string]bool{}
+			for range 20 {
+				who, err := client.UDPRequest(ctx(t), vip6, 53, "whoami")
+				require.NoError(t, err, "UDP to [%s]:53", vip6)
+				udpSeen[who] = true
+			}
+			require.Len(t, udpSeen, 2)
+
+			// The application only ever sees the IPv6 VIP.
+			_, peer, err = client.PeerRequest(ctx(t), "tcp", vip6, 80, "whoami")
+			require.NoError(t, err)
+			require.Equal(t, netip.AddrPortFrom(vip6, 80), peer, "getpeername")
+			_, from, err = client.PeerRequest(ctx(t), "udp", vip6, 53, "whoami")
+			require.NoError(t, err)
+			require.Equal(t, netip.AddrPortFrom(vip6, 53), from, "recvfrom source")
+
+			// No endpoints: refused at once, as for IPv4.
+			_, err = client.TCPRequest(ctx(t), empty6, 80, "whoami")
+			require.ErrorContains(t, err, "connection refused", "an IPv6 service without endpoints")
+			_, _, err = client.PeerRequestMapped(ctx(t), "tcp", empty4, 80, "whoami")
+			require.ErrorContains(t, err, "connection refused", "a v4-mapped service without endpoints")
+
+			// The translation flow is IPv6: the frontend addressed, the
+			// IPv6 backend chosen, the service and the client pod.
+			f := e.waitFlow(n1, "IPv6 translation", func(f *flowpb.Flow) bool {
+				od, ok := flow.OriginalDestination(f)
+				return ok && od == netip.AddrPortFrom(vip6, 80)
+			})
+			_, dst := flowEnds(f)
+			require.Contains(t, []string{b1.IPv6().String(), b2.IPv6().String()}, dst.Addr().String())
+			require.Equal(t, uint16(8080), dst.Port())
+			require.Equal(t, "web", f.GetDestinationService().GetName(), "the flow names the service")
+			require.Equal(t, "client", f.GetSource().GetPodName(), "and the client pod")
+			require.Equal(t, flowpb.IPVersion_IPv6, f.GetIP().GetIpVersion())
+		})
+	}
+}
