@@ -157,7 +157,7 @@ func TestSourceBadL7PolicyKeepsLastGood(t *testing.T) {
 	copyExample(t, dir)
 	path := filepath.Join(dir, "l7.yaml")
 	writeFile(t, path, l7Doc)
-	s, store := start(t, Options{Dir: dir, StatePath: statePath})
+	s, store := startManual(t, Options{Dir: dir, StatePath: statePath})
 	key := model.NamespacedName{Namespace: "shop", Name: "api"}
 	require.Contains(t, store.Snapshot().L7Policies, key)
 	assert.Empty(t, s.Errors())

@@ -63,6 +63,16 @@ func start(t *testing.T, opts Options) (*Source, *model.Store) {
 	return s, store
 }
 
+// startManual is start for tests that change several files and then call
+// s.reload themselves: the watcher waits an hour, so it never reloads a
+// half-changed directory between two of the test's steps (a slow machine
+// can leave more than start's 20 ms between two file operations).
+func startManual(t *testing.T, opts Options) (*Source, *model.Store) {
+	t.Helper()
+	opts.Debounce = time.Hour
+	return start(t, opts)
+}
+
 func manifestErrors(t *testing.T, s *Source) []*ManifestError {
 	t.Helper()
 	var out []*ManifestError
@@ -93,7 +103,7 @@ func TestSourceInitialLoad(t *testing.T) {
 func TestSourceBadFileKeepsLastGood(t *testing.T) {
 	dir := t.TempDir()
 	copyExample(t, dir)
-	s, store := start(t, Options{Dir: dir})
+	s, store := startManual(t, Options{Dir: dir})
 	pods := filepath.Join(dir, "pods.yaml")
 	orig, err := os.ReadFile(pods)
 	require.NoError(t, err)
@@ -128,7 +138,7 @@ func TestSourceBadFileKeepsLastGood(t *testing.T) {
 func TestSourceFileDeletedPrunes(t *testing.T) {
 	dir := t.TempDir()
 	copyExample(t, dir)
-	s, store := start(t, Options{Dir: dir})
+	s, store := startManual(t, Options{Dir: dir})
 	rev := store.Revision()
 
 	// A bad file that is then removed takes its error with it.
@@ -150,7 +160,7 @@ func TestSourceFileDeletedPrunes(t *testing.T) {
 func TestSourceEmptyOrMissingDirPrunesNothing(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "manifests")
 	copyExample(t, dir)
-	s, store := start(t, Options{Dir: dir})
+	s, store := startManual(t, Options{Dir: dir})
 	rev := store.Revision()
 
 	for _, name := range []string{"namespaces.yaml", "node.yaml", "pods.yaml", "policy.json", "services.yaml"} {
@@ -178,7 +188,7 @@ func TestSourceEmptyOrMissingDirPrunesNothing(t *testing.T) {
 func TestSourceDuplicateAcrossFiles(t *testing.T) {
 	dir := t.TempDir()
 	copyExample(t, dir)
-	s, store := start(t, Options{Dir: dir})
+	s, store := startManual(t, Options{Dir: dir})
 
 	// Moving web-1 to another file: adding it there first is rejected
 	// (naming both places) and the new file is held back as a whole...
@@ -361,7 +371,7 @@ func TestSourceRefusesSymlinksOutOfTheDirectory(t *testing.T) {
 	outside := filepath.Join(tmp, "outside")
 	require.NoError(t, os.Mkdir(outside, 0o755))
 	writeFile(t, filepath.Join(outside, "ns.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: outside}\n")
-	s, store := start(t, Options{Dir: dir})
+	s, store := startManual(t, Options{Dir: dir})
 
 	// Links within the directory work, relative or absolute, to a file in
 	// a subdirectory too.
@@ -406,7 +416,7 @@ func TestSourceRefusesFilesOverTheSizeLimit(t *testing.T) {
 	dir := t.TempDir()
 	copyExample(t, dir)
 	const limit = 4096
-	s, store := start(t, Options{Dir: dir, MaxBytes: limit})
+	s, store := startManual(t, Options{Dir: dir, MaxBytes: limit})
 	require.Empty(t, s.Errors(), "the example's files are under 4 KiB")
 
 	pods := filepath.Join(dir, "pods.yaml")
