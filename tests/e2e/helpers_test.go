@@ -9,11 +9,13 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sluice-net/sluice/internal/testing/harness"
@@ -131,25 +133,48 @@ func (e *env) waitEndpointsReady(n *harness.Node) {
 func (e *env) waitFlow(n *harness.Node, what string, f func(*flowpb.Flow) bool) *flowpb.Flow {
 	e.t.Helper()
 	hub := hubbleClient(e.t, n)
-	var found *flowpb.Flow
-	var seen []string
-	require.Eventually(e.t, func() bool {
+	// What the last look saw, for the failure message: testify formats
+	// its message arguments when Eventually is called, not when it gives
+	// up, and runs the condition in another goroutine.
+	var (
+		mu    sync.Mutex
+		found *flowpb.Flow
+		seen  []string
+	)
+	ok := assert.Eventually(e.t, func() bool {
 		flows, err := recentFlows(ctx(e.t), hub)
+		var saw []string
 		if err != nil {
-			seen = []string{err.Error()}
-			return false
+			saw = []string{err.Error()}
 		}
-		seen = seen[:0]
 		for _, fl := range flows {
 			if f(fl) {
+				mu.Lock()
 				found = fl
+				mu.Unlock()
 				return true
 			}
-			seen = append(seen, fl.GetSummary()+" "+fl.GetIP().GetSource()+" -> "+fl.GetIP().GetDestination()+" "+fl.GetVerdict().String())
+			saw = append(saw, fl.GetSummary()+" "+fl.GetIP().GetSource()+" -> "+fl.GetIP().GetDestination()+" "+fl.GetVerdict().String())
 		}
+		mu.Lock()
+		seen = saw
+		mu.Unlock()
 		return false
-	}, 10*time.Second, 50*time.Millisecond, "no %s flow on %s; have %v", what, n.Name, seen)
+	}, 10*time.Second, 50*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if !ok {
+		require.FailNow(e.t, fmt.Sprintf("no %s flow on %s; the observer's last %d flows: %v", what, n.Name, len(seen), lastN(seen, 30)))
+	}
 	return found
+}
+
+// lastN is the last n of s.
+func lastN(s []string, n int) []string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
 
 // recentFlows reads the flows n's observer holds.
