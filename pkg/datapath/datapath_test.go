@@ -43,17 +43,15 @@ var (
 	peerIP = netip.MustParseAddr("10.0.0.2")
 )
 
-// testRoot makes a fresh bpffs directory removed at the end of the test.
+// testRoot makes a fresh bpffs directory removed at the end of the test
+// (and by a later test process if this one is killed first).
 func testRoot(t testing.TB) string {
 	t.Helper()
 	testutil.RequireRoot(t)
 	if err := checkBPFFS("/sys/fs/bpf"); err != nil {
 		testutil.SkipOrFail(t, fmt.Sprintf("needs bpffs mounted at /sys/fs/bpf: %v", err))
 	}
-	root, err := os.MkdirTemp("/sys/fs/bpf", "sluice-test-")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(root) })
-	return root
+	return testutil.BPFRoot(t)
 }
 
 func loadTest(t *testing.T, cfg Config) *Datapath {

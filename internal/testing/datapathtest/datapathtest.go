@@ -5,8 +5,6 @@
 package datapathtest
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/sluice-net/sluice/internal/testing/testutil"
@@ -14,16 +12,11 @@ import (
 )
 
 // Root returns a fresh directory on the bpffs at /sys/fs/bpf, removed when
-// the test ends. Without root or bpffs the test skips (fails under CI).
+// the test ends (testutil.BPFRoot). Without root or bpffs the test skips
+// (fails under CI).
 func Root(tb testing.TB) string {
 	tb.Helper()
-	testutil.RequireRoot(tb)
-	root, err := os.MkdirTemp("/sys/fs/bpf", "sluice-test-")
-	if err != nil {
-		testutil.SkipOrFail(tb, fmt.Sprintf("needs bpffs mounted at /sys/fs/bpf: %v", err))
-	}
-	tb.Cleanup(func() { os.RemoveAll(root) })
-	return root
+	return testutil.BPFRoot(tb)
 }
 
 // Load loads the datapath with cfg, under a fresh Root unless cfg names a
