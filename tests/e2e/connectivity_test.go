@@ -13,6 +13,7 @@ package e2e
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -38,7 +39,10 @@ func TestConnectivity(t *testing.T) {
 }
 
 func testConnectivity(t *testing.T, mode harness.Mode, agentArgs []string) {
-	e := newEnv(t, agentArgs...)
+	// The test reads the CT entries of its closed TCP connections after
+	// its other probes: under TCG on 5.10 those took longer than the
+	// default 10 s close timeout, and the GC had taken the entries.
+	e := newEnv(t, append(slices.Clone(agentArgs), "--ct-timeout-close=2m")...)
 	n1 := e.node("node1", mode)
 	n2 := e.node("node2", harness.Routed)
 	client := e.pod(n1, "default", "client", map[string]string{"app": "client"})
