@@ -99,7 +99,7 @@ func lbFamily(a netip.Addr) uint8 {
 // lbAddrFrom reads an LB map address of family f.
 func lbAddrFrom(a [16]uint8, f uint8) netip.Addr {
 	if f == uint8(bpfobj.EndpointSlLbFamilySL_LB_FAMILY_IPV6) {
-		return netip.AddrFrom16(a)
+		return raw.AddrFrom(a, unix.AF_INET6)
 	}
 	return raw.AddrFrom(a, unix.AF_INET)
 }

@@ -41,24 +41,7 @@ func dualServiceYAML(ns, name string, vip4, vip6 netip.Addr, ports []svcPort, po
 		fmt.Fprintf(&b, "  - name: %s\n    port: %d\n    targetPort: %d\n    protocol: %s\n", p.name, p.port, p.backend, p.proto)
 	}
 	for _, fam := range []string{"IPv4", "IPv6"} {
-		fmt.Fprintf(&b, "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: %s-%s\n  namespace: %s\n  labels:\n    kubernetes.io/service-name: %s\naddressType: %s\nports:\n",
-			name, strings.ToLower(fam), ns, name, fam)
-		for _, p := range ports {
-			fmt.Fprintf(&b, "- name: %s\n  port: %d\n  protocol: %s\n", p.name, p.backend, p.proto)
-		}
-		if len(pods) == 0 {
-			b.WriteString("endpoints: []\n")
-			continue
-		}
-		b.WriteString("endpoints:\n")
-		for _, p := range pods {
-			addr := p.IP
-			if fam == "IPv6" {
-				addr = p.IPv6()
-			}
-			fmt.Fprintf(&b, "- addresses: [%s]\n  nodeName: %s\n  targetRef: {kind: Pod, namespace: %s, name: %s}\n  conditions: {ready: true, serving: true, terminating: false}\n",
-				addr, p.Node.Name, p.Namespace, p.Name)
-		}
+		writeSlice(&b, ns, name, name+"-"+strings.ToLower(fam), fam, ports, ready(pods...))
 	}
 	return b.String()
 }

@@ -70,9 +70,16 @@ func serviceYAML(ns, name string, ip netip.Addr, ports []svcPort, eps []svcEndpo
 		fmt.Fprintf(&b, "  - name: %s\n    port: %d\n    targetPort: %s\n    protocol: %s\n", p.name, p.port, tp, p.proto)
 	}
 	b.WriteString(spec)
-	fmt.Fprintf(&b, "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: %s-abc12\n  namespace: %s\n  labels:\n    kubernetes.io/service-name: %s\naddressType: IPv4\nports:\n", name, ns, name)
+	writeSlice(&b, ns, name, name+"-abc12", "IPv4", ports, eps)
+	return b.String()
+}
+
+// writeSlice writes an EndpointSlice of service ns/name: its pods'
+// addresses of addressType ("IPv4": Pod.IP, "IPv6": Pod.IPv6()).
+func writeSlice(b *strings.Builder, ns, name, slice, addressType string, ports []svcPort, eps []svcEndpoint) {
+	fmt.Fprintf(b, "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: %s\n  namespace: %s\n  labels:\n    kubernetes.io/service-name: %s\naddressType: %s\nports:\n", slice, ns, name, addressType)
 	for _, p := range ports {
-		fmt.Fprintf(&b, "- name: %s\n  port: %d\n  protocol: %s\n", p.name, p.backend, p.proto)
+		fmt.Fprintf(b, "- name: %s\n  port: %d\n  protocol: %s\n", p.name, p.backend, p.proto)
 	}
 	if len(eps) == 0 {
 		b.WriteString("endpoints: []\n")
@@ -80,10 +87,13 @@ func serviceYAML(ns, name string, ip netip.Addr, ports []svcPort, eps []svcEndpo
 		b.WriteString("endpoints:\n")
 	}
 	for _, e := range eps {
-		fmt.Fprintf(&b, "- addresses: [%s]\n  nodeName: %s\n  targetRef: {kind: Pod, namespace: %s, name: %s}\n  conditions: {ready: %t, serving: %t, terminating: %t}\n",
-			e.pod.IP, e.pod.Node.Name, e.pod.Namespace, e.pod.Name, e.ready, e.serving, e.terminating)
+		addr := e.pod.IP
+		if addressType == "IPv6" {
+			addr = e.pod.IPv6()
+		}
+		fmt.Fprintf(b, "- addresses: [%s]\n  nodeName: %s\n  targetRef: {kind: Pod, namespace: %s, name: %s}\n  conditions: {ready: %t, serving: %t, terminating: %t}\n",
+			addr, e.pod.Node.Name, e.pod.Namespace, e.pod.Name, e.ready, e.serving, e.terminating)
 	}
-	return b.String()
 }
 
 // waitServices waits until every node's agent programmed n frontends.

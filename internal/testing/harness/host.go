@@ -182,7 +182,11 @@ func (h *Host) UDPRequest(ctx context.Context, dst netip.Addr, port int, payload
 // reports it: what an application sees of the other end, e.g. a service's
 // VIP rather than the backend socket LB connected it to.
 func (h *Host) PeerRequest(ctx context.Context, proto string, dst netip.Addr, port int, payload string) (reply string, peer netip.AddrPort, err error) {
-	ev, err := h.runOnce(ctx, workloadSpec{Kind: kindPeerRequest, Proto: proto, Addr: addrPort(dst, port), Payload: payload})
+	return h.peerRequest(ctx, workloadSpec{Kind: kindPeerRequest, Proto: proto, Addr: addrPort(dst, port), Payload: payload})
+}
+
+func (h *Host) peerRequest(ctx context.Context, spec workloadSpec) (reply string, peer netip.AddrPort, err error) {
+	ev, err := h.runOnce(ctx, spec)
 	if ev.Peer != "" {
 		peer, _ = netip.ParseAddrPort(ev.Peer)
 	}
@@ -193,11 +197,7 @@ func (h *Host) PeerRequest(ctx context.Context, proto string, dst netip.Addr, po
 // socket at dst's v4-mapped address (::ffff:a.b.c.d), as a program does that
 // opens IPv6 sockets only; peer is then v4-mapped too.
 func (h *Host) PeerRequestMapped(ctx context.Context, proto string, dst netip.Addr, port int, payload string) (reply string, peer netip.AddrPort, err error) {
-	ev, err := h.runOnce(ctx, workloadSpec{Kind: kindPeerRequest, Proto: proto, Addr: addrPort(dst, port), Payload: payload, Mapped: true})
-	if ev.Peer != "" {
-		peer, _ = netip.ParseAddrPort(ev.Peer)
-	}
-	return ev.Reply, peer, err
+	return h.peerRequest(ctx, workloadSpec{Kind: kindPeerRequest, Proto: proto, Addr: addrPort(dst, port), Payload: payload, Mapped: true})
 }
 
 // Ping sends one ICMP echo request from the host to dst and waits for the
