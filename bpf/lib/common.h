@@ -56,6 +56,7 @@ struct icmphdr {
 #define IPPROTO_ICMPV6 58
 #endif
 #define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PORT_UNREACH 4 /* code of ICMPV6_DEST_UNREACH */
 #define ICMPV6_PKT_TOOBIG 2
 #define ICMPV6_TIME_EXCEED 3
 #define ICMPV6_PARAMPROB 4
@@ -110,6 +111,39 @@ volatile const __u64 ct_timeout_other_ns = 60 * NSEC_PER_SEC;
  * the pod would see source == destination == itself and drop the packet
  * as a martian. 169.254.42.1, as Cilium uses. */
 #define SL_SERVICE_LOOPBACK bpf_htonl(0xa9fe2a01)
+/* ... and over IPv6: fd00:5c:1ce::42:1, a unique local address no pod or
+ * node is given (pkg/datapath ServiceLoopbackIPv6). Its four words in
+ * network order. */
+#define SL_SERVICE_LOOPBACK6_0 bpf_htonl(0xfd00005c)
+#define SL_SERVICE_LOOPBACK6_1 bpf_htonl(0x01ce0000)
+#define SL_SERVICE_LOOPBACK6_2 bpf_htonl(0x00000000)
+#define SL_SERVICE_LOOPBACK6_3 bpf_htonl(0x00420001)
+
+/* Two IPv6 addresses are the same (word by word: union sl_addr is 4-byte aligned). */
+static __always_inline bool addr6_eq(const union sl_addr *a, const union sl_addr *b)
+{
+	const __u32 *x = (const __u32 *)a->addr6, *y = (const __u32 *)b->addr6;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+static __always_inline void service_loopback6(union sl_addr *a)
+{
+	__u32 *w = (__u32 *)a->addr6;
+
+	w[0] = SL_SERVICE_LOOPBACK6_0;
+	w[1] = SL_SERVICE_LOOPBACK6_1;
+	w[2] = SL_SERVICE_LOOPBACK6_2;
+	w[3] = SL_SERVICE_LOOPBACK6_3;
+}
+
+static __always_inline bool is_service_loopback6(const union sl_addr *a)
+{
+	const __u32 *w = (const __u32 *)a->addr6;
+
+	return w[0] == SL_SERVICE_LOOPBACK6_0 && w[1] == SL_SERVICE_LOOPBACK6_1 &&
+	       w[2] == SL_SERVICE_LOOPBACK6_2 && w[3] == SL_SERVICE_LOOPBACK6_3;
+}
 
 /* SNAT source ports for external connections to remote backends: above
  * the default ip_local_port_range (32768-60999) and the NodePort range, so

@@ -44,6 +44,11 @@ struct ct_nat {
 	__u16 proxy_port; /* out (established, reply): the entry's proxy port */
 	__u8 closed;      /* out: this packet closed the connection (TCP) */
 	__u8 svc_closed;  /* out (lb_translate): ... and its SERVICE entry */
+	/* A hairpinned packet, to be sent straight back into the pod. Kept
+	 * here, in map memory the verifier does not track, rather than in a
+	 * variable: the paths before and after translation then merge, and
+	 * the rest of the program is verified once, not per LB result. */
+	__u8 redirect_back;
 	/* policy_revoke: the sources of its two RSTs, staged here so that
 	 * rst_write always reads them through the same two pointers (the
 	 * verifier then merges the states of where they came from). */

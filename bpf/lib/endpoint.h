@@ -170,25 +170,21 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 		count(SL_METRIC_FRAG_TABLE_FULL, dir, 0, skb->len);
 
 	/* Service translation happens where the client's packets leave it,
-	 * before CT: policy and CT then see the real backend. IPv4 only:
-	 * IPv6 services are socket LB's (connect6); an IPv6 packet that
-	 * reaches a frontend untranslated is dropped with a reason. */
-	if (family == AF_INET6 && dir == SL_DIR_EGRESS && !pkt->icmp_error) {
-		struct sl_lb_key key;
-
-		if (lb_lookup(pkt, &key))
-			return drop(skb, dir, SL_DROP_SERVICE_NEEDS_SOCKET_LB, ep_id, pkt);
-	}
-	if (dir == SL_DIR_EGRESS && !pkt->icmp_error && family == AF_INET) {
-		lb = lb_translate(skb, ep_id, pkt, nat, &reason);
+	 * before CT: policy and CT then see the real backend. Both families:
+	 * a pod without socket LB (or a socket connected before it attached)
+	 * reaches IPv4 and IPv6 frontends alike. */
+	if (dir == SL_DIR_EGRESS && !pkt->icmp_error) {
+		lb = lb_translate(skb, ep_id, pkt, nat, &reason, family);
 
 		if (lb == LB_REJECT) {
 			count(SL_METRIC_DROPPED, dir, SL_DROP_NO_SERVICE_BACKEND, skb->len);
 			emit_event(skb, SL_EVENT_DROP, dir, SL_DROP_NO_SERVICE_BACKEND, ep_id, pkt, 0, NULL, 0);
-			return lb_reject(skb);
+			return lb_reject(skb, family);
 		}
 		if (lb == LB_DROP)
 			return drop(skb, dir, reason, ep_id, pkt);
+		if (lb == LB_HAIRPIN)
+			nat->redirect_back = 1;
 	}
 
 	/* Read once: an entry made now carries the revision its decision
@@ -260,7 +256,7 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 				key.daddr = nat->vip;
 				key.dport = nat->vport;
 				if (nat->flags & SL_CT_NAT_HAIRPIN)
-					key.saddr = ep->ipv4;
+					key.saddr = family == AF_INET6 ? ep->ipv6 : ep->ipv4;
 				bpf_map_delete_elem(&sl_ct, &key);
 			}
 			count(SL_METRIC_DROPPED, dir, reason, skb->len);
@@ -291,7 +287,7 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 	case CT_RELATED:
 		count(SL_METRIC_RELATED, dir, 0, skb->len);
 		if (nat->rev_nat_id && dir == SL_DIR_INGRESS &&
-		    lb_rev_translate_icmp(skb, pkt, nat) < 0)
+		    lb_rev_translate_icmp(skb, pkt, nat, family) < 0)
 			return drop_flags(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt, SL_EVENT_F_TRACKED);
 		break;
 	case CT_ESTABLISHED:
@@ -325,17 +321,17 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 		}
 		if (ct == CT_ESTABLISHED || !nat->rev_nat_id)
 			break;
-		if (dir == SL_DIR_INGRESS && lb_rev_translate(skb, ep_id, pkt, nat) < 0)
+		if (dir == SL_DIR_INGRESS && lb_rev_translate(skb, ep_id, pkt, nat, family) < 0)
 			return drop_reply(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt);
 		if (dir == SL_DIR_EGRESS && (nat->flags & SL_CT_NAT_HAIRPIN)) {
-			if (lb_hairpin_reply(skb, ep_id, pkt, nat) < 0)
+			if (lb_hairpin_reply(skb, ep_id, pkt, nat, family) < 0)
 				return drop_reply(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt);
-			lb = LB_HAIRPIN;
+			nat->redirect_back = 1;
 		}
 		break;
 	}
 	count(SL_METRIC_FORWARDED, dir, 0, skb->len);
-	if (lb == LB_HAIRPIN)
+	if (nat->redirect_back)
 		return redirect_back(skb);
 	/* Not a connection of the node's proxy, either way: the proxy's
 	 * sockets take its packets through the stack's local delivery (a

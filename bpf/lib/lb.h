@@ -11,6 +11,11 @@
  * and the client only ever sees the VIP. Connections opened by sockets that
  * socket LB already connected to a backend never carry the VIP, so the two
  * paths never translate the same flow twice.
+ *
+ * Both families: the functions that differ by family take it as a constant
+ * (each program's IPv4 and IPv6 paths are compiled apart). IPv6 has no
+ * header checksum; its L4 and ICMPv6 checksums cover a pseudo-header with
+ * the addresses, so an address rewrite updates them by the 16 bytes' diff.
  */
 #ifndef SLUICE_LB_H
 #define SLUICE_LB_H
@@ -110,24 +115,48 @@ static __always_inline void lb_affinity_put(const struct sl_lb_entry *svc, const
 	bpf_map_update_elem(&sl_lb_affinity, &k, &v, BPF_ANY);
 }
 
-/* loadBalancerSourceRanges: may this client open a connection? */
-static __always_inline bool lb_src_allowed(const struct sl_lb_entry *svc, const union sl_addr *client)
+/* loadBalancerSourceRanges: may this client open a connection? A
+ * frontend's ranges are of its own family (the agent writes no other). */
+static __always_inline bool lb_src_allowed(const struct sl_lb_entry *svc, const union sl_addr *client,
+					   const __u8 family)
 {
 	struct sl_lb_src_range_key k = {
-		.prefixlen = 64,
+		.prefixlen = family == AF_INET6 ? 32 + 128 : 32 + 32,
 		.svc_id = bpf_htonl(svc->svc_id),
-		.addr.addr4 = client->addr4,
 	};
 
 	if (!(svc->flags & SL_LB_F_SRC_RANGE))
 		return true;
+	if (family == AF_INET6)
+		k.addr = *client;
+	else
+		k.addr.addr4 = client->addr4;
 	return bpf_map_lookup_elem(&sl_lb_src_range, &k) != NULL;
+}
+
+/* An IPv6 address folded into 32 bits, for flow hashes. */
+static __always_inline __u32 addr6_fold(const union sl_addr *a)
+{
+	const __u32 *w = (const __u32 *)a->addr6;
+
+	return w[0] ^ w[1] ^ w[2] ^ w[3];
 }
 
 static __always_inline __u32 l4_csum_off(const struct sl_pkt *pkt)
 {
 	return pkt->l4_off + (pkt->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
 							: offsetof(struct udphdr, check));
+}
+
+/* The port half of a rewrite, the same in both families. */
+static __always_inline int lb_rewrite_port(struct __sk_buff *skb, const struct sl_pkt *pkt, bool dst, __u32 csum,
+					   __be16 old_port, __be16 new_port, __u64 mangled0)
+{
+	if (old_port == new_port)
+		return 0;
+	if (bpf_l4_csum_replace(skb, csum, old_port, new_port, mangled0 | 2) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, pkt->l4_off + (dst ? 2 : 0), &new_port, 2, 0);
 }
 
 /*
@@ -150,16 +179,44 @@ static __always_inline int lb_rewrite(struct __sk_buff *skb, const struct sl_pkt
 
 		if (bpf_l4_csum_replace(skb, csum, old_addr, new_addr, BPF_F_PSEUDO_HDR | mangled0 | 4) < 0)
 			return -1;
-		if (old_port != new_port) {
-			if (bpf_l4_csum_replace(skb, csum, old_port, new_port, mangled0 | 2) < 0)
-				return -1;
-			if (bpf_skb_store_bytes(skb, pkt->l4_off + (dst ? 2 : 0), &new_port, 2, 0) < 0)
-				return -1;
-		}
+		if (lb_rewrite_port(skb, pkt, dst, csum, old_port, new_port, mangled0) < 0)
+			return -1;
 	}
 	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, 4) < 0)
 		return -1;
 	return bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0);
+}
+
+/* lb_rewrite for IPv6: no header checksum; the L4 checksum's pseudo-header
+ * changes by the diff of the two addresses. new_addr must not be pkt's
+ * address being replaced. (Pointers, not copies: the stack is full.) */
+static __always_inline int lb_rewrite6(struct __sk_buff *skb, const struct sl_pkt *pkt, bool dst,
+				       const union sl_addr *new_addr, __be16 new_port)
+{
+	const union sl_addr *old = dst ? &pkt->daddr : &pkt->saddr;
+	__be16 old_port = dst ? pkt->dport : pkt->sport;
+	bool l4 = !pkt->later_frag && (pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP);
+	__u64 mangled0 = pkt->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (l4) {
+		__u32 csum = l4_csum_off(pkt);
+		__s64 diff = bpf_csum_diff((__be32 *)old->addr6, 16, (__be32 *)new_addr->addr6, 16, 0);
+
+		if (diff < 0 || bpf_l4_csum_replace(skb, csum, 0, diff, BPF_F_PSEUDO_HDR | mangled0) < 0)
+			return -1;
+		if (lb_rewrite_port(skb, pkt, dst, csum, old_port, new_port, mangled0) < 0)
+			return -1;
+	}
+	return bpf_skb_store_bytes(skb, dst ? IP6_DST_OFF : IP6_SRC_OFF, new_addr->addr6, 16, 0);
+}
+
+/* The rewrite of either family (a constant). */
+static __always_inline int lb_rewrite_family(struct __sk_buff *skb, const struct sl_pkt *pkt, bool dst,
+					     const union sl_addr *new_addr, __be16 new_port, const __u8 family)
+{
+	if (family == AF_INET6)
+		return lb_rewrite6(skb, pkt, dst, new_addr, new_port);
+	return lb_rewrite(skb, pkt, dst, new_addr->addr4, new_port);
 }
 
 /*
@@ -167,7 +224,7 @@ static __always_inline int lb_rewrite(struct __sk_buff *skb, const struct sl_pkt
  * pkt's destination is the backend and nat says what was translated.
  */
 static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, struct sl_pkt *pkt,
-					struct ct_nat *nat, int *reason)
+					struct ct_nat *nat, int *reason, const __u8 family)
 {
 	struct sl_lb_key key;
 	struct sl_lb_entry *svc;
@@ -222,14 +279,17 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 			}
 			return LB_REJECT;
 		}
-		if (!lb_src_allowed(svc, &pkt->saddr)) {
+		if (!lb_src_allowed(svc, &pkt->saddr, family)) {
 			*reason = SL_DROP_NOT_IN_SRC_RANGE;
 			return LB_DROP;
 		}
 		if (svc->flags & SL_LB_F_AFFINITY)
 			backend_id = lb_affinity_get(svc, &pkt->saddr, now);
 		if (!backend_id && (svc->flags & SL_LB_F_MAGLEV))
-			backend_id = lb_maglev_backend(svc, flow_hash(pkt->saddr.addr4, pkt->daddr.addr4,
+			backend_id = lb_maglev_backend(svc, flow_hash(family == AF_INET6 ? addr6_fold(&pkt->saddr) :
+									  pkt->saddr.addr4,
+								      family == AF_INET6 ? addr6_fold(&pkt->daddr) :
+									  pkt->daddr.addr4,
 								      ((__u32)pkt->sport << 16 | pkt->dport) ^ pkt->proto));
 		if (!backend_id)
 			backend_id = lb_slot_backend(&key, svc, bpf_get_prandom_u32());
@@ -263,24 +323,28 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 	nat->backend_id = backend_id;
 	nat->vip = pkt->daddr;
 	nat->vport = pkt->dport;
-	if (lb_rewrite(skb, pkt, true, backend->addr.addr4, backend->port) < 0) {
+	if (lb_rewrite_family(skb, pkt, true, &backend->addr, backend->port, family) < 0) {
 		*reason = SL_DROP_WRITE_ERROR;
 		return LB_DROP;
 	}
 	pkt->daddr = backend->addr;
 	pkt->dport = backend->port;
-	if (backend->addr.addr4 == pkt->saddr.addr4) {
+	if (family == AF_INET6 ? addr6_eq(&backend->addr, &pkt->saddr) : backend->addr.addr4 == pkt->saddr.addr4) {
+		union sl_addr loopback = { .addr4 = SL_SERVICE_LOOPBACK };
+
 		/* Hairpin: the client is its own backend. Its SERVICE entry
 		 * says so: only then does a reply from the VIP belong to it
 		 * (ct_track), never for a connection to another backend. */
 		se = bpf_map_lookup_elem(&sl_ct, &sk);
 		if (se)
 			se->nat_flags |= SL_CT_NAT_HAIRPIN;
-		if (lb_rewrite(skb, pkt, false, SL_SERVICE_LOOPBACK, pkt->sport) < 0) {
+		if (family == AF_INET6)
+			service_loopback6(&loopback);
+		if (lb_rewrite_family(skb, pkt, false, &loopback, pkt->sport, family) < 0) {
 			*reason = SL_DROP_WRITE_ERROR;
 			return LB_DROP;
 		}
-		pkt->saddr.addr4 = SL_SERVICE_LOOPBACK;
+		pkt->saddr = loopback;
 		nat->flags |= SL_CT_NAT_HAIRPIN;
 		return LB_HAIRPIN;
 	}
@@ -293,7 +357,7 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
  * that entry closes with the connection.
  */
 static __always_inline int lb_rev_translate(struct __sk_buff *skb, __u32 ep_id, struct sl_pkt *pkt,
-					    const struct ct_nat *nat)
+					    const struct ct_nat *nat, const __u8 family)
 {
 	struct sl_lb_vip *rn = bpf_map_lookup_elem(&sl_lb_revnat, &nat->rev_nat_id);
 	struct sl_ct_key sk;
@@ -301,7 +365,7 @@ static __always_inline int lb_rev_translate(struct __sk_buff *skb, __u32 ep_id, 
 
 	if (!rn)
 		return 0;
-	if (lb_rewrite(skb, pkt, false, rn->addr.addr4, rn->port) < 0)
+	if (lb_rewrite_family(skb, pkt, false, &rn->addr, rn->port, family) < 0)
 		return -1;
 	pkt->saddr = rn->addr;
 	pkt->sport = rn->port;
@@ -323,14 +387,12 @@ static __always_inline int lb_rev_translate(struct __sk_buff *skb, __u32 ep_id, 
  * the VIP and go to the pod itself, as the client side expects.
  */
 static __always_inline int lb_hairpin_reply(struct __sk_buff *skb, __u32 ep_id, struct sl_pkt *pkt,
-					    const struct ct_nat *nat)
+					    const struct ct_nat *nat, const __u8 family)
 {
-	__be32 self = pkt->saddr.addr4;
-
-	if (lb_rewrite(skb, pkt, true, self, pkt->dport) < 0)
+	if (lb_rewrite_family(skb, pkt, true, &pkt->saddr, pkt->dport, family) < 0)
 		return -1;
-	pkt->daddr.addr4 = self;
-	return lb_rev_translate(skb, ep_id, pkt, nat);
+	pkt->daddr = pkt->saddr;
+	return lb_rev_translate(skb, ep_id, pkt, nat, family);
 }
 
 /*
@@ -385,19 +447,64 @@ static __always_inline int icmp_outer_rewrite(struct __sk_buff *skb, bool src, _
  * client's socket knows only the VIP, so rewrite the quoted destination
  * (and the error's source when the backend sent it) back to the frontend.
  */
+static __always_inline int lb_rev_translate_icmp6(struct __sk_buff *skb, struct sl_pkt *pkt,
+						  const struct sl_lb_vip *rn);
+
 static __always_inline int lb_rev_translate_icmp(struct __sk_buff *skb, struct sl_pkt *pkt,
-						 const struct ct_nat *nat)
+						 const struct ct_nat *nat, const __u8 family)
 {
 	struct sl_lb_vip *rn = bpf_map_lookup_elem(&sl_lb_revnat, &nat->rev_nat_id);
 	__be32 backend = pkt->daddr.addr4;
 
 	if (!rn)
 		return 0;
+	if (family == AF_INET6)
+		return lb_rev_translate_icmp6(skb, pkt, rn);
 	if (icmp_inner_rewrite(skb, pkt, false, backend, rn->addr.addr4, pkt->dport, rn->port) < 0)
 		return -1;
 	/* The error itself comes from the backend: make it come from the VIP. */
 	if (pkt->outer_saddr.addr4 == backend && icmp_outer_rewrite(skb, true, backend, rn->addr.addr4) < 0)
 		return -1;
+	return 0;
+}
+
+/*
+ * ICMPv6 (RFC 4443): the quoted IPv6 header has no checksum, and the
+ * ICMPv6 checksum covers a pseudo-header with the error's own addresses
+ * as well as the whole message, quote included.
+ */
+static __always_inline int icmp6_csum_diff(struct __sk_buff *skb, const struct sl_pkt *pkt,
+					   const union sl_addr *from, const union sl_addr *to, bool pseudo)
+{
+	__s64 diff = bpf_csum_diff((__be32 *)from->addr6, 16, (__be32 *)to->addr6, 16, 0);
+
+	if (diff < 0)
+		return -1;
+	return bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), 0, diff, pseudo ? BPF_F_PSEUDO_HDR : 0);
+}
+
+/* lb_rev_translate_icmp for ICMPv6: the quoted destination (backend) back
+ * to the frontend, and the error's source too when the backend sent it. */
+static __always_inline int lb_rev_translate_icmp6(struct __sk_buff *skb, struct sl_pkt *pkt,
+						  const struct sl_lb_vip *rn)
+{
+	const union sl_addr *backend = &pkt->daddr, *front = &rn->addr;
+
+	if (!addr6_eq(backend, front)) {
+		if (icmp6_csum_diff(skb, pkt, backend, front, false) < 0 ||
+		    bpf_skb_store_bytes(skb, pkt->inner_off + offsetof(struct ipv6hdr, daddr), front->addr6, 16, 0) < 0)
+			return -1;
+	}
+	if ((pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && pkt->dport != rn->port) {
+		if (bpf_skb_store_bytes(skb, pkt->inner_l4_off + 2, &rn->port, 2, 0) < 0 ||
+		    bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), pkt->dport, rn->port, 2) < 0)
+			return -1;
+	}
+	if (addr6_eq(&pkt->outer_saddr, backend)) {
+		if (icmp6_csum_diff(skb, pkt, backend, front, true) < 0 ||
+		    bpf_skb_store_bytes(skb, IP6_SRC_OFF, front->addr6, 16, 0) < 0)
+			return -1;
+	}
 	return 0;
 }
 
@@ -415,11 +522,15 @@ struct icmp_reject {
  * Packets with IP options are dropped instead (the reply would not fit the
  * fixed layout; kube-proxy's clients never send them).
  */
-static __always_inline int lb_reject(struct __sk_buff *skb)
+static __always_inline int lb_reject6(struct __sk_buff *skb);
+
+static __always_inline int lb_reject(struct __sk_buff *skb, const __u8 family)
 {
 	struct icmp_reject r = {};
 	struct ethhdr eth;
 
+	if (family == AF_INET6)
+		return lb_reject6(skb);
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
 	    bpf_skb_load_bytes(skb, ETH_HLEN, r.orig, sizeof(r.orig)) < 0)
 		return SL_DROP;
@@ -444,6 +555,78 @@ static __always_inline int lb_reject(struct __sk_buff *skb)
 		return SL_DROP;
 	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0) < 0)
+		return SL_DROP;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* The same for IPv6 (ip6tables' REJECT with icmp6-port-unreachable): the
+ * first 48 bytes of the packet are quoted, its IPv6 header and 8 bytes of
+ * its TCP or UDP header; a packet with extension headers before them is
+ * dropped instead (its quote would not carry the ports). */
+struct icmp6_reject {
+	struct ipv6hdr ip;
+	struct icmphdr icmp; /* ICMPv6's header has the same 8-byte layout */
+	__u8 orig[48];
+};
+
+/* Per-CPU room to build that reply in: the programs' stack has no 96 bytes
+ * to spare at that depth. Not pinned: it holds nothing between runs. (Plain
+ * bytes as the map's type: bpf2go cannot express ipv6hdr's anonymous union.) */
+struct sl_reject6_buf {
+	__u8 bytes[sizeof(struct icmp6_reject)];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sl_reject6_buf);
+	__uint(max_entries, 1);
+} sl_reject6 SEC(".maps");
+
+static __always_inline int lb_reject6(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct icmp6_reject *r = (struct icmp6_reject *)bpf_map_lookup_elem(&sl_reject6, &zero);
+	struct ethhdr eth;
+	__be32 pseudo[2];
+	__s64 sum;
+
+	if (!r)
+		return SL_DROP;
+	__builtin_memset(r, 0, sizeof(*r));
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN, r->orig, sizeof(r->orig)) < 0)
+		return SL_DROP;
+	/* orig[6]: the quoted header's next header. */
+	if (r->orig[6] != IPPROTO_TCP && r->orig[6] != IPPROTO_UDP)
+		return SL_DROP;
+	eth_swap(&eth);
+
+	r->ip.version = 6;
+	r->ip.nexthdr = IPPROTO_ICMPV6;
+	r->ip.hop_limit = 64;
+	r->ip.payload_len = bpf_htons(sizeof(r->icmp) + sizeof(r->orig));
+	__builtin_memcpy(&r->ip.saddr, &r->orig[24], 16); /* the frontend */
+	__builtin_memcpy(&r->ip.daddr, &r->orig[8], 16);  /* the client */
+	r->icmp.type = ICMPV6_DEST_UNREACH;
+	r->icmp.code = ICMPV6_PORT_UNREACH;
+	/* Pseudo-header (addresses, upper-layer length, next header), then
+	 * the message. */
+	pseudo[0] = bpf_htonl(sizeof(r->icmp) + sizeof(r->orig));
+	pseudo[1] = bpf_htonl(IPPROTO_ICMPV6);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r->ip.saddr, 32, 0);
+	if (sum >= 0)
+		sum = bpf_csum_diff(NULL, 0, pseudo, sizeof(pseudo), sum);
+	if (sum >= 0)
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&r->icmp, sizeof(r->icmp) + sizeof(r->orig), sum);
+	if (sum < 0)
+		return SL_DROP;
+	r->icmp.checksum = csum_fold(sum);
+
+	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*r), 0) < 0)
+		return SL_DROP;
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, r, sizeof(*r), 0) < 0)
 		return SL_DROP;
 	return bpf_redirect(skb->ifindex, 0);
 }

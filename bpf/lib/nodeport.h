@@ -233,7 +233,7 @@ static __always_inline int host_egress_icmp_error(struct __sk_buff *skb, struct 
 	if (!e || !e->rev_nat_id || e->expires <= bpf_ktime_get_ns())
 		return SL_NEXT;
 	nat.rev_nat_id = e->rev_nat_id;
-	if (lb_rev_translate_icmp(skb, pkt, &nat) < 0)
+	if (lb_rev_translate_icmp(skb, pkt, &nat, AF_INET) < 0)
 		return drop_flags(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
 	count(SL_METRIC_RELATED, SL_DIR_EGRESS, 0, skb->len);
 	return SL_NEXT;
@@ -369,11 +369,11 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 			return SL_NEXT;
 	}
 	node = pkt->daddr;
-	lb = lb_translate(skb, UPLINK_EP, pkt, nat, &reason);
+	lb = lb_translate(skb, UPLINK_EP, pkt, nat, &reason, AF_INET);
 	if (lb == LB_REJECT) {
 		count(SL_METRIC_DROPPED, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, skb->len);
 		emit_event(skb, SL_EVENT_DROP, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, UPLINK_EP, pkt, 0, NULL, 0);
-		return lb_reject(skb);
+		return lb_reject(skb, AF_INET);
 	}
 	if (lb == LB_DROP)
 		return drop(skb, SL_DIR_INGRESS, reason, UPLINK_EP, pkt);
@@ -494,7 +494,7 @@ static __always_inline int host_egress(struct __sk_buff *skb)
 	 * it was handed (tracked so the connection stays established). */
 	if (ct_track(UPLINK_EP, pkt, SL_DIR_EGRESS, skb->len, nat) != CT_REPLY || !nat->rev_nat_id)
 		return SL_NEXT;
-	if (lb_rev_translate(skb, UPLINK_EP, pkt, nat) < 0)
+	if (lb_rev_translate(skb, UPLINK_EP, pkt, nat, AF_INET) < 0)
 		return drop_reply(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt);
 	count(SL_METRIC_FORWARDED, SL_DIR_EGRESS, 0, skb->len);
 	return SL_NEXT;

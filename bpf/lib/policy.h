@@ -95,7 +95,7 @@ static __always_inline __u32 peer_identity(const struct sl_endpoint *ep, __u8 di
 	if (dir == SL_DIR_INGRESS) {
 		if (from_host)
 			return SL_ID_HOST;
-		if (family == AF_INET && peer->addr4 == SL_SERVICE_LOOPBACK) {
+		if (family == AF_INET ? peer->addr4 == SL_SERVICE_LOOPBACK : is_service_loopback6(peer)) {
 			*peer_local = 1;
 			return ep->identity;
 		}

@@ -96,7 +96,7 @@ func TestVerifierInstructions(t *testing.T) {
 				require.EqualValues(t, v, n, "%s: the program info and the verifier log disagree", name)
 			}
 			t.Logf("%-22s %6d instructions, %7d verified (%.1f%% of the 1M limit)", name, len(insns), n, float64(n)/1e4)
-			// sl_from_ep walks ~320k on 6.18 (service translation, policy,
+			// sl_from_ep walks ~365k on 6.18 (service translation, policy,
 			// revocation, host routing, the proxy's hand-over, for IPv4 and
 			// IPv6, each family's path verified on its own): the rest of
 			// the budget is for older, less precise verifiers.

@@ -55,12 +55,18 @@ func putService(t *testing.T, dp *Datapath, svcID uint32, front netip.AddrPort, 
 // run sends pkt through prog and returns the verdict and output packet.
 func run(t *testing.T, prog *ebpf.Program, pkt []byte) (uint32, gopacket.Packet) {
 	t.Helper()
+	return runAs(t, prog, pkt, layers.LayerTypeIPv4)
+}
+
+// runAs is run for an output packet whose IP header is of type l3.
+func runAs(t *testing.T, prog *ebpf.Program, pkt []byte, l3 gopacket.LayerType) (uint32, gopacket.Packet) {
+	t.Helper()
 	opts := &ebpf.RunOptions{Data: pkt, DataOut: make([]byte, 1600)}
 	ret, err := prog.Run(opts)
 	require.NoError(t, err)
 	p := gopacket.NewPacket(opts.DataOut, layers.LayerTypeEthernet, gopacket.Default)
 	// Only the headers matter: a payload gopacket takes for DNS may not decode.
-	require.NotNil(t, p.Layer(layers.LayerTypeIPv4), "output packet has no IPv4 header: %v", p.ErrorLayer())
+	require.NotNil(t, p.Layer(l3), "output packet has no %s header: %v", l3, p.ErrorLayer())
 	return ret, p
 }
 

@@ -344,8 +344,8 @@ func toLBState(d *service.Desired, node string) datapath.LBState {
 }
 
 // lbKey is the datapath's key for k; false for what the datapath does not
-// balance (SCTP). IPv6 frontends are socket LB's (connect6 and the rest);
-// the per-packet path drops a packet that reaches one untranslated.
+// balance (SCTP). Both families: socket LB (connect4/6 and the rest) and
+// the per-packet path serve IPv6 frontends as they do IPv4 ones.
 func lbKey(k service.FrontendKey) (datapath.LBFrontendKey, bool) {
 	p, ok := protoNum(k.Protocol)
 	if !ok || !k.Address.IsValid() {
@@ -386,15 +386,15 @@ func lbFrontend(f *service.Frontend) (datapath.LBFrontend, bool) {
 		lf.Flags |= datapath.LBFlagNoLocal
 	}
 	if len(f.SourceRanges) > 0 {
-		// Only IPv4 clients reach an IPv4 frontend: IPv6 ranges
-		// allow none of them, and ranges that are all IPv6 leave
-		// the flag on with nothing allowed, as Kubernetes means.
-		// The per-packet path checks them, IPv4 only: an IPv6
-		// frontend keeps the flag with no range, so socket LB leaves
-		// it to that path, which drops it (fails closed).
+		// Only clients of its family reach a frontend: ranges of the
+		// other family allow none of them, and ranges that are all of
+		// the other family leave the flag on with nothing allowed, as
+		// Kubernetes means. The per-packet path checks them (socket
+		// LB cannot see the client's address at connect() and leaves
+		// such frontends to it).
 		lf.Flags |= datapath.LBFlagSrcRange
 		for _, r := range f.SourceRanges {
-			if r.Addr().Is4() && key.Addr.Is4() {
+			if r.Addr().Is4() == key.Addr.Is4() {
 				lf.SourceRanges = append(lf.SourceRanges, r.Masked())
 			}
 		}

@@ -31,6 +31,8 @@ func TestToLBState(t *testing.T) {
 				SourceRanges: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/24"), netip.MustParsePrefix("2001:db8::/32")}},
 			{ID: 13, Kind: service.KindLoadBalancer, Address: a("203.0.113.6"), Port: 80, Protocol: model.ProtocolTCP, NoEndpoints: true,
 				SourceRanges: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}},
+			{ID: 14, Kind: service.KindLoadBalancer, Address: a("2001:db8:5::6"), Port: 80, Protocol: model.ProtocolTCP, NoEndpoints: true,
+				SourceRanges: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/24"), netip.MustParsePrefix("2001:db8:1::7/48")}},
 		},
 	}
 	st := toLBState(d, "node1")
@@ -61,7 +63,11 @@ func TestToLBState(t *testing.T) {
 	v6only := st.Frontends[datapath.LBFrontendKey{Addr: a("203.0.113.6"), Port: 80, Proto: 6}]
 	require.Equal(t, datapath.LBFlagExternal|datapath.LBFlagSrcRange, v6only.Flags, "ranges that are all IPv6 allow nobody")
 	require.Empty(t, v6only.SourceRanges)
-	require.Len(t, st.Frontends, 6)
+	lb6 := st.Frontends[datapath.LBFrontendKey{Addr: a("2001:db8:5::6"), Port: 80, Proto: 6}]
+	require.Equal(t, datapath.LBFlagExternal|datapath.LBFlagSrcRange, lb6.Flags)
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("2001:db8:1::/48")}, lb6.SourceRanges,
+		"an IPv6 frontend keeps its IPv6 ranges, masked, for the per-packet path")
+	require.Len(t, st.Frontends, 7)
 }
 
 func TestNodeAddrs(t *testing.T) {

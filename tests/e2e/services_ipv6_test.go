@@ -8,18 +8,16 @@ package e2e
 //	  default/client ──► VIP4/VIP6 ──► default/b2
 //	  default/b1 ◄──────┘
 //
-// Socket LB translates IPv6 frontends at connect(), and IPv4 ones that a
-// dual-stack IPv6 socket reaches at their v4-mapped address; the
-// per-packet path translates IPv4 and drops an IPv6 packet that reaches a
-// frontend untranslated, with a reason.
+// Both modes serve both families: socket LB translates IPv6 frontends at
+// connect() (and IPv4 ones that a dual-stack IPv6 socket reaches at their
+// v4-mapped address), the per-packet path translates IPv6 packets at the
+// pod's interface as it does IPv4 ones.
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/require"
@@ -65,11 +63,17 @@ func TestServiceDualStack(t *testing.T) {
 			// A dual-stack service without endpoints.
 			empty4, empty6 := netip.MustParseAddr("10.96.0.20"), netip.MustParseAddr("fd00:96::14")
 			require.NoError(t, e.c.WriteManifest("svc-empty.yaml", dualServiceYAML("default", "empty", empty4, empty6, webPorts[:1])))
+			// Each backend's own service, for hairpin (routed and bridge).
+			self6 := func(i int) netip.Addr { return netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x96, 15: byte(0x30 + i)}) }
+			for i, b := range []*harness.Pod{b1, b2} {
+				require.NoError(t, e.c.WriteManifest(fmt.Sprintf("svc-self-%d.yaml", i),
+					dualServiceYAML("default", "self-"+b.Name, netip.AddrFrom4([4]byte{10, 96, 1, byte(10 + i)}), self6(i), webPorts[:1], b)))
+			}
 			require.NoError(t, e.c.SyncManifests())
 			e.startAgent(n1)
 			e.startAgent(n2)
-			// web: two ports in two families; empty: one port in two.
-			e.waitServices(6)
+			// web: two ports in two families; empty and self-*: one port in two.
+			e.waitServices(10)
 
 			// IPv4 is served in either mode, also to an IPv6 socket at
 			// the VIP's v4-mapped address (the kernel sends IPv4).
@@ -81,20 +85,6 @@ func TestServiceDualStack(t *testing.T) {
 			require.NoError(t, err, "UDP to ::ffff:%s from a dual-stack IPv6 socket", vip)
 			require.Contains(t, []string{b1.String(), b2.String()}, reply)
 			require.Equal(t, netip.AddrPortFrom(netip.AddrFrom16(vip.As16()), 53), from, "recvfrom shows the v4-mapped VIP")
-
-			if m.name == "per-packet" {
-				// IPv6 frontends are socket LB's: a packet that reaches
-				// one untranslated is dropped where it leaves the pod,
-				// and the flow says why.
-				short, cancel := context.WithTimeout(ctx(t), 3*time.Second)
-				defer cancel()
-				_, err := client.TCPRequest(short, vip6, 80, "whoami")
-				require.Error(t, err, "the IPv6 VIP on the per-packet path")
-				e.waitFlow(n1, "the drop of the untranslated IPv6 VIP", func(f *flowpb.Flow) bool {
-					return isDrop(f, "SERVICE_NEEDS_SOCKET_LB") && f.GetIP().GetDestination() == vip6.String()
-				})
-				return
-			}
 
 			// Both backends serve IPv6 connections and datagrams.
 			seen := map[string]int{}
@@ -120,16 +110,27 @@ func TestServiceDualStack(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, netip.AddrPortFrom(vip6, 53), from, "recvfrom source")
 
-			// No endpoints: refused at once, as for IPv4 (EPERM on
-			// kernels without bpf_set_retval, before 5.18).
+			// No endpoints: refused at once, as for IPv4: an ICMPv6 port
+			// unreachable on the per-packet path, the connect() error
+			// in socket LB (EPERM on kernels without bpf_set_retval,
+			// before 5.18).
 			refused := "connection refused"
-			if !e.status(n1).Kernel.SetRetval {
+			if m.name == "socket-lb" && !e.status(n1).Kernel.SetRetval {
 				refused = "operation not permitted"
 			}
 			_, err = client.TCPRequest(ctx(t), empty6, 80, "whoami")
 			require.ErrorContains(t, err, refused, "an IPv6 service without endpoints")
 			_, _, err = client.PeerRequestMapped(ctx(t), "tcp", empty4, 80, "whoami")
 			require.ErrorContains(t, err, refused, "a v4-mapped service without endpoints")
+
+			// Hairpin over IPv6: each backend lands on itself through
+			// its own service (from the IPv6 service loopback on the
+			// per-packet path).
+			for i, b := range []*harness.Pod{b1, b2} {
+				who, err := b.TCPRequest(ctx(t), self6(i), 80, "whoami")
+				require.NoError(t, err, "%s (%s node) to its own IPv6 service", b, b.Node.Mode)
+				require.Equal(t, b.String(), who)
+			}
 
 			// The translation flow is IPv6: the frontend addressed, the
 			// IPv6 backend chosen, the service and the client pod.

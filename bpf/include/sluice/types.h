@@ -77,12 +77,9 @@ enum sl_drop_reason {
 	 * passes. One reason for both (Hubble's FORBIDDEN_ICMPV6_MESSAGE has
 	 * no IPv4 counterpart). */
 	SL_DROP_ICMP_REDIRECT = 1005,
-	/* An IPv6 packet from a pod to an IPv6 service frontend on the
-	 * per-packet path, which translates IPv4 only: socket LB translates
-	 * IPv6 services at connect() (--socket-lb=all); a packet that reaches
-	 * the VIP untranslated (socket LB off or hostns-only for pods, a
-	 * socket connected before the agent attached) is dropped, never sent
-	 * on toward an address no one owns. */
+	/* No longer sent: before the per-packet path translated IPv6, it
+	 * dropped an IPv6 packet from a pod to an IPv6 frontend with this.
+	 * Reserved, so flows recorded then still read right. */
 	SL_DROP_SERVICE_NEEDS_SOCKET_LB = 1006,
 };
 

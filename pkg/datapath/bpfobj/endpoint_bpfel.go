@@ -555,6 +555,11 @@ type EndpointSlProxyState struct {
 	Pad                  uint32
 }
 
+type EndpointSlReject6Buf struct {
+	_     structs.HostLayout
+	Bytes [96]uint8
+}
+
 type EndpointSlScratch struct {
 	_   structs.HostLayout
 	Pkt struct {
@@ -599,21 +604,22 @@ type EndpointSlScratch struct {
 			_     structs.HostLayout
 			Addr6 [16]uint8
 		}
-		Vport       uint16
-		State       uint8
-		Flags       uint8
-		NatPort     uint16
-		_           [2]byte
-		Expires     uint64
-		CurRev      uint32
-		PolicyRev   uint32
-		Origin      uint8
-		PolicyFlags uint8
-		ProxyPort   uint16
-		Closed      uint8
-		SvcClosed   uint8
-		_           [2]byte
-		RstBack     struct {
+		Vport        uint16
+		State        uint8
+		Flags        uint8
+		NatPort      uint16
+		_            [2]byte
+		Expires      uint64
+		CurRev       uint32
+		PolicyRev    uint32
+		Origin       uint8
+		PolicyFlags  uint8
+		ProxyPort    uint16
+		Closed       uint8
+		SvcClosed    uint8
+		RedirectBack uint8
+		_            [1]byte
+		RstBack      struct {
 			_     structs.HostLayout
 			Addr6 [16]uint8
 		}
@@ -689,6 +695,7 @@ const (
 	EndpointMapSlPolicyCidr        = "sl_policy_cidr"
 	EndpointMapSlPolicyRev         = "sl_policy_rev"
 	EndpointMapSlProxy             = "sl_proxy"
+	EndpointMapSlReject6           = "sl_reject6"
 	EndpointMapSlScratch           = "sl_scratch"
 	EndpointMapSlSockDestroy       = "sl_sock_destroy"
 	EndpointMapSlUplinks           = "sl_uplinks"
@@ -806,6 +813,7 @@ type EndpointMapSpecs struct {
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
 	SlProxy       *ebpf.MapSpec `ebpf:"sl_proxy"`
+	SlReject6     *ebpf.MapSpec `ebpf:"sl_reject6"`
 	SlScratch     *ebpf.MapSpec `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
@@ -897,6 +905,7 @@ type EndpointMaps struct {
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
 	SlProxy       *ebpf.Map `ebpf:"sl_proxy"`
+	SlReject6     *ebpf.Map `ebpf:"sl_reject6"`
 	SlScratch     *ebpf.Map `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
@@ -926,6 +935,7 @@ func (m *EndpointMaps) Close() error {
 		m.SlPolicyCidr,
 		m.SlPolicyRev,
 		m.SlProxy,
+		m.SlReject6,
 		m.SlScratch,
 		m.SlSockDestroy,
 		m.SlUplinks,

@@ -38,6 +38,7 @@ const (
 	HostMapSlPolicyCidr        = "sl_policy_cidr"
 	HostMapSlPolicyRev         = "sl_policy_rev"
 	HostMapSlProxy             = "sl_proxy"
+	HostMapSlReject6           = "sl_reject6"
 	HostMapSlScratch           = "sl_scratch"
 	HostMapSlSockDestroy       = "sl_sock_destroy"
 	HostMapSlUplinks           = "sl_uplinks"
@@ -134,6 +135,7 @@ type HostMapSpecs struct {
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
 	SlProxy       *ebpf.MapSpec `ebpf:"sl_proxy"`
+	SlReject6     *ebpf.MapSpec `ebpf:"sl_reject6"`
 	SlScratch     *ebpf.MapSpec `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
@@ -204,6 +206,7 @@ type HostMaps struct {
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
 	SlProxy       *ebpf.Map `ebpf:"sl_proxy"`
+	SlReject6     *ebpf.Map `ebpf:"sl_reject6"`
 	SlScratch     *ebpf.Map `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
@@ -233,6 +236,7 @@ func (m *HostMaps) Close() error {
 		m.SlPolicyCidr,
 		m.SlPolicyRev,
 		m.SlProxy,
+		m.SlReject6,
 		m.SlScratch,
 		m.SlSockDestroy,
 		m.SlUplinks,

@@ -38,6 +38,7 @@ const (
 	SockMapSlPolicyCidr        = "sl_policy_cidr"
 	SockMapSlPolicyRev         = "sl_policy_rev"
 	SockMapSlProxy             = "sl_proxy"
+	SockMapSlReject6           = "sl_reject6"
 	SockMapSlScratch           = "sl_scratch"
 	SockMapSlSockDestroy       = "sl_sock_destroy"
 	SockMapSlUplinks           = "sl_uplinks"
@@ -148,6 +149,7 @@ type SockMapSpecs struct {
 	SlPolicyCidr  *ebpf.MapSpec `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.MapSpec `ebpf:"sl_policy_rev"`
 	SlProxy       *ebpf.MapSpec `ebpf:"sl_proxy"`
+	SlReject6     *ebpf.MapSpec `ebpf:"sl_reject6"`
 	SlScratch     *ebpf.MapSpec `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.MapSpec `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.MapSpec `ebpf:"sl_uplinks"`
@@ -220,6 +222,7 @@ type SockMaps struct {
 	SlPolicyCidr  *ebpf.Map `ebpf:"sl_policy_cidr"`
 	SlPolicyRev   *ebpf.Map `ebpf:"sl_policy_rev"`
 	SlProxy       *ebpf.Map `ebpf:"sl_proxy"`
+	SlReject6     *ebpf.Map `ebpf:"sl_reject6"`
 	SlScratch     *ebpf.Map `ebpf:"sl_scratch"`
 	SlSockDestroy *ebpf.Map `ebpf:"sl_sock_destroy"`
 	SlUplinks     *ebpf.Map `ebpf:"sl_uplinks"`
@@ -249,6 +252,7 @@ func (m *SockMaps) Close() error {
 		m.SlPolicyCidr,
 		m.SlPolicyRev,
 		m.SlProxy,
+		m.SlReject6,
 		m.SlScratch,
 		m.SlSockDestroy,
 		m.SlUplinks,
