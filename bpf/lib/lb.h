@@ -404,6 +404,19 @@ static __always_inline int lb_hairpin_reply(struct __sk_buff *skb, __u32 ep_id, 
  */
 #define ICMP_CSUM_OFF(pkt) ((pkt)->l4_off + offsetof(struct icmphdr, checksum))
 
+/* The quoted packet's source (src) or destination port, TCP and UDP:
+ * the same in both families. */
+static __always_inline int icmp_inner_port_rewrite(struct __sk_buff *skb, const struct sl_pkt *pkt, bool src,
+						   __be16 old_port, __be16 new_port)
+{
+	if ((pkt->proto != IPPROTO_TCP && pkt->proto != IPPROTO_UDP) || old_port == new_port)
+		return 0;
+	if (bpf_skb_store_bytes(skb, pkt->inner_l4_off + (src ? 0 : 2), &new_port, 2, 0) < 0 ||
+	    bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), old_port, new_port, 2) < 0)
+		return -1;
+	return 0;
+}
+
 /* Rewrite the quoted packet's source (src) or destination address and,
  * for TCP and UDP, port. */
 static __always_inline int icmp_inner_rewrite(struct __sk_buff *skb, const struct sl_pkt *pkt, bool src,
@@ -423,12 +436,7 @@ static __always_inline int icmp_inner_rewrite(struct __sk_buff *skb, const struc
 		    bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), old_ipsum, new_ipsum, 2) < 0)
 			return -1;
 	}
-	if ((pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && old_port != new_port) {
-		if (bpf_skb_store_bytes(skb, pkt->inner_l4_off + (src ? 0 : 2), &new_port, 2, 0) < 0 ||
-		    bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), old_port, new_port, 2) < 0)
-			return -1;
-	}
-	return 0;
+	return icmp_inner_port_rewrite(skb, pkt, src, old_port, new_port);
 }
 
 /* Rewrite the error's own (outer) source or destination address. */
@@ -483,6 +491,33 @@ static __always_inline int icmp6_csum_diff(struct __sk_buff *skb, const struct s
 	return bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), 0, diff, pseudo ? BPF_F_PSEUDO_HDR : 0);
 }
 
+/* icmp_inner_rewrite for ICMPv6: the quoted packet's source (src) or
+ * destination address and, for TCP and UDP, port. */
+static __always_inline int icmp6_inner_rewrite(struct __sk_buff *skb, const struct sl_pkt *pkt, bool src,
+					       const union sl_addr *old_addr, const union sl_addr *new_addr,
+					       __be16 old_port, __be16 new_port)
+{
+	__u32 addr_off = pkt->inner_off + (src ? offsetof(struct ipv6hdr, saddr) : offsetof(struct ipv6hdr, daddr));
+
+	if (!addr6_eq(old_addr, new_addr)) {
+		if (icmp6_csum_diff(skb, pkt, old_addr, new_addr, false) < 0 ||
+		    bpf_skb_store_bytes(skb, addr_off, new_addr->addr6, 16, 0) < 0)
+			return -1;
+	}
+	return icmp_inner_port_rewrite(skb, pkt, src, old_port, new_port);
+}
+
+/* icmp_outer_rewrite for ICMPv6: its checksum's pseudo-header changes too. */
+static __always_inline int icmp6_outer_rewrite(struct __sk_buff *skb, const struct sl_pkt *pkt, bool src,
+					       const union sl_addr *old_addr, const union sl_addr *new_addr)
+{
+	if (addr6_eq(old_addr, new_addr))
+		return 0;
+	if (icmp6_csum_diff(skb, pkt, old_addr, new_addr, true) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, src ? IP6_SRC_OFF : IP6_DST_OFF, new_addr->addr6, 16, 0);
+}
+
 /* lb_rev_translate_icmp for ICMPv6: the quoted destination (backend) back
  * to the frontend, and the error's source too when the backend sent it. */
 static __always_inline int lb_rev_translate_icmp6(struct __sk_buff *skb, struct sl_pkt *pkt,
@@ -490,21 +525,10 @@ static __always_inline int lb_rev_translate_icmp6(struct __sk_buff *skb, struct 
 {
 	const union sl_addr *backend = &pkt->daddr, *front = &rn->addr;
 
-	if (!addr6_eq(backend, front)) {
-		if (icmp6_csum_diff(skb, pkt, backend, front, false) < 0 ||
-		    bpf_skb_store_bytes(skb, pkt->inner_off + offsetof(struct ipv6hdr, daddr), front->addr6, 16, 0) < 0)
-			return -1;
-	}
-	if ((pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && pkt->dport != rn->port) {
-		if (bpf_skb_store_bytes(skb, pkt->inner_l4_off + 2, &rn->port, 2, 0) < 0 ||
-		    bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), pkt->dport, rn->port, 2) < 0)
-			return -1;
-	}
-	if (addr6_eq(&pkt->outer_saddr, backend)) {
-		if (icmp6_csum_diff(skb, pkt, backend, front, true) < 0 ||
-		    bpf_skb_store_bytes(skb, IP6_SRC_OFF, front->addr6, 16, 0) < 0)
-			return -1;
-	}
+	if (icmp6_inner_rewrite(skb, pkt, false, backend, front, pkt->dport, rn->port) < 0)
+		return -1;
+	if (addr6_eq(&pkt->outer_saddr, backend) && icmp6_outer_rewrite(skb, pkt, true, backend, front) < 0)
+		return -1;
 	return 0;
 }
 

@@ -12,7 +12,9 @@
  *                translated back to client ← nodeIP:nodePort before the
  *                node's stack sees it (it would answer with a RST)
  *
- * Uplink connections are tracked in CT under endpoint ID 0.
+ * Uplink connections are tracked in CT under endpoint ID 0. Both families:
+ * each program compiles one path per family (the family a constant), as
+ * the endpoint programs do.
  */
 #ifndef SLUICE_NODEPORT_H
 #define SLUICE_NODEPORT_H
@@ -22,13 +24,32 @@
 #include "route.h"
 
 /* The address to source-translate a connection leaving through ifindex:
- * that uplink's address, as MASQUERADE would pick, or (uplink not known)
- * the address the client addressed. */
-static __always_inline union sl_addr snat_addr(__u32 ifindex, const union sl_addr *front)
+ * that uplink's address of the family, as MASQUERADE would pick, or
+ * (uplink not known, or without an IPv6 address) the address the client
+ * addressed. */
+static __always_inline union sl_addr snat_addr(__u32 ifindex, const union sl_addr *front, const __u8 family)
 {
 	struct sl_uplink *u = bpf_map_lookup_elem(&sl_uplinks, &ifindex);
+	union sl_addr none = {};
 
-	return u ? u->ipv4 : *front;
+	if (!u)
+		return *front;
+	if (family == AF_INET6)
+		return addr6_eq(&u->ipv6, &none) ? *front : u->ipv6;
+	return u->ipv4;
+}
+
+/* Two addresses of family are the same (IPv4: the first four bytes). */
+static __always_inline bool addr_eq(const union sl_addr *a, const union sl_addr *b, const __u8 family)
+{
+	if (family == AF_INET6)
+		return addr6_eq(a, b);
+	return a->addr4 == b->addr4;
+}
+
+static __always_inline __u8 nat_family(const __u8 family)
+{
+	return family == AF_INET6 ? AF_INET6 : 0;
 }
 
 /*
@@ -57,7 +78,7 @@ static __always_inline void snat_owner_key(struct sl_ct_key *k, const struct sl_
 {
 	__builtin_memset(k, 0, sizeof(*k));
 	k->ep_id = UPLINK_EP;
-	k->family = AF_INET;
+	k->family = nk->family == AF_INET6 ? AF_INET6 : AF_INET;
 	k->proto = nk->proto;
 	k->sport = v->client_port;
 	k->dport = v->front_port;
@@ -82,7 +103,7 @@ static __always_inline bool snat_owner_live(const struct sl_nat_key *nk, const s
 	if (e->state == SL_CT_CLOSED && now + ct_timeout_close_ns >= e->expires + SNAT_CLOSE_GRACE_NS)
 		return false;
 	b = bpf_map_lookup_elem(&sl_lb_backends, &e->backend_id);
-	return b && b->addr.addr4 == v->backend.addr4 && b->port == v->backend_port;
+	return b && addr6_eq(&b->addr, &v->backend) && b->port == v->backend_port;
 }
 
 /*
@@ -93,9 +114,9 @@ static __always_inline bool snat_owner_live(const struct sl_nat_key *nk, const s
  * port, or 0 when every probe found a live mapping or the map is full.
  */
 static __always_inline __be16 snat_alloc(const struct sl_pkt *pkt, const union sl_addr *node,
-					 const struct ct_nat *nat, const struct sl_lb_backend *b)
+					 const struct ct_nat *nat, const struct sl_lb_backend *b, const __u8 family)
 {
-	struct sl_nat_key k = { .addr = *node, .proto = pkt->proto };
+	struct sl_nat_key k = { .addr = *node, .proto = pkt->proto, .family = nat_family(family) };
 	struct sl_nat_val v = {
 		.client = pkt->saddr, .client_port = pkt->sport,
 		.backend = b->addr, .backend_port = b->port,
@@ -144,14 +165,15 @@ static __always_inline __be16 snat_alloc(const struct sl_pkt *pkt, const union s
  * SERVICE entry (state, counters), so a closed connection gives its port
  * back. Returns 1 when translated, 0 when not ours, -1 on write errors.
  */
-static __always_inline int snat_reply(struct __sk_buff *skb, struct sl_pkt *pkt)
+static __always_inline int snat_reply(struct __sk_buff *skb, struct sl_pkt *pkt, const __u8 family)
 {
-	struct sl_nat_key k = { .addr = pkt->daddr, .port = pkt->dport, .proto = pkt->proto };
+	struct sl_nat_key k = { .addr = pkt->daddr, .port = pkt->dport, .proto = pkt->proto,
+				.family = nat_family(family) };
 	struct sl_nat_val *v = bpf_map_lookup_elem(&sl_nat, &k);
 	struct sl_ct_key sk;
 	struct sl_ct_entry *se;
 
-	if (!v || v->backend.addr4 != pkt->saddr.addr4 || v->backend_port != pkt->sport)
+	if (!v || !addr_eq(&v->backend, &pkt->saddr, family) || v->backend_port != pkt->sport)
 		return 0;
 	snat_owner_key(&sk, &k, v);
 	se = bpf_map_lookup_elem(&sl_ct, &sk);
@@ -172,8 +194,8 @@ static __always_inline int snat_reply(struct __sk_buff *skb, struct sl_pkt *pkt)
 			ct_refresh(se, pkt, SL_CT_ESTABLISHED, now);
 		}
 	}
-	if (lb_rewrite(skb, pkt, false, v->front.addr4, v->front_port) < 0 ||
-	    lb_rewrite(skb, pkt, true, v->client.addr4, v->client_port) < 0)
+	if (lb_rewrite_family(skb, pkt, false, &v->front, v->front_port, family) < 0 ||
+	    lb_rewrite_family(skb, pkt, true, &v->client, v->client_port, family) < 0)
 		return -1;
 	pkt->saddr = v->front;
 	pkt->sport = v->front_port;
@@ -191,16 +213,36 @@ static __always_inline int snat_reply(struct __sk_buff *skb, struct sl_pkt *pkt)
  * translated (pkt is then the error's own view, for routing), 0 when it
  * is not about an SNATed connection, -1 on write errors.
  */
-static __always_inline int snat_icmp_error(struct __sk_buff *skb, struct sl_pkt *pkt)
+static __always_inline int snat_icmp_error6(struct __sk_buff *skb, struct sl_pkt *pkt,
+					    const struct sl_nat_val *v)
 {
-	struct sl_nat_key k = { .addr = pkt->saddr, .port = pkt->sport, .proto = pkt->proto };
+	if (icmp6_inner_rewrite(skb, pkt, true, &pkt->saddr, &v->client, pkt->sport, v->client_port) < 0 ||
+	    icmp6_inner_rewrite(skb, pkt, false, &pkt->daddr, &v->front, pkt->dport, v->front_port) < 0 ||
+	    icmp6_outer_rewrite(skb, pkt, false, &pkt->outer_daddr, &v->client) < 0)
+		return -1;
+	pkt->outer_daddr = v->client;
+	if (addr6_eq(&pkt->outer_saddr, &v->backend)) {
+		if (icmp6_outer_rewrite(skb, pkt, true, &v->backend, &v->front) < 0)
+			return -1;
+		pkt->outer_saddr = v->front;
+	}
+	pkt_icmp_outer(pkt);
+	return 1;
+}
+
+static __always_inline int snat_icmp_error(struct __sk_buff *skb, struct sl_pkt *pkt, const __u8 family)
+{
+	struct sl_nat_key k = { .addr = pkt->saddr, .port = pkt->sport, .proto = pkt->proto,
+				.family = nat_family(family) };
 	struct sl_nat_val *v;
 
-	if (pkt->outer_daddr.addr4 != pkt->saddr.addr4)
+	if (!addr_eq(&pkt->outer_daddr, &pkt->saddr, family))
 		return 0;
 	v = bpf_map_lookup_elem(&sl_nat, &k);
-	if (!v || v->backend.addr4 != pkt->daddr.addr4 || v->backend_port != pkt->dport)
+	if (!v || !addr_eq(&v->backend, &pkt->daddr, family) || v->backend_port != pkt->dport)
 		return 0;
+	if (family == AF_INET6)
+		return snat_icmp_error6(skb, pkt, v);
 	if (icmp_inner_rewrite(skb, pkt, true, pkt->saddr.addr4, v->client.addr4, pkt->sport, v->client_port) < 0 ||
 	    icmp_inner_rewrite(skb, pkt, false, pkt->daddr.addr4, v->front.addr4, pkt->dport, v->front_port) < 0 ||
 	    icmp_outer_rewrite(skb, false, pkt->outer_daddr.addr4, v->client.addr4) < 0)
@@ -222,7 +264,7 @@ static __always_inline int snat_icmp_error(struct __sk_buff *skb, struct sl_pkt 
  * quotes the packet as translated (client → backend): quote the frontend
  * the client addressed instead.
  */
-static __always_inline int host_egress_icmp_error(struct __sk_buff *skb, struct sl_pkt *pkt)
+static __always_inline int host_egress_icmp_error(struct __sk_buff *skb, struct sl_pkt *pkt, const __u8 family)
 {
 	struct ct_nat nat = {};
 	struct sl_ct_key key;
@@ -233,7 +275,7 @@ static __always_inline int host_egress_icmp_error(struct __sk_buff *skb, struct 
 	if (!e || !e->rev_nat_id || e->expires <= bpf_ktime_get_ns())
 		return SL_NEXT;
 	nat.rev_nat_id = e->rev_nat_id;
-	if (lb_rev_translate_icmp(skb, pkt, &nat, AF_INET) < 0)
+	if (lb_rev_translate_icmp(skb, pkt, &nat, family) < 0)
 		return drop_flags(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
 	count(SL_METRIC_RELATED, SL_DIR_EGRESS, 0, skb->len);
 	return SL_NEXT;
@@ -304,37 +346,23 @@ static __always_inline int host_to_proxy(struct __sk_buff *skb, struct sl_pkt *p
 	return SL_NEXT;
 }
 
-static __always_inline int host_ingress(struct __sk_buff *skb)
+/* A parsed packet of family (a constant) entering the node. */
+static __always_inline int host_ingress_ip(struct __sk_buff *skb, struct sl_pkt *pkt, struct ct_nat *nat,
+					   const __u8 family)
 {
-	struct sl_scratch *st = scratch();
-	struct sl_pkt *pkt;
-	struct ct_nat *nat;
 	struct bpf_fib_lookup fib;
 	struct sl_lb_backend *b;
 	union sl_addr node;
-	enum sl_l3 l3 = SL_L3_OTHER;
-	int reason, lb, ret;
+	int reason = SL_DROP_NONE, lb, ret;
 
-	if (!st)
-		return SL_NEXT; /* never: the array has its one entry */
-	pkt = &st->pkt;
-	nat = &st->nat;
-	__builtin_memset(nat, 0, sizeof(*nat));
-	reason = parse_packet(skb, pkt, &l3);
-	/* The uplink carries everything the node receives: only service
-	 * traffic is ours; anything else, malformed or not, is the stack's.
-	 * (A later fragment whose first one was not seen is the stack's too:
-	 * it may be for the node itself.) */
-	if (l3 != SL_L3_IPV4 || reason != SL_DROP_NONE)
-		return SL_NEXT;
 	if (pkt->icmp_error) {
-		ret = snat_icmp_error(skb, pkt);
+		ret = snat_icmp_error(skb, pkt, family);
 		if (ret < 0)
 			return drop_flags(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
 		if (ret == 0)
 			return SL_NEXT;
 		count(SL_METRIC_RELATED, SL_DIR_INGRESS, 0, skb->len);
-		if (fib_redirect(skb, pkt) < 0)
+		if (fib_redirect(skb, pkt, family) < 0)
 			return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, pkt);
 		return TC_ACT_REDIRECT;
 	}
@@ -342,21 +370,23 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 		return SL_NEXT;
 	/* Before any rewrite: the fragments that follow carry the header as
 	 * it arrived. */
-	if (pkt->first_frag && !frag_remember(skb, pkt, AF_INET))
+	if (pkt->first_frag && !frag_remember(skb, pkt, family))
 		count(SL_METRIC_FRAG_TABLE_FULL, SL_DIR_INGRESS, 0, skb->len);
 
-	if (pkt->proto == IPPROTO_TCP && proxy_in_use()) {
+	/* The proxy takes IPv4 only: an IPv6 connection its policy would
+	 * redirect fails closed at the backend's endpoint. */
+	if (family == AF_INET && pkt->proto == IPPROTO_TCP && proxy_in_use()) {
 		ret = host_to_proxy(skb, pkt, nat);
 		if (ret != HOST_NOT_PROXIED)
 			return ret;
 	}
 
-	ret = snat_reply(skb, pkt);
+	ret = snat_reply(skb, pkt, family);
 	if (ret < 0)
 		return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt);
 	if (ret > 0) {
 		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
-		if (fib_redirect(skb, pkt) < 0)
+		if (fib_redirect(skb, pkt, family) < 0)
 			return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, pkt);
 		return TC_ACT_REDIRECT;
 	}
@@ -369,11 +399,11 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 			return SL_NEXT;
 	}
 	node = pkt->daddr;
-	lb = lb_translate(skb, UPLINK_EP, pkt, nat, &reason, AF_INET);
+	lb = lb_translate(skb, UPLINK_EP, pkt, nat, &reason, family);
 	if (lb == LB_REJECT) {
 		count(SL_METRIC_DROPPED, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, skb->len);
 		emit_event(skb, SL_EVENT_DROP, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, UPLINK_EP, pkt, 0, NULL, 0);
-		return lb_reject(skb, AF_INET);
+		return lb_reject(skb, family);
 	}
 	if (lb == LB_DROP)
 		return drop(skb, SL_DIR_INGRESS, reason, UPLINK_EP, pkt);
@@ -389,7 +419,7 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 		ret = ct_track(UPLINK_EP, pkt, SL_DIR_INGRESS, skb->len, nat);
 		if (ret == CT_FULL)
 			return drop(skb, SL_DIR_INGRESS, SL_DROP_CT_MAP_FULL, UPLINK_EP, pkt);
-		if (ret == CT_NEW && pkt->proto == IPPROTO_TCP && proxy_in_use()) {
+		if (family == AF_INET && ret == CT_NEW && pkt->proto == IPPROTO_TCP && proxy_in_use()) {
 			/* The backend's ingress policy hands it to the proxy: here,
 			 * where it enters the node, after translation (the proxy
 			 * sees the backend as the original destination). */
@@ -415,7 +445,7 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 		if (ret == CT_NEW)
 			emit_event(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, pkt,
 				   nat->rev_nat_id, &nat->vip, nat->vport);
-		if (nat->policy_flags & SL_CT_POL_TO_PROXY) {
+		if (family == AF_INET && (nat->policy_flags & SL_CT_POL_TO_PROXY)) {
 			reason = proxy_assign(skb, pkt, nat->proxy_port);
 			if (reason != SL_DROP_NONE)
 				return drop_flags(skb, SL_DIR_INGRESS, reason, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
@@ -427,12 +457,12 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 	/* A remote backend: the reply must come back through this node, so
 	 * the source becomes the address of the uplink the packet leaves by.
 	 * The route toward the backend does not depend on the source. */
-	ret = fib_lookup4(skb, pkt, &fib);
+	ret = fib_lookup_family(skb, pkt, &fib, family);
 	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, pkt);
-	node = snat_addr(fib.ifindex, &node);
+	node = snat_addr(fib.ifindex, &node, family);
 	if (!nat->nat_port) {
-		nat->nat_port = snat_alloc(pkt, &node, nat, b);
+		nat->nat_port = snat_alloc(pkt, &node, nat, b, family);
 		if (!nat->nat_port)
 			return drop(skb, SL_DIR_INGRESS, SL_DROP_NAT_PORTS_EXHAUSTED, UPLINK_EP, pkt);
 		emit_event(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, pkt,
@@ -450,7 +480,7 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 		if (se)
 			emit_conn_end(skb, &sk, se, pkt->tcp_flags);
 	}
-	if (lb_rewrite(skb, pkt, false, node.addr4, nat->nat_port) < 0)
+	if (lb_rewrite_family(skb, pkt, false, &node, nat->nat_port, family) < 0)
 		return drop(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt);
 	pkt->saddr = node;
 	pkt->sport = nat->nat_port;
@@ -460,28 +490,17 @@ static __always_inline int host_ingress(struct __sk_buff *skb)
 	return TC_ACT_REDIRECT;
 }
 
+
 /* Replies of local backends to external clients leave through the uplink:
  * give them the frontend's address back. */
-static __always_inline int host_egress(struct __sk_buff *skb)
+static __always_inline int host_egress_ip(struct __sk_buff *skb, struct sl_pkt *pkt, struct ct_nat *nat,
+					  const __u8 family)
 {
-	struct sl_scratch *st = scratch();
-	struct sl_pkt *pkt;
-	struct ct_nat *nat;
 	struct sl_ct_key key;
 	struct sl_ct_entry *e;
-	enum sl_l3 l3 = SL_L3_OTHER;
-	int reason;
 
-	if (!st)
-		return SL_NEXT; /* never: the array has its one entry */
-	pkt = &st->pkt;
-	nat = &st->nat;
-	__builtin_memset(nat, 0, sizeof(*nat));
-	reason = parse_packet(skb, pkt, &l3);
-	if (l3 != SL_L3_IPV4 || reason != SL_DROP_NONE)
-		return SL_NEXT;
 	if (pkt->icmp_error)
-		return host_egress_icmp_error(skb, pkt);
+		return host_egress_icmp_error(skb, pkt, family);
 	if (pkt->proto != IPPROTO_TCP && pkt->proto != IPPROTO_UDP)
 		return SL_NEXT;
 	/* Only replies of uplink connections: look before tracking, so the
@@ -494,10 +513,47 @@ static __always_inline int host_egress(struct __sk_buff *skb)
 	 * it was handed (tracked so the connection stays established). */
 	if (ct_track(UPLINK_EP, pkt, SL_DIR_EGRESS, skb->len, nat) != CT_REPLY || !nat->rev_nat_id)
 		return SL_NEXT;
-	if (lb_rev_translate(skb, UPLINK_EP, pkt, nat, AF_INET) < 0)
+	if (lb_rev_translate(skb, UPLINK_EP, pkt, nat, family) < 0)
 		return drop_reply(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt);
 	count(SL_METRIC_FORWARDED, SL_DIR_EGRESS, 0, skb->len);
 	return SL_NEXT;
+}
+
+/* An uplink's program, ingress or egress (a constant): one path per family. */
+static __always_inline int host_prog(struct __sk_buff *skb, const bool ingress)
+{
+	struct sl_scratch *st = scratch();
+	enum sl_l3 l3 = SL_L3_OTHER;
+	int reason;
+
+	if (!st)
+		return SL_NEXT; /* never: the array has its one entry */
+	__builtin_memset(&st->nat, 0, sizeof(st->nat));
+	reason = parse_packet(skb, &st->pkt, &l3);
+	/* The uplink carries everything the node receives and sends: only
+	 * service traffic is ours; anything else, malformed or not, is the
+	 * stack's. (A later fragment whose first one was not seen is the
+	 * stack's too: it may be for the node itself; so is IPv6 neighbour
+	 * discovery.) */
+	if (reason != SL_DROP_NONE)
+		return SL_NEXT;
+	if (l3 == SL_L3_IPV4)
+		return ingress ? host_ingress_ip(skb, &st->pkt, &st->nat, AF_INET) :
+				 host_egress_ip(skb, &st->pkt, &st->nat, AF_INET);
+	if (l3 == SL_L3_IPV6 && !st->pkt.nd)
+		return ingress ? host_ingress_ip(skb, &st->pkt, &st->nat, AF_INET6) :
+				 host_egress_ip(skb, &st->pkt, &st->nat, AF_INET6);
+	return SL_NEXT;
+}
+
+static __always_inline int host_ingress(struct __sk_buff *skb)
+{
+	return host_prog(skb, true);
+}
+
+static __always_inline int host_egress(struct __sk_buff *skb)
+{
+	return host_prog(skb, false);
 }
 
 #endif /* SLUICE_NODEPORT_H */

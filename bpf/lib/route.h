@@ -32,6 +32,27 @@ static __always_inline int fib_lookup4(struct __sk_buff *skb, const struct sl_pk
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
+/* The same for an IPv6 packet. */
+static __always_inline int fib_lookup6(struct __sk_buff *skb, const struct sl_pkt *pkt,
+				       struct bpf_fib_lookup *fib)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = AF_INET6;
+	fib->l4_protocol = pkt->proto;
+	__builtin_memcpy(fib->ipv6_src, pkt->saddr.addr6, 16);
+	__builtin_memcpy(fib->ipv6_dst, pkt->daddr.addr6, 16);
+	fib->ifindex = skb->ifindex;
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+static __always_inline int fib_lookup_family(struct __sk_buff *skb, const struct sl_pkt *pkt,
+					     struct bpf_fib_lookup *fib, const __u8 family)
+{
+	if (family == AF_INET6)
+		return fib_lookup6(skb, pkt, fib);
+	return fib_lookup4(skb, pkt, fib);
+}
+
 /* Send the packet where a lookup sent it. */
 static __always_inline int fib_forward(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int rc)
 {
@@ -45,10 +66,10 @@ static __always_inline int fib_forward(struct __sk_buff *skb, struct bpf_fib_loo
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-static __always_inline int fib_redirect(struct __sk_buff *skb, const struct sl_pkt *pkt)
+static __always_inline int fib_redirect(struct __sk_buff *skb, const struct sl_pkt *pkt, const __u8 family)
 {
 	struct bpf_fib_lookup fib;
-	int rc = fib_lookup4(skb, pkt, &fib);
+	int rc = fib_lookup_family(skb, pkt, &fib, family);
 
 	return fib_forward(skb, &fib, rc);
 }

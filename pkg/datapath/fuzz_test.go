@@ -80,7 +80,7 @@ func fuzzState(dp *Datapath) error {
 	}); err != nil {
 		return err
 	}
-	if err := m.PutUplink(loIfindex, netip.MustParseAddr("172.16.0.1")); err != nil {
+	if err := m.PutUplink(loIfindex, netip.MustParseAddr("172.16.0.1"), netip.MustParseAddr("fd00:16::1")); err != nil {
 		return err
 	}
 	o := dp.Objects()

@@ -302,11 +302,13 @@ func (dp *Datapath) reconcilePins(spec *ebpf.CollectionSpec) error {
 // field whose zero means what those entries meant. The LB maps' family
 // byte (IPv6 services) is such a field: 0 is IPv4, so an upgrade keeps
 // the frontends, the backends (and the IDs conntrack holds) and socket
-// LB's reverse translations of connected sockets.
+// LB's reverse translations of connected sockets. So is sl_nat's (IPv6
+// NodePorts): the SNAT ports of open external connections stay theirs.
 var samePinnedBytes = map[string][]uint64{
 	bpfobj.EndpointMapSlLbSvc:      {0x418b868937cfe6aa},
 	bpfobj.EndpointMapSlLbBackends: {0x483b820edd8095f5},
 	bpfobj.EndpointMapSlLbSock:     {0xf8887379e559e8cc},
+	bpfobj.EndpointMapSlNat:        {0x60e32db91de72afb},
 }
 
 // innerChange says why a map of maps' inner capacity does not match.

@@ -280,11 +280,17 @@ func (m *Maps) DeleteEndpoint(ifindex uint32) error {
 	return nil
 }
 
-// PutUplink records an uplink and the address external connections are
-// source-translated to when they leave through it.
-func (m *Maps) PutUplink(ifindex uint32, snat netip.Addr) error {
+// PutUplink records an uplink and the addresses external connections are
+// source-translated to when they leave through it, one per family (an
+// invalid snat6: IPv6 connections keep the address they were sent to).
+func (m *Maps) PutUplink(ifindex uint32, snat4, snat6 netip.Addr) error {
 	var v bpfobj.EndpointSlUplink
-	v.Ipv4.Addr6 = raw.AddrTo(snat)
+	if snat4.IsValid() {
+		v.Ipv4.Addr6 = raw.AddrTo(snat4)
+	}
+	if snat6.IsValid() {
+		v.Ipv6.Addr6 = raw.AddrTo(snat6)
+	}
 	if err := m.Uplinks.Put(ifindex, &v); err != nil {
 		return fmt.Errorf("write uplink ifindex %d: %w", ifindex, mapErr(m.Uplinks, err))
 	}

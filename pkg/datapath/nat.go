@@ -29,7 +29,7 @@ type NATUsage struct {
 func natOwnerKey(k *bpfobj.EndpointSlNatKey, v *bpfobj.EndpointSlNatVal) bpfobj.EndpointSlCtKey {
 	var ck bpfobj.EndpointSlCtKey
 	ck.EpId = 0
-	ck.Family = afInet
+	ck.Family = natFamily(k)
 	ck.Proto = k.Proto
 	ck.Sport = v.ClientPort
 	ck.Dport = v.FrontPort
@@ -41,6 +41,16 @@ func natOwnerKey(k *bpfobj.EndpointSlNatKey, v *bpfobj.EndpointSlNatVal) bpfobj.
 
 // afInet is AF_INET as the datapath stores it in keys.
 const afInet = unix.AF_INET
+
+// natFamily is the address family of an SNAT mapping: its key's family
+// byte is 0 for IPv4 (mappings pinned before the byte existed) and
+// AF_INET6 for IPv6.
+func natFamily(k *bpfobj.EndpointSlNatKey) uint8 {
+	if k.Family == unix.AF_INET6 {
+		return unix.AF_INET6
+	}
+	return afInet
+}
 
 // natMappingLive says whether the SNAT mapping k → v still belongs to a
 // connection: its owner entry exists, has not expired, is not closed (a
@@ -135,7 +145,7 @@ func (m *Maps) NATUsage() ([]NATUsage, error) {
 	now := MonotonicNow()
 	err := walk(m.NAT, func(k *bpfobj.EndpointSlNatKey, v *bpfobj.EndpointSlNatVal) bool {
 		if m.natMappingLive(k, v, now, snatCloseGraceNs) {
-			inUse[key{raw.AddrFrom(k.Addr.Addr6, afInet), k.Proto}]++
+			inUse[key{raw.AddrFrom(k.Addr.Addr6, natFamily(k)), k.Proto}]++
 		}
 		return true
 	})

@@ -78,7 +78,7 @@ type Manager struct {
 	attached map[int]bool
 	// uplinks are the interfaces with the uplink programs, and the SNAT
 	// address recorded for each.
-	uplinks map[int]netip.Addr
+	uplinks map[int]uplink
 	synced  bool
 	lastErr error
 	// passes counts completed reconcile passes; passed is closed and
@@ -102,7 +102,7 @@ func New(opts Options) *Manager {
 	}
 	m := &Manager{
 		opts: opts, log: opts.Logger,
-		endpoints: map[model.NamespacedName]*endpoint{}, attached: map[int]bool{}, uplinks: map[int]netip.Addr{},
+		endpoints: map[model.NamespacedName]*endpoint{}, attached: map[int]bool{}, uplinks: map[int]uplink{},
 		passed: make(chan struct{}), hints: map[model.NamespacedName][]string{},
 	}
 	m.loop = reconcile.New(reconcile.Options{MinInterval: opts.MinInterval, Resync: opts.Resync, Observe: opts.ObservePass}, m.reconcile)

@@ -32,12 +32,22 @@ var vip6 = netip.MustParseAddr("fd00:96::a")
 // and its two EndpointSlices, one per family, as the API server and the
 // EndpointSlice controller hold them.
 func dualServiceYAML(ns, name string, vip4, vip6 netip.Addr, ports []svcPort, pods ...*harness.Pod) string {
+	return dualServiceSpecYAML(ns, name, vip4, vip6, ports, "", pods...)
+}
+
+// dualServiceSpecYAML is dualServiceYAML with more lines of spec (a type,
+// externalTrafficPolicy, ...); a port's nodePort is its port + 30000.
+func dualServiceSpecYAML(ns, name string, vip4, vip6 netip.Addr, ports []svcPort, spec string, pods ...*harness.Pod) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata:\n  name: %s\n  namespace: %s\nspec:\n  clusterIP: %s\n  clusterIPs: [%s, %s]\n  ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: RequireDualStack\n  ports:\n",
 		name, ns, vip4, vip4, vip6)
 	for _, p := range ports {
 		fmt.Fprintf(&b, "  - name: %s\n    port: %d\n    targetPort: %d\n    protocol: %s\n", p.name, p.port, p.backend, p.proto)
+		if spec != "" {
+			fmt.Fprintf(&b, "    nodePort: %d\n", 30000+p.port)
+		}
 	}
+	b.WriteString(spec)
 	for _, fam := range []string{"IPv4", "IPv6"} {
 		writeSlice(&b, ns, name, name+"-"+strings.ToLower(fam), fam, ports, ready(pods...))
 	}
@@ -144,6 +154,95 @@ func TestServiceDualStack(t *testing.T) {
 			require.Equal(t, "web", f.GetDestinationService().GetName(), "the flow names the service")
 			require.Equal(t, "client", f.GetSource().GetPodName(), "and the client pod")
 			require.Equal(t, flowpb.IPVersion_IPv6, f.GetIP().GetIpVersion())
+		})
+	}
+}
+
+// Service frontends reached from outside the node over either family:
+// the uplink programs translate IPv6 NodePorts and LoadBalancer IPs as
+// IPv4 ones, with the same test.
+//
+//	ext1 ──► node1 [NodePort 30080, Cluster] ──► b1 (local) / b2 via SNAT to node1
+//	ext1 ──► node2 [NodePort 30081, Local]   ──► b2, which sees ext1's address
+//	ext1 ──► LB IP via node2 (a route on ext1) ──► b2
+func TestServiceFromOutsideBothFamilies(t *testing.T) {
+	e := newEnv(t)
+	n1 := e.node("node1", harness.Routed)
+	n2 := e.node("node2", harness.Bridge)
+	add := func(n *harness.Node, name string) *harness.Pod {
+		p, err := n.AddPodFamily(ctx(t), harness.DualStack, "default", name, map[string]string{"app": "web"})
+		require.NoError(t, err)
+		return p
+	}
+	b1, b2 := add(n1, "b1"), add(n2, "b2")
+	serveWeb(t, b1, b2)
+	ext, err := e.c.AddExternal(ctx(t), "ext1")
+	require.NoError(t, err)
+	lb4, lb6 := netip.MustParseAddr("10.96.200.50"), netip.MustParseAddr("fd00:96:200::50")
+	port80 := webPorts[:1]
+	require.NoError(t, e.c.WriteManifest("svc-cluster.yaml", dualServiceSpecYAML("default", "np-cluster", vip, vip6, port80,
+		"  type: NodePort\n  externalTrafficPolicy: Cluster\n", b1, b2)))
+	local := port80[0]
+	local.port = 81
+	require.NoError(t, e.c.WriteManifest("svc-local.yaml", dualServiceSpecYAML("default", "np-local",
+		netip.MustParseAddr("10.96.0.11"), netip.MustParseAddr("fd00:96::b"), []svcPort{local},
+		fmt.Sprintf("  type: LoadBalancer\n  externalTrafficPolicy: Local\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: %s\n    - ip: %s\n", lb4, lb6), b1, b2)))
+	empty := port80[0]
+	empty.port = 82
+	require.NoError(t, e.c.WriteManifest("svc-empty.yaml", dualServiceSpecYAML("default", "np-empty",
+		netip.MustParseAddr("10.96.0.12"), netip.MustParseAddr("fd00:96::c"), []svcPort{empty}, "  type: NodePort\n")))
+	require.NoError(t, e.c.SyncManifests())
+	e.startAgent(n1)
+	e.startAgent(n2)
+	// Per service and family: the cluster IP, the NodePort on both nodes'
+	// addresses of the family (and the LB IP for np-local).
+	e.waitServices(20)
+
+	for _, fam := range []struct {
+		name             string
+		node1, node2, lb netip.Addr
+		client           netip.Addr
+	}{
+		{"IPv4", n1.IP, n2.IP, lb4, ext.IP},
+		{"IPv6", n1.IP6, n2.IP6, lb6, ext.IP6},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			// Cluster: both backends serve through node1, b2 via SNAT
+			// to node1's address of the family.
+			seen := map[string]bool{}
+			for range 30 {
+				who, err := ext.TCPRequest(ctx(t), fam.node1, 30080, "whoami")
+				require.NoError(t, err, "external client to %s", netip.AddrPortFrom(fam.node1, 30080))
+				seen[who] = true
+			}
+			require.Len(t, seen, 2, "local and remote backends both reached: %v", seen)
+			for range 5 {
+				peer, err := ext.TCPRequest(ctx(t), fam.node1, 30080, "whoiscalling")
+				require.NoError(t, err)
+				ap, err := netip.ParseAddrPort(peer)
+				require.NoError(t, err, "whoiscalling answered %q", peer)
+				require.Contains(t, []netip.Addr{fam.node1, fam.client}, ap.Addr(),
+					"b1 sees the client, b2 (remote, SNAT) sees node1")
+			}
+
+			// Local, at node2's NodePort and at the LoadBalancer IP routed
+			// to node2: only b2, which sees the client's own address.
+			_, err := ext.Exec(ctx(t), "ip", "route", "replace", netip.PrefixFrom(fam.lb, fam.lb.BitLen()).String(), "via", fam.node2.String())
+			require.NoError(t, err)
+			for _, dst := range []netip.AddrPort{netip.AddrPortFrom(fam.node2, 30081), netip.AddrPortFrom(fam.lb, 81)} {
+				peer, err := ext.TCPRequest(ctx(t), dst.Addr(), int(dst.Port()), "whoiscalling")
+				require.NoError(t, err, "to %s", dst)
+				ap, err := netip.ParseAddrPort(peer)
+				require.NoError(t, err, "whoiscalling answered %q", peer)
+				require.Equal(t, fam.client, ap.Addr(), "externalTrafficPolicy Local keeps the client address (%s)", dst)
+				who, err := ext.TCPRequest(ctx(t), dst.Addr(), int(dst.Port()), "whoami")
+				require.NoError(t, err)
+				require.Equal(t, "default/b2", who)
+			}
+
+			// No endpoints: refused at once (ICMP / ICMPv6 port unreachable).
+			_, err = ext.TCPRequest(ctx(t), fam.node1, 30082, "whoami")
+			require.ErrorContains(t, err, "connection refused")
 		})
 	}
 }

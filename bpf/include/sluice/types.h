@@ -596,6 +596,7 @@ struct sl_lb_sock_key {
  * a remote backend (an externalIP or LoadBalancer IP is not the node's). */
 struct sl_uplink {
 	union sl_addr ipv4;
+	union sl_addr ipv6; /* zero: none, IPv6 connections keep the address they were sent to */
 };
 
 /*
@@ -607,7 +608,9 @@ struct sl_nat_key {
 	union sl_addr addr;
 	__be16 port;
 	__u8 proto;
-	__u8 pad;
+	/* 0 for IPv4 (it was padding: mappings pinned before read the same),
+	 * AF_INET6 for IPv6. */
+	__u8 family;
 };
 
 struct sl_nat_val {

@@ -156,18 +156,28 @@ func (p *Pod) SetMTU(mtu int) error {
 // returns the path MTU the socket learned (IP_MTU): smaller than the
 // interface's only if an ICMP "fragmentation needed" came back and was
 // accepted.
+//
+// Over IPv6 (dst an IPv6 address) the same with IPV6_MTU_DISCOVER and
+// IPV6_MTU: the client learns from an ICMPv6 "packet too big".
 func (h *Host) PathMTU(dst netip.Addr, port, size int, wait time.Duration) (int, error) {
 	mtu := 0
+	af, level, discover, mtuOpt := unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_MTU
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: dst.As16(), Port: port}
+	if dst.Is4() {
+		af, level, discover, mtuOpt = unix.AF_INET, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_MTU
+		sa = &unix.SockaddrInet4{Addr: dst.As4(), Port: port}
+	}
 	err := h.InNetns(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		fd, err := unix.Socket(af, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO); err != nil {
+		// IP_PMTUDISC_DO and IPV6_PMTUDISC_DO are both 2.
+		if err := unix.SetsockoptInt(fd, level, discover, unix.IP_PMTUDISC_DO); err != nil {
 			return err
 		}
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.As4(), Port: port}); err != nil {
+		if err := unix.Connect(fd, sa); err != nil {
 			return err
 		}
 		payload := make([]byte, size)
@@ -178,7 +188,7 @@ func (h *Host) PathMTU(dst netip.Addr, port, size int, wait time.Duration) (int,
 			}
 			time.Sleep(wait / 3)
 		}
-		mtu, err = unix.GetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU)
+		mtu, err = unix.GetsockoptInt(fd, level, mtuOpt)
 		return err
 	})
 	if err != nil {

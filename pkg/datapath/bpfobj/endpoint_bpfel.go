@@ -478,9 +478,9 @@ type EndpointSlNatKey struct {
 		_     structs.HostLayout
 		Addr6 [16]uint8
 	}
-	Port  uint16
-	Proto uint8
-	Pad   uint8
+	Port   uint16
+	Proto  uint8
+	Family uint8
 }
 
 type EndpointSlNatVal struct {
@@ -664,6 +664,10 @@ const (
 type EndpointSlUplink struct {
 	_    structs.HostLayout
 	Ipv4 struct {
+		_     structs.HostLayout
+		Addr6 [16]uint8
+	}
+	Ipv6 struct {
 		_     structs.HostLayout
 		Addr6 [16]uint8
 	}
