@@ -161,11 +161,11 @@ demo: build ## Two simulated nodes, pods, traffic, connections and drops, networ
 	$(GO) run ./tools/demo --bin-dir $(CURDIR)/$(BIN)
 
 .PHONY: bench
-bench: ## BPF_PROG_TEST_RUN ns/op and verifier instruction counts
+bench: ## BPF_PROG_TEST_RUN ns/op (IPv4 and IPv6) and every program's verifier instruction count against the 1M limit
 	$(GO) test -run '^$$' -bench . -benchtime 200000x ./pkg/datapath/
 
 .PHONY: bench-lb
-bench-lb: build ## Service LB vs kube-proxy iptables/nftables: conn/s, req/s, test-run ns/pkt, cold programming (root; needs iptables, nftables)
+bench-lb: build ## Service LB vs kube-proxy iptables/nftables, IPv4 and IPv6: conn/s, req/s, test-run ns/pkt, verifier counts, cold programming (root; needs iptables, nftables)
 	$(GO) build -o $(BIN)/benchlb ./tools/benchlb
 	$(BIN)/benchlb --bin-dir $(CURDIR)/$(BIN) --repo $(CURDIR) $(BENCHLB_FLAGS)
 
@@ -185,7 +185,7 @@ bench-l7: build ## L7 proxy cost per HTTP request: req/s, p50/p99 and conn/s thr
 	$(BIN)/benchlb l7 --bin-dir $(CURDIR)/$(BIN) $(BENCHL7_FLAGS)
 
 .PHONY: bench-policy
-bench-policy: ## Network policy: test-run ns/pkt at 10/1k/10k entries, conn/s with 10k rules vs iptables-legacy/-nft and an nftables set (root; needs iptables, nftables)
+bench-policy: ## Network policy, IPv4 and IPv6: test-run ns/pkt at 10/1k/10k entries, conn/s with 10k rules vs iptables-legacy/-nft and an nftables set (root; needs iptables, nftables)
 	$(GO) build -o $(BIN)/benchpolicy ./tools/benchpolicy
 	$(BIN)/benchpolicy --repo $(CURDIR) $(BENCHPOLICY_FLAGS)
 

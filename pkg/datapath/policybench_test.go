@@ -2,17 +2,19 @@ package datapath
 
 // The cost of ingress policy in sl_to_ep, through BPF_PROG_TEST_RUN:
 //
-//	peer 10.0.0.2 (identity 2000: tcp/8080 and udp/53 allowed) ─┐
-//	peer 10.0.0.3 (identity 3000: no rule, denied)             ─┼─ sl_to_ep ─► pod 10.0.0.1 (endpoint 7)
-//	                                                             │
+//	peer 10.0.0.2 fd00::2 (identity 2000: tcp/8080 and udp/53 allowed) ─┐
+//	peer 10.0.0.3 fd00::3 (identity 3000: no rule, denied)             ─┼─ sl_to_ep ─► pod 10.0.0.1 fd00::1 (endpoint 7)
+//	                                                                     │
 //	  "pol":   a datapath whose endpoint has n policy entries, ingress enforced
 //	  "nopol": a second datapath, same programs and ipcache, endpoint flags 0
 //	  "noop":  a program that only returns TC_ACT_UNSPEC
 //
 // The three are measured in one loop, so the ratios compare runs made
-// under the same machine conditions.
+// under the same machine conditions; IPv4 and IPv6 packets too, against
+// the same policy entries (they name identities) and a dual-stack ipcache.
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -72,7 +74,18 @@ const (
 // The allowed peer's two entries sit in the middle of the list; a trie
 // lookup does not depend on where an entry was written.
 //
+// With IPv6 (the default), every identity also has an IPv6 address in the
+// ipcache (fd00:200::/64), every ipBlock class an IPv6 CIDR as well
+// (fd00:172:16:k::/64), the pod and the peers their IPv6 addresses, and the
+// four packet kinds are measured for IPv6 too, in the same loop: metrics
+// syn6-pol-…, udp6-…, deny6-…, est6-…, and <kind>6-x-ipv4, the IPv6 median
+// over the IPv4 one. N counts policy entries, the same for both families:
+// the ipcache and the CIDR trie hold one address or prefix per family.
+//
 //	go test -run '^$' -bench Policy -benchtime 20000x ./pkg/datapath/
+//
+// SLUICE_BENCH_POLICY_FAMILIES picks the families ("ipv4,ipv6"; "ipv4"
+// alone is the benchmark as it was before IPv6, with an IPv4-only ipcache).
 func BenchmarkPolicy(b *testing.B) {
 	scales := []int{10, 1_000, 10_000}
 	if s := os.Getenv("SLUICE_BENCH_POLICY_SCALES"); s != "" {
@@ -84,9 +97,10 @@ func BenchmarkPolicy(b *testing.B) {
 			scales = append(scales, n)
 		}
 	}
+	fams := benchFamilies(b, "SLUICE_BENCH_POLICY_FAMILIES")
 	logVerifierCounts(b)
 	for _, n := range scales {
-		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) { benchPolicyScale(b, n) })
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) { benchPolicyScale(b, n, fams) })
 	}
 }
 
@@ -98,12 +112,18 @@ func policyBenchConfig(root string) Config {
 
 // policyBenchState returns n ingress entries for endpoint 7 (see
 // BenchmarkPolicy for their shape), including the allowed peer's two, and
-// the ipcache that goes with them.
-func policyBenchState(n int) (EndpointPolicy, map[netip.Prefix]IPCacheEntry) {
+// the ipcache that goes with them, with IPv6 addresses and CIDRs beside
+// the IPv4 ones when ipv6 is set.
+func policyBenchState(n int, ipv6 bool) (EndpointPolicy, map[netip.Prefix]IPCacheEntry) {
 	ipc := map[netip.Prefix]IPCacheEntry{
 		netip.PrefixFrom(podIP, 32):   {Identity: podID, EndpointID: 7},
 		netip.PrefixFrom(peerIP, 32):  {Identity: peerID},
 		netip.PrefixFrom(peer3IP, 32): {Identity: peer3},
+	}
+	if ipv6 {
+		ipc[netip.PrefixFrom(pod6, 128)] = IPCacheEntry{Identity: podID, EndpointID: 7}
+		ipc[netip.PrefixFrom(peer6, 128)] = IPCacheEntry{Identity: peerID}
+		ipc[netip.PrefixFrom(peer36, 128)] = IPCacheEntry{Identity: peer3}
 	}
 	var p EndpointPolicy
 	rule := uint32(1)
@@ -123,11 +143,19 @@ func policyBenchState(n int) (EndpointPolicy, map[netip.Prefix]IPCacheEntry) {
 			k := slot / 5
 			class := class1 + uint32(k)
 			p.CIDRs = append(p.CIDRs, PolicyCIDR{Dir: dirIn, Prefix: netip.PrefixFrom(nthAddr(netip.MustParseAddr("172.16.0.0"), k*256), 24), Class: class})
+			if ipv6 {
+				net6 := netip.MustParseAddr("fd00:172:16::").As16()
+				binary.BigEndian.PutUint16(net6[6:], uint16(k))
+				p.CIDRs = append(p.CIDRs, PolicyCIDR{Dir: dirIn, Prefix: netip.PrefixFrom(netip.AddrFrom16(net6), 64), Class: class})
+			}
 			add(PolicyEntry{Identity: class, Proto: tcp, Port: 443, PortPrefixLen: 16})
 			continue
 		}
 		id := uint32(100_000 + slot)
 		ipc[netip.PrefixFrom(nthAddr(netip.MustParseAddr("10.200.0.0"), slot+1), 32)] = IPCacheEntry{Identity: id}
+		if ipv6 {
+			ipc[netip.PrefixFrom(nthAddr(netip.MustParseAddr("fd00:200::"), slot+1), 128)] = IPCacheEntry{Identity: id}
+		}
 		for _, pp := range ports {
 			if len(p.Entries) < fillers {
 				add(PolicyEntry{Identity: id, Proto: pp.proto, Port: pp.port, PortPrefixLen: 16})
@@ -148,11 +176,15 @@ func policyBenchState(n int) (EndpointPolicy, map[netip.Prefix]IPCacheEntry) {
 // policyBenchDatapath loads a datapath for the benchmark with endpoint 7
 // under the given flags and, when flags enforce anything, policy p. Its
 // events are drained as the agent drains them; the returned stop ends that.
-func policyBenchDatapath(b *testing.B, flags uint32, p EndpointPolicy, ipc map[netip.Prefix]IPCacheEntry) (*Datapath, func()) {
+func policyBenchDatapath(b *testing.B, flags uint32, p EndpointPolicy, ipc map[netip.Prefix]IPCacheEntry, ipv6 bool) (*Datapath, func()) {
 	dp, err := Load(policyBenchConfig(testRoot(b)), nil)
 	require.NoError(b, err)
 	m := dp.Maps()
-	require.NoError(b, m.PutEndpoint(EndpointEntry{IfIndex: loIfindex, ID: 7, IPv4: podIP, Identity: podID, PolicyFlags: flags}))
+	ep := EndpointEntry{IfIndex: loIfindex, ID: 7, IPv4: podIP, Identity: podID, PolicyFlags: flags}
+	if ipv6 {
+		ep.IPv6 = pod6 // a dual-stack pod
+	}
+	require.NoError(b, m.PutEndpoint(ep))
 	_, _, err = m.SyncIPCache(ipc)
 	require.NoError(b, err)
 	if flags != 0 {
@@ -177,15 +209,49 @@ func policyBenchDatapath(b *testing.B, flags uint32, p EndpointPolicy, ipc map[n
 	return dp, func() { rd.Close(); <-done; dp.Close() }
 }
 
-func benchPolicyScale(b *testing.B, n int) {
-	p, ipc := policyBenchState(n)
+// policyBenchFamily is one address family's addresses and packets in
+// BenchmarkPolicy.
+type policyBenchFamily struct {
+	// suffix follows the packet kind in the metrics: none for IPv4 (the
+	// names the reports have always read), "6" for IPv6.
+	suffix            string
+	pod, peer, denied netip.Addr
+	tcp               func(src, dst netip.Addr, sport, dport uint16, f flags) []byte
+	udp               func(src, dst netip.Addr, sport, dport uint16) []byte
+}
+
+func policyBenchFamilies(b *testing.B, fams []string) []policyBenchFamily {
+	var out []policyBenchFamily
+	for _, f := range fams {
+		if f == "ipv6" {
+			out = append(out, policyBenchFamily{suffix: "6", pod: pod6, peer: peer6, denied: peer36,
+				tcp: func(src, dst netip.Addr, sport, dport uint16, fl flags) []byte {
+					return pkt6(src, dst, nil, tcp, append(tcp6(sport, dport, fl), "hello"...))
+				},
+				udp: func(src, dst netip.Addr, sport, dport uint16) []byte {
+					return pkt6(src, dst, nil, udp, udp6(sport, dport))
+				}})
+			continue
+		}
+		out = append(out, policyBenchFamily{pod: podIP, peer: peerIP, denied: peer3IP,
+			tcp: func(src, dst netip.Addr, sport, dport uint16, fl flags) []byte {
+				return tcpPkt(b, src, dst, sport, dport, fl)
+			},
+			udp: func(src, dst netip.Addr, sport, dport uint16) []byte { return udpPkt(b, src, dst, sport, dport) }})
+	}
+	return out
+}
+
+func benchPolicyScale(b *testing.B, n int, fams []string) {
+	ipv6 := slices.Contains(fams, "ipv6")
+	p, ipc := policyBenchState(n, ipv6)
 	require.Len(b, p.Entries, n)
 	start := time.Now()
-	pol, stopPol := policyBenchDatapath(b, EPFlagPolicyIngress, p, ipc)
+	pol, stopPol := policyBenchDatapath(b, EPFlagPolicyIngress, p, ipc, ipv6)
 	defer stopPol()
-	b.Logf("entries=%d: %d entries (%d CIDR classes), %d ipcache entries, written in %s",
-		n, len(p.Entries), len(p.CIDRs), len(ipc), time.Since(start).Round(time.Millisecond))
-	nopol, stopNopol := policyBenchDatapath(b, 0, p, ipc)
+	b.Logf("entries=%d: %d entries (%d CIDR prefixes), %d ipcache entries (%s), written in %s",
+		n, len(p.Entries), len(p.CIDRs), len(ipc), strings.Join(fams, ", "), time.Since(start).Round(time.Millisecond))
+	nopol, stopNopol := policyBenchDatapath(b, 0, p, ipc, ipv6)
 	defer stopNopol()
 	noop, err := ebpf.NewProgram(passThroughSpec())
 	require.NoError(b, err)
@@ -193,20 +259,21 @@ func benchPolicyScale(b *testing.B, n int) {
 
 	fromWireCtx := SkbContext{IngressIfindex: fromWire}.Encode()
 	const estPort = 40000
-	estPkt := tcpPkt(b, peerIP, podIP, estPort, benchTCPPort, flags{ack: true})
-	denyPkt := tcpPkt(b, peer3IP, podIP, 41000, benchTCPPort, flags{syn: true})
+	families := policyBenchFamilies(b, fams)
 	establish := func(dp *Datapath) {
-		for _, s := range []struct {
-			prog *ebpf.Program
-			pkt  []byte
-		}{
-			{dp.objs.SlToEp, tcpPkt(b, peerIP, podIP, estPort, benchTCPPort, flags{syn: true})},
-			{dp.objs.SlFromEp, tcpPkt(b, podIP, peerIP, benchTCPPort, estPort, flags{syn: true, ack: true})},
-			{dp.objs.SlToEp, estPkt},
-		} {
-			ret, _, err := TestRun(s.prog, s.pkt, fromWireCtx)
-			require.NoError(b, err)
-			require.Equal(b, verdictNext, ret, "establishing the connection of the est samples")
+		for _, f := range families {
+			for _, s := range []struct {
+				prog *ebpf.Program
+				pkt  []byte
+			}{
+				{dp.objs.SlToEp, f.tcp(f.peer, f.pod, estPort, benchTCPPort, flags{syn: true})},
+				{dp.objs.SlFromEp, f.tcp(f.pod, f.peer, benchTCPPort, estPort, flags{syn: true, ack: true})},
+				{dp.objs.SlToEp, f.tcp(f.peer, f.pod, estPort, benchTCPPort, flags{ack: true})},
+			} {
+				ret, _, err := TestRun(s.prog, s.pkt, fromWireCtx)
+				require.NoError(b, err)
+				require.Equal(b, verdictNext, ret, "establishing the connection of the est%s samples", f.suffix)
+			}
 		}
 	}
 	establish(pol)
@@ -219,18 +286,26 @@ func benchPolicyScale(b *testing.B, n int) {
 		verdict uint32
 		d       []time.Duration
 	}
-	syn := func(sport uint16) []byte { return tcpPkt(b, peerIP, podIP, sport, benchTCPPort, flags{syn: true}) }
-	udpFirst := func(sport uint16) []byte { return udpPkt(b, peerIP, podIP, sport, benchUDPPort) }
 	fixed := func(pkt []byte) func(uint16) []byte { return func(uint16) []byte { return pkt } }
-	kinds := []*sampleKind{
-		{name: "noop", prog: noop, pkt: syn, verdict: verdictNext},
-		{name: "syn-nopol", prog: nopol.objs.SlToEp, pkt: syn, verdict: verdictNext},
-		{name: "syn-pol", prog: pol.objs.SlToEp, pkt: syn, verdict: verdictNext},
-		{name: "udp-nopol", prog: nopol.objs.SlToEp, pkt: udpFirst, verdict: verdictNext},
-		{name: "udp-pol", prog: pol.objs.SlToEp, pkt: udpFirst, verdict: verdictNext},
-		{name: "deny-pol", prog: pol.objs.SlToEp, pkt: fixed(denyPkt), verdict: verdictDrop},
-		{name: "est-nopol", prog: nopol.objs.SlToEp, pkt: fixed(estPkt), verdict: verdictNext},
-		{name: "est-pol", prog: pol.objs.SlToEp, pkt: fixed(estPkt), verdict: verdictNext},
+	first := families[0]
+	kinds := []*sampleKind{{name: "noop", prog: noop, verdict: verdictNext,
+		pkt: func(sport uint16) []byte {
+			return first.tcp(first.peer, first.pod, sport, benchTCPPort, flags{syn: true})
+		}}}
+	for _, f := range families {
+		syn := func(sport uint16) []byte { return f.tcp(f.peer, f.pod, sport, benchTCPPort, flags{syn: true}) }
+		udpFirst := func(sport uint16) []byte { return f.udp(f.peer, f.pod, sport, benchUDPPort) }
+		estPkt := f.tcp(f.peer, f.pod, estPort, benchTCPPort, flags{ack: true})
+		denyPkt := f.tcp(f.denied, f.pod, 41000, benchTCPPort, flags{syn: true})
+		s := f.suffix
+		kinds = append(kinds,
+			&sampleKind{name: "syn" + s + "-nopol", prog: nopol.objs.SlToEp, pkt: syn, verdict: verdictNext},
+			&sampleKind{name: "syn" + s + "-pol", prog: pol.objs.SlToEp, pkt: syn, verdict: verdictNext},
+			&sampleKind{name: "udp" + s + "-nopol", prog: nopol.objs.SlToEp, pkt: udpFirst, verdict: verdictNext},
+			&sampleKind{name: "udp" + s + "-pol", prog: pol.objs.SlToEp, pkt: udpFirst, verdict: verdictNext},
+			&sampleKind{name: "deny" + s + "-pol", prog: pol.objs.SlToEp, pkt: fixed(denyPkt), verdict: verdictDrop},
+			&sampleKind{name: "est" + s + "-nopol", prog: nopol.objs.SlToEp, pkt: fixed(estPkt), verdict: verdictNext},
+			&sampleKind{name: "est" + s + "-pol", prog: pol.objs.SlToEp, pkt: fixed(estPkt), verdict: verdictNext})
 	}
 	for _, k := range kinds {
 		k.d = make([]time.Duration, 0, b.N)
@@ -269,18 +344,28 @@ func benchPolicyScale(b *testing.B, n int) {
 		b.ReportMetric(float64(q3.Nanoseconds()), k.name+"-q3-ns")
 	}
 	ratio := func(unit string, a, base time.Duration) {
-		if base > 0 {
+		if base > 0 && a > 0 {
 			b.ReportMetric(float64(a)/float64(base), unit)
 		}
 	}
 	for _, k := range kinds[1:] {
 		ratio(k.name+"-x-noop", med[k.name], med["noop"])
 	}
-	for _, c := range []string{"syn", "udp", "est"} {
-		ratio(c+"-pol-x-nopol", med[c+"-pol"], med[c+"-nopol"])
+	for _, f := range families {
+		for _, c := range []string{"syn", "udp", "est"} {
+			c += f.suffix
+			ratio(c+"-pol-x-nopol", med[c+"-pol"], med[c+"-nopol"])
+		}
+		// A denied SYN against an admitted one without policy.
+		ratio("deny"+f.suffix+"-pol-x-nopol", med["deny"+f.suffix+"-pol"], med["syn"+f.suffix+"-nopol"])
 	}
-	// A denied SYN against an admitted one without policy.
-	ratio("deny-pol-x-nopol", med["deny-pol"], med["syn-nopol"])
+	// IPv6 over IPv4, every packet kind, measured in the same loop.
+	for _, k := range kinds[1:] {
+		if packet, variant, _ := strings.Cut(k.name, "-"); !strings.HasSuffix(packet, "6") {
+			v6 := packet + "6-" + variant
+			ratio(v6+"-x-ipv4", med[v6], med[k.name])
+		}
+	}
 }
 
 // durationQuartiles returns the first quartile, the median and the third

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/sluice-net/sluice/internal/testing/harness"
+	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
 // edgeNamespace holds the edge scenario's pods, services and policies.
@@ -51,7 +52,7 @@ func edgeManifest(pods []*harness.Pod, services int) string {
 	var b strings.Builder
 	for i := range services {
 		app := i % edgeApps
-		vip := nthAddr(serviceBase, i+1)
+		vip := benchkit.NthAddr(familyIPv4.serviceBase, i+1)
 		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc-%03d\n  namespace: %s\n  labels: {app: app-%d}\nspec:\n  selector: {app: app-%d}\n  clusterIP: %s\n  clusterIPs: [%s]\n  ports:\n  - name: http\n    port: 80\n    targetPort: http\n    protocol: TCP\n",
 			i, edgeNamespace, app, app, vip, vip)
 		fmt.Fprintf(&b, "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-%03d-x1y2z\n  namespace: %s\n  labels:\n    kubernetes.io/service-name: svc-%03d\n    endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io\naddressType: IPv4\nports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n",

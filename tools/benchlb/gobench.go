@@ -14,17 +14,15 @@ func runGoBenches(ctx context.Context, o options, rep *report) error {
 	if err := benchkit.CheckModuleRoot(o.Repo); err != nil {
 		return err
 	}
-	benchkit.Logf("=== go test -bench LB ./pkg/datapath/ (BPF_PROG_TEST_RUN)")
-	bpf, other, err := benchkit.GoTest{Dir: o.Repo, Pkg: "./pkg/datapath/", Bench: "^BenchmarkLB$", Benchtime: o.BPFBenchtime}.Run(ctx)
+	families := strings.Join(o.families, ",")
+	benchkit.Logf("=== go test -bench LB ./pkg/datapath/ (BPF_PROG_TEST_RUN, %s)", families)
+	bpf, other, err := benchkit.GoTest{Dir: o.Repo, Pkg: "./pkg/datapath/", Bench: "^BenchmarkLB$", Benchtime: o.BPFBenchtime,
+		Env: []string{"SLUICE_BENCH_LB_FAMILIES=" + families}}.Run(ctx)
 	if err != nil {
 		return err
 	}
 	rep.BPF = bpf
-	for _, l := range other {
-		if strings.HasPrefix(l, "verifier: ") {
-			rep.Verifier = append(rep.Verifier, l)
-		}
-	}
+	rep.Verifier = benchkit.ParseVerifier(other)
 	benchkit.Logf("=== go test -bench LBColdProgramming ./pkg/servicesync/ (reconciler cold pass)")
 	if rep.LBCold, _, err = (benchkit.GoTest{Dir: o.Repo, Pkg: "./pkg/servicesync/", Bench: "^BenchmarkLBColdProgramming$", Benchtime: o.lbBenchtime}).Run(ctx); err != nil {
 		return err

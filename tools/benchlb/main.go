@@ -32,23 +32,40 @@ the ratios; nothing here passes or fails on time):
       sluice-*-all-flows  the same with --flow-events=all (every event, as before the default became connections)
       sluice-socket    sluice-agent --socket-lb=all (connect() goes to the backend)
       iptables-legacy  kube-proxy iptables-mode nat rules, iptables-legacy-restore
+                       (and ip6tables-legacy-restore for IPv6)
       iptables-nft     the same rules through iptables-nft-restore (nf_tables backend)
-      nftables         kube-proxy nftables-mode table, nft -f
+      nftables         kube-proxy nftables-mode table, nft -f (table ip, and ip6 for IPv6)
       direct           the client connects to the backend pod IP: the baseline
+    in each address family of --families (default ipv4,ipv6). With IPv6
+    the pods are dual-stack and every service is a dual-stack Service
+    (RequireDualStack: an IPv4 and an IPv6 cluster IP, an EndpointSlice
+    per family), so N services are N frontends in each family, 2N in
+    Sluice's maps, and kube-proxy's variants load their rules for each
+    family (iptables and ip6tables, table ip and ip6), as kube-proxy does
+    on a dual-stack node; direct's IPv6 baseline connects to the backend
+    pod's IPv6 address. Each run of a variant measures every family
+    against the same agent or rules, the order of the families
+    alternating from one run to the next. A family that fails in a run is
+    reported with why (for Sluice, with the drops its datapath counted
+    meanwhile, e.g. an IPv6 VIP on the per-packet path while that path
+    translates IPv4 only: SERVICE_NEEDS_SOCKET_LB) and the run goes on.
     Only the target service (the last in rule order, iptables' worst case)
     has the real backend; the others are fillers with fake endpoints that
     make the tables large. Rounds are interleaved (each round runs every
-    variant once, in an order rotated per round); the report gives medians
-    over rounds and, per round, the ratio to that round's direct run
-    (median and interquartile range of those ratios).
+    variant once, in an order rotated per round); the report gives, per
+    family, medians over rounds and, per round, the ratio to that round's
+    direct run of the same family (median and interquartile range of
+    those ratios), and with both families each variant's IPv6 rate over
+    its IPv4 rate of the same run (direct's is the kernel's own IPv6
+    difference, the one to compare with).
     Topology: one routed simulated node (internal/testing/harness: network namespaces,
     no traffic leaves them) with the client and backend pods on it, so the
     client→backend path crosses the node's netns once (veth → routing →
     veth), where kube-proxy's rules and Sluice's programs act.
-    Conntrack is active in the node netns for every variant (a CNI-style
-    egress masquerade table is loaded at setup, and the legacy nat table,
-    which cannot be unregistered once used, is instantiated up front), as
-    on a real node. Sluice's variants run with its defaults, so their
+    Conntrack is active in the node netns for every variant and family (a
+    CNI-style egress masquerade table, ip and ip6, is loaded at setup, and
+    the legacy nat tables, which cannot be unregistered once used, are
+    instantiated up front), as on a real node. Sluice's variants run with its defaults, so their
     packets between the two pods skip the node's stack (BPF host routing)
     where kube-proxy's cannot; the agent is measured once it is idle after
     programming (its CPU time still for a second).
@@ -58,12 +75,21 @@ the ratios; nothing here passes or fails on time):
     bpftool link is reported.
  2. BPF_PROG_TEST_RUN ns/packet of sl_from_ep for a SYN to a VIP and an
     established packet at 10/10k/100k services, with a no-op program as the
-    baseline, and verifier instruction counts:
-      go test -run '^$' -bench LB ./pkg/datapath/
+    baseline, for each family of --families (IPv6: fd00:96:: frontends,
+    timed in the same loop as IPv4, with N frontends of each family in
+    the maps). Each row says what the program did with the family's
+    packets, checked on every sample: translated to the backend, or
+    dropped and why (a drop is timed as a drop, never passed off as a
+    translation). Then every program's verifier figures: its length, the
+    instructions the verifier walked to accept it and their share of the
+    kernel's 1,000,000 limit (sl_from_ep, sl_to_ep, sl_from_netdev,
+    sl_to_netdev and the socket programs, connect4/6, sendmsg4/6,
+    recvmsg4/6, getpeername4/6):
+      SLUICE_BENCH_LB_FAMILIES=ipv4,ipv6 go test -run '^$' -bench LB ./pkg/datapath/
  3. Cold programming of 10k services × 10 endpoints: Sluice's reconciler
     first pass into empty maps (go test -bench LBColdProgramming ./pkg/servicesync/),
     vs iptables-legacy-restore, iptables-nft-restore and nft -f of the
-    equivalent kube-proxy rules into an empty netns; and ns/op and
+    equivalent kube-proxy rules into an empty netns (IPv4 services); and ns/op and
     allocs/op of the reconciler's passes, cold and after one service
     changed, with and without the kernel map writes, next to a full
     recompute as the previous design did it (go test -bench LBReconcile
@@ -72,7 +98,8 @@ the ratios; nothing here passes or fails on time):
 
 Requires: root (namespaces, cgroups, bpffs, eBPF), Linux with tcx (6.6+),
 cgroup v2, bpffs, and the Debian packages
-  iptables   (iptables-legacy-restore, iptables-nft-restore, iptables-legacy)
+  iptables   (iptables-legacy-restore, iptables-nft-restore, iptables-legacy,
+              and their ip6tables counterparts for IPv6)
   nftables   (nft)
   bpftool    (bpftool link/prog show)
   iproute2, util-linux (ip, nsenter: the harness)
@@ -89,6 +116,7 @@ type options struct {
 	benchkit.GoBenchFlags
 	scales          []int
 	variants        []string
+	families        []string
 	fillerEndpoints int
 	coldServices    int
 	coldEndpoints   int
@@ -122,6 +150,7 @@ func main() {
 	var o options
 	scales := flag.String("scales", "10,1000,10000", "comma-separated service counts for the rate measurements")
 	variants := flag.String("variants", strings.Join(allVariants, ","), "variants to measure (direct is always added: it is the baseline)")
+	families := flag.String("families", strings.Join(benchkit.Families, ","), "address families to measure, ipv4 and/or ipv6 (dual-stack pods and services when both)")
 	o.OutputFlags.Register(flag.CommandLine)
 	o.RateFlags.Register(flag.CommandLine, "rate measurement (conn/s and req/s each)")
 	o.GoBenchFlags.Register(flag.CommandLine, "run the go test benchmarks (parts 2 and 3) and include them in the report")
@@ -141,6 +170,9 @@ func main() {
 	}
 	if o.variants, err = benchkit.ParseVariants(*variants, allVariants, "direct"); err != nil {
 		driver.Fatalf("-variants: %v", err)
+	}
+	if o.families, err = benchkit.ParseFamilies(*families); err != nil {
+		driver.Fatalf("-families: %v", err)
 	}
 	if err := o.RateFlags.Validate(); err != nil {
 		driver.Fatalf("%v", err)
@@ -173,6 +205,14 @@ func checkTools(o options) error {
 	}
 	if slices.Contains(o.variants, "iptables-nft") || !o.skipCold {
 		need = append(need, "iptables-nft-restore")
+	}
+	if slices.Contains(o.families, "ipv6") && !o.skipRates {
+		if slices.Contains(o.variants, "iptables-legacy") {
+			need = append(need, "ip6tables-legacy-restore", "ip6tables-legacy")
+		}
+		if slices.Contains(o.variants, "iptables-nft") {
+			need = append(need, "ip6tables-nft-restore")
+		}
 	}
 	if o.GoBenchFlags.Run {
 		need = append(need, "go")

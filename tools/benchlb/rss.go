@@ -233,7 +233,7 @@ func rss(ctx context.Context, o rssOptions) (*rssReport, error) {
 		rep.Endpoints = 0 // a service's endpoints are its app's pods
 		what = fmt.Sprintf("edge: %d pods, %d services, 4 policies", o.pods, o.services)
 	} else {
-		manifest = sluiceManifest(genServices(o.services, o.endpoints, netip.AddrPort{}, "", "", ""))
+		manifest = sluiceManifest([]ipFamily{familyIPv4}, [][]svcSpec{genServices(familyIPv4, o.services, o.endpoints, netip.AddrPort{}, "", "", "")})
 		what = fmt.Sprintf("%d services × %d endpoints", o.services, o.endpoints)
 	}
 	if err := c.SyncManifests(); err != nil {

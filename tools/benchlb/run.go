@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluice-net/sluice/internal/testing/harness"
+	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/tools/internal/benchkit"
 )
 
@@ -43,6 +45,10 @@ type bench struct {
 	backend  *harness.Pod
 	agent    *harness.Agent
 	rep      *report
+	// fams are the families measured (o.families); families measures
+	// each run in them.
+	fams     []ipFamily
+	families benchkit.FamilyRunner
 }
 
 func run(ctx context.Context, o options) (*report, error) {
@@ -62,6 +68,10 @@ func run(ctx context.Context, o options) (*report, error) {
 		return rep, err
 	}
 	b := &bench{o: o, self: self, rep: rep}
+	for _, f := range o.families {
+		b.fams = append(b.fams, familyNamed(f))
+		b.families.Families = append(b.families.Families, familyNamed(f).Family)
+	}
 	benchkit.RemoveStale()
 	b.c, err = benchkit.NewCluster(ctx, "benchlb", o.Verbose)
 	if err != nil {
@@ -102,33 +112,56 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.node, err = b.c.AddNode(ctx, "node1", harness.Routed); err != nil {
 		return err
 	}
-	if b.client, err = b.node.AddPod(ctx, "default", "client", map[string]string{"app": "client"}); err != nil {
+	// Dual-stack pods when IPv6 is measured: IPv4 stays the pods' first
+	// address, as in a dual-stack cluster whose primary family is IPv4.
+	podFamily := harness.IPv4
+	if slices.Contains(b.o.families, "ipv6") {
+		podFamily = harness.DualStack
+	}
+	if b.client, err = b.node.AddPodFamily(ctx, podFamily, "default", "client", map[string]string{"app": "client"}); err != nil {
 		return err
 	}
-	if b.backend, err = b.node.AddPod(ctx, "default", "backend", map[string]string{"app": "backend"}, harness.Port{Name: "http", Port: backendPort}); err != nil {
+	if b.backend, err = b.node.AddPodFamily(ctx, podFamily, "default", "backend", map[string]string{"app": "backend"}, harness.Port{Name: "http", Port: backendPort}); err != nil {
 		return err
 	}
 	if err := b.c.SyncManifests(); err != nil {
 		return err
 	}
-	baseline := benchkit.Baseline{MasqueradeTable: baseTable, PodCIDR: clusterCIDR}
+	baseline := benchkit.Baseline{MasqueradeTable: baseTable, PodCIDR: familyIPv4.clusterCIDR}
+	if podFamily == harness.DualStack {
+		baseline.PodCIDR6 = familyIPv6.clusterCIDR
+	}
 	if slices.Contains(b.o.variants, "iptables-legacy") {
 		baseline.LegacyTable = "nat"
+		if podFamily == harness.DualStack {
+			baseline.LegacyTable6 = "nat"
+		}
 	}
 	if err := baseline.Apply(ctx, b.node, b.client, b.dir); err != nil {
 		return err
 	}
-	if err := benchkit.StartEcho(ctx, b.backend, b.client, b.self, b.backendAddr()); err != nil {
+	var backends []netip.AddrPort
+	for _, f := range b.fams {
+		backends = append(backends, b.backendAddr(f))
+	}
+	if err := benchkit.StartEcho(ctx, b.backend, b.client, b.self, backends...); err != nil {
 		return err
 	}
-	benchkit.Logf("node %s: client %s, backend %s:%d (same node: the path crosses the node netns once)", b.node.Name, b.client.IP, b.backend.IP, backendPort)
+	benchkit.Logf("node %s: client %s, backend %s (same node: the path crosses the node netns once)", b.node.Name, b.client.IPs, backends)
 	return nil
 }
 
-func (b *bench) backendAddr() netip.AddrPort { return netip.AddrPortFrom(b.backend.IP, backendPort) }
+// backendAddr is the backend pod's echo server at its address of family f.
+func (b *bench) backendAddr(f ipFamily) netip.AddrPort {
+	if f.Name == "ipv6" {
+		return netip.AddrPortFrom(b.backend.IPv6(), backendPort)
+	}
+	return netip.AddrPortFrom(b.backend.IP, backendPort)
+}
 
-func (b *bench) probe(ctx context.Context, addr netip.AddrPort) error {
-	_, err := b.client.Exec(ctx, b.self, "probe", "-addr", addr.String())
+// probe waits up to timeout for an echo from addr.
+func (b *bench) probe(ctx context.Context, addr netip.AddrPort, timeout time.Duration) error {
+	_, err := b.client.Exec(ctx, b.self, "probe", "-addr", addr.String(), "-timeout", timeout.String())
 	return err
 }
 
@@ -144,49 +177,50 @@ func (b *bench) loadgen(ctx context.Context, addr netip.AddrPort, mode string) (
 	return r, nil
 }
 
-// rates runs the interleaved rounds of every variant at n services.
+// rates runs the interleaved rounds of every variant at n services (of
+// every measured family: dual-stack services when there are two).
 func (b *bench) rates(ctx context.Context, n int) error {
-	svcs := genServices(n, b.o.fillerEndpoints, netip.AddrPortFrom(b.backend.IP, backendPort), b.backend.Namespace, b.backend.Name, b.node.Name)
-	target := netip.AddrPortFrom(svcs[n-1].VIP, svcPort)
-	files := map[string]string{
-		"iptables": filepath.Join(b.dir, fmt.Sprintf("iptables-%d.rules", n)),
-		"nft":      filepath.Join(b.dir, fmt.Sprintf("nftables-%d.nft", n)),
-		"empty":    filepath.Join(b.dir, "iptables-empty.rules"),
+	files := map[string]string{"empty": filepath.Join(b.dir, "iptables-empty.rules")}
+	contents := map[string]string{"empty": iptablesEmpty}
+	sr := &scaleResult{Services: n, Targets: map[string]string{}}
+	targets := map[string]netip.AddrPort{}
+	var byFamily [][]svcSpec
+	for _, f := range b.fams {
+		svcs := genServices(f, n, b.o.fillerEndpoints, b.backendAddr(f), b.backend.Namespace, b.backend.Name, b.node.Name)
+		byFamily = append(byFamily, svcs)
+		targets[f.Name] = netip.AddrPortFrom(svcs[n-1].VIP, svcPort)
+		sr.Targets[f.Name] = targets[f.Name].String()
+		files["iptables-"+f.Name] = filepath.Join(b.dir, fmt.Sprintf("%s-%d.rules", f.Iptables, n))
+		files["nft-"+f.Name] = filepath.Join(b.dir, fmt.Sprintf("nftables-%s-%d.nft", f.Nft, n))
+		contents["iptables-"+f.Name], contents["nft-"+f.Name] = iptablesRules(f, svcs), nftRules(f, svcs)
 	}
-	for k, content := range map[string]string{"iptables": iptablesRules(svcs), "nft": nftRules(svcs), "empty": iptablesEmpty} {
+	for k, content := range contents {
 		if err := os.WriteFile(files[k], []byte(content), 0o644); err != nil {
 			return err
 		}
 	}
-	if err := b.c.WriteManifest("services.yaml", sluiceManifest(svcs)); err != nil {
+	if err := b.c.WriteManifest("services.yaml", sluiceManifest(b.fams, byFamily)); err != nil {
 		return err
 	}
-	sr := &scaleResult{Services: n, Target: target.String()}
 	b.rep.Rates = append(b.rep.Rates, sr)
-	benchkit.Logf("=== %d services: target %s (last in rule order), %d rounds of %s", n, target, b.o.Rounds, strings.Join(b.o.variants, ", "))
-	addrOf := func(v string) netip.AddrPort {
-		if v == "direct" {
-			return b.backendAddr()
-		}
-		return target
-	}
+	benchkit.Logf("=== %d services (%s): targets %v (last in rule order), %d rounds of %s", n, strings.Join(b.o.families, ", "), sr.Targets, b.o.Rounds, strings.Join(b.o.variants, ", "))
 	trial := benchkit.Trial[sample]{
 		Label:  fmt.Sprintf("%d svc", n),
 		Enable: func(ctx context.Context, v string) error { return b.enable(ctx, v, n, files) },
 		Measure: func(ctx context.Context, v string) (sample, error) {
-			var s sample
-			if err := b.probe(ctx, addrOf(v)); err != nil {
-				return s, err
-			}
 			var err error
-			if s.Conn, err = b.loadgen(ctx, addrOf(v), "conn"); err != nil {
-				return s, err
-			}
-			s.RR, err = b.loadgen(ctx, addrOf(v), "rr")
+			s := sample{}
+			s.Families, err = b.families.Measure(ctx, v, func(ctx context.Context, f benchkit.Family, timeout time.Duration, fs *benchkit.FamilySample) error {
+				addr := targets[f.Name]
+				if v == "direct" {
+					addr = b.backendAddr(familyNamed(f.Name))
+				}
+				return b.measureFamily(ctx, addr, timeout, fs)
+			})
 			return s, err
 		},
 		Disable:  b.disable,
-		Describe: func(s sample) string { return fmt.Sprintf("%9.0f conn/s %9.0f req/s", s.Conn.Rate, s.RR.Rate) },
+		Describe: func(s sample) string { return s.Describe(b.o.families) },
 	}
 	err := benchkit.Interleave(ctx, b.o.Rounds, b.o.variants, trial, func(run benchkit.Run[sample]) {
 		s := run.Result
@@ -196,8 +230,71 @@ func (b *bench) rates(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	sr.summarize(b.o.variants)
+	sr.summarize(b.o.variants, b.o.families)
 	return nil
+}
+
+// measureFamily probes addr, then measures the connection and the
+// request rate to it into fs. A Sluice variant that fails says which
+// drops its datapath counted meanwhile (an IPv6 VIP on the per-packet
+// path: SERVICE_NEEDS_SOCKET_LB).
+func (b *bench) measureFamily(ctx context.Context, addr netip.AddrPort, timeout time.Duration, fs *benchkit.FamilySample) error {
+	before := b.agentCounters(ctx)
+	err := b.probe(ctx, addr, timeout)
+	if err == nil {
+		fs.Conn, err = b.loadgen(ctx, addr, "conn")
+	}
+	if err == nil {
+		fs.RR, err = b.loadgen(ctx, addr, "rr")
+	}
+	if err != nil {
+		if drops := dropDelta(before, b.agentCounters(ctx)); drops != "" {
+			err = fmt.Errorf("%w; the datapath counted drops meanwhile: %s", err, drops)
+		}
+	}
+	return err
+}
+
+// agentCounters are the running agent's datapath counters, nil when no
+// agent runs (a kube-proxy variant or direct) or it does not answer.
+func (b *bench) agentCounters(ctx context.Context) []api.Counter {
+	if b.agent == nil {
+		return nil
+	}
+	st, err := b.node.AgentStatus(ctx)
+	if err != nil {
+		return nil
+	}
+	return st.Counters
+}
+
+// dropDelta says which drops grew from before to after, by reason and
+// direction, e.g. "SERVICE_NEEDS_SOCKET_LB (egress) ×34"; "" when none did
+// or there is nothing to compare.
+func dropDelta(before, after []api.Counter) string {
+	if after == nil {
+		return ""
+	}
+	key := func(c api.Counter) string { return c.Reason + " (" + c.Direction + ")" }
+	was := map[string]uint64{}
+	for _, c := range before {
+		if c.Verdict == "dropped" {
+			was[key(c)] += c.Packets
+		}
+	}
+	grew := map[string]uint64{}
+	for _, c := range after {
+		if c.Verdict == "dropped" {
+			grew[key(c)] += c.Packets
+		}
+	}
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(grew)) {
+		if grew[k] > was[k] {
+			out = append(out, fmt.Sprintf("%s ×%d", k, grew[k]-was[k]))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // slowOnce reports whether a cold load already measured took so long that
@@ -221,9 +318,11 @@ func (b *bench) enable(ctx context.Context, v string, n int, files map[string]st
 		// (the bpf root is removed in between), closed entries live
 		// --ct-timeout-close (10s), and a run opens rate × (warm-up +
 		// duration) connections with two CT entries each.
-		lbMax := max(262144, 4*n)
+		// Each family has its own n frontends.
+		fams := len(b.fams)
+		lbMax := max(262144, 4*n*fams)
 		a, err := b.node.StartAgent(b.agentBin, "--socket-lb="+mode, "--log-level=warn", flowEvents,
-			fmt.Sprintf("--lb-max=%d", lbMax), fmt.Sprintf("--lb-backends-max=%d", max(65536, 2*n+1024)),
+			fmt.Sprintf("--lb-max=%d", lbMax), fmt.Sprintf("--lb-backends-max=%d", max(65536, 2*n*fams+1024)),
 			"--ct-max=524288", "--ct-gc-interval=2s")
 		if err != nil {
 			return err
@@ -236,12 +335,12 @@ func (b *bench) enable(ctx context.Context, v string, n int, files map[string]st
 		}
 		for {
 			st, err := b.node.AgentStatus(wctx)
-			if err == nil && st.Services.Frontends >= n {
+			if err == nil && st.Services.Frontends >= n*fams {
 				return settle(wctx, a.Pid())
 			}
 			select {
 			case <-wctx.Done():
-				return fmt.Errorf("agent did not program %d services: last status %+v, %v; log:\n%s", n, st, err, a.Logs())
+				return fmt.Errorf("agent did not program %d frontends (%d services × %d families): last status %+v, %v; log:\n%s", n*fams, n, fams, st, err, a.Logs())
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
@@ -251,16 +350,27 @@ func (b *bench) enable(ctx context.Context, v string, n int, files map[string]st
 		}
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
 		defer cancel()
-		_, err := b.node.Exec(lctx, v+"-restore", files["iptables"])
-		return err
+		// kube-proxy programs each family with its own command:
+		// iptables-legacy-restore, ip6tables-legacy-restore, ...
+		backend := strings.TrimPrefix(v, "iptables")
+		for _, f := range b.fams {
+			if _, err := b.node.Exec(lctx, f.Iptables+backend+"-restore", files["iptables-"+f.Name]); err != nil {
+				return err
+			}
+		}
+		return nil
 	case "nftables":
 		if err := b.verifyDetached(ctx); err != nil {
 			return err
 		}
 		lctx, cancel := context.WithTimeout(ctx, loadTimeout)
 		defer cancel()
-		_, err := b.node.Exec(lctx, "nft", "-f", files["nft"])
-		return err
+		for _, f := range b.fams {
+			if _, err := b.node.Exec(lctx, "nft", "-f", files["nft-"+f.Name]); err != nil {
+				return err
+			}
+		}
+		return nil
 	case "direct":
 		return b.verifyDetached(ctx)
 	}
@@ -293,17 +403,28 @@ func (b *bench) disable(ctx context.Context, v string) error {
 		}
 		b.reportBpftoolLinks(ctx)
 		return nil
-	case "iptables-legacy":
-		_, err := b.node.Exec(ctx, "iptables-legacy-restore", filepath.Join(b.dir, "iptables-empty.rules"))
-		return err
-	case "iptables-nft":
-		if _, err := b.node.Exec(ctx, "iptables-nft-restore", filepath.Join(b.dir, "iptables-empty.rules")); err != nil {
-			return err
+	case "iptables-legacy", "iptables-nft":
+		backend := strings.TrimPrefix(v, "iptables")
+		for _, f := range b.fams {
+			if _, err := b.node.Exec(ctx, f.Iptables+backend+"-restore", filepath.Join(b.dir, "iptables-empty.rules")); err != nil {
+				return err
+			}
+			if v == "iptables-nft" {
+				// Drop the emptied table too: its base chains would
+				// stay hooked.
+				if err := benchkit.DeleteNftTableOf(ctx, b.node, f.Nft, "nat"); err != nil {
+					return err
+				}
+			}
 		}
-		// Drop the emptied table too: its base chains would stay hooked.
-		return benchkit.DeleteNftTable(ctx, b.node, "nat")
+		return nil
 	case "nftables":
-		return benchkit.DeleteNftTable(ctx, b.node, nftTable)
+		for _, f := range b.fams {
+			if err := benchkit.DeleteNftTableOf(ctx, b.node, f.Nft, nftTable); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return nil
 }
@@ -367,12 +488,12 @@ func (b *bench) cold(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	svcs := genServices(b.o.coldServices, b.o.coldEndpoints, netip.AddrPort{}, "", "", "")
+	svcs := genServices(familyIPv4, b.o.coldServices, b.o.coldEndpoints, netip.AddrPort{}, "", "", "")
 	ipt := filepath.Join(b.dir, "cold-iptables.rules")
 	nft := filepath.Join(b.dir, "cold-nftables.nft")
 	empty := filepath.Join(b.dir, "iptables-empty.rules")
-	iptRules := iptablesRules(svcs)
-	for f, content := range map[string]string{ipt: iptRules, nft: nftRules(svcs), empty: iptablesEmpty} {
+	iptRules := iptablesRules(familyIPv4, svcs)
+	for f, content := range map[string]string{ipt: iptRules, nft: nftRules(familyIPv4, svcs), empty: iptablesEmpty} {
 		if err := os.WriteFile(f, []byte(content), 0o644); err != nil {
 			return err
 		}

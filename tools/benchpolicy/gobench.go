@@ -14,21 +14,16 @@ func runGoBench(ctx context.Context, o options, rep *report) error {
 	if err := benchkit.CheckModuleRoot(o.Repo); err != nil {
 		return err
 	}
-	benchkit.Logf("=== go test -bench Policy ./pkg/datapath/ (BPF_PROG_TEST_RUN, %s entries)", o.bpfScales)
+	families := strings.Join(o.families, ",")
+	benchkit.Logf("=== go test -bench Policy ./pkg/datapath/ (BPF_PROG_TEST_RUN, %s entries, %s)", o.bpfScales, families)
 	res, other, err := benchkit.GoTest{
 		Dir: o.Repo, Pkg: "./pkg/datapath/", Bench: "^BenchmarkPolicy$", Benchtime: o.BPFBenchtime,
-		Env: []string{"SLUICE_BENCH_POLICY_SCALES=" + o.bpfScales},
+		Env: []string{"SLUICE_BENCH_POLICY_SCALES=" + o.bpfScales, "SLUICE_BENCH_POLICY_FAMILIES=" + families},
 	}.Run(ctx)
 	if err != nil {
 		return err
 	}
 	rep.BPF = res
-	for _, l := range other {
-		for _, p := range []string{"sl_from_ep", "sl_to_ep"} {
-			if strings.HasPrefix(l, "verifier: "+p+":") {
-				rep.Verifier = append(rep.Verifier, strings.TrimPrefix(l, "verifier: "))
-			}
-		}
-	}
+	rep.Verifier = benchkit.ParseVerifier(other)
 	return nil
 }

@@ -30,9 +30,15 @@ here passes or fails on time):
     and an ACK of an admitted connection; against the same program with no
     policy on the endpoint (flags 0) and a no-op program, all in one loop.
     Every SYN/UDP sample is a new connection: the source port walks a range
-    and CT is emptied (untimed) before it wraps. Plus the verifier's
-    instruction counts of sl_from_ep and sl_to_ep.
-      go test -run '^$' -bench Policy -benchtime 20000x ./pkg/datapath/
+    and CT is emptied (untimed) before it wraps. With IPv6 in --families,
+    the same four packet kinds are timed for IPv6 in the same loop,
+    against the same entries (they name identities) with every identity's
+    IPv6 address in the ipcache and every ipBlock class an IPv6 CIDR too
+    (N counts policy entries, the same for both families), and their
+    IPv6 median over the IPv4 one. Plus every program's verifier figures:
+    the instructions walked to accept it and their share of the kernel's
+    1,000,000 limit.
+      SLUICE_BENCH_POLICY_FAMILIES=ipv4,ipv6 go test -run '^$' -bench Policy -benchtime 20000x ./pkg/datapath/
  2. Connections per second (connect, 1-byte echo, close with SO_LINGER 0:
     an RST, no TIME_WAIT) from a client pod to a server pod on one routed
     simulated node (internal/testing/harness: network namespaces, veths, no traffic
@@ -49,26 +55,38 @@ here passes or fails on time):
       nftables         one set of (address . protocol . port) intervals and
                        one rule that looks the packet up in it, nft -f
       none             nothing but routing: the baseline
+    in each address family of --families (default ipv4,ipv6). With IPv6
+    the pods are dual-stack, every rule has its peer's IPv6 address or an
+    IPv6 ipBlock CIDR too, Sluice's ipcache holds both families, and the
+    iptables and nftables variants load the same rules for IPv6 with
+    ip6tables-*-restore and a table ip6; each run of a variant measures
+    every family, the order alternating from one run to the next, and a
+    family that fails is reported with why while the run goes on.
     Rounds are interleaved: each runs every variant once, in an order
-    rotated per round. Reported: medians over rounds with their IQR, and
-    the median (IQR) of per-round ratios to that round's none run, and for
-    sluice-policy also to that round's sluice-nopolicy run.
+    rotated per round. Reported, per family: medians over rounds with
+    their IQR, and the median (IQR) of per-round ratios to that round's
+    none run of the same family, and for sluice-policy also to that
+    round's sluice-nopolicy run; with both families each variant's IPv6
+    conn/s over its IPv4 conn/s of the same run (none's is the kernel's
+    own difference, the one to compare with).
     The allowed client's rule is the last of the iptables chain by default
     (-allowed-rule: first, middle, last): only a connection's first packet
     walks the chain, and iptables walks it rule by rule; Sluice and
     nftables look the peer up in a trie or set, where position is moot.
     Every run checks that the client gets through and, under policy, that
     a third pod without a rule does not.
-    Conntrack is active in the node's netns for every variant (a CNI-style
-    masquerade table is loaded at setup; the legacy filter table, which
-    cannot be unregistered once used, is instantiated up front), as on a
-    real node: what differs between variants is the policy alone.
+    Conntrack is active in the node's netns for every variant and family
+    (a CNI-style masquerade table, ip and ip6, is loaded at setup; the
+    legacy filter tables, which cannot be unregistered once used, are
+    instantiated up front), as on a real node: what differs between
+    variants is the policy alone.
     Between variants everything is removed, and before each run no BPF
     program may be attached to any of the node's interfaces (BPF_PROG_QUERY).
 
 Requires: root (namespaces, cgroups, bpffs, eBPF), Linux with tcx (6.6+),
 cgroup v2, bpffs, and the Debian packages
-  iptables   (iptables-legacy-restore, iptables-nft-restore, iptables-legacy)
+  iptables   (iptables-legacy-restore, iptables-nft-restore, iptables-legacy,
+              and their ip6tables counterparts for IPv6)
   nftables   (nft)
   iproute2, util-linux (ip, nsenter: the harness)
   the Go toolchain (go), for part 1 unless -go-bench=false
@@ -84,6 +102,7 @@ type options struct {
 	benchkit.GoBenchFlags
 	rules       int
 	variants    []string
+	families    []string
 	allowedRule string
 	bpfScales   string
 	skipRates   bool
@@ -104,6 +123,7 @@ func main() {
 
 	var o options
 	variants := flag.String("variants", strings.Join(allVariants, ","), "variants to measure (none is always added: it is the baseline)")
+	families := flag.String("families", strings.Join(benchkit.Families, ","), "address families to measure, ipv4 and/or ipv6 (dual-stack pods when both)")
 	o.OutputFlags.Register(flag.CommandLine)
 	o.RateFlags.Register(flag.CommandLine, "connection-rate run")
 	o.GoBenchFlags.Register(flag.CommandLine, "run the BPF_PROG_TEST_RUN benchmark (part 1) and include it in the report")
@@ -115,6 +135,9 @@ func main() {
 	var err error
 	if o.variants, err = benchkit.ParseVariants(*variants, allVariants, "none"); err != nil {
 		driver.Fatalf("-variants: %v", err)
+	}
+	if o.families, err = benchkit.ParseFamilies(*families); err != nil {
+		driver.Fatalf("-families: %v", err)
 	}
 	if err := o.RateFlags.Validate(); err != nil {
 		driver.Fatalf("%v", err)
@@ -147,11 +170,14 @@ func checkTools(o options) error {
 	var need []string
 	if !o.skipRates {
 		need = append(need, "ip", "nsenter", "nft") // nft: the node's base table
-		if slices.Contains(o.variants, "iptables-legacy") {
-			need = append(need, "iptables-legacy-restore", "iptables-legacy")
-		}
-		if slices.Contains(o.variants, "iptables-nft") {
-			need = append(need, "iptables-nft-restore")
+		for _, f := range o.families {
+			ipt := benchkit.FamilyNamed(f).Iptables
+			if slices.Contains(o.variants, "iptables-legacy") {
+				need = append(need, ipt+"-legacy-restore", ipt+"-legacy")
+			}
+			if slices.Contains(o.variants, "iptables-nft") {
+				need = append(need, ipt+"-nft-restore")
+			}
 		}
 	}
 	if o.GoBenchFlags.Run {

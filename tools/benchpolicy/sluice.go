@@ -104,8 +104,15 @@ func startSluice(node *harness.Node, root string, rules int, eps []endpointSpec,
 		return s, err
 	}
 	for _, e := range eps {
+		entry := datapath.EndpointEntry{IfIndex: uint32(ifindex[e.id]), ID: e.id, IPv4: e.pod.IP, Identity: e.identity, PolicyFlags: e.flags}
 		want[netip.PrefixFrom(e.pod.IP, 32)] = datapath.IPCacheEntry{Identity: e.identity, EndpointID: e.id}
-		if err := m.PutEndpoint(datapath.EndpointEntry{IfIndex: uint32(ifindex[e.id]), ID: e.id, IPv4: e.pod.IP, Identity: e.identity, PolicyFlags: e.flags}); err != nil {
+		if ip6 := e.pod.IPv6(); ip6.IsValid() {
+			// A dual-stack pod: its IPv6 address is its own too
+			// (anti-spoofing) and names its identity.
+			entry.IPv6 = ip6
+			want[netip.PrefixFrom(ip6, 128)] = datapath.IPCacheEntry{Identity: e.identity, EndpointID: e.id}
+		}
+		if err := m.PutEndpoint(entry); err != nil {
 			return s, err
 		}
 		if e.id == serverID && e.flags != 0 {

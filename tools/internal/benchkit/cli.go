@@ -77,14 +77,17 @@ func ParseVariants(list string, known []string, baseline string) ([]string, erro
 // debianPackages names the Debian package of every command the drivers
 // run; they install nothing themselves.
 var debianPackages = map[string]string{
-	"iptables-legacy-restore": "iptables",
-	"iptables-nft-restore":    "iptables",
-	"iptables-legacy":         "iptables",
-	"nft":                     "nftables",
-	"bpftool":                 "bpftool",
-	"ip":                      "iproute2",
-	"nsenter":                 "util-linux",
-	"go":                      "golang (Go 1.26 toolchain)",
+	"iptables-legacy-restore":  "iptables",
+	"iptables-nft-restore":     "iptables",
+	"iptables-legacy":          "iptables",
+	"ip6tables-legacy-restore": "iptables",
+	"ip6tables-nft-restore":    "iptables",
+	"ip6tables-legacy":         "iptables",
+	"nft":                      "nftables",
+	"bpftool":                  "bpftool",
+	"ip":                       "iproute2",
+	"nsenter":                  "util-linux",
+	"go":                       "golang (Go 1.26 toolchain)",
 }
 
 // PackageOf is the Debian package that provides command cmd.

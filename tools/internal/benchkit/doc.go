@@ -8,8 +8,10 @@
 // what parses requests on the way), the interleaved rounds they compare
 // variants in and the record of each run, the statistics of their reports
 // (median, interquartile range, per-round ratios to a baseline), running
-// `go test -bench` and parsing its output, and a few steps on an
-// internal/testing/harness node that they take the same way.
+// `go test -bench` and parsing its output (results, and the verifier
+// figures pkg/datapath's benchmarks print), the address families they
+// measure and the names iptables and nftables give them, and a few steps
+// on an internal/testing/harness node that they take the same way.
 //
 // The drivers are main packages, which cannot import each other; this
 // package is internal to tools/ so it can change with them.

@@ -3,10 +3,12 @@ package benchkit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,12 +49,17 @@ type Baseline struct {
 	// table for what leaves eth0 from PodCIDR to outside it: its NAT hook
 	// keeps conntrack active in the node's netns for every variant.
 	MasqueradeTable, PodCIDR string
+	// PodCIDR6, when set, is the cluster's IPv6 pod range: the same
+	// masquerade then exists for IPv6 too (table ip6 MasqueradeTable), so
+	// conntrack is active for IPv6 whatever the variant, as for IPv4.
+	PodCIDR6 string
 	// LegacyTable, when set, is the iptables-legacy table (nat, filter) a
 	// variant uses: it is instantiated up front, because once used in a
 	// netns it stays, with its hooks, until the netns goes; without this
 	// every variant after the first iptables-legacy run would run with it
-	// and those before without.
-	LegacyTable string
+	// and those before without. LegacyTable6 is the same for
+	// ip6tables-legacy.
+	LegacyTable, LegacyTable6 string
 }
 
 // Apply puts the baseline in place on node, whose rule file it writes in
@@ -65,16 +72,25 @@ func (bl Baseline) Apply(ctx context.Context, node, client Execer, dir string) e
 		return err
 	}
 	base := filepath.Join(dir, "base.nft")
-	rules := fmt.Sprintf("table ip %s {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"eth0\" ip saddr %s ip daddr != %s masquerade\n\t}\n}\n",
-		bl.MasqueradeTable, bl.PodCIDR, bl.PodCIDR)
+	masquerade := func(family, cidr string) string {
+		return fmt.Sprintf("table %[1]s %[2]s {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"eth0\" %[1]s saddr %[3]s %[1]s daddr != %[3]s masquerade\n\t}\n}\n",
+			family, bl.MasqueradeTable, cidr)
+	}
+	rules := masquerade("ip", bl.PodCIDR)
+	if bl.PodCIDR6 != "" {
+		rules += masquerade("ip6", bl.PodCIDR6)
+	}
 	if err := os.WriteFile(base, []byte(rules), 0o644); err != nil {
 		return err
 	}
 	if _, err := node.Exec(ctx, "nft", "-f", base); err != nil {
 		return err
 	}
-	if bl.LegacyTable != "" {
-		if _, err := node.Exec(ctx, "iptables-legacy", "-t", bl.LegacyTable, "-S"); err != nil {
+	for cmd, table := range map[string]string{"iptables-legacy": bl.LegacyTable, "ip6tables-legacy": bl.LegacyTable6} {
+		if table == "" {
+			continue
+		}
+		if _, err := node.Exec(ctx, cmd, "-t", table, "-S"); err != nil {
 			return err
 		}
 	}
@@ -84,20 +100,47 @@ func (bl Baseline) Apply(ctx context.Context, node, client Execer, dir string) e
 // DeleteNftTable deletes table ip name in node's netns if it exists (a
 // load that failed leaves none).
 func DeleteNftTable(ctx context.Context, node Execer, name string) error {
-	if _, err := node.Exec(ctx, "nft", "list", "table", "ip", name); err != nil {
+	return DeleteNftTableOf(ctx, node, "ip", name)
+}
+
+// DeleteNftTableOf deletes table name of family (ip, ip6) in node's netns
+// if it exists.
+func DeleteNftTableOf(ctx context.Context, node Execer, family, name string) error {
+	if _, err := node.Exec(ctx, "nft", "list", "table", family, name); err != nil {
 		return nil
 	}
-	_, err := node.Exec(ctx, "nft", "delete", "table", "ip", name)
+	_, err := node.Exec(ctx, "nft", "delete", "table", family, name)
 	return err
 }
 
 // StartEcho starts the serve subcommand of self (the driver's own binary)
-// in server on addr's port and waits until client gets an echo from addr.
-// The server runs until the cluster is cleaned up, which kills every
-// process in the run's namespaces and cgroups.
-func StartEcho(ctx context.Context, server, client Execer, self string, addr netip.AddrPort) error {
-	return startServer(ctx, server, client, self, []string{"serve", "-port", fmt.Sprint(addr.Port())},
-		[]string{"probe", "-addr", addr.String()})
+// in server on the port of addrs (one address per family the server
+// serves, all with the same port; IPv6 if one is IPv6) and waits until
+// client gets an echo from each of addrs. The server runs until the
+// cluster is cleaned up, which kills every process in the run's
+// namespaces and cgroups.
+func StartEcho(ctx context.Context, server, client Execer, self string, addrs ...netip.AddrPort) error {
+	if len(addrs) == 0 {
+		return errors.New("echo server: no address to serve")
+	}
+	serve := []string{"serve", "-port", fmt.Sprint(addrs[0].Port())}
+	for _, a := range addrs {
+		if a.Port() != addrs[0].Port() {
+			return fmt.Errorf("echo server: %s and %s: one port for every family", addrs[0], a)
+		}
+		if a.Addr().Is6() && !slices.Contains(serve, "-ipv6") {
+			serve = append(serve, "-ipv6")
+		}
+	}
+	if err := startServer(ctx, server, client, self, serve, []string{"probe", "-addr", addrs[0].String()}); err != nil {
+		return err
+	}
+	for _, a := range addrs[1:] {
+		if _, err := client.Exec(ctx, self, "probe", "-addr", a.String()); err != nil {
+			return fmt.Errorf("echo server at %s: %w", a, err)
+		}
+	}
+	return nil
 }
 
 // startServer runs self with serve in server, in the background, and self

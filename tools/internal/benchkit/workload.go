@@ -32,16 +32,33 @@ type LoadResult struct {
 	FirstError string `json:"firstError,omitempty"`
 }
 
-// Serve (`serve -port P`) echoes whatever it reads on every connection
-// until the peer closes or resets it.
+// Serve (`serve -port P [-ipv6]`) echoes whatever it reads on every
+// connection until the peer closes or resets it. It listens on IPv4 and,
+// with -ipv6, on IPv6 too, on a socket of its own (IPV6_V6ONLY, which Go
+// sets for "tcp6"): IPv4 clients keep reaching an IPv4 socket, as before
+// IPv6 was measured.
 func Serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	port := fs.Int("port", 8080, "listen port")
+	ipv6 := fs.Bool("ipv6", false, "listen on IPv6 as well")
 	_ = fs.Parse(args)
-	ln, err := net.Listen("tcp4", fmt.Sprintf(":%d", *port))
-	if err != nil {
-		return err
+	networks := []string{"tcp4"}
+	if *ipv6 {
+		networks = append(networks, "tcp6")
 	}
+	errs := make(chan error, len(networks))
+	for _, network := range networks {
+		ln, err := net.Listen(network, fmt.Sprintf(":%d", *port))
+		if err != nil {
+			return err
+		}
+		go func() { errs <- echoAll(ln) }()
+	}
+	return <-errs
+}
+
+// echoAll accepts connections on ln and echoes each until it ends.
+func echoAll(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -119,7 +136,7 @@ func Loadgen(args []string) error {
 				}
 			case "rr":
 				for !stop.Load() {
-					c, err := dialer.Dial("tcp4", *addr)
+					c, err := dialer.Dial("tcp", *addr)
 					if err != nil {
 						fail(err)
 						time.Sleep(10 * time.Millisecond)
@@ -156,9 +173,10 @@ func Loadgen(args []string) error {
 }
 
 // oneConn is one connection of the conn load: connect, 1-byte echo, close
-// with an RST.
+// with an RST. The socket is of addr's family ("tcp" with an address
+// literal: an IPv4 socket for an IPv4 address, as "tcp4" was).
 func oneConn(d *net.Dialer, addr string, msg, buf []byte) error {
-	c, err := d.Dial("tcp4", addr)
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
