@@ -44,7 +44,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct sl_frag6_key);
-	__type(value, struct sl_frag_val);
+	__type(value, struct sl_frag6_val);
 	__uint(max_entries, 8192);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_frag6 SEC(".maps");

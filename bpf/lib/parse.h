@@ -185,8 +185,9 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 	}
 }
 
-/* A later fragment: no L4 header here; take the ports its first fragment
- * left in frags (sl_frag or sl_frag6) under key. */
+/* A later IPv4 fragment: no L4 header here; take the ports its first
+ * fragment left in frags (sl_frag) under key. (IPv6's take the protocol
+ * too: parse_ipv6.) */
 static __always_inline int frag_later(struct sl_pkt *pkt, void *frags, const void *key)
 {
 	struct sl_frag_val *fv = bpf_map_lookup_elem(frags, key);
@@ -366,8 +367,15 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct sl_pkt *pkt)
 	if (frag.off_flags & IP6_OFFSET) {
 		/* A later fragment: no L4 header here, take the first one's ports. */
 		struct sl_frag6_key fk = { .saddr = pkt->saddr, .daddr = pkt->daddr, .id = frag.id, .proto = frag.nexthdr };
+		struct sl_frag6_val *fv = bpf_map_lookup_elem(&sl_frag6, &fk);
 
-		return frag_later(pkt, &sl_frag6, &fk);
+		if (!fv)
+			return SL_DROP_FRAG_NOT_FOUND;
+		pkt->later_frag = 1;
+		pkt->sport = fv->sport;
+		pkt->dport = fv->dport;
+		pkt->proto = fv->proto;
+		return SL_DROP_NONE;
 	}
 
 	pkt->l4_off = off;
@@ -486,8 +494,9 @@ static __always_inline bool frag_remember(struct __sk_buff *skb, const struct sl
 	if (family == AF_INET6) {
 		struct sl_frag6_key fk6 = { .saddr = pkt->outer_saddr, .daddr = pkt->outer_daddr,
 					    .id = pkt->frag_id, .proto = pkt->frag_proto };
+		struct sl_frag6_val fv6 = { .sport = pkt->sport, .dport = pkt->dport, .proto = pkt->proto };
 
-		return bpf_map_update_elem(&sl_frag6, &fk6, &fv, BPF_ANY) == 0;
+		return bpf_map_update_elem(&sl_frag6, &fk6, &fv6, BPF_ANY) == 0;
 	}
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &iph, sizeof(iph)) < 0)
 		return false;

@@ -201,6 +201,12 @@ func TestIPv6Parsing(t *testing.T) {
 				out(fixed(pkt6(pod6, peer6, []ext6{fragHdr(2, false, 77)}, udp, []byte("tail-of-the-datagram")))),
 			},
 			[]string{"UDP [fd00::1]:5001 [fd00::2]:53"}},
+		{"fragments with destination options after the Fragment header: the later one is of the first one's connection",
+			[]step{
+				out(fixed(pkt6(pod6, peer6, []ext6{fragHdr(0, true, 79), optsHdr(nhDest)}, udp, udp6(5005, 53))), "trace"),
+				out(fixed(pkt6(pod6, peer6, []ext6{fragHdr(2, false, 79)}, nhDest, []byte("tail-of-the-datagram")))),
+			},
+			[]string{"UDP [fd00::1]:5005 [fd00::2]:53"}},
 		{"a later fragment without its first: dropped",
 			[]step{dropped(false, fixed(pkt6(peer6, pod6, []ext6{fragHdr(2, false, 78)}, udp, []byte("tail"))), "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND")}, nil},
 		{"ICMPv6 echo: the reply belongs to the request",

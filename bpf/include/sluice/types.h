@@ -354,6 +354,16 @@ struct sl_frag_val {
 	__be16 dport;
 };
 
+/* An IPv6 first fragment's ports and transport protocol: the Fragment
+ * header's next header (the key's) may be an extension header that only
+ * the first fragment's walk passes (destination options). */
+struct sl_frag6_val {
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
 /* Drop event rate limiting: one event per flow, direction and reason per
  * interval; the drops in between are counted and reported with the next. */
 struct sl_drop_rl_key {

@@ -267,6 +267,14 @@ type EndpointSlFrag6Key struct {
 	Pad   [3]uint8
 }
 
+type EndpointSlFrag6Val struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type EndpointSlFragKey struct {
 	_     structs.HostLayout
 	Saddr uint32
