@@ -107,7 +107,7 @@ static __always_inline int policy_revoke(struct __sk_buff *skb, const struct sl_
 	ct_key_from_pkt(&key, ep->ep_id, pkt, ct == CT_REPLY);
 	bpf_map_delete_elem(&sl_ct, &key);
 	event_pol(&ev, ep, dir, pol);
-	count(SL_METRIC_DROPPED, dir, SL_DROP_POLICY_REVOKED, skb->len);
+	count_skb(skb, SL_METRIC_DROPPED, dir, SL_DROP_POLICY_REVOKED);
 	emit_event_pol(skb, SL_EVENT_DROP, dir, SL_DROP_POLICY_REVOKED, ep->ep_id, pkt, 0, NULL, 0, &ev,
 		       ct_event_flags(ct));
 	if (pkt->proto != IPPROTO_TCP || (pkt->tcp_flags & TCPF_RST))
@@ -159,7 +159,7 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 	if (!ep) {
 		/* Attached but not (or no longer) an endpoint: the agent is
 		 * between detach steps. Counted, not tracked. */
-		count(SL_METRIC_NO_ENDPOINT, dir, 0, skb->len);
+		count_skb(skb, SL_METRIC_NO_ENDPOINT, dir, 0);
 		return SL_NEXT;
 	}
 
@@ -167,7 +167,7 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 		return drop(skb, dir, SL_DROP_INVALID_SOURCE_IP, ep_id, pkt);
 
 	if (pkt->first_frag && !frag_remember(skb, pkt, family))
-		count(SL_METRIC_FRAG_TABLE_FULL, dir, 0, skb->len);
+		count_skb(skb, SL_METRIC_FRAG_TABLE_FULL, dir, 0);
 
 	/* Service translation happens where the client's packets leave it,
 	 * before CT: policy and CT then see the real backend. Both families:
@@ -177,7 +177,7 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 		lb = lb_translate(skb, ep_id, pkt, nat, &reason, family);
 
 		if (lb == LB_REJECT) {
-			count(SL_METRIC_DROPPED, dir, SL_DROP_NO_SERVICE_BACKEND, skb->len);
+			count_skb(skb, SL_METRIC_DROPPED, dir, SL_DROP_NO_SERVICE_BACKEND);
 			emit_event(skb, SL_EVENT_DROP, dir, SL_DROP_NO_SERVICE_BACKEND, ep_id, pkt, 0, NULL, 0);
 			return lb_reject(skb, family);
 		}
@@ -259,7 +259,7 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 					key.saddr = family == AF_INET6 ? ep->ipv6 : ep->ipv4;
 				bpf_map_delete_elem(&sl_ct, &key);
 			}
-			count(SL_METRIC_DROPPED, dir, reason, skb->len);
+			count_skb(skb, SL_METRIC_DROPPED, dir, reason);
 			emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, nat->rev_nat_id, &nat->vip, nat->vport, &ev,
 				       evflags);
 			if (reason == SL_DROP_PROXY_UNAVAILABLE && dir == SL_DIR_EGRESS && family == AF_INET)
@@ -272,9 +272,9 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 			ct_key_from_pkt(&key, ep_id, pkt, false);
 			policy_remember(&key, nat->cur_rev, &pol);
 			if (pol.verdict == SL_VERDICT_AUDIT)
-				count(SL_METRIC_POLICY_AUDIT, dir, SL_DROP_POLICY_DENIED, skb->len);
+				count_skb(skb, SL_METRIC_POLICY_AUDIT, dir, SL_DROP_POLICY_DENIED);
 			else if (pol.verdict == SL_VERDICT_REDIRECT)
-				count(SL_METRIC_POLICY_REDIRECT, dir, 0, skb->len);
+				count_skb(skb, SL_METRIC_POLICY_REDIRECT, dir, 0);
 		}
 		/* With --flow-events=connections a connection between two pods
 		 * of this node is reported at the client's endpoint only,
@@ -285,7 +285,7 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 				       &ev, evflags);
 		break;
 	case CT_RELATED:
-		count(SL_METRIC_RELATED, dir, 0, skb->len);
+		count_skb(skb, SL_METRIC_RELATED, dir, 0);
 		if (nat->rev_nat_id && dir == SL_DIR_INGRESS &&
 		    lb_rev_translate_icmp(skb, pkt, nat, family) < 0)
 			return drop_flags(skb, dir, SL_DROP_WRITE_ERROR, ep_id, pkt, SL_EVENT_F_TRACKED);
@@ -301,7 +301,7 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 			reason = proxy_assign(skb, pkt, nat->proxy_port);
 			if (reason != SL_DROP_NONE) {
 				/* The proxy went away (restarting): fail closed. */
-				count(SL_METRIC_DROPPED, dir, reason, skb->len);
+				count_skb(skb, SL_METRIC_DROPPED, dir, reason);
 				emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, 0, NULL, 0, NULL,
 					       SL_EVENT_F_TRACKED);
 				return proxy_refuse(skb, pkt);
@@ -330,7 +330,7 @@ static __always_inline int handle_ip(struct __sk_buff *skb, __u8 dir, struct sl_
 		}
 		break;
 	}
-	count(SL_METRIC_FORWARDED, dir, 0, skb->len);
+	count_skb(skb, SL_METRIC_FORWARDED, dir, 0);
 	if (nat->redirect_back)
 		return redirect_back(skb);
 	/* Not a connection of the node's proxy, either way: the proxy's
@@ -371,14 +371,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__builtin_memset(nat, 0, sizeof(*nat));
 	reason = parse_packet(skb, pkt, &l3);
 	if (l3 == SL_L3_OTHER) {
-		count(SL_METRIC_PASSED_OTHER, dir, 0, skb->len);
+		count_skb(skb, SL_METRIC_PASSED_OTHER, dir, 0);
 		return SL_NEXT;
 	}
 	if (l3 == SL_L3_IPV4)
 		return handle_ip(skb, dir, pkt, nat, reason, AF_INET);
 	if (pkt->nd) {
 		/* IPv6 neighbour discovery and MLD: the link's own business. */
-		count(SL_METRIC_PASSED_IPV6, dir, 0, skb->len);
+		count_skb(skb, SL_METRIC_PASSED_IPV6, dir, 0);
 		return SL_NEXT;
 	}
 	return handle_ip(skb, dir, pkt, nat, reason, AF_INET6);

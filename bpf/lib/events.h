@@ -188,7 +188,7 @@ static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 di
 static __always_inline int drop_flags(struct __sk_buff *skb, __u8 dir, __u16 reason,
 				      __u32 ep_id, const struct sl_pkt *pkt, __u8 flags)
 {
-	count(SL_METRIC_DROPPED, dir, reason, skb->len);
+	count_skb(skb, SL_METRIC_DROPPED, dir, reason);
 	emit_event_pol(skb, SL_EVENT_DROP, dir, reason, ep_id, pkt, 0, NULL, 0, NULL, flags);
 	return SL_DROP;
 }

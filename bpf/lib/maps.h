@@ -66,7 +66,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct sl_metrics_val);
-	__uint(max_entries, SL_METRIC_MAX * 4);
+	__uint(max_entries, SL_METRIC_MAX * 16);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_metrics_fast SEC(".maps");
 

@@ -277,7 +277,7 @@ static __always_inline int host_egress_icmp_error(struct __sk_buff *skb, struct 
 	nat.rev_nat_id = e->rev_nat_id;
 	if (lb_rev_translate_icmp(skb, pkt, &nat, family) < 0)
 		return drop_flags(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
-	count(SL_METRIC_RELATED, SL_DIR_EGRESS, 0, skb->len);
+	count_skb(skb, SL_METRIC_RELATED, SL_DIR_EGRESS, 0);
 	return SL_NEXT;
 }
 
@@ -307,7 +307,7 @@ static __always_inline int host_to_proxy(struct __sk_buff *skb, struct sl_pkt *p
 		reason = proxy_assign(skb, pkt, e->proxy_port);
 		if (reason != SL_DROP_NONE)
 			return drop_flags(skb, SL_DIR_INGRESS, reason, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
-		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
+		count_skb(skb, SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0);
 		return SL_NEXT;
 	}
 	if ((pkt->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN)
@@ -335,14 +335,14 @@ static __always_inline int host_to_proxy(struct __sk_buff *skb, struct sl_pkt *p
 	reason = proxy_assign(skb, pkt, pol.proxy_port);
 	if (reason != SL_DROP_NONE) {
 		bpf_map_delete_elem(&sl_ct, &key);
-		count(SL_METRIC_DROPPED, SL_DIR_INGRESS, reason, skb->len);
+		count_skb(skb, SL_METRIC_DROPPED, SL_DIR_INGRESS, reason);
 		emit_event_pol(skb, SL_EVENT_DROP, SL_DIR_INGRESS, reason, UPLINK_EP, pkt, 0, NULL, 0, &ev,
 			       SL_EVENT_F_TRACKED);
 		return SL_DROP;
 	}
-	count(SL_METRIC_POLICY_REDIRECT, SL_DIR_INGRESS, 0, skb->len);
+	count_skb(skb, SL_METRIC_POLICY_REDIRECT, SL_DIR_INGRESS, 0);
 	emit_event_pol(skb, SL_EVENT_CONN_NEW, SL_DIR_INGRESS, 0, UPLINK_EP, pkt, 0, NULL, 0, &ev, SL_EVENT_F_TRACKED);
-	count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
+	count_skb(skb, SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0);
 	return SL_NEXT;
 }
 
@@ -361,7 +361,7 @@ static __always_inline int host_ingress_ip(struct __sk_buff *skb, struct sl_pkt 
 			return drop_flags(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
 		if (ret == 0)
 			return SL_NEXT;
-		count(SL_METRIC_RELATED, SL_DIR_INGRESS, 0, skb->len);
+		count_skb(skb, SL_METRIC_RELATED, SL_DIR_INGRESS, 0);
 		if (fib_redirect(skb, pkt, family) < 0)
 			return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, pkt);
 		return TC_ACT_REDIRECT;
@@ -371,7 +371,7 @@ static __always_inline int host_ingress_ip(struct __sk_buff *skb, struct sl_pkt 
 	/* Before any rewrite: the fragments that follow carry the header as
 	 * it arrived. */
 	if (pkt->first_frag && !frag_remember(skb, pkt, family))
-		count(SL_METRIC_FRAG_TABLE_FULL, SL_DIR_INGRESS, 0, skb->len);
+		count_skb(skb, SL_METRIC_FRAG_TABLE_FULL, SL_DIR_INGRESS, 0);
 
 	/* The proxy takes IPv4 only: an IPv6 connection its policy would
 	 * redirect fails closed at the backend's endpoint. */
@@ -385,7 +385,7 @@ static __always_inline int host_ingress_ip(struct __sk_buff *skb, struct sl_pkt 
 	if (ret < 0)
 		return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt);
 	if (ret > 0) {
-		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
+		count_skb(skb, SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0);
 		if (fib_redirect(skb, pkt, family) < 0)
 			return drop_reply(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, pkt);
 		return TC_ACT_REDIRECT;
@@ -401,7 +401,7 @@ static __always_inline int host_ingress_ip(struct __sk_buff *skb, struct sl_pkt 
 	node = pkt->daddr;
 	lb = lb_translate(skb, UPLINK_EP, pkt, nat, &reason, family);
 	if (lb == LB_REJECT) {
-		count(SL_METRIC_DROPPED, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, skb->len);
+		count_skb(skb, SL_METRIC_DROPPED, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND);
 		emit_event(skb, SL_EVENT_DROP, SL_DIR_INGRESS, SL_DROP_NO_SERVICE_BACKEND, UPLINK_EP, pkt, 0, NULL, 0);
 		return lb_reject(skb, family);
 	}
@@ -439,7 +439,7 @@ static __always_inline int host_ingress_ip(struct __sk_buff *skb, struct sl_pkt 
 				policy_remember(&key, nat->cur_rev, &pol);
 				nat->policy_flags = SL_CT_POL_TO_PROXY;
 				nat->proxy_port = pol.proxy_port;
-				count(SL_METRIC_POLICY_REDIRECT, SL_DIR_INGRESS, 0, skb->len);
+				count_skb(skb, SL_METRIC_POLICY_REDIRECT, SL_DIR_INGRESS, 0);
 			}
 		}
 		if (ret == CT_NEW)
@@ -450,7 +450,7 @@ static __always_inline int host_ingress_ip(struct __sk_buff *skb, struct sl_pkt 
 			if (reason != SL_DROP_NONE)
 				return drop_flags(skb, SL_DIR_INGRESS, reason, UPLINK_EP, pkt, SL_EVENT_F_TRACKED);
 		}
-		count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
+		count_skb(skb, SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0);
 		return SL_NEXT;
 	}
 
@@ -484,7 +484,7 @@ static __always_inline int host_ingress_ip(struct __sk_buff *skb, struct sl_pkt 
 		return drop(skb, SL_DIR_INGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt);
 	pkt->saddr = node;
 	pkt->sport = nat->nat_port;
-	count(SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0, skb->len);
+	count_skb(skb, SL_METRIC_FORWARDED, SL_DIR_INGRESS, 0);
 	if (fib_forward(skb, &fib, ret) < 0)
 		return drop(skb, SL_DIR_INGRESS, SL_DROP_FIB_LOOKUP_FAILED, UPLINK_EP, pkt);
 	return TC_ACT_REDIRECT;
@@ -515,7 +515,7 @@ static __always_inline int host_egress_ip(struct __sk_buff *skb, struct sl_pkt *
 		return SL_NEXT;
 	if (lb_rev_translate(skb, UPLINK_EP, pkt, nat, family) < 0)
 		return drop_reply(skb, SL_DIR_EGRESS, SL_DROP_WRITE_ERROR, UPLINK_EP, pkt);
-	count(SL_METRIC_FORWARDED, SL_DIR_EGRESS, 0, skb->len);
+	count_skb(skb, SL_METRIC_FORWARDED, SL_DIR_EGRESS, 0);
 	return SL_NEXT;
 }
 

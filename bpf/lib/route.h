@@ -122,7 +122,7 @@ static __always_inline int route_to_local_endpoint(struct __sk_buff *skb)
 	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, sizeof(new)) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &iph.ttl, 1, 0) < 0)
 		return ROUTE_WRITE_ERROR;
-	count(SL_METRIC_HOST_ROUTED, SL_DIR_EGRESS, 0, skb->len);
+	count_skb(skb, SL_METRIC_HOST_ROUTED, SL_DIR_EGRESS, 0);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		/* The neighbour subsystem resolves the pod's address (ARP)
 		 * and queues the packet meanwhile, as the stack would. */

@@ -212,7 +212,8 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, bool connec
 	if (!b) {
 		/* No endpoints: refuse at once, as kube-proxy's REJECT does,
 		 * with ECONNREFUSED rather than the default EPERM. */
-		count(SL_METRIC_DROPPED, SL_DIR_EGRESS, SL_DROP_NO_SERVICE_BACKEND, 0);
+		count_family(SL_METRIC_DROPPED, SL_DIR_EGRESS, SL_DROP_NO_SERVICE_BACKEND, 0,
+			     key.family == SL_LB_FAMILY_IPV6 ? SL_METRIC_FAMILY_IPV6 : SL_METRIC_FAMILY_IPV4);
 		sock_event(ctx, SL_EVENT_DROP, SL_DROP_NO_SERVICE_BACKEND, svc, &key, NULL);
 		if (have_set_retval)
 			bpf_set_retval(-ECONNREFUSED);

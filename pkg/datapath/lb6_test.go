@@ -333,3 +333,35 @@ func TestLBFamilyByteUpgradeAdoptsTheMaps(t *testing.T) {
 	_, err = os.Stat(filepath.Join(root, bpfobj.EndpointMapSlLbSvc))
 	require.NoError(t, err)
 }
+
+// The datapath counts each packet under its address family; Counters sums
+// the families, CountersByFamily keeps them apart (Prometheus's family
+// label).
+func TestCountersByFamily(t *testing.T) {
+	dp, _ := ipv6Datapath(t, 0)
+	for range 2 {
+		ret, _ := run6(t, dp.objs.SlFromEp, pkt6(pod6, peer6, nil, udp, udp6(5000, 53)))
+		require.Equal(t, verdictNext, ret)
+	}
+	ret, _ := run(t, dp.objs.SlFromEp, udpPkt(t, podIP, peerIP, 5000, 53))
+	require.Equal(t, verdictNext, ret)
+	ret, _ = run6(t, dp.objs.SlFromEp, pkt6(peer36, peer6, nil, udp, udp6(5000, 53)))
+	require.Equal(t, uint32(2), ret, "a spoofed IPv6 source: dropped")
+
+	fam, err := dp.Maps().CountersByFamily()
+	require.NoError(t, err)
+	find := func(cs []Counter, metric, reason, family string) uint64 {
+		for _, c := range cs {
+			if c.Metric == metric && c.Dir == "egress" && c.Reason == reason && c.Family == family {
+				return c.Packets
+			}
+		}
+		return 0
+	}
+	require.EqualValues(t, 2, find(fam, "forwarded", "", "ipv6"), "%+v", fam)
+	require.EqualValues(t, 1, find(fam, "forwarded", "", "ipv4"), "%+v", fam)
+	require.EqualValues(t, 1, find(fam, "dropped", "INVALID_SOURCE_IP", "ipv6"), "%+v", fam)
+	sum, err := dp.Maps().Counters()
+	require.NoError(t, err)
+	require.EqualValues(t, 3, find(sum, "forwarded", "", ""), "summed over families: %+v", sum)
+}

@@ -520,9 +520,13 @@ func (m *Maps) ctUsage() (live, total int, err error) {
 
 // Counter is one datapath counter summed over CPUs.
 type Counter struct {
-	Metric  string `json:"metric"`
-	Dir     string `json:"direction"`
-	Reason  string `json:"reason,omitempty"`
+	Metric string `json:"metric"`
+	Dir    string `json:"direction"`
+	Reason string `json:"reason,omitempty"`
+	// Family is the packets' address family, "ipv4" or "ipv6" ("" for
+	// what is not an IP packet: ARP, lost events, sockets); only
+	// CountersByFamily sets it, Counters sums over families.
+	Family  string `json:"family,omitempty"`
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
 
@@ -531,59 +535,81 @@ type Counter struct {
 	ReasonID uint16 `json:"-"`
 }
 
-// Counters sums the per-CPU counters.
+// metricFamilies names enum sl_metric_family.
+var metricFamilies = [...]string{"", "ipv4", "ipv6", ""}
+
+// Counters sums the per-CPU counters, over address families too: one per
+// (metric, direction, reason).
 func (m *Maps) Counters() ([]Counter, error) {
+	return m.counters(false)
+}
+
+// CountersByFamily is Counters with one counter per address family.
+func (m *Maps) CountersByFamily() ([]Counter, error) {
+	return m.counters(true)
+}
+
+func (m *Maps) counters(byFamily bool) ([]Counter, error) {
+	type key struct {
+		metric, dir uint8
+		reason      uint16
+		family      string
+	}
+	sums := map[key]*Counter{}
+	add := func(metric, dir uint8, reason uint16, family uint8, pk, by uint64) {
+		k := key{metric: metric, dir: dir, reason: reason}
+		if byFamily {
+			k.family = metricFamilies[family&3]
+		}
+		c, ok := sums[k]
+		if !ok {
+			c = &Counter{Metric: bpfobj.EndpointSlMetric(metric).String(), Dir: events.Direction(dir).String(), Family: k.family,
+				MetricID: metric, DirID: dir, ReasonID: reason}
+			if reason != 0 {
+				c.Reason = events.DropReason(reason).String()
+			}
+			sums[k] = c
+		}
+		c.Packets += pk
+		c.Bytes += by
+	}
 	var (
-		k   bpfobj.EndpointSlMetricsKey
-		vs  []bpfobj.EndpointSlMetricsVal
-		out []Counter
+		k  bpfobj.EndpointSlMetricsKey
+		vs []bpfobj.EndpointSlMetricsVal
 	)
+	total := func() (pk, by uint64) {
+		for _, v := range vs {
+			pk += v.Packets
+			by += v.Bytes
+		}
+		return pk, by
+	}
 	it := m.Metrics.Iterate()
 	for it.Next(&k, &vs) {
-		c := Counter{Metric: bpfobj.EndpointSlMetric(k.Metric).String(), Dir: events.Direction(k.Dir).String(), MetricID: k.Metric, DirID: k.Dir, ReasonID: k.Reason}
-		if k.Reason != 0 {
-			c.Reason = events.DropReason(k.Reason).String()
-		}
-		for _, v := range vs {
-			c.Packets += v.Packets
-			c.Bytes += v.Bytes
-		}
-		out = append(out, c)
+		pk, by := total()
+		add(k.Metric, k.Dir, k.Reason, k.Family, pk, by)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate metrics: %w", err)
 	}
 	if m.MetricsFast != nil {
-		// Counters without a reason, at index metric*4+direction. An
-		// agent before this map counted them in sl_metrics: both add up.
-		byKey := map[[2]uint8]int{}
-		for i, c := range out {
-			if c.ReasonID == 0 {
-				byKey[[2]uint8{c.MetricID, c.DirID}] = i
-			}
-		}
+		// Counters without a reason, at index metric<<4 | family<<2 |
+		// direction. An agent before this map counted them in
+		// sl_metrics: both add up.
 		var idx uint32
 		it := m.MetricsFast.Iterate()
 		for it.Next(&idx, &vs) {
-			var pk, by uint64
-			for _, v := range vs {
-				pk += v.Packets
-				by += v.Bytes
+			if pk, by := total(); pk != 0 || by != 0 {
+				add(uint8(idx>>4), uint8(idx&3), 0, uint8(idx>>2&3), pk, by)
 			}
-			if pk == 0 && by == 0 {
-				continue
-			}
-			metric, dir := uint8(idx>>2), uint8(idx&3)
-			if i, ok := byKey[[2]uint8{metric, dir}]; ok {
-				out[i].Packets += pk
-				out[i].Bytes += by
-				continue
-			}
-			out = append(out, Counter{Metric: bpfobj.EndpointSlMetric(metric).String(), Dir: events.Direction(dir).String(), MetricID: metric, DirID: dir, Packets: pk, Bytes: by})
 		}
 		if err := it.Err(); err != nil {
 			return nil, fmt.Errorf("iterate sl_metrics_fast: %w", err)
 		}
+	}
+	out := make([]Counter, 0, len(sums))
+	for _, c := range sums {
+		out = append(out, *c)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
@@ -593,7 +619,10 @@ func (m *Maps) Counters() ([]Counter, error) {
 		if a.ReasonID != b.ReasonID {
 			return a.ReasonID < b.ReasonID
 		}
-		return a.Dir < b.Dir
+		if a.Dir != b.Dir {
+			return a.Dir < b.Dir
+		}
+		return a.Family < b.Family
 	})
 	return out, nil
 }

@@ -15,8 +15,9 @@ const namespace = "sluice"
 // Datapath is what the collector reads from the BPF maps at every scrape.
 // *datapath.Maps implements it.
 type Datapath interface {
-	// Counters sums the per-CPU counters of sl_metrics over CPUs.
-	Counters() ([]datapath.Counter, error)
+	// CountersByFamily sums the per-CPU counters of sl_metrics over
+	// CPUs, one per address family.
+	CountersByFamily() ([]datapath.Counter, error)
 	// Pressure counts the entries of the maps that can fill up; with an
 	// error it may still return the maps it could count. Its sl_ct row
 	// also counts the live (unexpired) connections, in the same walk.
@@ -115,11 +116,11 @@ type Collector struct {
 // time. Register it on a registry (NewRegistry) to serve it.
 func NewCollector(o Options) *Collector {
 	name := func(n string) string { return prometheus.BuildFQName(namespace, "", n) }
-	counterLabels := []string{"metric", "direction", "reason"}
+	counterLabels := []string{"metric", "direction", "reason", "family"}
 	c := &Collector{
 		dp: o.Datapath, state: o.State,
 		packets: prometheus.NewDesc(name("datapath_packets_total"),
-			"Packets the datapath counted, summed over CPUs: by what happened to them (metric: forwarded, dropped, passed-ipv6, passed-non-ip, related-icmp, no-endpoint, ...), direction relative to the pod (ingress: into it, egress: out of it) and drop reason (Hubble's name; empty unless dropped).",
+			"Packets the datapath counted, summed over CPUs: by what happened to them (metric: forwarded, dropped, passed-ipv6, passed-non-ip, related-icmp, no-endpoint, ...), direction relative to the pod (ingress: into it, egress: out of it), drop reason (Hubble's name; empty unless dropped) and address family (ipv4, ipv6; empty for non-IP packets).",
 			counterLabels, nil),
 		bytes: prometheus.NewDesc(name("datapath_bytes_total"),
 			"Bytes of the packets in sluice_datapath_packets_total, with the same labels.",
@@ -224,7 +225,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (c *Collector) collectCounters(ch chan<- prometheus.Metric) {
-	cs, err := c.dp.Counters()
+	cs, err := c.dp.CountersByFamily()
 	if err != nil {
 		c.scrapeErrors.WithLabelValues(sourceCounters).Inc()
 		return
@@ -240,8 +241,8 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric) {
 		case metricSocketsDestroyed:
 			destroyed += x.Packets
 		default:
-			ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(x.Packets), x.Metric, x.Dir, x.Reason)
-			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(x.Bytes), x.Metric, x.Dir, x.Reason)
+			ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(x.Packets), x.Metric, x.Dir, x.Reason, x.Family)
+			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(x.Bytes), x.Metric, x.Dir, x.Reason, x.Family)
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.eventsLost, prometheus.CounterValue, float64(lost))

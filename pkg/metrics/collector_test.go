@@ -27,7 +27,7 @@ type fakeDatapath struct {
 	ctWalks     int
 }
 
-func (f *fakeDatapath) Counters() ([]datapath.Counter, error) {
+func (f *fakeDatapath) CountersByFamily() ([]datapath.Counter, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.countersErr != nil {
@@ -59,9 +59,11 @@ func (s fakeState) MetricsState() State { return State(s) }
 func newFake() *fakeDatapath {
 	return &fakeDatapath{
 		counters: []datapath.Counter{
-			{Metric: "forwarded", Dir: "egress", Packets: 10, Bytes: 1000},
-			{Metric: "forwarded", Dir: "ingress", Packets: 7, Bytes: 700},
-			{Metric: "dropped", Dir: "ingress", Reason: "POLICY_DENIED", Packets: 3, Bytes: 180},
+			{Metric: "forwarded", Dir: "egress", Family: "ipv4", Packets: 10, Bytes: 1000},
+			{Metric: "forwarded", Dir: "egress", Family: "ipv6", Packets: 5, Bytes: 600},
+			{Metric: "forwarded", Dir: "ingress", Family: "ipv4", Packets: 7, Bytes: 700},
+			{Metric: "dropped", Dir: "ingress", Reason: "POLICY_DENIED", Family: "ipv6", Packets: 3, Bytes: 180},
+			{Metric: "passed-non-ip", Dir: "ingress", Packets: 1, Bytes: 60},
 			{Metric: "events-lost", Dir: "egress", Packets: 2},
 			{Metric: "events-lost", Dir: "ingress", Reason: "POLICY_DENIED", Packets: 1},
 			{Metric: "sockets-destroyed", Dir: "egress", Packets: 4},
@@ -80,16 +82,20 @@ func TestCollectorReadsMapsAndState(t *testing.T) {
 	c.ObserveFlow("drop", "DROPPED")
 
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
-# HELP sluice_datapath_packets_total Packets the datapath counted, summed over CPUs: by what happened to them (metric: forwarded, dropped, passed-ipv6, passed-non-ip, related-icmp, no-endpoint, ...), direction relative to the pod (ingress: into it, egress: out of it) and drop reason (Hubble's name; empty unless dropped).
+# HELP sluice_datapath_packets_total Packets the datapath counted, summed over CPUs: by what happened to them (metric: forwarded, dropped, passed-ipv6, passed-non-ip, related-icmp, no-endpoint, ...), direction relative to the pod (ingress: into it, egress: out of it), drop reason (Hubble's name; empty unless dropped) and address family (ipv4, ipv6; empty for non-IP packets).
 # TYPE sluice_datapath_packets_total counter
-sluice_datapath_packets_total{direction="egress",metric="forwarded",reason=""} 10
-sluice_datapath_packets_total{direction="ingress",metric="forwarded",reason=""} 7
-sluice_datapath_packets_total{direction="ingress",metric="dropped",reason="POLICY_DENIED"} 3
+sluice_datapath_packets_total{direction="egress",family="ipv4",metric="forwarded",reason=""} 10
+sluice_datapath_packets_total{direction="egress",family="ipv6",metric="forwarded",reason=""} 5
+sluice_datapath_packets_total{direction="ingress",family="ipv4",metric="forwarded",reason=""} 7
+sluice_datapath_packets_total{direction="ingress",family="ipv6",metric="dropped",reason="POLICY_DENIED"} 3
+sluice_datapath_packets_total{direction="ingress",family="",metric="passed-non-ip",reason=""} 1
 # HELP sluice_datapath_bytes_total Bytes of the packets in sluice_datapath_packets_total, with the same labels.
 # TYPE sluice_datapath_bytes_total counter
-sluice_datapath_bytes_total{direction="egress",metric="forwarded",reason=""} 1000
-sluice_datapath_bytes_total{direction="ingress",metric="forwarded",reason=""} 700
-sluice_datapath_bytes_total{direction="ingress",metric="dropped",reason="POLICY_DENIED"} 180
+sluice_datapath_bytes_total{direction="egress",family="ipv4",metric="forwarded",reason=""} 1000
+sluice_datapath_bytes_total{direction="egress",family="ipv6",metric="forwarded",reason=""} 600
+sluice_datapath_bytes_total{direction="ingress",family="ipv4",metric="forwarded",reason=""} 700
+sluice_datapath_bytes_total{direction="ingress",family="ipv6",metric="dropped",reason="POLICY_DENIED"} 180
+sluice_datapath_bytes_total{direction="ingress",family="",metric="passed-non-ip",reason=""} 60
 # HELP sluice_events_lost_total Datapath events (flows) not emitted because the ring buffer was full (--events-buffer).
 # TYPE sluice_events_lost_total counter
 sluice_events_lost_total 3
@@ -171,7 +177,7 @@ func TestCollectorCountsItsFailures(t *testing.T) {
 	dp.countersErr, dp.ctErr = nil, nil
 	dp.mu.Unlock()
 	third := scrape(t, reg)
-	require.Equal(t, 10.0, gathered(t, third, "sluice_datapath_packets_total", map[string]string{"metric": "forwarded", "direction": "egress"}))
+	require.Equal(t, 10.0, gathered(t, third, "sluice_datapath_packets_total", map[string]string{"metric": "forwarded", "direction": "egress", "family": "ipv4"}))
 	require.Equal(t, 4.0, gathered(t, third, "sluice_conntrack_entries", nil))
 	require.Equal(t, 5.0, gathered(t, third, "sluice_map_entries", map[string]string{"map": "sl_ct"}))
 	require.Equal(t, 2.0, gathered(t, third, "sluice_metrics_scrape_errors_total", map[string]string{"source": "counters"}))

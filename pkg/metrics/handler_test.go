@@ -28,8 +28,8 @@ func TestHandler(t *testing.T) {
 	code, body := testutil.HTTPGet(t, srv.URL+PathMetrics)
 	require.Equal(t, http.StatusOK, code)
 	for _, want := range []string{
-		`sluice_datapath_packets_total{direction="egress",metric="forwarded",reason=""} 10`,
-		`sluice_datapath_packets_total{direction="ingress",metric="dropped",reason="POLICY_DENIED"} 3`,
+		`sluice_datapath_packets_total{direction="egress",family="ipv4",metric="forwarded",reason=""} 10`,
+		`sluice_datapath_packets_total{direction="ingress",family="ipv6",metric="dropped",reason="POLICY_DENIED"} 3`,
 		"sluice_conntrack_entries 4",
 		"sluice_endpoints 2",
 		`sluice_build_info{goversion="go`,

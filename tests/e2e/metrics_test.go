@@ -89,7 +89,7 @@ func TestAgentMetrics(t *testing.T) {
 	require.Contains(t, status, " 404 ", "the health address serves the probes only")
 
 	_, body := mustAgentGet(t, n1, metricsPort, "/metrics")
-	before, _ := sample(body, `sluice_datapath_packets_total{direction="egress",metric="forwarded",reason=""}`)
+	before, _ := sample(body, `sluice_datapath_packets_total{direction="egress",family="ipv4",metric="forwarded",reason=""}`)
 	for range 3 {
 		echo(t, &client.Host, "TCP", server.IP, 8080)
 	}
@@ -102,7 +102,7 @@ func TestAgentMetrics(t *testing.T) {
 			return
 		}
 		for _, dir := range []string{"egress", "ingress"} {
-			v, ok := sample(body, `sluice_datapath_packets_total{direction="`+dir+`",metric="forwarded",reason=""}`)
+			v, ok := sample(body, `sluice_datapath_packets_total{direction="`+dir+`",family="ipv4",metric="forwarded",reason=""}`)
 			assert.True(c, ok, "no forwarded %s packets in\n%s", dir, body)
 			if dir == "egress" {
 				// Each echo is a handshake, a request and a close: several

@@ -119,11 +119,23 @@ enum sl_metric {
 	SL_METRIC_MAX = 16, /* bound of the above, for sl_metrics_fast */
 };
 
-/* Per-CPU counter key: what, which direction, and the drop reason. */
+/* Per-CPU counter key: what, which direction, the drop reason and the
+ * packet's address family. */
 struct sl_metrics_key {
 	__u8 metric; /* enum sl_metric */
 	__u8 dir;    /* enum sl_dir */
 	__u16 reason; /* enum sl_drop_reason, SL_DROP_NONE unless dropped */
+	__u8 family;  /* enum sl_metric_family */
+	__u8 pad[3];
+};
+
+/* A counter's address family: none for what is not an IP packet (ARP,
+ * lost events, sockets). sl_metrics_fast's index is
+ * metric << 4 | family << 2 | direction. */
+enum sl_metric_family {
+	SL_METRIC_FAMILY_NONE = 0,
+	SL_METRIC_FAMILY_IPV4 = 1,
+	SL_METRIC_FAMILY_IPV6 = 2,
 };
 
 struct sl_metrics_val {

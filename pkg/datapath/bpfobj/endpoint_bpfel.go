@@ -472,6 +472,8 @@ type EndpointSlMetricsKey struct {
 	Metric uint8
 	Dir    uint8
 	Reason uint16
+	Family uint8
+	Pad    [3]uint8
 }
 
 type EndpointSlMetricsVal struct {
