@@ -87,6 +87,13 @@ func (e *env) pod(n *harness.Node, ns, name string, labels map[string]string) *h
 	return p
 }
 
+// dualPod is pod with an address of each family.
+func (e *env) dualPod(n *harness.Node, ns, name string, labels map[string]string) *harness.Pod {
+	p, err := n.AddPodFamily(ctx(e.t), harness.DualStack, ns, name, labels)
+	require.NoError(e.t, err)
+	return p
+}
+
 // startAgent starts (or restarts) n's agent and waits until it is ready
 // and every local pod is an attached endpoint.
 func (e *env) startAgent(n *harness.Node) *harness.Agent {
@@ -232,6 +239,13 @@ func (e *env) status(n *harness.Node) *api.Status {
 	st, err := n.AgentStatus(ctx(e.t))
 	require.NoError(e.t, err)
 	return st
+}
+
+// services are the frontends n's agent programmed, with their backends.
+func (e *env) services(n *harness.Node) api.Services {
+	var svcs api.Services
+	require.NoError(e.t, n.AgentGet(ctx(e.t), api.PathServices, &svcs))
+	return svcs
 }
 
 // problems lists the errors n's agent reports, as "component: message".

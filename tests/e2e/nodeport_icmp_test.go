@@ -38,12 +38,8 @@ func TestNodePortICMPErrorsAndFragments(t *testing.T) {
 	e := newEnv(t)
 	n1 := e.node("node1", harness.Routed)
 	n2 := e.node("node2", harness.Bridge)
-	pod := func(n *harness.Node, name string) *harness.Pod {
-		p, err := n.AddPodFamily(ctx(t), harness.DualStack, "default", name, map[string]string{"app": name})
-		require.NoError(t, err)
-		return p
-	}
-	b1, b2 := pod(n1, "b1"), pod(n2, "b2")
+	b1 := e.dualPod(n1, "default", "b1", map[string]string{"app": "b1"})
+	b2 := e.dualPod(n2, "default", "b2", map[string]string{"app": "b2"})
 	for _, b := range []*harness.Pod{b1, b2} {
 		_, err := b.StartUDPEchoServer(5353)
 		require.NoError(t, err)

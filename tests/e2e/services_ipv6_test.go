@@ -60,14 +60,9 @@ func TestServiceDualStack(t *testing.T) {
 			e := newEnv(t, m.args...)
 			n1 := e.node("node1", harness.Routed)
 			n2 := e.node("node2", harness.Bridge)
-			add := func(n *harness.Node, name string, labels map[string]string) *harness.Pod {
-				p, err := n.AddPodFamily(ctx(t), harness.DualStack, "default", name, labels)
-				require.NoError(t, err)
-				return p
-			}
-			client := add(n1, "client", nil)
-			b1 := add(n1, "b1", map[string]string{"app": "web"})
-			b2 := add(n2, "b2", map[string]string{"app": "web"})
+			client := e.dualPod(n1, "default", "client", nil)
+			b1 := e.dualPod(n1, "default", "b1", map[string]string{"app": "web"})
+			b2 := e.dualPod(n2, "default", "b2", map[string]string{"app": "web"})
 			serveWeb(t, b1, b2)
 			require.NoError(t, e.c.WriteManifest("svc-web.yaml", dualServiceYAML("default", "web", vip, vip6, webPorts, b1, b2)))
 			// A dual-stack service without endpoints.
@@ -169,12 +164,8 @@ func TestServiceFromOutsideBothFamilies(t *testing.T) {
 	e := newEnv(t)
 	n1 := e.node("node1", harness.Routed)
 	n2 := e.node("node2", harness.Bridge)
-	add := func(n *harness.Node, name string) *harness.Pod {
-		p, err := n.AddPodFamily(ctx(t), harness.DualStack, "default", name, map[string]string{"app": "web"})
-		require.NoError(t, err)
-		return p
-	}
-	b1, b2 := add(n1, "b1"), add(n2, "b2")
+	web := map[string]string{"app": "web"}
+	b1, b2 := e.dualPod(n1, "default", "b1", web), e.dualPod(n2, "default", "b2", web)
 	serveWeb(t, b1, b2)
 	ext, err := e.c.AddExternal(ctx(t), "ext1")
 	require.NoError(t, err)
@@ -219,9 +210,7 @@ func TestServiceFromOutsideBothFamilies(t *testing.T) {
 			for range 5 {
 				peer, err := ext.TCPRequest(ctx(t), fam.node1, 30080, "whoiscalling")
 				require.NoError(t, err)
-				ap, err := netip.ParseAddrPort(peer)
-				require.NoError(t, err, "whoiscalling answered %q", peer)
-				require.Contains(t, []netip.Addr{fam.node1, fam.client}, ap.Addr(),
+				require.Contains(t, []netip.Addr{fam.node1, fam.client}, whoIsCalling(t, peer),
 					"b1 sees the client, b2 (remote, SNAT) sees node1")
 			}
 
@@ -232,9 +221,7 @@ func TestServiceFromOutsideBothFamilies(t *testing.T) {
 			for _, dst := range []netip.AddrPort{netip.AddrPortFrom(fam.node2, 30081), netip.AddrPortFrom(fam.lb, 81)} {
 				peer, err := ext.TCPRequest(ctx(t), dst.Addr(), int(dst.Port()), "whoiscalling")
 				require.NoError(t, err, "to %s", dst)
-				ap, err := netip.ParseAddrPort(peer)
-				require.NoError(t, err, "whoiscalling answered %q", peer)
-				require.Equal(t, fam.client, ap.Addr(), "externalTrafficPolicy Local keeps the client address (%s)", dst)
+				require.Equal(t, fam.client, whoIsCalling(t, peer), "externalTrafficPolicy Local keeps the client address (%s)", dst)
 				who, err := ext.TCPRequest(ctx(t), dst.Addr(), int(dst.Port()), "whoami")
 				require.NoError(t, err)
 				require.Equal(t, "default/b2", who)
