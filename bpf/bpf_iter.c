@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Socket iterator: destroys connected UDP sockets whose peer is a backend
+ * Socket iterator: destroys connected UDP sockets (IPv4 and IPv6, v4-mapped
+ * peers included) whose peer is a backend
  * being removed (listed in sl_sock_destroy). Socket LB connected them to
  * the backend directly, so nothing on the packet path can redirect them:
  * destroying them makes their owners see ECONNABORTED and reconnect, which
@@ -29,6 +30,7 @@ struct sock_common {
 		};
 	};
 	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
 } __attribute__((preserve_access_index));
 
 struct udp_sock;
@@ -50,9 +52,29 @@ int sl_destroy_udp(struct bpf_iter__udp *ctx)
 	struct sock_common *sk = (struct sock_common *)ctx->udp_sk;
 	struct sl_sock_destroy_key key = {};
 
-	if (!sk || sk->skc_family != AF_INET || !sk->skc_dport)
+	if (!sk || !sk->skc_dport)
 		return 0;
-	key.addr.addr4 = sk->skc_daddr;
+	if (sk->skc_family == AF_INET) {
+		key.addr.addr4 = sk->skc_daddr;
+	} else if (sk->skc_family == AF_INET6) {
+		__u32 w0 = sk->skc_v6_daddr.in6_u.u6_addr32[0], w1 = sk->skc_v6_daddr.in6_u.u6_addr32[1];
+		__u32 w2 = sk->skc_v6_daddr.in6_u.u6_addr32[2], w3 = sk->skc_v6_daddr.in6_u.u6_addr32[3];
+
+		if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) {
+			/* A dual-stack socket connected to an IPv4 backend at
+			 * its v4-mapped address: listed as IPv4. */
+			key.addr.addr4 = w3;
+		} else {
+			__u32 *a = (__u32 *)key.addr.addr6;
+
+			a[0] = w0;
+			a[1] = w1;
+			a[2] = w2;
+			a[3] = w3;
+		}
+	} else {
+		return 0;
+	}
 	key.port = sk->skc_dport;
 	key.proto = IPPROTO_UDP;
 	if (!bpf_map_lookup_elem(&sl_sock_destroy, &key))

@@ -279,13 +279,24 @@ func TestIPv6ServiceFrontendOnThePacketPath(t *testing.T) {
 // written, beside IPv4 ones with the same bytes.
 func TestLBDumpBothFamilies(t *testing.T) {
 	dp := loadTest(t, Config{})
-	putService(t, dp, 5, netip.AddrPortFrom(vip6, 80), tcp, 0, netip.AddrPortFrom(peer6, 8080))
+	putService(t, dp, 5, netip.AddrPortFrom(vip6, 80), tcp, LBFlagSrcRange, netip.AddrPortFrom(peer6, 8080))
+	putService(t, dp, 6, netip.AddrPortFrom(vip, 80), tcp, LBFlagSrcRange)
+	for _, r := range []LBSourceRange{
+		{Frontend: 5, Prefix: netip.MustParsePrefix("2001:db8::/32")},
+		{Frontend: 6, Prefix: netip.MustParsePrefix("198.51.100.0/24")},
+	} {
+		k := r.raw()
+		require.NoError(t, dp.objs.SlLbSrcRange.Put(&k, uint8(1)))
+	}
 	st, err := dp.Maps().LBDump()
 	require.NoError(t, err)
 	f, ok := st.Frontends[LBFrontendKey{Addr: vip6, Port: 80, Proto: tcp}]
 	require.True(t, ok, "the IPv6 frontend by its IPv6 key: %+v", st.Frontends)
 	require.Equal(t, []uint32{9}, f.Slots)
 	require.Equal(t, peer6, st.Backends[9].Addr)
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}, f.SourceRanges, "IPv6 ranges read back as IPv6")
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
+		st.Frontends[LBFrontendKey{Addr: vip, Port: 80, Proto: tcp}].SourceRanges)
 }
 
 // The LB maps' family byte was padding: an upgrade from an agent that

@@ -163,7 +163,11 @@ func (m *Maps) LBDump() (LBState, error) {
 		return st, fmt.Errorf("iterate sl_lb_backends: %w", err)
 	}
 	if m.LBSrcRange != nil {
-		ranges, err := m.dumpSrcRanges()
+		v6 := map[uint32]bool{}
+		for k, f := range st.Frontends {
+			v6[f.ID] = k.Addr.Is6()
+		}
+		ranges, err := m.dumpSrcRanges(v6)
 		if err != nil {
 			return st, err
 		}
@@ -205,8 +209,9 @@ func lbBackendFrom(id uint32, b *bpfobj.EndpointSlLbBackend) LBBackend {
 		Local:       b.Flags&uint8(bpfobj.EndpointSlLbBackendFlagSL_LB_BACKEND_F_LOCAL) != 0}
 }
 
-// dumpSrcRanges reads sl_lb_src_range back, by frontend ID, sorted.
-func (m *Maps) dumpSrcRanges() (map[uint32][]netip.Prefix, error) {
+// dumpSrcRanges reads sl_lb_src_range back, by frontend ID, sorted. A
+// frontend's ranges are of its own family (v6[id]): the key has none.
+func (m *Maps) dumpSrcRanges(v6 map[uint32]bool) (map[uint32][]netip.Prefix, error) {
 	out := map[uint32][]netip.Prefix{}
 	var (
 		k bpfobj.EndpointSlLbSrcRangeKey
@@ -218,7 +223,11 @@ func (m *Maps) dumpSrcRanges() (map[uint32][]netip.Prefix, error) {
 			continue
 		}
 		id := htonl(k.SvcId)
-		p := netip.PrefixFrom(raw.AddrFrom(k.Addr.Addr6, 2), int(k.Prefixlen-32))
+		family := uint8(unix.AF_INET)
+		if v6[id] {
+			family = unix.AF_INET6
+		}
+		p := netip.PrefixFrom(raw.AddrFrom(k.Addr.Addr6, family), int(k.Prefixlen-32))
 		out[id] = append(out[id], p)
 	}
 	if err := it.Err(); err != nil {

@@ -745,11 +745,6 @@ func TestServiceLoadBalancerSourceRanges(t *testing.T) {
 
 				// The pins hold the range, as `sluice bpf lb list` shows them.
 				lbList := e.cli(n1, "bpf", "lb", "list")
-				if fam.v6 && strings.Contains(lbList, "source-ranges=invalid Prefix") {
-					// Reported to the lead: the traffic above is right, the
-					// listing is not.
-					t.Skipf("known bug in pkg/datapath (Maps.dumpSrcRanges decodes every sl_lb_src_range key as IPv4): bpf lb list shows %s as \"invalid Prefix\":\n%s", inRange, lbList)
-				}
 				require.Contains(t, lbList, inRange.String())
 			})
 		})
@@ -789,11 +784,6 @@ func testRemovedBackendUDPSockets(t *testing.T, flag string) {
 			kf, _ := datapath.LookupKernelFeature(datapath.FeatureBPFSockDestroy)
 			testutil.RequireFeature(t, datapath.FeatureBPFSockDestroy, false,
 				fmt.Sprintf("%s, Linux %s+ (the agent uses %q); the sock-diag variant covers the fallback", kf.What, kf.MinKernel, method))
-		}
-		if fam.v6 && method == sockdestroy.Iterator {
-			// Reported to the lead, with the client's socket still
-			// connected to the removed backend (ss -uan) after 10s.
-			t.Skip("datapath bug: bpf/bpf_iter.c sl_destroy_udp returns early for every socket whose family is not AF_INET, so IPv6 sockets of removed backends are never destroyed")
 		}
 		destroyedBefore := e.socketsDestroyed(n1) // by an earlier family
 		c, err := client.StartUDPClient(fam.vip(), 53, 50*time.Millisecond)
