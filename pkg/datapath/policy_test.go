@@ -698,3 +698,51 @@ func requireSkbContext(t *testing.T, prog *ebpf.Program) {
 		t.Skip("BPF_PROG_TEST_RUN takes no skb context (ingress_ifindex) on this kernel (Linux 5.11+): the packet's origin cannot be set in a test run")
 	}
 }
+
+// Reading an endpoint's policy back while the agent swaps in a new one:
+// the inner map the outer entry named may be freed between the lookup and
+// its opening (tests/apiserver's CI run met it: "policy map of endpoint 7:
+// no such file or directory"). A reader sees the old policy or the new
+// one, never an error.
+func TestDumpEndpointPolicyWhileItIsReplaced(t *testing.T) {
+	dp := loadTest(t, Config{})
+	m := dp.Maps()
+	policy := func(port uint16) EndpointPolicy {
+		return EndpointPolicy{Entries: []PolicyEntry{{Identity: peerID, Dir: 1, Proto: 6, Port: port, PortPrefixLen: 16, Verdict: VerdictAllow}},
+			CIDRs: []PolicyCIDR{{Dir: 1, Class: 3, Prefix: netip.MustParsePrefix("198.51.100.0/24")}}}
+	}
+	require.NoError(t, m.WriteEndpointPolicy(7, policy(1)))
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := range 300 {
+			if err = m.WriteEndpointPolicy(7, policy(uint16(i%2+1))); err != nil {
+				break
+			}
+		}
+		done <- err
+	}()
+	reads, failures := 0, 0
+	var last error
+	for writing := true; writing; reads++ {
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+			writing = false
+		default:
+		}
+		p, err := m.DumpEndpointPolicy(7)
+		if err != nil {
+			failures, last = failures+1, err
+			continue
+		}
+		require.Len(t, p.Entries, 1)
+		ids, err := m.PolicyEndpoints()
+		if err != nil {
+			failures, last = failures+1, err
+			continue
+		}
+		require.Equal(t, []uint32{7}, ids)
+	}
+	require.Zero(t, failures, "%d of %d reads failed, the last with: %v", failures, reads, last)
+}

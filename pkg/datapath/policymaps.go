@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath/bpfobj"
 	"github.com/sluice-net/sluice/pkg/datapath/internal/raw"
@@ -171,17 +172,35 @@ func (m *Maps) DeleteEndpointPolicy(epID uint32) error {
 	return errors.Join(errs...)
 }
 
-// PolicyEndpoints lists the endpoint IDs that have a policy map.
+// lookupInner opens the inner map at key of a map of maps. The agent swaps
+// in a new inner map on every policy change, and the one a lookup named
+// may be freed before it is opened (ENOENT from its ID, not a missing
+// key): look again, and get the new one.
+func lookupInner(outer *ebpf.Map, key uint32) (*ebpf.Map, error) {
+	var (
+		inner *ebpf.Map
+		err   error
+	)
+	for range 10 {
+		err = outer.Lookup(key, &inner)
+		if err == nil || errors.Is(err, ebpf.ErrKeyNotExist) || !errors.Is(err, unix.ENOENT) {
+			return inner, err
+		}
+	}
+	return nil, err
+}
+
+// PolicyEndpoints lists the endpoint IDs that have a policy map. The
+// values are read as inner map IDs, not opened: a map swapped in
+// meanwhile must not fail the walk.
 func (m *Maps) PolicyEndpoints() ([]uint32, error) {
 	var (
-		id    uint32
-		inner *ebpf.Map
-		out   []uint32
+		id, innerID uint32
+		out         []uint32
 	)
 	it := m.Policy.Iterate()
-	for it.Next(&id, &inner) {
+	for it.Next(&id, &innerID) {
 		out = append(out, id)
-		inner.Close()
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate sl_policy: %w", err)
@@ -193,8 +212,8 @@ func (m *Maps) PolicyEndpoints() ([]uint32, error) {
 // DumpEndpointPolicy reads endpoint epID's policy maps back, sorted.
 func (m *Maps) DumpEndpointPolicy(epID uint32) (EndpointPolicy, error) {
 	var p EndpointPolicy
-	var pm *ebpf.Map
-	if err := m.Policy.Lookup(epID, &pm); err != nil {
+	pm, err := lookupInner(m.Policy, epID)
+	if err != nil {
 		return p, fmt.Errorf("policy map of endpoint %d: %w", epID, err)
 	}
 	defer pm.Close()
@@ -225,8 +244,7 @@ func (m *Maps) DumpEndpointPolicy(epID uint32) (EndpointPolicy, error) {
 		}
 		return a.PortPrefixLen < b.PortPrefixLen
 	})
-	var cm *ebpf.Map
-	if err := m.PolicyCIDR.Lookup(epID, &cm); err == nil {
+	if cm, err := lookupInner(m.PolicyCIDR, epID); err == nil {
 		defer cm.Close()
 		var (
 			ck  bpfobj.EndpointSlPolicyCidrKey
