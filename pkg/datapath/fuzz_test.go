@@ -255,9 +255,39 @@ func isRejectToPod(out []byte) bool {
 		ic.TypeCode == layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)
 }
 
-// isND mirrors ipv6_is_nd: ICMPv6 types 133-137 in the first header.
+// isND mirrors the datapath's neighbour discovery and MLD test (parse.h:
+// ipv6_walk, then icmp6_is_nd): past at most SL_IPV6_MAX_EXT extension
+// headers (a real MLD message carries a hop-by-hop Router Alert), an
+// ICMPv6 message of type 130-137 (MLD query, report, done; router and
+// neighbour solicitation and advertisement; redirect, which the programs
+// drop) or 143 (MLDv2 report).
 func isND(f []byte) bool {
-	return len(f) >= 14+41 && f[14+6] == 58 && f[14+40] >= 133 && f[14+40] <= 137
+	if len(f) < 14+40 {
+		return false
+	}
+	next, off := f[14+6], 14+40
+	for range 6 {
+		isExt := next == 0 || next == 43 || next == 60 || next == 51 || next == 44
+		if isExt && off+8 > len(f) {
+			return false
+		}
+		switch next {
+		case 0, 43, 60: // hop-by-hop, routing, destination options
+			next, off = f[off], off+(int(f[off+1])+1)*8
+		case 51: // authentication
+			next, off = f[off], off+(int(f[off+1])+2)*4
+		case 44: // fragment: a later fragment has no ICMPv6 header
+			if binary.BigEndian.Uint16(f[off+2:])&0xfff8 != 0 {
+				return false
+			}
+			next, off = f[off], off+8
+		}
+	}
+	if next != 58 || off >= len(f) {
+		return false
+	}
+	typ := f[off]
+	return (typ >= 130 && typ <= 137) || typ == 143
 }
 
 // fixChecksums gives a frame valid IPv4 and TCP/UDP checksums where it is
