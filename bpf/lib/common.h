@@ -127,6 +127,24 @@ static __always_inline bool addr6_eq(const union sl_addr *a, const union sl_addr
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
+/* Two addresses of family (a constant) are the same; IPv4: the first four bytes. */
+static __always_inline bool addr_eq(const union sl_addr *a, const union sl_addr *b, const __u8 family)
+{
+	if (family == AF_INET6)
+		return addr6_eq(a, b);
+	return a->addr4 == b->addr4;
+}
+
+/* An address of family folded into 32 bits, for flow hashes. */
+static __always_inline __u32 addr_fold(const union sl_addr *a, const __u8 family)
+{
+	const __u32 *w = (const __u32 *)a->addr6;
+
+	if (family == AF_INET6)
+		return w[0] ^ w[1] ^ w[2] ^ w[3];
+	return a->addr4;
+}
+
 static __always_inline void service_loopback6(union sl_addr *a)
 {
 	__u32 *w = (__u32 *)a->addr6;

@@ -23,4 +23,17 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	return ~sum;
 }
 
+/* Update the L4 (or ICMPv6) checksum at off for an IPv6 address going
+ * from `from` to `to`: by the 16 bytes' diff (flags: BPF_F_PSEUDO_HDR when
+ * the address is in the pseudo-header, BPF_F_MARK_MANGLED_0 for UDP). */
+static __always_inline int csum_replace_addr6(struct __sk_buff *skb, __u32 off, const union sl_addr *from,
+					      const union sl_addr *to, __u64 flags)
+{
+	__s64 diff = bpf_csum_diff((__be32 *)from->addr6, 16, (__be32 *)to->addr6, 16, 0);
+
+	if (diff < 0)
+		return -1;
+	return bpf_l4_csum_replace(skb, off, 0, diff, flags);
+}
+
 #endif /* SLUICE_CSUM_H */

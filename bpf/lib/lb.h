@@ -134,14 +134,6 @@ static __always_inline bool lb_src_allowed(const struct sl_lb_entry *svc, const 
 	return bpf_map_lookup_elem(&sl_lb_src_range, &k) != NULL;
 }
 
-/* An IPv6 address folded into 32 bits, for flow hashes. */
-static __always_inline __u32 addr6_fold(const union sl_addr *a)
-{
-	const __u32 *w = (const __u32 *)a->addr6;
-
-	return w[0] ^ w[1] ^ w[2] ^ w[3];
-}
-
 static __always_inline __u32 l4_csum_off(const struct sl_pkt *pkt)
 {
 	return pkt->l4_off + (pkt->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
@@ -200,9 +192,8 @@ static __always_inline int lb_rewrite6(struct __sk_buff *skb, const struct sl_pk
 
 	if (l4) {
 		__u32 csum = l4_csum_off(pkt);
-		__s64 diff = bpf_csum_diff((__be32 *)old->addr6, 16, (__be32 *)new_addr->addr6, 16, 0);
 
-		if (diff < 0 || bpf_l4_csum_replace(skb, csum, 0, diff, BPF_F_PSEUDO_HDR | mangled0) < 0)
+		if (csum_replace_addr6(skb, csum, old, new_addr, BPF_F_PSEUDO_HDR | mangled0) < 0)
 			return -1;
 		if (lb_rewrite_port(skb, pkt, dst, csum, old_port, new_port, mangled0) < 0)
 			return -1;
@@ -286,10 +277,8 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 		if (svc->flags & SL_LB_F_AFFINITY)
 			backend_id = lb_affinity_get(svc, &pkt->saddr, now);
 		if (!backend_id && (svc->flags & SL_LB_F_MAGLEV))
-			backend_id = lb_maglev_backend(svc, flow_hash(family == AF_INET6 ? addr6_fold(&pkt->saddr) :
-									  pkt->saddr.addr4,
-								      family == AF_INET6 ? addr6_fold(&pkt->daddr) :
-									  pkt->daddr.addr4,
+			backend_id = lb_maglev_backend(svc, flow_hash(addr_fold(&pkt->saddr, family),
+								      addr_fold(&pkt->daddr, family),
 								      ((__u32)pkt->sport << 16 | pkt->dport) ^ pkt->proto));
 		if (!backend_id)
 			backend_id = lb_slot_backend(&key, svc, bpf_get_prandom_u32());
@@ -329,7 +318,7 @@ static __always_inline int lb_translate(struct __sk_buff *skb, __u32 ep_id, stru
 	}
 	pkt->daddr = backend->addr;
 	pkt->dport = backend->port;
-	if (family == AF_INET6 ? addr6_eq(&backend->addr, &pkt->saddr) : backend->addr.addr4 == pkt->saddr.addr4) {
+	if (addr_eq(&backend->addr, &pkt->saddr, family)) {
 		union sl_addr loopback = { .addr4 = SL_SERVICE_LOOPBACK };
 
 		/* Hairpin: the client is its own backend. Its SERVICE entry
@@ -476,23 +465,10 @@ static __always_inline int lb_rev_translate_icmp(struct __sk_buff *skb, struct s
 	return 0;
 }
 
-/*
- * ICMPv6 (RFC 4443): the quoted IPv6 header has no checksum, and the
- * ICMPv6 checksum covers a pseudo-header with the error's own addresses
- * as well as the whole message, quote included.
- */
-static __always_inline int icmp6_csum_diff(struct __sk_buff *skb, const struct sl_pkt *pkt,
-					   const union sl_addr *from, const union sl_addr *to, bool pseudo)
-{
-	__s64 diff = bpf_csum_diff((__be32 *)from->addr6, 16, (__be32 *)to->addr6, 16, 0);
-
-	if (diff < 0)
-		return -1;
-	return bpf_l4_csum_replace(skb, ICMP_CSUM_OFF(pkt), 0, diff, pseudo ? BPF_F_PSEUDO_HDR : 0);
-}
-
-/* icmp_inner_rewrite for ICMPv6: the quoted packet's source (src) or
- * destination address and, for TCP and UDP, port. */
+/* icmp_inner_rewrite for ICMPv6 (RFC 4443): the quoted packet's source
+ * (src) or destination address and, for TCP and UDP, port. The quoted IPv6
+ * header has no checksum; the ICMPv6 checksum covers the whole message,
+ * quote included, and a pseudo-header with the error's own addresses. */
 static __always_inline int icmp6_inner_rewrite(struct __sk_buff *skb, const struct sl_pkt *pkt, bool src,
 					       const union sl_addr *old_addr, const union sl_addr *new_addr,
 					       __be16 old_port, __be16 new_port)
@@ -500,7 +476,7 @@ static __always_inline int icmp6_inner_rewrite(struct __sk_buff *skb, const stru
 	__u32 addr_off = pkt->inner_off + (src ? offsetof(struct ipv6hdr, saddr) : offsetof(struct ipv6hdr, daddr));
 
 	if (!addr6_eq(old_addr, new_addr)) {
-		if (icmp6_csum_diff(skb, pkt, old_addr, new_addr, false) < 0 ||
+		if (csum_replace_addr6(skb, ICMP_CSUM_OFF(pkt), old_addr, new_addr, 0) < 0 ||
 		    bpf_skb_store_bytes(skb, addr_off, new_addr->addr6, 16, 0) < 0)
 			return -1;
 	}
@@ -513,7 +489,7 @@ static __always_inline int icmp6_outer_rewrite(struct __sk_buff *skb, const stru
 {
 	if (addr6_eq(old_addr, new_addr))
 		return 0;
-	if (icmp6_csum_diff(skb, pkt, old_addr, new_addr, true) < 0)
+	if (csum_replace_addr6(skb, ICMP_CSUM_OFF(pkt), old_addr, new_addr, BPF_F_PSEUDO_HDR) < 0)
 		return -1;
 	return bpf_skb_store_bytes(skb, src ? IP6_SRC_OFF : IP6_DST_OFF, new_addr->addr6, 16, 0);
 }
@@ -530,6 +506,19 @@ static __always_inline int lb_rev_translate_icmp6(struct __sk_buff *skb, struct 
 	if (addr6_eq(&pkt->outer_saddr, backend) && icmp6_outer_rewrite(skb, pkt, true, backend, front) < 0)
 		return -1;
 	return 0;
+}
+
+/* Make the packet the frame eth (already turned back) carrying the len
+ * bytes of ip_msg, and send it out of the interface it came in on. */
+static __always_inline int lb_send_back(struct __sk_buff *skb, const struct ethhdr *eth, const void *ip_msg,
+					__u32 len)
+{
+	if (bpf_skb_change_tail(skb, ETH_HLEN + len, 0) < 0)
+		return SL_DROP;
+	if (bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, ip_msg, len, 0) < 0)
+		return SL_DROP;
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 /* An ICMP port unreachable about the packet, as kube-proxy's REJECT sends:
@@ -574,13 +563,7 @@ static __always_inline int lb_reject(struct __sk_buff *skb, const __u8 family)
 	r.icmp.code = ICMP_PORT_UNREACH;
 	r.icmp.checksum = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.icmp,
 						  sizeof(r.icmp) + sizeof(r.orig), 0));
-
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0) < 0)
-		return SL_DROP;
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), 0) < 0)
-		return SL_DROP;
-	return bpf_redirect(skb->ifindex, 0);
+	return lb_send_back(skb, &eth, &r, sizeof(r));
 }
 
 /* The same for IPv6 (ip6tables' REJECT with icmp6-port-unreachable): the
@@ -646,13 +629,7 @@ static __always_inline int lb_reject6(struct __sk_buff *skb)
 	if (sum < 0)
 		return SL_DROP;
 	r->icmp.checksum = csum_fold(sum);
-
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(*r), 0) < 0)
-		return SL_DROP;
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, r, sizeof(*r), 0) < 0)
-		return SL_DROP;
-	return bpf_redirect(skb->ifindex, 0);
+	return lb_send_back(skb, &eth, r, sizeof(*r));
 }
 
 #endif /* SLUICE_LB_H */

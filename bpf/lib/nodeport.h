@@ -39,14 +39,6 @@ static __always_inline union sl_addr snat_addr(__u32 ifindex, const union sl_add
 	return u->ipv4;
 }
 
-/* Two addresses of family are the same (IPv4: the first four bytes). */
-static __always_inline bool addr_eq(const union sl_addr *a, const union sl_addr *b, const __u8 family)
-{
-	if (family == AF_INET6)
-		return addr6_eq(a, b);
-	return a->addr4 == b->addr4;
-}
-
 static __always_inline __u8 nat_family(const __u8 family)
 {
 	return family == AF_INET6 ? AF_INET6 : 0;
