@@ -51,7 +51,10 @@ static __always_inline __u8 nat_family(const __u8 family)
  * as that entry says the connection does. A mapping whose owner is gone,
  * expired, closed for longer than SNAT_CLOSE_GRACE_NS, pinned to another
  * port or sent to a backend that was removed is dead: allocation takes its
- * port over at once, and the agent's GC deletes it between allocations.
+ * port over at once. The agent's GC deletes only the dead mappings that
+ * allocation cannot reach (a port outside the range, an address no longer
+ * translated to): it cannot delete a mapping only if unchanged, and a
+ * takeover between its check and its delete would lose a connection.
  */
 
 /* A closed connection keeps its port a little longer: the last ACK of a

@@ -76,16 +76,25 @@ func (m *Maps) natMappingLive(k *bpfobj.EndpointSlNatKey, v *bpfobj.EndpointSlNa
 	return b.Addr.Addr6 == v.Backend.Addr6 && b.Port == v.BackendPort
 }
 
-// NATGCStats is the result of one SNAT GC pass.
+// NATGCStats is the result of one SNAT GC pass. Free counts the dead
+// mappings left for the datapath to take over.
 type NATGCStats struct {
-	Live, Deleted int
+	Live, Free, Deleted int
 }
 
+// natGCBeforeDelete, when set (by tests), runs between the last liveness
+// check of a dead mapping and its deletion.
+var natGCBeforeDelete func(k *bpfobj.EndpointSlNatKey)
+
 // GCNAT deletes the SNAT mappings whose connection is over (closed,
-// expired, re-pinned to another port, or its backend removed), so their
-// ports serve new connections. The datapath also reclaims such ports when
-// it allocates; this pass keeps the range clean between allocations and
-// heals state pinned by an agent that never released it.
+// expired, re-pinned to another port, or its backend removed) and which
+// the datapath cannot take over itself: ports outside the SNAT range and
+// addresses no longer translated to. A dead mapping the datapath could take
+// over is left to it: userspace cannot delete a map entry only if it is
+// unchanged, and the datapath may take the port over for a new connection
+// between any check and the delete, which would lose that connection's
+// replies. Such mappings are bounded by the range and cost nothing: the
+// datapath reuses them at once, and no reader counts them as in use.
 func (m *Maps) GCNAT() (NATGCStats, error) {
 	var (
 		v     bpfobj.EndpointSlNatVal
@@ -95,21 +104,43 @@ func (m *Maps) GCNAT() (NATGCStats, error) {
 	if m.NAT == nil {
 		return stats, nil
 	}
+	// The addresses the datapath translates to: the uplinks' SNAT
+	// addresses, and every address a live mapping is on (a frontend
+	// address, where the uplink is not known: snat_addr).
+	inUse := map[[16]byte]bool{}
+	err := walk(m.Uplinks, func(_ *uint32, u *bpfobj.EndpointSlUplink) bool {
+		inUse[u.Ipv4.Addr6] = true
+		inUse[u.Ipv6.Addr6] = true
+		return true
+	})
+	if err != nil {
+		return stats, fmt.Errorf("walk sl_uplinks: %w", err)
+	}
+	var candidates []bpfobj.EndpointSlNatKey
 	now := MonotonicNow()
-	err := walk(m.NAT, func(k *bpfobj.EndpointSlNatKey, v *bpfobj.EndpointSlNatVal) bool {
+	err = walk(m.NAT, func(k *bpfobj.EndpointSlNatKey, v *bpfobj.EndpointSlNatVal) bool {
 		if m.natMappingLive(k, v, now, snatCloseGraceNs) {
 			stats.Live++
+			inUse[k.Addr.Addr6] = true
 		} else {
-			dead = append(dead, *k)
+			candidates = append(candidates, *k)
 		}
 		return true
 	})
 	if err != nil {
 		return stats, fmt.Errorf("walk sl_nat: %w", err)
 	}
-	// The datapath may have taken a dead port over for a new connection
-	// since the walk read it: judge the mapping again right before
-	// deleting it, so a fresh one is never removed under its connection.
+	for _, k := range candidates {
+		port := raw.Ntohs(k.Port)
+		if inUse[k.Addr.Addr6] && m.snatPortMax != 0 && port >= m.snatPortMin && port <= m.snatPortMax {
+			stats.Free++
+		} else {
+			dead = append(dead, k)
+		}
+	}
+	// The rest may still be taken over, by an agent whose range or uplink
+	// changed under a running datapath: judge each again right before
+	// deleting it, which narrows that window.
 	for i := range dead {
 		if err := m.NAT.Lookup(&dead[i], &v); err != nil {
 			continue
@@ -117,6 +148,9 @@ func (m *Maps) GCNAT() (NATGCStats, error) {
 		if m.natMappingLive(&dead[i], &v, raw.MonotonicNow(), snatCloseGraceNs) {
 			stats.Live++
 			continue
+		}
+		if natGCBeforeDelete != nil {
+			natGCBeforeDelete(&dead[i])
 		}
 		if err := m.NAT.Delete(&dead[i]); err == nil {
 			stats.Deleted++
