@@ -117,6 +117,15 @@ static __always_inline bool icmp6_is_nd(__u8 type)
 	return (type >= ICMPV6_MLD_QUERY && type <= ICMPV6_ND_REDIRECT) || type == ICMPV6_MLD2_REPORT;
 }
 
+/* The hop limit a neighbour discovery or MLD message of this type is sent
+ * with, and which its receiver insists on (RFC 4861 7.1.1: 255; RFC 2710
+ * 3 and RFC 3810 5: 1): 255 proves it was not routed, 1 that it will not
+ * be. */
+static __always_inline __u8 icmp6_nd_hop_limit(__u8 type)
+{
+	return type >= ICMPV6_ND_ROUTER_SOLICIT && type <= ICMPV6_ND_REDIRECT ? 255 : 1;
+}
+
 /*
  * Ports of an L4 header at off. ICMP echo uses the identifier as the port
  * on the requester's side: a request is (id, 0) and its reply (0, id), so
@@ -390,9 +399,17 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct sl_pkt *pkt)
 		 * forge, since a pod's own fe80::/10 passes anti-spoofing. */
 		if (icmp_type == ICMPV6_ND_REDIRECT)
 			return SL_DROP_ICMP_REDIRECT;
-		if (icmp6_is_nd(icmp_type))
+		if (icmp6_is_nd(icmp_type)) {
+			/* Neighbour discovery passes endpoints without policy,
+			 * so only what a link's stack accepts passes: a hop
+			 * limit other than its type's is a message routed here
+			 * from beyond the link, or made up, and a fragmented one
+			 * is what RFC 6980 bids receivers drop (its later
+			 * fragments would need no policy either). */
+			if (frag.seen || ip6.hop_limit != icmp6_nd_hop_limit(icmp_type))
+				return SL_DROP_FORBIDDEN_ICMP6;
 			pkt->nd = 1;
-		else if (icmp6_is_error(icmp_type))
+		} else if (icmp6_is_error(icmp_type))
 			return parse_icmp6_inner(skb, off + sizeof(struct icmphdr), pkt);
 	}
 	return SL_DROP_NONE;

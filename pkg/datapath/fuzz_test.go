@@ -256,11 +256,12 @@ func isRejectToPod(out []byte) bool {
 }
 
 // isND mirrors the datapath's neighbour discovery and MLD test (parse.h:
-// ipv6_walk, then icmp6_is_nd): past at most SL_IPV6_MAX_EXT extension
-// headers (a real MLD message carries a hop-by-hop Router Alert), an
-// ICMPv6 message of type 130-137 (MLD query, report, done; router and
-// neighbour solicitation and advertisement; redirect, which the programs
-// drop) or 143 (MLDv2 report).
+// ipv6_walk, then icmp6_is_nd and icmp6_nd_hop_limit): past at most
+// SL_IPV6_MAX_EXT extension headers (a real MLD message carries a
+// hop-by-hop Router Alert) and no Fragment header, an ICMPv6 message of
+// type 133-137 (router and neighbour solicitation and advertisement;
+// redirect, which the programs drop) with hop limit 255, or 130-132 and
+// 143 (MLD query, report, done; MLDv2 report) with hop limit 1.
 func isND(f []byte) bool {
 	if len(f) < 14+40 {
 		return false
@@ -276,18 +277,18 @@ func isND(f []byte) bool {
 			next, off = f[off], off+(int(f[off+1])+1)*8
 		case 51: // authentication
 			next, off = f[off], off+(int(f[off+1])+2)*4
-		case 44: // fragment: a later fragment has no ICMPv6 header
-			if binary.BigEndian.Uint16(f[off+2:])&0xfff8 != 0 {
-				return false
-			}
-			next, off = f[off], off+8
+		case 44: // fragment: neighbour discovery is never fragmented
+			return false
 		}
 	}
 	if next != 58 || off >= len(f) {
 		return false
 	}
-	typ := f[off]
-	return (typ >= 130 && typ <= 137) || typ == 143
+	typ, hopLimit := f[off], f[14+7]
+	if typ >= 133 && typ <= 137 {
+		return hopLimit == 255
+	}
+	return (typ >= 130 && typ <= 132 || typ == 143) && hopLimit == 1
 }
 
 // fixChecksums gives a frame valid IPv4 and TCP/UDP checksums where it is

@@ -93,6 +93,21 @@ func pkt6(src, dst netip.Addr, exts []ext6, proto uint8, l4 []byte) []byte {
 	return append(append(b, ip...), payload...)
 }
 
+var (
+	linkLocal1, linkLocal2 = netip.MustParseAddr("fe80::1"), netip.MustParseAddr("fe80::2")
+	allNodes, allRouters   = netip.MustParseAddr("ff02::1"), netip.MustParseAddr("ff02::2")
+	mldRouters             = netip.MustParseAddr("ff02::16") // MLDv2-capable routers
+)
+
+// withHopLimit sets the hop limit of pkt6's frame b.
+func withHopLimit(b []byte, hl uint8) []byte {
+	b[14+7] = hl
+	return b
+}
+
+// icmp6Msg is an ICMPv6 message of type typ with a 20-byte body.
+func icmp6Msg(typ uint8) []byte { return append([]byte{typ, 0, 0, 0}, make([]byte, 20)...) }
+
 func tcp6(sport, dport uint16, f flags) []byte {
 	h := make([]byte, 20)
 	binary.BigEndian.PutUint16(h[0:], sport)
@@ -222,12 +237,28 @@ func TestIPv6Parsing(t *testing.T) {
 		{"ICMPv6 error embedding a truncated header: dropped",
 			[]step{dropped(false, fixed(icmp6Error(peer6, 1, pkt6(pod6, peer6, nil, udp, udp6(5003, 53)), 20)), "CT_TRUNCATED_OR_INVALID_HEADER")}, nil},
 		{"neighbour discovery passes untracked", []step{out(ndPkt), in(ndPkt)}, nil},
+		{"MLD with hop limit 1 passes untracked, behind its hop-by-hop Router Alert", []step{
+			out(fixed(withHopLimit(pkt6(linkLocal1, mldRouters, []ext6{optsHdr(nhHop)}, icmp6, icmp6Msg(143)), 1))),
+			in(fixed(withHopLimit(pkt6(linkLocal2, allNodes, nil, icmp6, icmp6Msg(130)), 1))),
+		}, nil},
+		// ND and MLD pass without policy, so what the receiving stack must
+		// discard never passes: routed (hop limit decremented), crafted or
+		// fragmented (RFC 4861, 3810, 6980).
+		{"neighbour discovery and MLD their receivers must refuse: dropped", []step{
+			dropped(false, fixed(withHopLimit(pkt6(peer6, pod6, nil, icmp6, icmp6Msg(135)), 254)), "FORBIDDEN_ICMPV6_MESSAGE"),
+			dropped(true, fixed(withHopLimit(pkt6(pod6, peer6, nil, icmp6, icmp6Msg(136)), 64)), "FORBIDDEN_ICMPV6_MESSAGE"),
+			dropped(true, fixed(withHopLimit(pkt6(linkLocal1, allRouters, nil, icmp6, icmp6Msg(133)), 1)), "FORBIDDEN_ICMPV6_MESSAGE"),
+			dropped(true, fixed(withHopLimit(pkt6(linkLocal1, mldRouters, []ext6{optsHdr(nhHop)}, icmp6, icmp6Msg(143)), 2)), "FORBIDDEN_ICMPV6_MESSAGE"),
+			dropped(false, fixed(withHopLimit(pkt6(linkLocal2, allNodes, nil, icmp6, icmp6Msg(130)), 255)), "FORBIDDEN_ICMPV6_MESSAGE"),
+			dropped(false, fixed(withHopLimit(pkt6(linkLocal2, linkLocal1, []ext6{fragHdr(0, true, 81)}, icmp6, icmp6Msg(134)), 255)), "FORBIDDEN_ICMPV6_MESSAGE"),
+			dropped(true, fixed(withHopLimit(pkt6(pod6, peer36, []ext6{fragHdr(0, true, 82)}, icmp6, icmp6Msg(135)), 255)), "FORBIDDEN_ICMPV6_MESSAGE"), // (another peer: drop events are limited per flow)
+		}, nil},
 		{"an ND redirect is dropped both ways", []step{
 			dropped(true, func(t testing.TB) []byte { return icmp6LinkPkt(t, layers.ICMPv6TypeRedirect) }, "ICMP_REDIRECT"),
 			dropped(false, func(t testing.TB) []byte { return icmp6LinkPkt(t, layers.ICMPv6TypeRedirect) }, "ICMP_REDIRECT")}, nil},
 		{"a spoofed source: dropped", []step{dropped(true, fixed(pkt6(peer36, peer6, nil, tcp, syn)), "INVALID_SOURCE_IP")}, nil},
 		{"the pod's link-local source passes",
-			[]step{out(fixed(pkt6(netip.MustParseAddr("fe80::1"), netip.MustParseAddr("fe80::2"), nil, udp, udp6(5004, 53))), "trace")},
+			[]step{out(fixed(pkt6(linkLocal1, linkLocal2, nil, udp, udp6(5004, 53))), "trace")},
 			[]string{"UDP [fe80::1]:5004 [fe80::2]:53"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

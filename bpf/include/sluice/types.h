@@ -46,6 +46,10 @@ enum sl_drop_reason {
 	SL_DROP_IPV6_EXT_CHAIN = 156,
 	SL_DROP_NO_SERVICE_BACKEND = 158,     /* flow.DropReason_SERVICE_BACKEND_NOT_FOUND */
 	SL_DROP_FRAG_NOT_FOUND = 175,         /* flow.DropReason_FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND */
+	/* flow.DropReason_FORBIDDEN_ICMPV6_MESSAGE: neighbour discovery or MLD
+	 * its receiver must discard (a hop limit other than 255 or 1, a
+	 * fragment), which would otherwise pass without policy. */
+	SL_DROP_FORBIDDEN_ICMP6 = 176,
 	SL_DROP_NOT_IN_SRC_RANGE = 177,       /* flow.DropReason_DENIED_BY_LB_SRC_RANGE_CHECK: loadBalancerSourceRanges */
 	/* Sluice-specific reasons start here (none yet). */
 	SL_DROP_SLUICE_BASE = 1000,

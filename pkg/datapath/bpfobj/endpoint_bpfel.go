@@ -114,6 +114,7 @@ const (
 	EndpointSlDropReasonSL_DROP_IPV6EXT_CHAIN           EndpointSlDropReason = 156
 	EndpointSlDropReasonSL_DROP_NO_SERVICE_BACKEND      EndpointSlDropReason = 158
 	EndpointSlDropReasonSL_DROP_FRAG_NOT_FOUND          EndpointSlDropReason = 175
+	EndpointSlDropReasonSL_DROP_FORBIDDEN_ICMP6         EndpointSlDropReason = 176
 	EndpointSlDropReasonSL_DROP_NOT_IN_SRC_RANGE        EndpointSlDropReason = 177
 	EndpointSlDropReasonSL_DROP_SLUICE_BASE             EndpointSlDropReason = 1000
 	EndpointSlDropReasonSL_DROP_NO_LOCAL_BACKEND        EndpointSlDropReason = 1000
