@@ -26,8 +26,6 @@ import (
 	"github.com/sluice-net/sluice/pkg/rungroup"
 	"github.com/sluice-net/sluice/pkg/servicesync"
 	"github.com/sluice-net/sluice/pkg/source/files"
-	"github.com/sluice-net/sluice/pkg/source/k8s"
-	"github.com/sluice-net/sluice/pkg/xds"
 )
 
 // Agent is a running node agent.
@@ -49,10 +47,10 @@ type Agent struct {
 	web      *httpServers
 	cgroups  *cgroups.Pods
 	metrics  *metrics.Collector
-	// xds serves the node's Envoy (nil with --xds=false); l7 is its
-	// config's source.
-	xds *xds.Server
-	l7  xds.ConfigSource
+	// xds serves the node's Envoy (nil with --xds=false, and in builds
+	// without it: xds_server.go); l7 is its config's source.
+	xds proxyServer
+	l7  l7Source
 	// sockDestroy is how sockets of removed backends are destroyed
 	// (sockdestroy.Iterator or sockdestroy.SockDiag); empty if they cannot be.
 	sockDestroy string
@@ -347,15 +345,7 @@ type modelSource interface {
 
 func newSource(opts Options, log *slog.Logger) (modelSource, error) {
 	if opts.Source == "kubernetes" {
-		client, err := k8s.NewClient(opts.Kubeconfig)
-		if err != nil {
-			if opts.Kubeconfig == "" {
-				return nil, fmt.Errorf("%w (outside a pod, pass --kubeconfig)", err)
-			}
-			return nil, fmt.Errorf("--kubeconfig: %w", err)
-		}
-		return k8s.New(k8s.Options{Client: client, NodeName: opts.NodeName, SecretNamespace: opts.JWKSSecretNamespace,
-			Logger: log.With("component", "kubernetes")})
+		return newKubeSource(opts, log)
 	}
 	return files.New(files.Options{
 		Dir: opts.ManifestDir, StatePath: filepath.Join(opts.StateDir, "model.json"), MaxBytes: opts.ManifestMaxBytes,

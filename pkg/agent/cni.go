@@ -20,7 +20,6 @@ import (
 	"github.com/sluice-net/sluice/pkg/cni"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/model"
-	"github.com/sluice-net/sluice/pkg/source/k8s"
 )
 
 // The CNI endpoints the sluice-cni plugin calls (pkg/cni): ADD returns
@@ -300,14 +299,9 @@ func (a *Agent) uninstallCNIIfRemoved() {
 	}
 	log := a.log.With("component", "cni")
 	ns, name, _ := strings.Cut(o.UninstallWith, "/")
-	client, err := k8s.NewClient(a.opts.Kubeconfig)
-	if err != nil {
-		log.Warn("sluice-cni stays installed: no API client to ask whether the DaemonSet is being removed", "error", err)
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	removed, why, err := k8s.DaemonSetRemoved(ctx, client, ns, name)
+	removed, why, err := daemonSetRemoved(ctx, a.opts.Kubeconfig, ns, name)
 	if err != nil {
 		log.Warn("sluice-cni stays installed: cannot tell whether the DaemonSet is being removed", "error", err)
 		return

@@ -18,9 +18,12 @@ import (
 	"github.com/sluice-net/sluice/pkg/observer"
 	"github.com/sluice-net/sluice/pkg/service"
 	"github.com/sluice-net/sluice/pkg/source/files"
-	"github.com/sluice-net/sluice/pkg/source/k8s"
 	"github.com/sluice-net/sluice/pkg/statedir"
 )
+
+// errEdgeBuild is what the edge build (-tags sluice_edge: edge.go) says
+// of the features it leaves out.
+var errEdgeBuild = errors.New("this sluice-agent is the edge build (-tags sluice_edge, make build-edge), without the Kubernetes source and the xDS server: use the default build")
 
 // DefaultStateDir holds the API socket and the saved model.
 const DefaultStateDir = api.DefaultStateDir
@@ -118,7 +121,7 @@ func Defaults() Options {
 		MetricsAddress:   DefaultMetricsAddress,
 		SocketGroup:      "0",
 		ManifestMaxBytes: files.DefaultMaxBytes,
-		XDS:              true,
+		XDS:              xdsBuiltIn,
 		ProxyPorts:       l7.DefaultPortRange,
 	}
 }
@@ -187,7 +190,9 @@ func (o *Options) Validate() error {
 			errs = append(errs, errors.New("--manifests is required with --source=files"))
 		}
 	case "kubernetes":
-		if o.Kubeconfig == "" && !k8s.InCluster() {
+		if !kubeBuiltIn {
+			errs = append(errs, fmt.Errorf("--source=kubernetes: %w", errEdgeBuild))
+		} else if o.Kubeconfig == "" && !kubeInCluster() {
 			errs = append(errs, errors.New("--source=kubernetes outside a pod needs --kubeconfig: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set, so there is no in-cluster configuration"))
 		}
 	default:

@@ -1,3 +1,5 @@
+//go:build !sluice_edge
+
 package agent
 
 import (

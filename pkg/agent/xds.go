@@ -1,18 +1,25 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
 
 	"github.com/sluice-net/sluice/pkg/api"
 	"github.com/sluice-net/sluice/pkg/l7"
-	"github.com/sluice-net/sluice/pkg/rungroup"
-	"github.com/sluice-net/sluice/pkg/statedir"
-	"github.com/sluice-net/sluice/pkg/xds"
-	"github.com/sluice-net/sluice/pkg/xds/als"
 )
+
+// proxyServer is what the agent asks of the xDS server beyond running it.
+type proxyServer interface {
+	Status() api.ProxyStatus
+}
+
+// l7Source is the xDS server's source of L7 config (xds.ConfigSource).
+type l7Source interface {
+	// L7Config is the current Config.
+	L7Config() l7.Config
+	// Changed receives when L7Config may have changed.
+	Changed() <-chan struct{}
+}
 
 // noL7 stands in for the policy compiler's L7 config until it exists: an
 // empty Config that never changes, so the node's Envoy is configured with
@@ -22,28 +29,6 @@ type noL7 struct{}
 
 func (noL7) L7Config() l7.Config      { return l7.Config{} }
 func (noL7) Changed() <-chan struct{} { return nil }
-
-// newXDS builds the xDS server for the node's Envoy on
-// <state-dir>/xds.sock; nil with --xds=false. Services that share the
-// socket (the access log service) register on its GRPC() before
-// startXDS.
-func (a *Agent) newXDS() (*xds.Server, error) {
-	if !a.opts.XDS {
-		return nil, nil
-	}
-	gid, err := statedir.LookupGroup(a.opts.SocketGroup)
-	if err != nil {
-		return nil, fmt.Errorf("--socket-group: %w", err)
-	}
-	o := xds.ServerOptions{
-		SocketPath: filepath.Join(a.opts.StateDir, xds.DefaultSocketName), SocketGroup: gid,
-		Logger: a.log.With("component", "xds"),
-	}
-	if a.metrics != nil { // a nil *Collector is not a nil Observer
-		o.Observer = a.metrics
-	}
-	return xds.NewServer(o)
-}
 
 // proxyStatus is the xDS server's status, nil when it is off.
 func (a *Agent) proxyStatus() *api.ProxyStatus {
@@ -79,29 +64,4 @@ func (a *Agent) serveProxyStatus(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	writeJSON(w, st)
-}
-
-// startXDS starts the node's xDS server (unless --xds=false): the
-// Envoy's config over ADS on the state dir's socket, before the local
-// API so that `sluice status` shows it.
-func (a *Agent) startXDS(g *rungroup.Group) error {
-	srv, err := a.newXDS()
-	if err != nil {
-		return fmt.Errorf("xds: %w", err)
-	}
-	if srv == nil {
-		return nil
-	}
-	// Envoy's access logs, on the same socket: each request an L7 flow.
-	if _, err := als.Register(srv.GRPC(), als.Options{Converter: a.flows.conv, Store: a.flows.store,
-		Observe: a.metrics.ObserveL7Request, Log: a.log.With("component", "als")}); err != nil {
-		srv.Close()
-		return fmt.Errorf("access log service: %w", err)
-	}
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	a.xds = srv
-	g.Add("xds", func(ctx context.Context) error { srv.Run(ctx, a.l7, nil); return nil }, srv.Close)
-	return nil
 }

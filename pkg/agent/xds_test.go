@@ -1,3 +1,5 @@
+//go:build !sluice_edge
+
 package agent
 
 import (
@@ -44,22 +46,22 @@ func TestProxyAPI(t *testing.T) {
 	opts.StateDir, opts.SocketGroup = dir, ""
 	require.True(t, opts.XDS, "on by default")
 	a := &Agent{opts: opts, log: slog.New(slog.DiscardHandler), l7: noL7{}}
-	var err error
-	a.xds, err = a.newXDS()
+	srvX, err := a.newXDS()
 	require.NoError(t, err)
-	require.NoError(t, a.xds.Start())
-	t.Cleanup(a.xds.Close)
+	require.NoError(t, srvX.Start())
+	t.Cleanup(srvX.Close)
+	a.xds = srvX
 	require.FileExists(t, filepath.Join(dir, xds.DefaultSocketName))
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
-	go func() { defer close(ran); a.xds.Run(ctx, a.l7, nil) }()
+	go func() { defer close(ran); srvX.Run(ctx, a.l7, nil) }()
 	t.Cleanup(func() { cancel(); <-ran })
 
 	srv, err := a.listenAPI()
 	require.NoError(t, err)
 	go func() { _ = srv.serve(context.Background()) }()
 	t.Cleanup(srv.shutdown)
-	require.Eventually(t, func() bool { return a.xds.Status().Version != "" }, 5*time.Second, 10*time.Millisecond, "the empty config served")
+	require.Eventually(t, func() bool { return srvX.Status().Version != "" }, 5*time.Second, 10*time.Millisecond, "the empty config served")
 	code, body := getProxy(t, dir)
 	require.Equal(t, http.StatusOK, code, string(body))
 	var st api.ProxyStatus
@@ -73,7 +75,7 @@ func TestProxyAPI(t *testing.T) {
 
 	// An L7 config that cannot be served is an error of `sluice status`.
 	bad := l7.Config{Listeners: []l7.Listener{{Name: "l7-1", Port: 15001, Rules: []l7.Rule{{Ref: l7.RuleRef{Namespace: "ns", Policy: "p"}, Method: "("}}}}}
-	require.Error(t, a.xds.Update(bad))
+	require.Error(t, srvX.Update(bad))
 	errs := proxyErrors(a.proxyStatus())
 	require.Len(t, errs, 1)
 	assert.Equal(t, "proxy", errs[0].Component)
@@ -85,9 +87,9 @@ func TestProxyAPI(t *testing.T) {
 	off.opts.AddFlags(fs)
 	require.NoError(t, fs.Parse([]string{"--xds=false"}))
 	require.False(t, off.opts.XDS)
-	off.xds, err = off.newXDS()
+	offX, err := off.newXDS()
 	require.NoError(t, err)
-	require.Nil(t, off.xds)
+	require.Nil(t, offX)
 	srv2, err := off.listenAPI()
 	require.NoError(t, err)
 	go func() { _ = srv2.serve(context.Background()) }()
