@@ -2,10 +2,13 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -130,6 +133,24 @@ func (r initramfs) write(out string) error {
 		return fmt.Errorf("write initramfs: %w", err)
 	}
 	return f.Close()
+}
+
+// addTree adds every regular file under the host directory dir to files,
+// at the same path in the initramfs; a missing dir adds nothing.
+func addTree(files map[string]string, dir string) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			files[strings.TrimPrefix(p, "/")] = p
+		}
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 func moduleInitramfsPath(i int, m module) string {

@@ -243,11 +243,15 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 		cfg.Keep = keepPaths(append([]string{o.repo, runDir, binDir}, gomodcache(env)...))
 	} else {
 		// A foreign architecture cannot use the host's tools: the test
-		// binaries travel in the initramfs.
+		// binaries travel in the initramfs, with their package's testdata
+		// (golden files, fuzz corpora) in its directory.
 		for _, t := range tests {
 			p := "tests/" + filepath.Base(t.Path)
 			rd.files[p] = t.Path
 			rd.dirs = append(rd.dirs, strings.TrimPrefix(t.Dir, "/"))
+			if err := addTree(rd.files, filepath.Join(t.Dir, "testdata")); err != nil {
+				return nil, err
+			}
 			t.Path = "/" + p
 			cfg.Tests = append(cfg.Tests, t)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -128,6 +129,21 @@ func TestCPIO(t *testing.T) {
 		require.Contains(t, s, name)
 	}
 	require.Equal(t, 6, strings.Count(s, "070701"), "a, a/b, a/b/c, bin, bin/true, trailer")
+}
+
+// A foreign-architecture guest has no 9p root: a package's testdata (the
+// pinned-layout golden file, fuzz corpora) travels in the initramfs at its
+// host path, beside the test binary's working directory.
+func TestAddTreeTakesTestdata(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "testdata", "fuzz", "F"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "testdata", "a.golden"), []byte("a"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "testdata", "fuzz", "F", "seed"), []byte("b"), 0o644))
+	files := map[string]string{}
+	require.NoError(t, addTree(files, filepath.Join(dir, "testdata")))
+	require.NoError(t, addTree(files, filepath.Join(dir, "missing")), "a package without testdata adds nothing")
+	golden, seed := filepath.Join(dir, "testdata", "a.golden"), filepath.Join(dir, "testdata", "fuzz", "F", "seed")
+	require.Equal(t, map[string]string{strings.TrimPrefix(golden, "/"): golden, strings.TrimPrefix(seed, "/"): seed}, files)
 }
 
 // The guest covers /tmp and /root with tmpfs; a clone or cache there is
