@@ -92,7 +92,7 @@ func buildBinaries(repo, arch, dir string, agent bool) (binDir, initPath string,
 		return "", "", err
 	}
 	if agent {
-		if _, err := runGo(goCmd(repo, arch, "build", "-o", binDir+"/", "./cmd/sluice-agent", "./cmd/sluice")); err != nil {
+		if _, err := runGo(goCmd(repo, arch, "build", "-o", binDir+"/", "./cmd/sluice-agent", "./cmd/sluice", "./cmd/sluice-cni")); err != nil {
 			return "", "", err
 		}
 	}

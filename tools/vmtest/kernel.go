@@ -219,6 +219,14 @@ func resolveModules(modDir string, want []string) ([]module, error) {
 		return nil
 	}
 	for _, w := range want {
+		// "name?": only if this kernel has it (a module that later
+		// kernels build into another, as nft_counter into nf_tables).
+		if n, optional := strings.CutSuffix(w, "?"); optional {
+			if _, ok := files[strings.ReplaceAll(n, "-", "_")]; !ok {
+				continue
+			}
+			w = n
+		}
 		if err := visit(w, nil); err != nil {
 			return nil, err
 		}

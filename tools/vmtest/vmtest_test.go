@@ -214,3 +214,17 @@ func TestPatternMatchingNoTestFails(t *testing.T) {
 		})
 	}
 }
+
+// A module the matrix marks optional ("name?") is skipped where the kernel
+// has no such module (nft_counter is part of nf_tables from 5.15 on); a
+// required one that is missing fails the run, naming it.
+func TestOptionalModules(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "kernel"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/net/core/builtin_one.ko\n"), 0o644))
+	mods, err := resolveModules(dir, []string{"nft_counter?", "builtin_one"})
+	require.NoError(t, err)
+	require.Empty(t, mods)
+	_, err = resolveModules(dir, []string{"nft_counter"})
+	require.ErrorContains(t, err, "kernel module nft_counter is neither built in nor in")
+}

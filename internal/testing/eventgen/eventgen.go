@@ -4,7 +4,7 @@
 // prepared packets with BPF_PROG_TEST_RUN.
 //
 //	node netns
-//	  client pod's host veth (ifindex N), tcx ingress: sl_from_ep ◄── the agent attached it
+//	  client pod's host veth (ifindex N), ingress: sl_from_ep ◄── the agent attached it (tcx or tc)
 //	     ▲ BPF_PROG_TEST_RUN, skb->dev = that veth:
 //	     │   SYN  client:port → server:dport   new connection: a trace event
 //	     │   RST  client:port → server:dport   closed:         a connection-end event
@@ -32,6 +32,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/sluice-net/sluice/pkg/datapath"
@@ -129,21 +130,36 @@ func (g *Generator) Runs() uint64 { return g.n }
 // Close releases the program (the agent's attachment stays).
 func (g *Generator) Close() error { return g.prog.Close() }
 
-// AttachedProgram returns the program called name attached with tcx to
-// the ingress of interface ifindex in the caller's netns.
+// AttachedProgram returns the program called name attached to the ingress
+// of interface ifindex in the caller's netns: with tcx, or (kernels before
+// 6.6, --attach-mode tc) as a cls_bpf filter of the clsact ingress hook.
 func AttachedProgram(ifindex int, name string) (*ebpf.Program, error) {
 	if ifindex <= 0 {
 		return nil, errors.New("want the source pod's host-side interface index")
 	}
+	var ids []ebpf.ProgramID
 	q, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
-	if err != nil {
-		return nil, fmt.Errorf("query tcx ingress programs of ifindex %d: %w", ifindex, err)
+	if err == nil {
+		for _, ap := range q.Programs {
+			ids = append(ids, ap.ID)
+		}
+	}
+	if err != nil || len(ids) == 0 {
+		filters, ferr := netlink.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}, netlink.HANDLE_MIN_INGRESS)
+		if ferr != nil {
+			return nil, fmt.Errorf("query ingress programs of ifindex %d: tcx: %v; tc filters: %w", ifindex, err, ferr)
+		}
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Id > 0 {
+				ids = append(ids, ebpf.ProgramID(bf.Id))
+			}
+		}
 	}
 	var seen []string
-	for _, ap := range q.Programs {
-		p, err := ebpf.NewProgramFromID(ap.ID)
+	for _, id := range ids {
+		p, err := ebpf.NewProgramFromID(id)
 		if err != nil {
-			return nil, fmt.Errorf("open program %d: %w", ap.ID, err)
+			return nil, fmt.Errorf("open program %d: %w", id, err)
 		}
 		info, err := p.Info()
 		if err == nil && info.Name == name {
@@ -154,7 +170,7 @@ func AttachedProgram(ifindex int, name string) (*ebpf.Program, error) {
 		}
 		p.Close()
 	}
-	return nil, fmt.Errorf("no %s attached to ifindex %d (tcx ingress has %v): is the agent running with --attach-mode tcx and the pod an endpoint?", name, ifindex, seen)
+	return nil, fmt.Errorf("no %s attached to ifindex %d (its ingress has %v): is the agent running and the pod an endpoint?", name, ifindex, seen)
 }
 
 // TCPPacket is an Ethernet frame with an IPv4 TCP segment without
