@@ -63,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&opts.suite, "suite", "", "the suite to run (default: the entry's suite, else full; an entry whose suite is smaller runs its own)")
 		fs.StringVar(&opts.run, "run", "", "a -test.run pattern for every package, instead of the suite's; the run fails if it matches no test in any of them")
 		fs.StringVar(&opts.accel, "accel", "auto", "qemu accelerator: auto (KVM where it works, else TCG), kvm or tcg")
-		fs.DurationVar(&opts.timeout, "timeout", 0, "kill the VM after this long (default 20m; 30m for the smoke suite, 60m for the full one)")
+		fs.DurationVar(&opts.timeout, "timeout", 0, "kill the VM after this long (default 20m; 30m for the smoke suite, 3h for the full one)")
 		fs.IntVar(&opts.cpus, "cpus", 2, "virtual CPUs")
 		fs.IntVar(&opts.memMiB, "memory", 3072, "guest memory in MiB")
 		fs.StringVar(&opts.repo, "repo", ".", "the repository")
