@@ -117,7 +117,7 @@ func runKernel(m *Matrix, o runOptions, stdout io.Writer, logf func(string, ...a
 			// 18-20 min: a margin, so a slow run is not a hung one.
 			o.timeout = 30 * time.Minute
 		case "full":
-			// Under TCG on two cores the full suite took about 2 h on
+			// Under TCG on two cores the full suite took 1 h 32 min on
 			// 5.10 (the end-to-end tests most of it).
 			o.timeout = 3 * time.Hour
 		}
