@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-net/sluice/pkg/cgroups"
 	"github.com/sluice-net/sluice/pkg/datapath"
 	"github.com/sluice-net/sluice/pkg/endpoint"
+	"github.com/sluice-net/sluice/pkg/l7"
 	"github.com/sluice-net/sluice/pkg/metrics"
 	"github.com/sluice-net/sluice/pkg/model"
 	"github.com/sluice-net/sluice/pkg/policysync"
@@ -50,7 +51,7 @@ type Agent struct {
 	// xds serves the node's Envoy (nil with --xds=false, and in builds
 	// without it: xds_server.go); l7 is its config's source.
 	xds proxyServer
-	l7  l7Source
+	l7  l7.Source
 	// sockDestroy is how sockets of removed backends are destroyed
 	// (sockdestroy.Iterator or sockdestroy.SockDiag); empty if they cannot be.
 	sockDestroy string

@@ -13,14 +13,6 @@ type proxyServer interface {
 	Status() api.ProxyStatus
 }
 
-// l7Source is the xDS server's source of L7 config (xds.ConfigSource).
-type l7Source interface {
-	// L7Config is the current Config.
-	L7Config() l7.Config
-	// Changed receives when L7Config may have changed.
-	Changed() <-chan struct{}
-}
-
 // noL7 stands in for the policy compiler's L7 config until it exists: an
 // empty Config that never changes, so the node's Envoy is configured with
 // no listeners (and the xDS server, its status and Envoy's ACKs work from

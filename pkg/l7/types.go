@@ -137,3 +137,13 @@ type RateLimit struct {
 	Burst     uint32        `json:"burst"`
 	PerClient bool          `json:"perClient,omitempty"`
 }
+
+// Source produces the node's compiled L7 policy (the policy
+// compiler implements it).
+type Source interface {
+	// L7Config is the current Config.
+	L7Config() Config
+	// Changed receives when L7Config may have changed (asked again after
+	// each receive); nil never does, and a closed channel ends the updates.
+	Changed() <-chan struct{}
+}

@@ -38,15 +38,8 @@ type anyNode struct{}
 
 func (anyNode) ID(*corev3.Node) string { return snapshotKey }
 
-// ConfigSource produces the node's compiled L7 policy (the policy
-// compiler implements it).
-type ConfigSource interface {
-	// L7Config is the current Config.
-	L7Config() l7.Config
-	// Changed receives when L7Config may have changed (asked again after
-	// each receive); nil never does, and a closed channel ends the updates.
-	Changed() <-chan struct{}
-}
+// ConfigSource produces the node's compiled L7 policy: l7.Source.
+type ConfigSource = l7.Source
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
